@@ -1,0 +1,114 @@
+"""The write paths of accounts: creating users, deactivating them, issuing tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth import authenticate
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from rest_framework import exceptions
+from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
+from rest_framework_simplejwt.tokens import RefreshToken
+
+from accounts.models import Role, User
+from paygo.api.errors import Conflict
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access: str
+    refresh: str
+
+
+def _email_taken() -> Conflict:
+    return Conflict(
+        {
+            "message": "An account with this email already exists.",
+            "code": "email_taken",
+            "errors": {"email": ["An account with this email already exists."]},
+        }
+    )
+
+
+def user_create(
+    *,
+    email: str,
+    password: str | None,
+    name: str,
+    role: str = Role.USER,
+    phone: str = "",
+    is_superuser: bool = False,
+    is_staff: bool | None = None,
+    validate: bool = False,
+) -> User:
+    """Create a user of any role. Admins are staff. `validate` runs Django's password validators."""
+    email = User.objects.normalize_email(email)
+    user = User(
+        email=email,
+        name=name.strip(),
+        role=role,
+        phone=phone,
+        is_superuser=is_superuser,
+        is_staff=bool(is_staff) or role == Role.ADMIN or is_superuser,
+    )
+    if validate and password is not None:
+        try:
+            validate_password(password, user=user)
+        except DjangoValidationError as exc:
+            raise exceptions.ValidationError({"password": list(exc.messages)}) from None
+    user.set_password(password) if password else user.set_unusable_password()
+    if User.objects.filter(email=email).exists():
+        raise _email_taken()
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError:
+        # The case-insensitive unique index is the backstop for two concurrent sign-ups.
+        raise _email_taken() from None
+    return user
+
+
+def user_register(*, name: str, email: str, password: str, role: str) -> User:
+    """Self-service sign-up: users and vendors only; staff and admins are made by operators."""
+    if role not in (Role.USER, Role.VENDOR):
+        raise exceptions.ValidationError({"role": ["Choose 'user' or 'vendor'; admins are created by operators."]})
+    return user_create(email=email, password=password, name=name, role=role, validate=True)
+
+
+def user_login(*, request, email: str, password: str) -> User:
+    """The user for these credentials, or 401. Unknown email, wrong password and a deactivated
+    account all answer the same, so the endpoint tells nobody which emails exist."""
+    user = authenticate(request, email=email, password=password)
+    if user is None:
+        raise exceptions.AuthenticationFailed("Invalid email or password.", code="invalid_credentials")
+    return user
+
+
+def user_deactivate(*, user: User) -> User:
+    """Deactivate: login is refused and every token the user holds stops working at once
+    (authentication checks is_active on every request and socket)."""
+    user.is_active = False
+    user.save(update_fields=["is_active"])
+    return user
+
+
+def token_pair_for(user: User) -> TokenPair:
+    refresh = RefreshToken.for_user(user)
+    return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
+
+
+def token_refresh(*, refresh_token: str) -> TokenPair:
+    """A new access token for a valid refresh token of an active user."""
+    try:
+        refresh = RefreshToken(refresh_token)
+    except TokenError:
+        raise exceptions.AuthenticationFailed(
+            "The refresh token is invalid or expired.", code="token_not_valid"
+        ) from None
+    user_id = refresh.payload.get(jwt_settings.USER_ID_CLAIM)
+    if not User.objects.filter(pk=user_id, is_active=True).exists():
+        raise exceptions.AuthenticationFailed("No active account for this token.", code="no_active_account")
+    return TokenPair(access=str(refresh.access_token), refresh=refresh_token)

@@ -1,0 +1,236 @@
+"""Register, login, refresh and me, with their refusals."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from accounts.models import User
+from accounts.services import token_pair_for, user_deactivate
+from conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+REGISTER = "/api/v1/auth/register"
+LOGIN = "/api/v1/auth/login"
+REFRESH = "/api/v1/auth/refresh"
+ME = "/api/v1/auth/me"
+
+
+def register(anon, **overrides):
+    body = {"name": "Carol", "email": "carol@example.com", "password": PASSWORD, "role": "user", **overrides}
+    return anon.post(REGISTER, body, format="json")
+
+
+def test_register_answers_user_and_tokens(anon):
+    response = register(anon)
+
+    assert response.status_code == 201
+    body = response.json()
+    assert set(body) == {"user", "token", "refreshToken"}
+    assert set(body["user"]) == {"id", "name", "email", "role", "walletAddress"}
+    assert body["user"]["email"] == "carol@example.com"
+    assert body["user"]["role"] == "user"
+    user = User.objects.get(pk=body["user"]["id"])
+    assert user.check_password(PASSWORD)
+    assert user.password.startswith("argon2")
+    assert not user.is_staff
+
+
+def test_register_token_authenticates(anon, api):
+    token = register(anon).json()["token"]
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    response = anon.get(ME)
+
+    assert response.status_code == 200
+    assert response.json()["user"]["email"] == "carol@example.com"
+
+
+def test_register_vendor(anon):
+    response = register(anon, role="vendor")
+
+    assert response.status_code == 201
+    assert User.objects.get(email="carol@example.com").role == "vendor"
+
+
+def test_register_admin_role_refused(anon):
+    response = register(anon, role="admin")
+
+    assert response.status_code == 400
+    assert "role" in response.json()["errors"]
+    assert not User.objects.filter(email="carol@example.com").exists()
+
+
+def test_register_unknown_role_refused(anon):
+    response = register(anon, role="superuser")
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["role"]
+    assert User.objects.count() == 0
+
+
+def test_register_same_email_other_case_refused(anon, alice):
+    response = register(anon, email="ALICE@Example.COM")
+
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "email_taken"
+    assert body["errors"] == {"email": ["An account with this email already exists."]}
+    assert User.objects.filter(email__iexact="alice@example.com").count() == 1
+
+
+def test_register_stores_email_lower_case(anon):
+    register(anon, email="Carol@Example.com")
+
+    assert User.objects.get().email == "carol@example.com"
+
+
+def test_register_weak_password_refused(anon):
+    response = register(anon, password="123")
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["password"]
+    assert User.objects.count() == 0
+
+
+@pytest.mark.parametrize("missing", ["name", "email", "password"])
+def test_register_missing_field(anon, missing):
+    body = {"name": "Carol", "email": "carol@example.com", "password": PASSWORD}
+    del body[missing]
+
+    response = anon.post(REGISTER, body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][missing] == ["This field is required."]
+
+
+def test_register_bad_email(anon):
+    response = register(anon, email="not-an-email")
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["email"] == ["Enter a valid email address."]
+
+
+def test_login_answers_user_and_tokens(anon, alice):
+    response = anon.post(LOGIN, {"email": "alice@example.com", "password": PASSWORD}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["user"]["id"] == alice.pk
+    assert body["token"] and body["refreshToken"]
+
+
+def test_login_email_is_case_insensitive(anon, alice):
+    response = anon.post(LOGIN, {"email": "Alice@EXAMPLE.com", "password": PASSWORD}, format="json")
+
+    assert response.status_code == 200
+
+
+def test_wrong_password_and_unknown_email_answer_the_same(anon, alice):
+    wrong_password = anon.post(LOGIN, {"email": "alice@example.com", "password": "nope-nope"}, format="json")
+    unknown_email = anon.post(LOGIN, {"email": "nobody@example.com", "password": PASSWORD}, format="json")
+
+    assert wrong_password.status_code == unknown_email.status_code == 401
+    assert wrong_password.json() == unknown_email.json()
+    assert wrong_password.json()["message"] == "Invalid email or password."
+
+
+def test_deactivated_user_cannot_log_in_and_tokens_stop(anon, api, alice):
+    client = api(alice)
+    refresh = token_pair_for(alice).refresh
+    assert client.get(ME).status_code == 200
+
+    user_deactivate(user=alice)
+
+    assert anon.post(LOGIN, {"email": "alice@example.com", "password": PASSWORD}, format="json").status_code == 401
+    me = client.get(ME)
+    assert me.status_code == 401
+    assert me.json()["statusCode"] == 401
+    assert anon.post(REFRESH, {"refreshToken": refresh}, format="json").status_code == 401
+
+
+def test_refresh_gives_a_working_access_token(anon, alice):
+    refresh = token_pair_for(alice).refresh
+
+    response = anon.post(REFRESH, {"refreshToken": refresh}, format="json")
+
+    assert response.status_code == 200
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {response.json()['token']}")
+    assert anon.get(ME).json()["user"]["id"] == alice.pk
+
+
+def test_refresh_with_access_token_refused(anon, alice):
+    response = anon.post(REFRESH, {"refreshToken": token_pair_for(alice).access}, format="json")
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_not_valid"
+
+
+def test_refresh_with_garbage_refused(anon):
+    response = anon.post(REFRESH, {"refreshToken": "garbage"}, format="json")
+
+    assert response.status_code == 401
+
+
+def test_refresh_of_deleted_user_refused(anon, alice):
+    refresh = token_pair_for(alice).refresh
+    alice.delete()
+
+    assert anon.post(REFRESH, {"refreshToken": refresh}, format="json").status_code == 401
+
+
+def test_me_without_token(anon):
+    response = anon.get(ME)
+
+    assert response.status_code == 401
+    assert response.json() == {
+        "message": "Authentication credentials were not provided.",
+        "statusCode": 401,
+        "code": "not_authenticated",
+    }
+
+
+def test_me_with_bad_token(anon):
+    anon.credentials(HTTP_AUTHORIZATION="Bearer not.a.jwt")
+
+    response = anon.get(ME)
+
+    assert response.status_code == 401
+    assert response.json()["statusCode"] == 401
+
+
+@override_settings(RATELIMIT_LOGIN_PER_EMAIL="3/m", RATELIMIT_LOGIN_PER_IP="100/m")
+def test_login_rate_limited_per_email(anon, alice):
+    for _ in range(3):
+        anon.post(LOGIN, {"email": "alice@example.com", "password": "wrong-one"}, format="json")
+
+    response = anon.post(LOGIN, {"email": "ALICE@example.com", "password": PASSWORD}, format="json")
+
+    assert response.status_code == 429
+    assert response.json()["code"] == "rate_limited"
+    # another email from the same address still gets through
+    other = anon.post(LOGIN, {"email": "bob@example.com", "password": PASSWORD}, format="json")
+    assert other.status_code == 401
+
+
+@override_settings(RATELIMIT_LOGIN_PER_EMAIL="100/m", RATELIMIT_LOGIN_PER_IP="3/m")
+def test_login_rate_limited_per_ip(anon, alice):
+    for n in range(3):
+        anon.post(LOGIN, {"email": f"x{n}@example.com", "password": "wrong-one"}, format="json")
+
+    response = anon.post(LOGIN, {"email": "alice@example.com", "password": PASSWORD}, format="json")
+
+    assert response.status_code == 429
+
+
+@override_settings(RATELIMIT_REGISTER_PER_IP="2/h")
+def test_register_rate_limited_per_ip(anon):
+    assert register(anon, email="a1@example.com").status_code == 201
+    assert register(anon, email="a2@example.com").status_code == 201
+
+    response = register(anon, email="a3@example.com")
+
+    assert response.status_code == 429
+    assert response.json()["statusCode"] == 429
+    assert not User.objects.filter(email="a3@example.com").exists()

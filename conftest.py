@@ -1,0 +1,79 @@
+"""Shared test fixtures: the cast (alice, bob, victor, wanda, olga) and authenticated clients."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from rest_framework.test import APIClient
+
+from accounts.models import Role, User
+from accounts.services import token_pair_for, user_create
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _real_services(django_db_setup, django_db_blocker):
+    """The suite is meant for PostgreSQL and Redis: refuse to run green on anything else."""
+    with django_db_blocker.unblock():
+        assert connection.vendor == "postgresql", "Tests run on PostgreSQL: set DATABASE_URL (make test does)."
+    from django.conf import settings
+
+    assert not settings.EMBEDDED, "Tests run on Redis: set REDIS_URL (make test does)."
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Rate-limit counters live in the cache: every test starts from zero."""
+    cache.clear()
+    yield
+
+
+def _make(name: str, role: str, **extra) -> User:
+    return user_create(email=f"{name}@example.com", password=PASSWORD, name=name.capitalize(), role=role, **extra)
+
+
+@pytest.fixture
+def alice(db) -> User:
+    return _make("alice", Role.USER)
+
+
+@pytest.fixture
+def bob(db) -> User:
+    """The outsider: a user who owns none of the objects under test."""
+    return _make("bob", Role.USER)
+
+
+@pytest.fixture
+def victor(db) -> User:
+    return _make("victor", Role.VENDOR)
+
+
+@pytest.fixture
+def wanda(db) -> User:
+    """Another vendor."""
+    return _make("wanda", Role.VENDOR)
+
+
+@pytest.fixture
+def olga(db) -> User:
+    """Staff: a platform admin."""
+    return _make("olga", Role.ADMIN)
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+def client_for(user: User) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_pair_for(user).access}")
+    return client
+
+
+@pytest.fixture
+def api():
+    """api(user) -> an APIClient holding that user's access token."""
+    return client_for

@@ -1,0 +1,1 @@
+"""Consultation threads, messages and their paid calls."""

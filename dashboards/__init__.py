@@ -1,0 +1,1 @@
+"""Read-only analytics for users, vendors and staff; owns no money logic."""

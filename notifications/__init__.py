@@ -1,0 +1,1 @@
+"""Notifications and their delivery: in-app, email, SMS."""

@@ -1,0 +1,95 @@
+"""Amounts at the API edge: decimal strings and numbers in, integers of minor units inside.
+
+Inputs are parsed with Decimal(str(x)) so that a JSON number like 0.1 means exactly 0.1. Nothing
+here ever touches a float's value.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from rest_framework import serializers
+
+# No single amount may reach a trillion whole units: far beyond any real payment, and safely
+# inside NUMERIC(38,0) even at 18 decimals.
+MAX_WHOLE_UNITS = 10**12
+
+
+class AmountError(ValueError):
+    """An amount that cannot be accepted; str() is the message for the client."""
+
+
+def parse_decimal(value: Any) -> Decimal:
+    """A finite Decimal from a JSON string or number, or AmountError."""
+    if isinstance(value, bool) or value is None or isinstance(value, list | dict):
+        raise AmountError("Must be a number or a decimal string.")
+    text = str(value).strip()
+    if not text or len(text) > 64:
+        raise AmountError("Must be a number or a decimal string.")
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        raise AmountError("Must be a number or a decimal string.") from None
+    if not number.is_finite():
+        raise AmountError("Must be a finite number.")
+    return number
+
+
+def parse_amount(value: Any, *, allow_zero: bool = False) -> Decimal:
+    """A finite, non-negative (positive unless allow_zero), sane-sized Decimal, or AmountError."""
+    number = parse_decimal(value)
+    if number < 0:
+        raise AmountError("Must not be negative.")
+    if number == 0 and not allow_zero:
+        raise AmountError("Must be greater than zero.")
+    if number >= MAX_WHOLE_UNITS:
+        raise AmountError(f"Must be less than {MAX_WHOLE_UNITS:,}.")
+    return number
+
+
+def to_minor(value: Any, decimals: int, *, allow_zero: bool = False) -> int:
+    """Parse `value` into integer minor units of an asset with `decimals` decimals."""
+    number = parse_amount(value, allow_zero=allow_zero)
+    exponent = number.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > decimals:
+        raise AmountError(f"Must have at most {decimals} decimal places.")
+    return int(number.scaleb(decimals))
+
+
+def format_minor(amount: int, decimals: int) -> str:
+    """Integer minor units -> decimal string at the asset's precision ("12.500000")."""
+    sign = "-" if amount < 0 else ""
+    whole, frac = divmod(abs(int(amount)), 10**decimals)
+    return f"{sign}{whole}.{frac:0{decimals}d}" if decimals else f"{sign}{whole}"
+
+
+class AmountField(serializers.Field):
+    """A positive amount as a Decimal; the serializer converts it with the asset's decimals.
+
+    The asset often comes in the same payload (`token`), so the decimal-places check happens in
+    `to_minor`, called from the serializer's validate().
+    """
+
+    default_error_messages = {"invalid": "{message}"}
+
+    def __init__(self, *, allow_zero: bool = False, **kwargs: Any):
+        self.allow_zero = allow_zero
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> Decimal:
+        try:
+            return parse_amount(data, allow_zero=self.allow_zero)
+        except AmountError as exc:
+            self.fail("invalid", message=str(exc))
+
+    def to_representation(self, value: Any) -> str:
+        return str(value)
+
+
+def minor_from_field(serializer_field: str, value: Decimal, decimals: int, *, allow_zero: bool = False) -> int:
+    """to_minor for a validated AmountField value, raising a field ValidationError."""
+    try:
+        return to_minor(value, decimals, allow_zero=allow_zero)
+    except AmountError as exc:
+        raise serializers.ValidationError({serializer_field: [str(exc)]}) from None

@@ -1,0 +1,192 @@
+"""The one error format of the API: {"message", "statusCode", "code", "errors"?}."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, JsonResponse
+from django_ratelimit.exceptions import Ratelimited
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+
+logger = logging.getLogger("paygo.api")
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The request conflicts with the current state."
+    default_code = "conflict"
+
+
+class PaymentRequired(exceptions.APIException):
+    status_code = status.HTTP_402_PAYMENT_REQUIRED
+    default_detail = "Insufficient funds."
+    default_code = "insufficient_funds"
+
+
+class TooManyRequests(exceptions.APIException):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    default_detail = "Too many requests; slow down and try again later."
+    default_code = "rate_limited"
+
+
+class PayloadTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request is too large."
+    default_code = "too_large"
+
+
+_DEFAULT_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    402: "insufficient_funds",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "server_error",
+}
+
+
+def error_body(
+    status_code: int,
+    message: str | None = None,
+    *,
+    code: str | None = None,
+    errors: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "message": message or _reason(status_code),
+        "statusCode": status_code,
+        "code": code or _DEFAULT_CODES.get(status_code, "error"),
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return body
+
+
+def error_response(status_code: int, message: str | None = None, *, code: str | None = None) -> JsonResponse:
+    """A plain Django response in the error format, for code outside DRF (middleware, handlers)."""
+    return JsonResponse(error_body(status_code, message, code=code), status=status_code)
+
+
+def exception_to_response(exc: Exception) -> JsonResponse | None:
+    """Known Django exceptions raised outside DRF views; None means 'a bug: answer 500'."""
+    if isinstance(exc, Http404):
+        return error_response(404)
+    if isinstance(exc, Ratelimited):
+        return error_response(429, TooManyRequests.default_detail)
+    if isinstance(exc, DjangoPermissionDenied):
+        return error_response(403)
+    if isinstance(exc, RequestDataTooBig):
+        return error_response(413, str(exc) or None)
+    if isinstance(exc, SuspiciousOperation):
+        return error_response(400, "The request was refused as malformed.", code="bad_request")
+    return None
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every DRF error, and Django's, in the one format."""
+    if isinstance(exc, Ratelimited):
+        exc = TooManyRequests()
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    elif isinstance(exc, SuspiciousOperation):
+        exc = exceptions.ParseError("The request was refused as malformed.")
+    if not isinstance(exc, exceptions.APIException):
+        return None  # a bug: ApiErrorMiddleware logs it and answers 500 in the same format
+
+    headers: dict[str, str] = {}
+    if isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
+        # DRF downgrades these to 403 on views without an authenticator (login, refresh);
+        # a bad credential is a 401 everywhere.
+        exc.status_code = status.HTTP_401_UNAUTHORIZED
+        headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))
+
+    if isinstance(exc, exceptions.ValidationError):
+        body = _validation_body(exc.detail)
+    else:
+        detail = exc.detail
+        extra: dict[str, Any] = {}
+        if isinstance(detail, dict):
+            # Structured details (e.g. {"message": ..., "needed": ...}) keep their extra fields.
+            extra = {k: v for k, v in detail.items() if k not in ("message", "detail", "code")}
+            message = str(detail.get("message") or detail.get("detail") or "")
+        elif isinstance(detail, list):
+            message = str(detail[0]) if detail else ""
+        else:
+            message = str(detail)
+        code = (str(detail["code"]) if isinstance(detail, dict) and "code" in detail else _code_of(detail)) or (
+            exc.default_code
+        )
+        if isinstance(exc, exceptions.ParseError) and message.startswith("JSON parse error"):
+            code = "malformed_json"
+        body = error_body(exc.status_code, message, code=code, **extra)
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+def _validation_body(detail: Any) -> dict[str, Any]:
+    if isinstance(detail, dict):
+        errors = {key: _plain(value) for key, value in detail.items()}
+        general = errors.pop("non_field_errors", None)
+        if general and not errors:
+            return error_body(400, _first(general), code=_code_of(detail["non_field_errors"]) or "invalid")
+        field, messages = next(iter(errors.items())) if errors else (None, None)
+        message = f"{_camel(field)}: {_first(messages)}" if field else "Invalid input."
+        if general:
+            errors["nonFieldErrors"] = general
+        return error_body(400, message, code="invalid", errors=errors)
+    messages = _plain(detail)
+    return error_body(400, _first(messages) or "Invalid input.", code=_code_of(detail) or "invalid")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value)
+
+
+def _first(value: Any) -> str:
+    while isinstance(value, list | tuple) and value:
+        value = value[0]
+    if isinstance(value, dict) and value:
+        key, inner = next(iter(value.items()))
+        return f"{_camel(key)}: {_first(inner)}"
+    return str(value) if value else ""
+
+
+def _code_of(detail: Any) -> str | None:
+    while isinstance(detail, list | tuple) and detail:
+        detail = detail[0]
+    return getattr(detail, "code", None)
+
+
+def _camel(name: str) -> str:
+    head, *rest = str(name).split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _reason(status_code: int) -> str:
+    try:
+        return HTTPStatus(status_code).phrase + "."
+    except ValueError:
+        return "Error."

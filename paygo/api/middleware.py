@@ -1,0 +1,102 @@
+"""Request ids for logs and responses, and the guarantee that no API client ever gets HTML."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import uuid
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+
+from paygo.api.errors import error_response, exception_to_response
+
+logger = logging.getLogger("paygo.api")
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestIdLogFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+class RequestIdMiddleware:
+    """Takes the caller's X-Request-ID when it is sane, else makes one; echoes it back."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request.request_id = request_id
+        token = request_id_var.set(request_id)
+        try:
+            response = self.get_response(request)
+        finally:
+            request_id_var.reset(token)
+        response["X-Request-ID"] = request_id
+        return response
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+class ApiErrorMiddleware:
+    """Under /api/, every error leaves as the JSON error format.
+
+    DRF views already answer through paygo.api.errors.exception_handler; this catches what happens
+    outside them: unknown paths, Django's own 404/500 pages (HTML, or the DEBUG technical pages),
+    CSRF failures, oversized bodies, and exceptions that escape a view.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not is_api_request(request):
+            return self.get_response(request)
+        too_big = self._body_too_big(request)
+        if too_big:
+            return too_big
+        response = self.get_response(request)
+        if response.status_code >= 400 and not _is_json(response):
+            replacement = error_response(response.status_code)
+            for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+                if header in response:
+                    replacement[header] = response[header]
+            return replacement
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not is_api_request(request):
+            return None
+        response = exception_to_response(exception)
+        if response is None:
+            logger.exception("Unhandled error on %s %s", request.method, request.path)
+            return error_response(500)
+        return response
+
+    @staticmethod
+    def _body_too_big(request: HttpRequest) -> HttpResponse | None:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return error_response(400, "Content-Length is not a number.", code="bad_request")
+        is_multipart = request.content_type == "multipart/form-data"
+        limit = settings.API_MAX_UPLOAD_BYTES if is_multipart else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if length > limit:
+            return error_response(
+                413, f"The request body is {length} bytes; the limit is {limit} bytes.", code="too_large"
+            )
+        return None
+
+
+def _is_json(response: HttpResponse) -> bool:
+    return response.get("Content-Type", "").startswith("application/json")

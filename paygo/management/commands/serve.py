@@ -1,0 +1,33 @@
+"""`python manage.py serve`: API, admin, docs and WebSockets on one port through Daphne (ASGI).
+
+In the embedded default (no REDIS_URL) it also runs the periodic tasks on a timer thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+
+class Command(BaseCommand):
+    help = "Serve PayGo (HTTP + WebSocket) with Daphne; embedded mode also runs the periodic tasks."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+
+    def handle(self, *args, host: str, port: int, **options):
+        from daphne.cli import CommandLineInterface
+
+        if settings.EMBEDDED:
+            from paygo.embedded import EmbeddedBeat
+
+            EmbeddedBeat().start()
+            mode = "embedded (SQLite or DATABASE_URL, in-memory channel layer, eager Celery, in-process timer)"
+        else:
+            mode = "production services (Redis channel layer and cache; run a Celery worker and beat)"
+        self.stdout.write(f"PayGo on http://{host}:{port}/  —  API /api/v1/, docs /api/v1/docs/, admin /admin/")
+        self.stdout.write(f"Mode: {mode}")
+        CommandLineInterface().run(["--bind", host, "--port", str(port), "--proxy-headers", "paygo.asgi:application"])

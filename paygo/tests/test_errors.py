@@ -1,0 +1,120 @@
+"""Every class of error reaches an API client in the one JSON format, never as HTML."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+from django.urls import path
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.permissions import AllowAny
+
+from paygo import urls as paygo_urls
+
+pytestmark = pytest.mark.django_db
+
+
+def assert_error(response, status_code: int, code: str | None = None) -> dict:
+    assert response.status_code == status_code
+    assert response["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["statusCode"] == status_code
+    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["code"], str) and body["code"]
+    if code:
+        assert body["code"] == code
+    return body
+
+
+def test_malformed_json_is_400(anon):
+    response = anon.post("/api/v1/auth/login", data='{"email": ', content_type="application/json")
+
+    body = assert_error(response, 400, "malformed_json")
+    assert body["message"].startswith("JSON parse error")
+
+
+def test_wrong_content_type_is_415(anon):
+    response = anon.post("/api/v1/auth/login", data="<xml/>", content_type="application/xml")
+
+    assert_error(response, 415, "unsupported_media_type")
+
+
+def test_unknown_api_path_is_json_404(anon):
+    assert_error(anon.get("/api/v1/nothing-here"), 404, "not_found")
+    assert_error(anon.post("/api/v2/auth/login", {}, format="json"), 404, "not_found")
+    assert_error(anon.delete("/api/"), 404, "not_found")
+
+
+def test_method_not_allowed_is_405(anon):
+    response = anon.get("/api/v1/auth/login")
+
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response["Allow"]
+
+
+def test_validation_error_shape(anon):
+    response = anon.post("/api/v1/auth/register", {"email": "x"}, format="json")
+
+    body = assert_error(response, 400, "invalid")
+    assert body["errors"]["email"] == ["Enter a valid email address."]
+    assert body["errors"]["password"] == ["This field is required."]
+    assert body["message"].endswith(": This field is required.") or body["message"].startswith("email:")
+
+
+def test_body_too_large_is_413(anon):
+    huge = '{"email": "' + "a" * 1_100_000 + '"}'
+
+    response = anon.post("/api/v1/auth/login", data=huge, content_type="application/json")
+
+    assert_error(response, 413, "too_large")
+
+
+def test_not_authenticated_is_401(anon):
+    assert_error(anon.get("/api/v1/auth/me"), 401, "not_authenticated")
+
+
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def _boom(request):
+    raise RuntimeError("a bug")
+
+
+def _django_boom(request):
+    raise RuntimeError("a bug outside DRF")
+
+
+urlpatterns = [
+    path("api/v1/test-boom", _boom),
+    path("api/v1/test-django-boom", _django_boom),
+    *paygo_urls.urlpatterns,
+]
+
+
+@override_settings(ROOT_URLCONF=__name__, DEBUG=True)
+@pytest.mark.parametrize("url", ["/api/v1/test-boom", "/api/v1/test-django-boom"])
+def test_unhandled_exception_is_json_500_even_in_debug(client, url, caplog):
+    response = client.get(url)
+
+    body = assert_error(response, 500, "server_error")
+    assert "a bug" not in body["message"]  # no internals leak to the client
+    assert any("Unhandled error" in record.message for record in caplog.records)
+
+
+@override_settings(DEBUG=True)
+def test_debug_404_is_still_json(client):
+    response = client.get("/api/v1/auth/unknown")
+
+    assert_error(response, 404)
+
+
+def test_non_api_paths_are_not_rewritten(client):
+    response = client.get("/admin/")
+
+    assert response.status_code == 302  # the admin's own login redirect
+
+
+def test_request_id_is_echoed_or_made(anon):
+    given = anon.get("/api/v1/health", HTTP_X_REQUEST_ID="abc-123")
+    made = anon.get("/api/v1/health")
+
+    assert given["X-Request-ID"] == "abc-123"
+    assert len(made["X-Request-ID"]) == 32

@@ -1,0 +1,24 @@
+"""URL routing: the admin, the API under /api/v1/, its schema and docs."""
+
+from django.contrib import admin
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from paygo.api.views import ApiNotFoundView, HealthView
+
+api_v1 = [
+    path("health", HealthView.as_view(), name="health"),
+    path("auth/", include("accounts.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+    re_path(r"^api/", ApiNotFoundView.as_view()),
+]
+
+admin.site.site_header = "PayGo operations"
+admin.site.site_title = "PayGo admin"
+admin.site.index_title = "Operate the platform"

@@ -1,0 +1,8 @@
+"""WSGI entry point (HTTP only; production serves ASGI through Daphne)."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paygo.settings")
+application = get_wsgi_application()

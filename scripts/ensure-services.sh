@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Make sure PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are running for the test suite:
+# start them when installed but stopped, install them with apt when missing.
+set -euo pipefail
+
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done
+  echo "ensure-services: nothing answers on 127.0.0.1:$1 after 30 s" >&2
+  return 1
+}
+
+apt_updated=""
+apt_install() {
+  [ -n "$apt_updated" ] || { $SUDO apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgres() {
+  if port_open 5432; then echo "PostgreSQL: running"; return; fi
+  local installed_now=""
+  if ! command -v pg_ctlcluster >/dev/null 2>&1 || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    echo "PostgreSQL: installing"
+    apt_install postgresql postgresql-contrib
+    installed_now=1
+  fi
+  local version
+  version=$(ls /etc/postgresql | sort -V | tail -n 1)
+  echo "PostgreSQL $version: starting"
+  $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || $SUDO pg_ctlcluster "$version" main start
+  wait_port 5432
+  if [ -n "$installed_now" ]; then
+    # A fresh Debian cluster asks for a password over TCP: give postgres the one the tests use.
+    $SUDO -u postgres psql -q -c "ALTER USER postgres PASSWORD 'postgres'" 2>/dev/null \
+      || su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\""
+  fi
+}
+
+ensure_redis() {
+  if port_open 6379; then echo "Redis: running"; return; fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "Redis: installing"
+    apt_install redis-server
+  fi
+  echo "Redis: starting"
+  $SUDO mkdir -p /var/lib/redis /var/log/redis
+  $SUDO redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/paygo-tests.log
+  wait_port 6379
+}
+
+ensure_postgres
+ensure_redis

@@ -1,0 +1,1 @@
+"""Metered sessions, usage events, the billing sweep and live cost."""

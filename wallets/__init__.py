@@ -1,0 +1,1 @@
+"""Assets, accounts, the double-entry ledger, holds, idempotency and the Chipi gateway."""
