@@ -8,8 +8,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.db import connection
-from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -50,7 +50,14 @@ class HealthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(summary="Health of the database, cache and channel layer")
+    @extend_schema(
+        summary="Health of the database, cache and channel layer",
+        responses={
+            (200, "application/json"): inline_serializer(
+                "Health", {name: serializers.CharField() for name in ("status", "database", "cache", "channelLayer")}
+            )
+        },
+    )
     def get(self, request):
         checks = {"database": _check(_database), "cache": _check(_cache), "channelLayer": _check(_channel_layer)}
         healthy = all(value == "ok" for value in checks.values())
