@@ -24,6 +24,27 @@ def _real_services(django_db_setup, django_db_blocker):
 
 
 @pytest.fixture(autouse=True)
+def _ledger_conserved(request):
+    """After every test that uses the database: the whole ledger still adds up.
+
+    It asks for pytest-django's database helper itself, so that its check runs before the test's
+    transaction is rolled back (or its tables flushed).
+    """
+    uses_db = request.node.get_closest_marker("django_db") is not None or any(
+        name in request.fixturenames for name in ("db", "transactional_db")
+    )
+    if not uses_db:
+        yield
+        return
+    request.getfixturevalue("_django_db_helper")
+    yield
+    from wallets.selectors import ledger_health
+
+    health = ledger_health()
+    assert health["healthy"], f"the ledger does not add up after this test: {health}"
+
+
+@pytest.fixture(autouse=True)
 def _fresh_cache():
     """Rate-limit counters live in the cache: every test starts from zero."""
     cache.clear()
@@ -71,6 +92,12 @@ def client_for(user: User) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_pair_for(user).access}")
     return client
+
+
+def money_db(fn=None):
+    """Real concurrency on PostgreSQL: committed transactions, seeded data restored."""
+    mark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+    return mark(fn) if fn else mark
 
 
 @pytest.fixture

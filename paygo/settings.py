@@ -153,7 +153,11 @@ CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TIMEZONE = "UTC"
 # Periodic work. Each app adds its entries here; in the embedded default the server process runs
 # the same entries on a timer (paygo/embedded.py), so there is one schedule and two runners.
-CELERY_BEAT_SCHEDULE: dict[str, dict] = {}
+CELERY_BEAT_SCHEDULE: dict[str, dict] = {
+    "withdrawals-dispatch": {"task": "wallets.withdrawals_dispatch", "schedule": 30.0},
+    "custody-reconcile": {"task": "wallets.reconcile", "schedule": 3600.0},
+    "idempotency-expire": {"task": "wallets.idempotency_expire", "schedule": 86400.0},
+}
 
 # --- Auth -----------------------------------------------------------------------------------------
 
@@ -162,6 +166,9 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
+if env.bool("TEST_FAST_PASSWORD_HASHER", default=False):
+    # The test suite only: Argon2 is slow by design, and most tests create users.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *PASSWORD_HASHERS]  # noqa: S303
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -1,1 +1,257 @@
-"""Wallets models."""
+"""Assets, accounts, the double-entry ledger, holds, idempotency keys and the withdrawal outbox.
+
+Only wallets/ledger.py changes a balance. Entries and transactions are append-only: the database
+refuses UPDATE and DELETE on them (migration 0002), and refuses a statement whose entries do not
+sum to zero per transaction and asset.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from paygo.fields import MinorUnitsField
+
+
+class Asset(models.Model):
+    code = models.CharField(max_length=10, unique=True)
+    name = models.CharField(max_length=60)
+    decimals = models.PositiveSmallIntegerField()
+    is_default = models.BooleanField(default=False)
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="wallets_one_default_asset"
+            ),
+            models.CheckConstraint(condition=Q(decimals__lte=18), name="wallets_asset_decimals_lte_18"),
+        ]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class AccountKind(models.TextChoices):
+    USER = "user", "User wallet"
+    SYSTEM = "system", "System account"
+
+
+class SystemAccount(models.TextChoices):
+    PLATFORM_REVENUE = "platform_revenue", "Platform revenue"
+    # The mirror of what PayGo holds on chain: deposits debit it, sent withdrawals credit it back,
+    # so minus its balance is what Chipi custody should hold (the reconciliation compares them).
+    CUSTODY = "custody", "Chipi custody (external world)"
+    WITHDRAWALS_IN_FLIGHT = "withdrawals_in_flight", "Withdrawals in flight"
+    SWAP_LIQUIDITY = "swap_liquidity", "Swap liquidity"
+
+
+class Account(models.Model):
+    kind = models.CharField(max_length=10, choices=AccountKind.choices)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="wallet_accounts"
+    )
+    # NULL, not "", for user accounts: the partial unique index and the shape check rely on it.
+    system_code = models.CharField(max_length=30, choices=SystemAccount.choices, null=True, blank=True)  # noqa: DJ001
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="accounts")
+    # Cached sums, changed only by wallets/ledger.py in the same transaction as the entries/holds.
+    balance = MinorUnitsField(default=0)
+    held = MinorUnitsField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "asset"], condition=Q(kind="user"), name="wallets_one_user_account"
+            ),
+            models.UniqueConstraint(
+                fields=["system_code", "asset"], condition=Q(kind="system"), name="wallets_one_system_account"
+            ),
+            # (id, asset) is the target of the entries' composite foreign key (migration 0002).
+            models.UniqueConstraint(fields=["id", "asset"], name="wallets_account_id_asset"),
+            models.CheckConstraint(
+                condition=(Q(kind="user", owner__isnull=False, system_code__isnull=True))
+                | Q(kind="system", owner__isnull=True, system_code__isnull=False),
+                name="wallets_account_kind_shape",
+            ),
+            models.CheckConstraint(condition=Q(held__gte=0), name="wallets_account_held_gte_0"),
+            # A user wallet never goes below zero, nor below what it holds for running sessions.
+            models.CheckConstraint(
+                condition=~Q(kind="user") | (Q(balance__gte=0) & Q(balance__gte=models.F("held"))),
+                name="wallets_user_account_not_negative",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = f"user {self.owner_id}" if self.owner_id else self.system_code
+        return f"{who} {self.asset.code}"
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+
+class TransactionKind(models.TextChoices):
+    DEPOSIT = "deposit", "Deposit"
+    WITHDRAWAL = "withdrawal", "Withdrawal"
+    TRANSFER = "transfer", "Transfer"
+    CHARGE = "charge", "Charge"
+    REFUND = "refund", "Refund"
+    SWAP = "swap", "Swap"
+    ADJUSTMENT = "adjustment", "Adjustment"
+
+
+class LedgerTransaction(models.Model):
+    kind = models.CharField(max_length=12, choices=TransactionKind.choices)
+    # What this transaction is, unique when set: "deposit:USDC:0x..", "charge:<session>:<n>", ...
+    # The unique index is what makes "once per tx hash / per period" hold under any race.
+    reference = models.CharField(max_length=200, null=True, blank=True, unique=True)
+    memo = models.CharField(max_length=500, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["kind", "created_at"], name="wallets_tx_kind_created")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} {self.reference or ''}".strip()
+
+
+class Entry(models.Model):
+    transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    # Denormalised from the account (a composite FK keeps it equal) so that the per-asset
+    # zero-sum check and the per-asset reports need no join.
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = MinorUnitsField()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["account", "-id"], name="wallets_entry_account_id")]
+        constraints = [models.CheckConstraint(condition=~Q(amount=0), name="wallets_entry_not_zero")]
+
+    def __str__(self) -> str:
+        return f"{self.amount:+d} on account {self.account_id}"
+
+
+class HoldStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    RELEASED = "released", "Released"
+    CAPTURED = "captured", "Captured"
+
+
+class Hold(models.Model):
+    """Funds reserved on a user account (for a running session); `amount` is what is still held."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="holds")
+    amount = MinorUnitsField(default=0)
+    reference = models.CharField(max_length=200, unique=True)
+    status = models.CharField(max_length=10, choices=HoldStatus.choices, default=HoldStatus.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gte=0), name="wallets_hold_amount_gte_0"),
+            models.CheckConstraint(condition=Q(status="active") | Q(amount=0), name="wallets_closed_hold_is_empty"),
+        ]
+        indexes = [models.Index(fields=["account"], condition=Q(status="active"), name="wallets_hold_active")]
+
+    def __str__(self) -> str:
+        return f"hold {self.reference} {self.amount} ({self.status})"
+
+
+class IdempotencyKey(models.Model):
+    """A money POST's Idempotency-Key: the first response, replayed for the same key and body."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    method = models.CharField(max_length=10)
+    path = models.CharField(max_length=300)
+    fingerprint = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="wallets_idempotency_user_key")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.key}"
+
+
+class WithdrawalKind(models.TextChoices):
+    WITHDRAWAL = "withdrawal", "User withdrawal"
+    PAYOUT = "payout", "Vendor payout"
+
+
+class WithdrawalStatus(models.TextChoices):
+    PENDING = "pending", "Pending"  # in the outbox, not yet handed to Chipi (or to be retried)
+    SENDING = "sending", "Sending"  # claimed by a sender; Chipi may or may not have acted
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"  # refused by Chipi for good; the money went back to the wallet
+
+
+class Withdrawal(models.Model):
+    """The outbox: money that left a wallet into 'withdrawals in flight', to be sent on chain."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)  # Chipi's reference
+    kind = models.CharField(max_length=10, choices=WithdrawalKind.choices, default=WithdrawalKind.WITHDRAWAL)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="withdrawals")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = MinorUnitsField()
+    to_address = models.CharField(max_length=80)
+    status = models.CharField(max_length=10, choices=WithdrawalStatus.choices, default=WithdrawalStatus.PENDING)
+    tx_hash = models.CharField(max_length=80, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    # Set (and committed) just before the first send: from then on, a retry looks the transfer up
+    # at Chipi before sending again, so that an unknown outcome never becomes a double send.
+    send_attempted_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="wallets_withdrawal_amount_gt_0")]
+        indexes = [
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(status__in=["pending", "sending"]),
+                name="wallets_withdrawal_due",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id} {self.status}"
+
+
+class Reconciliation(models.Model):
+    """One comparison of Chipi custody with the ledger, per asset."""
+
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    on_chain = MinorUnitsField()
+    ledger = MinorUnitsField()
+    difference = MinorUnitsField()
+    in_flight = MinorUnitsField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.asset_id} difference {self.difference} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -22,6 +22,10 @@ def register(anon, **overrides):
     return anon.post(REGISTER, body, format="json")
 
 
+ARGON2_FIRST = ["django.contrib.auth.hashers.Argon2PasswordHasher", "django.contrib.auth.hashers.PBKDF2PasswordHasher"]
+
+
+@override_settings(PASSWORD_HASHERS=ARGON2_FIRST)
 def test_register_answers_user_and_tokens(anon):
     response = register(anon)
 

@@ -1,0 +1,109 @@
+"""Idempotency-Key for money POSTs: the same key and body replay the first response and move
+money once; the same key with another body is a 409.
+
+The key row is inserted in the same database transaction as the money movement, before it: a
+concurrent request with the same key waits on the unique index until the first commits, then
+replays its response. A request that fails (4xx raised, or a crash) rolls its key back with
+everything else, so a retry runs afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import IntegrityError, transaction
+from djangorestframework_camel_case.render import CamelCaseJSONRenderer
+from rest_framework import exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from paygo.api.errors import Conflict
+from wallets.models import IdempotencyKey
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+
+T = TypeVar("T")
+
+
+class _Discard(Exception):
+    """Roll the key back with everything else and answer this response."""
+
+    def __init__(self, response: Response):
+        self.response = response
+
+
+def idempotent(
+    request: Request,
+    execute: Callable[[T | None], Response],
+    *,
+    prepare: Callable[[], T] | None = None,
+) -> Response:
+    """Run a money POST under the request's Idempotency-Key (if it sent one).
+
+    `prepare` runs first, outside any database transaction (slow I/O: Chipi); `execute(prepared)`
+    runs inside the transaction that records the key, and must be where money moves.
+    """
+    key = request.headers.get(HEADER)
+    if key is None:
+        return execute(prepare() if prepare else None)
+    if not _KEY_PATTERN.match(key):
+        raise exceptions.ValidationError(
+            {"idempotency_key": ["Idempotency-Key must be 1 to 255 printable characters without spaces."]}
+        )
+    fingerprint = _fingerprint(request)
+    earlier = IdempotencyKey.objects.filter(user=request.user, key=key).first()
+    if earlier:
+        return _replay(earlier, request, fingerprint)
+
+    prepared = prepare() if prepare else None
+    try:
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    record = IdempotencyKey.objects.create(
+                        user=request.user,
+                        key=key,
+                        method=request.method,
+                        path=request.path,
+                        fingerprint=fingerprint,
+                        response_status=0,
+                        response_body={},
+                    )
+            except IntegrityError:
+                # Another request with this key committed while we prepared: answer as it did.
+                return _replay(IdempotencyKey.objects.get(user=request.user, key=key), request, fingerprint)
+            response = execute(prepared)
+            if response.status_code >= 400:
+                raise _Discard(response)
+            record.response_status = response.status_code
+            record.response_body = json.loads(CamelCaseJSONRenderer().render(response.data))
+            record.save(update_fields=["response_status", "response_body"])
+            return response
+    except _Discard as discard:
+        return discard.response
+
+
+def _fingerprint(request: Request) -> str:
+    canonical = json.dumps(
+        {"method": request.method, "path": request.path, "body": request.data}, sort_keys=True, default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(record: IdempotencyKey, request: Request, fingerprint: str) -> Response:
+    if record.fingerprint != fingerprint:
+        raise Conflict(
+            {
+                "message": "This Idempotency-Key was used with another request; use a new key for a new request.",
+                "code": "idempotency_key_reused",
+            }
+        )
+    if record.response_status == 0:  # cannot happen outside a transaction; kept as a guard
+        raise Conflict({"message": "A request with this Idempotency-Key is in progress.", "code": "in_progress"})
+    return Response(record.response_body, status=record.response_status, headers={REPLAYED_HEADER: "true"})

@@ -1,0 +1,414 @@
+"""The ledger: the only code that changes a balance.
+
+Every change is a ledger transaction of entries summing to zero per asset; the accounts' cached
+`balance` and `held` change in the same database transaction. Accounts are locked with
+SELECT ... FOR UPDATE in id order, so concurrent postings never deadlock nor lose an update.
+User accounts never go below zero nor below what they hold: checked here, and by CHECK
+constraints in the database.
+
+`post_batch` is the set-based form: any number of transactions in a constant number of round
+trips (the billing sweep posts a whole batch of charges through it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from wallets.models import (
+    Account,
+    AccountKind,
+    Asset,
+    Entry,
+    Hold,
+    HoldStatus,
+    LedgerTransaction,
+    SystemAccount,
+    TransactionKind,
+)
+
+
+class LedgerError(Exception):
+    """A posting the ledger refuses; nothing was written."""
+
+
+class InsufficientFunds(LedgerError):
+    def __init__(self, account_id: int, available: int, needed: int):
+        self.account_id, self.available, self.needed = account_id, available, needed
+        super().__init__(f"account {account_id} has {available} available, {needed} needed")
+
+
+class UnbalancedTransaction(LedgerError):
+    pass
+
+
+class DuplicateReference(LedgerError):
+    """A transaction with this reference exists: the thing it records happened already."""
+
+    def __init__(self, reference: str):
+        self.reference = reference
+        super().__init__(f"a ledger transaction with reference {reference!r} exists")
+
+
+@dataclass(frozen=True)
+class HoldChange:
+    """Change a hold by `delta` (negative to capture or release); `close` ends it (amount must reach 0)."""
+
+    hold_id: int
+    account_id: int
+    delta: int
+    close: str | None = None  # HoldStatus.RELEASED or HoldStatus.CAPTURED
+
+
+@dataclass
+class TxSpec:
+    """One ledger transaction to post: entries (account id, signed amount) and hold changes."""
+
+    kind: str
+    entries: list[tuple[int, int]]
+    reference: str | None = None
+    memo: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_by_id: int | None = None
+    hold_changes: list[HoldChange] = field(default_factory=list)
+
+
+# --- Accounts -------------------------------------------------------------------------------------
+
+
+def asset_get(code: str | None = None) -> Asset:
+    """An active asset by code (the default asset when code is None); Asset.DoesNotExist otherwise."""
+    if code is None:
+        return Asset.objects.get(is_default=True)
+    return Asset.objects.get(code=code.upper(), is_active=True)
+
+
+def account_for_user(user, asset: Asset) -> Account:
+    """The user's wallet account in this asset, opened on first use."""
+    account = Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).first()
+    if account:
+        return account
+    try:
+        with transaction.atomic():
+            return Account.objects.create(kind=AccountKind.USER, owner=user, asset=asset)
+    except IntegrityError:  # opened concurrently: take the one that won
+        return Account.objects.get(kind=AccountKind.USER, owner=user, asset=asset)
+
+
+def system_account(code: SystemAccount | str, asset: Asset) -> Account:
+    account, _ = Account.objects.get_or_create(kind=AccountKind.SYSTEM, system_code=code, asset=asset)
+    return account
+
+
+# --- Posting --------------------------------------------------------------------------------------
+
+
+def post(
+    *,
+    kind: str,
+    entries: Sequence[tuple[Account | int, int]],
+    reference: str | None = None,
+    memo: str = "",
+    metadata: dict[str, Any] | None = None,
+    created_by=None,
+    hold_changes: Sequence[HoldChange] = (),
+) -> LedgerTransaction:
+    spec = TxSpec(
+        kind=kind,
+        entries=[(_id(account), amount) for account, amount in entries],
+        reference=reference,
+        memo=memo,
+        metadata=metadata or {},
+        created_by_id=_id(created_by) if created_by is not None else None,
+        hold_changes=list(hold_changes),
+    )
+    (tx_id,) = post_batch([spec])
+    return LedgerTransaction.objects.get(pk=tx_id)
+
+
+def transfer(
+    *,
+    debit: Account,
+    credit: Account,
+    amount: int,
+    kind: str = TransactionKind.TRANSFER,
+    reference: str | None = None,
+    memo: str = "",
+    metadata: dict[str, Any] | None = None,
+    created_by=None,
+) -> LedgerTransaction:
+    if amount <= 0:
+        raise LedgerError("a transfer moves a positive amount")
+    if debit.pk == credit.pk:
+        raise LedgerError("a transfer needs two different accounts")
+    return post(
+        kind=kind,
+        entries=[(debit, -amount), (credit, amount)],
+        reference=reference,
+        memo=memo,
+        metadata=metadata,
+        created_by=created_by,
+    )
+
+
+def post_batch(specs: Sequence[TxSpec]) -> list[int | None]:
+    """Post transactions atomically (all or none); return their ids in order.
+
+    A spec with hold changes and no entries moves no money and records no transaction (its id
+    is None): it only changes what is held.
+
+    Round trips, whatever the batch size: one lock query, one id allocation, one insert of the
+    transactions, one of the entries, one update of the balances, one of the holds.
+    """
+    if not specs:
+        return []
+    _validate_shapes(specs)
+    with transaction.atomic():
+        account_ids = sorted({aid for spec in specs for aid, _ in spec.entries} | _hold_account_ids(specs))
+        locked = {
+            row[0]: row
+            for row in Account.objects.select_for_update()
+            .filter(id__in=account_ids)
+            .order_by("id")
+            .values_list("id", "kind", "balance", "held", "asset_id")
+        }
+        if len(locked) != len(account_ids):
+            raise LedgerError(f"unknown accounts: {sorted(set(account_ids) - set(locked))}")
+        balance_delta, held_delta = _deltas(specs)
+        _check_zero_sum(specs, locked)
+        _check_funds(locked, balance_delta, held_delta)
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                if connection.vendor == "postgresql":
+                    tx_ids = _write_postgres(specs, locked, balance_delta, held_delta, now)
+                else:
+                    tx_ids = _write_orm(specs, locked, balance_delta, held_delta, now)
+        except IntegrityError as exc:
+            duplicate = _duplicate_reference(specs, exc)
+            if duplicate:
+                raise DuplicateReference(duplicate) from None
+            raise
+    return tx_ids
+
+
+def _id(obj: Any) -> int:
+    return obj if isinstance(obj, int) else obj.pk
+
+
+def _hold_account_ids(specs: Iterable[TxSpec]) -> set[int]:
+    return {change.account_id for spec in specs for change in spec.hold_changes}
+
+
+def _validate_shapes(specs: Sequence[TxSpec]) -> None:
+    references = [spec.reference for spec in specs if spec.reference]
+    if len(references) != len(set(references)):
+        raise LedgerError("two transactions of one batch share a reference")
+    for spec in specs:
+        if spec.kind not in TransactionKind.values:
+            raise LedgerError(f"unknown transaction kind {spec.kind!r}")
+        if not spec.entries and not spec.hold_changes:
+            raise LedgerError("a transaction needs entries or hold changes")
+        for _, amount in spec.entries:
+            if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
+                raise LedgerError(f"entry amounts are non-zero integers of minor units, not {amount!r}")
+
+
+def _deltas(specs: Sequence[TxSpec]) -> tuple[dict[int, int], dict[int, int]]:
+    balance_delta: dict[int, int] = defaultdict(int)
+    held_delta: dict[int, int] = defaultdict(int)
+    for spec in specs:
+        for account_id, amount in spec.entries:
+            balance_delta[account_id] += amount
+        for change in spec.hold_changes:
+            held_delta[change.account_id] += change.delta
+    return balance_delta, held_delta
+
+
+def _check_zero_sum(specs: Sequence[TxSpec], locked: dict[int, tuple]) -> None:
+    for spec in specs:
+        per_asset: dict[int, int] = defaultdict(int)
+        for account_id, amount in spec.entries:
+            per_asset[locked[account_id][4]] += amount
+        if any(per_asset.values()):
+            raise UnbalancedTransaction(f"entries of {spec.kind} {spec.reference or ''} do not sum to zero per asset")
+
+
+def _check_funds(locked: dict[int, tuple], balance_delta: dict[int, int], held_delta: dict[int, int]) -> None:
+    for account_id in set(balance_delta) | set(held_delta):
+        _, kind, balance, held, _ = locked[account_id]
+        new_balance = balance + balance_delta.get(account_id, 0)
+        new_held = held + held_delta.get(account_id, 0)
+        if new_held < 0:
+            raise LedgerError(f"account {account_id} would hold less than nothing")
+        if kind == AccountKind.USER and new_balance < new_held:
+            # What the account may spend now: its free funds plus what this batch releases.
+            available = balance - held + max(0, -held_delta.get(account_id, 0))
+            needed = -balance_delta.get(account_id, 0) + max(0, held_delta.get(account_id, 0))
+            raise InsufficientFunds(account_id, available=max(0, available), needed=needed)
+
+
+def _write_postgres(specs, locked, balance_delta, held_delta, now) -> list[int | None]:
+    all_specs = specs
+    specs = [spec for spec in all_specs if spec.entries]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('wallets_ledgertransaction', 'id')) FROM generate_series(1, %s)",
+            [len(specs)],
+        )
+        tx_ids = [row[0] for row in cursor.fetchall()]
+        cursor.execute(
+            "INSERT INTO wallets_ledgertransaction (id, kind, reference, memo, metadata, created_by_id, created_at) "
+            "SELECT id, kind, reference, memo, metadata, created_by_id, %s FROM unnest("
+            "%s::bigint[], %s::varchar[], %s::varchar[], %s::varchar[], %s::jsonb[], %s::bigint[]"
+            ") AS t(id, kind, reference, memo, metadata, created_by_id)",
+            [
+                now,
+                tx_ids,
+                [spec.kind for spec in specs],
+                [spec.reference for spec in specs],
+                [spec.memo for spec in specs],
+                [json.dumps(spec.metadata) for spec in specs],
+                [spec.created_by_id for spec in specs],
+            ],
+        )
+        entry_tx, entry_account, entry_asset, entry_amount = [], [], [], []
+        for tx_id, spec in zip(tx_ids, specs, strict=True):
+            for account_id, amount in spec.entries:
+                entry_tx.append(tx_id)
+                entry_account.append(account_id)
+                entry_asset.append(locked[account_id][4])
+                entry_amount.append(str(amount))
+        if entry_tx:
+            # One statement for every entry: the zero-sum trigger checks whole transactions.
+            cursor.execute(
+                "INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount) "
+                "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::numeric[])",
+                [entry_tx, entry_account, entry_asset, entry_amount],
+            )
+        changed = sorted(set(balance_delta) | set(held_delta))
+        cursor.execute(
+            "UPDATE wallets_account AS a SET balance = a.balance + v.d, held = a.held + v.h "
+            "FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[]) AS v(id, d, h) WHERE a.id = v.id",
+            [
+                changed,
+                [str(balance_delta.get(aid, 0)) for aid in changed],
+                [str(held_delta.get(aid, 0)) for aid in changed],
+            ],
+        )
+        changes = [change for spec in all_specs for change in spec.hold_changes]
+        if changes:
+            cursor.execute(
+                "UPDATE wallets_hold AS h SET amount = h.amount + v.d, status = COALESCE(v.close, h.status), "
+                "updated_at = %s FROM unnest(%s::bigint[], %s::numeric[], %s::varchar[]) AS v(id, d, close) "
+                "WHERE h.id = v.id AND h.status = 'active'",
+                [
+                    now,
+                    [c.hold_id for c in changes],
+                    [str(c.delta) for c in changes],
+                    [c.close for c in changes],
+                ],
+            )
+            if cursor.rowcount != len(changes):
+                raise LedgerError("a hold in the batch is not active (or appears twice)")
+    ids = iter(tx_ids)
+    return [next(ids) if spec.entries else None for spec in all_specs]
+
+
+def _write_orm(specs, locked, balance_delta, held_delta, now) -> list[int | None]:
+    """The same writes through the ORM, for SQLite (which serialises writers anyway)."""
+    tx_ids: list[int | None] = []
+    for spec in specs:
+        if spec.entries:
+            tx = LedgerTransaction.objects.create(
+                kind=spec.kind,
+                reference=spec.reference,
+                memo=spec.memo,
+                metadata=spec.metadata,
+                created_by_id=spec.created_by_id,
+                created_at=now,
+            )
+            Entry.objects.bulk_create(
+                Entry(transaction=tx, account_id=aid, asset_id=locked[aid][4], amount=amount)
+                for aid, amount in spec.entries
+            )
+        tx_ids.append(tx.pk if spec.entries else None)
+        for change in spec.hold_changes:
+            updates: dict[str, Any] = {"amount": F("amount") + change.delta, "updated_at": now}
+            if change.close:
+                updates["status"] = change.close
+            if not Hold.objects.filter(pk=change.hold_id, status=HoldStatus.ACTIVE).update(**updates):
+                raise LedgerError("a hold in the batch is not active")
+    for account_id in set(balance_delta) | set(held_delta):
+        Account.objects.filter(pk=account_id).update(
+            balance=F("balance") + balance_delta.get(account_id, 0),
+            held=F("held") + held_delta.get(account_id, 0),
+        )
+    return tx_ids
+
+
+def _duplicate_reference(specs: Sequence[TxSpec], exc: IntegrityError) -> str | None:
+    references = [spec.reference for spec in specs if spec.reference]
+    if not references or "reference" not in str(exc):
+        return None
+    taken = LedgerTransaction.objects.filter(reference__in=references).values_list("reference", flat=True).first()
+    return taken
+
+
+# --- Holds ----------------------------------------------------------------------------------------
+
+
+def hold_place(*, account: Account, amount: int, reference: str) -> Hold:
+    """Reserve `amount` of the account's available funds."""
+    if amount < 0:
+        raise LedgerError("a hold reserves a non-negative amount")
+    with transaction.atomic():
+        hold = Hold.objects.create(account=account, amount=0, reference=reference)
+        if amount:
+            _hold_adjust(hold, amount)
+        hold.refresh_from_db()
+    return hold
+
+
+def hold_set(*, hold: Hold, amount: int) -> Hold:
+    """Set what the hold reserves (renewal); raises InsufficientFunds when an increase cannot be covered."""
+    with transaction.atomic():
+        current = Hold.objects.select_for_update().get(pk=hold.pk)
+        if current.status != HoldStatus.ACTIVE:
+            raise LedgerError("the hold is not active")
+        if amount != current.amount:
+            _hold_adjust(current, amount - current.amount)
+        current.refresh_from_db()
+    return current
+
+
+def hold_release(*, hold: Hold) -> Hold:
+    with transaction.atomic():
+        current = Hold.objects.select_for_update().get(pk=hold.pk)
+        if current.status == HoldStatus.ACTIVE:
+            _hold_adjust(current, -current.amount, close=HoldStatus.RELEASED)
+        current.refresh_from_db()
+    return current
+
+
+def _hold_adjust(hold: Hold, delta: int, close: str | None = None) -> None:
+    """Change a hold and its account's `held` under the account's lock (no ledger transaction:
+    a hold moves no money, it only narrows what is available)."""
+    account = Account.objects.select_for_update().get(pk=hold.account_id)
+    new_held = account.held + delta
+    if new_held < 0:
+        raise LedgerError("a hold cannot release more than it holds")
+    if account.kind == AccountKind.USER and account.balance < new_held:
+        raise InsufficientFunds(account.pk, available=account.available, needed=delta)
+    updates: dict[str, Any] = {"amount": F("amount") + delta}
+    if close:
+        updates["status"] = close
+    Hold.objects.filter(pk=hold.pk).update(**updates)
+    Account.objects.filter(pk=account.pk).update(held=F("held") + delta)

@@ -1,0 +1,106 @@
+"""Seed the assets and system accounts; install the ledger's database guards.
+
+Guards (the backstop behind wallets/ledger.py):
+- entries and ledger transactions are append-only: UPDATE and DELETE raise;
+- every INSERT statement into entries must sum to zero per (transaction, asset) — the ledger
+  writes all entries of its transactions in one statement;
+- an entry's asset is its account's asset (composite foreign key).
+"""
+
+from django.db import migrations
+
+ASSETS = [
+    ("USDC", "USD Coin", 6, True),
+    ("USDT", "Tether USD", 6, False),
+    ("ETH", "Ether", 18, False),
+    ("STRK", "Starknet Token", 18, False),
+]
+SYSTEM_ACCOUNTS = ["platform_revenue", "custody", "withdrawals_in_flight", "swap_liquidity"]
+
+
+def seed(apps, schema_editor):
+    Asset = apps.get_model("wallets", "Asset")
+    Account = apps.get_model("wallets", "Account")
+    for code, name, decimals, is_default in ASSETS:
+        asset, _ = Asset.objects.get_or_create(
+            code=code, defaults={"name": name, "decimals": decimals, "is_default": is_default}
+        )
+        for system_code in SYSTEM_ACCOUNTS:
+            Account.objects.get_or_create(kind="system", system_code=system_code, asset=asset)
+
+
+POSTGRES_GUARDS = """
+CREATE FUNCTION wallets_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'ledger rows are append-only: % on % refused', TG_OP, TG_TABLE_NAME
+        USING ERRCODE = 'integrity_constraint_violation';
+END $$;
+
+CREATE TRIGGER wallets_entry_append_only BEFORE UPDATE OR DELETE ON wallets_entry
+    FOR EACH ROW EXECUTE FUNCTION wallets_refuse_change();
+CREATE TRIGGER wallets_transaction_append_only BEFORE UPDATE OR DELETE ON wallets_ledgertransaction
+    FOR EACH ROW EXECUTE FUNCTION wallets_refuse_change();
+
+CREATE FUNCTION wallets_entries_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM new_entries GROUP BY transaction_id, asset_id HAVING SUM(amount) <> 0
+    ) THEN
+        RAISE EXCEPTION 'ledger entries must sum to zero per transaction and asset'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER wallets_entry_balanced AFTER INSERT ON wallets_entry
+    REFERENCING NEW TABLE AS new_entries
+    FOR EACH STATEMENT EXECUTE FUNCTION wallets_entries_balanced();
+
+ALTER TABLE wallets_entry ADD CONSTRAINT wallets_entry_asset_is_accounts
+    FOREIGN KEY (account_id, asset_id) REFERENCES wallets_account (id, asset_id) DEFERRABLE INITIALLY DEFERRED;
+"""
+
+POSTGRES_GUARDS_REVERSE = """
+ALTER TABLE wallets_entry DROP CONSTRAINT wallets_entry_asset_is_accounts;
+DROP TRIGGER wallets_entry_balanced ON wallets_entry;
+DROP FUNCTION wallets_entries_balanced();
+DROP TRIGGER wallets_transaction_append_only ON wallets_ledgertransaction;
+DROP TRIGGER wallets_entry_append_only ON wallets_entry;
+DROP FUNCTION wallets_refuse_change();
+"""
+
+SQLITE_GUARDS = [
+    "CREATE TRIGGER wallets_entry_no_update BEFORE UPDATE ON wallets_entry "
+    "BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;",
+    "CREATE TRIGGER wallets_entry_no_delete BEFORE DELETE ON wallets_entry "
+    "BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;",
+    "CREATE TRIGGER wallets_transaction_no_update BEFORE UPDATE ON wallets_ledgertransaction "
+    "BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;",
+    "CREATE TRIGGER wallets_transaction_no_delete BEFORE DELETE ON wallets_ledgertransaction "
+    "BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;",
+]
+
+
+def install_guards(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(POSTGRES_GUARDS, params=None)
+    elif schema_editor.connection.vendor == "sqlite":
+        for statement in SQLITE_GUARDS:
+            schema_editor.execute(statement)
+
+
+def remove_guards(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(POSTGRES_GUARDS_REVERSE, params=None)
+    elif schema_editor.connection.vendor == "sqlite":
+        for name in ("entry_no_update", "entry_no_delete", "transaction_no_update", "transaction_no_delete"):
+            schema_editor.execute(f"DROP TRIGGER wallets_{name}")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("wallets", "0001_initial")]
+
+    operations = [
+        migrations.RunPython(seed, migrations.RunPython.noop),
+        migrations.RunPython(install_guards, remove_guards),
+    ]

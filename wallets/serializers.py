@@ -1,0 +1,158 @@
+"""Shapes of the wallet API. Amounts are decimal strings at the asset's precision."""
+
+from __future__ import annotations
+
+import re
+
+from rest_framework import serializers
+
+from paygo.api.amounts import AmountField, format_minor, minor_from_field
+from wallets.models import Asset, Entry, LedgerTransaction, Withdrawal
+
+STARKNET_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
+TX_HASH = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
+
+
+class TokenField(serializers.Field):
+    """An active asset by its code, case-insensitive."""
+
+    default_error_messages = {"unknown": "Unknown token {token!r}; supported: {supported}."}
+
+    def to_internal_value(self, data) -> Asset:
+        code = str(data).strip().upper() if isinstance(data, str) else ""
+        asset = Asset.objects.filter(code=code, is_active=True).first()
+        if asset is None:
+            supported = ", ".join(Asset.objects.filter(is_active=True).values_list("code", flat=True))
+            self.fail("unknown", token=str(data)[:20], supported=supported)
+        return asset
+
+    def to_representation(self, value: Asset) -> str:
+        return value.code
+
+
+def default_asset() -> Asset:
+    return Asset.objects.get(is_default=True)
+
+
+class _AmountInToken(serializers.Serializer):
+    """`amount` + `token`: validated into `asset` and integer `amount_minor`."""
+
+    amount = AmountField()
+    token = TokenField(required=False)
+
+    def validate(self, attrs):
+        attrs["asset"] = attrs.pop("token", None) or default_asset()
+        attrs["amount_minor"] = minor_from_field("amount", attrs["amount"], attrs["asset"].decimals)
+        return attrs
+
+
+class DepositSerializer(_AmountInToken):
+    tx_hash = serializers.RegexField(
+        TX_HASH,
+        required=False,
+        allow_blank=False,
+        max_length=66,
+        error_messages={"invalid": "A transaction hash is 0x followed by hex digits."},
+    )
+
+
+class WithdrawSerializer(_AmountInToken):
+    to_address = serializers.RegexField(
+        STARKNET_ADDRESS, max_length=66, error_messages={"invalid": "A Starknet address is 0x followed by hex digits."}
+    )
+
+
+class TransferSerializer(_AmountInToken):
+    recipient_id = serializers.IntegerField(required=False, min_value=1)
+    recipient_email = serializers.EmailField(required=False)
+    memo = serializers.CharField(required=False, allow_blank=True, max_length=500)
+
+    def validate(self, attrs):
+        if not attrs.get("recipient_id") and not attrs.get("recipient_email"):
+            raise serializers.ValidationError({"recipient_id": ["Give recipientId or recipientEmail."]})
+        return super().validate(attrs)
+
+
+class SwapSerializer(serializers.Serializer):
+    from_token = TokenField()
+    to_token = TokenField()
+    amount = AmountField()
+    min_received = AmountField(allow_zero=True, required=False)
+
+    def validate(self, attrs):
+        attrs["amount_minor"] = minor_from_field("amount", attrs["amount"], attrs["from_token"].decimals)
+        minimum = attrs.get("min_received")
+        attrs["min_received_minor"] = (
+            minor_from_field("min_received", minimum, attrs["to_token"].decimals, allow_zero=True) if minimum else 0
+        )
+        return attrs
+
+
+class TransactionsQuerySerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=LedgerTransaction._meta.get_field("kind").choices, required=False)
+    token = TokenField(required=False)
+    # `from` and `to` are Python keywords: read from the query by name in the view
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+
+
+class LedgerTransactionSerializer(serializers.ModelSerializer):
+    type = serializers.CharField(source="kind")
+
+    class Meta:
+        model = LedgerTransaction
+        fields = ["id", "type", "reference", "memo", "metadata", "created_at"]
+
+
+class EntrySerializer(serializers.ModelSerializer):
+    """One line of a user's history: their side of a ledger transaction."""
+
+    id = serializers.IntegerField(source="transaction_id")
+    type = serializers.CharField(source="transaction.kind")
+    token = serializers.CharField(source="asset.code")
+    amount = serializers.SerializerMethodField()
+    direction = serializers.SerializerMethodField()
+    memo = serializers.CharField(source="transaction.memo")
+    metadata = serializers.JSONField(source="transaction.metadata")
+    created_at = serializers.DateTimeField(source="transaction.created_at")
+
+    class Meta:
+        model = Entry
+        fields = ["id", "type", "token", "amount", "direction", "memo", "metadata", "created_at"]
+
+    def get_amount(self, entry: Entry) -> str:
+        return format_minor(entry.amount, entry.asset.decimals)
+
+    def get_direction(self, entry: Entry) -> str:
+        return "credit" if entry.amount > 0 else "debit"
+
+
+class WithdrawalSerializer(serializers.ModelSerializer):
+    token = serializers.CharField(source="asset.code")
+    amount = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Withdrawal
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "amount",
+            "token",
+            "to_address",
+            "tx_hash",
+            "attempts",
+            "created_at",
+            "sent_at",
+        ]
+
+    def get_amount(self, withdrawal: Withdrawal) -> str:
+        return format_minor(withdrawal.amount, withdrawal.asset.decimals)
+
+
+class AssetSerializer(serializers.ModelSerializer):
+    token = serializers.CharField(source="code")
+
+    class Meta:
+        model = Asset
+        fields = ["token", "name", "decimals", "is_default"]

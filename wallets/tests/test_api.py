@@ -1,0 +1,284 @@
+"""The wallet API: balances, transfers, history, tokens, analytics, idempotency and refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from wallets.models import IdempotencyKey, LedgerTransaction
+from wallets.tests.conftest import balance_of
+
+pytestmark = pytest.mark.django_db
+
+USDC = 1_000_000
+
+
+def test_balance_of_a_new_user_is_zero_in_every_token(api, alice):
+    response = api(alice).get("/api/v1/wallet/balance")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["balance"], body["available"], body["held"], body["token"]) == (
+        "0.000000",
+        "0.000000",
+        "0.000000",
+        "USDC",
+    )
+    assert [row["token"] for row in body["balances"]] == ["USDC", "USDT", "ETH", "STRK"]
+    assert body["balances"][2] == {
+        "token": "ETH",
+        "balance": "0.000000000000000000",
+        "available": "0.000000000000000000",
+        "held": "0.000000000000000000",
+    }
+
+
+def test_balance_shows_funds(api, alice, fund):
+    fund(alice, 12_500_000)
+    fund(alice, 10**18, "ETH")
+
+    body = api(alice).get("/api/v1/wallet/balance").json()
+
+    assert body["balance"] == "12.500000"
+    assert body["balances"][2]["balance"] == "1.000000000000000000"
+
+
+def test_balance_needs_a_token(anon):
+    assert anon.get("/api/v1/wallet/balance").status_code == 401
+
+
+def test_transfer_by_id(api, alice, bob, fund):
+    fund(alice, 10 * USDC)
+
+    response = api(alice).post("/api/v1/wallet/transfer", {"amount": "2.5", "recipientId": bob.pk}, format="json")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["remainingBalance"] == "7.500000"
+    assert body["transaction"]["amount"] == "-2.500000"
+    assert body["transaction"]["type"] == "transfer"
+    assert balance_of(alice) == 7_500_000
+    assert balance_of(bob) == 2_500_000
+
+
+def test_transfer_by_email_any_case(api, alice, bob, fund):
+    fund(alice, 10 * USDC)
+
+    response = api(alice).post(
+        "/api/v1/wallet/transfer", {"amount": 1, "recipientEmail": "BOB@example.com"}, format="json"
+    )
+
+    assert response.status_code == 201
+    assert balance_of(bob) == USDC
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("-1", "Must not be negative."),
+        ("0", "Must be greater than zero."),
+        ("NaN", "Must be a finite number."),
+        ("Infinity", "Must be a finite number."),
+        ("ten", "Must be a number or a decimal string."),
+        ("0.0000001", "Must have at most 6 decimal places."),
+        ("1e40", "Must be less than 1,000,000,000,000."),
+        (None, "This field may not be null."),
+        ([1], "Must be a number or a decimal string."),
+    ],
+)
+def test_transfer_bad_amounts_are_400_and_move_nothing(api, alice, bob, fund, amount, message):
+    fund(alice, 10 * USDC)
+    before = LedgerTransaction.objects.count()
+
+    response = api(alice).post("/api/v1/wallet/transfer", {"amount": amount, "recipientId": bob.pk}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["amount"] == [message]
+    assert LedgerTransaction.objects.count() == before
+    assert balance_of(alice) == 10 * USDC
+
+
+def test_transfer_unknown_token(api, alice, bob, fund):
+    fund(alice, USDC)
+
+    response = api(alice).post(
+        "/api/v1/wallet/transfer", {"amount": 1, "token": "DOGE", "recipientId": bob.pk}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["token"] == ["Unknown token 'DOGE'; supported: USDC, USDT, ETH, STRK."]
+
+
+def test_transfer_to_yourself_refused(api, alice, fund):
+    fund(alice, USDC)
+
+    response = api(alice).post("/api/v1/wallet/transfer", {"amount": 1, "recipientId": alice.pk}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["recipientId"] == ["You cannot transfer to yourself."]
+    assert balance_of(alice) == USDC
+
+
+def test_transfer_to_unknown_or_inactive_user_refused(api, alice, bob, fund):
+    fund(alice, USDC)
+    bob.is_active = False
+    bob.save(update_fields=["is_active"])
+
+    unknown = api(alice).post("/api/v1/wallet/transfer", {"amount": 1, "recipientId": 999_999}, format="json")
+    inactive = api(alice).post("/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk}, format="json")
+    no_one = api(alice).post("/api/v1/wallet/transfer", {"amount": 1}, format="json")
+
+    assert unknown.status_code == inactive.status_code == no_one.status_code == 400
+    assert unknown.json()["errors"]["recipientId"] == ["No active user with this id or email."]
+    assert balance_of(alice) == USDC
+
+
+def test_transfer_more_than_available_says_how_much(api, alice, bob, fund):
+    fund(alice, 3 * USDC)
+
+    response = api(alice).post("/api/v1/wallet/transfer", {"amount": "3.000001", "recipientId": bob.pk}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["amount"] == ["Insufficient funds: 3.000000 USDC available."]
+    assert balance_of(alice) == 3 * USDC
+    assert balance_of(bob) == 0
+
+
+def test_transactions_history_with_filters(api, alice, bob, fund):
+    fund(alice, 10 * USDC)
+    fund(alice, 5 * USDC, "USDT")
+    api(alice).post("/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk}, format="json")
+
+    everything = api(alice).get("/api/v1/wallet/transactions").json()
+    transfers = api(alice).get("/api/v1/wallet/transactions?type=transfer").json()
+    tether = api(alice).get("/api/v1/wallet/transactions?token=usdt").json()
+    future = api(alice).get("/api/v1/wallet/transactions?from=2999-01-01").json()
+
+    assert everything["count"] == 3
+    assert [row["type"] for row in everything["transactions"]] == ["transfer", "deposit", "deposit"]
+    assert transfers["count"] == 1 and transfers["transactions"][0]["direction"] == "debit"
+    assert tether["count"] == 1 and tether["transactions"][0]["amount"] == "5.000000"
+    assert future["count"] == 0
+
+
+def test_transactions_show_only_mine(api, alice, bob, fund):
+    fund(alice, 10 * USDC)
+
+    assert api(bob).get("/api/v1/wallet/transactions").json()["count"] == 0
+
+
+@pytest.mark.parametrize("query", ["type=bribe", "token=DOGE", "from=yesterday"])
+def test_transactions_bad_filters_are_400(api, alice, query):
+    response = api(alice).get(f"/api/v1/wallet/transactions?{query}")
+
+    assert response.status_code == 400
+    assert response.json()["statusCode"] == 400
+
+
+def test_transactions_query_count_is_constant(api, alice, bob, fund, django_assert_num_queries):
+    client = api(alice)
+    fund(alice, 100 * USDC)
+    for _ in range(3):
+        client.post("/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk}, format="json")
+    with django_assert_num_queries(3):  # the user, the count, the page
+        client.get("/api/v1/wallet/transactions")
+    for _ in range(20):
+        client.post("/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk}, format="json")
+    with django_assert_num_queries(3):
+        assert client.get("/api/v1/wallet/transactions").json()["count"] == 24
+
+
+def test_supported_tokens_is_public(anon):
+    body = anon.get("/api/v1/wallet/supported-tokens").json()
+
+    assert body["tokens"][0] == {"token": "USDC", "name": "USD Coin", "decimals": 6, "isDefault": True}
+    assert [t["token"] for t in body["tokens"]] == ["USDC", "USDT", "ETH", "STRK"]
+
+
+def test_analytics_shape_with_zeros(api, alice):
+    body = api(alice).get("/api/v1/wallet/analytics").json()
+
+    assert body == {
+        "totalSpending": "0.000000",
+        "servicesUsed": 0,
+        "avgUsageTime": 0,
+        "todaySpend": "0.000000",
+        "monthSpend": "0.000000",
+        "serviceBreakdown": [],
+        "totalBalance": "0.000000",
+        "token": "USDC",
+        "chartData": {"monthlySpending": [], "topServices": [], "usageOverTime": []},
+    }
+
+
+# --- Idempotency ----------------------------------------------------------------------------------
+
+
+def test_same_key_same_body_replays_and_moves_once(api, alice, bob, fund):
+    fund(alice, 10 * USDC)
+    client = api(alice)
+    body = {"amount": "1.5", "recipientId": bob.pk}
+
+    first = client.post("/api/v1/wallet/transfer", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    second = client.post("/api/v1/wallet/transfer", body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json()
+    assert second["Idempotent-Replayed"] == "true"
+    assert balance_of(bob) == 1_500_000
+    assert balance_of(alice) == 8_500_000
+
+
+def test_same_key_other_body_is_409(api, alice, bob, fund):
+    fund(alice, 10 * USDC)
+    client = api(alice)
+    client.post(
+        "/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+
+    response = client.post(
+        "/api/v1/wallet/transfer", {"amount": 2, "recipientId": bob.pk}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "idempotency_key_reused"
+    assert balance_of(bob) == USDC
+
+
+def test_keys_belong_to_their_user(api, alice, bob, fund):
+    fund(alice, 10 * USDC)
+    fund(bob, 10 * USDC)
+
+    api(alice).post(
+        "/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+    response = api(bob).post(
+        "/api/v1/wallet/transfer", {"amount": 1, "recipientId": alice.pk}, format="json", HTTP_IDEMPOTENCY_KEY="k"
+    )
+
+    assert response.status_code == 201
+    assert balance_of(alice) == balance_of(bob) == 10 * USDC
+
+
+def test_a_refused_request_does_not_burn_its_key(api, alice, bob, fund):
+    client = api(alice)
+    body = {"amount": 1, "recipientId": bob.pk}
+
+    refused = client.post("/api/v1/wallet/transfer", body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    fund(alice, 10 * USDC)
+    retried = client.post("/api/v1/wallet/transfer", body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+
+    assert refused.status_code == 400
+    assert retried.status_code == 201
+    assert balance_of(bob) == USDC
+    assert IdempotencyKey.objects.filter(user=alice, key="k").count() == 1
+
+
+def test_malformed_key_is_400(api, alice, bob, fund):
+    fund(alice, USDC)
+
+    response = api(alice).post(
+        "/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk}, format="json", HTTP_IDEMPOTENCY_KEY="has space"
+    )
+
+    assert response.status_code == 400
+    assert balance_of(alice) == USDC

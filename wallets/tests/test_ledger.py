@@ -1,0 +1,297 @@
+"""The ledger: balanced postings, funds checks, holds, the batch form and the database guards."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import IntegrityError, InternalError, connection, transaction
+
+from wallets import ledger
+from wallets.ledger import HoldChange, TxSpec
+from wallets.models import Account, Entry, Hold, HoldStatus, LedgerTransaction, SystemAccount, TransactionKind
+from wallets.selectors import ledger_health
+from wallets.tests.conftest import balance_of, system_balance
+
+pytestmark = pytest.mark.django_db
+
+USDC = 1_000_000
+
+
+@pytest.fixture
+def usdc():
+    return ledger.asset_get("USDC")
+
+
+def test_deposit_moves_custody_to_user(alice, fund):
+    account = fund(alice, 5 * USDC)
+
+    assert account.balance == 5 * USDC
+    assert system_balance(SystemAccount.CUSTODY) == -5 * USDC
+    tx = LedgerTransaction.objects.get(kind=TransactionKind.DEPOSIT)
+    assert sorted(tx.entries.values_list("amount", flat=True)) == [-5 * USDC, 5 * USDC]
+
+
+def test_transfer_moves_exactly(alice, bob, fund, usdc):
+    fund(alice, 3 * USDC)
+
+    ledger.transfer(
+        debit=ledger.account_for_user(alice, usdc), credit=ledger.account_for_user(bob, usdc), amount=1_234_567
+    )
+
+    assert balance_of(alice) == 3 * USDC - 1_234_567
+    assert balance_of(bob) == 1_234_567
+
+
+def test_transfer_beyond_balance_refused_and_nothing_written(alice, bob, fund, usdc):
+    fund(alice, USDC)
+    transactions_before = LedgerTransaction.objects.count()
+
+    with pytest.raises(ledger.InsufficientFunds) as refused:
+        ledger.transfer(
+            debit=ledger.account_for_user(alice, usdc), credit=ledger.account_for_user(bob, usdc), amount=USDC + 1
+        )
+
+    assert refused.value.available == USDC
+    assert refused.value.needed == USDC + 1
+    assert balance_of(alice) == USDC
+    assert balance_of(bob) == 0
+    assert LedgerTransaction.objects.count() == transactions_before
+
+
+def test_unbalanced_posting_refused(alice, bob, fund, usdc):
+    fund(alice, USDC)
+
+    with pytest.raises(ledger.UnbalancedTransaction):
+        ledger.post(
+            kind=TransactionKind.TRANSFER,
+            entries=[(ledger.account_for_user(alice, usdc), -10), (ledger.account_for_user(bob, usdc), 9)],
+        )
+
+    assert balance_of(alice) == USDC
+
+
+def test_sum_is_per_asset(alice, fund):
+    usdc_account = fund(alice, USDC)
+    usdt = ledger.account_for_user(alice, ledger.asset_get("USDT"))
+
+    with pytest.raises(ledger.UnbalancedTransaction):
+        ledger.post(kind=TransactionKind.TRANSFER, entries=[(usdc_account, -10), (usdt, 10)])
+
+
+@pytest.mark.parametrize("amount", [0, 1.5, True, "10"])
+def test_entry_amounts_are_nonzero_integers(alice, bob, fund, usdc, amount):
+    fund(alice, USDC)
+
+    with pytest.raises(ledger.LedgerError):
+        ledger.post(
+            kind=TransactionKind.TRANSFER,
+            entries=[(ledger.account_for_user(alice, usdc), amount), (ledger.account_for_user(bob, usdc), amount)],
+        )
+
+
+def test_duplicate_reference_refused(alice, fund, usdc):
+    fund(alice, USDC)
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, usdc)
+    account = ledger.account_for_user(alice, usdc)
+    ledger.transfer(debit=account, credit=revenue, amount=5, kind=TransactionKind.CHARGE, reference="charge:x:1")
+
+    with pytest.raises(ledger.DuplicateReference):
+        ledger.transfer(debit=account, credit=revenue, amount=5, kind=TransactionKind.CHARGE, reference="charge:x:1")
+
+    assert balance_of(alice) == USDC - 5
+
+
+def test_system_accounts_may_go_negative_users_may_not(alice, usdc):
+    swap = ledger.system_account(SystemAccount.SWAP_LIQUIDITY, usdc)
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, usdc)
+
+    ledger.transfer(debit=swap, credit=revenue, amount=7)
+
+    assert system_balance(SystemAccount.SWAP_LIQUIDITY) == -7
+    with pytest.raises(ledger.InsufficientFunds):
+        ledger.transfer(debit=ledger.account_for_user(alice, usdc), credit=revenue, amount=1)
+
+
+def test_hold_narrows_available(alice, bob, fund, usdc):
+    account = fund(alice, 10 * USDC)
+
+    hold = ledger.hold_place(account=account, amount=4 * USDC, reference="session:1")
+
+    account.refresh_from_db()
+    assert (account.balance, account.held, account.available) == (10 * USDC, 4 * USDC, 6 * USDC)
+    with pytest.raises(ledger.InsufficientFunds):
+        ledger.transfer(debit=account, credit=ledger.account_for_user(bob, usdc), amount=6 * USDC + 1)
+    assert hold.amount == 4 * USDC
+
+
+def test_hold_beyond_available_refused(alice, fund):
+    account = fund(alice, USDC)
+
+    with pytest.raises(ledger.InsufficientFunds):
+        ledger.hold_place(account=account, amount=USDC + 1, reference="session:1")
+
+    account.refresh_from_db()
+    assert account.held == 0
+
+
+def test_hold_set_and_release(alice, fund):
+    account = fund(alice, 10 * USDC)
+    hold = ledger.hold_place(account=account, amount=2 * USDC, reference="session:1")
+
+    hold = ledger.hold_set(hold=hold, amount=5 * USDC)
+    account.refresh_from_db()
+    assert account.held == 5 * USDC
+
+    with pytest.raises(ledger.InsufficientFunds):
+        ledger.hold_set(hold=hold, amount=10 * USDC + 1)
+
+    hold = ledger.hold_release(hold=hold)
+    account.refresh_from_db()
+    assert (hold.status, hold.amount, account.held) == (HoldStatus.RELEASED, 0, 0)
+
+
+def test_capture_from_hold_in_one_transaction(alice, victor, fund, usdc):
+    account = fund(alice, 10 * USDC)
+    hold = ledger.hold_place(account=account, amount=3 * USDC, reference="session:1")
+    vendor = ledger.account_for_user(victor, usdc)
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, usdc)
+
+    ledger.post(
+        kind=TransactionKind.CHARGE,
+        entries=[(account, -2 * USDC), (vendor, 1_800_000), (revenue, 200_000)],
+        hold_changes=[HoldChange(hold.pk, account.pk, -2 * USDC)],
+    )
+
+    account.refresh_from_db()
+    hold.refresh_from_db()
+    assert (account.balance, account.held, hold.amount) == (8 * USDC, USDC, USDC)
+    assert balance_of(victor) == 1_800_000
+
+
+def test_capture_may_spend_held_funds_but_not_more(alice, victor, fund, usdc):
+    """A charge may use what is held for it; the wallet still never goes below zero."""
+    account = fund(alice, USDC)
+    hold = ledger.hold_place(account=account, amount=USDC, reference="session:1")
+    vendor = ledger.account_for_user(victor, usdc)
+
+    ledger.post(
+        kind=TransactionKind.CHARGE,
+        entries=[(account, -USDC), (vendor, USDC)],
+        hold_changes=[HoldChange(hold.pk, account.pk, -USDC, close=HoldStatus.CAPTURED)],
+    )
+
+    account.refresh_from_db()
+    assert (account.balance, account.held) == (0, 0)
+    assert Hold.objects.get(pk=hold.pk).status == HoldStatus.CAPTURED
+
+
+def test_batch_posts_many_in_constant_queries(alice, bob, victor, fund, usdc, django_assert_num_queries):
+    payers = [fund(alice, 5 * USDC), fund(bob, 5 * USDC)]
+    vendor = ledger.account_for_user(victor, usdc)
+    specs = [
+        TxSpec(
+            kind=TransactionKind.CHARGE, entries=[(payer.pk, -n), (vendor.pk, n)], reference=f"charge:{payer.pk}:{n}"
+        )
+        for payer in payers
+        for n in range(1, 51)
+    ]
+
+    # 2 savepoints and their 2 releases, lock, ids, transactions, entries, balances: whatever the size
+    with django_assert_num_queries(9):
+        ids = ledger.post_batch(specs)
+
+    assert len(ids) == 100 and len(set(ids)) == 100
+    assert balance_of(alice) == balance_of(bob) == 5 * USDC - sum(range(1, 51))
+    assert balance_of(victor) == 2 * sum(range(1, 51))
+
+
+def test_batch_is_all_or_nothing(alice, bob, victor, fund, usdc):
+    fund(alice, USDC)
+    vendor = ledger.account_for_user(victor, usdc)
+    broke = ledger.account_for_user(bob, usdc)
+    specs = [
+        TxSpec(kind=TransactionKind.CHARGE, entries=[(ledger.account_for_user(alice, usdc).pk, -10), (vendor.pk, 10)]),
+        TxSpec(kind=TransactionKind.CHARGE, entries=[(broke.pk, -10), (vendor.pk, 10)]),
+    ]
+
+    with pytest.raises(ledger.InsufficientFunds):
+        ledger.post_batch(specs)
+
+    assert balance_of(alice) == USDC
+    assert balance_of(victor) == 0
+
+
+def test_hold_only_change_records_no_transaction(alice, fund):
+    account = fund(alice, USDC)
+    hold = ledger.hold_place(account=account, amount=0, reference="session:1")
+    before = LedgerTransaction.objects.count()
+
+    ids = ledger.post_batch(
+        [TxSpec(kind=TransactionKind.CHARGE, entries=[], hold_changes=[HoldChange(hold.pk, account.pk, 500)])]
+    )
+
+    assert ids == [None]
+    assert LedgerTransaction.objects.count() == before
+    account.refresh_from_db()
+    assert account.held == 500
+
+
+# --- The database is the backstop ----------------------------------------------------------------
+
+
+def test_database_refuses_updating_or_deleting_entries(alice, fund):
+    fund(alice, USDC)
+    entry = Entry.objects.first()
+
+    with pytest.raises((IntegrityError, InternalError)), transaction.atomic():
+        Entry.objects.filter(pk=entry.pk).update(amount=1)
+    with pytest.raises((IntegrityError, InternalError)), transaction.atomic():
+        Entry.objects.filter(pk=entry.pk).delete()
+    with pytest.raises((IntegrityError, InternalError)), transaction.atomic():
+        LedgerTransaction.objects.filter(pk=entry.transaction_id).update(memo="rewritten")
+
+    assert Entry.objects.get(pk=entry.pk).amount == entry.amount
+
+
+def test_database_refuses_unbalanced_entries(alice, fund):
+    account = fund(alice, USDC)
+    tx = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Entry.objects.bulk_create([Entry(transaction=tx, account=account, asset_id=account.asset_id, amount=5)])
+
+
+def test_database_refuses_entry_in_another_asset_than_its_account(alice, fund):
+    account = fund(alice, USDC)
+    usdt = ledger.asset_get("USDT")
+    other = ledger.system_account(SystemAccount.PLATFORM_REVENUE, usdt)
+    tx = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Entry.objects.bulk_create(
+            [
+                Entry(transaction=tx, account=account, asset_id=usdt.pk, amount=-5),
+                Entry(transaction=tx, account=other, asset_id=usdt.pk, amount=5),
+            ]
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def test_database_refuses_negative_user_balance(alice, fund):
+    account = fund(alice, USDC)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Account.objects.filter(pk=account.pk).update(balance=-1)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Account.objects.filter(pk=account.pk).update(held=USDC + 1)
+
+
+def test_health_detects_a_tampered_cache(alice, fund):
+    account = fund(alice, USDC)
+    Account.objects.filter(pk=account.pk).update(balance=USDC - 1)
+
+    health = ledger_health()
+
+    assert not health["healthy"]
+    assert health["balance_mismatches"] == 1
+    Account.objects.filter(pk=account.pk).update(balance=USDC)  # leave the ledger whole for the fixture

@@ -1,0 +1,309 @@
+"""The wallet API. Money POSTs honour Idempotency-Key (wallets/idempotency.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from django.contrib.auth import get_user_model
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, generics, status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from paygo.api.amounts import format_minor
+from wallets import selectors, services
+from wallets.idempotency import idempotent
+from wallets.models import Account, AccountKind, Asset, Entry, Withdrawal
+from wallets.serializers import (
+    AssetSerializer,
+    DepositSerializer,
+    EntrySerializer,
+    SwapSerializer,
+    TransactionsQuerySerializer,
+    TransferSerializer,
+    WithdrawalSerializer,
+    WithdrawSerializer,
+)
+
+logger = logging.getLogger("paygo.wallets")
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key", str, OpenApiParameter.HEADER, description="Replays the first response for the same key and body."
+)
+
+
+def _entry_of(user, transaction_id: int, asset: Asset) -> dict:
+    entry = Entry.objects.select_related("transaction", "asset").get(
+        transaction_id=transaction_id, account__owner=user, account__kind=AccountKind.USER, asset=asset
+    )
+    return EntrySerializer(entry).data
+
+
+def _available(user, asset: Asset) -> str:
+    account = Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).first()
+    return format_minor(account.available if account else 0, asset.decimals)
+
+
+class DepositView(APIView):
+    @extend_schema(request=DepositSerializer, parameters=[IDEMPOTENCY_HEADER], summary="Credit an on-chain deposit")
+    def post(self, request):
+        data = DepositSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        asset, amount = values["asset"], values["amount_minor"]
+
+        def verify():
+            return services.deposit_verify(user=request.user, asset=asset, amount=amount, tx_hash=values.get("tx_hash"))
+
+        def credit(chain_tx) -> Response:
+            result = services.deposit_credit(
+                user=request.user, asset=asset, amount=amount, tx_hash=chain_tx.tx_hash, source="api"
+            )
+            return Response(
+                {
+                    "message": "Deposit credited." if result.created else "This deposit was already credited.",
+                    "balance": _available(request.user, asset),
+                    "token": asset.code,
+                    "tx_hash": chain_tx.tx_hash,
+                    "transaction": _entry_of(request.user, result.transaction.pk, asset),
+                },
+                status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,
+            )
+
+        return idempotent(request, credit, prepare=verify)
+
+
+class WithdrawView(APIView):
+    @extend_schema(request=WithdrawSerializer, parameters=[IDEMPOTENCY_HEADER], summary="Withdraw on chain")
+    def post(self, request):
+        data = WithdrawSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+
+        def execute(_) -> Response:
+            withdrawal = services.withdrawal_request(
+                user=request.user, asset=values["asset"], amount=values["amount_minor"], to_address=values["to_address"]
+            )
+            return Response(
+                {
+                    "message": "Withdrawal accepted; it is being sent.",
+                    "withdrawal": WithdrawalSerializer(withdrawal).data,
+                    "remaining_balance": _available(request.user, values["asset"]),
+                },
+                status=status.HTTP_202_ACCEPTED,
+            )
+
+        return idempotent(request, execute)
+
+
+class WithdrawalListView(generics.ListAPIView):
+    serializer_class = WithdrawalSerializer
+    results_key = "withdrawals"
+
+    def get_queryset(self):
+        return Withdrawal.objects.filter(user=self.request.user).select_related("asset").order_by("-created_at")
+
+
+class WithdrawalDetailView(generics.RetrieveAPIView):
+    serializer_class = WithdrawalSerializer
+
+    def get_queryset(self):
+        return Withdrawal.objects.filter(user=self.request.user).select_related("asset")
+
+    def retrieve(self, request, *args, **kwargs):
+        return Response({"withdrawal": self.get_serializer(self.get_object()).data})
+
+
+class BalanceView(APIView):
+    @extend_schema(summary="Balances in every token")
+    def get(self, request):
+        balances = selectors.balances_for(request.user)
+        rows = [
+            {
+                "token": b.asset.code,
+                "balance": format_minor(b.balance, b.asset.decimals),
+                "available": format_minor(b.available, b.asset.decimals),
+                "held": format_minor(b.held, b.asset.decimals),
+            }
+            for b in balances
+        ]
+        default = next(row for row, b in zip(rows, balances, strict=True) if b.asset.is_default)
+        return Response({**default, "balances": rows})
+
+
+class TransferView(APIView):
+    @extend_schema(request=TransferSerializer, parameters=[IDEMPOTENCY_HEADER], summary="Pay another PayGo user")
+    def post(self, request):
+        data = TransferSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        users = get_user_model().objects
+        if values.get("recipient_id"):
+            recipient = users.filter(pk=values["recipient_id"]).first()
+        else:
+            recipient = users.filter(email=users.normalize_email(values["recipient_email"])).first()
+        asset = values["asset"]
+
+        def execute(_) -> Response:
+            tx = services.wallet_transfer(
+                sender=request.user,
+                recipient=recipient,
+                asset=asset,
+                amount=values["amount_minor"],
+                memo=values.get("memo", ""),
+            )
+            return Response(
+                {
+                    "message": f"Sent {format_minor(values['amount_minor'], asset.decimals)} {asset.code} "
+                    f"to {recipient.name}.",
+                    "remaining_balance": _available(request.user, asset),
+                    "token": asset.code,
+                    "transaction": _entry_of(request.user, tx.pk, asset),
+                },
+                status=status.HTTP_201_CREATED,
+            )
+
+        return idempotent(request, execute)
+
+
+class TransactionsView(generics.ListAPIView):
+    serializer_class = EntrySerializer
+    results_key = "transactions"
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("type", str),
+            OpenApiParameter("token", str),
+            OpenApiParameter("from", str, description="ISO 8601 date or time (inclusive)"),
+            OpenApiParameter("to", str, description="ISO 8601 date or time (exclusive)"),
+        ],
+        summary="The caller's ledger history",
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        params = self.request.query_params
+        query = TransactionsQuerySerializer(
+            data={
+                key: value
+                for key, value in {
+                    "type": params.get("type"),
+                    "token": params.get("token"),
+                    "since": params.get("from"),
+                    "until": params.get("to"),
+                }.items()
+                if value
+            }
+        )
+        if not query.is_valid():
+            errors = {{"since": "from", "until": "to"}.get(k, k): v for k, v in query.errors.items()}
+            raise exceptions.ValidationError(errors)
+        values = query.validated_data
+        return selectors.entries_for(
+            self.request.user,
+            kind=values.get("type"),
+            token=values["token"].code if values.get("token") else None,
+            since=values.get("since"),
+            until=values.get("until"),
+        )
+
+
+class AddressView(APIView):
+    @extend_schema(summary="The caller's deposit address")
+    def get(self, request):
+        return Response({"address": services.wallet_open(user=request.user)})
+
+
+class SupportedTokensView(APIView):
+    permission_classes = [AllowAny]
+    authentication_classes: list = []
+
+    @extend_schema(summary="Tokens PayGo wallets hold")
+    def get(self, request):
+        assets = Asset.objects.filter(is_active=True).order_by("-is_default", "id")
+        return Response({"tokens": AssetSerializer(assets, many=True).data})
+
+
+class SwapView(APIView):
+    @extend_schema(request=SwapSerializer, parameters=[IDEMPOTENCY_HEADER], summary="Swap one token for another")
+    def post(self, request):
+        data = SwapSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        source, target = values["from_token"], values["to_token"]
+
+        def rate():
+            from wallets.chipi import ChipiError, get_gateway
+
+            if source.pk == target.pk:
+                return None
+            try:
+                return get_gateway().get_rate(source.code, target.code)
+            except ChipiError as exc:
+                raise exceptions.APIException(f"No rate available right now: {exc}") from None
+
+        def execute(quoted_rate) -> Response:
+            tx = services.wallet_swap(
+                user=request.user,
+                from_asset=source,
+                to_asset=target,
+                amount=values["amount_minor"],
+                min_received=values["min_received_minor"],
+                rate=quoted_rate,
+            )
+            received = _entry_of(request.user, tx.pk, target)
+            return Response(
+                {
+                    "message": f"Swapped {source.code} for {target.code}.",
+                    "rate": str(quoted_rate),
+                    "received": received["amount"],
+                    "from_token": source.code,
+                    "to_token": target.code,
+                    "transaction": _entry_of(request.user, tx.pk, source),
+                },
+                status=status.HTTP_201_CREATED,
+            )
+
+        return idempotent(request, execute, prepare=rate)
+
+
+class AnalyticsView(APIView):
+    @extend_schema(summary="Spending analytics for the wallet page")
+    def get(self, request):
+        return Response(selectors.spending_analytics(request.user))
+
+
+class ChipiWebhookView(APIView):
+    """Chipi's signed event callback. A bad signature is 401 and changes nothing."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    parser_classes: list = []
+
+    @extend_schema(request=None, summary="Chipi Pay webhook (signed with chipi-signature)")
+    def post(self, request):
+        from wallets.chipi import verify_webhook_signature
+
+        raw = request.body
+        if not verify_webhook_signature(raw, request.headers.get("chipi-signature")):
+            raise exceptions.AuthenticationFailed("Invalid webhook signature.", code="bad_signature")
+        try:
+            event = json.loads(raw)
+            kind = event["event"]
+            payload = event.get("data") or {}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise exceptions.ParseError("The webhook body is not a Chipi event.") from None
+        if kind != "payment.completed":
+            return Response({"received": True, "handled": False})
+        try:
+            amount = int(str(payload["amount"]))
+            tx_hash, to_address, token = str(payload["txHash"]), str(payload["toAddress"]), str(payload["token"])
+        except (KeyError, ValueError, TypeError):
+            raise exceptions.ValidationError(
+                "A payment.completed event needs txHash, toAddress, token and amount."
+            ) from None
+        result = services.webhook_deposit(to_address=to_address, token=token, amount=amount, tx_hash=tx_hash)
+        return Response({"received": True, "handled": result is not None, "credited": bool(result and result.created)})
