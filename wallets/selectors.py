@@ -6,12 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum, Value
 from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Coalesce, TruncDate, TruncMonth
 from django.utils import timezone
 
 from paygo.api.amounts import format_minor
+from paygo.fields import MinorUnitsField
 from wallets.models import Account, AccountKind, Asset, Entry, HoldStatus, TransactionKind
 
 
@@ -73,10 +74,11 @@ def spending_analytics(user, *, now: datetime | None = None) -> dict:
     )
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     month = today.replace(day=1)
+    zero = Value(0, output_field=MinorUnitsField())
     totals = charges.aggregate(
-        total=Coalesce(Sum("amount"), 0),
-        today=Coalesce(Sum("amount", filter=Q(transaction__created_at__gte=today)), 0),
-        month=Coalesce(Sum("amount", filter=Q(transaction__created_at__gte=month)), 0),
+        total=Coalesce(Sum("amount"), zero),
+        today=Coalesce(Sum("amount", filter=Q(transaction__created_at__gte=today)), zero),
+        month=Coalesce(Sum("amount", filter=Q(transaction__created_at__gte=month)), zero),
         services=Count(KeyTextTransform("serviceId", "transaction__metadata"), distinct=True),
     )
     by_service = list(
