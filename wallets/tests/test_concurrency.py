@@ -1,0 +1,103 @@
+"""Real concurrency on PostgreSQL: threads, each with its own connection, committing for real."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import connection
+from rest_framework.exceptions import ValidationError
+
+from conftest import money_db
+from wallets import ledger
+from wallets.services import wallet_transfer
+from wallets.tests.conftest import balance_of, fund_wallet
+
+USDC = 1_000_000
+
+
+def _in_thread(fn):
+    def run(*args):
+        try:
+            return fn(*args)
+        finally:
+            connection.close()
+
+    return run
+
+
+@money_db
+def test_fifty_parallel_transfers_from_twenty_five(alice, bob):
+    fund_wallet(alice, 25 * USDC)
+    usdc = ledger.asset_get("USDC")
+    start = threading.Barrier(50)
+
+    @_in_thread
+    def send(_):
+        start.wait()
+        try:
+            wallet_transfer(sender=alice, recipient=bob, asset=usdc, amount=USDC)
+        except ValidationError:
+            return "refused"
+        return "sent"
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        outcomes = Counter(pool.map(send, range(50)))
+
+    assert outcomes == {"sent": 25, "refused": 25}
+    assert balance_of(alice) == 0
+    assert balance_of(bob) == 25 * USDC
+
+
+@money_db
+def test_crossing_transfer_storms_neither_deadlock_nor_lose_a_unit(alice, bob):
+    fund_wallet(alice, 100 * USDC)
+    fund_wallet(bob, 100 * USDC)
+    usdc = ledger.asset_get("USDC")
+    start = threading.Barrier(8)
+
+    @_in_thread
+    def storm(worker: int):
+        sender, recipient = (alice, bob) if worker % 2 else (bob, alice)
+        start.wait()
+        sent = 0
+        for amount in range(1, 26):
+            wallet_transfer(sender=sender, recipient=recipient, asset=usdc, amount=amount)
+            sent += amount
+        return worker % 2, sent
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(storm, range(8)))
+
+    alice_sent = sum(sent for is_alice, sent in results if is_alice)
+    bob_sent = sum(sent for is_alice, sent in results if not is_alice)
+    assert alice_sent == bob_sent == 4 * sum(range(1, 26))
+    assert balance_of(alice) == 100 * USDC - alice_sent + bob_sent
+    assert balance_of(bob) == 100 * USDC - bob_sent + alice_sent
+    assert balance_of(alice) + balance_of(bob) == 200 * USDC
+
+
+@money_db
+def test_parallel_requests_with_one_idempotency_key_move_money_once(alice, bob):
+    from conftest import client_for
+
+    fund_wallet(alice, 10 * USDC)
+    start = threading.Barrier(10)
+
+    @_in_thread
+    def post(_):
+        client = client_for(alice)
+        start.wait()
+        response = client.post(
+            "/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk}, format="json", HTTP_IDEMPOTENCY_KEY="once"
+        )
+        return response.status_code, response.json()["transaction"]["id"]
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        outcomes = list(pool.map(post, range(10)))
+
+    assert {status for status, _ in outcomes} == {201}
+    assert len({tx_id for _, tx_id in outcomes}) == 1
+    assert balance_of(bob) == USDC
+    assert balance_of(alice) == 9 * USDC
