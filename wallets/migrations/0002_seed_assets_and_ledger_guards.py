@@ -57,7 +57,7 @@ CREATE TRIGGER wallets_entry_balanced AFTER INSERT ON wallets_entry
     FOR EACH STATEMENT EXECUTE FUNCTION wallets_entries_balanced();
 
 ALTER TABLE wallets_entry ADD CONSTRAINT wallets_entry_asset_is_accounts
-    FOREIGN KEY (account_id, asset_id) REFERENCES wallets_account (id, asset_id) DEFERRABLE INITIALLY DEFERRED;
+    FOREIGN KEY (account_id, asset_id) REFERENCES wallets_account (id, asset_id);
 """
 
 POSTGRES_GUARDS_REVERSE = """
