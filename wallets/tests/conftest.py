@@ -32,3 +32,24 @@ def balance_of(user, token: str = "USDC") -> int:
 
 def system_balance(code: SystemAccount, token: str = "USDC") -> int:
     return Account.objects.get(kind=AccountKind.SYSTEM, system_code=code, asset__code=token).balance
+
+
+@pytest.fixture
+def sandbox():
+    """The process's Chipi sandbox, its faults cleared before and after the test."""
+    from wallets.chipi.sandbox import get_sandbox
+
+    chain = get_sandbox()
+    chain.reset()
+    yield chain
+    chain.reset()
+
+
+def chain_deposit(user, amount: int, token: str = "USDC"):
+    """A real sandbox payment into the user's address, credited as the API would."""
+    from wallets.chipi.sandbox import get_sandbox
+    from wallets.services import wallet_open
+
+    asset = ledger.asset_get(token)
+    paid = get_sandbox().receive_payment(to_address=wallet_open(user=user), token=token, amount=amount)
+    return deposit_credit(user=user, asset=asset, amount=amount, tx_hash=paid.tx_hash, source="test")

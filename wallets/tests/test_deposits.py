@@ -1,0 +1,161 @@
+"""Deposits: verified with Chipi, credited once per transaction hash, by API or signed webhook."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wallets.chipi import sign_webhook
+from wallets.models import LedgerTransaction, TransactionKind
+from wallets.tests.conftest import balance_of
+
+pytestmark = pytest.mark.django_db
+
+USDC = 1_000_000
+
+
+def deposit(client, **body):
+    return client.post("/api/v1/wallet/deposit", body, format="json")
+
+
+def test_sandbox_deposit_without_hash_is_simulated_and_credited(api, alice, sandbox):
+    response = deposit(api(alice), amount="12.5")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["balance"] == "12.500000"
+    assert body["txHash"].startswith("0x")
+    assert balance_of(alice) == 12_500_000
+    assert sandbox.custody_balance("USDC") == 12_500_000
+
+
+def test_deposit_of_a_real_chain_payment_credits_once_whoever_asks(api, alice, bob, sandbox):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=3 * USDC)
+
+    first = deposit(api(alice), amount=3, txHash=paid.tx_hash)
+    again = deposit(api(alice), amount=3, txHash=paid.tx_hash)
+    thief = deposit(api(bob), amount=3, txHash=paid.tx_hash)
+
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["message"] == "This deposit was already credited."
+    assert thief.status_code in (400, 409)
+    assert balance_of(alice) == 3 * USDC
+    assert balance_of(bob) == 0
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.DEPOSIT).count() == 1
+
+
+def test_deposit_with_wrong_amount_or_token_is_refused(api, alice, sandbox):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=3 * USDC)
+
+    wrong_amount = deposit(api(alice), amount=30, txHash=paid.tx_hash)
+    wrong_token = deposit(api(alice), amount=3, token="USDT", txHash=paid.tx_hash)
+    unknown = deposit(api(alice), amount=3, txHash="0x" + "1" * 64)
+
+    assert wrong_amount.status_code == wrong_token.status_code == unknown.status_code == 400
+    assert wrong_amount.json()["errors"]["amount"] == ["The transaction paid 3.000000 USDC."]
+    assert balance_of(alice) == 0
+
+
+@pytest.mark.parametrize("amount", ["0", "-5", "NaN", "1.0000001", "abc"])
+def test_deposit_bad_amounts(api, alice, sandbox, amount):
+    response = deposit(api(alice), amount=amount)
+
+    assert response.status_code == 400
+    assert balance_of(alice) == 0
+    assert sandbox.custody_balance("USDC") == 0
+
+
+def test_deposit_replay_with_idempotency_key_pays_once(api, alice, sandbox):
+    client = api(alice)
+
+    first = client.post("/api/v1/wallet/deposit", {"amount": 2}, format="json", HTTP_IDEMPOTENCY_KEY="dep-1")
+    second = client.post("/api/v1/wallet/deposit", {"amount": 2}, format="json", HTTP_IDEMPOTENCY_KEY="dep-1")
+
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json()
+    assert balance_of(alice) == 2 * USDC
+    assert sandbox.custody_balance("USDC") == 2 * USDC
+
+
+def test_chipi_unreachable_is_a_clean_error_and_moves_nothing(api, alice, sandbox):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=USDC)
+    sandbox.inject("get_transaction", "error")
+
+    response = deposit(api(alice), amount=1, txHash=paid.tx_hash)
+
+    assert response.status_code >= 500 or response.status_code == 502
+    assert response.json()["statusCode"] == response.status_code
+    assert balance_of(alice) == 0
+
+
+# --- Webhook --------------------------------------------------------------------------------------
+
+
+def webhook(anon, payload: dict, signature: str | None = "sign"):
+    raw = json.dumps(payload).encode()
+    headers = {}
+    if signature == "sign":
+        headers["HTTP_CHIPI_SIGNATURE"] = sign_webhook(raw)
+    elif signature is not None:
+        headers["HTTP_CHIPI_SIGNATURE"] = signature
+    return anon.post("/api/v1/wallet/webhooks/chipi", data=raw, content_type="application/json", **headers)
+
+
+def payment_event(to_address: str, tx_hash: str, amount: int = 2 * USDC) -> dict:
+    return {
+        "event": "payment.completed",
+        "data": {"txHash": tx_hash, "toAddress": to_address, "token": "USDC", "amount": str(amount)},
+    }
+
+
+def test_signed_webhook_credits_once_per_hash(anon, alice, sandbox):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=2 * USDC)
+    event = payment_event(alice.wallet_address, paid.tx_hash)
+
+    first = webhook(anon, event)
+    duplicate = webhook(anon, event)
+
+    assert first.status_code == duplicate.status_code == 200
+    assert first.json() == {"received": True, "handled": True, "credited": True}
+    assert duplicate.json()["credited"] is False
+    assert balance_of(alice) == 2 * USDC
+
+
+@pytest.mark.parametrize("signature", [None, "", "00" * 32, "not-hex", "sign-then-tamper"])
+def test_bad_signature_is_401_and_changes_nothing(anon, alice, sandbox, signature):
+    from wallets.services import wallet_open
+
+    event = payment_event(wallet_open(user=alice), "0x" + "2" * 64)
+    if signature == "sign-then-tamper":
+        signature = sign_webhook(json.dumps(payment_event(alice.wallet_address, "0x" + "3" * 64)).encode())
+
+    response = webhook(anon, event, signature=signature)
+
+    assert response.status_code == 401
+    assert response.json()["statusCode"] == 401
+    assert balance_of(alice) == 0
+
+
+def test_webhook_for_an_unknown_address_is_acknowledged_and_ignored(anon, sandbox):
+    response = webhook(anon, payment_event("0x" + "9" * 64, "0x" + "4" * 64))
+
+    assert response.status_code == 200
+    assert response.json()["handled"] is False
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.DEPOSIT).count() == 0
+
+
+def test_webhook_other_events_are_acknowledged(anon):
+    response = webhook(anon, {"event": "wallet.created", "data": {}})
+
+    assert response.status_code == 200
+    assert response.json()["handled"] is False

@@ -1,0 +1,204 @@
+"""Withdrawals through the outbox: every Chipi fault, never a double send nor a lost unit."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from wallets import services
+from wallets.chipi.models import SandboxTransaction
+from wallets.models import SystemAccount, Withdrawal, WithdrawalStatus
+from wallets.tests.conftest import balance_of, chain_deposit, system_balance
+
+pytestmark = pytest.mark.django_db
+
+USDC = 1_000_000
+ADDRESS = "0x" + "ab" * 32
+
+
+def withdraw(api, user, amount="4", **extra):
+    return api(user).post("/api/v1/wallet/withdraw", {"amount": amount, "toAddress": ADDRESS, **extra}, format="json")
+
+
+def sent_on_chain(withdrawal_id) -> int:
+    return SandboxTransaction.objects.filter(reference=str(withdrawal_id), direction="outbound").count()
+
+
+def retry_due(withdrawal_id):
+    """Run the outbox for this row once its retry time has come."""
+    withdrawal = Withdrawal.objects.get(pk=withdrawal_id)
+    with time_machine.travel(withdrawal.next_attempt_at + timedelta(seconds=1)):
+        return services.withdrawal_send(withdrawal_id=withdrawal_id)
+
+
+def test_withdrawal_is_sent_once_and_settled(api, alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+
+    response = withdraw(api, alice)
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["withdrawal"]["amount"] == "4.000000"
+    assert body["remainingBalance"] == "6.000000"
+    withdrawal = Withdrawal.objects.get(pk=body["withdrawal"]["id"])
+    assert withdrawal.status == WithdrawalStatus.SENT  # the eager task ran on commit
+    assert withdrawal.tx_hash
+    assert sent_on_chain(withdrawal.pk) == 1
+    assert balance_of(alice) == 6 * USDC
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+    assert system_balance(SystemAccount.CUSTODY) == -6 * USDC
+    assert sandbox.custody_balance("USDC") == 6 * USDC
+
+
+def test_withdrawal_beyond_available_is_400_and_moves_nothing(api, alice, sandbox):
+    chain_deposit(alice, 3 * USDC)
+
+    response = withdraw(api, alice, amount="3.5")
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["amount"] == ["Insufficient funds: 3.000000 USDC available."]
+    assert Withdrawal.objects.count() == 0
+    assert balance_of(alice) == 3 * USDC
+
+
+@pytest.mark.parametrize("address", ["0xZZ", "ab" * 32, "", "0x" + "a" * 65])
+def test_withdrawal_to_a_bad_address_is_400(api, alice, sandbox, address):
+    chain_deposit(alice, 3 * USDC)
+
+    response = api(alice).post("/api/v1/wallet/withdraw", {"amount": 1, "toAddress": address}, format="json")
+
+    assert response.status_code == 400
+    assert "toAddress" in response.json()["errors"]
+    assert balance_of(alice) == 3 * USDC
+
+
+def test_timeout_before_acting_is_retried_and_sent_once(api, alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "timeout")
+
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+
+    assert Withdrawal.objects.get(pk=withdrawal_id).status == WithdrawalStatus.SENDING
+    assert sent_on_chain(withdrawal_id) == 0
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 4 * USDC
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal_id) == 1
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+
+
+def test_lost_response_is_found_not_resent(api, alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "lost_response")
+
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+
+    assert sent_on_chain(withdrawal_id) == 1  # Chipi acted; we did not hear back
+    assert Withdrawal.objects.get(pk=withdrawal_id).status == WithdrawalStatus.SENDING
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal_id) == 1
+    assert sandbox.custody_balance("USDC") == 6 * USDC
+    assert system_balance(SystemAccount.CUSTODY) == -6 * USDC
+
+
+def test_lookup_that_times_out_sends_nothing(api, alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "lost_response")
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+    sandbox.inject("find_transfer", "timeout")
+
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENDING
+    assert sent_on_chain(withdrawal_id) == 1
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal_id) == 1
+
+
+@pytest.mark.parametrize("fault", ["error", "rate_limited"])
+def test_refusals_before_acting_are_retried(api, alice, sandbox, fault):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", fault, times=2)
+
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+
+    assert retry_due(withdrawal_id) != WithdrawalStatus.SENT
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal_id) == 1
+    assert balance_of(alice) == 6 * USDC
+
+
+def test_definitive_refusal_gives_the_money_back(api, alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "reject")
+
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+
+    withdrawal = Withdrawal.objects.get(pk=withdrawal_id)
+    assert withdrawal.status == WithdrawalStatus.FAILED
+    assert "refused" in withdrawal.last_error
+    assert balance_of(alice) == 10 * USDC
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+    assert sent_on_chain(withdrawal_id) == 0
+    assert services.withdrawal_send(withdrawal_id=withdrawal_id) == WithdrawalStatus.FAILED  # and stays so
+    assert balance_of(alice) == 10 * USDC
+
+
+def test_a_sender_that_died_mid_send_is_taken_over_without_a_double_send(alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "lost_response")
+    withdrawal = services.withdrawal_request(
+        user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS
+    )
+    # The worker "crashed" holding its claim: the row stays 'sending' with a claim in the future.
+    Withdrawal.objects.filter(pk=withdrawal.pk).update(
+        claimed_until=timezone.now() + timedelta(seconds=60), next_attempt_at=timezone.now()
+    )
+
+    assert services.withdrawals_due() == []  # nobody else may take it while the claim holds
+    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+        assert services.withdrawals_due() == [str(withdrawal.pk)]
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal.pk) == 1
+
+
+def test_dispatcher_task_sends_what_is_due(alice, sandbox):
+    from wallets.tasks import withdrawals_dispatch_task
+
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "error")
+    withdrawal = services.withdrawal_request(
+        user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS
+    )
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.PENDING
+
+    with time_machine.travel(timezone.now() + timedelta(hours=1)):
+        assert withdrawals_dispatch_task() == 1
+
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.SENT
+
+
+def test_reconciliation_matches_then_reports_a_difference(alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    services.withdrawal_request(user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS)
+
+    (usdc, *_rest) = services.reconcile()
+    assert (usdc.on_chain, usdc.ledger, usdc.difference) == (9 * USDC, 9 * USDC, 0)
+
+    sandbox.receive_payment(to_address=alice.wallet_address, token="USDC", amount=5)  # paid, not credited yet
+    (usdc, *_rest) = services.reconcile()
+    assert usdc.difference == 5
+
+
+def test_withdrawals_are_listed_for_their_owner_only(api, alice, bob, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+
+    mine = api(alice).get("/api/v1/wallet/withdrawals").json()
+    theirs = api(bob).get("/api/v1/wallet/withdrawals").json()
+    outsider = api(bob).get(f"/api/v1/wallet/withdrawals/{withdrawal_id}")
+
+    assert mine["count"] == 1 and mine["withdrawals"][0]["id"] == withdrawal_id
+    assert theirs["count"] == 0
+    assert outsider.status_code == 404
+    assert api(alice).get(f"/api/v1/wallet/withdrawals/{withdrawal_id}").json()["withdrawal"]["status"] == "sent"
