@@ -1,0 +1,35 @@
+"""The Chipi Pay gateway: one interface, an HTTP client and a database-backed sandbox with fault injection.
+
+Callers use the names below. The package is also the `chipi_sandbox` app, which owns the sandbox's
+tables; ChipiSandbox is imported lazily so the package loads before the models.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from wallets.chipi.errors import ChipiError, ChipiRateLimited, ChipiRejected, ChipiTimeout, ChipiUnavailable
+from wallets.chipi.interface import TOKEN_DECIMALS, ChainTransaction, ChipiGateway
+
+if TYPE_CHECKING:
+    from wallets.chipi.sandbox import ChipiSandbox
+
+__all__ = [
+    "TOKEN_DECIMALS",
+    "ChainTransaction",
+    "ChipiError",
+    "ChipiGateway",
+    "ChipiRateLimited",
+    "ChipiRejected",
+    "ChipiSandbox",
+    "ChipiTimeout",
+    "ChipiUnavailable",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ChipiSandbox":
+        from wallets.chipi.sandbox import ChipiSandbox
+
+        return ChipiSandbox
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
