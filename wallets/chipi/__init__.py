@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 from wallets.chipi.errors import ChipiError, ChipiRateLimited, ChipiRejected, ChipiTimeout, ChipiUnavailable
 from wallets.chipi.interface import TOKEN_DECIMALS, ChainTransaction, ChipiGateway
+from wallets.chipi.webhooks import SIGNATURE_HEADER, sign_webhook, verify_webhook_signature
 
 if TYPE_CHECKING:
     from wallets.chipi.sandbox import ChipiSandbox
 
 __all__ = [
+    "SIGNATURE_HEADER",
     "TOKEN_DECIMALS",
     "ChainTransaction",
     "ChipiError",
@@ -24,6 +26,8 @@ __all__ = [
     "ChipiSandbox",
     "ChipiTimeout",
     "ChipiUnavailable",
+    "sign_webhook",
+    "verify_webhook_signature",
 ]
 
 
