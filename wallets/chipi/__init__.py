@@ -1,14 +1,16 @@
 """The Chipi Pay gateway: one interface, an HTTP client and a database-backed sandbox with fault injection.
 
-Callers use the names below. The package is also the `chipi_sandbox` app, which owns the sandbox's
-tables; ChipiSandbox is imported lazily so the package loads before the models.
+Callers use get_gateway() and the names below. The package is also the `chipi_sandbox` app, which
+owns the sandbox's tables; ChipiSandbox is imported lazily so the package loads before the models.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from wallets.chipi.client import ChipiHttpClient
 from wallets.chipi.errors import ChipiError, ChipiRateLimited, ChipiRejected, ChipiTimeout, ChipiUnavailable
+from wallets.chipi.gateway import get_gateway
 from wallets.chipi.interface import TOKEN_DECIMALS, ChainTransaction, ChipiGateway
 from wallets.chipi.webhooks import SIGNATURE_HEADER, sign_webhook, verify_webhook_signature
 
@@ -21,11 +23,13 @@ __all__ = [
     "ChainTransaction",
     "ChipiError",
     "ChipiGateway",
+    "ChipiHttpClient",
     "ChipiRateLimited",
     "ChipiRejected",
     "ChipiSandbox",
     "ChipiTimeout",
     "ChipiUnavailable",
+    "get_gateway",
     "sign_webhook",
     "verify_webhook_signature",
 ]
