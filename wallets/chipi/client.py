@@ -121,13 +121,19 @@ def _retry_after(response: requests.Response) -> float | None:
     return max(0.0, seconds) if seconds == seconds and seconds != float("inf") else None
 
 
-def _error_fields(response: requests.Response) -> tuple[str | None, str]:
-    """(code, message) from Chipi's error body {"error", "message", "code"}, or from the status alone."""
+def _error_body(response: requests.Response) -> dict[str, Any] | None:
+    """Chipi's error body {"error", "message", "code"}, or None when the answer is not one (say a proxy's page)."""
     try:
         body = response.json()
     except ValueError:
-        body = None
-    if isinstance(body, dict):
+        return None
+    return body if isinstance(body, dict) and ("error" in body or "code" in body) else None
+
+
+def _error_fields(response: requests.Response) -> tuple[str | None, str]:
+    """(code, message) from Chipi's error body, or from the status alone."""
+    body = _error_body(response)
+    if body is not None:
         code = body.get("code")
         message = body.get("message") or body.get("error")
         if code or message:
@@ -257,9 +263,9 @@ class ChipiHttpClient:
             else:
                 if 200 <= response.status_code < 300:
                     return self._parse(response.json, idempotent=idempotent)
-                if response.status_code == 404 and missing_ok:
+                if response.status_code == 404 and missing_ok and _error_body(response) is not None:
                     return None
-                failure = self._failure_from_response(response, f"{method} {path}", idempotent)
+                failure = self._failure_from_response(response, f"{method} {path}", idempotent, missing_ok)
             delay = self._backoff(attempt) if failure.delay is None else failure.delay
             if not failure.retry or attempt >= self.max_retries or delay > self.max_backoff:
                 logger.warning("Chipi %s %s failed: %r", method, path, failure.error)
@@ -277,9 +283,15 @@ class ChipiHttpClient:
             return _Failure(ChipiUnavailable(f"Chipi {what} failed: {exc}"), retry=True)
         return _Failure(ChipiTimeout(f"The connection failed during {what}; it may have acted: {exc}"), retry=False)
 
-    def _failure_from_response(self, response: requests.Response, what: str, idempotent: bool) -> _Failure:
+    def _failure_from_response(
+        self, response: requests.Response, what: str, idempotent: bool, missing_ok: bool = False
+    ) -> _Failure:
         status = response.status_code
         code, message = _error_fields(response)
+        if status == 404 and missing_ok:
+            # A 404 without Chipi's error body is not Chipi saying "no such transaction" but a proxy or
+            # a wrong base URL; answering None would let the caller conclude a transfer was never sent.
+            return _Failure(ChipiUnavailable(f"{what} answered a 404 that is not Chipi's.", status=status), retry=True)
         if status == 429:
             # Chipi refused before acting: safe to retry even a transfer.
             retry_after = _retry_after(response)

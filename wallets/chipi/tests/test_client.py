@@ -200,6 +200,17 @@ def test_a_404_on_a_lookup_is_none(http_client, adapter, path):
     assert found is None
 
 
+@pytest.mark.parametrize("path", ["/transactions/", "/transactions"])
+def test_a_404_that_is_not_chipis_is_never_taken_for_not_found(http_client, adapter, path):
+    """A proxy's or a wrong base URL's 404 must not tell the outbox that a transfer was never sent."""
+    adapter.script("GET", path, status=404, body=b"<html>Not Found</html>", times=10)
+
+    with pytest.raises(ChipiUnavailable):
+        http_client.get_transaction(UNKNOWN_HASH) if path.endswith("/") else http_client.find_transfer("wd-1")
+
+    assert len(adapter.received) == 4
+
+
 def test_a_404_elsewhere_is_a_rejection(http_client, adapter):
     adapter.script("GET", "/custody/balance", status=404)
 
