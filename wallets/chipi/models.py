@@ -9,8 +9,32 @@ from __future__ import annotations
 
 from django.db import models
 
-# NUMERIC(38,0): 18-decimal amounts overflow a BIGINT past ~9.2 whole ETH.
-AMOUNT_DIGITS = 38
+
+class RawAmountField(models.Field):
+    """A raw on-chain amount, a non-negative int of up to 38 digits, stored exactly on every database.
+
+    PostgreSQL keeps it in NUMERIC(38,0). SQLite (the embedded default, where the sandbox mostly runs)
+    cannot: its numbers are 64-bit integers or floats, and Django's decimals there keep 15 significant
+    digits, while one ETH is already 10**18 raw units. There it is text, so arithmetic on these
+    columns happens in Python, never in SQL.
+    """
+
+    description = "Raw on-chain amount"
+
+    def db_type(self, connection) -> str:
+        return "numeric(38,0)" if connection.vendor == "postgresql" else "varchar(40)"
+
+    def from_db_value(self, value, expression, connection) -> int | None:
+        return None if value is None else int(value)
+
+    def to_python(self, value) -> int | None:
+        return None if value is None else int(value)
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None:
+            return None
+        value = int(value)
+        return value if connection.vendor == "postgresql" else str(value)
 
 
 class SandboxWallet(models.Model):
@@ -39,7 +63,7 @@ class SandboxTransaction(models.Model):
     direction = models.CharField(max_length=8, choices=Direction.choices)
     status = models.CharField(max_length=9, choices=Status.choices)
     token = models.CharField(max_length=8)
-    amount = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=0)
+    amount = RawAmountField()
     from_address = models.CharField(max_length=66)
     to_address = models.CharField(max_length=66)
     reference = models.CharField(max_length=128, blank=True, default="", db_index=True)
@@ -57,7 +81,7 @@ class SandboxTransaction(models.Model):
 
 class SandboxCustody(models.Model):
     token = models.CharField(max_length=8, primary_key=True)
-    balance = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=0, default=0)
+    balance = RawAmountField(default=0)
 
     class Meta:
         db_table = "chipi_sandbox_custody"

@@ -13,7 +13,6 @@ from collections import deque
 from decimal import Decimal, localcontext
 
 from django.db import transaction
-from django.db.models import F
 
 from wallets.chipi.errors import ChipiRateLimited, ChipiRejected, ChipiTimeout, ChipiUnavailable
 from wallets.chipi.interface import CONFIRMED, TOKEN_DECIMALS, ChainTransaction, is_chain_hex
@@ -27,6 +26,7 @@ FAULT_RETRY_AFTER = 1.0
 CUSTODY_ADDRESS = "0x" + "0c" * 32
 MAX_REFERENCE_LENGTH = 128
 MAX_EXTERNAL_USER_ID_LENGTH = 255
+MAX_RAW_AMOUNT = 10**38  # what NUMERIC(38,0) holds
 
 # Fixed prices in USDC of one whole unit. Every rate is a ratio of two prices, so a rate and its
 # inverse always agree and no cycle of swaps makes or loses value.
@@ -177,10 +177,8 @@ class ChipiSandbox:
         # Like the real API, a second transfer with the same reference is sent again: Chipi has no
         # idempotency, so callers look the reference up with find_transfer before (re)sending.
         with _chain_write():
-            taken = SandboxCustody.objects.filter(token=token, balance__gte=amount).update(
-                balance=F("balance") - amount
-            )
-            if not taken:
+            custody = _custody_for_update(token)
+            if custody.balance < amount:
                 raise ChipiRejected(
                     f"Custody holds less {token} than the {amount} raw units to send.",
                     code="insufficient_custody",
@@ -196,9 +194,10 @@ class ChipiSandbox:
                 to_address=to_address,
                 reference=reference,
             )
-            if SandboxWallet.objects.filter(address=to_address).exists():
-                # Sent to one of our own deposit addresses: the money never left custody.
-                SandboxCustody.objects.filter(token=token).update(balance=F("balance") + amount)
+            # Sent to one of our own deposit addresses, the money never leaves custody.
+            if not SandboxWallet.objects.filter(address=to_address).exists():
+                custody.balance -= amount
+                custody.save(update_fields=["balance"])
         if lost:
             raise self._lose_response("send_transfer")
         return _to_chain(row)
@@ -249,9 +248,20 @@ class ChipiSandbox:
                 to_address=to_address.lower(),
                 reference="",
             )
-            SandboxCustody.objects.get_or_create(token=token)
-            SandboxCustody.objects.filter(token=token).update(balance=F("balance") + amount)
+            custody = _custody_for_update(token)
+            custody.balance += amount
+            custody.save(update_fields=["balance"])
         return _to_chain(row)
+
+
+def _custody_for_update(token: str) -> SandboxCustody:
+    """The token's custody row, locked until the chain write commits.
+
+    Arithmetic on it happens in Python, not with F(): on SQLite the column is text (see RawAmountField),
+    and SQLite serialises writers anyway; on PostgreSQL the row lock serialises concurrent transfers.
+    """
+    SandboxCustody.objects.get_or_create(token=token)
+    return SandboxCustody.objects.select_for_update().get(token=token)
 
 
 def _check_token(token: object) -> None:
@@ -262,7 +272,7 @@ def _check_token(token: object) -> None:
 
 
 def _check_amount(amount: object) -> None:
-    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount < MAX_RAW_AMOUNT:
         raise ChipiRejected("The amount must be a positive integer of raw units.", code="invalid_amount", status=400)
 
 

@@ -201,6 +201,7 @@ def test_send_transfer_refuses_a_token_custody_never_held(sandbox):
         ({"amount": 1.5}, "invalid_amount"),
         ({"amount": Decimal("1")}, "invalid_amount"),
         ({"amount": "5"}, "invalid_amount"),
+        ({"amount": 10**38}, "invalid_amount"),
         ({"reference": ""}, "invalid_reference"),
         ({"reference": "r" * 129}, "invalid_reference"),
     ],
