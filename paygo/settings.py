@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "paygo",
     "accounts",
     "wallets",
+    "wallets.chipi",
     "marketplace",
     "streaming",
     "consultations",
@@ -248,6 +249,20 @@ PLATFORM_FEE_BPS = env.int("PLATFORM_FEE_BPS", default=1000)
 if not 0 <= PLATFORM_FEE_BPS <= 10000:
     raise ImproperlyConfigured("PLATFORM_FEE_BPS must be between 0 and 10000.")
 BILLING_SWEEP_SECONDS = env.int("BILLING_SWEEP_SECONDS", default=60)
+
+# --- Chipi Pay (on-chain wallets) -----------------------------------------------------------------
+
+# With an API key PayGo talks to Chipi over HTTP; without one it uses the sandbox (wallets.chipi).
+CHIPI_API_KEY = env("CHIPI_API_KEY", default="")
+# Bearer token for the API and the key of webhook signatures. The sandbox signs its webhooks with
+# the dev default; a real key never falls back to it.
+CHIPI_SECRET_KEY = env("CHIPI_SECRET_KEY", default="sk_sandbox_dev" if DEBUG and not CHIPI_API_KEY else "")
+if CHIPI_API_KEY and not CHIPI_SECRET_KEY:
+    raise ImproperlyConfigured("CHIPI_SECRET_KEY is required when CHIPI_API_KEY is set.")
+CHIPI_BASE_URL = env("CHIPI_BASE_URL", default="https://api.chipipay.com/v1")
+CHIPI_TIMEOUT_SECONDS = env.float("CHIPI_TIMEOUT_SECONDS", default=10.0)
+CHIPI_MAX_RETRIES = env.int("CHIPI_MAX_RETRIES", default=3)
+CHIPI_RATE_LIMIT_PER_MINUTE = env.int("CHIPI_RATE_LIMIT_PER_MINUTE", default=100)
 
 # --- I18n, static, media --------------------------------------------------------------------------
 
