@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from django.test import TestCase
 from rest_framework.test import APIClient
 
 from accounts.models import Role, User
@@ -37,6 +40,9 @@ def _ledger_conserved(request):
         yield
         return
     request.getfixturevalue("_django_db_helper")
+    marker = request.node.get_closest_marker("django_db")
+    if marker and marker.kwargs.get("transaction"):
+        _reseed_reference_data()
     yield
     from wallets.selectors import ledger_health
 
@@ -85,18 +91,35 @@ def olga(db) -> User:
 
 @pytest.fixture
 def anon() -> APIClient:
-    return APIClient()
+    return CommittingAPIClient()
+
+
+class CommittingAPIClient(APIClient):
+    """Runs what a request queued with transaction.on_commit when the request ends, as a real
+    committed request would; inside a test's wrapping transaction nothing commits otherwise."""
+
+    def request(self, **kwargs):
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            return super().request(**kwargs)
 
 
 def client_for(user: User) -> APIClient:
-    client = APIClient()
+    client = CommittingAPIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_pair_for(user).access}")
     return client
 
 
+def _reseed_reference_data() -> None:
+    """Transactional tests flush every table after they run; put back what migrations seed."""
+    from django.apps import apps
+
+    seed_wallets = importlib.import_module("wallets.migrations.0002_seed_assets_and_ledger_guards").seed
+    seed_wallets(apps, None)
+
+
 def money_db(fn=None):
-    """Real concurrency on PostgreSQL: committed transactions, seeded data restored."""
-    mark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+    """Real concurrency on PostgreSQL: committed transactions, each thread its own connection."""
+    mark = pytest.mark.django_db(transaction=True)
     return mark(fn) if fn else mark
 
 

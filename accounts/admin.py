@@ -12,13 +12,14 @@ from accounts.services import user_deactivate
 
 
 class _AdminsAreStaff:
-    """Platform admins always get the admin site (the database enforces it too)."""
+    """Platform admins always get the admin site with every permission, as accounts.services
+    makes them (the database enforces the staff flag too)."""
 
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("role") == Role.ADMIN:
-            cleaned["is_staff"] = True
-            self.instance.is_staff = True
+            cleaned["is_staff"] = cleaned["is_superuser"] = True
+            self.instance.is_staff = self.instance.is_superuser = True
         return cleaned
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from django.contrib.auth import authenticate
@@ -15,6 +16,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import Role, User
 from paygo.api.errors import Conflict
+
+logger = logging.getLogger("paygo.accounts")
 
 
 @dataclass(frozen=True)
@@ -44,14 +47,16 @@ def user_create(
     is_staff: bool | None = None,
     validate: bool = False,
 ) -> User:
-    """Create a user of any role. Admins are staff. `validate` runs Django's password validators."""
+    """Create a user of any role. Admins are staff with every permission. `validate` runs Django's
+    password validators."""
     email = User.objects.normalize_email(email)
     user = User(
         email=email,
         name=name.strip(),
         role=role,
         phone=phone,
-        is_superuser=is_superuser,
+        # The seed's admins have "full system access": in the Django admin, that is a superuser.
+        is_superuser=is_superuser or role == Role.ADMIN,
         is_staff=bool(is_staff) or role == Role.ADMIN or is_superuser,
     )
     if validate and password is not None:
@@ -75,7 +80,21 @@ def user_register(*, name: str, email: str, password: str, role: str) -> User:
     """Self-service sign-up: users and vendors only; staff and admins are made by operators."""
     if role not in (Role.USER, Role.VENDOR):
         raise exceptions.ValidationError({"role": ["Choose 'user' or 'vendor'; admins are created by operators."]})
-    return user_create(email=email, password=password, name=name, role=role, validate=True)
+    user = user_create(email=email, password=password, name=name, role=role, validate=True)
+    _open_wallet(user)
+    return user
+
+
+def _open_wallet(user: User) -> None:
+    """Ask wallets for the new user's deposit address. Chipi being down must not stop a sign-up:
+    the address is then opened on first use (GET /wallet/address, a deposit)."""
+    from wallets.chipi import ChipiError
+    from wallets.services import wallet_open
+
+    try:
+        wallet_open(user=user)
+    except ChipiError:
+        logger.warning("Could not open a wallet for user %s at sign-up; it will open on first use", user.pk)
 
 
 def user_login(*, request, email: str, password: str) -> User:

@@ -35,7 +35,9 @@ def test_register_answers_user_and_tokens(anon):
     assert set(body["user"]) == {"id", "name", "email", "role", "walletAddress"}
     assert body["user"]["email"] == "carol@example.com"
     assert body["user"]["role"] == "user"
+    assert body["user"]["walletAddress"].startswith("0x") and len(body["user"]["walletAddress"]) == 66
     user = User.objects.get(pk=body["user"]["id"])
+    assert user.wallet_address == body["user"]["walletAddress"]
     assert user.check_password(PASSWORD)
     assert user.password.startswith("argon2")
     assert not user.is_staff
@@ -238,3 +240,23 @@ def test_register_rate_limited_per_ip(anon):
     assert response.status_code == 429
     assert response.json()["statusCode"] == 429
     assert not User.objects.filter(email="a3@example.com").exists()
+
+
+def test_register_succeeds_when_chipi_is_down(anon):
+    from wallets.chipi.sandbox import get_sandbox
+
+    get_sandbox().inject("create_wallet", "error")
+    try:
+        response = register(anon)
+    finally:
+        get_sandbox().reset()
+
+    assert response.status_code == 201
+    assert response.json()["user"]["walletAddress"] == ""
+
+
+def test_each_user_gets_their_own_address(anon):
+    first = register(anon, email="one@example.com").json()["user"]["walletAddress"]
+    second = register(anon, email="two@example.com").json()["user"]["walletAddress"]
+
+    assert first != second

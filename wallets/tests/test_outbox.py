@@ -146,31 +146,37 @@ def test_definitive_refusal_gives_the_money_back(api, alice, sandbox):
 
 def test_a_sender_that_died_mid_send_is_taken_over_without_a_double_send(alice, sandbox):
     chain_deposit(alice, 10 * USDC)
-    sandbox.inject("send_transfer", "lost_response")
     withdrawal = services.withdrawal_request(
         user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS
     )
-    # The worker "crashed" holding its claim: the row stays 'sending' with a claim in the future.
+    # A worker claimed the row, marked the send attempted, reached Chipi, then died before it
+    # could record anything.
+    now = timezone.now()
     Withdrawal.objects.filter(pk=withdrawal.pk).update(
-        claimed_until=timezone.now() + timedelta(seconds=60), next_attempt_at=timezone.now()
+        status=WithdrawalStatus.SENDING, claimed_until=now + timedelta(seconds=60), send_attempted_at=now, attempts=1
     )
+    sandbox.send_transfer(reference=str(withdrawal.pk), token="USDC", amount=USDC, to_address=ADDRESS)
 
     assert services.withdrawals_due() == []  # nobody else may take it while the claim holds
-    with time_machine.travel(timezone.now() + timedelta(seconds=61)):
+    assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENDING
+    with time_machine.travel(now + timedelta(seconds=61)):
         assert services.withdrawals_due() == [str(withdrawal.pk)]
         assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENT
     assert sent_on_chain(withdrawal.pk) == 1
+    assert sandbox.custody_balance("USDC") == 9 * USDC
 
 
-def test_dispatcher_task_sends_what_is_due(alice, sandbox):
+def test_dispatcher_task_sends_what_is_due(alice, sandbox, django_capture_on_commit_callbacks):
     from wallets.tasks import withdrawals_dispatch_task
 
     chain_deposit(alice, 10 * USDC)
     sandbox.inject("send_transfer", "error")
-    withdrawal = services.withdrawal_request(
-        user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS
-    )
-    assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.PENDING
+    with django_capture_on_commit_callbacks(execute=True):
+        withdrawal = services.withdrawal_request(
+            user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS
+        )
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status != WithdrawalStatus.SENT
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == USDC
 
     with time_machine.travel(timezone.now() + timedelta(hours=1)):
         assert withdrawals_dispatch_task() == 1
@@ -182,8 +188,12 @@ def test_reconciliation_matches_then_reports_a_difference(alice, sandbox):
     chain_deposit(alice, 10 * USDC)
     services.withdrawal_request(user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS)
 
+    (usdc, *_rest) = services.reconcile()  # the withdrawal is still in the outbox, not on chain
+    assert (usdc.on_chain, usdc.ledger, usdc.difference, usdc.in_flight) == (10 * USDC, 10 * USDC, 0, USDC)
+
+    services.withdrawal_send(withdrawal_id=Withdrawal.objects.get().pk)
     (usdc, *_rest) = services.reconcile()
-    assert (usdc.on_chain, usdc.ledger, usdc.difference) == (9 * USDC, 9 * USDC, 0)
+    assert (usdc.on_chain, usdc.ledger, usdc.difference, usdc.in_flight) == (9 * USDC, 9 * USDC, 0, 0)
 
     sandbox.receive_payment(to_address=alice.wallet_address, token="USDC", amount=5)  # paid, not credited yet
     (usdc, *_rest) = services.reconcile()

@@ -1,0 +1,140 @@
+"""Swaps through the liquidity accounts, the deposit address, and staff adjustments in the admin."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from wallets import ledger, services
+from wallets.models import LedgerTransaction, SystemAccount, TransactionKind
+from wallets.tests.conftest import balance_of, system_balance
+
+pytestmark = pytest.mark.django_db
+
+USDC = 1_000_000
+
+
+def test_address_is_stable(api, alice, sandbox):
+    first = api(alice).get("/api/v1/wallet/address").json()["address"]
+    second = api(alice).get("/api/v1/wallet/address").json()["address"]
+
+    assert first == second
+    assert first.startswith("0x") and len(first) == 66
+
+
+def test_swap_in_one_balanced_transaction(api, alice, fund, sandbox):
+    fund(alice, 10 * USDC)
+    rate = sandbox.get_rate("USDC", "USDT")
+    expected = services.swap_quote(
+        from_asset=ledger.asset_get("USDC"), to_asset=ledger.asset_get("USDT"), amount=4 * USDC, rate=rate
+    )
+
+    response = api(alice).post(
+        "/api/v1/wallet/swap",
+        {"fromToken": "USDC", "toToken": "usdt", "amount": "4", "minReceived": "3.9"},
+        format="json",
+    )
+
+    assert response.status_code == 201
+    assert balance_of(alice, "USDC") == 6 * USDC
+    assert balance_of(alice, "USDT") == expected
+    assert response.json()["received"] == f"{expected / USDC:.6f}"
+    assert system_balance(SystemAccount.SWAP_LIQUIDITY, "USDC") == 4 * USDC
+    assert system_balance(SystemAccount.SWAP_LIQUIDITY, "USDT") == -expected
+    assert LedgerTransaction.objects.get(kind=TransactionKind.SWAP).entries.count() == 4
+
+
+def test_swap_across_decimals_floors_to_the_minor_unit():
+    usdc, eth = ledger.asset_get("USDC"), ledger.asset_get("ETH")
+
+    assert services.swap_quote(from_asset=usdc, to_asset=eth, amount=3000 * USDC, rate=Decimal("0.0003333")) == (
+        999_900_000_000_000_000
+    )
+    assert services.swap_quote(from_asset=eth, to_asset=usdc, amount=1, rate=Decimal("3000")) == 0
+
+
+def test_swap_under_min_received_is_refused_and_moves_nothing(api, alice, fund, sandbox):
+    fund(alice, 10 * USDC)
+
+    response = api(alice).post(
+        "/api/v1/wallet/swap",
+        {"fromToken": "USDC", "toToken": "USDT", "amount": "4", "minReceived": "4.5"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    assert "minReceived" in response.json()["errors"]
+    assert balance_of(alice, "USDC") == 10 * USDC
+    assert balance_of(alice, "USDT") == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"fromToken": "USDC", "toToken": "USDC", "amount": "1"},
+        {"fromToken": "USDC", "toToken": "DOGE", "amount": "1"},
+        {"fromToken": "USDC", "toToken": "USDT", "amount": "-1"},
+        {"fromToken": "USDC", "toToken": "USDT", "amount": "100"},
+    ],
+)
+def test_bad_swaps_are_400(api, alice, fund, sandbox, body):
+    fund(alice, 10 * USDC)
+
+    response = api(alice).post("/api/v1/wallet/swap", body, format="json")
+
+    assert response.status_code == 400
+    assert balance_of(alice, "USDC") == 10 * USDC
+
+
+def test_staff_adjustment_is_balanced_and_records_who_and_why(client, alice, olga, fund):
+    account = fund(alice, USDC)
+    client.force_login(olga)
+
+    response = client.post(
+        f"/admin/wallets/account/{account.pk}/adjust/", {"amount": "2.5", "reason": "Goodwill for outage #12"}
+    )
+
+    assert response.status_code == 302
+    tx = LedgerTransaction.objects.get(kind=TransactionKind.ADJUSTMENT)
+    assert tx.created_by == olga
+    assert tx.metadata["reason"] == "Goodwill for outage #12"
+    assert balance_of(alice) == 3_500_000
+    assert system_balance(SystemAccount.PLATFORM_REVENUE) == -2_500_000
+
+
+def test_adjustment_cannot_take_a_wallet_below_zero(client, alice, olga, fund):
+    account = fund(alice, USDC)
+    client.force_login(olga)
+
+    response = client.post(f"/admin/wallets/account/{account.pk}/adjust/", {"amount": "-2", "reason": "Clawback"})
+
+    assert response.status_code == 200  # the form again, with the error
+    assert b"Insufficient funds" in response.content
+    assert balance_of(alice) == USDC
+
+
+def test_admin_pages_render(client, olga, alice, fund):
+    fund(alice, USDC)
+    client.force_login(olga)
+
+    for url in [
+        "/admin/wallets/account/",
+        "/admin/wallets/ledgertransaction/",
+        "/admin/wallets/withdrawal/",
+        "/admin/wallets/hold/",
+        "/admin/wallets/reconciliation/",
+        f"/admin/wallets/ledgertransaction/{LedgerTransaction.objects.get().pk}/change/",
+    ]:
+        assert client.get(url).status_code == 200, url
+
+
+def test_non_staff_cannot_adjust(client, alice, fund):
+    account = fund(alice, USDC)
+    client.force_login(alice)
+
+    response = client.post(f"/admin/wallets/account/{account.pk}/adjust/", {"amount": "100", "reason": "me"})
+
+    assert response.status_code == 302  # to the admin login
+    assert balance_of(alice) == USDC
