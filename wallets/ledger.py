@@ -172,7 +172,9 @@ def transfer(
     )
 
 
-def post_batch(specs: Sequence[TxSpec], *, now: datetime | None = None) -> list[int | None]:
+def post_batch(
+    specs: Sequence[TxSpec], *, now: datetime | None = None, locked: dict[int, tuple] | None = None
+) -> list[int | None]:
     """Post transactions atomically (all or none); return their ids in order.
 
     A spec with hold changes and no entries moves no money and records no transaction (its id
@@ -180,7 +182,8 @@ def post_batch(specs: Sequence[TxSpec], *, now: datetime | None = None) -> list[
 
     On PostgreSQL this is two statements whatever the batch size: the ordered lock of every
     account involved, then one statement that inserts the transactions and their entries and
-    updates the balances and holds.
+    updates the balances and holds. A caller that already holds the locks (from lock_accounts,
+    in the same database transaction) passes them as `locked` and saves the first.
     """
     if not specs:
         return []
@@ -188,9 +191,10 @@ def post_batch(specs: Sequence[TxSpec], *, now: datetime | None = None) -> list[
     try:
         with transaction.atomic():
             account_ids = sorted({aid for spec in specs for aid, _ in spec.entries} | _hold_account_ids(specs))
-            locked = _lock_accounts(account_ids)
-            if len(locked) != len(account_ids):
-                raise LedgerError(f"unknown accounts: {sorted(set(account_ids) - set(locked))}")
+            if locked is None:
+                locked = lock_accounts(account_ids)
+            if not set(account_ids) <= set(locked):
+                raise LedgerError(f"unknown or unlocked accounts: {sorted(set(account_ids) - set(locked))}")
             balance_delta, held_delta = _deltas(specs)
             _check_zero_sum(specs, locked)
             _check_funds(locked, balance_delta, held_delta)
@@ -206,8 +210,10 @@ def post_batch(specs: Sequence[TxSpec], *, now: datetime | None = None) -> list[
         raise
 
 
-def _lock_accounts(account_ids: list[int]) -> dict[int, tuple]:
-    """SELECT ... FOR UPDATE in id order: the one lock order that keeps postings deadlock-free."""
+def lock_accounts(account_ids: Iterable[int]) -> dict[int, tuple]:
+    """SELECT ... FOR UPDATE in id order: the one lock order that keeps postings deadlock-free.
+    Returns {id: (id, kind, balance, held, asset_id)}; call inside a transaction."""
+    account_ids = sorted(set(account_ids))
     with connection.cursor() as cursor:
         placeholders = ", ".join(["%s"] * len(account_ids))
         cursor.execute(
