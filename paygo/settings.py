@@ -242,6 +242,31 @@ if not 0 <= PLATFORM_FEE_BPS <= 10000:
     raise ImproperlyConfigured("PLATFORM_FEE_BPS must be between 0 and 10000.")
 BILLING_SWEEP_SECONDS = env.int("BILLING_SWEEP_SECONDS", default=60)
 
+# --- Notifications: email and SMS deliveries -------------------------------------------------------
+
+# EMAIL_URL: smtp+tls://user:password@host:587, smtp+ssl://user:password@host:465; unset, emails are
+# written to stdout (console backend). Tests use Django's locmem outbox.
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="PayGo <no-reply@paygo.local>")
+SERVER_EMAIL = env("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+# Twilio sends SMS when all three are set; otherwise an SMS is logged and recorded as skipped.
+TWILIO_SID = env("TWILIO_SID", default="")
+TWILIO_AUTH_TOKEN = env("TWILIO_AUTH_TOKEN", default="")
+TWILIO_PHONE_NUMBER = env("TWILIO_PHONE_NUMBER", default="")
+TWILIO_TIMEOUT = env.float("TWILIO_TIMEOUT", default=10.0)
+CELERY_BEAT_SCHEDULE["notifications-requeue-stuck-deliveries"] = {
+    "task": "notifications.requeue_stuck_deliveries",
+    "schedule": 300,
+}
+
 # --- I18n, static, media --------------------------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"
