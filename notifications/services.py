@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 from asgiref.sync import async_to_sync
+from celery.exceptions import Retry
 from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
@@ -224,6 +225,10 @@ def _dispatch_later(notification_ids: list[int]) -> None:
 def _enqueue(task, *args: Any) -> None:
     try:
         task.delay(*args)
+    except Retry:
+        # Embedded mode runs tasks eagerly, where a retry cannot wait out its countdown: the
+        # delivery stays pending and the stuck-delivery sweeper tries again.
+        logger.info("%s%r will be retried by the stuck-delivery sweeper", task.name, args)
     except Exception:
         logger.exception("Could not queue %s%r; the stuck-delivery sweeper will", task.name, args)
 
@@ -350,7 +355,7 @@ def delivery_requeue_stuck(*, limit: int = 1000) -> dict[str, int]:
         counts["given_up"] += unclaimed.filter(created_at__lt=now - GIVE_UP_AFTER).update(
             **{
                 f"{channel}_status": DeliveryStatus.FAILED,
-                f"{channel}_error": f"Not delivered within {GIVE_UP_AFTER}; given up.",
+                f"{channel}_error": f"Not delivered within {GIVE_UP_AFTER.total_seconds() / 3600:g} hours; given up.",
             }
         )
         stuck = list(

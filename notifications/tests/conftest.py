@@ -10,9 +10,21 @@ from twilio.http import HttpClient
 from twilio.http.response import Response
 
 from notifications import senders
+from paygo.celery import app as celery_app
 
 TWILIO_SID = "AC00000000000000000000000000000001"
 TWILIO_FROM = "+15005550006"
+
+
+@pytest.fixture(autouse=True)
+def eager_retries(monkeypatch):
+    """Run a task's retries, as a worker would, only without waiting out the countdown.
+
+    Eager tasks that propagate errors let celery's Retry escape instead of re-running the task;
+    without propagation, apply() re-runs it at once. The delivery tasks catch every error of their
+    own, so nothing else is hidden by this.
+    """
+    monkeypatch.setattr(celery_app.conf, "CELERY_TASK_EAGER_PROPAGATES", False)  # the namespaced key
 
 
 @pytest.fixture
