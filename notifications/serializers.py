@@ -11,7 +11,6 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from notifications.models import (
-    DEFAULT_CHANNELS,
     MESSAGE_MAX_LENGTH,
     TITLE_MAX_LENGTH,
     DeliveryStatus,
@@ -40,6 +39,16 @@ class NotificationSerializer(serializers.ModelSerializer):
 def notification_payload(notification: Notification) -> dict[str, Any]:
     """The notification as the socket sends it: the API's camelCase JSON, plain dicts only."""
     return json.loads(json.dumps(camelize(NotificationSerializer(notification).data)))
+
+
+class NotificationListResponseSerializer(serializers.Serializer):
+    notifications = NotificationSerializer(many=True)
+    unread_count = serializers.IntegerField(help_text="Unread notifications of every type: the badge.")
+    count = serializers.IntegerField()
+    page = serializers.IntegerField()
+    total_pages = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
 
 
 class NotificationListQuerySerializer(serializers.Serializer):
@@ -110,7 +119,7 @@ _CHANNELS_SCHEMA = {
 }
 
 
-@extend_schema_field({"type": "object", "properties": {type: _CHANNELS_SCHEMA for type in DEFAULT_CHANNELS}})
+@extend_schema_field({"type": "object", "properties": {type: _CHANNELS_SCHEMA for type in NotificationType.values}})
 class PreferencesField(serializers.DictField):
     child = ChannelsSerializer()
 

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from notifications import selectors, services
 from notifications.serializers import (
     NotificationListQuerySerializer,
+    NotificationListResponseSerializer,
     NotificationReadAllResponseSerializer,
     NotificationSendResponseSerializer,
     NotificationSendSerializer,
@@ -48,7 +49,7 @@ class NotificationListView(GenericAPIView):
             OpenApiParameter("page", int),
             OpenApiParameter("pageSize", int),
         ],
-        responses={200: NotificationSerializer(many=True)},
+        responses={200: NotificationListResponseSerializer},
     )
     def get(self, request):
         query = NotificationListQuerySerializer(data=request.query_params)

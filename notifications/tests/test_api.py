@@ -320,3 +320,12 @@ def test_read_all_leaves_deleted_ones_alone(api, alice):
 
 def test_read_all_needs_a_login(anon):
     assert anon.post(READ_ALL).status_code == 401
+
+
+def test_schema_documents_the_endpoints(anon):
+    paths = anon.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()["paths"]
+
+    assert set(paths["/api/v1/notifications"]) == {"get", "post"}
+    assert set(paths["/api/v1/notifications/{notification_id}"]) == {"patch", "delete"}
+    assert set(paths["/api/v1/notifications/read-all"]) == {"post"}
+    assert set(paths["/api/v1/notifications/preferences"]) == {"get", "patch"}
