@@ -104,7 +104,7 @@ def notification_broadcast(
                 rows.append(row)
             created.extend(row.pk for row in Notification.objects.bulk_create(rows))
         transaction.on_commit(partial(_dispatch_later, created), robust=True)
-    logger.info("Broadcast %r to %d %s user(s) by %s", fields["title"], len(created), role, sent_by)
+    logger.info("Broadcast %r to %d active %s(s), sent by %s", fields["title"], len(created), role, sent_by)
     return len(created)
 
 

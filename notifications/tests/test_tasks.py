@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import smtplib
+import threading
 from datetime import timedelta
 
 import pytest
+from django.core.mail.backends.base import BaseEmailBackend
+from django.db import connection
 from django.utils import timezone
 
 from notifications import notify, tasks
+from notifications.delivery import deliver
 from notifications.models import DeliveryStatus, Notification
 from notifications.services import delivery_retry_failed
 from notifications.tests.conftest import twilio_error, twilio_message, verify_phone
@@ -152,3 +156,52 @@ def test_retry_failed_resends_only_the_failed_channels(alice, bob, committed, tw
     assert len(mailoutbox) == 2  # nobody got a second email
     sent.refresh_from_db()
     assert sent.email_attempts == 1
+
+
+# --- Two workers, one delivery ------------------------------------------------------------------------------
+
+_other_worker_done = threading.Event()
+
+
+class SlowBackend(BaseEmailBackend):
+    """Holds a send until the other worker has finished its attempt."""
+
+    sent: list = []
+
+    def send_messages(self, email_messages):
+        _other_worker_done.wait(timeout=5)
+        SlowBackend.sent.extend(email_messages)
+        return len(email_messages)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_racing_for_one_delivery_send_once(alice, settings):
+    """Both attempts start together; the one that claims the delivery holds its send until the other
+    has returned. Without the claim, both would send."""
+    settings.EMAIL_BACKEND = f"{__name__}.SlowBackend"
+    SlowBackend.sent = []
+    _other_worker_done.clear()
+    notification = Notification.objects.create(
+        user=alice, type="payment", title="Paid", message="Paid.", email_status=DeliveryStatus.PENDING
+    )
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def worker():
+        try:
+            start.wait(timeout=5)
+            outcomes.append(deliver(channel="email", notification_id=notification.pk, final_attempt=True))
+        finally:
+            _other_worker_done.set()
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=15)
+
+    assert sorted(outcomes) == ["busy", "sent"]
+    assert len(SlowBackend.sent) == 1
+    notification.refresh_from_db()
+    assert (notification.email_status, notification.email_attempts) == ("sent", 1)
