@@ -1,1 +1,145 @@
-"""Notifications models."""
+"""Notifications, the state of their delivery by email and SMS, and each user's channel preferences."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class NotificationType(models.TextChoices):
+    SESSION = "session", "Session"
+    PAYMENT = "payment", "Payment"
+    ALERT = "alert", "Alert"
+    CONSULTATION = "consultation", "Consultation"
+    SYSTEM = "system", "System"
+
+
+class Channel(models.TextChoices):
+    """The channels that leave the platform; in-app (the stored row and the socket push) is always on."""
+
+    EMAIL = "email", "Email"
+    SMS = "sms", "SMS"
+
+
+class DeliveryStatus(models.TextChoices):
+    NOT_REQUESTED = "not_requested", "Not requested"  # the user's preferences leave this channel off
+    PENDING = "pending", "Pending"  # queued, being sent, or waiting for a retry
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"  # the provider refused it for good, or every retry failed
+    SKIPPED = "skipped", "Skipped"  # wanted, but impossible: no verified phone, provider not configured...
+
+
+@dataclass(frozen=True)
+class ChannelChoice:
+    email: bool
+    sms: bool
+
+
+# In-app is always on. Email for everything that concerns money or a live service; SMS, which costs
+# money and interrupts, only for alerts (low balance, a session stopped for lack of funds).
+DEFAULT_CHANNELS: dict[str, ChannelChoice] = {
+    NotificationType.SESSION: ChannelChoice(email=True, sms=False),
+    NotificationType.PAYMENT: ChannelChoice(email=True, sms=False),
+    NotificationType.ALERT: ChannelChoice(email=True, sms=True),
+    NotificationType.CONSULTATION: ChannelChoice(email=True, sms=False),
+    NotificationType.SYSTEM: ChannelChoice(email=False, sms=False),
+}
+
+TITLE_MAX_LENGTH = 200
+MESSAGE_MAX_LENGTH = 5000
+DELIVERY_ERROR_MAX_LENGTH = 500
+
+
+class Notification(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    type = models.CharField(max_length=16, choices=NotificationType.choices)
+    title = models.CharField(max_length=TITLE_MAX_LENGTH)
+    message = models.TextField(max_length=MESSAGE_MAX_LENGTH)
+    data = models.JSONField(default=dict, blank=True)
+    read = models.BooleanField(default=False)
+    read_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # The owner dismissed it: hidden from them, kept with its delivery record for operators.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+    # The staff member who sent it from the API or the admin; empty for the platform's own.
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    # Delivery, per channel. A `*_claimed_until` in the future is a worker's claim on the send; it
+    # expires by itself, so a worker that died mid-send does not block the delivery for ever.
+    email_status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.NOT_REQUESTED)
+    email_attempts = models.PositiveSmallIntegerField(default=0)
+    email_error = models.CharField(max_length=DELIVERY_ERROR_MAX_LENGTH, blank=True, default="")
+    email_sent_at = models.DateTimeField(null=True, blank=True)
+    email_claimed_until = models.DateTimeField(null=True, blank=True)
+    sms_status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.NOT_REQUESTED)
+    sms_attempts = models.PositiveSmallIntegerField(default=0)
+    sms_error = models.CharField(max_length=DELIVERY_ERROR_MAX_LENGTH, blank=True, default="")
+    sms_sent_at = models.DateTimeField(null=True, blank=True)
+    sms_claimed_until = models.DateTimeField(null=True, blank=True)
+    sms_sid = models.CharField("Twilio message SID", max_length=64, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(
+                fields=["user", "-created_at", "-id"],
+                condition=models.Q(deleted_at__isnull=True),
+                name="notifications_inbox_idx",
+            ),
+            models.Index(
+                fields=["user"],
+                condition=models.Q(read=False, deleted_at__isnull=True),
+                name="notifications_unread_idx",
+            ),
+            models.Index(
+                fields=["created_at"],
+                condition=models.Q(email_status=DeliveryStatus.PENDING) | models.Q(sms_status=DeliveryStatus.PENDING),
+                name="notifications_pending_idx",
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(type__in=NotificationType.values), name="notifications_type_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(email_status__in=DeliveryStatus.values), name="notifications_email_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(sms_status__in=DeliveryStatus.values), name="notifications_sms_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(read=False, read_at__isnull=True) | models.Q(read=True, read_at__isnull=False),
+                name="notifications_read_at_iff_read",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_type_display()}: {self.title}"
+
+
+class NotificationPreference(models.Model):
+    """A user's choice of channels for one type; without a row, DEFAULT_CHANNELS apply."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_preferences"
+    )
+    type = models.CharField(max_length=16, choices=NotificationType.choices)
+    email = models.BooleanField()
+    sms = models.BooleanField()
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "type"], name="notifications_preference_one_per_type"),
+            models.CheckConstraint(
+                condition=models.Q(type__in=NotificationType.values), name="notifications_preference_type_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} {self.type}: email={self.email} sms={self.sms}"

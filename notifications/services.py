@@ -1,9 +1,371 @@
-"""Placeholder until the notifications app lands: log what would be sent."""
+"""The write paths of notifications: creating (one user or a broadcast), reading, deleting, preferences,
+and the delivery state that the Celery tasks claim and record.
 
+Nothing here talks to the outside world inside a transaction: the socket push and the email and SMS
+tasks leave with transaction.on_commit, so notify() may be called inside any other service's
+transaction.atomic() and a rollback sends nothing.
+"""
+
+from __future__ import annotations
+
+import json
 import logging
+from collections.abc import Iterable
+from dataclasses import asdict
+from datetime import timedelta
+from functools import partial
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from celery.exceptions import Retry
+from channels.layers import get_channel_layer
+from django.contrib.auth import get_user_model
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.db.models import F, Q, QuerySet
+from django.utils import timezone
+from rest_framework import exceptions
+
+from notifications import selectors
+from notifications.consumers import user_group
+from notifications.models import (
+    DELIVERY_ERROR_MAX_LENGTH,
+    MESSAGE_MAX_LENGTH,
+    TITLE_MAX_LENGTH,
+    Channel,
+    ChannelChoice,
+    DeliveryStatus,
+    Notification,
+    NotificationPreference,
+    NotificationType,
+)
+from notifications.serializers import notification_payload
 
 logger = logging.getLogger("paygo.notifications")
 
+# How long a worker's claim on a send lasts: longer than the tasks' hard time limit, so that a claim
+# only ever expires on a worker that is gone.
+CLAIM_DURATION = timedelta(minutes=2)
+# Broadcasts insert, and dispatch after commit, this many notifications at a time.
+BROADCAST_BATCH = 1000
+DISPATCH_CHUNK = 500
+# The sweeper re-queues a delivery still pending after this long (its task was lost: broker down at
+# commit, a worker killed...) and gives up on one this old: a day-old "low balance" SMS misleads.
+STUCK_AFTER = timedelta(minutes=30)
+GIVE_UP_AFTER = timedelta(hours=24)
 
-def notification_create(*, user, type, title, message, data):
-    logger.info("notify %s [%s] %s: %s", user.pk, type, title, message)
+
+# --- Creating -------------------------------------------------------------------------------------
+
+
+def notification_create(
+    *, user: Any, type: str, title: str, message: str, data: dict | None = None, sent_by: Any = None
+) -> Notification:
+    """Store a notification for `user` (a User or a user id) and, once the caller's transaction
+    commits, push it to their sockets and queue the email and SMS their preferences ask for.
+
+    Raises ValueError for a caller's mistake (unknown type, empty title, data that is not JSON);
+    never for a delivery problem: those are recorded on the notification.
+    """
+    fields = _clean(type=type, title=title, message=message, data=data)
+    if not hasattr(user, "pk"):
+        user = get_user_model().objects.get(pk=user)
+    notification = Notification(user=user, sent_by=sent_by, **fields)
+    _plan_deliveries(notification, user, selectors.channels_for(user.pk, notification.type))
+    notification.save(force_insert=True)
+    transaction.on_commit(partial(notifications_dispatch, [notification]), robust=True)
+    return notification
+
+
+def notification_broadcast(
+    *, role: str, type: str, title: str, message: str, data: dict | None = None, sent_by: Any = None
+) -> int:
+    """One notification to every active user of `role`; how many were created.
+
+    Set-based: a batch of users, their preferences and the inserts are one query each per
+    BROADCAST_BATCH users. Pushes and deliveries leave after commit through Celery, DISPATCH_CHUNK
+    notifications per task, so a large broadcast does not hold up the request.
+    """
+    fields = _clean(type=type, title=title, message=message, data=data)
+    User = get_user_model()
+    if role not in {value for value, _ in User._meta.get_field("role").choices}:
+        raise ValueError(f"Unknown role {role!r}.")
+    recipients = User.objects.filter(role=role, is_active=True).only("pk", "email", "phone", "is_verified", "is_active")
+    created: list[int] = []
+    with transaction.atomic():
+        last_pk = 0
+        while batch := list(recipients.filter(pk__gt=last_pk).order_by("pk")[:BROADCAST_BATCH]):
+            last_pk = batch[-1].pk
+            channels = selectors.channels_for_users([user.pk for user in batch], fields["type"])
+            rows = []
+            for user in batch:
+                row = Notification(user=user, sent_by=sent_by, **fields)
+                _plan_deliveries(row, user, channels[user.pk])
+                rows.append(row)
+            created.extend(row.pk for row in Notification.objects.bulk_create(rows))
+        transaction.on_commit(partial(_dispatch_later, created), robust=True)
+    logger.info("Broadcast %r to %d active %s(s), sent by %s", fields["title"], len(created), role, sent_by)
+    return len(created)
+
+
+def notification_send(
+    *,
+    sent_by: Any,
+    type: str,
+    title: str,
+    message: str,
+    data: dict | None = None,
+    user_id: int | None = None,
+    role: str | None = None,
+) -> int:
+    """Staff sending, from the API or the admin: to one active user, or to every active user of a role."""
+    if (user_id is None) == (role is None):
+        raise exceptions.ValidationError("Give either a user or a role.")
+    if role is not None:
+        return notification_broadcast(role=role, type=type, title=title, message=message, data=data, sent_by=sent_by)
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise exceptions.ValidationError({"user_id": ["No active user with this id."]})
+    notification_create(user=user, type=type, title=title, message=message, data=data, sent_by=sent_by)
+    return 1
+
+
+def _clean(*, type: str, title: str, message: str, data: dict | None) -> dict[str, Any]:
+    type = NotificationType(type)  # ValueError names the bad value
+    # One line: the title is also an email subject, where a newline is an injected header.
+    title = " ".join(str(title).split())
+    message = str(message).strip()
+    if not title or not message:
+        raise ValueError("A notification needs a title and a message.")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError("Notification data must be a dict.")
+    try:
+        # What the JSON column will hold, so that the socket push and a later read agree.
+        data = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+    except TypeError as exc:
+        raise ValueError(f"Notification data must be JSON-serialisable: {exc}") from None
+    return {
+        "type": type.value,
+        "title": _truncate(title, TITLE_MAX_LENGTH),
+        "message": _truncate(message, MESSAGE_MAX_LENGTH),
+        "data": data,
+    }
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def unreachable_reason(user: Any, channel: str) -> str:
+    """Why `user` cannot be reached on `channel` right now; empty when they can."""
+    if not user.is_active:
+        return "The account is not active."
+    if channel == Channel.EMAIL and not user.email:
+        return "The account has no email address."
+    if channel == Channel.SMS and not (user.is_verified and user.phone):
+        return "No verified phone number."
+    return ""
+
+
+def _plan_deliveries(notification: Notification, user: Any, channels: ChannelChoice) -> None:
+    for channel in Channel:
+        if not getattr(channels, channel):
+            status, reason = DeliveryStatus.NOT_REQUESTED, ""
+        else:
+            reason = unreachable_reason(user, channel)
+            status = DeliveryStatus.SKIPPED if reason else DeliveryStatus.PENDING
+        setattr(notification, f"{channel}_status", status)
+        setattr(notification, f"{channel}_error", reason)
+
+
+# --- After commit: the socket push and the delivery tasks ------------------------------------------
+
+
+def notifications_dispatch(notifications: Iterable[Notification]) -> None:
+    """Push each (committed) notification to its owner's sockets and queue its pending deliveries.
+
+    Never raises: a channel layer or broker outage is logged, the notification stays stored, and a
+    delivery whose task could not be queued is picked up by the stuck-delivery sweeper.
+    """
+    from notifications import tasks  # tasks import this module
+
+    notifications = list(notifications)
+    messages = [
+        (user_group(n.user_id), {"type": "notification.created", "notification": notification_payload(n)})
+        for n in notifications
+    ]
+    try:
+        async_to_sync(_group_send_all)(messages)
+    except Exception:
+        logger.exception("Could not push %d notification(s) to sockets", len(messages))
+    for notification in notifications:
+        for channel in Channel:
+            if getattr(notification, f"{channel}_status") == DeliveryStatus.PENDING:
+                _enqueue(tasks.DELIVERY_TASKS[channel], notification.pk)
+
+
+async def _group_send_all(messages: list[tuple[str, dict]]) -> None:
+    layer = get_channel_layer()
+    for group, message in messages:
+        try:
+            await layer.group_send(group, message)
+        except Exception:
+            logger.exception("Could not push a notification to %s", group)
+
+
+def _dispatch_later(notification_ids: list[int]) -> None:
+    from notifications import tasks
+
+    for start in range(0, len(notification_ids), DISPATCH_CHUNK):
+        _enqueue(tasks.dispatch_notifications, notification_ids[start : start + DISPATCH_CHUNK])
+
+
+def _enqueue(task, *args: Any) -> None:
+    try:
+        task.delay(*args)
+    except Retry:
+        # Embedded mode runs tasks eagerly, where a retry cannot wait out its countdown: the
+        # delivery stays pending and the stuck-delivery sweeper tries again.
+        logger.info("%s%r will be retried by the stuck-delivery sweeper", task.name, args)
+    except Exception:
+        logger.exception("Could not queue %s%r; the stuck-delivery sweeper will", task.name, args)
+
+
+# --- The owner's changes ----------------------------------------------------------------------------
+
+
+def notification_mark_read(*, notification: Notification, read: bool) -> Notification:
+    if notification.read != read:
+        notification.read = read
+        notification.read_at = timezone.now() if read else None
+        notification.save(update_fields=["read", "read_at"])
+    return notification
+
+
+def notification_read_all(*, user: Any) -> int:
+    """Mark every unread notification of the user read; how many changed."""
+    return selectors.notification_list_for(user, read=False).update(read=True, read_at=timezone.now())
+
+
+def notification_delete(*, notification: Notification) -> None:
+    """Gone from the owner's inbox; kept, with its delivery record, for operators."""
+    notification.deleted_at = timezone.now()
+    notification.save(update_fields=["deleted_at"])
+
+
+def notification_preferences_update(*, user: Any, changes: dict[str, dict[str, bool]]) -> dict[str, ChannelChoice]:
+    """Change some channels of some types (others keep their value); every type's channels after."""
+    defaults = selectors.preferences_for(user)
+    now = timezone.now()
+    with transaction.atomic():
+        for type, channels in changes.items():
+            chosen = {channel: bool(channels[channel]) for channel in Channel.values if channel in channels}
+            if not chosen:
+                continue
+            # Only the channels given are written, under the row lock update_or_create takes, so two
+            # concurrent changes to different channels both land.
+            NotificationPreference.objects.update_or_create(
+                user=user,
+                type=type,
+                defaults={**chosen, "updated_at": now},
+                create_defaults={**asdict(defaults[type]), **chosen, "updated_at": now},
+            )
+    return selectors.preferences_for(user)
+
+
+# --- Delivery state: claimed and recorded by the Celery tasks ---------------------------------------
+
+
+def _claim_free(channel: str, now) -> Q:
+    return Q(**{f"{channel}_claimed_until__isnull": True}) | Q(**{f"{channel}_claimed_until__lte": now})
+
+
+def delivery_claim(*, notification_id: int, channel: str) -> Notification | None:
+    """Take the send of a pending delivery for CLAIM_DURATION; None when it is not ours to send
+    (already sent, failed, skipped, not requested, or claimed by another worker)."""
+    now = timezone.now()
+    claimed = Notification.objects.filter(
+        _claim_free(channel, now), pk=notification_id, **{f"{channel}_status": DeliveryStatus.PENDING}
+    ).update(**{f"{channel}_claimed_until": now + CLAIM_DURATION, f"{channel}_attempts": F(f"{channel}_attempts") + 1})
+    if not claimed:
+        return None
+    return Notification.objects.select_related("user").get(pk=notification_id)
+
+
+def delivery_finish(*, notification_id: int, channel: str, status: str, error: str = "", sms_sid: str = "") -> bool:
+    """Record the end of a claimed delivery: sent, failed or skipped."""
+    updates: dict[str, Any] = {
+        f"{channel}_status": status,
+        f"{channel}_error": error[:DELIVERY_ERROR_MAX_LENGTH],
+        f"{channel}_claimed_until": None,
+    }
+    if status == DeliveryStatus.SENT:
+        updates[f"{channel}_sent_at"] = timezone.now()
+    if sms_sid:
+        updates["sms_sid"] = sms_sid
+    pending = Notification.objects.filter(pk=notification_id, **{f"{channel}_status": DeliveryStatus.PENDING})
+    return bool(pending.update(**updates))
+
+
+def delivery_release(*, notification_id: int, channel: str, error: str) -> None:
+    """Give a claimed delivery back after an error that can heal; it stays pending for the retry."""
+    Notification.objects.filter(pk=notification_id, **{f"{channel}_status": DeliveryStatus.PENDING}).update(
+        **{f"{channel}_error": error[:DELIVERY_ERROR_MAX_LENGTH], f"{channel}_claimed_until": None}
+    )
+
+
+def delivery_is_claimed(*, notification_id: int, channel: str) -> bool:
+    return (
+        Notification.objects.filter(pk=notification_id, **{f"{channel}_status": DeliveryStatus.PENDING})
+        .exclude(_claim_free(channel, timezone.now()))
+        .exists()
+    )
+
+
+def delivery_retry_failed(*, notifications: QuerySet[Notification]) -> int:
+    """Operators: send the failed deliveries of these notifications again; how many were re-queued."""
+    from notifications import tasks
+
+    queued = 0
+    with transaction.atomic():
+        for channel in Channel:
+            failed = f"{channel}_status"
+            ids = list(notifications.filter(**{failed: DeliveryStatus.FAILED}).values_list("pk", flat=True))
+            Notification.objects.filter(pk__in=ids, **{failed: DeliveryStatus.FAILED}).update(
+                **{failed: DeliveryStatus.PENDING, f"{channel}_error": "", f"{channel}_claimed_until": None}
+            )
+            for pk in ids:
+                transaction.on_commit(partial(_enqueue, tasks.DELIVERY_TASKS[channel], pk), robust=True)
+            queued += len(ids)
+    return queued
+
+
+def delivery_requeue_stuck(*, limit: int = 1000) -> dict[str, int]:
+    """The sweeper: re-queue deliveries pending too long with no live claim; give up on old ones."""
+    from notifications import tasks
+
+    now = timezone.now()
+    counts = {"requeued": 0, "given_up": 0}
+    for channel in Channel:
+        unclaimed = Notification.objects.filter(
+            _claim_free(channel, now), **{f"{channel}_status": DeliveryStatus.PENDING}
+        )
+        counts["given_up"] += unclaimed.filter(created_at__lt=now - GIVE_UP_AFTER).update(
+            **{
+                f"{channel}_status": DeliveryStatus.FAILED,
+                f"{channel}_error": f"Not delivered within {GIVE_UP_AFTER.total_seconds() / 3600:g} hours; given up.",
+            }
+        )
+        stuck = list(
+            unclaimed.filter(created_at__lt=now - STUCK_AFTER)
+            .order_by("created_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        for pk in stuck:
+            _enqueue(tasks.DELIVERY_TASKS[channel], pk)
+        counts["requeued"] += len(stuck)
+    if any(counts.values()):
+        logger.warning("Stuck deliveries: %s", counts)
+    return counts

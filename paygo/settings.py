@@ -231,6 +231,9 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.contrib.djangorestframework_camel_case.camelize_serializer_fields",
     ],
     "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "DeliveryStatusEnum": "notifications.models.DeliveryStatus",
+    },
 }
 
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localhost:3000"])
@@ -263,6 +266,31 @@ CHIPI_BASE_URL = env("CHIPI_BASE_URL", default="https://api.chipipay.com/v1")
 CHIPI_TIMEOUT_SECONDS = env.float("CHIPI_TIMEOUT_SECONDS", default=10.0)
 CHIPI_MAX_RETRIES = env.int("CHIPI_MAX_RETRIES", default=3)
 CHIPI_RATE_LIMIT_PER_MINUTE = env.int("CHIPI_RATE_LIMIT_PER_MINUTE", default=100)
+
+# --- Notifications: email and SMS deliveries -------------------------------------------------------
+
+# EMAIL_URL: smtp+tls://user:password@host:587, smtp+ssl://user:password@host:465; unset, emails are
+# written to stdout (console backend). Tests use Django's locmem outbox.
+_email = env.email_url("EMAIL_URL", default="consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="PayGo <no-reply@paygo.local>")
+SERVER_EMAIL = env("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
+# Twilio sends SMS when all three are set; otherwise an SMS is logged and recorded as skipped.
+TWILIO_SID = env("TWILIO_SID", default="")
+TWILIO_AUTH_TOKEN = env("TWILIO_AUTH_TOKEN", default="")
+TWILIO_PHONE_NUMBER = env("TWILIO_PHONE_NUMBER", default="")
+TWILIO_TIMEOUT = env.float("TWILIO_TIMEOUT", default=10.0)
+CELERY_BEAT_SCHEDULE["notifications-requeue-stuck-deliveries"] = {
+    "task": "notifications.requeue_stuck_deliveries",
+    "schedule": 300,
+}
 
 # --- I18n, static, media --------------------------------------------------------------------------
 

@@ -1,0 +1,91 @@
+"""One attempt at delivering one notification on one channel: claim it, send it, record what happened.
+
+The Celery tasks call `deliver()` and act on its outcome (retry or stop); the state lives on the
+notification, so re-running an attempt for a delivery that is already done does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from notifications import senders, services
+from notifications.models import Channel, DeliveryStatus, Notification
+
+logger = logging.getLogger("paygo.notifications")
+
+SMS_MAX_CHARS = 320  # two segments: an SMS is a nudge to open the app, not the whole story
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    RETRY = "retry"  # an error that can heal: try again later
+    BUSY = "busy"  # another worker holds the claim: look again once it has expired
+    NOTHING_TO_DO = "nothing_to_do"  # already sent, failed, skipped, or never requested
+
+
+def deliver(*, channel: str, notification_id: int, final_attempt: bool) -> Outcome:
+    notification = services.delivery_claim(notification_id=notification_id, channel=channel)
+    if notification is None:
+        if services.delivery_is_claimed(notification_id=notification_id, channel=channel):
+            return Outcome.BUSY
+        return Outcome.NOTHING_TO_DO
+
+    def finish(status: DeliveryStatus, error: str = "", **extra: str) -> Outcome:
+        services.delivery_finish(notification_id=notification_id, channel=channel, status=status, error=error, **extra)
+        return Outcome(status.value)
+
+    # The account may have changed since the notification was made (phone removed, deactivated).
+    reason = services.unreachable_reason(notification.user, channel)
+    if reason:
+        return finish(DeliveryStatus.SKIPPED, reason)
+    try:
+        if channel == Channel.EMAIL:
+            _send_email(notification)
+            return finish(DeliveryStatus.SENT)
+        sid = _send_sms(notification)
+        return finish(DeliveryStatus.SENT, sms_sid=sid)
+    except senders.ProviderNotConfigured as exc:
+        return finish(DeliveryStatus.SKIPPED, f"{exc} The message was logged, not sent.")
+    except senders.PermanentDeliveryError as exc:
+        logger.warning("%s delivery of notification %s failed: %s", channel, notification_id, exc)
+        return finish(DeliveryStatus.FAILED, str(exc))
+    except (senders.TransientDeliveryError, SoftTimeLimitExceeded) as exc:
+        error = str(exc) or "The send took too long."
+        if final_attempt:
+            logger.warning("%s delivery of notification %s gave up: %s", channel, notification_id, error)
+            return finish(
+                DeliveryStatus.FAILED, f"Gave up after {notification_attempts(notification, channel)} attempts: {error}"
+            )
+        services.delivery_release(notification_id=notification_id, channel=channel, error=error)
+        return Outcome.RETRY
+    except Exception as exc:  # a bug: recorded, never retried in a loop, never raised to the caller
+        logger.exception("%s delivery of notification %s broke", channel, notification_id)
+        return finish(DeliveryStatus.FAILED, f"Unexpected error: {exc.__class__.__name__}: {exc}")
+
+
+def notification_attempts(notification: Notification, channel: str) -> int:
+    return getattr(notification, f"{channel}_attempts")
+
+
+def _send_email(notification: Notification) -> None:
+    user = notification.user
+    body = (
+        f"Hello {user.name},\n\n{notification.message}\n\n"
+        f"--\nPayGo. You receive this email because email is on for {notification.get_type_display().lower()} "
+        "notifications in your notification preferences."
+    )
+    senders.send_email(to=user.email, subject=notification.title, body=body)
+
+
+def sms_body(notification: Notification) -> str:
+    text = f"PayGo: {notification.title}\n{notification.message}"
+    return text if len(text) <= SMS_MAX_CHARS else text[: SMS_MAX_CHARS - 3] + "..."
+
+
+def _send_sms(notification: Notification) -> str:
+    return senders.send_sms(to=notification.user.phone, body=sms_body(notification))

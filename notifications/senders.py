@@ -1,0 +1,99 @@
+"""The two ways out of the platform: email through Django's mail backend, SMS through Twilio.
+
+Each sender either returns, or raises one of three errors that tell the caller what to do next:
+retry later (the error can heal), record a failure (it cannot), or record a skip (not configured).
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+
+import requests
+from django.conf import settings
+from django.core.mail import EmailMessage
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http import HttpClient
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+logger = logging.getLogger("paygo.notifications")
+
+
+class DeliveryError(Exception):
+    """A send that did not happen; str() is the reason recorded on the notification."""
+
+
+class TransientDeliveryError(DeliveryError):
+    """Can heal (a timeout, a dropped connection, 429, 5xx, an SMTP 4xx): retried with backoff."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Will not heal by retrying (an invalid number, a refused address): recorded as failed."""
+
+
+class ProviderNotConfigured(DeliveryError):
+    """No provider is configured for this channel: recorded as skipped."""
+
+
+def send_email(*, to: str, subject: str, body: str) -> None:
+    message = EmailMessage(subject=subject, body=body, from_email=settings.DEFAULT_FROM_EMAIL, to=[to])
+    try:
+        sent = message.send(fail_silently=False)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = [code for code, _ in exc.recipients.values()]
+        error_class = TransientDeliveryError if codes and all(400 <= c < 500 for c in codes) else PermanentDeliveryError
+        raise error_class(f"The mail server refused the recipient: {codes}") from exc
+    except smtplib.SMTPResponseException as exc:  # sender refused, data refused, auth, connect...
+        error_class = TransientDeliveryError if 400 <= exc.smtp_code < 500 else PermanentDeliveryError
+        raise error_class(f"The mail server answered {exc.smtp_code}: {_text(exc.smtp_error)}") from exc
+    except smtplib.SMTPServerDisconnected as exc:
+        raise TransientDeliveryError(f"The mail server disconnected: {exc}") from exc
+    except smtplib.SMTPException as exc:  # e.g. STARTTLS not supported: configuration, not weather
+        raise PermanentDeliveryError(f"Email failed: {exc.__class__.__name__}: {exc}") from exc
+    except OSError as exc:  # timeouts, refused or reset connections, DNS
+        raise TransientDeliveryError(f"Could not reach the mail server: {exc.__class__.__name__}: {exc}") from exc
+    if not sent:
+        raise PermanentDeliveryError("The mail backend sent nothing.")
+
+
+def sms_configured() -> bool:
+    return bool(settings.TWILIO_SID and settings.TWILIO_AUTH_TOKEN and settings.TWILIO_PHONE_NUMBER)
+
+
+def twilio_http_client() -> HttpClient:
+    """The HTTP boundary with Twilio (tests replace this one function)."""
+    return TwilioHttpClient(timeout=settings.TWILIO_TIMEOUT)
+
+
+def send_sms(*, to: str, body: str) -> str:
+    """Send one SMS; the Twilio message SID."""
+    if not sms_configured():
+        logger.info("SMS not sent (Twilio is not configured) to %s: %s", mask_phone(to), body)
+        raise ProviderNotConfigured("Twilio is not configured (TWILIO_SID, TWILIO_AUTH_TOKEN, TWILIO_PHONE_NUMBER).")
+    client = Client(settings.TWILIO_SID, settings.TWILIO_AUTH_TOKEN, http_client=twilio_http_client())
+    try:
+        message = client.messages.create(to=to, from_=settings.TWILIO_PHONE_NUMBER, body=body)
+    except TwilioRestException as exc:
+        raise _twilio_error(exc.status, exc.code, exc.msg) from exc
+    except TwilioServiceException as exc:
+        raise _twilio_error(exc.status, exc.code, exc.detail or exc.title) from exc
+    except requests.RequestException as exc:  # timeouts, refused or reset connections, DNS
+        raise TransientDeliveryError(f"Could not reach Twilio: {exc.__class__.__name__}: {exc}") from exc
+    return message.sid or ""
+
+
+def _twilio_error(status: int, code: int | None, text: object) -> DeliveryError:
+    reason = f"Twilio answered {status} (code {code}): {_text(text)}"
+    if status == 429 or status >= 500:
+        return TransientDeliveryError(reason)
+    return PermanentDeliveryError(reason)
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def mask_phone(phone: str) -> str:
+    """Enough of a number to tell two apart in a log, not enough to call it."""
+    return f"***{phone[-4:]}" if len(phone) > 4 else "***"

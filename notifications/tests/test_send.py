@@ -1,0 +1,158 @@
+"""Staff sending: POST /notifications to one user or to every active user of a role (a broadcast)."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.services import user_create, user_deactivate
+from notifications.models import Notification, NotificationPreference
+from notifications.services import notification_broadcast
+from notifications.tests.conftest import twilio_message, verify_phone
+
+pytestmark = pytest.mark.django_db
+
+SEND = "/api/v1/notifications"
+
+
+def test_staff_notifies_one_user(api, olga, alice, bob, committed, mailoutbox):
+    body = {"userId": alice.pk, "type": "payment", "title": "Refund", "message": "Refunded.", "data": {"refundId": 9}}
+
+    with committed():
+        response = api(olga).post(SEND, body)
+
+    assert response.status_code == 201
+    assert response.json() == {"message": "Notification sent to 1 user.", "created": 1}
+    notification = Notification.objects.get()
+    assert (notification.user, notification.sent_by, notification.type) == (alice, olga, "payment")
+    assert notification.data == {"refund_id": 9}
+    assert [m.to for m in mailoutbox] == [[alice.email]]
+    assert not Notification.objects.filter(user=bob).exists()
+
+
+def test_type_defaults_to_system(api, olga, alice):
+    response = api(olga).post(SEND, {"userId": alice.pk, "title": "Hello", "message": "Welcome."})
+
+    assert response.status_code == 201
+    assert Notification.objects.get().type == "system"
+
+
+def test_staff_broadcasts_to_a_role(api, olga, alice, bob, victor, wanda, committed, mailoutbox):
+    carol = user_create(email="carol@example.com", password=None, name="Carol")
+    user_deactivate(user=carol)
+
+    with committed():
+        response = api(olga).post(SEND, {"role": "vendor", "type": "alert", "title": "Payouts", "message": "Delayed."})
+
+    assert response.status_code == 201
+    assert response.json() == {"message": "Notification sent to 2 users.", "created": 2}
+    assert set(Notification.objects.values_list("user__email", flat=True)) == {victor.email, wanda.email}
+    assert sorted(m.to[0] for m in mailoutbox) == sorted([victor.email, wanda.email])
+
+
+def test_broadcast_skips_inactive_users(api, olga, alice, bob):
+    user_deactivate(user=bob)
+
+    response = api(olga).post(SEND, {"role": "user", "title": "Hello", "message": "Hi."})
+
+    assert response.json()["created"] == 1
+    assert list(Notification.objects.values_list("user", flat=True)) == [alice.pk]
+
+
+def test_broadcast_respects_each_users_preferences(olga, alice, bob, committed, mailoutbox, twilio):
+    verify_phone(alice, "+15551230001")
+    verify_phone(bob, "+15551230002")
+    NotificationPreference.objects.create(user=bob, type="alert", email=False, sms=False)
+    twilio.respond(twilio_message())
+
+    with committed():
+        created = notification_broadcast(role="user", type="alert", title="Outage", message="Payments are slow.")
+
+    assert created == 2
+    by_user = {n.user_id: n for n in Notification.objects.all()}
+    assert (by_user[alice.pk].email_status, by_user[alice.pk].sms_status) == ("sent", "sent")
+    assert (by_user[bob.pk].email_status, by_user[bob.pk].sms_status) == ("not_requested", "not_requested")
+    assert [m.to for m in mailoutbox] == [[alice.email]]
+    assert [r["data"]["To"] for r in twilio.requests] == ["+15551230001"]
+
+
+def _users(count: int) -> None:
+    for index in range(count):
+        user_create(email=f"user{index}@example.com", password=None, name=f"User {index}")
+
+
+@pytest.mark.parametrize("count", [2, 40])
+def test_broadcast_is_set_based(olga, count, django_assert_num_queries):
+    _users(count)
+
+    # savepoint, the users, their preferences, one insert, the empty next batch, release
+    with django_assert_num_queries(6):
+        created = notification_broadcast(role="user", type="payment", title="Hello", message="Hi.")
+
+    assert created == count
+
+
+def test_broadcast_batches(olga, monkeypatch, committed, mailoutbox):
+    monkeypatch.setattr("notifications.services.BROADCAST_BATCH", 3)
+    monkeypatch.setattr("notifications.services.DISPATCH_CHUNK", 2)
+    _users(7)
+
+    with committed():
+        created = notification_broadcast(role="user", type="payment", title="Hello", message="Hi.")
+
+    assert created == 7
+    assert Notification.objects.filter(email_status="sent").count() == 7
+    assert len(mailoutbox) == 7
+
+
+def test_outsiders_cannot_send(api, alice, victor):
+    for user in (alice, victor):
+        response = api(user).post(SEND, {"userId": user.pk, "title": "Free money", "message": "Click here."})
+
+        assert response.status_code == 403
+        assert response.json()["code"] == "permission_denied"
+    assert not Notification.objects.exists()
+
+
+def test_anonymous_cannot_send(anon, alice):
+    assert anon.post(SEND, {"userId": alice.pk, "title": "Hi", "message": "Hi."}).status_code == 401
+    assert not Notification.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"role": "superhero", "title": "Hi", "message": "Hi."}, "role"),
+        ({"role": "user", "type": "spam", "title": "Hi", "message": "Hi."}, "type"),
+        ({"role": "user", "message": "Hi."}, "title"),
+        ({"role": "user", "title": "x" * 201, "message": "Hi."}, "title"),
+        ({"role": "user", "title": "Hi", "message": ""}, "message"),
+        ({"role": "user", "title": "Hi", "message": "Hi.", "data": [1]}, "data"),
+        ({"role": "user", "title": "Hi", "message": "Hi.", "data": {"blob": "x" * 5000}}, "data"),
+    ],
+)
+def test_bad_requests_are_a_400(api, olga, alice, body, field):
+    response = api(olga).post(SEND, body)
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == [field]
+    assert not Notification.objects.exists()
+
+
+@pytest.mark.parametrize("target", [{}, {"userId": 1, "role": "user"}])
+def test_exactly_one_target(api, olga, target):
+    response = api(olga).post(SEND, {**target, "title": "Hi", "message": "Hi."})
+
+    assert response.status_code == 400
+    assert response.json()["message"] == "Give either userId (one user) or role (every active user of it)."
+    assert not Notification.objects.exists()
+
+
+def test_unknown_or_inactive_user_is_a_400(api, olga, alice):
+    user_deactivate(user=alice)
+
+    for user_id in (alice.pk, 999999):
+        response = api(olga).post(SEND, {"userId": user_id, "title": "Hi", "message": "Hi."})
+
+        assert response.status_code == 400
+        assert response.json()["errors"] == {"userId": ["No active user with this id."]}
+    assert not Notification.objects.exists()

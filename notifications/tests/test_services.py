@@ -1,0 +1,191 @@
+"""notify(): what is stored, which channels are planned, and what leaves only after commit."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+
+from notifications import notify
+from notifications.models import DeliveryStatus, Notification, NotificationPreference
+from notifications.tests.conftest import verify_phone
+
+pytestmark = pytest.mark.django_db
+
+
+def test_notify_stores_the_notification(alice):
+    notification = notify(alice, "payment", "Payment received", "12.500000 USDC arrived.", {"amount": "12.5"})
+
+    stored = Notification.objects.get(pk=notification.pk)
+    assert stored.user == alice
+    assert (stored.type, stored.title, stored.message) == ("payment", "Payment received", "12.500000 USDC arrived.")
+    assert stored.data == {"amount": "12.5"}
+    assert stored.read is False
+    assert stored.read_at is None
+    assert stored.sent_by is None
+
+
+def test_notify_accepts_a_user_id(alice):
+    notification = notify(alice.pk, "system", "Welcome", "Hello.")
+
+    assert notification.user_id == alice.pk
+
+
+@pytest.mark.parametrize(
+    ("type", "email", "sms"),
+    [
+        ("session", "pending", "not_requested"),
+        ("payment", "pending", "not_requested"),
+        ("consultation", "pending", "not_requested"),
+        ("alert", "pending", "pending"),
+        ("system", "not_requested", "not_requested"),
+    ],
+)
+def test_default_channels(alice, type, email, sms):
+    verify_phone(alice)
+
+    notification = notify(alice, type, "Title", "Message")
+
+    assert (notification.email_status, notification.sms_status) == (email, sms)
+
+
+def test_sms_is_skipped_without_a_verified_phone(alice):
+    alice.phone = "+15551230001"  # set, but not verified
+    alice.save(update_fields=["phone"])
+
+    notification = notify(alice, "alert", "Low balance", "About 4 minutes left.")
+
+    assert notification.sms_status == DeliveryStatus.SKIPPED
+    assert notification.sms_error == "No verified phone number."
+    assert notification.email_status == DeliveryStatus.PENDING
+
+
+def test_sms_is_skipped_when_verified_without_a_phone(alice):
+    alice.is_verified = True
+    alice.save(update_fields=["is_verified"])
+
+    assert notify(alice, "alert", "Low balance", "About 4 minutes left.").sms_status == DeliveryStatus.SKIPPED
+
+
+def test_preferences_turn_channels_off_and_on(alice):
+    verify_phone(alice)
+    NotificationPreference.objects.create(user=alice, type="alert", email=False, sms=False)
+    NotificationPreference.objects.create(user=alice, type="system", email=True, sms=True)
+
+    alert = notify(alice, "alert", "Low balance", "About 4 minutes left.")
+    system = notify(alice, "system", "Maintenance", "Tonight at 2am UTC.")
+
+    assert (alert.email_status, alert.sms_status) == ("not_requested", "not_requested")
+    assert (system.email_status, system.sms_status) == ("pending", "pending")
+
+
+def test_an_inactive_user_gets_the_record_and_no_email_or_sms(alice):
+    verify_phone(alice)
+    alice.is_active = False
+    alice.save(update_fields=["is_active"])
+
+    notification = notify(alice, "alert", "Low balance", "About 4 minutes left.")
+
+    assert (notification.email_status, notification.sms_status) == ("skipped", "skipped")
+    assert notification.email_error == "The account is not active."
+
+
+def test_title_is_one_line_and_both_are_trimmed(alice):
+    notification = notify(alice, "system", "  Line one\r\nBcc: evil@example.com ", "  body  ")
+
+    assert notification.title == "Line one Bcc: evil@example.com"
+    assert notification.message == "body"
+
+
+def test_overlong_title_and_message_are_truncated_not_refused(alice):
+    notification = notify(alice, "system", "t" * 500, "m" * 9000)
+
+    notification.refresh_from_db()
+    assert len(notification.title) == 200
+    assert notification.title.endswith("…")
+    assert len(notification.message) == 5000
+
+
+def test_data_is_stored_as_json(alice):
+    notification = notify(alice, "payment", "Paid", "Paid.", {"amount": Decimal("1.50"), "ids": (1, 2)})
+
+    assert notification.data == {"amount": "1.50", "ids": [1, 2]}
+    notification.refresh_from_db()
+    assert notification.data == {"amount": "1.50", "ids": [1, 2]}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("payments", "Title", "Message"), "'payments' is not a valid NotificationType"),
+        (("payment", "  ", "Message"), "needs a title and a message"),
+        (("payment", "Title", ""), "needs a title and a message"),
+        (("payment", "Title", "Message", ["not", "a", "dict"]), "must be a dict"),
+        (("payment", "Title", "Message", {"when": object()}), "JSON-serialisable"),
+    ],
+)
+def test_a_callers_mistake_is_a_value_error_and_stores_nothing(alice, args, message):
+    with pytest.raises(ValueError, match=message):
+        notify(alice, *args)
+
+    assert not Notification.objects.exists()
+
+
+def test_notify_costs_two_queries(alice, django_assert_num_queries):
+    with django_assert_num_queries(2):  # the preference, the insert
+        notify(alice, "payment", "Paid", "Paid.")
+
+
+def test_nothing_leaves_before_commit(alice, committed, mailoutbox):
+    with committed() as callbacks, transaction.atomic():
+        notify(alice, "payment", "Paid", "Paid.")
+        assert mailoutbox == []  # still inside the caller's transaction
+
+    assert len(callbacks) == 1
+    assert len(mailoutbox) == 1
+
+
+def test_a_rolled_back_notify_stores_pushes_and_sends_nothing(alice, committed, mailoutbox, no_twilio):
+    verify_phone(alice)
+
+    with committed() as callbacks, pytest.raises(RuntimeError), transaction.atomic():
+        notify(alice, "alert", "Low balance", "About 4 minutes left.")
+        raise RuntimeError("the caller's payment failed")
+
+    assert callbacks == []
+    assert not Notification.objects.exists()
+    assert mailoutbox == []
+    assert no_twilio.requests == []
+
+
+def test_a_broken_channel_layer_never_reaches_the_caller(alice, committed, mailoutbox, monkeypatch, caplog):
+    class BrokenLayer:
+        async def group_send(self, group, message):
+            raise ConnectionError("redis is down")
+
+    monkeypatch.setattr("notifications.services.get_channel_layer", lambda: BrokenLayer())
+
+    with caplog.at_level(logging.ERROR, logger="paygo.notifications"), committed():
+        notification = notify(alice, "payment", "Paid", "Paid.")
+
+    assert "Could not push a notification" in caplog.text
+    notification.refresh_from_db()
+    assert notification.email_status == DeliveryStatus.SENT  # the email still went out
+    assert len(mailoutbox) == 1
+
+
+def test_a_broker_outage_never_reaches_the_caller(alice, committed, mailoutbox, monkeypatch, caplog):
+    def broker_down(*args, **kwargs):
+        raise ConnectionError("broker is down")
+
+    monkeypatch.setattr("notifications.tasks.deliver_email.delay", broker_down)
+
+    with caplog.at_level(logging.ERROR, logger="paygo.notifications"), committed():
+        notification = notify(alice, "payment", "Paid", "Paid.")
+
+    assert "Could not queue notifications.deliver_email" in caplog.text
+    notification.refresh_from_db()
+    assert notification.email_status == DeliveryStatus.PENDING  # left for the sweeper
+    assert mailoutbox == []
