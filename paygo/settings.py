@@ -252,6 +252,12 @@ PLATFORM_FEE_BPS = env.int("PLATFORM_FEE_BPS", default=1000)
 if not 0 <= PLATFORM_FEE_BPS <= 10000:
     raise ImproperlyConfigured("PLATFORM_FEE_BPS must be between 0 and 10000.")
 BILLING_SWEEP_SECONDS = env.int("BILLING_SWEEP_SECONDS", default=60)
+BILLING_SWEEP_SHARDS = env.int("BILLING_SWEEP_SHARDS", default=1)
+BILLING_SWEEP_BATCH = env.int("BILLING_SWEEP_BATCH", default=5000)
+SESSION_IDLE_SECONDS = env.int("SESSION_IDLE_SECONDS", default=120)
+SESSION_METRICS_KEPT = env.int("SESSION_METRICS_KEPT", default=100)
+STREAM_TICK_SECONDS = env.float("STREAM_TICK_SECONDS", default=1.0)
+CELERY_BEAT_SCHEDULE["billing-sweep"] = {"task": "streaming.billing_sweep", "schedule": float(BILLING_SWEEP_SECONDS)}
 
 # --- Chipi Pay (on-chain wallets) -----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ api_v1 = [
     path("health", HealthView.as_view(), name="health"),
     path("auth/", include("accounts.urls")),
     path("wallet/", include("wallets.urls")),
+    path("streams/", include("streaming.urls")),
     path("", include("notifications.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

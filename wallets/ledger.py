@@ -103,8 +103,8 @@ def account_for_user(user, asset: Asset) -> Account:
         return Account.objects.get(kind=AccountKind.USER, owner=user, asset=asset)
 
 
-def system_account(code: SystemAccount | str, asset: Asset) -> Account:
-    account, _ = Account.objects.get_or_create(kind=AccountKind.SYSTEM, system_code=code, asset=asset)
+def system_account(code: SystemAccount | str, asset: Asset | int) -> Account:
+    account, _ = Account.objects.get_or_create(kind=AccountKind.SYSTEM, system_code=code, asset_id=_id(asset))
     return account
 
 
@@ -393,6 +393,11 @@ def _duplicate_reference(specs: Sequence[TxSpec], exc: IntegrityError) -> str | 
 
 
 # --- Holds ----------------------------------------------------------------------------------------
+
+
+def hold_open(*, account: Account | int, reference: str) -> Hold:
+    """An empty hold, to be filled by post_batch's hold changes in the same transaction."""
+    return Hold.objects.create(account_id=_id(account), amount=0, reference=reference)
 
 
 def hold_place(*, account: Account, amount: int, reference: str) -> Hold:

@@ -1,0 +1,134 @@
+"""/ws/streams/<sessionId>/: the live cost of a session, for its user, its vendor and staff.
+
+Every second a `cost.tick` estimate; after each sweep the authoritative `cost.charged`; then
+`balance.low` and `session.stopped` as they happen (streaming/live.py publishes them on commit).
+Messages from the session's user count as heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import timedelta
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from paygo.api.amounts import format_minor
+from paygo.ws import AuthenticatedConsumer
+from streaming import live, pricing, selectors, services
+from streaming.models import SessionStatus, StopReason, StreamingSession
+from wallets.models import Account
+
+HEARTBEAT_EVERY = timedelta(seconds=5)  # socket messages refresh the heartbeat at most this often
+REFRESH_EVERY = 5  # ticks between two reads of the session's state
+
+
+class StreamConsumer(AuthenticatedConsumer):
+    session: StreamingSession | None = None
+    ticker: asyncio.Task | None = None
+
+    async def authorize(self, user) -> bool:
+        session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        self.session = await database_sync_to_async(_visible_session)(user, session_id)
+        return self.session is not None
+
+    async def joined(self, user) -> None:
+        self.user = user
+        self.last_heartbeat = timezone.now() - HEARTBEAT_EVERY
+        self.funds = await database_sync_to_async(_funds)(self.session)
+        await self.join(live.group_name(self.session.session_id))
+        if self.session.status == SessionStatus.ACTIVE:
+            self.ticker = asyncio.create_task(self._tick_forever())
+
+    async def disconnect(self, code: int) -> None:
+        if self.ticker:
+            self.ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.ticker
+        await super().disconnect(code)
+
+    async def receive_json(self, content, **kwargs) -> None:
+        now = timezone.now()
+        if self.session and self.user.pk == self.session.user_id and now - self.last_heartbeat >= HEARTBEAT_EVERY:
+            self.last_heartbeat = now
+            await database_sync_to_async(services.session_heartbeat)(session_id=self.session.pk, now=now)
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong", "at": now.isoformat()})
+
+    async def stream_event(self, event: dict) -> None:
+        message = event["message"]
+        await self.send_json(message)
+        if message.get("type") in ("cost.charged", "session.stopped"):
+            await self._refresh()
+        if message.get("type") == "session.stopped" and self.ticker:
+            self.ticker.cancel()
+
+    async def _refresh(self) -> None:
+        self.session = await database_sync_to_async(StreamingSession.objects.select_related("asset", "hold").get)(
+            pk=self.session.pk
+        )
+        self.funds = await database_sync_to_async(_funds)(self.session)
+
+    async def _tick_forever(self) -> None:
+        ticks = 0
+        while self.session.status == SessionStatus.ACTIVE:
+            if ticks and ticks % REFRESH_EVERY == 0:
+                await self._refresh()
+            now = timezone.now()
+            if self.session.stop_at and now >= self.session.stop_at:
+                # Its money ran out: end it at that instant rather than at the next sweep.
+                await database_sync_to_async(services.session_stop)(
+                    session=self.session, reason=StopReason.INSUFFICIENT_FUNDS, now=now
+                )
+                await self._refresh()
+                break
+            await cache.aset(live._watch_key(self.session.session_id), 1, live.WATCH_TTL_SECONDS)
+            await self.send_json(tick(self.session, self.funds, now))
+            ticks += 1
+            await asyncio.sleep(settings.STREAM_TICK_SECONDS)
+
+
+def _visible_session(user, session_id) -> StreamingSession | None:
+    try:
+        session = selectors.session_get_for(user, session_id)
+    except Exception:  # NotFound, a malformed id: the socket is refused the same way
+        return None
+    return StreamingSession.objects.select_related("asset", "hold").get(pk=session.pk)
+
+
+def _funds(session: StreamingSession) -> int:
+    """What the session may still spend: its hold plus the wallet's free balance."""
+    account = Account.objects.get(pk=session.payer_account_id)
+    return session.hold.amount + account.available
+
+
+def tick(session: StreamingSession, funds: int, now) -> dict:
+    """The per-second estimate: what the session will have cost if billed now."""
+    decimals = session.asset.decimals
+    elapsed = max(0, int((now - session.start_time).total_seconds()))
+    pending = 0
+    runway = None
+    if pricing.is_time_unit(session.unit):
+        unit_ms = pricing.TIME_UNIT_MS[session.unit]
+        due = pricing.time_due(
+            rate=session.rate,
+            unit_ms=unit_ms,
+            elapsed_ms=int((now - session.start_time) / timedelta(milliseconds=1)),
+            free_ms=session.free_seconds * 1000,
+        )
+        pending = max(0, due - session.metered_cost)
+        if session.rate:
+            runway = max(0, pricing.runway_ms(rate=session.rate, unit_ms=unit_ms, funds=funds - pending) // 1000)
+    return {
+        "type": "cost.tick",
+        "sessionId": str(session.session_id),
+        "elapsedSeconds": elapsed,
+        "estimatedCost": format_minor(session.total_cost + pending, decimals),
+        "charged": format_minor(session.total_cost, decimals),
+        "balance": format_minor(max(0, funds - pending), decimals),
+        "runwaySeconds": runway,
+        "at": now.isoformat(),
+    }

@@ -1,0 +1,137 @@
+"""Live cost: what goes out on /ws/streams/<sessionId>/ and which sessions anyone is watching.
+
+Committed facts (charges, stops, low balance) are published on commit to the session's group.
+A sweep over 100,000 sessions must not send 100,000 group messages that nobody reads: sockets
+mark their session as watched in the cache (refreshed every tick), and the publisher sends only
+to watched sessions, found with one get_many per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.cache import cache
+from django.utils import timezone
+
+from paygo.api.amounts import format_minor
+
+if TYPE_CHECKING:
+    from streaming.billing import Outcome
+
+logger = logging.getLogger("paygo.streaming")
+
+WATCH_TTL_SECONDS = 15
+
+
+def group_name(session_id) -> str:
+    return f"stream.{session_id}"
+
+
+def _watch_key(session_id) -> str:
+    return f"stream:watched:{session_id}"
+
+
+def mark_watched(session_id) -> None:
+    cache.set(_watch_key(session_id), 1, WATCH_TTL_SECONDS)
+
+
+def watched(session_ids) -> set[str]:
+    keys = {_watch_key(sid): str(sid) for sid in session_ids}
+    return {keys[key] for key in cache.get_many(list(keys))}
+
+
+def send(session_id, message: dict) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    async_to_sync(layer.group_send)(group_name(session_id), {"type": "stream.event", "message": message})
+
+
+def publish_outcomes(outcomes: list[Outcome]) -> None:
+    """After a committed billing: push to watchers, notify users and vendors."""
+    from notifications import notify
+    from wallets.models import Asset
+
+    interesting = [o for o in outcomes if o.charge or o.stops or o.alert_crossed]
+    if not interesting:
+        return
+    decimals = dict(Asset.objects.values_list("id", "decimals"))
+    seen = watched(o.row.session_id for o in interesting)
+    now = timezone.now().isoformat()
+    for o in interesting:
+        row, places = o.row, decimals[o.row.asset_id]
+        sid = str(row.session_id)
+        total = format_minor(row.total_cost + o.charge, places)
+        runway = None if o.runway_ms is None else o.runway_ms // 1000
+        messages = []
+        if o.charge:
+            messages.append(
+                {
+                    "type": "cost.charged",
+                    "sessionId": sid,
+                    "charged": total,
+                    "amount": format_minor(o.charge, places),
+                    "chargedUntil": o.until.isoformat(),
+                    "balance": format_minor(o.remaining, places),
+                    "runwaySeconds": runway,
+                    "at": now,
+                }
+            )
+        if o.alert_crossed and not o.stops:
+            messages.append(
+                {
+                    "type": "balance.low",
+                    "sessionId": sid,
+                    "runwaySeconds": runway,
+                    "stopAt": o.stop_at.isoformat() if o.stop_at else None,
+                    "at": now,
+                }
+            )
+            notify(
+                row.user_id,
+                "alert",
+                "Low balance",
+                f"Your session on {row.service_name} can run about {max(0, runway or 0)} more seconds; "
+                "top up to keep it going.",
+                {"sessionId": sid, "runwaySeconds": runway},
+            )
+        if o.stops:
+            messages.append(
+                {
+                    "type": "session.stopped",
+                    "sessionId": sid,
+                    "reason": o.stop_reason,
+                    "totalCost": total,
+                    "endTime": o.stop_time.isoformat(),
+                    "at": now,
+                }
+            )
+            _notify_stopped(o, total)
+        if sid in seen:
+            for message in messages:
+                send(sid, message)
+
+
+def _notify_stopped(o: Outcome, total: str) -> None:
+    from notifications import notify
+
+    row = o.row
+    data = {"sessionId": str(row.session_id), "reason": o.stop_reason, "totalCost": total}
+    if o.stop_reason == "insufficient_funds":
+        notify(
+            row.user_id,
+            "alert",
+            "Session stopped: funds ran out",
+            f"Your session on {row.service_name} stopped when your balance ran out. It cost {total}.",
+            data,
+        )
+    else:
+        notify(
+            row.user_id, "session", "Session ended", f"Your session on {row.service_name} ended; it cost {total}.", data
+        )
+    notify(
+        row.vendor_id, "session", "Session ended", f"A session on {row.service_name} ended; it earned {total}.", data
+    )

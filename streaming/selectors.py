@@ -1,0 +1,50 @@
+"""Reads of metered sessions, permission-checked: someone else's session is a 404."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import Q, QuerySet
+from rest_framework.exceptions import NotFound
+
+from streaming.models import SessionStatus, StreamingSession
+
+
+def _sessions() -> QuerySet[StreamingSession]:
+    return StreamingSession.objects.select_related("service", "asset", "user", "vendor", "hold")
+
+
+def visible_to(user) -> QuerySet[StreamingSession]:
+    """Sessions `user` may see: their own, those on their services, all of them for staff."""
+    sessions = _sessions()
+    if user.is_staff:
+        return sessions
+    return sessions.filter(Q(user=user) | Q(vendor=user))
+
+
+def session_get_for(user, session_id) -> StreamingSession:
+    try:
+        key = uuid.UUID(str(session_id))
+    except ValueError:
+        raise NotFound("No such session.") from None
+    session = visible_to(user).filter(session_id=key).first()
+    if session is None:
+        raise NotFound("No such session.")
+    return session
+
+
+def sessions_of(user, *, status: str | None = None) -> QuerySet[StreamingSession]:
+    """The caller's own sessions (as the user who opened them), newest first."""
+    sessions = _sessions().filter(user=user)
+    if status:
+        sessions = sessions.filter(status=status)
+    return sessions.order_by("-start_time", "-id")
+
+
+def active_sessions_for(user) -> QuerySet[StreamingSession]:
+    sessions = _sessions().filter(status=SessionStatus.ACTIVE)
+    if user.is_staff:
+        return sessions.order_by("-start_time", "-id")
+    if user.role == "vendor":
+        return sessions.filter(vendor=user).order_by("-start_time", "-id")
+    return sessions.filter(user=user).order_by("-start_time", "-id")

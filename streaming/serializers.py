@@ -1,0 +1,117 @@
+"""Shapes of the sessions API (camelCase on the wire)."""
+
+from __future__ import annotations
+
+import math
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from paygo.api.amounts import AmountField, format_minor
+from streaming.models import StreamingSession
+
+METRIC_FIELDS = ("bitrate", "latency", "frame_drops")
+
+
+class StartSerializer(serializers.Serializer):
+    service_id = serializers.IntegerField(min_value=1)
+    device = serializers.JSONField(required=False)
+    max_cost = AmountField(required=False)
+
+    def validate_device(self, value):
+        if value is None:
+            return {}
+        if isinstance(value, str):
+            value = {"name": value[:200]}
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Give the device as an object or a name.")
+        if len(str(value)) > 2000:
+            raise serializers.ValidationError("The device description is too long.")
+        return value
+
+
+class MetricsSerializer(serializers.Serializer):
+    bitrate = serializers.FloatField(required=False, min_value=0, max_value=1e12)
+    latency = serializers.FloatField(required=False, min_value=0, max_value=1e9)
+    frame_drops = serializers.FloatField(required=False, min_value=0, max_value=1e12)
+
+    def validate(self, attrs):
+        for name, value in attrs.items():
+            if not math.isfinite(value):
+                raise serializers.ValidationError({name: ["Must be a finite number."]})
+        if not attrs:
+            raise serializers.ValidationError("Send at least one of bitrate, latency, frameDrops.")
+        return attrs
+
+
+class UsageSerializer(serializers.Serializer):
+    event_id = serializers.RegexField(
+        r"^[A-Za-z0-9._:-]{1,100}$",
+        error_messages={"invalid": "An event id is 1 to 100 letters, digits, '.', '_', ':' or '-'."},
+    )
+    quantity = serializers.IntegerField(min_value=1, max_value=10**18)
+
+
+class SessionSerializer(serializers.ModelSerializer):
+    id = serializers.UUIDField(source="session_id")
+    session_id = serializers.UUIDField()
+    service = serializers.SerializerMethodField()
+    token = serializers.CharField(source="asset.code")
+    rate = serializers.SerializerMethodField()
+    total_cost = serializers.SerializerMethodField()
+    max_cost = serializers.SerializerMethodField()
+    held = serializers.SerializerMethodField()
+    total_usage_seconds = serializers.SerializerMethodField()
+    device = serializers.JSONField(source="client_info")
+
+    class Meta:
+        model = StreamingSession
+        fields = [
+            "id",
+            "session_id",
+            "user_id",
+            "vendor_id",
+            "service_id",
+            "service",
+            "kind",
+            "status",
+            "stop_reason",
+            "start_time",
+            "end_time",
+            "charged_until",
+            "total_usage_seconds",
+            "total_cost",
+            "rate",
+            "unit",
+            "token",
+            "free_seconds",
+            "max_cost",
+            "held",
+            "stop_at",
+            "device",
+            "quality_metrics",
+            "last_heartbeat_at",
+        ]
+
+    def _money(self, session: StreamingSession, amount) -> str | None:
+        return None if amount is None else format_minor(amount, session.asset.decimals)
+
+    def get_service(self, session: StreamingSession) -> dict:
+        return {"id": session.service_id, "name": session.service.name}
+
+    def get_rate(self, session: StreamingSession) -> str:
+        return self._money(session, session.rate)
+
+    def get_total_cost(self, session: StreamingSession) -> str:
+        return self._money(session, session.total_cost)
+
+    def get_max_cost(self, session: StreamingSession) -> str | None:
+        return self._money(session, session.max_cost)
+
+    def get_held(self, session: StreamingSession) -> str:
+        return self._money(session, session.hold.amount)
+
+    def get_total_usage_seconds(self, session: StreamingSession) -> int:
+        if session.end_time:
+            return session.total_usage_seconds
+        return max(0, int((timezone.now() - session.start_time).total_seconds()))

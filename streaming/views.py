@@ -1,0 +1,158 @@
+"""The sessions API (paths as the seed has them). Start and stop honour Idempotency-Key."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, generics, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from paygo.api.amounts import format_minor, minor_from_field
+from paygo.api.permissions import IsUserRole
+from streaming import pricing, selectors, services
+from streaming.models import SessionStatus
+from streaming.serializers import MetricsSerializer, SessionSerializer, StartSerializer, UsageSerializer
+from wallets.idempotency import idempotent
+
+IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)
+
+
+def _service_for_start(service_id: int):
+    from marketplace.models import Service
+
+    service = Service.objects.select_related("vendor").filter(pk=service_id).first()
+    if service is None:
+        raise exceptions.ValidationError({"service_id": ["No such service."]})
+    return service
+
+
+class StartView(APIView):
+    permission_classes = [IsUserRole]
+
+    @extend_schema(request=StartSerializer, parameters=[IDEMPOTENCY_HEADER], summary="Start a metered session")
+    def post(self, request):
+        data = StartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        service = _service_for_start(values["service_id"])
+
+        def execute(_) -> Response:
+            from wallets.ledger import asset_get
+
+            max_cost = values.get("max_cost")
+            decimals = asset_get(service.token).decimals
+            session = services.session_start(
+                user=request.user,
+                service=service,
+                device=values.get("device"),
+                max_cost=minor_from_field("max_cost", max_cost, decimals) if max_cost is not None else None,
+            )
+            return Response(
+                {"message": "Session started.", "session": SessionSerializer(session).data, "user_role": "user"},
+                status=status.HTTP_201_CREATED,
+            )
+
+        return idempotent(request, execute)
+
+
+class MetricsView(APIView):
+    @extend_schema(request=MetricsSerializer, summary="Report quality metrics (a heartbeat)")
+    def patch(self, request, session_id):
+        session = selectors.session_get_for(request.user, session_id)
+        if session.user_id != request.user.pk:
+            raise exceptions.NotFound("No such session.")
+        data = MetricsSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = services.session_metrics_record(session=session, sample=_camel_sample(data.validated_data))
+        return Response({"message": "Metrics recorded.", "qualityMetrics": session.quality_metrics[-1]})
+
+
+def _camel_sample(values: dict) -> dict:
+    return {"frameDrops" if key == "frame_drops" else key: value for key, value in values.items()}
+
+
+def _stop_body(session) -> dict:
+    decimals = session.asset.decimals
+    seconds = session.total_usage_seconds
+    rate_per_minute = None
+    if pricing.is_time_unit(session.unit):
+        per_minute = Decimal(session.rate) * 60_000 / pricing.TIME_UNIT_MS[session.unit]
+        rate_per_minute = format_minor(int(per_minute), decimals)
+    return {
+        "message": "Session stopped." if session.status != SessionStatus.ACTIVE else "Session is still active.",
+        "total_usage_minutes": round(seconds / 60, 2),
+        "total_usage_seconds": seconds,
+        "total_cost": format_minor(session.total_cost, decimals),
+        "rate_per_minute": rate_per_minute,
+        "session": SessionSerializer(session).data,
+    }
+
+
+class StopView(APIView):
+    @extend_schema(request=None, parameters=[IDEMPOTENCY_HEADER], summary="Stop a session (owner, vendor, staff)")
+    def patch(self, request, session_id):
+        session = selectors.session_get_for(request.user, session_id)
+
+        def execute(_) -> Response:
+            stopped = services.session_stop(session=session, reason=services.stop_reason_for(session, request.user))
+            return Response(_stop_body(stopped))
+
+        return idempotent(request, execute)
+
+
+class MySessionsView(generics.ListAPIView):
+    serializer_class = SessionSerializer
+    results_key = "sessions"
+
+    @extend_schema(parameters=[OpenApiParameter("status", str, enum=SessionStatus.values)], summary="My sessions")
+    def get(self, request, *args, **kwargs):
+        response = super().get(request, *args, **kwargs)
+        response.data = {"message": "Sessions retrieved.", **response.data}
+        return response
+
+    def get_queryset(self):
+        wanted = self.request.query_params.get("status")
+        if wanted and wanted not in SessionStatus.values:
+            raise exceptions.ValidationError({"status": [f"Choose one of {', '.join(SessionStatus.values)}."]})
+        return selectors.sessions_of(self.request.user, status=wanted)
+
+
+class ActiveSessionsView(generics.ListAPIView):
+    serializer_class = SessionSerializer
+    results_key = "sessions"
+
+    def get_queryset(self):
+        return selectors.active_sessions_for(self.request.user)
+
+
+class SessionDetailView(APIView):
+    @extend_schema(summary="One session (owner, vendor, staff)")
+    def get(self, request, session_id):
+        return Response({"session": SessionSerializer(selectors.session_get_for(request.user, session_id)).data})
+
+
+class UsageView(APIView):
+    @extend_schema(request=UsageSerializer, summary="Report usage on a usage-metered session (its vendor)")
+    def post(self, request, session_id):
+        session = selectors.session_get_for(request.user, session_id)
+        if session.vendor_id != request.user.pk:
+            if session.user_id == request.user.pk:
+                raise exceptions.PermissionDenied("Only the service's vendor reports usage.")
+            raise exceptions.NotFound("No such session.")
+        data = UsageSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        event, counted = services.usage_report(session=session, **data.validated_data)
+        return Response(
+            {
+                "message": "Usage recorded; it is charged on the next sweep." if counted else "Already recorded.",
+                "counted": counted,
+                "event": {
+                    "eventId": event.event_id,
+                    "quantity": str(event.quantity),
+                    "createdAt": event.created_at.isoformat(),
+                },
+            },
+            status=status.HTTP_201_CREATED if counted else status.HTTP_200_OK,
+        )
