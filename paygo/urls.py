@@ -9,6 +9,7 @@ from paygo.api.views import ApiNotFoundView, HealthView
 api_v1 = [
     path("health", HealthView.as_view(), name="health"),
     path("auth/", include("accounts.urls")),
+    path("", include("marketplace.urls")),  # service, service/<id>, service/vendor/my-services
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
