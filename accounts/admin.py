@@ -6,9 +6,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.utils.html import format_html
 
-from accounts.models import Role, User
-from accounts.services import user_deactivate
+from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
+from accounts.services import image_delete, user_deactivate
 
 
 class _AdminsAreStaff:
@@ -68,3 +69,98 @@ class UserAdmin(DjangoUserAdmin):
             user_deactivate(user=user)
             count += 1
         self.message_user(request, f"{count} user(s) deactivated.", messages.SUCCESS)
+
+
+# --- Images and profiles --------------------------------------------------------------------------
+
+
+def _thumbnail(image: Image | None, size: int) -> str:
+    if image is None:
+        return "-"
+    return format_html(
+        '<img src="{}" alt="" style="max-width:{}px;max-height:{}px;object-fit:contain">', image.file.url, size, size
+    )
+
+
+@admin.register(Image)
+class ImageAdmin(admin.ModelAdmin):
+    """Uploads come through the API only (checked and re-encoded); here staff look and remove."""
+
+    list_display = ("thumbnail", "id", "owner", "content_type", "width", "height", "size", "created_at")
+    list_filter = ("content_type", "created_at")
+    search_fields = ("id", "owner__email", "owner__name")
+    list_select_related = ("owner",)
+    date_hierarchy = "created_at"
+    fields = ("preview", "id", "owner", "file", "content_type", "width", "height", "size", "created_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="preview")
+    def thumbnail(self, obj: Image) -> str:
+        return _thumbnail(obj, 64)
+
+    @admin.display(description="preview")
+    def preview(self, obj: Image) -> str:
+        return _thumbnail(obj, 480)
+
+    def delete_model(self, request, obj: Image) -> None:
+        image_delete(image=obj)
+
+    def delete_queryset(self, request, queryset) -> None:
+        for image in queryset:
+            image_delete(image=image)
+
+
+class _ProfileAdmin(admin.ModelAdmin):
+    """Profiles are their owners' to write (through the API); staff look them up and may remove one."""
+
+    list_select_related = ("user", "avatar")
+    search_fields = ("user__email", "user__name", "phone")
+    list_filter = ("created_at",)
+    date_hierarchy = "created_at"
+    common = ("avatar_preview", "user", "phone", "address", "bio", "social_links", "created_at", "updated_at")
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
+
+    @admin.display(description="avatar")
+    def avatar_preview(self, obj) -> str:
+        return _thumbnail(obj.avatar, 64)
+
+
+@admin.register(Profile)
+class ProfileAdmin(_ProfileAdmin):
+    list_display = ("avatar_preview", "user", "phone", "created_at")
+    fields = _ProfileAdmin.common
+
+
+@admin.register(VendorProfile)
+class VendorProfileAdmin(_ProfileAdmin):
+    list_display = ("avatar_preview", "business_name", "user", "website", "payout_address", "created_at")
+    search_fields = ("business_name", "user__email", "user__name", "phone", "payout_address")
+    list_filter = ("categories", "created_at")
+    fields = (
+        *_ProfileAdmin.common,
+        "business_name",
+        "description",
+        "website",
+        "category_names",
+        "payout_address",
+        "payout_threshold",
+    )
+
+    @admin.display(description="categories")
+    def category_names(self, obj: VendorProfile) -> str:
+        return ", ".join(category.name for category in obj.categories.all()) or "-"
+
+
+@admin.register(AdminProfile)
+class AdminProfileAdmin(_ProfileAdmin):
+    list_display = ("avatar_preview", "user", "department", "created_at")
+    search_fields = ("user__email", "user__name", "department")
+    fields = (*_ProfileAdmin.common, "department")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.db import models
@@ -69,3 +71,104 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>"
+
+
+# --- Images and profiles --------------------------------------------------------------------------
+
+IMAGE_CONTENT_TYPES = ("image/jpeg", "image/png", "image/webp", "image/gif")
+
+
+def _image_name(instance: Image, filename: str) -> str:
+    # accounts.images names every file at random before it gets here; this only keeps the folder.
+    return f"images/{filename}"
+
+
+class Image(models.Model):
+    """An uploaded picture, checked and re-encoded by accounts.images (metadata stripped)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="images")
+    file = models.FileField(upload_to=_image_name, max_length=200)
+    content_type = models.CharField(max_length=20, choices=[(t, t) for t in IMAGE_CONTENT_TYPES])
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size = models.PositiveIntegerField(help_text="Bytes stored (after re-encoding).")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(content_type__in=IMAGE_CONTENT_TYPES), name="accounts_image_content_type_valid"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(width__gt=0, height__gt=0, width__lte=8000, height__lte=8000),
+                name="accounts_image_dimensions_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.content_type} {self.width}x{self.height} ({self.id})"
+
+
+class ProfileBase(models.Model):
+    """What every kind of profile has: contact details, a short bio, links and an avatar."""
+
+    phone = models.CharField(max_length=16, blank=True, default="", help_text="E.164, e.g. +14155550123.")
+    address = models.CharField(max_length=300, blank=True, default="")
+    bio = models.TextField(blank=True, default="")
+    social_links = models.JSONField(default=list, blank=True)
+    avatar = models.ForeignKey(Image, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-id"]
+
+
+class Profile(ProfileBase):
+    """A user's (a customer's) profile."""
+
+    user = models.OneToOneField("accounts.User", on_delete=models.CASCADE, related_name="profile")
+
+    def __str__(self) -> str:
+        return f"Profile of {self.user}"
+
+
+class VendorProfile(ProfileBase):
+    """A vendor's business card (partly public, in the vendor directory) and payout settings."""
+
+    user = models.OneToOneField("accounts.User", on_delete=models.CASCADE, related_name="vendor_profile")
+    business_name = models.CharField(max_length=120)
+    description = models.TextField(blank=True, default="")
+    website = models.URLField(max_length=300, blank=True, default="")
+    categories = models.ManyToManyField("marketplace.Category", blank=True, related_name="vendor_profiles")
+    payout_address = models.CharField(max_length=66, blank=True, default="", help_text="Starknet address, 0x + hex.")
+    # Minor units of the default token (USDC); empty means no automatic payout.
+    payout_threshold = models.BigIntegerField(null=True, blank=True)
+
+    class Meta(ProfileBase.Meta):
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(payout_threshold__isnull=True) | models.Q(payout_threshold__gt=0),
+                name="accounts_vendorprofile_payout_threshold_positive",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(payout_address="") | models.Q(payout_address__regex=r"^0x[0-9a-fA-F]{1,64}$"),
+                name="accounts_vendorprofile_payout_address_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.business_name
+
+
+class AdminProfile(ProfileBase):
+    """A staff member's profile."""
+
+    user = models.OneToOneField("accounts.User", on_delete=models.CASCADE, related_name="admin_profile")
+    department = models.CharField(max_length=120, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"Admin profile of {self.user}"

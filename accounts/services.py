@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from rest_framework import exceptions
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
-from accounts.models import Role, User
+from accounts.images import clean_image, read_upload
+from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
 from paygo.api.errors import Conflict
 
 logger = logging.getLogger("paygo.accounts")
@@ -131,3 +136,94 @@ def token_refresh(*, refresh_token: str) -> TokenPair:
     if not User.objects.filter(pk=user_id, is_active=True).exists():
         raise exceptions.AuthenticationFailed("No active account for this token.", code="no_active_account")
     return TokenPair(access=str(refresh.access_token), refresh=refresh_token)
+
+
+# --- Images ---------------------------------------------------------------------------------------
+
+
+def image_upload(*, owner: User, upload) -> Image:
+    """Store a checked, re-encoded copy of an uploaded picture under a random name."""
+    cleaned = clean_image(read_upload(upload))
+    name = default_storage.save(f"images/{uuid.uuid4().hex}.{cleaned.extension}", ContentFile(cleaned.content))
+    try:
+        return Image.objects.create(
+            owner=owner,
+            file=name,
+            content_type=cleaned.content_type,
+            width=cleaned.width,
+            height=cleaned.height,
+            size=len(cleaned.content),
+        )
+    except Exception:
+        default_storage.delete(name)  # no row, no file
+        raise
+
+
+def image_delete(*, image: Image) -> None:
+    """Delete the row, then the file once the deletion is committed (profiles lose the avatar)."""
+    name = image.file.name
+    image.delete()
+    transaction.on_commit(lambda: default_storage.delete(name))
+
+
+# --- Profiles -------------------------------------------------------------------------------------
+
+# Which profile each kind is, and who may have one.
+PROFILE_MODELS: dict[str, type[Profile | VendorProfile | AdminProfile]] = {
+    "user": Profile,
+    "vendor": VendorProfile,
+    "admin": AdminProfile,
+}
+
+
+def profile_kind_for(user: User) -> str:
+    """The kind of profile a user has: staff have admin profiles, vendors vendor profiles."""
+    if user.is_staff or user.role == Role.ADMIN:
+        return "admin"
+    return "vendor" if user.role == Role.VENDOR else "user"
+
+
+def _check_avatar(*, user: User, fields: dict[str, Any]) -> None:
+    avatar = fields.get("avatar")
+    if avatar is not None and avatar.owner_id != user.pk:
+        raise exceptions.ValidationError({"avatar": ["Unknown image."]})
+
+
+def profile_create(*, user: User, kind: str, **fields: Any):
+    """Create the caller's profile of this kind (one each); 409 when it exists."""
+    if profile_kind_for(user) != kind:
+        raise exceptions.PermissionDenied(f"Only {kind}s can have this kind of profile.")
+    model = PROFILE_MODELS[kind]
+    _check_avatar(user=user, fields=fields)
+    if model.objects.filter(user=user).exists():
+        raise Conflict({"message": "You already have a profile.", "code": "profile_exists"})
+    categories = fields.pop("categories", None)
+    try:
+        with transaction.atomic():
+            profile = model.objects.create(user=user, **fields)
+            if categories is not None:
+                profile.categories.set(categories)
+    except IntegrityError:
+        # The one-to-one is the backstop for two concurrent creations.
+        raise Conflict({"message": "You already have a profile.", "code": "profile_exists"}) from None
+    return profile
+
+
+def profile_update(*, profile, **fields: Any):
+    """Change some fields of a profile; the avatar must be one of the owner's images."""
+    _check_avatar(user=profile.user, fields=fields)
+    categories = fields.pop("categories", None)
+    changed = [name for name, value in fields.items() if getattr(profile, name) != value]
+    for name in changed:
+        setattr(profile, name, fields[name])
+    with transaction.atomic():
+        if changed:
+            profile.save(update_fields=[*changed, "updated_at"])
+        if categories is not None:
+            profile.categories.set(categories)
+    return profile
+
+
+def profile_delete(*, profile) -> None:
+    """Delete the profile (the user and their images stay)."""
+    profile.delete()

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 from django.conf import settings
+from djangorestframework_camel_case.parser import CamelCaseMultiPartParser
 from drf_spectacular.utils import extend_schema, inline_serializer
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import services
+from accounts import selectors, services
 from accounts.serializers import (
+    PROFILE_SERIALIZERS,
     AuthResponseSerializer,
+    ImageSerializer,
+    ImageUploadSerializer,
     LoginSerializer,
+    ProfileSerializer,
     RefreshSerializer,
     RegisterSerializer,
     UserSerializer,
+    VendorProfileSerializer,
+    VendorPublicSerializer,
 )
+from paygo.api.pagination import Pagination
+from paygo.api.permissions import IsStaff, IsUserRole, IsVendor
 from paygo.api.ratelimits import enforce
 
 
@@ -97,3 +106,159 @@ class MeView(APIView):
     @extend_schema(responses={200: inline_serializer("Me", {"user": UserSerializer()})}, summary="The caller")
     def get(self, request):
         return Response({"user": UserSerializer(request.user).data})
+
+
+# --- Profiles and images --------------------------------------------------------------------------
+
+
+def _profile_kind_permission(kind: str):
+    return {"user": IsUserRole, "vendor": IsVendor, "admin": IsStaff}[kind]
+
+
+class _ProfileView(APIView):
+    """One of the three profile APIs (profiles/, vendorprofiles/, adminprofiles/): `kind` says which."""
+
+    kind = "user"
+
+    def get_permissions(self):
+        return [_profile_kind_permission(self.kind)()]
+
+    def serializer_class(self):
+        return PROFILE_SERIALIZERS[self.kind]
+
+    def shape(self, profile) -> dict:
+        return self.serializer_class()(profile, context={"request": self.request}).data
+
+
+class ProfileCreateView(_ProfileView):
+    @extend_schema(summary="Create the caller's profile", request=ProfileSerializer, responses={201: ProfileSerializer})
+    def post(self, request):
+        data = self.serializer_class()(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        profile = services.profile_create(user=request.user, kind=self.kind, **data.validated_data)
+        profile = selectors.profile_get_own(user=request.user, kind=self.kind)
+        return Response({"message": "Profile created.", "profile": self.shape(profile)}, status=status.HTTP_201_CREATED)
+
+
+class ProfileMineView(_ProfileView):
+    @extend_schema(summary="The caller's profile", responses={200: ProfileSerializer})
+    def get(self, request):
+        return Response({"profile": self.shape(selectors.profile_get_own(user=request.user, kind=self.kind))})
+
+
+class ProfileUpdateView(_ProfileView):
+    def _update(self, request):
+        profile = selectors.profile_get_own(user=request.user, kind=self.kind)
+        data = self.serializer_class()(profile, data=request.data, partial=True, context={"request": request})
+        data.is_valid(raise_exception=True)
+        services.profile_update(profile=profile, **data.validated_data)
+        profile = selectors.profile_get_own(user=request.user, kind=self.kind)
+        return Response({"message": "Profile updated.", "profile": self.shape(profile)})
+
+    @extend_schema(summary="Change the caller's profile", request=ProfileSerializer, responses={200: ProfileSerializer})
+    def patch(self, request):
+        return self._update(request)
+
+    @extend_schema(summary="Change the caller's profile", request=ProfileSerializer, responses={200: ProfileSerializer})
+    def put(self, request):
+        return self._update(request)
+
+
+class ProfileDeleteView(_ProfileView):
+    @extend_schema(
+        summary="Delete the caller's profile",
+        responses={200: inline_serializer("ProfileDeleted", {"message": serializers.CharField()})},
+    )
+    def delete(self, request):
+        services.profile_delete(profile=selectors.profile_get_own(user=request.user, kind=self.kind))
+        return Response({"message": "Profile deleted."})
+
+
+class ProfileListView(_ProfileView):
+    """Every profile of the kind: staff only, except the vendor directory, which is public and
+    shows everyone but staff the public fields only."""
+
+    results_key = "profiles"
+
+    def get_permissions(self):
+        return [AllowAny()] if self.kind == "vendor" else [IsStaff()]
+
+    @extend_schema(summary="All profiles of this kind", responses={200: ProfileSerializer(many=True)})
+    def get(self, request):
+        is_staff = request.user.is_authenticated and request.user.is_staff
+        if self.kind == "vendor":
+            profiles = selectors.vendor_directory(viewer=request.user)
+            serializer_class = VendorProfileSerializer if is_staff else VendorPublicSerializer
+        else:
+            profiles = selectors.profile_list(kind=self.kind)
+            serializer_class = self.serializer_class()
+        paginator = Pagination()
+        page = paginator.paginate_queryset(profiles, request, view=self)
+        return paginator.get_paginated_response(serializer_class(page, many=True, context={"request": request}).data)
+
+
+class CallerProfileView(APIView):
+    """The caller and their profile of whatever kind; the frontend calls it to check its token."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="The caller's own profile",
+        responses={
+            200: inline_serializer(
+                "CallerProfile",
+                {
+                    "user": UserSerializer(),
+                    "profileType": serializers.CharField(),
+                    "profile": serializers.DictField(allow_null=True),
+                },
+            )
+        },
+    )
+    def get(self, request):
+        kind = services.profile_kind_for(request.user)
+        profile = selectors.profile_find_own(user=request.user, kind=kind)
+        shaped = PROFILE_SERIALIZERS[kind](profile, context={"request": request}).data if profile else None
+        return Response({"user": UserSerializer(request.user).data, "profile_type": kind, "profile": shaped})
+
+
+class ImageUploadView(APIView):
+    permission_classes = [IsAuthenticated]
+    parser_classes = [CamelCaseMultiPartParser]
+
+    @extend_schema(
+        summary="Upload a JPEG, PNG, WebP or GIF (at most 5 MB and 8000x8000)",
+        request={"multipart/form-data": ImageUploadSerializer},
+        responses={
+            201: inline_serializer("ImageUploaded", {"message": serializers.CharField(), "image": ImageSerializer()})
+        },
+    )
+    def post(self, request):
+        upload = request.FILES.get("image") or request.FILES.get("file")
+        if upload is None:
+            raise exceptions.ValidationError({"image": ["Attach the picture as the multipart field 'image'."]})
+        image = services.image_upload(owner=request.user, upload=upload)
+        return Response(
+            {"message": "Image uploaded.", "image": ImageSerializer(image, context={"request": request}).data},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class ImageDetailView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        summary="An image's metadata and URL",
+        responses={200: inline_serializer("ImageDetail", {"image": ImageSerializer()})},
+    )
+    def get(self, request, image_id):
+        image = selectors.image_get(image_id=image_id)
+        return Response({"image": ImageSerializer(image, context={"request": request}).data})
+
+    @extend_schema(
+        summary="Delete one of the caller's images",
+        responses={200: inline_serializer("ImageDeleted", {"message": serializers.CharField()})},
+    )
+    def delete(self, request, image_id):
+        services.image_delete(image=selectors.image_get_for_owner(user=request.user, image_id=image_id))
+        return Response({"message": "Image deleted."})

@@ -1,5 +1,7 @@
 """URL routing: the admin, the API under /api/v1/, its schema and docs."""
 
+from django.conf import settings
+from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
@@ -12,6 +14,8 @@ api_v1 = [
     path("wallet/", include("wallets.urls")),
     path("streams/", include("streaming.urls")),
     path("", include("notifications.urls")),
+    path("", include("marketplace.urls")),  # service, service/<id>, service/vendor/my-services
+    path("", include("accounts.profile_urls")),  # profile, profiles/, vendorprofiles/, adminprofiles/, images
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]
@@ -20,6 +24,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     re_path(r"^api/", ApiNotFoundView.as_view()),
+    # Uploaded images in development; in production the web server or object storage serves MEDIA_URL.
+    *static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT),
 ]
 
 admin.site.site_header = "PayGo operations"

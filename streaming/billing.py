@@ -23,7 +23,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
 from streaming import pricing
 from streaming.models import SessionCharge, SessionStatus, StopReason, StreamingSession

@@ -1,1 +1,139 @@
-"""Streaming models."""
+"""Metered sessions (the seed's StreamingSession), their usage events and their charges."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils import timezone
+
+from paygo.fields import MinorUnitsField
+
+
+class SessionKind(models.TextChoices):
+    STREAM = "stream", "Stream"
+    CONSULTATION = "consultation", "Consultation call"
+
+
+class SessionStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    COMPLETED = "completed", "Completed"  # ended by its user
+    STOPPED = "stopped", "Stopped"  # ended by the vendor, staff, or the platform
+
+
+class StopReason(models.TextChoices):
+    USER = "user", "Stopped by the user"
+    VENDOR = "vendor", "Stopped by the vendor"
+    STAFF = "staff", "Stopped by staff"
+    INSUFFICIENT_FUNDS = "insufficient_funds", "Funds ran out"
+    IDLE = "idle", "No heartbeat"
+    MAX_COST = "max_cost", "Reached its maximum cost"
+
+
+class StreamingSession(models.Model):
+    session_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="streaming_sessions")
+    vendor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="hosted_sessions")
+    service = models.ForeignKey("marketplace.Service", on_delete=models.PROTECT, related_name="sessions")
+    kind = models.CharField(max_length=12, choices=SessionKind.choices, default=SessionKind.STREAM)
+    status = models.CharField(max_length=10, choices=SessionStatus.choices, default=SessionStatus.ACTIVE)
+    stop_reason = models.CharField(max_length=20, choices=StopReason.choices, blank=True, default="")
+    start_time = models.DateTimeField(default=timezone.now)
+    end_time = models.DateTimeField(null=True, blank=True)
+
+    # The price, copied from the service at start: a later price change never touches a running session.
+    asset = models.ForeignKey("wallets.Asset", on_delete=models.PROTECT, related_name="+")
+    rate = MinorUnitsField()
+    unit = models.CharField(max_length=20)
+    free_seconds = models.PositiveIntegerField(default=0)
+    minimum_charge = MinorUnitsField(default=0)
+    session_fee = MinorUnitsField(default=0, help_text="Charged once at start (per_session services).")
+    max_cost = MinorUnitsField(null=True, blank=True)
+
+    # Money: the wallets it moves between (opened at start) and its hold on the payer's wallet.
+    payer_account = models.ForeignKey("wallets.Account", on_delete=models.PROTECT, related_name="+")
+    payee_account = models.ForeignKey("wallets.Account", on_delete=models.PROTECT, related_name="+")
+    hold = models.OneToOneField("wallets.Hold", on_delete=models.PROTECT, related_name="session")
+
+    # Billing state, changed only by streaming/billing.py.
+    charged_until = models.DateTimeField(help_text="The instant up to which metered_cost is charged.")
+    metered_cost = MinorUnitsField(default=0, help_text="Charged for time or usage so far: due(charged_until).")
+    total_cost = MinorUnitsField(default=0, help_text="Everything charged: metered, session fee, minimum top-up.")
+    charge_count = models.PositiveIntegerField(default=0)
+    usage_quantity = MinorUnitsField(default=0, help_text="Usage reported so far (bytes, requests, transactions).")
+    stop_at = models.DateTimeField(null=True, blank=True, help_text="When its money or maxCost runs out.")
+    stop_at_reason = models.CharField(max_length=20, choices=StopReason.choices, blank=True, default="")
+    alert_level = models.PositiveSmallIntegerField(
+        default=0, help_text="Low-balance alerts sent: 1 at 5 min, 2 at 1 min."
+    )
+    total_usage_seconds = models.PositiveIntegerField(default=0)
+
+    client_info = models.JSONField(default=dict, blank=True)
+    quality_metrics = models.JSONField(default=list, blank=True)
+    last_heartbeat_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-start_time", "-id"]
+        indexes = [
+            models.Index(fields=["id"], condition=Q(status="active"), name="streaming_active_sessions"),
+            models.Index(fields=["user", "-start_time"], name="streaming_user_start"),
+            models.Index(fields=["vendor", "-start_time"], name="streaming_vendor_start"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(rate__gte=0), name="streaming_rate_gte_0"),
+            models.CheckConstraint(condition=Q(metered_cost__gte=0), name="streaming_metered_gte_0"),
+            models.CheckConstraint(condition=Q(total_cost__gte=F("metered_cost")), name="streaming_total_gte_metered"),
+            models.CheckConstraint(
+                condition=Q(max_cost__isnull=True) | Q(max_cost__gt=0), name="streaming_max_cost_gt_0"
+            ),
+            models.CheckConstraint(
+                condition=(Q(status="active") & Q(end_time__isnull=True))
+                | (~Q(status="active") & Q(end_time__isnull=False) & Q(end_time__gte=F("start_time"))),
+                name="streaming_end_matches_status",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"session {self.session_id} ({self.status})"
+
+
+class UsageEvent(models.Model):
+    """A vendor's report of usage on a usage-metered session; each event id counts once."""
+
+    session = models.ForeignKey(StreamingSession, on_delete=models.PROTECT, related_name="usage_events")
+    event_id = models.CharField(max_length=100)
+    quantity = MinorUnitsField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "event_id"], name="streaming_usage_event_once"),
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="streaming_usage_quantity_gt_0"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_id}: {self.quantity}"
+
+
+class SessionCharge(models.Model):
+    """One charge of a session: its ledger transaction and what it covered."""
+
+    session = models.ForeignKey(StreamingSession, on_delete=models.PROTECT, related_name="charges")
+    ledger_transaction = models.OneToOneField(
+        "wallets.LedgerTransaction", on_delete=models.PROTECT, related_name="session_charge"
+    )
+    amount = MinorUnitsField()
+    metered_until = models.DateTimeField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="streaming_charge_amount_gt_0")]
+
+    def __str__(self) -> str:
+        return f"{self.amount} for session {self.session_id}"

@@ -68,10 +68,11 @@ def session_start(
         locked = ledger.lock_accounts([payer.pk, payee.pk, revenue.pk])
         _, _, balance, held, _ = locked[payer.pk]
         if balance - held < needed:
+            need, have = format_minor(needed, asset.decimals), format_minor(balance - held, asset.decimals)
             raise PaymentRequired(
                 {
-                    "message": f"Insufficient funds: starting this session needs {format_minor(needed, asset.decimals)} "
-                    f"{asset.code}; {format_minor(balance - held, asset.decimals)} is available.",
+                    "message": f"Insufficient funds: starting this session needs {need} {asset.code}; "
+                    f"{have} is available.",
                     "code": "insufficient_funds",
                     "needed": format_minor(needed, asset.decimals),
                     "available": format_minor(balance - held, asset.decimals),

@@ -6,7 +6,7 @@ here ever touches a float's value.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from rest_framework import serializers
@@ -51,10 +51,13 @@ def parse_amount(value: Any, *, allow_zero: bool = False) -> Decimal:
 def to_minor(value: Any, decimals: int, *, allow_zero: bool = False) -> int:
     """Parse `value` into integer minor units of an asset with `decimals` decimals."""
     number = parse_amount(value, allow_zero=allow_zero)
-    exponent = number.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and -exponent > decimals:
-        raise AmountError(f"Must have at most {decimals} decimal places.")
-    return int(number.scaleb(decimals))
+    # Exact arithmetic: the default context rounds to 28 digits, and an 18-decimal amount has up
+    # to 30 (inputs are at most 64 characters).
+    with localcontext(prec=80):
+        exponent = number.normalize().as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > decimals:
+            raise AmountError(f"Must have at most {decimals} decimal places.")
+        return int(number.scaleb(decimals))
 
 
 def format_minor(amount: int, decimals: int) -> str:

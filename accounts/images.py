@@ -1,0 +1,136 @@
+"""Checking and cleaning uploaded pictures: what the bytes are (never what they claim), how big,
+and a re-encoded copy without metadata or anything smuggled after the pixels."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image as PILImage
+from PIL import ImageOps, UnidentifiedImageError
+from rest_framework import exceptions
+
+from paygo.api.errors import PayloadTooLarge
+
+MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_IMAGE_SIDE = 8000
+# Pillow refuses (DecompressionBombError) images of more than twice this many pixels before it
+# decodes a byte, and warns above it; our own side check below refuses anything over 8000x8000.
+PILImage.MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+
+# Pillow format -> (content type, file extension)
+FORMATS = {
+    "JPEG": ("image/jpeg", "jpg"),
+    "PNG": ("image/png", "png"),
+    "WEBP": ("image/webp", "webp"),
+    "GIF": ("image/gif", "gif"),
+}
+_UNSUPPORTED = "Only JPEG, PNG, WebP and GIF images are accepted."
+
+
+@dataclass(frozen=True)
+class CleanImage:
+    content: bytes
+    content_type: str
+    extension: str
+    width: int
+    height: int
+
+
+def _unsupported() -> exceptions.UnsupportedMediaType:
+    return exceptions.UnsupportedMediaType("image", detail=_UNSUPPORTED)
+
+
+def _too_big(message: str) -> PayloadTooLarge:
+    return PayloadTooLarge({"message": message, "code": "too_large"})
+
+
+def read_upload(upload) -> bytes:
+    """The uploaded file's bytes, refusing more than MAX_IMAGE_BYTES without reading them all."""
+    if upload.size is not None and upload.size > MAX_IMAGE_BYTES:
+        raise _too_big(f"The image is {upload.size} bytes; the limit is {MAX_IMAGE_BYTES} bytes (5 MB).")
+    upload.seek(0)
+    content = upload.read(MAX_IMAGE_BYTES + 1)
+    if len(content) > MAX_IMAGE_BYTES:
+        raise _too_big(f"The image is larger than the limit of {MAX_IMAGE_BYTES} bytes (5 MB).")
+    if not content:
+        raise exceptions.ValidationError({"image": ["The file is empty."]})
+    return content
+
+
+def _open(content: bytes) -> PILImage.Image:
+    """Open with only the four accepted decoders, so nothing else is ever parsed."""
+    try:
+        image = PILImage.open(io.BytesIO(content), formats=list(FORMATS))
+    except PILImage.DecompressionBombError:
+        raise _too_big(f"The image has too many pixels; the limit is {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}.") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise _unsupported() from None
+    if image.format not in FORMATS:
+        raise _unsupported()
+    width, height = image.size
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        raise _too_big(f"The image is {width}x{height} pixels; the limit is {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}.")
+    if width < 1 or height < 1:
+        raise _unsupported()
+    return image
+
+
+def clean_image(content: bytes) -> CleanImage:
+    """Recognise the image by its content, check its size, and re-encode its first frame.
+
+    415 for anything that is not a JPEG, PNG, WebP or GIF (SVG, HTML, scripts, PDFs...);
+    413 for more than 8000 pixels a side (decompression bombs included); 400 for a damaged image.
+    """
+    # verify() checks the file's structure without decoding it; it leaves the image unusable,
+    # so the file is opened again to decode it.
+    probe = _open(content)
+    try:
+        probe.verify()
+    except (OSError, SyntaxError, ValueError, PILImage.DecompressionBombError):
+        raise exceptions.ValidationError({"image": ["The image is damaged or truncated."]}) from None
+
+    image = _open(content)
+    source_format = image.format
+    try:
+        image.seek(0)  # an animation keeps its first frame only
+        image.load()
+        # Turn the photo upright before its EXIF orientation tag is dropped with the rest.
+        image = ImageOps.exif_transpose(image)
+    except PILImage.DecompressionBombError:
+        raise _too_big(f"The image has too many pixels; the limit is {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}.") from None
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise exceptions.ValidationError({"image": ["The image is damaged or truncated."]}) from None
+
+    content_type, extension = FORMATS[source_format]
+    output = io.BytesIO()
+    _encode(image, source_format, output)
+    return CleanImage(
+        content=output.getvalue(),
+        content_type=content_type,
+        extension=extension,
+        width=image.width,
+        height=image.height,
+    )
+
+
+def _encode(image: PILImage.Image, image_format: str, output: io.BytesIO) -> None:
+    """Write the pixels alone: no EXIF, XMP, ICC profile, comments or text chunks survive."""
+    # Encoders read some metadata from .info (JPEG and GIF comments, for one): keep only what
+    # the pixels need.
+    transparency = image.info.get("transparency")
+    image.info = {"transparency": transparency} if transparency is not None else {}
+    if image_format == "JPEG":
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        image.save(output, format="JPEG", quality=90, optimize=True)
+    elif image_format == "PNG":
+        image.save(output, format="PNG", optimize=True)
+    elif image_format == "WEBP":
+        if image.mode not in ("RGB", "RGBA"):
+            image = image.convert("RGBA" if "A" in image.mode or transparency is not None else "RGB")
+        image.save(output, format="WEBP", quality=90)
+    else:  # GIF
+        if image.mode not in ("P", "L"):
+            image = image.convert("P", palette=PILImage.Palette.ADAPTIVE)
+        image.save(output, format="GIF")

@@ -1,0 +1,60 @@
+"""Permission-checked reads of accounts: images and the three kinds of profile."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db.models import QuerySet
+from rest_framework import exceptions
+
+from accounts.models import Image, User, VendorProfile
+from accounts.services import PROFILE_MODELS
+
+
+def image_get(*, image_id: uuid.UUID | str) -> Image:
+    """Image metadata for any authenticated caller: ids are random, and avatars are shown to others."""
+    image = Image.objects.filter(pk=image_id).first()
+    if image is None:
+        raise exceptions.NotFound("No such image.")
+    return image
+
+
+def image_get_for_owner(*, user: User, image_id: uuid.UUID | str) -> Image:
+    """The caller's own image, or 404 (someone else's image is as good as absent)."""
+    image = Image.objects.filter(pk=image_id, owner=user).first()
+    if image is None:
+        raise exceptions.NotFound("No such image.")
+    return image
+
+
+def _with_relations(kind: str) -> QuerySet:
+    queryset = PROFILE_MODELS[kind].objects.select_related("user", "avatar")
+    if kind == "vendor":
+        queryset = queryset.prefetch_related("categories")
+    return queryset
+
+
+def profile_get_own(*, user: User, kind: str):
+    """The caller's profile of this kind, or 404 when they have not made one."""
+    profile = _with_relations(kind).filter(user=user).first()
+    if profile is None:
+        raise exceptions.NotFound("You have no profile yet.")
+    return profile
+
+
+def profile_find_own(*, user: User, kind: str):
+    """The caller's profile of this kind, or None."""
+    return _with_relations(kind).filter(user=user).first()
+
+
+def profile_list(*, kind: str) -> QuerySet:
+    """Every profile of a kind, newest first (staff only: the view checks)."""
+    return _with_relations(kind).order_by("-created_at", "-id")
+
+
+def vendor_directory(*, viewer) -> QuerySet[VendorProfile]:
+    """Vendor profiles for the public directory: active vendors only, unless staff are looking."""
+    profiles = _with_relations("vendor").order_by("-created_at", "-id")
+    if not (viewer and viewer.is_authenticated and viewer.is_staff):
+        profiles = profiles.filter(user__is_active=True, user__role="vendor")
+    return profiles

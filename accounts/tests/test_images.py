@@ -1,0 +1,370 @@
+"""Image uploads: what is accepted, what is cleaned away, and every kind of hostile file."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+from PIL import PngImagePlugin
+
+from accounts.images import MAX_IMAGE_BYTES
+from accounts.models import Image
+from accounts.tests.conftest import picture, upload_file
+
+pytestmark = pytest.mark.django_db
+
+IMAGES = "/api/v1/images"
+
+
+def stored_bytes(image: Image) -> bytes:
+    with image.file.open("rb") as handle:
+        return handle.read()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height but carries almost no data: a decompression bomb's shape."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    idat = zlib.compress(b"\x00" * 1024, 9)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+def jpeg_with_exif() -> bytes:
+    image = PILImage.new("RGB", (60, 40), "blue")
+    exif = PILImage.Exif()
+    exif[0x010F] = "SpyCam Inc."  # Make
+    exif[0x0131] = "<script>alert('exif')</script>"  # Software
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    exif[0x8825] = {2: (51.0, 30.0, 0.0), 1: "N"}  # GPS position
+    out = io.BytesIO()
+    image.save(out, format="JPEG", exif=exif, comment=b"secret comment")
+    return out.getvalue()
+
+
+# --- accepted -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("image_format", "content_type", "extension"),
+    [
+        ("PNG", "image/png", "png"),
+        ("JPEG", "image/jpeg", "jpg"),
+        ("WEBP", "image/webp", "webp"),
+        ("GIF", "image/gif", "gif"),
+    ],
+)
+def test_each_accepted_format(upload, alice, image_format, content_type, extension):
+    response = upload(alice, picture(image_format, size=(40, 30)), name="whatever.bin", content_type="text/plain")
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["message"] == "Image uploaded."
+    image = Image.objects.get()
+    assert body["image"] == {
+        "id": str(image.pk),
+        "url": f"http://testserver/media/{image.file.name}",
+        "contentType": content_type,
+        "width": 40,
+        "height": 30,
+        "size": image.size,
+        "createdAt": image.created_at.isoformat().replace("+00:00", "Z"),
+    }
+    assert image.owner == alice
+    assert image.content_type == content_type
+    assert image.file.name.startswith("images/") and image.file.name.endswith(f".{extension}")
+    assert "whatever" not in image.file.name
+    assert image.size == len(stored_bytes(image))
+    assert PILImage.open(io.BytesIO(stored_bytes(image))).format == image_format
+
+
+def test_the_stored_name_is_random(upload, alice):
+    upload(alice, picture(), name="../../etc/passwd.png")
+    upload(alice, picture(), name="../../etc/passwd.png")
+
+    names = [image.file.name for image in Image.objects.all()]
+    assert len(set(names)) == 2
+    for name in names:
+        assert name.startswith("images/") and ".." not in name and "passwd" not in name
+        assert len(name) == len("images/") + 32 + len(".png")
+
+
+def test_format_is_recognised_by_content_not_by_claimed_type(upload, alice):
+    response = upload(alice, picture("JPEG"), name="photo.png", content_type="image/png")
+
+    assert response.status_code == 201
+    assert response.json()["image"]["contentType"] == "image/jpeg"
+    assert Image.objects.get().file.name.endswith(".jpg")
+
+
+def test_jpeg_metadata_is_stripped_and_orientation_applied(upload, alice):
+    original = jpeg_with_exif()
+    assert b"SpyCam" in original and b"secret comment" in original
+
+    response = upload(alice, original, name="photo.jpg", content_type="image/jpeg")
+
+    assert response.status_code == 201
+    cleaned = stored_bytes(Image.objects.get())
+    assert b"SpyCam" not in cleaned
+    assert b"script" not in cleaned
+    assert b"secret comment" not in cleaned
+    reopened = PILImage.open(io.BytesIO(cleaned))
+    assert dict(reopened.getexif()) == {}
+    assert "comment" not in reopened.info
+    # turned upright before its orientation tag went: 60x40 displayed as 40x60
+    assert reopened.size == (40, 60)
+    assert response.json()["image"]["width"] == 40
+
+
+def test_png_text_chunks_and_icc_profile_are_stripped(upload, alice):
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "<?php system($_GET['c']); ?>")
+    info.add_itxt("Author", "Mallory")
+    original = picture("PNG", pnginfo=info, icc_profile=b"\x00" * 128 + b"ICC-PAYLOAD")
+    assert b"php" in original
+
+    response = upload(alice, original)
+
+    assert response.status_code == 201
+    cleaned = stored_bytes(Image.objects.get())
+    assert b"php" not in cleaned and b"Mallory" not in cleaned and b"ICC-PAYLOAD" not in cleaned
+    assert PILImage.open(io.BytesIO(cleaned)).text == {}
+
+
+def test_webp_exif_is_stripped(upload, alice):
+    exif = PILImage.Exif()
+    exif[0x010F] = "SpyCam Inc."
+    original = picture("WEBP", exif=exif)
+    assert b"SpyCam" in original
+
+    response = upload(alice, original, content_type="image/webp")
+
+    assert response.status_code == 201
+    assert b"SpyCam" not in stored_bytes(Image.objects.get())
+
+
+def test_an_animated_gif_keeps_its_first_frame(upload, alice):
+    frames = [PILImage.new("P", (20, 10), color) for color in (1, 2, 3)]
+    out = io.BytesIO()
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], comment=b"gif comment", loop=0)
+
+    response = upload(alice, out.getvalue(), content_type="image/gif")
+
+    assert response.status_code == 201
+    cleaned = PILImage.open(io.BytesIO(stored_bytes(Image.objects.get())))
+    assert getattr(cleaned, "n_frames", 1) == 1
+    assert "comment" not in cleaned.info
+
+
+def test_transparency_survives(upload, alice):
+    response = upload(alice, picture("PNG", mode="RGBA"))
+
+    assert response.status_code == 201
+    assert PILImage.open(io.BytesIO(stored_bytes(Image.objects.get()))).mode == "RGBA"
+
+
+def test_the_largest_allowed_side_is_accepted(upload, alice):
+    response = upload(alice, picture("PNG", size=(8000, 1), mode="L"))
+
+    assert response.status_code == 201
+    assert (response.json()["image"]["width"], response.json()["image"]["height"]) == (8000, 1)
+
+
+def test_the_file_may_come_as_field_file(upload, alice):
+    assert upload(alice, picture(), field="file").status_code == 201
+
+
+# --- refused ------------------------------------------------------------------------------------
+
+
+def assert_refused(response, status: int, code: str, media_root) -> None:
+    assert response.status_code == status, response.json()
+    assert response.json()["statusCode"] == status
+    assert response.json()["code"] == code
+    assert Image.objects.count() == 0
+    assert not (media_root / "images").exists() or not any((media_root / "images").iterdir())
+
+
+def test_a_script_renamed_png_is_415(upload, alice, media_root):
+    response = upload(alice, b"<script>alert(document.cookie)</script>", name="evil.png", content_type="image/png")
+
+    assert_refused(response, 415, "unsupported_media_type", media_root)
+    assert response.json()["message"] == "Only JPEG, PNG, WebP and GIF images are accepted."
+
+
+def test_an_svg_with_a_script_is_415(upload, alice, media_root):
+    svg = (
+        b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg" width="10" height="10">'
+        b"<script>alert(1)</script><rect width='10' height='10'/></svg>"
+    )
+
+    assert_refused(
+        upload(alice, svg, name="logo.svg", content_type="image/svg+xml"), 415, "unsupported_media_type", media_root
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "name"),
+    [
+        (b"<!doctype html><html><body onload=alert(1)></body></html>", "page.html"),
+        (b"%PDF-1.4\n%...", "doc.pdf"),
+        (b"GIF89a<script>alert(1)</script>", "fake.gif"),  # a GIF signature and nothing of a GIF
+        (b"\x89PNG\r\n\x1a\n<script>alert(1)</script>", "fake.png"),
+        (b"\xff\xd8\xff<html>", "fake.jpg"),
+        (picture("BMP"), "bitmap.png"),  # an image, but not one of the four
+        (picture("TIFF"), "scan.png"),
+    ],
+)
+def test_anything_else_is_415(upload, alice, media_root, content, name):
+    assert_refused(upload(alice, content, name=name), 415, "unsupported_media_type", media_root)
+
+
+def test_a_file_over_5_mb_is_413(upload, alice, media_root):
+    oversized = picture("PNG") + b"\x00" * MAX_IMAGE_BYTES
+
+    response = upload(alice, oversized)
+
+    assert_refused(response, 413, "too_large", media_root)
+    assert "5 MB" in response.json()["message"]
+
+
+def test_a_body_over_the_upload_limit_is_413_before_it_is_read(upload, alice, media_root):
+    assert_refused(upload(alice, b"\x00" * (7 * 1024 * 1024)), 413, "too_large", media_root)
+
+
+def test_a_decompression_bomb_is_413(upload, alice, media_root):
+    bomb = png_header_only(40_000, 40_000)  # 1.6 billion pixels in a few hundred bytes
+    assert len(bomb) < 1000
+
+    response = upload(alice, bomb)
+
+    assert_refused(response, 413, "too_large", media_root)
+    assert "pixels" in response.json()["message"]
+
+
+@pytest.mark.parametrize(("width", "height"), [(8001, 10), (10, 8001), (8001, 8001)])
+def test_more_than_8000_pixels_a_side_is_413(upload, alice, media_root, width, height):
+    # Pillow warns (DecompressionBombWarning) past 8000x8000 pixels in all; the side check refuses it.
+    with pytest.warns(PILImage.DecompressionBombWarning) if width * height > 64_000_000 else contextlib.nullcontext():
+        response = upload(alice, png_header_only(width, height))
+
+    assert_refused(response, 413, "too_large", media_root)
+    assert f"{width}x{height}" in response.json()["message"]
+
+
+def test_a_polyglot_is_cleaned_of_its_payload(upload, alice):
+    # A real GIF with an HTML/JS payload after its trailer (and a zip after that, GIFAR-style):
+    # browsers sniffing it as HTML would run the script. The re-encoded copy carries pixels only.
+    payload = b"<html><script>alert('polyglot')</script></html>PK\x03\x04zip-bytes"
+    polyglot = picture("GIF") + payload
+
+    response = upload(alice, polyglot, name="avatar.gif", content_type="image/gif")
+
+    assert response.status_code == 201
+    cleaned = stored_bytes(Image.objects.get())
+    assert b"script" not in cleaned and b"PK\x03\x04" not in cleaned
+    assert PILImage.open(io.BytesIO(cleaned)).format == "GIF"
+
+
+def test_a_png_with_a_script_in_a_chunk_and_after_iend_is_cleaned(upload, alice):
+    original = picture("PNG")
+    iend = original.rindex(b"IEND") - 4
+    hostile = original[:iend] + png_chunk(b"tEXt", b"x\x00<script>alert(1)</script>") + original[iend:] + b"<script>"
+
+    response = upload(alice, hostile)
+
+    assert response.status_code == 201
+    assert b"script" not in stored_bytes(Image.objects.get())
+
+
+def test_a_truncated_image_is_400(upload, alice, media_root):
+    whole = picture("PNG", size=(200, 200))
+
+    response = upload(alice, whole[: len(whole) // 2])
+
+    assert_refused(response, 400, "invalid", media_root)
+    assert response.json()["errors"] == {"image": ["The image is damaged or truncated."]}
+
+
+def test_an_empty_file_is_400(upload, alice, media_root):
+    assert_refused(upload(alice, b""), 400, "invalid", media_root)
+
+
+def test_no_file_is_400(api, alice):
+    response = api(alice).post(IMAGES, {"other": "x"}, format="multipart")
+
+    assert response.status_code == 400
+    assert "image" in response.json()["errors"]
+
+
+def test_json_instead_of_multipart_is_415(api, alice):
+    assert api(alice).post(IMAGES, {"image": "data:image/png;base64,AAAA"}, format="json").status_code == 415
+
+
+# --- who may -------------------------------------------------------------------------------------
+
+
+def test_anonymous_cannot_upload(anon, media_root):
+    response = anon.post(IMAGES, {"image": upload_file(picture())}, format="multipart")
+
+    assert_refused(response, 401, "not_authenticated", media_root)
+
+
+@pytest.mark.parametrize("who", ["alice", "victor", "olga"])
+def test_every_role_may_upload(request, upload, who):
+    assert upload(request.getfixturevalue(who), picture()).status_code == 201
+
+
+@pytest.fixture
+def alices_image(upload, alice) -> Image:
+    upload(alice, picture())
+    return Image.objects.get()
+
+
+@pytest.mark.parametrize("who", ["alice", "bob", "victor", "olga"])
+def test_any_authenticated_caller_reads_image_metadata(request, api, alices_image, who):
+    response = api(request.getfixturevalue(who)).get(f"{IMAGES}/{alices_image.pk}")
+
+    assert response.status_code == 200
+    assert response.json()["image"]["id"] == str(alices_image.pk)
+
+
+def test_anonymous_cannot_read_image_metadata(anon, alices_image):
+    assert anon.get(f"{IMAGES}/{alices_image.pk}").status_code == 401
+
+
+def test_unknown_image_is_404(api, alice):
+    assert api(alice).get(f"{IMAGES}/00000000-0000-0000-0000-000000000000").status_code == 404
+    assert api(alice).get(f"{IMAGES}/not-a-uuid").status_code == 404
+
+
+@pytest.mark.parametrize("who", ["bob", "victor", "olga"])
+def test_only_the_owner_deletes_an_image(request, api, alices_image, who, django_capture_on_commit_callbacks):
+    path = alices_image.file.path
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = api(request.getfixturevalue(who)).delete(f"{IMAGES}/{alices_image.pk}")
+
+    assert response.status_code == 404
+    assert callbacks == []
+    assert Image.objects.filter(pk=alices_image.pk).exists()
+    assert Path(path).read_bytes()  # the file is still there
+
+
+def test_the_owner_deletes_the_row_and_the_file(api, alice, alices_image, django_capture_on_commit_callbacks):
+    path = alices_image.file.path
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api(alice).delete(f"{IMAGES}/{alices_image.pk}")
+
+    assert response.status_code == 200
+    assert response.json() == {"message": "Image deleted."}
+    assert not Image.objects.filter(pk=alices_image.pk).exists()
+    assert not Path(path).exists()

@@ -1,0 +1,155 @@
+"""Operators keep the category taxonomy and look after vendors' services (activate, deactivate, retire)."""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import Count
+
+from marketplace import services
+from marketplace.models import Category, Service
+from paygo.api.amounts import format_minor
+from paygo.tokens import decimals_of
+
+
+class SubcategoryInline(admin.TabularInline):
+    model = Category
+    fk_name = "parent"
+    fields = ("name",)
+    extra = 0
+    verbose_name = "subcategory"
+    verbose_name_plural = "subcategories"
+
+
+class TopLevelFilter(admin.SimpleListFilter):
+    title = "level"
+    parameter_name = "level"
+
+    def lookups(self, request, model_admin):
+        return [("category", "Categories"), ("subcategory", "Subcategories")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "category":
+            return queryset.filter(parent__isnull=True)
+        if self.value() == "subcategory":
+            return queryset.filter(parent__isnull=False)
+        return queryset
+
+
+@admin.register(Category)
+class CategoryAdmin(admin.ModelAdmin):
+    list_display = ("name", "parent", "service_count")
+    list_filter = (TopLevelFilter, "parent")
+    search_fields = ("name", "parent__name")
+    list_select_related = ("parent",)
+    ordering = ("parent__name", "name")
+    inlines = [SubcategoryInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_service_count=Count("services", distinct=True))
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "parent":
+            kwargs["queryset"] = Category.objects.filter(parent__isnull=True)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    @admin.display(description="services", ordering="_service_count")
+    def service_count(self, obj: Category) -> int:
+        return obj._service_count
+
+
+class DeletedFilter(admin.SimpleListFilter):
+    title = "deleted"
+    parameter_name = "deleted"
+
+    def lookups(self, request, model_admin):
+        return [("no", "Live"), ("yes", "Deleted")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "no":
+            return queryset.filter(deleted_at__isnull=True)
+        if self.value() == "yes":
+            return queryset.filter(deleted_at__isnull=False)
+        return queryset
+
+
+@admin.register(Service)
+class ServiceAdmin(admin.ModelAdmin):
+    """Read-only records: vendors write services through the API; staff act through the actions,
+    which call the same service functions."""
+
+    list_display = (
+        "name",
+        "vendor",
+        "category",
+        "subcategory",
+        "price",
+        "unit",
+        "type",
+        "is_active",
+        "deleted_at",
+        "created_at",
+    )
+    list_filter = ("is_active", DeletedFilter, "token", "unit", "type", "category", "subcategory")
+    search_fields = ("name", "description", "vendor__email", "vendor__name")
+    list_select_related = ("vendor", "category", "subcategory")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at",)
+    actions = ["activate", "deactivate", "retire"]
+    fields = (
+        "vendor",
+        "name",
+        "description",
+        "category",
+        "subcategory",
+        "type",
+        "price",
+        "token",
+        "unit",
+        "minimum",
+        "free_seconds",
+        "metadata",
+        "tags",
+        "is_active",
+        "deleted_at",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # never hard-deleted: use the "retire" action
+
+    @admin.display(description="rate", ordering="rate")
+    def price(self, obj: Service) -> str:
+        return f"{format_minor(int(obj.rate), decimals_of(obj.token))} {obj.token}"
+
+    @admin.display(description="minimum charge")
+    def minimum(self, obj: Service) -> str:
+        return f"{format_minor(int(obj.minimum_charge), decimals_of(obj.token))} {obj.token}"
+
+    def _set_active(self, request, queryset, *, is_active: bool) -> None:
+        count = 0
+        for service in queryset.filter(deleted_at__isnull=True).exclude(is_active=is_active):
+            services.service_set_active(service=service, is_active=is_active)
+            count += 1
+        verb = "activated" if is_active else "deactivated"
+        self.message_user(request, f"{count} service(s) {verb}.", messages.SUCCESS)
+
+    @admin.action(description="Activate the selected services")
+    def activate(self, request, queryset):
+        self._set_active(request, queryset, is_active=True)
+
+    @admin.action(description="Deactivate the selected services")
+    def deactivate(self, request, queryset):
+        self._set_active(request, queryset, is_active=False)
+
+    @admin.action(description="Retire (soft-delete) the selected services")
+    def retire(self, request, queryset):
+        count = 0
+        for service in queryset.filter(deleted_at__isnull=True):
+            services.service_delete(service=service)
+            count += 1
+        self.message_user(request, f"{count} service(s) retired.", messages.SUCCESS)

@@ -1,0 +1,183 @@
+"""The write paths of the marketplace: creating, changing, (de)activating and deleting services."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework import exceptions
+
+from marketplace.models import Category, Service, ServiceType, ServiceUnit
+from paygo.api.errors import Conflict
+from paygo.tokens import DEFAULT_TOKEN, TOKENS
+
+# Fields a vendor (or staff) may change through service_update.
+EDITABLE_FIELDS = (
+    "name",
+    "description",
+    "category",
+    "subcategory",
+    "type",
+    "rate",
+    "token",
+    "unit",
+    "minimum_charge",
+    "free_seconds",
+    "metadata",
+    "tags",
+    "is_active",
+)
+
+
+def _name_taken() -> Conflict:
+    message = "You already have a service with this name."
+    return Conflict({"message": message, "code": "service_name_taken", "errors": {"name": [message]}})
+
+
+def _invalid(field: str, message: str) -> exceptions.ValidationError:
+    return exceptions.ValidationError({field: [message]})
+
+
+def _check_rules(service: Service) -> None:
+    """The rules a service must keep whoever writes it (the serializer checks shapes first)."""
+    if service.category.parent_id is not None:
+        raise _invalid("category", f"'{service.category.name}' is a subcategory, not a category.")
+    if service.subcategory is not None and service.subcategory.parent_id != service.category.pk:
+        raise _invalid(
+            "subcategory", f"'{service.subcategory.name}' is not a subcategory of '{service.category.name}'."
+        )
+    if service.token not in TOKENS:
+        raise _invalid("token", f"Unknown token; choose one of {', '.join(TOKENS)}.")
+    if service.unit not in ServiceUnit.values:
+        raise _invalid("unit", "Unknown unit.")
+    if service.type not in ServiceType.values:
+        raise _invalid("type", "Unknown type.")
+    if int(service.rate) <= 0:
+        raise _invalid("rate", "Must be greater than zero.")
+    if int(service.minimum_charge) < 0:
+        raise _invalid("minimum_charge", "Must not be negative.")
+    if service.free_seconds < 0:
+        raise _invalid("free_seconds", "Must not be negative.")
+
+
+def _name_is_taken(*, vendor_id: int, name: str, exclude_pk: int | None = None) -> bool:
+    live = Service.objects.filter(vendor_id=vendor_id, name__iexact=name, deleted_at__isnull=True)
+    if exclude_pk is not None:
+        live = live.exclude(pk=exclude_pk)
+    return live.exists()
+
+
+def _save(service: Service, *, update_fields: list[str] | None = None) -> None:
+    try:
+        with transaction.atomic():
+            service.save(update_fields=update_fields)
+    except IntegrityError as exc:
+        # The unique index is the backstop when two requests race for the same name.
+        if "marketplace_service_vendor_name_unique" in str(exc):
+            raise _name_taken() from None
+        raise
+
+
+def service_create(
+    *,
+    vendor,
+    name: str,
+    category: Category,
+    rate: int,
+    unit: str,
+    description: str = "",
+    subcategory: Category | None = None,
+    type: str = ServiceType.OTHER,
+    token: str = DEFAULT_TOKEN,
+    minimum_charge: int = 0,
+    free_seconds: int = 0,
+    metadata: dict[str, Any] | None = None,
+    tags: list[str] | None = None,
+    is_active: bool = True,
+) -> Service:
+    """List a new service for an active vendor. `rate` and `minimum_charge` are minor units of `token`."""
+    # Roles are compared by value: marketplace does not import accounts (accounts uses marketplace).
+    if getattr(vendor, "role", None) != "vendor" or not vendor.is_active:
+        raise exceptions.PermissionDenied("Only vendors can list services.")
+    service = Service(
+        vendor=vendor,
+        name=name.strip(),
+        description=description,
+        category=category,
+        subcategory=subcategory,
+        type=type,
+        rate=rate,
+        token=token,
+        unit=unit,
+        minimum_charge=minimum_charge,
+        free_seconds=free_seconds,
+        metadata=metadata or {},
+        tags=tags or [],
+        is_active=is_active,
+    )
+    _check_rules(service)
+    if _name_is_taken(vendor_id=vendor.pk, name=service.name):
+        raise _name_taken()
+    _save(service)
+    return service
+
+
+def service_update(*, service: Service, **changes: Any) -> Service:
+    """Change a live service. Changing its token re-prices it, so the rate must come with it."""
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise TypeError(f"service_update() got unknown fields: {sorted(unknown)}")
+    if service.is_deleted:
+        raise exceptions.NotFound("No such service.")
+    if "token" in changes and changes["token"] != service.token:
+        # Amounts are minor units of the token: the old figures mean nothing in the new one.
+        if "rate" not in changes:
+            raise _invalid("rate", "Give the rate in the new token when changing the token.")
+        if "minimum_charge" not in changes and int(service.minimum_charge) != 0:
+            raise _invalid("minimum_charge", "Give the minimum charge in the new token when changing the token.")
+    if "name" in changes:
+        changes["name"] = changes["name"].strip()
+
+    changed = [field for field, value in changes.items() if getattr(service, field) != value]
+    for field in changed:
+        setattr(service, field, changes[field])
+    _check_rules(service)
+    if "name" in changed and _name_is_taken(vendor_id=service.vendor_id, name=service.name, exclude_pk=service.pk):
+        raise _name_taken()
+    if changed:
+        _save(service, update_fields=[*changed, "updated_at"])
+    return service
+
+
+def service_set_active(*, service: Service, is_active: bool) -> Service:
+    """Activate or deactivate a live service (a deleted one stays deleted)."""
+    if service.is_deleted:
+        raise exceptions.NotFound("No such service.")
+    if service.is_active != is_active:
+        service.is_active = is_active
+        service.save(update_fields=["is_active", "updated_at"])
+    return service
+
+
+@transaction.atomic
+def service_toggle_status(*, service: Service) -> Service:
+    """Flip is_active under a row lock, so two concurrent toggles flip twice rather than once."""
+    locked = Service.objects.select_for_update().get(pk=service.pk)
+    if locked.is_deleted:
+        raise exceptions.NotFound("No such service.")
+    locked.is_active = not locked.is_active
+    locked.save(update_fields=["is_active", "updated_at"])
+    service.is_active, service.updated_at = locked.is_active, locked.updated_at
+    return service
+
+
+def service_delete(*, service: Service) -> Service:
+    """Soft-delete: deactivate and hide it for good. The row stays, so any history that points at
+    it stays intact, and the vendor may reuse the name."""
+    if service.is_deleted:
+        raise exceptions.NotFound("No such service.")
+    service.is_active = False
+    service.deleted_at = timezone.now()
+    service.save(update_fields=["is_active", "deleted_at", "updated_at"])
+    return service

@@ -1,0 +1,123 @@
+"""The operators' admin for categories and services."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from marketplace.models import Category, Service
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(olga) -> Client:
+    olga.is_superuser = True
+    olga.save(update_fields=["is_superuser"])
+    client = Client()
+    client.force_login(olga)
+    return client
+
+
+def test_service_changelist_with_filters_and_search(operator, victor, wanda, make_service):
+    make_service(victor, name="Victor's studio", rate=2_500_000)
+    make_service(wanda, name="Wanda's feed", token="ETH", rate=10**15)
+
+    page = operator.get("/admin/marketplace/service/")
+    searched = operator.get("/admin/marketplace/service/?q=studio")
+    filtered = operator.get("/admin/marketplace/service/?token__exact=ETH&is_active__exact=1&deleted=no")
+
+    assert page.status_code == 200
+    assert b"2.500000 USDC" in page.content and b"0.001000000000000000 ETH" in page.content
+    assert b"Victor&#x27;s studio" in searched.content and b"Wanda" not in searched.content
+    assert b"Wanda&#x27;s feed" in filtered.content and b"Victor&#x27;s studio" not in filtered.content
+
+
+def test_service_change_page_is_read_only(operator, victor, make_service):
+    service = make_service(victor, name="Victor's studio")
+
+    page = operator.get(f"/admin/marketplace/service/{service.pk}/change/")
+
+    assert page.status_code == 200
+    assert b'name="name"' not in page.content  # no editable input
+    assert operator.get("/admin/marketplace/service/add/").status_code == 403
+
+
+def _act(operator, action: str, services) -> None:
+    response = operator.post(
+        "/admin/marketplace/service/",
+        {"action": action, "_selected_action": [s.pk for s in services]},
+    )
+    assert response.status_code == 302
+
+
+def test_deactivate_and_activate_actions(operator, victor, make_service):
+    first, second = make_service(victor, name="One"), make_service(victor, name="Two")
+
+    _act(operator, "deactivate", [first, second])
+    assert list(Service.objects.values_list("is_active", flat=True)) == [False, False]
+
+    _act(operator, "activate", [first])
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.is_active, second.is_active) == (True, False)
+
+
+def test_retire_action_soft_deletes_and_activate_leaves_retired_alone(operator, victor, make_service):
+    service = make_service(victor, name="One")
+
+    _act(operator, "retire", [service])
+    _act(operator, "activate", [service])
+
+    service.refresh_from_db()
+    assert service.deleted_at is not None
+    assert service.is_active is False
+    assert Service.objects.count() == 1
+
+
+def test_services_are_never_hard_deleted_from_the_admin(operator, victor, make_service):
+    service = make_service(victor)
+
+    assert operator.get(f"/admin/marketplace/service/{service.pk}/delete/").status_code == 403
+    assert Service.objects.filter(pk=service.pk).exists()
+
+
+def test_category_admin_lists_and_adds_a_subcategory(operator):
+    page = operator.get("/admin/marketplace/category/?level=subcategory")
+    parent = Category.objects.get(name="Data & Analytics")
+
+    response = operator.post(
+        "/admin/marketplace/category/add/",
+        {
+            "name": "Dashboards",
+            "parent": parent.pk,
+            "children-TOTAL_FORMS": "0",
+            "children-INITIAL_FORMS": "0",
+            "children-MIN_NUM_FORMS": "0",
+            "children-MAX_NUM_FORMS": "1000",
+        },
+    )
+
+    assert page.status_code == 200
+    assert b"Pay Per Hour" in page.content
+    assert response.status_code == 302
+    assert Category.objects.get(name="Dashboards").parent == parent
+
+
+def test_category_admin_refuses_a_third_level(operator):
+    sub = Category.objects.get(name="Pay Per Hour")
+
+    response = operator.post(
+        "/admin/marketplace/category/add/",
+        {
+            "name": "Too deep",
+            "parent": sub.pk,
+            "children-TOTAL_FORMS": "0",
+            "children-INITIAL_FORMS": "0",
+            "children-MIN_NUM_FORMS": "0",
+            "children-MAX_NUM_FORMS": "1000",
+        },
+    )
+
+    assert response.status_code == 200  # the form again, with its error
+    assert not Category.objects.filter(name="Too deep").exists()
