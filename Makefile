@@ -27,6 +27,10 @@ run: install
 test: install services check
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest
 
+## Long runs kept out of `make test`: 10,000 real sweeps, and the like.
+stress: install services
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m stress
+
 services:
 	bash scripts/ensure-services.sh
 

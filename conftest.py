@@ -127,3 +127,7 @@ def money_db(fn=None):
 def api():
     """api(user) -> an APIClient holding that user's access token."""
     return client_for
+
+
+# Money fixtures every app's tests use: fund(user, amount) and the Chipi sandbox.
+from wallets.tests.conftest import fund, sandbox  # noqa: E402, F401

@@ -1,0 +1,47 @@
+"""Settling with vendors: earnings past a vendor's payout threshold leave through the outbox."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from rest_framework.exceptions import ValidationError
+
+from accounts.models import VendorProfile
+from wallets import ledger, services
+from wallets.models import Account, AccountKind, Withdrawal, WithdrawalKind
+
+logger = logging.getLogger("paygo.streaming")
+
+
+def payouts_queue(*, vendor_ids: Iterable[int]) -> list[Withdrawal]:
+    """Queue a payout of the whole available balance (default asset) for every vendor among
+    `vendor_ids` whose profile has a payout address and whose earnings reached its threshold."""
+    asset = ledger.asset_get()
+    profiles = (
+        VendorProfile.objects.filter(user_id__in=list(vendor_ids), payout_threshold__isnull=False, user__is_active=True)
+        .exclude(payout_address="")
+        .select_related("user")
+    )
+    profiles = {profile.user_id: profile for profile in profiles}
+    if not profiles:
+        return []
+    accounts = Account.objects.filter(kind=AccountKind.USER, owner_id__in=list(profiles), asset=asset)
+    queued = []
+    for account in accounts:
+        profile = profiles[account.owner_id]
+        if account.available < profile.payout_threshold or account.available <= 0:
+            continue
+        try:
+            queued.append(
+                services.withdrawal_request(
+                    user=profile.user,
+                    asset=asset,
+                    amount=account.available,
+                    to_address=profile.payout_address,
+                    kind=WithdrawalKind.PAYOUT,
+                )
+            )
+        except ValidationError:  # the balance moved since it was read: the next sweep tries again
+            logger.info("Payout for vendor %s skipped: balance changed", account.owner_id)
+    return queued

@@ -1,0 +1,393 @@
+"""Exact money under a controlled clock: every unit, sweep boundaries, stops, limits, runs-out."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from streaming.models import SessionCharge, SessionStatus, StopReason
+from streaming.tests.conftest import USDC, beat, fresh, run_sweep, start, stop
+from wallets.models import LedgerTransaction, SystemAccount, TransactionKind
+from wallets.tests.conftest import balance_of, system_balance
+
+pytestmark = pytest.mark.django_db
+
+FEE = 0.10
+
+
+def split(amount: int) -> tuple[int, int]:
+    """(vendor's share, platform's fee) of a charge at the default 10%."""
+    fee = amount * 1000 // 10_000
+    return amount - fee, fee
+
+
+def test_per_minute_across_sweeps_and_at_stop(alice, victor, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+
+    clock.move(seconds=60)
+    beat(session)
+    run_sweep()
+    assert fresh(session).total_cost == USDC
+
+    clock.move(seconds=30)
+    beat(session)
+    run_sweep()
+    assert fresh(session).total_cost == 1_500_000
+
+    clock.move(seconds=10, milliseconds=1)
+    session = stop(session)
+
+    total = USDC * 100_001 // 60_000  # 100.001 s at 1 USDC a minute, floored once
+    assert session.status == SessionStatus.COMPLETED
+    assert session.stop_reason == StopReason.USER
+    assert session.total_cost == total
+    assert session.total_usage_seconds == 100
+    assert balance_of(alice) == 10 * USDC - total
+    assert fresh(session).hold.amount == 0
+    charges = list(SessionCharge.objects.filter(session=session).values_list("amount", flat=True))
+    assert sum(charges) == total
+    vendor_total = sum(split(c)[0] for c in charges)
+    assert balance_of(victor) == vendor_total
+    assert system_balance(SystemAccount.PLATFORM_REVENUE) == total - vendor_total
+
+
+@pytest.mark.parametrize(
+    ("unit", "rate", "seconds", "expected"),
+    [
+        ("per_second", 1_001, 61, 61_061),
+        ("per_minute", 1_000_000, 61, 1_016_666),
+        ("per_hour", 7_000_000, 3_599, 6_998_055),
+    ],
+)
+def test_time_units(alice, fund, make_service, clock, unit, rate, seconds, expected):
+    fund(alice, 100 * USDC)
+    session = start(alice, make_service(unit, rate=rate))
+
+    clock.move(seconds=seconds)
+    session = stop(session)
+
+    assert session.total_cost == expected
+    assert balance_of(alice) == 100 * USDC - expected
+
+
+def test_per_session_is_charged_once_at_start(alice, victor, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_session", rate=3 * USDC))
+
+    assert balance_of(alice) == 7 * USDC
+    clock.move(minutes=30)
+    beat(session)
+    run_sweep()
+    session = stop(session)
+
+    assert session.total_cost == 3 * USDC
+    assert balance_of(alice) == 7 * USDC
+    assert balance_of(victor) == split(3 * USDC)[0]
+
+
+@pytest.mark.parametrize(
+    ("unit", "rate", "quantities", "expected"),
+    [
+        ("per_gb", 2 * USDC, [400_000_000, 700_000_000], 2_200_000),
+        ("per_request", 1_500, [3, 4], 10_500),
+        ("per_transaction", 25_000, [1, 1, 1], 75_000),
+    ],
+)
+def test_usage_units_charge_each_event_once(
+    api, alice, victor, fund, make_service, clock, unit, rate, quantities, expected
+):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service(unit, rate=rate))
+    vendor = api(victor)
+    for n, quantity in enumerate(quantities):
+        url = f"/api/v1/streams/{session.session_id}/usage"
+        assert vendor.post(url, {"eventId": f"e{n}", "quantity": quantity}, format="json").status_code == 201
+        again = vendor.post(url, {"eventId": f"e{n}", "quantity": quantity}, format="json")
+        assert again.status_code == 200 and again.json()["counted"] is False
+
+    clock.move(seconds=30)
+    beat(session)
+    run_sweep()
+    run_sweep()
+
+    assert fresh(session).total_cost == expected
+    assert balance_of(alice) == 10 * USDC - expected
+
+
+def test_free_seconds(alice, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC, free_seconds=30))
+
+    clock.move(seconds=30)
+    beat(session)
+    run_sweep()
+    assert fresh(session).total_cost == 0
+
+    clock.move(seconds=60)
+    assert stop(session).total_cost == USDC
+
+
+def test_minimum_charge_applies_at_stop(alice, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=2 * USDC))
+
+    clock.move(seconds=30)
+    session = stop(session)
+
+    assert session.total_cost == 2 * USDC
+    assert balance_of(alice) == 8 * USDC
+
+
+def test_too_little_money_at_start_is_402_and_moves_nothing(api, alice, fund, make_service):
+    fund(alice, 999_999)
+    service = make_service("per_minute", rate=USDC)
+
+    response = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk}, format="json")
+
+    assert response.status_code == 402
+    body = response.json()
+    assert body["code"] == "insufficient_funds"
+    assert (body["needed"], body["available"]) == ("1.000000", "0.999999")
+    assert balance_of(alice) == 999_999
+    assert not LedgerTransaction.objects.filter(kind=TransactionKind.CHARGE).exists()
+
+
+def test_funds_run_out_mid_session(alice, victor, fund, make_service, clock):
+    """2.5 USDC at 1 USDC a minute: stopped at exactly 150 s, balance exactly 0."""
+    fund(alice, 2_500_000)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    for _ in range(3):
+        clock.move(seconds=60)
+        beat(session)
+        run_sweep()
+
+    session = fresh(session)
+    assert session.status == SessionStatus.STOPPED
+    assert session.stop_reason == StopReason.INSUFFICIENT_FUNDS
+    assert (session.end_time - session.start_time).total_seconds() == 150
+    assert session.total_cost == 2_500_000
+    assert balance_of(alice) == 0
+    charges = SessionCharge.objects.filter(session=session).values_list("amount", flat=True)
+    assert balance_of(victor) == sum(split(c)[0] for c in charges)
+    assert balance_of(victor) + system_balance(SystemAccount.PLATFORM_REVENUE) == 2_500_000
+
+
+def test_funds_running_out_warns_first(alice, fund, make_service, clock):
+    from datetime import timedelta
+
+    from notifications.models import Notification
+
+    fund(alice, 2_500_000)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=60)
+    beat(session)
+    run_sweep()  # 1.5 USDC left: 90 s of runway, under 5 minutes
+    assert fresh(session).stop_at is None
+    clock.move(seconds=60)
+    beat(session)
+    run_sweep()  # 0.5 USDC left: the next minute cannot be covered
+
+    session = fresh(session)
+    assert session.status == SessionStatus.ACTIVE
+    assert session.stop_at == session.start_time + timedelta(seconds=150)
+    assert session.stop_at_reason == StopReason.INSUFFICIENT_FUNDS
+    assert session.hold.amount == 500_000  # all that is left is kept for this session
+    titles = list(Notification.objects.filter(user=alice, type="alert").values_list("title", flat=True))
+    assert titles == ["Low balance", "Low balance"]  # under 5 minutes, then under 1 minute
+
+
+def test_low_balance_alerts_once_per_crossing_and_rearm_after_top_up(alice, fund, make_service, clock):
+    from notifications.models import Notification
+
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))  # runway 10 minutes
+    for _ in range(6):  # sweeps at 1..6 min: the runway drops under 5 min once
+        clock.move(seconds=60)
+        beat(session)
+        run_sweep()
+    assert Notification.objects.filter(user=alice, title="Low balance").count() == 1
+
+    fund(alice, 20 * USDC)
+    clock.move(seconds=60)
+    beat(session)
+    run_sweep()
+    assert fresh(session).alert_level == 0  # re-armed
+
+    Notification.objects.filter(user=alice).delete()
+    for _ in range(24):  # 23 USDC left at minute 7: it runs out at minute 30
+        clock.move(seconds=60)
+        beat(session)
+        run_sweep()
+    titles = list(Notification.objects.filter(user=alice, type="alert").order_by("id").values_list("title", flat=True))
+    # under 5 minutes, under 1 minute, then the stop: each once
+    assert titles == ["Low balance", "Low balance", "Session stopped: funds ran out"]
+    session = fresh(session)
+    assert session.status == SessionStatus.STOPPED
+    assert session.total_cost == 30 * USDC
+    assert balance_of(alice) == 0
+
+
+def test_idle_session_stops_charged_up_to_the_last_heartbeat(alice, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=45)
+    beat(session)
+    heartbeat_at = clock.now()
+
+    clock.move(seconds=120)
+    run_sweep()
+
+    session = fresh(session)
+    assert session.status == SessionStatus.STOPPED
+    assert session.stop_reason == StopReason.IDLE
+    assert session.end_time == heartbeat_at
+    assert session.total_cost == 750_000
+    assert balance_of(alice) == 10 * USDC - 750_000
+
+
+def test_max_cost_stops_at_the_cap(alice, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC), max_cost=1_500_000)
+    for _ in range(3):
+        clock.move(seconds=60)
+        beat(session)
+        run_sweep()
+
+    session = fresh(session)
+    assert session.status == SessionStatus.STOPPED
+    assert session.stop_reason == StopReason.MAX_COST
+    assert session.total_cost == 1_500_000
+    assert (session.end_time - session.start_time).total_seconds() == 90
+    assert balance_of(alice) == 8_500_000
+
+
+def test_a_price_change_never_touches_a_running_session(alice, fund, make_service, clock):
+    from marketplace.services import service_update
+
+    fund(alice, 10 * USDC)
+    service = make_service("per_minute", rate=USDC)
+    session = start(alice, service)
+    service_update(service=service, rate=5 * USDC)
+
+    clock.move(seconds=120)
+    session = stop(session)
+
+    assert session.total_cost == 2 * USDC
+
+
+def test_stopping_again_charges_nothing_more(api, alice, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=60)
+    client = api(alice)
+
+    first = client.patch(f"/api/v1/streams/{session.session_id}/stop")
+    clock.move(seconds=60)
+    second = client.patch(f"/api/v1/streams/{session.session_id}/stop")
+
+    assert first.status_code == second.status_code == 200
+    assert first.json()["totalCost"] == second.json()["totalCost"] == "1.000000"
+    assert first.json()["ratePerMinute"] == "1.000000"
+    assert balance_of(alice) == 9 * USDC
+
+
+def test_sweeps_repeated_at_the_same_instant_charge_once(alice, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=60)
+    beat(session)
+
+    run_sweep()
+    run_sweep()  # a re-run, as after a crash that lost nothing
+    run_sweep()
+
+    assert fresh(session).total_cost == USDC
+    assert SessionCharge.objects.filter(session=session).count() == 1
+    assert balance_of(alice) == 9 * USDC
+
+
+def test_a_crash_mid_sweep_loses_the_batch_and_the_rerun_bills_it_once(alice, bob, fund, make_service, clock):
+    from unittest import mock
+
+    from wallets import ledger
+
+    fund(alice, 10 * USDC)
+    fund(bob, 10 * USDC)
+    service = make_service("per_minute", rate=USDC)
+    sessions = [start(alice, service), start(bob, service)]
+    clock.move(seconds=60)
+    for session in sessions:
+        beat(session)
+    real_post = ledger.post_batch
+    calls = {"n": 0}
+
+    def crash_on_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker killed")
+        return real_post(*args, **kwargs)
+
+    with (
+        mock.patch("streaming.billing.ledger.post_batch", side_effect=crash_on_second_batch),
+        pytest.raises(RuntimeError),
+    ):
+        run_sweep(batch_size=1)
+    assert [fresh(s).total_cost for s in sessions] == [USDC, 0]
+
+    run_sweep(batch_size=1)
+
+    assert [fresh(s).total_cost for s in sessions] == [USDC, USDC]
+    assert balance_of(alice) == balance_of(bob) == 9 * USDC
+
+
+def test_shards_split_the_sessions_and_charge_each_once(alice, bob, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    fund(bob, 10 * USDC)
+    service = make_service("per_minute", rate=USDC)
+    sessions = [start(alice, service), start(bob, service), start(alice, service)]
+    clock.move(seconds=60)
+    for session in sessions:
+        beat(session)
+
+    counted = sum(run_sweep(shard=shard, shards=2).sessions for shard in range(2))
+
+    assert counted == 3
+    assert [fresh(s).total_cost for s in sessions] == [USDC, USDC, USDC]
+
+
+@override_settings(PLATFORM_FEE_BPS=2500)
+def test_commission_follows_the_setting(alice, victor, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=60)
+    stop(session)
+
+    assert balance_of(victor) == 750_000
+    assert system_balance(SystemAccount.PLATFORM_REVENUE) == 250_000
+
+
+def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_service, clock, sandbox):
+    from accounts.models import VendorProfile
+    from wallets.models import Withdrawal, WithdrawalKind
+    from wallets.tests.conftest import chain_deposit
+
+    chain_deposit(alice, 10 * USDC)  # custody on chain to pay out from
+    VendorProfile.objects.create(
+        user=victor, business_name="Victor Co", payout_address="0x" + "cd" * 32, payout_threshold=USDC
+    )
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=120)
+    beat(session)
+
+    from django.test import TestCase
+
+    from streaming.tasks import billing_sweep_task
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        billing_sweep_task()
+
+    payout = Withdrawal.objects.get(kind=WithdrawalKind.PAYOUT)
+    assert payout.user == victor
+    assert payout.amount == split(2 * USDC)[0]
+    assert balance_of(victor) == 0
