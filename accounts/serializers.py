@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.validators import URLValidator
 from django.db.models import Q
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
@@ -82,6 +83,14 @@ class ImageUploadSerializer(serializers.Serializer):
     image = serializers.FileField(allow_empty_file=True, use_url=False)
 
 
+@extend_schema_field(
+    {
+        "type": "object",
+        "nullable": True,
+        "description": "In: an uploaded image's id. Out: {id, url}.",
+        "properties": {"id": {"type": "string", "format": "uuid"}, "url": {"type": "string", "format": "uri"}},
+    }
+)
 class AvatarField(serializers.RelatedField):
     """An image id in; {id, url} out. Whose image it is, the service checks."""
 

@@ -203,8 +203,10 @@ def profile_create(*, user: User, kind: str, **fields: Any):
             profile = model.objects.create(user=user, **fields)
             if categories is not None:
                 profile.categories.set(categories)
-    except IntegrityError:
-        # The one-to-one is the backstop for two concurrent creations.
+    except IntegrityError as exc:
+        # The one-to-one is the backstop for two concurrent creations; anything else is a bug.
+        if "user_id" not in str(exc):
+            raise
         raise Conflict({"message": "You already have a profile.", "code": "profile_exists"}) from None
     return profile
 

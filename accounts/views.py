@@ -135,7 +135,7 @@ class ProfileCreateView(_ProfileView):
     def post(self, request):
         data = self.serializer_class()(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
-        profile = services.profile_create(user=request.user, kind=self.kind, **data.validated_data)
+        services.profile_create(user=request.user, kind=self.kind, **data.validated_data)
         profile = selectors.profile_get_own(user=request.user, kind=self.kind)
         return Response({"message": "Profile created.", "profile": self.shape(profile)}, status=status.HTTP_201_CREATED)
 

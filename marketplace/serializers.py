@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from marketplace.models import Category, Service, ServiceType, ServiceUnit
@@ -18,6 +20,7 @@ MAX_DESCRIPTION_LENGTH = 2000
 MAX_FREE_SECONDS = 86_400
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class CategoryNameField(serializers.RelatedField):
     """A category or subcategory given and shown by name (case-insensitive on the way in)."""
 

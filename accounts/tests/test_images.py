@@ -317,7 +317,7 @@ def test_anonymous_cannot_upload(anon, media_root):
     assert_refused(response, 401, "not_authenticated", media_root)
 
 
-@pytest.mark.parametrize("who", ["alice", "victor", "olga"])
+@pytest.mark.parametrize("who", ["alice", "bob", "victor", "wanda", "olga"])
 def test_every_role_may_upload(request, upload, who):
     assert upload(request.getfixturevalue(who), picture()).status_code == 201
 
@@ -328,7 +328,7 @@ def alices_image(upload, alice) -> Image:
     return Image.objects.get()
 
 
-@pytest.mark.parametrize("who", ["alice", "bob", "victor", "olga"])
+@pytest.mark.parametrize("who", ["alice", "bob", "victor", "wanda", "olga"])
 def test_any_authenticated_caller_reads_image_metadata(request, api, alices_image, who):
     response = api(request.getfixturevalue(who)).get(f"{IMAGES}/{alices_image.pk}")
 
@@ -345,7 +345,7 @@ def test_unknown_image_is_404(api, alice):
     assert api(alice).get(f"{IMAGES}/not-a-uuid").status_code == 404
 
 
-@pytest.mark.parametrize("who", ["bob", "victor", "olga"])
+@pytest.mark.parametrize("who", ["bob", "victor", "wanda", "olga"])
 def test_only_the_owner_deletes_an_image(request, api, alices_image, who, django_capture_on_commit_callbacks):
     path = alices_image.file.path
 

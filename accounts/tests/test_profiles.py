@@ -9,6 +9,7 @@ import pytest
 from accounts.models import AdminProfile, Image, Profile, VendorProfile
 from accounts.services import profile_create, user_create
 from accounts.tests.conftest import picture
+from paygo.api.errors import Conflict
 
 pytestmark = pytest.mark.django_db
 
@@ -419,3 +420,13 @@ def test_lists_are_paginated_newest_first(api, olga):
 
     assert (body["count"], body["totalPages"]) == (3, 2)
     assert [p["user"]["name"] for p in body["profiles"]] == ["U2", "U1"]
+
+
+def test_the_one_to_one_backs_up_the_exists_check(alice, monkeypatch):
+    make_profile(alice, "profiles")
+    # As if a concurrent request had created it between the check and the insert.
+    monkeypatch.setattr(Profile.objects, "filter", lambda **kw: Profile.objects.none())
+
+    with pytest.raises(Conflict):
+        profile_create(user=alice, kind="user")
+    assert Profile.objects.count() == 1

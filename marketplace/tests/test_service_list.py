@@ -107,6 +107,17 @@ def test_lists_active_services_of_active_vendors_newest_first(anon, catalogue, v
     assert set(body) == {"services", "count", "page", "totalPages", "next", "previous"}
 
 
+@pytest.mark.parametrize("who", ["anon", "alice", "victor", "wanda", "olga"])
+def test_everyone_browses_the_same_marketplace(request, anon, api, catalogue, victor, make_service, who):
+    make_service(victor, name="Paused", is_active=False)
+    client = anon if who == "anon" else api(request.getfixturevalue(who))
+
+    response = client.get(SERVICES)
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 5
+
+
 def test_services_of_a_deactivated_vendor_are_hidden(anon, catalogue, wanda):
     wanda.is_active = False
     wanda.save(update_fields=["is_active"])
