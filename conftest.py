@@ -113,8 +113,11 @@ def _reseed_reference_data() -> None:
     """Transactional tests flush every table after they run; put back what migrations seed."""
     from django.apps import apps
 
-    seed_wallets = importlib.import_module("wallets.migrations.0002_seed_assets_and_ledger_guards").seed
-    seed_wallets(apps, None)
+    for migration in (
+        "wallets.migrations.0002_seed_assets_and_ledger_guards",
+        "marketplace.migrations.0002_seed_categories",
+    ):
+        importlib.import_module(migration).seed(apps, None)
 
 
 def money_db(fn=None):

@@ -9,13 +9,12 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.db import connection
-from django.utils import timezone
 
 from conftest import money_db
 from streaming import services
 from streaming.models import SessionCharge, SessionStatus
 from streaming.sweep import sweep
-from streaming.tests.conftest import USDC, fresh
+from streaming.tests.conftest import T0, USDC, fresh
 from wallets.tests.conftest import balance_of, fund_wallet
 
 
@@ -34,8 +33,9 @@ def sessions_running(alice, bob, make_service):
     fund_wallet(alice, 50 * USDC)
     fund_wallet(bob, 50 * USDC)
     service = make_service("per_minute", rate=USDC)
-    started = [services.session_start(user=user, service=service) for user in (alice, bob) * 5]
-    later = timezone.now() + timedelta(seconds=60)
+    with time_machine.travel(T0, tick=False):
+        started = [services.session_start(user=user, service=service) for user in (alice, bob) * 5]
+    later = T0 + timedelta(seconds=60)
     for session in started:
         services.session_heartbeat(session_id=session.pk, now=later)
     return started, later
