@@ -137,6 +137,7 @@ def session_start(
                 SessionCharge.objects.create(
                     session=session, ledger_transaction_id=tx_id, amount=session_fee, metered_until=now, created_at=now
                 )
+        hold.refresh_from_db(fields=["amount"])
         transaction.on_commit(lambda: _notify_started(session))
     return session
 

@@ -1,0 +1,229 @@
+"""The sessions API: roles, ownership (an outsider always gets 404), validation, idempotency."""
+
+from __future__ import annotations
+
+import pytest
+
+from streaming.models import SessionStatus, StreamingSession
+from streaming.tests.conftest import USDC, start
+from wallets.tests.conftest import balance_of
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def session(alice, fund, make_service):
+    fund(alice, 10 * USDC)
+    return start(alice, make_service("per_minute", rate=USDC))
+
+
+def test_start_as_user(api, alice, fund, make_service):
+    fund(alice, 10 * USDC)
+    service = make_service("per_minute", rate=USDC)
+
+    response = api(alice).post(
+        "/api/v1/streams/start", {"serviceId": service.pk, "device": {"name": "Pixel 9"}, "maxCost": "5"}, format="json"
+    )
+
+    assert response.status_code == 201
+    body = response.json()
+    assert body["userRole"] == "user"
+    assert body["session"]["status"] == "active"
+    assert body["session"]["rate"] == "1.000000"
+    assert body["session"]["maxCost"] == "5.000000"
+    assert body["session"]["held"] == "1.000000"
+    assert body["session"]["device"] == {"name": "Pixel 9"}
+    assert balance_of(alice) == 10 * USDC  # held, not charged
+
+
+@pytest.mark.parametrize("who", ["victor", "wanda", "olga"])
+def test_vendors_and_admins_cannot_start(api, request, fund, make_service, who):
+    caller = request.getfixturevalue(who)
+    fund(caller, 10 * USDC)
+
+    response = api(caller).post("/api/v1/streams/start", {"serviceId": make_service().pk}, format="json")
+
+    assert response.status_code == 403
+    assert not StreamingSession.objects.exists()
+
+
+def test_start_needs_a_token(anon, make_service):
+    assert anon.post("/api/v1/streams/start", {"serviceId": make_service().pk}, format="json").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "serviceId"),
+        ({"serviceId": 999_999}, "serviceId"),
+        ({"serviceId": "abc"}, "serviceId"),
+        ({"serviceId": "SERVICE", "maxCost": "-1"}, "maxCost"),
+        ({"serviceId": "SERVICE", "maxCost": "NaN"}, "maxCost"),
+        ({"serviceId": "SERVICE", "maxCost": "0.0000001"}, "maxCost"),
+        ({"serviceId": "SERVICE", "device": [1, 2]}, "device"),
+    ],
+)
+def test_start_bad_input_is_400_and_moves_nothing(api, alice, fund, make_service, body, field):
+    fund(alice, 10 * USDC)
+    service = make_service()
+    body = {k: (service.pk if v == "SERVICE" else v) for k, v in body.items()}
+
+    response = api(alice).post("/api/v1/streams/start", body, format="json")
+
+    assert response.status_code == 400
+    assert field in response.json()["errors"]
+    assert not StreamingSession.objects.exists()
+    assert balance_of(alice) == 10 * USDC
+
+
+def test_start_on_an_inactive_service_is_400(api, alice, fund, make_service):
+    from marketplace.services import service_set_active
+
+    fund(alice, 10 * USDC)
+    service = service_set_active(service=make_service(), is_active=False)
+
+    response = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["serviceId"] == ["This service is not available."]
+
+
+def test_start_with_idempotency_key_opens_one_session(api, alice, fund, make_service):
+    fund(alice, 10 * USDC)
+    client = api(alice)
+    body = {"serviceId": make_service().pk}
+
+    first = client.post("/api/v1/streams/start", body, format="json", HTTP_IDEMPOTENCY_KEY="s-1")
+    second = client.post("/api/v1/streams/start", body, format="json", HTTP_IDEMPOTENCY_KEY="s-1")
+
+    assert first.json()["session"]["sessionId"] == second.json()["session"]["sessionId"]
+    assert StreamingSession.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    ("who", "status"), [("alice", 200), ("victor", 200), ("olga", 200), ("bob", 404), ("wanda", 404)]
+)
+def test_detail_matrix(api, request, session, who, status):
+    response = api(request.getfixturevalue(who)).get(f"/api/v1/streams/{session.session_id}")
+
+    assert response.status_code == status
+    if status == 200:
+        assert response.json()["session"]["sessionId"] == str(session.session_id)
+
+
+def test_unknown_or_malformed_session_is_404(api, alice):
+    assert api(alice).get("/api/v1/streams/not-a-uuid").status_code == 404
+    assert api(alice).get("/api/v1/streams/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("who", "status", "reason"),
+    [
+        ("alice", 200, "user"),
+        ("victor", 200, "vendor"),
+        ("olga", 200, "staff"),
+        ("bob", 404, None),
+        ("wanda", 404, None),
+    ],
+)
+def test_stop_matrix(api, request, session, who, status, reason):
+    response = api(request.getfixturevalue(who)).patch(f"/api/v1/streams/{session.session_id}/stop")
+
+    assert response.status_code == status
+    session.refresh_from_db()
+    if reason:
+        assert session.stop_reason == reason
+        assert session.status == (SessionStatus.COMPLETED if reason == "user" else SessionStatus.STOPPED)
+    else:
+        assert session.status == SessionStatus.ACTIVE
+
+
+@pytest.mark.parametrize(("who", "status"), [("alice", 200), ("victor", 404), ("olga", 404), ("bob", 404)])
+def test_metrics_matrix(api, request, session, who, status):
+    response = api(request.getfixturevalue(who)).patch(
+        f"/api/v1/streams/{session.session_id}/metrics",
+        {"bitrate": 4500, "latency": 38.5, "frameDrops": 0},
+        format="json",
+    )
+
+    assert response.status_code == status
+    session.refresh_from_db()
+    assert len(session.quality_metrics) == (1 if status == 200 else 0)
+
+
+@pytest.mark.parametrize(
+    "body", [{"bitrate": -1}, {"latency": "NaN"}, {"frameDrops": "Infinity"}, {}, {"bitrate": "fast"}]
+)
+def test_bad_metrics_are_400(api, alice, session, body):
+    response = api(alice).patch(f"/api/v1/streams/{session.session_id}/metrics", body, format="json")
+
+    assert response.status_code == 400
+    session.refresh_from_db()
+    assert session.quality_metrics == []
+
+
+def test_metrics_keep_the_newest_samples(api, alice, session, settings):
+    settings.SESSION_METRICS_KEPT = 3
+    client = api(alice)
+    for n in range(5):
+        client.patch(f"/api/v1/streams/{session.session_id}/metrics", {"bitrate": n}, format="json")
+
+    session.refresh_from_db()
+    assert [sample["bitrate"] for sample in session.quality_metrics] == [2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("who", "status"), [("victor", 201), ("alice", 403), ("olga", 404), ("bob", 404), ("wanda", 404)]
+)
+def test_usage_matrix(api, request, alice, fund, make_service, who, status):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_request", rate=1_000))
+
+    response = api(request.getfixturevalue(who)).post(
+        f"/api/v1/streams/{session.session_id}/usage", {"eventId": "req-1", "quantity": 3}, format="json"
+    )
+
+    assert response.status_code == status
+    session.refresh_from_db()
+    assert session.usage_quantity == (3 if status == 201 else 0)
+
+
+def test_usage_on_a_time_metered_session_is_400(api, victor, session):
+    response = api(victor).post(
+        f"/api/v1/streams/{session.session_id}/usage", {"eventId": "e", "quantity": 1}, format="json"
+    )
+
+    assert response.status_code == 400
+
+
+def test_my_sessions_and_active(api, alice, bob, victor, olga, fund, make_service):
+    fund(alice, 10 * USDC)
+    fund(bob, 10 * USDC)
+    service = make_service()
+    mine = start(alice, service)
+    start(bob, service)
+    finished = start(alice, service)
+    api(alice).patch(f"/api/v1/streams/{finished.session_id}/stop")
+
+    my = api(alice).get("/api/v1/streams/my-sessions").json()
+    active_only = api(alice).get("/api/v1/streams/my-sessions?status=active").json()
+
+    assert my["count"] == 2 and my["message"]
+    assert [s["sessionId"] for s in active_only["sessions"]] == [str(mine.session_id)]
+    assert api(alice).get("/api/v1/streams/active").json()["count"] == 1
+    assert api(victor).get("/api/v1/streams/active").json()["count"] == 2
+    assert api(olga).get("/api/v1/streams/active").json()["count"] == 2
+    assert api(bob).get("/api/v1/streams/my-sessions?status=bogus").status_code == 400
+
+
+def test_session_lists_have_a_constant_query_count(api, alice, fund, make_service, django_assert_num_queries):
+    fund(alice, 100 * USDC)
+    service = make_service()
+    client = api(alice)
+    start(alice, service)
+    with django_assert_num_queries(3):  # the user, the count, the page
+        client.get("/api/v1/streams/my-sessions")
+    for _ in range(15):
+        start(alice, service)
+    with django_assert_num_queries(3):
+        assert client.get("/api/v1/streams/my-sessions").json()["count"] == 16

@@ -1,0 +1,131 @@
+"""/ws/streams/<sessionId>/ on the Redis channel layer: who may watch, ticks, charges, stops."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+
+from accounts.services import token_pair_for
+from conftest import money_db
+from paygo.asgi import application
+from streaming import services
+from streaming.models import StreamingSession
+from streaming.sweep import sweep
+from streaming.tests.conftest import USDC
+from wallets.tests.conftest import fund_wallet
+
+pytestmark = [money_db(), pytest.mark.timeout(60)]
+
+
+@database_sync_to_async
+def _session_for(user, make_service) -> StreamingSession:
+    fund_wallet(user, 10 * USDC)
+    return services.session_start(user=user, service=make_service("per_minute", rate=USDC))
+
+
+@database_sync_to_async
+def _token(user) -> str:
+    return token_pair_for(user).access
+
+
+async def _connect(user, session_id):
+    path = f"/ws/streams/{session_id}/" + (f"?token={await _token(user)}" if user else "")
+    communicator = WebsocketCommunicator(application, path)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def _next(communicator, kind: str, limit: int = 50) -> dict:
+    for _ in range(limit):
+        message = await communicator.receive_json_from(timeout=5)
+        if message["type"] == kind:
+            return message
+    raise AssertionError(f"no {kind} message")
+
+
+async def test_without_a_token_closes_4401(alice, make_service):
+    session = await _session_for(alice, make_service)
+
+    communicator = await _connect(None, session.session_id)
+
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+
+
+@pytest.mark.parametrize("who", ["bob", "wanda"])
+async def test_someone_elses_session_closes_4403(alice, bob, wanda, make_service, who):
+    session = await _session_for(alice, make_service)
+
+    communicator = await _connect({"bob": bob, "wanda": wanda}[who], session.session_id)
+
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4403}
+
+
+async def test_unknown_session_closes_4403(alice):
+    communicator = await _connect(alice, "00000000-0000-0000-0000-000000000000")
+
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4403}
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+@pytest.mark.parametrize("who", ["alice", "victor", "olga"])
+async def test_owner_vendor_and_staff_get_ticks(alice, victor, olga, make_service, who):
+    session = await _session_for(alice, make_service)
+
+    communicator = await _connect({"alice": alice, "victor": victor, "olga": olga}[who], session.session_id)
+    tick = await _next(communicator, "cost.tick")
+
+    assert tick["sessionId"] == str(session.session_id)
+    assert set(tick) == {
+        "type",
+        "sessionId",
+        "elapsedSeconds",
+        "estimatedCost",
+        "charged",
+        "balance",
+        "runwaySeconds",
+        "at",
+    }
+    assert tick["charged"] == "0.000000"
+    assert Decimal("9.9") < Decimal(tick["balance"]) <= 10  # the hold plus the free balance, less the estimate
+    await communicator.disconnect()
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+async def test_sweep_pushes_the_charge_and_the_stop(alice, make_service):
+    session = await _session_for(alice, make_service)
+    communicator = await _connect(alice, session.session_id)
+    await _next(communicator, "cost.tick")  # the socket marked the session as watched
+    later = session.start_time + timedelta(seconds=60)
+    await database_sync_to_async(services.session_heartbeat)(session_id=session.pk, now=later)
+
+    await database_sync_to_async(sweep)(now=later)
+    charged = await _next(communicator, "cost.charged")
+    await database_sync_to_async(services.session_stop)(session=session, reason="user", now=later)
+    stopped = await _next(communicator, "session.stopped")
+
+    assert charged["charged"] == "1.000000"
+    assert charged["balance"] == "9.000000"
+    assert stopped["reason"] == "user"
+    assert stopped["totalCost"] == "1.000000"
+    await communicator.disconnect()
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+async def test_messages_from_the_user_are_heartbeats(alice, make_service):
+    session = await _session_for(alice, make_service)
+    before = session.last_heartbeat_at
+    communicator = await _connect(alice, session.session_id)
+
+    await communicator.send_json_to({"type": "ping"})
+    pong = await _next(communicator, "pong")
+
+    refreshed = await database_sync_to_async(StreamingSession.objects.get)(pk=session.pk)
+    assert pong["at"]
+    assert refreshed.last_heartbeat_at > before
+    await communicator.disconnect()
