@@ -24,6 +24,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
+from paygo.db import execute_bound
 from streaming import pricing
 from streaming.models import SessionCharge, SessionStatus, StopReason, StreamingSession
 from wallets import ledger
@@ -95,7 +96,19 @@ class Row:
 
     @classmethod
     def from_values(cls, values: dict) -> Row:
-        return cls(*(values[name] for name in ROW_FIELDS))
+        return cls.from_tuple(tuple(values[name] for name in ROW_FIELDS))
+
+    @classmethod
+    def from_tuple(cls, values: tuple) -> Row:
+        row = cls(*values)
+        for name in _MONEY_FIELDS:  # NUMERIC columns read as Decimal from raw SQL
+            value = getattr(row, name)
+            if value is not None and not isinstance(value, int):
+                setattr(row, name, int(value))
+        return row
+
+
+_MONEY_FIELDS = ("rate", "minimum_charge", "max_cost", "metered_cost", "total_cost", "usage_quantity", "hold_amount")
 
 
 @dataclass
@@ -280,13 +293,6 @@ def bill(
     for (outcome, _), tx_id in zip(specs, tx_ids, strict=True):
         outcome.tx_id = tx_id
     _write_sessions(outcomes, now)
-    SessionCharge.objects.bulk_create(
-        SessionCharge(
-            session_id=o.row.id, ledger_transaction_id=o.tx_id, amount=o.charge, metered_until=o.until, created_at=now
-        )
-        for o in outcomes
-        if o.tx_id
-    )
     transaction.on_commit(lambda: _after_commit(outcomes))
     return outcomes
 
@@ -327,19 +333,30 @@ def _spec(outcome: Outcome, revenue_id: int, fee_bps: int) -> ledger.TxSpec | No
     )
 
 
-_POSTGRES_UPDATE = """
-UPDATE streaming_streamingsession AS s SET
-    charged_until = v.charged_until, metered_cost = s.metered_cost + v.metered, total_cost = s.total_cost + v.charge,
-    charge_count = s.charge_count + v.counted, stop_at = v.stop_at, stop_at_reason = v.stop_at_reason,
-    alert_level = v.alert_level, updated_at = %(now)s,
-    status = COALESCE(v.status, s.status), stop_reason = COALESCE(v.stop_reason, s.stop_reason),
-    end_time = COALESCE(v.end_time, s.end_time), total_usage_seconds = COALESCE(v.usage_seconds, s.total_usage_seconds)
-FROM unnest(%(id)s::bigint[], %(charged_until)s::timestamptz[], %(metered)s::numeric[], %(charge)s::numeric[],
-            %(counted)s::int[], %(stop_at)s::timestamptz[], %(stop_at_reason)s::varchar[], %(alert_level)s::int[],
-            %(status)s::varchar[], %(stop_reason)s::varchar[], %(end_time)s::timestamptz[], %(usage_seconds)s::int[])
-    AS v(id, charged_until, metered, charge, counted, stop_at, stop_at_reason, alert_level, status, stop_reason,
-         end_time, usage_seconds)
-WHERE s.id = v.id
+_POSTGRES_WRITE = """
+WITH sessions AS (
+    UPDATE streaming_streamingsession AS s SET
+        charged_until = v.charged_until, metered_cost = s.metered_cost + v.metered,
+        total_cost = s.total_cost + v.charge, charge_count = s.charge_count + v.counted, stop_at = v.stop_at,
+        stop_at_reason = v.stop_at_reason, alert_level = v.alert_level, updated_at = %(now)b,
+        status = COALESCE(v.status, s.status), stop_reason = COALESCE(v.stop_reason, s.stop_reason),
+        end_time = COALESCE(v.end_time, s.end_time),
+        total_usage_seconds = COALESCE(v.usage_seconds, s.total_usage_seconds)
+    FROM unnest(%(id)b::bigint[], %(charged_until)b::timestamptz[], %(metered)b::numeric[], %(charge)b::numeric[],
+                %(counted)b::int[], %(stop_at)b::timestamptz[], %(stop_at_reason)b::varchar[], %(alert_level)b::int[],
+                %(status)b::varchar[], %(stop_reason)b::varchar[], %(end_time)b::timestamptz[],
+                %(usage_seconds)b::int[])
+        AS v(id, charged_until, metered, charge, counted, stop_at, stop_at_reason, alert_level, status, stop_reason,
+             end_time, usage_seconds)
+    WHERE s.id = v.id
+),
+charges AS (
+    INSERT INTO streaming_sessioncharge (session_id, ledger_transaction_id, amount, metered_until, created_at)
+    SELECT c.session_id, c.tx_id, c.amount, c.until, %(now)b
+    FROM unnest(%(charge_session)b::bigint[], %(charge_tx)b::bigint[], %(charge_amount)b::numeric[],
+                %(charge_until)b::timestamptz[]) AS c(session_id, tx_id, amount, until)
+)
+SELECT 1
 """
 
 
@@ -352,26 +369,31 @@ def _usage_seconds(outcome: Outcome) -> int:
 
 
 def _write_sessions(outcomes: list[Outcome], now: datetime) -> None:
+    """The sessions' new state and their charge rows, in one statement."""
+    charged = [o for o in outcomes if o.tx_id]
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                _POSTGRES_UPDATE,
-                {
-                    "now": now,
-                    "id": [o.row.id for o in outcomes],
-                    "charged_until": [o.until for o in outcomes],
-                    "metered": [str(o.metered_charge) for o in outcomes],
-                    "charge": [str(o.charge) for o in outcomes],
-                    "counted": [1 if o.tx_id else 0 for o in outcomes],
-                    "stop_at": [o.stop_at for o in outcomes],
-                    "stop_at_reason": [o.stop_at_reason for o in outcomes],
-                    "alert_level": [o.alert_level for o in outcomes],
-                    "status": [_final_status(o) if o.stops else None for o in outcomes],
-                    "stop_reason": [o.stop_reason or None for o in outcomes],
-                    "end_time": [o.stop_time if o.stops else None for o in outcomes],
-                    "usage_seconds": [_usage_seconds(o) if o.stops else None for o in outcomes],
-                },
-            )
+        execute_bound(
+            _POSTGRES_WRITE,
+            {
+                "now": now,
+                "id": [o.row.id for o in outcomes],
+                "charged_until": [o.until for o in outcomes],
+                "metered": [str(o.metered_charge) for o in outcomes],
+                "charge": [str(o.charge) for o in outcomes],
+                "counted": [1 if o.tx_id else 0 for o in outcomes],
+                "stop_at": [o.stop_at for o in outcomes],
+                "stop_at_reason": [o.stop_at_reason for o in outcomes],
+                "alert_level": [o.alert_level for o in outcomes],
+                "status": [_final_status(o) if o.stops else None for o in outcomes],
+                "stop_reason": [o.stop_reason or None for o in outcomes],
+                "end_time": [o.stop_time if o.stops else None for o in outcomes],
+                "usage_seconds": [_usage_seconds(o) if o.stops else None for o in outcomes],
+                "charge_session": [o.row.id for o in charged],
+                "charge_tx": [o.tx_id for o in charged],
+                "charge_amount": [str(o.charge) for o in charged],
+                "charge_until": [o.until for o in charged],
+            },
+        )
         return
     for o in outcomes:  # SQLite (embedded): the same writes row by row
         session = StreamingSession.objects.get(pk=o.row.id)
@@ -384,6 +406,12 @@ def _write_sessions(outcomes: list[Outcome], now: datetime) -> None:
             session.status, session.stop_reason = _final_status(o), o.stop_reason
             session.end_time, session.total_usage_seconds = o.stop_time, _usage_seconds(o)
         session.save()
+    SessionCharge.objects.bulk_create(
+        SessionCharge(
+            session_id=o.row.id, ledger_transaction_id=o.tx_id, amount=o.charge, metered_until=o.until, created_at=now
+        )
+        for o in charged
+    )
 
 
 def _after_commit(outcomes: list[Outcome]) -> None:

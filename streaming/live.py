@@ -55,11 +55,12 @@ def publish_outcomes(outcomes: list[Outcome]) -> None:
     from notifications import notify
     from wallets.models import Asset
 
-    interesting = [o for o in outcomes if o.charge or o.stops or o.alert_crossed]
+    seen = watched(o.row.session_id for o in outcomes if o.charge or o.stops or o.alert_crossed)
+    # Charges are pushed only where someone watches; alerts and stops are also notified.
+    interesting = [o for o in outcomes if o.stops or o.alert_crossed or (o.charge and str(o.row.session_id) in seen)]
     if not interesting:
         return
     decimals = dict(Asset.objects.values_list("id", "decimals"))
-    seen = watched(o.row.session_id for o in interesting)
     now = timezone.now().isoformat()
     for o in interesting:
         row, places = o.row, decimals[o.row.asset_id]

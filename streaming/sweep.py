@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models.functions import Mod
 from django.utils import timezone
 
+from paygo.db import execute_bound
 from streaming.billing import ROW_FIELDS, Row, bill
 from streaming.models import SessionStatus, StreamingSession
 
@@ -72,11 +73,29 @@ def sweep(
     return result
 
 
+_CLAIM = """
+SELECT s.id, s.session_id, s.user_id, s.vendor_id, s.service_id, svc.name, s.asset_id, s.unit, s.rate, s.free_seconds,
+       s.minimum_charge, s.max_cost, s.start_time, s.charged_until, s.metered_cost, s.total_cost, s.charge_count,
+       s.usage_quantity, s.stop_at, s.stop_at_reason, s.last_heartbeat_at, s.alert_level, s.payer_account_id,
+       s.payee_account_id, s.hold_id, h.amount, s.kind
+FROM streaming_streamingsession s
+JOIN wallets_hold h ON h.id = s.hold_id
+JOIN marketplace_service svc ON svc.id = s.service_id
+WHERE s.status = 'active' AND s.id > %(after)b AND s.start_time <= %(now)b AND s.id %% %(shards)b = %(shard)b
+ORDER BY s.id
+LIMIT %(limit)b
+FOR UPDATE OF s SKIP LOCKED
+"""
+
+
 def claim_batch(*, now: datetime, after_id: int, shard: int, shards: int, limit: int) -> list[Row]:
     """Lock the next active sessions after `after_id`; skip rows someone else holds (they are
     being billed or stopped right now, and the next run takes them)."""
+    if connection.vendor == "postgresql":
+        rows = execute_bound(_CLAIM, {"after": after_id, "now": now, "shards": shards, "shard": shard, "limit": limit})
+        return [Row.from_tuple(row) for row in rows]
     sessions = StreamingSession.objects.filter(status=SessionStatus.ACTIVE, id__gt=after_id, start_time__lte=now)
     if shards > 1:
         sessions = sessions.alias(shard_key=Mod("id", shards)).filter(shard_key=shard)
-    values = sessions.select_for_update(skip_locked=True, of=("self",)).order_by("id").values(*ROW_FIELDS)[:limit]
+    values = sessions.select_for_update().order_by("id").values(*ROW_FIELDS)[:limit]
     return [Row.from_values(v) for v in values]

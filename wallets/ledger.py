@@ -23,6 +23,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from paygo.db import execute_bound
 from wallets.models import (
     Account,
     AccountKind,
@@ -214,14 +215,20 @@ def lock_accounts(account_ids: Iterable[int]) -> dict[int, tuple]:
     """SELECT ... FOR UPDATE in id order: the one lock order that keeps postings deadlock-free.
     Returns {id: (id, kind, balance, held, asset_id)}; call inside a transaction."""
     account_ids = sorted(set(account_ids))
-    with connection.cursor() as cursor:
-        placeholders = ", ".join(["%s"] * len(account_ids))
-        cursor.execute(
-            f"SELECT id, kind, balance, held, asset_id FROM wallets_account WHERE id IN ({placeholders}) "  # noqa: S608
+    if connection.vendor == "postgresql":
+        rows = execute_bound(
+            "SELECT id, kind, balance, held, asset_id FROM wallets_account WHERE id = ANY(%(ids)b) "
             "ORDER BY id FOR UPDATE",
-            account_ids,
+            {"ids": account_ids},
         )
-        return {row[0]: (row[0], row[1], int(row[2]), int(row[3]), row[4]) for row in cursor.fetchall()}
+    else:
+        rows = list(
+            Account.objects.select_for_update()
+            .filter(id__in=account_ids)
+            .order_by("id")
+            .values_list("id", "kind", "balance", "held", "asset_id")
+        )
+    return {row[0]: (row[0], row[1], int(row[2]), int(row[3]), row[4]) for row in rows}
 
 
 def _id(obj: Any) -> int:
@@ -283,28 +290,28 @@ def _check_funds(locked: dict[int, tuple], balance_delta: dict[int, int], held_d
 _POSTGRES_POST = """
 WITH new_tx AS (
     SELECT nextval(pg_get_serial_sequence('wallets_ledgertransaction', 'id')) AS id, t.*
-    FROM unnest(%(kind)s::varchar[], %(reference)s::varchar[], %(memo)s::varchar[], %(metadata)s::jsonb[],
-                %(created_by)s::bigint[]) WITH ORDINALITY AS t(kind, reference, memo, metadata, created_by_id, n)
+    FROM unnest(%(kind)b::varchar[], %(reference)b::varchar[], %(memo)b::varchar[], %(metadata)b::jsonb[],
+                %(created_by)b::bigint[]) WITH ORDINALITY AS t(kind, reference, memo, metadata, created_by_id, n)
 ),
 tx AS (
     INSERT INTO wallets_ledgertransaction (id, kind, reference, memo, metadata, created_by_id, created_at)
-    SELECT id, kind, reference, memo, metadata, created_by_id, %(now)s FROM new_tx
+    SELECT id, kind, reference, memo, metadata, created_by_id, %(now)b FROM new_tx
 ),
 entries AS (
     INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
     SELECT new_tx.id, e.account_id, e.asset_id, e.amount
-    FROM unnest(%(entry_tx)s::bigint[], %(entry_account)s::bigint[], %(entry_asset)s::bigint[],
-                %(entry_amount)s::numeric[]) AS e(n, account_id, asset_id, amount)
+    FROM unnest(%(entry_tx)b::bigint[], %(entry_account)b::bigint[], %(entry_asset)b::bigint[],
+                %(entry_amount)b::numeric[]) AS e(n, account_id, asset_id, amount)
     JOIN new_tx ON new_tx.n = e.n
 ),
 balances AS (
     UPDATE wallets_account AS a SET balance = a.balance + v.d, held = a.held + v.h
-    FROM unnest(%(account)s::bigint[], %(balance_delta)s::numeric[], %(held_delta)s::numeric[]) AS v(id, d, h)
+    FROM unnest(%(account)b::bigint[], %(balance_delta)b::numeric[], %(held_delta)b::numeric[]) AS v(id, d, h)
     WHERE a.id = v.id
 ),
 holds AS (
-    UPDATE wallets_hold AS h SET amount = h.amount + v.d, status = COALESCE(v.close, h.status), updated_at = %(now)s
-    FROM unnest(%(hold)s::bigint[], %(hold_delta)s::numeric[], %(hold_close)s::varchar[]) AS v(id, d, close)
+    UPDATE wallets_hold AS h SET amount = h.amount + v.d, status = COALESCE(v.close, h.status), updated_at = %(now)b
+    FROM unnest(%(hold)b::bigint[], %(hold_delta)b::numeric[], %(hold_close)b::varchar[]) AS v(id, d, close)
     WHERE h.id = v.id AND h.status = 'active'
     RETURNING h.id
 )
@@ -343,9 +350,7 @@ def _write_postgres(specs, locked, balance_delta, held_delta, now) -> list[int |
         "hold_delta": [str(c.delta) for c in changes],
         "hold_close": [c.close for c in changes],
     }
-    with connection.cursor() as cursor:
-        cursor.execute(_POSTGRES_POST, params)
-        holds_changed, tx_ids = cursor.fetchone()
+    ((holds_changed, tx_ids),) = execute_bound(_POSTGRES_POST, params)
     if holds_changed != len(changes):
         raise LedgerError("a hold in the batch is not active (or appears twice)")
     ids = iter(tx_ids)

@@ -1,0 +1,214 @@
+"""One billing sweep over N active sessions on PostgreSQL, beside the naive way and the floor.
+
+    .venv/bin/python bench/sweep.py [--sizes 10000 100000] [--naive 10000]
+
+- sweep: streaming.sweep.sweep() over N sessions, one minute after they started (every one is
+  charged, its hold renewed, its charge recorded);
+- naive: one ORM transaction per session (lock the session and both wallets, insert the ledger
+  transaction and its entries, update the balances and the session), on --naive sessions;
+- floor: one plain SQL UPDATE of the same users' balance rows plus one INSERT of a row per session.
+
+Each measurement gets a freshly built database (paygo_bench_sweep). Goal (issue 5): 100,000
+sessions in under 5 s, within 3x of the floor, and at least 50x faster than the naive way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import time
+from datetime import timedelta
+
+os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/paygo_bench_sweep")
+
+from _setup import pg_env, setup_django
+
+USDC = 1_000_000
+
+
+def recreate_database() -> None:
+    env = pg_env()
+    name = env["PGDATABASE"]
+    subprocess.run(["dropdb", "--if-exists", "--force", name], check=True, env=env)
+    subprocess.run(["createdb", name], check=True, env=env)
+    from django.core.management import call_command
+    from django.db import connections
+
+    connections.close_all()
+    call_command("migrate", verbosity=0)
+
+
+def build(n: int):
+    """N users, each with a funded wallet and one active session started a minute ago."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from accounts.models import User
+    from marketplace.models import Category, Service
+    from streaming.models import StreamingSession
+    from wallets import ledger
+    from wallets.models import Account, AccountKind, Hold, SystemAccount, TransactionKind
+
+    usdc = ledger.asset_get("USDC")
+    vendors = User.objects.bulk_create(
+        User(email=f"vendor-{v}@bench.example", name=f"Vendor {v}", role="vendor") for v in range(100)
+    )
+    category = Category.objects.filter(parent__isnull=True).first()
+    services = Service.objects.bulk_create(
+        Service(vendor=v, name="Bench stream", category=category, rate=USDC, unit="per_minute", token="USDC")
+        for v in vendors
+    )
+    vendor_accounts = Account.objects.bulk_create(Account(kind=AccountKind.USER, owner=v, asset=usdc) for v in vendors)
+    users = User.objects.bulk_create(User(email=f"user-{u}@bench.example", name=f"User {u}") for u in range(n))
+    accounts = Account.objects.bulk_create(Account(kind=AccountKind.USER, owner=u, asset=usdc) for u in users)
+    custody = ledger.system_account(SystemAccount.CUSTODY, usdc)
+    ledger.post_batch(
+        [
+            ledger.TxSpec(kind=TransactionKind.DEPOSIT, entries=[(custody.pk, -100 * USDC), (a.pk, 100 * USDC)])
+            for a in accounts
+        ]
+    )
+    started = timezone.now() - timedelta(seconds=60)
+    holds = Hold.objects.bulk_create(Hold(account=a, amount=0, reference=f"bench:{a.pk}") for a in accounts)
+    ledger.post_batch(
+        [
+            ledger.TxSpec(
+                kind=TransactionKind.CHARGE, entries=[], hold_changes=[ledger.HoldChange(h.pk, h.account_id, USDC)]
+            )
+            for h in holds
+        ]
+    )
+    StreamingSession.objects.bulk_create(
+        StreamingSession(
+            user=u,
+            vendor=vendors[i % 100],
+            service=services[i % 100],
+            asset=usdc,
+            rate=USDC,
+            unit="per_minute",
+            payer_account=a,
+            payee_account=vendor_accounts[i % 100],
+            hold=h,
+            start_time=started,
+            charged_until=started,
+            last_heartbeat_at=started + timedelta(seconds=60),
+        )
+        for i, (u, a, h) in enumerate(zip(users, accounts, holds, strict=True))
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE")
+    return started + timedelta(seconds=60)
+
+
+def time_sweep(n: int) -> float:
+    from streaming.models import StreamingSession
+    from streaming.sweep import sweep
+
+    recreate_database()
+    now = build(n)
+    began = time.perf_counter()
+    result = sweep(now=now)
+    elapsed = time.perf_counter() - began
+    assert result.charged == n, result
+    assert StreamingSession.objects.filter(total_cost=USDC).count() == n
+    return elapsed
+
+
+def time_naive(n: int) -> float:
+    """What a straightforward implementation does: one transaction per session, row by row."""
+    from django.db import transaction
+    from django.db.models import F
+
+    from streaming import pricing
+    from streaming.models import StreamingSession
+    from wallets import ledger
+    from wallets.models import Account, Entry, LedgerTransaction, SystemAccount
+
+    recreate_database()
+    now = build(n)
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, ledger.asset_get("USDC"))
+    ids = list(StreamingSession.objects.values_list("id", flat=True))
+    began = time.perf_counter()
+    for session_id in ids:
+        with transaction.atomic():
+            session = StreamingSession.objects.select_for_update().get(pk=session_id)
+            due = pricing.time_due(
+                rate=session.rate, unit_ms=60_000, elapsed_ms=int((now - session.start_time).total_seconds() * 1000)
+            )
+            charge = due - session.metered_cost
+            fee = pricing.platform_fee(charge, 1000)
+            accounts = list(
+                Account.objects.select_for_update()
+                .filter(pk__in=[session.payer_account_id, session.payee_account_id, revenue.pk])
+                .order_by("pk")
+            )
+            assert accounts
+            tx = LedgerTransaction.objects.create(kind="charge", reference=f"naive:{session.session_id}")
+            Entry.objects.bulk_create(
+                [
+                    Entry(
+                        transaction=tx, account_id=session.payer_account_id, asset_id=session.asset_id, amount=-charge
+                    ),
+                    Entry(
+                        transaction=tx,
+                        account_id=session.payee_account_id,
+                        asset_id=session.asset_id,
+                        amount=charge - fee,
+                    ),
+                    Entry(transaction=tx, account_id=revenue.pk, asset_id=session.asset_id, amount=fee),
+                ]
+            )
+            Account.objects.filter(pk=session.payer_account_id).update(balance=F("balance") - charge)
+            Account.objects.filter(pk=session.payee_account_id).update(balance=F("balance") + charge - fee)
+            Account.objects.filter(pk=revenue.pk).update(balance=F("balance") + fee)
+            session.metered_cost += charge
+            session.total_cost += charge
+            session.charged_until = now
+            session.save(update_fields=["metered_cost", "total_cost", "charged_until"])
+    return time.perf_counter() - began
+
+
+def time_floor(n: int) -> float:
+    """One UPDATE of the users' balance rows and one INSERT of a row per session: the least work."""
+    from django.db import connection, transaction
+
+    recreate_database()
+    build(n)
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE bench_floor (session_id bigint, amount numeric(38,0))")
+    began = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE wallets_account a SET balance = a.balance - 1000000 FROM streaming_streamingsession s "
+            "WHERE a.id = s.payer_account_id"
+        )
+        cursor.execute("INSERT INTO bench_floor SELECT id, 1000000 FROM streaming_streamingsession")
+    return time.perf_counter() - began
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--naive", type=int, default=10_000)
+    args = parser.parse_args()
+    setup_django()
+
+    sweeps = {n: time_sweep(n) for n in args.sizes}
+    largest = max(args.sizes)
+    floor = time_floor(largest)
+    naive = time_naive(args.naive)
+    naive_rate = args.naive / naive
+    print(f"floor (1 UPDATE + 1 INSERT), {largest:,} sessions: {floor:8.2f} s  {largest / floor:10,.0f} sessions/s")
+    print(f"naive (ORM per session), {args.naive:,} sessions:   {naive:8.2f} s  {naive_rate:10,.0f} sessions/s")
+    for n, elapsed in sweeps.items():
+        rate = n / elapsed
+        line = f"sweep, {n:,} sessions:                  {elapsed:8.2f} s  {rate:10,.0f} sessions/s"
+        line += f"   {rate / naive_rate:6.1f}x the naive rate"
+        if n == largest:
+            line += f", {elapsed / floor:4.2f}x the floor's time"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Raw SQL for the set-based hot paths (the ledger's batch posting, the billing sweep)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+from django.db import connection
+
+
+def execute_bound(sql: str, params: dict[str, Any] | None = None) -> list[tuple] | None:
+    """Run one statement with server-side parameter binding, in the current transaction.
+
+    Django's PostgreSQL cursor binds parameters on the client, quoting every element of every
+    array parameter in Python; a sweep's batch passes arrays of thousands of elements, and that
+    quoting cost more than the statement itself. psycopg's own cursor sends them bound, and with
+    %(name)b placeholders in binary, dumped by its C adapters. Errors still come out as Django's
+    (IntegrityError, ...).
+    """
+    connection.ensure_connection()
+    started = time.monotonic()
+    try:
+        # An explicit psycopg.Cursor: the connection's default factory is Django's ClientCursor.
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall() if cursor.description else None
+    finally:
+        if connection.queries_logged:  # so that query counts (assertNumQueries, debug) still see it
+            connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
