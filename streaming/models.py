@@ -34,8 +34,14 @@ class StopReason(models.TextChoices):
 
 class StreamingSession(models.Model):
     session_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="streaming_sessions")
-    vendor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="hosted_sessions")
+    # Indexes cost every sweep's updates: user and vendor are covered by the (user|vendor,
+    # start_time) indexes below, the accounts and asset are never looked up from here.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="streaming_sessions", db_index=False
+    )
+    vendor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="hosted_sessions", db_index=False
+    )
     service = models.ForeignKey("marketplace.Service", on_delete=models.PROTECT, related_name="sessions")
     kind = models.CharField(max_length=12, choices=SessionKind.choices, default=SessionKind.STREAM)
     status = models.CharField(max_length=10, choices=SessionStatus.choices, default=SessionStatus.ACTIVE)
@@ -44,7 +50,7 @@ class StreamingSession(models.Model):
     end_time = models.DateTimeField(null=True, blank=True)
 
     # The price, copied from the service at start: a later price change never touches a running session.
-    asset = models.ForeignKey("wallets.Asset", on_delete=models.PROTECT, related_name="+")
+    asset = models.ForeignKey("wallets.Asset", on_delete=models.PROTECT, related_name="+", db_index=False)
     rate = MinorUnitsField()
     unit = models.CharField(max_length=20)
     free_seconds = models.PositiveIntegerField(default=0)
@@ -53,8 +59,8 @@ class StreamingSession(models.Model):
     max_cost = MinorUnitsField(null=True, blank=True)
 
     # Money: the wallets it moves between (opened at start) and its hold on the payer's wallet.
-    payer_account = models.ForeignKey("wallets.Account", on_delete=models.PROTECT, related_name="+")
-    payee_account = models.ForeignKey("wallets.Account", on_delete=models.PROTECT, related_name="+")
+    payer_account = models.ForeignKey("wallets.Account", on_delete=models.PROTECT, related_name="+", db_index=False)
+    payee_account = models.ForeignKey("wallets.Account", on_delete=models.PROTECT, related_name="+", db_index=False)
     hold = models.OneToOneField("wallets.Hold", on_delete=models.PROTECT, related_name="session")
 
     # Billing state, changed only by streaming/billing.py.

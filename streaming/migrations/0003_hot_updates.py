@@ -1,0 +1,21 @@
+"""Leave room in each page so that the sweep's updates of a session are HOT updates.
+
+A session is rewritten every sweep, but never in an indexed column; with free space on its page
+PostgreSQL updates it in place without touching the table's indexes.
+"""
+
+from django.db import migrations
+
+
+def fillfactor(value: int):
+    def apply(apps, schema_editor):
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(f"ALTER TABLE streaming_streamingsession SET (fillfactor = {value})")
+
+    return apply
+
+
+class Migration(migrations.Migration):
+    dependencies = [("streaming", "0002_lean_indexes")]
+
+    operations = [migrations.RunPython(fillfactor(70), fillfactor(100))]
