@@ -14,9 +14,21 @@ from paygo.tokens import decimals_of
 from streaming.serializers import SessionSerializer
 
 
-def _body_field(**kwargs) -> serializers.CharField:
-    # Not trimmed: a body is stored as written (a blank one is refused by the service).
-    return serializers.CharField(max_length=MESSAGE_MAX_LENGTH, trim_whitespace=False, **kwargs)
+class MessageBodyField(serializers.CharField):
+    """A message as written: a JSON string (not a number coerced to one), neither trimmed nor
+    escaped, 1 to MESSAGE_MAX_LENGTH characters and not only blanks."""
+
+    default_error_messages = {"invalid": "Write the message as text."}
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=MESSAGE_MAX_LENGTH, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if not data.strip():
+            self.fail("blank")
+        return super().to_internal_value(data)
 
 
 # --- Input ------------------------------------------------------------------------------------------
@@ -25,11 +37,11 @@ def _body_field(**kwargs) -> serializers.CharField:
 class ConsultationCreateSerializer(serializers.Serializer):
     vendor_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
     service_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
-    initial_message = _body_field()
+    initial_message = MessageBodyField()
 
 
 class MessageCreateSerializer(serializers.Serializer):
-    message = _body_field()
+    message = MessageBodyField()
 
 
 class StatusChangeSerializer(serializers.Serializer):

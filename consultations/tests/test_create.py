@@ -73,6 +73,7 @@ def test_the_first_message_is_stored_as_written(api, alice, service):
         ({"initialMessage": "   \n\t "}, "initialMessage"),
         ({"initialMessage": "x" * 5001}, "initialMessage"),
         ({"initialMessage": None}, "initialMessage"),
+        ({"initialMessage": 42}, "initialMessage"),
         ({"initialMessage": "nul \x00 byte"}, "initialMessage"),
         ({"vendorId": None}, "vendorId"),
         ({"vendorId": "victor"}, "vendorId"),
