@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from consultations.models import MESSAGE_MAX_LENGTH, ConsultationStatus, Message
@@ -31,6 +32,14 @@ class MessageBodyField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "string", "enum": ConsultationStatus.values}, component_name="ConsultationStatus")
+class ConsultationStatusField(serializers.ChoiceField):
+    """One of the six statuses (its own enum in the schema, apart from the sessions' statuses)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=ConsultationStatus.values, **kwargs)
+
+
 # --- Input ------------------------------------------------------------------------------------------
 
 
@@ -45,11 +54,11 @@ class MessageCreateSerializer(serializers.Serializer):
 
 
 class StatusChangeSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=ConsultationStatus.values)
+    status = ConsultationStatusField()
 
 
 class ConsultationListQuerySerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=ConsultationStatus.values, required=False, allow_blank=True)
+    status = ConsultationStatusField(required=False, allow_blank=True)
 
 
 class CallStartSerializer(serializers.Serializer):
@@ -104,7 +113,7 @@ class ConsultationSerializer(serializers.Serializer):
     user = ParticipantSerializer()
     vendor = ParticipantSerializer()
     service = ServiceBriefSerializer()
-    status = serializers.ChoiceField(source="current_status", choices=ConsultationStatus.values)
+    status = ConsultationStatusField(source="current_status")
     date = serializers.DateTimeField(source="last_message_at")
     created_at = serializers.DateTimeField()
     last_message = MessageSerializer(allow_null=True)
@@ -137,7 +146,7 @@ class ConsultationDetailSerializer(serializers.Serializer):
     user = ParticipantSerializer()
     vendor = ParticipantSerializer()
     service = ServiceBriefSerializer()
-    status = serializers.ChoiceField(source="current_status", choices=ConsultationStatus.values)
+    status = ConsultationStatusField(source="current_status")
     date = serializers.DateTimeField(source="last_message_at")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()

@@ -81,6 +81,7 @@ class ConsultationListView(_ConsultationPageMixin, GenericAPIView):
         return [IsAuthenticated()]
 
     @extend_schema(
+        operation_id="consultations_list",
         summary="The caller's consultations, as user or as vendor, newest activity first",
         parameters=LIST_PARAMETERS,
         responses={200: ConsultationListResponseSerializer},
