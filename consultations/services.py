@@ -62,12 +62,14 @@ def _clean_body(body: str, field: str = "message") -> str:
     return body
 
 
-def _lock(consultation: Consultation) -> Consultation:
-    """The consultation's row, locked, with its current status (called inside transaction.atomic)."""
-    locked = Consultation.objects.select_for_update(of=("self",)).get(pk=consultation.pk)
-    running = selectors.running_call_of(locked)
-    locked.running_call = running
-    locked.current_status = ConsultationStatus.ACTIVE if running else locked.status
+def _lock(consultation: Consultation, *, with_call: bool = True) -> Consultation:
+    """The consultation's row, locked (inside transaction.atomic), with its running call and current
+    status. Calls start only under this lock, so none starts while the caller holds it; one may end
+    meanwhile (the sweep), which only ever makes an `active` consultation `accepted` again."""
+    locked = Consultation.objects.select_for_update().get(pk=consultation.pk)
+    if with_call:
+        locked.running_call = selectors.running_call_of(locked)
+        locked.current_status = ConsultationStatus.ACTIVE if locked.running_call else locked.status
     return locked
 
 
@@ -130,7 +132,7 @@ def message_send(*, consultation: Consultation, sender, body: str, now: datetime
     body = _clean_body(body)
     now = now or timezone.now()
     with transaction.atomic():
-        locked = _lock(consultation)
+        locked = _lock(consultation, with_call=False)
         if locked.status in CLOSED_STATUSES:
             raise Conflict(
                 {"message": f"This consultation is {locked.status}; it takes no more messages.", "code": "closed"}

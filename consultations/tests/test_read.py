@@ -277,3 +277,18 @@ def test_the_inbox_takes_a_constant_number_of_queries(api, victor, consult, make
         response = client.get(INBOX)
 
     assert len(response.json()["consultations"]) == 5
+
+
+@pytest.mark.parametrize("replies", [0, 30])
+def test_the_detail_takes_a_constant_number_of_queries(api, alice, victor, consult, django_assert_num_queries, replies):
+    consultation = consult("active")
+    for index in range(replies):
+        say(consultation, victor, f"reply {index}")
+    client = api(alice)
+
+    # The user, the consultation with its status, marking read, the count, the page, the calls.
+    with django_assert_num_queries(6):
+        response = client.get(detail_url(consultation))
+
+    assert len(response.json()["messages"]) == min(replies + 1, 20)
+    assert len(response.json()["consultation"]["calls"]) == 1
