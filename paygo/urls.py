@@ -14,6 +14,7 @@ api_v1 = [
     path("wallet/", include("wallets.urls")),
     path("streams/", include("streaming.urls")),
     path("", include("notifications.urls")),
+    path("", include("consultations.urls")),  # consultations, consultations/vendor/inbox, consultations/<id>/...
     path("", include("marketplace.urls")),  # service, service/<id>, service/vendor/my-services
     path("", include("accounts.profile_urls")),  # profile, profiles/, vendorprofiles/, adminprofiles/, images
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

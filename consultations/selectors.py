@@ -1,0 +1,127 @@
+"""Reads of consultations, permission-checked: someone else's consultation is a 404.
+
+A consultation's status as the API shows it is `current_status`: the stored status, except that an
+accepted consultation with a running call (an active metered session) is `active`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.functions import Coalesce
+from rest_framework.exceptions import NotFound, PermissionDenied
+
+from consultations.models import Consultation, ConsultationCall, ConsultationStatus, Message
+from streaming.models import SessionStatus, StreamingSession
+
+
+def _running_calls() -> QuerySet[ConsultationCall]:
+    return ConsultationCall.objects.filter(consultation=OuterRef("pk"), session__status=SessionStatus.ACTIVE)
+
+
+def with_current_status(consultations: QuerySet[Consultation]) -> QuerySet[Consultation]:
+    return consultations.annotate(
+        current_status=Case(
+            When(
+                Q(status=ConsultationStatus.ACCEPTED) & Exists(_running_calls()),
+                then=Value(ConsultationStatus.ACTIVE),
+            ),
+            default=F("status"),
+        )
+    )
+
+
+def _consultations() -> QuerySet[Consultation]:
+    return with_current_status(Consultation.objects.select_related("user", "vendor", "service"))
+
+
+def visible_to(user) -> QuerySet[Consultation]:
+    """Its participants see a consultation; staff see them all."""
+    consultations = _consultations()
+    if user.is_staff:
+        return consultations
+    return consultations.filter(Q(user=user) | Q(vendor=user))
+
+
+def consultation_get_for(user, consultation_id: int) -> Consultation:
+    """A consultation `user` may read (a participant, or staff); anyone else's is a 404."""
+    consultation = visible_to(user).filter(pk=consultation_id).first()
+    if consultation is None:
+        raise NotFound("No such consultation.")
+    return consultation
+
+
+def consultation_get_for_participant(user, consultation_id: int) -> Consultation:
+    """A consultation `user` takes part in; staff who may only read it get a 403, anyone else a 404."""
+    consultation = consultation_get_for(user, consultation_id)
+    if consultation.participant_side(user) is None:
+        raise PermissionDenied("Only the consultation's user and vendor can do this.")
+    return consultation
+
+
+def _with_thread_summary(consultations: QuerySet[Consultation], viewer) -> QuerySet[Consultation]:
+    """The newest message's id and how many of the other side's messages the viewer has not read,
+    each as one subquery of the list's single statement."""
+    newest = Message.objects.filter(consultation=OuterRef("pk")).order_by("-created_at", "-id").values("pk")[:1]
+    unread = (
+        Message.objects.filter(consultation=OuterRef("pk"), read_at__isnull=True)
+        .exclude(sender=viewer)
+        .order_by()
+        .values("consultation")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    return consultations.annotate(
+        last_message_id=Subquery(newest),
+        unread_count=Coalesce(Subquery(unread, output_field=IntegerField()), 0),
+    )
+
+
+def consultation_list_for(user, *, status: str | None = None) -> QuerySet[Consultation]:
+    """The consultations `user` takes part in (as the user or as the vendor), newest activity first."""
+    consultations = _with_thread_summary(_consultations().filter(Q(user=user) | Q(vendor=user)), user)
+    if status:
+        consultations = consultations.filter(current_status=status)
+    return consultations.order_by("-last_message_at", "-id")
+
+
+def vendor_inbox_for(vendor, *, status: str | None = None) -> QuerySet[Consultation]:
+    """A vendor's consultations: the pending ones (waiting for an answer) first, then by latest message."""
+    consultations = _with_thread_summary(_consultations().filter(vendor=vendor), vendor)
+    if status:
+        consultations = consultations.filter(current_status=status)
+    waiting_first = Case(When(status=ConsultationStatus.PENDING, then=Value(0)), default=Value(1))
+    return consultations.order_by(waiting_first, "-last_message_at", "-id")
+
+
+def attach_last_messages(consultations: Iterable[Consultation]) -> list[Consultation]:
+    """Set `.last_message` on consultations annotated by _with_thread_summary: one query for a page."""
+    consultations = list(consultations)
+    ids = [c.last_message_id for c in consultations if c.last_message_id]
+    messages = Message.objects.in_bulk(ids) if ids else {}
+    for consultation in consultations:
+        consultation.last_message = messages.get(consultation.last_message_id)
+    return consultations
+
+
+def message_list_for(consultation: Consultation) -> QuerySet[Message]:
+    """A consultation's messages, newest first (page 1 is the latest)."""
+    return Message.objects.filter(consultation=consultation).order_by("-created_at", "-id")
+
+
+def calls_of(consultation: Consultation) -> list[StreamingSession]:
+    """The sessions of a consultation's calls, newest first."""
+    return list(
+        StreamingSession.objects.select_related("asset")
+        .filter(consultation_call__consultation=consultation)
+        .order_by("-start_time", "-id")
+    )
+
+
+def running_call_of(consultation: Consultation) -> StreamingSession | None:
+    return (
+        StreamingSession.objects.filter(consultation_call__consultation=consultation, status=SessionStatus.ACTIVE)
+        .order_by("-start_time", "-id")
+        .first()
+    )

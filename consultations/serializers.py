@@ -1,0 +1,223 @@
+"""Shapes of the consultations API (camelCase on the wire). Message bodies go out exactly as stored,
+JSON-encoded like every other string."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from consultations.models import MESSAGE_MAX_LENGTH, ConsultationStatus, Message
+from paygo.api.amounts import AmountField, format_minor
+from paygo.tokens import decimals_of
+from streaming.serializers import SessionSerializer
+
+
+class MessageBodyField(serializers.CharField):
+    """A message as written: a JSON string (not a number coerced to one), neither trimmed nor
+    escaped, 1 to MESSAGE_MAX_LENGTH characters and not only blanks."""
+
+    default_error_messages = {"invalid": "Write the message as text."}
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=MESSAGE_MAX_LENGTH, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if not data.strip():
+            self.fail("blank")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"type": "string", "enum": ConsultationStatus.values}, component_name="ConsultationStatus")
+class ConsultationStatusField(serializers.ChoiceField):
+    """One of the six statuses (its own enum in the schema, apart from the sessions' statuses)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=ConsultationStatus.values, **kwargs)
+
+
+# --- Input ------------------------------------------------------------------------------------------
+
+
+class ConsultationCreateSerializer(serializers.Serializer):
+    vendor_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    service_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    initial_message = MessageBodyField()
+
+
+class MessageCreateSerializer(serializers.Serializer):
+    message = MessageBodyField()
+
+
+class StatusChangeSerializer(serializers.Serializer):
+    status = ConsultationStatusField()
+
+
+class ConsultationListQuerySerializer(serializers.Serializer):
+    status = ConsultationStatusField(required=False, allow_blank=True)
+
+
+class CallStartSerializer(serializers.Serializer):
+    device = serializers.JSONField(required=False)
+    max_cost = AmountField(required=False)
+
+    def validate_device(self, value):
+        if value is None:
+            return {}
+        if isinstance(value, str):
+            value = {"name": value[:200]}
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Give the device as an object or a name.")
+        if len(str(value)) > 2000:
+            raise serializers.ValidationError("The device description is too long.")
+        return value
+
+
+# --- Output -----------------------------------------------------------------------------------------
+
+
+class ParticipantSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class ServiceBriefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    unit = serializers.CharField()
+    token = serializers.CharField()
+    rate = serializers.SerializerMethodField()
+
+    def get_rate(self, service) -> str:
+        return format_minor(int(service.rate), decimals_of(service.token))
+
+
+class MessageSerializer(serializers.ModelSerializer):
+    consultation_id = serializers.IntegerField()
+    sender_id = serializers.IntegerField()
+
+    class Meta:
+        model = Message
+        fields = ["id", "consultation_id", "sender_id", "body", "created_at", "read_at"]
+        read_only_fields = fields
+
+
+class ConsultationSerializer(serializers.Serializer):
+    """A consultation as lists show it. `date` is its latest activity (its newest message)."""
+
+    id = serializers.IntegerField()
+    user = ParticipantSerializer()
+    vendor = ParticipantSerializer()
+    service = ServiceBriefSerializer()
+    status = ConsultationStatusField(source="current_status")
+    date = serializers.DateTimeField(source="last_message_at")
+    created_at = serializers.DateTimeField()
+    last_message = MessageSerializer(allow_null=True)
+    unread_count = serializers.IntegerField(help_text="Messages from the other participant not read yet.")
+
+
+class CallSerializer(serializers.Serializer):
+    session_id = serializers.UUIDField()
+    status = serializers.CharField()
+    stop_reason = serializers.CharField()
+    start_time = serializers.DateTimeField()
+    end_time = serializers.DateTimeField(allow_null=True)
+    total_cost = serializers.SerializerMethodField()
+    token = serializers.CharField(source="asset.code")
+    total_usage_seconds = serializers.SerializerMethodField()
+
+    def get_total_cost(self, session) -> str:
+        return format_minor(session.total_cost, session.asset.decimals)
+
+    def get_total_usage_seconds(self, session) -> int:
+        if session.end_time:
+            return session.total_usage_seconds
+        return max(0, int((timezone.now() - session.start_time).total_seconds()))
+
+
+class ConsultationDetailSerializer(serializers.Serializer):
+    """One consultation with its calls; its messages come beside it, paginated."""
+
+    id = serializers.IntegerField()
+    user = ParticipantSerializer()
+    vendor = ParticipantSerializer()
+    service = ServiceBriefSerializer()
+    status = ConsultationStatusField(source="current_status")
+    date = serializers.DateTimeField(source="last_message_at")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    accepted_at = serializers.DateTimeField(allow_null=True)
+    closed_at = serializers.DateTimeField(allow_null=True)
+    calls = CallSerializer(source="call_sessions", many=True)
+    total_call_cost = serializers.SerializerMethodField(
+        help_text="Everything its calls cost so far, in `callToken`; null if its calls were paid in "
+        "several tokens (see each call's token)."
+    )
+    call_token = serializers.SerializerMethodField()
+
+    def _totals(self, consultation) -> dict[str, tuple[int, int]]:
+        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for session in consultation.call_sessions:
+            totals[session.asset.code][0] += session.total_cost
+            totals[session.asset.code][1] = session.asset.decimals
+        return {code: (amount, decimals) for code, (amount, decimals) in totals.items()}
+
+    def get_call_token(self, consultation) -> str | None:
+        totals = self._totals(consultation)
+        if not totals:
+            return consultation.service.token
+        return next(iter(totals)) if len(totals) == 1 else None
+
+    def get_total_call_cost(self, consultation) -> str | None:
+        totals = self._totals(consultation)
+        if not totals:
+            return format_minor(0, decimals_of(consultation.service.token))
+        if len(totals) > 1:
+            return None
+        amount, decimals = next(iter(totals.values()))
+        return format_minor(amount, decimals)
+
+
+# --- Response shapes, for the schema ------------------------------------------------------------------
+
+
+class _PageSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    page = serializers.IntegerField()
+    total_pages = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+
+
+class ConsultationListResponseSerializer(_PageSerializer):
+    consultations = ConsultationSerializer(many=True)
+
+
+class ConsultationDetailResponseSerializer(_PageSerializer):
+    consultation = ConsultationDetailSerializer()
+    messages = MessageSerializer(many=True, help_text="Newest first; page 1 holds the latest.")
+
+
+class ConsultationCreatedResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    consultation = ConsultationSerializer()
+
+
+class MessageSentResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    sent_message = MessageSerializer()
+
+
+class ConsultationChangedResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    consultation = ConsultationDetailSerializer()
+
+
+class CallResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    session = SessionSerializer(help_text="The call's metered session: its sessionId opens /ws/streams/<sessionId>/.")
+    consultation = ConsultationDetailSerializer()

@@ -1,0 +1,268 @@
+"""The write paths of consultations: opening one, messages, status changes, and their paid calls.
+
+Every change locks the consultation's row first, so that a message, a status change and a call
+start on the same consultation happen one after the other. A call's money is streaming's: a call
+is a metered session (kind consultation) started and stopped through streaming.services and
+charged by the same sweep. Notifications are stored in the same transaction as the change they
+announce; notify() pushes and sends them only after it commits.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+from rest_framework import exceptions
+
+from consultations import selectors
+from consultations.models import (
+    CLOSED_STATUSES,
+    MESSAGE_MAX_LENGTH,
+    Consultation,
+    ConsultationCall,
+    ConsultationStatus,
+    Message,
+)
+from paygo.api.errors import Conflict
+from streaming import services as streaming
+from streaming.models import SessionKind, StreamingSession
+
+NOTIFICATION_PREVIEW_LENGTH = 200
+
+# (from, to) -> the side allowed to make it. accepted <-> active happen through calls, not here.
+TRANSITIONS: dict[tuple[str, str], str] = {
+    (ConsultationStatus.PENDING, ConsultationStatus.ACCEPTED): "vendor",
+    (ConsultationStatus.PENDING, ConsultationStatus.REJECTED): "vendor",
+    (ConsultationStatus.PENDING, ConsultationStatus.CANCELLED): "user",
+    (ConsultationStatus.ACCEPTED, ConsultationStatus.COMPLETED): "vendor",
+    (ConsultationStatus.ACCEPTED, ConsultationStatus.CANCELLED): "user",
+    (ConsultationStatus.ACTIVE, ConsultationStatus.COMPLETED): "vendor",  # stops the running call first
+}
+
+_DONE = {
+    ConsultationStatus.ACCEPTED: "accepted",
+    ConsultationStatus.REJECTED: "declined",
+    ConsultationStatus.CANCELLED: "cancelled",
+    ConsultationStatus.COMPLETED: "marked completed",
+}
+
+
+def _invalid(field: str, message: str, code: str = "invalid") -> exceptions.ValidationError:
+    return exceptions.ValidationError({field: [exceptions.ErrorDetail(message, code=code)]})
+
+
+def _clean_body(body: str, field: str = "message") -> str:
+    """A message body as written (not trimmed, not escaped), or a 400."""
+    if not isinstance(body, str) or not body.strip():
+        raise _invalid(field, "A message cannot be empty.", code="blank")
+    if len(body) > MESSAGE_MAX_LENGTH:
+        raise _invalid(field, f"A message has at most {MESSAGE_MAX_LENGTH:,} characters.", code="max_length")
+    return body
+
+
+def _lock(consultation: Consultation, *, with_call: bool = True) -> Consultation:
+    """The consultation's row, locked (inside transaction.atomic), with its running call and current
+    status. Calls start only under this lock, so none starts while the caller holds it; one may end
+    meanwhile (the sweep), which only ever makes an `active` consultation `accepted` again."""
+    locked = Consultation.objects.select_for_update().get(pk=consultation.pk)
+    if with_call:
+        locked.running_call = selectors.running_call_of(locked)
+        locked.current_status = ConsultationStatus.ACTIVE if locked.running_call else locked.status
+    return locked
+
+
+def _preview(body: str) -> str:
+    text = " ".join(body.split())
+    return text if len(text) <= NOTIFICATION_PREVIEW_LENGTH else text[: NOTIFICATION_PREVIEW_LENGTH - 1] + "…"
+
+
+def _notify(user_id: int, title: str, message: str, consultation: Consultation, **data) -> None:
+    from notifications import notify
+
+    notify(user_id, "consultation", title, message, {"consultationId": consultation.pk, **data})
+
+
+# --- Opening a consultation and talking ------------------------------------------------------------
+
+
+def consultation_create(
+    *, user, vendor_id: int, service_id: int, initial_message: str, now: datetime | None = None
+) -> tuple[Consultation, Message]:
+    """A user asks a vendor for a consultation about one of the vendor's active services."""
+    from marketplace.models import Service
+
+    if user.role != "user":
+        raise exceptions.PermissionDenied("Only users (not vendors or admins) can ask for a consultation.")
+    body = _clean_body(initial_message, field="initial_message")
+    vendor = get_user_model().objects.filter(pk=vendor_id, role="vendor", is_active=True).first()
+    if vendor is None:
+        raise _invalid("vendor_id", "No such vendor.", code="unknown_vendor")
+    service = Service.objects.filter(pk=service_id, deleted_at__isnull=True).first()
+    if service is None:
+        raise _invalid("service_id", "No such service.", code="unknown_service")
+    if service.vendor_id != vendor.pk:
+        raise _invalid("service_id", "This service is not offered by this vendor.", code="other_vendors_service")
+    if not service.is_active:
+        raise _invalid("service_id", "This service is not available.", code="inactive_service")
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        consultation = Consultation.objects.create(
+            user=user, vendor=vendor, service=service, created_at=now, updated_at=now, last_message_at=now
+        )
+        message = Message.objects.create(consultation=consultation, sender=user, body=body, created_at=now)
+        _notify(
+            vendor.pk,
+            "New consultation request",
+            f"{user.name} asks for a consultation about {service.name}: {_preview(body)}",
+            consultation,
+            messageId=message.pk,
+            status=consultation.status,
+        )
+    return consultation, message
+
+
+def message_send(*, consultation: Consultation, sender, body: str, now: datetime | None = None) -> Message:
+    """A participant writes in an open consultation (anything but completed, cancelled, rejected)."""
+    side = consultation.participant_side(sender)
+    if side is None:
+        raise exceptions.PermissionDenied("Only the consultation's user and vendor can write in it.")
+    body = _clean_body(body)
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = _lock(consultation, with_call=False)
+        if locked.status in CLOSED_STATUSES:
+            raise Conflict(
+                {"message": f"This consultation is {locked.status}; it takes no more messages.", "code": "closed"}
+            )
+        message = Message.objects.create(consultation=locked, sender=sender, body=body, created_at=now)
+        locked.last_message_at = locked.updated_at = now
+        locked.save(update_fields=["last_message_at", "updated_at"])
+        _notify(
+            locked.other_participant_id(sender),
+            f"New message from {sender.name}",
+            _preview(body),
+            locked,
+            messageId=message.pk,
+        )
+    return message
+
+
+def messages_mark_read(*, consultation: Consultation, reader, now: datetime | None = None) -> int:
+    """The other side's unread messages, read by `reader` (a participant) now; how many changed."""
+    if consultation.participant_side(reader) is None:
+        return 0
+    return (
+        Message.objects.filter(consultation=consultation, read_at__isnull=True)
+        .exclude(sender=reader)
+        .update(read_at=now or timezone.now())
+    )
+
+
+# --- Status -----------------------------------------------------------------------------------------
+
+
+def consultation_status_change(*, consultation: Consultation, actor, status: str, now: datetime | None = None):
+    """The vendor accepts, rejects or completes; the user cancels. Any other change is a 409 and
+    changes nothing. Completing a consultation with a running call stops the call first."""
+    if status not in ConsultationStatus.values:
+        raise _invalid("status", f"Choose one of {', '.join(ConsultationStatus.values)}.", code="invalid_choice")
+    side = consultation.participant_side(actor)
+    if side is None:
+        raise exceptions.PermissionDenied("Only the consultation's user and vendor can change its status.")
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = _lock(consultation)
+        current = locked.current_status
+        allowed_side = TRANSITIONS.get((current, status))
+        if allowed_side is None:
+            raise Conflict(
+                {
+                    "message": f"A consultation that is {current} cannot become {status}.",
+                    "code": "invalid_transition",
+                    "status": current,
+                }
+            )
+        if allowed_side != side:
+            raise Conflict(
+                {
+                    "message": f"Only the consultation's {allowed_side} can make it {status}.",
+                    "code": "invalid_transition",
+                    "status": current,
+                }
+            )
+        call = locked.running_call
+        if call is not None:
+            streaming.session_stop(session=call, reason=streaming.stop_reason_for(call, actor))
+        locked.status = status
+        locked.updated_at = now
+        fields = ["status", "updated_at"]
+        if status == ConsultationStatus.ACCEPTED:
+            locked.accepted_at = now
+            fields.append("accepted_at")
+        if status in CLOSED_STATUSES:
+            locked.closed_at = now
+            fields.append("closed_at")
+        locked.save(update_fields=fields)
+        _notify(
+            locked.other_participant_id(actor),
+            f"Consultation {status}",
+            f"{actor.name} {_DONE[status]} the consultation about {locked.service.name}.",
+            locked,
+            status=status,
+        )
+    return locked
+
+
+# --- Calls --------------------------------------------------------------------------------------------
+
+
+def consultation_call_start(
+    *, consultation: Consultation, actor, device: dict | None = None, max_cost: int | None = None
+) -> StreamingSession:
+    """The consultation's user (who pays) starts a paid call on an accepted consultation: a metered
+    session on its service. 402 without funds for the first period, like any session."""
+    side = consultation.participant_side(actor)
+    if side != "user":
+        raise exceptions.PermissionDenied("Only the consultation's user starts a call: they pay for it.")
+    with transaction.atomic():
+        locked = _lock(consultation)
+        if locked.current_status == ConsultationStatus.ACTIVE:
+            raise Conflict({"message": "A call is already running.", "code": "call_running"})
+        if locked.current_status != ConsultationStatus.ACCEPTED:
+            raise Conflict(
+                {
+                    "message": f"A call needs an accepted consultation; this one is {locked.current_status}.",
+                    "code": "not_accepted",
+                    "status": locked.current_status,
+                }
+            )
+        session = streaming.session_start(
+            user=locked.user,
+            service=locked.service,
+            device=device,
+            max_cost=max_cost,
+            kind=SessionKind.CONSULTATION,
+        )
+        ConsultationCall.objects.create(consultation=locked, session=session, created_at=session.start_time)
+        locked.updated_at = session.start_time
+        locked.save(update_fields=["updated_at"])
+    return session
+
+
+def consultation_call_stop(*, consultation: Consultation, actor) -> StreamingSession:
+    """Either participant hangs up: the call is charged exactly up to now, like any session."""
+    if consultation.participant_side(actor) is None:
+        raise exceptions.PermissionDenied("Only the consultation's user and vendor can stop its call.")
+    with transaction.atomic():
+        locked = _lock(consultation)
+        if locked.running_call is None:
+            raise Conflict({"message": "No call is running.", "code": "no_call_running"})
+        session = streaming.session_stop(
+            session=locked.running_call, reason=streaming.stop_reason_for(locked.running_call, actor)
+        )
+        locked.updated_at = session.end_time or timezone.now()
+        locked.save(update_fields=["updated_at"])
+    return session

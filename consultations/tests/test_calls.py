@@ -1,0 +1,351 @@
+"""A consultation's paid call: a metered session on its service, billed to the minor unit exactly
+like any streaming session, started by its user, stopped by either participant or by the sweep."""
+
+from __future__ import annotations
+
+import pytest
+
+from consultations.models import Consultation, ConsultationCall
+from consultations.selectors import running_call_of
+from consultations.tests.conftest import LIST, call_url, detail_url, status_url
+from marketplace.services import service_set_active
+from streaming.models import SessionCharge, SessionKind, SessionStatus, StopReason, StreamingSession
+from streaming.tests.conftest import USDC, beat, fresh, run_sweep, start, stop
+from wallets.models import SystemAccount
+from wallets.tests.conftest import balance_of, system_balance
+
+pytestmark = pytest.mark.django_db
+
+
+def split(amount: int) -> tuple[int, int]:
+    """(vendor's share, platform's fee) of one charge at the default 10%."""
+    fee = amount * 1000 // 10_000
+    return amount - fee, fee
+
+
+def charges_of(session) -> list[int]:
+    return list(SessionCharge.objects.filter(session=session).order_by("id").values_list("amount", flat=True))
+
+
+def call_start(client, consultation, **extra):
+    return client.post(call_url(consultation, "start"), extra.pop("data", {}), format="json", **extra)
+
+
+def call_stop(client, consultation, **extra):
+    return client.post(call_url(consultation, "stop"), format="json", **extra)
+
+
+# --- Money --------------------------------------------------------------------------------------------
+
+
+def test_a_call_is_billed_exactly_like_a_streaming_session(api, alice, bob, victor, fund, consult, service, clock):
+    fund(alice, 10 * USDC)
+    fund(bob, 10 * USDC)
+    revenue_before = system_balance(SystemAccount.PLATFORM_REVENUE)
+    consultation = consult("accepted")
+    client = api(alice)
+
+    started = call_start(client, consultation)
+    stream = start(bob, service)  # the same service, the same instant, as a plain streaming session
+
+    assert started.status_code == 201, started.json()
+    call = StreamingSession.objects.get(session_id=started.json()["session"]["sessionId"])
+    assert call.kind == SessionKind.CONSULTATION
+    assert (call.user, call.vendor, call.service) == (alice, victor, service)
+    assert started.json()["consultation"]["status"] == "active"
+
+    clock.move(seconds=60)
+    beat(call)
+    beat(stream)
+    run_sweep()
+    clock.move(seconds=40, milliseconds=1)
+    stopped = call_stop(client, consultation)
+    stream = stop(stream)
+
+    total = USDC * 100_001 // 60_000  # 100.001 s at 1 USDC a minute, floored once
+    assert stopped.status_code == 200, stopped.json()
+    call = fresh(call)
+    assert call.status == stream.status == SessionStatus.COMPLETED
+    assert call.total_cost == stream.total_cost == total
+    assert charges_of(call) == charges_of(stream) == [USDC, total - USDC]
+    assert balance_of(alice) == balance_of(bob) == 10 * USDC - total
+    vendor_share = sum(split(amount)[0] for amount in charges_of(call))
+    assert balance_of(victor) == 2 * vendor_share
+    assert system_balance(SystemAccount.PLATFORM_REVENUE) - revenue_before == 2 * (total - vendor_share)
+    assert call.hold.amount == 0
+
+    # The consultation shows its call and what it cost, and is accepted again.
+    shown = api(alice).get(detail_url(consultation)).json()["consultation"]
+    assert shown["status"] == "accepted"
+    assert shown["calls"] == [
+        {
+            "sessionId": str(call.session_id),
+            "status": "completed",
+            "stopReason": "user",
+            "startTime": call.start_time.isoformat().replace("+00:00", "Z"),
+            "endTime": call.end_time.isoformat().replace("+00:00", "Z"),
+            "totalCost": "1.666683",
+            "token": "USDC",
+            "totalUsageSeconds": 100,
+        }
+    ]
+    assert shown["totalCallCost"] == "1.666683"
+    assert shown["callToken"] == "USDC"
+
+
+def test_a_running_call_makes_the_consultation_active(api, alice, victor, fund, consult, clock):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+
+    call_start(api(alice), consultation)
+    clock.move(seconds=30)
+
+    for viewer in (alice, victor):
+        assert api(viewer).get(LIST).json()["consultations"][0]["status"] == "active"
+        shown = api(viewer).get(detail_url(consultation)).json()["consultation"]
+        assert shown["status"] == "active"
+        assert shown["calls"][0]["status"] == "active"
+        assert shown["calls"][0]["endTime"] is None
+        assert shown["calls"][0]["totalUsageSeconds"] == 30
+    assert Consultation.objects.get().status == "accepted"  # what is stored: `active` is derived
+
+
+def test_the_sweep_stopping_a_call_returns_the_consultation_to_accepted(api, alice, fund, consult, clock):
+    fund(alice, 1_500_000)  # a minute and a half at 1 USDC a minute
+    consultation = consult("accepted")
+    client = api(alice)
+    call_start(client, consultation)
+    call = running_call_of(consultation)
+
+    clock.move(seconds=60)
+    beat(call)
+    run_sweep()
+    assert client.get(detail_url(consultation)).json()["consultation"]["status"] == "active"
+    clock.move(seconds=60)
+    beat(call)
+    run_sweep()
+
+    call = fresh(call)
+    assert (call.status, call.stop_reason) == (SessionStatus.STOPPED, StopReason.INSUFFICIENT_FUNDS)
+    assert call.total_cost == 1_500_000
+    assert balance_of(alice) == 0
+    shown = client.get(detail_url(consultation)).json()["consultation"]
+    assert shown["status"] == "accepted"
+    assert call_stop(client, consultation).json()["code"] == "no_call_running"
+
+    # After a top-up the user calls again; the consultation adds up both calls.
+    fund(alice, 5 * USDC)
+    assert call_start(client, consultation).status_code == 201
+    clock.move(seconds=30)
+    assert call_stop(api(alice), consultation).status_code == 200
+    shown = client.get(detail_url(consultation)).json()["consultation"]
+    assert [c["totalCost"] for c in shown["calls"]] == ["0.500000", "1.500000"]
+    assert shown["totalCallCost"] == "2.000000"
+
+
+def test_a_call_stopped_through_the_streams_api_ends_too(api, alice, fund, consult):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+    session_id = call_start(api(alice), consultation).json()["session"]["sessionId"]
+
+    assert api(alice).patch(f"/api/v1/streams/{session_id}/stop").status_code == 200
+
+    assert api(alice).get(detail_url(consultation)).json()["consultation"]["status"] == "accepted"
+
+
+@pytest.mark.parametrize(("who", "status", "reason"), [("alice", "completed", "user"), ("victor", "stopped", "vendor")])
+def test_either_participant_stops_the_call(api, alice, victor, fund, consult, clock, who, status, reason):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+    call_start(api(alice), consultation)
+    clock.move(seconds=90)
+
+    response = call_stop(api({"alice": alice, "victor": victor}[who]), consultation)
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["message"] == "Call stopped."
+    assert response.json()["session"]["status"] == status
+    assert response.json()["session"]["stopReason"] == reason
+    assert response.json()["session"]["totalCost"] == "1.500000"
+    assert response.json()["consultation"]["status"] == "accepted"
+    assert balance_of(alice) == 10 * USDC - 1_500_000
+
+
+# --- Refusals -----------------------------------------------------------------------------------------
+
+
+def nothing_started(alice, funds: int) -> None:
+    assert not ConsultationCall.objects.exists()
+    assert not StreamingSession.objects.exists()
+    assert balance_of(alice) == funds
+
+
+def test_without_funds_a_call_is_a_402_and_starts_nothing(api, alice, consult):
+    consultation = consult("accepted")
+
+    response = call_start(api(alice), consultation)
+
+    assert response.status_code == 402
+    assert response.json() == {
+        "message": "Insufficient funds: starting this session needs 1.000000 USDC; 0.000000 is available.",
+        "statusCode": 402,
+        "code": "insufficient_funds",
+        "needed": "1.000000",
+        "available": "0.000000",
+        "token": "USDC",
+    }
+    nothing_started(alice, 0)
+    assert api(alice).get(detail_url(consultation)).json()["consultation"]["status"] == "accepted"
+
+
+@pytest.mark.parametrize("status", ["pending", "completed", "cancelled", "rejected"])
+def test_a_call_needs_an_accepted_consultation(api, alice, fund, consult, status):
+    fund(alice, 10 * USDC)
+    consultation = consult(status)
+
+    response = call_start(api(alice), consultation)
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "not_accepted"
+    nothing_started(alice, 10 * USDC)
+
+
+def test_one_call_at_a_time(api, alice, consult):
+    consultation = consult("active")  # funded with 10 USDC, its call running
+    calls = StreamingSession.objects.count()
+
+    response = call_start(api(alice), consultation)
+
+    assert response.status_code == 409
+    assert response.json()["code"] == "call_running"
+    assert StreamingSession.objects.count() == calls
+
+
+def test_the_vendor_does_not_start_calls(api, alice, victor, fund, consult):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+
+    response = call_start(api(victor), consultation)
+
+    assert response.status_code == 403
+    assert response.json()["message"] == "Only the consultation's user starts a call: they pay for it."
+    nothing_started(alice, 10 * USDC)
+
+
+def test_staff_neither_start_nor_stop_calls(api, alice, olga, fund, consult):
+    consultation = consult("active")
+    session = running_call_of(consultation)
+
+    assert call_start(api(olga), consultation).status_code == 403
+    assert call_stop(api(olga), consultation).status_code == 403
+    assert fresh(session).status == SessionStatus.ACTIVE
+
+
+@pytest.mark.parametrize("who", ["bob", "wanda"])
+def test_outsiders_get_a_404(api, bob, wanda, consult, who):
+    consultation = consult("active")
+    session = running_call_of(consultation)
+    outsider = api({"bob": bob, "wanda": wanda}[who])
+
+    assert call_start(outsider, consultation).status_code == 404
+    assert call_stop(outsider, consultation).status_code == 404
+    assert fresh(session).status == SessionStatus.ACTIVE
+    assert StreamingSession.objects.count() == 1
+
+
+def test_anonymous_is_401(anon, consult):
+    consultation = consult("accepted")
+
+    assert call_start(anon, consultation).status_code == 401
+    assert call_stop(anon, consultation).status_code == 401
+    assert not StreamingSession.objects.exists()
+
+
+def test_no_call_to_stop_is_a_409(api, alice, consult):
+    response = call_stop(api(alice), consult("accepted"))
+
+    assert response.status_code == 409
+    assert response.json()["message"] == "No call is running."
+
+
+def test_an_unavailable_service_takes_no_call(api, alice, fund, consult, service):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+    service_set_active(service=service, is_active=False)
+
+    response = call_start(api(alice), consultation)
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"serviceId": ["This service is not available."]}
+    nothing_started(alice, 10 * USDC)
+
+
+def test_a_closed_consultation_takes_no_call_even_after_one(api, alice, victor, fund, consult):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+    call_start(api(alice), consultation)
+    api(victor).patch(status_url(consultation), {"status": "completed"}, format="json")
+
+    response = call_start(api(alice), consultation)
+
+    assert response.status_code == 409
+    assert StreamingSession.objects.count() == 1
+
+
+def test_max_cost_caps_the_call(api, alice, fund, consult):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+
+    bad = call_start(api(alice), consultation, data={"maxCost": "0.1234567"})
+    good = call_start(api(alice), consultation, data={"maxCost": "2.5", "device": "phone"})
+
+    assert bad.status_code == 400
+    assert good.status_code == 201, good.json()
+    session = running_call_of(consultation)
+    assert session.max_cost == 2_500_000
+    assert session.client_info == {"name": "phone"}
+
+
+# --- Idempotency-Key ----------------------------------------------------------------------------------
+
+
+def test_a_retried_start_starts_one_call(api, alice, fund, consult):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+    client = api(alice)
+
+    first = call_start(client, consultation, HTTP_IDEMPOTENCY_KEY="call-1")
+    again = call_start(client, consultation, HTTP_IDEMPOTENCY_KEY="call-1")
+    other_body = call_start(client, consultation, data={"maxCost": "1"}, HTTP_IDEMPOTENCY_KEY="call-1")
+
+    assert first.status_code == again.status_code == 201
+    assert again["Idempotent-Replayed"] == "true"
+    assert again.json()["session"]["sessionId"] == first.json()["session"]["sessionId"]
+    assert other_body.status_code == 409
+    assert other_body.json()["code"] == "idempotency_key_reused"
+    assert StreamingSession.objects.count() == ConsultationCall.objects.count() == 1
+
+
+def test_a_retried_stop_replays_the_first_answer(api, alice, fund, consult, clock):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+    client = api(alice)
+    call_start(client, consultation)
+    clock.move(seconds=60)
+
+    first = call_stop(client, consultation, HTTP_IDEMPOTENCY_KEY="hang-up")
+    clock.move(seconds=60)
+    again = call_stop(client, consultation, HTTP_IDEMPOTENCY_KEY="hang-up")
+
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert balance_of(alice) == 9 * USDC
+
+
+def test_a_refused_start_does_not_keep_its_key(api, alice, fund, consult):
+    consultation = consult("accepted")
+    client = api(alice)
+
+    assert call_start(client, consultation, HTTP_IDEMPOTENCY_KEY="k").status_code == 402
+    fund(alice, 10 * USDC)
+    assert call_start(client, consultation, HTTP_IDEMPOTENCY_KEY="k").status_code == 201

@@ -1,0 +1,191 @@
+"""POST /consultations: a user asks a vendor about one of the vendor's active services."""
+
+from __future__ import annotations
+
+import pytest
+
+from consultations.models import Consultation, Message
+from consultations.tests.conftest import LIST
+from marketplace.services import service_delete, service_set_active
+from notifications.models import Notification
+
+pytestmark = pytest.mark.django_db
+
+
+def body(service, text="Can you review my portfolio?") -> dict:
+    return {"vendorId": service.vendor_id, "serviceId": service.pk, "initialMessage": text}
+
+
+def test_a_user_asks_a_vendor(api, alice, victor, service, mailoutbox):
+    response = api(alice).post(LIST, body(service), format="json")
+
+    assert response.status_code == 201, response.json()
+    data = response.json()
+    consultation = Consultation.objects.get()
+    message = Message.objects.get()
+    assert data["message"] == "Consultation requested."
+    assert data["consultation"] == {
+        "id": consultation.pk,
+        "user": {"id": alice.pk, "name": "Alice"},
+        "vendor": {"id": victor.pk, "name": "Victor"},
+        "service": {"id": service.pk, "name": service.name, "unit": "per_minute", "token": "USDC", "rate": "1.000000"},
+        "status": "pending",
+        "date": data["consultation"]["createdAt"],
+        "createdAt": data["consultation"]["createdAt"],
+        "lastMessage": {
+            "id": message.pk,
+            "consultationId": consultation.pk,
+            "senderId": alice.pk,
+            "body": "Can you review my portfolio?",
+            "createdAt": data["consultation"]["createdAt"],
+            "readAt": None,
+        },
+        "unreadCount": 0,
+    }
+    assert (consultation.user, consultation.vendor, consultation.service) == (alice, victor, service)
+    assert (message.sender, message.body, message.read_at) == (alice, "Can you review my portfolio?", None)
+
+    # The vendor hears about it, in the app and by email; the user who asked does not.
+    (notification,) = Notification.objects.all()
+    assert notification.user == victor
+    assert notification.type == "consultation"
+    assert notification.title == "New consultation request"
+    assert "Alice asks for a consultation about" in notification.message
+    assert notification.data == {"consultationId": consultation.pk, "messageId": message.pk, "status": "pending"}
+    assert [email.to for email in mailoutbox] == [["victor@example.com"]]
+
+
+def test_the_first_message_is_stored_as_written(api, alice, service):
+    text = "  <script>alert('hi')</script> & \"quotes\"\n\n  ünïcödé 🙂  "
+
+    response = api(alice).post(LIST, body(service, text), format="json")
+
+    assert response.status_code == 201
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["consultation"]["lastMessage"]["body"] == text
+    assert Message.objects.get().body == text
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"initialMessage": ""}, "initialMessage"),
+        ({"initialMessage": "   \n\t "}, "initialMessage"),
+        ({"initialMessage": "x" * 5001}, "initialMessage"),
+        ({"initialMessage": None}, "initialMessage"),
+        ({"initialMessage": 42}, "initialMessage"),
+        ({"initialMessage": "nul \x00 byte"}, "initialMessage"),
+        ({"vendorId": None}, "vendorId"),
+        ({"vendorId": "victor"}, "vendorId"),
+        ({"serviceId": -1}, "serviceId"),
+        ({"serviceId": 10**30}, "serviceId"),
+    ],
+)
+def test_bad_input_is_a_400_and_stores_nothing(api, alice, service, change, field):
+    response = api(alice).post(LIST, {**body(service), **change}, format="json")
+
+    assert response.status_code == 400, response.json()
+    assert field in response.json()["errors"]
+    assert not Consultation.objects.exists()
+    assert not Message.objects.exists()
+    assert not Notification.objects.exists()
+
+
+def test_missing_fields_are_named(api, alice):
+    response = api(alice).post(LIST, {}, format="json")
+
+    assert response.status_code == 400
+    assert set(response.json()["errors"]) == {"vendorId", "serviceId", "initialMessage"}
+
+
+def test_a_message_of_exactly_5000_characters_is_fine(api, alice, service):
+    response = api(alice).post(LIST, body(service, "é" * 5000), format="json")
+
+    assert response.status_code == 201
+    assert len(Message.objects.get().body) == 5000
+
+
+def _refused(response, field: str) -> None:
+    assert response.status_code == 400, response.json()
+    data = response.json()
+    assert list(data["errors"]) == [field]
+    assert data["message"].startswith(f"{field}: ")
+    assert not Consultation.objects.exists()
+    assert not Message.objects.exists()
+    assert not Notification.objects.exists()
+
+
+def test_unknown_vendor(api, alice, service):
+    response = api(alice).post(LIST, {**body(service), "vendorId": 999_999}, format="json")
+
+    _refused(response, "vendorId")
+    assert response.json()["errors"]["vendorId"] == ["No such vendor."]
+
+
+@pytest.mark.parametrize("who", ["bob", "olga", "alice"])
+def test_a_user_who_is_not_a_vendor_is_an_unknown_vendor(api, alice, bob, olga, service, who):
+    someone = {"bob": bob, "olga": olga, "alice": alice}[who]
+
+    response = api(alice).post(LIST, {**body(service), "vendorId": someone.pk}, format="json")
+
+    _refused(response, "vendorId")
+
+
+def test_a_deactivated_vendor_is_an_unknown_vendor(api, alice, victor, service):
+    victor.is_active = False
+    victor.save(update_fields=["is_active"])
+
+    _refused(api(alice).post(LIST, body(service), format="json"), "vendorId")
+
+
+def test_unknown_service(api, alice, victor):
+    response = api(alice).post(
+        LIST, {"vendorId": victor.pk, "serviceId": 999_999, "initialMessage": "Hi"}, format="json"
+    )
+
+    _refused(response, "serviceId")
+    assert response.json()["errors"]["serviceId"] == ["No such service."]
+
+
+def test_a_deleted_service_is_unknown(api, alice, service):
+    service_delete(service=service)
+
+    _refused(api(alice).post(LIST, body(service), format="json"), "serviceId")
+
+
+def test_an_inactive_service(api, alice, service):
+    service_set_active(service=service, is_active=False)
+
+    response = api(alice).post(LIST, body(service), format="json")
+
+    _refused(response, "serviceId")
+    assert response.json()["errors"]["serviceId"] == ["This service is not available."]
+
+
+def test_a_service_of_another_vendor(api, alice, victor, wanda, make_service):
+    wandas = make_service(vendor=wanda)
+
+    response = api(alice).post(
+        LIST, {"vendorId": victor.pk, "serviceId": wandas.pk, "initialMessage": "Hi"}, format="json"
+    )
+
+    _refused(response, "serviceId")
+    assert response.json()["errors"]["serviceId"] == ["This service is not offered by this vendor."]
+
+
+@pytest.mark.parametrize("who", ["victor", "wanda", "olga"])
+def test_only_users_ask(api, victor, wanda, olga, service, who):
+    caller = {"victor": victor, "wanda": wanda, "olga": olga}[who]
+
+    response = api(caller).post(LIST, body(service), format="json")
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+    assert not Consultation.objects.exists()
+
+
+def test_anonymous_is_401(anon, service):
+    response = anon.post(LIST, body(service), format="json")
+
+    assert response.status_code == 401
+    assert not Consultation.objects.exists()

@@ -1,0 +1,294 @@
+"""Reading consultations: the caller's list, one consultation with its messages, the vendor inbox;
+who may read what; unread counts; constant queries."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from consultations import services
+from consultations.models import Message
+from consultations.tests.conftest import INBOX, LIST, committed, detail_url
+
+pytestmark = pytest.mark.django_db
+
+
+def say(consultation, sender, text: str, *, at=None) -> Message:
+    with committed():
+        return services.message_send(consultation=consultation, sender=sender, body=text, now=at)
+
+
+def ids(response, key: str = "consultations") -> list[int]:
+    return [item["id"] for item in response.json()[key]]
+
+
+# --- GET /consultations -------------------------------------------------------------------------------
+
+
+def test_the_list_as_user_and_as_vendor(api, alice, bob, victor, wanda, consult, make_service):
+    mine = consult()
+    bobs = consult(user=bob)
+    with_wanda = consult(service=make_service(vendor=wanda))
+
+    assert ids(api(alice).get(LIST)) == [with_wanda.pk, mine.pk]
+    assert ids(api(bob).get(LIST)) == [bobs.pk]
+    assert ids(api(victor).get(LIST)) == [bobs.pk, mine.pk]
+    assert ids(api(wanda).get(LIST)) == [with_wanda.pk]
+
+
+def test_the_list_item(api, alice, victor, consult):
+    consultation = consult(text="First question")
+    reply = say(consultation, victor, "An answer")
+
+    response = api(alice).get(LIST)
+
+    assert response.status_code == 200
+    data = response.json()
+    assert data["count"] == 1 and data["page"] == 1 and data["totalPages"] == 1
+    (item,) = data["consultations"]
+    assert item["status"] == "pending"
+    assert item["vendor"] == {"id": victor.pk, "name": "Victor"}
+    assert item["service"]["id"] == consultation.service_id
+    assert item["date"] == reply.created_at.isoformat().replace("+00:00", "Z")
+    assert item["lastMessage"]["id"] == reply.pk
+    assert item["lastMessage"]["body"] == "An answer"
+    assert item["unreadCount"] == 1
+
+
+def test_staff_and_outsiders_have_empty_lists(api, bob, olga, wanda, consult):
+    consult()
+
+    for caller in (bob, olga, wanda):
+        response = api(caller).get(LIST)
+        assert response.status_code == 200
+        assert response.json()["consultations"] == []
+
+
+def test_anonymous_is_401(anon):
+    assert anon.get(LIST).status_code == 401
+
+
+def test_newest_activity_first(api, alice, victor, consult, make_service):
+    first, second, third = consult(), consult(service=make_service()), consult(service=make_service())
+    start = timezone.now() + timedelta(minutes=1)
+    say(third, victor, "early", at=start)
+    say(second, alice, "later", at=start + timedelta(minutes=1))
+    say(first, victor, "latest", at=start + timedelta(minutes=2))
+    say(third, alice, "a new question", at=start + timedelta(minutes=3))
+
+    assert ids(api(alice).get(LIST)) == [third.pk, first.pk, second.pk]
+
+
+def test_unread_counts_are_the_other_sides_unread_messages(api, alice, victor, consult):
+    consultation = consult(text="one")
+    say(consultation, alice, "two")
+    say(consultation, victor, "three")
+
+    def unread(user) -> int:
+        return api(user).get(LIST).json()["consultations"][0]["unreadCount"]
+
+    assert (unread(alice), unread(victor)) == (1, 2)
+    api(victor).get(detail_url(consultation))
+    assert (unread(alice), unread(victor)) == (1, 0)
+
+
+def test_the_list_is_paginated(api, alice, consult, make_service):
+    made = [consult(service=make_service()) for _ in range(3)]
+
+    response = api(alice).get(LIST, {"pageSize": 2, "page": 2})
+
+    assert response.json()["count"] == 3
+    assert response.json()["totalPages"] == 2
+    assert ids(response) == [made[0].pk]
+
+
+def test_filter_by_status(api, alice, consult, make_service):
+    made = {status: consult(status, service=make_service()) for status in ("pending", "accepted", "active", "rejected")}
+
+    for status, consultation in made.items():
+        response = api(alice).get(LIST, {"status": status})
+        assert ids(response) == [consultation.pk], status
+        assert response.json()["consultations"][0]["status"] == status
+    assert ids(api(alice).get(LIST, {"status": "completed"})) == []
+    assert len(ids(api(alice).get(LIST, {"status": ""}))) == 4
+
+
+def test_an_unknown_status_filter_is_a_400(api, alice):
+    response = api(alice).get(LIST, {"status": "archived"})
+
+    assert response.status_code == 400
+    assert "status" in response.json()["errors"]
+
+
+@pytest.mark.parametrize("how_many", [1, 20])
+def test_the_list_takes_a_constant_number_of_queries(
+    api, alice, victor, consult, make_service, django_assert_num_queries, how_many
+):
+    for index in range(how_many):
+        consultation = consult(service=make_service(), status="active" if index % 3 == 0 else "accepted")
+        say(consultation, victor, f"reply {index}")
+    client = api(alice)
+
+    # The user (authentication), the count, the page with its last message ids, statuses and unread
+    # counts, and the page's last messages.
+    with django_assert_num_queries(4):
+        response = client.get(LIST)
+
+    assert len(response.json()["consultations"]) == how_many
+    assert all(item["lastMessage"]["body"].startswith("reply") for item in response.json()["consultations"])
+
+
+# --- GET /consultations/<id> --------------------------------------------------------------------------
+
+
+def test_a_participant_reads_a_consultation_with_its_messages(api, alice, victor, consult):
+    consultation = consult(text="question")
+    answer = say(consultation, victor, "answer")
+
+    response = api(alice).get(detail_url(consultation))
+
+    assert response.status_code == 200
+    data = response.json()
+    assert data["consultation"]["id"] == consultation.pk
+    assert data["consultation"]["status"] == "pending"
+    assert data["consultation"]["user"] == {"id": alice.pk, "name": "Alice"}
+    assert data["consultation"]["calls"] == []
+    assert data["consultation"]["totalCallCost"] == "0.000000"
+    assert data["consultation"]["callToken"] == "USDC"
+    assert [m["body"] for m in data["messages"]] == ["answer", "question"]  # newest first
+    assert data["messages"][0]["id"] == answer.pk
+    assert data["messages"][0]["senderId"] == victor.pk
+    assert data["count"] == 2
+
+
+def test_opening_it_reads_the_other_sides_messages_only(api, alice, victor, consult):
+    consultation = consult(text="question")
+    say(consultation, victor, "answer 1")
+    say(consultation, victor, "answer 2")
+    say(consultation, alice, "thanks")
+
+    response = api(alice).get(detail_url(consultation))
+
+    read = {m.body: m.read_at for m in Message.objects.all()}
+    assert read["answer 1"] is not None and read["answer 2"] is not None
+    assert read["question"] is None and read["thanks"] is None
+    # The response shows them read already.
+    assert {m["body"]: m["readAt"] is not None for m in response.json()["messages"]} == {
+        "thanks": False,
+        "answer 2": True,
+        "answer 1": True,
+        "question": False,
+    }
+
+
+def test_staff_read_any_consultation_without_marking_anything_read(api, olga, consult):
+    consultation = consult()
+
+    response = api(olga).get(detail_url(consultation))
+
+    assert response.status_code == 200
+    assert response.json()["consultation"]["id"] == consultation.pk
+    assert Message.objects.filter(read_at__isnull=False).count() == 0
+
+
+@pytest.mark.parametrize("who", ["bob", "wanda"])
+def test_anyone_else_gets_a_404(api, bob, wanda, consult, who):
+    consultation = consult()
+    outsider = {"bob": bob, "wanda": wanda}[who]
+
+    response = api(outsider).get(detail_url(consultation))
+
+    assert response.status_code == 404
+    assert response.json()["message"] == "No such consultation."
+    assert Message.objects.filter(read_at__isnull=False).count() == 0
+
+
+def test_unknown_ids_are_404_and_anonymous_401(api, anon, alice, consult):
+    consultation = consult()
+
+    assert api(alice).get(f"{LIST}/999999").status_code == 404
+    assert api(alice).get(f"{LIST}/not-a-number").status_code == 404
+    assert anon.get(detail_url(consultation)).status_code == 401
+
+
+def test_messages_are_paginated(api, alice, victor, consult):
+    consultation = consult(text="m0")
+    start = timezone.now()
+    for index in range(1, 5):
+        say(consultation, victor, f"m{index}", at=start + timedelta(seconds=index))
+
+    first = api(alice).get(detail_url(consultation), {"pageSize": 2}).json()
+    last = api(alice).get(detail_url(consultation), {"pageSize": 2, "page": 3}).json()
+
+    assert first["count"] == 5 and first["totalPages"] == 3
+    assert [m["body"] for m in first["messages"]] == ["m4", "m3"]
+    assert [m["body"] for m in last["messages"]] == ["m0"]
+    assert last["consultation"]["id"] == consultation.pk
+    # Opening any page reads every message of the other side.
+    assert not Message.objects.filter(sender=victor, read_at__isnull=True).exists()
+
+
+# --- GET /consultations/vendor/inbox ------------------------------------------------------------------
+
+
+def test_the_inbox_puts_pending_first_then_latest_message(api, alice, bob, victor, consult, make_service):
+    start = timezone.now() + timedelta(minutes=1)
+    accepted_old = consult("accepted")
+    pending_old = consult(user=bob, service=make_service())
+    closed = consult("completed", service=make_service())
+    accepted_new = consult("accepted", user=bob, service=make_service())
+    pending_new = consult(service=make_service())
+    say(accepted_old, alice, "1", at=start)
+    say(pending_old, bob, "2", at=start + timedelta(seconds=1))
+    say(accepted_new, bob, "3", at=start + timedelta(seconds=2))
+    say(pending_new, alice, "4", at=start + timedelta(seconds=3))
+
+    response = api(victor).get(INBOX)
+
+    assert response.status_code == 200
+    assert ids(response) == [pending_new.pk, pending_old.pk, accepted_new.pk, accepted_old.pk, closed.pk]
+    assert ids(api(victor).get(INBOX, {"status": "pending"})) == [pending_new.pk, pending_old.pk]
+    assert response.json()["consultations"][0]["unreadCount"] == 2
+
+
+def test_a_vendor_sees_only_their_own_inbox(api, wanda, consult):
+    consult()
+
+    assert api(wanda).get(INBOX).json()["consultations"] == []
+
+
+@pytest.mark.parametrize("who", ["alice", "bob", "olga"])
+def test_the_inbox_is_for_vendors_only(api, alice, bob, olga, consult, who):
+    consult()
+
+    response = api({"alice": alice, "bob": bob, "olga": olga}[who]).get(INBOX)
+
+    assert response.status_code == 403
+
+
+def test_the_inbox_takes_a_constant_number_of_queries(api, victor, consult, make_service, django_assert_num_queries):
+    for _ in range(5):
+        consult(service=make_service())
+    client = api(victor)
+
+    with django_assert_num_queries(4):
+        response = client.get(INBOX)
+
+    assert len(response.json()["consultations"]) == 5
+
+
+@pytest.mark.parametrize("replies", [0, 30])
+def test_the_detail_takes_a_constant_number_of_queries(api, alice, victor, consult, django_assert_num_queries, replies):
+    consultation = consult("active")
+    for index in range(replies):
+        say(consultation, victor, f"reply {index}")
+    client = api(alice)
+
+    # The user, the consultation with its status, marking read, the count, the page, the calls.
+    with django_assert_num_queries(6):
+        response = client.get(detail_url(consultation))
+
+    assert len(response.json()["messages"]) == min(replies + 1, 20)
+    assert len(response.json()["consultation"]["calls"]) == 1

@@ -1,0 +1,74 @@
+"""The service layer's own rules (for callers other than the API) and the database's backstops."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework import exceptions
+
+from consultations import services
+from consultations.models import Consultation, Message
+
+pytestmark = pytest.mark.django_db
+
+
+def test_only_users_open_consultations(victor, wanda, service):
+    with pytest.raises(exceptions.PermissionDenied):
+        services.consultation_create(user=wanda, vendor_id=victor.pk, service_id=service.pk, initial_message="Hi")
+    assert not Consultation.objects.exists()
+
+
+@pytest.mark.parametrize("body", ["", " \n", "x" * 5001, None])
+def test_bodies_are_checked_by_the_service_too(alice, consult, body):
+    consultation = consult()
+
+    with pytest.raises(exceptions.ValidationError):
+        services.message_send(consultation=consultation, sender=alice, body=body)
+    assert Message.objects.count() == 1
+
+
+def test_outsiders_and_staff_cannot_act_through_the_service(bob, olga, consult):
+    consultation = consult("accepted")
+
+    for someone in (bob, olga):
+        with pytest.raises(exceptions.PermissionDenied):
+            services.message_send(consultation=consultation, sender=someone, body="hi")
+        with pytest.raises(exceptions.PermissionDenied):
+            services.consultation_status_change(consultation=consultation, actor=someone, status="completed")
+        with pytest.raises(exceptions.PermissionDenied):
+            services.consultation_call_start(consultation=consultation, actor=someone)
+        with pytest.raises(exceptions.PermissionDenied):
+            services.consultation_call_stop(consultation=consultation, actor=someone)
+    assert services.messages_mark_read(consultation=consultation, reader=olga) == 0
+    assert Message.objects.count() == 1
+
+
+def test_an_unknown_status_is_refused_by_the_service(victor, consult):
+    consultation = consult()
+
+    with pytest.raises(exceptions.ValidationError):
+        services.consultation_status_change(consultation=consultation, actor=victor, status="archived")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"status": "active"},  # derived, never stored
+        {"status": "completed"},  # closed without closed_at
+        {"closed_at": timezone.now()},  # open with closed_at
+        {"status": "bogus", "closed_at": timezone.now()},
+    ],
+)
+def test_the_database_keeps_statuses_consistent(consult, change):
+    consultation = consult("accepted")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Consultation.objects.filter(pk=consultation.pk).update(**change)
+
+
+def test_the_database_refuses_a_consultation_with_oneself(victor, consult):
+    consultation = consult()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Consultation.objects.filter(pk=consultation.pk).update(user=victor)

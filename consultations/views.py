@@ -1,0 +1,232 @@
+"""The consultations API (paths as the seed has them, plus a call's start and stop).
+
+Call start and stop honour Idempotency-Key: they move money.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.generics import GenericAPIView
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from consultations import selectors, services
+from consultations.models import ConsultationStatus
+from consultations.serializers import (
+    CallResponseSerializer,
+    CallStartSerializer,
+    ConsultationChangedResponseSerializer,
+    ConsultationCreatedResponseSerializer,
+    ConsultationCreateSerializer,
+    ConsultationDetailResponseSerializer,
+    ConsultationDetailSerializer,
+    ConsultationListQuerySerializer,
+    ConsultationListResponseSerializer,
+    ConsultationSerializer,
+    MessageCreateSerializer,
+    MessageSentResponseSerializer,
+    MessageSerializer,
+    StatusChangeSerializer,
+)
+from paygo.api.amounts import minor_from_field
+from paygo.api.permissions import IsUserRole, IsVendor
+from paygo.tokens import decimals_of
+from streaming.serializers import SessionSerializer
+from wallets.idempotency import idempotent
+
+IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)
+LIST_PARAMETERS = [
+    OpenApiParameter("status", str, enum=ConsultationStatus.values),
+    OpenApiParameter("page", int),
+    OpenApiParameter("pageSize", int),
+]
+
+_STATUS_MESSAGES = {
+    ConsultationStatus.ACCEPTED: "Consultation accepted.",
+    ConsultationStatus.REJECTED: "Consultation rejected.",
+    ConsultationStatus.CANCELLED: "Consultation cancelled.",
+    ConsultationStatus.COMPLETED: "Consultation completed.",
+}
+
+
+def _detail(user, consultation_id: int) -> dict:
+    consultation = selectors.consultation_get_for(user, consultation_id)
+    consultation.call_sessions = selectors.calls_of(consultation)
+    return ConsultationDetailSerializer(consultation).data
+
+
+class _ConsultationPageMixin:
+    results_key = "consultations"
+
+    def _page(self, consultations) -> Response:
+        page = selectors.attach_last_messages(self.paginate_queryset(consultations))
+        return self.paginator.get_paginated_response(ConsultationSerializer(page, many=True).data)
+
+    def _status_filter(self, request) -> str | None:
+        query = ConsultationListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return query.validated_data.get("status") or None
+
+
+class ConsultationListView(_ConsultationPageMixin, GenericAPIView):
+    """GET: the caller's consultations (as user or vendor). POST (users): ask a vendor for one."""
+
+    serializer_class = ConsultationSerializer
+
+    def get_permissions(self):
+        if self.request.method == "POST":
+            return [IsUserRole()]
+        return [IsAuthenticated()]
+
+    @extend_schema(
+        operation_id="consultations_list",
+        summary="The caller's consultations, as user or as vendor, newest activity first",
+        parameters=LIST_PARAMETERS,
+        responses={200: ConsultationListResponseSerializer},
+    )
+    def get(self, request):
+        status_filter = self._status_filter(request)
+        return self._page(selectors.consultation_list_for(request.user, status=status_filter))
+
+    @extend_schema(
+        summary="Ask a vendor for a consultation about one of their active services",
+        request=ConsultationCreateSerializer,
+        responses={201: ConsultationCreatedResponseSerializer},
+    )
+    def post(self, request):
+        data = ConsultationCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        consultation, _ = services.consultation_create(user=request.user, **data.validated_data)
+        (summary,) = selectors.attach_last_messages(
+            selectors.consultation_list_for(request.user).filter(pk=consultation.pk)
+        )
+        return Response(
+            {"message": "Consultation requested.", "consultation": ConsultationSerializer(summary).data},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class VendorInboxView(_ConsultationPageMixin, GenericAPIView):
+    permission_classes = [IsVendor]
+    serializer_class = ConsultationSerializer
+
+    @extend_schema(
+        summary="Vendors: their consultations, pending first, then by latest message",
+        parameters=LIST_PARAMETERS,
+        responses={200: ConsultationListResponseSerializer},
+    )
+    def get(self, request):
+        status_filter = self._status_filter(request)
+        return self._page(selectors.vendor_inbox_for(request.user, status=status_filter))
+
+
+class ConsultationDetailView(GenericAPIView):
+    serializer_class = MessageSerializer
+    results_key = "messages"
+
+    @extend_schema(
+        summary="One consultation with its calls and its messages (participants and staff); "
+        "a participant opening it reads the other side's messages",
+        parameters=[OpenApiParameter("page", int), OpenApiParameter("pageSize", int)],
+        responses={200: ConsultationDetailResponseSerializer},
+    )
+    def get(self, request, consultation_id: int):
+        consultation = selectors.consultation_get_for(request.user, consultation_id)
+        services.messages_mark_read(consultation=consultation, reader=request.user)
+        page = self.paginate_queryset(selectors.message_list_for(consultation))
+        consultation.call_sessions = selectors.calls_of(consultation)
+        return self.paginator.get_paginated_response(
+            MessageSerializer(page, many=True).data, consultation=ConsultationDetailSerializer(consultation).data
+        )
+
+
+class MessageView(APIView):
+    @extend_schema(
+        summary="Write in a consultation (its user or vendor); not in a closed one",
+        request=MessageCreateSerializer,
+        responses={201: MessageSentResponseSerializer},
+    )
+    def post(self, request, consultation_id: int):
+        consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
+        data = MessageCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        body = data.validated_data["message"]
+        message = services.message_send(consultation=consultation, sender=request.user, body=body)
+        return Response(
+            {"message": "Message sent.", "sent_message": MessageSerializer(message).data},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class StatusView(APIView):
+    @extend_schema(
+        summary="The vendor accepts, rejects or completes; the user cancels",
+        request=StatusChangeSerializer,
+        responses={200: ConsultationChangedResponseSerializer},
+    )
+    def patch(self, request, consultation_id: int):
+        consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
+        data = StatusChangeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        new_status = data.validated_data["status"]
+        services.consultation_status_change(consultation=consultation, actor=request.user, status=new_status)
+        return Response(
+            {"message": _STATUS_MESSAGES[new_status], "consultation": _detail(request.user, consultation.pk)}
+        )
+
+
+class CallStartView(APIView):
+    @extend_schema(
+        summary="The consultation's user starts its paid call: a metered session on its service",
+        request=CallStartSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={201: CallResponseSerializer},
+    )
+    def post(self, request, consultation_id: int):
+        consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
+        data = CallStartSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+
+        def execute(_) -> Response:
+            max_cost = values.get("max_cost")
+            if max_cost is not None:
+                max_cost = minor_from_field("max_cost", max_cost, decimals_of(consultation.service.token))
+            session = services.consultation_call_start(
+                consultation=consultation, actor=request.user, device=values.get("device"), max_cost=max_cost
+            )
+            return Response(
+                {
+                    "message": "Call started.",
+                    "session": SessionSerializer(session).data,
+                    "consultation": _detail(request.user, consultation.pk),
+                },
+                status=status.HTTP_201_CREATED,
+            )
+
+        return idempotent(request, execute)
+
+
+class CallStopView(APIView):
+    @extend_schema(
+        summary="Either participant stops the running call; it is charged up to now",
+        request=None,
+        parameters=[IDEMPOTENCY_HEADER],
+        responses={200: CallResponseSerializer},
+    )
+    def post(self, request, consultation_id: int):
+        consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
+
+        def execute(_) -> Response:
+            session = services.consultation_call_stop(consultation=consultation, actor=request.user)
+            return Response(
+                {
+                    "message": "Call stopped.",
+                    "session": SessionSerializer(session).data,
+                    "consultation": _detail(request.user, consultation.pk),
+                }
+            )
+
+        return idempotent(request, execute)
