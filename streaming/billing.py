@@ -16,6 +16,8 @@ Rules (../shared/DESIGN.md, Metering):
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -301,36 +303,38 @@ def _spec(outcome: Outcome, revenue_id: int, fee_bps: int) -> ledger.TxSpec | No
     row = outcome.row
     hold_delta = outcome.new_hold - row.hold_amount
     close = HoldStatus.RELEASED if outcome.stops else None
-    hold_changes = [ledger.HoldChange(row.hold_id, row.payer_account_id, hold_delta, close)]
-    if not hold_delta and not close:
-        hold_changes = []
-    entries: list[tuple[int, int]] = []
-    if outcome.charge:
-        fee = pricing.platform_fee(outcome.charge, fee_bps)
-        entries = [(row.payer_account_id, -outcome.charge)]
-        if outcome.charge - fee:
-            entries.append((row.payee_account_id, outcome.charge - fee))
-        if fee:
-            entries.append((revenue_id, fee))
-    if not entries and not hold_changes:
-        return None
+    hold_changes = (
+        [ledger.HoldChange(row.hold_id, row.payer_account_id, hold_delta, close)] if hold_delta or close else []
+    )
+    if not outcome.charge:
+        return (
+            ledger.TxSpec(kind=TransactionKind.CHARGE, entries=[], hold_changes=hold_changes) if hold_changes else None
+        )
+    fee = outcome.charge * fee_bps // 10_000  # pricing.platform_fee, inlined on the sweep's hot path
+    entries = [(row.payer_account_id, -outcome.charge)]
+    if outcome.charge - fee:
+        entries.append((row.payee_account_id, outcome.charge - fee))
+    if fee:
+        entries.append((revenue_id, fee))
+    session_id = str(row.session_id)
     return ledger.TxSpec(
         kind=TransactionKind.CHARGE,
         entries=entries,
-        reference=f"charge:{row.session_id}:{row.charge_count + 1}" if entries else None,
-        memo=f"{row.service_name}"[:500],
-        metadata={
-            "sessionId": str(row.session_id),
-            "serviceId": row.service_id,
-            "serviceName": row.service_name,
-            "vendorId": row.vendor_id,
-            "userId": row.user_id,
-            "kind": row.kind,
-            "from": row.charged_until.isoformat(),
-            "until": outcome.until.isoformat(),
-        },
+        reference=f"charge:{session_id}:{row.charge_count + 1}",
+        memo=row.service_name[:500],
+        # Encoded by hand (the sweep posts thousands): ids are numbers, the name is JSON-escaped.
+        metadata_json=(
+            f'{{"sessionId": "{session_id}", "serviceId": {row.service_id}, "serviceName": '
+            f'{_json_string(row.service_name)}, "vendorId": {row.vendor_id}, "userId": {row.user_id}, '
+            f'"kind": "{row.kind}"}}'
+        ),
         hold_changes=hold_changes,
     )
+
+
+@functools.lru_cache(maxsize=4096)
+def _json_string(text: str) -> str:
+    return json.dumps(text)
 
 
 _POSTGRES_WRITE = """

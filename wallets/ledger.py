@@ -80,6 +80,11 @@ class TxSpec:
     metadata: dict[str, Any] = field(default_factory=dict)
     created_by_id: int | None = None
     hold_changes: list[HoldChange] = field(default_factory=list)
+    # The metadata already encoded as a JSON object, for callers that post thousands at a time.
+    metadata_json: str | None = None
+
+    def metadata_text(self) -> str:
+        return self.metadata_json if self.metadata_json is not None else json.dumps(self.metadata)
 
 
 # --- Accounts -------------------------------------------------------------------------------------
@@ -337,7 +342,7 @@ def _write_postgres(specs, locked, balance_delta, held_delta, now) -> list[int |
         "kind": [spec.kind for spec in with_entries],
         "reference": [spec.reference for spec in with_entries],
         "memo": [spec.memo for spec in with_entries],
-        "metadata": [json.dumps(spec.metadata) for spec in with_entries],
+        "metadata": [spec.metadata_text() for spec in with_entries],
         "created_by": [spec.created_by_id for spec in with_entries],
         "entry_tx": entry_tx,
         "entry_account": entry_account,
@@ -366,7 +371,7 @@ def _write_orm(specs, locked, balance_delta, held_delta, now) -> list[int | None
                 kind=spec.kind,
                 reference=spec.reference,
                 memo=spec.memo,
-                metadata=spec.metadata,
+                metadata=json.loads(spec.metadata_text()),
                 created_by_id=spec.created_by_id,
                 created_at=now,
             )
