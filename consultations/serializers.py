@@ -10,9 +10,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from consultations.models import MESSAGE_MAX_LENGTH, ConsultationStatus, Message
-from paygo.api.amounts import AmountField, format_minor
+from paygo.api.amounts import format_minor
 from paygo.tokens import decimals_of
-from streaming.serializers import SessionSerializer
+from streaming.serializers import SessionOptionsSerializer, SessionSerializer
 
 
 class MessageBodyField(serializers.CharField):
@@ -61,20 +61,8 @@ class ConsultationListQuerySerializer(serializers.Serializer):
     status = ConsultationStatusField(required=False, allow_blank=True)
 
 
-class CallStartSerializer(serializers.Serializer):
-    device = serializers.JSONField(required=False)
-    max_cost = AmountField(required=False)
-
-    def validate_device(self, value):
-        if value is None:
-            return {}
-        if isinstance(value, str):
-            value = {"name": value[:200]}
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Give the device as an object or a name.")
-        if len(str(value)) > 2000:
-            raise serializers.ValidationError("The device description is too long.")
-        return value
+class CallStartSerializer(SessionOptionsSerializer):
+    """A call is a metered session: the same options as any session's start."""
 
 
 # --- Output -----------------------------------------------------------------------------------------

@@ -13,8 +13,9 @@ from streaming.models import StreamingSession
 METRIC_FIELDS = ("bitrate", "latency", "frame_drops")
 
 
-class StartSerializer(serializers.Serializer):
-    service_id = serializers.IntegerField(min_value=1)
+class SessionOptionsSerializer(serializers.Serializer):
+    """What a client may say about a session it starts: its device and a cost ceiling."""
+
     device = serializers.JSONField(required=False)
     max_cost = AmountField(required=False)
 
@@ -28,6 +29,10 @@ class StartSerializer(serializers.Serializer):
         if len(str(value)) > 2000:
             raise serializers.ValidationError("The device description is too long.")
         return value
+
+
+class StartSerializer(SessionOptionsSerializer):
+    service_id = serializers.IntegerField(min_value=1)
 
 
 class MetricsSerializer(serializers.Serializer):

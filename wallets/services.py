@@ -328,50 +328,56 @@ def _withdrawal_retry_later(withdrawal: Withdrawal, error: str, seconds: float, 
 
 
 def _withdrawal_sent(withdrawal: Withdrawal, tx_hash: str) -> str:
-    asset = withdrawal.asset
-    with transaction.atomic():
-        locked = Withdrawal.objects.select_for_update().get(pk=withdrawal.pk)
-        if locked.status != WithdrawalStatus.SENDING:
-            return locked.status
-        ledger.transfer(
-            debit=ledger.system_account(SystemAccount.WITHDRAWALS_IN_FLIGHT, asset),
-            credit=ledger.system_account(SystemAccount.CUSTODY, asset),
-            amount=locked.amount,
-            kind=TransactionKind.WITHDRAWAL,
-            reference=f"withdrawal-sent:{locked.pk}",
-            metadata={"withdrawalId": str(locked.pk), "txHash": tx_hash},
-        )
-        locked.status = WithdrawalStatus.SENT
-        locked.tx_hash = tx_hash
-        locked.sent_at = timezone.now()
-        locked.claimed_until = None
-        locked.last_error = ""
-        locked.save(update_fields=["status", "tx_hash", "sent_at", "claimed_until", "last_error", "updated_at"])
-        transaction.on_commit(lambda: _notify_withdrawal(locked, sent=True))
-    return WithdrawalStatus.SENT
+    """On chain: the money in flight moves to the custody mirror (it left PayGo's custody)."""
+    return _withdrawal_finish(
+        withdrawal,
+        status=WithdrawalStatus.SENT,
+        credit=lambda w: ledger.system_account(SystemAccount.CUSTODY, w.asset),
+        kind=TransactionKind.WITHDRAWAL,
+        reference="withdrawal-sent",
+        metadata={"txHash": tx_hash},
+        changes={"tx_hash": tx_hash, "sent_at": timezone.now(), "last_error": ""},
+    )
 
 
 def _withdrawal_failed(withdrawal: Withdrawal, error: str) -> str:
-    asset = withdrawal.asset
+    """Refused for good: the money in flight goes back to the wallet it came from."""
+    status = _withdrawal_finish(
+        withdrawal,
+        status=WithdrawalStatus.FAILED,
+        credit=lambda w: ledger.account_for_user(w.user, w.asset),
+        kind=TransactionKind.REFUND,
+        reference="withdrawal-refund",
+        metadata={"reason": error[:200]},
+        changes={"last_error": error[:500]},
+    )
+    logger.warning("Withdrawal %s failed for good and was refunded: %s", withdrawal.pk, error)
+    return status
+
+
+def _withdrawal_finish(withdrawal: Withdrawal, *, status, credit, kind, reference, metadata, changes) -> str:
+    """Settle a row that is being sent, once: its money leaves 'in flight' for `credit`."""
     with transaction.atomic():
-        locked = Withdrawal.objects.select_for_update().get(pk=withdrawal.pk)
+        locked = (
+            Withdrawal.objects.select_related("asset", "user").select_for_update(of=("self",)).get(pk=withdrawal.pk)
+        )
         if locked.status != WithdrawalStatus.SENDING:
             return locked.status
         ledger.transfer(
-            debit=ledger.system_account(SystemAccount.WITHDRAWALS_IN_FLIGHT, asset),
-            credit=ledger.account_for_user(locked.user, asset),
+            debit=ledger.system_account(SystemAccount.WITHDRAWALS_IN_FLIGHT, locked.asset),
+            credit=credit(locked),
             amount=locked.amount,
-            kind=TransactionKind.REFUND,
-            reference=f"withdrawal-refund:{locked.pk}",
-            metadata={"withdrawalId": str(locked.pk), "reason": error[:200]},
+            kind=kind,
+            reference=f"{reference}:{locked.pk}",
+            metadata={"withdrawalId": str(locked.pk), **metadata},
         )
-        locked.status = WithdrawalStatus.FAILED
+        locked.status = status
         locked.claimed_until = None
-        locked.last_error = error[:500]
-        locked.save(update_fields=["status", "claimed_until", "last_error", "updated_at"])
-        transaction.on_commit(lambda: _notify_withdrawal(locked, sent=False))
-    logger.warning("Withdrawal %s failed for good and was refunded: %s", withdrawal.pk, error)
-    return WithdrawalStatus.FAILED
+        for name, value in changes.items():
+            setattr(locked, name, value)
+        locked.save(update_fields=["status", "claimed_until", *changes, "updated_at"])
+        transaction.on_commit(lambda: _notify_withdrawal(locked, sent=status == WithdrawalStatus.SENT))
+    return status
 
 
 def _notify_withdrawal(withdrawal: Withdrawal, *, sent: bool) -> None:
