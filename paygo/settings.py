@@ -233,6 +233,14 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
         "DeliveryStatusEnum": "notifications.models.DeliveryStatus",
+        "ServiceTypeEnum": "marketplace.models.ServiceType",
+        "NotificationTypeEnum": "notifications.models.NotificationType",
+        "TransactionKindEnum": "wallets.models.TransactionKind",
+        "SessionStatusEnum": "streaming.models.SessionStatus",
+        "ConsultationStatusEnum": "consultations.models.ConsultationStatus",
+        "WithdrawalStatusEnum": "wallets.models.WithdrawalStatus",
+        "WithdrawalKindEnum": "wallets.models.WithdrawalKind",
+        "SessionKindEnum": "streaming.models.SessionKind",
     },
 }
 

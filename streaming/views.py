@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor, minor_from_field
 from paygo.api.permissions import IsUserRole
+from paygo.api.schema import JSON_OBJECT_RESPONSES
 from streaming import pricing, selectors, services
 from streaming.models import SessionStatus
 from streaming.serializers import MetricsSerializer, SessionSerializer, StartSerializer, UsageSerializer
@@ -31,7 +32,12 @@ def _service_for_start(service_id: int):
 class StartView(APIView):
     permission_classes = [IsUserRole]
 
-    @extend_schema(request=StartSerializer, parameters=[IDEMPOTENCY_HEADER], summary="Start a metered session")
+    @extend_schema(
+        request=StartSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Start a metered session",
+        responses=JSON_OBJECT_RESPONSES,
+    )
     def post(self, request):
         data = StartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -58,7 +64,9 @@ class StartView(APIView):
 
 
 class MetricsView(APIView):
-    @extend_schema(request=MetricsSerializer, summary="Report quality metrics (a heartbeat)")
+    @extend_schema(
+        request=MetricsSerializer, summary="Report quality metrics (a heartbeat)", responses=JSON_OBJECT_RESPONSES
+    )
     def patch(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)
         if session.user_id != request.user.pk:
@@ -91,7 +99,12 @@ def _stop_body(session) -> dict:
 
 
 class StopView(APIView):
-    @extend_schema(request=None, parameters=[IDEMPOTENCY_HEADER], summary="Stop a session (owner, vendor, staff)")
+    @extend_schema(
+        request=None,
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Stop a session (owner, vendor, staff)",
+        responses=JSON_OBJECT_RESPONSES,
+    )
     def patch(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)
 
@@ -128,13 +141,17 @@ class ActiveSessionsView(generics.ListAPIView):
 
 
 class SessionDetailView(APIView):
-    @extend_schema(summary="One session (owner, vendor, staff)")
+    @extend_schema(summary="One session (owner, vendor, staff)", responses=JSON_OBJECT_RESPONSES)
     def get(self, request, session_id):
         return Response({"session": SessionSerializer(selectors.session_get_for(request.user, session_id)).data})
 
 
 class UsageView(APIView):
-    @extend_schema(request=UsageSerializer, summary="Report usage on a usage-metered session (its vendor)")
+    @extend_schema(
+        request=UsageSerializer,
+        summary="Report usage on a usage-metered session (its vendor)",
+        responses=JSON_OBJECT_RESPONSES,
+    )
     def post(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)
         if session.vendor_id != request.user.pk:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
@@ -13,6 +14,7 @@ STARKNET_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 
 
+@extend_schema_field({"type": "string", "example": "USDC"})
 class TokenField(serializers.Field):
     """An active asset by its code, case-insensitive."""
 

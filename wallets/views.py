@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor
+from paygo.api.schema import JSON_OBJECT_RESPONSES
 from wallets import selectors, services
 from wallets.idempotency import idempotent
 from wallets.models import Account, AccountKind, Asset, Entry, Withdrawal
@@ -47,7 +48,12 @@ def _available(user, asset: Asset) -> str:
 
 
 class DepositView(APIView):
-    @extend_schema(request=DepositSerializer, parameters=[IDEMPOTENCY_HEADER], summary="Credit an on-chain deposit")
+    @extend_schema(
+        request=DepositSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Credit an on-chain deposit",
+        responses=JSON_OBJECT_RESPONSES,
+    )
     def post(self, request):
         data = DepositSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -76,7 +82,12 @@ class DepositView(APIView):
 
 
 class WithdrawView(APIView):
-    @extend_schema(request=WithdrawSerializer, parameters=[IDEMPOTENCY_HEADER], summary="Withdraw on chain")
+    @extend_schema(
+        request=WithdrawSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Withdraw on chain",
+        responses=JSON_OBJECT_RESPONSES,
+    )
     def post(self, request):
         data = WithdrawSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -117,7 +128,7 @@ class WithdrawalDetailView(generics.RetrieveAPIView):
 
 
 class BalanceView(APIView):
-    @extend_schema(summary="Balances in every token")
+    @extend_schema(summary="Balances in every token", responses=JSON_OBJECT_RESPONSES)
     def get(self, request):
         balances = selectors.balances_for(request.user)
         rows = [
@@ -134,7 +145,12 @@ class BalanceView(APIView):
 
 
 class TransferView(APIView):
-    @extend_schema(request=TransferSerializer, parameters=[IDEMPOTENCY_HEADER], summary="Pay another PayGo user")
+    @extend_schema(
+        request=TransferSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Pay another PayGo user",
+        responses=JSON_OBJECT_RESPONSES,
+    )
     def post(self, request):
         data = TransferSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -212,7 +228,7 @@ class TransactionsView(generics.ListAPIView):
 
 
 class AddressView(APIView):
-    @extend_schema(summary="The caller's deposit address")
+    @extend_schema(summary="The caller's deposit address", responses=JSON_OBJECT_RESPONSES)
     def get(self, request):
         return Response({"address": services.wallet_open(user=request.user)})
 
@@ -221,14 +237,19 @@ class SupportedTokensView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(summary="Tokens PayGo wallets hold")
+    @extend_schema(summary="Tokens PayGo wallets hold", responses=JSON_OBJECT_RESPONSES)
     def get(self, request):
         assets = Asset.objects.filter(is_active=True).order_by("-is_default", "id")
         return Response({"tokens": AssetSerializer(assets, many=True).data})
 
 
 class SwapView(APIView):
-    @extend_schema(request=SwapSerializer, parameters=[IDEMPOTENCY_HEADER], summary="Swap one token for another")
+    @extend_schema(
+        request=SwapSerializer,
+        parameters=[IDEMPOTENCY_HEADER],
+        summary="Swap one token for another",
+        responses=JSON_OBJECT_RESPONSES,
+    )
     def post(self, request):
         data = SwapSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -271,7 +292,7 @@ class SwapView(APIView):
 
 
 class AnalyticsView(APIView):
-    @extend_schema(summary="Spending analytics for the wallet page")
+    @extend_schema(summary="Spending analytics for the wallet page", responses=JSON_OBJECT_RESPONSES)
     def get(self, request):
         return Response(selectors.spending_analytics(request.user))
 
@@ -283,7 +304,9 @@ class ChipiWebhookView(APIView):
     permission_classes = [AllowAny]
     parser_classes: list = []
 
-    @extend_schema(request=None, summary="Chipi Pay webhook (signed with chipi-signature)")
+    @extend_schema(
+        request=None, summary="Chipi Pay webhook (signed with chipi-signature)", responses=JSON_OBJECT_RESPONSES
+    )
     def post(self, request):
         from wallets.chipi import verify_webhook_signature
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 # No single amount may reach a trillion whole units: far beyond any real payment, and safely
@@ -67,6 +68,7 @@ def format_minor(amount: int, decimals: int) -> str:
     return f"{sign}{whole}.{frac:0{decimals}d}" if decimals else f"{sign}{whole}"
 
 
+@extend_schema_field({"type": "string", "format": "decimal", "example": "12.500000"})
 class AmountField(serializers.Field):
     """A positive amount as a Decimal; the serializer converts it with the asset's decimals.
 
