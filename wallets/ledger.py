@@ -214,6 +214,14 @@ def lock_accounts(account_ids: Iterable[int]) -> dict[int, tuple]:
     """SELECT ... FOR UPDATE in id order: the one lock order that keeps postings deadlock-free.
     Returns {id: (id, kind, balance, held, asset_id)}; call inside a transaction."""
     account_ids = sorted(set(account_ids))
+    if connection.vendor != "postgresql":
+        rows = list(
+            Account.objects.select_for_update()
+            .filter(id__in=account_ids)
+            .order_by("id")
+            .values_list("id", "kind", "balance", "held", "asset_id")
+        )
+        return {row[0]: (row[0], row[1], int(row[2]), int(row[3]), row[4]) for row in rows}
     with connection.cursor() as cursor:
         placeholders = ", ".join(["%s"] * len(account_ids))
         cursor.execute(
