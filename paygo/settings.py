@@ -259,6 +259,9 @@ SESSION_METRICS_KEPT = env.int("SESSION_METRICS_KEPT", default=100)
 STREAM_TICK_SECONDS = env.float("STREAM_TICK_SECONDS", default=1.0)
 CELERY_BEAT_SCHEDULE["billing-sweep"] = {"task": "streaming.billing_sweep", "schedule": float(BILLING_SWEEP_SECONDS)}
 
+# The ledger's conservation check reads every entry: the dashboards show its latest result.
+CELERY_BEAT_SCHEDULE["dashboards-ledger-health"] = {"task": "dashboards.ledger_health_check", "schedule": 120.0}
+
 # --- Chipi Pay (on-chain wallets) -----------------------------------------------------------------
 
 # With an API key PayGo talks to Chipi over HTTP; without one it uses the sandbox (wallets.chipi).
