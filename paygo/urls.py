@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from dashboards.admin import operator_dashboard
 from dashboards.views import WalletAnalyticsView
 from paygo.api.views import ApiNotFoundView, HealthView
 
@@ -25,6 +26,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("admin/dashboard/", admin.site.admin_view(operator_dashboard), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     re_path(r"^api/", ApiNotFoundView.as_view()),
