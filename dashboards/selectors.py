@@ -22,12 +22,27 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db.models import Avg, Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import (
+    Avg,
+    Case,
+    Count,
+    DateTimeField,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rest_framework.exceptions import NotFound
 
-from dashboards.periods import DAY, MONTH, Window, floor, local_midnight, shift, trunc
+from dashboards.periods import DAY, MONTH, Window, floor, shift, trunc
 from marketplace.models import Service
 from paygo.api.amounts import format_minor
 from paygo.fields import MinorUnitsField
@@ -111,15 +126,24 @@ def _session_ledger_sum(account_field: str):
     return Coalesce(Subquery(entries, output_field=MinorUnitsField()), ZERO)
 
 
-def _sessions_by_bucket(sessions: QuerySet[StreamingSession], window: Window) -> dict:
-    rows = (
-        sessions.filter(start_time__gte=window.start, start_time__lt=window.end)
-        .annotate(bucket=window.trunc("start_time"))
-        .order_by()
-        .values("bucket")
-        .annotate(sessions=Count("id"))
-    )
-    return _by_bucket(rows, window, "sessions")
+def _window_bucket(window: Window, field: str):
+    """The bucket of `field` inside the window, NULL outside: one pass serves all-time totals and the
+    window's series."""
+    inside = Q(**{f"{field}__gte": window.start, f"{field}__lt": window.end})
+    return Case(When(inside, then=window.trunc(field)), default=None, output_field=DateTimeField())
+
+
+def _series(rows, window: Window, *names: str) -> tuple[dict, dict]:
+    """(totals over every row, {bucket start: totals}) of rows carrying a `bucket` (None outside the window)."""
+    totals = dict.fromkeys(names, 0)
+    buckets: dict = defaultdict(lambda: dict.fromkeys(names, 0))
+    for row in rows:
+        for name in names:
+            value = int(row[name] or 0)
+            totals[name] += value
+            if row["bucket"] is not None:
+                buckets[window.key(row["bucket"])][name] += value
+    return totals, buckets
 
 
 def _window_info(window: Window) -> dict:
@@ -200,48 +224,58 @@ def session_charge_timeline(session: StreamingSession) -> list[dict]:
 def user_overview(user, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
-    spent = -_payer_charges(user, asset).aggregate(total=_sum())["total"]
-    sessions = StreamingSession.objects.filter(user=user, asset=asset)
-    counts = sessions.aggregate(
-        total=Count("id"),
-        average_seconds=Avg("total_usage_seconds", filter=ENDED),
-        recent=Count("id", filter=Q(start_time__gte=now - timedelta(days=RECENT_ACTIVITY_DAYS))),
-    )
-    categories = list(
+    category = f"{SESSION}__service__category"
+    # One pass over the user's charges: the total, each category's share, each bucket's.
+    charges = list(
         _payer_charges(user, asset)
+        .annotate(bucket=_window_bucket(window, "transaction__created_at"))
         .order_by()
-        .values(f"{SESSION}__service__category_id", f"{SESSION}__service__category__name")
-        .annotate(spent=Sum("amount"), sessions=Count(f"{SESSION}__id", distinct=True))
-        .order_by("spent", f"{SESSION}__service__category__name")[:TOP]
+        .values(f"{category}_id", f"{category}__name", "bucket")
+        .annotate(spent=Sum("amount"))
+    )
+    # One pass over the user's sessions: counts, lengths, per category and per bucket.
+    sessions = list(
+        StreamingSession.objects.filter(user=user, asset=asset)
+        .annotate(bucket=_window_bucket(window, "start_time"))
+        .order_by()
+        .values("service__category_id", "bucket")
+        .annotate(
+            sessions=Count("id"),
+            ended=Count("id", filter=ENDED),
+            ended_seconds=Sum("total_usage_seconds", filter=ENDED),
+            recent=Count("id", filter=Q(start_time__gte=now - timedelta(days=RECENT_ACTIVITY_DAYS))),
+        )
     )
     recent = list(user_sessions(user)[:RECENT])
-    spent_by_bucket = _by_bucket(
-        _in_window(_payer_charges(user, asset), window)
-        .annotate(bucket=window.trunc("transaction__created_at"))
-        .order_by()
-        .values("bucket")
-        .annotate(spent=Sum("amount")),
-        window,
-        "spent",
-    )
-    sessions_by_bucket = _sessions_by_bucket(sessions, window)
+
+    spent, spent_by_bucket = _series(charges, window, "spent")
+    counted, sessions_by_bucket = _series(sessions, window, "sessions", "ended", "ended_seconds", "recent")
+    by_category: dict = {}
+    for row in charges:
+        key = row[f"{category}_id"]
+        entry = by_category.setdefault(key, {"name": row[f"{category}__name"], "spent": 0})
+        entry["spent"] += int(row["spent"])
+    sessions_per_category: dict = defaultdict(int)
+    for row in sessions:
+        sessions_per_category[row["service__category_id"]] += row["sessions"]
+    favorites = sorted(by_category.items(), key=lambda item: (item[1]["spent"], item[1]["name"] or ""))[:TOP]
     return {
         "token": asset.code,
         **_window_info(window),
         "overview": {
-            "total_sessions": counts["total"],
-            "total_spent": money(spent),
-            "average_session_length": round(counts["average_seconds"] or 0),
-            "recent_activity": counts["recent"],
+            "total_sessions": counted["sessions"],
+            "total_spent": money(-spent["spent"]),
+            "average_session_length": round(counted["ended_seconds"] / counted["ended"]) if counted["ended"] else 0,
+            "recent_activity": counted["recent"],
         },
         "favorite_categories": [
             {
-                "category_id": row[f"{SESSION}__service__category_id"],
-                "category": row[f"{SESSION}__service__category__name"] or "Other",
-                "total_spent": money(-row["spent"]),
-                "session_count": row["sessions"],
+                "category_id": key,
+                "category": value["name"] or "Other",
+                "total_spent": money(-value["spent"]),
+                "session_count": sessions_per_category.get(key, 0),
             }
-            for row in categories
+            for key, value in favorites
         ],
         "recent_sessions": recent,
         "analytics": [
@@ -259,38 +293,13 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     """The wallet page's analytics (the wallets issue's shape), from the user's charges."""
     asset = default_asset()
     money = Money(asset)
-    charges = _payer_charges(user, asset)
-    today = now.astimezone(tz).date()
-    today_start = local_midnight(today, tz)
-    month_start = local_midnight(today.replace(day=1), tz)
-    totals = charges.aggregate(
-        total=_sum(),
-        today=_sum(transaction__created_at__gte=today_start),
-        month=_sum(transaction__created_at__gte=month_start),
-        services=Count(f"{SESSION}__service_id", distinct=True),
-    )
-    by_service = list(
-        charges.order_by()
-        .values(f"{SESSION}__service_id", f"{SESSION}__service__name")
-        .annotate(spent=Sum("amount"))
-        .order_by("spent", f"{SESSION}__service__name")[:10]
-    )
-    first_month = shift(floor(today, MONTH), MONTH, -11)
-    monthly = list(
-        charges.filter(transaction__created_at__gte=local_midnight(first_month, tz))
-        .annotate(bucket=trunc(MONTH, "transaction__created_at", tz))
+    # One pass: the user's charges per service and local day; everything below is summed from it.
+    rows = list(
+        _payer_charges(user, asset)
+        .annotate(day=trunc(DAY, "transaction__created_at", tz))
         .order_by()
-        .values("bucket")
+        .values(f"{SESSION}__service_id", f"{SESSION}__service__name", "day")
         .annotate(spent=Sum("amount"))
-        .order_by("bucket")
-    )
-    daily = list(
-        charges.filter(transaction__created_at__gte=local_midnight(today - timedelta(days=29), tz))
-        .annotate(bucket=trunc(DAY, "transaction__created_at", tz))
-        .order_by()
-        .values("bucket")
-        .annotate(spent=Sum("amount"))
-        .order_by("bucket")
     )
     balance = (
         Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).values_list("balance", flat=True).first()
@@ -298,28 +307,44 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     average = StreamingSession.objects.filter(ENDED, user=user, asset=asset).aggregate(
         seconds=Avg("total_usage_seconds")
     )["seconds"]
-    breakdown = [
-        {"service": row[f"{SESSION}__service__name"] or "Other", "amount": money(-row["spent"])} for row in by_service
-    ]
+
+    today = now.astimezone(tz).date()
+    first_month, first_day = shift(floor(today, MONTH), MONTH, -11), today - timedelta(days=29)
+    total = today_spent = month_spent = 0
+    by_service: dict = {}
+    monthly: dict = defaultdict(int)
+    daily: dict = defaultdict(int)
+    for row in rows:
+        day, amount = row["day"].astimezone(tz).date(), -int(row["spent"])
+        total += amount
+        today_spent += amount if day == today else 0
+        month_spent += amount if floor(day, MONTH) == floor(today, MONTH) else 0
+        service = by_service.setdefault(row[f"{SESSION}__service_id"], [row[f"{SESSION}__service__name"], 0])
+        service[1] += amount
+        if day >= first_month:
+            monthly[floor(day, MONTH)] += amount
+        if day >= first_day:
+            daily[day] += amount
+    ranked = sorted(by_service.values(), key=lambda item: (-item[1], item[0] or ""))[:10]
+    breakdown = [{"service": name or "Other", "amount": money(amount)} for name, amount in ranked]
     return {
-        "total_spending": money(-totals["total"]),
-        "services_used": totals["services"],
+        "total_spending": money(total),
+        "services_used": len(by_service),
         "avg_usage_time": round(average or 0),
-        "today_spend": money(-totals["today"]),
-        "month_spend": money(-totals["month"]),
+        "today_spend": money(today_spent),
+        "month_spend": money(month_spent),
         "service_breakdown": breakdown,
         "total_balance": money(balance or 0),
         "token": asset.code,
         "tz": str(tz.key),
         "chart_data": {
             "monthly_spending": [
-                {"month": row["bucket"].astimezone(tz).strftime("%Y-%m"), "amount": money(-row["spent"])}
-                for row in monthly
+                {"month": f"{month.year:04d}-{month.month:02d}", "amount": money(amount)}
+                for month, amount in sorted(monthly.items())
             ],
             "top_services": breakdown[:TOP],
             "usage_over_time": [
-                {"date": row["bucket"].astimezone(tz).date().isoformat(), "usage": money(-row["spent"])}
-                for row in daily
+                {"date": day.isoformat(), "usage": money(amount)} for day, amount in sorted(daily.items())
             ],
         },
     }
@@ -328,37 +353,31 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
 # --- A vendor's dashboard -------------------------------------------------------------------------
 
 
-def _vendor_earnings_by_bucket(vendor, asset: Asset, window: Window) -> dict:
-    return _by_bucket(
-        _in_window(_payee_credits(vendor, asset), window)
-        .annotate(bucket=window.trunc("transaction__created_at"))
-        .order_by()
-        .values("bucket")
-        .annotate(earnings=Sum("amount")),
-        window,
-        "earnings",
-    )
-
-
 def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
-    credits = _payee_credits(vendor, asset)
-    earnings = credits.aggregate(total=_sum())["total"]
-    hosted = StreamingSession.objects.filter(vendor=vendor, asset=asset)
-    sessions_hosted = hosted.count()
+    service = f"{SESSION}__service_id"
+    # One pass over the vendor's earnings: the total, each service's, each bucket's.
+    earned = list(
+        _payee_credits(vendor, asset)
+        .annotate(bucket=_window_bucket(window, "transaction__created_at"))
+        .order_by()
+        .values(service, "bucket")
+        .annotate(earnings=Sum("amount"))
+    )
+    # One pass over the sessions hosted: per service and per bucket.
+    hosted = list(
+        StreamingSession.objects.filter(vendor=vendor, asset=asset)
+        .annotate(bucket=_window_bucket(window, "start_time"))
+        .order_by()
+        .values("service_id", "bucket")
+        .annotate(sessions=Count("id"))
+    )
     services = list(
         Service.objects.filter(vendor=vendor, deleted_at__isnull=True)
         .select_related("category")
-        .annotate(session_count=Count("sessions", filter=Q(sessions__asset=asset)))
         .order_by("-created_at", "-id")
     )
-    earned_by_service = {
-        row[f"{SESSION}__service_id"]: row
-        for row in credits.order_by()
-        .values(f"{SESSION}__service_id", f"{SESSION}__service__name")
-        .annotate(earnings=Sum("amount"), sessions=Count(f"{SESSION}__id", distinct=True))
-    }
     recent = list(sessions_with_money().filter(vendor=vendor).order_by("-start_time", "-id")[:RECENT])
     customers = list(
         StreamingSession.objects.filter(vendor=vendor, asset=asset)
@@ -367,34 +386,45 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
         .annotate(last_session_at=Max("start_time"), sessions=Count("id"))
         .order_by("-last_session_at", "user_id")[:RECENT]
     )
+    their_sessions = StreamingSession.objects.filter(vendor=vendor, user_id__in=[row["user_id"] for row in customers])
     earned_from = dict(
-        credits.filter(**{f"{SESSION}__user_id__in": [row["user_id"] for row in customers]})
+        _payee_credits(vendor, asset)
+        .filter(transaction__session_charge__session__in=their_sessions.values("pk"))
         .order_by()
         .values_list(f"{SESSION}__user_id")
         .annotate(earnings=Sum("amount"))
     )
-    earnings_by_bucket = _vendor_earnings_by_bucket(vendor, asset, window)
-    sessions_by_bucket = _sessions_by_bucket(hosted, window)
 
-    top = sorted(earned_by_service.values(), key=lambda row: (-row["earnings"], row[f"{SESSION}__service_id"] or 0))
+    earnings, earnings_by_bucket = _series(earned, window, "earnings")
+    sessions_hosted, sessions_by_bucket = _series(hosted, window, "sessions")
+    per_service: dict = defaultdict(lambda: {"earnings": 0, "sessions": 0})
+    for row in earned:
+        per_service[row[service]]["earnings"] += int(row["earnings"])
+    for row in hosted:
+        per_service[row["service_id"]]["sessions"] += row["sessions"]
+    names = {item.pk: item.name for item in services}
+    top = sorted(
+        (item for item in per_service.items() if item[1]["earnings"]), key=lambda item: (-item[1]["earnings"], item[0])
+    )
+    total, hosted_count = earnings["earnings"], sessions_hosted["sessions"]
     return {
         "token": asset.code,
         **_window_info(window),
         "overview": {
-            "total_earnings": money(earnings),
-            "total_sessions_hosted": sessions_hosted,
-            "active_services": sum(1 for service in services if service.is_active),
+            "total_earnings": money(total),
+            "total_sessions_hosted": hosted_count,
+            "active_services": sum(1 for item in services if item.is_active),
             "total_services": len(services),
-            "average_earning_per_session": money(earnings // sessions_hosted if sessions_hosted else 0),
+            "average_earning_per_session": money(total // hosted_count if hosted_count else 0),
         },
         "top_services": [
             {
-                "service_id": row[f"{SESSION}__service_id"],
-                "name": row[f"{SESSION}__service__name"] or "Other",
-                "earnings": money(row["earnings"]),
-                "sessions": row["sessions"],
+                "service_id": key,
+                "name": names.get(key, "Other"),
+                "earnings": money(value["earnings"]),
+                "sessions": value["sessions"],
             }
-            for row in top[:TOP]
+            for key, value in top[:TOP]
         ],
         "recent_sessions": recent,
         "recent_customers": [
@@ -409,17 +439,17 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
         ],
         "services": [
             {
-                "id": service.pk,
-                "name": service.name,
-                "category": service.category.name,
-                "is_active": service.is_active,
-                "unit": service.unit,
-                "rate": format_minor(int(service.rate), asset.decimals) if service.token == asset.code else None,
-                "service_token": service.token,
-                "sessions": service.session_count,
-                "earnings": money(earned_by_service.get(service.pk, {}).get("earnings", 0)),
+                "id": item.pk,
+                "name": item.name,
+                "category": item.category.name,
+                "is_active": item.is_active,
+                "unit": item.unit,
+                "rate": format_minor(int(item.rate), asset.decimals) if item.token == asset.code else None,
+                "service_token": item.token,
+                "sessions": per_service.get(item.pk, {}).get("sessions", 0),
+                "earnings": money(per_service.get(item.pk, {}).get("earnings", 0)),
             }
-            for service in services
+            for item in services
         ],
         "analytics": [
             {
@@ -436,8 +466,26 @@ def vendor_earnings(vendor, *, window: Window) -> dict:
     """Earnings per bucket of the window, and their totals (the buckets partition the window)."""
     asset = default_asset()
     money = Money(asset)
-    earnings_by_bucket = _vendor_earnings_by_bucket(vendor, asset, window)
-    sessions_by_bucket = _sessions_by_bucket(StreamingSession.objects.filter(vendor=vendor, asset=asset), window)
+    earnings_by_bucket = _by_bucket(
+        _in_window(_payee_credits(vendor, asset), window)
+        .annotate(bucket=window.trunc("transaction__created_at"))
+        .order_by()
+        .values("bucket")
+        .annotate(earnings=Sum("amount")),
+        window,
+        "earnings",
+    )
+    sessions_by_bucket = _by_bucket(
+        StreamingSession.objects.filter(
+            vendor=vendor, asset=asset, start_time__gte=window.start, start_time__lt=window.end
+        )
+        .annotate(bucket=window.trunc("start_time"))
+        .order_by()
+        .values("bucket")
+        .annotate(sessions=Count("id")),
+        window,
+        "sessions",
+    )
     report = []
     total_earnings = total_sessions = 0
     for bucket in window.buckets:
@@ -510,25 +558,42 @@ def admin_overview(*, window: Window, now: datetime, refresh_health: bool = Fals
     )
     names = ("gross", "charges", "revenue", "deposits", "withdrawals")
     by_bucket = _by_bucket(moved, window, *names)
-    sessions_by_bucket = _sessions_by_bucket(StreamingSession.objects.filter(asset=asset), window)
-    charges_in_window = _in_window(_charges(asset), window)
-    top_services = list(
-        charges_in_window.filter(amount__lt=0)
+    sessions_by_bucket = _by_bucket(
+        StreamingSession.objects.filter(asset=asset, start_time__gte=window.start, start_time__lt=window.end)
+        .annotate(bucket=window.trunc("start_time"))
         .order_by()
-        .values(f"{SESSION}__service_id", f"{SESSION}__service__name", f"{SESSION}__vendor__name")
-        .annotate(gross=Sum("amount"), sessions=Count(f"{SESSION}__id", distinct=True))
-        .order_by("gross", f"{SESSION}__service_id")[:TOP]
+        .values("bucket")
+        .annotate(sessions=Count("id")),
+        window,
+        "sessions",
     )
-    top_vendors = list(
-        charges_in_window.order_by()
-        .values(f"{SESSION}__vendor_id", f"{SESSION}__vendor__name")
+    # One pass over the window's charges per service (and so per vendor): payers' debits, vendors' credits.
+    per_service = list(
+        _in_window(_charges(asset), window)
+        .order_by()
+        .values(
+            f"{SESSION}__service_id",
+            f"{SESSION}__service__name",
+            f"{SESSION}__vendor_id",
+            f"{SESSION}__vendor__name",
+        )
         .annotate(
             gross=_sum(amount__lt=0),
             earnings=_sum(account=F(f"{SESSION}__payee_account")),
             sessions=Count(f"{SESSION}__id", distinct=True),
         )
-        .order_by("gross", f"{SESSION}__vendor_id")[:TOP]
     )
+    vendors: dict = {}
+    for row in per_service:
+        vendor = vendors.setdefault(
+            row[f"{SESSION}__vendor_id"],
+            {"name": row[f"{SESSION}__vendor__name"], "gross": 0, "earnings": 0, "sessions": 0},
+        )
+        vendor["gross"] += int(row["gross"])
+        vendor["earnings"] += int(row["earnings"])
+        vendor["sessions"] += row["sessions"]
+    top_services = sorted(per_service, key=lambda row: (row["gross"], row[f"{SESSION}__service_id"] or 0))[:TOP]
+    top_vendors = sorted(vendors.items(), key=lambda item: (item[1]["gross"], item[0] or 0))[:TOP]
     active_sessions = StreamingSession.objects.filter(status=SessionStatus.ACTIVE).count()
     roles = dict(get_user_model().objects.order_by().values_list("role").annotate(n=Count("id")))
     outbox = Withdrawal.objects.filter(asset=asset).aggregate(
@@ -587,12 +652,12 @@ def admin_overview(*, window: Window, now: datetime, refresh_health: bool = Fals
         ],
         "top_vendors": [
             {
-                "vendor_id": row[f"{SESSION}__vendor_id"],
-                "name": row[f"{SESSION}__vendor__name"] or "Other",
-                "gross_volume": money(-row["gross"]),
-                "earnings": money(row["earnings"]),
-                "sessions": row["sessions"],
+                "vendor_id": key,
+                "name": value["name"] or "Other",
+                "gross_volume": money(-value["gross"]),
+                "earnings": money(value["earnings"]),
+                "sessions": value["sessions"],
             }
-            for row in top_vendors
+            for key, value in top_vendors
         ],
     }
