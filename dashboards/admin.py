@@ -42,9 +42,7 @@ def _window(request: HttpRequest) -> tuple[Window, str]:
 def operator_dashboard(request: HttpRequest) -> HttpResponse:
     """Staff only: paygo/urls.py wraps it in admin_view."""
     span, error = _window(request)
-    overview = selectors.admin_overview(
-        window=span, now=timezone.now(), refresh_health=request.GET.get("refresh") == "1"
-    )
+    overview = selectors.admin_overview(window=span, now=timezone.now(), refresh=request.GET.get("refresh") == "1")
     context = {
         **admin.site.each_context(request),
         "title": "Operator dashboard",

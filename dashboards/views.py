@@ -170,16 +170,14 @@ class AdminOverviewView(APIView):
             TZ,
             FROM,
             TO,
-            OpenApiParameter("refresh", bool, description="Run the ledger health check now"),
+            OpenApiParameter("refresh", bool, description="Recompute now (figures are shared for a minute)"),
         ],
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request):
         refresh = request.query_params.get("refresh", "").lower() in ("1", "true", "yes")
         return Response(
-            selectors.admin_overview(
-                window=_window(request, default_period=DAY), now=timezone.now(), refresh_health=refresh
-            )
+            selectors.admin_overview(window=_window(request, default_period=DAY), now=timezone.now(), refresh=refresh)
         )
 
 

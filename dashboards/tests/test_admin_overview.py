@@ -80,19 +80,32 @@ def test_withdrawals_and_the_outbox_backlog(api, olga, alice, history):
     }
 
 
-def test_ledger_health_is_checked_once_and_refreshed_on_demand(api, olga, django_assert_max_num_queries):
+def test_figures_are_shared_for_a_minute_and_recomputed_on_demand(api, olga, alice, fund, django_assert_num_queries):
     client = api(olga)
-    client.get(OVERVIEW)
-    with django_assert_max_num_queries(30) as fresh:
-        client.get(OVERVIEW, {"refresh": "1"})
-    with django_assert_max_num_queries(30) as cached:
-        body = client.get(OVERVIEW).json()
+    first = client.get(OVERVIEW).json()
+    fund(alice, 7 * 1_000_000)
 
-    assert len(fresh.captured_queries) == len(cached.captured_queries) + 5  # the five checks of ledger_health
-    assert body["ledgerHealth"]["checkedAt"] == "2026-11-20T12:00:00+00:00"
+    with django_assert_num_queries(1):  # the JWT's user: figures and health come from the cache
+        cached = client.get(OVERVIEW).json()
+    with django_assert_num_queries(8 + 5):  # the figures, and the five checks of ledger_health
+        fresh = client.get(OVERVIEW, {"refresh": "1"}).json()
+
+    assert cached == first
+    assert fresh["totals"]["deposits"] == "7.000000"
+    assert fresh["computedAt"] == "2026-11-20T12:00:00+00:00"
+    assert fresh["ledgerHealth"]["checkedAt"] == "2026-11-20T12:00:00+00:00"
 
 
 def test_only_staff(api, alice, victor, anon):
     assert api(alice).get(OVERVIEW).status_code == 403
     assert api(victor).get(OVERVIEW).status_code == 403
     assert anon.get(OVERVIEW).status_code == 401
+
+
+def test_the_scheduled_check_keeps_its_result_for_the_dashboards(api, olga, django_assert_num_queries):
+    from dashboards.tasks import ledger_health_check_task
+
+    assert ledger_health_check_task.apply().get() is True
+    with django_assert_num_queries(8):  # the figures; no ledger_health queries: the scheduled result is used
+        body = api(olga).get(OVERVIEW).json()
+    assert body["ledgerHealth"]["healthy"] is True

@@ -185,3 +185,13 @@ def test_staff_see_any_users_dashboard_and_session(api, olga, alice, history):
 def test_anonymous_is_401(anon):
     assert anon.get(OVERVIEW).status_code == 401
     assert anon.get(SESSIONS).status_code == 401
+
+
+def test_a_window_starting_mid_month_leaves_the_month_start_out_of_its_bucket(api, alice, history):
+    body = api(alice).get(OVERVIEW, {"period": "month", "from": "2026-10-06", "to": "2026-11-20"}).json()
+
+    assert body["analytics"] == [
+        {"period": "2026-10", "sessionCount": 0, "totalSpent": "0.000000"},  # s1 on the 5th is outside
+        {"period": "2026-11", "sessionCount": 3, "totalSpent": "3.735234"},
+    ]
+    assert body["overview"]["totalSpent"] == "13.735234"  # the overview is all time
