@@ -19,8 +19,10 @@ $(STAMP): requirements.txt
 install: $(STAMP)
 
 ## Serve API, admin, docs and WebSockets on http://localhost:8000 (embedded: SQLite, no Redis).
+## A database without users first gets demo data (seed_demo), whose credentials are printed.
 run: install
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py seed_demo --if-empty
 	$(PY) manage.py serve --port $${PORT:-8000}
 
 ## Make sure PostgreSQL and Redis run (installing or starting them), then lint and run every test.

@@ -6,12 +6,17 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from dashboards.admin import operator_dashboard
+from dashboards.views import WalletAnalyticsView
 from paygo.api.views import ApiNotFoundView, HealthView
 
 api_v1 = [
     path("health", HealthView.as_view(), name="health"),
     path("auth/", include("accounts.urls")),
+    # The wallet page's analytics are a dashboard: they read streaming as well as the ledger.
+    path("wallet/analytics", WalletAnalyticsView.as_view(), name="wallet-analytics"),
     path("wallet/", include("wallets.urls")),
+    path("dashboard/", include("dashboards.urls")),
     path("streams/", include("streaming.urls")),
     path("", include("notifications.urls")),
     path("", include("consultations.urls")),  # consultations, consultations/vendor/inbox, consultations/<id>/...
@@ -22,6 +27,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("admin/dashboard/", admin.site.admin_view(operator_dashboard), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     re_path(r"^api/", ApiNotFoundView.as_view()),

@@ -88,6 +88,8 @@ class StreamingSession(models.Model):
             models.Index(fields=["id"], condition=Q(status="active"), name="streaming_active_sessions"),
             models.Index(fields=["user", "-start_time"], name="streaming_user_start"),
             models.Index(fields=["vendor", "-start_time"], name="streaming_vendor_start"),
+            # The staff dashboard counts sessions started per period across everyone.
+            models.Index(fields=["start_time"], name="streaming_start_time"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(rate__gte=0), name="streaming_rate_gte_0"),

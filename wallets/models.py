@@ -131,7 +131,8 @@ class LedgerTransaction(models.Model):
 
 
 class Entry(models.Model):
-    transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries")
+    # Indexed by wallets_entry_tx_covering below rather than by the plain index Django would add.
+    transaction = models.ForeignKey(LedgerTransaction, on_delete=models.PROTECT, related_name="entries", db_index=False)
     # Both columns are covered by one composite foreign key to (account.id, account.asset_id)
     # (migration 0002), which also keeps the entry's asset equal to its account's; the single
     # foreign keys and indexes Django would add are redundant work on every insert.
@@ -144,7 +145,14 @@ class Entry(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["account", "-id"], name="wallets_entry_account_id")]
+        # Both cover what the dashboards sum (amounts per account, per transaction), so that their
+        # aggregates over a window or an account read the indexes only, not the table.
+        indexes = [
+            models.Index(
+                fields=["account", "-id"], include=["transaction", "amount"], name="wallets_entry_account_id_cov"
+            ),
+            models.Index(fields=["transaction"], include=["account", "asset", "amount"], name="wallets_entry_tx_cov"),
+        ]
         constraints = [models.CheckConstraint(condition=~Q(amount=0), name="wallets_entry_not_zero")]
 
     def __str__(self) -> str:

@@ -1,19 +1,17 @@
-"""Reads of wallets: balances, a user's ledger history, spending analytics, the ledger's health."""
+"""Reads of wallets: balances, a user's ledger history, the ledger's health.
+
+Spending analytics (GET /wallet/analytics) are a dashboard: dashboards.selectors.wallet_analytics.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet, Sum, Value
-from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Coalesce, TruncDate, TruncMonth
-from django.utils import timezone
+from django.db.models import QuerySet
 
-from paygo.api.amounts import format_minor
-from paygo.fields import MinorUnitsField
-from wallets.models import Account, AccountKind, Asset, Entry, HoldStatus, TransactionKind
+from wallets.models import Account, AccountKind, Asset, Entry, HoldStatus
 
 
 @dataclass(frozen=True)
@@ -61,73 +59,6 @@ def entries_for(
     if until:
         entries = entries.filter(transaction__created_at__lt=until)
     return entries.order_by("-transaction__created_at", "-id")
-
-
-def spending_analytics(user, *, now: datetime | None = None) -> dict:
-    """What the web frontend's wallet analytics page reads, from the user's charges in the
-    default asset (charges carry the service in their metadata)."""
-    now = now or timezone.now()
-    asset = Asset.objects.get(is_default=True)
-    decimals = asset.decimals
-    charges = Entry.objects.filter(
-        account__kind=AccountKind.USER, account__owner=user, asset=asset, transaction__kind=TransactionKind.CHARGE
-    )
-    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    month = today.replace(day=1)
-    zero = Value(0, output_field=MinorUnitsField())
-    totals = charges.aggregate(
-        total=Coalesce(Sum("amount"), zero),
-        today=Coalesce(Sum("amount", filter=Q(transaction__created_at__gte=today)), zero),
-        month=Coalesce(Sum("amount", filter=Q(transaction__created_at__gte=month)), zero),
-        services=Count(KeyTextTransform("serviceId", "transaction__metadata"), distinct=True),
-    )
-    by_service = list(
-        charges.annotate(service=KeyTextTransform("serviceName", "transaction__metadata"))
-        .values("service")
-        .annotate(spent=Sum("amount"))
-        .order_by("spent")[:10]
-    )
-    year_ago = (month - timedelta(days=335)).replace(day=1)
-    monthly = (
-        charges.filter(transaction__created_at__gte=year_ago)
-        .annotate(month=TruncMonth("transaction__created_at"))
-        .values("month")
-        .annotate(spent=Sum("amount"))
-        .order_by("month")
-    )
-    daily = (
-        charges.filter(transaction__created_at__gte=today - timedelta(days=29))
-        .annotate(day=TruncDate("transaction__created_at"))
-        .values("day")
-        .annotate(spent=Sum("amount"))
-        .order_by("day")
-    )
-    total_balance = (
-        Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).values_list("balance", flat=True).first()
-        or 0
-    )
-
-    def money(minor) -> str:
-        return format_minor(-int(minor), decimals)  # charges are debits: spending is their negation
-
-    breakdown = [{"service": row["service"] or "Other", "amount": money(row["spent"])} for row in by_service]
-    return {
-        "total_spending": money(totals["total"]),
-        "services_used": totals["services"],
-        "avg_usage_time": 0,
-        "today_spend": money(totals["today"]),
-        "month_spend": money(totals["month"]),
-        "service_breakdown": breakdown,
-        "total_balance": format_minor(total_balance, decimals),
-        "token": asset.code,
-        "chart_data": {
-            "monthly_spending": [
-                {"month": row["month"].strftime("%Y-%m"), "amount": money(row["spent"])} for row in monthly
-            ],
-            "top_services": breakdown[:5],
-            "usage_over_time": [{"date": row["day"].isoformat(), "usage": money(row["spent"])} for row in daily],
-        },
-    }
 
 
 def ledger_health() -> dict:

@@ -13,6 +13,5 @@ urlpatterns = [
     path("address", views.AddressView.as_view(), name="wallet-address"),
     path("supported-tokens", views.SupportedTokensView.as_view(), name="wallet-supported-tokens"),
     path("swap", views.SwapView.as_view(), name="wallet-swap"),
-    path("analytics", views.AnalyticsView.as_view(), name="wallet-analytics"),
     path("webhooks/chipi", views.ChipiWebhookView.as_view(), name="wallet-webhook-chipi"),
 ]

@@ -291,12 +291,6 @@ class SwapView(APIView):
         return idempotent(request, execute, prepare=rate)
 
 
-class AnalyticsView(APIView):
-    @extend_schema(summary="Spending analytics for the wallet page", responses=JSON_OBJECT_RESPONSES)
-    def get(self, request):
-        return Response(selectors.spending_analytics(request.user))
-
-
 class ChipiWebhookView(APIView):
     """Chipi's signed event callback. A bad signature is 401 and changes nothing."""
 

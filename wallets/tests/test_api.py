@@ -1,4 +1,4 @@
-"""The wallet API: balances, transfers, history, tokens, analytics, idempotency and refusals."""
+"""The wallet API: balances, transfers, history, tokens, idempotency and refusals (analytics: dashboards)."""
 
 from __future__ import annotations
 
@@ -192,22 +192,6 @@ def test_supported_tokens_is_public(anon):
 
     assert body["tokens"][0] == {"token": "USDC", "name": "USD Coin", "decimals": 6, "isDefault": True}
     assert [t["token"] for t in body["tokens"]] == ["USDC", "USDT", "ETH", "STRK"]
-
-
-def test_analytics_shape_with_zeros(api, alice):
-    body = api(alice).get("/api/v1/wallet/analytics").json()
-
-    assert body == {
-        "totalSpending": "0.000000",
-        "servicesUsed": 0,
-        "avgUsageTime": 0,
-        "todaySpend": "0.000000",
-        "monthSpend": "0.000000",
-        "serviceBreakdown": [],
-        "totalBalance": "0.000000",
-        "token": "USDC",
-        "chartData": {"monthlySpending": [], "topServices": [], "usageOverTime": []},
-    }
 
 
 # --- Idempotency ----------------------------------------------------------------------------------

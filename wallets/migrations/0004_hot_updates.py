@@ -17,6 +17,6 @@ def fillfactor(value: int):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("wallets", "0002_seed_assets_and_ledger_guards")]
+    dependencies = [("wallets", "0003_entry_covering_indexes")]
 
     operations = [migrations.RunPython(fillfactor(70), fillfactor(100))]

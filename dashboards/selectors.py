@@ -1,0 +1,686 @@
+"""Reads behind the dashboards: a user's spending, a vendor's earnings, the platform's figures.
+
+Every amount is a sum of ledger entries in the default asset (the dashboards speak USDC, and say so
+as `token`), so that each figure equals the ledger to the minor unit:
+- a user's spending is minus the sum of their entries on charge transactions;
+- a vendor's earnings are the sum of their credit entries on charge transactions (net of the fee);
+- gross volume is the sum of the payers' debits on charges, platform revenue the platform revenue
+  account's credits on charges.
+Sessions are reached from a charge through its SessionCharge. A session counts in the bucket it
+started in, money in the bucket it moved in. Session counts next to money figures are of sessions
+in the default asset too; lists of sessions show every session, each in its own token.
+
+Each function runs a fixed number of queries whatever the data size.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db.models import (
+    Avg,
+    Case,
+    Count,
+    DateTimeField,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from rest_framework.exceptions import NotFound
+
+from dashboards.periods import DAY, MONTH, Window, floor, shift, trunc
+from marketplace.models import Service
+from paygo.api.amounts import format_minor
+from paygo.fields import MinorUnitsField
+from streaming.models import SessionStatus, StreamingSession
+from wallets.models import (
+    Account,
+    AccountKind,
+    Asset,
+    Entry,
+    SystemAccount,
+    TransactionKind,
+    Withdrawal,
+    WithdrawalStatus,
+)
+from wallets.selectors import ledger_health
+
+# The session a ledger entry's charge belongs to.
+SESSION = "transaction__session_charge__session"
+RECENT = 5
+TOP = 5
+RECENT_ACTIVITY_DAYS = 7
+ZERO = Value(0, output_field=MinorUnitsField())
+ENDED = ~Q(status=SessionStatus.ACTIVE)
+
+
+def default_asset() -> Asset:
+    return Asset.objects.get(is_default=True)
+
+
+class Money:
+    """Formats minor units of one asset as the API's decimal strings."""
+
+    def __init__(self, asset: Asset):
+        self.asset = asset
+
+    def __call__(self, minor: int | None) -> str:
+        return format_minor(int(minor or 0), self.asset.decimals)
+
+
+def _sum(field: str = "amount", **filters: Any):
+    return Coalesce(Sum(field, filter=Q(**filters) if filters else None), ZERO)
+
+
+def _charges(asset: Asset) -> QuerySet[Entry]:
+    return Entry.objects.filter(asset=asset, transaction__kind=TransactionKind.CHARGE)
+
+
+def _payer_charges(user, asset: Asset) -> QuerySet[Entry]:
+    """The user's entries on charges: debits, so spending is minus their sum."""
+    return _charges(asset).filter(account__kind=AccountKind.USER, account__owner=user)
+
+
+def _payee_credits(vendor, asset: Asset) -> QuerySet[Entry]:
+    """The vendor's credits on charges: what they earned, net of the platform's fee."""
+    return _charges(asset).filter(account__kind=AccountKind.USER, account__owner=vendor, amount__gt=0)
+
+
+def _in_window(entries: QuerySet[Entry], window: Window) -> QuerySet[Entry]:
+    return entries.filter(transaction__created_at__gte=window.start, transaction__created_at__lt=window.end)
+
+
+def _by_bucket(rows, window: Window, *value_names: str) -> dict:
+    """{bucket start: {name: value}} from rows that carry a truncated `bucket`."""
+    result: dict = defaultdict(lambda: dict.fromkeys(value_names, 0))
+    for row in rows:
+        totals = result[window.key(row["bucket"])]
+        for name in value_names:
+            totals[name] += int(row[name] or 0)
+    return result
+
+
+def _session_ledger_sum(account_field: str):
+    """A session's entries on its charges on one of its accounts (payer or payee), summed."""
+    entries = (
+        Entry.objects.filter(transaction__session_charge__session=OuterRef("pk"), account=OuterRef(account_field))
+        .order_by()
+        .values("account")
+        .annotate(total=Sum("amount"))
+        .values("total")
+    )
+    return Coalesce(Subquery(entries, output_field=MinorUnitsField()), ZERO)
+
+
+def _window_bucket(window: Window, field: str):
+    """The bucket of `field` inside the window, NULL outside: one pass serves all-time totals and the
+    window's series."""
+    inside = Q(**{f"{field}__gte": window.start, f"{field}__lt": window.end})
+    return Case(When(inside, then=window.trunc(field)), default=None, output_field=DateTimeField())
+
+
+def _series(rows, window: Window, *names: str) -> tuple[dict, dict]:
+    """(totals over every row, {bucket start: totals}) of rows carrying a `bucket` (None outside the window)."""
+    totals = dict.fromkeys(names, 0)
+    buckets: dict = defaultdict(lambda: dict.fromkeys(names, 0))
+    for row in rows:
+        for name in names:
+            value = int(row[name] or 0)
+            totals[name] += value
+            if row["bucket"] is not None:
+                buckets[window.key(row["bucket"])][name] += value
+    return totals, buckets
+
+
+def _window_info(window: Window) -> dict:
+    return {
+        "period": window.period,
+        "tz": str(window.tz.key),
+        "from": window.first_day.isoformat(),
+        "to": window.last_day.isoformat(),
+    }
+
+
+# --- Sessions, as the user dashboards list them ---------------------------------------------------
+
+
+def sessions_with_money() -> QuerySet[StreamingSession]:
+    """Sessions with what their payer paid (`spent`) and their vendor earned (`earned`), from the ledger."""
+    return StreamingSession.objects.select_related("service", "service__category", "vendor", "user", "asset").annotate(
+        spent=-_session_ledger_sum("payer_account"), earned=_session_ledger_sum("payee_account")
+    )
+
+
+def user_sessions(user, *, status: str | None = None) -> QuerySet[StreamingSession]:
+    """The user's own sessions (as the payer), newest first."""
+    sessions = sessions_with_money().filter(user=user)
+    if status:
+        sessions = sessions.filter(status=status)
+    return sessions.order_by("-start_time", "-id")
+
+
+def user_session_get(viewer, session_id) -> StreamingSession:
+    """One session of the viewer's (any session for staff); someone else's is a 404."""
+    try:
+        key = uuid.UUID(str(session_id))
+    except ValueError:
+        raise NotFound("No such session.") from None
+    sessions = sessions_with_money().filter(session_id=key)
+    if not viewer.is_staff:
+        sessions = sessions.filter(user=viewer)
+    session = sessions.first()
+    if session is None:
+        raise NotFound("No such session.")
+    return session
+
+
+def session_charge_timeline(session: StreamingSession) -> list[dict]:
+    """Each charge of the session as the payer's ledger entry saw it, oldest first, with the running total."""
+    rows = (
+        Entry.objects.filter(transaction__session_charge__session=session, account_id=session.payer_account_id)
+        .order_by("transaction__created_at", "transaction_id")
+        .values(
+            "transaction_id",
+            "transaction__created_at",
+            "transaction__reference",
+            "transaction__session_charge__metered_until",
+            "amount",
+        )
+    )
+    money = Money(session.asset)
+    timeline, total = [], 0
+    for row in rows:
+        total -= int(row["amount"])
+        timeline.append(
+            {
+                "transaction_id": row["transaction_id"],
+                "reference": row["transaction__reference"],
+                "at": row["transaction__created_at"],
+                "metered_until": row["transaction__session_charge__metered_until"],
+                "amount": money(-int(row["amount"])),
+                "cumulative": money(total),
+            }
+        )
+    return timeline
+
+
+# --- A user's dashboard ---------------------------------------------------------------------------
+
+
+def user_overview(user, *, window: Window, now: datetime) -> dict:
+    asset = default_asset()
+    money = Money(asset)
+    category = f"{SESSION}__service__category"
+    # One pass over the user's charges: the total, each category's share, each bucket's.
+    charges = list(
+        _payer_charges(user, asset)
+        .annotate(bucket=_window_bucket(window, "transaction__created_at"))
+        .order_by()
+        .values(f"{category}_id", f"{category}__name", "bucket")
+        .annotate(spent=Sum("amount"))
+    )
+    # One pass over the user's sessions: counts, lengths, per category and per bucket.
+    sessions = list(
+        StreamingSession.objects.filter(user=user, asset=asset)
+        .annotate(bucket=_window_bucket(window, "start_time"))
+        .order_by()
+        .values("service__category_id", "bucket")
+        .annotate(
+            sessions=Count("id"),
+            ended=Count("id", filter=ENDED),
+            ended_seconds=Sum("total_usage_seconds", filter=ENDED),
+            recent=Count("id", filter=Q(start_time__gte=now - timedelta(days=RECENT_ACTIVITY_DAYS))),
+        )
+    )
+    recent = list(user_sessions(user)[:RECENT])
+
+    spent, spent_by_bucket = _series(charges, window, "spent")
+    counted, sessions_by_bucket = _series(sessions, window, "sessions", "ended", "ended_seconds", "recent")
+    by_category: dict = {}
+    for row in charges:
+        key = row[f"{category}_id"]
+        entry = by_category.setdefault(key, {"name": row[f"{category}__name"], "spent": 0})
+        entry["spent"] += int(row["spent"])
+    sessions_per_category: dict = defaultdict(int)
+    for row in sessions:
+        sessions_per_category[row["service__category_id"]] += row["sessions"]
+    favorites = sorted(by_category.items(), key=lambda item: (item[1]["spent"], item[1]["name"] or ""))[:TOP]
+    return {
+        "token": asset.code,
+        **_window_info(window),
+        "overview": {
+            "total_sessions": counted["sessions"],
+            "total_spent": money(-spent["spent"]),
+            "average_session_length": round(counted["ended_seconds"] / counted["ended"]) if counted["ended"] else 0,
+            "recent_activity": counted["recent"],
+        },
+        "favorite_categories": [
+            {
+                "category_id": key,
+                "category": value["name"] or "Other",
+                "total_spent": money(-value["spent"]),
+                "session_count": sessions_per_category.get(key, 0),
+            }
+            for key, value in favorites
+        ],
+        "recent_sessions": recent,
+        "analytics": [
+            {
+                "period": window.label(bucket),
+                "session_count": sessions_by_bucket.get(bucket, {}).get("sessions", 0),
+                "total_spent": money(-spent_by_bucket.get(bucket, {}).get("spent", 0)),
+            }
+            for bucket in window.buckets
+        ],
+    }
+
+
+def wallet_analytics(user, *, tz, now: datetime) -> dict:
+    """The wallet page's analytics (the wallets issue's shape), from the user's charges."""
+    asset = default_asset()
+    money = Money(asset)
+    # One pass: the user's charges per service and local day; everything below is summed from it.
+    rows = list(
+        _payer_charges(user, asset)
+        .annotate(day=trunc(DAY, "transaction__created_at", tz))
+        .order_by()
+        .values(f"{SESSION}__service_id", f"{SESSION}__service__name", "day")
+        .annotate(spent=Sum("amount"))
+    )
+    balance = (
+        Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).values_list("balance", flat=True).first()
+    )
+    average = StreamingSession.objects.filter(ENDED, user=user, asset=asset).aggregate(
+        seconds=Avg("total_usage_seconds")
+    )["seconds"]
+
+    today = now.astimezone(tz).date()
+    first_month, first_day = shift(floor(today, MONTH), MONTH, -11), today - timedelta(days=29)
+    total = today_spent = month_spent = 0
+    by_service: dict = {}
+    monthly: dict = defaultdict(int)
+    daily: dict = defaultdict(int)
+    for row in rows:
+        day, amount = row["day"].astimezone(tz).date(), -int(row["spent"])
+        total += amount
+        today_spent += amount if day == today else 0
+        month_spent += amount if floor(day, MONTH) == floor(today, MONTH) else 0
+        service = by_service.setdefault(row[f"{SESSION}__service_id"], [row[f"{SESSION}__service__name"], 0])
+        service[1] += amount
+        if day >= first_month:
+            monthly[floor(day, MONTH)] += amount
+        if day >= first_day:
+            daily[day] += amount
+    ranked = sorted(by_service.values(), key=lambda item: (-item[1], item[0] or ""))[:10]
+    breakdown = [{"service": name or "Other", "amount": money(amount)} for name, amount in ranked]
+    return {
+        "total_spending": money(total),
+        "services_used": len(by_service),
+        "avg_usage_time": round(average or 0),
+        "today_spend": money(today_spent),
+        "month_spend": money(month_spent),
+        "service_breakdown": breakdown,
+        "total_balance": money(balance or 0),
+        "token": asset.code,
+        "tz": str(tz.key),
+        "chart_data": {
+            "monthly_spending": [
+                {"month": f"{month.year:04d}-{month.month:02d}", "amount": money(amount)}
+                for month, amount in sorted(monthly.items())
+            ],
+            "top_services": breakdown[:TOP],
+            "usage_over_time": [
+                {"date": day.isoformat(), "usage": money(amount)} for day, amount in sorted(daily.items())
+            ],
+        },
+    }
+
+
+# --- A vendor's dashboard -------------------------------------------------------------------------
+
+
+def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
+    asset = default_asset()
+    money = Money(asset)
+    service = f"{SESSION}__service_id"
+    # One pass over the vendor's earnings: the total, each service's, each bucket's.
+    earned = list(
+        _payee_credits(vendor, asset)
+        .annotate(bucket=_window_bucket(window, "transaction__created_at"))
+        .order_by()
+        .values(service, "bucket")
+        .annotate(earnings=Sum("amount"))
+    )
+    # One pass over the sessions hosted: per service and per bucket.
+    hosted = list(
+        StreamingSession.objects.filter(vendor=vendor, asset=asset)
+        .annotate(bucket=_window_bucket(window, "start_time"))
+        .order_by()
+        .values("service_id", "bucket")
+        .annotate(sessions=Count("id"))
+    )
+    services = list(
+        Service.objects.filter(vendor=vendor, deleted_at__isnull=True)
+        .select_related("category")
+        .order_by("-created_at", "-id")
+    )
+    recent = list(sessions_with_money().filter(vendor=vendor).order_by("-start_time", "-id")[:RECENT])
+    customers = list(
+        StreamingSession.objects.filter(vendor=vendor, asset=asset)
+        .order_by()
+        .values("user_id", "user__name")
+        .annotate(last_session_at=Max("start_time"), sessions=Count("id"))
+        .order_by("-last_session_at", "user_id")[:RECENT]
+    )
+    their_sessions = StreamingSession.objects.filter(vendor=vendor, user_id__in=[row["user_id"] for row in customers])
+    earned_from = dict(
+        _payee_credits(vendor, asset)
+        .filter(transaction__session_charge__session__in=their_sessions.values("pk"))
+        .order_by()
+        .values_list(f"{SESSION}__user_id")
+        .annotate(earnings=Sum("amount"))
+    )
+
+    earnings, earnings_by_bucket = _series(earned, window, "earnings")
+    sessions_hosted, sessions_by_bucket = _series(hosted, window, "sessions")
+    per_service: dict = defaultdict(lambda: {"earnings": 0, "sessions": 0})
+    for row in earned:
+        per_service[row[service]]["earnings"] += int(row["earnings"])
+    for row in hosted:
+        per_service[row["service_id"]]["sessions"] += row["sessions"]
+    names = {item.pk: item.name for item in services}
+    top = sorted(
+        (item for item in per_service.items() if item[1]["earnings"]), key=lambda item: (-item[1]["earnings"], item[0])
+    )
+    total, hosted_count = earnings["earnings"], sessions_hosted["sessions"]
+    return {
+        "token": asset.code,
+        **_window_info(window),
+        "overview": {
+            "total_earnings": money(total),
+            "total_sessions_hosted": hosted_count,
+            "active_services": sum(1 for item in services if item.is_active),
+            "total_services": len(services),
+            "average_earning_per_session": money(total // hosted_count if hosted_count else 0),
+        },
+        "top_services": [
+            {
+                "service_id": key,
+                "name": names.get(key, "Other"),
+                "earnings": money(value["earnings"]),
+                "sessions": value["sessions"],
+            }
+            for key, value in top[:TOP]
+        ],
+        "recent_sessions": recent,
+        "recent_customers": [
+            {
+                "user_id": row["user_id"],
+                "name": row["user__name"],
+                "last_session_at": row["last_session_at"],
+                "sessions": row["sessions"],
+                "earnings": money(earned_from.get(row["user_id"], 0)),
+            }
+            for row in customers
+        ],
+        "services": [
+            {
+                "id": item.pk,
+                "name": item.name,
+                "category": item.category.name,
+                "is_active": item.is_active,
+                "unit": item.unit,
+                "rate": format_minor(int(item.rate), asset.decimals) if item.token == asset.code else None,
+                "service_token": item.token,
+                "sessions": per_service.get(item.pk, {}).get("sessions", 0),
+                "earnings": money(per_service.get(item.pk, {}).get("earnings", 0)),
+            }
+            for item in services
+        ],
+        "analytics": [
+            {
+                "period": window.label(bucket),
+                "earnings": money(earnings_by_bucket.get(bucket, {}).get("earnings", 0)),
+                "sessions": sessions_by_bucket.get(bucket, {}).get("sessions", 0),
+            }
+            for bucket in window.buckets
+        ],
+    }
+
+
+def vendor_earnings(vendor, *, window: Window) -> dict:
+    """Earnings per bucket of the window, and their totals (the buckets partition the window)."""
+    asset = default_asset()
+    money = Money(asset)
+    earnings_by_bucket = _by_bucket(
+        _in_window(_payee_credits(vendor, asset), window)
+        .annotate(bucket=window.trunc("transaction__created_at"))
+        .order_by()
+        .values("bucket")
+        .annotate(earnings=Sum("amount")),
+        window,
+        "earnings",
+    )
+    sessions_by_bucket = _by_bucket(
+        StreamingSession.objects.filter(
+            vendor=vendor, asset=asset, start_time__gte=window.start, start_time__lt=window.end
+        )
+        .annotate(bucket=window.trunc("start_time"))
+        .order_by()
+        .values("bucket")
+        .annotate(sessions=Count("id")),
+        window,
+        "sessions",
+    )
+    report = []
+    total_earnings = total_sessions = 0
+    for bucket in window.buckets:
+        earned = earnings_by_bucket.get(bucket, {}).get("earnings", 0)
+        sessions = sessions_by_bucket.get(bucket, {}).get("sessions", 0)
+        total_earnings += earned
+        total_sessions += sessions
+        report.append({"period": window.label(bucket), "earnings": money(earned), "sessions": sessions})
+    return {
+        "token": asset.code,
+        **_window_info(window),
+        "report": report,
+        "total_earnings": money(total_earnings),
+        "total_sessions": total_sessions,
+    }
+
+
+# --- The platform, for staff ----------------------------------------------------------------------
+
+HEALTH_CACHE_KEY = "dashboards:ledger-health"
+HEALTH_MAX_AGE_SECONDS = 300
+
+
+def ledger_health_checked(*, refresh: bool = False) -> dict:
+    """The ledger's conservation check with the time it ran.
+
+    The check reads the whole ledger, so it runs on a schedule (dashboards.ledger_health_check)
+    and the dashboards show its latest result; a missing or stale result is computed here.
+    """
+    checked = None if refresh else cache.get(HEALTH_CACHE_KEY)
+    if checked is None or _age_seconds(checked) > HEALTH_MAX_AGE_SECONDS:
+        checked = {**ledger_health(), "checked_at": timezone.now().isoformat()}
+        cache.set(HEALTH_CACHE_KEY, checked, HEALTH_MAX_AGE_SECONDS * 2)
+    return checked
+
+
+def _age_seconds(checked: dict) -> float:
+    try:
+        return (timezone.now() - datetime.fromisoformat(checked["checked_at"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return float("inf")
+
+
+OVERVIEW_MAX_AGE_SECONDS = 60
+
+
+def admin_overview_cache_key(window: Window) -> str:
+    span = f"{window.start.isoformat()}:{window.end.isoformat()}"
+    return f"dashboards:admin-overview:{window.period}:{window.tz.key}:{span}"
+
+
+def admin_overview(*, window: Window, now: datetime, refresh: bool = False) -> dict:
+    """The platform's figures, computed at most once a minute per window.
+
+    They sum every charge, deposit and withdrawal of the window (tens of thousands of entries a
+    month on a busy ledger), so staff share one computation for OVERVIEW_MAX_AGE_SECONDS; each
+    answer says when it was computed (`computedAt`), and `refresh` recomputes it (and the ledger
+    health check) at once.
+    """
+    key = admin_overview_cache_key(window)
+    overview = None if refresh else cache.get(key)
+    if overview is None:
+        overview = {**_admin_figures(window=window, now=now), "computed_at": now.isoformat()}
+        cache.set(key, overview, OVERVIEW_MAX_AGE_SECONDS)
+    return {**overview, "ledger_health": ledger_health_checked(refresh=refresh)}
+
+
+def _admin_figures(*, window: Window, now: datetime) -> dict:
+    asset = default_asset()
+    money = Money(asset)
+    moved = (
+        Entry.objects.filter(
+            asset=asset,
+            transaction__kind__in=[TransactionKind.CHARGE, TransactionKind.DEPOSIT, TransactionKind.WITHDRAWAL],
+            transaction__created_at__gte=window.start,
+            transaction__created_at__lt=window.end,
+        )
+        .annotate(bucket=window.trunc("transaction__created_at"))
+        .order_by()
+        .values("bucket")
+        .annotate(
+            gross=_sum(transaction__kind=TransactionKind.CHARGE, amount__lt=0),
+            charges=Count("id", filter=Q(transaction__kind=TransactionKind.CHARGE, amount__lt=0)),
+            revenue=_sum(
+                transaction__kind=TransactionKind.CHARGE,
+                account__kind=AccountKind.SYSTEM,
+                account__system_code=SystemAccount.PLATFORM_REVENUE,
+            ),
+            deposits=_sum(transaction__kind=TransactionKind.DEPOSIT, account__kind=AccountKind.USER, amount__gt=0),
+            withdrawals=_sum(
+                transaction__kind=TransactionKind.WITHDRAWAL, account__kind=AccountKind.USER, amount__lt=0
+            ),
+        )
+    )
+    names = ("gross", "charges", "revenue", "deposits", "withdrawals")
+    by_bucket = _by_bucket(moved, window, *names)
+    sessions_by_bucket = _by_bucket(
+        StreamingSession.objects.filter(asset=asset, start_time__gte=window.start, start_time__lt=window.end)
+        .annotate(bucket=window.trunc("start_time"))
+        .order_by()
+        .values("bucket")
+        .annotate(sessions=Count("id")),
+        window,
+        "sessions",
+    )
+    # One pass over the window's charges per service (and so per vendor): payers' debits, vendors' credits.
+    per_service = list(
+        _in_window(_charges(asset), window)
+        .order_by()
+        .values(
+            f"{SESSION}__service_id",
+            f"{SESSION}__service__name",
+            f"{SESSION}__vendor_id",
+            f"{SESSION}__vendor__name",
+        )
+        .annotate(
+            gross=_sum(amount__lt=0),
+            earnings=_sum(account=F(f"{SESSION}__payee_account")),
+            sessions=Count(f"{SESSION}__id", distinct=True),
+        )
+    )
+    vendors: dict = {}
+    for row in per_service:
+        vendor = vendors.setdefault(
+            row[f"{SESSION}__vendor_id"],
+            {"name": row[f"{SESSION}__vendor__name"], "gross": 0, "earnings": 0, "sessions": 0},
+        )
+        vendor["gross"] += int(row["gross"])
+        vendor["earnings"] += int(row["earnings"])
+        vendor["sessions"] += row["sessions"]
+    top_services = sorted(per_service, key=lambda row: (row["gross"], row[f"{SESSION}__service_id"] or 0))[:TOP]
+    top_vendors = sorted(vendors.items(), key=lambda item: (item[1]["gross"], item[0] or 0))[:TOP]
+    active_sessions = StreamingSession.objects.filter(status=SessionStatus.ACTIVE).count()
+    roles = dict(get_user_model().objects.order_by().values_list("role").annotate(n=Count("id")))
+    outbox = Withdrawal.objects.filter(asset=asset).aggregate(
+        pending=Count("id", filter=Q(status=WithdrawalStatus.PENDING)),
+        sending=Count("id", filter=Q(status=WithdrawalStatus.SENDING)),
+        failed=Count("id", filter=Q(status=WithdrawalStatus.FAILED)),
+        amount=_sum(status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING]),
+        oldest=Min("created_at", filter=Q(status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING])),
+    )
+    totals = {name: sum(row[name] for row in by_bucket.values()) for name in names}
+    series = [
+        {
+            "period": window.label(bucket),
+            "gross_volume": money(-by_bucket.get(bucket, {}).get("gross", 0)),
+            "platform_revenue": money(by_bucket.get(bucket, {}).get("revenue", 0)),
+            "charges": by_bucket.get(bucket, {}).get("charges", 0),
+            "deposits": money(by_bucket.get(bucket, {}).get("deposits", 0)),
+            "withdrawals": money(-by_bucket.get(bucket, {}).get("withdrawals", 0)),
+            "sessions": sessions_by_bucket.get(bucket, {}).get("sessions", 0),
+        }
+        for bucket in window.buckets
+    ]
+    return {
+        "token": asset.code,
+        **_window_info(window),
+        "totals": {
+            "gross_volume": money(-totals["gross"]),
+            "platform_revenue": money(totals["revenue"]),
+            "vendor_earnings": money(-totals["gross"] - totals["revenue"]),
+            "charges": totals["charges"],
+            "deposits": money(totals["deposits"]),
+            "withdrawals": money(-totals["withdrawals"]),
+            "sessions": sum(row["sessions"] for row in sessions_by_bucket.values()),
+        },
+        "active_sessions": active_sessions,
+        "users_by_role": {role: roles.get(role, 0) for role in ("user", "vendor", "admin")},
+        "outbox": {
+            "pending": outbox["pending"],
+            "sending": outbox["sending"],
+            "failed": outbox["failed"],
+            "backlog": outbox["pending"] + outbox["sending"],
+            "backlog_amount": money(outbox["amount"]),
+            "oldest_pending_at": outbox["oldest"],
+        },
+        "series": series,
+        "top_services": [
+            {
+                "service_id": row[f"{SESSION}__service_id"],
+                "name": row[f"{SESSION}__service__name"] or "Other",
+                "vendor": row[f"{SESSION}__vendor__name"] or "",
+                "gross_volume": money(-row["gross"]),
+                "sessions": row["sessions"],
+            }
+            for row in top_services
+        ],
+        "top_vendors": [
+            {
+                "vendor_id": key,
+                "name": value["name"] or "Other",
+                "gross_volume": money(-value["gross"]),
+                "earnings": money(value["earnings"]),
+                "sessions": value["sessions"],
+            }
+            for key, value in top_vendors
+        ],
+    }

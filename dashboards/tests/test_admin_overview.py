@@ -1,0 +1,111 @@
+"""The platform's figures for staff: volume, revenue, deposits, withdrawals, outbox, ledger health."""
+
+from __future__ import annotations
+
+import pytest
+from django.db.models import Sum
+
+from wallets import ledger
+from wallets.models import Account, AccountKind, Entry, SystemAccount, TransactionKind
+from wallets.services import withdrawal_request
+
+pytestmark = pytest.mark.django_db
+
+OVERVIEW = "/api/v1/dashboard/admin/overview"
+
+
+def test_figures_equal_the_ledger(api, olga, history):
+    body = api(olga).get(OVERVIEW, {"period": "year"}).json()
+
+    revenue_account = Account.objects.get(
+        kind=AccountKind.SYSTEM, system_code=SystemAccount.PLATFORM_REVENUE, asset__code="USDC"
+    )
+    revenue = Entry.objects.filter(account=revenue_account, transaction__kind=TransactionKind.CHARGE).aggregate(
+        total=Sum("amount")
+    )["total"]
+    gross = Entry.objects.filter(transaction__kind=TransactionKind.CHARGE, amount__lt=0).aggregate(total=Sum("amount"))[
+        "total"
+    ]
+    assert (-gross, revenue) == (16_735_234, 1_673_523)
+    assert body["totals"] == {
+        "grossVolume": "16.735234",  # 10 + 2.5 + 1.235234 + 3
+        "platformRevenue": "1.673523",  # 1 + 0.25 + 0.123523 + 0.3
+        "vendorEarnings": "15.061711",  # 13.95 (victor) + 1.111711 (wanda)
+        "charges": 5,  # s1 twice, s2, s3, s5
+        "deposits": "2000.000000",
+        "withdrawals": "0.000000",
+        "sessions": 5,
+    }
+    assert body["activeSessions"] == 1
+    assert body["usersByRole"] == {"user": 2, "vendor": 2, "admin": 1}
+    assert body["ledgerHealth"]["healthy"] is True
+    assert [(v["name"], v["grossVolume"], v["earnings"]) for v in body["topVendors"]] == [
+        ("Victor", "15.500000", "13.950000"),
+        ("Wanda", "1.235234", "1.111711"),
+    ]
+    assert [(s["name"], s["grossVolume"], s["sessions"]) for s in body["topServices"]] == [
+        ("Minutes", "13.000000", 2),
+        ("Pass", "2.500000", 1),
+        ("Seconds", "1.235234", 1),
+    ]
+
+
+def test_default_window_is_the_last_30_days_per_day(api, olga, history):
+    body = api(olga).get(OVERVIEW).json()
+
+    assert (body["period"], body["from"], body["to"], len(body["series"])) == ("day", "2026-10-22", "2026-11-20", 30)
+    assert body["totals"]["grossVolume"] == "6.735234"  # s1 (October 5th) is outside
+    by_day = {row["period"]: row for row in body["series"]}
+    assert by_day["2026-11-01"]["grossVolume"] == "2.500000"
+    assert by_day["2026-11-01"]["platformRevenue"] == "0.250000"
+    assert by_day["2026-11-20"]["deposits"] == "2000.000000"
+
+
+def test_withdrawals_and_the_outbox_backlog(api, olga, alice, history):
+    usdc = ledger.asset_get("USDC")
+    # Queued with on_commit: inside the test's transaction they stay in the outbox, unsent.
+    withdrawal_request(user=alice, asset=usdc, amount=5_000_000, to_address="0xabc")
+    withdrawal_request(user=alice, asset=usdc, amount=1_500_000, to_address="0xabc")
+
+    body = api(olga).get(OVERVIEW).json()
+
+    assert body["totals"]["withdrawals"] == "6.500000"
+    assert body["outbox"] == {
+        "pending": 2,
+        "sending": 0,
+        "failed": 0,
+        "backlog": 2,
+        "backlogAmount": "6.500000",
+        "oldestPendingAt": "2026-11-20T12:00:00Z",
+    }
+
+
+def test_figures_are_shared_for_a_minute_and_recomputed_on_demand(api, olga, alice, fund, django_assert_num_queries):
+    client = api(olga)
+    first = client.get(OVERVIEW).json()
+    fund(alice, 7 * 1_000_000)
+
+    with django_assert_num_queries(1):  # the JWT's user: figures and health come from the cache
+        cached = client.get(OVERVIEW).json()
+    with django_assert_num_queries(8 + 5):  # the figures, and the five checks of ledger_health
+        fresh = client.get(OVERVIEW, {"refresh": "1"}).json()
+
+    assert cached == first
+    assert fresh["totals"]["deposits"] == "7.000000"
+    assert fresh["computedAt"] == "2026-11-20T12:00:00+00:00"
+    assert fresh["ledgerHealth"]["checkedAt"] == "2026-11-20T12:00:00+00:00"
+
+
+def test_only_staff(api, alice, victor, anon):
+    assert api(alice).get(OVERVIEW).status_code == 403
+    assert api(victor).get(OVERVIEW).status_code == 403
+    assert anon.get(OVERVIEW).status_code == 401
+
+
+def test_the_scheduled_check_keeps_its_result_for_the_dashboards(api, olga, django_assert_num_queries):
+    from dashboards.tasks import ledger_health_check_task
+
+    assert ledger_health_check_task.apply().get() is True
+    with django_assert_num_queries(8):  # the figures; no ledger_health queries: the scheduled result is used
+        body = api(olga).get(OVERVIEW).json()
+    assert body["ledgerHealth"]["healthy"] is True

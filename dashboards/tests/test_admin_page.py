@@ -1,0 +1,62 @@
+"""The operator dashboard in the Django admin: staff only, charts from the project's static files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from django.contrib.staticfiles import finders
+from django.test import Client
+
+pytestmark = pytest.mark.django_db
+
+PAGE = "/admin/dashboard/"
+
+
+def logged_in(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_staff_see_the_figures_and_the_charts(olga, history):
+    response = logged_in(olga).get(PAGE, {"period": "month", "tz": "America/New_York"})
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert '<script src="/static/dashboards/vendor/chart.umd.min.js">' in html
+    assert "cdn" not in html.lower()
+    data = json.loads(re.search(r'<script id="dashboard-data" type="application/json">(.*?)</script>', html, re.S)[1])
+    assert data["totals"]["gross_volume"] == "16.735234"
+    assert data["tz"] == "America/New_York"
+    assert [row["period"] for row in data["series"]][-2:] == ["2026-10", "2026-11"]
+    assert 'id="ledger-health">Conserved<' in html
+
+
+def test_chart_library_is_a_static_file_with_its_license():
+    path = finders.find("dashboards/vendor/chart.umd.min.js")
+
+    assert path
+    with open(path) as script:
+        assert "Chart.js v4" in script.read(300)
+    assert finders.find("dashboards/vendor/chart.js.LICENSE.md")
+    assert finders.find("dashboards/operator.js")
+
+
+def test_bad_parameters_fall_back_to_30_days(olga):
+    response = logged_in(olga).get(PAGE, {"tz": "Nowhere/Land"})
+
+    assert response.status_code == 200
+    assert "showing the last 30 days" in response.content.decode()
+
+
+def test_the_admin_index_links_to_it(olga):
+    assert PAGE in logged_in(olga).get("/admin/").content.decode()
+
+
+def test_not_for_users_or_vendors(alice, victor):
+    for user in (alice, victor):
+        response = logged_in(user).get(PAGE)
+        assert response.status_code == 302
+        assert "/admin/login/" in response["Location"]

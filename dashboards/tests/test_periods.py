@@ -1,0 +1,91 @@
+"""Windows and buckets in the caller's time zone: month ends, week starts, DST changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from dashboards.periods import DAY, MONTH, WEEK, YEAR, PeriodError, parse_tz, shift, window
+from dashboards.tests.conftest import NOW, USDC, make_service, run_session
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def test_a_day_across_the_end_of_dst_lasts_25_hours():
+    # 2026-11-01: New York goes from EDT (-4) back to EST (-5) at 02:00.
+    day = window(period=DAY, tz=NEW_YORK, now=NOW, since=date(2026, 11, 1), until=date(2026, 11, 1))
+
+    assert day.start == datetime(2026, 11, 1, 4, 0, tzinfo=UTC)
+    assert day.end == datetime(2026, 11, 2, 5, 0, tzinfo=UTC)
+    assert day.buckets == (date(2026, 11, 1),)
+
+
+def test_a_day_across_the_start_of_dst_lasts_23_hours():
+    day = window(period=DAY, tz=NEW_YORK, now=NOW, since=date(2026, 3, 8), until=date(2026, 3, 8))
+
+    assert (day.end - day.start).total_seconds() == 23 * 3600
+
+
+def test_month_ends_and_year_ends():
+    months = window(period=MONTH, tz=ZoneInfo("UTC"), now=NOW, since=date(2025, 12, 31), until=date(2026, 3, 1))
+
+    assert [months.label(b) for b in months.buckets] == ["2025-12", "2026-01", "2026-02", "2026-03"]
+    assert months.start == datetime(2025, 12, 31, tzinfo=UTC)
+    assert months.end == datetime(2026, 3, 2, tzinfo=UTC)
+    assert shift(date(2026, 12, 1), MONTH, 1) == date(2027, 1, 1)
+    assert shift(date(2026, 1, 1), MONTH, -1) == date(2025, 12, 1)
+
+
+def test_default_windows_end_today_in_the_callers_zone():
+    late = datetime(2026, 11, 1, 3, 30, tzinfo=UTC)  # still October 31st in New York
+
+    assert window(period=DAY, tz=NEW_YORK, now=late).buckets[-1] == date(2026, 10, 31)
+    assert window(period=DAY, tz=ZoneInfo("UTC"), now=late).buckets[-1] == date(2026, 11, 1)
+    assert window(period=MONTH, tz=NEW_YORK, now=late).buckets[-1] == date(2026, 10, 1)
+    weeks = window(period=WEEK, tz=ZoneInfo("UTC"), now=NOW)  # NOW is a Friday
+    assert (weeks.buckets[-1], len(weeks.buckets)) == (date(2026, 11, 16), 12)
+    assert all(b.weekday() == 0 for b in weeks.buckets)
+    assert window(period=YEAR, tz=NEW_YORK, now=NOW).buckets[0] == date(2022, 1, 1)
+
+
+def test_unknown_time_zones_and_periods():
+    with pytest.raises(PeriodError):
+        parse_tz("Nowhere/Land")
+    with pytest.raises(PeriodError):
+        parse_tz("/etc/localtime")
+    with pytest.raises(PeriodError):
+        window(period="fortnight", tz=NEW_YORK, now=NOW)
+    assert parse_tz("") == ZoneInfo("UTC")
+
+
+@pytest.mark.django_db
+def test_charges_fall_on_the_callers_day_across_the_dst_change(api, bob, wanda, fund):
+    """Per-session fees are charged at the start: 03:59 UTC on November 1st is October 31st in New
+    York (EDT), 04:30 UTC is 00:30 on November 1st (EDT), and 04:30 UTC on November 2nd is still
+    November 1st there (EST, 23:30)."""
+    fund(bob, 100 * USDC)
+    service = make_service(wanda, unit="per_session", rate=USDC)
+    for start in (
+        datetime(2026, 11, 1, 3, 59, tzinfo=UTC),
+        datetime(2026, 11, 1, 4, 30, tzinfo=UTC),
+        datetime(2026, 11, 2, 4, 30, tzinfo=UTC),
+    ):
+        run_session(bob, service, start, 60)
+
+    params = {"from": "2026-10-31", "to": "2026-11-02"}
+    new_york = api(wanda).get("/api/v1/dashboard/vendor/earnings", {**params, "tz": "America/New_York"}).json()
+    utc = api(wanda).get("/api/v1/dashboard/vendor/earnings", params).json()
+
+    assert [(r["period"], r["earnings"]) for r in new_york["report"]] == [
+        ("2026-10-31", "0.900000"),
+        ("2026-11-01", "1.800000"),
+        ("2026-11-02", "0.000000"),
+    ]
+    assert [(r["period"], r["earnings"]) for r in utc["report"]] == [
+        ("2026-10-31", "0.000000"),
+        ("2026-11-01", "1.800000"),
+        ("2026-11-02", "0.900000"),
+    ]
+    assert new_york["totalEarnings"] == utc["totalEarnings"] == "2.700000"

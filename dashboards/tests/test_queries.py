@@ -1,0 +1,65 @@
+"""Each dashboard answers in a fixed number of queries, with 10 sessions as with 1,000."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from dashboards.tests.conftest import NOW, USDC, make_service
+from streaming import services as streaming
+from streaming.sweep import sweep
+
+pytestmark = pytest.mark.django_db
+
+# The JWT's user, then each endpoint's own reads (see dashboards/selectors.py).
+EXPECTED = {
+    "/api/v1/dashboard/user/overview": 5,
+    "/api/v1/dashboard/user/sessions": 3,  # the user, the count, the page
+    "/api/v1/dashboard/vendor/overview": 8,
+    "/api/v1/dashboard/vendor/earnings": 4,
+    "/api/v1/wallet/analytics": 5,
+}
+ADMIN = "/api/v1/dashboard/admin/overview"
+ADMIN_EXPECTED = 8  # with the ledger's health already checked (it runs on a schedule)
+
+
+def build(n: int, *, users, vendors) -> list:
+    """n sessions spread over users, vendors' services, categories and the last year: a per-session
+    fee charged at start, then every one stopped as idle by one sweep."""
+    services = [
+        make_service(vendor, category_name=name, unit="per_session", rate=USDC + i)
+        for i, (vendor, name) in enumerate(
+            [(vendors[0], "Time-Based"), (vendors[0], "Usage-Based"), (vendors[1], "Data & Analytics")]
+        )
+    ]
+    first = NOW - timedelta(days=360)
+    sessions = [
+        streaming.session_start(
+            user=users[i % len(users)], service=services[i % len(services)], now=first + timedelta(hours=8 * i)
+        )
+        for i in range(n)
+    ]
+    sweep(now=datetime(2030, 1, 1, tzinfo=UTC))
+    return sessions
+
+
+@pytest.mark.parametrize("n", [10, 1000])
+def test_query_counts_do_not_grow_with_the_data(
+    n, api, alice, bob, victor, wanda, olga, fund, django_assert_num_queries
+):
+    fund(alice, 10_000 * USDC)
+    fund(bob, 10_000 * USDC)
+    sessions = build(n, users=[alice, bob], vendors=[victor, wanda])
+    clients = {"user": api(alice), "vendor": api(victor), "staff": api(olga)}
+    clients["staff"].get(ADMIN, {"period": "week"})  # the ledger's health, checked once (figures are per window)
+
+    for path, queries in EXPECTED.items():
+        client = clients["vendor" if "/vendor/" in path else "user"]
+        with django_assert_num_queries(queries):
+            assert client.get(path, {"period": "day"}).status_code == 200
+    with django_assert_num_queries(3):  # the user, the session, its charges
+        assert clients["user"].get(f"/api/v1/dashboard/user/sessions/{sessions[0].session_id}").status_code == 200
+    with django_assert_num_queries(ADMIN_EXPECTED):
+        body = clients["staff"].get(ADMIN, {"period": "year"}).json()
+    assert body["totals"]["charges"] == n

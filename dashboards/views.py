@@ -1,0 +1,194 @@
+"""The dashboards API: a user's spending, a vendor's earnings, the platform's figures for staff.
+
+A user sees only their own dashboard, a vendor only theirs; staff see anyone's (`?userId=`,
+`?vendorId=`) and the platform's.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from dashboards import selectors
+from dashboards.periods import DAY, MONTH, PERIODS, PeriodError, window
+from dashboards.serializers import (
+    DashboardSessionSerializer,
+    StatusQuerySerializer,
+    TzQuerySerializer,
+    WindowQuerySerializer,
+)
+from paygo.api.pagination import Pagination
+from paygo.api.permissions import IsStaff
+
+TZ = OpenApiParameter("tz", str, description="IANA time zone of the periods (default UTC)")
+PERIOD = OpenApiParameter("period", str, enum=PERIODS, description="Bucket of the series (default month)")
+FROM = OpenApiParameter("from", OpenApiTypes.DATE, description="First local day (included)")
+TO = OpenApiParameter("to", OpenApiTypes.DATE, description="Last local day (included)")
+USER_ID = OpenApiParameter("userId", int, description="Staff only: whose dashboard")
+VENDOR_ID = OpenApiParameter("vendorId", int, description="Staff only: whose dashboard")
+
+
+def _subject(request, *, role: str, param: str):
+    """Whose dashboard: the caller's own, or (staff only) the user named by `param`."""
+    wanted = request.query_params.get(param)
+    caller = request.user
+    if wanted is None:
+        if caller.role != role:
+            hint = f" Staff name one with ?{param}=." if caller.is_staff else ""
+            raise exceptions.PermissionDenied(f"This dashboard is for {role}s.{hint}")
+        return caller
+    if not caller.is_staff:
+        raise exceptions.PermissionDenied(f"Only staff may look at someone else's dashboard ({param}).")
+    try:
+        return get_user_model().objects.get(pk=int(wanted), role=role)
+    except (ValueError, get_user_model().DoesNotExist):
+        raise exceptions.NotFound(f"No {role} with id {wanted[:20]}.") from None
+
+
+def _window(request, *, default_period: str = MONTH):
+    query = WindowQuerySerializer(data=request.query_params, default_period=default_period)
+    query.is_valid(raise_exception=True)
+    values = query.validated_data
+    try:
+        return window(
+            period=values["period"],
+            tz=values["tz"],
+            now=timezone.now(),
+            since=values.get("from"),
+            until=values.get("to"),
+        )
+    except PeriodError as exc:
+        raise exceptions.ValidationError({exc.field: [str(exc)]}) from None
+
+
+def _sessions(sessions) -> list:
+    return DashboardSessionSerializer(sessions, many=True).data
+
+
+class UserOverviewView(APIView):
+    @extend_schema(
+        summary="A user's dashboard: sessions, spending, favourite categories, spending per period",
+        parameters=[PERIOD, TZ, FROM, TO, USER_ID],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        user = _subject(request, role="user", param="userId")
+        overview = selectors.user_overview(user, window=_window(request), now=timezone.now())
+        overview["recent_sessions"] = _sessions(overview["recent_sessions"])
+        return Response(overview)
+
+
+class SessionsPagination(Pagination):
+    page_size = 10
+
+    def get_paginated_response(self, data, **extra) -> Response:
+        return Response(
+            {
+                **extra,
+                "sessions": data,
+                "total_pages": self.page.paginator.num_pages,
+                "current_page": self.page.number,
+                "total_sessions": self.page.paginator.count,
+            }
+        )
+
+
+class UserSessionsView(APIView):
+    results_key = "sessions"
+
+    @extend_schema(
+        summary="A user's sessions, newest first, with what each cost on the ledger",
+        parameters=[
+            OpenApiParameter("status", str, enum=StatusQuerySerializer().fields["status"].choices),
+            OpenApiParameter("page", int),
+            OpenApiParameter("limit", int),
+            USER_ID,
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        user = _subject(request, role="user", param="userId")
+        query = StatusQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        paginator = SessionsPagination()
+        page = paginator.paginate_queryset(
+            selectors.user_sessions(user, status=query.validated_data.get("status")), request, view=self
+        )
+        return paginator.get_paginated_response(_sessions(page))
+
+
+class UserSessionDetailView(APIView):
+    @extend_schema(
+        summary="One of the user's sessions with its charge timeline (staff: any session)",
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request, session_id):
+        if request.user.role != "user" and not request.user.is_staff:
+            raise exceptions.PermissionDenied("This dashboard is for users.")
+        session = selectors.user_session_get(request.user, session_id)
+        body = DashboardSessionSerializer(session).data
+        body["charges"] = selectors.session_charge_timeline(session)
+        return Response({"session": body})
+
+
+class VendorOverviewView(APIView):
+    @extend_schema(
+        summary="A vendor's dashboard: earnings, sessions hosted, services, customers, earnings per period",
+        parameters=[PERIOD, TZ, FROM, TO, VENDOR_ID],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        vendor = _subject(request, role="vendor", param="vendorId")
+        overview = selectors.vendor_overview(vendor, window=_window(request), now=timezone.now())
+        overview["recent_sessions"] = _sessions(overview["recent_sessions"])
+        return Response(overview)
+
+
+class VendorEarningsView(APIView):
+    @extend_schema(
+        summary="A vendor's earnings per period (net of the platform fee) between two dates",
+        parameters=[PERIOD, TZ, FROM, TO, VENDOR_ID],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        vendor = _subject(request, role="vendor", param="vendorId")
+        return Response(selectors.vendor_earnings(vendor, window=_window(request, default_period=DAY)))
+
+
+class AdminOverviewView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        summary="The platform (staff): volume, revenue, sessions, users, deposits, withdrawals, outbox, ledger health",
+        parameters=[
+            PERIOD,
+            TZ,
+            FROM,
+            TO,
+            OpenApiParameter("refresh", bool, description="Recompute now (figures are shared for a minute)"),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        refresh = request.query_params.get("refresh", "").lower() in ("1", "true", "yes")
+        return Response(
+            selectors.admin_overview(window=_window(request, default_period=DAY), now=timezone.now(), refresh=refresh)
+        )
+
+
+class WalletAnalyticsView(APIView):
+    @extend_schema(
+        summary="Spending analytics for the wallet page",
+        parameters=[TZ],
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request):
+        query = TzQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        tz = query.validated_data["tz"]
+        return Response(selectors.wallet_analytics(request.user, tz=tz, now=timezone.now()))
