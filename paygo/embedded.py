@@ -37,6 +37,8 @@ class EmbeddedBeat(threading.Thread):
         self.stopped = threading.Event()
 
     def run(self) -> None:
+        # Celery discovers the apps' tasks.py lazily (a worker does it at start): do it here.
+        app.loader.import_default_modules()
         due = {name: time.monotonic() + _seconds(entry["schedule"]) for name, entry in self.schedule.items()}
         while not self.stopped.wait(timeout=1.0):
             now = time.monotonic()
