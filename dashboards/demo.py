@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from accounts.models import Role, User
 from accounts.services import user_create
+from consultations import services as consultations
 from marketplace.models import Category, Service
 from marketplace.services import service_create
 from notifications.models import NotificationType
@@ -207,9 +208,24 @@ def _story(user: User, offers: list[tuple[Service, Offer]], rng: random.Random, 
 
 
 def _session(user: User, service: Service, offer: Offer, start: datetime, seconds: int, rng: random.Random) -> None:
-    kind = SessionKind.CONSULTATION if offer.consultation else SessionKind.STREAM
-    with at(start):
-        session = streaming.session_start(user=user, service=service, kind=kind, now=start)
+    consultation = None
+    if offer.consultation:
+        # A consultation thread: asked, accepted, talked about, then a paid call through it.
+        with at(start - timedelta(hours=2)):
+            consultation, _ = consultations.consultation_create(
+                user=user,
+                vendor_id=service.vendor_id,
+                service_id=service.pk,
+                initial_message=rng.choice(DEMO_QUESTIONS),
+            )
+        with at(start - timedelta(hours=1)):
+            consultations.consultation_status_change(consultation=consultation, actor=service.vendor, status="accepted")
+            consultations.message_send(consultation=consultation, sender=service.vendor, body=rng.choice(DEMO_ANSWERS))
+        with at(start):
+            session = consultations.consultation_call_start(consultation=consultation, actor=user)
+    else:
+        with at(start):
+            session = streaming.session_start(user=user, service=service, kind=SessionKind.STREAM, now=start)
     # A few sweeps along the way (after a heartbeat each), so that sessions have charge timelines.
     checkpoints = sorted(rng.sample(range(60, seconds, 60), k=min(2, max(0, seconds // 60 - 1))))
     for offset in checkpoints:
@@ -222,7 +238,24 @@ def _session(user: User, service: Service, offer: Offer, start: datetime, second
             sweep(now=instant)
     end = start + timedelta(seconds=seconds)
     with at(end):
-        streaming.session_stop(session=session, reason="user", now=end)
+        if consultation is None:
+            streaming.session_stop(session=session, reason="user", now=end)
+        else:
+            consultations.consultation_call_stop(consultation=consultation, actor=user)
+            consultations.consultation_status_change(
+                consultation=consultation, actor=service.vendor, status="completed"
+            )
+
+
+DEMO_QUESTIONS = (
+    "Could you look at my setup before the launch next week?",
+    "I'd like a second opinion on the numbers we discussed.",
+    "Can we go through the plan together on a call?",
+)
+DEMO_ANSWERS = (
+    "Happy to. Start a call whenever you are ready.",
+    "Sure, I have time today. Call me when it suits you.",
+)
 
 
 def _withdrawals(vendors: list[User]) -> None:

@@ -134,5 +134,9 @@ def _notify_stopped(o: Outcome, total: str) -> None:
             row.user_id, "session", "Session ended", f"Your session on {row.service_name} ended; it cost {total}.", data
         )
     notify(
-        row.vendor_id, "session", "Session ended", f"A session on {row.service_name} ended; it earned {total}.", data
+        row.vendor_id,
+        "session",
+        "Session ended",
+        f"A session on {row.service_name} ended; it was billed {total} before the platform fee.",
+        data,
     )

@@ -47,7 +47,14 @@ def test_a_living_platform_with_credentials(sandbox):
     assert set(Service.objects.values_list("category__name", flat=True)) == top_level
     sessions = StreamingSession.objects.all()
     assert sessions.count() >= 15
-    assert sessions.filter(kind=SessionKind.CONSULTATION).exists()
+    calls = sessions.filter(kind=SessionKind.CONSULTATION)
+    assert calls.exists()
+    # Each call went through a consultation thread: asked, accepted, answered, completed.
+    from consultations.models import Consultation, ConsultationCall
+
+    assert ConsultationCall.objects.filter(session__in=calls).count() == calls.count()
+    assert set(Consultation.objects.values_list("status", flat=True)) == {"completed"}
+    assert all(c.messages.count() == 2 for c in Consultation.objects.all())
     assert not sessions.filter(status="active").exists()
     charges = LedgerTransaction.objects.filter(kind=TransactionKind.CHARGE)
     months = charges.annotate(month=TruncMonth("created_at")).values("month").distinct().count()
