@@ -34,9 +34,9 @@ from paygo.api.amounts import minor_from_field
 from paygo.api.permissions import IsUserRole, IsVendor
 from paygo.tokens import decimals_of
 from streaming.serializers import SessionSerializer
+from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
 
-IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)
 LIST_PARAMETERS = [
     OpenApiParameter("status", str, enum=ConsultationStatus.values),
     OpenApiParameter("page", int),
@@ -181,7 +181,7 @@ class CallStartView(APIView):
     @extend_schema(
         summary="The consultation's user starts its paid call: a metered session on its service",
         request=CallStartSerializer,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={201: CallResponseSerializer},
     )
     def post(self, request, consultation_id: int):
@@ -213,7 +213,7 @@ class CallStopView(APIView):
     @extend_schema(
         summary="Either participant stops the running call; it is charged up to now",
         request=None,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         responses={200: CallResponseSerializer},
     )
     def post(self, request, consultation_id: int):

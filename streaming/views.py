@@ -15,9 +15,8 @@ from paygo.api.schema import JSON_OBJECT_RESPONSES
 from streaming import pricing, selectors, services
 from streaming.models import SessionStatus
 from streaming.serializers import MetricsSerializer, SessionSerializer, StartSerializer, UsageSerializer
+from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
-
-IDEMPOTENCY_HEADER = OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER)
 
 
 def _service_for_start(service_id: int):
@@ -34,7 +33,7 @@ class StartView(APIView):
 
     @extend_schema(
         request=StartSerializer,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         summary="Start a metered session",
         responses=JSON_OBJECT_RESPONSES,
     )
@@ -101,7 +100,7 @@ def _stop_body(session) -> dict:
 class StopView(APIView):
     @extend_schema(
         request=None,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         summary="Stop a session (owner, vendor, staff)",
         responses=JSON_OBJECT_RESPONSES,
     )

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from django.db import IntegrityError, transaction
 from djangorestframework_camel_case.render import CamelCaseJSONRenderer
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,6 +27,10 @@ from wallets.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
+# How views that honour the header document it in the OpenAPI schema.
+SCHEMA_PARAMETER = OpenApiParameter(
+    HEADER, str, OpenApiParameter.HEADER, description="Replays the first response for the same key and body."
+)
 _KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 
 T = TypeVar("T")

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from paygo.api.amounts import format_minor
 from paygo.api.schema import JSON_OBJECT_RESPONSES
 from wallets import selectors, services
+from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
 from wallets.models import Account, AccountKind, Asset, Entry, Withdrawal
 from wallets.serializers import (
@@ -29,10 +30,6 @@ from wallets.serializers import (
 )
 
 logger = logging.getLogger("paygo.wallets")
-
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, description="Replays the first response for the same key and body."
-)
 
 
 def _entry_of(user, transaction_id: int, asset: Asset) -> dict:
@@ -50,7 +47,7 @@ def _available(user, asset: Asset) -> str:
 class DepositView(APIView):
     @extend_schema(
         request=DepositSerializer,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         summary="Credit an on-chain deposit",
         responses=JSON_OBJECT_RESPONSES,
     )
@@ -84,7 +81,7 @@ class DepositView(APIView):
 class WithdrawView(APIView):
     @extend_schema(
         request=WithdrawSerializer,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         summary="Withdraw on chain",
         responses=JSON_OBJECT_RESPONSES,
     )
@@ -147,7 +144,7 @@ class BalanceView(APIView):
 class TransferView(APIView):
     @extend_schema(
         request=TransferSerializer,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         summary="Pay another PayGo user",
         responses=JSON_OBJECT_RESPONSES,
     )
@@ -246,7 +243,7 @@ class SupportedTokensView(APIView):
 class SwapView(APIView):
     @extend_schema(
         request=SwapSerializer,
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_PARAMETER],
         summary="Swap one token for another",
         responses=JSON_OBJECT_RESPONSES,
     )
