@@ -14,7 +14,7 @@ from django.utils import timezone
 from rest_framework import exceptions
 
 from paygo.api.amounts import format_minor
-from paygo.api.errors import Conflict
+from paygo.api.errors import Conflict, UpstreamUnavailable
 from wallets import ledger
 from wallets.models import (
     Account,
@@ -94,7 +94,9 @@ def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None):
             return gateway.receive_payment(to_address=address, token=asset.code, amount=amount)
         chain_tx = gateway.get_transaction(tx_hash)
     except ChipiError as exc:
-        raise exceptions.APIException(f"Chipi could not be reached to verify the deposit: {exc}") from None
+        raise UpstreamUnavailable(
+            f"Chipi could not be reached to verify the deposit ({exc.code}); nothing was credited."
+        ) from None
     if chain_tx is None:
         raise _invalid("tx_hash", "No such transaction on chain.", code="unknown_transaction")
     if chain_tx.status != "confirmed":

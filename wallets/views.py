@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor
+from paygo.api.errors import UpstreamUnavailable
 from paygo.api.schema import JSON_OBJECT_RESPONSES
 from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
@@ -261,7 +262,7 @@ class SwapView(APIView):
             try:
                 return get_gateway().get_rate(source.code, target.code)
             except ChipiError as exc:
-                raise exceptions.APIException(f"No rate available right now: {exc}") from None
+                raise UpstreamUnavailable(f"No rate available right now ({exc.code}); nothing was swapped.") from None
 
         def execute(quoted_rate) -> Response:
             tx = services.wallet_swap(

@@ -34,6 +34,14 @@ class TooManyRequests(exceptions.APIException):
     default_code = "rate_limited"
 
 
+class UpstreamUnavailable(exceptions.APIException):
+    """A service PayGo depends on (Chipi) did not answer: nothing was done, try again later."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "A payment network service is unavailable; nothing was done. Try again shortly."
+    default_code = "upstream_unavailable"
+
+
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_detail = "The request is too large."
@@ -52,6 +60,7 @@ _DEFAULT_CODES = {
     415: "unsupported_media_type",
     429: "rate_limited",
     500: "server_error",
+    503: "upstream_unavailable",
 }
 
 

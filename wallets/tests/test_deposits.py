@@ -91,8 +91,8 @@ def test_chipi_unreachable_is_a_clean_error_and_moves_nothing(api, alice, sandbo
 
     response = deposit(api(alice), amount=1, txHash=paid.tx_hash)
 
-    assert response.status_code >= 500 or response.status_code == 502
-    assert response.json()["statusCode"] == response.status_code
+    assert response.status_code == 503
+    assert response.json()["code"] == "upstream_unavailable"
     assert balance_of(alice) == 0
 
 

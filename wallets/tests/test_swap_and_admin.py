@@ -138,3 +138,16 @@ def test_non_staff_cannot_adjust(client, alice, fund):
 
     assert response.status_code == 302  # to the admin login
     assert balance_of(alice) == USDC
+
+
+def test_swap_without_a_rate_is_503_and_moves_nothing(api, alice, fund, sandbox):
+    fund(alice, 10 * USDC)
+    sandbox.inject("get_rate", "error")
+
+    response = api(alice).post(
+        "/api/v1/wallet/swap", {"fromToken": "USDC", "toToken": "USDT", "amount": "1"}, format="json"
+    )
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "upstream_unavailable"
+    assert balance_of(alice, "USDC") == 10 * USDC
