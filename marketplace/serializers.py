@@ -175,7 +175,7 @@ class ServiceFilterSerializer(serializers.Serializer):
 
 
 class PublicServiceFilterSerializer(ServiceFilterSerializer):
-    vendor_id = serializers.IntegerField(min_value=1, required=False)
+    vendor_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
     include_inactive = serializers.BooleanField(required=False, default=False)
 
 

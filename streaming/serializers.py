@@ -32,7 +32,7 @@ class SessionOptionsSerializer(serializers.Serializer):
 
 
 class StartSerializer(SessionOptionsSerializer):
-    service_id = serializers.IntegerField(min_value=1)
+    service_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
 
 
 class MetricsSerializer(serializers.Serializer):

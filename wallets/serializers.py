@@ -65,7 +65,7 @@ class WithdrawSerializer(_AmountInToken):
 
 
 class TransferSerializer(_AmountInToken):
-    recipient_id = serializers.IntegerField(required=False, min_value=1)
+    recipient_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     recipient_email = serializers.EmailField(required=False)
     memo = serializers.CharField(required=False, allow_blank=True, max_length=500)
 

@@ -57,6 +57,7 @@ def test_start_needs_a_token(anon, make_service):
         ({}, "serviceId"),
         ({"serviceId": 999_999}, "serviceId"),
         ({"serviceId": "abc"}, "serviceId"),
+        ({"serviceId": 10**20}, "serviceId"),
         ({"serviceId": "SERVICE", "maxCost": "-1"}, "maxCost"),
         ({"serviceId": "SERVICE", "maxCost": "NaN"}, "maxCost"),
         ({"serviceId": "SERVICE", "maxCost": "0.0000001"}, "maxCost"),

@@ -124,6 +124,8 @@ def test_transfer_to_unknown_or_inactive_user_refused(api, alice, bob, fund):
     bob.save(update_fields=["is_active"])
 
     unknown = api(alice).post("/api/v1/wallet/transfer", {"amount": 1, "recipientId": 999_999}, format="json")
+    huge = api(alice).post("/api/v1/wallet/transfer", {"amount": 1, "recipientId": 10**20}, format="json")
+    assert huge.status_code == 400
     inactive = api(alice).post("/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk}, format="json")
     no_one = api(alice).post("/api/v1/wallet/transfer", {"amount": 1}, format="json")
 
