@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -131,7 +131,6 @@ class Outcome:
     runway_ms: int | None = None
     remaining: int = 0
     tx_id: int | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def stops(self) -> bool:
