@@ -118,3 +118,15 @@ def test_request_id_is_echoed_or_made(anon):
 
     assert given["X-Request-ID"] == "abc-123"
     assert len(made["X-Request-ID"]) == 32
+
+
+def test_log_records_carry_the_request_id(anon, caplog):
+    from paygo.api.middleware import RequestIdLogFilter
+
+    anon.get("/api/v1/nothing-here", HTTP_X_REQUEST_ID="trace-42")
+
+    records = [r for r in caplog.records if r.name == "django.request"]
+    assert records
+    for record in records:
+        RequestIdLogFilter().filter(record)
+    assert {r.request_id for r in records} == {"trace-42"}
