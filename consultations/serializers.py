@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -122,9 +121,7 @@ class CallSerializer(serializers.Serializer):
         return format_minor(session.total_cost, session.asset.decimals)
 
     def get_total_usage_seconds(self, session) -> int:
-        if session.end_time:
-            return session.total_usage_seconds
-        return max(0, int((timezone.now() - session.start_time).total_seconds()))
+        return session.usage_seconds
 
 
 class ConsultationDetailSerializer(serializers.Serializer):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.utils import timezone
 from rest_framework import serializers
 
 from dashboards.periods import MONTH, PERIODS, PeriodError, parse_tz
@@ -101,7 +100,5 @@ class DashboardSessionSerializer(serializers.ModelSerializer):
     def get_vendor_earnings(self, session: StreamingSession) -> str:
         return self._money(session, session.earned)
 
-    def get_duration_seconds(self, session: StreamingSession) -> int:
-        if session.end_time:
-            return session.total_usage_seconds
-        return max(0, int((timezone.now() - session.start_time).total_seconds()))
+    def get_duration_seconds(self, session) -> int:
+        return session.usage_seconds

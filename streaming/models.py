@@ -108,6 +108,13 @@ class StreamingSession(models.Model):
     def __str__(self) -> str:
         return f"session {self.session_id} ({self.status})"
 
+    @property
+    def usage_seconds(self) -> int:
+        """Whole seconds of use: as recorded at the end, or so far while it runs."""
+        if self.end_time:
+            return self.total_usage_seconds
+        return max(0, int((timezone.now() - self.start_time).total_seconds()))
+
 
 class UsageEvent(models.Model):
     """A vendor's report of usage on a usage-metered session; each event id counts once."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from django.utils import timezone
 from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor
@@ -116,7 +115,5 @@ class SessionSerializer(serializers.ModelSerializer):
     def get_held(self, session: StreamingSession) -> str:
         return self._money(session, session.hold.amount)
 
-    def get_total_usage_seconds(self, session: StreamingSession) -> int:
-        if session.end_time:
-            return session.total_usage_seconds
-        return max(0, int((timezone.now() - session.start_time).total_seconds()))
+    def get_total_usage_seconds(self, session) -> int:
+        return session.usage_seconds
