@@ -9,22 +9,14 @@ from django.contrib import admin
 
 from consultations.models import Consultation, ConsultationCall, ConsultationStatus, Message
 from consultations.selectors import with_current_status
+from paygo.admin import ReadOnlyAdminMixin
 from paygo.api.amounts import format_minor
 
 
-class _ReadOnlyInline(admin.TabularInline):
+class _ReadOnlyInline(ReadOnlyAdminMixin, admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 class MessageInline(_ReadOnlyInline):
@@ -80,7 +72,7 @@ class CurrentStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Consultation)
-class ConsultationAdmin(admin.ModelAdmin):
+class ConsultationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "user", "vendor", "service", "current_status", "created_at", "last_message_at")
     list_filter = (CurrentStatusFilter, "created_at", "last_message_at")
     search_fields = ("=id", "user__email", "user__name", "vendor__email", "vendor__name", "service__name")
@@ -107,13 +99,5 @@ class ConsultationAdmin(admin.ModelAdmin):
     def current_status(self, consultation: Consultation) -> str:
         return ConsultationStatus(consultation.current_status).label
 
-    # A consultation is a record of what a user and a vendor said and paid: operators read it;
-    # its participants change it through the API.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    # A consultation is a record of what a user and a vendor said and paid: operators read it
+    # (ReadOnlyAdminMixin); its participants change it through the API.

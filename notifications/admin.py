@@ -13,6 +13,7 @@ from django.urls import path, reverse
 
 from notifications import services
 from notifications.models import MESSAGE_MAX_LENGTH, TITLE_MAX_LENGTH, Notification, NotificationType
+from paygo.admin import ReadOnlyAdminMixin
 
 SEND_PERMISSION = "notifications.add_notification"
 RETRY_PERMISSION = "notifications.change_notification"
@@ -46,7 +47,7 @@ class NotificationSendForm(forms.Form):
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     change_list_template = "admin/notifications/notification/change_list.html"
     list_display = ("id", "user", "type", "title", "read", "email_status", "sms_status", "created_at", "deleted")
     list_filter = (
@@ -75,16 +76,8 @@ class NotificationAdmin(admin.ModelAdmin):
     def deleted(self, obj: Notification) -> bool:
         return obj.deleted_at is not None
 
-    # A notification is a record of what the platform told a user: operators read it, re-send
-    # failed deliveries and send new ones, but never edit or delete one.
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    # A notification is a record of what the platform told a user: operators read it
+    # (ReadOnlyAdminMixin), re-send failed deliveries and send new ones, never edit or delete one.
 
     def has_retry_permission(self, request) -> bool:
         return request.user.has_perm(RETRY_PERMISSION)
