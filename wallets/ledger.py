@@ -186,34 +186,33 @@ def post_batch(
     A spec with hold changes and no entries moves no money and records no transaction (its id
     is None): it only changes what is held.
 
-    On PostgreSQL this is two statements whatever the batch size: the ordered lock of every
-    account involved, then one statement that inserts the transactions and their entries and
-    updates the balances and holds. A caller that already holds the locks (from lock_accounts,
-    in the same database transaction) passes them as `locked` and saves the first.
+    On PostgreSQL this is one statement whatever the batch size: the database function
+    wallets_post (migration 0005) locks every account involved in id order, checks the batch and
+    writes it. A refusal (InsufficientFunds, ...) writes nothing and leaves the caller's database
+    transaction usable. On SQLite the same steps run here, through the ORM; `locked` (from
+    lock_accounts, in the same transaction) saves it the lock. PostgreSQL always takes the locks
+    itself: re-locking a row this transaction holds costs next to nothing.
     """
     if not specs:
         return []
     _validate_shapes(specs)
-    try:
-        with transaction.atomic():
-            account_ids = sorted({aid for spec in specs for aid, _ in spec.entries} | _hold_account_ids(specs))
-            if locked is None:
-                locked = lock_accounts(account_ids)
-            if not set(account_ids) <= set(locked):
-                raise LedgerError(f"unknown or unlocked accounts: {sorted(set(account_ids) - set(locked))}")
-            balance_delta, held_delta = _deltas(specs)
-            _check_zero_sum(specs, locked)
-            _check_funds(locked, balance_delta, held_delta)
-            now = now or timezone.now()
-            if connection.vendor == "postgresql":
-                return _write_postgres(specs, locked, balance_delta, held_delta, now)
-            return _write_orm(specs, locked, balance_delta, held_delta, now)
-    except IntegrityError as exc:
-        # Outside the rolled-back block, so that the database can be asked which reference it was.
-        duplicate = _duplicate_reference(specs, exc)
-        if duplicate:
-            raise DuplicateReference(duplicate) from None
-        raise
+    now = now or timezone.now()
+    if connection.vendor == "postgresql":
+        _check_zero_sum(specs)
+        return _post_postgres(specs, now)
+    with transaction.atomic():
+        account_ids = sorted({aid for spec in specs for aid, _ in spec.entries} | _hold_account_ids(specs))
+        if locked is None:
+            locked = lock_accounts(account_ids)
+        if not set(account_ids) <= set(locked):
+            raise LedgerError(f"unknown or unlocked accounts: {sorted(set(account_ids) - set(locked))}")
+        balance_delta, held_delta = _deltas(specs)
+        _check_zero_sum(specs, locked)
+        _check_funds(locked, balance_delta, held_delta)
+        taken = LedgerTransaction.objects.filter(reference__in=_references(specs)).values_list("reference", flat=True)
+        if taken:
+            raise DuplicateReference(taken[0])
+        return _write_orm(specs, locked, balance_delta, held_delta, now)
 
 
 def lock_accounts(account_ids: Iterable[int]) -> dict[int, tuple]:
@@ -245,7 +244,7 @@ def _hold_account_ids(specs: Iterable[TxSpec]) -> set[int]:
 
 
 def _validate_shapes(specs: Sequence[TxSpec]) -> None:
-    references = [spec.reference for spec in specs if spec.reference]
+    references = _references(specs)
     if len(references) != len(set(references)):
         raise LedgerError("two transactions of one batch share a reference")
     for spec in specs:
@@ -269,11 +268,14 @@ def _deltas(specs: Sequence[TxSpec]) -> tuple[dict[int, int], dict[int, int]]:
     return balance_delta, held_delta
 
 
-def _check_zero_sum(specs: Sequence[TxSpec], locked: dict[int, tuple]) -> None:
+def _check_zero_sum(specs: Sequence[TxSpec], asset_of: dict[int, tuple] | None = None) -> None:
+    """Entries sum to zero per transaction and asset. Without the accounts' assets (`asset_of`,
+    from lock_accounts) only each transaction's total is checked here; on PostgreSQL the
+    database's trigger checks it per asset as the entries are written."""
     for spec in specs:
-        per_asset: dict[int, int] = defaultdict(int)
+        per_asset: dict[int | None, int] = defaultdict(int)
         for account_id, amount in spec.entries:
-            per_asset[locked[account_id][4]] += amount
+            per_asset[asset_of[account_id][4] if asset_of else None] += amount
         if any(per_asset.values()):
             raise UnbalancedTransaction(f"entries of {spec.kind} {spec.reference or ''} do not sum to zero per asset")
 
@@ -292,50 +294,23 @@ def _check_funds(locked: dict[int, tuple], balance_delta: dict[int, int], held_d
             raise InsufficientFunds(account_id, available=max(0, available), needed=needed)
 
 
-_POSTGRES_POST = """
-WITH new_tx AS (
-    SELECT nextval(pg_get_serial_sequence('wallets_ledgertransaction', 'id')) AS id, t.*
-    FROM unnest(%(kind)b::varchar[], %(reference)b::varchar[], %(memo)b::varchar[], %(metadata)b::jsonb[],
-                %(created_by)b::bigint[]) WITH ORDINALITY AS t(kind, reference, memo, metadata, created_by_id, n)
-),
-tx AS (
-    INSERT INTO wallets_ledgertransaction (id, kind, reference, memo, metadata, created_by_id, created_at)
-    SELECT id, kind, reference, memo, metadata, created_by_id, %(now)b FROM new_tx
-),
-entries AS (
-    INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
-    SELECT new_tx.id, e.account_id, e.asset_id, e.amount
-    FROM unnest(%(entry_tx)b::bigint[], %(entry_account)b::bigint[], %(entry_asset)b::bigint[],
-                %(entry_amount)b::numeric[]) AS e(n, account_id, asset_id, amount)
-    JOIN new_tx ON new_tx.n = e.n
-),
-balances AS (
-    UPDATE wallets_account AS a SET balance = a.balance + v.d, held = a.held + v.h
-    FROM unnest(%(account)b::bigint[], %(balance_delta)b::numeric[], %(held_delta)b::numeric[]) AS v(id, d, h)
-    WHERE a.id = v.id
-),
-holds AS (
-    UPDATE wallets_hold AS h SET amount = h.amount + v.d, status = COALESCE(v.close, h.status), updated_at = %(now)b
-    FROM unnest(%(hold)b::bigint[], %(hold_delta)b::numeric[], %(hold_close)b::varchar[]) AS v(id, d, close)
-    WHERE h.id = v.id AND h.status = 'active'
-    RETURNING h.id
+_POST = (
+    "SELECT tx_ids, refused, refused_account, available, needed, taken_reference FROM wallets_post("
+    "%(now)b, %(kind)b::varchar[], %(reference)b::varchar[], %(memo)b::varchar[], %(metadata)b::jsonb[], "
+    "%(created_by)b::bigint[], %(entry_tx)b::int[], %(entry_account)b::bigint[], %(entry_amount)b::numeric[], "
+    "%(hold)b::bigint[], %(hold_account)b::bigint[], %(hold_delta)b::numeric[], %(hold_close)b::varchar[])"
 )
-SELECT (SELECT count(*) FROM holds), array(SELECT id FROM new_tx ORDER BY n)
-"""
 
 
-def _write_postgres(specs, locked, balance_delta, held_delta, now) -> list[int | None]:
-    """Everything in one statement. All entries of a transaction are in it, which is what the
-    database's zero-sum trigger checks."""
+def _post_postgres(specs: Sequence[TxSpec], now: datetime) -> list[int | None]:
+    """One call of wallets_post, which checks and writes the whole batch (or refuses it)."""
     with_entries = [spec for spec in specs if spec.entries]
-    entry_tx, entry_account, entry_asset, entry_amount = [], [], [], []
+    entry_tx, entry_account, entry_amount = [], [], []
     for n, spec in enumerate(with_entries, start=1):
         for account_id, amount in spec.entries:
             entry_tx.append(n)
             entry_account.append(account_id)
-            entry_asset.append(locked[account_id][4])
             entry_amount.append(str(amount))
-    changed = sorted(set(balance_delta) | set(held_delta))
     changes = [change for spec in specs for change in spec.hold_changes]
     params = {
         "now": now,
@@ -346,20 +321,41 @@ def _write_postgres(specs, locked, balance_delta, held_delta, now) -> list[int |
         "created_by": [spec.created_by_id for spec in with_entries],
         "entry_tx": entry_tx,
         "entry_account": entry_account,
-        "entry_asset": entry_asset,
         "entry_amount": entry_amount,
-        "account": changed,
-        "balance_delta": [str(balance_delta.get(aid, 0)) for aid in changed],
-        "held_delta": [str(held_delta.get(aid, 0)) for aid in changed],
         "hold": [c.hold_id for c in changes],
+        "hold_account": [c.account_id for c in changes],
         "hold_delta": [str(c.delta) for c in changes],
         "hold_close": [c.close for c in changes],
     }
-    ((holds_changed, tx_ids),) = execute_bound(_POSTGRES_POST, params)
-    if holds_changed != len(changes):
-        raise LedgerError("a hold in the batch is not active (or appears twice)")
+    try:
+        ((tx_ids, refused, account_id, available, needed, taken),) = execute_bound(_POST, params)
+    except IntegrityError as exc:
+        # A reference taken by a concurrent posting between the function's check and its insert.
+        duplicate = _duplicate_reference(specs, exc)
+        if duplicate:
+            raise DuplicateReference(duplicate) from None
+        if "sum to zero" in str(exc):  # the trigger: a transaction balanced in total, not per asset
+            raise UnbalancedTransaction(str(exc).splitlines()[0]) from None
+        raise
+    if refused:
+        raise _refusal(refused, account_id, available, needed, taken)
     ids = iter(tx_ids)
     return [next(ids) if spec.entries else None for spec in specs]
+
+
+def _refusal(refused: str, account_id, available, needed, taken) -> LedgerError:
+    if refused == "insufficient_funds":
+        return InsufficientFunds(account_id, available=int(available), needed=int(needed))
+    if refused == "duplicate_reference":
+        return DuplicateReference(taken)
+    if refused == "unbalanced":
+        return UnbalancedTransaction("the entries of a transaction do not sum to zero per asset")
+    messages = {
+        "unknown_account": "unknown accounts in the batch",
+        "hold_not_active": "a hold in the batch is not active (or appears twice)",
+        "held_below_zero": f"account {account_id} would hold less than nothing",
+    }
+    return LedgerError(messages.get(refused, refused))
 
 
 def _write_orm(specs, locked, balance_delta, held_delta, now) -> list[int | None]:
@@ -394,12 +390,17 @@ def _write_orm(specs, locked, balance_delta, held_delta, now) -> list[int | None
     return tx_ids
 
 
+def _references(specs: Sequence[TxSpec]) -> list[str]:
+    return [spec.reference for spec in specs if spec.reference]
+
+
 def _duplicate_reference(specs: Sequence[TxSpec], exc: IntegrityError) -> str | None:
-    references = [spec.reference for spec in specs if spec.reference]
-    if not references or "reference" not in str(exc):
+    """The reference a unique violation names, when it is one of the batch's."""
+    diag = getattr(exc.__cause__, "diag", None)
+    if diag is None or diag.constraint_name != "wallets_tx_reference_unique":
         return None
-    taken = LedgerTransaction.objects.filter(reference__in=references).values_list("reference", flat=True).first()
-    return taken
+    references = _references(specs)
+    return next((ref for ref in references if f"=({ref})" in (diag.message_detail or "")), references[0])
 
 
 # --- Holds ----------------------------------------------------------------------------------------

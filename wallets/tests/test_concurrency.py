@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import connection
+from django.db import connection, transaction
 from rest_framework.exceptions import ValidationError
 
 from conftest import money_db
@@ -101,3 +101,65 @@ def test_parallel_requests_with_one_idempotency_key_move_money_once(alice, bob):
     assert len({tx_id for _, tx_id in outcomes}) == 1
     assert balance_of(bob) == USDC
     assert balance_of(alice) == 9 * USDC
+
+
+@money_db
+def test_a_reference_raced_past_the_check_is_refused_by_the_unique_index(alice, bob):
+    """Two postings of one reference, the second checking before the first commits: the unique
+    index makes it wait, then refuses it; the money moves once."""
+    fund_wallet(alice, 10 * USDC)
+    usdc = ledger.asset_get("USDC")
+    debit, credit = ledger.account_for_user(alice, usdc), ledger.account_for_user(bob, usdc)
+    posted, may_commit = threading.Event(), threading.Event()
+    second_pid = []
+
+    @_in_thread
+    def first():
+        with transaction.atomic():
+            ledger.transfer(debit=debit, credit=credit, amount=USDC, reference="raced")
+            posted.set()
+            may_commit.wait(30)
+        return "posted"
+
+    @_in_thread
+    def second():
+        posted.wait(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            second_pid.append(cursor.fetchone()[0])
+        try:
+            # Other accounts than the first's locks, so that only the unique index makes it wait.
+            ledger.transfer(
+                debit=ledger.system_account("custody", usdc),
+                credit=ledger.system_account("platform_revenue", usdc),
+                amount=1,
+                reference="raced",
+            )
+        except ledger.DuplicateReference as refused:
+            return refused.reference
+        return "posted twice"
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first_done, second_done = pool.submit(first), pool.submit(second)
+        _wait_until_blocked_on_a_lock(second_pid)
+        may_commit.set()
+        assert first_done.result() == "posted"
+        assert second_done.result() == "raced"
+
+    assert balance_of(alice) == 9 * USDC
+    assert balance_of(bob) == USDC
+
+
+def _wait_until_blocked_on_a_lock(pids: list[int]) -> None:
+    """Poll pg_stat_activity until the backend in `pids` waits on a lock."""
+    import time
+
+    with connection.cursor() as cursor:
+        for _ in range(3000):
+            if pids:
+                cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pids[0]])
+                row = cursor.fetchone()
+                if row and row[0] == "Lock":
+                    return
+            time.sleep(0.01)
+    raise AssertionError("the second posting never waited on the first")

@@ -73,8 +73,12 @@ def test_sum_is_per_asset(alice, fund):
     usdc_account = fund(alice, USDC)
     usdt = ledger.account_for_user(alice, ledger.asset_get("USDT"))
 
-    with pytest.raises(ledger.UnbalancedTransaction):
+    # Balanced in total, so only the database's per-asset trigger sees it: an error that ends the
+    # database transaction (hence the savepoint), as any broken invariant does.
+    with pytest.raises(ledger.UnbalancedTransaction), transaction.atomic():
         ledger.post(kind=TransactionKind.TRANSFER, entries=[(usdc_account, -10), (usdt, 10)])
+
+    assert balance_of(alice) == USDC
 
 
 @pytest.mark.parametrize("amount", [0, 1.5, True, "10"])
@@ -98,6 +102,57 @@ def test_duplicate_reference_refused(alice, fund, usdc):
         ledger.transfer(debit=account, credit=revenue, amount=5, kind=TransactionKind.CHARGE, reference="charge:x:1")
 
     assert balance_of(alice) == USDC - 5
+
+
+def test_a_refusal_leaves_the_callers_transaction_usable(alice, bob, fund, usdc):
+    fund(alice, USDC)
+    debit, credit = ledger.account_for_user(alice, usdc), ledger.account_for_user(bob, usdc)
+
+    with transaction.atomic():
+        with pytest.raises(ledger.InsufficientFunds):
+            ledger.transfer(debit=debit, credit=credit, amount=USDC + 1)
+        with pytest.raises(ledger.DuplicateReference):
+            ledger.transfer(debit=debit, credit=credit, amount=1, reference="charge:x:1")
+            ledger.transfer(debit=debit, credit=credit, amount=1, reference="charge:x:1")
+        # The database transaction was not aborted: the caller goes on in it.
+        ledger.transfer(debit=debit, credit=credit, amount=10)
+
+    assert balance_of(alice) == USDC - 11
+    assert balance_of(bob) == 11
+
+
+def test_unknown_account_refused(alice, fund, usdc):
+    account = fund(alice, USDC)
+
+    with pytest.raises(ledger.LedgerError, match="unknown accounts"):
+        ledger.post(kind=TransactionKind.TRANSFER, entries=[(account, -1), (10**12, 1)])
+
+    assert balance_of(alice) == USDC
+
+
+def test_inactive_or_repeated_hold_refused_and_nothing_written(alice, fund, usdc):
+    account = fund(alice, USDC)
+    hold = ledger.hold_place(account=account, amount=100, reference="hold:a")
+    released = ledger.hold_release(hold=ledger.hold_place(account=account, amount=5, reference="hold:b"))
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, usdc)
+    charge = [(account.pk, -10), (revenue.pk, 10)]
+
+    for changes in (
+        [HoldChange(released.pk, account.pk, -5)],
+        [HoldChange(hold.pk, account.pk, -10), HoldChange(hold.pk, account.pk, -10)],
+        [HoldChange(hold.pk, revenue.pk, -10)],  # not that account's hold
+    ):
+        with pytest.raises(ledger.LedgerError, match="not active"):
+            ledger.post_batch([TxSpec(kind=TransactionKind.CHARGE, entries=charge, hold_changes=changes)])
+
+    with pytest.raises(ledger.LedgerError, match="less than nothing"):
+        ledger.post_batch(
+            [TxSpec(kind=TransactionKind.CHARGE, entries=[], hold_changes=[HoldChange(hold.pk, account.pk, -101)])]
+        )
+
+    account.refresh_from_db()
+    assert (account.balance, account.held) == (USDC, 100)
+    assert Hold.objects.get(pk=hold.pk).amount == 100
 
 
 def test_system_accounts_may_go_negative_users_may_not(alice, usdc):
@@ -195,8 +250,8 @@ def test_batch_posts_many_in_constant_queries(alice, bob, victor, fund, usdc, dj
         for n in range(1, 51)
     ]
 
-    # savepoint, the ordered lock, the one posting statement, release: whatever the batch size
-    with django_assert_num_queries(4):
+    # one statement (wallets_post locks, checks and writes), whatever the batch size
+    with django_assert_num_queries(1):
         ids = ledger.post_batch(specs)
 
     assert len(ids) == 100 and len(set(ids)) == 100

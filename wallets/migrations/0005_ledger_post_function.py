@@ -1,0 +1,140 @@
+"""wallets_post(): the ledger's posting on PostgreSQL, in one round trip.
+
+wallets/ledger.py calls it for every posting (a single transfer or a sweep's batch of charges).
+In one statement it locks every account involved in id order, checks the batch (known accounts,
+funds, active holds, unused references) and only then writes the transactions, their entries,
+the cached balances and the holds. A refusal is returned, not raised, and nothing is written: the
+caller's transaction stays usable.
+
+The guards of migration 0002 check what they check on every write, this function's included:
+entries sum to zero per transaction and asset (ledger.py checks each transaction's total before
+it calls; a batch that mixes assets wrongly is refused by the trigger, as an error), and the CHECK
+constraints keep user accounts at or above zero and what they hold.
+"""
+
+from django.db import migrations
+
+POST_FUNCTION = """
+CREATE FUNCTION wallets_post(
+    p_now timestamptz,
+    p_kind varchar[], p_reference varchar[], p_memo varchar[], p_metadata jsonb[], p_created_by bigint[],
+    p_entry_tx integer[], p_entry_account bigint[], p_entry_amount numeric[],
+    p_hold bigint[], p_hold_account bigint[], p_hold_delta numeric[], p_hold_close varchar[],
+    OUT tx_ids bigint[], OUT refused text, OUT refused_account bigint, OUT available numeric,
+    OUT needed numeric, OUT taken_reference varchar
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_id bigint[];
+    v_balance_delta numeric[];
+    v_held_delta numeric[];
+    v_locked integer;
+    v_bad bigint;
+    v_row record;
+BEGIN
+    -- What each account's balance and held amount change by, in account id order.
+    SELECT array_agg(d.id ORDER BY d.id), array_agg(d.b ORDER BY d.id), array_agg(d.h ORDER BY d.id)
+    INTO v_id, v_balance_delta, v_held_delta
+    FROM (
+        SELECT x.id, sum(x.b) AS b, sum(x.h) AS h
+        FROM (
+            SELECT e.account AS id, e.amount AS b, 0::numeric AS h
+            FROM unnest(p_entry_account, p_entry_amount) AS e(account, amount)
+            UNION ALL
+            SELECT c.account, 0::numeric, c.delta FROM unnest(p_hold_account, p_hold_delta) AS c(account, delta)
+        ) AS x
+        GROUP BY x.id
+    ) AS d;
+
+    -- Lock them in id order (the one order that cannot deadlock), then check the funds of the
+    -- locked rows: no account holds less than nothing, no user account spends what it lacks.
+    SELECT count(*), min(a.id) FILTER (
+        WHERE a.held + d.h < 0 OR (a.kind = 'user' AND a.balance + d.b < a.held + d.h)
+    )
+    INTO v_locked, v_bad
+    FROM (SELECT id, kind, balance, held FROM wallets_account WHERE id = ANY (v_id) ORDER BY id FOR UPDATE) AS a
+    JOIN unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h) ON d.id = a.id;
+    IF v_locked <> cardinality(v_id) THEN
+        refused := 'unknown_account';
+        RETURN;
+    END IF;
+    -- Each hold changed once, active, on the account it says (that account is locked above).
+    IF cardinality(p_hold) > 0 THEN
+        IF (SELECT count(DISTINCT c) FROM unnest(p_hold) AS c) <> cardinality(p_hold) OR (
+            SELECT count(*) FROM wallets_hold AS h
+            JOIN unnest(p_hold, p_hold_account) AS c(id, account) ON c.id = h.id AND c.account = h.account_id
+            WHERE h.status = 'active'
+        ) <> cardinality(p_hold) THEN
+            refused := 'hold_not_active';
+            RETURN;
+        END IF;
+    END IF;
+
+    IF v_bad IS NOT NULL THEN
+        SELECT a.balance, a.held, d.b, d.h INTO v_row
+        FROM wallets_account AS a JOIN unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h) ON d.id = a.id
+        WHERE a.id = v_bad;
+        refused := CASE WHEN v_row.held + v_row.h < 0 THEN 'held_below_zero' ELSE 'insufficient_funds' END;
+        refused_account := v_bad;
+        -- What the account may spend: its free funds plus what this batch releases.
+        available := greatest(0, v_row.balance - v_row.held + greatest(0, -v_row.h));
+        needed := -v_row.b + greatest(0, v_row.h);
+        RETURN;
+    END IF;
+
+    IF cardinality(array_remove(p_reference, NULL)) > 0 THEN
+        SELECT t.reference INTO taken_reference
+        FROM wallets_ledgertransaction AS t
+        WHERE t.reference = ANY (p_reference)
+        LIMIT 1;
+        IF FOUND THEN
+            refused := 'duplicate_reference';
+            RETURN;
+        END IF;
+    END IF;
+
+    -- Checked: write. (A reference taken by a concurrent posting since the check above is
+    -- refused by the unique index, as an error; entries that do not sum to zero per transaction
+    -- and asset by the trigger of migration 0002.) Ids come from the sequence in row order, so
+    -- sorted they follow the batch.
+    WITH inserted AS (
+        INSERT INTO wallets_ledgertransaction (kind, reference, memo, metadata, created_by_id, created_at)
+        SELECT t.kind, t.reference, t.memo, t.metadata, t.created_by, p_now
+        FROM unnest(p_kind, p_reference, p_memo, p_metadata, p_created_by)
+            WITH ORDINALITY AS t(kind, reference, memo, metadata, created_by, n)
+        ORDER BY t.n
+        RETURNING id
+    )
+    SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO tx_ids FROM inserted;
+    INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
+    SELECT tx_ids[e.n], e.account, a.asset_id, e.amount
+    FROM unnest(p_entry_tx, p_entry_account, p_entry_amount) AS e(n, account, amount)
+    JOIN wallets_account AS a ON a.id = e.account;
+    UPDATE wallets_account AS a SET balance = a.balance + d.b, held = a.held + d.h
+    FROM unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h)
+    WHERE a.id = d.id;
+    IF cardinality(p_hold) > 0 THEN
+        UPDATE wallets_hold AS h SET amount = h.amount + c.delta, status = coalesce(c.close, h.status),
+            updated_at = p_now
+        FROM unnest(p_hold, p_hold_delta, p_hold_close) AS c(id, delta, close)
+        WHERE h.id = c.id;
+    END IF;
+END $$;
+"""
+
+DROP_FUNCTION = "DROP FUNCTION wallets_post"
+
+
+def install(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(POST_FUNCTION, params=None)
+
+
+def remove(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(DROP_FUNCTION, params=None)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("wallets", "0004_hot_updates")]
+
+    operations = [migrations.RunPython(install, remove)]
