@@ -11,6 +11,8 @@ minute is charged for the minute once.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,7 +43,25 @@ def sweep(
     *, now: datetime | None = None, shard: int = 0, shards: int = 1, batch_size: int | None = None
 ) -> SweepResult:
     """Bill every active session (of this shard) up to `now`."""
-    now = now or timezone.now()
+    with _cyclic_gc_paused():
+        return _sweep(now=now or timezone.now(), shard=shard, shards=shards, batch_size=batch_size)
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused():
+    """A batch allocates hundreds of thousands of short-lived objects (rows, outcomes, array
+    parameters), none of them in reference cycles: the cyclic collector would walk them again and
+    again for nothing (a sixth of a sweep's time, measured). Reference counting still frees them."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _sweep(*, now: datetime, shard: int, shards: int, batch_size: int | None) -> SweepResult:
     batch_size = batch_size or settings.BILLING_SWEEP_BATCH
     result = SweepResult()
     after_id = 0
@@ -92,7 +112,9 @@ def claim_batch(*, now: datetime, after_id: int, shard: int, shards: int, limit:
     """Lock the next active sessions after `after_id`; skip rows someone else holds (they are
     being billed or stopped right now, and the next run takes them)."""
     if connection.vendor == "postgresql":
-        rows = execute_bound(_CLAIM, {"after": after_id, "now": now, "shards": shards, "shard": shard, "limit": limit})
+        rows = execute_bound(
+            _CLAIM, {"after": after_id, "now": now, "shards": shards, "shard": shard, "limit": limit}, binary=True
+        )
         return [Row.from_tuple(row) for row in rows]
     sessions = StreamingSession.objects.filter(status=SessionStatus.ACTIVE, id__gt=after_id, start_time__lte=now)
     if shards > 1:

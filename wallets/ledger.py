@@ -243,12 +243,15 @@ def _hold_account_ids(specs: Iterable[TxSpec]) -> set[int]:
     return {change.account_id for spec in specs for change in spec.hold_changes}
 
 
+_KINDS = frozenset(TransactionKind.values)
+
+
 def _validate_shapes(specs: Sequence[TxSpec]) -> None:
     references = _references(specs)
     if len(references) != len(set(references)):
         raise LedgerError("two transactions of one batch share a reference")
     for spec in specs:
-        if spec.kind not in TransactionKind.values:
+        if spec.kind not in _KINDS:
             raise LedgerError(f"unknown transaction kind {spec.kind!r}")
         if not spec.entries and not spec.hold_changes:
             raise LedgerError("a transaction needs entries or hold changes")
@@ -310,7 +313,7 @@ def _post_postgres(specs: Sequence[TxSpec], now: datetime) -> list[int | None]:
         for account_id, amount in spec.entries:
             entry_tx.append(n)
             entry_account.append(account_id)
-            entry_amount.append(str(amount))
+            entry_amount.append(amount)
     changes = [change for spec in specs for change in spec.hold_changes]
     params = {
         "now": now,
@@ -324,7 +327,7 @@ def _post_postgres(specs: Sequence[TxSpec], now: datetime) -> list[int | None]:
         "entry_amount": entry_amount,
         "hold": [c.hold_id for c in changes],
         "hold_account": [c.account_id for c in changes],
-        "hold_delta": [str(c.delta) for c in changes],
+        "hold_delta": [c.delta for c in changes],
         "hold_close": [c.close for c in changes],
     }
     try:

@@ -29,7 +29,22 @@ def seed(apps, schema_editor):
             Account.objects.get_or_create(kind="system", system_code=system_code, asset=asset)
 
 
-POSTGRES_GUARDS = """
+# The zero-sum check (migration 0006 widens it, and puts this one back when reversed).
+BALANCED_FUNCTION = """
+CREATE OR REPLACE FUNCTION wallets_entries_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (
+        SELECT 1 FROM new_entries GROUP BY transaction_id, asset_id HAVING SUM(amount) <> 0
+    ) THEN
+        RAISE EXCEPTION 'ledger entries must sum to zero per transaction and asset'
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NULL;
+END $$;
+"""
+
+POSTGRES_GUARDS = (
+    """
 CREATE FUNCTION wallets_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'ledger rows are append-only: % on % refused', TG_OP, TG_TABLE_NAME
@@ -40,18 +55,9 @@ CREATE TRIGGER wallets_entry_append_only BEFORE UPDATE OR DELETE ON wallets_entr
     FOR EACH ROW EXECUTE FUNCTION wallets_refuse_change();
 CREATE TRIGGER wallets_transaction_append_only BEFORE UPDATE OR DELETE ON wallets_ledgertransaction
     FOR EACH ROW EXECUTE FUNCTION wallets_refuse_change();
-
-CREATE FUNCTION wallets_entries_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF EXISTS (
-        SELECT 1 FROM new_entries GROUP BY transaction_id, asset_id HAVING SUM(amount) <> 0
-    ) THEN
-        RAISE EXCEPTION 'ledger entries must sum to zero per transaction and asset'
-            USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NULL;
-END $$;
-
+"""
+    + BALANCED_FUNCTION
+    + """
 CREATE TRIGGER wallets_entry_balanced AFTER INSERT ON wallets_entry
     REFERENCING NEW TABLE AS new_entries
     FOR EACH STATEMENT EXECUTE FUNCTION wallets_entries_balanced();
@@ -59,6 +65,7 @@ CREATE TRIGGER wallets_entry_balanced AFTER INSERT ON wallets_entry
 ALTER TABLE wallets_entry ADD CONSTRAINT wallets_entry_asset_is_accounts
     FOREIGN KEY (account_id, asset_id) REFERENCES wallets_account (id, asset_id);
 """
+)
 
 POSTGRES_GUARDS_REVERSE = """
 ALTER TABLE wallets_entry DROP CONSTRAINT wallets_entry_asset_is_accounts;

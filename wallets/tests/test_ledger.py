@@ -332,6 +332,42 @@ def test_database_refuses_entry_in_another_asset_than_its_account(alice, fund):
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
 
 
+def test_database_refuses_entries_naming_unknown_accounts_or_transactions(alice, fund):
+    account = fund(alice, USDC)
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, account.asset_id)
+    tx = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT)
+    asset = account.asset_id
+
+    for entries in (
+        [
+            Entry(transaction=tx, account_id=10**12, asset_id=asset, amount=-5),
+            Entry(transaction=tx, account=revenue, asset_id=asset, amount=5),
+        ],
+        [
+            Entry(transaction_id=10**12, account=account, asset_id=asset, amount=-5),
+            Entry(transaction_id=10**12, account=revenue, asset_id=asset, amount=5),
+        ],
+    ):
+        with pytest.raises(IntegrityError, match="unknown"), transaction.atomic():
+            Entry.objects.bulk_create(entries)
+
+    assert balance_of(alice) == USDC
+
+
+def test_database_keeps_accounts_that_have_entries(alice, fund):
+    account = fund(alice, USDC)
+
+    with pytest.raises(IntegrityError, match="cannot be deleted"), transaction.atomic():
+        Account.objects.filter(pk=account.pk)._raw_delete(using="default")
+    with pytest.raises(IntegrityError, match="never change"), transaction.atomic():
+        Account.objects.filter(pk=account.pk).update(asset=ledger.asset_get("USDT"))
+
+    assert Account.objects.get(pk=account.pk).asset.code == "USDC"
+    # An account without entries may go (nothing refers to it).
+    empty = ledger.system_account(SystemAccount.SWAP_LIQUIDITY, ledger.asset_get("STRK"))
+    Account.objects.filter(pk=empty.pk)._raw_delete(using="default")
+
+
 def test_database_refuses_negative_user_balance(alice, fund):
     account = fund(alice, USDC)
 

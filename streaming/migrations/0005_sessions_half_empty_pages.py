@@ -1,0 +1,20 @@
+"""Keep half of each page of sessions free, so that a sweep's updates are all HOT updates.
+
+A sweep rewrites every active session of a page at once; with 30% free (0003) fewer than half of
+them fit in place, and each of the others added an entry to every index of the table. With 55%
+free each page takes a new version of every row it holds; the old versions are pruned from the
+page before the next sweep.
+"""
+
+import importlib
+
+from django.db import migrations
+
+
+fillfactor = importlib.import_module("streaming.migrations.0003_hot_updates").fillfactor
+
+
+class Migration(migrations.Migration):
+    dependencies = [("streaming", "0004_session_start_time_index")]
+
+    operations = [migrations.RunPython(fillfactor(45), fillfactor(70))]
