@@ -51,7 +51,9 @@ def sweep(
 def _cyclic_gc_paused():
     """A batch allocates hundreds of thousands of short-lived objects (rows, outcomes, array
     parameters), none of them in reference cycles: the cyclic collector would walk them again and
-    again for nothing (a sixth of a sweep's time, measured). Reference counting still frees them."""
+    again for nothing (a sixth of a sweep's time, measured). Reference counting still frees them.
+    The switch is process-wide: a Celery worker process runs one task at a time, and in the
+    embedded server the pause lasts as long as its (small) sweep."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -188,8 +188,8 @@ def post_batch(
 
     On PostgreSQL this is one statement whatever the batch size: the database function
     wallets_post (migration 0005) locks every account involved in id order, checks the batch and
-    writes it. A refusal (InsufficientFunds, ...) writes nothing and leaves the caller's database
-    transaction usable. On SQLite the same steps run here, through the ORM; `locked` (from
+    writes it. A refusal (InsufficientFunds, ...) writes nothing, keeps no lock, and leaves the
+    caller's database transaction usable. On SQLite the same steps run here, through the ORM; `locked` (from
     lock_accounts, in the same transaction) saves it the lock. PostgreSQL always takes the locks
     itself: re-locking a row this transaction holds costs next to nothing.
     """
@@ -197,15 +197,17 @@ def post_batch(
         return []
     _validate_shapes(specs)
     now = now or timezone.now()
+    account_ids = sorted({aid for spec in specs for aid, _ in spec.entries} | _hold_account_ids(specs))
+    if locked is not None and not set(account_ids) <= set(locked):
+        raise LedgerError(f"unknown or unlocked accounts: {sorted(set(account_ids) - set(locked))}")
     if connection.vendor == "postgresql":
         _check_zero_sum(specs)
         return _post_postgres(specs, now)
     with transaction.atomic():
-        account_ids = sorted({aid for spec in specs for aid, _ in spec.entries} | _hold_account_ids(specs))
         if locked is None:
             locked = lock_accounts(account_ids)
         if not set(account_ids) <= set(locked):
-            raise LedgerError(f"unknown or unlocked accounts: {sorted(set(account_ids) - set(locked))}")
+            raise LedgerError(f"unknown accounts: {sorted(set(account_ids) - set(locked))}")
         balance_delta, held_delta = _deltas(specs)
         _check_zero_sum(specs, locked)
         _check_funds(locked, balance_delta, held_delta)
@@ -324,13 +326,11 @@ def _post_postgres(specs: Sequence[TxSpec], now: datetime) -> list[int | None]:
     }
     try:
         ((tx_ids, refused, account_id, available, needed, taken),) = execute_bound(_POST, params)
-    except IntegrityError as exc:
-        # A reference taken by a concurrent posting between the function's check and its insert.
-        duplicate = _duplicate_reference(specs, exc)
-        if duplicate:
-            raise DuplicateReference(duplicate) from None
-        if "sum to zero" in str(exc):  # the trigger: a transaction balanced in total, not per asset
-            raise UnbalancedTransaction(str(exc).splitlines()[0]) from None
+    except DatabaseError:
+        # Not a refusal (those come back as values) but a broken guard: the database transaction
+        # is aborted, so the caller's atomic block must not commit nor go on as if nothing happened.
+        if connection.in_atomic_block:
+            transaction.set_rollback(True)
         raise
     if refused:
         raise _refusal(refused, account_id, available, needed, taken)
@@ -346,8 +346,8 @@ def _refusal(refused: str, account_id, available, needed, taken) -> LedgerError:
     if refused == "unbalanced":
         return UnbalancedTransaction("the entries of a transaction do not sum to zero per asset")
     messages = {
-        "unknown_account": "unknown accounts in the batch",
-        "hold_not_active": "a hold in the batch is not active (or appears twice)",
+        "unknown_account": f"unknown accounts: [{account_id}]",
+        "hold_not_active": "a hold in the batch is not active, appears twice, or would not end empty or above zero",
         "held_below_zero": f"account {account_id} would hold less than nothing",
     }
     return LedgerError(messages.get(refused, refused))
@@ -387,15 +387,6 @@ def _write_orm(specs, locked, balance_delta, held_delta, now) -> list[int | None
 
 def _references(specs: Sequence[TxSpec]) -> list[str]:
     return [spec.reference for spec in specs if spec.reference]
-
-
-def _duplicate_reference(specs: Sequence[TxSpec], exc: IntegrityError) -> str | None:
-    """The reference a unique violation names, when it is one of the batch's."""
-    diag = getattr(exc.__cause__, "diag", None)
-    if diag is None or diag.constraint_name != "wallets_tx_reference_unique":
-        return None
-    references = _references(specs)
-    return next((ref for ref in references if f"=({ref})" in (diag.message_detail or "")), references[0])
 
 
 # --- Holds ----------------------------------------------------------------------------------------

@@ -73,8 +73,6 @@ class Account(models.Model):
             models.UniqueConstraint(
                 fields=["system_code", "asset"], condition=Q(kind="system"), name="wallets_one_system_account"
             ),
-            # (id, asset) is the target of the entries' composite foreign key (migration 0002).
-            models.UniqueConstraint(fields=["id", "asset"], name="wallets_account_id_asset"),
             models.CheckConstraint(
                 condition=(Q(kind="user", owner__isnull=False, system_code__isnull=True))
                 | Q(kind="system", owner__isnull=True, system_code__isnull=False),

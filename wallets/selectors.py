@@ -62,14 +62,20 @@ def entries_for(
 
 
 def ledger_health() -> dict:
-    """The conservation check: every transaction sums to zero per asset, every cached balance
-    equals its entries, every held amount equals its active holds, no user wallet is negative."""
+    """The conservation check: every transaction sums to zero per asset, every entry has its
+    transaction and its account (in the account's asset), every cached balance equals its entries,
+    every held amount equals its active holds, no user wallet is negative."""
     with connection.cursor() as cursor:
+        # Unbalanced transactions; entries whose transaction or account is missing, or whose asset
+        # is not their account's (the database checks both as entries are written: migration 0006).
         cursor.execute(
-            "SELECT COUNT(*) FROM (SELECT 1 FROM wallets_entry GROUP BY transaction_id, asset_id "
-            "HAVING SUM(amount) <> 0) AS t"
+            "SELECT (SELECT COUNT(*) FROM (SELECT 1 FROM wallets_entry GROUP BY transaction_id, asset_id "
+            "HAVING SUM(amount) <> 0) AS t), "
+            "(SELECT COUNT(*) FROM wallets_entry e LEFT JOIN wallets_account a ON a.id = e.account_id "
+            "LEFT JOIN wallets_ledgertransaction t ON t.id = e.transaction_id "
+            "WHERE a.id IS NULL OR a.asset_id <> e.asset_id OR t.id IS NULL)"
         )
-        unbalanced = cursor.fetchone()[0]
+        unbalanced, dangling = cursor.fetchone()
         cursor.execute(
             "SELECT COUNT(*) FROM wallets_account a LEFT JOIN "
             "(SELECT account_id, SUM(amount) AS total FROM wallets_entry GROUP BY account_id) e "
@@ -91,8 +97,9 @@ def ledger_health() -> dict:
         cursor.execute("SELECT asset_id, SUM(balance) FROM wallets_account GROUP BY asset_id HAVING SUM(balance) <> 0")
         nonzero_assets = cursor.fetchall()
     return {
-        "healthy": not (unbalanced or balance_mismatches or held_mismatches or negative or nonzero_assets),
+        "healthy": not (unbalanced or dangling or balance_mismatches or held_mismatches or negative or nonzero_assets),
         "unbalanced_transactions": unbalanced,
+        "dangling_entries": dangling,
         "balance_mismatches": balance_mismatches,
         "held_mismatches": held_mismatches,
         "negative_user_accounts": negative,

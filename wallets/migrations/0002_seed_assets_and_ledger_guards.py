@@ -4,7 +4,7 @@ Guards (the backstop behind wallets/ledger.py):
 - entries and ledger transactions are append-only: UPDATE and DELETE raise;
 - every INSERT statement into entries must sum to zero per (transaction, asset) — the ledger
   writes all entries of its transactions in one statement;
-- an entry's asset is its account's asset (composite foreign key).
+- an entry's asset is its account's asset (composite foreign key; a set-based check since 0006).
 """
 
 from django.db import migrations

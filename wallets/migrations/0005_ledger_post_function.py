@@ -2,14 +2,14 @@
 
 wallets/ledger.py calls it for every posting (a single transfer or a sweep's batch of charges).
 In one statement it locks every account involved in id order, checks the batch (known accounts,
-funds, active holds, unused references) and only then writes the transactions, their entries,
-the cached balances and the holds. A refusal is returned, not raised, and nothing is written: the
-caller's transaction stays usable.
+holds, funds, unused references) and only then writes the transactions, their entries, the
+cached balances and the holds. All of it runs in a subtransaction: a refusal, whether a check
+here finds it or a guard of the database does (a reference taken by a concurrent posting since
+the check, entries that balance in total but not per asset), rolls back what was written and the
+locks that were taken, and is returned as a value. The caller's transaction stays usable.
 
-The guards of migration 0002 check what they check on every write, this function's included:
-entries sum to zero per transaction and asset (ledger.py checks each transaction's total before
-it calls; a batch that mixes assets wrongly is refused by the trigger, as an error), and the CHECK
-constraints keep user accounts at or above zero and what they hold.
+The guards of migration 0002 (and 0006) check what they check on every write, this function's
+included; any other error they raise is raised.
 """
 
 from django.db import migrations
@@ -40,6 +40,9 @@ DECLARE
     v_locked integer;
     v_bad bigint;
     v_row record;
+    v_constraint text;
+    v_message text;
+    v_sequence regclass := pg_get_serial_sequence('wallets_ledgertransaction', 'id')::regclass;
 BEGIN
     -- The batch arrives as JSON documents (one parse each, where arrays of thousands of strings
     -- cost the client more to encode than the posting costs the server).
@@ -64,93 +67,118 @@ BEGIN
         RAISE EXCEPTION 'wallets_post: % transactions, % metadata', cardinality(p_kind), cardinality(p_metadata);
     END IF;
 
-    -- What each account's balance and held amount change by, in account id order.
-    SELECT array_agg(d.id ORDER BY d.id), array_agg(d.b ORDER BY d.id), array_agg(d.h ORDER BY d.id)
-    INTO v_id, v_balance_delta, v_held_delta
-    FROM (
-        SELECT x.id, sum(x.b) AS b, sum(x.h) AS h
+    -- Everything below runs in a block with an exception handler, that is a subtransaction: a
+    -- refusal, found by a check or by a guard of the database, rolls back what the block wrote
+    -- and the row locks it took, and comes back as a value. The caller's transaction goes on
+    -- unharmed and holds no lock it did not hold before.
+    BEGIN
+        -- What each account's balance and held amount change by, in account id order.
+        SELECT array_agg(d.id ORDER BY d.id), array_agg(d.b ORDER BY d.id), array_agg(d.h ORDER BY d.id)
+        INTO v_id, v_balance_delta, v_held_delta
         FROM (
-            SELECT e.account AS id, e.amount AS b, 0::numeric AS h
-            FROM unnest(p_entry_account, p_entry_amount) AS e(account, amount)
-            UNION ALL
-            SELECT c.account, 0::numeric, c.delta FROM unnest(p_hold_account, p_hold_delta) AS c(account, delta)
-        ) AS x
-        GROUP BY x.id
-    ) AS d;
+            SELECT x.id, sum(x.b) AS b, sum(x.h) AS h
+            FROM (
+                SELECT e.account AS id, e.amount AS b, 0::numeric AS h
+                FROM unnest(p_entry_account, p_entry_amount) AS e(account, amount)
+                UNION ALL
+                SELECT c.account, 0::numeric, c.delta FROM unnest(p_hold_account, p_hold_delta) AS c(account, delta)
+            ) AS x
+            GROUP BY x.id
+        ) AS d;
 
-    -- Lock them in id order (the one order that cannot deadlock), then check the funds of the
-    -- locked rows: no account holds less than nothing, no user account spends what it lacks.
-    SELECT count(*), min(a.id) FILTER (
-        WHERE a.held + d.h < 0 OR (a.kind = 'user' AND a.balance + d.b < a.held + d.h)
-    )
-    INTO v_locked, v_bad
-    FROM (SELECT id, kind, balance, held FROM wallets_account WHERE id = ANY (v_id) ORDER BY id FOR UPDATE) AS a
-    JOIN unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h) ON d.id = a.id;
-    IF v_locked <> cardinality(v_id) THEN
-        refused := 'unknown_account';
-        RETURN;
-    END IF;
-    -- Each hold changed once, active, on the account it says (that account is locked above).
-    IF cardinality(p_hold) > 0 THEN
-        IF (SELECT count(DISTINCT c) FROM unnest(p_hold) AS c) <> cardinality(p_hold) OR (
-            SELECT count(*) FROM wallets_hold AS h
-            JOIN unnest(p_hold, p_hold_account) AS c(id, account) ON c.id = h.id AND c.account = h.account_id
-            WHERE h.status = 'active'
-        ) <> cardinality(p_hold) THEN
-            refused := 'hold_not_active';
-            RETURN;
+        -- Lock them in id order (the one order that cannot deadlock), then check the funds of the
+        -- locked rows: no account holds less than nothing, no user account spends what it lacks.
+        SELECT count(*), min(a.id) FILTER (
+            WHERE a.held + d.h < 0 OR (a.kind = 'user' AND a.balance + d.b < a.held + d.h)
+        )
+        INTO v_locked, v_bad
+        FROM (SELECT id, kind, balance, held FROM wallets_account WHERE id = ANY (v_id) ORDER BY id FOR UPDATE) AS a
+        JOIN unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h) ON d.id = a.id;
+        IF v_locked <> cardinality(v_id) THEN
+            refused := 'unknown_account';
+            SELECT min(d) INTO refused_account FROM unnest(v_id) AS d
+            WHERE NOT EXISTS (SELECT 1 FROM wallets_account WHERE id = d);
+            RAISE EXCEPTION USING ERRCODE = 'LG001';
         END IF;
-    END IF;
 
-    IF v_bad IS NOT NULL THEN
-        SELECT a.balance, a.held, d.b, d.h INTO v_row
-        FROM wallets_account AS a JOIN unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h) ON d.id = a.id
-        WHERE a.id = v_bad;
-        refused := CASE WHEN v_row.held + v_row.h < 0 THEN 'held_below_zero' ELSE 'insufficient_funds' END;
-        refused_account := v_bad;
-        -- What the account may spend: its free funds plus what this batch releases.
-        available := greatest(0, v_row.balance - v_row.held + greatest(0, -v_row.h));
-        needed := -v_row.b + greatest(0, v_row.h);
-        RETURN;
-    END IF;
-
-    IF cardinality(array_remove(p_reference, NULL)) > 0 THEN
-        SELECT t.reference INTO taken_reference
-        FROM wallets_ledgertransaction AS t
-        WHERE t.reference = ANY (p_reference)
-        LIMIT 1;
-        IF FOUND THEN
-            refused := 'duplicate_reference';
-            RETURN;
+        -- Each hold changed once, active, on the account it says (locked above), never below
+        -- zero, and empty when it is closed.
+        IF cardinality(p_hold) > 0 THEN
+            IF (SELECT count(DISTINCT c) FROM unnest(p_hold) AS c) <> cardinality(p_hold) OR (
+                SELECT count(*) FROM wallets_hold AS h
+                JOIN unnest(p_hold, p_hold_account, p_hold_delta, p_hold_close) AS c(id, account, delta, close)
+                    ON c.id = h.id AND c.account = h.account_id
+                WHERE h.status = 'active' AND h.amount + c.delta >= 0 AND (c.close IS NULL OR h.amount + c.delta = 0)
+            ) <> cardinality(p_hold) THEN
+                refused := 'hold_not_active';
+                RAISE EXCEPTION USING ERRCODE = 'LG001';
+            END IF;
         END IF;
-    END IF;
 
-    -- Checked: write. (A reference taken by a concurrent posting since the check above is
-    -- refused by the unique index, as an error; entries that do not sum to zero per transaction
-    -- and asset by the trigger of migration 0002.) Ids come from the sequence in row order, so
-    -- sorted they follow the batch.
-    WITH inserted AS (
-        INSERT INTO wallets_ledgertransaction (kind, reference, memo, metadata, created_by_id, created_at)
-        SELECT t.kind, t.reference, t.memo, t.metadata, t.created_by, p_now
+        IF v_bad IS NOT NULL THEN
+            SELECT a.balance, a.held, d.b, d.h INTO v_row
+            FROM wallets_account AS a JOIN unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h) ON d.id = a.id
+            WHERE a.id = v_bad;
+            refused := CASE WHEN v_row.held + v_row.h < 0 THEN 'held_below_zero' ELSE 'insufficient_funds' END;
+            refused_account := v_bad;
+            -- What the account may spend: its free funds plus what this batch releases.
+            available := greatest(0, v_row.balance - v_row.held + greatest(0, -v_row.h));
+            needed := -v_row.b + greatest(0, v_row.h);
+            RAISE EXCEPTION USING ERRCODE = 'LG001';
+        END IF;
+
+        IF cardinality(array_remove(p_reference, NULL)) > 0 THEN
+            SELECT t.reference INTO taken_reference
+            FROM wallets_ledgertransaction AS t
+            WHERE t.reference = ANY (p_reference)
+            LIMIT 1;
+            IF FOUND THEN
+                refused := 'duplicate_reference';
+                RAISE EXCEPTION USING ERRCODE = 'LG001';
+            END IF;
+        END IF;
+
+        -- Checked: write, each transaction under the id taken for it here.
+        tx_ids := ARRAY(SELECT nextval(v_sequence) FROM generate_series(1, cardinality(p_kind)));
+        INSERT INTO wallets_ledgertransaction (id, kind, reference, memo, metadata, created_by_id, created_at)
+        SELECT tx_ids[t.n], t.kind, t.reference, t.memo, t.metadata, t.created_by, p_now
         FROM unnest(p_kind, p_reference, p_memo, p_metadata, p_created_by)
-            WITH ORDINALITY AS t(kind, reference, memo, metadata, created_by, n)
-        ORDER BY t.n
-        RETURNING id
-    )
-    SELECT coalesce(array_agg(id ORDER BY id), '{}') INTO tx_ids FROM inserted;
-    INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
-    SELECT tx_ids[e.n], e.account, a.asset_id, e.amount
-    FROM unnest(p_entry_tx, p_entry_account, p_entry_amount) AS e(n, account, amount)
-    JOIN wallets_account AS a ON a.id = e.account;
-    UPDATE wallets_account AS a SET balance = a.balance + d.b, held = a.held + d.h
-    FROM unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h)
-    WHERE a.id = d.id;
-    IF cardinality(p_hold) > 0 THEN
-        UPDATE wallets_hold AS h SET amount = h.amount + c.delta, status = coalesce(c.close, h.status),
-            updated_at = p_now
-        FROM unnest(p_hold, p_hold_delta, p_hold_close) AS c(id, delta, close)
-        WHERE h.id = c.id;
-    END IF;
+            WITH ORDINALITY AS t(kind, reference, memo, metadata, created_by, n);
+        INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
+        SELECT tx_ids[e.n], e.account, a.asset_id, e.amount
+        FROM unnest(p_entry_tx, p_entry_account, p_entry_amount) AS e(n, account, amount)
+        JOIN wallets_account AS a ON a.id = e.account;
+        UPDATE wallets_account AS a SET balance = a.balance + d.b, held = a.held + d.h
+        FROM unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h)
+        WHERE a.id = d.id;
+        IF cardinality(p_hold) > 0 THEN
+            UPDATE wallets_hold AS h SET amount = h.amount + c.delta, status = coalesce(c.close, h.status),
+                updated_at = p_now
+            FROM unnest(p_hold, p_hold_delta, p_hold_close) AS c(id, delta, close)
+            WHERE h.id = c.id;
+        END IF;
+    EXCEPTION
+        WHEN SQLSTATE 'LG001' THEN
+            tx_ids := NULL;  -- the refusal set above says which
+        WHEN unique_violation THEN
+            -- A reference taken by a concurrent posting that committed after the check above.
+            GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
+            IF v_constraint IS DISTINCT FROM 'wallets_tx_reference_unique' THEN
+                RAISE;
+            END IF;
+            tx_ids := NULL;
+            refused := 'duplicate_reference';
+            SELECT t.reference INTO taken_reference
+            FROM wallets_ledgertransaction AS t WHERE t.reference = ANY (p_reference) LIMIT 1;
+        WHEN check_violation THEN
+            -- The entries' trigger: a transaction balanced in total but not per asset.
+            GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT;
+            IF v_message NOT LIKE '%sum to zero%' THEN
+                RAISE;
+            END IF;
+            tx_ids := NULL;
+            refused := 'unbalanced';
+    END;
 END $$;
 """
 

@@ -8,8 +8,9 @@ come from set-based checks:
   whose transaction does not exist, or whose account does not exist or holds another asset;
 - what a foreign key also prevents on the other side: a ledger transaction is never deleted (0002
   already refuses it); an account with entries is not deleted, and no account's id or asset ever
-  changes (triggers below). Both take the account's row lock first, as the ledger's posting does,
-  so they cannot race it.
+  changes (a trigger below). The statement trigger share-locks the accounts its entries name, as
+  a foreign key does, so a delete cannot race an insert; the ledger's health check also counts
+  entries without their account or transaction, or in another asset than their account's.
 """
 
 import importlib
@@ -29,6 +30,9 @@ BEGIN
         RAISE EXCEPTION 'ledger entries must sum to zero per transaction and asset'
             USING ERRCODE = 'check_violation';
     END IF;
+    -- What a foreign key would do: share-lock the accounts named, so that none is deleted
+    -- before this transaction ends (a no-op on the rows the ledger's posting has locked).
+    PERFORM 1 FROM wallets_account WHERE id IN (SELECT DISTINCT account_id FROM new_entries) FOR KEY SHARE;
     IF EXISTS (
         SELECT 1 FROM new_entries AS e LEFT JOIN wallets_account AS a ON a.id = e.account_id
         WHERE a.id IS NULL OR a.asset_id <> e.asset_id
@@ -104,4 +108,6 @@ class Migration(migrations.Migration):
             ),
         ),
         migrations.RunPython(install, remove),
+        # The target of the composite foreign key, which nothing needs any more.
+        migrations.RemoveConstraint(model_name="account", name="wallets_account_id_asset"),
     ]

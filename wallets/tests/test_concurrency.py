@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import connection, transaction
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from rest_framework.exceptions import ValidationError
 
 from conftest import money_db
 from wallets import ledger
+from wallets.models import Account, Entry, LedgerTransaction
 from wallets.services import wallet_transfer
 from wallets.tests.conftest import balance_of, fund_wallet
 
@@ -110,6 +114,8 @@ def test_a_reference_raced_past_the_check_is_refused_by_the_unique_index(alice, 
     fund_wallet(alice, 10 * USDC)
     usdc = ledger.asset_get("USDC")
     debit, credit = ledger.account_for_user(alice, usdc), ledger.account_for_user(bob, usdc)
+    custody, revenue = (ledger.system_account(code, usdc) for code in ("custody", "platform_revenue"))
+    custody_before, revenue_before = custody.balance, revenue.balance
     posted, may_commit = threading.Event(), threading.Event()
     second_pid = []
 
@@ -124,36 +130,126 @@ def test_a_reference_raced_past_the_check_is_refused_by_the_unique_index(alice, 
     @_in_thread
     def second():
         posted.wait(30)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_backend_pid()")
-            second_pid.append(cursor.fetchone()[0])
-        try:
-            # Other accounts than the first's locks, so that only the unique index makes it wait.
-            ledger.transfer(
-                debit=ledger.system_account("custody", usdc),
-                credit=ledger.system_account("platform_revenue", usdc),
-                amount=1,
-                reference="raced",
-            )
-        except ledger.DuplicateReference as refused:
-            return refused.reference
-        return "posted twice"
+        second_pid.append(_backend_pid())
+        with transaction.atomic():
+            try:
+                # Other accounts than the first's locks, so that only the unique index makes it wait.
+                ledger.transfer(debit=custody, credit=revenue, amount=1, reference="raced")
+            except ledger.DuplicateReference as refused:
+                outcome = refused.reference
+            else:
+                outcome = "posted twice"
+            # The refusal left this transaction usable: it goes on and commits.
+            ledger.transfer(debit=custody, credit=revenue, amount=2)
+        return outcome
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         first_done, second_done = pool.submit(first), pool.submit(second)
-        _wait_until_blocked_on_a_lock(second_pid)
-        may_commit.set()
+        try:
+            _wait_until_blocked_on_a_lock(second_pid)
+        finally:
+            may_commit.set()
         assert first_done.result() == "posted"
         assert second_done.result() == "raced"
 
     assert balance_of(alice) == 9 * USDC
     assert balance_of(bob) == USDC
+    custody.refresh_from_db()
+    revenue.refresh_from_db()
+    assert (custody.balance, revenue.balance) == (custody_before - 2, revenue_before + 2)
+
+
+@money_db
+def test_a_refused_posting_keeps_no_lock(alice, bob):
+    """After a refusal, the caller's transaction holds none of the refused batch's row locks: a
+    transfer on the same accounts goes through while that transaction is still open."""
+    fund_wallet(alice, USDC)
+    fund_wallet(bob, USDC)
+    usdc = ledger.asset_get("USDC")
+    a, b = ledger.account_for_user(alice, usdc), ledger.account_for_user(bob, usdc)
+    refused, other_done = threading.Event(), threading.Event()
+    order = []
+
+    @_in_thread
+    def refuses_then_waits():
+        with transaction.atomic():
+            with pytest.raises(ledger.InsufficientFunds):
+                ledger.transfer(debit=a, credit=b, amount=2 * USDC)
+            refused.set()
+            other_done.wait(30)
+            order.append("refused transaction ends")
+
+    @_in_thread
+    def transfers():
+        refused.wait(30)
+        ledger.transfer(debit=b, credit=a, amount=USDC // 2)
+        order.append("transfer done")
+        other_done.set()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(refuses_then_waits), pool.submit(transfers)]:
+            future.result()
+
+    assert order == ["transfer done", "refused transaction ends"]
+    assert balance_of(alice) == USDC + USDC // 2
+
+
+@money_db
+def test_an_account_cannot_be_deleted_under_an_entry_being_written(alice, bob):
+    """Entries written outside the ledger's posting (as a script might) share-lock their accounts,
+    as a foreign key would: a concurrent delete waits, then finds the entries and is refused."""
+    usdc = ledger.asset_get("USDC")
+    account = ledger.account_for_user(bob, usdc)
+    revenue = ledger.system_account("platform_revenue", usdc)
+    inserted, may_commit = threading.Event(), threading.Event()
+    deleter_pid = []
+
+    @_in_thread
+    def insert_entries():
+        with transaction.atomic():
+            tx = LedgerTransaction.objects.create(kind="adjustment")
+            Entry.objects.bulk_create(
+                [
+                    Entry(transaction=tx, account=account, asset_id=usdc.pk, amount=5),
+                    Entry(transaction=tx, account=revenue, asset_id=usdc.pk, amount=-5),
+                ]
+            )
+            Account.objects.filter(pk=account.pk).update(balance=F("balance") + 5)
+            Account.objects.filter(pk=revenue.pk).update(balance=F("balance") - 5)
+            inserted.set()
+            may_commit.wait(30)
+
+    @_in_thread
+    def delete_account():
+        inserted.wait(30)
+        deleter_pid.append(_backend_pid())
+        try:
+            Account.objects.filter(pk=account.pk)._raw_delete(using="default")
+        except IntegrityError:
+            return "refused"
+        return "deleted"
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        inserting, deleting = pool.submit(insert_entries), pool.submit(delete_account)
+        try:
+            _wait_until_blocked_on_a_lock(deleter_pid)
+        finally:
+            may_commit.set()
+        inserting.result()
+        assert deleting.result() == "refused"
+
+    assert Account.objects.filter(pk=account.pk).exists()
+    assert Entry.objects.filter(account=account).count() == 1
+
+
+def _backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
 
 
 def _wait_until_blocked_on_a_lock(pids: list[int]) -> None:
     """Poll pg_stat_activity until the backend in `pids` waits on a lock."""
-    import time
-
     with connection.cursor() as cursor:
         for _ in range(3000):
             if pids:
@@ -162,4 +258,4 @@ def _wait_until_blocked_on_a_lock(pids: list[int]) -> None:
                 if row and row[0] == "Lock":
                     return
             time.sleep(0.01)
-    raise AssertionError("the second posting never waited on the first")
+    raise AssertionError("the backend never waited on a lock")

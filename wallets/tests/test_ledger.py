@@ -107,6 +107,7 @@ def test_duplicate_reference_refused(alice, fund, usdc):
 def test_a_refusal_leaves_the_callers_transaction_usable(alice, bob, fund, usdc):
     fund(alice, USDC)
     debit, credit = ledger.account_for_user(alice, usdc), ledger.account_for_user(bob, usdc)
+    usdt = ledger.account_for_user(bob, ledger.asset_get("USDT"))
 
     with transaction.atomic():
         with pytest.raises(ledger.InsufficientFunds):
@@ -114,11 +115,31 @@ def test_a_refusal_leaves_the_callers_transaction_usable(alice, bob, fund, usdc)
         with pytest.raises(ledger.DuplicateReference):
             ledger.transfer(debit=debit, credit=credit, amount=1, reference="charge:x:1")
             ledger.transfer(debit=debit, credit=credit, amount=1, reference="charge:x:1")
+        # Found by the database's trigger, after the function had written: rolled back all the same.
+        with pytest.raises(ledger.UnbalancedTransaction):
+            ledger.post(kind=TransactionKind.TRANSFER, entries=[(debit, -10), (usdt, 10)])
         # The database transaction was not aborted: the caller goes on in it.
         ledger.transfer(debit=debit, credit=credit, amount=10)
 
     assert balance_of(alice) == USDC - 11
     assert balance_of(bob) == 11
+    assert usdt.entries.count() == 0
+
+
+def test_batch_ids_follow_the_batch(alice, victor, fund, usdc):
+    payer = fund(alice, USDC)
+    vendor = ledger.account_for_user(victor, usdc)
+    specs = [
+        TxSpec(kind=TransactionKind.CHARGE, entries=[(payer.pk, -n), (vendor.pk, n)], reference=f"charge:order:{n}")
+        for n in (5, 1, 4, 2, 3)
+    ]
+
+    ids = ledger.post_batch(specs)
+
+    for spec, tx_id in zip(specs, ids, strict=True):
+        tx = LedgerTransaction.objects.get(pk=tx_id)
+        assert tx.reference == spec.reference
+        assert sorted(tx.entries.values_list("account_id", "amount")) == sorted(spec.entries)
 
 
 def test_unknown_account_refused(alice, fund, usdc):
@@ -145,10 +166,12 @@ def test_inactive_or_repeated_hold_refused_and_nothing_written(alice, fund, usdc
         with pytest.raises(ledger.LedgerError, match="not active"):
             ledger.post_batch([TxSpec(kind=TransactionKind.CHARGE, entries=charge, hold_changes=changes)])
 
-    with pytest.raises(ledger.LedgerError, match="less than nothing"):
-        ledger.post_batch(
-            [TxSpec(kind=TransactionKind.CHARGE, entries=[], hold_changes=[HoldChange(hold.pk, account.pk, -101)])]
-        )
+    for change in (
+        HoldChange(hold.pk, account.pk, -101),  # below zero
+        HoldChange(hold.pk, account.pk, -99, HoldStatus.RELEASED),  # closed with money left in it
+    ):
+        with pytest.raises(ledger.LedgerError, match="would not end empty or above zero"):
+            ledger.post_batch([TxSpec(kind=TransactionKind.CHARGE, entries=[], hold_changes=[change])])
 
     account.refresh_from_db()
     assert (account.balance, account.held) == (USDC, 100)
@@ -375,6 +398,28 @@ def test_database_refuses_negative_user_balance(alice, fund):
         Account.objects.filter(pk=account.pk).update(balance=-1)
     with pytest.raises(IntegrityError), transaction.atomic():
         Account.objects.filter(pk=account.pk).update(held=USDC + 1)
+
+
+def test_health_detects_dangling_entries(alice, fund):
+    account = fund(alice, USDC)
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, account.asset_id)
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:  # past the database's own check, as a bad script would
+            cursor.execute("ALTER TABLE wallets_entry DISABLE TRIGGER wallets_entry_balanced")
+        tx = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT)
+        Entry.objects.bulk_create(
+            [
+                Entry(transaction=tx, account_id=10**12, asset_id=account.asset_id, amount=-5),
+                Entry(transaction_id=10**12, account=revenue, asset_id=account.asset_id, amount=5),
+                Entry(transaction=tx, account=revenue, asset_id=ledger.asset_get("USDT").pk, amount=5),
+            ]
+        )
+        health = ledger_health()
+        transaction.set_rollback(True)
+
+    assert not health["healthy"]
+    assert health["dangling_entries"] == 3
 
 
 def test_health_detects_a_tampered_cache(alice, fund):
