@@ -301,7 +301,7 @@ def _check_funds(locked: dict[int, tuple], balance_delta: dict[int, int], held_d
 
 _POST = (
     "SELECT tx_ids, refused, refused_account, available, needed, taken_reference FROM wallets_post("
-    "%(now)b, %(transactions)s::json, %(metadata)s::json, %(entries)s::json, %(holds)s::json)"
+    "%(now)b, %(transactions)s::json, %(entries)s::json, %(holds)s::json)"
 )
 
 
@@ -309,12 +309,15 @@ def _post_postgres(specs: Sequence[TxSpec], now: datetime) -> list[int | None]:
     """One call of wallets_post, which checks and writes the whole batch (or refuses it).
 
     The batch goes as JSON documents, in the shapes the function's header describes: encoding
-    them is one C call each, where arrays of thousands of strings cost more to send than to post."""
+    them takes a few C calls, where arrays of thousands of strings cost more to send than to post.
+    Each transaction's metadata is spliced in already encoded."""
     with_entries = [spec for spec in specs if spec.entries]
+    transactions = ",".join(
+        f"{json.dumps([s.kind, s.reference, s.memo, s.created_by_id])[:-1]},{s.metadata_text()}]" for s in with_entries
+    )
     params = {
         "now": now,
-        "transactions": json.dumps([[s.kind, s.reference, s.memo, s.created_by_id] for s in with_entries]),
-        "metadata": "[" + ",".join(spec.metadata_text() for spec in with_entries) + "]",
+        "transactions": f"[{transactions}]",
         "entries": json.dumps(
             [
                 [n, account_id, amount]
