@@ -328,6 +328,17 @@ class Charges(Source):
     def path(self, name: str) -> str:
         return f"{self.prefix}{name}"
 
+    def paid_by(self, user, asset) -> Charges:
+        """The charges `user` paid in `asset`, for paid(). In the tail only the user's own entries
+        are kept (a payer's entries are on their account): the entries' account index finds them."""
+        rows = self.rows.filter(**{self.path("user"): user, self.path("asset"): asset})
+        return replace(self, rows=rows.filter(account__owner=user) if self.in_tail else rows)
+
+    def earned_by(self, vendor, asset) -> Charges:
+        """The charges `vendor` was paid in `asset`, for earned(); in the tail, the vendor's entries only."""
+        rows = self.rows.filter(**{self.path("vendor"): vendor, self.path("asset"): asset})
+        return replace(self, rows=rows.filter(account__owner=vendor) if self.in_tail else rows)
+
     def paid(self) -> Sum:
         """What the payers were debited (<= 0)."""
         return _paid() if self.in_tail else Sum("payer_amount")

@@ -211,8 +211,8 @@ def user_overview(user, *, window: Window, now: datetime) -> dict:
     def spent(charges: rollup.Charges) -> QuerySet:
         # One pass over the user's charges: the total, each category's share, each bucket's.
         return (
-            charges.rows.filter(**{charges.path("user"): user, charges.path("asset"): asset})
-            .annotate(bucket=_window_bucket(window, charges.at))
+            charges.paid_by(user, asset)
+            .rows.annotate(bucket=_window_bucket(window, charges.at))
             .order_by()
             .values(
                 "bucket",
@@ -286,8 +286,8 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     def spent(charges: rollup.Charges) -> QuerySet:
         # One pass: the user's charges per service and local day; everything below is summed from it.
         return (
-            charges.rows.filter(**{charges.path("user"): user, charges.path("asset"): asset})
-            .annotate(day=trunc(DAY, charges.at, tz))
+            charges.paid_by(user, asset)
+            .rows.annotate(day=trunc(DAY, charges.at, tz))
             .order_by()
             .values("day", service_pk=F(charges.path("service")), service_name=F(charges.path("service__name")))
             .annotate(spent=charges.paid())
@@ -354,8 +354,8 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     def earnings(charges: rollup.Charges) -> QuerySet:
         # One pass over the vendor's earnings: the total, each service's, each bucket's.
         return (
-            charges.rows.filter(**{charges.path("vendor"): vendor, charges.path("asset"): asset})
-            .annotate(bucket=_window_bucket(window, charges.at))
+            charges.earned_by(vendor, asset)
+            .rows.annotate(bucket=_window_bucket(window, charges.at))
             .order_by()
             .values("bucket", service_pk=F(charges.path("service")))
             .annotate(earnings=charges.earned())
@@ -387,13 +387,8 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     def earnings_from_customers(charges: rollup.Charges) -> QuerySet:
         customer = charges.path("user")
         return (
-            charges.rows.filter(
-                **{
-                    charges.path("vendor"): vendor,
-                    charges.path("asset"): asset,
-                    f"{customer}__in": [row["user_id"] for row in customers],
-                }
-            )
+            charges.earned_by(vendor, asset)
+            .rows.filter(**{f"{customer}__in": [row["user_id"] for row in customers]})
             .order_by()
             .values(customer_pk=F(customer))
             .annotate(earnings=charges.earned())
@@ -477,8 +472,8 @@ def vendor_earnings(vendor, *, window: Window) -> dict:
 
     def earnings(charges: rollup.Charges) -> QuerySet:
         return (
-            charges.during(window)
-            .filter(**{charges.path("vendor"): vendor, charges.path("asset"): asset})
+            charges.earned_by(vendor, asset)
+            .during(window)
             .annotate(bucket=window.trunc(charges.at))
             .order_by()
             .values("bucket")
