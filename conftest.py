@@ -126,6 +126,18 @@ def money_db(fn=None):
     return mark(fn) if fn else mark
 
 
+def in_thread(fn):
+    """fn for a thread of a money_db test: its connection (the thread's own) is closed when it returns."""
+
+    def run(*args):
+        try:
+            return fn(*args)
+        finally:
+            connection.close()
+
+    return run
+
+
 @pytest.fixture
 def api():
     """api(user) -> an APIClient holding that user's access token."""

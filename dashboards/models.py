@@ -1,1 +1,120 @@
-"""Dashboards models."""
+"""The dashboards' read model: the ledger's charges and flows, and session starts, per UTC bucket.
+
+Written only by dashboards.rollup.rollup_advance, read only through dashboards.rollup. The rows
+hold every entry up to Watermark.entry_id (every session up to Watermark.session_id) and none
+after; the foreign keys are not enforced, so that this model never locks or constrains a row of
+the apps it reads.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from paygo.fields import MinorUnitsField
+
+QUARTER_HOUR = 15 * 60
+DAY = 24 * 60 * 60
+
+
+class Watermark(models.Model):
+    """How far the rollup has read: every entry with id <= entry_id and every session with
+    id <= session_id, none after."""
+
+    entry_id = models.BigIntegerField(default=0)
+    session_id = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"rollup through entry {self.entry_id}, session {self.session_id}"
+
+
+def _unenforced(to, **extra):
+    return models.ForeignKey(to, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+", **extra)
+
+
+class ChargeBucket(models.Model):
+    """One session's charge entries in one 15-minute UTC bucket of their transactions' times.
+
+    User, vendor, service and asset are the session's, copied so that a dashboard reads them
+    without a join; payer_amount (<= 0) is what the session's payer was debited, payee_amount
+    (>= 0) what its vendor was credited, net of the platform's fee. previous_start is the start of
+    the session's previous row (NULL for its first): of a session's rows in [a, b), exactly one —
+    the first — has no previous_start at or after a, so counting sessions needs no DISTINCT.
+    """
+
+    session = _unenforced("streaming.StreamingSession", db_index=False)
+    start = models.DateTimeField(help_text="Start of the UTC bucket.")
+    asset = _unenforced("wallets.Asset", db_index=False)
+    service = _unenforced("marketplace.Service", db_index=False)
+    vendor = _unenforced(settings.AUTH_USER_MODEL, db_index=False)
+    user = _unenforced(settings.AUTH_USER_MODEL, db_index=False)
+    payer_amount = MinorUnitsField(default=0)
+    payee_amount = MinorUnitsField(default=0)
+    previous_start = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["session", "start"], name="dashboards_charge_bucket_key")]
+        indexes = [
+            models.Index(
+                fields=["user", "start"], include=["asset", "service", "payer_amount"], name="dashboards_charge_user"
+            ),
+            models.Index(
+                fields=["vendor", "start"],
+                include=["asset", "service", "payee_amount"],
+                name="dashboards_charge_vendor",
+            ),
+            models.Index(
+                fields=["vendor", "user"], include=["asset", "payee_amount"], name="dashboards_charge_customer"
+            ),
+            models.Index(
+                fields=["asset", "start"],
+                include=["service", "vendor", "previous_start", "payer_amount", "payee_amount"],
+                name="dashboards_charge_platform",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"session {self.session_id} at {self.start:%Y-%m-%d %H:%M}"
+
+
+class LedgerBucket(models.Model):
+    """The platform's entries of one asset and transaction kind on one kind of holder ('user' for
+    user wallets, else the system account's code), per UTC bucket of `span` seconds: every entry
+    is in one 15-minute row and in one day row."""
+
+    span = models.PositiveIntegerField(choices=[(QUARTER_HOUR, "15 minutes"), (DAY, "day")])
+    start = models.DateTimeField(help_text="Start of the UTC bucket.")
+    asset = _unenforced("wallets.Asset", db_index=False)
+    kind = models.CharField(max_length=12)
+    holder = models.CharField(max_length=30)
+    debits = MinorUnitsField(default=0)
+    credits = MinorUnitsField(default=0)
+    debit_count = models.BigIntegerField(default=0)
+    credit_count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "start", "asset", "kind", "holder"], name="dashboards_ledger_bucket_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on {self.holder} at {self.start:%Y-%m-%d %H:%M} ({self.span} s)"
+
+
+class SessionBucket(models.Model):
+    """Sessions of one asset that started in one UTC bucket of `span` seconds: every session is in
+    one 15-minute row and in one day row. A session's start time and asset never change."""
+
+    span = models.PositiveIntegerField(choices=[(QUARTER_HOUR, "15 minutes"), (DAY, "day")])
+    start = models.DateTimeField(help_text="Start of the UTC bucket.")
+    asset = _unenforced("wallets.Asset", db_index=False)
+    sessions = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["span", "start", "asset"], name="dashboards_session_bucket_key")]
+
+    def __str__(self) -> str:
+        return f"{self.sessions} sessions at {self.start:%Y-%m-%d %H:%M} ({self.span} s)"

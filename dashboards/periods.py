@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.db.models.functions import TruncDay, TruncMonth, TruncWeek, TruncYear
@@ -97,6 +98,12 @@ class Window:
         if self.period == YEAR:
             return f"{start.year:04d}"
         return start.isoformat()
+
+    def ranges(self) -> list[tuple[datetime, datetime]]:
+        """[start, end) in UTC of each bucket, cut to the window (its first bucket may start later)."""
+        edges = [local_midnight(start, self.tz).astimezone(UTC) for start in self.buckets]
+        edges = [max(edge, self.start) for edge in edges] + [self.end]
+        return list(pairwise(edges))
 
     @property
     def first_day(self) -> date:

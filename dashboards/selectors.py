@@ -2,14 +2,16 @@
 
 Every amount is a sum of ledger entries in the default asset (the dashboards speak USDC, and say so
 as `token`), so that each figure equals the ledger to the minor unit:
-- a user's spending is minus the sum of their entries on charge transactions;
-- a vendor's earnings are the sum of their credit entries on charge transactions (net of the fee);
-- gross volume is the sum of the payers' debits on charges, platform revenue the platform revenue
-  account's credits on charges.
+- a user's spending is minus what their sessions' charges debited from them (the payer);
+- a vendor's earnings are what their sessions' charges credited them (the payee), net of the fee;
+- gross volume is the sum of the debits on charges, platform revenue the platform revenue
+  account's entries on charges.
 Sessions are reached from a charge through its SessionCharge. A session counts in the bucket it
 started in, money in the bucket it moved in. Session counts next to money figures are of sessions
 in the default asset too; lists of sessions show every session, each in its own token.
 
+Sums over the ledger read the rollup and the entries after its watermark in one statement
+(dashboards/rollup.py), so that they cost the rows of the rollup, not the entries summed.
 Each function runs a fixed number of queries whatever the data size.
 """
 
@@ -42,6 +44,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rest_framework.exceptions import NotFound
 
+from dashboards import rollup
 from dashboards.periods import DAY, MONTH, Window, floor, shift, trunc
 from marketplace.models import Service
 from paygo.api.amounts import format_minor
@@ -59,8 +62,6 @@ from wallets.models import (
 )
 from wallets.selectors import ledger_health
 
-# The session a ledger entry's charge belongs to.
-SESSION = "transaction__session_charge__session"
 RECENT = 5
 TOP = 5
 RECENT_ACTIVITY_DAYS = 7
@@ -84,24 +85,6 @@ class Money:
 
 def _sum(field: str = "amount", **filters: Any):
     return Coalesce(Sum(field, filter=Q(**filters) if filters else None), ZERO)
-
-
-def _charges(asset: Asset) -> QuerySet[Entry]:
-    return Entry.objects.filter(asset=asset, transaction__kind=TransactionKind.CHARGE)
-
-
-def _payer_charges(user, asset: Asset) -> QuerySet[Entry]:
-    """The user's entries on charges: debits, so spending is minus their sum."""
-    return _charges(asset).filter(account__kind=AccountKind.USER, account__owner=user)
-
-
-def _payee_credits(vendor, asset: Asset) -> QuerySet[Entry]:
-    """The vendor's credits on charges: what they earned, net of the platform's fee."""
-    return _charges(asset).filter(account__kind=AccountKind.USER, account__owner=vendor, amount__gt=0)
-
-
-def _in_window(entries: QuerySet[Entry], window: Window) -> QuerySet[Entry]:
-    return entries.filter(transaction__created_at__gte=window.start, transaction__created_at__lt=window.end)
 
 
 def _by_bucket(rows, window: Window, *value_names: str) -> dict:
@@ -224,15 +207,22 @@ def session_charge_timeline(session: StreamingSession) -> list[dict]:
 def user_overview(user, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
-    category = f"{SESSION}__service__category"
-    # One pass over the user's charges: the total, each category's share, each bucket's.
-    charges = list(
-        _payer_charges(user, asset)
-        .annotate(bucket=_window_bucket(window, "transaction__created_at"))
-        .order_by()
-        .values(f"{category}_id", f"{category}__name", "bucket")
-        .annotate(spent=Sum("amount"))
-    )
+
+    def spent(charges: rollup.Charges) -> QuerySet:
+        # One pass over the user's charges: the total, each category's share, each bucket's.
+        return (
+            charges.paid_by(user, asset)
+            .rows.annotate(bucket=_window_bucket(window, charges.at))
+            .order_by()
+            .values(
+                "bucket",
+                category_pk=F(charges.path("service__category")),
+                category_name=F(charges.path("service__category__name")),
+            )
+            .annotate(spent=charges.paid())
+        )
+
+    charges = rollup.read(rollup.charges(rollup.tail_start()), spent)
     # One pass over the user's sessions: counts, lengths, per category and per bucket.
     sessions = list(
         StreamingSession.objects.filter(user=user, asset=asset)
@@ -252,9 +242,8 @@ def user_overview(user, *, window: Window, now: datetime) -> dict:
     counted, sessions_by_bucket = _series(sessions, window, "sessions", "ended", "ended_seconds", "recent")
     by_category: dict = {}
     for row in charges:
-        key = row[f"{category}_id"]
-        entry = by_category.setdefault(key, {"name": row[f"{category}__name"], "spent": 0})
-        entry["spent"] += int(row["spent"])
+        entry = by_category.setdefault(row["category_pk"], {"name": row["category_name"], "spent": 0})
+        entry["spent"] += int(row["spent"] or 0)
     sessions_per_category: dict = defaultdict(int)
     for row in sessions:
         sessions_per_category[row["service__category_id"]] += row["sessions"]
@@ -293,14 +282,18 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     """The wallet page's analytics (the wallets issue's shape), from the user's charges."""
     asset = default_asset()
     money = Money(asset)
-    # One pass: the user's charges per service and local day; everything below is summed from it.
-    rows = list(
-        _payer_charges(user, asset)
-        .annotate(day=trunc(DAY, "transaction__created_at", tz))
-        .order_by()
-        .values(f"{SESSION}__service_id", f"{SESSION}__service__name", "day")
-        .annotate(spent=Sum("amount"))
-    )
+
+    def spent(charges: rollup.Charges) -> QuerySet:
+        # One pass: the user's charges per service and local day; everything below is summed from it.
+        return (
+            charges.paid_by(user, asset)
+            .rows.annotate(day=trunc(DAY, charges.at, tz))
+            .order_by()
+            .values("day", service_pk=F(charges.path("service")), service_name=F(charges.path("service__name")))
+            .annotate(spent=charges.paid())
+        )
+
+    rows = rollup.read(rollup.charges(rollup.tail_start()), spent)
     balance = (
         Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).values_list("balance", flat=True).first()
     )
@@ -315,11 +308,11 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     monthly: dict = defaultdict(int)
     daily: dict = defaultdict(int)
     for row in rows:
-        day, amount = row["day"].astimezone(tz).date(), -int(row["spent"])
+        day, amount = row["day"].astimezone(tz).date(), -int(row["spent"] or 0)
         total += amount
         today_spent += amount if day == today else 0
         month_spent += amount if floor(day, MONTH) == floor(today, MONTH) else 0
-        service = by_service.setdefault(row[f"{SESSION}__service_id"], [row[f"{SESSION}__service__name"], 0])
+        service = by_service.setdefault(row["service_pk"], [row["service_name"], 0])
         service[1] += amount
         if day >= first_month:
             monthly[floor(day, MONTH)] += amount
@@ -356,15 +349,19 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
 def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
-    service = f"{SESSION}__service_id"
-    # One pass over the vendor's earnings: the total, each service's, each bucket's.
-    earned = list(
-        _payee_credits(vendor, asset)
-        .annotate(bucket=_window_bucket(window, "transaction__created_at"))
-        .order_by()
-        .values(service, "bucket")
-        .annotate(earnings=Sum("amount"))
-    )
+    sources = rollup.charges(rollup.tail_start())
+
+    def earnings(charges: rollup.Charges) -> QuerySet:
+        # One pass over the vendor's earnings: the total, each service's, each bucket's.
+        return (
+            charges.earned_by(vendor, asset)
+            .rows.annotate(bucket=_window_bucket(window, charges.at))
+            .order_by()
+            .values("bucket", service_pk=F(charges.path("service")))
+            .annotate(earnings=charges.earned())
+        )
+
+    earned = rollup.read(sources, earnings)
     # One pass over the sessions hosted: per service and per bucket.
     hosted = list(
         StreamingSession.objects.filter(vendor=vendor, asset=asset)
@@ -386,20 +383,26 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
         .annotate(last_session_at=Max("start_time"), sessions=Count("id"))
         .order_by("-last_session_at", "user_id")[:RECENT]
     )
-    their_sessions = StreamingSession.objects.filter(vendor=vendor, user_id__in=[row["user_id"] for row in customers])
-    earned_from = dict(
-        _payee_credits(vendor, asset)
-        .filter(transaction__session_charge__session__in=their_sessions.values("pk"))
-        .order_by()
-        .values_list(f"{SESSION}__user_id")
-        .annotate(earnings=Sum("amount"))
-    )
+
+    def earnings_from_customers(charges: rollup.Charges) -> QuerySet:
+        customer = charges.path("user")
+        return (
+            charges.earned_by(vendor, asset)
+            .rows.filter(**{f"{customer}__in": [row["user_id"] for row in customers]})
+            .order_by()
+            .values(customer_pk=F(customer))
+            .annotate(earnings=charges.earned())
+        )
+
+    earned_from: dict = defaultdict(int)
+    for row in rollup.read(sources, earnings_from_customers):
+        earned_from[row["customer_pk"]] += int(row["earnings"] or 0)
 
     earnings, earnings_by_bucket = _series(earned, window, "earnings")
     sessions_hosted, sessions_by_bucket = _series(hosted, window, "sessions")
     per_service: dict = defaultdict(lambda: {"earnings": 0, "sessions": 0})
     for row in earned:
-        per_service[row[service]]["earnings"] += int(row["earnings"])
+        per_service[row["service_pk"]]["earnings"] += int(row["earnings"] or 0)
     for row in hosted:
         per_service[row["service_id"]]["sessions"] += row["sessions"]
     names = {item.pk: item.name for item in services}
@@ -466,15 +469,18 @@ def vendor_earnings(vendor, *, window: Window) -> dict:
     """Earnings per bucket of the window, and their totals (the buckets partition the window)."""
     asset = default_asset()
     money = Money(asset)
-    earnings_by_bucket = _by_bucket(
-        _in_window(_payee_credits(vendor, asset), window)
-        .annotate(bucket=window.trunc("transaction__created_at"))
-        .order_by()
-        .values("bucket")
-        .annotate(earnings=Sum("amount")),
-        window,
-        "earnings",
-    )
+
+    def earnings(charges: rollup.Charges) -> QuerySet:
+        return (
+            charges.earned_by(vendor, asset)
+            .during(window)
+            .annotate(bucket=window.trunc(charges.at))
+            .order_by()
+            .values("bucket")
+            .annotate(earnings=charges.earned())
+        )
+
+    earnings_by_bucket = _by_bucket(rollup.read(rollup.charges(rollup.tail_start()), earnings), window, "earnings")
     sessions_by_bucket = _by_bucket(
         StreamingSession.objects.filter(
             vendor=vendor, asset=asset, start_time__gte=window.start, start_time__lt=window.end
@@ -556,68 +562,70 @@ def admin_overview(*, window: Window, now: datetime, refresh: bool = False) -> d
 def _admin_figures(*, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
-    moved = (
-        Entry.objects.filter(
-            asset=asset,
-            transaction__kind__in=[TransactionKind.CHARGE, TransactionKind.DEPOSIT, TransactionKind.WITHDRAWAL],
-            transaction__created_at__gte=window.start,
-            transaction__created_at__lt=window.end,
+    seen = rollup.tail_start()
+    charge, deposit, withdrawal = TransactionKind.CHARGE, TransactionKind.DEPOSIT, TransactionKind.WITHDRAWAL
+
+    def moved(flows: rollup.Flows) -> QuerySet:
+        return (
+            flows.rows.filter(asset=asset, kind__in=[charge, deposit, withdrawal])
+            .annotate(bucket=window.trunc(flows.at))
+            .order_by()
+            .values("bucket")
+            .annotate(
+                gross=flows.debits(kind=charge),
+                charges=flows.debit_count(kind=charge),
+                revenue=flows.net(kind=charge, holder=SystemAccount.PLATFORM_REVENUE),
+                deposits=flows.credits(kind=deposit, holder=AccountKind.USER),
+                withdrawals=flows.debits(kind=withdrawal, holder=AccountKind.USER),
+            )
         )
-        .annotate(bucket=window.trunc("transaction__created_at"))
-        .order_by()
-        .values("bucket")
-        .annotate(
-            gross=_sum(transaction__kind=TransactionKind.CHARGE, amount__lt=0),
-            charges=Count("id", filter=Q(transaction__kind=TransactionKind.CHARGE, amount__lt=0)),
-            revenue=_sum(
-                transaction__kind=TransactionKind.CHARGE,
-                account__kind=AccountKind.SYSTEM,
-                account__system_code=SystemAccount.PLATFORM_REVENUE,
-            ),
-            deposits=_sum(transaction__kind=TransactionKind.DEPOSIT, account__kind=AccountKind.USER, amount__gt=0),
-            withdrawals=_sum(
-                transaction__kind=TransactionKind.WITHDRAWAL, account__kind=AccountKind.USER, amount__lt=0
-            ),
-        )
-    )
+
     names = ("gross", "charges", "revenue", "deposits", "withdrawals")
-    by_bucket = _by_bucket(moved, window, *names)
-    sessions_by_bucket = _by_bucket(
-        StreamingSession.objects.filter(asset=asset, start_time__gte=window.start, start_time__lt=window.end)
-        .annotate(bucket=window.trunc("start_time"))
-        .order_by()
-        .values("bucket")
-        .annotate(sessions=Count("id")),
-        window,
-        "sessions",
-    )
-    # One pass over the window's charges per service (and so per vendor): payers' debits, vendors' credits.
-    per_service = list(
-        _in_window(_charges(asset), window)
-        .order_by()
-        .values(
-            f"{SESSION}__service_id",
-            f"{SESSION}__service__name",
-            f"{SESSION}__vendor_id",
-            f"{SESSION}__vendor__name",
+    by_bucket = _by_bucket(rollup.read(rollup.flows(seen, window), moved), window, *names)
+
+    def started(starts: rollup.Starts) -> QuerySet:
+        return (
+            starts.rows.filter(asset=asset)
+            .annotate(bucket=window.trunc(starts.at))
+            .order_by()
+            .values("bucket")
+            .annotate(sessions=starts.count())
         )
-        .annotate(
-            gross=_sum(amount__lt=0),
-            earnings=_sum(account=F(f"{SESSION}__payee_account")),
-            sessions=Count(f"{SESSION}__id", distinct=True),
+
+    sessions_by_bucket = _by_bucket(rollup.read(rollup.starts(seen, window), started), window, "sessions")
+
+    def services(charges: rollup.Charges) -> QuerySet:
+        # One pass over the window's charges per service (and so per vendor): payers' debits, vendors' credits.
+        return (
+            charges.during(window)
+            .filter(**{charges.path("asset"): asset})
+            .order_by()
+            .values(service_pk=F(charges.path("service")), vendor_pk=F(charges.path("vendor")))
+            .annotate(
+                gross=charges.paid(),
+                earnings=charges.earned(),
+                sessions=charges.sessions(window.start, window.end),
+            )
         )
-    )
+
+    per_service: dict = {}
+    for row in rollup.read(rollup.charges(seen), services):
+        totals = per_service.setdefault(row["service_pk"], {**row, "gross": 0, "earnings": 0, "sessions": 0})
+        for name in ("gross", "earnings", "sessions"):
+            totals[name] += int(row[name] or 0)
     vendors: dict = {}
-    for row in per_service:
-        vendor = vendors.setdefault(
-            row[f"{SESSION}__vendor_id"],
-            {"name": row[f"{SESSION}__vendor__name"], "gross": 0, "earnings": 0, "sessions": 0},
-        )
-        vendor["gross"] += int(row["gross"])
-        vendor["earnings"] += int(row["earnings"])
-        vendor["sessions"] += row["sessions"]
-    top_services = sorted(per_service, key=lambda row: (row["gross"], row[f"{SESSION}__service_id"] or 0))[:TOP]
+    for row in per_service.values():
+        vendor = vendors.setdefault(row["vendor_pk"], {"gross": 0, "earnings": 0, "sessions": 0})
+        for name in ("gross", "earnings", "sessions"):
+            vendor[name] += row[name]
+    top_services = sorted(per_service.values(), key=lambda row: (row["gross"], row["service_pk"] or 0))[:TOP]
     top_vendors = sorted(vendors.items(), key=lambda item: (item[1]["gross"], item[0] or 0))[:TOP]
+    # Names of the few shown, once they are known: joined to every summed row, they cost more than the sums.
+    service_names, vendor_names = {}, {}
+    for pk, name, vendor_id, vendor_name in Service.objects.filter(
+        Q(pk__in=[row["service_pk"] for row in top_services]) | Q(vendor__in=[key for key, _ in top_vendors])
+    ).values_list("pk", "name", "vendor_id", "vendor__name"):
+        service_names[pk], vendor_names[vendor_id] = name, vendor_name
     active_sessions = StreamingSession.objects.filter(status=SessionStatus.ACTIVE).count()
     roles = dict(get_user_model().objects.order_by().values_list("role").annotate(n=Count("id")))
     outbox = Withdrawal.objects.filter(asset=asset).aggregate(
@@ -665,9 +673,9 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
         "series": series,
         "top_services": [
             {
-                "service_id": row[f"{SESSION}__service_id"],
-                "name": row[f"{SESSION}__service__name"] or "Other",
-                "vendor": row[f"{SESSION}__vendor__name"] or "",
+                "service_id": row["service_pk"],
+                "name": service_names.get(row["service_pk"]) or "Other",
+                "vendor": vendor_names.get(row["vendor_pk"]) or "",
                 "gross_volume": money(-row["gross"]),
                 "sessions": row["sessions"],
             }
@@ -676,7 +684,7 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
         "top_vendors": [
             {
                 "vendor_id": key,
-                "name": value["name"] or "Other",
+                "name": vendor_names.get(key) or "Other",
                 "gross_volume": money(-value["gross"]),
                 "earnings": money(value["earnings"]),
                 "sessions": value["sessions"],

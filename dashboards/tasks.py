@@ -1,10 +1,10 @@
-"""Celery tasks of the dashboards: the ledger's conservation check, run on a schedule."""
+"""Celery tasks of the dashboards: the ledger's conservation check and the rollup, run on a schedule."""
 
 from __future__ import annotations
 
 from celery import shared_task
 
-from dashboards import selectors
+from dashboards import rollup, selectors
 
 
 @shared_task(name="dashboards.ledger_health_check", ignore_result=True, time_limit=300, soft_time_limit=280)
@@ -12,3 +12,10 @@ def ledger_health_check_task() -> bool:
     """Check the whole ledger and keep the result for the dashboards (it reads every entry, so no
     request runs it while a recent result exists)."""
     return selectors.ledger_health_checked(refresh=True)["healthy"]
+
+
+@shared_task(name="dashboards.rollup_advance", ignore_result=True, time_limit=300, soft_time_limit=280)
+def rollup_advance_task() -> int:
+    """Add the entries committed since the last run to the dashboards' rollup (idempotent: two runs
+    at once sum each entry once)."""
+    return rollup.rollup_advance()

@@ -272,6 +272,11 @@ CELERY_BEAT_SCHEDULE["billing-sweep"] = {"task": "streaming.billing_sweep", "sch
 
 # The ledger's conservation check reads every entry: the dashboards show its latest result.
 CELERY_BEAT_SCHEDULE["dashboards-ledger-health"] = {"task": "dashboards.ledger_health_check", "schedule": 120.0}
+# The dashboards' rollup of the ledger (dashboards/rollup.py): each run sums the entries committed
+# since the last one. Its watermark waits at most this long for in-flight postings (else it keeps
+# the old watermark until the next run; dashboards stay exact either way).
+CELERY_BEAT_SCHEDULE["dashboards-rollup"] = {"task": "dashboards.rollup_advance", "schedule": 60.0}
+DASHBOARDS_ROLLUP_LOCK_TIMEOUT_MS = env.int("DASHBOARDS_ROLLUP_LOCK_TIMEOUT_MS", default=200)
 
 # --- Chipi Pay (on-chain wallets) -----------------------------------------------------------------
 

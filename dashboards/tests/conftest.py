@@ -11,12 +11,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.db.models import Count, Sum
 
+from dashboards.models import QUARTER_HOUR, LedgerBucket
 from marketplace.models import Category
 from marketplace.services import service_create
 from streaming import services as streaming
 from streaming.models import StreamingSession
 from streaming.sweep import sweep
+from wallets.models import Entry
 
 USDC = 1_000_000
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
@@ -79,3 +82,20 @@ def history(alice, bob, victor, wanda, fund):
     s5 = run_session(bob, minutes, datetime(2026, 11, 15, 9, 0, tzinfo=UTC), 180)
     s4 = streaming.session_start(user=alice, service=minutes, now=NOW - timedelta(minutes=5))
     return {"s1": s1, "s2": s2, "s3": s3, "s4": s4, "s5": s5, "minutes": minutes, "pass": pass_, "seconds": seconds}
+
+
+def rollup_by_kind(span: int = QUARTER_HOUR) -> dict:
+    """{(asset, transaction kind, holder): (net sum, entries)} as the rollup's LedgerBucket rows of a span say."""
+    rows = LedgerBucket.objects.filter(span=span).values("asset", "kind", "holder")
+    rows = rows.annotate(debits=Sum("debits"), credits=Sum("credits"), n=Sum("debit_count") + Sum("credit_count"))
+    return {(row["asset"], row["kind"], row["holder"]): (row["debits"] + row["credits"], row["n"]) for row in rows}
+
+
+def ledger_by_kind() -> dict:
+    """The same, straight from the ledger's entries."""
+    rows = Entry.objects.values("asset", "transaction__kind", "account__system_code")
+    rows = rows.annotate(total=Sum("amount"), n=Count("id"))
+    return {
+        (row["asset"], row["transaction__kind"], row["account__system_code"] or "user"): (row["total"], row["n"])
+        for row in rows
+    }

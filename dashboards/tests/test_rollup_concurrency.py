@@ -1,0 +1,109 @@
+"""The rollup's watermark under real concurrency on PostgreSQL: threads, each with its own connection."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import transaction
+from django.db.models import Max
+
+from conftest import in_thread, money_db
+from dashboards import rollup
+from dashboards.tests.conftest import ledger_by_kind, rollup_by_kind
+from wallets import ledger
+from wallets.models import Entry
+from wallets.tests.conftest import fund_wallet
+
+USDC = 1_000_000
+
+
+@money_db
+def test_the_watermark_waits_for_an_entry_committed_after_a_higher_one(alice, bob, wanda, settings):
+    settings.DASHBOARDS_ROLLUP_LOCK_TIMEOUT_MS = 100
+    fund_wallet(alice, 10 * USDC)
+    usdc = ledger.asset_get("USDC")
+    inserted, release = threading.Event(), threading.Event()
+    in_flight: dict = {}
+
+    @in_thread
+    def slow_transfer():
+        with transaction.atomic():
+            sent = ledger.transfer(
+                debit=ledger.account_for_user(alice, usdc), credit=ledger.account_for_user(bob, usdc), amount=USDC
+            )
+            in_flight["ids"] = list(Entry.objects.filter(transaction_id=sent.pk).values_list("id", flat=True))
+            inserted.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=slow_transfer)
+    thread.start()
+    try:
+        assert inserted.wait(10)
+        fund_wallet(wanda, 2 * USDC)  # commits first, with higher ids
+        visible = Entry.objects.aggregate(last=Max("id"))["last"]
+        assert max(in_flight["ids"]) < visible
+        assert not Entry.objects.filter(id__in=in_flight["ids"]).exists()  # "max(id) I see" would skip them
+
+        assert rollup._committed_through(Entry) is None  # the lock waited for the transfer, then gave up
+        assert rollup.rollup_advance().entry_id == 0
+    finally:
+        release.set()
+        thread.join()
+
+    mark = rollup.rollup_advance()
+    assert mark.entry_id == Entry.objects.aggregate(last=Max("id"))["last"]
+    assert rollup_by_kind() == ledger_by_kind()
+    assert rollup_by_kind()[usdc.pk, "transfer", "user"] == (0, 2)
+
+
+@money_db
+def test_two_runs_at_once_sum_each_entry_once(alice, bob):
+    for _ in range(5):
+        fund_wallet(alice, USDC)
+        fund_wallet(bob, 2 * USDC)
+    start = threading.Barrier(2)
+
+    @in_thread
+    def run(_):
+        start.wait()
+        return rollup.rollup_advance().entry_id
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        marks = list(pool.map(run, range(2)))
+
+    assert marks == [Entry.objects.aggregate(last=Max("id"))["last"]] * 2
+    assert rollup_by_kind() == ledger_by_kind()
+    assert rollup_by_kind()[ledger.asset_get("USDC").pk, "deposit", "user"] == (15 * USDC, 10)
+
+
+@money_db
+def test_runs_during_a_storm_of_postings_sum_every_entry_once(alice, bob, victor, wanda):
+    people = [alice, bob, victor, wanda]
+    posting = threading.Barrier(len(people) + 1)
+    done = threading.Event()
+
+    @in_thread
+    def post(person):
+        posting.wait()
+        for amount in range(1, 21):
+            fund_wallet(person, amount)
+
+    @in_thread
+    def roll():
+        posting.wait()
+        runs = 0
+        while not done.is_set() or runs < 3:
+            rollup.rollup_advance()
+            runs += 1
+        return runs
+
+    with ThreadPoolExecutor(max_workers=len(people) + 1) as pool:
+        rolling = pool.submit(roll)
+        list(pool.map(post, people))
+        done.set()
+        assert rolling.result() >= 3
+
+    rollup.rollup_advance()
+    assert rollup_by_kind() == ledger_by_kind()
+    assert rollup_by_kind()[ledger.asset_get("USDC").pk, "deposit", "user"] == (4 * sum(range(1, 21)), 80)
