@@ -71,6 +71,8 @@ def ledger_rate(account_ids: list[int], seconds: float, workers: int = 2) -> flo
     for process in processes:
         process.join()
     elapsed = time.perf_counter() - started
+    if any(process.exitcode for process in processes):
+        raise SystemExit("a ledger worker failed (its traceback is above)")
     return counter.value / max(elapsed, seconds)
 
 
@@ -95,8 +97,10 @@ def main() -> None:
     args = parser.parse_args()
     setup_django(migrate=True)
     account_ids = prepare(args.accounts)
-    from django.db import connections
+    from django.db import connection, connections
 
+    with connection.cursor() as cursor:  # statistics for the planner, as a live database has them
+        cursor.execute("ANALYZE")
     connections.close_all()
     baseline = pgbench_rate(args.seconds)
     ours = ledger_rate(account_ids, args.seconds)

@@ -301,7 +301,7 @@ def _check_funds(locked: dict[int, tuple], balance_delta: dict[int, int], held_d
 
 _POST = (
     "SELECT tx_ids, refused, refused_account, available, needed, taken_reference FROM wallets_post("
-    "%(now)b, %(transactions)s::json, %(entries)s::json, %(holds)s::json)"
+    "%(now)b, %(transactions)s::jsonb, %(entries)s::jsonb, %(holds)s::jsonb)"
 )
 
 

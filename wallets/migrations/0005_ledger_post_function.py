@@ -17,7 +17,7 @@ from django.db import migrations
 POST_FUNCTION = """
 CREATE FUNCTION wallets_post(
     p_now timestamptz,
-    j_transactions json, j_entries json, j_holds json,
+    j_transactions jsonb, j_entries jsonb, j_holds jsonb,
     OUT tx_ids bigint[], OUT refused text, OUT refused_account bigint, OUT available numeric,
     OUT needed numeric, OUT taken_reference varchar
 ) LANGUAGE plpgsql AS $$
@@ -44,25 +44,25 @@ DECLARE
     v_message text;
     v_sequence regclass := pg_get_serial_sequence('wallets_ledgertransaction', 'id')::regclass;
 BEGIN
-    -- The batch arrives as JSON documents (one parse each, where arrays of thousands of strings
+    -- The batch arrives as JSON documents (parsed once each, into jsonb, where arrays of thousands of strings
     -- cost the client more to encode than the posting costs the server).
     -- Transactions: [[kind, reference, memo, created_by, metadata object], ...];
     -- entries: [[n (1-based transaction), account, amount], ...];
     -- holds: [[hold, account, delta, "released" | "captured" | null], ...].
     SELECT coalesce(array_agg(t->>0 ORDER BY n), '{}'), coalesce(array_agg(t->>1 ORDER BY n), '{}'),
            coalesce(array_agg(t->>2 ORDER BY n), '{}'), coalesce(array_agg((t->>3)::bigint ORDER BY n), '{}'),
-           coalesce(array_agg((t->4)::jsonb ORDER BY n), '{}')
+           coalesce(array_agg(t->4 ORDER BY n), '{}')
     INTO p_kind, p_reference, p_memo, p_created_by, p_metadata
-    FROM json_array_elements(j_transactions) WITH ORDINALITY AS x(t, n);
+    FROM jsonb_array_elements(j_transactions) WITH ORDINALITY AS x(t, n);
     SELECT coalesce(array_agg((e->>0)::integer ORDER BY n), '{}'), coalesce(array_agg((e->>1)::bigint ORDER BY n), '{}'),
            coalesce(array_agg((e->>2)::numeric ORDER BY n), '{}')
     INTO p_entry_tx, p_entry_account, p_entry_amount
-    FROM json_array_elements(j_entries) WITH ORDINALITY AS x(e, n);
-    IF json_array_length(j_holds) > 0 THEN
+    FROM jsonb_array_elements(j_entries) WITH ORDINALITY AS x(e, n);
+    IF jsonb_array_length(j_holds) > 0 THEN
         SELECT array_agg((c->>0)::bigint ORDER BY n), array_agg((c->>1)::bigint ORDER BY n),
                array_agg((c->>2)::numeric ORDER BY n), array_agg(c->>3 ORDER BY n)
         INTO p_hold, p_hold_account, p_hold_delta, p_hold_close
-        FROM json_array_elements(j_holds) WITH ORDINALITY AS x(c, n);
+        FROM jsonb_array_elements(j_holds) WITH ORDINALITY AS x(c, n);
     ELSE
         p_hold := '{}';
         p_hold_account := '{}';
