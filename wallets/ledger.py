@@ -189,9 +189,10 @@ def post_batch(
     On PostgreSQL this is one statement whatever the batch size: the database function
     wallets_post (migration 0005) locks every account involved in id order, checks the batch and
     writes it. A refusal (InsufficientFunds, ...) writes nothing, keeps no lock, and leaves the
-    caller's database transaction usable. On SQLite the same steps run here, through the ORM; `locked` (from
-    lock_accounts, in the same transaction) saves it the lock. PostgreSQL always takes the locks
-    itself: re-locking a row this transaction holds costs next to nothing.
+    caller's database transaction usable. On SQLite the same steps run here, through the ORM.
+    `locked` (from lock_accounts, in the same transaction) must cover the batch's accounts; it
+    saves SQLite the lock, and PostgreSQL takes the locks again itself (re-locking a row this
+    transaction holds costs next to nothing).
     """
     if not specs:
         return []

@@ -22,18 +22,18 @@ CREATE FUNCTION wallets_post(
     OUT needed numeric, OUT taken_reference varchar
 ) LANGUAGE plpgsql AS $$
 DECLARE
-    p_kind varchar[];
-    p_reference varchar[];
-    p_memo varchar[];
-    p_created_by bigint[];
-    p_metadata jsonb[];
-    p_entry_tx integer[];
-    p_entry_account bigint[];
-    p_entry_amount numeric[];
-    p_hold bigint[];
-    p_hold_account bigint[];
-    p_hold_delta numeric[];
-    p_hold_close varchar[];
+    v_kind varchar[];
+    v_reference varchar[];
+    v_memo varchar[];
+    v_created_by bigint[];
+    v_metadata jsonb[];
+    v_entry_tx integer[];
+    v_entry_account bigint[];
+    v_entry_amount numeric[];
+    v_hold bigint[];
+    v_hold_account bigint[];
+    v_hold_delta numeric[];
+    v_hold_close varchar[];
     v_id bigint[];
     v_balance_delta numeric[];
     v_held_delta numeric[];
@@ -52,22 +52,22 @@ BEGIN
     SELECT coalesce(array_agg(t->>0 ORDER BY n), '{}'), coalesce(array_agg(t->>1 ORDER BY n), '{}'),
            coalesce(array_agg(t->>2 ORDER BY n), '{}'), coalesce(array_agg((t->>3)::bigint ORDER BY n), '{}'),
            coalesce(array_agg(t->4 ORDER BY n), '{}')
-    INTO p_kind, p_reference, p_memo, p_created_by, p_metadata
+    INTO v_kind, v_reference, v_memo, v_created_by, v_metadata
     FROM jsonb_array_elements(j_transactions) WITH ORDINALITY AS x(t, n);
     SELECT coalesce(array_agg((e->>0)::integer ORDER BY n), '{}'), coalesce(array_agg((e->>1)::bigint ORDER BY n), '{}'),
            coalesce(array_agg((e->>2)::numeric ORDER BY n), '{}')
-    INTO p_entry_tx, p_entry_account, p_entry_amount
+    INTO v_entry_tx, v_entry_account, v_entry_amount
     FROM jsonb_array_elements(j_entries) WITH ORDINALITY AS x(e, n);
     IF jsonb_array_length(j_holds) > 0 THEN
         SELECT array_agg((c->>0)::bigint ORDER BY n), array_agg((c->>1)::bigint ORDER BY n),
                array_agg((c->>2)::numeric ORDER BY n), array_agg(c->>3 ORDER BY n)
-        INTO p_hold, p_hold_account, p_hold_delta, p_hold_close
+        INTO v_hold, v_hold_account, v_hold_delta, v_hold_close
         FROM jsonb_array_elements(j_holds) WITH ORDINALITY AS x(c, n);
     ELSE
-        p_hold := '{}';
-        p_hold_account := '{}';
-        p_hold_delta := '{}';
-        p_hold_close := '{}';
+        v_hold := '{}';
+        v_hold_account := '{}';
+        v_hold_delta := '{}';
+        v_hold_close := '{}';
     END IF;
 
     -- Everything below runs in a block with an exception handler, that is a subtransaction: a
@@ -82,9 +82,9 @@ BEGIN
             SELECT x.id, sum(x.b) AS b, sum(x.h) AS h
             FROM (
                 SELECT e.account AS id, e.amount AS b, 0::numeric AS h
-                FROM unnest(p_entry_account, p_entry_amount) AS e(account, amount)
+                FROM unnest(v_entry_account, v_entry_amount) AS e(account, amount)
                 UNION ALL
-                SELECT c.account, 0::numeric, c.delta FROM unnest(p_hold_account, p_hold_delta) AS c(account, delta)
+                SELECT c.account, 0::numeric, c.delta FROM unnest(v_hold_account, v_hold_delta) AS c(account, delta)
             ) AS x
             GROUP BY x.id
         ) AS d;
@@ -106,13 +106,13 @@ BEGIN
 
         -- Each hold changed once, active, on the account it says (locked above), never below
         -- zero, and empty when it is closed.
-        IF cardinality(p_hold) > 0 THEN
-            IF (SELECT count(DISTINCT c) FROM unnest(p_hold) AS c) <> cardinality(p_hold) OR (
+        IF cardinality(v_hold) > 0 THEN
+            IF (SELECT count(DISTINCT c) FROM unnest(v_hold) AS c) <> cardinality(v_hold) OR (
                 SELECT count(*) FROM wallets_hold AS h
-                JOIN unnest(p_hold, p_hold_account, p_hold_delta, p_hold_close) AS c(id, account, delta, close)
+                JOIN unnest(v_hold, v_hold_account, v_hold_delta, v_hold_close) AS c(id, account, delta, close)
                     ON c.id = h.id AND c.account = h.account_id
                 WHERE h.status = 'active' AND h.amount + c.delta >= 0 AND (c.close IS NULL OR h.amount + c.delta = 0)
-            ) <> cardinality(p_hold) THEN
+            ) <> cardinality(v_hold) THEN
                 refused := 'hold_not_active';
                 RAISE EXCEPTION USING ERRCODE = 'LG001';
             END IF;
@@ -130,10 +130,10 @@ BEGIN
             RAISE EXCEPTION USING ERRCODE = 'LG001';
         END IF;
 
-        IF cardinality(array_remove(p_reference, NULL)) > 0 THEN
+        IF cardinality(array_remove(v_reference, NULL)) > 0 THEN
             SELECT t.reference INTO taken_reference
             FROM wallets_ledgertransaction AS t
-            WHERE t.reference = ANY (p_reference)
+            WHERE t.reference = ANY (v_reference)
             LIMIT 1;
             IF FOUND THEN
                 refused := 'duplicate_reference';
@@ -142,22 +142,22 @@ BEGIN
         END IF;
 
         -- Checked: write, each transaction under the id taken for it here.
-        tx_ids := ARRAY(SELECT nextval(v_sequence) FROM generate_series(1, cardinality(p_kind)));
+        tx_ids := ARRAY(SELECT nextval(v_sequence) FROM generate_series(1, cardinality(v_kind)));
         INSERT INTO wallets_ledgertransaction (id, kind, reference, memo, metadata, created_by_id, created_at)
         SELECT tx_ids[t.n], t.kind, t.reference, t.memo, t.metadata, t.created_by, p_now
-        FROM unnest(p_kind, p_reference, p_memo, p_metadata, p_created_by)
+        FROM unnest(v_kind, v_reference, v_memo, v_metadata, v_created_by)
             WITH ORDINALITY AS t(kind, reference, memo, metadata, created_by, n);
         INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
         SELECT tx_ids[e.n], e.account, a.asset_id, e.amount
-        FROM unnest(p_entry_tx, p_entry_account, p_entry_amount) AS e(n, account, amount)
+        FROM unnest(v_entry_tx, v_entry_account, v_entry_amount) AS e(n, account, amount)
         JOIN wallets_account AS a ON a.id = e.account;
         UPDATE wallets_account AS a SET balance = a.balance + d.b, held = a.held + d.h
         FROM unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h)
         WHERE a.id = d.id;
-        IF cardinality(p_hold) > 0 THEN
+        IF cardinality(v_hold) > 0 THEN
             UPDATE wallets_hold AS h SET amount = h.amount + c.delta, status = coalesce(c.close, h.status),
                 updated_at = p_now
-            FROM unnest(p_hold, p_hold_delta, p_hold_close) AS c(id, delta, close)
+            FROM unnest(v_hold, v_hold_delta, v_hold_close) AS c(id, delta, close)
             WHERE h.id = c.id;
         END IF;
     EXCEPTION
@@ -172,7 +172,7 @@ BEGIN
             tx_ids := NULL;
             refused := 'duplicate_reference';
             SELECT t.reference INTO taken_reference
-            FROM wallets_ledgertransaction AS t WHERE t.reference = ANY (p_reference) LIMIT 1;
+            FROM wallets_ledgertransaction AS t WHERE t.reference = ANY (v_reference) LIMIT 1;
         WHEN check_violation THEN
             -- The entries' trigger: a transaction balanced in total but not per asset.
             GET STACKED DIAGNOSTICS v_message = MESSAGE_TEXT;
