@@ -1,6 +1,6 @@
 """One billing sweep over N active sessions on PostgreSQL, beside the naive way and the floor.
 
-    .venv/bin/python bench/sweep.py [--sizes 10000 100000] [--naive 10000]
+    .venv/bin/python bench/sweep.py [--sizes 10000 100000] [--naive 10000] [--shards 2]
 
 - sweep: streaming.sweep.sweep() over N sessions, one minute after they started (every one is
   charged, its hold renewed, its charge recorded);
@@ -115,6 +115,45 @@ def time_sweep(n: int) -> float:
     return elapsed
 
 
+def _sweep_shard(shard: int, shards: int, now, start, done) -> None:
+    setup_django()
+    from django.db import connection
+
+    from streaming.sweep import sweep
+
+    connection.ensure_connection()
+    start.wait()
+    result = sweep(now=now, shard=shard, shards=shards)
+    done.put(result.charged)
+
+
+def time_sharded_sweep(n: int, shards: int) -> float:
+    """The same sweep split into shards, each in its own process at the same time (as Celery
+    workers run them): wall-clock time from the start signal until the last shard is done."""
+    import multiprocessing
+
+    from django.db import connections
+
+    recreate_database()
+    now = build(n)
+    connections.close_all()
+    start, done = multiprocessing.Event(), multiprocessing.Queue()
+    processes = [
+        multiprocessing.Process(target=_sweep_shard, args=(shard, shards, now, start, done)) for shard in range(shards)
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(3)  # let every process set Django up and connect before the clock starts
+    began = time.perf_counter()
+    start.set()
+    charged = sum(done.get() for _ in processes)
+    elapsed = time.perf_counter() - began
+    for process in processes:
+        process.join()
+    assert charged == n, charged
+    return elapsed
+
+
 def time_naive(n: int) -> float:
     """What a straightforward implementation does: one transaction per session, row by row."""
     from django.db import transaction
@@ -191,10 +230,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--naive", type=int, default=10_000)
+    parser.add_argument("--shards", type=int, default=0, help="also time the largest size split into N processes")
     args = parser.parse_args()
     setup_django()
 
     sweeps = {n: time_sweep(n) for n in args.sizes}
+    sharded = time_sharded_sweep(max(args.sizes), args.shards) if args.shards > 1 else None
     largest = max(args.sizes)
     floor = time_floor(largest)
     naive = time_naive(args.naive)
@@ -208,6 +249,11 @@ def main() -> None:
         if n == largest:
             line += f", {elapsed / floor:4.2f}x the floor's time"
         print(line)
+    if sharded is not None:
+        rate = largest / sharded
+        line = f"sweep, {largest:,} sessions in {args.shards} shards at once: {sharded:8.2f} s"
+        line += f"  {rate:10,.0f} sessions/s"
+        print(f"{line}   {rate / naive_rate:6.1f}x the naive rate, {sharded / floor:4.2f}x the floor's time")
 
 
 if __name__ == "__main__":
