@@ -15,28 +15,33 @@ a dashboard's day, week, month or year in any zone — is the edge of a 15-minut
 bucket is never cut by a window, and truncating its start in the caller's zone gives its period.
 
 The watermark. Ids are drawn before commit, so a row with a lower id may commit after one with a
-higher id: "the largest id I can see" is not safe. _committed_through() locks the table in SHARE
-mode for an instant: the lock waits for every transaction that has inserted (or updated) rows to
-end — writing takes ROW EXCLUSIVE, which conflicts with SHARE — so once it is granted every row up
-to max(id) is committed, and the lock's transaction ends as soon as max(id) is read. If writers
-hold the table longer than DASHBOARDS_ROLLUP_LOCK_TIMEOUT_MS, that watermark stays where it was
-until the next run. Summing happens afterwards in another transaction that locks the Watermark
-row, so two runs at once sum each row once. Nothing summed changes afterwards: entries are
-append-only (the ledger's triggers refuse UPDATE and DELETE), a charge's SessionCharge is written
-in the same transaction as its entries, and a session's start time and asset never change.
+higher id: "the largest id I can see" is not safe. _committed_through() reads max(id) and, in the
+same statement, which transactions hold the table's ROW EXCLUSIVE lock (every transaction that
+has inserted into the table holds it until it ends, and takes it before it draws an id); it then
+waits, without taking any lock itself, until those transactions have ended. By then every row
+up to max(id) is committed or rolled back. Writers never wait for the rollup. If they are still
+in flight after DASHBOARDS_ROLLUP_WAIT_SECONDS, that watermark stays where it was until the next
+run (and a warning is logged). Summing happens afterwards, in chunks of at most
+DASHBOARDS_ROLLUP_CHUNK rows, each in a transaction that holds the Watermark row (a second run
+finding it held leaves the work to the first), so each row is summed once and a long backlog
+is worked off chunk by chunk. Nothing summed changes afterwards: entries are append-only (the
+ledger's triggers refuse UPDATE and DELETE), a charge's SessionCharge is written in the same
+transaction as its entries, and a session's start time and asset never change.
 
-Nothing here writes to the ledger or runs on its posting path.
+Nothing here writes to the ledger, runs on its posting path, or makes a writer wait.
 """
 
 from __future__ import annotations
 
+import logging
+import time as time_module
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import OperationalError, connection, models, transaction
+from django.db import connection, models, transaction
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -65,10 +70,11 @@ from paygo.fields import MinorUnitsField
 from streaming.models import StreamingSession
 from wallets.models import AccountKind, Entry, TransactionKind
 
+logger = logging.getLogger("paygo.dashboards")
+
 # The session a ledger entry's charge belongs to.
 SESSION = "transaction__session_charge__session"
 WATERMARK_ID = 1
-LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE when lock_timeout expires
 ZERO = Value(0, output_field=MinorUnitsField())
 
 
@@ -173,57 +179,80 @@ def _start_facts(sessions: QuerySet[StreamingSession], span: int) -> QuerySet:
 
 def _committed_through(model: type[models.Model]) -> int | None:
     """The highest id up to which every row of the model's table is committed; None when writers
-    kept the table longer than DASHBOARDS_ROLLUP_LOCK_TIMEOUT_MS (try again on the next run).
+    in flight did not end within DASHBOARDS_ROLLUP_WAIT_SECONDS (try again on the next run).
 
-    Call it outside any transaction: the lock must end as soon as the id is read.
+    It takes no lock, so a caller's transaction is no matter (each statement of READ COMMITTED
+    sees what is committed by then; the caller's own rows are its own to count).
     """
-    table = connection.ops.quote_name(model._meta.db_table)
     if connection.vendor != "postgresql":
         # SQLite (embedded) serialises writers: every row one can see is committed, in id order.
         return model.objects.aggregate(last=Max("id"))["last"] or 0
-    try:
-        with transaction.atomic(), connection.cursor() as cursor:
+    table = model._meta.db_table
+    with connection.cursor() as cursor:
+        # The statement's snapshot gives max(id); pg_locks, read after it, still lists every
+        # transaction that drew a lower id and has not committed (it holds the lock it took first).
+        cursor.execute(
+            f"SELECT (SELECT COALESCE(MAX(id), 0) FROM {connection.ops.quote_name(table)}), "  # noqa: S608
+            "ARRAY(SELECT DISTINCT virtualtransaction FROM pg_locks WHERE relation = %s::regclass "
+            "AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())",
+            [table],
+        )
+        last, writers = cursor.fetchone()
+        deadline = time_module.monotonic() + settings.DASHBOARDS_ROLLUP_WAIT_SECONDS
+        while writers:
+            # A transaction holds the lock on its own virtual id until it ends.
             cursor.execute(
-                "SELECT set_config('lock_timeout', %s, true)", [f"{settings.DASHBOARDS_ROLLUP_LOCK_TIMEOUT_MS}ms"]
+                "SELECT ARRAY(SELECT virtualxid FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(%s))",
+                [writers],
             )
-            cursor.execute(f"LOCK TABLE {table} IN SHARE MODE")
-            cursor.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}")  # noqa: S608 (a model's table name)
-            return cursor.fetchone()[0]
-    except OperationalError as exc:
-        if getattr(exc.__cause__, "sqlstate", None) == LOCK_NOT_AVAILABLE:
-            return None
-        raise
+            writers = cursor.fetchone()[0]
+            if writers and time_module.monotonic() > deadline:
+                logger.warning(
+                    "Rollup of %s: writers still in flight after %ss, watermark kept",
+                    table,
+                    settings.DASHBOARDS_ROLLUP_WAIT_SECONDS,
+                )
+                return None
+            if writers:
+                time_module.sleep(0.02)
+    return last
 
 
 def rollup_advance(*, entries_through: int | None = None, sessions_through: int | None = None) -> Watermark:
     """Sum the entries and sessions after the watermark into the rollup, up to the given ids
-    (default: what is committed now), and move the watermark there, in one transaction.
+    (default: what is committed now), moving the watermark with each chunk summed.
 
     Ids given must be ones up to which every row is committed (tests give them to stop midway).
-    Each table in its own short lock, never both at once: no lock waits on another.
+    A run that finds another one summing returns at once: that one takes the rows.
     """
     if entries_through is None:
         entries_through = _committed_through(Entry)
     if sessions_through is None:
         sessions_through = _committed_through(StreamingSession)
     Watermark.objects.get_or_create(pk=WATERMARK_ID)
-    with transaction.atomic():
-        mark = Watermark.objects.select_for_update().get(pk=WATERMARK_ID)
-        changed = []
-        if entries_through is not None and entries_through > mark.entry_id:
-            _add_entries(Q(id__gt=mark.entry_id, id__lte=entries_through))
-            mark.entry_id = entries_through
-            changed.append("entry_id")
-        if sessions_through is not None and sessions_through > mark.session_id:
-            new = StreamingSession.objects.filter(id__gt=mark.session_id, id__lte=sessions_through)
-            for span in (QUARTER_HOUR, DAY):
-                _add(SessionBucket, _start_facts(new, span), key=("span", "start", "asset"), added=("sessions",))
-            mark.session_id = sessions_through
-            changed.append("session_id")
-        if changed:
+    chunk = settings.DASHBOARDS_ROLLUP_CHUNK
+    while True:
+        with transaction.atomic():
+            mark = Watermark.objects.select_for_update(skip_locked=True).filter(pk=WATERMARK_ID).first()
+            if mark is None:
+                return Watermark.objects.get(pk=WATERMARK_ID)
+            changed = []
+            if entries_through is not None and entries_through > mark.entry_id:
+                upto = min(entries_through, mark.entry_id + chunk)
+                _add_entries(Q(id__gt=mark.entry_id, id__lte=upto))
+                mark.entry_id = upto
+                changed.append("entry_id")
+            if sessions_through is not None and sessions_through > mark.session_id:
+                upto = min(sessions_through, mark.session_id + chunk)
+                new = StreamingSession.objects.filter(id__gt=mark.session_id, id__lte=upto)
+                for span in (QUARTER_HOUR, DAY):
+                    _add(SessionBucket, _start_facts(new, span), key=("span", "start", "asset"), added=("sessions",))
+                mark.session_id = upto
+                changed.append("session_id")
+            if not changed:
+                return mark
             mark.updated_at = timezone.now()
             mark.save(update_fields=[*changed, "updated_at"])
-    return mark
 
 
 def _add_entries(new: Q) -> None:
@@ -235,21 +264,22 @@ def _add_entries(new: Q) -> None:
         copied=("asset", "service", "vendor", "user"),
         added=("payer_amount", "payee_amount"),
     )
-    # Each touched session's rows from its earliest new one on get their previous row again (in
+    # Each touched session's rows from its earliest new bucket on get their previous row again (in
     # time order): usually only the newest, but a charge may be stamped earlier than one summed.
-    touched_from = charges.filter(**{SESSION: OuterRef("session")}).filter(
-        transaction__created_at__lt=OuterRef("start") + timedelta(seconds=QUARTER_HOUR)
-    )
-    previous = (
-        ChargeBucket.objects.filter(session=OuterRef("session"), start__lt=OuterRef("start"))
-        .order_by()
-        .values("session")
-        .annotate(last=Max("start"))
-        .values("last")
-    )
-    ChargeBucket.objects.filter(session__in=charges.values(SESSION)).filter(Exists(touched_from)).update(
-        previous_start=Subquery(previous)
-    )
+    # Both reads go through the (session, start) unique index, whatever the session's age.
+    quote = connection.ops.quote_name
+    table = quote(ChargeBucket._meta.db_table)
+    session_col = quote(ChargeBucket._meta.get_field("session").column)
+    sql, params = _charge_facts(charges).query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET previous_start = (SELECT p.start FROM {table} AS p "  # noqa: S608 (model names)
+            f"WHERE p.{session_col} = {table}.{session_col} AND p.start < {table}.start "
+            "ORDER BY p.start DESC LIMIT 1) "
+            f"FROM (SELECT facts.session, MIN(facts.start) AS first FROM ({sql}) AS facts GROUP BY facts.session) "
+            f"AS touched WHERE {table}.{session_col} = touched.session AND {table}.start >= touched.first",
+            params,
+        )
     for span in (QUARTER_HOUR, DAY):
         _add(
             LedgerBucket,

@@ -17,5 +17,5 @@ def ledger_health_check_task() -> bool:
 @shared_task(name="dashboards.rollup_advance", ignore_result=True, time_limit=300, soft_time_limit=280)
 def rollup_advance_task() -> int:
     """Add the entries committed since the last run to the dashboards' rollup (idempotent: two runs
-    at once sum each entry once)."""
-    return rollup.rollup_advance()
+    at once sum each entry once); returns the entry watermark."""
+    return rollup.rollup_advance().entry_id

@@ -273,10 +273,14 @@ CELERY_BEAT_SCHEDULE["billing-sweep"] = {"task": "streaming.billing_sweep", "sch
 # The ledger's conservation check reads every entry: the dashboards show its latest result.
 CELERY_BEAT_SCHEDULE["dashboards-ledger-health"] = {"task": "dashboards.ledger_health_check", "schedule": 120.0}
 # The dashboards' rollup of the ledger (dashboards/rollup.py): each run sums the entries committed
-# since the last one. Its watermark waits at most this long for in-flight postings (else it keeps
-# the old watermark until the next run; dashboards stay exact either way).
+# since the last one. Its watermark waits (taking no lock) at most DASHBOARDS_ROLLUP_WAIT_SECONDS
+# for the postings in flight to end, else it keeps the old watermark until the next run (dashboards
+# stay exact either way); it sums at most DASHBOARDS_ROLLUP_CHUNK entries per transaction.
 CELERY_BEAT_SCHEDULE["dashboards-rollup"] = {"task": "dashboards.rollup_advance", "schedule": 60.0}
-DASHBOARDS_ROLLUP_LOCK_TIMEOUT_MS = env.int("DASHBOARDS_ROLLUP_LOCK_TIMEOUT_MS", default=200)
+DASHBOARDS_ROLLUP_WAIT_SECONDS = env.float("DASHBOARDS_ROLLUP_WAIT_SECONDS", default=10.0)
+DASHBOARDS_ROLLUP_CHUNK = env.int("DASHBOARDS_ROLLUP_CHUNK", default=200_000)
+if DASHBOARDS_ROLLUP_CHUNK < 1:
+    raise ImproperlyConfigured("DASHBOARDS_ROLLUP_CHUNK must be at least 1")
 
 # --- Chipi Pay (on-chain wallets) -----------------------------------------------------------------
 
