@@ -8,24 +8,13 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from django.db import connection
 
-from conftest import money_db
+from conftest import in_thread, money_db
 from streaming import services
 from streaming.models import SessionCharge, SessionStatus
 from streaming.sweep import sweep
 from streaming.tests.conftest import T0, USDC, fresh
 from wallets.tests.conftest import balance_of, fund_wallet
-
-
-def _closing(fn):
-    def run(*args):
-        try:
-            return fn(*args)
-        finally:
-            connection.close()
-
-    return run
 
 
 @pytest.fixture
@@ -46,7 +35,7 @@ def test_two_sweeps_at_once_charge_each_period_once(sessions_running, alice, bob
     started, later = sessions_running
     barrier = threading.Barrier(2)
 
-    @_closing
+    @in_thread
     def run(_):
         barrier.wait()
         return sweep(now=later, batch_size=3).charged
@@ -65,12 +54,12 @@ def test_stop_during_a_sweep_charges_once(sessions_running, alice, bob):
     started, later = sessions_running
     barrier = threading.Barrier(2)
 
-    @_closing
+    @in_thread
     def run_sweep(_):
         barrier.wait()
         return sweep(now=later, batch_size=1)
 
-    @_closing
+    @in_thread
     def stop_all(_):
         barrier.wait()
         with time_machine.travel(later, tick=False):

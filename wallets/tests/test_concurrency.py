@@ -12,7 +12,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from rest_framework.exceptions import ValidationError
 
-from conftest import money_db
+from conftest import in_thread, money_db
 from wallets import ledger
 from wallets.models import Account, Entry, LedgerTransaction
 from wallets.services import wallet_transfer
@@ -21,23 +21,13 @@ from wallets.tests.conftest import balance_of, fund_wallet
 USDC = 1_000_000
 
 
-def _in_thread(fn):
-    def run(*args):
-        try:
-            return fn(*args)
-        finally:
-            connection.close()
-
-    return run
-
-
 @money_db
 def test_fifty_parallel_transfers_from_twenty_five(alice, bob):
     fund_wallet(alice, 25 * USDC)
     usdc = ledger.asset_get("USDC")
     start = threading.Barrier(50)
 
-    @_in_thread
+    @in_thread
     def send(_):
         start.wait()
         try:
@@ -61,7 +51,7 @@ def test_crossing_transfer_storms_neither_deadlock_nor_lose_a_unit(alice, bob):
     usdc = ledger.asset_get("USDC")
     start = threading.Barrier(8)
 
-    @_in_thread
+    @in_thread
     def storm(worker: int):
         sender, recipient = (alice, bob) if worker % 2 else (bob, alice)
         start.wait()
@@ -89,7 +79,7 @@ def test_parallel_requests_with_one_idempotency_key_move_money_once(alice, bob):
     fund_wallet(alice, 10 * USDC)
     start = threading.Barrier(10)
 
-    @_in_thread
+    @in_thread
     def post(_):
         client = client_for(alice)
         start.wait()
@@ -119,7 +109,7 @@ def test_a_reference_raced_past_the_check_is_refused_by_the_unique_index(alice, 
     posted, may_commit = threading.Event(), threading.Event()
     second_pid = []
 
-    @_in_thread
+    @in_thread
     def first():
         with transaction.atomic():
             ledger.transfer(debit=debit, credit=credit, amount=USDC, reference="raced")
@@ -127,7 +117,7 @@ def test_a_reference_raced_past_the_check_is_refused_by_the_unique_index(alice, 
             may_commit.wait(30)
         return "posted"
 
-    @_in_thread
+    @in_thread
     def second():
         posted.wait(30)
         second_pid.append(_backend_pid())
@@ -170,7 +160,7 @@ def test_a_refused_posting_keeps_no_lock(alice, bob):
     refused, other_done = threading.Event(), threading.Event()
     order = []
 
-    @_in_thread
+    @in_thread
     def refuses_then_waits():
         with transaction.atomic():
             with pytest.raises(ledger.InsufficientFunds):
@@ -179,7 +169,7 @@ def test_a_refused_posting_keeps_no_lock(alice, bob):
             other_done.wait(30)
             order.append("refused transaction ends")
 
-    @_in_thread
+    @in_thread
     def transfers():
         refused.wait(30)
         ledger.transfer(debit=b, credit=a, amount=USDC // 2)
@@ -204,7 +194,7 @@ def test_an_account_cannot_be_deleted_under_an_entry_being_written(alice, bob):
     inserted, may_commit = threading.Event(), threading.Event()
     deleter_pid = []
 
-    @_in_thread
+    @in_thread
     def insert_entries():
         with transaction.atomic():
             tx = LedgerTransaction.objects.create(kind="adjustment")
@@ -219,7 +209,7 @@ def test_an_account_cannot_be_deleted_under_an_entry_being_written(alice, bob):
             inserted.set()
             may_commit.wait(30)
 
-    @_in_thread
+    @in_thread
     def delete_account():
         inserted.wait(30)
         deleter_pid.append(_backend_pid())
