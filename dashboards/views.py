@@ -102,6 +102,7 @@ class UserSessionsView(APIView):
     results_key = "sessions"
 
     @extend_schema(
+        operation_id="dashboard_user_sessions_list",
         summary="A user's sessions, newest first, with what each cost on the ledger",
         parameters=[
             OpenApiParameter("status", str, enum=StatusQuerySerializer().fields["status"].choices),
