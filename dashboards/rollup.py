@@ -206,15 +206,16 @@ def _committed_through(model: type[models.Model]) -> int | None:
                 [writers],
             )
             writers = cursor.fetchone()[0]
-            if writers and time_module.monotonic() > deadline:
+            if not writers:
+                break
+            if time_module.monotonic() > deadline:
                 logger.warning(
                     "Rollup of %s: writers still in flight after %ss, watermark kept",
                     table,
                     settings.DASHBOARDS_ROLLUP_WAIT_SECONDS,
                 )
                 return None
-            if writers:
-                time_module.sleep(0.02)
+            time_module.sleep(0.02)
     return last
 
 
