@@ -21,7 +21,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -69,7 +68,7 @@ ROW_FIELDS = (
 @dataclass
 class Row:
     id: int
-    session_id: Any
+    session_id: str  # the UUID as text: it is only ever written into references, keys and messages
     user_id: int
     vendor_id: int
     service_id: int
@@ -98,7 +97,9 @@ class Row:
 
     @classmethod
     def from_values(cls, values: dict) -> Row:
-        return cls.from_tuple(tuple(values[name] for name in ROW_FIELDS))
+        row = cls.from_tuple(tuple(values[name] for name in ROW_FIELDS))
+        row.session_id = str(row.session_id)
+        return row
 
     @classmethod
     def from_tuple(cls, values: tuple) -> Row:
@@ -315,7 +316,7 @@ def _spec(outcome: Outcome, revenue_id: int, fee_bps: int) -> ledger.TxSpec | No
         entries.append((row.payee_account_id, outcome.charge - fee))
     if fee:
         entries.append((revenue_id, fee))
-    session_id = str(row.session_id)
+    session_id = row.session_id
     return ledger.TxSpec(
         kind=TransactionKind.CHARGE,
         entries=entries,
@@ -337,30 +338,34 @@ def _json_string(text: str) -> str:
 
 
 _POSTGRES_WRITE = """
-WITH sessions AS (
+WITH v AS (
+    SELECT (r->>0)::bigint AS id, (r->>1)::timestamptz AS charged_until, (r->>2)::numeric AS metered,
+           (r->>3)::numeric AS charge, (r->>4)::bigint AS tx_id, (r->>5)::timestamptz AS stop_at,
+           r->>6 AS stop_at_reason, (r->>7)::int AS alert_level, r->>8 AS status, r->>9 AS stop_reason,
+           (r->>10)::timestamptz AS end_time, (r->>11)::int AS usage_seconds
+    FROM jsonb_array_elements(%(rows)s::jsonb) AS r
+),
+sessions AS (
     UPDATE streaming_streamingsession AS s SET
         charged_until = v.charged_until, metered_cost = s.metered_cost + v.metered,
-        total_cost = s.total_cost + v.charge, charge_count = s.charge_count + v.counted, stop_at = v.stop_at,
-        stop_at_reason = v.stop_at_reason, alert_level = v.alert_level, updated_at = %(now)b,
+        total_cost = s.total_cost + v.charge, charge_count = s.charge_count + (v.tx_id IS NOT NULL)::int,
+        stop_at = v.stop_at, stop_at_reason = v.stop_at_reason, alert_level = v.alert_level, updated_at = %(now)b,
         status = COALESCE(v.status, s.status), stop_reason = COALESCE(v.stop_reason, s.stop_reason),
         end_time = COALESCE(v.end_time, s.end_time),
         total_usage_seconds = COALESCE(v.usage_seconds, s.total_usage_seconds)
-    FROM unnest(%(id)b::bigint[], %(charged_until)b::timestamptz[], %(metered)b::numeric[], %(charge)b::numeric[],
-                %(counted)b::int[], %(stop_at)b::timestamptz[], %(stop_at_reason)b::varchar[], %(alert_level)b::int[],
-                %(status)b::varchar[], %(stop_reason)b::varchar[], %(end_time)b::timestamptz[],
-                %(usage_seconds)b::int[])
-        AS v(id, charged_until, metered, charge, counted, stop_at, stop_at_reason, alert_level, status, stop_reason,
-             end_time, usage_seconds)
+    FROM v
     WHERE s.id = v.id
 ),
 charges AS (
     INSERT INTO streaming_sessioncharge (session_id, ledger_transaction_id, amount, metered_until, created_at)
-    SELECT c.session_id, c.tx_id, c.amount, c.until, %(now)b
-    FROM unnest(%(charge_session)b::bigint[], %(charge_tx)b::bigint[], %(charge_amount)b::numeric[],
-                %(charge_until)b::timestamptz[]) AS c(session_id, tx_id, amount, until)
+    SELECT v.id, v.tx_id, v.charge, v.charged_until, %(now)b FROM v WHERE v.tx_id IS NOT NULL
 )
 SELECT 1
 """
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _final_status(outcome: Outcome) -> str:
@@ -373,30 +378,27 @@ def _usage_seconds(outcome: Outcome) -> int:
 
 def _write_sessions(outcomes: list[Outcome], now: datetime) -> None:
     """The sessions' new state and their charge rows, in one statement."""
-    charged = [o for o in outcomes if o.tx_id]
     if connection.vendor == "postgresql":
-        execute_bound(
-            _POSTGRES_WRITE,
-            {
-                "now": now,
-                "id": [o.row.id for o in outcomes],
-                "charged_until": [o.until for o in outcomes],
-                "metered": [o.metered_charge for o in outcomes],
-                "charge": [o.charge for o in outcomes],
-                "counted": [1 if o.tx_id else 0 for o in outcomes],
-                "stop_at": [o.stop_at for o in outcomes],
-                "stop_at_reason": [o.stop_at_reason for o in outcomes],
-                "alert_level": [o.alert_level for o in outcomes],
-                "status": [_final_status(o) if o.stops else None for o in outcomes],
-                "stop_reason": [o.stop_reason or None for o in outcomes],
-                "end_time": [o.stop_time if o.stops else None for o in outcomes],
-                "usage_seconds": [_usage_seconds(o) if o.stops else None for o in outcomes],
-                "charge_session": [o.row.id for o in charged],
-                "charge_tx": [o.tx_id for o in charged],
-                "charge_amount": [o.charge for o in charged],
-                "charge_until": [o.until for o in charged],
-            },
-        )
+        # One jsonb document, a row per session (json.dumps encodes it in C; psycopg's arrays
+        # would be dumped element by element in Python). A charge row goes with its session's.
+        rows = [
+            [
+                o.row.id,
+                o.until.isoformat(),
+                o.metered_charge,
+                o.charge,
+                o.tx_id,
+                _iso(o.stop_at),
+                o.stop_at_reason,
+                o.alert_level,
+                _final_status(o) if o.stops else None,
+                o.stop_reason or None,
+                _iso(o.stop_time) if o.stops else None,
+                _usage_seconds(o) if o.stops else None,
+            ]
+            for o in outcomes
+        ]
+        execute_bound(_POSTGRES_WRITE, {"now": now, "rows": json.dumps(rows)})
         return
     for o in outcomes:  # SQLite (embedded): the same writes row by row
         session = StreamingSession.objects.get(pk=o.row.id)
@@ -413,7 +415,8 @@ def _write_sessions(outcomes: list[Outcome], now: datetime) -> None:
         SessionCharge(
             session_id=o.row.id, ledger_transaction_id=o.tx_id, amount=o.charge, metered_until=o.until, created_at=now
         )
-        for o in charged
+        for o in outcomes
+        if o.tx_id
     )
 
 

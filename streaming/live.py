@@ -57,14 +57,14 @@ def publish_outcomes(outcomes: list[Outcome]) -> None:
 
     seen = watched(o.row.session_id for o in outcomes if o.charge or o.stops or o.alert_crossed)
     # Charges are pushed only where someone watches; alerts and stops are also notified.
-    interesting = [o for o in outcomes if o.stops or o.alert_crossed or (o.charge and str(o.row.session_id) in seen)]
+    interesting = [o for o in outcomes if o.stops or o.alert_crossed or (o.charge and o.row.session_id in seen)]
     if not interesting:
         return
     decimals = dict(Asset.objects.values_list("id", "decimals"))
     now = timezone.now().isoformat()
     for o in interesting:
         row, places = o.row, decimals[o.row.asset_id]
-        sid = str(row.session_id)
+        sid = row.session_id
         total = format_minor(row.total_cost + o.charge, places)
         runway = None if o.runway_ms is None else o.runway_ms // 1000
         messages = []
@@ -120,7 +120,7 @@ def _notify_stopped(o: Outcome, total: str) -> None:
     from notifications import notify
 
     row = o.row
-    data = {"sessionId": str(row.session_id), "reason": o.stop_reason, "totalCost": total}
+    data = {"sessionId": row.session_id, "reason": o.stop_reason, "totalCost": total}
     if o.stop_reason == "insufficient_funds":
         notify(
             row.user_id,

@@ -96,10 +96,10 @@ def _sweep(*, now: datetime, shard: int, shards: int, batch_size: int | None) ->
 
 
 _CLAIM = """
-SELECT s.id, s.session_id, s.user_id, s.vendor_id, s.service_id, svc.name, s.asset_id, s.unit, s.rate, s.free_seconds,
-       s.minimum_charge, s.max_cost, s.start_time, s.charged_until, s.metered_cost, s.total_cost, s.charge_count,
-       s.usage_quantity, s.stop_at, s.stop_at_reason, s.last_heartbeat_at, s.alert_level, s.payer_account_id,
-       s.payee_account_id, s.hold_id, h.amount, s.kind
+SELECT s.id, s.session_id::text, s.user_id, s.vendor_id, s.service_id, svc.name, s.asset_id, s.unit, s.rate,
+       s.free_seconds, s.minimum_charge, s.max_cost, s.start_time, s.charged_until, s.metered_cost, s.total_cost,
+       s.charge_count, s.usage_quantity, s.stop_at, s.stop_at_reason, s.last_heartbeat_at, s.alert_level,
+       s.payer_account_id, s.payee_account_id, s.hold_id, h.amount, s.kind
 FROM streaming_streamingsession s
 JOIN wallets_hold h ON h.id = s.hold_id
 JOIN marketplace_service svc ON svc.id = s.service_id
