@@ -138,9 +138,11 @@ class UsageEvent(models.Model):
 class SessionCharge(models.Model):
     """One charge of a session: its ledger transaction and what it covered."""
 
-    session = models.ForeignKey(StreamingSession, on_delete=models.PROTECT, related_name="charges")
+    # Both references are checked per INSERT statement by a trigger, not per row by a foreign key
+    # (migration 0006: a sweep writes thousands of charges at once).
+    session = models.ForeignKey(StreamingSession, on_delete=models.PROTECT, related_name="charges", db_constraint=False)
     ledger_transaction = models.OneToOneField(
-        "wallets.LedgerTransaction", on_delete=models.PROTECT, related_name="session_charge"
+        "wallets.LedgerTransaction", on_delete=models.PROTECT, related_name="session_charge", db_constraint=False
     )
     amount = MinorUnitsField()
     metered_until = models.DateTimeField()

@@ -391,3 +391,47 @@ def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_se
     assert payout.user == victor
     assert payout.amount == split(2 * USDC)[0]
     assert balance_of(victor) == 0
+
+
+def test_database_refuses_charge_records_with_unknown_references(alice, fund, make_service, clock):
+    from django.db import IntegrityError, transaction
+
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=60)
+    beat(session)
+    run_sweep()
+    charge = SessionCharge.objects.get(session=session)
+    spare = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT)  # no charge points at it
+
+    for references in (
+        {"session_id": 10**12, "ledger_transaction_id": spare.pk},
+        {"session_id": session.pk, "ledger_transaction_id": 10**12},
+    ):
+        with pytest.raises(IntegrityError, match="unknown session or ledger transaction"), transaction.atomic():
+            SessionCharge.objects.create(amount=1, metered_until=clock.now(), **references)
+    with pytest.raises(IntegrityError, match="keeps its session"), transaction.atomic():
+        SessionCharge.objects.filter(pk=charge.pk).update(ledger_transaction_id=10**12)
+
+    assert list(SessionCharge.objects.values_list("session_id", "ledger_transaction_id")) == [
+        (session.pk, charge.ledger_transaction_id)
+    ]
+
+
+def test_database_keeps_sessions_that_have_charges(alice, fund, make_service, clock):
+    from django.db import IntegrityError, transaction
+
+    from streaming.models import StreamingSession
+
+    fund(alice, 10 * USDC)
+    charged = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=60)
+    beat(charged)
+    run_sweep()
+
+    with pytest.raises(IntegrityError, match="cannot be deleted"), transaction.atomic():
+        StreamingSession.objects.filter(pk=charged.pk)._raw_delete(using="default")
+    with pytest.raises(IntegrityError, match="never changes"), transaction.atomic():
+        StreamingSession.objects.filter(pk=charged.pk).update(id=10**12)
+
+    assert SessionCharge.objects.get().session_id == charged.pk
