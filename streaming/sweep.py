@@ -103,11 +103,19 @@ SELECT s.id, s.session_id::text, s.user_id, s.vendor_id, s.service_id, svc.name,
 FROM streaming_streamingsession s
 JOIN wallets_hold h ON h.id = s.hold_id
 JOIN marketplace_service svc ON svc.id = s.service_id
-WHERE s.status = 'active' AND s.id > %(after)b AND s.start_time <= %(now)b AND s.id %% %(shards)b = %(shard)b
+WHERE s.status = 'active' AND s.id > %(after)b AND s.start_time <= %(now)b {shard_filter}
 ORDER BY s.id
 LIMIT %(limit)b
 FOR UPDATE OF s SKIP LOCKED
 """
+# The batch must come from the active sessions' index, walked in id order and left after `limit`
+# rows. A plain `s.id % shards = shard` is estimated to keep 0.5% of the rows (PostgreSQL's guess
+# for an equality on an expression); so few that the planner read every active session, sorted
+# them and kept the first `limit`, for every batch (10x slower per batch at 100,000 sessions, most
+# of the claim's time). Without shards there is no filter; with them it is written as a CASE,
+# which the planner takes to keep half the rows, closer to 1/shards, and walks the index.
+_SHARD_FILTER = "AND CASE WHEN s.id %% %(shards)b = %(shard)b THEN true ELSE false END"
+_CLAIM_ALL, _CLAIM_SHARD = _CLAIM.format(shard_filter=""), _CLAIM.format(shard_filter=_SHARD_FILTER)
 
 
 def claim_batch(*, now: datetime, after_id: int, shard: int, shards: int, limit: int) -> list[Row]:
@@ -115,7 +123,9 @@ def claim_batch(*, now: datetime, after_id: int, shard: int, shards: int, limit:
     being billed or stopped right now, and the next run takes them)."""
     if connection.vendor == "postgresql":
         rows = execute_bound(
-            _CLAIM, {"after": after_id, "now": now, "shards": shards, "shard": shard, "limit": limit}, binary=True
+            _CLAIM_SHARD if shards > 1 else _CLAIM_ALL,
+            {"after": after_id, "now": now, "shards": shards, "shard": shard, "limit": limit},
+            binary=True,
         )
         return [Row.from_tuple(row) for row in rows]
     sessions = StreamingSession.objects.filter(status=SessionStatus.ACTIVE, id__gt=after_id, start_time__lte=now)
