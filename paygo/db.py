@@ -29,3 +29,18 @@ def execute_bound(sql: str, params: dict[str, Any] | None = None, *, binary: boo
     finally:
         if connection.queries_logged:  # so that query counts (assertNumQueries, debug) still see it
             connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+
+
+def postgres_sql(sql: str, reverse_sql: str):
+    """A migration operation that runs `sql` (and `reverse_sql` backwards) on PostgreSQL only: the
+    ledger's and the sweep's functions and triggers, which the embedded SQLite does without."""
+    from django.db import migrations
+
+    def run(text: str):
+        def apply(apps, schema_editor):
+            if schema_editor.connection.vendor == "postgresql":
+                schema_editor.execute(text, params=None)
+
+        return apply
+
+    return migrations.RunPython(run(sql), run(reverse_sql))

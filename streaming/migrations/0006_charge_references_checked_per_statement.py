@@ -16,6 +16,8 @@ from set-based checks, as for the ledger's entries (wallets 0006):
 
 from django.db import migrations, models
 
+from paygo.db import postgres_sql
+
 GUARDS = """
 CREATE FUNCTION streaming_charges_refer() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -78,16 +80,6 @@ DROP FUNCTION streaming_charges_refer();
 """
 
 
-def install(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(GUARDS, params=None)
-
-
-def remove(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(GUARDS_REVERSE, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [
         ("streaming", "0005_sessions_half_empty_pages"),
@@ -115,5 +107,5 @@ class Migration(migrations.Migration):
                 to="wallets.ledgertransaction",
             ),
         ),
-        migrations.RunPython(install, remove),
+        postgres_sql(GUARDS, GUARDS_REVERSE),
     ]

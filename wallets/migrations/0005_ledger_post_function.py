@@ -14,6 +14,8 @@ included; any other error they raise is raised.
 
 from django.db import migrations
 
+from paygo.db import postgres_sql
+
 POST_FUNCTION = """
 CREATE FUNCTION wallets_post(
     p_now timestamptz,
@@ -188,17 +190,7 @@ END $$;
 DROP_FUNCTION = "DROP FUNCTION wallets_post"
 
 
-def install(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(POST_FUNCTION, params=None)
-
-
-def remove(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(DROP_FUNCTION, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("wallets", "0004_hot_updates")]
 
-    operations = [migrations.RunPython(install, remove)]
+    operations = [postgres_sql(POST_FUNCTION, DROP_FUNCTION)]

@@ -17,6 +17,8 @@ import importlib
 
 from django.db import migrations, models
 
+from paygo.db import postgres_sql
+
 BALANCED_FUNCTION = importlib.import_module("wallets.migrations.0002_seed_assets_and_ledger_guards").BALANCED_FUNCTION
 
 GUARDS = """
@@ -82,16 +84,6 @@ ALTER TABLE wallets_entry ADD CONSTRAINT wallets_entry_asset_is_accounts
 )
 
 
-def install(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(GUARDS, params=None)
-
-
-def remove(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(GUARDS_REVERSE, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("wallets", "0005_ledger_post_function")]
 
@@ -107,7 +99,7 @@ class Migration(migrations.Migration):
                 to="wallets.ledgertransaction",
             ),
         ),
-        migrations.RunPython(install, remove),
+        postgres_sql(GUARDS, GUARDS_REVERSE),
         # The target of the composite foreign key, which nothing needs any more.
         migrations.RemoveConstraint(model_name="account", name="wallets_account_id_asset"),
     ]
