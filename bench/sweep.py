@@ -1,12 +1,14 @@
 """One billing sweep over N active sessions on PostgreSQL, beside the naive way and the floor.
 
-    .venv/bin/python bench/sweep.py [--sizes 10000 100000] [--naive 10000] [--shards 2]
+    .venv/bin/python bench/sweep.py [--sizes 10000 100000] [--naive 10000] [--shards 2] [--model-writes]
 
 - sweep: streaming.sweep.sweep() over N sessions, one minute after they started (every one is
   charged, its hold renewed, its charge recorded);
 - naive: one ORM transaction per session (lock the session and both wallets, insert the ledger
   transaction and its entries, update the balances and the session), on --naive sessions;
-- floor: one plain SQL UPDATE of the same users' balance rows plus one INSERT of a row per session.
+- floor: one plain SQL UPDATE of the same users' balance rows plus one INSERT of a row per session;
+- with --model-writes, the writes of one sweep of this data model alone, in plain SQL (a ledger
+  transaction, three entries, the balances, the session and its charge record per session).
 
 Each measurement gets a freshly built, vacuumed and checkpointed database (paygo_bench_sweep).
 Goal (issue 5): 100,000 sessions in under 5 s, within 3x of the floor, and at least 50x faster
@@ -230,22 +232,75 @@ def time_floor(n: int) -> float:
     return time.perf_counter() - began
 
 
+_MODEL_WRITES = [
+    # Every active session's charge of 1 USDC, with what a sweep writes for it and nothing decided:
+    # its ledger transaction, three entries, the balances, the session, its charge record.
+    """CREATE TEMP TABLE bench_charge AS
+    SELECT s.id, s.session_id, s.payer_account_id AS payer, s.payee_account_id AS payee, s.asset_id,
+           1000000::numeric AS amount, nextval(pg_get_serial_sequence('wallets_ledgertransaction', 'id')) AS tx
+    FROM streaming_streamingsession s WHERE s.status = 'active'""",
+    """INSERT INTO wallets_ledgertransaction (id, kind, reference, memo, metadata, created_at)
+    SELECT tx, 'charge', 'charge:' || session_id || ':1', 'Bench stream',
+           jsonb_build_object('sessionId', session_id, 'serviceName', 'Bench stream', 'kind', 'stream'), now()
+    FROM bench_charge""",
+    """INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
+    SELECT tx, payer, asset_id, -amount FROM bench_charge
+    UNION ALL SELECT tx, payee, asset_id, amount - 100000 FROM bench_charge
+    UNION ALL SELECT tx, %(revenue)s, asset_id, 100000 FROM bench_charge""",
+    """UPDATE wallets_account a SET balance = a.balance + d.delta
+    FROM (SELECT payer AS id, -sum(amount) AS delta FROM bench_charge GROUP BY payer
+          UNION ALL SELECT payee, sum(amount - 100000) FROM bench_charge GROUP BY payee
+          UNION ALL SELECT %(revenue)s, sum(100000) FROM bench_charge) d
+    WHERE a.id = d.id""",
+    """UPDATE streaming_streamingsession s SET charged_until = now(), metered_cost = s.metered_cost + c.amount,
+        total_cost = s.total_cost + c.amount, charge_count = s.charge_count + 1, updated_at = now()
+    FROM bench_charge c WHERE s.id = c.id""",
+    """INSERT INTO streaming_sessioncharge (session_id, ledger_transaction_id, amount, metered_until, created_at)
+    SELECT id, tx, amount, now(), now() FROM bench_charge""",
+]
+
+
+def time_model_writes(n: int) -> float:
+    """Only the writes of one sweep of this data model, one plain SQL statement each, then commit:
+    what no sweep of it can go below, however it decides."""
+    from django.db import connection, transaction
+
+    from wallets import ledger
+    from wallets.models import SystemAccount
+
+    recreate_database()
+    build(n)
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, ledger.asset_get("USDC")).pk
+    began = time.perf_counter()
+    with transaction.atomic(), connection.cursor() as cursor:
+        for statement in _MODEL_WRITES:
+            cursor.execute(statement, {"revenue": revenue})
+    return time.perf_counter() - began
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--naive", type=int, default=10_000)
     parser.add_argument("--shards", type=int, default=0, help="also time the largest size split into N processes")
+    parser.add_argument(
+        "--model-writes", action="store_true", help="also time only the writes of this data model, in plain SQL"
+    )
     args = parser.parse_args()
     setup_django()
 
     sweeps = {n: time_sweep(n) for n in args.sizes}
     sharded = time_sharded_sweep(max(args.sizes), args.shards) if args.shards > 1 else None
     largest = max(args.sizes)
+    model_writes = time_model_writes(largest) if args.model_writes else None
     floor = time_floor(largest)
     naive = time_naive(args.naive)
     naive_rate = args.naive / naive
     print(f"floor (1 UPDATE + 1 INSERT), {largest:,} sessions: {floor:8.2f} s  {largest / floor:10,.0f} sessions/s")
     print(f"naive (ORM per session), {args.naive:,} sessions:   {naive:8.2f} s  {naive_rate:10,.0f} sessions/s")
+    if model_writes is not None:
+        line = f"this data model's writes alone (plain SQL), {largest:,} sessions: {model_writes:8.2f} s"
+        print(f"{line}, {model_writes / floor:4.2f}x the floor's time")
     for n, elapsed in sweeps.items():
         rate = n / elapsed
         line = f"sweep, {n:,} sessions:                  {elapsed:8.2f} s  {rate:10,.0f} sessions/s"

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import psycopg
-from django.db import connection
+from django.db import connection, migrations
 
 
 def execute_bound(sql: str, params: dict[str, Any] | None = None, *, binary: bool = False) -> list[tuple] | None:
@@ -31,16 +31,22 @@ def execute_bound(sql: str, params: dict[str, Any] | None = None, *, binary: boo
             connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
 
 
-def postgres_sql(sql: str, reverse_sql: str):
-    """A migration operation that runs `sql` (and `reverse_sql` backwards) on PostgreSQL only: the
-    ledger's and the sweep's functions and triggers, which the embedded SQLite does without."""
-    from django.db import migrations
+class PostgresSQL(migrations.RunSQL):
+    """RunSQL that runs on PostgreSQL only: the ledger's and the sweep's functions and triggers,
+    which the embedded SQLite does without. Each text is executed whole (a function body holds
+    semicolons), not split into statements."""
 
-    def run(text: str):
-        def apply(apps, schema_editor):
-            if schema_editor.connection.vendor == "postgresql":
-                schema_editor.execute(text, params=None)
+    def __init__(self, sql: str, reverse_sql: str, **kwargs):
+        super().__init__([sql], [reverse_sql], **kwargs)
 
-        return apply
+    def deconstruct(self):
+        name, _, kwargs = super().deconstruct()
+        return name, [kwargs.pop("sql")[0], kwargs.pop("reverse_sql")[0]], kwargs
 
-    return migrations.RunPython(run(sql), run(reverse_sql))
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_forwards(app_label, schema_editor, from_state, to_state)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor == "postgresql":
+            super().database_backwards(app_label, schema_editor, from_state, to_state)

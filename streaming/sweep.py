@@ -43,6 +43,8 @@ def sweep(
     *, now: datetime | None = None, shard: int = 0, shards: int = 1, batch_size: int | None = None
 ) -> SweepResult:
     """Bill every active session (of this shard) up to `now`."""
+    if shards < 1 or not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} of {shards}: shards must be at least 1 and 0 <= shard < shards")
     with _cyclic_gc_paused():
         return _sweep(now=now or timezone.now(), shard=shard, shards=shards, batch_size=batch_size)
 

@@ -12,11 +12,18 @@ from set-based checks, as for the ledger's entries (wallets 0006):
 - what a foreign key also prevents on the other side: a session with charges is not deleted and
   no session's id changes (a trigger below); a ledger transaction is never deleted nor changed
   (the ledger's append-only trigger, wallets 0002).
+
+Two differences from foreign keys remain, both known: the delete guard reads with the deleting
+statement's snapshot, which is exact under READ COMMITTED (PayGo's level: a charge being written
+share-locks its session, so a delete waits for it and then sees it) but could miss a concurrent
+charge under REPEATABLE READ; and TRUNCATE, which skips row triggers, is no longer refused by a
+referencing key (Django's flush, which the tests use, truncates every table at once anyway).
+The embedded SQLite keeps Django's PROTECT (ORM deletes) without a database-level check.
 """
 
 from django.db import migrations, models
 
-from paygo.db import postgres_sql
+from paygo.db import PostgresSQL
 
 GUARDS = """
 CREATE FUNCTION streaming_charges_refer() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -107,5 +114,5 @@ class Migration(migrations.Migration):
                 to="wallets.ledgertransaction",
             ),
         ),
-        postgres_sql(GUARDS, GUARDS_REVERSE),
+        PostgresSQL(GUARDS, GUARDS_REVERSE),
     ]

@@ -356,6 +356,24 @@ def test_shards_split_the_sessions_and_charge_each_once(alice, bob, fund, make_s
     assert [fresh(s).total_cost for s in sessions] == [USDC, USDC, USDC]
 
 
+def test_shard_arguments_out_of_range_are_refused_and_charge_nothing(alice, fund, make_service, clock):
+    from django.core.management import CommandError, call_command
+
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=60)
+    beat(session)
+
+    for shard, shards in ((1, 1), (0, 0), (-1, 2), (2, 2)):
+        with pytest.raises(ValueError, match="shards must be at least 1"):
+            run_sweep(shard=shard, shards=shards)
+    with pytest.raises(CommandError, match="shards must be at least 1"):
+        call_command("billing_sweep", "--shards", "0")
+
+    assert fresh(session).total_cost == 0
+    assert balance_of(alice) == 10 * USDC
+
+
 @override_settings(PLATFORM_FEE_BPS=2500)
 def test_commission_follows_the_setting(alice, victor, fund, make_service, clock):
     fund(alice, 10 * USDC)

@@ -14,7 +14,7 @@ included; any other error they raise is raised.
 
 from django.db import migrations
 
-from paygo.db import postgres_sql
+from paygo.db import PostgresSQL
 
 POST_FUNCTION = """
 CREATE FUNCTION wallets_post(
@@ -193,4 +193,4 @@ DROP_FUNCTION = "DROP FUNCTION wallets_post"
 class Migration(migrations.Migration):
     dependencies = [("wallets", "0004_hot_updates")]
 
-    operations = [postgres_sql(POST_FUNCTION, DROP_FUNCTION)]
+    operations = [PostgresSQL(POST_FUNCTION, DROP_FUNCTION)]

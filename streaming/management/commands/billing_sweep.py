@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from streaming.payouts import payouts_queue
 from streaming.sweep import sweep
@@ -16,7 +16,10 @@ class Command(BaseCommand):
         parser.add_argument("--shards", type=int, default=1)
 
     def handle(self, *args, shard: int, shards: int, **options):
-        result = sweep(shard=shard, shards=shards)
+        try:
+            result = sweep(shard=shard, shards=shards)
+        except ValueError as error:
+            raise CommandError(str(error)) from error
         if result.vendors:
             payouts_queue(vendor_ids=result.vendors)
         self.stdout.write(
