@@ -44,10 +44,13 @@ def _ledger_conserved(request):
     if marker and marker.kwargs.get("transaction"):
         _reseed_reference_data()
     yield
+    from streaming.selectors import charges_health
     from wallets.selectors import ledger_health
 
     health = ledger_health()
     assert health["healthy"], f"the ledger does not add up after this test: {health}"
+    charges = charges_health()
+    assert charges["healthy"], f"session charges disagree with the ledger after this test: {charges}"
 
 
 @pytest.fixture(autouse=True)

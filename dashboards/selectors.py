@@ -50,6 +50,7 @@ from marketplace.models import Service
 from paygo.api.amounts import format_minor
 from paygo.fields import MinorUnitsField
 from streaming.models import SessionStatus, StreamingSession
+from streaming.selectors import charges_health
 from wallets.models import (
     Account,
     AccountKind,
@@ -516,14 +517,20 @@ HEALTH_MAX_AGE_SECONDS = 300
 
 
 def ledger_health_checked(*, refresh: bool = False) -> dict:
-    """The ledger's conservation check with the time it ran.
+    """The ledger's conservation check (and the session charges' agreement with it) with the time it ran.
 
     The check reads the whole ledger, so it runs on a schedule (dashboards.ledger_health_check)
     and the dashboards show its latest result; a missing or stale result is computed here.
     """
     checked = None if refresh else cache.get(HEALTH_CACHE_KEY)
     if checked is None or _age_seconds(checked) > HEALTH_MAX_AGE_SECONDS:
-        checked = {**ledger_health(), "checked_at": timezone.now().isoformat()}
+        ledger, charges = ledger_health(), charges_health()
+        checked = {
+            **ledger,
+            **charges,
+            "healthy": ledger["healthy"] and charges["healthy"],
+            "checked_at": timezone.now().isoformat(),
+        }
         cache.set(HEALTH_CACHE_KEY, checked, HEALTH_MAX_AGE_SECONDS * 2)
     return checked
 

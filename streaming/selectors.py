@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 from rest_framework.exceptions import NotFound
 
@@ -48,3 +49,21 @@ def active_sessions_for(user) -> QuerySet[StreamingSession]:
     if user.role == "vendor":
         return sessions.filter(vendor=user).order_by("-start_time", "-id")
     return sessions.filter(user=user).order_by("-start_time", "-id")
+
+
+def charges_health() -> dict:
+    """Every session charge record agrees with the ledger: its session and its ledger transaction
+    exist (the database checks both as charges are written: migration 0006), and that transaction
+    debits the session's payer exactly the charge's amount."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FILTER (WHERE s.id IS NULL OR t.id IS NULL), "
+            "COUNT(*) FILTER (WHERE s.id IS NOT NULL AND t.id IS NOT NULL AND NOT EXISTS ("
+            "  SELECT 1 FROM wallets_entry e WHERE e.transaction_id = c.ledger_transaction_id"
+            "  AND e.account_id = s.payer_account_id AND e.amount = -c.amount)) "
+            "FROM streaming_sessioncharge c "
+            "LEFT JOIN streaming_streamingsession s ON s.id = c.session_id "
+            "LEFT JOIN wallets_ledgertransaction t ON t.id = c.ledger_transaction_id"
+        )
+        dangling, disagreeing = cursor.fetchone()
+    return {"healthy": not (dangling or disagreeing), "dangling_charges": dangling, "charges_off_ledger": disagreeing}

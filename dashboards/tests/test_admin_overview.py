@@ -87,8 +87,9 @@ def test_figures_are_shared_for_a_minute_and_recomputed_on_demand(api, olga, ali
 
     with django_assert_num_queries(1):  # the JWT's user: figures and health come from the cache
         cached = client.get(OVERVIEW).json()
-    # The figures (no charge in the window: no top service to name), and the five checks of ledger_health.
-    with django_assert_num_queries(9 + 5):
+    # The figures (no charge in the window: no top service to name), the five checks of ledger_health
+    # and the one of charges_health.
+    with django_assert_num_queries(9 + 5 + 1):
         fresh = client.get(OVERVIEW, {"refresh": "1"}).json()
 
     assert cached == first

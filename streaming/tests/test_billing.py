@@ -411,14 +411,20 @@ def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_se
     assert balance_of(victor) == 0
 
 
-def test_database_refuses_charge_records_with_unknown_references(alice, fund, make_service, clock):
-    from django.db import IntegrityError, transaction
-
-    fund(alice, 10 * USDC)
-    session = start(alice, make_service("per_minute", rate=USDC))
+def charged_once(user, fund, make_service, clock):
+    """A funded user's per-minute session, charged by one sweep a minute after it started."""
+    fund(user, 10 * USDC)
+    session = start(user, make_service("per_minute", rate=USDC))
     clock.move(seconds=60)
     beat(session)
     run_sweep()
+    return session
+
+
+def test_database_refuses_charge_records_with_unknown_references(alice, fund, make_service, clock):
+    from django.db import IntegrityError, transaction
+
+    session = charged_once(alice, fund, make_service, clock)
     charge = SessionCharge.objects.get(session=session)
     spare = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT)  # no charge points at it
 
@@ -441,11 +447,7 @@ def test_database_keeps_sessions_that_have_charges(alice, fund, make_service, cl
 
     from streaming.models import StreamingSession
 
-    fund(alice, 10 * USDC)
-    charged = start(alice, make_service("per_minute", rate=USDC))
-    clock.move(seconds=60)
-    beat(charged)
-    run_sweep()
+    charged = charged_once(alice, fund, make_service, clock)
 
     with pytest.raises(IntegrityError, match="cannot be deleted"), transaction.atomic():
         StreamingSession.objects.filter(pk=charged.pk)._raw_delete(using="default")
@@ -453,3 +455,26 @@ def test_database_keeps_sessions_that_have_charges(alice, fund, make_service, cl
         StreamingSession.objects.filter(pk=charged.pk).update(id=10**12)
 
     assert SessionCharge.objects.get().session_id == charged.pk
+
+
+def test_health_finds_charge_records_that_disagree_with_the_ledger(alice, fund, make_service, clock):
+    from django.db import connection, transaction
+
+    from streaming.selectors import charges_health
+
+    session = charged_once(alice, fund, make_service, clock)
+    charge = SessionCharge.objects.get(session=session)
+    assert charges_health() == {"healthy": True, "dangling_charges": 0, "charges_off_ledger": 0}
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:  # past the database's own checks, as a bad script would
+            cursor.execute("ALTER TABLE streaming_sessioncharge DISABLE TRIGGER streaming_charges_refer")
+        SessionCharge.objects.filter(pk=charge.pk).update(amount=charge.amount + 1)
+        SessionCharge.objects.create(
+            session_id=10**12, ledger_transaction_id=10**12, amount=1, metered_until=clock.now()
+        )
+        health = charges_health()
+        transaction.set_rollback(True)
+
+    assert health == {"healthy": False, "dangling_charges": 1, "charges_off_ledger": 1}
+    assert charges_health()["healthy"]
