@@ -6,16 +6,12 @@ PostgreSQL updates it in place without touching the table's indexes.
 
 from django.db import migrations
 
+from paygo.db import PostgresSQL
 
-def fillfactor(value: int):
-    def apply(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(f"ALTER TABLE streaming_streamingsession SET (fillfactor = {value})")
-
-    return apply
+TABLE = "ALTER TABLE streaming_streamingsession SET (fillfactor = {})"
 
 
 class Migration(migrations.Migration):
     dependencies = [("streaming", "0002_lean_indexes")]
 
-    operations = [migrations.RunPython(fillfactor(70), fillfactor(100))]
+    operations = [PostgresSQL(TABLE.format(70), TABLE.format(100))]

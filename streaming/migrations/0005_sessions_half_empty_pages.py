@@ -8,15 +8,14 @@ follow after a table rewrite, VACUUM FULL or CLUSTER); the table of sessions is 
 large for it, which no query scans whole (active sessions are found through a partial index).
 """
 
-import importlib
-
 from django.db import migrations
 
+from paygo.db import PostgresSQL
 
-fillfactor = importlib.import_module("streaming.migrations.0003_hot_updates").fillfactor
+TABLE = "ALTER TABLE streaming_streamingsession SET (fillfactor = {})"
 
 
 class Migration(migrations.Migration):
     dependencies = [("streaming", "0004_session_start_time_index")]
 
-    operations = [migrations.RunPython(fillfactor(45), fillfactor(70))]
+    operations = [PostgresSQL(TABLE.format(45), TABLE.format(70))]

@@ -6,17 +6,12 @@ page PostgreSQL updates the row in place, without touching the table's indexes.
 
 from django.db import migrations
 
+from paygo.db import PostgresSQL
 
-def fillfactor(value: int):
-    def apply(apps, schema_editor):
-        if schema_editor.connection.vendor == "postgresql":
-            for table in ("wallets_account", "wallets_hold"):
-                schema_editor.execute(f"ALTER TABLE {table} SET (fillfactor = {value})")
-
-    return apply
+TABLES = "ALTER TABLE wallets_account SET (fillfactor = {0}); ALTER TABLE wallets_hold SET (fillfactor = {0})"
 
 
 class Migration(migrations.Migration):
     dependencies = [("wallets", "0003_entry_covering_indexes")]
 
-    operations = [migrations.RunPython(fillfactor(70), fillfactor(100))]
+    operations = [PostgresSQL(TABLES.format(70), TABLES.format(100))]
