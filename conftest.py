@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import time
 
 import pytest
 from django.core.cache import cache
@@ -139,6 +140,26 @@ def in_thread(fn):
             connection.close()
 
     return run
+
+
+def backend_pid() -> int:
+    """This thread's PostgreSQL backend, for wait_until_blocked_on_a_lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def wait_until_blocked_on_a_lock(pids: list[int]) -> None:
+    """Poll pg_stat_activity until the backend in `pids` waits on a lock."""
+    with connection.cursor() as cursor:
+        for _ in range(3000):
+            if pids:
+                cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pids[0]])
+                row = cursor.fetchone()
+                if row and row[0] == "Lock":
+                    return
+            time.sleep(0.01)
+    raise AssertionError("the backend never waited on a lock")
 
 
 @pytest.fixture

@@ -274,6 +274,12 @@ def bill(
         [row.payer_account_id for row in rows] + [row.payee_account_id for row in rows] + list(revenue_ids.values())
     )
     free = {aid: balance - held for aid, (_, _, balance, held, _) in locked.items()}
+    # The sessions' rows are locked, but a locking read that had to wait for another biller (a
+    # sweep, a stop) gets the locked row as that one left it and the joined hold as it was
+    # before: its amount is read again here, now that no one else can change it.
+    holds = ledger.hold_amounts(row.hold_id for row in rows)
+    for row in rows:
+        row.hold_amount = holds[row.hold_id]
 
     outcomes, specs = [], []
     for row in rows:

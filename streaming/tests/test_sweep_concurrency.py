@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 import time_machine
 
-from conftest import in_thread, money_db
+from conftest import backend_pid, in_thread, money_db, wait_until_blocked_on_a_lock
 from streaming import services
 from streaming.models import SessionCharge, SessionStatus
 from streaming.sweep import sweep
@@ -74,6 +74,57 @@ def test_stop_during_a_sweep_charges_once(sessions_running, alice, bob):
     assert costs == [USDC] * 10
     assert all(fresh(s).status == SessionStatus.COMPLETED for s in started)
     assert balance_of(alice) == balance_of(bob) == 45 * USDC
+
+
+@money_db
+def test_stop_waiting_for_a_sweep_that_renewed_the_hold_bills_from_the_new_hold(alice, make_service):
+    """The sweep charges the first billable half minute and raises the hold from 0.5 to 1 USDC while
+    a stop waits for the session's row: the stop must close the hold the sweep left, not the one
+    it read before waiting (that posting would be refused, and the stop would fail)."""
+    from django.db import transaction
+
+    from streaming.billing import bill
+    from streaming.sweep import claim_batch
+    from wallets.models import Account, Hold, HoldStatus
+
+    fund_wallet(alice, 50 * USDC)
+    with time_machine.travel(T0, tick=False):
+        session = services.session_start(user=alice, service=make_service("per_minute", rate=USDC, free_seconds=30))
+    assert Hold.objects.get(pk=session.hold_id).amount == USDC // 2
+    later = T0 + timedelta(seconds=60)
+    services.session_heartbeat(session_id=session.pk, now=later)
+    billed, may_commit, stopper_pid = threading.Event(), threading.Event(), []
+
+    @in_thread
+    def sweep_batch():
+        with transaction.atomic():
+            outcomes = bill(claim_batch(now=later, after_id=0, shard=0, shards=1, limit=10), now=later)
+            billed.set()
+            may_commit.wait(30)
+        return [(o.charge, o.new_hold) for o in outcomes]
+
+    @in_thread
+    def stop():
+        billed.wait(30)
+        stopper_pid.append(backend_pid())
+        return services.session_stop(session=session, reason="user", now=later)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        sweeping, stopping = pool.submit(sweep_batch), pool.submit(stop)
+        try:
+            billed.wait(30)
+            wait_until_blocked_on_a_lock(stopper_pid)
+        finally:
+            may_commit.set()
+        assert sweeping.result() == [(USDC // 2, USDC)]
+        stopped = stopping.result()
+
+    hold = Hold.objects.get(pk=session.hold_id)
+    assert stopped.status == SessionStatus.COMPLETED
+    assert stopped.total_cost == USDC // 2  # the sweep's half minute; the stop, at the same instant, adds nothing
+    assert (hold.status, hold.amount) == (HoldStatus.RELEASED, 0)
+    assert balance_of(alice) == 50 * USDC - USDC // 2
+    assert Account.objects.get(owner=alice).held == 0
 
 
 def _no_drift(alice, fund, make_service, sweeps: int) -> None:

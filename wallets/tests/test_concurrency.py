@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from rest_framework.exceptions import ValidationError
 
-from conftest import in_thread, money_db
+from conftest import backend_pid, in_thread, money_db, wait_until_blocked_on_a_lock
 from wallets import ledger
 from wallets.models import Account, Entry, LedgerTransaction
 from wallets.services import wallet_transfer
@@ -120,7 +119,7 @@ def test_a_reference_raced_past_the_check_is_refused_by_the_unique_index(alice, 
     @in_thread
     def second():
         posted.wait(30)
-        second_pid.append(_backend_pid())
+        second_pid.append(backend_pid())
         with transaction.atomic():
             try:
                 # Other accounts than the first's locks, so that only the unique index makes it wait.
@@ -136,7 +135,7 @@ def test_a_reference_raced_past_the_check_is_refused_by_the_unique_index(alice, 
     with ThreadPoolExecutor(max_workers=2) as pool:
         first_done, second_done = pool.submit(first), pool.submit(second)
         try:
-            _wait_until_blocked_on_a_lock(second_pid)
+            wait_until_blocked_on_a_lock(second_pid)
         finally:
             may_commit.set()
         assert first_done.result() == "posted"
@@ -212,7 +211,7 @@ def test_an_account_cannot_be_deleted_under_an_entry_being_written(alice, bob):
     @in_thread
     def delete_account():
         inserted.wait(30)
-        deleter_pid.append(_backend_pid())
+        deleter_pid.append(backend_pid())
         try:
             Account.objects.filter(pk=account.pk)._raw_delete(using="default")
         except IntegrityError:
@@ -222,7 +221,7 @@ def test_an_account_cannot_be_deleted_under_an_entry_being_written(alice, bob):
     with ThreadPoolExecutor(max_workers=2) as pool:
         inserting, deleting = pool.submit(insert_entries), pool.submit(delete_account)
         try:
-            _wait_until_blocked_on_a_lock(deleter_pid)
+            wait_until_blocked_on_a_lock(deleter_pid)
         finally:
             may_commit.set()
         inserting.result()
@@ -230,22 +229,3 @@ def test_an_account_cannot_be_deleted_under_an_entry_being_written(alice, bob):
 
     assert Account.objects.filter(pk=account.pk).exists()
     assert Entry.objects.filter(account=account).count() == 1
-
-
-def _backend_pid() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
-
-
-def _wait_until_blocked_on_a_lock(pids: list[int]) -> None:
-    """Poll pg_stat_activity until the backend in `pids` waits on a lock."""
-    with connection.cursor() as cursor:
-        for _ in range(3000):
-            if pids:
-                cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pids[0]])
-                row = cursor.fetchone()
-                if row and row[0] == "Lock":
-                    return
-            time.sleep(0.01)
-    raise AssertionError("the backend never waited on a lock")
