@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from djangorestframework_camel_case.parser import CamelCaseJSONParser
 from djangorestframework_camel_case.render import CamelCaseJSONRenderer
 from djangorestframework_camel_case.util import underscoreize
 from drf_spectacular.types import OpenApiTypes
@@ -24,6 +23,7 @@ from marketplace.serializers import (
     ToggleStatusResponseSerializer,
 )
 from paygo.api.pagination import Pagination
+from paygo.api.parsers import JSONParser
 from paygo.api.permissions import IsVendor
 
 # A service's metadata is the vendor's own JSON: its keys go in and out exactly as written.
@@ -34,8 +34,8 @@ class ServiceJSONRenderer(CamelCaseJSONRenderer):
     json_underscoreize = {**CamelCaseJSONRenderer.json_underscoreize, **_KEEP_METADATA}
 
 
-class ServiceJSONParser(CamelCaseJSONParser):
-    json_underscoreize = {**CamelCaseJSONParser.json_underscoreize, **_KEEP_METADATA}
+class ServiceJSONParser(JSONParser):
+    json_underscoreize = {**JSONParser.json_underscoreize, **_KEEP_METADATA}
 
 
 class IsVendorOrStaff(BasePermission):
@@ -51,7 +51,7 @@ class _ServiceView(APIView):
     parser_classes = [ServiceJSONParser]
 
     def filters(self, serializer_class) -> dict[str, Any]:
-        params = underscoreize(self.request.query_params.dict(), **CamelCaseJSONParser.json_underscoreize)
+        params = underscoreize(self.request.query_params.dict(), **JSONParser.json_underscoreize)
         for paging in ("page", "page_size", "limit"):
             params.pop(paging, None)
         data = serializer_class(data=params)

@@ -1,16 +1,24 @@
 """Amounts at the API edge: decimal strings and numbers in, integers of minor units inside.
 
-Inputs are parsed with Decimal(str(x)) so that a JSON number like 0.1 means exactly 0.1. Nothing
-here ever touches a float's value.
+Inputs are parsed with Decimal of the text the client wrote, so that a JSON number like 0.1 means
+exactly 0.1 (the parser keeps each number's text, paygo.api.parsers). Nothing here ever touches a
+float's value.
 """
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation, localcontext
 from typing import Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+
+from paygo.api.parsers import JSONNumber
+
+# What an amount may look like, in ASCII digits: Decimal() alone also takes "1_000" and other
+# scripts' digits (full-width "12", Arabic-Indic "3"), which no client means as an amount.
+DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 # No single amount may reach a trillion whole units: far beyond any real payment, and safely
 # inside NUMERIC(38,0) even at 18 decimals.
@@ -25,7 +33,8 @@ def parse_decimal(value: Any) -> Decimal:
     """A finite Decimal from a JSON string or number, or AmountError."""
     if isinstance(value, bool) or value is None or isinstance(value, list | dict):
         raise AmountError("Must be a number or a decimal string.")
-    text = str(value).strip()
+    # A JSON number keeps the text the client wrote (a float would have rounded it).
+    text = (value.text if isinstance(value, JSONNumber) else str(value)).strip()
     if not text or len(text) > 64:
         raise AmountError("Must be a number or a decimal string.")
     try:
@@ -34,6 +43,8 @@ def parse_decimal(value: Any) -> Decimal:
         raise AmountError("Must be a number or a decimal string.") from None
     if not number.is_finite():
         raise AmountError("Must be a finite number.")
+    if not DECIMAL_TEXT.fullmatch(text):
+        raise AmountError("Must be a number or a decimal string.")
     return number
 
 

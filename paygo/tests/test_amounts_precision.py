@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from paygo.api.amounts import AmountError, to_minor
@@ -14,3 +16,36 @@ def test_thirty_digit_amounts_are_exact():
 def test_a_tiny_excess_decimal_beyond_28_digits_is_still_refused():
     with pytest.raises(AmountError, match="at most 6 decimal places"):
         to_minor("1.00000000000000000000000000001", 6)
+
+
+def test_the_parser_keeps_a_json_numbers_text_and_its_float_value():
+    import io
+    import json
+
+    from paygo.api.amounts import parse_decimal
+    from paygo.api.parsers import JSONParser
+
+    data = JSONParser().parse(io.BytesIO(b'{"someAmount": 12345678901.234567, "nested": {"rate": 2e-3}, "count": 3}'))
+
+    assert data["some_amount"] == 12345678901.234567  # still a float to everything else
+    assert parse_decimal(data["some_amount"]) == Decimal("12345678901.234567")  # the float says ...568
+    assert data["nested"]["rate"] == 0.002 and data["nested"]["rate"].text == "2e-3"
+    assert data["count"] == 3 and type(data["count"]) is int
+    assert json.loads(json.dumps(data)) == {"some_amount": 12345678901.234567, "nested": {"rate": 0.002}, "count": 3}
+
+
+@pytest.mark.parametrize("text", ["1_000", "\uff11\uff12", "\u0663", "1 000", "0x10", "--1", "1e", ".", ""])
+def test_only_ascii_decimal_text_is_an_amount(text):
+    from paygo.api.amounts import parse_decimal
+
+    with pytest.raises(AmountError):
+        parse_decimal(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("12", "12"), ("+5", "5"), ("-1.5", "-1.5"), (".5", "0.5"), ("1e-6", "0.000001")]
+)
+def test_ascii_decimal_text_parses(text, value):
+    from paygo.api.amounts import parse_decimal
+
+    assert parse_decimal(text) == Decimal(value)

@@ -1,0 +1,50 @@
+"""Amounts sent as JSON numbers move exactly what the client wrote, not a float's rounding of it."""
+
+from __future__ import annotations
+
+import pytest
+
+from wallets.models import LedgerTransaction
+from wallets.tests.conftest import balance_of
+
+USDC = 1_000_000
+ETH = 10**18
+
+
+def _transfer(api, sender, body: str):
+    return api(sender).post("/api/v1/wallet/transfer", data=body, content_type="application/json")
+
+
+@pytest.mark.django_db
+def test_a_json_number_beyond_a_floats_digits_moves_exactly_that_amount(api, alice, bob, fund):
+    fund(alice, 20_000_000_000 * USDC)
+
+    # 17 significant digits: as a float this is 12345678901.234568.
+    response = _transfer(api, alice, f'{{"recipientId": {bob.pk}, "amount": 12345678901.234567}}')
+
+    assert response.status_code == 201
+    assert balance_of(bob) == 12_345_678_901_234_567
+
+
+@pytest.mark.django_db
+def test_an_eighteen_decimal_json_number_moves_exactly_that_many_wei(api, alice, bob, fund):
+    fund(alice, 2 * ETH, "ETH")
+
+    response = _transfer(api, alice, f'{{"recipientId": {bob.pk}, "token": "ETH", "amount": 0.123456789012345678}}')
+
+    assert response.status_code == 201
+    assert balance_of(bob, "ETH") == 123_456_789_012_345_678
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("amount", ['"1_000"', '"\\uff11\\uff12"', '"\\u0661"', '"1 000"', '"0x10"'])
+def test_amounts_in_other_forms_than_ascii_decimals_are_refused(api, alice, bob, fund, amount):
+    fund(alice, 2_000 * USDC)
+    before = LedgerTransaction.objects.count()
+
+    response = _transfer(api, alice, f'{{"recipientId": {bob.pk}, "amount": {amount}}}')
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["amount"] == ["Must be a number or a decimal string."]
+    assert LedgerTransaction.objects.count() == before
+    assert balance_of(alice) == 2_000 * USDC
