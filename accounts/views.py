@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.conf import settings
 from djangorestframework_camel_case.parser import CamelCaseMultiPartParser
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -30,7 +32,10 @@ from paygo.api.ratelimits import enforce
 
 
 def _email_key(group: str, request) -> str:
-    email = request.data.get("email") if hasattr(request, "data") else None
+    # Runs before the serializer: a body that is not an object ([], "x", 123) has no email, and
+    # the serializer then refuses it with the 400 every endpoint gives.
+    data = getattr(request, "data", None)
+    email = data.get("email") if isinstance(data, Mapping) else None
     return str(email or "").strip().lower()[:254]
 
 

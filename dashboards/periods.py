@@ -20,6 +20,13 @@ PERIODS = (DAY, WEEK, MONTH, YEAR)
 # weeks, a year of months, five years.
 DEFAULT_BUCKETS = {DAY: 30, WEEK: 12, MONTH: 12, YEAR: 5}
 MAX_BUCKETS = 1000
+# The dates a caller may give. Python's dates stop at years 1 and 9999, and a window reaches past
+# the dates given (back to the start of a bucket, a day on in UTC, a bucket on), so a date near
+# either end overflows. Rather than catch that wherever a window is computed, dates are kept to
+# a range far from both ends and far beyond any data PayGo holds: a clear 400, the same rule for
+# every period and time zone.
+EARLIEST_DAY = date(2000, 1, 1)
+LATEST_DAY = date(9000, 12, 31)
 _TRUNC = {DAY: TruncDay, WEEK: TruncWeek, MONTH: TruncMonth, YEAR: TruncYear}
 
 
@@ -130,6 +137,9 @@ def window(
     """
     if period not in PERIODS:
         raise PeriodError("period", f"Choose one of {', '.join(PERIODS)}.")
+    for field, day in (("from", since), ("to", until)):
+        if day is not None and not EARLIEST_DAY <= day <= LATEST_DAY:
+            raise PeriodError(field, f"Give a date from {EARLIEST_DAY} to {LATEST_DAY}.")
     today = now.astimezone(tz).date()
     last = until or today
     first = since or shift(floor(last, period), period, -(DEFAULT_BUCKETS[period] - 1))

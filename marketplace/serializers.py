@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from marketplace.models import Category, Service, ServiceType, ServiceUnit
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
+from paygo.api.text import validate_storable_text
 from paygo.tokens import DEFAULT_TOKEN, TOKENS, decimals_of
 
 MAX_METADATA_BYTES = 8 * 1024
@@ -37,6 +38,7 @@ class CategoryNameField(serializers.RelatedField):
     def to_internal_value(self, data: Any) -> Category:
         if not isinstance(data, str) or not data.strip() or len(data) > 80:
             self.fail("invalid", kind=self.kind)
+        validate_storable_text(data)  # such text would make the lookup below a database error
         category = self.get_queryset().filter(name__iexact=data.strip()).select_related("parent").first()
         if category is None:
             self.fail("unknown", kind=self.kind, name=data.strip())
@@ -68,6 +70,7 @@ class MetadataField(serializers.JSONField):
         value = super().to_internal_value(data)
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
+        validate_storable_text(value)  # jsonb cannot store NUL or a lone surrogate, in a key or a value
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MAX_METADATA_BYTES:
             raise serializers.ValidationError(f"Must be at most {MAX_METADATA_BYTES} bytes of JSON; it is {size}.")

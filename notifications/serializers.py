@@ -17,6 +17,7 @@ from notifications.models import (
     Notification,
     NotificationType,
 )
+from paygo.api.text import validate_storable_text
 
 DATA_MAX_BYTES = 4096
 
@@ -77,7 +78,8 @@ class NotificationSendSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=NotificationType.choices, default=NotificationType.SYSTEM)
     title = serializers.CharField(max_length=TITLE_MAX_LENGTH)
     message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH)
-    data = serializers.DictField(required=False, default=dict)
+    # Kept in a jsonb column, which cannot store NUL or a lone surrogate, in a key or a value.
+    data = serializers.DictField(required=False, default=dict, validators=[validate_storable_text])
 
     def validate_data(self, value: dict) -> dict:
         if len(json.dumps(value)) > DATA_MAX_BYTES:

@@ -7,11 +7,28 @@ import re
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from paygo.api.amounts import AmountField, format_minor, minor_from_field
+from paygo.api.amounts import MAX_WHOLE_UNITS, AmountField, format_minor, minor_from_field
+from paygo.api.text import validate_storable_text
 from wallets.models import Asset, Entry, LedgerTransaction, Withdrawal
 
 STARKNET_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
+
+
+class TxHashField(serializers.RegexField):
+    """A transaction hash: "0x" and up to 64 hex digits."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("error_messages", {"invalid": "A transaction hash is 0x followed by hex digits."})
+        super().__init__(TX_HASH, max_length=66, **kwargs)
+
+
+class StarknetAddressField(serializers.RegexField):
+    """A Starknet address: "0x" and up to 64 hex digits."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("error_messages", {"invalid": "A Starknet address is 0x followed by hex digits."})
+        super().__init__(STARKNET_ADDRESS, max_length=66, **kwargs)
 
 
 @extend_schema_field({"type": "string", "example": "USDC"})
@@ -21,6 +38,7 @@ class TokenField(serializers.Field):
     default_error_messages = {"unknown": "Unknown token {token!r}; supported: {supported}."}
 
     def to_internal_value(self, data) -> Asset:
+        validate_storable_text(data)  # such text would make the lookup below a database error
         code = str(data).strip().upper() if isinstance(data, str) else ""
         asset = Asset.objects.filter(code=code, is_active=True).first()
         if asset is None:
@@ -49,19 +67,32 @@ class _AmountInToken(serializers.Serializer):
 
 
 class DepositSerializer(_AmountInToken):
-    tx_hash = serializers.RegexField(
-        TX_HASH,
-        required=False,
-        allow_blank=False,
-        max_length=66,
-        error_messages={"invalid": "A transaction hash is 0x followed by hex digits."},
-    )
+    tx_hash = TxHashField(required=False)
 
 
 class WithdrawSerializer(_AmountInToken):
-    to_address = serializers.RegexField(
-        STARKNET_ADDRESS, max_length=66, error_messages={"invalid": "A Starknet address is 0x followed by hex digits."}
-    )
+    to_address = StarknetAddressField()
+
+
+class ChipiPaymentSerializer(serializers.Serializer):
+    """The `data` of a Chipi `payment.completed` event (snake_case here).
+
+    The signature proves Chipi sent the event, not that its fields are sane: they are checked as
+    strictly as a client's deposit, so that nothing odd is credited or reaches the database.
+    """
+
+    tx_hash = TxHashField()
+    to_address = StarknetAddressField()
+    # Not an asset lookup: an event for a token PayGo does not hold is acknowledged and ignored.
+    token = serializers.CharField(max_length=64)
+    amount = serializers.IntegerField(min_value=1)
+
+    def validate(self, attrs):
+        # The bound every amount of the API has (MAX_WHOLE_UNITS), here in minor units of the asset.
+        asset = Asset.objects.filter(code=attrs["token"].upper()).first()
+        if asset is not None and attrs["amount"] >= MAX_WHOLE_UNITS * 10**asset.decimals:
+            raise serializers.ValidationError({"amount": [f"Must be less than {MAX_WHOLE_UNITS:,} {asset.code}."]})
+        return attrs
 
 
 class TransferSerializer(_AmountInToken):

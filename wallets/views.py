@@ -6,6 +6,8 @@ import json
 import logging
 
 from django.contrib.auth import get_user_model
+from djangorestframework_camel_case.settings import api_settings as camel_case_settings
+from djangorestframework_camel_case.util import underscoreize
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.permissions import AllowAny
@@ -21,6 +23,7 @@ from wallets.idempotency import idempotent
 from wallets.models import Account, AccountKind, Asset, Entry, Withdrawal
 from wallets.serializers import (
     AssetSerializer,
+    ChipiPaymentSerializer,
     DepositSerializer,
     EntrySerializer,
     SwapSerializer,
@@ -313,12 +316,12 @@ class ChipiWebhookView(APIView):
             raise exceptions.ParseError("The webhook body is not a Chipi event.") from None
         if kind != "payment.completed":
             return Response({"received": True, "handled": False})
-        try:
-            amount = int(str(payload["amount"]))
-            tx_hash, to_address, token = str(payload["txHash"]), str(payload["toAddress"]), str(payload["token"])
-        except (KeyError, ValueError, TypeError):
-            raise exceptions.ValidationError(
-                "A payment.completed event needs txHash, toAddress, token and amount."
-            ) from None
-        result = services.webhook_deposit(to_address=to_address, token=token, amount=amount, tx_hash=tx_hash)
+        # This view reads its body itself (to check the signature over the raw bytes), so it
+        # turns the camelCase keys to snake_case as the API's parser does for every other view.
+        data = ChipiPaymentSerializer(data=underscoreize(payload, **camel_case_settings.JSON_UNDERSCOREIZE))
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        result = services.webhook_deposit(
+            to_address=values["to_address"], token=values["token"], amount=values["amount"], tx_hash=values["tx_hash"]
+        )
         return Response({"received": True, "handled": result is not None, "credited": bool(result and result.created)})

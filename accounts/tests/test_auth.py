@@ -118,6 +118,21 @@ def test_register_bad_email(anon):
     assert response.json()["errors"]["email"] == ["Enter a valid email address."]
 
 
+@pytest.mark.parametrize("path", [REGISTER, LOGIN])
+@pytest.mark.parametrize("raw", ["[]", '"x"', "123", "true", "null", '[{"email": "alice@example.com"}]'])
+def test_a_body_that_is_not_an_object_is_the_400_of_every_endpoint(anon, alice, path, raw):
+    users = User.objects.count()
+
+    response = anon.post(path, data=raw, content_type="application/json")
+    elsewhere = anon.post(REFRESH, data=raw, content_type="application/json")
+
+    assert response.status_code == elsewhere.status_code == 400
+    assert response.json() == elsewhere.json()
+    expected = "No data provided" if raw == "null" else "Invalid data. Expected a dictionary, but got "
+    assert response.json()["message"].startswith(expected)
+    assert User.objects.count() == users
+
+
 def test_login_answers_user_and_tokens(anon, alice):
     response = anon.post(LOGIN, {"email": "alice@example.com", "password": PASSWORD}, format="json")
 

@@ -7,7 +7,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dashboards.periods import DAY, MONTH, WEEK, YEAR, PeriodError, parse_tz, shift, window
+from dashboards.periods import (
+    DAY,
+    EARLIEST_DAY,
+    LATEST_DAY,
+    MONTH,
+    PERIODS,
+    WEEK,
+    YEAR,
+    PeriodError,
+    parse_tz,
+    shift,
+    window,
+)
 from dashboards.tests.conftest import NOW, USDC, make_service, run_session
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -58,6 +70,78 @@ def test_unknown_time_zones_and_periods():
     with pytest.raises(PeriodError):
         window(period="fortnight", tz=NEW_YORK, now=NOW)
     assert parse_tz("") == ZoneInfo("UTC")
+
+
+# The zones furthest ahead of and behind UTC, where a local midnight is furthest from UTC's.
+EDGE_ZONES = [ZoneInfo("UTC"), ZoneInfo("Pacific/Kiritimati"), ZoneInfo("Pacific/Pago_Pago"), ZoneInfo("Asia/Tokyo")]
+
+
+@pytest.mark.parametrize("tz", EDGE_ZONES, ids=str)
+@pytest.mark.parametrize("period", PERIODS)
+def test_windows_at_both_ends_of_the_allowed_dates_are_computed(period, tz):
+    for since, until in (
+        (EARLIEST_DAY, EARLIEST_DAY),
+        (None, EARLIEST_DAY),
+        (LATEST_DAY, LATEST_DAY),
+        (None, LATEST_DAY),
+    ):
+        span = window(period=period, tz=tz, now=NOW, since=since, until=until)
+
+        assert span.last_day == until
+        assert span.buckets[-1] <= until < shift(span.buckets[-1], period, 1)
+        assert len(span.ranges()) == len(span.buckets)
+
+
+@pytest.mark.parametrize(
+    ("since", "until", "field"),
+    [
+        (None, date(9999, 12, 31), "to"),
+        (None, date(9001, 1, 1), "to"),
+        (None, date(1, 1, 15), "to"),
+        (None, date(1999, 12, 31), "to"),
+        (date(1, 1, 1), date(1, 1, 1), "from"),
+        (date(1999, 12, 31), date(2000, 1, 1), "from"),
+        (date(9001, 1, 1), None, "from"),
+    ],
+)
+@pytest.mark.parametrize("period", PERIODS)
+def test_dates_outside_the_allowed_range_are_a_period_error(period, since, until, field):
+    with pytest.raises(PeriodError) as refused:
+        window(period=period, tz=ZoneInfo("Asia/Tokyo"), now=NOW, since=since, until=until)
+
+    assert refused.value.field == field
+    assert str(refused.value) == "Give a date from 2000-01-01 to 9000-12-31."
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "who"),
+    [
+        ("/api/v1/dashboard/user/overview", "alice"),
+        ("/api/v1/dashboard/vendor/overview", "victor"),
+        ("/api/v1/dashboard/vendor/earnings", "victor"),
+        ("/api/v1/dashboard/admin/overview", "olga"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("to=9999-12-31", "to"),
+        ("to=9999-12-31&period=day", "to"),
+        ("to=9999-12-31&period=year", "to"),
+        ("to=0001-01-15", "to"),
+        ("to=0001-03-01&period=month", "to"),
+        ("from=0001-01-01&to=0001-01-01&tz=Asia/Tokyo", "from"),
+        ("from=9999-12-31", "from"),
+    ],
+)
+def test_dates_near_the_ends_of_the_calendar_are_a_400(request, api, path, who, query, field):
+    response = api(request.getfixturevalue(who)).get(f"{path}?{query}")
+
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["statusCode"], body["code"]) == (400, "invalid")
+    assert body["errors"] == {field: ["Give a date from 2000-01-01 to 9000-12-31."]}
 
 
 @pytest.mark.django_db

@@ -273,6 +273,55 @@ def test_create_refuses_bad_input(api, victor, overrides, field, message):
     assert Service.objects.count() == 0
 
 
+NUL_FIELDS = [
+    ("category", "Time-\u0000Based"),
+    ("category", "\u0000"),
+    ("subcategory", "Pay Per Hour\u0000"),
+    ("metadata", {"language": "e\u0000n"}),
+    ("metadata", {"lang\u0000uage": "en"}),
+    ("metadata", {"deep": [{"er": {"still": ["ok", "\u0000"]}}]}),
+    ("metadata", {"deep": {"k\u0000": None}}),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), NUL_FIELDS)
+def test_create_refuses_the_nul_character(api, victor, field, value):
+    response = api(victor).post(SERVICES, body(**{field: value}), format="json")
+
+    assert response.status_code == 400
+    answer = response.json()
+    assert answer["code"] == "invalid"
+    assert answer["errors"] == {field: ["Must not contain the NUL character."]}
+    assert Service.objects.count() == 0
+
+
+@pytest.mark.parametrize(("field", "value"), NUL_FIELDS)
+def test_patch_refuses_the_nul_character(api, victor, service, field, value):
+    before = snapshot(service)
+
+    response = api(victor).patch(detail(service), {field: value}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {field: ["Must not contain the NUL character."]}
+    assert snapshot(service) == before
+
+
+@pytest.mark.parametrize(
+    ("field", "escaped"),
+    [("category", '"Time\\ud800"'), ("subcategory", '"\\udfff"'), ("metadata", '{"k": ["\\ud800"]}')],
+)
+def test_create_refuses_a_lone_surrogate(api, victor, field, escaped):
+    # Only a JSON escape can carry a lone surrogate: it is not UTF-8, and the database refuses it.
+    raw = json.dumps(body(**{field: "SURROGATE"})).replace('"SURROGATE"', escaped)
+
+    response = api(victor).post(SERVICES, data=raw, content_type="application/json")
+
+    assert response.status_code == 400
+    [message] = response.json()["errors"][field]
+    assert message.startswith("Surrogate characters are not allowed: U+D")
+    assert Service.objects.count() == 0
+
+
 @pytest.mark.parametrize("missing", ["name", "category", "rate", "unit"])
 def test_create_requires_fields(api, victor, missing):
     payload = body()
@@ -569,3 +618,11 @@ def test_my_services_filters_and_validates(api, victor, service, make_service):
 
     assert [s["id"] for s in api(victor).get(f"{MY_SERVICES}?unit=per_request").json()["services"]] == [data.pk]
     assert api(victor).get(f"{MY_SERVICES}?unit=per_year").status_code == 400
+
+
+@pytest.mark.parametrize("field", ["category", "subcategory"])
+def test_my_services_filter_holding_nul_is_400(api, victor, service, field):
+    response = api(victor).get(f"{MY_SERVICES}?{field}=%00")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {field: ["Must not contain the NUL character."]}

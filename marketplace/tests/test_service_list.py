@@ -209,6 +209,15 @@ def test_bad_filters_are_400(anon, catalogue, query, field):
     assert field in response.json()["errors"]
 
 
+@pytest.mark.parametrize("query", ["category=%00", "subcategory=%00", "category=Time-Based%00"])
+def test_a_filter_holding_nul_is_400(anon, catalogue, query):
+    response = anon.get(f"{SERVICES}?{query}")
+
+    assert response.status_code == 400
+    field = query.split("=")[0]
+    assert response.json()["errors"] == {field: ["Must not contain the NUL character."]}
+
+
 def test_pagination(anon, victor, make_service):
     for n in range(25):
         make_service(victor, name=f"S{n:02d}")

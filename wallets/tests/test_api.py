@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wallets.models import IdempotencyKey, LedgerTransaction
+from wallets.models import IdempotencyKey, LedgerTransaction, Withdrawal
 from wallets.tests.conftest import balance_of
 
 pytestmark = pytest.mark.django_db
@@ -108,6 +108,43 @@ def test_transfer_unknown_token(api, alice, bob, fund):
     assert response.json()["errors"]["token"] == ["Unknown token 'DOGE'; supported: USDC, USDT, ETH, STRK."]
 
 
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/api/v1/wallet/transfer", {"amount": 1, "token": "USDC\u0000", "recipientId": "bob"}, "token"),
+        ("/api/v1/wallet/swap", {"amount": 1, "fromToken": "\u0000", "toToken": "USDT"}, "fromToken"),
+        ("/api/v1/wallet/swap", {"amount": 1, "fromToken": "USDC", "toToken": "US\u0000DT"}, "toToken"),
+        ("/api/v1/wallet/withdraw", {"amount": 1, "token": "\u0000", "toAddress": "0x" + "a" * 64}, "token"),
+        ("/api/v1/wallet/deposit", {"amount": 1, "token": "\u0000"}, "token"),
+    ],
+)
+def test_a_token_holding_nul_is_400_and_moves_nothing(api, alice, bob, fund, sandbox, path, body, field):
+    fund(alice, 10 * USDC)
+    if body.get("recipientId") == "bob":
+        body = {**body, "recipientId": bob.pk}
+    before = LedgerTransaction.objects.count()
+
+    response = api(alice).post(path, body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"][field] == ["Must not contain the NUL character."]
+    assert LedgerTransaction.objects.count() == before
+    assert Withdrawal.objects.count() == 0
+    assert (balance_of(alice), balance_of(alice, "USDT"), balance_of(bob)) == (10 * USDC, 0, 0)
+    assert sandbox.custody_balance("USDC") == 0
+
+
+def test_a_token_holding_a_lone_surrogate_is_400_and_moves_nothing(api, alice, bob, fund):
+    fund(alice, 10 * USDC)
+    raw = f'{{"amount": 1, "token": "USDC\\ud800", "recipientId": {bob.pk}}}'
+
+    response = api(alice).post("/api/v1/wallet/transfer", data=raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"token": ["Surrogate characters are not allowed: U+D800."]}
+    assert (balance_of(alice), balance_of(bob)) == (10 * USDC, 0)
+
+
 def test_transfer_to_yourself_refused(api, alice, fund):
     fund(alice, USDC)
 
@@ -174,6 +211,13 @@ def test_transactions_bad_filters_are_400(api, alice, query):
 
     assert response.status_code == 400
     assert response.json()["statusCode"] == 400
+
+
+def test_transactions_token_filter_holding_nul_is_400(api, alice):
+    response = api(alice).get("/api/v1/wallet/transactions?token=%00")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"token": ["Must not contain the NUL character."]}
 
 
 def test_transactions_query_count_is_constant(api, alice, bob, fund, django_assert_num_queries):

@@ -159,3 +159,67 @@ def test_webhook_other_events_are_acknowledged(anon):
 
     assert response.status_code == 200
     assert response.json()["handled"] is False
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("amount", str(10**40)),  # past NUMERIC(38,0)
+        ("amount", 10**40),
+        ("amount", str(10**37)),  # fits the column, but no real payment
+        ("amount", 10**12 * USDC),  # a trillion USDC: one past the largest amount the API takes
+        ("amount", "0"),
+        ("amount", "-5"),
+        ("amount", "2.5"),
+        ("amount", True),
+        ("amount", {"value": 2}),
+        ("txHash", ""),
+        ("txHash", {"hash": "0x1"}),
+        ("txHash", "0x" + "a" * 199),
+        ("txHash", "0x12\u0000"),
+        ("txHash", "not-a-hash"),
+        ("toAddress", "0x12\u0000"),
+        ("toAddress", ""),
+        ("token", "USDC\u0000"),
+        ("token", ["USDC"]),
+    ],
+)
+def test_signed_webhook_with_bad_fields_is_400_and_credits_nothing(anon, alice, sandbox, field, value):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=2 * USDC)
+    event = payment_event(alice.wallet_address, paid.tx_hash)
+    event["data"][field] = value
+
+    response = webhook(anon, event)
+
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["statusCode"], body["code"]) == (400, "invalid")
+    assert list(body["errors"]) == [field]
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.DEPOSIT).count() == 0
+    assert balance_of(alice) == 0
+
+
+@pytest.mark.parametrize("data", [None, [], "x", {"txHash": "0x" + "1" * 64}])
+def test_signed_webhook_without_its_fields_is_400_and_credits_nothing(anon, alice, data):
+    response = webhook(anon, {"event": "payment.completed", "data": data})
+
+    assert response.status_code == 400
+    assert response.json()["statusCode"] == 400
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.DEPOSIT).count() == 0
+
+
+def test_signed_webhook_takes_the_largest_amount_and_a_number(anon, alice, sandbox):
+    from wallets.services import wallet_open
+
+    largest = 10**12 * USDC - 1
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=largest)
+    event = payment_event(alice.wallet_address.upper().replace("0X", "0x"), paid.tx_hash.upper().replace("0X", "0x"))
+    event["data"]["amount"] = largest
+
+    response = webhook(anon, event)
+
+    assert response.status_code == 200
+    assert response.json()["credited"] is True
+    assert balance_of(alice) == largest
