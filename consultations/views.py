@@ -200,7 +200,7 @@ class CallStartView(APIView):
             return Response(
                 {
                     "message": "Call started.",
-                    "session": SessionSerializer(session).data,
+                    "session": SessionSerializer(session, context={"request": request}).data,
                     "consultation": _detail(request.user, consultation.pk),
                 },
                 status=status.HTTP_201_CREATED,
@@ -224,7 +224,7 @@ class CallStopView(APIView):
             return Response(
                 {
                     "message": "Call stopped.",
-                    "session": SessionSerializer(session).data,
+                    "session": SessionSerializer(session, context={"request": request}).data,
                     "consultation": _detail(request.user, consultation.pk),
                 }
             )

@@ -15,7 +15,6 @@ from notifications import services
 from notifications.models import MESSAGE_MAX_LENGTH, TITLE_MAX_LENGTH, Notification, NotificationType
 from paygo.admin import ReadOnlyAdminMixin
 
-SEND_PERMISSION = "notifications.add_notification"
 RETRY_PERMISSION = "notifications.change_notification"
 
 
@@ -92,11 +91,11 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return [send, *super().get_urls()]
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "can_send": request.user.has_perm(SEND_PERMISSION)}
+        extra_context = {**(extra_context or {}), "can_send": request.user.has_perm(services.SEND_PERMISSION)}
         return super().changelist_view(request, extra_context=extra_context)
 
     def send_view(self, request):
-        if not request.user.has_perm(SEND_PERMISSION):
+        if not request.user.has_perm(services.SEND_PERMISSION):
             raise PermissionDenied
         form = NotificationSendForm(request.POST or None)
         if request.method == "POST" and form.is_valid():

@@ -48,6 +48,8 @@ logger = logging.getLogger("paygo.notifications")
 CLAIM_DURATION = timedelta(minutes=2)
 # Broadcasts insert, and dispatch after commit, this many notifications at a time.
 BROADCAST_BATCH = 1000
+# Sending to users (the admin's send page and the API's POST) needs this, not just being staff.
+SEND_PERMISSION = "notifications.add_notification"
 DISPATCH_CHUNK = 500
 # The sweeper re-queues a delivery still pending after this long (its task was lost: broker down at
 # commit, a worker killed...) and gives up on one this old: a day-old "low balance" SMS misleads.

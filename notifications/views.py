@@ -23,7 +23,7 @@ from notifications.serializers import (
     PreferencesResponseSerializer,
     PreferencesUpdateSerializer,
 )
-from paygo.api.permissions import IsStaff
+from paygo.api.permissions import StaffWithPermission
 
 
 def _plural(count: int, noun: str) -> str:
@@ -38,7 +38,8 @@ class NotificationListView(GenericAPIView):
 
     def get_permissions(self):
         if self.request.method == "POST":
-            return [IsAuthenticated(), IsStaff()]
+            # What the admin's send page asks: being staff is not enough, sending needs its permission.
+            return [IsAuthenticated(), StaffWithPermission(services.SEND_PERMISSION)]
         return [IsAuthenticated()]
 
     @extend_schema(

@@ -3,6 +3,10 @@
 Every second a `cost.tick` estimate; after each sweep the authoritative `cost.charged`; then
 `balance.low` and `session.stopped` as they happen (streaming/live.py publishes them on commit).
 Messages from the session's user count as heartbeats.
+
+The vendor watches the session's own figures but not the payer's money: what a message says of
+the payer's wallet (its balance, the runway and stop instant that give the balance away) is cut
+before it reaches a vendor's socket, and `balance.low` is not sent to it at all.
 """
 
 from __future__ import annotations
@@ -25,10 +29,15 @@ from wallets.models import Account
 HEARTBEAT_EVERY = timedelta(seconds=5)  # socket messages refresh the heartbeat at most this often
 REFRESH_EVERY = 5  # ticks between two reads of the session's state
 
+# What only the payer (and staff) may see: keys that reveal the wallet, messages about it.
+PAYER_KEYS = frozenset({"balance", "runwaySeconds", "stopAt"})
+PAYER_MESSAGES = frozenset({"balance.low"})
+
 
 class StreamConsumer(AuthenticatedConsumer):
     session: StreamingSession | None = None
     ticker: asyncio.Task | None = None
+    sees_payer_funds = False
 
     async def authorize(self, user) -> bool:
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
@@ -37,6 +46,7 @@ class StreamConsumer(AuthenticatedConsumer):
 
     async def joined(self, user) -> None:
         self.user = user
+        self.sees_payer_funds = user.is_staff or user.pk == self.session.user_id
         self.last_heartbeat = timezone.now() - HEARTBEAT_EVERY
         self.funds = await database_sync_to_async(_funds)(self.session)
         await self.join(live.group_name(self.session.session_id))
@@ -60,11 +70,19 @@ class StreamConsumer(AuthenticatedConsumer):
 
     async def stream_event(self, event: dict) -> None:
         message = event["message"]
-        await self.send_json(message)
+        await self.send_to_viewer(message)
         if message.get("type") in ("cost.charged", "session.stopped"):
             await self._refresh()
         if message.get("type") == "session.stopped" and self.ticker:
             self.ticker.cancel()
+
+    async def send_to_viewer(self, message: dict) -> None:
+        """Every message about the session goes out here, cut to what this socket's user may see."""
+        if not self.sees_payer_funds:
+            if message.get("type") in PAYER_MESSAGES:
+                return
+            message = {key: value for key, value in message.items() if key not in PAYER_KEYS}
+        await self.send_json(message)
 
     async def _refresh(self) -> None:
         self.session = await database_sync_to_async(StreamingSession.objects.select_related("asset", "hold").get)(
@@ -86,7 +104,7 @@ class StreamConsumer(AuthenticatedConsumer):
                 await self._refresh()
                 break
             await cache.aset(live._watch_key(self.session.session_id), 1, live.WATCH_TTL_SECONDS)
-            await self.send_json(tick(self.session, self.funds, now))
+            await self.send_to_viewer(tick(self.session, self.funds, now))
             ticks += 1
             await asyncio.sleep(settings.STREAM_TICK_SECONDS)
 

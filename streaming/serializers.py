@@ -7,15 +7,18 @@ import math
 from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor
+from paygo.api.text import validate_storable_text
 from streaming.models import StreamingSession
 
 METRIC_FIELDS = ("bitrate", "latency", "frame_drops")
+PAYER_FIELDS = ("stop_at",)  # a session's fields that only its payer and staff may see
 
 
 class SessionOptionsSerializer(serializers.Serializer):
     """What a client may say about a session it starts: its device and a cost ceiling."""
 
-    device = serializers.JSONField(required=False)
+    # Kept in a jsonb column, which cannot store NUL or a lone surrogate (also in a plain name).
+    device = serializers.JSONField(required=False, validators=[validate_storable_text])
     max_cost = AmountField(required=False)
 
     def validate_device(self, value):
@@ -57,6 +60,13 @@ class UsageSerializer(serializers.Serializer):
 
 
 class SessionSerializer(serializers.ModelSerializer):
+    """A session as its user, its vendor and staff see it; the vendor does not see the payer's money.
+
+    `stopAt` is when the payer's wallet (or maxCost) runs out, so it gives the balance away: it is
+    shown only to the session's user and staff, named by the request in the context. Without one
+    it is left out, so that a caller that forgets the context leaks nothing.
+    """
+
     id = serializers.UUIDField(source="session_id")
     session_id = serializers.UUIDField()
     service = serializers.SerializerMethodField()
@@ -117,3 +127,11 @@ class SessionSerializer(serializers.ModelSerializer):
 
     def get_total_usage_seconds(self, session) -> int:
         return session.usage_seconds
+
+    def to_representation(self, session: StreamingSession) -> dict:
+        data = super().to_representation(session)
+        viewer = getattr(self.context.get("request"), "user", None)
+        if not (viewer and (viewer.is_staff or viewer.pk == session.user_id)):
+            for name in PAYER_FIELDS:
+                data.pop(name, None)
+        return data

@@ -55,7 +55,11 @@ class StartView(APIView):
                 max_cost=minor_from_field("max_cost", max_cost, decimals) if max_cost is not None else None,
             )
             return Response(
-                {"message": "Session started.", "session": SessionSerializer(session).data, "user_role": "user"},
+                {
+                    "message": "Session started.",
+                    "session": SessionSerializer(session, context={"request": request}).data,
+                    "user_role": "user",
+                },
                 status=status.HTTP_201_CREATED,
             )
 
@@ -80,7 +84,7 @@ def _camel_sample(values: dict) -> dict:
     return {"frameDrops" if key == "frame_drops" else key: value for key, value in values.items()}
 
 
-def _stop_body(session) -> dict:
+def _stop_body(session, request) -> dict:
     decimals = session.asset.decimals
     seconds = session.total_usage_seconds
     rate_per_minute = None
@@ -93,7 +97,7 @@ def _stop_body(session) -> dict:
         "total_usage_seconds": seconds,
         "total_cost": format_minor(session.total_cost, decimals),
         "rate_per_minute": rate_per_minute,
-        "session": SessionSerializer(session).data,
+        "session": SessionSerializer(session, context={"request": request}).data,
     }
 
 
@@ -109,7 +113,7 @@ class StopView(APIView):
 
         def execute(_) -> Response:
             stopped = services.session_stop(session=session, reason=services.stop_reason_for(session, request.user))
-            return Response(_stop_body(stopped))
+            return Response(_stop_body(stopped, request))
 
         return idempotent(request, execute)
 
@@ -142,12 +146,14 @@ class ActiveSessionsView(generics.ListAPIView):
 class SessionDetailView(APIView):
     @extend_schema(summary="One session (owner, vendor, staff)", responses=JSON_OBJECT_RESPONSES)
     def get(self, request, session_id):
-        return Response({"session": SessionSerializer(selectors.session_get_for(request.user, session_id)).data})
+        session = selectors.session_get_for(request.user, session_id)
+        return Response({"session": SessionSerializer(session, context={"request": request}).data})
 
 
 class UsageView(APIView):
     @extend_schema(
         request=UsageSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
         summary="Report usage on a usage-metered session (its vendor)",
         responses=JSON_OBJECT_RESPONSES,
     )
@@ -159,16 +165,21 @@ class UsageView(APIView):
             raise exceptions.NotFound("No such session.")
         data = UsageSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        event, counted = services.usage_report(session=session, **data.validated_data)
-        return Response(
-            {
-                "message": "Usage recorded; it is charged on the next sweep." if counted else "Already recorded.",
-                "counted": counted,
-                "event": {
-                    "eventId": event.event_id,
-                    "quantity": str(event.quantity),
-                    "createdAt": event.created_at.isoformat(),
+
+        def execute(_) -> Response:
+            event, counted = services.usage_report(session=session, **data.validated_data)
+            return Response(
+                {
+                    "message": "Usage recorded; it is charged on the next sweep." if counted else "Already recorded.",
+                    "counted": counted,
+                    "event": {
+                        "eventId": event.event_id,
+                        "quantity": str(event.quantity),
+                        "createdAt": event.created_at.isoformat(),
+                    },
                 },
-            },
-            status=status.HTTP_201_CREATED if counted else status.HTTP_200_OK,
-        )
+                status=status.HTTP_201_CREATED if counted else status.HTTP_200_OK,
+            )
+
+        # Usage is money (it is charged on the next sweep): under an Idempotency-Key, as every money POST.
+        return idempotent(request, execute)

@@ -198,6 +198,19 @@ def test_without_funds_a_call_is_a_402_and_starts_nothing(api, alice, consult):
     assert api(alice).get(detail_url(consultation)).json()["consultation"]["status"] == "accepted"
 
 
+@pytest.mark.parametrize("device", ["Pixel\u00009", {"name": "Pixel", "os": {"versi\u0000on": "15"}}])
+def test_a_device_holding_nul_is_a_400_and_starts_nothing(api, alice, fund, consult, device):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+
+    response = call_start(api(alice), consultation, data={"device": device})
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"device": ["Must not contain the NUL character."]}
+    nothing_started(alice, 10 * USDC)
+    assert api(alice).get(detail_url(consultation)).json()["consultation"]["status"] == "accepted"
+
+
 @pytest.mark.parametrize("status", ["pending", "completed", "cancelled", "rejected"])
 def test_a_call_needs_an_accepted_consultation(api, alice, fund, consult, status):
     fund(alice, 10 * USDC)

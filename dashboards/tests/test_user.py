@@ -166,6 +166,14 @@ def test_a_user_cannot_name_another_user(api, alice, bob, history):
     assert response.status_code == 403
 
 
+def test_a_user_cannot_list_another_users_sessions(api, alice, bob, history):
+    response = api(bob).get(SESSIONS, {"userId": alice.pk})
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+    assert "sessions" not in response.json()
+
+
 def test_vendors_have_no_user_dashboard(api, victor, history):
     assert api(victor).get(OVERVIEW).status_code == 403
     assert api(victor).get(SESSIONS).status_code == 403

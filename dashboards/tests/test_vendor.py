@@ -131,6 +131,14 @@ def test_a_vendor_cannot_name_another_vendor(api, victor, wanda):
     assert api(wanda).get(OVERVIEW, {"vendorId": victor.pk}).status_code == 403
 
 
+def test_a_vendor_cannot_read_another_vendors_earnings(api, victor, wanda, history):
+    response = api(wanda).get(EARNINGS, {"vendorId": victor.pk})
+
+    assert response.status_code == 403
+    assert response.json()["code"] == "permission_denied"
+    assert "totalEarnings" not in response.json()
+
+
 def test_staff_see_any_vendors_earnings(api, olga, alice, victor, history):
     client = api(olga)
 

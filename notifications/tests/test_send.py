@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.auth.models import Permission
 
 from accounts.services import user_create, user_deactivate
 from notifications.models import Notification, NotificationPreference
@@ -113,6 +114,35 @@ def test_outsiders_cannot_send(api, alice, victor):
     assert not Notification.objects.exists()
 
 
+@pytest.fixture
+def sam(db):
+    """A plain staff member: may log into the admin, holds no permission (olga is a superuser)."""
+    return user_create(email="sam@example.com", password=None, name="Sam", is_staff=True)
+
+
+def test_staff_without_the_send_permission_cannot_send(api, sam, alice, bob, mailoutbox):
+    for target in ({"role": "user"}, {"userId": alice.pk}):
+        response = api(sam).post(SEND, {**target, "title": "Hi", "message": "Hi."})
+
+        assert response.status_code == 403
+        assert response.json()["code"] == "permission_denied"
+    assert not Notification.objects.exists()
+    assert mailoutbox == []
+
+
+def test_staff_granted_the_send_permission_can_send(api, sam, alice, victor, wanda, committed, mailoutbox):
+    sam.user_permissions.add(
+        Permission.objects.get(content_type__app_label="notifications", codename="add_notification")
+    )
+
+    with committed():
+        response = api(sam).post(SEND, {"role": "vendor", "title": "Hi", "message": "Hi."})
+
+    assert response.status_code == 201
+    assert response.json()["created"] == 2
+    assert set(Notification.objects.values_list("user", "sent_by")) == {(victor.pk, sam.pk), (wanda.pk, sam.pk)}
+
+
 def test_anonymous_cannot_send(anon, alice):
     assert anon.post(SEND, {"userId": alice.pk, "title": "Hi", "message": "Hi."}).status_code == 401
     assert not Notification.objects.exists()
@@ -136,6 +166,38 @@ def test_bad_requests_are_a_400(api, olga, alice, body, field):
     assert response.status_code == 400
     assert list(response.json()["errors"]) == [field]
     assert not Notification.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"note": "a\u0000b"},
+        {"no\u0000te": 1},
+        {"items": [{"id": 1, "tags": ["ok", "\u0000"]}]},
+        {"a": {"b\u0000": None}},
+    ],
+)
+@pytest.mark.parametrize("target", ["userId", "role"])
+def test_data_holding_nul_is_a_400_and_sends_nothing(api, olga, alice, mailoutbox, data, target):
+    to = {"userId": alice.pk} if target == "userId" else {"role": "user"}
+
+    response = api(olga).post(SEND, {**to, "title": "Hi", "message": "Hi.", "data": data})
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"data": ["Must not contain the NUL character."]}
+    assert not Notification.objects.exists()
+    assert mailoutbox == []
+
+
+def test_data_holding_a_lone_surrogate_is_a_400_and_sends_nothing(api, olga, alice, mailoutbox):
+    raw = f'{{"userId": {alice.pk}, "title": "Hi", "message": "Hi.", "data": {{"note": ["\\ud800"]}}}}'
+
+    response = api(olga).post(SEND, data=raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"data": ["Surrogate characters are not allowed: U+D800."]}
+    assert not Notification.objects.exists()
+    assert mailoutbox == []
 
 
 @pytest.mark.parametrize("target", [{}, {"userId": 1, "role": "user"}])

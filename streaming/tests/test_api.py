@@ -77,6 +77,37 @@ def test_start_bad_input_is_400_and_moves_nothing(api, alice, fund, make_service
     assert balance_of(alice) == 10 * USDC
 
 
+@pytest.mark.parametrize(
+    "device",
+    ["Pixel\u00009", {"name": "Pixel\u00009"}, {"na\u0000me": "Pixel"}, {"screens": [{"size": ["6", "\u0000"]}]}],
+)
+def test_start_with_a_device_holding_nul_is_400_and_moves_nothing(api, alice, fund, make_service, device):
+    fund(alice, 10 * USDC)
+
+    response = api(alice).post(
+        "/api/v1/streams/start", {"serviceId": make_service().pk, "device": device}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"device": ["Must not contain the NUL character."]}
+    assert not StreamingSession.objects.exists()
+    assert balance_of(alice) == 10 * USDC
+
+
+@pytest.mark.parametrize("device", ['"Pixel\\ud800"', '{"name": {"\\udfff": 1}}'])
+def test_start_with_a_device_holding_a_lone_surrogate_is_400(api, alice, fund, make_service, device):
+    fund(alice, 10 * USDC)
+    raw = f'{{"serviceId": {make_service().pk}, "device": {device}}}'
+
+    response = api(alice).post("/api/v1/streams/start", data=raw, content_type="application/json")
+
+    assert response.status_code == 400
+    [message] = response.json()["errors"]["device"]
+    assert message.startswith("Surrogate characters are not allowed: U+D")
+    assert not StreamingSession.objects.exists()
+    assert balance_of(alice) == 10 * USDC
+
+
 def test_start_on_an_inactive_service_is_400(api, alice, fund, make_service):
     from marketplace.services import service_set_active
 

@@ -22,9 +22,13 @@ from wallets.tests.conftest import fund_wallet
 pytestmark = [money_db(), pytest.mark.timeout(60)]
 
 
+# What a socket may say of the payer's wallet: only to the payer and staff, never to the vendor.
+PAYER_KEYS = {"balance", "runwaySeconds", "stopAt"}
+
+
 @database_sync_to_async
-def _session_for(user, make_service) -> StreamingSession:
-    fund_wallet(user, 10 * USDC)
+def _session_for(user, make_service, funds: int = 10 * USDC) -> StreamingSession:
+    fund_wallet(user, funds)
     return services.session_start(user=user, service=make_service("per_minute", rate=USDC))
 
 
@@ -46,6 +50,18 @@ async def _next(communicator, kind: str, limit: int = 50) -> dict:
         message = await communicator.receive_json_from(timeout=5)
         if message["type"] == kind:
             return message
+    raise AssertionError(f"no {kind} message")
+
+
+async def _events_until(communicator, kind: str, limit: int = 200) -> list[dict]:
+    """Every message but the ticks, up to and including the first `kind`."""
+    events = []
+    for _ in range(limit):
+        message = await communicator.receive_json_from(timeout=5)
+        if message["type"] != "cost.tick":
+            events.append(message)
+        if message["type"] == kind:
+            return events
     raise AssertionError(f"no {kind} message")
 
 
@@ -73,11 +89,11 @@ async def test_unknown_session_closes_4403(alice):
 
 
 @override_settings(STREAM_TICK_SECONDS=0.05)
-@pytest.mark.parametrize("who", ["alice", "victor", "olga"])
-async def test_owner_vendor_and_staff_get_ticks(alice, victor, olga, make_service, who):
+@pytest.mark.parametrize("who", ["alice", "olga"])
+async def test_owner_and_staff_get_ticks_with_the_balance(alice, olga, make_service, who):
     session = await _session_for(alice, make_service)
 
-    communicator = await _connect({"alice": alice, "victor": victor, "olga": olga}[who], session.session_id)
+    communicator = await _connect({"alice": alice, "olga": olga}[who], session.session_id)
     tick = await _next(communicator, "cost.tick")
 
     assert tick["sessionId"] == str(session.session_id)
@@ -93,6 +109,54 @@ async def test_owner_vendor_and_staff_get_ticks(alice, victor, olga, make_servic
     }
     assert tick["charged"] == "0.000000"
     assert Decimal("9.9") < Decimal(tick["balance"]) <= 10  # the hold plus the free balance, less the estimate
+    assert 590 < tick["runwaySeconds"] <= 600
+    await communicator.disconnect()
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+async def test_the_vendor_gets_ticks_without_the_payers_balance(alice, victor, make_service):
+    session = await _session_for(alice, make_service)
+
+    communicator = await _connect(victor, session.session_id)
+    tick = await _next(communicator, "cost.tick")
+
+    assert tick["sessionId"] == str(session.session_id)
+    assert set(tick) == {"type", "sessionId", "elapsedSeconds", "estimatedCost", "charged", "at"}
+    assert tick["charged"] == "0.000000"
+    await communicator.disconnect()
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+@pytest.mark.parametrize("who", ["alice", "victor", "olga"])
+async def test_what_each_watcher_is_told_of_a_charge_a_low_balance_and_the_stop(alice, victor, olga, make_service, who):
+    # 1.5 USDC at 1 USDC a minute: after the first minute 0.5 USDC is left, 30 seconds of runway.
+    session = await _session_for(alice, make_service, funds=1_500_000)
+    communicator = await _connect({"alice": alice, "victor": victor, "olga": olga}[who], session.session_id)
+    await _next(communicator, "cost.tick")  # the socket marked the session as watched
+    later = session.start_time + timedelta(seconds=60)
+    await database_sync_to_async(services.session_heartbeat)(session_id=session.pk, now=later)
+
+    await database_sync_to_async(sweep)(now=later)
+    await database_sync_to_async(services.session_stop)(session=session, reason="user", now=later)
+    events = await _events_until(communicator, "session.stopped")
+
+    by_type = {event["type"]: event for event in events}
+    charged, stopped = by_type["cost.charged"], by_type["session.stopped"]
+    assert charged["charged"] == "1.000000"
+    assert charged["amount"] == "1.000000"
+    assert charged["chargedUntil"] == later.isoformat()
+    assert stopped["reason"] == "user"
+    assert stopped["totalCost"] == "1.000000"
+    assert set(stopped) == {"type", "sessionId", "reason", "totalCost", "endTime", "at"}
+    if who == "victor":
+        assert [event["type"] for event in events] == ["cost.charged", "session.stopped"]
+        assert not any(PAYER_KEYS & set(event) for event in events)
+    else:
+        assert [event["type"] for event in events] == ["cost.charged", "balance.low", "session.stopped"]
+        assert (charged["balance"], charged["runwaySeconds"]) == ("0.500000", 30)
+        low = by_type["balance.low"]
+        assert low["runwaySeconds"] == 30
+        assert low["stopAt"] == (session.start_time + timedelta(seconds=90)).isoformat()
     await communicator.disconnect()
 
 
