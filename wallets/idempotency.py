@@ -9,13 +9,14 @@ everything else, so a retry runs afresh.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from djangorestframework_camel_case.render import CamelCaseJSONRenderer
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions
@@ -23,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from paygo.api.errors import Conflict
+from paygo.api.parsers import exact_numbers
 from wallets.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
@@ -62,6 +64,16 @@ def idempotent(
             {"idempotency_key": ["Idempotency-Key must be 1 to 255 printable characters without spaces."]}
         )
     fingerprint = _fingerprint(request)
+    if prepare is None:
+        return _run(request, key, fingerprint, execute, None)
+    # `prepare` runs before the key is recorded, and may act outside the database (the Chipi
+    # sandbox's simulated payment): requests with one key take turns through it, and a later one
+    # finds the key the first recorded and replays its answer.
+    with _one_at_a_time(request.user.pk, key):
+        return _run(request, key, fingerprint, execute, prepare)
+
+
+def _run(request: Request, key: str, fingerprint: str, execute, prepare) -> Response:
     earlier = IdempotencyKey.objects.filter(user=request.user, key=key).first()
     if earlier:
         return _replay(earlier, request, fingerprint)
@@ -94,9 +106,29 @@ def idempotent(
         return discard.response
 
 
+@contextlib.contextmanager
+def _one_at_a_time(user_id: int, key: str):
+    """A PostgreSQL advisory lock on (user, key) for the block, outside any transaction. (The
+    embedded SQLite has none: one process, and its writes are serialised anyway.)"""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    name = f"idempotency:{user_id}:{key}"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [name])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [name])
+
+
 def _fingerprint(request: Request) -> str:
+    # Numbers as the client wrote them: two amounts that round to one float are two requests.
     canonical = json.dumps(
-        {"method": request.method, "path": request.path, "body": request.data}, sort_keys=True, default=str
+        {"method": request.method, "path": request.path, "body": exact_numbers(request.data)},
+        sort_keys=True,
+        default=str,
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 

@@ -10,6 +10,8 @@ the client's text, from which amounts are read exactly (paygo.api.amounts.parse_
 from __future__ import annotations
 
 import json
+from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from djangorestframework_camel_case.parser import CamelCaseJSONParser
@@ -26,6 +28,28 @@ class JSONNumber(float):
         number = super().__new__(cls, text)
         number.text = text
         return number
+
+
+def exact_numbers(data: Any) -> Any:
+    """A copy of parsed JSON with each JSONNumber as the Decimal of its text: for comparing two
+    bodies exactly (as floats, 12345678901.234567 and ...568 are the same number).
+
+    Walked with a stack rather than recursion: a body may nest as deep as the parser allows.
+    """
+    root = [data]
+    pending: list[tuple[Any, Any]] = [(root, 0)]
+    while pending:
+        container, key = pending.pop()
+        value = container[key]
+        if isinstance(value, JSONNumber):
+            container[key] = Decimal(value.text)
+        elif type(value) is dict:
+            container[key] = copy = dict(value)
+            pending.extend((copy, name) for name in copy)
+        elif type(value) is list:
+            container[key] = copy = list(value)
+            pending.extend((copy, index) for index in range(len(copy)))
+    return root[0]
 
 
 class JSONParser(CamelCaseJSONParser):

@@ -48,3 +48,21 @@ def test_amounts_in_other_forms_than_ascii_decimals_are_refused(api, alice, bob,
     assert response.json()["errors"]["amount"] == ["Must be a number or a decimal string."]
     assert LedgerTransaction.objects.count() == before
     assert balance_of(alice) == 2_000 * USDC
+
+
+@pytest.mark.django_db
+def test_one_key_for_two_amounts_that_round_to_one_float_is_409(api, alice, bob, fund):
+    fund(alice, 20_000_000_000 * USDC)
+    client = api(alice)
+
+    def send(amount: str):
+        body = f'{{"recipientId": {bob.pk}, "amount": {amount}}}'
+        return client.post(
+            "/api/v1/wallet/transfer", data=body, content_type="application/json", HTTP_IDEMPOTENCY_KEY="k"
+        )
+
+    first, retry, other = send("12345678901.234567"), send("12345678901.234567"), send("12345678901.234568")
+
+    assert (first.status_code, retry.status_code, other.status_code) == (201, 201, 409)
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert balance_of(bob) == 12_345_678_901_234_567

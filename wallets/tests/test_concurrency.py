@@ -97,6 +97,33 @@ def test_parallel_requests_with_one_idempotency_key_move_money_once(alice, bob):
 
 
 @money_db
+def test_parallel_sandbox_deposits_with_one_idempotency_key_pay_in_once(alice, sandbox):
+    """A deposit without a hash makes the sandbox simulate the payment before the key is recorded:
+    the requests with one key take turns, so one payment is made, credited once, and custody on
+    the (simulated) chain matches the ledger."""
+    from conftest import client_for
+    from wallets.services import reconcile
+
+    start = threading.Barrier(4)
+
+    @in_thread
+    def post(_):
+        client = client_for(alice)
+        start.wait()
+        response = client.post("/api/v1/wallet/deposit", {"amount": 5}, format="json", HTTP_IDEMPOTENCY_KEY="in")
+        return response.status_code, response.json()["transaction"]["id"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(post, range(4)))
+
+    assert {status for status, _ in outcomes} == {201}
+    assert len({tx_id for _, tx_id in outcomes}) == 1
+    assert balance_of(alice) == 5 * USDC
+    reports = reconcile()
+    assert reports and all(report.difference == 0 for report in reports)
+
+
+@money_db
 def test_a_reference_raced_past_the_check_is_refused_by_the_unique_index(alice, bob):
     """Two postings of one reference, the second checking before the first commits: the unique
     index makes it wait, then refuses it; the money moves once."""
