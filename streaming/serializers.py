@@ -11,7 +11,7 @@ from paygo.api.text import validate_storable_text
 from streaming.models import StreamingSession
 
 METRIC_FIELDS = ("bitrate", "latency", "frame_drops")
-PAYER_FIELDS = ("stop_at",)  # a session's fields that only its payer and staff may see
+PAYER_FIELDS = ("stop_at", "held")  # a session's fields that only its payer and staff may see
 
 
 class SessionOptionsSerializer(serializers.Serializer):
@@ -62,9 +62,10 @@ class UsageSerializer(serializers.Serializer):
 class SessionSerializer(serializers.ModelSerializer):
     """A session as its user, its vendor and staff see it; the vendor does not see the payer's money.
 
-    `stopAt` is when the payer's wallet (or maxCost) runs out, so it gives the balance away: it is
-    shown only to the session's user and staff, named by the request in the context. Without one
-    it is left out, so that a caller that forgets the context leaks nothing.
+    `stopAt` is when the payer's wallet (or maxCost) runs out, and `held` is all the wallet has
+    left when it cannot cover a period: both give the balance away, so they are shown only to the
+    session's user and staff, named by the request in the context. Without one they are left out,
+    so that a caller that forgets the context leaks nothing.
     """
 
     id = serializers.UUIDField(source="session_id")

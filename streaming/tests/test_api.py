@@ -259,3 +259,23 @@ def test_session_lists_have_a_constant_query_count(api, alice, fund, make_servic
         start(alice, service)
     with django_assert_num_queries(3):
         assert client.get("/api/v1/streams/my-sessions").json()["count"] == 16
+
+
+@pytest.mark.parametrize(("who", "sees_funds"), [("alice", True), ("olga", True), ("victor", False)])
+def test_only_the_payer_and_staff_see_what_gives_the_balance_away(
+    api, request, alice, fund, make_service, who, sees_funds
+):
+    """`stopAt` (when the payer's wallet runs out) and `held` (all it has left, when it cannot
+    cover a period) give the payer's balance away: not to the vendor."""
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    StreamingSession.objects.filter(pk=session.pk).update(stop_at=session.start_time)
+    client = api(request.getfixturevalue(who))
+
+    detail = client.get(f"/api/v1/streams/{session.session_id}").json()["session"]
+    [listed] = client.get("/api/v1/streams/active").json()["sessions"]
+    stopped = client.patch(f"/api/v1/streams/{session.session_id}/stop").json()["session"]
+
+    for shown in (detail, listed, stopped):
+        assert ("stopAt" in shown, "held" in shown) == (sees_funds, sees_funds)
+    assert detail["totalCost"] and listed["rate"]  # the session's own figures, for everyone
