@@ -4,9 +4,9 @@ Every second a `cost.tick` estimate; after each sweep the authoritative `cost.ch
 `balance.low` and `session.stopped` as they happen (streaming/live.py publishes them on commit).
 Messages from the session's user count as heartbeats.
 
-The vendor watches the session's own figures but not the payer's money: what a message says of
-the payer's wallet (its balance, the runway and stop instant that give the balance away) is cut
-before it reaches a vendor's socket, and `balance.low` is not sent to it at all.
+The vendor watches the session's own figures but not the payer's money: a vendor's socket gets
+only the keys SESSION_VIEW names for each message (never the balance, or the runway and stop
+instant that give it away), and no `balance.low`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,14 @@ from wallets.models import Account
 HEARTBEAT_EVERY = timedelta(seconds=5)  # socket messages refresh the heartbeat at most this often
 REFRESH_EVERY = 5  # ticks between two reads of the session's state
 
-# What only the payer (and staff) may see: keys that reveal the wallet, messages about it.
-PAYER_KEYS = frozenset({"balance", "runwaySeconds", "stopAt"})
-PAYER_MESSAGES = frozenset({"balance.low"})
+# What a watcher who may not see the payer's wallet (the vendor) is told: the session's own
+# figures, named per message. Anything else (the balance, the runway, when the money runs out,
+# balance.low, and any key or message added later) stays with the payer and staff.
+SESSION_VIEW = {
+    "cost.tick": frozenset({"type", "sessionId", "elapsedSeconds", "estimatedCost", "charged", "at"}),
+    "cost.charged": frozenset({"type", "sessionId", "charged", "amount", "chargedUntil", "at"}),
+    "session.stopped": frozenset({"type", "sessionId", "reason", "totalCost", "endTime", "at"}),
+}
 
 
 class StreamConsumer(AuthenticatedConsumer):
@@ -46,7 +51,7 @@ class StreamConsumer(AuthenticatedConsumer):
 
     async def joined(self, user) -> None:
         self.user = user
-        self.sees_payer_funds = user.is_staff or user.pk == self.session.user_id
+        self.sees_payer_funds = selectors.sees_payer_funds(user, self.session)
         self.last_heartbeat = timezone.now() - HEARTBEAT_EVERY
         self.funds = await database_sync_to_async(_funds)(self.session)
         await self.join(live.group_name(self.session.session_id))
@@ -79,9 +84,10 @@ class StreamConsumer(AuthenticatedConsumer):
     async def send_to_viewer(self, message: dict) -> None:
         """Every message about the session goes out here, cut to what this socket's user may see."""
         if not self.sees_payer_funds:
-            if message.get("type") in PAYER_MESSAGES:
+            shown = SESSION_VIEW.get(message.get("type"))
+            if shown is None:
                 return
-            message = {key: value for key, value in message.items() if key not in PAYER_KEYS}
+            message = {key: value for key, value in message.items() if key in shown}
         await self.send_json(message)
 
     async def _refresh(self) -> None:

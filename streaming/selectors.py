@@ -34,6 +34,12 @@ def session_get_for(user, session_id) -> StreamingSession:
     return session
 
 
+def sees_payer_funds(user, session: StreamingSession) -> bool:
+    """Whether `user` may see what a session tells of its payer's wallet (the balance, the runway,
+    when the money runs out, the hold): the payer and staff, not the vendor."""
+    return bool(user and (user.is_staff or user.pk == session.user_id))
+
+
 def sessions_of(user, *, status: str | None = None) -> QuerySet[StreamingSession]:
     """The caller's own sessions (as the user who opened them), newest first."""
     sessions = _sessions().filter(user=user)

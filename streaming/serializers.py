@@ -9,6 +9,7 @@ from rest_framework import serializers
 from paygo.api.amounts import AmountField, format_minor
 from paygo.api.text import validate_storable_text
 from streaming.models import StreamingSession
+from streaming.selectors import sees_payer_funds
 
 METRIC_FIELDS = ("bitrate", "latency", "frame_drops")
 PAYER_FIELDS = ("stop_at", "held")  # a session's fields that only its payer and staff may see
@@ -131,8 +132,7 @@ class SessionSerializer(serializers.ModelSerializer):
 
     def to_representation(self, session: StreamingSession) -> dict:
         data = super().to_representation(session)
-        viewer = getattr(self.context.get("request"), "user", None)
-        if not (viewer and (viewer.is_staff or viewer.pk == session.user_id)):
+        if not sees_payer_funds(getattr(self.context.get("request"), "user", None), session):
             for name in PAYER_FIELDS:
                 data.pop(name, None)
         return data
