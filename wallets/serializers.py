@@ -85,7 +85,13 @@ class ChipiPaymentSerializer(serializers.Serializer):
     to_address = StarknetAddressField()
     # Not an asset lookup: an event for a token PayGo does not hold is acknowledged and ignored.
     token = serializers.CharField(max_length=64)
-    amount = serializers.IntegerField(min_value=1)
+    # Minor units, as a JSON integer or a string of digits: not 2e6 or "5.0", which IntegerField takes.
+    amount = serializers.RegexField(r"^[0-9]{1,40}\Z", error_messages={"invalid": "A whole number of minor units."})
+
+    def validate_amount(self, value: str) -> int:
+        if int(value) < 1:
+            raise serializers.ValidationError("Must be at least 1.")
+        return int(value)
 
     def validate(self, attrs):
         # The bound every amount of the API has (MAX_WHOLE_UNITS), here in minor units of the asset.

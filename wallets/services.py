@@ -4,6 +4,7 @@ staff adjustments and reconciliation. Every balance change goes through wallets/
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
@@ -69,6 +70,8 @@ def wallet_open(*, user) -> str:
 
 # --- Deposits -------------------------------------------------------------------------------------
 
+_HEX_HASH = re.compile(r"0x[0-9a-f]{1,64}")
+
 
 @dataclass(frozen=True)
 class DepositResult:
@@ -77,7 +80,13 @@ class DepositResult:
 
 
 def deposit_reference(tx_hash: str) -> str:
-    return f"deposit:{tx_hash.lower()}"
+    """One reference per on-chain transaction however its hash is written: a Starknet hash is a
+    number, and "0x0ABC", "0xabc" and "0x" + 61 zeros + "abc" name the same one (a deposit credited
+    under one spelling must not be credited again under another)."""
+    text = tx_hash.strip().lower()
+    if _HEX_HASH.fullmatch(text):
+        return f"deposit:0x{int(text, 16):064x}"
+    return f"deposit:{text}"
 
 
 def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None):

@@ -200,6 +200,18 @@ def test_data_holding_a_lone_surrogate_is_a_400_and_sends_nothing(api, olga, ali
     assert mailoutbox == []
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_data_holding_a_number_json_cannot_hold_is_a_400_and_sends_nothing(api, olga, alice, mailoutbox, number):
+    raw = f'{{"userId": {alice.pk}, "title": "Hi", "message": "Hi.", "data": {{"score": {number}}}}}'
+
+    response = api(olga).post(SEND, data=raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["message"].startswith("JSON parse error")
+    assert not Notification.objects.exists()
+    assert mailoutbox == []
+
+
 @pytest.mark.parametrize("target", [{}, {"userId": 1, "role": "user"}])
 def test_exactly_one_target(api, olga, target):
     response = api(olga).post(SEND, {**target, "title": "Hi", "message": "Hi."})

@@ -5,11 +5,13 @@ significant digits: 12345678901.234567 would arrive as 12345678901.234568, and a
 from it would move a unit the client never sent. Such numbers are parsed into `JSONNumber`, a
 float (so that every other field, JSON storage and comparison behave as before) that also keeps
 the client's text, from which amounts are read exactly (paygo.api.amounts.parse_decimal).
+NaN, Infinity and numbers beyond a float's range are a parse error (400), as in strict JSON.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from decimal import Decimal
 from typing import Any
 
@@ -26,8 +28,15 @@ class JSONNumber(float):
 
     def __new__(cls, text: str) -> JSONNumber:
         number = super().__new__(cls, text)
+        if not math.isfinite(number):
+            raise ValueError(f"Number out of range: {text[:40]}")
         number.text = text
         return number
+
+
+def _refuse_constant(name: str):
+    # NaN and Infinity are not JSON (Python's json takes them), and no column can store them.
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def exact_numbers(data: Any) -> Any:
@@ -56,7 +65,7 @@ class JSONParser(CamelCaseJSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            data = json.loads(stream.read().decode(encoding), parse_float=JSONNumber)
+            data = json.loads(stream.read().decode(encoding), parse_float=JSONNumber, parse_constant=_refuse_constant)
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
         return underscoreize(data, **self.json_underscoreize)

@@ -171,6 +171,8 @@ def test_webhook_other_events_are_acknowledged(anon):
         ("amount", "0"),
         ("amount", "-5"),
         ("amount", "2.5"),
+        ("amount", "5.0"),
+        ("amount", 2e6),
         ("amount", True),
         ("amount", {"value": 2}),
         ("txHash", ""),
@@ -223,3 +225,19 @@ def test_signed_webhook_takes_the_largest_amount_and_a_number(anon, alice, sandb
     assert response.status_code == 200
     assert response.json()["credited"] is True
     assert balance_of(alice) == largest
+
+
+@pytest.mark.django_db
+def test_one_transaction_written_two_ways_is_credited_once(alice):
+    from wallets import ledger
+    from wallets.services import deposit_credit
+
+    usdc = ledger.asset_get("USDC")
+    padded = "0x" + "0" * 61 + "abc"
+
+    first = deposit_credit(user=alice, asset=usdc, amount=USDC, tx_hash=padded, source="test")
+    again = deposit_credit(user=alice, asset=usdc, amount=USDC, tx_hash="0xABC", source="test")
+
+    assert (first.created, again.created) == (True, False)
+    assert again.transaction.pk == first.transaction.pk
+    assert balance_of(alice) == USDC
