@@ -293,12 +293,8 @@ def test_stopping_again_charges_nothing_more(api, alice, fund, make_service, clo
 
 
 def test_sweeps_repeated_at_the_same_instant_charge_once(alice, fund, make_service, clock):
-    fund(alice, 10 * USDC)
-    session = start(alice, make_service("per_minute", rate=USDC))
-    clock.move(seconds=60)
-    beat(session)
+    session = charged_once(alice, fund, make_service, clock)
 
-    run_sweep()
     run_sweep()  # a re-run, as after a crash that lost nothing
     run_sweep()
 
