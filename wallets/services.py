@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework import exceptions
 
-from paygo.api.amounts import format_minor
+from paygo.api.amounts import MAX_WHOLE_UNITS, format_minor
 from paygo.api.errors import Conflict, UpstreamUnavailable
 from wallets import ledger
 from wallets.models import (
@@ -160,8 +160,11 @@ def webhook_deposit(*, to_address: str, token: str, amount: int, tx_hash: str) -
     """A signed Chipi `payment.completed`: credit the address's owner once per hash (None: not ours)."""
     from django.contrib.auth import get_user_model
 
-    user = get_user_model().objects.filter(wallet_address__iexact=to_address).first()
     asset = Asset.objects.filter(code=token.upper()).first()
+    # The bound every amount of the API has (MAX_WHOLE_UNITS), here in minor units of the asset.
+    if asset is not None and amount >= MAX_WHOLE_UNITS * 10**asset.decimals:
+        raise _invalid("amount", f"Must be less than {MAX_WHOLE_UNITS:,} {asset.code}.")
+    user = get_user_model().objects.filter(wallet_address__iexact=to_address).first()
     if user is None or asset is None or amount <= 0:
         logger.warning("Chipi webhook for an unknown address or token: %s %s", to_address, token)
         return None
