@@ -25,9 +25,12 @@ class Command(BaseCommand):
             from paygo.embedded import EmbeddedBeat
 
             EmbeddedBeat().start()
-            mode = "embedded (SQLite or DATABASE_URL, in-memory channel layer, eager Celery, in-process timer)"
+            mode = "embedded (in-memory channel layer, eager Celery, in-process timer)"
         else:
             mode = "production services (Redis channel layer and cache; run a Celery worker and beat)"
         self.stdout.write(f"PayGo on http://{host}:{port}/  —  API /api/v1/, docs /api/v1/docs/, admin /admin/")
         self.stdout.write(f"Mode: {mode}")
+        database = settings.DATABASES["default"]
+        if database["ENGINE"] == "paygo.embedded_db":
+            self.stdout.write(f"Database: embedded PostgreSQL, its data in {database['HOST']}")
         CommandLineInterface().run(["--bind", host, "--port", str(port), "--proxy-headers", "paygo.asgi:application"])
