@@ -51,7 +51,6 @@ from django.db.models import (
     Exists,
     F,
     Func,
-    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -61,7 +60,6 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce
-from django.db.utils import NotSupportedError
 from django.utils import timezone
 
 from dashboards.models import DAY, QUARTER_HOUR, ChargeBucket, LedgerBucket, SessionBucket, Watermark
@@ -88,19 +86,8 @@ class UtcBucket(Func):
         super().__init__(expression)
 
     def as_sql(self, compiler, connection, **extra):
-        raise NotSupportedError("The dashboards' rollup runs on PostgreSQL or SQLite.")
-
-    def as_postgresql(self, compiler, connection, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
         return f"date_bin(INTERVAL '{self.span} seconds', {sql}, TIMESTAMPTZ '2000-01-01 00:00:00+00')", params
-
-    def as_sqlite(self, compiler, connection, **extra):
-        # Django keeps SQLite datetimes as UTC text; back to the same text at the bucket's start.
-        sql, params = compiler.compile(self.source_expressions[0])
-        return (
-            f"datetime(CAST(strftime(%s, {sql}) AS INTEGER) / {self.span} * {self.span}, 'unixepoch')",
-            ["%s", *params],
-        )
 
 
 # --- What is summed: one definition, for the task and for the tail ------------------------------
@@ -184,9 +171,6 @@ def _committed_through(model: type[models.Model]) -> int | None:
     It takes no lock, so a caller's transaction is no matter (each statement of READ COMMITTED
     sees what is committed by then; the caller's own rows are its own to count).
     """
-    if connection.vendor != "postgresql":
-        # SQLite (embedded) serialises writers: every row one can see is committed, in id order.
-        return model.objects.aggregate(last=Max("id"))["last"] or 0
     table = model._meta.db_table
     with connection.cursor() as cursor:
         # The statement's snapshot gives max(id); pg_locks, read after it, still lists every
@@ -303,9 +287,8 @@ def _add(model, facts: QuerySet, *, key: tuple[str, ...], added: tuple[str, ...]
     columns, values = ", ".join(map(column, names)), ", ".join(map(quote, names))
     increments = ", ".join(f"{column(name)} = {table}.{column(name)} + excluded.{column(name)}" for name in added)
     sql, params = facts.query.sql_with_params()
-    # Names come from the models, values are parameters. "WHERE 1 = 1": SQLite wants a WHERE before
-    # ON CONFLICT in an INSERT ... SELECT.
-    insert = f"INSERT INTO {table} ({columns}) SELECT {values} FROM ({sql}) AS facts WHERE 1 = 1"  # noqa: S608
+    # Names come from the models, values are parameters.
+    insert = f"INSERT INTO {table} ({columns}) SELECT {values} FROM ({sql}) AS facts"  # noqa: S608
     upsert = f" ON CONFLICT ({', '.join(map(column, key))}) DO UPDATE SET {increments}"
     with connection.cursor() as cursor:
         cursor.execute(insert + upsert, params)
