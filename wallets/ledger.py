@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from paygo.db import execute_bound
@@ -28,7 +27,6 @@ from wallets.models import (
     AccountKind,
     Asset,
     Hold,
-    HoldStatus,
     LedgerTransaction,
     SystemAccount,
     TransactionKind,
@@ -318,52 +316,3 @@ def _references(specs: Sequence[TxSpec]) -> list[str]:
 def hold_open(*, account: Account | int, reference: str) -> Hold:
     """An empty hold, to be filled by post_batch's hold changes in the same transaction."""
     return Hold.objects.create(account_id=_id(account), amount=0, reference=reference)
-
-
-def hold_place(*, account: Account, amount: int, reference: str) -> Hold:
-    """Reserve `amount` of the account's available funds."""
-    if amount < 0:
-        raise LedgerError("a hold reserves a non-negative amount")
-    with transaction.atomic():
-        hold = Hold.objects.create(account=account, amount=0, reference=reference)
-        if amount:
-            _hold_adjust(hold, amount)
-        hold.refresh_from_db()
-    return hold
-
-
-def hold_set(*, hold: Hold, amount: int) -> Hold:
-    """Set what the hold reserves (renewal); raises InsufficientFunds when an increase cannot be covered."""
-    with transaction.atomic():
-        current = Hold.objects.select_for_update().get(pk=hold.pk)
-        if current.status != HoldStatus.ACTIVE:
-            raise LedgerError("the hold is not active")
-        if amount != current.amount:
-            _hold_adjust(current, amount - current.amount)
-        current.refresh_from_db()
-    return current
-
-
-def hold_release(*, hold: Hold) -> Hold:
-    with transaction.atomic():
-        current = Hold.objects.select_for_update().get(pk=hold.pk)
-        if current.status == HoldStatus.ACTIVE:
-            _hold_adjust(current, -current.amount, close=HoldStatus.RELEASED)
-        current.refresh_from_db()
-    return current
-
-
-def _hold_adjust(hold: Hold, delta: int, close: str | None = None) -> None:
-    """Change a hold and its account's `held` under the account's lock (no ledger transaction:
-    a hold moves no money, it only narrows what is available)."""
-    account = Account.objects.select_for_update().get(pk=hold.account_id)
-    new_held = account.held + delta
-    if new_held < 0:
-        raise LedgerError("a hold cannot release more than it holds")
-    if account.kind == AccountKind.USER and account.balance < new_held:
-        raise InsufficientFunds(account.pk, available=account.available, needed=delta)
-    updates: dict[str, Any] = {"amount": F("amount") + delta}
-    if close:
-        updates["status"] = close
-    Hold.objects.filter(pk=hold.pk).update(**updates)
-    Account.objects.filter(pk=account.pk).update(held=F("held") + delta)
