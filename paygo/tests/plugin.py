@@ -32,6 +32,7 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
     if os.environ.get("DATABASE_URL") or worker:
         return  # a worker inherits the controller's choice, EMBEDDED_PGDATA included
     os.environ["EMBEDDED_PGDATA"] = str(_start_embedded_postgres())
+    os.environ["DATABASE_URL"] = ""  # set, and empty: a .env file's DATABASE_URL does not apply
 
 
 def _start_embedded_postgres() -> Path:
