@@ -1,13 +1,6 @@
-"""OpenAPI helpers shared by the apps' views."""
+"""OpenAPI helpers shared by the apps' views: the sockets' contract beside the endpoints."""
 
 from __future__ import annotations
-
-from drf_spectacular.types import OpenApiTypes
-
-# For views that answer a JSON object built in the view (message + payload) rather than one
-# serializer: documented as an object, so the schema is complete and `check` stays quiet.
-JSON_OBJECT_RESPONSES = {code: OpenApiTypes.OBJECT for code in (200, 201, 202)}
-
 
 WEBSOCKETS_START = "<!-- websockets:start"
 WEBSOCKETS_END = "<!-- websockets:end -->"

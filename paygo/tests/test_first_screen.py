@@ -91,3 +91,64 @@ async def test_unknown_websocket_path_is_refused_with_a_close_code():
     assert connected  # accepted only so that the client sees why it is closed
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4404}
     await communicator.disconnect()
+
+
+# The endpoints that documented made-up responses: 200, 201 and 202, each a free-form object.
+DOCUMENTED = {
+    ("post", "/api/v1/streams/start"): {"201"},
+    ("patch", "/api/v1/streams/{session_id}/metrics"): {"200"},
+    ("patch", "/api/v1/streams/{session_id}/stop"): {"200"},
+    ("get", "/api/v1/streams/{session_id}"): {"200"},
+    ("post", "/api/v1/streams/{session_id}/usage"): {"200", "201"},
+    ("post", "/api/v1/wallet/deposit"): {"200", "201"},
+    ("post", "/api/v1/wallet/withdraw"): {"202"},
+    ("get", "/api/v1/wallet/balance"): {"200"},
+    ("post", "/api/v1/wallet/transfer"): {"201"},
+    ("get", "/api/v1/wallet/address"): {"200"},
+    ("get", "/api/v1/wallet/supported-tokens"): {"200"},
+    ("post", "/api/v1/wallet/swap"): {"201"},
+    ("post", "/api/v1/wallet/webhooks/chipi"): {"200"},
+}
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    while "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def test_those_endpoints_document_the_responses_they_give(anon):
+    schema = anon.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    for (method, path), codes in DOCUMENTED.items():
+        responses = schema["paths"][path][method]["responses"]
+        success = {code for code in responses if code.startswith("2")}
+        assert success == codes, (method, path, success)
+        for code in codes:
+            body = _resolve(schema, responses[code]["content"]["application/json"]["schema"])
+            assert body.get("properties"), (method, path, code, body)  # a real shape, not additionalProp1
+
+
+def test_the_schema_of_a_session_start_is_what_it_answers(api, alice, victor, fund):
+    from marketplace.models import Category
+    from marketplace.services import service_create
+
+    fund(alice, 5_000_000)
+    service = service_create(
+        vendor=victor,
+        name="Minutes",
+        category=Category.objects.filter(parent__isnull=True).first(),
+        rate=1000,
+        unit="per_minute",
+    )
+    schema = api(alice).get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    body = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk}, format="json").json()
+
+    documented = _resolve(
+        schema,
+        schema["paths"]["/api/v1/streams/start"]["post"]["responses"]["201"]["content"]["application/json"]["schema"],
+    )
+    assert set(body) == set(documented["properties"])
+    session = _resolve(schema, documented["properties"]["session"])
+    assert set(body["session"]) <= set(session["properties"])
