@@ -39,7 +39,7 @@ class SessionChargeInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(StreamingSession)
 class StreamingSessionAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "status", "cost", "start_time", "end_time", "service", "user_name", "vendor_name")
+    list_display = ("short_id", "status", "cost", "start_time", "service", "user_name", "vendor_name")
     list_filter = ("status", "kind", "stop_reason", "unit")
     search_fields = ("session_id", "user__email", "vendor__email", "service__name")
     date_hierarchy = "start_time"

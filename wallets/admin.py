@@ -140,14 +140,14 @@ class EntryInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(LedgerTransaction)
 class LedgerTransactionAdmin(ReadOnlyAdmin):
-    list_display = ("amount", "created_at", "kind", "short_reference", "memo", "created_by", "id")
+    list_display = ("amount", "created_at", "kind", "short_reference", "memo")  # who and the id: on its page
     list_display_links = ("amount",)
     list_filter = ("kind",)
     search_fields = ("reference", "memo")
     date_hierarchy = "created_at"
     inlines = [EntryInline]
     list_select_related = ("created_by",)
-    fields = ("kind", "amount", "reference", "memo", "metadata", "created_by", "created_at")
+    fields = ("id", "kind", "amount", "reference", "memo", "metadata", "created_by", "created_at")
     readonly_fields = fields
 
     def get_queryset(self, request):
