@@ -52,7 +52,7 @@ class AdjustmentForm(forms.Form):
 
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdmin):
-    list_display = ("account", "balance_in_units", "held_in_units", "kind", "created_at")
+    list_display = ("account", "balance_in_units", "held_in_units", "kind")
     list_filter = ("kind", "asset", "system_code")
     search_fields = ("owner__email", "owner__name")
     list_select_related = ("owner", "asset")
@@ -230,16 +230,6 @@ class WithdrawalAdmin(ReadOnlyAdmin):
 
 @admin.register(Reconciliation)
 class ReconciliationAdmin(ReadOnlyAdmin):
-    list_display = (
-        "created_at",
-        "asset",
-        "on_chain_in_units",
-        "ledger_in_units",
-        "difference_in_units",
-        "in_flight_in_units",
-    )
-    list_filter = ("asset",)
-    list_select_related = ("asset",)
     fields = (
         "created_at",
         "asset",
@@ -248,7 +238,9 @@ class ReconciliationAdmin(ReadOnlyAdmin):
         "difference_in_units",
         "in_flight_in_units",
     )
-    readonly_fields = fields
+    list_display = readonly_fields = fields
+    list_filter = ("asset",)
+    list_select_related = ("asset",)
 
     on_chain_in_units = amount_field("on_chain", description="on chain")
     ledger_in_units = amount_field("ledger", description="ledger")
