@@ -172,6 +172,9 @@ def test_a_newcomer_an_operator_and_a_user_in_a_real_browser(server, tmp_path, a
             headless=True,
             viewport={"width": 1366, "height": 900},
         )
+        # Generous waits: the machine may be busy; each wait still ends as soon as its condition holds.
+        context.set_default_timeout(60_000)
+        expect.set_options(timeout=30_000)
         browser = Browser(context, server)
         page = browser.page()
 
