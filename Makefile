@@ -11,9 +11,10 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 .PHONY: install run test check lint format services bench stress clean
 
 $(STAMP): requirements.txt
+	@echo "Installing PayGo's Python packages into $(VENV) (the first time: about half a minute)..."
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --progress-bar on -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)

@@ -10,13 +10,14 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 
 from paygo.routing import websocket_urlpatterns  # noqa: E402
-from paygo.ws import JwtAuthMiddleware  # noqa: E402
+from paygo.ws import socket_auth  # noqa: E402
 
-# No Origin check on sockets: they authenticate with a bearer token, never a cookie, so a page on
-# another origin cannot ride on a user's session; the web frontend lives on another origin anyway.
+# No Origin check on token sockets: a page on another origin cannot get a user's token, and the web
+# frontend lives on another origin anyway. The admin's session cookie counts only on a socket opened
+# by a page of this site (paygo/ws.py).
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": JwtAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        "websocket": socket_auth(URLRouter(websocket_urlpatterns)),
     }
 )

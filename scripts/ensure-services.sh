@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are running for the test suite:
-# start them when installed but stopped, install them with apt when missing.
+# start them when installed but stopped, install them with apt when missing; likewise install the
+# system's Chromium, which the browser tests drive (Playwright cannot download a browser here).
 set -euo pipefail
 
 SUDO=""
@@ -53,5 +54,12 @@ ensure_redis() {
   wait_port 6379
 }
 
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then echo "Chromium: installed"; return; fi
+  echo "Chromium: installing"
+  apt_install chromium
+}
+
 ensure_postgres
 ensure_redis
+ensure_chromium

@@ -15,10 +15,14 @@ def _sessions() -> QuerySet[StreamingSession]:
     return StreamingSession.objects.select_related("service", "asset", "user", "vendor", "hold")
 
 
+VIEW_PERMISSION = "streaming.view_streamingsession"  # what the admin asks of staff to see sessions
+
+
 def visible_to(user) -> QuerySet[StreamingSession]:
-    """Sessions `user` may see: their own, those on their services, all of them for staff."""
+    """Sessions `user` may see: their own, those on their services, and all of them for staff who
+    may view sessions in the admin."""
     sessions = _sessions()
-    if user.is_staff:
+    if user.is_staff and user.has_perm(VIEW_PERMISSION):
         return sessions
     return sessions.filter(Q(user=user) | Q(vendor=user))
 

@@ -136,3 +136,47 @@ class SessionSerializer(serializers.ModelSerializer):
             for name in PAYER_FIELDS:
                 data.pop(name, None)
         return data
+
+
+# --- What the sessions API answers (for the schema; the views build these bodies) ---------------
+
+
+class SessionBodySerializer(serializers.Serializer):
+    session = SessionSerializer()
+
+
+class StartResponseSerializer(SessionBodySerializer):
+    message = serializers.CharField()
+    user_role = serializers.CharField()
+
+
+class StopResponseSerializer(SessionBodySerializer):
+    message = serializers.CharField()
+    total_usage_minutes = serializers.FloatField()
+    total_usage_seconds = serializers.IntegerField()
+    total_cost = AmountField()
+    rate_per_minute = AmountField(allow_null=True, help_text="Time-metered sessions only.")
+
+
+class MetricsSampleSerializer(serializers.Serializer):
+    bitrate = serializers.FloatField(required=False)
+    latency = serializers.FloatField(required=False)
+    frame_drops = serializers.FloatField(required=False)
+    at = serializers.DateTimeField()
+
+
+class MetricsResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    quality_metrics = MetricsSampleSerializer(help_text="The sample as recorded.")
+
+
+class UsageEventSerializer(serializers.Serializer):
+    event_id = serializers.CharField()
+    quantity = serializers.CharField(help_text="The quantity reported, as a decimal string.")
+    created_at = serializers.DateTimeField()
+
+
+class UsageResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    counted = serializers.BooleanField(help_text="False when this event id was already recorded.")
+    event = UsageEventSerializer()

@@ -189,3 +189,63 @@ class AssetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Asset
         fields = ["token", "name", "decimals", "is_default"]
+
+
+# --- What the wallet API answers (for the schema; the views build these bodies) -----------------
+
+
+class DepositResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    balance = AmountField(help_text="The available balance after the deposit.")
+    token = serializers.CharField()
+    tx_hash = serializers.CharField()
+    transaction = EntrySerializer()
+
+
+class WithdrawResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    withdrawal = WithdrawalSerializer()
+    remaining_balance = AmountField()
+
+
+class TokenBalanceSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    balance = AmountField()
+    available = AmountField(help_text="The balance less what running sessions hold.")
+    held = AmountField()
+
+
+class BalanceResponseSerializer(TokenBalanceSerializer):
+    """The default token's balance at the top level, every token's in `balances`."""
+
+    balances = TokenBalanceSerializer(many=True)
+
+
+class TransferResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    remaining_balance = AmountField()
+    token = serializers.CharField()
+    transaction = EntrySerializer(help_text="The sender's side of the transfer.")
+
+
+class AddressResponseSerializer(serializers.Serializer):
+    address = serializers.CharField(help_text="The caller's deposit address on Starknet.")
+
+
+class SupportedTokensResponseSerializer(serializers.Serializer):
+    tokens = AssetSerializer(many=True)
+
+
+class SwapResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    rate = serializers.CharField(help_text="Units of to_token per unit of from_token.")
+    received = AmountField()
+    from_token = serializers.CharField()
+    to_token = serializers.CharField()
+    transaction = EntrySerializer(help_text="The debit of from_token.")
+
+
+class WebhookResponseSerializer(serializers.Serializer):
+    received = serializers.BooleanField()
+    handled = serializers.BooleanField(help_text="False for events PayGo does not act on.")
+    credited = serializers.BooleanField(required=False, help_text="For a payment: whether it was credited now.")

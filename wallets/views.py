@@ -16,20 +16,27 @@ from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor
 from paygo.api.errors import UpstreamUnavailable
-from paygo.api.schema import JSON_OBJECT_RESPONSES
 from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
 from wallets.models import Account, AccountKind, Asset, Entry, Withdrawal
 from wallets.serializers import (
+    AddressResponseSerializer,
     AssetSerializer,
+    BalanceResponseSerializer,
     ChipiPaymentSerializer,
+    DepositResponseSerializer,
     DepositSerializer,
     EntrySerializer,
+    SupportedTokensResponseSerializer,
+    SwapResponseSerializer,
     SwapSerializer,
     TransactionsQuerySerializer,
+    TransferResponseSerializer,
     TransferSerializer,
+    WebhookResponseSerializer,
     WithdrawalSerializer,
+    WithdrawResponseSerializer,
     WithdrawSerializer,
 )
 
@@ -53,7 +60,7 @@ class DepositView(APIView):
         request=DepositSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Credit an on-chain deposit",
-        responses=JSON_OBJECT_RESPONSES,
+        responses={201: DepositResponseSerializer, 200: DepositResponseSerializer},
     )
     def post(self, request):
         data = DepositSerializer(data=request.data)
@@ -87,7 +94,7 @@ class WithdrawView(APIView):
         request=WithdrawSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Withdraw on chain",
-        responses=JSON_OBJECT_RESPONSES,
+        responses={202: WithdrawResponseSerializer},
     )
     def post(self, request):
         data = WithdrawSerializer(data=request.data)
@@ -129,7 +136,7 @@ class WithdrawalDetailView(generics.RetrieveAPIView):
 
 
 class BalanceView(APIView):
-    @extend_schema(summary="Balances in every token", responses=JSON_OBJECT_RESPONSES)
+    @extend_schema(summary="Balances in every token", responses=BalanceResponseSerializer)
     def get(self, request):
         balances = selectors.balances_for(request.user)
         rows = [
@@ -150,7 +157,7 @@ class TransferView(APIView):
         request=TransferSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Pay another PayGo user",
-        responses=JSON_OBJECT_RESPONSES,
+        responses={201: TransferResponseSerializer},
     )
     def post(self, request):
         data = TransferSerializer(data=request.data)
@@ -229,7 +236,7 @@ class TransactionsView(generics.ListAPIView):
 
 
 class AddressView(APIView):
-    @extend_schema(summary="The caller's deposit address", responses=JSON_OBJECT_RESPONSES)
+    @extend_schema(summary="The caller's deposit address", responses=AddressResponseSerializer)
     def get(self, request):
         return Response({"address": services.wallet_open(user=request.user)})
 
@@ -238,7 +245,7 @@ class SupportedTokensView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(summary="Tokens PayGo wallets hold", responses=JSON_OBJECT_RESPONSES)
+    @extend_schema(summary="Tokens PayGo wallets hold", responses=SupportedTokensResponseSerializer)
     def get(self, request):
         assets = Asset.objects.filter(is_active=True).order_by("-is_default", "id")
         return Response({"tokens": AssetSerializer(assets, many=True).data})
@@ -249,7 +256,7 @@ class SwapView(APIView):
         request=SwapSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Swap one token for another",
-        responses=JSON_OBJECT_RESPONSES,
+        responses={201: SwapResponseSerializer},
     )
     def post(self, request):
         data = SwapSerializer(data=request.data)
@@ -300,7 +307,7 @@ class ChipiWebhookView(APIView):
     parser_classes: list = []
 
     @extend_schema(
-        request=None, summary="Chipi Pay webhook (signed with chipi-signature)", responses=JSON_OBJECT_RESPONSES
+        request=None, summary="Chipi Pay webhook (signed with chipi-signature)", responses=WebhookResponseSerializer
     )
     def post(self, request):
         from wallets.chipi import verify_webhook_signature

@@ -60,3 +60,11 @@ def test_not_for_users_or_vendors(alice, victor):
         response = logged_in(user).get(PAGE)
         assert response.status_code == 302
         assert "/admin/login/" in response["Location"]
+
+
+def test_counts_agree_with_their_nouns(olga, victor, alice):
+    html = logged_in(olga).get(PAGE).content.decode()
+
+    assert "1 vendor, 1 admin<" in html
+    assert "0 charges<" in html
+    assert "1 admins" not in html and "1 vendors" not in html

@@ -193,3 +193,88 @@ async def test_messages_from_the_user_are_heartbeats(alice, make_service):
     assert pong["at"]
     assert refreshed.last_heartbeat_at > before
     await communicator.disconnect()
+
+
+# --- An operator signed into the admin watches from the session's admin page ----------------------
+
+SITE = [(b"host", b"testserver"), (b"origin", b"http://testserver")]
+
+
+@database_sync_to_async
+def _admin_cookie(user) -> bytes:
+    """The admin's session cookie of `user`, as a browser signed into /admin/ sends it."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
+
+
+@database_sync_to_async
+def _staff(email: str, *permissions: str):
+    from django.contrib.auth.models import Permission
+
+    from accounts.services import user_create
+
+    user = user_create(email=email, password=None, name="Operator", role="user", is_staff=True)
+    for codename in permissions:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return user
+
+
+async def _connect_signed_in(user, session_id, headers=SITE):
+    communicator = WebsocketCommunicator(
+        application, f"/ws/streams/{session_id}/", headers=[*headers, (b"cookie", await _admin_cookie(user))]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+async def test_an_operator_signed_into_the_admin_gets_ticks_with_the_balance(alice, make_service):
+    session = await _session_for(alice, make_service)
+    operator = await _staff("ops@example.com", "view_streamingsession")
+
+    communicator = await _connect_signed_in(operator, session.session_id)
+    tick = await _next(communicator, "cost.tick")
+
+    assert tick["sessionId"] == str(session.session_id)
+    assert {"balance", "runwaySeconds"} <= set(tick)
+    await communicator.disconnect()
+
+
+async def test_staff_without_the_permission_to_view_sessions_closes_4403(alice, make_service):
+    session = await _session_for(alice, make_service)
+    operator = await _staff("ops@example.com")
+
+    by_admin = await _connect_signed_in(operator, session.session_id)
+    by_token = await _connect(operator, session.session_id)
+
+    assert await by_admin.receive_output() == {"type": "websocket.close", "code": 4403}
+    assert await by_token.receive_output() == {"type": "websocket.close", "code": 4403}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"host", b"testserver"), (b"origin", b"http://elsewhere.example")],  # another site's page
+        [(b"host", b"testserver")],  # no page at all
+    ],
+    ids=["another-site", "no-origin"],
+)
+async def test_the_admins_cookie_counts_only_from_a_page_of_this_site(alice, olga, make_service, headers):
+    session = await _session_for(alice, make_service)
+
+    communicator = await _connect_signed_in(olga, session.session_id, headers=headers)
+
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+
+
+async def test_a_session_cookie_of_someone_not_staff_closes_4401(alice, make_service):
+    session = await _session_for(alice, make_service)
+
+    communicator = await _connect_signed_in(alice, session.session_id)
+
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}

@@ -28,6 +28,8 @@ class Command(BaseCommand):
             mode = "embedded (SQLite or DATABASE_URL, in-memory channel layer, eager Celery, in-process timer)"
         else:
             mode = "production services (Redis channel layer and cache; run a Celery worker and beat)"
-        self.stdout.write(f"PayGo on http://{host}:{port}/  —  API /api/v1/, docs /api/v1/docs/, admin /admin/")
+        self.stdout.write(
+            f"PayGo on http://{host}:{port}/  —  API /api/v1/, docs /api/v1/docs/, live cost /live/, admin /admin/"
+        )
         self.stdout.write(f"Mode: {mode}")
         CommandLineInterface().run(["--bind", host, "--port", str(port), "--proxy-headers", "paygo.asgi:application"])
