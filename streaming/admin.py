@@ -51,7 +51,7 @@ class StreamingSessionAdmin(admin.ModelAdmin):
     def cost_display(self, session: StreamingSession) -> str:
         return f"{format_minor(session.total_cost, session.asset.decimals)} {session.asset.code}"
 
-    @admin.action(description="Stop the selected sessions (charged up to now)")
+    @admin.action(description="Stop the selected sessions (charged up to now)", permissions=["change"])
     def stop_sessions(self, request, queryset):
         stopped = 0
         for session in queryset.filter(status=SessionStatus.ACTIVE):

@@ -15,9 +15,20 @@ def _named(permissions: tuple[str, ...]) -> str:
     return f"{' and '.join(permissions)} permission{'s' if len(permissions) > 1 else ''}"
 
 
+def _admin_grants(user, permission: str) -> bool:
+    # The admin shows a model's objects to whoever may view or change them (ModelAdmin.has_view_permission).
+    app_label, _, codename = permission.partition(".")
+    if codename.startswith("view_") and user.has_perm(f"{app_label}.change_{codename.removeprefix('view_')}"):
+        return True
+    return user.has_perm(permission)
+
+
 def staff_has(user, *permissions: str) -> bool:
-    """Whether `user` is staff holding every one of `permissions` ("app_label.codename")."""
-    return bool(user and user.is_authenticated and user.is_staff and user.has_perms(permissions))
+    """Whether `user` is staff whom the admin grants every one of `permissions` ("app_label.codename");
+    as there, a model's change permission lets one view it too."""
+    if not (user and user.is_authenticated and user.is_staff):
+        return False
+    return all(_admin_grants(user, permission) for permission in permissions)
 
 
 class IsUserRole(BasePermission):
