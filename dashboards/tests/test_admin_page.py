@@ -9,6 +9,8 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
 
+from conftest import grant
+
 pytestmark = pytest.mark.django_db
 
 PAGE = "/admin/dashboard/"
@@ -60,3 +62,13 @@ def test_not_for_users_or_vendors(alice, victor):
         response = logged_in(user).get(PAGE)
         assert response.status_code == 302
         assert "/admin/login/" in response["Location"]
+
+
+def test_staff_need_the_platform_overview_permission_as_the_api_asks(stan):
+    assert logged_in(stan).get(PAGE).status_code == 403
+    assert PAGE not in logged_in(stan).get("/admin/").content.decode()
+
+    allowed = logged_in(grant(stan, "dashboards.view_platform_overview"))
+
+    assert allowed.get(PAGE).status_code == 200
+    assert PAGE in allowed.get("/admin/").content.decode()
