@@ -12,6 +12,7 @@ from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from paygo.admin import ReadOnlyAdminMixin
 from paygo.api.amounts import AmountError, format_minor, parse_decimal
+from paygo.api.permissions import staff_has
 from wallets import services
 from wallets.models import Account, Asset, Entry, Hold, LedgerTransaction, Reconciliation, Withdrawal
 
@@ -79,7 +80,7 @@ class AccountAdmin(ReadOnlyAdmin):
 
     def adjust_view(self, request, pk: int):
         """Post a balanced adjustment with a reason; the staff member is recorded on it."""
-        if not request.user.is_staff or not request.user.has_perm("wallets.add_ledgertransaction"):
+        if not staff_has(request.user, "wallets.add_ledgertransaction"):
             raise PermissionDenied
         account = Account.objects.select_related("asset", "owner").get(pk=pk)
         form = AdjustmentForm(request.POST or None, account=account)
