@@ -29,8 +29,12 @@ TZ = OpenApiParameter("tz", str, description="IANA time zone of the periods (def
 PERIOD = OpenApiParameter("period", str, enum=PERIODS, description="Bucket of the series (default month)")
 FROM = OpenApiParameter("from", OpenApiTypes.DATE, description="First local day (included)")
 TO = OpenApiParameter("to", OpenApiTypes.DATE, description="Last local day (included)")
-USER_ID = OpenApiParameter("userId", int, description="Staff only: whose dashboard")
-VENDOR_ID = OpenApiParameter("vendorId", int, description="Staff only: whose dashboard")
+USER_ID = OpenApiParameter(
+    "userId", int, description="Staff who may view sessions and ledger transactions: whose dashboard"
+)
+VENDOR_ID = OpenApiParameter(
+    "vendorId", int, description="Staff who may view sessions, ledger transactions and services: whose dashboard"
+)
 
 
 def _subject(request, *, role: str, param: str):
