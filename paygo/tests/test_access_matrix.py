@@ -18,7 +18,8 @@ The callers (columns):
 What each gets: `ok` (any 2xx), or the exact status (400: let through, then refused on the
 request's content, which is minimal on purpose). Where a row has no permission (`-`), nothing lets
 staff do more than anyone else there: `staff` is then answered as `stan`. The query variants of a
-route (`?userId=...`) are its staff-only reads; `{name}` is the id of that member of the cast.
+route (`?userId=...`) are its staff-only reads; `{name}` is the id of that member of the cast; `/`
+is the API's own root, /api/v1/.
 The matrix checks statuses; where a permission changes what a list holds rather than whether it
 answers (streams/active, vendorprofiles/all, service?includeInactive), the app's tests check the
 content with stan and with staff holding the permission.
@@ -185,8 +186,11 @@ BODIES = {
     ("adminprofiles/update", "PATCH"): {"bio": "Hi."},
 }
 
+# The API's own root, /api/v1/, in the table (a row cannot start with nothing).
+INDEX = "/"
+
 # Where a route is not a path with parameters: the path tried for it.
-PATHS = {"^api/": "/api/v1/no-such-endpoint"}
+PATHS = {"^api/": "/api/v1/no-such-endpoint", INDEX: "/api/v1/"}
 
 # The WebSocket routes, and the tests that try each with the same callers.
 WEBSOCKETS = {
@@ -249,11 +253,12 @@ def _api_routes() -> set[tuple[str, str]]:
     for route, callback in walk(get_resolver().url_patterns):
         if not route.startswith(("api/", "^api/")):
             continue
-        view = callback.view_class
+        view = getattr(callback, "view_class", None)
+        assert view is not None, f"{route}: a view function, whose methods cannot be read; make it a class"
         # HEAD answers as GET and OPTIONS describes the view, for everyone: not rows of their own.
         methods = [name for name in view.http_method_names if name not in ("head", "options") and hasattr(view, name)]
         for method in methods:
-            found.add((route.removeprefix("api/v1/"), method.upper()))
+            found.add((route.removeprefix("api/v1/") or INDEX, method.upper()))
     return found
 
 
