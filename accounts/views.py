@@ -27,7 +27,7 @@ from accounts.serializers import (
     VendorPublicSerializer,
 )
 from paygo.api.pagination import Pagination
-from paygo.api.permissions import IsStaff, IsUserRole, IsVendor
+from paygo.api.permissions import IsStaff, IsUserRole, IsVendor, StaffWithPermission
 from paygo.api.ratelimits import enforce
 
 
@@ -180,20 +180,22 @@ class ProfileDeleteView(_ProfileView):
 
 
 class ProfileListView(_ProfileView):
-    """Every profile of the kind: staff only, except the vendor directory, which is public and
-    shows everyone but staff the public fields only."""
+    """Every profile of the kind: staff who may view them only, except the vendor directory, which
+    is public and shows everyone else the public fields only."""
 
     results_key = "profiles"
 
     def get_permissions(self):
-        return [AllowAny()] if self.kind == "vendor" else [IsStaff()]
+        if self.kind == "vendor":
+            return [AllowAny()]
+        return [StaffWithPermission(selectors.profile_view_permission(self.kind))]
 
     @extend_schema(summary="All profiles of this kind", responses={200: ProfileSerializer(many=True)})
     def get(self, request):
-        is_staff = request.user.is_authenticated and request.user.is_staff
         if self.kind == "vendor":
             profiles = selectors.vendor_directory(viewer=request.user)
-            serializer_class = VendorProfileSerializer if is_staff else VendorPublicSerializer
+            whole = selectors.sees_whole_vendor_directory(request.user)
+            serializer_class = VendorProfileSerializer if whole else VendorPublicSerializer
         else:
             profiles = selectors.profile_list(kind=self.kind)
             serializer_class = self.serializer_class()

@@ -42,12 +42,13 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 
 from dashboards import rollup
 from dashboards.periods import DAY, MONTH, Window, floor, shift, trunc
 from marketplace.models import Service
 from paygo.api.amounts import format_minor
+from paygo.api.permissions import staff_has
 from paygo.fields import MinorUnitsField
 from streaming.models import SessionStatus, StreamingSession
 from streaming.selectors import charges_health
@@ -68,6 +69,31 @@ TOP = 5
 RECENT_ACTIVITY_DAYS = 7
 ZERO = Value(0, output_field=MinorUnitsField())
 ENDED = ~Q(status=SessionStatus.ACTIVE)
+
+# What staff need to look at someone else's dashboard: the view permissions on what it shows (the
+# sessions, the ledger's charges, and a vendor's services); and for the platform's figures, the
+# permission the admin's operator dashboard asks (dashboards.models.PlatformOverview).
+USER_DASHBOARD = ("streaming.view_streamingsession", "wallets.view_ledgertransaction")
+VENDOR_DASHBOARD = (*USER_DASHBOARD, "marketplace.view_service")
+PLATFORM_OVERVIEW = "dashboards.view_platform_overview"
+_DASHBOARDS = {"user": USER_DASHBOARD, "vendor": VENDOR_DASHBOARD}
+
+
+def dashboard_subject(viewer, *, role: str, param: str, wanted: str | None):
+    """Whose dashboard of `role` the viewer asks for: their own, or the user named by `param`
+    (`wanted`), for staff who hold the dashboard's view permissions; anyone else is refused."""
+    may_name = staff_has(viewer, *_DASHBOARDS[role])
+    if wanted is None:
+        if viewer.role != role:
+            hint = f" Staff name one with ?{param}=." if may_name else ""
+            raise PermissionDenied(f"This dashboard is for {role}s.{hint}")
+        return viewer
+    if not may_name:
+        raise PermissionDenied(f"Only staff may look at someone else's dashboard ({param}).")
+    try:
+        return get_user_model().objects.get(pk=int(wanted), role=role)
+    except (ValueError, get_user_model().DoesNotExist):
+        raise NotFound(f"No {role} with id {wanted[:20]}.") from None
 
 
 def default_asset() -> Asset:
@@ -158,13 +184,17 @@ def user_sessions(user, *, status: str | None = None) -> QuerySet[StreamingSessi
 
 
 def user_session_get(viewer, session_id) -> StreamingSession:
-    """One session of the viewer's (any session for staff); someone else's is a 404."""
+    """One session of the viewer's (any session for staff who may see users' dashboards); someone
+    else's is a 404; those who have no user dashboard are refused."""
+    sees_any = staff_has(viewer, *USER_DASHBOARD)
+    if viewer.role != "user" and not sees_any:
+        raise PermissionDenied("This dashboard is for users.")
     try:
         key = uuid.UUID(str(session_id))
     except ValueError:
         raise NotFound("No such session.") from None
     sessions = sessions_with_money().filter(session_id=key)
-    if not viewer.is_staff:
+    if not sees_any:
         sessions = sessions.filter(user=viewer)
     session = sessions.first()
     if session is None:

@@ -1,12 +1,12 @@
 """The dashboards API: a user's spending, a vendor's earnings, the platform's figures for staff.
 
-A user sees only their own dashboard, a vendor only theirs; staff see anyone's (`?userId=`,
-`?vendorId=`) and the platform's.
+A user sees only their own dashboard, a vendor only theirs; staff with the view permissions on
+what a dashboard shows see anyone's (`?userId=`, `?vendorId=`), and those with the platform
+overview permission the platform's (dashboards.selectors says which permissions).
 """
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -23,31 +23,22 @@ from dashboards.serializers import (
     WindowQuerySerializer,
 )
 from paygo.api.pagination import Pagination
-from paygo.api.permissions import IsStaff
+from paygo.api.permissions import StaffWithPermission
 
 TZ = OpenApiParameter("tz", str, description="IANA time zone of the periods (default UTC)")
 PERIOD = OpenApiParameter("period", str, enum=PERIODS, description="Bucket of the series (default month)")
 FROM = OpenApiParameter("from", OpenApiTypes.DATE, description="First local day (included)")
 TO = OpenApiParameter("to", OpenApiTypes.DATE, description="Last local day (included)")
-USER_ID = OpenApiParameter("userId", int, description="Staff only: whose dashboard")
-VENDOR_ID = OpenApiParameter("vendorId", int, description="Staff only: whose dashboard")
+USER_ID = OpenApiParameter(
+    "userId", int, description="Staff who may view sessions and ledger transactions: whose dashboard"
+)
+VENDOR_ID = OpenApiParameter(
+    "vendorId", int, description="Staff who may view sessions, ledger transactions and services: whose dashboard"
+)
 
 
 def _subject(request, *, role: str, param: str):
-    """Whose dashboard: the caller's own, or (staff only) the user named by `param`."""
-    wanted = request.query_params.get(param)
-    caller = request.user
-    if wanted is None:
-        if caller.role != role:
-            hint = f" Staff name one with ?{param}=." if caller.is_staff else ""
-            raise exceptions.PermissionDenied(f"This dashboard is for {role}s.{hint}")
-        return caller
-    if not caller.is_staff:
-        raise exceptions.PermissionDenied(f"Only staff may look at someone else's dashboard ({param}).")
-    try:
-        return get_user_model().objects.get(pk=int(wanted), role=role)
-    except (ValueError, get_user_model().DoesNotExist):
-        raise exceptions.NotFound(f"No {role} with id {wanted[:20]}.") from None
+    return selectors.dashboard_subject(request.user, role=role, param=param, wanted=request.query_params.get(param))
 
 
 def _window(request, *, default_period: str = MONTH):
@@ -129,8 +120,6 @@ class UserSessionDetailView(APIView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request, session_id):
-        if request.user.role != "user" and not request.user.is_staff:
-            raise exceptions.PermissionDenied("This dashboard is for users.")
         session = selectors.user_session_get(request.user, session_id)
         body = DashboardSessionSerializer(session).data
         body["charges"] = selectors.session_charge_timeline(session)
@@ -162,7 +151,8 @@ class VendorEarningsView(APIView):
 
 
 class AdminOverviewView(APIView):
-    permission_classes = [IsStaff]
+    def get_permissions(self):
+        return [StaffWithPermission(selectors.PLATFORM_OVERVIEW)]
 
     @extend_schema(
         summary="The platform (staff): volume, revenue, sessions, users, deposits, withdrawals, outbox, ledger health",

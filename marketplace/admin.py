@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from marketplace import services
+from marketplace import selectors, services
 from marketplace.models import Category, Service
 from paygo.api.amounts import format_minor
 from paygo.tokens import decimals_of
@@ -145,6 +145,10 @@ class ServiceAdmin(admin.ModelAdmin):
         verb = "activated" if is_active else "deactivated"
         self.message_user(request, f"{count} service(s) {verb}.", messages.SUCCESS)
 
+    def has_retire_permission(self, request) -> bool:
+        # Retiring is the API's DELETE: the same permission, though nothing is ever hard-deleted.
+        return request.user.has_perm(selectors.DELETE_SERVICE)
+
     @admin.action(description="Activate the selected services", permissions=["manage"])
     def activate(self, request, queryset):
         self._set_active(request, queryset, is_active=True)
@@ -153,7 +157,7 @@ class ServiceAdmin(admin.ModelAdmin):
     def deactivate(self, request, queryset):
         self._set_active(request, queryset, is_active=False)
 
-    @admin.action(description="Retire (soft-delete) the selected services", permissions=["manage"])
+    @admin.action(description="Retire (soft-delete) the selected services", permissions=["retire"])
     def retire(self, request, queryset):
         count = 0
         for service in queryset.filter(deleted_at__isnull=True):

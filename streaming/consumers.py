@@ -51,7 +51,8 @@ class StreamConsumer(AuthenticatedConsumer):
 
     async def joined(self, user) -> None:
         self.user = user
-        self.sees_payer_funds = selectors.sees_payer_funds(user, self.session)
+        # It may read the staff member's permissions: a query, so off the event loop.
+        self.sees_payer_funds = await database_sync_to_async(selectors.sees_payer_funds)(user, self.session)
         self.last_heartbeat = timezone.now() - HEARTBEAT_EVERY
         self.funds = await database_sync_to_async(_funds)(self.session)
         await self.join(live.group_name(self.session.session_id))

@@ -118,7 +118,7 @@ class StopView(APIView):
         responses=StopResponseSerializer,
     )
     def patch(self, request, session_id):
-        session = selectors.session_get_for(request.user, session_id)
+        session = selectors.session_get_to_stop(request.user, session_id)
 
         def execute(_) -> Response:
             stopped = services.session_stop(session=session, reason=services.stop_reason_for(session, request.user))

@@ -13,6 +13,7 @@ from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from paygo.admin import ReadOnlyAdminMixin, amount_field, in_units, short
 from paygo.api.amounts import AmountError, parse_decimal
+from paygo.api.permissions import staff_has
 from wallets import services
 from wallets.models import Account, Asset, Entry, Hold, LedgerTransaction, Reconciliation, Withdrawal
 
@@ -85,7 +86,7 @@ class AccountAdmin(ReadOnlyAdmin):
 
     def adjust_view(self, request, pk: int):
         """Post a balanced adjustment with a reason; the staff member is recorded on it."""
-        if not request.user.is_staff or not request.user.has_perm("wallets.add_ledgertransaction"):
+        if not staff_has(request.user, "wallets.add_ledgertransaction"):
             raise PermissionDenied
         account = get_object_or_404(Account.objects.select_related("asset", "owner"), pk=pk)
         form = AdjustmentForm(request.POST or None, account=account)

@@ -9,6 +9,8 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
 
+from conftest import grant
+
 pytestmark = pytest.mark.django_db
 
 PAGE = "/admin/dashboard/"
@@ -68,3 +70,13 @@ def test_counts_agree_with_their_nouns(olga, victor, alice):
     assert "1 vendor, 1 admin<" in html
     assert "0 charges<" in html
     assert "1 admins" not in html and "1 vendors" not in html
+
+
+def test_staff_need_the_platform_overview_permission_as_the_api_asks(stan):
+    assert logged_in(stan).get(PAGE).status_code == 403
+    assert PAGE not in logged_in(stan).get("/admin/").content.decode()
+
+    allowed = logged_in(grant(stan, "dashboards.view_platform_overview"))
+
+    assert allowed.get(PAGE).status_code == 200
+    assert PAGE in allowed.get("/admin/").content.decode()

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from accounts.services import user_create
+from conftest import grant
 from streaming.models import SessionStatus, StopReason, StreamingSession
 from streaming.tests.conftest import USDC, fresh, run_sweep, start
 from wallets.tests.conftest import balance_of, fund_wallet
@@ -100,3 +101,33 @@ def test_stop_is_a_post_and_an_unknown_session_is_a_404(olga, running):
 
     assert client.get(f"/admin/streaming/streamingsession/{running.pk}/stop/").status_code == 405
     assert client.post("/admin/streaming/streamingsession/999999/stop/").status_code == 404
+
+
+@pytest.fixture
+def session(alice, fund, make_service):
+    fund(alice, 10 * USDC)
+    return start(alice, make_service("per_minute", rate=USDC))
+
+
+def _stop(user, session):
+    client = Client()
+    client.force_login(user)
+    return client.post(
+        "/admin/streaming/streamingsession/", {"action": "stop_sessions", "_selected_action": [session.pk]}
+    )
+
+
+def test_staff_who_may_only_view_sessions_are_not_offered_the_stop(stan, session):
+    response = _stop(grant(stan, "streaming.view_streamingsession"), session)
+
+    assert response.status_code == 200  # the list again: no action is offered
+    session.refresh_from_db()
+    assert session.status == SessionStatus.ACTIVE
+
+
+def test_staff_who_may_change_sessions_stop_them(stan, session):
+    response = _stop(grant(stan, "streaming.change_streamingsession"), session)
+
+    assert response.status_code == 302
+    session.refresh_from_db()
+    assert (session.status, session.stop_reason) == (SessionStatus.STOPPED, "staff")

@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from accounts.services import token_pair_for
-from conftest import money_db
+from conftest import grant, money_db
 from paygo.asgi import application
 from streaming import services
 from streaming.models import StreamingSession
@@ -73,11 +73,12 @@ async def test_without_a_token_closes_4401(alice, make_service):
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
 
 
-@pytest.mark.parametrize("who", ["bob", "wanda"])
-async def test_someone_elses_session_closes_4403(alice, bob, wanda, make_service, who):
+@pytest.mark.parametrize("who", ["bob", "wanda", "stan"])
+async def test_someone_elses_session_closes_4403(alice, bob, wanda, stan, make_service, who):
+    """Staff too, without the permission the admin asks to see a session."""
     session = await _session_for(alice, make_service)
 
-    communicator = await _connect({"bob": bob, "wanda": wanda}[who], session.session_id)
+    communicator = await _connect({"bob": bob, "wanda": wanda, "stan": stan}[who], session.session_id)
 
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4403}
 
@@ -114,10 +115,14 @@ async def test_owner_and_staff_get_ticks_with_the_balance(alice, olga, make_serv
 
 
 @override_settings(STREAM_TICK_SECONDS=0.05)
-async def test_the_vendor_gets_ticks_without_the_payers_balance(alice, victor, make_service):
+@pytest.mark.parametrize("who", ["victor", "stan"])
+async def test_the_vendor_gets_ticks_without_the_payers_balance(alice, victor, stan, make_service, who):
+    """And so do staff who may view sessions but not wallets."""
     session = await _session_for(alice, make_service)
+    if who == "stan":
+        stan = await database_sync_to_async(grant)(stan, "streaming.view_streamingsession")
 
-    communicator = await _connect(victor, session.session_id)
+    communicator = await _connect({"victor": victor, "stan": stan}[who], session.session_id)
     tick = await _next(communicator, "cost.tick")
 
     assert tick["sessionId"] == str(session.session_id)
@@ -235,7 +240,8 @@ async def _connect_signed_in(user, session_id, headers=SITE):
 @override_settings(STREAM_TICK_SECONDS=0.05)
 async def test_an_operator_signed_into_the_admin_gets_ticks_with_the_balance(alice, make_service):
     session = await _session_for(alice, make_service)
-    operator = await _staff("ops@example.com", "view_streamingsession")
+    # The payer's money takes the permission to view wallets too (streaming.selectors.PAYER_FUNDS).
+    operator = await _staff("ops@example.com", "view_streamingsession", "view_account")
 
     communicator = await _connect_signed_in(operator, session.session_id)
     tick = await _next(communicator, "cost.tick")
