@@ -48,6 +48,7 @@ from conftest import PASSWORD, grant
 
 MATRIX = """
 route                                          method  anon  bob   wanda stan  staff owner       permission
+/                                              GET     ok    ok    ok    ok    ok    -           -
 health                                         GET     ok    ok    ok    ok    ok    -           -
 auth/register                                  POST    400   400   400   400   400   -           -
 auth/login                                     POST    400   400   400   400   400   -           -
