@@ -353,7 +353,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 # Served by WhiteNoise; in DEBUG straight from the apps' folders, so no collectstatic is needed.
 WHITENOISE_USE_FINDERS = DEBUG
