@@ -4,9 +4,10 @@ from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.utils.functional import lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from dashboards.admin import operator_dashboard
+from dashboards.admin import operator_dashboard, site_header
 from dashboards.views import WalletAnalyticsView
 from paygo.api.views import ApiNotFoundView, HealthView
 
@@ -35,6 +36,6 @@ urlpatterns = [
     *static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT),
 ]
 
-admin.site.site_header = "PayGo operations"
+admin.site.site_header = lazy(site_header, str)()  # read on every page: names the Chipi sandbox
 admin.site.site_title = "PayGo admin"
 admin.site.index_title = "Operate the platform"
