@@ -209,7 +209,29 @@ RATELIMIT_USE_CACHE = "default"
 RATELIMIT_REGISTER_PER_IP = env("RATELIMIT_REGISTER_PER_IP", default="20/h")
 RATELIMIT_REGISTER_PER_EMAIL = env("RATELIMIT_REGISTER_PER_EMAIL", default="5/h")
 RATELIMIT_LOGIN_PER_IP = env("RATELIMIT_LOGIN_PER_IP", default="60/m")
-RATELIMIT_LOGIN_PER_EMAIL = env("RATELIMIT_LOGIN_PER_EMAIL", default="10/m")
+RATELIMIT_IP_META_KEY = "paygo.api.ratelimits.client_ip"
+
+# --- Login throttling: the API's /auth/login and the admin's /admin/login/ alike ------------------
+
+# Every attempt counts against the client address (RATELIMIT_LOGIN_PER_IP above); failed attempts
+# count against the (email, address) pair, locked out after LOGIN_FAILURE_LIMIT of them for
+# LOGIN_LOCKOUT, the right password included (django-axes, in the cache). Never per email alone, so
+# an attacker's failures do not lock the owner out; a success clears the pair's count.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # turns the admin's locked-out attempt into a page
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = parse_duration(env("LOGIN_LOCKOUT", default="15m"))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "paygo.api.ratelimits.login_email"
+AXES_CLIENT_IP_CALLABLE = "paygo.api.ratelimits.client_ip"
+AXES_LOCKOUT_CALLABLE = "paygo.api.ratelimits.admin_login_locked_out_page"
+AXES_ENABLE_ADMIN = False  # the cache handler leaves axes' tables empty: nothing to show there
+if EMBEDDED:
+    # One process serves everything embedded, so its local-memory cache sees every attempt.
+    SILENCED_SYSTEM_CHECKS = [*globals().get("SILENCED_SYSTEM_CHECKS", []), "axes.W001"]
 
 # --- REST API -------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from dashboards.admin import operator_dashboard, site_header
 from dashboards.views import WalletAnalyticsView
+from paygo.api.ratelimits import admin_login_throttled
 from paygo.api.views import ApiNotFoundView, HealthView
 
 api_v1 = [
@@ -29,6 +30,7 @@ api_v1 = [
 
 urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(operator_dashboard), name="admin-dashboard"),
+    path("admin/login/", admin_login_throttled(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     re_path(r"^api/", ApiNotFoundView.as_view()),
