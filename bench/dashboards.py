@@ -30,8 +30,9 @@ os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.
 # Production-like: no DEBUG query log, persistent connections.
 os.environ.setdefault("DEBUG", "0")
 # Secrets made for this run (production-like settings require them); demo money goes through the sandbox.
-for name in ("SECRET_KEY", "JWT_SECRET", "CHIPI_SECRET_KEY"):
-    os.environ.setdefault(name, secrets.token_urlsafe(50))
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(50))
+os.environ.setdefault("CHIPI_SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("CHIPI_SANDBOX", "1")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("CONN_MAX_AGE", "600")
