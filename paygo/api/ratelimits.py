@@ -95,9 +95,8 @@ def admin_login_throttled(login_view: Callable[..., HttpResponse]) -> Callable[.
             try:
                 enforce_login_rate(request)
             except TooManyRequests:
-                return _locked_out_page(
-                    request, "Too many sign-in attempts from your address.", retry_after=_rate_period(request)
-                )
+                period = _split_rate(settings.RATELIMIT_LOGIN_PER_IP)[1]  # "60/m" -> (60, 60)
+                return _locked_out_page(request, "Too many sign-in attempts from your address.", retry_after=period)
         return login_view(request, *args, **kwargs)
 
     return view
@@ -108,10 +107,6 @@ def admin_login_locked_out_page(request: HttpRequest, *args, **kwargs) -> HttpRe
     return _locked_out_page(
         request, "Too many failed sign-ins for this email from your address.", retry_after=lockout_seconds()
     )
-
-
-def _rate_period(request: HttpRequest) -> int:
-    return _split_rate(settings.RATELIMIT_LOGIN_PER_IP)[1]  # "60/m" -> (60, 60)
 
 
 def _locked_out_page(request: HttpRequest, reason: str, *, retry_after: int) -> HttpResponse:
