@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
+# Settings default to production (DEBUG off, secrets required): everything run from here is development.
+export DEBUG ?= 1
+
 TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/paygo
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 
@@ -47,4 +50,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles  # var/ (local data, dev secrets) is kept

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -21,6 +22,7 @@ from rest_framework_simplejwt.tokens import RefreshToken
 from accounts.images import clean_image, read_upload
 from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
 from paygo.api.errors import Conflict
+from paygo.api.ratelimits import LoginLockedOut, login_locked_out
 
 logger = logging.getLogger("paygo.accounts")
 
@@ -104,10 +106,15 @@ def _open_wallet(user: User) -> None:
 
 def user_login(*, request, email: str, password: str) -> User:
     """The user for these credentials, or 401. Unknown email, wrong password and a deactivated
-    account all answer the same, so the endpoint tells nobody which emails exist."""
+    account all answer the same, so the endpoint tells nobody which emails exist. The same rule as
+    the admin's login counts the failures (paygo/api/ratelimits.py): a locked-out pair gets 429."""
     user = authenticate(request, email=email, password=password)
     if user is None:
+        if login_locked_out(request):
+            raise LoginLockedOut()
         raise exceptions.AuthenticationFailed("Invalid email or password.", code="invalid_credentials")
+    # What django.contrib.auth.login() says for a session: a success clears the pair's failures.
+    user_logged_in.send(sender=user.__class__, request=request, user=user)
     return user
 
 

@@ -28,7 +28,7 @@ from accounts.serializers import (
 )
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import IsStaff, IsUserRole, IsVendor, StaffWithPermission
-from paygo.api.ratelimits import enforce
+from paygo.api.ratelimits import enforce, enforce_login_rate
 
 
 def _email_key(group: str, request) -> str:
@@ -71,14 +71,7 @@ class LoginView(APIView):
 
     @extend_schema(request=LoginSerializer, responses={200: AuthResponseSerializer}, summary="Log in")
     def post(self, request):
-        enforce(
-            request,
-            group="login",
-            limits=[
-                ("ip", settings.RATELIMIT_LOGIN_PER_IP),
-                (_email_key, settings.RATELIMIT_LOGIN_PER_EMAIL),
-            ],
-        )
+        enforce_login_rate(request)  # failed attempts are counted by authenticate() (django-axes)
         data = LoginSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.user_login(request=request, **data.validated_data)

@@ -57,3 +57,10 @@ def operator_dashboard(request: HttpRequest) -> HttpResponse:
         "time_zones": TIME_ZONES if overview["tz"] in TIME_ZONES else (overview["tz"], *TIME_ZONES),
     }
     return TemplateResponse(request, "admin/dashboards/operator.html", context)
+
+
+def site_header() -> str:
+    """Every admin page's header: it names the Chipi sandbox while the money is simulated."""
+    if selectors.chipi_status()["mode"] == "sandbox":
+        return "PayGo operations · Chipi sandbox: simulated money"
+    return "PayGo operations"

@@ -593,7 +593,14 @@ def admin_overview(*, window: Window, now: datetime, refresh: bool = False) -> d
     if overview is None:
         overview = {**_admin_figures(window=window, now=now), "computed_at": now.isoformat()}
         cache.set(key, overview, OVERVIEW_MAX_AGE_SECONDS)
-    return {**overview, "ledger_health": ledger_health_checked(refresh=refresh)}
+    return {**overview, "ledger_health": ledger_health_checked(refresh=refresh), "chipi": chipi_status()}
+
+
+def chipi_status() -> dict:
+    """Which Chipi the money goes through: "sandbox" (simulated money) or "live" (Chipi Pay)."""
+    from wallets.chipi.gateway import sandbox_in_use
+
+    return {"mode": "sandbox" if sandbox_in_use() else "live"}
 
 
 def _admin_figures(*, window: Window, now: datetime) -> dict:

@@ -7,6 +7,10 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paygo.settings")
 django_asgi_app = get_asgi_application()
 
+from paygo.checks import require_static_manifest  # noqa: E402
+
+require_static_manifest()  # with DEBUG off, no manifest: refuse to start (README, Production)
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 
 from paygo.routing import websocket_urlpatterns  # noqa: E402

@@ -6,6 +6,7 @@ the billing timer inside the server process. Production sets DATABASE_URL and RE
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -28,18 +29,28 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
 
-DEBUG = env.bool("DEBUG", default=True)
+# --- Mode and secrets -----------------------------------------------------------------------------
 
-if DEBUG:
-    SECRET_KEY = env("SECRET_KEY", default="insecure-dev-secret-key-change-me-0123456789abcdef")
-    JWT_SECRET = env("JWT_SECRET", default="insecure-dev-jwt-secret-change-me-0123456789abcdef")
-else:
-    # With DEBUG off there are no defaults: a missing secret stops the app from starting.
-    try:
-        SECRET_KEY = env("SECRET_KEY")
-        JWT_SECRET = env("JWT_SECRET")
-    except ImproperlyConfigured as exc:
-        raise ImproperlyConfigured(f"{exc} (required when DEBUG is off)") from None
+# Off unless set: `make run`, `make test` (pytest.ini) and CI set DEBUG=1; anything else is production.
+DEBUG = env.bool("DEBUG", default=False)
+# Development keeps its generated secrets here (gitignored; the local data lives in var/ too).
+DEV_SECRETS_DIR = BASE_DIR / "var" / "secrets"
+
+
+def secret(name: str) -> str:
+    """A secret from the environment. With DEBUG off a missing one stops the app from starting; in
+    development it is this installation's own, made once and kept in DEV_SECRETS_DIR."""
+    if os.environ.get(name, "").strip():
+        return env(name)
+    if not DEBUG:
+        raise ImproperlyConfigured(f"Set the {name} environment variable (required when DEBUG is off).")
+    from paygo.dev_secrets import dev_secret
+
+    return dev_secret(name, folder=DEV_SECRETS_DIR)
+
+
+SECRET_KEY = secret("SECRET_KEY")
+JWT_SECRET = secret("JWT_SECRET")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 
@@ -199,7 +210,29 @@ RATELIMIT_USE_CACHE = "default"
 RATELIMIT_REGISTER_PER_IP = env("RATELIMIT_REGISTER_PER_IP", default="20/h")
 RATELIMIT_REGISTER_PER_EMAIL = env("RATELIMIT_REGISTER_PER_EMAIL", default="5/h")
 RATELIMIT_LOGIN_PER_IP = env("RATELIMIT_LOGIN_PER_IP", default="60/m")
-RATELIMIT_LOGIN_PER_EMAIL = env("RATELIMIT_LOGIN_PER_EMAIL", default="10/m")
+RATELIMIT_IP_META_KEY = "paygo.api.ratelimits.client_ip"
+
+# --- Login throttling: the API's /auth/login and the admin's /admin/login/ alike ------------------
+
+# Every attempt counts against the client address (RATELIMIT_LOGIN_PER_IP above); failed attempts
+# count against the (email, address) pair, locked out after LOGIN_FAILURE_LIMIT of them for
+# LOGIN_LOCKOUT, the right password included (django-axes, in the cache). Never per email alone, so
+# an attacker's failures do not lock the owner out; a success clears the pair's count.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # turns the admin's locked-out attempt into a page
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = parse_duration(env("LOGIN_LOCKOUT", default="15m"))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "paygo.api.ratelimits.login_email"
+AXES_CLIENT_IP_CALLABLE = "paygo.api.ratelimits.client_ip"
+AXES_LOCKOUT_CALLABLE = "paygo.api.ratelimits.admin_login_locked_out_page"
+AXES_ENABLE_ADMIN = False  # the cache handler leaves axes' tables empty: nothing to show there
+if EMBEDDED:
+    # One process serves everything embedded, so its local-memory cache sees every attempt.
+    SILENCED_SYSTEM_CHECKS = [*globals().get("SILENCED_SYSTEM_CHECKS", []), "axes.W001"]
 
 # --- REST API -------------------------------------------------------------------------------------
 
@@ -296,13 +329,26 @@ if DASHBOARDS_ROLLUP_CHUNK < 1:
 
 # --- Chipi Pay (on-chain wallets) -----------------------------------------------------------------
 
-# With an API key PayGo talks to Chipi over HTTP; without one it uses the sandbox (wallets.chipi).
+# With an API key PayGo talks to Chipi over HTTP. Without one it runs on the sandbox (wallets.chipi),
+# whose deposits are simulated money: the default with DEBUG on, otherwise only when chosen with
+# CHIPI_SANDBOX=1 (then logged at every start, shown on the staff dashboard, warned by check --deploy).
 CHIPI_API_KEY = env("CHIPI_API_KEY", default="")
-# Bearer token for the API and the key of webhook signatures. The sandbox signs its webhooks with
-# the dev default; a real key never falls back to it.
-CHIPI_SECRET_KEY = env("CHIPI_SECRET_KEY", default="sk_sandbox_dev" if DEBUG and not CHIPI_API_KEY else "")
-if CHIPI_API_KEY and not CHIPI_SECRET_KEY:
+CHIPI_SANDBOX = env.bool("CHIPI_SANDBOX", default=DEBUG and not CHIPI_API_KEY)
+if CHIPI_API_KEY and CHIPI_SANDBOX:
+    raise ImproperlyConfigured(
+        "CHIPI_SANDBOX=1 and CHIPI_API_KEY are both set: unset one "
+        "(the sandbox simulates payments, the key moves real money)."
+    )
+if not CHIPI_API_KEY and not CHIPI_SANDBOX:
+    raise ImproperlyConfigured(
+        "No Chipi gateway: set CHIPI_API_KEY and CHIPI_SECRET_KEY for Chipi Pay, or CHIPI_SANDBOX=1 to run on the "
+        "sandbox, whose deposits are simulated money (never where real money moves)."
+    )
+# Bearer token for the API and the key of webhook signatures; the sandbox signs its webhooks with it
+# too, so it is required with DEBUG off either way. A development sandbox has its own generated one.
+if CHIPI_API_KEY and not os.environ.get("CHIPI_SECRET_KEY", "").strip():
     raise ImproperlyConfigured("CHIPI_SECRET_KEY is required when CHIPI_API_KEY is set.")
+CHIPI_SECRET_KEY = secret("CHIPI_SECRET_KEY")
 CHIPI_BASE_URL = env("CHIPI_BASE_URL", default="https://api.chipipay.com/v1")
 CHIPI_TIMEOUT_SECONDS = env.float("CHIPI_TIMEOUT_SECONDS", default=10.0)
 CHIPI_MAX_RETRIES = env.int("CHIPI_MAX_RETRIES", default=3)
@@ -342,7 +388,7 @@ USE_TZ = True
 FORMAT_MODULE_PATH = ["paygo.formats"]  # times to the second in the admin
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 # Served by WhiteNoise; in DEBUG straight from the apps' folders, so no collectstatic is needed.
 WHITENOISE_USE_FINDERS = DEBUG

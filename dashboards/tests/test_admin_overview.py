@@ -116,3 +116,20 @@ def test_the_scheduled_check_keeps_its_result_for_the_dashboards(api, olga, djan
     with django_assert_num_queries(9):
         body = api(olga).get(OVERVIEW).json()
     assert body["ledgerHealth"]["healthy"] is True
+
+
+# --- Which Chipi the money goes through: the sandbox (simulated money) must be seen ---------------
+
+
+def test_the_overview_says_the_sandbox_is_in_use(api, olga):
+    body = api(olga).get(OVERVIEW).json()
+
+    assert body["chipi"] == {"mode": "sandbox"}
+
+
+def test_the_overview_says_chipi_is_live_with_a_key(api, olga, settings):
+    settings.CHIPI_API_KEY, settings.CHIPI_SECRET_KEY, settings.CHIPI_SANDBOX = "pk_live_1", "sk_live_1", False
+
+    body = api(olga).get(OVERVIEW).json()
+
+    assert body["chipi"] == {"mode": "live"}

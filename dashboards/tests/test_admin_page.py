@@ -80,3 +80,29 @@ def test_staff_need_the_platform_overview_permission_as_the_api_asks(stan):
 
     assert allowed.get(PAGE).status_code == 200
     assert PAGE in allowed.get("/admin/").content.decode()
+
+
+SANDBOX_BANNER = 'id="chipi-sandbox-banner"'
+
+
+def test_the_page_shows_a_banner_while_the_chipi_sandbox_is_in_use(olga):
+    html = logged_in(olga).get(PAGE).content.decode()
+
+    assert SANDBOX_BANNER in html
+    assert "Chipi sandbox" in html
+    assert "simulated" in html
+
+
+def test_no_banner_with_live_chipi(olga, settings):
+    settings.CHIPI_API_KEY, settings.CHIPI_SECRET_KEY, settings.CHIPI_SANDBOX = "pk_live_1", "sk_live_1", False
+
+    html = logged_in(olga).get(PAGE).content.decode()
+
+    assert SANDBOX_BANNER not in html
+
+
+def test_every_admin_page_names_the_sandbox_in_its_header(olga, settings):
+    assert "Chipi sandbox" in logged_in(olga).get("/admin/").content.decode()
+
+    settings.CHIPI_API_KEY, settings.CHIPI_SECRET_KEY, settings.CHIPI_SANDBOX = "pk_live_1", "sk_live_1", False
+    assert "Chipi sandbox" not in logged_in(olga).get("/admin/").content.decode()
