@@ -9,6 +9,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 
+from paygo.api.bodies import BodyLimitMiddleware  # noqa: E402
 from paygo.routing import websocket_urlpatterns  # noqa: E402
 from paygo.ws import JwtAuthMiddleware  # noqa: E402
 
@@ -16,7 +17,8 @@ from paygo.ws import JwtAuthMiddleware  # noqa: E402
 # another origin cannot ride on a user's session; the web frontend lives on another origin anyway.
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Every body is held to its size limit as it arrives, whichever ASGI server streams it.
+        "http": BodyLimitMiddleware(django_asgi_app),
         "websocket": JwtAuthMiddleware(URLRouter(websocket_urlpatterns)),
     }
 )

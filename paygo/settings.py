@@ -345,7 +345,8 @@ STORAGES = {
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "media")))
 
-# JSON bodies above 1 MiB and uploads above 6 MiB are refused with 413 before they are read.
+# JSON bodies above 1 MiB and uploads above 6 MiB are refused with 413 as they are read, whatever
+# their framing (paygo/api/bodies.py; paygo/server.py stops reading the socket at the limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 API_MAX_UPLOAD_BYTES = env.int("API_MAX_UPLOAD_BYTES", default=6 * 1_048_576)

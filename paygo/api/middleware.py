@@ -8,9 +8,9 @@ import re
 import uuid
 from collections.abc import Callable
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from paygo.api.bodies import body_limit, too_large_message
 from paygo.api.errors import error_response, exception_to_response
 
 logger = logging.getLogger("paygo.api")
@@ -88,16 +88,15 @@ class ApiErrorMiddleware:
 
     @staticmethod
     def _body_too_big(request: HttpRequest) -> HttpResponse | None:
+        """A declared length over the limit (paygo.api.bodies holds every body to it as it is read
+        under ASGI; this is for requests that reach Django any other way)."""
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return error_response(400, "Content-Length is not a number.", code="bad_request")
-        is_multipart = request.content_type == "multipart/form-data"
-        limit = settings.API_MAX_UPLOAD_BYTES if is_multipart else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        limit = body_limit(request.META.get("CONTENT_TYPE"))
         if length > limit:
-            return error_response(
-                413, f"The request body is {length} bytes; the limit is {limit} bytes.", code="too_large"
-            )
+            return error_response(413, too_large_message(limit), code="too_large")
         return None
 
 

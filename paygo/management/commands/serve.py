@@ -1,4 +1,5 @@
-"""`python manage.py serve`: API, admin, docs and WebSockets on one port through Daphne (ASGI).
+"""`python manage.py serve`: API, admin, docs and WebSockets on one port through Daphne (ASGI),
+as paygo/server.py runs it (request bodies bounded while they are read).
 
 In the embedded default (no REDIS_URL) it also runs the periodic tasks on a timer thread.
 """
@@ -19,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
 
     def handle(self, *args, host: str, port: int, **options):
-        from daphne.cli import CommandLineInterface
+        from paygo.server import CommandLineInterface
 
         if settings.EMBEDDED:
             from paygo.embedded import EmbeddedBeat
