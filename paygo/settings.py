@@ -206,11 +206,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["djangorestframework_camel_case.render.CamelCaseJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "paygo.api.parsers.JSONParser",
-        "djangorestframework_camel_case.parser.CamelCaseMultiPartParser",
-        "djangorestframework_camel_case.parser.CamelCaseFormParser",
-    ],
+    # JSON only: the one upload view (accounts' images) names its multipart parser itself.
+    "DEFAULT_PARSER_CLASSES": ["paygo.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "paygo.api.pagination.Pagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "paygo.api.errors.exception_handler",
@@ -395,3 +392,8 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
     },
 }
+
+# --- Requests: what the API accepts from a client (issue 13) ---------------------------------------
+
+# JSON nested deeper than this is refused (400) before anything recursive reads it.
+API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
