@@ -67,6 +67,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "paygo.api.forwarded.ForwardedMiddleware",  # first: who the client is, before anything asks
     "paygo.api.middleware.RequestIdMiddleware",
     "paygo.api.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -373,10 +374,10 @@ LOGGING = {
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(client_ip)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(client_ip)s] %(message)s"},
     },
     "handlers": {
         "stdout": {
@@ -397,3 +398,8 @@ LOGGING = {
 
 # JSON nested deeper than this is refused (400) before anything recursive reads it.
 API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
+
+# Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (paygo/api/forwarded.py): IPs or
+# networks, comma-separated ("10.0.0.0/8,127.0.0.1"). Empty, nobody's are: the client is the
+# socket's peer and a request cannot claim https.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])

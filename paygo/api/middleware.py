@@ -16,6 +16,7 @@ from paygo.api.errors import error_response, exception_to_response
 logger = logging.getLogger("paygo.api")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+client_ip_var: contextvars.ContextVar[str] = contextvars.ContextVar("client_ip", default="-")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -25,11 +26,15 @@ class RequestIdLogFilter(logging.Filter):
         # context), but it attaches the request itself: take the id from there first.
         request = getattr(record, "request", None)
         record.request_id = getattr(request, "request_id", None) or request_id_var.get()
+        # The client as paygo.api.forwarded settled it (REMOTE_ADDR), not a proxy's address.
+        meta = getattr(request, "META", None) or {}
+        record.client_ip = meta.get("REMOTE_ADDR") or client_ip_var.get()
         return True
 
 
 class RequestIdMiddleware:
-    """Takes the caller's X-Request-ID when it is sane, else makes one; echoes it back."""
+    """Takes the caller's X-Request-ID when it is sane, else makes one; echoes it back. The id and
+    the client's address go on every log record of the request."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -39,10 +44,12 @@ class RequestIdMiddleware:
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
         token = request_id_var.set(request_id)
+        client_token = client_ip_var.set(request.META.get("REMOTE_ADDR") or "-")
         try:
             response = self.get_response(request)
         finally:
             request_id_var.reset(token)
+            client_ip_var.reset(client_token)
         response["X-Request-ID"] = request_id
         return response
 

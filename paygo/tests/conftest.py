@@ -78,9 +78,9 @@ def live_server_env(transactional_db) -> dict[str, str]:
 
 @pytest.fixture
 def live_daphne(live_server_env):
-    """start(**env) -> (host, port) of `python -m paygo.server ... paygo.asgi:application` (the README's
-    production command), listening on a socket bound here and handed over: connections made before
-    it is ready wait in the socket's backlog, so nothing has to poll for it."""
+    """start(**env) -> (host, port) of `manage.py serve` (Daphne as the README runs it), serving on a
+    socket bound here and handed over: connections made before it is ready wait in the socket's
+    backlog, so nothing has to poll for it."""
     started: list[tuple[subprocess.Popen, socket.socket]] = []
 
     def start(**env: str) -> tuple[str, int]:
@@ -88,7 +88,7 @@ def live_daphne(live_server_env):
         listener.bind(("127.0.0.1", 0))
         listener.listen(128)
         process = subprocess.Popen(
-            [sys.executable, "-m", "paygo.server", "--fd", str(listener.fileno()), "paygo.asgi:application"],
+            [sys.executable, "manage.py", "serve", "--fd", str(listener.fileno())],
             cwd=BASE_DIR,
             env={**live_server_env, **env},
             pass_fds=[listener.fileno()],

@@ -18,8 +18,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--fd", type=int, help="serve on this listening socket instead (inherited)")
 
-    def handle(self, *args, host: str, port: int, **options):
+    def handle(self, *args, host: str, port: int, fd: int | None = None, **options):
         from paygo.server import CommandLineInterface
 
         if settings.EMBEDDED:
@@ -29,6 +30,10 @@ class Command(BaseCommand):
             mode = "embedded (SQLite or DATABASE_URL, in-memory channel layer, eager Celery, in-process timer)"
         else:
             mode = "production services (Redis channel layer and cache; run a Celery worker and beat)"
-        self.stdout.write(f"PayGo on http://{host}:{port}/  —  API /api/v1/, docs /api/v1/docs/, admin /admin/")
+        where = f"the socket of file descriptor {fd}" if fd is not None else f"http://{host}:{port}/"
+        self.stdout.write(f"PayGo on {where}  —  API /api/v1/, docs /api/v1/docs/, admin /admin/")
         self.stdout.write(f"Mode: {mode}")
-        CommandLineInterface().run(["--bind", host, "--port", str(port), "--proxy-headers", "paygo.asgi:application"])
+        endpoint = ["--fd", str(fd)] if fd is not None else ["--bind", host, "--port", str(port)]
+        # No --proxy-headers: Daphne would believe anyone's X-Forwarded-For. PayGo believes only
+        # TRUSTED_PROXIES (paygo/api/forwarded.py).
+        CommandLineInterface().run([*endpoint, "paygo.asgi:application"])
