@@ -10,17 +10,30 @@ from rest_framework import serializers
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.api.text import validate_storable_text
 from wallets.models import Asset, Entry, LedgerTransaction, Withdrawal
+from wallets.services import tx_hash_canonical
 
 STARKNET_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 
 
 class TxHashField(serializers.RegexField):
-    """A transaction hash: "0x" and up to 64 hex digits."""
+    """A Starknet transaction hash: "0x" and up to 64 hex digits naming a field element (not zero),
+    read as the number it is: "0xabc" and "0x0...0abc" are the same transaction, kept as Chipi
+    writes it ("0x" + 64 lower-case hex digits)."""
+
+    default_error_messages = {
+        "invalid": "A transaction hash is 0x followed by 1 to 64 hex digits.",
+        "not_a_felt": "Not a Starknet transaction hash: it must be above zero and below the field's prime.",
+    }
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("error_messages", {"invalid": "A transaction hash is 0x followed by hex digits."})
         super().__init__(TX_HASH, max_length=66, **kwargs)
+
+    def to_internal_value(self, data) -> str:
+        canonical = tx_hash_canonical(super().to_internal_value(data))
+        if canonical is None:
+            self.fail("not_a_felt")
+        return canonical
 
 
 class StarknetAddressField(serializers.RegexField):
