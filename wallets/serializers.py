@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.api.text import validate_storable_text
+from paygo.api.validators import exactly_one_of
 from wallets.models import Asset, Entry, LedgerTransaction, Withdrawal
 from wallets.services import tx_hash_canonical
 
@@ -109,13 +110,15 @@ class ChipiPaymentSerializer(serializers.Serializer):
 
 
 class TransferSerializer(_AmountInToken):
+    # The ways to name the recipient: exactly one of them per transfer.
+    RECIPIENT_FIELDS = ("recipient_id", "recipient_email")
+
     recipient_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     recipient_email = serializers.EmailField(required=False)
     memo = serializers.CharField(required=False, allow_blank=True, max_length=500)
 
     def validate(self, attrs):
-        if not attrs.get("recipient_id") and not attrs.get("recipient_email"):
-            raise serializers.ValidationError({"recipient_id": ["Give recipientId or recipientEmail."]})
+        exactly_one_of(attrs, *self.RECIPIENT_FIELDS, what="the recipient")
         return super().validate(attrs)
 
 

@@ -1,11 +1,20 @@
-"""Page-number pagination whose list key is named by the view (`services`, `transactions`, ...)."""
+"""Page-number pagination whose list key is named by the view (`services`, `transactions`, ...).
+
+Its parameters are strict: a page that is not a whole number from 1 (or "last"), or a page size
+that is not one from 1 to max_page_size, is a 400 naming the parameter, never ignored or a 404.
+A page past the last one is a 404: that page does not exist.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+
+_WHOLE_NUMBER = re.compile(r"[1-9][0-9]{0,17}")  # from 1; 18 digits keep it inside a 64-bit integer
 
 
 class Pagination(PageNumberPagination):
@@ -19,6 +28,27 @@ class Pagination(PageNumberPagination):
         if "limit" in request.query_params and self.page_size_query_param not in request.query_params:
             self.page_size_query_param = "limit"
         return super().paginate_queryset(queryset, request, view)
+
+    def get_page_size(self, request) -> int:
+        name = self.page_size_query_param
+        if name not in request.query_params:
+            return self.page_size
+        size = _whole_number(request.query_params[name])
+        if size is None or size > self.max_page_size:
+            raise _invalid(name, f"A page size is a whole number from 1 to {self.max_page_size}.")
+        return size
+
+    def get_page_number(self, request, paginator) -> int:
+        name = self.page_query_param
+        if name not in request.query_params:
+            return 1
+        raw = request.query_params[name]
+        if raw in self.last_page_strings:
+            return paginator.num_pages
+        number = _whole_number(raw)
+        if number is None:
+            raise _invalid(name, "A page number is a whole number from 1.")
+        return number
 
     def get_paginated_response(self, data: Any, **extra: Any) -> Response:
         return Response(
@@ -45,3 +75,11 @@ class Pagination(PageNumberPagination):
                 "previous": {"type": "string", "nullable": True},
             },
         }
+
+
+def _whole_number(raw: str) -> int | None:
+    return int(raw) if _WHOLE_NUMBER.fullmatch(raw) else None
+
+
+def _invalid(parameter: str, message: str) -> exceptions.ValidationError:
+    return exceptions.ValidationError({parameter: [message]})
