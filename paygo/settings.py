@@ -403,3 +403,8 @@ API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
 # networks, comma-separated ("10.0.0.0/8,127.0.0.1"). Empty, nobody's are: the client is the
 # socket's peer and a request cannot claim https.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
+# Each user keeps at most this many images, and this many bytes of them (as stored, re-encoded);
+# an upload past either is refused (413, code image_quota_exceeded) and nothing is stored.
+IMAGE_QUOTA_COUNT = env.int("IMAGE_QUOTA_COUNT", default=100)
+IMAGE_QUOTA_BYTES = env.int("IMAGE_QUOTA_BYTES", default=100 * 1_048_576)

@@ -59,11 +59,14 @@ def is_api_request(request: HttpRequest) -> bool:
 
 
 class ApiErrorMiddleware:
-    """Under /api/, every error leaves as the JSON error format.
+    """Under /api/, every error leaves as the JSON error format, and no answer is cached.
 
     DRF views already answer through paygo.api.errors.exception_handler; this catches what happens
     outside them: unknown paths, Django's own 404/500 pages (HTML, or the DEBUG technical pages),
     CSRF failures, oversized bodies, and exceptions that escape a view.
+
+    API answers carry tokens, balances and personal data: each is sent with `Cache-Control:
+    no-store` (no browser, proxy or CDN keeps a copy), unless its view said how to cache it.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
@@ -72,16 +75,14 @@ class ApiErrorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not is_api_request(request):
             return self.get_response(request)
-        too_big = self._body_too_big(request)
-        if too_big:
-            return too_big
-        response = self.get_response(request)
+        response = self._body_too_big(request) or self.get_response(request)
         if response.status_code >= 400 and not _is_json(response):
             replacement = error_response(response.status_code)
             for header in ("Allow", "Retry-After", "WWW-Authenticate"):
                 if header in response:
                     replacement[header] = response[header]
-            return replacement
+            response = replacement
+        response.setdefault("Cache-Control", "no-store")
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
