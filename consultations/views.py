@@ -134,6 +134,7 @@ class ConsultationDetailView(GenericAPIView):
     )
     def get(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for(request.user, consultation_id)
+        self.paginator.check_query(request)  # a refused page marks nothing read
         services.messages_mark_read(consultation=consultation, reader=request.user)
         page = self.paginate_queryset(selectors.message_list_for(consultation))
         consultation.call_sessions = selectors.calls_of(consultation)

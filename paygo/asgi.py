@@ -13,6 +13,7 @@ require_static_manifest()  # with DEBUG off, no manifest: refuse to start (READM
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 
+from paygo.api.bodies import BodyLimitMiddleware  # noqa: E402
 from paygo.routing import websocket_urlpatterns  # noqa: E402
 from paygo.ws import socket_auth  # noqa: E402
 
@@ -21,7 +22,8 @@ from paygo.ws import socket_auth  # noqa: E402
 # by a page of this site (paygo/ws.py).
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # Every body is held to its size limit as it arrives, whichever ASGI server streams it.
+        "http": BodyLimitMiddleware(django_asgi_app),
         "websocket": socket_auth(URLRouter(websocket_urlpatterns)),
     }
 )

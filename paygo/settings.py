@@ -79,6 +79,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "paygo.api.forwarded.ForwardedMiddleware",  # first: who the client is, before anything asks
     "paygo.api.middleware.RequestIdMiddleware",
     "paygo.api.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -237,14 +238,11 @@ if EMBEDDED:
 # --- REST API -------------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["paygo.api.authentication.BearerJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["djangorestframework_camel_case.render.CamelCaseJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "paygo.api.parsers.JSONParser",
-        "djangorestframework_camel_case.parser.CamelCaseMultiPartParser",
-        "djangorestframework_camel_case.parser.CamelCaseFormParser",
-    ],
+    # JSON only: the one upload view (accounts' images) names its multipart parser itself.
+    "DEFAULT_PARSER_CLASSES": ["paygo.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "paygo.api.pagination.Pagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "paygo.api.errors.exception_handler",
@@ -404,7 +402,8 @@ STORAGES = {
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "media")))
 
-# JSON bodies above 1 MiB and uploads above 6 MiB are refused with 413 before they are read.
+# JSON bodies above 1 MiB and uploads above 6 MiB are refused with 413 as they are read, whatever
+# their framing (paygo/api/bodies.py; paygo/server.py stops reading the socket at the limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 API_MAX_UPLOAD_BYTES = env.int("API_MAX_UPLOAD_BYTES", default=6 * 1_048_576)
@@ -434,10 +433,10 @@ LOGGING = {
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(client_ip)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(client_ip)s] %(message)s"},
     },
     "handlers": {
         "stdout": {
@@ -453,3 +452,18 @@ LOGGING = {
         "daphne": {"level": "WARNING"},
     },
 }
+
+# --- Requests: what the API accepts from a client (issue 13) ---------------------------------------
+
+# JSON nested deeper than this is refused (400) before anything recursive reads it.
+API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
+
+# Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (paygo/api/forwarded.py): IPs or
+# networks, comma-separated ("10.0.0.0/8,127.0.0.1"). Empty, nobody's are: the client is the
+# socket's peer and a request cannot claim https.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
+# Each user keeps at most this many images, and this many bytes of them (as stored, re-encoded);
+# an upload past either is refused (413, code image_quota_exceeded) and nothing is stored.
+IMAGE_QUOTA_COUNT = env.int("IMAGE_QUOTA_COUNT", default=100)
+IMAGE_QUOTA_BYTES = env.int("IMAGE_QUOTA_BYTES", default=100 * 1_048_576)

@@ -1,11 +1,13 @@
 """WebSocket plumbing: who a socket belongs to, and the base consumer every app uses.
 
 The token comes in the `token` query parameter or as a `bearer.<jwt>` subprotocol (browsers cannot
-set headers on a WebSocket). Without a token, a staff member signed into the admin is recognised
-by the admin's session cookie, but only on a socket opened by a page of this same site: a cookie
-goes along with any page's request, so another site's page must not ride on it. A socket without
-a valid token is accepted and closed with 4401, so that the client sees the code; the HTTP-level
-refusal of an unaccepted socket carries none. A path no route knows is closed with 4404 alike.
+set headers on a WebSocket; the scheme is case-insensitive, as HTTP's are). Without a token, a
+staff member signed into the admin is recognised by the admin's session cookie, but only on a
+socket opened by a page of this same site: a cookie goes along with any page's request, so another
+site's page must not ride on it. A socket without a valid token is accepted and closed with 4401,
+so that the client sees the code; the HTTP-level refusal of an unaccepted socket carries none. A
+path no route knows is closed with 4404 alike. A frame that is not a JSON text closes the socket
+with 1003 (unsupported data).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
+from paygo.api.parsers import json_loads
+
+CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -109,6 +114,23 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
 
     async def authorize(self, user) -> bool:
         return True
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs) -> None:
+        # Channels' JSON consumer raises on a binary frame or text that is not JSON, which kills the
+        # consumer with a logged traceback: the client sent something it should not, so it is told
+        # so (1003) and nothing else happens.
+        try:
+            if text_data is None:
+                raise ValueError("a binary frame")
+            content = await self.decode_json(text_data)
+        except ValueError:
+            await self.close(code=CLOSE_UNSUPPORTED_DATA)
+            return
+        await self.receive_json(content, **kwargs)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        return json_loads(text_data)  # as the API reads JSON: depth-bounded, strict numbers
 
     async def joined(self, user) -> None:
         """Called once the socket is accepted for an authorised user."""

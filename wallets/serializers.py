@@ -9,18 +9,32 @@ from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.api.text import validate_storable_text
+from paygo.api.validators import exactly_one_of
 from wallets.models import Asset, Entry, LedgerTransaction, Withdrawal
+from wallets.services import tx_hash_canonical
 
 STARKNET_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 
 
 class TxHashField(serializers.RegexField):
-    """A transaction hash: "0x" and up to 64 hex digits."""
+    """A Starknet transaction hash: "0x" and up to 64 hex digits naming a field element (not zero),
+    read as the number it is: "0xabc" and "0x0...0abc" are the same transaction, kept as Chipi
+    writes it ("0x" + 64 lower-case hex digits)."""
+
+    default_error_messages = {
+        "invalid": "A transaction hash is 0x followed by 1 to 64 hex digits.",
+        "not_a_felt": "Not a Starknet transaction hash: it must be above zero and below the field's prime.",
+    }
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("error_messages", {"invalid": "A transaction hash is 0x followed by hex digits."})
         super().__init__(TX_HASH, max_length=66, **kwargs)
+
+    def to_internal_value(self, data) -> str:
+        canonical = tx_hash_canonical(super().to_internal_value(data))
+        if canonical is None:
+            self.fail("not_a_felt")
+        return canonical
 
 
 class StarknetAddressField(serializers.RegexField):
@@ -96,13 +110,15 @@ class ChipiPaymentSerializer(serializers.Serializer):
 
 
 class TransferSerializer(_AmountInToken):
+    # The ways to name the recipient: exactly one of them per transfer.
+    RECIPIENT_FIELDS = ("recipient_id", "recipient_email")
+
     recipient_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     recipient_email = serializers.EmailField(required=False)
     memo = serializers.CharField(required=False, allow_blank=True, max_length=500)
 
     def validate(self, attrs):
-        if not attrs.get("recipient_id") and not attrs.get("recipient_email"):
-            raise serializers.ValidationError({"recipient_id": ["Give recipientId or recipientEmail."]})
+        exactly_one_of(attrs, *self.RECIPIENT_FIELDS, what="the recipient")
         return super().validate(attrs)
 
 

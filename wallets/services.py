@@ -71,6 +71,19 @@ def wallet_open(*, user) -> str:
 # --- Deposits -------------------------------------------------------------------------------------
 
 _HEX_HASH = re.compile(r"0x[0-9a-f]{1,64}")
+# Starknet transaction hashes (and addresses) are field elements: numbers below this prime.
+STARKNET_PRIME = 2**251 + 17 * 2**192 + 1
+
+
+def tx_hash_canonical(tx_hash: str) -> str | None:
+    """A transaction hash as Chipi and the chain write it, "0x" + 64 lower-case hex digits, or None
+    when `tx_hash` is not one. It is a number: "0xABC" and "0x" + 61 zeros + "abc" are the same
+    transaction; zero and numbers past the field are none."""
+    text = tx_hash.strip().lower()
+    if not _HEX_HASH.fullmatch(text):
+        return None
+    number = int(text, 16)
+    return f"0x{number:064x}" if 0 < number < STARKNET_PRIME else None
 
 
 @dataclass(frozen=True)
@@ -83,16 +96,13 @@ def deposit_reference(tx_hash: str) -> str:
     """One reference per on-chain transaction however its hash is written: a Starknet hash is a
     number, and "0x0ABC", "0xabc" and "0x" + 61 zeros + "abc" name the same one (a deposit credited
     under one spelling must not be credited again under another)."""
-    text = tx_hash.strip().lower()
-    if _HEX_HASH.fullmatch(text):
-        return f"deposit:0x{int(text, 16):064x}"
-    return f"deposit:{text}"
+    return f"deposit:{tx_hash_canonical(tx_hash) or tx_hash.strip().lower()}"
 
 
 def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None):
     """Check an on-chain payment with Chipi before it is credited (slow I/O: call outside any
     transaction). Without a hash, the sandbox simulates the payment into the user's address."""
-    from wallets.chipi import ChipiError, ChipiSandbox, get_gateway
+    from wallets.chipi import ChipiError, ChipiRejected, ChipiSandbox, get_gateway
 
     gateway = get_gateway()
     address = wallet_open(user=user)
@@ -102,6 +112,13 @@ def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None):
                 raise _invalid("tx_hash", "This field is required.", code="required")
             return gateway.receive_payment(to_address=address, token=asset.code, amount=amount)
         chain_tx = gateway.get_transaction(tx_hash)
+    except ChipiRejected as exc:
+        if exc.status not in (400, 422):
+            raise UpstreamUnavailable(
+                f"Chipi refused PayGo's request to verify the deposit ({exc.code}); nothing was credited."
+            ) from None
+        # Chipi takes the hash itself for invalid: the client's input, not an outage.
+        raise _invalid("tx_hash", "Chipi refused this transaction hash.", code="rejected") from None
     except ChipiError as exc:
         raise UpstreamUnavailable(
             f"Chipi could not be reached to verify the deposit ({exc.code}); nothing was credited."

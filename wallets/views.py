@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
 from django.contrib.auth import get_user_model
@@ -16,6 +15,7 @@ from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor
 from paygo.api.errors import UpstreamUnavailable
+from paygo.api.parsers import JSONTooDeep, json_loads
 from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
@@ -316,9 +316,11 @@ class ChipiWebhookView(APIView):
         if not verify_webhook_signature(raw, request.headers.get("chipi-signature")):
             raise exceptions.AuthenticationFailed("Invalid webhook signature.", code="bad_signature")
         try:
-            event = json.loads(raw)
+            event = json_loads(raw)
             kind = event["event"]
             payload = event.get("data") or {}
+        except JSONTooDeep as exc:
+            raise exc.parse_error() from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise exceptions.ParseError("The webhook body is not a Chipi event.") from None
         if kind != "payment.completed":

@@ -261,3 +261,23 @@ def test_each_user_gets_their_own_address(anon):
     second = register(anon, email="two@example.com").json()["user"]["walletAddress"]
 
     assert first != second
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_the_authorization_scheme_is_case_insensitive(anon, alice, scheme):
+    """RFC 9110 11.1: an authentication scheme is matched case-insensitively."""
+    anon.credentials(HTTP_AUTHORIZATION=f"{scheme} {token_pair_for(alice).access}")
+
+    response = anon.get(ME)
+
+    assert response.status_code == 200
+    assert response.json()["user"]["id"] == alice.pk
+
+
+@pytest.mark.parametrize("header", ["Basic abc", "Token abc", "bearer", "bearer a b"])
+def test_other_schemes_and_malformed_bearer_headers_are_401(anon, header):
+    anon.credentials(HTTP_AUTHORIZATION=header)
+
+    response = anon.get(ME)
+
+    assert response.status_code == 401

@@ -252,6 +252,18 @@ def test_messages_are_paginated(api, alice, victor, consult):
     assert not Message.objects.filter(sender=victor, read_at__isnull=True).exists()
 
 
+@pytest.mark.parametrize("query", [{"page": "abc"}, {"page": "0"}, {"pageSize": "-1"}, {"limit": "x"}])
+def test_bad_paging_of_the_messages_is_a_400_that_reads_nothing(api, alice, victor, consult, query):
+    consultation = consult()
+    say(consultation, victor, "answer")
+
+    response = api(alice).get(detail_url(consultation), query)
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == list(query)
+    assert Message.objects.filter(read_at__isnull=False).count() == 0
+
+
 # --- GET /consultations/vendor/inbox ------------------------------------------------------------------
 
 

@@ -31,7 +31,9 @@ def client_ip(request: HttpRequest) -> str:
 def enforce(request: HttpRequest, *, group: str, limits: list[tuple[str | Callable, str]]) -> None:
     """Count this request against each (key, rate) and raise 429 when any is over.
 
-    `key` is anything django-ratelimit takes ("ip", "user", or a callable(group, request)).
+    `key` is anything django-ratelimit takes ("ip", "user", or a callable(group, request)). "ip" is
+    REMOTE_ADDR, the client's address as paygo.api.forwarded settled it (a proxy's X-Forwarded-For
+    counts only when the proxy is in TRUSTED_PROXIES).
     Every limit is counted, even after one trips, so a flood keeps being counted everywhere.
     """
     over = [
