@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from django.contrib.auth import get_user_model
 from djangorestframework_camel_case.settings import api_settings as camel_case_settings
 from djangorestframework_camel_case.util import underscoreize
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -163,11 +162,8 @@ class TransferView(APIView):
         data = TransferSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        users = get_user_model().objects
-        if values.get("recipient_id"):
-            recipient = users.filter(pk=values["recipient_id"]).first()
-        else:
-            recipient = users.filter(email=users.normalize_email(values["recipient_email"])).first()
+        named_by = values["recipient_named_by"]
+        recipient = selectors.transfer_recipient(**{named_by: values[named_by]})
         asset = values["asset"]
 
         def execute(_) -> Response:
@@ -177,6 +173,7 @@ class TransferView(APIView):
                 asset=asset,
                 amount=values["amount_minor"],
                 memo=values.get("memo", ""),
+                named_by=named_by,
             )
             return Response(
                 {

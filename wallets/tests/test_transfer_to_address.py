@@ -44,11 +44,11 @@ def test_an_address_no_paygo_user_has_is_a_400_and_sends_nothing(api, alice, bob
     fund(alice, 10 * USDC)
     transactions = LedgerTransaction.objects.count()
 
-    response = api(alice).post(TRANSFER, {"amount": 1, "recipientAddress": "0x" + "1" * 64}, format="json")
+    response = api(alice).post(TRANSFER, {"amount": 1, "recipientAddress": "0x0" + "1" * 63}, format="json")
 
     assert response.status_code == 400
     body = response.json()
-    assert body["code"] == "unknown_recipient"
+    assert body["message"].startswith("recipientAddress: No PayGo user has this wallet address.")
     assert body["errors"] == {
         "recipientAddress": [
             "No PayGo user has this wallet address. To send to an address outside PayGo, "
@@ -67,7 +67,7 @@ def test_the_address_of_a_deactivated_user_is_refused(api, alice, bob, bobs_wall
     response = api(alice).post(TRANSFER, {"amount": 1, "recipientAddress": BOBS}, format="json")
 
     assert response.status_code == 400
-    assert response.json()["code"] == "unknown_recipient"
+    assert response.json()["errors"]["recipientAddress"][0].startswith("No PayGo user has this wallet address.")
     assert (balance_of(alice), balance_of(bob)) == (10 * USDC, 0)
 
 
