@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from paygo.api.amounts import format_minor
 from paygo.api.errors import UpstreamUnavailable
 from paygo.api.parsers import JSONTooDeep, json_loads
+from paygo.api.ratelimits import MONEY
 from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
@@ -55,6 +56,8 @@ def _available(user, asset: Asset) -> str:
 
 
 class DepositView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=DepositSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
@@ -89,6 +92,8 @@ class DepositView(APIView):
 
 
 class WithdrawView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=WithdrawSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
@@ -152,6 +157,8 @@ class BalanceView(APIView):
 
 
 class TransferView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=TransferSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
@@ -249,6 +256,8 @@ class SupportedTokensView(APIView):
 
 
 class SwapView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=SwapSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
