@@ -114,7 +114,7 @@ def user_login(*, request, email: str, password: str) -> User:
     user = authenticate(request, email=email, password=password)
     if user is None:
         if login_locked_out(request):
-            raise LoginLockedOut()
+            raise LoginLockedOut(request)
         raise exceptions.AuthenticationFailed("Invalid email or password.", code="invalid_credentials")
     # What django.contrib.auth.login() says for a session: a success clears the pair's failures.
     user_logged_in.send(sender=user.__class__, request=request, user=user)

@@ -53,10 +53,9 @@ class RegisterView(APIView):
     def post(self, request):
         enforce(
             request,
-            group="register",
             limits=[
-                ("ip", settings.RATELIMIT_REGISTER_PER_IP),
-                (_email_key, settings.RATELIMIT_REGISTER_PER_EMAIL),
+                ("register-ip", "ip", settings.RATELIMIT_REGISTER_PER_IP),
+                ("register-email", _email_key, settings.RATELIMIT_REGISTER_PER_EMAIL),
             ],
         )
         data = RegisterSerializer(data=request.data)

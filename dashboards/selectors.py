@@ -20,12 +20,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import (
-    Avg,
     Case,
     Count,
     DateTimeField,
@@ -45,7 +46,7 @@ from django.utils import timezone
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from dashboards import rollup
-from dashboards.periods import DAY, MONTH, Window, floor, shift, trunc
+from dashboards.periods import DAY, MONTH, Window, floor, local_midnight, shift, trunc
 from marketplace.models import Service
 from paygo.api.amounts import format_minor
 from paygo.api.permissions import staff_has
@@ -328,12 +329,9 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     balance = (
         Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).values_list("balance", flat=True).first()
     )
-    average = StreamingSession.objects.filter(ENDED, user=user, asset=asset).aggregate(
-        seconds=Avg("total_usage_seconds")
-    )["seconds"]
-
     today = now.astimezone(tz).date()
     first_month, first_day = shift(floor(today, MONTH), MONTH, -11), today - timedelta(days=29)
+    average, used = _time_used(user, asset=asset, tz=tz, since=local_midnight(first_day, tz), now=now)
     total = today_spent = month_spent = 0
     by_service: dict = {}
     monthly: dict = defaultdict(int)
@@ -368,10 +366,52 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
             ],
             "top_services": breakdown[:TOP],
             "usage_over_time": [
-                {"date": day.isoformat(), "usage": money(amount)} for day, amount in sorted(daily.items())
+                {"date": day.isoformat(), "usage": used.get(day, 0), "spent": money(daily.get(day, 0))}
+                for day in sorted(daily.keys() | used.keys())
             ],
         },
     }
+
+
+# The time a user's sessions ran on each local day since `since`, and the average length of their
+# ended sessions, in one statement. Each session is cut at the local midnights it ran across (a day
+# is 23 or 25 hours long across a DST change) and counts up to `now` while it runs.
+_TIME_USED = """
+WITH mine AS (
+    SELECT start_time, COALESCE(end_time, %(now)s) AS end_time
+    FROM streaming_streamingsession
+    WHERE user_id = %(user)s AND asset_id = %(asset)s
+      AND start_time < %(now)s AND COALESCE(end_time, %(now)s) > %(since)s
+),
+days AS (
+    SELECT day::date AS day,
+           ROUND(SUM(EXTRACT(EPOCH FROM LEAST(mine.end_time, (day + INTERVAL '1 day') AT TIME ZONE %(tz)s)
+                                        - GREATEST(mine.start_time, day AT TIME ZONE %(tz)s))))::bigint AS seconds
+    FROM mine
+    CROSS JOIN LATERAL generate_series(
+        date_trunc('day', GREATEST(mine.start_time, %(since)s) AT TIME ZONE %(tz)s),
+        date_trunc('day', mine.end_time AT TIME ZONE %(tz)s),
+        INTERVAL '1 day'
+    ) AS day
+    GROUP BY day
+),
+ended AS (
+    SELECT AVG(total_usage_seconds) AS seconds
+    FROM streaming_streamingsession
+    WHERE user_id = %(user)s AND asset_id = %(asset)s AND status <> %(active)s
+)
+SELECT ended.seconds, days.day, days.seconds FROM ended LEFT JOIN days ON days.seconds > 0
+"""
+
+
+def _time_used(user, *, asset: Asset, tz, since: datetime, now: datetime) -> tuple[Decimal | None, dict]:
+    """(the average seconds of the user's ended sessions, {local day: seconds of sessions run that
+    day}) for their sessions in `asset` (as every dashboard figure beside money)."""
+    params = {"user": user.pk, "asset": asset.pk, "tz": str(tz.key), "since": since, "now": now}
+    with connection.cursor() as cursor:
+        cursor.execute(_TIME_USED, {**params, "active": SessionStatus.ACTIVE})
+        rows = cursor.fetchall()
+    return rows[0][0], {day: seconds for _, day, seconds in rows if day is not None}
 
 
 # --- A vendor's dashboard -------------------------------------------------------------------------

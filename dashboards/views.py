@@ -20,6 +20,11 @@ from dashboards.serializers import (
     DashboardSessionSerializer,
     StatusQuerySerializer,
     TzQuerySerializer,
+    UserOverviewSerializer,
+    UserSessionDetailSerializer,
+    UserSessionsPageSerializer,
+    VendorOverviewSerializer,
+    WalletAnalyticsSerializer,
     WindowQuerySerializer,
 )
 from paygo.api.pagination import Pagination
@@ -65,7 +70,7 @@ class UserOverviewView(APIView):
     @extend_schema(
         summary="A user's dashboard: sessions, spending, favourite categories, spending per period",
         parameters=[PERIOD, TZ, FROM, TO, USER_ID],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: UserOverviewSerializer},
     )
     def get(self, request):
         user = _subject(request, role="user", param="userId")
@@ -101,7 +106,7 @@ class UserSessionsView(APIView):
             OpenApiParameter("limit", int),
             USER_ID,
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: UserSessionsPageSerializer},
     )
     def get(self, request):
         user = _subject(request, role="user", param="userId")
@@ -117,7 +122,7 @@ class UserSessionsView(APIView):
 class UserSessionDetailView(APIView):
     @extend_schema(
         summary="One of the user's sessions with its charge timeline (staff: any session)",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: UserSessionDetailSerializer},
     )
     def get(self, request, session_id):
         session = selectors.user_session_get(request.user, session_id)
@@ -130,7 +135,7 @@ class VendorOverviewView(APIView):
     @extend_schema(
         summary="A vendor's dashboard: earnings, sessions hosted, services, customers, earnings per period",
         parameters=[PERIOD, TZ, FROM, TO, VENDOR_ID],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: VendorOverviewSerializer},
     )
     def get(self, request):
         vendor = _subject(request, role="vendor", param="vendorId")
@@ -174,9 +179,9 @@ class AdminOverviewView(APIView):
 
 class WalletAnalyticsView(APIView):
     @extend_schema(
-        summary="Spending analytics for the wallet page",
+        summary="Spending and time-used analytics for the wallet page",
         parameters=[TZ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: WalletAnalyticsSerializer},
     )
     def get(self, request):
         query = TzQuerySerializer(data=request.query_params)

@@ -85,6 +85,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    "paygo.api.ratelimits.ApiRateLimitMiddleware",  # after CORS: a browser elsewhere can read a 429
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -206,12 +207,31 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
 }
 
-# Rate limits (django-ratelimit, counted in the cache): "count/period".
+# Rate limits (django-ratelimit, counted in the cache): "count/period", period s, m, h or d, with an
+# optional multiple ("100/5m"). paygo/api/ratelimits.py says how they are counted and answered.
+
+
+def rate(name: str, default: str) -> str:
+    value = env(name, default=default).strip()
+    if not re.fullmatch(r"[1-9][0-9]*/([1-9][0-9]*)?[smhd]", value):
+        raise ImproperlyConfigured(f"{name} is {value!r}; give a rate as count/period, e.g. 300/m, 20/h, 100/5m.")
+    return value
+
+
 RATELIMIT_USE_CACHE = "default"
-RATELIMIT_REGISTER_PER_IP = env("RATELIMIT_REGISTER_PER_IP", default="20/h")
-RATELIMIT_REGISTER_PER_EMAIL = env("RATELIMIT_REGISTER_PER_EMAIL", default="5/h")
-RATELIMIT_LOGIN_PER_IP = env("RATELIMIT_LOGIN_PER_IP", default="60/m")
+RATELIMIT_REGISTER_PER_IP = rate("RATELIMIT_REGISTER_PER_IP", "20/h")
+RATELIMIT_REGISTER_PER_EMAIL = rate("RATELIMIT_REGISTER_PER_EMAIL", "5/h")
+RATELIMIT_LOGIN_PER_IP = rate("RATELIMIT_LOGIN_PER_IP", "60/m")
 RATELIMIT_IP_META_KEY = "paygo.api.ratelimits.client_ip"
+# Every request to the API spends one budget, per user (a valid access token's) and per client
+# address: reads (GET, HEAD, OPTIONS), writes, and money writes (the POSTs under Idempotency-Key).
+# An address may be many users (an office, a mobile carrier's NAT): its budgets are larger.
+RATELIMIT_READS_PER_USER = rate("RATELIMIT_READS_PER_USER", "300/m")
+RATELIMIT_READS_PER_IP = rate("RATELIMIT_READS_PER_IP", "900/m")
+RATELIMIT_WRITES_PER_USER = rate("RATELIMIT_WRITES_PER_USER", "120/m")
+RATELIMIT_WRITES_PER_IP = rate("RATELIMIT_WRITES_PER_IP", "360/m")
+RATELIMIT_MONEY_PER_USER = rate("RATELIMIT_MONEY_PER_USER", "60/m")
+RATELIMIT_MONEY_PER_IP = rate("RATELIMIT_MONEY_PER_IP", "180/m")
 
 # --- Login throttling: the API's /auth/login and the admin's /admin/login/ alike ------------------
 
@@ -259,7 +279,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "Pay-as-you-go micro-billing: wallets, metered sessions, marketplace. Authenticate with "
         "`Authorization: Bearer <token>` (the `token` of `POST /api/v1/auth/login`); amounts are decimal "
-        "strings in the token's units; errors are `{message, statusCode, code, errors}`."
+        "strings in the token's units; errors are `{message, statusCode, code, errors}`.\n\n"
+        "Every endpoint is rate limited, per user and per client address, in three budgets: reads, writes "
+        "and money writes (the POSTs that take an `Idempotency-Key`). Every answer says where the request's "
+        "budgets stand in the `RateLimit-Policy` and `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers-10 "
+        '(`RateLimit-Policy: "read-user";q=300;w=60` is 300 requests a 60-second window; `RateLimit: '
+        '"read-user";r=299;t=41` is 299 left for the next 41 seconds); a `429` also has `Retry-After`, in seconds.'
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -275,6 +300,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "drf_spectacular.contrib.djangorestframework_camel_case.camelize_serializer_fields",
         "paygo.api.schema.describe_websockets",  # the README's WebSockets section
+        "paygo.api.schema.document_rate_limits",  # last: every operation's 429 and RateLimit fields
     ],
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
@@ -298,7 +324,7 @@ CORS_ALLOW_HEADERS = [
     "idempotency-key",
     "x-request-id",
 ]
-CORS_EXPOSE_HEADERS = ["x-request-id", "idempotent-replayed"]
+CORS_EXPOSE_HEADERS = ["x-request-id", "idempotent-replayed", "ratelimit", "ratelimit-policy", "retry-after"]
 
 # --- Money and metering ---------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """/ws/streams/<sessionId>/: the live cost of a session, for its user, its vendor and staff.
 
 Every second a `cost.tick` estimate; after each sweep the authoritative `cost.charged`; then
-`balance.low` and `session.stopped` as they happen (streaming/live.py publishes them on commit).
+`balance.low`, `session.stopped` and `metrics.updated` as they happen (streaming/live.py publishes
+them on commit).
 Messages from the session's user count as heartbeats.
 
 The vendor watches the session's own figures but not the payer's money: a vendor's socket gets
@@ -36,6 +37,7 @@ SESSION_VIEW = {
     "cost.tick": frozenset({"type", "sessionId", "elapsedSeconds", "estimatedCost", "charged", "at"}),
     "cost.charged": frozenset({"type", "sessionId", "charged", "amount", "chargedUntil", "at"}),
     "session.stopped": frozenset({"type", "sessionId", "reason", "totalCost", "endTime", "at"}),
+    "metrics.updated": frozenset({"type", "sessionId", "metrics", "at"}),  # the session's quality, no money
 }
 
 

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor, minor_from_field
 from paygo.api.permissions import IsUserRole
+from paygo.api.ratelimits import MONEY
 from streaming import pricing, selectors, services
 from streaming.models import SessionStatus
 from streaming.serializers import (
@@ -38,6 +39,7 @@ def _service_for_start(service_id: int):
 
 
 class StartView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
     permission_classes = [IsUserRole]
 
     @extend_schema(
@@ -111,6 +113,8 @@ def _stop_body(session, request) -> dict:
 
 
 class StopView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=None,
         parameters=[IDEMPOTENCY_PARAMETER],
@@ -160,6 +164,8 @@ class SessionDetailView(APIView):
 
 
 class UsageView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=UsageSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],

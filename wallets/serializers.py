@@ -12,6 +12,7 @@ from paygo.api.text import validate_storable_text
 from paygo.api.validators import exactly_one_of
 from wallets.models import Asset, Entry, LedgerTransaction, Withdrawal
 from wallets.services import tx_hash_canonical
+from wallets.starknet import address_normalize
 
 STARKNET_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
@@ -109,16 +110,38 @@ class ChipiPaymentSerializer(serializers.Serializer):
         return int(value)
 
 
+class WalletAddressField(StarknetAddressField):
+    """A PayGo wallet address, validated and normalised as every comparison spells it
+    (wallets.starknet.address_normalize: "0xBEEF" is "0x" + 60 zeros + "beef")."""
+
+    default_error_messages = {
+        "not_a_felt": "Not a Starknet address: it must be above zero and below the field's prime."
+    }
+
+    def to_internal_value(self, data) -> str:
+        if isinstance(data, str):
+            data = data.strip()
+        normalized = address_normalize(super().to_internal_value(data))
+        if normalized is None:
+            self.fail("not_a_felt")
+        return normalized
+
+
 class TransferSerializer(_AmountInToken):
     # The ways to name the recipient: exactly one of them per transfer.
-    RECIPIENT_FIELDS = ("recipient_id", "recipient_email")
+    RECIPIENT_FIELDS = ("recipient_id", "recipient_email", "recipient_address")
 
     recipient_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     recipient_email = serializers.EmailField(required=False)
+    recipient_address = WalletAddressField(
+        required=False,
+        help_text="The recipient's PayGo wallet address (their walletAddress), in any case, with or without "
+        "leading zeros. An address that is no PayGo user's is refused: paying outside PayGo is a withdrawal.",
+    )
     memo = serializers.CharField(required=False, allow_blank=True, max_length=500)
 
     def validate(self, attrs):
-        exactly_one_of(attrs, *self.RECIPIENT_FIELDS, what="the recipient")
+        attrs["recipient_named_by"] = exactly_one_of(attrs, *self.RECIPIENT_FIELDS, what="the recipient")
         return super().validate(attrs)
 
 

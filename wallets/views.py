@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from django.contrib.auth import get_user_model
 from djangorestframework_camel_case.settings import api_settings as camel_case_settings
 from djangorestframework_camel_case.util import underscoreize
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -16,6 +15,7 @@ from rest_framework.views import APIView
 from paygo.api.amounts import format_minor
 from paygo.api.errors import UpstreamUnavailable
 from paygo.api.parsers import JSONTooDeep, json_loads
+from paygo.api.ratelimits import MONEY
 from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
@@ -56,6 +56,8 @@ def _available(user, asset: Asset) -> str:
 
 
 class DepositView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=DepositSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
@@ -90,6 +92,8 @@ class DepositView(APIView):
 
 
 class WithdrawView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=WithdrawSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
@@ -153,6 +157,8 @@ class BalanceView(APIView):
 
 
 class TransferView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=TransferSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
@@ -163,11 +169,8 @@ class TransferView(APIView):
         data = TransferSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        users = get_user_model().objects
-        if values.get("recipient_id"):
-            recipient = users.filter(pk=values["recipient_id"]).first()
-        else:
-            recipient = users.filter(email=users.normalize_email(values["recipient_email"])).first()
+        named_by = values["recipient_named_by"]
+        recipient = selectors.transfer_recipient(**{named_by: values[named_by]})
         asset = values["asset"]
 
         def execute(_) -> Response:
@@ -177,6 +180,7 @@ class TransferView(APIView):
                 asset=asset,
                 amount=values["amount_minor"],
                 memo=values.get("memo", ""),
+                named_by=named_by,
             )
             return Response(
                 {
@@ -252,6 +256,8 @@ class SupportedTokensView(APIView):
 
 
 class SwapView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=SwapSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],

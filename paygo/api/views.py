@@ -60,7 +60,10 @@ SECTIONS = (
     ("health", "health", "The database, the cache and the channel layer."),
 )
 WEBSOCKETS = (
-    ("/ws/streams/<sessionId>/", "A session's live cost: cost.tick, cost.charged, balance.low, session.stopped."),
+    (
+        "/ws/streams/<sessionId>/",
+        "A session's live cost and usage: cost.tick, cost.charged, balance.low, session.stopped, metrics.updated.",
+    ),
     ("/ws/notifications/", "The signed-in user's notifications as they are created."),
 )
 

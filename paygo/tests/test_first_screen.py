@@ -69,7 +69,15 @@ def test_docs_describe_the_websockets(anon):
     schema = anon.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
 
     description = schema["info"]["description"]
-    for message in ("cost.tick", "cost.charged", "balance.low", "session.stopped", "pong", "notification"):
+    for message in (
+        "cost.tick",
+        "cost.charged",
+        "balance.low",
+        "session.stopped",
+        "metrics.updated",
+        "pong",
+        "notification",
+    ):
         assert f"`{message}`" in description, message
     for code in ("4401", "4403", "4404"):
         assert code in description, code

@@ -208,6 +208,29 @@ def test_metrics_keep_the_newest_samples(api, alice, session, settings):
     assert [sample["bitrate"] for sample in session.quality_metrics] == [2, 3, 4]
 
 
+def test_metrics_are_published_on_the_sessions_socket_once_committed(
+    alice, session, monkeypatch, django_capture_on_commit_callbacks
+):
+    """metrics.updated goes out when the sample is committed, never for one rolled back."""
+    from streaming import live, services
+
+    sent = []
+    monkeypatch.setattr(live, "send", lambda session_id, message: sent.append((session_id, message)))
+    with django_capture_on_commit_callbacks() as callbacks:
+        recorded = services.session_metrics_record(session=session, sample={"bitrate": 7.5})
+        assert sent == []
+
+    for callback in callbacks:
+        callback()
+    sample = recorded.quality_metrics[-1]
+    assert sent == [
+        (
+            session.session_id,
+            {"type": "metrics.updated", "sessionId": str(session.session_id), "metrics": sample, "at": sample["at"]},
+        )
+    ]
+
+
 @pytest.mark.parametrize(
     ("who", "status"),
     [("victor", 201), ("alice", 403), ("olga", 404), ("bob", 404), ("wanda", 404), ("stan", 404)],

@@ -200,6 +200,60 @@ async def test_messages_from_the_user_are_heartbeats(alice, make_service):
     await communicator.disconnect()
 
 
+# --- Live usage metrics: what the session's user reports reaches every watcher ----------------------
+
+
+@database_sync_to_async
+def _report_metrics(user, session, body) -> int:
+    from conftest import client_for
+
+    return client_for(user).patch(f"/api/v1/streams/{session.session_id}/metrics", body, format="json").status_code
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+@pytest.mark.parametrize("who", ["alice", "victor", "olga", "stan"])
+async def test_reported_metrics_reach_the_user_the_vendor_and_staff(alice, victor, olga, stan, make_service, who):
+    """The session's own figures, not the payer's money: the vendor gets the whole message, as do
+    staff who may view sessions but not wallets."""
+    session = await _session_for(alice, make_service)
+    if who == "stan":
+        stan = await database_sync_to_async(grant)(stan, "streaming.view_streamingsession")
+    communicator = await _connect(
+        {"alice": alice, "victor": victor, "olga": olga, "stan": stan}[who], session.session_id
+    )
+    await _next(communicator, "cost.tick")
+
+    assert await _report_metrics(alice, session, {"bitrate": 2500, "latency": 41.5, "frameDrops": 2}) == 200
+    message = await _next(communicator, "metrics.updated")
+
+    recorded = (await database_sync_to_async(StreamingSession.objects.get)(pk=session.pk)).quality_metrics[-1]
+    assert message == {
+        "type": "metrics.updated",
+        "sessionId": str(session.session_id),
+        "metrics": {"bitrate": 2500, "latency": 41.5, "frameDrops": 2, "at": recorded["at"]},
+        "at": recorded["at"],
+    }
+    await communicator.disconnect()
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+async def test_refused_metrics_are_not_published(alice, bob, victor, make_service):
+    """An outsider's report (404) and a bad one (400) record nothing and tell the watchers nothing:
+    the next metrics.updated they get is the next accepted report's."""
+    session = await _session_for(alice, make_service)
+    communicator = await _connect(victor, session.session_id)
+    await _next(communicator, "cost.tick")
+
+    assert await _report_metrics(bob, session, {"bitrate": 1}) == 404
+    assert await _report_metrics(victor, session, {"bitrate": 2}) == 404  # the vendor does not report metrics
+    assert await _report_metrics(alice, session, {"bitrate": -3}) == 400
+    assert await _report_metrics(alice, session, {"latency": 4}) == 200
+    message = await _next(communicator, "metrics.updated")
+
+    assert {key: value for key, value in message["metrics"].items() if key != "at"} == {"latency": 4}
+    await communicator.disconnect()
+
+
 # --- An operator signed into the admin watches from the session's admin page ----------------------
 
 SITE = [(b"host", b"testserver"), (b"origin", b"http://testserver")]

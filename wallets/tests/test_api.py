@@ -159,7 +159,7 @@ def test_a_transfer_naming_the_recipient_two_ways_is_refused(api, alice, bob, wa
     response = api(alice).post("/api/v1/wallet/transfer", body, format="json")
 
     assert response.status_code == 400
-    message = "Name the recipient one way only: recipientId or recipientEmail."
+    message = "Name the recipient one way only: recipientId, recipientEmail or recipientAddress."
     assert response.json()["errors"] == {"recipientId": [message], "recipientEmail": [message]}
     assert balance_of(alice) == 10 * USDC
     assert balance_of(bob) == balance_of(wanda) == 0
@@ -171,7 +171,9 @@ def test_a_transfer_naming_no_recipient_is_refused(api, alice, fund):
     response = api(alice).post("/api/v1/wallet/transfer", {"amount": 1}, format="json")
 
     assert response.status_code == 400
-    assert response.json()["errors"]["recipientId"] == ["Name the recipient: recipientId or recipientEmail."]
+    assert response.json()["errors"]["recipientId"] == [
+        "Name the recipient: recipientId, recipientEmail or recipientAddress."
+    ]
     assert balance_of(alice) == 10 * USDC
 
 
