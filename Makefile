@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 
+# Settings default to production (DEBUG off, secrets required): everything run from here is development.
+export DEBUG ?= 1
+
 # Unset, the suite starts an embedded PostgreSQL of its own (paygo/tests/plugin.py).
 TEST_DATABASE_URL ?=
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
@@ -14,9 +17,10 @@ TEST_ENV := DATABASE_URL= TEST_DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(
 .PHONY: install run test check lint format services bench stress clean
 
 $(STAMP): requirements.txt
+	@echo "Installing PayGo's Python packages into $(VENV) (the first time: about half a minute)..."
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --progress-bar on -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
@@ -51,4 +55,4 @@ format: install
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles
+	rm -rf $(VENV) .pytest_cache .ruff_cache staticfiles  # var/ (local data, dev secrets) is kept

@@ -1,4 +1,4 @@
-"""Shared test fixtures: the cast (alice, bob, victor, wanda, olga) and authenticated clients."""
+"""Shared test fixtures: the cast (alice, bob, victor, wanda, olga, stan) and authenticated clients."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.db import connection, connections
 from django.db.backends.postgresql import base as postgresql
@@ -112,6 +113,27 @@ def wanda(db) -> User:
 def olga(db) -> User:
     """Staff: a platform admin."""
     return _make("olga", Role.ADMIN)
+
+
+@pytest.fixture
+def stan(db) -> User:
+    """Staff with no permissions: he may log into the admin, which refuses him every page.
+
+    Platform admins (role admin) are superusers; a staff member with only the permissions given
+    to him is an ordinary user with the staff flag, as the admin's user form makes one.
+    """
+    return _make("stan", Role.USER, is_staff=True)
+
+
+def grant(user: User, *permissions: str) -> User:
+    """Give `user` Django permissions ("app_label.codename"), as an operator does in the admin's user form.
+
+    Returns the user fetched again: a User object caches the permissions it has read.
+    """
+    for permission in permissions:
+        app_label, codename = permission.split(".")
+        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+    return User.objects.get(pk=user.pk)
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from django.utils.html import format_html
 
 from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
 from accounts.services import image_delete, user_deactivate
+from paygo.api.amounts import format_minor
+from paygo.tokens import DEFAULT_TOKEN, decimals_of
 
 
 class _AdminsAreStaff:
@@ -97,6 +99,9 @@ class ImageAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # nothing on its page can be changed: no Save button
+
     @admin.display(description="preview")
     def thumbnail(self, obj: Image) -> str:
         return _thumbnail(obj, 64)
@@ -125,6 +130,9 @@ class _ProfileAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # nothing on its page can be changed: no Save button
+
     def get_readonly_fields(self, request, obj=None):
         return self.fields
 
@@ -151,8 +159,14 @@ class VendorProfileAdmin(_ProfileAdmin):
         "website",
         "category_names",
         "payout_address",
-        "payout_threshold",
+        "payout_threshold_in_units",
     )
+
+    @admin.display(description="payout threshold")
+    def payout_threshold_in_units(self, obj: VendorProfile) -> str:
+        if obj.payout_threshold is None:
+            return "-"
+        return f"{format_minor(obj.payout_threshold, decimals_of(DEFAULT_TOKEN))} {DEFAULT_TOKEN}"
 
     @admin.display(description="categories")
     def category_names(self, obj: VendorProfile) -> str:

@@ -67,6 +67,17 @@ class User(AbstractBaseUser, PermissionsMixin):
                 condition=~models.Q(role=Role.ADMIN) | models.Q(is_staff=True),
                 name="accounts_user_admin_is_staff",
             ),
+            # A wallet address is kept in the one spelling every comparison uses ("0x" + 64 lower-case
+            # hex digits, wallets.starknet), and names one user: a transfer to it pays no one else.
+            models.CheckConstraint(
+                condition=models.Q(wallet_address="") | models.Q(wallet_address__regex=r"^0x[0-9a-f]{64}$"),
+                name="accounts_user_wallet_address_normalised",
+            ),
+            models.UniqueConstraint(
+                fields=["wallet_address"],
+                condition=~models.Q(wallet_address=""),
+                name="accounts_user_wallet_address_unique",
+            ),
         ]
 
     def __str__(self) -> str:

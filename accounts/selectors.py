@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+from django.contrib.auth import get_permission_codename
 from django.db.models import QuerySet
 from rest_framework import exceptions
 
 from accounts.models import Image, User, VendorProfile
 from accounts.services import PROFILE_MODELS
+from paygo.api.permissions import staff_has
 
 
 def image_get(*, image_id: uuid.UUID | str) -> Image:
@@ -47,14 +49,25 @@ def profile_find_own(*, user: User, kind: str):
     return _with_relations(kind).filter(user=user).first()
 
 
+def profile_view_permission(kind: str) -> str:
+    """The permission staff need to see others' profiles of a kind: the admin's view permission on its model."""
+    opts = PROFILE_MODELS[kind]._meta
+    return f"{opts.app_label}.{get_permission_codename('view', opts)}"
+
+
 def profile_list(*, kind: str) -> QuerySet:
-    """Every profile of a kind, newest first (staff only: the view checks)."""
+    """Every profile of a kind, newest first (staff with profile_view_permission only: the view checks)."""
     return _with_relations(kind).order_by("-created_at", "-id")
 
 
+def sees_whole_vendor_directory(viewer) -> bool:
+    """Staff who may view vendor profiles see the directory whole: inactive vendors, private fields."""
+    return staff_has(viewer, profile_view_permission("vendor"))
+
+
 def vendor_directory(*, viewer) -> QuerySet[VendorProfile]:
-    """Vendor profiles for the public directory: active vendors only, unless staff are looking."""
+    """Vendor profiles for the public directory: active vendors only, unless staff who may see them all look."""
     profiles = _with_relations("vendor").order_by("-created_at", "-id")
-    if not (viewer and viewer.is_authenticated and viewer.is_staff):
+    if not sees_whole_vendor_directory(viewer):
         profiles = profiles.filter(user__is_active=True, user__role="vendor")
     return profiles

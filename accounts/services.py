@@ -7,12 +7,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import authenticate
 from django.contrib.auth.password_validation import validate_password
+from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Sum
+from django.db.models.functions import Coalesce
 from rest_framework import exceptions
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
@@ -20,7 +24,8 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.images import clean_image, read_upload
 from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
-from paygo.api.errors import Conflict
+from paygo.api.errors import Conflict, PayloadTooLarge
+from paygo.api.ratelimits import LoginLockedOut, login_locked_out
 
 logger = logging.getLogger("paygo.accounts")
 
@@ -104,10 +109,15 @@ def _open_wallet(user: User) -> None:
 
 def user_login(*, request, email: str, password: str) -> User:
     """The user for these credentials, or 401. Unknown email, wrong password and a deactivated
-    account all answer the same, so the endpoint tells nobody which emails exist."""
+    account all answer the same, so the endpoint tells nobody which emails exist. The same rule as
+    the admin's login counts the failures (paygo/api/ratelimits.py): a locked-out pair gets 429."""
     user = authenticate(request, email=email, password=password)
     if user is None:
+        if login_locked_out(request):
+            raise LoginLockedOut(request)
         raise exceptions.AuthenticationFailed("Invalid email or password.", code="invalid_credentials")
+    # What django.contrib.auth.login() says for a session: a success clears the pair's failures.
+    user_logged_in.send(sender=user.__class__, request=request, user=user)
     return user
 
 
@@ -141,20 +151,45 @@ def token_refresh(*, refresh_token: str) -> TokenPair:
 # --- Images ---------------------------------------------------------------------------------------
 
 
+class ImageQuotaExceeded(PayloadTooLarge):
+    default_detail = "Your images take all the room one account has; delete some first."
+    default_code = "image_quota_exceeded"
+
+
+def _image_quota_check(owner: User, *, adding: int) -> None:
+    """Refuse an image that would take the owner past IMAGE_QUOTA_COUNT images or IMAGE_QUOTA_BYTES
+    bytes (as stored, after re-encoding)."""
+    usage = Image.objects.filter(owner=owner).aggregate(count=Count("pk"), size=Coalesce(Sum("size"), 0))
+    if usage["count"] >= settings.IMAGE_QUOTA_COUNT:
+        raise ImageQuotaExceeded(f"One account keeps at most {settings.IMAGE_QUOTA_COUNT} images; delete one first.")
+    if usage["size"] + adding > settings.IMAGE_QUOTA_BYTES:
+        raise ImageQuotaExceeded(
+            f"One account keeps at most {settings.IMAGE_QUOTA_BYTES} bytes of images; delete some first."
+        )
+
+
 def image_upload(*, owner: User, upload) -> Image:
-    """Store a checked, re-encoded copy of an uploaded picture under a random name."""
+    """Store a checked, re-encoded copy of an uploaded picture under a random name, within the
+    owner's quota: over it, nothing is stored."""
     cleaned = clean_image(read_upload(upload))
+    size = len(cleaned.content)
+    _image_quota_check(owner, adding=size)  # the common refusal, before a file is written
     name = default_storage.save(f"images/{uuid.uuid4().hex}.{cleaned.extension}", ContentFile(cleaned.content))
     try:
-        return Image.objects.create(
-            owner=owner,
-            file=name,
-            content_type=cleaned.content_type,
-            width=cleaned.width,
-            height=cleaned.height,
-            size=len(cleaned.content),
-        )
-    except Exception:
+        with transaction.atomic():
+            # The owner's uploads take turns from here to the commit, so that two of them cannot
+            # both fit in the room that is left for one.
+            User.objects.select_for_update(no_key=True).filter(pk=owner.pk).values_list("pk").get()
+            _image_quota_check(owner, adding=size)
+            return Image.objects.create(
+                owner=owner,
+                file=name,
+                content_type=cleaned.content_type,
+                width=cleaned.width,
+                height=cleaned.height,
+                size=size,
+            )
+    except BaseException:
         default_storage.delete(name)  # no row, no file
         raise
 

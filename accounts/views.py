@@ -27,8 +27,8 @@ from accounts.serializers import (
     VendorPublicSerializer,
 )
 from paygo.api.pagination import Pagination
-from paygo.api.permissions import IsStaff, IsUserRole, IsVendor
-from paygo.api.ratelimits import enforce
+from paygo.api.permissions import IsStaff, IsUserRole, IsVendor, StaffWithPermission
+from paygo.api.ratelimits import enforce, enforce_login_rate
 
 
 def _email_key(group: str, request) -> str:
@@ -53,10 +53,9 @@ class RegisterView(APIView):
     def post(self, request):
         enforce(
             request,
-            group="register",
             limits=[
-                ("ip", settings.RATELIMIT_REGISTER_PER_IP),
-                (_email_key, settings.RATELIMIT_REGISTER_PER_EMAIL),
+                ("register-ip", "ip", settings.RATELIMIT_REGISTER_PER_IP),
+                ("register-email", _email_key, settings.RATELIMIT_REGISTER_PER_EMAIL),
             ],
         )
         data = RegisterSerializer(data=request.data)
@@ -71,14 +70,7 @@ class LoginView(APIView):
 
     @extend_schema(request=LoginSerializer, responses={200: AuthResponseSerializer}, summary="Log in")
     def post(self, request):
-        enforce(
-            request,
-            group="login",
-            limits=[
-                ("ip", settings.RATELIMIT_LOGIN_PER_IP),
-                (_email_key, settings.RATELIMIT_LOGIN_PER_EMAIL),
-            ],
-        )
+        enforce_login_rate(request)  # failed attempts are counted by authenticate() (django-axes)
         data = LoginSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = services.user_login(request=request, **data.validated_data)
@@ -180,20 +172,22 @@ class ProfileDeleteView(_ProfileView):
 
 
 class ProfileListView(_ProfileView):
-    """Every profile of the kind: staff only, except the vendor directory, which is public and
-    shows everyone but staff the public fields only."""
+    """Every profile of the kind: staff who may view them only, except the vendor directory, which
+    is public and shows everyone else the public fields only."""
 
     results_key = "profiles"
 
     def get_permissions(self):
-        return [AllowAny()] if self.kind == "vendor" else [IsStaff()]
+        if self.kind == "vendor":
+            return [AllowAny()]
+        return [StaffWithPermission(selectors.profile_view_permission(self.kind))]
 
     @extend_schema(summary="All profiles of this kind", responses={200: ProfileSerializer(many=True)})
     def get(self, request):
-        is_staff = request.user.is_authenticated and request.user.is_staff
         if self.kind == "vendor":
             profiles = selectors.vendor_directory(viewer=request.user)
-            serializer_class = VendorProfileSerializer if is_staff else VendorPublicSerializer
+            whole = selectors.sees_whole_vendor_directory(request.user)
+            serializer_class = VendorProfileSerializer if whole else VendorPublicSerializer
         else:
             profiles = selectors.profile_list(kind=self.kind)
             serializer_class = self.serializer_class()

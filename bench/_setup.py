@@ -20,6 +20,7 @@ def setup_django(*, migrate: bool = False) -> None:
     """Point Django at the benchmark database (created if missing) and set it up."""
     sys.path.insert(0, str(ROOT))
     os.environ["DATABASE_URL"] = database_url()
+    os.environ.setdefault("DEBUG", "1")  # a developer's tool, like `make`: the settings default to production
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/5")
     os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "1")
     os.environ.setdefault("LOG_LEVEL", "WARNING")

@@ -13,7 +13,16 @@ from django.db.models.functions import Coalesce
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from consultations.models import Consultation, ConsultationCall, ConsultationStatus, Message
+from paygo.api.permissions import staff_has
 from streaming.models import SessionStatus, StreamingSession
+
+# What staff need to read someone else's consultation: it comes with its messages and its calls,
+# which the admin shows (as inlines) only to those who may view them too.
+VIEW_CONSULTATION = (
+    "consultations.view_consultation",
+    "consultations.view_message",
+    "consultations.view_consultationcall",
+)
 
 
 def _running_calls() -> QuerySet[ConsultationCall]:
@@ -37,15 +46,15 @@ def _consultations() -> QuerySet[Consultation]:
 
 
 def visible_to(user) -> QuerySet[Consultation]:
-    """Its participants see a consultation; staff see them all."""
+    """Its participants see a consultation; staff who may view consultations see them all."""
     consultations = _consultations()
-    if user.is_staff:
+    if staff_has(user, *VIEW_CONSULTATION):
         return consultations
     return consultations.filter(Q(user=user) | Q(vendor=user))
 
 
 def consultation_get_for(user, consultation_id: int) -> Consultation:
-    """A consultation `user` may read (a participant, or staff); anyone else's is a 404."""
+    """A consultation `user` may read (a participant, or staff who may view it); anyone else's is a 404."""
     consultation = visible_to(user).filter(pk=consultation_id).first()
     if consultation is None:
         raise NotFound("No such consultation.")

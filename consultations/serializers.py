@@ -115,7 +115,9 @@ class CallSerializer(serializers.Serializer):
     end_time = serializers.DateTimeField(allow_null=True)
     total_cost = serializers.SerializerMethodField()
     token = serializers.CharField(source="asset.code")
-    total_usage_seconds = serializers.SerializerMethodField()
+    total_usage_seconds = serializers.SerializerMethodField(
+        help_text="How long the call ran, in seconds: to its end, or to now while it runs."
+    )
 
     def get_total_cost(self, session) -> str:
         return format_minor(session.total_cost, session.asset.decimals)

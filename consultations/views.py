@@ -32,6 +32,7 @@ from consultations.serializers import (
 )
 from paygo.api.amounts import minor_from_field
 from paygo.api.permissions import IsUserRole, IsVendor
+from paygo.api.ratelimits import MONEY
 from paygo.tokens import decimals_of
 from streaming.serializers import SessionSerializer
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
@@ -134,6 +135,7 @@ class ConsultationDetailView(GenericAPIView):
     )
     def get(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for(request.user, consultation_id)
+        self.paginator.check_query(request)  # a refused page marks nothing read
         services.messages_mark_read(consultation=consultation, reader=request.user)
         page = self.paginate_queryset(selectors.message_list_for(consultation))
         consultation.call_sessions = selectors.calls_of(consultation)
@@ -178,6 +180,8 @@ class StatusView(APIView):
 
 
 class CallStartView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         summary="The consultation's user starts its paid call: a metered session on its service",
         request=CallStartSerializer,
@@ -210,6 +214,8 @@ class CallStartView(APIView):
 
 
 class CallStopView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         summary="Either participant stops the running call; it is charged up to now",
         request=None,

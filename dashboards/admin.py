@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -10,6 +11,7 @@ from django.utils import timezone
 from dashboards import selectors
 from dashboards.periods import DAY, PERIODS, PeriodError, Window, parse_tz, window
 from dashboards.serializers import WindowQuerySerializer
+from paygo.api.permissions import staff_has
 
 TIME_ZONES = (
     "UTC",
@@ -40,7 +42,10 @@ def _window(request: HttpRequest) -> tuple[Window, str]:
 
 
 def operator_dashboard(request: HttpRequest) -> HttpResponse:
-    """Staff only: paygo/urls.py wraps it in admin_view."""
+    """Staff with the platform overview permission, as the API's admin overview asks (paygo/urls.py
+    wraps it in admin_view, which sends anyone else to the login page)."""
+    if not staff_has(request.user, selectors.PLATFORM_OVERVIEW):
+        raise PermissionDenied
     span, error = _window(request)
     overview = selectors.admin_overview(window=span, now=timezone.now(), refresh=request.GET.get("refresh") == "1")
     context = {
@@ -52,3 +57,10 @@ def operator_dashboard(request: HttpRequest) -> HttpResponse:
         "time_zones": TIME_ZONES if overview["tz"] in TIME_ZONES else (overview["tz"], *TIME_ZONES),
     }
     return TemplateResponse(request, "admin/dashboards/operator.html", context)
+
+
+def site_header() -> str:
+    """Every admin page's header: it names the Chipi sandbox while the money is simulated."""
+    if selectors.chipi_status()["mode"] == "sandbox":
+        return "PayGo operations · Chipi sandbox: simulated money"
+    return "PayGo operations"

@@ -100,6 +100,7 @@ def seed(*, users: int, vendors: int, seed: int = 7, progress: Callable[[int], N
     now = timezone.now().replace(microsecond=0)
     report = Report()
     start = now - timedelta(days=HISTORY_DAYS + 10)
+    # A platform admin, and so a superuser: he holds every permission the admin and the API ask of staff.
     _person(report, STAFF_EMAIL, "Sam Staff", Role.ADMIN, start)
     vendor_people = [
         _person(report, f"vendor{n}@{DOMAIN}", f"Vendor {n}", Role.VENDOR, start) for n in range(1, vendors + 1)

@@ -118,3 +118,16 @@ class SessionBucket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.sessions} sessions at {self.start:%Y-%m-%d %H:%M} ({self.span} s)"
+
+
+class PlatformOverview(models.Model):
+    """No table, no rows: it holds the permission to see the platform's figures, which the staff
+    API's admin overview and the admin's operator dashboard both ask (no other model's fits them)."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("view_platform_overview", "Can view the platform overview (the operator dashboard)")]
+
+    def __str__(self) -> str:
+        return "platform overview"

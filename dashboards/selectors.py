@@ -20,12 +20,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.db import connection
 from django.db.models import (
-    Avg,
     Case,
     Count,
     DateTimeField,
@@ -42,12 +43,13 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 
 from dashboards import rollup
-from dashboards.periods import DAY, MONTH, Window, floor, shift, trunc
+from dashboards.periods import DAY, MONTH, Window, floor, local_midnight, shift, trunc
 from marketplace.models import Service
 from paygo.api.amounts import format_minor
+from paygo.api.permissions import staff_has
 from paygo.fields import MinorUnitsField
 from streaming.models import SessionStatus, StreamingSession
 from streaming.selectors import charges_health
@@ -68,6 +70,31 @@ TOP = 5
 RECENT_ACTIVITY_DAYS = 7
 ZERO = Value(0, output_field=MinorUnitsField())
 ENDED = ~Q(status=SessionStatus.ACTIVE)
+
+# What staff need to look at someone else's dashboard: the view permissions on what it shows (the
+# sessions, the ledger's charges, and a vendor's services); and for the platform's figures, the
+# permission the admin's operator dashboard asks (dashboards.models.PlatformOverview).
+USER_DASHBOARD = ("streaming.view_streamingsession", "wallets.view_ledgertransaction")
+VENDOR_DASHBOARD = (*USER_DASHBOARD, "marketplace.view_service")
+PLATFORM_OVERVIEW = "dashboards.view_platform_overview"
+_DASHBOARDS = {"user": USER_DASHBOARD, "vendor": VENDOR_DASHBOARD}
+
+
+def dashboard_subject(viewer, *, role: str, param: str, wanted: str | None):
+    """Whose dashboard of `role` the viewer asks for: their own, or the user named by `param`
+    (`wanted`), for staff who hold the dashboard's view permissions; anyone else is refused."""
+    may_name = staff_has(viewer, *_DASHBOARDS[role])
+    if wanted is None:
+        if viewer.role != role:
+            hint = f" Staff name one with ?{param}=." if may_name else ""
+            raise PermissionDenied(f"This dashboard is for {role}s.{hint}")
+        return viewer
+    if not may_name:
+        raise PermissionDenied(f"Only staff may look at someone else's dashboard ({param}).")
+    try:
+        return get_user_model().objects.get(pk=int(wanted), role=role)
+    except (ValueError, get_user_model().DoesNotExist):
+        raise NotFound(f"No {role} with id {wanted[:20]}.") from None
 
 
 def default_asset() -> Asset:
@@ -158,13 +185,17 @@ def user_sessions(user, *, status: str | None = None) -> QuerySet[StreamingSessi
 
 
 def user_session_get(viewer, session_id) -> StreamingSession:
-    """One session of the viewer's (any session for staff); someone else's is a 404."""
+    """One session of the viewer's (any session for staff who may see users' dashboards); someone
+    else's is a 404; those who have no user dashboard are refused."""
+    sees_any = staff_has(viewer, *USER_DASHBOARD)
+    if viewer.role != "user" and not sees_any:
+        raise PermissionDenied("This dashboard is for users.")
     try:
         key = uuid.UUID(str(session_id))
     except ValueError:
         raise NotFound("No such session.") from None
     sessions = sessions_with_money().filter(session_id=key)
-    if not viewer.is_staff:
+    if not sees_any:
         sessions = sessions.filter(user=viewer)
     session = sessions.first()
     if session is None:
@@ -298,12 +329,9 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     balance = (
         Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).values_list("balance", flat=True).first()
     )
-    average = StreamingSession.objects.filter(ENDED, user=user, asset=asset).aggregate(
-        seconds=Avg("total_usage_seconds")
-    )["seconds"]
-
     today = now.astimezone(tz).date()
     first_month, first_day = shift(floor(today, MONTH), MONTH, -11), today - timedelta(days=29)
+    average, used = _time_used(user, asset=asset, tz=tz, since=local_midnight(first_day, tz), now=now)
     total = today_spent = month_spent = 0
     by_service: dict = {}
     monthly: dict = defaultdict(int)
@@ -338,10 +366,52 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
             ],
             "top_services": breakdown[:TOP],
             "usage_over_time": [
-                {"date": day.isoformat(), "usage": money(amount)} for day, amount in sorted(daily.items())
+                {"date": day.isoformat(), "usage": used.get(day, 0), "spent": money(daily.get(day, 0))}
+                for day in sorted(daily.keys() | used.keys())
             ],
         },
     }
+
+
+# The time a user's sessions ran on each local day since `since`, and the average length of their
+# ended sessions, in one statement. Each session is cut at the local midnights it ran across (a day
+# is 23 or 25 hours long across a DST change) and counts up to `now` while it runs.
+_TIME_USED = """
+WITH mine AS (
+    SELECT start_time, COALESCE(end_time, %(now)s) AS end_time
+    FROM streaming_streamingsession
+    WHERE user_id = %(user)s AND asset_id = %(asset)s
+      AND start_time < %(now)s AND COALESCE(end_time, %(now)s) > %(since)s
+),
+days AS (
+    SELECT day::date AS day,
+           ROUND(SUM(EXTRACT(EPOCH FROM LEAST(mine.end_time, (day + INTERVAL '1 day') AT TIME ZONE %(tz)s)
+                                        - GREATEST(mine.start_time, day AT TIME ZONE %(tz)s))))::bigint AS seconds
+    FROM mine
+    CROSS JOIN LATERAL generate_series(
+        date_trunc('day', GREATEST(mine.start_time, %(since)s) AT TIME ZONE %(tz)s),
+        date_trunc('day', mine.end_time AT TIME ZONE %(tz)s),
+        INTERVAL '1 day'
+    ) AS day
+    GROUP BY day
+),
+ended AS (
+    SELECT AVG(total_usage_seconds) AS seconds
+    FROM streaming_streamingsession
+    WHERE user_id = %(user)s AND asset_id = %(asset)s AND status <> %(active)s
+)
+SELECT ended.seconds, days.day, days.seconds FROM ended LEFT JOIN days ON days.seconds > 0
+"""
+
+
+def _time_used(user, *, asset: Asset, tz, since: datetime, now: datetime) -> tuple[Decimal | None, dict]:
+    """(the average seconds of the user's ended sessions, {local day: seconds of sessions run that
+    day}) for their sessions in `asset` (as every dashboard figure beside money)."""
+    params = {"user": user.pk, "asset": asset.pk, "tz": str(tz.key), "since": since, "now": now}
+    with connection.cursor() as cursor:
+        cursor.execute(_TIME_USED, {**params, "active": SessionStatus.ACTIVE})
+        rows = cursor.fetchall()
+    return rows[0][0], {day: seconds for _, day, seconds in rows if day is not None}
 
 
 # --- A vendor's dashboard -------------------------------------------------------------------------
@@ -563,7 +633,14 @@ def admin_overview(*, window: Window, now: datetime, refresh: bool = False) -> d
     if overview is None:
         overview = {**_admin_figures(window=window, now=now), "computed_at": now.isoformat()}
         cache.set(key, overview, OVERVIEW_MAX_AGE_SECONDS)
-    return {**overview, "ledger_health": ledger_health_checked(refresh=refresh)}
+    return {**overview, "ledger_health": ledger_health_checked(refresh=refresh), "chipi": chipi_status()}
+
+
+def chipi_status() -> dict:
+    """Which Chipi the money goes through: "sandbox" (simulated money) or "live" (Chipi Pay)."""
+    from wallets.chipi.gateway import sandbox_in_use
+
+    return {"mode": "sandbox" if sandbox_in_use() else "live"}
 
 
 def _admin_figures(*, window: Window, now: datetime) -> dict:

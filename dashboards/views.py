@@ -1,12 +1,12 @@
 """The dashboards API: a user's spending, a vendor's earnings, the platform's figures for staff.
 
-A user sees only their own dashboard, a vendor only theirs; staff see anyone's (`?userId=`,
-`?vendorId=`) and the platform's.
+A user sees only their own dashboard, a vendor only theirs; staff with the view permissions on
+what a dashboard shows see anyone's (`?userId=`, `?vendorId=`), and those with the platform
+overview permission the platform's (dashboards.selectors says which permissions).
 """
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -20,34 +20,30 @@ from dashboards.serializers import (
     DashboardSessionSerializer,
     StatusQuerySerializer,
     TzQuerySerializer,
+    UserOverviewSerializer,
+    UserSessionDetailSerializer,
+    UserSessionsPageSerializer,
+    VendorOverviewSerializer,
+    WalletAnalyticsSerializer,
     WindowQuerySerializer,
 )
 from paygo.api.pagination import Pagination
-from paygo.api.permissions import IsStaff
+from paygo.api.permissions import StaffWithPermission
 
 TZ = OpenApiParameter("tz", str, description="IANA time zone of the periods (default UTC)")
 PERIOD = OpenApiParameter("period", str, enum=PERIODS, description="Bucket of the series (default month)")
 FROM = OpenApiParameter("from", OpenApiTypes.DATE, description="First local day (included)")
 TO = OpenApiParameter("to", OpenApiTypes.DATE, description="Last local day (included)")
-USER_ID = OpenApiParameter("userId", int, description="Staff only: whose dashboard")
-VENDOR_ID = OpenApiParameter("vendorId", int, description="Staff only: whose dashboard")
+USER_ID = OpenApiParameter(
+    "userId", int, description="Staff who may view sessions and ledger transactions: whose dashboard"
+)
+VENDOR_ID = OpenApiParameter(
+    "vendorId", int, description="Staff who may view sessions, ledger transactions and services: whose dashboard"
+)
 
 
 def _subject(request, *, role: str, param: str):
-    """Whose dashboard: the caller's own, or (staff only) the user named by `param`."""
-    wanted = request.query_params.get(param)
-    caller = request.user
-    if wanted is None:
-        if caller.role != role:
-            hint = f" Staff name one with ?{param}=." if caller.is_staff else ""
-            raise exceptions.PermissionDenied(f"This dashboard is for {role}s.{hint}")
-        return caller
-    if not caller.is_staff:
-        raise exceptions.PermissionDenied(f"Only staff may look at someone else's dashboard ({param}).")
-    try:
-        return get_user_model().objects.get(pk=int(wanted), role=role)
-    except (ValueError, get_user_model().DoesNotExist):
-        raise exceptions.NotFound(f"No {role} with id {wanted[:20]}.") from None
+    return selectors.dashboard_subject(request.user, role=role, param=param, wanted=request.query_params.get(param))
 
 
 def _window(request, *, default_period: str = MONTH):
@@ -74,7 +70,7 @@ class UserOverviewView(APIView):
     @extend_schema(
         summary="A user's dashboard: sessions, spending, favourite categories, spending per period",
         parameters=[PERIOD, TZ, FROM, TO, USER_ID],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: UserOverviewSerializer},
     )
     def get(self, request):
         user = _subject(request, role="user", param="userId")
@@ -110,7 +106,7 @@ class UserSessionsView(APIView):
             OpenApiParameter("limit", int),
             USER_ID,
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: UserSessionsPageSerializer},
     )
     def get(self, request):
         user = _subject(request, role="user", param="userId")
@@ -126,11 +122,9 @@ class UserSessionsView(APIView):
 class UserSessionDetailView(APIView):
     @extend_schema(
         summary="One of the user's sessions with its charge timeline (staff: any session)",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: UserSessionDetailSerializer},
     )
     def get(self, request, session_id):
-        if request.user.role != "user" and not request.user.is_staff:
-            raise exceptions.PermissionDenied("This dashboard is for users.")
         session = selectors.user_session_get(request.user, session_id)
         body = DashboardSessionSerializer(session).data
         body["charges"] = selectors.session_charge_timeline(session)
@@ -141,7 +135,7 @@ class VendorOverviewView(APIView):
     @extend_schema(
         summary="A vendor's dashboard: earnings, sessions hosted, services, customers, earnings per period",
         parameters=[PERIOD, TZ, FROM, TO, VENDOR_ID],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: VendorOverviewSerializer},
     )
     def get(self, request):
         vendor = _subject(request, role="vendor", param="vendorId")
@@ -162,7 +156,8 @@ class VendorEarningsView(APIView):
 
 
 class AdminOverviewView(APIView):
-    permission_classes = [IsStaff]
+    def get_permissions(self):
+        return [StaffWithPermission(selectors.PLATFORM_OVERVIEW)]
 
     @extend_schema(
         summary="The platform (staff): volume, revenue, sessions, users, deposits, withdrawals, outbox, ledger health",
@@ -184,9 +179,9 @@ class AdminOverviewView(APIView):
 
 class WalletAnalyticsView(APIView):
     @extend_schema(
-        summary="Spending analytics for the wallet page",
+        summary="Spending and time-used analytics for the wallet page",
         parameters=[TZ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: WalletAnalyticsSerializer},
     )
     def get(self, request):
         query = TzQuerySerializer(data=request.query_params)

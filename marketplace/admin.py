@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from marketplace import services
+from marketplace import selectors, services
 from marketplace.models import Category, Service
 from paygo.api.amounts import format_minor
 from paygo.tokens import decimals_of
@@ -119,8 +119,15 @@ class ServiceAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # nothing on its page can be changed (no Save button): staff act through the actions
+
     def has_delete_permission(self, request, obj=None) -> bool:
         return False  # never hard-deleted: use the "retire" action
+
+    def has_manage_permission(self, request) -> bool:
+        """The actions change services: they ask what the admin's change page would."""
+        return request.user.has_perm("marketplace.change_service")
 
     @admin.display(description="rate", ordering="rate")
     def price(self, obj: Service) -> str:
@@ -138,15 +145,19 @@ class ServiceAdmin(admin.ModelAdmin):
         verb = "activated" if is_active else "deactivated"
         self.message_user(request, f"{count} service(s) {verb}.", messages.SUCCESS)
 
-    @admin.action(description="Activate the selected services")
+    def has_retire_permission(self, request) -> bool:
+        # Retiring is the API's DELETE: the same permission, though nothing is ever hard-deleted.
+        return request.user.has_perm(selectors.DELETE_SERVICE)
+
+    @admin.action(description="Activate the selected services", permissions=["manage"])
     def activate(self, request, queryset):
         self._set_active(request, queryset, is_active=True)
 
-    @admin.action(description="Deactivate the selected services")
+    @admin.action(description="Deactivate the selected services", permissions=["manage"])
     def deactivate(self, request, queryset):
         self._set_active(request, queryset, is_active=False)
 
-    @admin.action(description="Retire (soft-delete) the selected services")
+    @admin.action(description="Retire (soft-delete) the selected services", permissions=["retire"])
     def retire(self, request, queryset):
         count = 0
         for service in queryset.filter(deleted_at__isnull=True):

@@ -11,7 +11,13 @@ from django.db.models.functions import Lower
 from rest_framework import exceptions
 
 from marketplace.models import Category, Service
+from paygo.api.permissions import staff_has
 from paygo.tokens import MAX_DECIMALS, TOKENS
+
+# What staff need for each thing they do to another vendor's service: what the admin asks.
+VIEW_SERVICE = "marketplace.view_service"  # inactive, deleted and inactive vendors' services
+CHANGE_SERVICE = "marketplace.change_service"  # PUT/PATCH, toggle-status; the admin's (de)activate
+DELETE_SERVICE = "marketplace.delete_service"  # DELETE (retire); the admin's retire
 
 # Query-parameter values of `ordering` -> ORDER BY; a tiebreak on id keeps pages stable.
 ORDERINGS = {
@@ -23,10 +29,6 @@ ORDERINGS = {
     "-rate": ("-rate_whole", "-id"),
 }
 DEFAULT_ORDERING = "-createdAt"
-
-
-def _is_staff(user) -> bool:
-    return bool(user and user.is_authenticated and user.is_staff)
 
 
 def _is_vendor(user) -> bool:
@@ -99,11 +101,11 @@ def service_list(*, viewer, filters: dict[str, Any]) -> QuerySet[Service]:
     """The marketplace: active services of active vendors, filtered and ordered.
 
     `include_inactive` adds the caller's own inactive services for a vendor, and every service
-    (inactive, of inactive vendors, deleted) for staff; anyone else is refused.
+    (inactive, of inactive vendors, deleted) for staff who may view services; anyone else is refused.
     """
     visible = _public()
     if filters.get("include_inactive"):
-        if _is_staff(viewer):
+        if staff_has(viewer, VIEW_SERVICE):
             visible = Q()
         elif _is_vendor(viewer):
             visible |= Q(vendor=viewer, deleted_at__isnull=True)
@@ -121,8 +123,9 @@ def service_list_for_vendor(*, vendor, filters: dict[str, Any]) -> QuerySet[Serv
 
 
 def service_get_visible(*, viewer, service_id: int) -> Service:
-    """A service the caller may see: a public one, the vendor's own, or any for staff; else 404."""
-    if _is_staff(viewer):
+    """A service the caller may see: a public one, the vendor's own, or any for staff who may view
+    services; else 404."""
+    if staff_has(viewer, VIEW_SERVICE):
         visible = Q()
     elif _is_vendor(viewer):
         visible = _public() | Q(vendor=viewer, deleted_at__isnull=True)
@@ -134,10 +137,11 @@ def service_get_visible(*, viewer, service_id: int) -> Service:
     return service
 
 
-def service_get_for_owner(*, user, service_id: int) -> Service:
-    """A live service the caller may change: the owning vendor's, or any for staff; else 404."""
+def service_get_for_owner(*, user, service_id: int, permission: str = CHANGE_SERVICE) -> Service:
+    """A live service the caller may change (or, with DELETE_SERVICE, retire): the owning vendor's,
+    or any for staff holding `permission`; else 404."""
     live = Service.objects.filter(pk=service_id, deleted_at__isnull=True)
-    if not _is_staff(user):
+    if not staff_has(user, permission):
         live = live.filter(vendor=user) if _is_vendor(user) else live.none()
     service = _with_relations(live).first()
     if service is None:

@@ -99,7 +99,13 @@ class ServiceSerializer(serializers.ModelSerializer):
     token = serializers.ChoiceField(choices=list(TOKENS), required=False, default=DEFAULT_TOKEN)
     unit = serializers.ChoiceField(choices=ServiceUnit.choices)
     minimum_charge = AmountField(allow_zero=True, required=False, default="0")
-    free_seconds = serializers.IntegerField(min_value=0, max_value=MAX_FREE_SECONDS, required=False, default=0)
+    free_seconds = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_FREE_SECONDS,
+        required=False,
+        default=0,
+        help_text="Time not charged at the start of each session, in seconds (time-metered units).",
+    )
     metadata = MetadataField(required=False, default=dict)
     tags = TagsField(required=False, default=list)
     # No default: a PUT that leaves it out keeps the service as active or inactive as it was.

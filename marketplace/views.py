@@ -9,7 +9,7 @@ from djangorestframework_camel_case.util import underscoreize
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -24,7 +24,7 @@ from marketplace.serializers import (
 )
 from paygo.api.pagination import Pagination
 from paygo.api.parsers import JSONParser
-from paygo.api.permissions import IsVendor
+from paygo.api.permissions import IsVendor, IsVendorOrStaffWithPermission
 
 # A service's metadata is the vendor's own JSON: its keys go in and out exactly as written.
 _KEEP_METADATA = {"ignore_fields": ("metadata",)}
@@ -36,14 +36,6 @@ class ServiceJSONRenderer(CamelCaseJSONRenderer):
 
 class ServiceJSONParser(JSONParser):
     json_underscoreize = {**JSONParser.json_underscoreize, **_KEEP_METADATA}
-
-
-class IsVendorOrStaff(BasePermission):
-    message = "Only vendors and staff can do this."
-
-    def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and (user.role == "vendor" or user.is_staff))
 
 
 class _ServiceView(APIView):
@@ -111,7 +103,10 @@ class ServiceListCreateView(_ServiceView):
 
 class ServiceDetailView(_ServiceView):
     def get_permissions(self):
-        return [AllowAny()] if self.request.method == "GET" else [IsVendorOrStaff()]
+        if self.request.method == "GET":
+            return [AllowAny()]
+        retiring = self.request.method == "DELETE"
+        return [IsVendorOrStaffWithPermission(selectors.DELETE_SERVICE if retiring else selectors.CHANGE_SERVICE)]
 
     @extend_schema(
         summary="A service",
@@ -141,13 +136,16 @@ class ServiceDetailView(_ServiceView):
         responses={200: inline_serializer("ServiceDeleted", {"message": serializers.CharField()})},
     )
     def delete(self, request, service_id: int):
-        service = selectors.service_get_for_owner(user=request.user, service_id=service_id)
+        service = selectors.service_get_for_owner(
+            user=request.user, service_id=service_id, permission=selectors.DELETE_SERVICE
+        )
         services.service_delete(service=service)
         return Response({"message": "Service deleted."})
 
 
 class ServiceToggleStatusView(_ServiceView):
-    permission_classes = [IsVendorOrStaff]
+    def get_permissions(self):
+        return [IsVendorOrStaffWithPermission(selectors.CHANGE_SERVICE)]
 
     @extend_schema(
         summary="Activate or deactivate a service", request=None, responses={200: ToggleStatusResponseSerializer}

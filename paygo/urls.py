@@ -1,16 +1,22 @@
-"""URL routing: the admin, the API under /api/v1/, its schema and docs."""
+"""URL routing: the landing page, the live-cost page, the admin, the API under /api/v1/, its schema and docs."""
 
 from django.conf import settings
 from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path, re_path
+from django.utils.functional import lazy
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from dashboards.admin import operator_dashboard
+from dashboards.admin import operator_dashboard, site_header
+from dashboards.pages import home
 from dashboards.views import WalletAnalyticsView
-from paygo.api.views import ApiNotFoundView, HealthView
+from paygo.api.ratelimits import admin_login_throttled
+from paygo.api.views import ApiIndexView, ApiNotFoundView, HealthView
+from paygo.views import favicon
+from streaming.pages import live
 
 api_v1 = [
+    path("", ApiIndexView.as_view(), name="api-index"),
     path("health", HealthView.as_view(), name="health"),
     path("auth/", include("accounts.urls")),
     # The wallet page's analytics are a dashboard: they read streaming as well as the ledger.
@@ -27,7 +33,12 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("", home, name="home"),
+    path("favicon.ico", favicon, name="favicon"),
+    path("live/", live, name="live"),
+    path("live/<uuid:session_id>/", live, name="live-session"),
     path("admin/dashboard/", admin.site.admin_view(operator_dashboard), name="admin-dashboard"),
+    path("admin/login/", admin_login_throttled(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     re_path(r"^api/", ApiNotFoundView.as_view()),
@@ -35,6 +46,6 @@ urlpatterns = [
     *static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT),
 ]
 
-admin.site.site_header = "PayGo operations"
+admin.site.site_header = lazy(site_header, str)()  # read on every page: names the Chipi sandbox
 admin.site.site_title = "PayGo admin"
 admin.site.index_title = "Operate the platform"

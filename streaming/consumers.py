@@ -1,7 +1,8 @@
 """/ws/streams/<sessionId>/: the live cost of a session, for its user, its vendor and staff.
 
 Every second a `cost.tick` estimate; after each sweep the authoritative `cost.charged`; then
-`balance.low` and `session.stopped` as they happen (streaming/live.py publishes them on commit).
+`balance.low`, `session.stopped` and `metrics.updated` as they happen (streaming/live.py publishes
+them on commit).
 Messages from the session's user count as heartbeats.
 
 The vendor watches the session's own figures but not the payer's money: a vendor's socket gets
@@ -35,6 +36,7 @@ SESSION_VIEW = {
     "cost.tick": frozenset({"type", "sessionId", "elapsedSeconds", "estimatedCost", "charged", "at"}),
     "cost.charged": frozenset({"type", "sessionId", "charged", "amount", "chargedUntil", "at"}),
     "session.stopped": frozenset({"type", "sessionId", "reason", "totalCost", "endTime", "at"}),
+    "metrics.updated": frozenset({"type", "sessionId", "metrics", "at"}),  # the session's quality, no money
 }
 
 
@@ -50,7 +52,8 @@ class StreamConsumer(AuthenticatedConsumer):
 
     async def joined(self, user) -> None:
         self.user = user
-        self.sees_payer_funds = selectors.sees_payer_funds(user, self.session)
+        # It may read the staff member's permissions: a query, so off the event loop.
+        self.sees_payer_funds = await database_sync_to_async(selectors.sees_payer_funds)(user, self.session)
         self.last_heartbeat = timezone.now() - HEARTBEAT_EVERY
         self.funds = await database_sync_to_async(_funds)(self.session)
         await self.join(live.group_name(self.session.session_id))

@@ -1,6 +1,7 @@
 """Live cost: what goes out on /ws/streams/<sessionId>/ and which sessions anyone is watching.
 
-Committed facts (charges, stops, low balance) are published on commit to the session's group.
+Committed facts (charges, stops, low balance, reported metrics) are published on commit to the
+session's group.
 A sweep over 100,000 sessions must not send 100,000 group messages that nobody reads: sockets
 mark their session as watched in the cache (refreshed every tick), and the publisher sends only
 to watched sessions, found with one get_many per batch.
@@ -49,6 +50,14 @@ def send(session_id, message: dict) -> None:
     if layer is None:
         return
     async_to_sync(layer.group_send)(group_name(session_id), {"type": "stream.event", "message": message})
+
+
+def publish_metrics(session_id, sample: dict) -> None:
+    """A quality sample the session's user reported (once committed): to everyone watching it.
+
+    The session's own figures, as recorded (the newest entry of its qualityMetrics), so its
+    vendor gets the whole message too."""
+    send(session_id, {"type": "metrics.updated", "sessionId": str(session_id), "metrics": sample, "at": sample["at"]})
 
 
 def publish_outcomes(outcomes: list[Outcome]) -> None:

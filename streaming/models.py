@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
+from paygo.api.amounts import format_minor
 from paygo.fields import MinorUnitsField
 
 
@@ -153,4 +154,5 @@ class SessionCharge(models.Model):
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="streaming_charge_amount_gt_0")]
 
     def __str__(self) -> str:
-        return f"{self.amount} for session {self.session_id}"
+        asset = self.session.asset
+        return f"{format_minor(self.amount, asset.decimals)} {asset.code} charged"

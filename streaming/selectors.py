@@ -6,9 +6,16 @@ import uuid
 
 from django.db import connection
 from django.db.models import Q, QuerySet
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, PermissionDenied
 
+from paygo.api.permissions import staff_has
 from streaming.models import SessionStatus, StreamingSession
+
+# What staff need for someone else's session, as the admin asks: to see it (the API, its socket),
+# to stop it, and to see what it tells of its payer's wallet.
+VIEW_SESSION = "streaming.view_streamingsession"
+CHANGE_SESSION = "streaming.change_streamingsession"
+PAYER_FUNDS = (VIEW_SESSION, "wallets.view_account")
 
 
 def _sessions() -> QuerySet[StreamingSession]:
@@ -16,9 +23,10 @@ def _sessions() -> QuerySet[StreamingSession]:
 
 
 def visible_to(user) -> QuerySet[StreamingSession]:
-    """Sessions `user` may see: their own, those on their services, all of them for staff."""
+    """Sessions `user` may see: their own, those on their services, all of them for staff who may
+    view sessions."""
     sessions = _sessions()
-    if user.is_staff:
+    if staff_has(user, VIEW_SESSION):
         return sessions
     return sessions.filter(Q(user=user) | Q(vendor=user))
 
@@ -34,10 +42,20 @@ def session_get_for(user, session_id) -> StreamingSession:
     return session
 
 
+def session_get_to_stop(user, session_id) -> StreamingSession:
+    """A session `user` may stop: as its user, its vendor, or staff who may change sessions. Staff
+    who may only view it get a 403; anyone else a 404."""
+    session = session_get_for(user, session_id)
+    if user.pk not in (session.user_id, session.vendor_id) and not staff_has(user, CHANGE_SESSION):
+        raise PermissionDenied(f"Only its user, its vendor and staff with the {CHANGE_SESSION} permission can stop it.")
+    return session
+
+
 def sees_payer_funds(user, session: StreamingSession) -> bool:
     """Whether `user` may see what a session tells of its payer's wallet (the balance, the runway,
-    when the money runs out, the hold): the payer and staff, not the vendor."""
-    return bool(user and (user.is_staff or user.pk == session.user_id))
+    when the money runs out, the hold): the payer and staff who may view sessions and wallets, not
+    the vendor."""
+    return bool(user and (user.pk == session.user_id or staff_has(user, *PAYER_FUNDS)))
 
 
 def sessions_of(user, *, status: str | None = None) -> QuerySet[StreamingSession]:
@@ -50,7 +68,7 @@ def sessions_of(user, *, status: str | None = None) -> QuerySet[StreamingSession
 
 def active_sessions_for(user) -> QuerySet[StreamingSession]:
     sessions = _sessions().filter(status=SessionStatus.ACTIVE)
-    if user.is_staff:
+    if staff_has(user, VIEW_SESSION):
         return sessions.order_by("-start_time", "-id")
     if user.role == "vendor":
         return sessions.filter(vendor=user).order_by("-start_time", "-id")

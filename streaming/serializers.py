@@ -77,7 +77,9 @@ class SessionSerializer(serializers.ModelSerializer):
     total_cost = serializers.SerializerMethodField()
     max_cost = serializers.SerializerMethodField()
     held = serializers.SerializerMethodField()
-    total_usage_seconds = serializers.SerializerMethodField()
+    total_usage_seconds = serializers.SerializerMethodField(
+        help_text="How long it ran, in seconds: to its end, or to now while it runs."
+    )
     device = serializers.JSONField(source="client_info")
 
     class Meta:
@@ -108,6 +110,9 @@ class SessionSerializer(serializers.ModelSerializer):
             "quality_metrics",
             "last_heartbeat_at",
         ]
+        extra_kwargs = {
+            "free_seconds": {"help_text": "Time not charged at its start, in seconds (copied from the service)."}
+        }
 
     def _money(self, session: StreamingSession, amount) -> str | None:
         return None if amount is None else format_minor(amount, session.asset.decimals)
@@ -136,3 +141,49 @@ class SessionSerializer(serializers.ModelSerializer):
             for name in PAYER_FIELDS:
                 data.pop(name, None)
         return data
+
+
+# --- What the sessions API answers (for the schema; the views build these bodies) ---------------
+
+
+class SessionBodySerializer(serializers.Serializer):
+    session = SessionSerializer()
+
+
+class StartResponseSerializer(SessionBodySerializer):
+    message = serializers.CharField()
+    user_role = serializers.CharField()
+
+
+class StopResponseSerializer(SessionBodySerializer):
+    message = serializers.CharField()
+    total_usage_minutes = serializers.FloatField(help_text="How long it ran, in minutes (2 decimals).")
+    total_usage_seconds = serializers.IntegerField(help_text="How long it ran, in seconds.")
+    total_cost = AmountField()
+    rate_per_minute = AmountField(
+        allow_null=True, help_text="Its rate per minute, in the session's token; time-metered sessions only."
+    )
+
+
+class MetricsSampleSerializer(serializers.Serializer):
+    bitrate = serializers.FloatField(required=False)
+    latency = serializers.FloatField(required=False)
+    frame_drops = serializers.FloatField(required=False)
+    at = serializers.DateTimeField()
+
+
+class MetricsResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    quality_metrics = MetricsSampleSerializer(help_text="The sample as recorded.")
+
+
+class UsageEventSerializer(serializers.Serializer):
+    event_id = serializers.CharField()
+    quantity = serializers.CharField(help_text="The quantity reported, as a decimal string.")
+    created_at = serializers.DateTimeField()
+
+
+class UsageResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    counted = serializers.BooleanField(help_text="False when this event id was already recorded.")
+    event = UsageEventSerializer()

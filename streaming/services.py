@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from functools import partial
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -13,7 +14,7 @@ from rest_framework import exceptions
 
 from paygo.api.amounts import format_minor
 from paygo.api.errors import Conflict, PaymentRequired
-from streaming import pricing
+from streaming import live, pricing
 from streaming.billing import ROW_FIELDS, Row, bill
 from streaming.models import SessionCharge, SessionKind, SessionStatus, StopReason, StreamingSession, UsageEvent
 from wallets import ledger
@@ -192,16 +193,19 @@ def session_heartbeat(*, session_id: int, now: datetime | None = None) -> bool:
 
 
 def session_metrics_record(*, session: StreamingSession, sample: dict, now: datetime | None = None) -> StreamingSession:
-    """Keep the newest SESSION_METRICS_KEPT quality samples; counts as a heartbeat."""
+    """Keep the newest SESSION_METRICS_KEPT quality samples; counts as a heartbeat. Once committed,
+    the sample goes out on the session's socket (metrics.updated)."""
     now = now or timezone.now()
+    recorded = {**sample, "at": now.isoformat()}
     with transaction.atomic():
         locked = StreamingSession.objects.select_for_update().get(pk=session.pk)
         if locked.status != SessionStatus.ACTIVE:
             raise Conflict({"message": "This session has ended.", "code": "session_ended"})
-        series = [*locked.quality_metrics, {**sample, "at": now.isoformat()}][-settings.SESSION_METRICS_KEPT :]
-        locked.quality_metrics = series
+        locked.quality_metrics = [*locked.quality_metrics, recorded][-settings.SESSION_METRICS_KEPT :]
         locked.last_heartbeat_at = max(locked.last_heartbeat_at, now)
         locked.save(update_fields=["quality_metrics", "last_heartbeat_at", "updated_at"])
+        # robust: the sample is recorded whether or not the channel layer takes the message.
+        transaction.on_commit(partial(live.publish_metrics, locked.session_id, recorded), robust=True)
     return locked
 
 

@@ -11,10 +11,20 @@ from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor, minor_from_field
 from paygo.api.permissions import IsUserRole
-from paygo.api.schema import JSON_OBJECT_RESPONSES
+from paygo.api.ratelimits import MONEY
 from streaming import pricing, selectors, services
 from streaming.models import SessionStatus
-from streaming.serializers import MetricsSerializer, SessionSerializer, StartSerializer, UsageSerializer
+from streaming.serializers import (
+    MetricsResponseSerializer,
+    MetricsSerializer,
+    SessionBodySerializer,
+    SessionSerializer,
+    StartResponseSerializer,
+    StartSerializer,
+    StopResponseSerializer,
+    UsageResponseSerializer,
+    UsageSerializer,
+)
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
 
@@ -29,13 +39,14 @@ def _service_for_start(service_id: int):
 
 
 class StartView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
     permission_classes = [IsUserRole]
 
     @extend_schema(
         request=StartSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Start a metered session",
-        responses=JSON_OBJECT_RESPONSES,
+        responses={201: StartResponseSerializer},
     )
     def post(self, request):
         data = StartSerializer(data=request.data)
@@ -68,7 +79,7 @@ class StartView(APIView):
 
 class MetricsView(APIView):
     @extend_schema(
-        request=MetricsSerializer, summary="Report quality metrics (a heartbeat)", responses=JSON_OBJECT_RESPONSES
+        request=MetricsSerializer, summary="Report quality metrics (a heartbeat)", responses=MetricsResponseSerializer
     )
     def patch(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)
@@ -102,14 +113,16 @@ def _stop_body(session, request) -> dict:
 
 
 class StopView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=None,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Stop a session (owner, vendor, staff)",
-        responses=JSON_OBJECT_RESPONSES,
+        responses=StopResponseSerializer,
     )
     def patch(self, request, session_id):
-        session = selectors.session_get_for(request.user, session_id)
+        session = selectors.session_get_to_stop(request.user, session_id)
 
         def execute(_) -> Response:
             stopped = services.session_stop(session=session, reason=services.stop_reason_for(session, request.user))
@@ -144,18 +157,20 @@ class ActiveSessionsView(generics.ListAPIView):
 
 
 class SessionDetailView(APIView):
-    @extend_schema(summary="One session (owner, vendor, staff)", responses=JSON_OBJECT_RESPONSES)
+    @extend_schema(summary="One session (owner, vendor, staff)", responses=SessionBodySerializer)
     def get(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)
         return Response({"session": SessionSerializer(session, context={"request": request}).data})
 
 
 class UsageView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=UsageSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Report usage on a usage-metered session (its vendor)",
-        responses=JSON_OBJECT_RESPONSES,
+        responses={201: UsageResponseSerializer, 200: UsageResponseSerializer},
     )
     def post(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import redirect
+from django.db.models import Prefetch
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
-from paygo.admin import ReadOnlyAdminMixin
-from paygo.api.amounts import AmountError, format_minor, parse_decimal
+from paygo.admin import ReadOnlyAdminMixin, amount_field, in_units, short
+from paygo.api.amounts import AmountError, parse_decimal
+from paygo.api.permissions import staff_has
 from wallets import services
 from wallets.models import Account, Asset, Entry, Hold, LedgerTransaction, Reconciliation, Withdrawal
 
@@ -51,18 +53,23 @@ class AdjustmentForm(forms.Form):
 
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdmin):
-    list_display = ("id", "owner", "system_code", "asset", "balance_display", "held_display", "kind")
+    list_display = ("account", "balance_in_units", "held_in_units", "kind")
     list_filter = ("kind", "asset", "system_code")
     search_fields = ("owner__email", "owner__name")
     list_select_related = ("owner", "asset")
+    fields = ("owner", "kind", "system_code", "asset", "balance_in_units", "held_in_units", "available", "created_at")
+    readonly_fields = fields
 
-    @admin.display(description="balance")
-    def balance_display(self, account: Account) -> str:
-        return format_minor(account.balance, account.asset.decimals)
+    balance_in_units = amount_field("balance")
+    held_in_units = amount_field("held")
 
-    @admin.display(description="held")
-    def held_display(self, account: Account) -> str:
-        return format_minor(account.held, account.asset.decimals)
+    @admin.display(description="available (balance less held)")
+    def available(self, account: Account) -> str:
+        return in_units(account.available, account.asset)
+
+    @admin.display(description="account", ordering="owner__name")
+    def account(self, account: Account) -> str:
+        return str(account)
 
     def get_urls(self):
         return [
@@ -79,9 +86,9 @@ class AccountAdmin(ReadOnlyAdmin):
 
     def adjust_view(self, request, pk: int):
         """Post a balanced adjustment with a reason; the staff member is recorded on it."""
-        if not request.user.is_staff or not request.user.has_perm("wallets.add_ledgertransaction"):
+        if not staff_has(request.user, "wallets.add_ledgertransaction"):
             raise PermissionDenied
-        account = Account.objects.select_related("asset", "owner").get(pk=pk)
+        account = get_object_or_404(Account.objects.select_related("asset", "owner"), pk=pk)
         form = AdjustmentForm(request.POST or None, account=account)
         if request.method == "POST" and form.is_valid():
             try:
@@ -92,7 +99,8 @@ class AccountAdmin(ReadOnlyAdmin):
                     staff=request.user,
                 )
             except ApiValidationError as exc:
-                form.add_error(None, str(exc.detail))
+                for field, problems in _problems(exc.detail):
+                    form.add_error(field if field in form.fields else None, problems)
             else:
                 self.message_user(request, f"Adjustment #{tx.pk} posted.", messages.SUCCESS)
                 return redirect("admin:wallets_account_change", pk)
@@ -101,60 +109,141 @@ class AccountAdmin(ReadOnlyAdmin):
             "title": f"Adjust {account}",
             "form": form,
             "account": account,
+            "balance": in_units(account.balance, account.asset),
+            "available": in_units(account.available, account.asset),
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/wallets/account/adjust.html", context)
 
 
+def _problems(detail) -> list[tuple[str | None, list[str]]]:
+    """A service's ValidationError detail as (field, messages) for a form: the messages, not a repr."""
+    if isinstance(detail, dict):
+        return [
+            (field, [str(item) for item in (items if isinstance(items, list) else [items])])
+            for field, items in detail.items()
+        ]
+    return [(None, [str(item) for item in (detail if isinstance(detail, list) else [detail])])]
+
+
 class EntryInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Entry
-    fields = ("account", "asset", "amount")
+    fields = ("account", "amount_in_units")
     readonly_fields = fields
     extra = 0
     can_delete = False
 
+    amount_in_units = amount_field("amount", description="amount", ordering=False)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("asset", "account__owner", "account__asset")
+
 
 @admin.register(LedgerTransaction)
 class LedgerTransactionAdmin(ReadOnlyAdmin):
-    list_display = ("id", "kind", "reference", "memo", "created_by", "created_at")
+    list_display = ("amount", "created_at", "kind", "short_reference", "memo")  # who and the id: on its page
+    list_display_links = ("amount",)
     list_filter = ("kind",)
     search_fields = ("reference", "memo")
     date_hierarchy = "created_at"
     inlines = [EntryInline]
     list_select_related = ("created_by",)
+    fields = ("id", "kind", "amount", "reference", "memo", "metadata", "created_by", "created_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        entries = Prefetch("entries", queryset=Entry.objects.select_related("asset").order_by("id"))
+        return super().get_queryset(request).prefetch_related(entries)
+
+    @admin.display(description="amount")
+    def amount(self, tx: LedgerTransaction) -> str:
+        """What the transaction moved: the sum of its credits, per asset (a swap moves two)."""
+        moved: dict = {}
+        for entry in tx.entries.all():
+            if entry.amount > 0:
+                moved[entry.asset] = moved.get(entry.asset, 0) + entry.amount
+        return ", ".join(in_units(amount, asset) for asset, amount in moved.items()) or "-"
+
+    @admin.display(description="reference", ordering="reference")
+    def short_reference(self, tx: LedgerTransaction) -> str:
+        return short(tx.reference)
 
 
 @admin.register(Hold)
 class HoldAdmin(ReadOnlyAdmin):
-    list_display = ("id", "account", "amount", "status", "reference", "created_at")
+    list_display = ("amount_in_units", "status", "account", "short_reference", "created_at", "updated_at")
+    list_display_links = ("amount_in_units",)
     list_filter = ("status",)
     search_fields = ("reference",)
     list_select_related = ("account__owner", "account__asset")
+    fields = ("account", "amount_in_units", "status", "reference", "created_at", "updated_at")
+    readonly_fields = fields
+
+    amount_in_units = amount_field("amount", asset="account.asset", description="amount")
+
+    @admin.display(description="reference", ordering="reference")
+    def short_reference(self, hold: Hold) -> str:
+        return short(hold.reference)
 
 
 @admin.register(Withdrawal)
 class WithdrawalAdmin(ReadOnlyAdmin):
     list_display = (
-        "id",
+        "amount_in_units",
+        "created_at",
+        "status",
         "kind",
         "user",
-        "amount_display",
-        "to_address",
-        "status",
+        "short_address",
         "attempts",
         "last_error",
-        "created_at",
     )
+    list_display_links = ("amount_in_units",)
     list_filter = ("status", "kind", "asset")
     search_fields = ("id", "user__email", "to_address", "tx_hash")
     list_select_related = ("user", "asset")
+    fields = (
+        "id",
+        "kind",
+        "user",
+        "asset",
+        "amount_in_units",
+        "to_address",
+        "status",
+        "tx_hash",
+        "attempts",
+        "last_error",
+        "created_at",
+        "send_attempted_at",
+        "next_attempt_at",
+        "claimed_until",
+        "sent_at",
+        "updated_at",
+    )
+    readonly_fields = fields
 
-    @admin.display(description="amount")
-    def amount_display(self, withdrawal: Withdrawal) -> str:
-        return f"{format_minor(withdrawal.amount, withdrawal.asset.decimals)} {withdrawal.asset.code}"
+    amount_in_units = amount_field("amount", description="amount")
+
+    @admin.display(description="to", ordering="to_address")
+    def short_address(self, withdrawal: Withdrawal) -> str:
+        return short(withdrawal.to_address)
 
 
 @admin.register(Reconciliation)
 class ReconciliationAdmin(ReadOnlyAdmin):
-    list_display = ("created_at", "asset", "on_chain", "ledger", "difference", "in_flight")
+    fields = (
+        "created_at",
+        "asset",
+        "on_chain_in_units",
+        "ledger_in_units",
+        "difference_in_units",
+        "in_flight_in_units",
+    )
+    list_display = readonly_fields = fields
     list_filter = ("asset",)
+    list_select_related = ("asset",)
+
+    on_chain_in_units = amount_field("on_chain", description="on chain")
+    ledger_in_units = amount_field("ledger", description="ledger")
+    difference_in_units = amount_field("difference", description="difference")
+    in_flight_in_units = amount_field("in_flight", description="in flight")

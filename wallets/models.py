@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from paygo.api.amounts import format_minor
 from paygo.fields import MinorUnitsField
 
 
@@ -87,8 +88,9 @@ class Account(models.Model):
         ]
 
     def __str__(self) -> str:
-        who = f"user {self.owner_id}" if self.owner_id else self.system_code
-        return f"{who} {self.asset.code}"
+        # Named as an operator knows it: its owner (name and email) or its system role, and its asset.
+        who = str(self.owner) if self.owner_id else self.get_system_code_display()
+        return f"{who} · {self.asset.code}"
 
     @property
     def available(self) -> int:
@@ -160,7 +162,8 @@ class Entry(models.Model):
         constraints = [models.CheckConstraint(condition=~Q(amount=0), name="wallets_entry_not_zero")]
 
     def __str__(self) -> str:
-        return f"{self.amount:+d} on account {self.account_id}"
+        sign = "+" if self.amount > 0 else ""
+        return f"{sign}{format_minor(self.amount, self.asset.decimals)} {self.asset.code} on {self.account}"
 
 
 class HoldStatus(models.TextChoices):
@@ -188,7 +191,7 @@ class Hold(models.Model):
         indexes = [models.Index(fields=["account"], condition=Q(status="active"), name="wallets_hold_active")]
 
     def __str__(self) -> str:
-        return f"hold {self.reference} {self.amount} ({self.status})"
+        return f"hold {self.reference} ({self.status})"
 
 
 class IdempotencyKey(models.Model):
@@ -273,4 +276,5 @@ class Reconciliation(models.Model):
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
-        return f"{self.asset_id} difference {self.difference} at {self.created_at:%Y-%m-%d %H:%M}"
+        difference = format_minor(self.difference, self.asset.decimals)
+        return f"{self.asset.code} custody check at {self.created_at:%Y-%m-%d %H:%M:%S}: difference {difference}"

@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import QuerySet
 
 from wallets.models import Account, AccountKind, Asset, Entry, HoldStatus
+from wallets.starknet import address_normalize
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,25 @@ class Balance:
     @property
     def available(self) -> int:
         return self.balance - self.held
+
+
+def wallet_owner(address: object):
+    """The user whose wallet address this is, however it is spelled (wallets.starknet), or None."""
+    normalized = address_normalize(address)
+    return get_user_model().objects.filter(wallet_address=normalized).first() if normalized else None
+
+
+def transfer_recipient(
+    *, recipient_id: int | None = None, recipient_email: str | None = None, recipient_address: str | None = None
+):
+    """The user a transfer names, by id, email or wallet address (one of them), or None. Whether they
+    may be paid (active, not the sender) is wallets.services.wallet_transfer's rule."""
+    users = get_user_model().objects
+    if recipient_id is not None:
+        return users.filter(pk=recipient_id).first()
+    if recipient_email is not None:
+        return users.filter(email=users.normalize_email(recipient_email)).first()
+    return wallet_owner(recipient_address)
 
 
 def balances_for(user) -> list[Balance]:

@@ -9,18 +9,33 @@ from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.api.text import validate_storable_text
+from paygo.api.validators import exactly_one_of
 from wallets.models import Asset, Entry, LedgerTransaction, Withdrawal
+from wallets.services import tx_hash_canonical
+from wallets.starknet import address_normalize
 
 STARKNET_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 TX_HASH = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 
 
 class TxHashField(serializers.RegexField):
-    """A transaction hash: "0x" and up to 64 hex digits."""
+    """A Starknet transaction hash: "0x" and up to 64 hex digits naming a field element (not zero),
+    read as the number it is: "0xabc" and "0x0...0abc" are the same transaction, kept as Chipi
+    writes it ("0x" + 64 lower-case hex digits)."""
+
+    default_error_messages = {
+        "invalid": "A transaction hash is 0x followed by 1 to 64 hex digits.",
+        "not_a_felt": "Not a Starknet transaction hash: it must be above zero and below the field's prime.",
+    }
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("error_messages", {"invalid": "A transaction hash is 0x followed by hex digits."})
         super().__init__(TX_HASH, max_length=66, **kwargs)
+
+    def to_internal_value(self, data) -> str:
+        canonical = tx_hash_canonical(super().to_internal_value(data))
+        if canonical is None:
+            self.fail("not_a_felt")
+        return canonical
 
 
 class StarknetAddressField(serializers.RegexField):
@@ -95,14 +110,38 @@ class ChipiPaymentSerializer(serializers.Serializer):
         return int(value)
 
 
+class WalletAddressField(StarknetAddressField):
+    """A PayGo wallet address, validated and normalised as every comparison spells it
+    (wallets.starknet.address_normalize: "0xBEEF" is "0x" + 60 zeros + "beef")."""
+
+    default_error_messages = {
+        "not_a_felt": "Not a Starknet address: it must be above zero and below the field's prime."
+    }
+
+    def to_internal_value(self, data) -> str:
+        if isinstance(data, str):
+            data = data.strip()
+        normalized = address_normalize(super().to_internal_value(data))
+        if normalized is None:
+            self.fail("not_a_felt")
+        return normalized
+
+
 class TransferSerializer(_AmountInToken):
+    # The ways to name the recipient: exactly one of them per transfer.
+    RECIPIENT_FIELDS = ("recipient_id", "recipient_email", "recipient_address")
+
     recipient_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
     recipient_email = serializers.EmailField(required=False)
+    recipient_address = WalletAddressField(
+        required=False,
+        help_text="The recipient's PayGo wallet address (their walletAddress), in any case, with or without "
+        "leading zeros. An address that is no PayGo user's is refused: paying outside PayGo is a withdrawal.",
+    )
     memo = serializers.CharField(required=False, allow_blank=True, max_length=500)
 
     def validate(self, attrs):
-        if not attrs.get("recipient_id") and not attrs.get("recipient_email"):
-            raise serializers.ValidationError({"recipient_id": ["Give recipientId or recipientEmail."]})
+        attrs["recipient_named_by"] = exactly_one_of(attrs, *self.RECIPIENT_FIELDS, what="the recipient")
         return super().validate(attrs)
 
 
@@ -181,3 +220,63 @@ class AssetSerializer(serializers.ModelSerializer):
     class Meta:
         model = Asset
         fields = ["token", "name", "decimals", "is_default"]
+
+
+# --- What the wallet API answers (for the schema; the views build these bodies) -----------------
+
+
+class DepositResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    balance = AmountField(help_text="The available balance after the deposit.")
+    token = serializers.CharField()
+    tx_hash = serializers.CharField()
+    transaction = EntrySerializer()
+
+
+class WithdrawResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    withdrawal = WithdrawalSerializer()
+    remaining_balance = AmountField()
+
+
+class TokenBalanceSerializer(serializers.Serializer):
+    token = serializers.CharField()
+    balance = AmountField()
+    available = AmountField(help_text="The balance less what running sessions hold.")
+    held = AmountField()
+
+
+class BalanceResponseSerializer(TokenBalanceSerializer):
+    """The default token's balance at the top level, every token's in `balances`."""
+
+    balances = TokenBalanceSerializer(many=True)
+
+
+class TransferResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    remaining_balance = AmountField()
+    token = serializers.CharField()
+    transaction = EntrySerializer(help_text="The sender's side of the transfer.")
+
+
+class AddressResponseSerializer(serializers.Serializer):
+    address = serializers.CharField(help_text="The caller's deposit address on Starknet.")
+
+
+class SupportedTokensResponseSerializer(serializers.Serializer):
+    tokens = AssetSerializer(many=True)
+
+
+class SwapResponseSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    rate = serializers.CharField(help_text="Units of to_token per unit of from_token.")
+    received = AmountField()
+    from_token = serializers.CharField()
+    to_token = serializers.CharField()
+    transaction = EntrySerializer(help_text="The debit of from_token.")
+
+
+class WebhookResponseSerializer(serializers.Serializer):
+    received = serializers.BooleanField()
+    handled = serializers.BooleanField(help_text="False for events PayGo does not act on.")
+    credited = serializers.BooleanField(required=False, help_text="For a payment: whether it was credited now.")

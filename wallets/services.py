@@ -4,7 +4,6 @@ staff adjustments and reconciliation. Every balance change goes through wallets/
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
@@ -29,6 +28,8 @@ from wallets.models import (
     WithdrawalKind,
     WithdrawalStatus,
 )
+from wallets.selectors import wallet_owner
+from wallets.starknet import address_normalize, felt_canonical
 
 logger = logging.getLogger("paygo.wallets")
 
@@ -57,11 +58,15 @@ def insufficient_funds_error(asset: Asset, error: ledger.InsufficientFunds) -> e
 
 def wallet_open(*, user) -> str:
     """Give the user a deposit address through the Chipi gateway (once)."""
-    from wallets.chipi import get_gateway
+    from wallets.chipi import ChipiUnavailable, get_gateway
 
     if user.wallet_address:
         return user.wallet_address
-    address = get_gateway().create_wallet(external_user_id=str(user.pk))
+    opened = get_gateway().create_wallet(external_user_id=str(user.pk))
+    # Kept in the one spelling every comparison uses (the database refuses any other).
+    address = address_normalize(opened)
+    if address is None:
+        raise ChipiUnavailable(f"Chipi answered a malformed address: {opened!r}")
     # Conditional: a concurrent opener that won keeps its address.
     type(user).objects.filter(pk=user.pk, wallet_address="").update(wallet_address=address)
     user.refresh_from_db(fields=["wallet_address"])
@@ -70,7 +75,12 @@ def wallet_open(*, user) -> str:
 
 # --- Deposits -------------------------------------------------------------------------------------
 
-_HEX_HASH = re.compile(r"0x[0-9a-f]{1,64}")
+
+def tx_hash_canonical(tx_hash: str) -> str | None:
+    """A transaction hash as Chipi and the chain write it, "0x" + 64 lower-case hex digits, or None
+    when `tx_hash` is not one. It is a number: "0xABC" and "0x" + 61 zeros + "abc" are the same
+    transaction; zero and numbers past the field are none."""
+    return felt_canonical(tx_hash)
 
 
 @dataclass(frozen=True)
@@ -83,16 +93,13 @@ def deposit_reference(tx_hash: str) -> str:
     """One reference per on-chain transaction however its hash is written: a Starknet hash is a
     number, and "0x0ABC", "0xabc" and "0x" + 61 zeros + "abc" name the same one (a deposit credited
     under one spelling must not be credited again under another)."""
-    text = tx_hash.strip().lower()
-    if _HEX_HASH.fullmatch(text):
-        return f"deposit:0x{int(text, 16):064x}"
-    return f"deposit:{text}"
+    return f"deposit:{tx_hash_canonical(tx_hash) or tx_hash.strip().lower()}"
 
 
 def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None):
     """Check an on-chain payment with Chipi before it is credited (slow I/O: call outside any
     transaction). Without a hash, the sandbox simulates the payment into the user's address."""
-    from wallets.chipi import ChipiError, ChipiSandbox, get_gateway
+    from wallets.chipi import ChipiError, ChipiRejected, ChipiSandbox, get_gateway
 
     gateway = get_gateway()
     address = wallet_open(user=user)
@@ -102,6 +109,13 @@ def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None):
                 raise _invalid("tx_hash", "This field is required.", code="required")
             return gateway.receive_payment(to_address=address, token=asset.code, amount=amount)
         chain_tx = gateway.get_transaction(tx_hash)
+    except ChipiRejected as exc:
+        if exc.status not in (400, 422):
+            raise UpstreamUnavailable(
+                f"Chipi refused PayGo's request to verify the deposit ({exc.code}); nothing was credited."
+            ) from None
+        # Chipi takes the hash itself for invalid: the client's input, not an outage.
+        raise _invalid("tx_hash", "Chipi refused this transaction hash.", code="rejected") from None
     except ChipiError as exc:
         raise UpstreamUnavailable(
             f"Chipi could not be reached to verify the deposit ({exc.code}); nothing was credited."
@@ -158,13 +172,11 @@ def _notify_deposit(user, asset: Asset, amount: int, tx_id: int) -> None:
 
 def webhook_deposit(*, to_address: str, token: str, amount: int, tx_hash: str) -> DepositResult | None:
     """A signed Chipi `payment.completed`: credit the address's owner once per hash (None: not ours)."""
-    from django.contrib.auth import get_user_model
-
     asset = Asset.objects.filter(code=token.upper()).first()
     # The bound every amount of the API has (MAX_WHOLE_UNITS), here in minor units of the asset.
     if asset is not None and amount >= MAX_WHOLE_UNITS * 10**asset.decimals:
         raise _invalid("amount", f"Must be less than {MAX_WHOLE_UNITS:,} {asset.code}.")
-    user = get_user_model().objects.filter(wallet_address__iexact=to_address).first()
+    user = wallet_owner(to_address)
     if user is None or asset is None or amount <= 0:
         logger.warning("Chipi webhook for an unknown address or token: %s %s", to_address, token)
         return None
@@ -174,11 +186,24 @@ def webhook_deposit(*, to_address: str, token: str, amount: int, tx_hash: str) -
 # --- Transfers and swaps --------------------------------------------------------------------------
 
 
-def wallet_transfer(*, sender, recipient, asset: Asset, amount: int, memo: str = "") -> LedgerTransaction:
+# Why a recipient named each way (TransferSerializer.RECIPIENT_FIELDS) is no one to pay.
+_NO_RECIPIENT = {
+    "recipient_id": "No active user with this id or email.",
+    "recipient_email": "No active user with this id or email.",
+    "recipient_address": "No PayGo user has this wallet address. To send to an address outside PayGo, "
+    "withdraw to it (POST /api/v1/wallet/withdraw).",
+}
+
+
+def wallet_transfer(
+    *, sender, recipient, asset: Asset, amount: int, memo: str = "", named_by: str = "recipient_id"
+) -> LedgerTransaction:
+    """Pay another PayGo user inside the ledger (never on chain). `named_by` is how the request named
+    the recipient (recipient_id, recipient_email or recipient_address): a refusal names that field."""
     if recipient is None or not recipient.is_active:
-        raise _invalid("recipient_id", "No active user with this id or email.", code="unknown_recipient")
+        raise _invalid(named_by, _NO_RECIPIENT[named_by], code="unknown_recipient")
     if recipient.pk == sender.pk:
-        raise _invalid("recipient_id", "You cannot transfer to yourself.", code="self_transfer")
+        raise _invalid(named_by, "You cannot transfer to yourself.", code="self_transfer")
     try:
         tx = ledger.transfer(
             debit=ledger.account_for_user(sender, asset),

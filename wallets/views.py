@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 
-from django.contrib.auth import get_user_model
 from djangorestframework_camel_case.settings import api_settings as camel_case_settings
 from djangorestframework_camel_case.util import underscoreize
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -16,20 +14,29 @@ from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor
 from paygo.api.errors import UpstreamUnavailable
-from paygo.api.schema import JSON_OBJECT_RESPONSES
+from paygo.api.parsers import JSONTooDeep, json_loads
+from paygo.api.ratelimits import MONEY
 from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
 from wallets.models import Account, AccountKind, Asset, Entry, Withdrawal
 from wallets.serializers import (
+    AddressResponseSerializer,
     AssetSerializer,
+    BalanceResponseSerializer,
     ChipiPaymentSerializer,
+    DepositResponseSerializer,
     DepositSerializer,
     EntrySerializer,
+    SupportedTokensResponseSerializer,
+    SwapResponseSerializer,
     SwapSerializer,
     TransactionsQuerySerializer,
+    TransferResponseSerializer,
     TransferSerializer,
+    WebhookResponseSerializer,
     WithdrawalSerializer,
+    WithdrawResponseSerializer,
     WithdrawSerializer,
 )
 
@@ -49,11 +56,13 @@ def _available(user, asset: Asset) -> str:
 
 
 class DepositView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=DepositSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Credit an on-chain deposit",
-        responses=JSON_OBJECT_RESPONSES,
+        responses={201: DepositResponseSerializer, 200: DepositResponseSerializer},
     )
     def post(self, request):
         data = DepositSerializer(data=request.data)
@@ -83,11 +92,13 @@ class DepositView(APIView):
 
 
 class WithdrawView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=WithdrawSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Withdraw on chain",
-        responses=JSON_OBJECT_RESPONSES,
+        responses={202: WithdrawResponseSerializer},
     )
     def post(self, request):
         data = WithdrawSerializer(data=request.data)
@@ -129,7 +140,7 @@ class WithdrawalDetailView(generics.RetrieveAPIView):
 
 
 class BalanceView(APIView):
-    @extend_schema(summary="Balances in every token", responses=JSON_OBJECT_RESPONSES)
+    @extend_schema(summary="Balances in every token", responses=BalanceResponseSerializer)
     def get(self, request):
         balances = selectors.balances_for(request.user)
         rows = [
@@ -146,21 +157,20 @@ class BalanceView(APIView):
 
 
 class TransferView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=TransferSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Pay another PayGo user",
-        responses=JSON_OBJECT_RESPONSES,
+        responses={201: TransferResponseSerializer},
     )
     def post(self, request):
         data = TransferSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
-        users = get_user_model().objects
-        if values.get("recipient_id"):
-            recipient = users.filter(pk=values["recipient_id"]).first()
-        else:
-            recipient = users.filter(email=users.normalize_email(values["recipient_email"])).first()
+        named_by = values["recipient_named_by"]
+        recipient = selectors.transfer_recipient(**{named_by: values[named_by]})
         asset = values["asset"]
 
         def execute(_) -> Response:
@@ -170,6 +180,7 @@ class TransferView(APIView):
                 asset=asset,
                 amount=values["amount_minor"],
                 memo=values.get("memo", ""),
+                named_by=named_by,
             )
             return Response(
                 {
@@ -229,7 +240,7 @@ class TransactionsView(generics.ListAPIView):
 
 
 class AddressView(APIView):
-    @extend_schema(summary="The caller's deposit address", responses=JSON_OBJECT_RESPONSES)
+    @extend_schema(summary="The caller's deposit address", responses=AddressResponseSerializer)
     def get(self, request):
         return Response({"address": services.wallet_open(user=request.user)})
 
@@ -238,18 +249,20 @@ class SupportedTokensView(APIView):
     permission_classes = [AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(summary="Tokens PayGo wallets hold", responses=JSON_OBJECT_RESPONSES)
+    @extend_schema(summary="Tokens PayGo wallets hold", responses=SupportedTokensResponseSerializer)
     def get(self, request):
         assets = Asset.objects.filter(is_active=True).order_by("-is_default", "id")
         return Response({"tokens": AssetSerializer(assets, many=True).data})
 
 
 class SwapView(APIView):
+    rate_budget = MONEY  # paygo.api.ratelimits: a money write
+
     @extend_schema(
         request=SwapSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Swap one token for another",
-        responses=JSON_OBJECT_RESPONSES,
+        responses={201: SwapResponseSerializer},
     )
     def post(self, request):
         data = SwapSerializer(data=request.data)
@@ -300,7 +313,7 @@ class ChipiWebhookView(APIView):
     parser_classes: list = []
 
     @extend_schema(
-        request=None, summary="Chipi Pay webhook (signed with chipi-signature)", responses=JSON_OBJECT_RESPONSES
+        request=None, summary="Chipi Pay webhook (signed with chipi-signature)", responses=WebhookResponseSerializer
     )
     def post(self, request):
         from wallets.chipi import verify_webhook_signature
@@ -309,9 +322,11 @@ class ChipiWebhookView(APIView):
         if not verify_webhook_signature(raw, request.headers.get("chipi-signature")):
             raise exceptions.AuthenticationFailed("Invalid webhook signature.", code="bad_signature")
         try:
-            event = json.loads(raw)
+            event = json_loads(raw)
             kind = event["event"]
             payload = event.get("data") or {}
+        except JSONTooDeep as exc:
+            raise exc.parse_error() from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise exceptions.ParseError("The webhook body is not a Chipi event.") from None
         if kind != "payment.completed":

@@ -9,6 +9,7 @@ import pytest
 from accounts.models import AdminProfile, Image, Profile, VendorProfile
 from accounts.services import profile_create, user_create
 from accounts.tests.conftest import picture
+from conftest import grant
 from paygo.api.errors import Conflict
 
 pytestmark = pytest.mark.django_db
@@ -103,7 +104,9 @@ def test_delete_matrix(request, as_, prefix, who):
 
 
 @pytest.mark.parametrize("prefix", ["profiles", "adminprofiles"])
-@pytest.mark.parametrize(("who", "status"), [("anon", 401), ("alice", 403), ("victor", 403), ("olga", 200)])
+@pytest.mark.parametrize(
+    ("who", "status"), [("anon", 401), ("alice", 403), ("victor", 403), ("olga", 200), ("stan", 403)]
+)
 def test_all_is_staff_only(as_, alice, olga, prefix, who, status):
     make_profile(alice if prefix == "profiles" else olga, prefix)
 
@@ -113,6 +116,20 @@ def test_all_is_staff_only(as_, alice, olga, prefix, who, status):
     if status == 200:
         assert response.json()["count"] == 1
         assert len(response.json()["profiles"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("prefix", "permission"), [("profiles", "accounts.view_profile"), ("adminprofiles", "accounts.view_adminprofile")]
+)
+def test_all_asks_the_view_permission_on_its_profiles(api, alice, olga, stan, prefix, permission):
+    make_profile(alice if prefix == "profiles" else olga, prefix)
+    other = "accounts.view_adminprofile" if prefix == "profiles" else "accounts.view_profile"
+
+    assert api(grant(stan, other)).get(f"/api/v1/{prefix}/all").status_code == 403
+    response = api(grant(stan, permission)).get(f"/api/v1/{prefix}/all")
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 1
 
 
 # --- the outsider: one's own profile only -------------------------------------------------------
@@ -356,7 +373,7 @@ def test_profile_needs_a_valid_token(anon):
 PUBLIC_FIELDS = {"id", "vendor", "businessName", "description", "website", "categories", "avatar"}
 
 
-@pytest.mark.parametrize("who", ["anon", "alice", "victor", "wanda"])
+@pytest.mark.parametrize("who", ["anon", "alice", "victor", "wanda", "stan"])
 def test_the_vendor_directory_shows_public_fields_to_everyone_but_staff(as_, victor, who):
     make_profile(
         victor,
@@ -378,13 +395,16 @@ def test_the_vendor_directory_shows_public_fields_to_everyone_but_staff(as_, vic
         assert private not in text
 
 
-def test_staff_see_every_field_and_inactive_vendors(api, olga, victor, wanda):
+@pytest.mark.parametrize("who", ["olga", "stan"])
+def test_staff_who_may_view_vendor_profiles_see_every_field_and_inactive_vendors(request, api, victor, wanda, who):
     make_profile(victor, "vendorprofiles", payout_address="0xabc")
     make_profile(wanda, "vendorprofiles")
     wanda.is_active = False
     wanda.save(update_fields=["is_active"])
+    staff = request.getfixturevalue(who)
+    staff = grant(staff, "accounts.view_vendorprofile") if who == "stan" else staff
 
-    staff_view = api(olga).get("/api/v1/vendorprofiles/all").json()
+    staff_view = api(staff).get("/api/v1/vendorprofiles/all").json()
     public_view = api(victor).get("/api/v1/vendorprofiles/all").json()
 
     assert staff_view["count"] == 2

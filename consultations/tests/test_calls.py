@@ -254,11 +254,11 @@ def test_staff_neither_start_nor_stop_calls(api, alice, olga, fund, consult):
     assert fresh(session).status == SessionStatus.ACTIVE
 
 
-@pytest.mark.parametrize("who", ["bob", "wanda"])
-def test_outsiders_get_a_404(api, bob, wanda, consult, who):
+@pytest.mark.parametrize("who", ["bob", "wanda", "stan"])
+def test_outsiders_get_a_404(api, bob, wanda, stan, consult, who):
     consultation = consult("active")
     session = running_call_of(consultation)
-    outsider = api({"bob": bob, "wanda": wanda}[who])
+    outsider = api({"bob": bob, "wanda": wanda, "stan": stan}[who])
 
     assert call_start(outsider, consultation).status_code == 404
     assert call_stop(outsider, consultation).status_code == 404

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import grant
 from consultations.models import Consultation, Message
 from consultations.tests.conftest import message_url
 from notifications.models import Notification
@@ -124,12 +125,12 @@ def test_bodies_are_stored_as_written_and_returned_json_encoded(api, alice, vict
     assert b'onerror=\\"alert(1)\\">\\n  indented' in read.content
 
 
-@pytest.mark.parametrize("who", ["bob", "wanda"])
-def test_outsiders_get_a_404(api, bob, wanda, consult, who):
+@pytest.mark.parametrize("who", ["bob", "wanda", "stan"])
+def test_outsiders_get_a_404(api, bob, wanda, stan, consult, who):
     consultation = consult()
     before = Message.objects.count()
 
-    response = send(api({"bob": bob, "wanda": wanda}[who]), consultation, "let me in")
+    response = send(api({"bob": bob, "wanda": wanda, "stan": stan}[who]), consultation, "let me in")
 
     assert response.status_code == 404
     assert Message.objects.count() == before
@@ -143,6 +144,15 @@ def test_staff_read_but_do_not_write(api, olga, consult):
 
     assert response.status_code == 403
     assert Message.objects.count() == before
+
+
+def test_staff_who_may_read_it_do_not_write_either(api, stan, consult):
+    consultation = consult()
+    reader = grant(
+        stan, "consultations.view_consultation", "consultations.view_message", "consultations.view_consultationcall"
+    )
+
+    assert send(api(reader), consultation, "staff here").status_code == 403
 
 
 def test_anonymous_is_401_and_unknown_is_404(api, anon, alice, consult):

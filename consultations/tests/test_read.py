@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from conftest import grant
 from consultations import services
 from consultations.models import Message
 from consultations.tests.conftest import INBOX, LIST, committed, detail_url
@@ -193,10 +194,31 @@ def test_staff_read_any_consultation_without_marking_anything_read(api, olga, co
     assert Message.objects.filter(read_at__isnull=False).count() == 0
 
 
-@pytest.mark.parametrize("who", ["bob", "wanda"])
-def test_anyone_else_gets_a_404(api, bob, wanda, consult, who):
+CONSULTATION_VIEW = (
+    "consultations.view_consultation",
+    "consultations.view_message",
+    "consultations.view_consultationcall",
+)
+
+
+def test_staff_read_a_consultation_with_the_view_permissions_on_it_its_messages_and_calls(api, stan, consult):
     consultation = consult()
-    outsider = {"bob": bob, "wanda": wanda}[who]
+
+    for missing in CONSULTATION_VIEW:
+        stan.user_permissions.clear()
+        partial = api(grant(stan, *(p for p in CONSULTATION_VIEW if p != missing)))
+        assert partial.get(detail_url(consultation)).status_code == 404, missing
+    response = api(grant(stan, *CONSULTATION_VIEW)).get(detail_url(consultation))
+
+    assert response.status_code == 200
+    assert response.json()["consultation"]["id"] == consultation.pk
+    assert Message.objects.filter(read_at__isnull=False).count() == 0
+
+
+@pytest.mark.parametrize("who", ["bob", "wanda", "stan"])
+def test_anyone_else_gets_a_404(api, bob, wanda, stan, consult, who):
+    consultation = consult()
+    outsider = {"bob": bob, "wanda": wanda, "stan": stan}[who]
 
     response = api(outsider).get(detail_url(consultation))
 
@@ -228,6 +250,18 @@ def test_messages_are_paginated(api, alice, victor, consult):
     assert last["consultation"]["id"] == consultation.pk
     # Opening any page reads every message of the other side.
     assert not Message.objects.filter(sender=victor, read_at__isnull=True).exists()
+
+
+@pytest.mark.parametrize("query", [{"page": "abc"}, {"page": "0"}, {"pageSize": "-1"}, {"limit": "x"}])
+def test_bad_paging_of_the_messages_is_a_400_that_reads_nothing(api, alice, victor, consult, query):
+    consultation = consult()
+    say(consultation, victor, "answer")
+
+    response = api(alice).get(detail_url(consultation), query)
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == list(query)
+    assert Message.objects.filter(read_at__isnull=False).count() == 0
 
 
 # --- GET /consultations/vendor/inbox ------------------------------------------------------------------

@@ -116,12 +116,12 @@ def test_unknown_statuses_are_a_400(api, victor, consult, status):
     assert snapshot(consultation) == state
 
 
-@pytest.mark.parametrize("who", ["bob", "wanda"])
-def test_outsiders_get_a_404(api, bob, wanda, consult, who):
+@pytest.mark.parametrize("who", ["bob", "wanda", "stan"])
+def test_outsiders_get_a_404(api, bob, wanda, stan, consult, who):
     consultation = consult()
     state = snapshot(consultation)
 
-    response = api({"bob": bob, "wanda": wanda}[who]).patch(
+    response = api({"bob": bob, "wanda": wanda, "stan": stan}[who]).patch(
         status_url(consultation), {"status": "cancelled"}, format="json"
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db.models import Sum
 
+from conftest import grant
 from wallets import ledger
 from wallets.models import Account, AccountKind, Entry, SystemAccount, TransactionKind
 from wallets.services import withdrawal_request
@@ -98,10 +99,12 @@ def test_figures_are_shared_for_a_minute_and_recomputed_on_demand(api, olga, ali
     assert fresh["ledgerHealth"]["checkedAt"] == "2026-11-20T12:00:00+00:00"
 
 
-def test_only_staff(api, alice, victor, anon):
+def test_only_staff_with_the_permission_the_admin_page_asks(api, alice, victor, stan, anon):
     assert api(alice).get(OVERVIEW).status_code == 403
     assert api(victor).get(OVERVIEW).status_code == 403
     assert anon.get(OVERVIEW).status_code == 401
+    assert api(stan).get(OVERVIEW).status_code == 403
+    assert api(grant(stan, "dashboards.view_platform_overview")).get(OVERVIEW).status_code == 200
 
 
 def test_the_scheduled_check_keeps_its_result_for_the_dashboards(api, olga, django_assert_num_queries):
@@ -113,3 +116,20 @@ def test_the_scheduled_check_keeps_its_result_for_the_dashboards(api, olga, djan
     with django_assert_num_queries(9):
         body = api(olga).get(OVERVIEW).json()
     assert body["ledgerHealth"]["healthy"] is True
+
+
+# --- Which Chipi the money goes through: the sandbox (simulated money) must be seen ---------------
+
+
+def test_the_overview_says_the_sandbox_is_in_use(api, olga):
+    body = api(olga).get(OVERVIEW).json()
+
+    assert body["chipi"] == {"mode": "sandbox"}
+
+
+def test_the_overview_says_chipi_is_live_with_a_key(api, olga, settings):
+    settings.CHIPI_API_KEY, settings.CHIPI_SECRET_KEY, settings.CHIPI_SANDBOX = "pk_live_1", "sk_live_1", False
+
+    body = api(olga).get(OVERVIEW).json()
+
+    assert body["chipi"] == {"mode": "live"}

@@ -9,6 +9,8 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
 
+from conftest import grant
+
 pytestmark = pytest.mark.django_db
 
 PAGE = "/admin/dashboard/"
@@ -60,3 +62,47 @@ def test_not_for_users_or_vendors(alice, victor):
         response = logged_in(user).get(PAGE)
         assert response.status_code == 302
         assert "/admin/login/" in response["Location"]
+
+
+def test_counts_agree_with_their_nouns(olga, victor, alice):
+    html = logged_in(olga).get(PAGE).content.decode()
+
+    assert "1 vendor, 1 admin<" in html
+    assert "0 charges<" in html
+    assert "1 admins" not in html and "1 vendors" not in html
+
+
+def test_staff_need_the_platform_overview_permission_as_the_api_asks(stan):
+    assert logged_in(stan).get(PAGE).status_code == 403
+    assert PAGE not in logged_in(stan).get("/admin/").content.decode()
+
+    allowed = logged_in(grant(stan, "dashboards.view_platform_overview"))
+
+    assert allowed.get(PAGE).status_code == 200
+    assert PAGE in allowed.get("/admin/").content.decode()
+
+
+SANDBOX_BANNER = 'id="chipi-sandbox-banner"'
+
+
+def test_the_page_shows_a_banner_while_the_chipi_sandbox_is_in_use(olga):
+    html = logged_in(olga).get(PAGE).content.decode()
+
+    assert SANDBOX_BANNER in html
+    assert "Chipi sandbox" in html
+    assert "simulated" in html
+
+
+def test_no_banner_with_live_chipi(olga, settings):
+    settings.CHIPI_API_KEY, settings.CHIPI_SECRET_KEY, settings.CHIPI_SANDBOX = "pk_live_1", "sk_live_1", False
+
+    html = logged_in(olga).get(PAGE).content.decode()
+
+    assert SANDBOX_BANNER not in html
+
+
+def test_every_admin_page_names_the_sandbox_in_its_header(olga, settings):
+    assert "Chipi sandbox" in logged_in(olga).get("/admin/").content.decode()
+
+    settings.CHIPI_API_KEY, settings.CHIPI_SECRET_KEY, settings.CHIPI_SANDBOX = "pk_live_1", "sk_live_1", False
+    assert "Chipi sandbox" not in logged_in(olga).get("/admin/").content.decode()

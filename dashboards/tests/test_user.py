@@ -7,6 +7,7 @@ import uuid
 import pytest
 from django.db.models import Sum
 
+from conftest import grant
 from wallets.models import AccountKind, Entry, TransactionKind
 
 pytestmark = pytest.mark.django_db
@@ -188,6 +189,29 @@ def test_staff_see_any_users_dashboard_and_session(api, olga, alice, history):
     assert client.get(SESSIONS, {"userId": alice.pk}).json()["totalSessions"] == 4
     assert client.get(f"{SESSIONS}/{history['s1'].session_id}").status_code == 200
     assert client.get(OVERVIEW, {"userId": 10**9}).status_code == 404
+
+
+# What staff need to look at a user's dashboard: the view permissions on what it shows.
+USER_DASHBOARD = ("streaming.view_streamingsession", "wallets.view_ledgertransaction")
+
+
+def test_staff_without_the_view_permissions_are_answered_as_a_user(api, stan, alice, history):
+    for missing in (*USER_DASHBOARD, None):
+        stan.user_permissions.clear()
+        client = api(grant(stan, *(p for p in USER_DASHBOARD if p != missing)) if missing else stan)
+
+        assert client.get(OVERVIEW, {"userId": alice.pk}).status_code == 403
+        assert client.get(SESSIONS, {"userId": alice.pk}).status_code == 403
+        assert client.get(f"{SESSIONS}/{history['s1'].session_id}").status_code == 404
+        assert client.get(OVERVIEW, {"userId": 10**9}).status_code == 403  # nothing said of who exists
+
+
+def test_staff_with_the_view_permissions_see_any_users_dashboard_and_session(api, stan, alice, history):
+    client = api(grant(stan, *USER_DASHBOARD))
+
+    assert client.get(OVERVIEW, {"userId": alice.pk}).json()["overview"]["totalSpent"] == "13.735234"
+    assert client.get(SESSIONS, {"userId": alice.pk}).json()["totalSessions"] == 4
+    assert client.get(f"{SESSIONS}/{history['s1'].session_id}").status_code == 200
 
 
 def test_anonymous_is_401(anon):

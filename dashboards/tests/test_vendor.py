@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db.models import Sum
 
+from conftest import grant
 from wallets.models import AccountKind, Entry, TransactionKind
 
 pytestmark = pytest.mark.django_db
@@ -146,3 +147,23 @@ def test_staff_see_any_vendors_earnings(api, olga, alice, victor, history):
     assert client.get(EARNINGS, {"vendorId": victor.pk, "period": "year"}).json()["totalEarnings"] == "13.950000"
     assert client.get(OVERVIEW, {"vendorId": alice.pk}).status_code == 404  # not a vendor
     assert client.get(OVERVIEW, {"vendorId": "x"}).status_code == 404
+
+
+# What staff need to look at a vendor's dashboard: the view permissions on what it shows.
+VENDOR_DASHBOARD = ("streaming.view_streamingsession", "wallets.view_ledgertransaction", "marketplace.view_service")
+
+
+def test_staff_without_the_view_permissions_cannot_name_a_vendor(api, stan, victor, history):
+    for missing in (*VENDOR_DASHBOARD, None):
+        stan.user_permissions.clear()
+        client = api(grant(stan, *(p for p in VENDOR_DASHBOARD if p != missing)) if missing else stan)
+
+        assert client.get(OVERVIEW, {"vendorId": victor.pk}).status_code == 403
+        assert client.get(EARNINGS, {"vendorId": victor.pk}).status_code == 403
+
+
+def test_staff_with_the_view_permissions_see_any_vendors_earnings(api, stan, victor, history):
+    client = api(grant(stan, *VENDOR_DASHBOARD))
+
+    assert client.get(OVERVIEW, {"vendorId": victor.pk}).json()["overview"]["totalEarnings"] == "13.950000"
+    assert client.get(EARNINGS, {"vendorId": victor.pk, "period": "year"}).json()["totalEarnings"] == "13.950000"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
+
+from dashboards.tests.conftest import NOW, USDC, make_service, run_session
+from streaming import services as streaming
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +58,12 @@ def test_real_figures(api, alice, history):
                 {"service": "Pass", "amount": "2.500000"},
                 {"service": "Seconds", "amount": "1.235234"},
             ],
-            "usageOverTime": [{"date": "2026-11-01", "usage": "2.500000"}, {"date": "2026-11-10", "usage": "1.235234"}],
+            # Seconds of sessions run each day (s4 has run 5 minutes so far today), beside what was spent.
+            "usageOverTime": [
+                {"date": "2026-11-01", "usage": 300, "spent": "2.500000"},
+                {"date": "2026-11-10", "usage": 1001, "spent": "1.235234"},
+                {"date": "2026-11-20", "usage": 300, "spent": "0.000000"},
+            ],
         },
     }
 
@@ -66,17 +76,66 @@ def test_month_and_days_in_the_callers_zone(api, alice, history):
         {"month": "2026-10", "amount": "12.500000"},
         {"month": "2026-11", "amount": "1.235234"},
     ]
-    assert body["chartData"]["usageOverTime"][0] == {"date": "2026-10-31", "usage": "2.500000"}
+    assert body["chartData"]["usageOverTime"][0] == {"date": "2026-10-31", "usage": 300, "spent": "2.500000"}
 
 
-def test_bob_sees_only_his_own(api, bob, history):
-    body = api(bob).get(ANALYTICS).json()
+def test_usage_is_time_used_each_local_day_split_at_midnight(api, alice, victor, fund):
+    """A session counts on each local day it ran, for the part of it run that day (up to now while
+    it runs); days before the last 30 are left out. Spending is dated by the charges."""
+    fund(alice, 1000 * USDC)
+    minutes = make_service(victor, unit="per_minute", rate=USDC)
+    # 23:50 to 00:10 UTC: ten minutes on the 12th, ten on the 13th (charged at its stop, on the 13th).
+    run_session(alice, minutes, datetime(2026, 11, 12, 23, 50, tzinfo=UTC), 1200)
+    # From 23:00 on the 21st of October, the day before the window's first: only its last hour counts.
+    run_session(alice, minutes, datetime(2026, 10, 21, 23, 0, tzinfo=UTC), 2 * 3600, sweeps=(3600,))
+    # Still running since 22:00 yesterday: two hours yesterday, twelve today so far.
+    streaming.session_start(user=alice, service=minutes, now=NOW - timedelta(hours=14))
 
-    assert (body["totalSpending"], body["servicesUsed"], body["totalBalance"]) == ("3.000000", 1, "997.000000")
+    usage = api(alice).get(ANALYTICS).json()["chartData"]["usageOverTime"]
+
+    assert usage == [
+        {"date": "2026-10-22", "usage": 3600, "spent": "120.000000"},
+        {"date": "2026-11-12", "usage": 600, "spent": "0.000000"},
+        {"date": "2026-11-13", "usage": 600, "spent": "20.000000"},
+        {"date": "2026-11-19", "usage": 7200, "spent": "0.000000"},
+        {"date": "2026-11-20", "usage": 43200, "spent": "0.000000"},
+    ]
+    assert sum(day["usage"] for day in usage) == 3600 + 1200 + 14 * 3600
 
 
-def test_unknown_zone_is_a_400(api, alice):
-    response = api(alice).get(ANALYTICS, {"tz": "Atlantis/Capital"})
+def test_usage_splits_at_the_callers_midnight(api, alice, victor, fund):
+    fund(alice, 1000 * USDC)
+    minutes = make_service(victor, unit="per_minute", rate=USDC)
+    # 04:50 to 05:10 UTC on the 15th is 23:50 to 00:10 in New York (EST).
+    run_session(alice, minutes, datetime(2026, 11, 15, 4, 50, tzinfo=UTC), 1200)
 
-    assert response.status_code == 400
-    assert response.json()["errors"]["tz"]
+    in_utc = api(alice).get(ANALYTICS).json()["chartData"]["usageOverTime"]
+    in_new_york = api(alice).get(ANALYTICS, {"tz": "America/New_York"}).json()["chartData"]["usageOverTime"]
+
+    assert in_utc == [{"date": "2026-11-15", "usage": 1200, "spent": "20.000000"}]
+    assert in_new_york == [
+        {"date": "2026-11-14", "usage": 600, "spent": "0.000000"},
+        {"date": "2026-11-15", "usage": 600, "spent": "20.000000"},
+    ]
+
+
+def test_usage_counts_only_the_callers_sessions(api, bob, history):
+    usage = api(bob).get(ANALYTICS).json()["chartData"]["usageOverTime"]
+
+    assert usage == [{"date": "2026-11-15", "usage": 180, "spent": "3.000000"}]
+
+
+def test_the_schema_gives_the_analytics_fields_and_their_units(anon):
+    schema = anon.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+    def component(reference: dict) -> dict:
+        return schema["components"]["schemas"][reference["$ref"].rsplit("/", 1)[-1]]
+
+    ok = schema["paths"]["/api/v1/wallet/analytics"]["get"]["responses"]["200"]
+    analytics = component(ok["content"]["application/json"]["schema"])
+    day = component(component(analytics["properties"]["chartData"])["properties"]["usageOverTime"]["items"])
+    assert set(day["properties"]) == {"date", "usage", "spent"}
+    assert day["properties"]["usage"]["type"] == "integer"
+    assert "in seconds" in day["properties"]["usage"]["description"]
+    assert day["properties"]["spent"]["type"] == "string"
+    assert "in seconds" in analytics["properties"]["avgUsageTime"]["description"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from conftest import grant
 from marketplace.models import Category, Service
 
 pytestmark = pytest.mark.django_db
@@ -121,3 +122,43 @@ def test_category_admin_refuses_a_third_level(operator):
 
     assert response.status_code == 200  # the form again, with its error
     assert not Category.objects.filter(name="Too deep").exists()
+
+
+def _staff_client(user, *permissions: str) -> Client:
+    client = Client()
+    client.force_login(grant(user, *permissions))
+    return client
+
+
+def test_viewing_services_allows_no_action(stan, victor, make_service):
+    service = make_service(victor, name="One")
+    viewer = _staff_client(stan, "marketplace.view_service")
+
+    for action in ("deactivate", "retire"):
+        # No action is offered to a viewer: the changelist is shown again, nothing is done.
+        response = viewer.post("/admin/marketplace/service/", {"action": action, "_selected_action": [service.pk]})
+        assert response.status_code == 200
+
+    service.refresh_from_db()
+    assert (service.is_active, service.deleted_at) == (True, None)
+
+
+def test_activating_asks_the_change_permission_and_retiring_the_delete_one(stan, victor, make_service):
+    """As the API asks for PATCH /service/<id> and toggle-status, and for DELETE."""
+    service = make_service(victor, name="One")
+    changer = _staff_client(stan, "marketplace.change_service")
+
+    _act(changer, "retire", [service])
+    _act(changer, "deactivate", [service])
+
+    service.refresh_from_db()
+    assert (service.is_active, service.deleted_at) == (False, None)
+
+    stan.user_permissions.clear()
+    retirer = _staff_client(stan, "marketplace.view_service", "marketplace.delete_service")
+    _act(retirer, "activate", [service])
+    _act(retirer, "retire", [service])
+
+    service.refresh_from_db()
+    assert service.is_active is False
+    assert service.deleted_at is not None

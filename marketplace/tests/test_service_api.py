@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from conftest import grant
 from marketplace.models import Service
 
 pytestmark = pytest.mark.django_db
@@ -42,7 +43,7 @@ def body(**overrides):
 
 @pytest.fixture
 def as_(request, anon, api):
-    """as_("anon" | "alice" | "victor" | "wanda" | "olga") -> a client for that member of the cast."""
+    """as_("anon" | "alice" | "victor" | "wanda" | "olga" | "stan") -> a client for that member of the cast."""
 
     def client(who: str):
         return anon if who == "anon" else api(request.getfixturevalue(who))
@@ -185,7 +186,8 @@ def test_tags_are_trimmed_and_deduplicated(api, victor):
 
 
 @pytest.mark.parametrize(
-    ("who", "status"), [("anon", 401), ("alice", 403), ("olga", 403), ("victor", 201), ("wanda", 201)]
+    ("who", "status"),
+    [("anon", 401), ("alice", 403), ("olga", 403), ("stan", 403), ("victor", 201), ("wanda", 201)],
 )
 def test_create_role_matrix(as_, who, status):
     response = as_(who).post(SERVICES, body(), format="json")
@@ -355,7 +357,8 @@ def test_anyone_reads_an_active_service(as_, who, service):
 
 
 @pytest.mark.parametrize(
-    ("who", "status"), [("anon", 404), ("alice", 404), ("victor", 200), ("wanda", 404), ("olga", 200)]
+    ("who", "status"),
+    [("anon", 404), ("alice", 404), ("victor", 200), ("wanda", 404), ("olga", 200), ("stan", 404)],
 )
 def test_an_inactive_service_is_seen_by_its_vendor_and_staff_only(as_, who, status, service):
     service.is_active = False
@@ -365,7 +368,8 @@ def test_an_inactive_service_is_seen_by_its_vendor_and_staff_only(as_, who, stat
 
 
 @pytest.mark.parametrize(
-    ("who", "status"), [("anon", 404), ("alice", 404), ("victor", 404), ("wanda", 404), ("olga", 200)]
+    ("who", "status"),
+    [("anon", 404), ("alice", 404), ("victor", 404), ("wanda", 404), ("olga", 200), ("stan", 404)],
 )
 def test_a_deleted_service_is_seen_by_staff_only(api, as_, who, status, victor, service):
     api(victor).delete(detail(service))
@@ -389,7 +393,8 @@ def test_unknown_service_is_404(anon):
 
 
 @pytest.mark.parametrize(
-    ("who", "status"), [("anon", 401), ("alice", 403), ("victor", 200), ("wanda", 404), ("olga", 200)]
+    ("who", "status"),
+    [("anon", 401), ("alice", 403), ("victor", 200), ("wanda", 404), ("olga", 200), ("stan", 403)],
 )
 def test_patch_role_matrix(as_, who, status, service):
     before = snapshot(service)
@@ -408,7 +413,8 @@ def test_patch_role_matrix(as_, who, status, service):
 
 
 @pytest.mark.parametrize(
-    ("who", "status"), [("anon", 401), ("alice", 403), ("victor", 200), ("wanda", 404), ("olga", 200)]
+    ("who", "status"),
+    [("anon", 401), ("alice", 403), ("victor", 200), ("wanda", 404), ("olga", 200), ("stan", 403)],
 )
 def test_put_role_matrix(as_, who, status, service):
     before = snapshot(service)
@@ -528,7 +534,8 @@ def test_a_deleted_service_cannot_be_changed(api, victor, olga, service):
 
 
 @pytest.mark.parametrize(
-    ("who", "status"), [("anon", 401), ("alice", 403), ("victor", 200), ("wanda", 404), ("olga", 200)]
+    ("who", "status"),
+    [("anon", 401), ("alice", 403), ("victor", 200), ("wanda", 404), ("olga", 200), ("stan", 403)],
 )
 def test_delete_role_matrix(as_, who, status, service):
     before = snapshot(service)
@@ -562,7 +569,8 @@ def test_delete_is_soft_and_hides_the_service_everywhere(api, anon, alice, victo
 
 
 @pytest.mark.parametrize(
-    ("who", "status"), [("anon", 401), ("alice", 403), ("victor", 200), ("wanda", 404), ("olga", 200)]
+    ("who", "status"),
+    [("anon", 401), ("alice", 403), ("victor", 200), ("wanda", 404), ("olga", 200), ("stan", 403)],
 )
 def test_toggle_role_matrix(as_, who, status, service):
     before = snapshot(service)
@@ -591,10 +599,49 @@ def test_toggle_only_answers_patch(api, victor, service):
     assert api(victor).post(toggle(service)).status_code == 405
 
 
+# --- staff: the permissions the admin asks --------------------------------------------------------
+
+
+def test_staff_may_change_a_service_with_the_change_permission_only(api, stan, service):
+    staff = api(grant(stan, "marketplace.change_service"))
+    before = snapshot(service)
+
+    assert staff.delete(detail(service)).status_code == 403
+    assert snapshot(service) == before
+    assert staff.patch(detail(service), {"name": "Renamed"}, format="json").status_code == 200
+    assert staff.patch(toggle(service)).json() == {"message": "Service deactivated.", "isActive": False}
+    service.refresh_from_db()
+    assert (service.name, service.is_active, service.deleted_at) == ("Renamed", False, None)
+
+
+def test_staff_may_retire_a_service_with_the_delete_permission_only(api, stan, service):
+    staff = api(grant(stan, "marketplace.delete_service"))
+    before = snapshot(service)
+
+    assert staff.patch(detail(service), {"name": "Renamed"}, format="json").status_code == 403
+    assert staff.put(detail(service), body(name="Replaced"), format="json").status_code == 403
+    assert staff.patch(toggle(service)).status_code == 403
+    assert snapshot(service) == before
+    assert staff.delete(detail(service)).status_code == 200
+    service.refresh_from_db()
+    assert service.deleted_at is not None
+
+
+def test_staff_with_the_view_permission_see_every_service_and_change_none(api, victor, stan, service):
+    api(victor).patch(toggle(service))
+    before = snapshot(service)
+    staff = api(grant(stan, "marketplace.view_service"))
+
+    assert staff.get(detail(service)).status_code == 200
+    assert staff.patch(detail(service), {"name": "Renamed"}, format="json").status_code == 403
+    assert staff.delete(detail(service)).status_code == 403
+    assert snapshot(service) == before
+
+
 # --- my-services --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("who", "status"), [("anon", 401), ("alice", 403), ("olga", 403)])
+@pytest.mark.parametrize(("who", "status"), [("anon", 401), ("alice", 403), ("olga", 403), ("stan", 403)])
 def test_my_services_is_for_vendors(as_, who, status, service):
     assert as_(who).get(MY_SERVICES).status_code == status
 

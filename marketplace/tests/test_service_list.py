@@ -7,6 +7,7 @@ import json
 import pytest
 import time_machine
 
+from conftest import grant
 from marketplace.models import Service
 
 pytestmark = pytest.mark.django_db
@@ -276,7 +277,13 @@ def test_include_inactive_false_is_the_plain_listing(api, alice, mixed):
     }
 
 
-@pytest.mark.parametrize(("who", "status"), [("anon", 401), ("alice", 403)])
+def test_include_inactive_shows_staff_everything_with_the_view_permission(api, stan, mixed):
+    assert set(ids(api(grant(stan, "marketplace.view_service")).get(f"{SERVICES}?includeInactive=true"))) == {
+        s.pk for s in mixed.values()
+    }
+
+
+@pytest.mark.parametrize(("who", "status"), [("anon", 401), ("alice", 403), ("stan", 403)])
 def test_include_inactive_is_refused_to_others(request, anon, api, mixed, who, status):
     client = anon if who == "anon" else api(request.getfixturevalue(who))
 

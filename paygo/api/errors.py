@@ -158,7 +158,7 @@ def _validation_body(detail: Any) -> dict[str, Any]:
         if general and not errors:
             return error_body(400, _first(general), code=_code_of(detail["non_field_errors"]) or "invalid")
         field, messages = next(iter(errors.items())) if errors else (None, None)
-        message = f"{_camel(field)}: {_first(messages)}" if field else "Invalid input."
+        message = f"{camel(field)}: {_first(messages)}" if field else "Invalid input."
         if general:
             errors["nonFieldErrors"] = general
         return error_body(400, message, code="invalid", errors=errors)
@@ -179,7 +179,7 @@ def _first(value: Any) -> str:
         value = value[0]
     if isinstance(value, dict) and value:
         key, inner = next(iter(value.items()))
-        return f"{_camel(key)}: {_first(inner)}"
+        return f"{camel(key)}: {_first(inner)}"
     return str(value) if value else ""
 
 
@@ -189,7 +189,8 @@ def _code_of(detail: Any) -> str | None:
     return getattr(detail, "code", None)
 
 
-def _camel(name: str) -> str:
+def camel(name: str) -> str:
+    """A field's name as the API spells it (recipient_id -> recipientId)."""
     head, *rest = str(name).split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
 

@@ -8,14 +8,15 @@ import re
 import uuid
 from collections.abc import Callable
 
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+from paygo.api.bodies import body_limit, too_large_message
 from paygo.api.errors import error_response, exception_to_response
 
 logger = logging.getLogger("paygo.api")
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+client_ip_var: contextvars.ContextVar[str] = contextvars.ContextVar("client_ip", default="-")
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -25,11 +26,15 @@ class RequestIdLogFilter(logging.Filter):
         # context), but it attaches the request itself: take the id from there first.
         request = getattr(record, "request", None)
         record.request_id = getattr(request, "request_id", None) or request_id_var.get()
+        # The client as paygo.api.forwarded settled it (REMOTE_ADDR), not a proxy's address.
+        meta = getattr(request, "META", None) or {}
+        record.client_ip = meta.get("REMOTE_ADDR") or client_ip_var.get()
         return True
 
 
 class RequestIdMiddleware:
-    """Takes the caller's X-Request-ID when it is sane, else makes one; echoes it back."""
+    """Takes the caller's X-Request-ID when it is sane, else makes one; echoes it back. The id and
+    the client's address go on every log record of the request."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -39,10 +44,12 @@ class RequestIdMiddleware:
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
         token = request_id_var.set(request_id)
+        client_token = client_ip_var.set(request.META.get("REMOTE_ADDR") or "-")
         try:
             response = self.get_response(request)
         finally:
             request_id_var.reset(token)
+            client_ip_var.reset(client_token)
         response["X-Request-ID"] = request_id
         return response
 
@@ -52,11 +59,14 @@ def is_api_request(request: HttpRequest) -> bool:
 
 
 class ApiErrorMiddleware:
-    """Under /api/, every error leaves as the JSON error format.
+    """Under /api/, every error leaves as the JSON error format, and no answer is cached.
 
     DRF views already answer through paygo.api.errors.exception_handler; this catches what happens
     outside them: unknown paths, Django's own 404/500 pages (HTML, or the DEBUG technical pages),
     CSRF failures, oversized bodies, and exceptions that escape a view.
+
+    API answers carry tokens, balances and personal data: each is sent with `Cache-Control:
+    no-store` (no browser, proxy or CDN keeps a copy), unless its view said how to cache it.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
@@ -65,16 +75,14 @@ class ApiErrorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not is_api_request(request):
             return self.get_response(request)
-        too_big = self._body_too_big(request)
-        if too_big:
-            return too_big
-        response = self.get_response(request)
+        response = self._body_too_big(request) or self.get_response(request)
         if response.status_code >= 400 and not _is_json(response):
             replacement = error_response(response.status_code)
             for header in ("Allow", "Retry-After", "WWW-Authenticate"):
                 if header in response:
                     replacement[header] = response[header]
-            return replacement
+            response = replacement
+        response.setdefault("Cache-Control", "no-store")
         return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
@@ -88,16 +96,15 @@ class ApiErrorMiddleware:
 
     @staticmethod
     def _body_too_big(request: HttpRequest) -> HttpResponse | None:
+        """A declared length over the limit (paygo.api.bodies holds every body to it as it is read
+        under ASGI; this is for requests that reach Django any other way)."""
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             return error_response(400, "Content-Length is not a number.", code="bad_request")
-        is_multipart = request.content_type == "multipart/form-data"
-        limit = settings.API_MAX_UPLOAD_BYTES if is_multipart else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        limit = body_limit(request.META.get("CONTENT_TYPE"))
         if length > limit:
-            return error_response(
-                413, f"The request body is {length} bytes; the limit is {limit} bytes.", code="too_large"
-            )
+            return error_response(413, too_large_message(limit), code="too_large")
         return None
 
 

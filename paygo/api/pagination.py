@@ -1,11 +1,20 @@
-"""Page-number pagination whose list key is named by the view (`services`, `transactions`, ...)."""
+"""Page-number pagination whose list key is named by the view (`services`, `transactions`, ...).
+
+Its parameters are strict: a page that is not a whole number from 1 (or "last"), or a page size
+that is not one from 1 to max_page_size, is a 400 naming the parameter, never ignored or a 404.
+A page past the last one is a 404: that page does not exist.
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+
+_WHOLE_NUMBER = re.compile(r"[1-9][0-9]{0,17}")  # from 1; 18 digits keep it inside a 64-bit integer
 
 
 class Pagination(PageNumberPagination):
@@ -15,10 +24,41 @@ class Pagination(PageNumberPagination):
 
     def paginate_queryset(self, queryset, request, view=None):
         self.results_key = getattr(view, "results_key", "results")
-        # `limit` is the seed's name for the page size; `pageSize` is ours.
-        if "limit" in request.query_params and self.page_size_query_param not in request.query_params:
-            self.page_size_query_param = "limit"
         return super().paginate_queryset(queryset, request, view)
+
+    def check_query(self, request) -> None:
+        """Refuse bad paging parameters (400). A view that writes before it paginates (marking
+        messages read) calls it first, so that the refusal changes nothing."""
+        self.get_page_size(request)
+        self._page_number(request)
+
+    def get_page_size(self, request) -> int:
+        params = request.query_params
+        # `limit` is the seed's name for the page size; `pageSize` is ours, and wins over it.
+        name = self.page_size_query_param if self.page_size_query_param in params or "limit" not in params else "limit"
+        if name not in params:
+            return self.page_size
+        size = _whole_number(params[name])
+        if size is None or size > self.max_page_size:
+            raise _invalid(name, f"A page size is a whole number from 1 to {self.max_page_size}.")
+        return size
+
+    def get_page_number(self, request, paginator) -> int:
+        number = self._page_number(request)
+        return paginator.num_pages if number is None else number
+
+    def _page_number(self, request) -> int | None:
+        """The page asked for (1 when none is), or None for the last one."""
+        name = self.page_query_param
+        if name not in request.query_params:
+            return 1
+        raw = request.query_params[name]
+        if raw in self.last_page_strings:
+            return None
+        number = _whole_number(raw)
+        if number is None:
+            raise _invalid(name, "A page number is a whole number from 1.")
+        return number
 
     def get_paginated_response(self, data: Any, **extra: Any) -> Response:
         return Response(
@@ -45,3 +85,11 @@ class Pagination(PageNumberPagination):
                 "previous": {"type": "string", "nullable": True},
             },
         }
+
+
+def _whole_number(raw: str) -> int | None:
+    return int(raw) if _WHOLE_NUMBER.fullmatch(raw) else None
+
+
+def _invalid(parameter: str, message: str) -> exceptions.ValidationError:
+    return exceptions.ValidationError({parameter: [message]})

@@ -6,12 +6,18 @@ from it would move a unit the client never sent. Such numbers are parsed into `J
 float (so that every other field, JSON storage and comparison behave as before) that also keeps
 the client's text, from which amounts are read exactly (paygo.api.amounts.parse_decimal).
 NaN, Infinity and numbers beyond a float's range are a parse error (400), as in strict JSON.
+
+Every reader of JSON (json.loads, the camelCase conversion, the API's walks over a body) recurses
+once per level of nesting, and a few hundred levels exhaust Python's stack: `json_loads` refuses
+JSON nested deeper than API_JSON_MAX_DEPTH before any of them runs. Every JSON a client sends is
+read with it: request bodies here, Chipi's webhook, WebSocket frames (paygo.ws).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -32,6 +38,47 @@ class JSONNumber(float):
             raise ValueError(f"Number out of range: {text[:40]}")
         number.text = text
         return number
+
+
+class JSONTooDeep(ValueError):
+    """JSON nested deeper than the limit."""
+
+    def __init__(self, limit: int):
+        super().__init__(f"The JSON nests deeper than {limit} levels.")
+
+    def parse_error(self) -> ParseError:
+        """The 400 a client gets for it."""
+        return ParseError(str(self), code="json_too_deep")
+
+
+# A JSON string with its escapes, to its closing quote or (unterminated) to the end of the text:
+# with the closing quote optional, no match ever backtracks, so the scan stays linear.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def check_json_depth(text: str, limit: int) -> None:
+    """Raise JSONTooDeep when the JSON `text` nests deeper than `limit` arrays and objects.
+
+    Linear, and without recursion: brackets inside strings do not count. Malformed text is
+    measured as best it can be; the parser refuses it afterwards anyway.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return
+    depth = 0
+    for bracket in _NOT_BRACKET.sub("", _STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > limit:
+            raise JSONTooDeep(limit)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """A client's JSON: nested at most API_JSON_MAX_DEPTH deep, numbers kept exactly (JSONNumber),
+    NaN and Infinity refused. Any refusal is a ValueError (JSONTooDeep for the depth)."""
+    if isinstance(text, bytes | bytearray):
+        text = text.decode(json.detect_encoding(text))
+    check_json_depth(text, settings.API_JSON_MAX_DEPTH)
+    return json.loads(text, parse_float=JSONNumber, parse_constant=_refuse_constant)
 
 
 def _refuse_constant(name: str):
@@ -65,7 +112,9 @@ class JSONParser(CamelCaseJSONParser):
     def parse(self, stream, media_type=None, parser_context=None):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            data = json.loads(stream.read().decode(encoding), parse_float=JSONNumber, parse_constant=_refuse_constant)
+            data = json_loads(stream.read().decode(encoding))
+        except JSONTooDeep as exc:
+            raise exc.parse_error() from None
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
         return underscoreize(data, **self.json_underscoreize)

@@ -1,25 +1,302 @@
-"""Rate limits for the API (django-ratelimit, counted in the shared cache)."""
+"""Rate limits for the API (django-ratelimit, counted in the shared cache), and the login rule that
+the API's /auth/login and the admin's /admin/login/ share.
+
+API-wide budgets (ApiRateLimitMiddleware): every request under /api/ is counted against its client
+address and, when it carries a valid access token, its user, in one of three budgets: reads (GET,
+HEAD, OPTIONS), writes (any other method) and money writes (the unsafe methods of views whose
+`rate_budget` is MONEY: the POSTs that honour an Idempotency-Key). Each budget is a rate per user
+and a rate per address (RATELIMIT_<READS|WRITES|MONEY>_PER_<USER|IP>), counted in fixed windows.
+
+Counting is django-ratelimit's get_usage: SET NX then INCR in Redis, each atomic, so that concurrent
+requests in any number of processes never lose a count (DRF's SimpleRateThrottle reads a list of
+timestamps, appends and writes it back: two processes can both pass the last slot). Every answer
+says where its budgets stand, in the fields of draft-ietf-httpapi-ratelimit-headers-10:
+`RateLimit-Policy: "read-user";q=300;w=60, "read-ip";q=900;w=60` (quota, window in seconds) and
+`RateLimit: "read-user";r=299;t=41, "read-ip";r=899;t=13` (remaining, seconds to the window's end);
+a 429 also has `Retry-After`. The login and sign-up limits below answer the same way.
+
+The login rule: every attempt counts against the client address (RATELIMIT_LOGIN_PER_IP); failed
+attempts count against the (email, client address) pair, which is locked out after
+AXES_FAILURE_LIMIT of them for AXES_COOLOFF_TIME (django-axes, which both doors reach through
+django.contrib.auth.authenticate). Never per email alone: an attacker's failures from elsewhere
+must not lock the account's owner out.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache, wraps
 
-from django.http import HttpRequest
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django_ratelimit import ALL
-from django_ratelimit.core import is_ratelimited
+from django_ratelimit.core import _split_rate, get_usage
+from redis.exceptions import RedisError
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
-from paygo.api.errors import TooManyRequests
+from paygo.api.authentication import BearerJWTAuthentication
+from paygo.api.errors import TooManyRequests, error_response
+from paygo.api.middleware import is_api_request
+
+logger = logging.getLogger("paygo.api")
+
+READ, WRITE, MONEY = "read", "write", "money"
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Each budget's settings: (per user, per client address).
+BUDGET_RATES = {
+    READ: ("RATELIMIT_READS_PER_USER", "RATELIMIT_READS_PER_IP"),
+    WRITE: ("RATELIMIT_WRITES_PER_USER", "RATELIMIT_WRITES_PER_IP"),
+    MONEY: ("RATELIMIT_MONEY_PER_USER", "RATELIMIT_MONEY_PER_IP"),
+}
+# How a 429 names what was counted, by the policy's name ("money-user" -> "money movements", "from this account").
+_COUNTED = {
+    READ: "reads",
+    WRITE: "writes",
+    MONEY: "money movements",
+    "login": "sign-in attempts",
+    "register": "sign-ups",
+}
+_WHOSE = {"user": "from this account", "ip": "from your address", "email": "for this email"}
+_RECORDED = "paygo_rate_limits"  # the request's attribute holding what it was counted against
 
 
-def enforce(request: HttpRequest, *, group: str, limits: list[tuple[str | Callable, str]]) -> None:
-    """Count this request against each (key, rate) and raise 429 when any is over.
+def client_ip(request: HttpRequest) -> str:
+    """The client's address, the one place every per-address limit reads it (django-ratelimit's
+    "ip" key through RATELIMIT_IP_META_KEY, django-axes through AXES_CLIENT_IP_CALLABLE)."""
+    return request.META.get("REMOTE_ADDR", "")
 
-    `key` is anything django-ratelimit takes ("ip", "user", or a callable(group, request)).
+
+@dataclass(frozen=True)
+class Usage:
+    """One quota policy as a request found it: `count` requests in the current window of `window`
+    seconds, which ends in `reset` seconds."""
+
+    policy: str
+    quota: int
+    window: int
+    count: int
+    reset: int
+
+    @property
+    def exceeded(self) -> bool:
+        return self.count > self.quota
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.quota - self.count)
+
+
+def count(request: HttpRequest, *, policy: str, key: str | Callable, rate: str) -> Usage | None:
+    """Count this request against `policy` (a rate of "count/period" per `key`: anything
+    django-ratelimit takes, "ip", or a callable(group, request)); None when rate limiting is off.
+    "ip" is REMOTE_ADDR, the client's address as paygo.api.forwarded settled it."""
+    usage = get_usage(request, group=f"paygo:{policy}", key=key, rate=rate, method=ALL, increment=True)
+    if usage is None:  # RATELIMIT_ENABLE = False
+        return None
+    quota, window = _split_rate(rate)
+    # django-ratelimit's window still holds at the whole second it names as its end (time_left 0):
+    # the next one starts a second later, and no client may be told to come back before it.
+    reset = max(0, usage["time_left"]) + 1
+    return Usage(policy=policy, quota=quota, window=window, count=int(usage["count"]), reset=reset)
+
+
+def record(request, usages: Iterable[Usage]) -> None:
+    """Keep what the request was counted against, for the RateLimit fields of its answer."""
+    request = getattr(request, "_request", request)  # DRF's Request wraps Django's
+    setattr(request, _RECORDED, [*getattr(request, _RECORDED, []), *usages])
+
+
+def rate_limit_headers(usages: list[Usage]) -> dict[str, str]:
+    """The RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers-10) of `usages`."""
+    return {
+        "RateLimit-Policy": ", ".join(f'"{u.policy}";q={u.quota};w={u.window}' for u in usages),
+        "RateLimit": ", ".join(f'"{u.policy}";r={u.remaining};t={u.reset}' for u in usages),
+    }
+
+
+class RateLimited(TooManyRequests):
+    """A 429 for the policies a request exceeded; `wait` (Retry-After) is when they all have room again."""
+
+    def __init__(self, exceeded: list[Usage]):
+        self.wait = max(usage.reset for usage in exceeded)
+        first = exceeded[0]
+        budget, _, partition = first.policy.rpartition("-")
+        counted, whose = _COUNTED.get(budget, "requests"), _WHOSE.get(partition, "")
+        super().__init__(
+            f"Too many {counted} {whose}: at most {first.quota} every {first.window} seconds. "
+            f"Try again in {self.wait} seconds."
+        )
+
+
+def enforce(request: HttpRequest, *, limits: list[tuple[str, str | Callable, str]]) -> None:
+    """Count this request against each (policy, key, rate) and raise 429 when any is over.
+
     Every limit is counted, even after one trips, so a flood keeps being counted everywhere.
     """
-    over = [
-        is_ratelimited(request, group=f"{group}:{index}", key=key, rate=rate, method=ALL, increment=True)
-        for index, (key, rate) in enumerate(limits)
-    ]
-    if any(over):
-        raise TooManyRequests()
+    usages = [usage for name, key, rate in limits if (usage := count(request, policy=name, key=key, rate=rate))]
+    record(request, usages)
+    exceeded = [usage for usage in usages if usage.exceeded]
+    if exceeded:
+        raise RateLimited(exceeded)
+
+
+# --- Every request to the API ----------------------------------------------------------------------
+
+
+@cache
+def _bearer() -> BearerJWTAuthentication:
+    return BearerJWTAuthentication()  # it asks for the user model: not at import time
+
+
+def token_user(request: HttpRequest) -> str | None:
+    """The user id of the request's access token when it is valid (read without a query: the user
+    is counted before anything else runs, and a bad token is counted by its address only)."""
+    bearer = _bearer()
+    header = bearer.get_header(request)
+    try:
+        raw = bearer.get_raw_token(header) if header else None
+        token = bearer.get_validated_token(raw) if raw else None
+    except AuthenticationFailed:  # InvalidToken included
+        return None
+    user_id = token.get(jwt_settings.USER_ID_CLAIM) if token else None
+    return None if user_id is None else str(user_id)
+
+
+def budget_of(request: HttpRequest, view: Callable) -> str:
+    """Which budget a request spends: reads, money writes (views marked MONEY), or writes."""
+    if request.method in SAFE_METHODS:
+        return READ
+    view_class = getattr(view, "cls", None) or getattr(view, "view_class", None)
+    return MONEY if getattr(view_class, "rate_budget", WRITE) == MONEY else WRITE
+
+
+class ApiRateLimitMiddleware:
+    """Counts every request under /api/ before its view runs (and before its token is turned into a
+    user, its body parsed, or its permissions checked), and puts the RateLimit fields on the answer
+    of any request counted anywhere (the API's budgets, sign-ups, logins at either door).
+
+    It sits after CorsMiddleware, so that a browser on another origin can read a 429 too.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        usages = getattr(request, _RECORDED, None)
+        if usages:
+            for name, value in rate_limit_headers(usages).items():
+                response[name] = value
+        return response
+
+    def process_view(self, request: HttpRequest, view: Callable, args, kwargs) -> HttpResponse | None:
+        if not is_api_request(request):
+            return None
+        budget = budget_of(request, view)
+        per_user, per_ip = (getattr(settings, name) for name in BUDGET_RATES[budget])
+        limits: list[tuple[str, str | Callable, str]] = [(f"{budget}-ip", "ip", per_ip)]
+        if (user_id := token_user(request)) is not None:
+            limits.insert(0, (f"{budget}-user", lambda group, request: user_id, per_user))
+        try:
+            enforce(request, limits=limits)
+        except RateLimited as exc:
+            response = error_response(429, str(exc.detail), code=exc.default_code)
+            response["Retry-After"] = str(exc.wait)
+            return response
+        except RedisError:
+            # An outage of the cache must not become an outage of the API: let it through, say so.
+            logger.warning("API rate limits could not be counted (the cache is unreachable)", exc_info=True)
+        return None
+
+
+# --- Login --------------------------------------------------------------------------------------
+
+
+class LoginLockedOut(TooManyRequests):
+    default_code = "login_locked_out"
+
+    def __init__(self, request: HttpRequest | None = None) -> None:
+        self.wait = lockout_seconds()
+        if request is not None:
+            record(request, [lockout_usage()])
+        super().__init__(
+            f"Too many failed sign-ins for this email from your address; try again in {_in_minutes(self.wait)}."
+        )
+
+
+def lockout_usage() -> Usage:
+    """A locked-out (email, address) pair as a spent quota policy, for the RateLimit fields."""
+    limit, wait = settings.AXES_FAILURE_LIMIT, lockout_seconds()
+    return Usage(policy="login-failures", quota=limit, window=wait, count=limit + 1, reset=wait)
+
+
+def lockout_seconds() -> int:
+    return int(settings.AXES_COOLOFF_TIME.total_seconds())
+
+
+def _in_minutes(seconds: int) -> str:
+    minutes = max(1, -(-seconds // 60))
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
+def enforce_login_rate(request: HttpRequest) -> None:
+    """Every login attempt, at either door, counts against its address: 429 over the rate."""
+    enforce(request, limits=[("login-ip", "ip", settings.RATELIMIT_LOGIN_PER_IP)])
+
+
+def login_locked_out(request: HttpRequest) -> bool:
+    """After authenticate() refused: was it because this (email, address) pair is locked out?
+    (django-axes marks the request it was given.)"""
+    return bool(getattr(request, "axes_locked_out", False))
+
+
+def login_email(request: HttpRequest, credentials: Mapping | None) -> str:
+    """The email a login attempt names, as the lockout counts it (AXES_USERNAME_CALLABLE): the API
+    authenticates with email=..., the admin's form with username=...; case and spaces aside."""
+    credentials = credentials or {}
+    email = credentials.get("email") or credentials.get("username")
+    if email is None and request is not None and request.method == "POST":
+        email = request.POST.get("username") or request.POST.get("email")
+    return str(email or "").strip().lower()[:254]
+
+
+def admin_login_throttled(login_view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """The admin's login view with the per-address limit in front of it (its failed attempts are
+    counted by django-axes, whose lockout answers with admin_login_locked_out_page)."""
+
+    @wraps(login_view)
+    def view(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.method == "POST":
+            try:
+                enforce_login_rate(request)
+            except RateLimited as exc:
+                return _locked_out_page(request, "Too many sign-in attempts from your address.", retry_after=exc.wait)
+        return login_view(request, *args, **kwargs)
+
+    return view
+
+
+def admin_login_locked_out_page(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    """AXES_LOCKOUT_CALLABLE: the admin's answer to a locked-out (email, address) pair."""
+    record(request, [lockout_usage()])
+    return _locked_out_page(
+        request, "Too many failed sign-ins for this email from your address.", retry_after=lockout_seconds()
+    )
+
+
+def _locked_out_page(request: HttpRequest, reason: str, *, retry_after: int) -> HttpResponse:
+    from django.contrib import admin
+
+    context = {
+        **admin.site.each_context(request),
+        "title": "Sign-in paused",
+        "reason": reason,
+        "wait": _in_minutes(retry_after),
+    }
+    response = TemplateResponse(request, "admin/login_locked_out.html", context, status=429)
+    response["Retry-After"] = str(retry_after)
+    return response.render()

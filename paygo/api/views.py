@@ -1,4 +1,4 @@
-"""Views of the plumbing itself: health, and the JSON answer for unknown API paths."""
+"""Views of the plumbing itself: the API's index, health, and the JSON answer for unknown API paths."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 from django.db import connection
+from django.urls import reverse
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
@@ -44,6 +45,70 @@ def _channel_layer() -> None:
     async_to_sync(layer.send)(channel, {"type": "health.ping"})
     if async_to_sync(layer.receive)(channel).get("type") != "health.ping":
         raise RuntimeError("channel layer did not deliver")
+
+
+# (section, where it starts, what it holds): the index's table of contents.
+SECTIONS = (
+    ("auth", "auth-login", "Register, log in, refresh a token, the caller: auth/register|login|refresh|me."),
+    ("wallet", "wallet-balance", "Balances, deposits, withdrawals, transfers, swaps, the ledger history."),
+    ("services", "service-list", "The marketplace: vendors' priced services and their categories."),
+    ("streams", "streams-start", "Metered sessions: start, stop, heartbeats (metrics), usage reports, my sessions."),
+    ("consultations", "consultation-list", "Consultations between a user and a vendor, their messages and calls."),
+    ("notifications", "notification-list", "In-app notifications and delivery preferences (email, SMS)."),
+    ("profiles", "profile", "The caller's profile, public vendor profiles, images."),
+    ("dashboard", "dashboard-user-overview", "Analytics for users, vendors and staff: dashboard/user|vendor|admin/..."),
+    ("health", "health", "The database, the cache and the channel layer."),
+)
+WEBSOCKETS = (
+    (
+        "/ws/streams/<sessionId>/",
+        "A session's live cost and usage: cost.tick, cost.charged, balance.low, session.stopped, metrics.updated.",
+    ),
+    ("/ws/notifications/", "The signed-in user's notifications as they are created."),
+)
+
+
+class ApiIndexView(APIView):
+    """GET /api/v1/: where each part of the API is, and where its docs are."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="The API's index: its sections, its sockets and its docs",
+        responses={
+            200: inline_serializer(
+                "ApiIndex",
+                {
+                    "name": serializers.CharField(),
+                    "version": serializers.CharField(),
+                    "docs": serializers.CharField(),
+                    "schema": serializers.CharField(),
+                    "sections": serializers.DictField(
+                        child=inline_serializer(
+                            "ApiSection", {"path": serializers.CharField(), "about": serializers.CharField()}
+                        )
+                    ),
+                    "websockets": inline_serializer(
+                        "ApiSocket", {"path": serializers.CharField(), "about": serializers.CharField()}, many=True
+                    ),
+                },
+            )
+        },
+    )
+    def get(self, request):
+        from django.conf import settings
+
+        return Response(
+            {
+                "name": settings.SPECTACULAR_SETTINGS["TITLE"],
+                "version": settings.SPECTACULAR_SETTINGS["VERSION"],
+                "docs": reverse("docs"),
+                "schema": reverse("schema"),
+                "sections": {name: {"path": reverse(route), "about": about} for name, route, about in SECTIONS},
+                "websockets": [{"path": path, "about": about} for path, about in WEBSOCKETS],
+            }
+        )
 
 
 class HealthView(APIView):

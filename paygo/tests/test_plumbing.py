@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 import pytest
@@ -26,6 +27,22 @@ def test_schema_and_docs(anon):
     assert "/api/v1/auth/register" in schema.json()["paths"]
     assert docs.status_code == 200
     assert b"swagger" in docs.content.lower()
+
+
+def test_every_duration_in_the_schema_states_its_unit(anon):
+    """A client reads a number of seconds as seconds only if the schema says so (issue 19)."""
+    schema = anon.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    durations = re.compile(r"(Seconds|Minutes|Length|Duration|UsageTime)$|^usage$")
+
+    found = {
+        f"{name}.{field}": spec.get("description", "")
+        for name, component in schema["components"]["schemas"].items()
+        for field, spec in component.get("properties", {}).items()
+        if durations.search(field) and spec.get("type") in ("integer", "number")
+    }
+
+    assert {"WalletAnalytics.avgUsageTime", "UsageDay.usage", "UserOverviewFigures.averageSessionLength"} <= set(found)
+    assert {field for field, text in found.items() if not re.search(r"\bin (seconds|minutes)\b", text)} == set()
 
 
 def test_camel_case_out(api, alice):

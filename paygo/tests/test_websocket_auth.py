@@ -62,3 +62,15 @@ async def test_refresh_token_is_not_an_access_token(alice):
     communicator, _, _ = await _connect(f"/ws/notifications/?token={token}")
 
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+
+
+@pytest.mark.parametrize("scheme", ["BEARER", "Bearer", "bEaReR"])
+async def test_the_subprotocols_scheme_is_case_insensitive(alice, scheme):
+    token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
+
+    communicator, connected, subprotocol = await _connect("/ws/notifications/", [f"{scheme}.{token}"])
+
+    assert connected
+    assert subprotocol == f"{scheme}.{token}"
+    assert (await communicator.receive_json_from())["userId"] == alice.pk
+    await communicator.disconnect()

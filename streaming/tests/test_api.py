@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conftest import grant
 from streaming.models import SessionStatus, StreamingSession
 from streaming.tests.conftest import USDC, start
 from wallets.tests.conftest import balance_of
@@ -133,7 +134,7 @@ def test_start_with_idempotency_key_opens_one_session(api, alice, fund, make_ser
 
 
 @pytest.mark.parametrize(
-    ("who", "status"), [("alice", 200), ("victor", 200), ("olga", 200), ("bob", 404), ("wanda", 404)]
+    ("who", "status"), [("alice", 200), ("victor", 200), ("olga", 200), ("bob", 404), ("wanda", 404), ("stan", 404)]
 )
 def test_detail_matrix(api, request, session, who, status):
     response = api(request.getfixturevalue(who)).get(f"/api/v1/streams/{session.session_id}")
@@ -156,6 +157,7 @@ def test_unknown_or_malformed_session_is_404(api, alice):
         ("olga", 200, "staff"),
         ("bob", 404, None),
         ("wanda", 404, None),
+        ("stan", 404, None),
     ],
 )
 def test_stop_matrix(api, request, session, who, status, reason):
@@ -170,7 +172,9 @@ def test_stop_matrix(api, request, session, who, status, reason):
         assert session.status == SessionStatus.ACTIVE
 
 
-@pytest.mark.parametrize(("who", "status"), [("alice", 200), ("victor", 404), ("olga", 404), ("bob", 404)])
+@pytest.mark.parametrize(
+    ("who", "status"), [("alice", 200), ("victor", 404), ("olga", 404), ("bob", 404), ("stan", 404)]
+)
 def test_metrics_matrix(api, request, session, who, status):
     response = api(request.getfixturevalue(who)).patch(
         f"/api/v1/streams/{session.session_id}/metrics",
@@ -204,8 +208,32 @@ def test_metrics_keep_the_newest_samples(api, alice, session, settings):
     assert [sample["bitrate"] for sample in session.quality_metrics] == [2, 3, 4]
 
 
+def test_metrics_are_published_on_the_sessions_socket_once_committed(
+    alice, session, monkeypatch, django_capture_on_commit_callbacks
+):
+    """metrics.updated goes out when the sample is committed, never for one rolled back."""
+    from streaming import live, services
+
+    sent = []
+    monkeypatch.setattr(live, "send", lambda session_id, message: sent.append((session_id, message)))
+    with django_capture_on_commit_callbacks() as callbacks:
+        recorded = services.session_metrics_record(session=session, sample={"bitrate": 7.5})
+        assert sent == []
+
+    for callback in callbacks:
+        callback()
+    sample = recorded.quality_metrics[-1]
+    assert sent == [
+        (
+            session.session_id,
+            {"type": "metrics.updated", "sessionId": str(session.session_id), "metrics": sample, "at": sample["at"]},
+        )
+    ]
+
+
 @pytest.mark.parametrize(
-    ("who", "status"), [("victor", 201), ("alice", 403), ("olga", 404), ("bob", 404), ("wanda", 404)]
+    ("who", "status"),
+    [("victor", 201), ("alice", 403), ("olga", 404), ("bob", 404), ("wanda", 404), ("stan", 404)],
 )
 def test_usage_matrix(api, request, alice, fund, make_service, who, status):
     fund(alice, 10 * USDC)
@@ -228,7 +256,7 @@ def test_usage_on_a_time_metered_session_is_400(api, victor, session):
     assert response.status_code == 400
 
 
-def test_my_sessions_and_active(api, alice, bob, victor, olga, fund, make_service):
+def test_my_sessions_and_active(api, alice, bob, victor, olga, stan, fund, make_service):
     fund(alice, 10 * USDC)
     fund(bob, 10 * USDC)
     service = make_service()
@@ -245,6 +273,8 @@ def test_my_sessions_and_active(api, alice, bob, victor, olga, fund, make_servic
     assert api(alice).get("/api/v1/streams/active").json()["count"] == 1
     assert api(victor).get("/api/v1/streams/active").json()["count"] == 2
     assert api(olga).get("/api/v1/streams/active").json()["count"] == 2
+    assert api(stan).get("/api/v1/streams/active").json()["count"] == 0  # staff without permissions: his own
+    assert api(grant(stan, "streaming.view_streamingsession")).get("/api/v1/streams/active").json()["count"] == 2
     assert api(bob).get("/api/v1/streams/my-sessions?status=bogus").status_code == 400
 
 
@@ -279,3 +309,45 @@ def test_only_the_payer_and_staff_see_what_gives_the_balance_away(
     for shown in (detail, listed, stopped):
         assert ("stopAt" in shown, "held" in shown) == (sees_funds, sees_funds)
     assert detail["totalCost"] and listed["rate"]  # the session's own figures, for everyone
+
+
+# --- staff: the permissions the admin asks --------------------------------------------------------
+
+
+def test_staff_who_may_view_sessions_see_one_but_may_not_stop_it(api, stan, session):
+    staff = api(grant(stan, "streaming.view_streamingsession"))
+
+    assert staff.get(f"/api/v1/streams/{session.session_id}").status_code == 200
+    response = staff.patch(f"/api/v1/streams/{session.session_id}/stop")
+
+    assert response.status_code == 403
+    session.refresh_from_db()
+    assert session.status == SessionStatus.ACTIVE
+
+
+@pytest.mark.parametrize(
+    "permissions",
+    [("streaming.change_streamingsession",), ("streaming.view_streamingsession", "streaming.change_streamingsession")],
+)
+def test_staff_who_may_change_sessions_stop_one(api, stan, session, permissions):
+    """As in the admin, where the change permission shows the sessions and lets one stop them."""
+    response = api(grant(stan, *permissions)).patch(f"/api/v1/streams/{session.session_id}/stop")
+
+    assert response.status_code == 200
+    session.refresh_from_db()
+    assert (session.status, session.stop_reason) == (SessionStatus.STOPPED, "staff")
+
+
+@pytest.mark.parametrize(
+    ("permissions", "sees_funds"),
+    [
+        (("streaming.view_streamingsession",), False),
+        (("streaming.view_streamingsession", "wallets.view_account"), True),
+    ],
+)
+def test_staff_see_the_payers_funds_only_with_the_view_permission_on_wallets(
+    api, stan, session, permissions, sees_funds
+):
+    shown = api(grant(stan, *permissions)).get(f"/api/v1/streams/{session.session_id}").json()["session"]
+
+    assert ("stopAt" in shown, "held" in shown) == (sees_funds, sees_funds)

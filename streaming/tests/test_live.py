@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from accounts.services import token_pair_for
-from conftest import money_db
+from conftest import grant, money_db
 from paygo.asgi import application
 from streaming import services
 from streaming.models import StreamingSession
@@ -73,11 +73,12 @@ async def test_without_a_token_closes_4401(alice, make_service):
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
 
 
-@pytest.mark.parametrize("who", ["bob", "wanda"])
-async def test_someone_elses_session_closes_4403(alice, bob, wanda, make_service, who):
+@pytest.mark.parametrize("who", ["bob", "wanda", "stan"])
+async def test_someone_elses_session_closes_4403(alice, bob, wanda, stan, make_service, who):
+    """Staff too, without the permission the admin asks to see a session."""
     session = await _session_for(alice, make_service)
 
-    communicator = await _connect({"bob": bob, "wanda": wanda}[who], session.session_id)
+    communicator = await _connect({"bob": bob, "wanda": wanda, "stan": stan}[who], session.session_id)
 
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4403}
 
@@ -114,10 +115,14 @@ async def test_owner_and_staff_get_ticks_with_the_balance(alice, olga, make_serv
 
 
 @override_settings(STREAM_TICK_SECONDS=0.05)
-async def test_the_vendor_gets_ticks_without_the_payers_balance(alice, victor, make_service):
+@pytest.mark.parametrize("who", ["victor", "stan"])
+async def test_the_vendor_gets_ticks_without_the_payers_balance(alice, victor, stan, make_service, who):
+    """And so do staff who may view sessions but not wallets."""
     session = await _session_for(alice, make_service)
+    if who == "stan":
+        stan = await database_sync_to_async(grant)(stan, "streaming.view_streamingsession")
 
-    communicator = await _connect(victor, session.session_id)
+    communicator = await _connect({"victor": victor, "stan": stan}[who], session.session_id)
     tick = await _next(communicator, "cost.tick")
 
     assert tick["sessionId"] == str(session.session_id)
@@ -193,3 +198,143 @@ async def test_messages_from_the_user_are_heartbeats(alice, make_service):
     assert pong["at"]
     assert refreshed.last_heartbeat_at > before
     await communicator.disconnect()
+
+
+# --- Live usage metrics: what the session's user reports reaches every watcher ----------------------
+
+
+@database_sync_to_async
+def _report_metrics(user, session, body) -> int:
+    from conftest import client_for
+
+    return client_for(user).patch(f"/api/v1/streams/{session.session_id}/metrics", body, format="json").status_code
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+@pytest.mark.parametrize("who", ["alice", "victor", "olga", "stan"])
+async def test_reported_metrics_reach_the_user_the_vendor_and_staff(alice, victor, olga, stan, make_service, who):
+    """The session's own figures, not the payer's money: the vendor gets the whole message, as do
+    staff who may view sessions but not wallets."""
+    session = await _session_for(alice, make_service)
+    if who == "stan":
+        stan = await database_sync_to_async(grant)(stan, "streaming.view_streamingsession")
+    communicator = await _connect(
+        {"alice": alice, "victor": victor, "olga": olga, "stan": stan}[who], session.session_id
+    )
+    await _next(communicator, "cost.tick")
+
+    assert await _report_metrics(alice, session, {"bitrate": 2500, "latency": 41.5, "frameDrops": 2}) == 200
+    message = await _next(communicator, "metrics.updated")
+
+    recorded = (await database_sync_to_async(StreamingSession.objects.get)(pk=session.pk)).quality_metrics[-1]
+    assert message == {
+        "type": "metrics.updated",
+        "sessionId": str(session.session_id),
+        "metrics": {"bitrate": 2500, "latency": 41.5, "frameDrops": 2, "at": recorded["at"]},
+        "at": recorded["at"],
+    }
+    await communicator.disconnect()
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+async def test_refused_metrics_are_not_published(alice, bob, victor, make_service):
+    """An outsider's report (404) and a bad one (400) record nothing and tell the watchers nothing:
+    the next metrics.updated they get is the next accepted report's."""
+    session = await _session_for(alice, make_service)
+    communicator = await _connect(victor, session.session_id)
+    await _next(communicator, "cost.tick")
+
+    assert await _report_metrics(bob, session, {"bitrate": 1}) == 404
+    assert await _report_metrics(victor, session, {"bitrate": 2}) == 404  # the vendor does not report metrics
+    assert await _report_metrics(alice, session, {"bitrate": -3}) == 400
+    assert await _report_metrics(alice, session, {"latency": 4}) == 200
+    message = await _next(communicator, "metrics.updated")
+
+    assert {key: value for key, value in message["metrics"].items() if key != "at"} == {"latency": 4}
+    await communicator.disconnect()
+
+
+# --- An operator signed into the admin watches from the session's admin page ----------------------
+
+SITE = [(b"host", b"testserver"), (b"origin", b"http://testserver")]
+
+
+@database_sync_to_async
+def _admin_cookie(user) -> bytes:
+    """The admin's session cookie of `user`, as a browser signed into /admin/ sends it."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}".encode()
+
+
+@database_sync_to_async
+def _staff(email: str, *permissions: str):
+    from django.contrib.auth.models import Permission
+
+    from accounts.services import user_create
+
+    user = user_create(email=email, password=None, name="Operator", role="user", is_staff=True)
+    for codename in permissions:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return user
+
+
+async def _connect_signed_in(user, session_id, headers=SITE):
+    communicator = WebsocketCommunicator(
+        application, f"/ws/streams/{session_id}/", headers=[*headers, (b"cookie", await _admin_cookie(user))]
+    )
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+async def test_an_operator_signed_into_the_admin_gets_ticks_with_the_balance(alice, make_service):
+    session = await _session_for(alice, make_service)
+    # The payer's money takes the permission to view wallets too (streaming.selectors.PAYER_FUNDS).
+    operator = await _staff("ops@example.com", "view_streamingsession", "view_account")
+
+    communicator = await _connect_signed_in(operator, session.session_id)
+    tick = await _next(communicator, "cost.tick")
+
+    assert tick["sessionId"] == str(session.session_id)
+    assert {"balance", "runwaySeconds"} <= set(tick)
+    await communicator.disconnect()
+
+
+async def test_staff_without_the_permission_to_view_sessions_closes_4403(alice, make_service):
+    session = await _session_for(alice, make_service)
+    operator = await _staff("ops@example.com")
+
+    by_admin = await _connect_signed_in(operator, session.session_id)
+    by_token = await _connect(operator, session.session_id)
+
+    assert await by_admin.receive_output() == {"type": "websocket.close", "code": 4403}
+    assert await by_token.receive_output() == {"type": "websocket.close", "code": 4403}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"host", b"testserver"), (b"origin", b"http://elsewhere.example")],  # another site's page
+        [(b"host", b"testserver")],  # no page at all
+    ],
+    ids=["another-site", "no-origin"],
+)
+async def test_the_admins_cookie_counts_only_from_a_page_of_this_site(alice, olga, make_service, headers):
+    session = await _session_for(alice, make_service)
+
+    communicator = await _connect_signed_in(olga, session.session_id, headers=headers)
+
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+
+
+async def test_a_session_cookie_of_someone_not_staff_closes_4401(alice, make_service):
+    session = await _session_for(alice, make_service)
+
+    communicator = await _connect_signed_in(alice, session.session_id)
+
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}

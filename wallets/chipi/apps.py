@@ -8,3 +8,9 @@ class ChipiSandboxConfig(AppConfig):
     name = "wallets.chipi"
     label = "chipi_sandbox"
     verbose_name = "Chipi sandbox"
+
+    def ready(self) -> None:
+        # Importing registers the deploy check.
+        from wallets.chipi.checks import log_sandbox_at_start
+
+        log_sandbox_at_start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from wallets.chipi.client import ChipiHttpClient
 from wallets.chipi.interface import ChipiGateway
@@ -24,9 +25,20 @@ def _client_settings() -> tuple:
     )
 
 
+def sandbox_in_use() -> bool:
+    """Whether this process's gateway is the sandbox, whose deposits are simulated money: without an
+    API key, and only where it was chosen (CHIPI_SANDBOX, on by default with DEBUG on). The settings
+    refuse to start with neither; this refuses too, should they be changed under it."""
+    if settings.CHIPI_API_KEY:
+        return False
+    if not settings.CHIPI_SANDBOX:
+        raise ImproperlyConfigured("No Chipi gateway: set CHIPI_API_KEY, or CHIPI_SANDBOX=1 for the sandbox.")
+    return True
+
+
 def get_gateway() -> ChipiGateway:
     """The HTTP client when settings.CHIPI_API_KEY is set, else the process's sandbox."""
-    if not settings.CHIPI_API_KEY:
+    if sandbox_in_use():
         # Imported here: the sandbox uses this app's models, which must not load with the package.
         from wallets.chipi.sandbox import get_sandbox
 

@@ -145,6 +145,38 @@ def test_a_token_holding_a_lone_surrogate_is_400_and_moves_nothing(api, alice, b
     assert (balance_of(alice), balance_of(bob)) == (10 * USDC, 0)
 
 
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        {"recipientId": "bob", "recipientEmail": "wanda@example.com"},  # two people: the id was paid
+        {"recipientId": "bob", "recipientEmail": "bob@example.com"},  # the same person, two ways
+    ],
+)
+def test_a_transfer_naming_the_recipient_two_ways_is_refused(api, alice, bob, wanda, fund, recipient):
+    fund(alice, 10 * USDC)
+    body = {"amount": 1, **recipient, "recipientId": bob.pk}
+
+    response = api(alice).post("/api/v1/wallet/transfer", body, format="json")
+
+    assert response.status_code == 400
+    message = "Name the recipient one way only: recipientId, recipientEmail or recipientAddress."
+    assert response.json()["errors"] == {"recipientId": [message], "recipientEmail": [message]}
+    assert balance_of(alice) == 10 * USDC
+    assert balance_of(bob) == balance_of(wanda) == 0
+
+
+def test_a_transfer_naming_no_recipient_is_refused(api, alice, fund):
+    fund(alice, 10 * USDC)
+
+    response = api(alice).post("/api/v1/wallet/transfer", {"amount": 1}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["recipientId"] == [
+        "Name the recipient: recipientId, recipientEmail or recipientAddress."
+    ]
+    assert balance_of(alice) == 10 * USDC
+
+
 def test_transfer_to_yourself_refused(api, alice, fund):
     fund(alice, USDC)
 

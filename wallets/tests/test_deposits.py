@@ -55,7 +55,7 @@ def test_deposit_with_wrong_amount_or_token_is_refused(api, alice, sandbox):
 
     wrong_amount = deposit(api(alice), amount=30, txHash=paid.tx_hash)
     wrong_token = deposit(api(alice), amount=3, token="USDT", txHash=paid.tx_hash)
-    unknown = deposit(api(alice), amount=3, txHash="0x" + "1" * 64)
+    unknown = deposit(api(alice), amount=3, txHash="0x0" + "1" * 63)
 
     assert wrong_amount.status_code == wrong_token.status_code == unknown.status_code == 400
     assert wrong_amount.json()["errors"]["amount"] == ["The transaction paid 3.000000 USDC."]
@@ -147,7 +147,7 @@ def test_bad_signature_is_401_and_changes_nothing(anon, alice, sandbox, signatur
 
 
 def test_webhook_for_an_unknown_address_is_acknowledged_and_ignored(anon, sandbox):
-    response = webhook(anon, payment_event("0x" + "9" * 64, "0x" + "4" * 64))
+    response = webhook(anon, payment_event("0x" + "9" * 64, "0x0" + "4" * 63))
 
     assert response.status_code == 200
     assert response.json()["handled"] is False
@@ -241,3 +241,71 @@ def test_one_transaction_written_two_ways_is_credited_once(alice):
     assert (first.created, again.created) == (True, False)
     assert again.transaction.pk == first.transaction.pk
     assert balance_of(alice) == USDC
+
+
+# --- The transaction hash: a Starknet felt, refused as a 400 naming it, never an outage ----------
+
+STARKNET_PRIME = 2**251 + 17 * 2**192 + 1
+
+
+@pytest.mark.parametrize(
+    "tx_hash",
+    [
+        "0x0",
+        "0x" + "0" * 64,
+        f"0x{STARKNET_PRIME:064x}",  # not a field element
+        "0x" + "f" * 64,
+        "0x" + "1" * 65,
+        "0x",
+        "0xg1",
+        "1234",
+        "0X" + "1" * 64,
+    ],
+)
+def test_a_malformed_hash_is_400_naming_it_and_never_reaches_chipi(api, alice, sandbox, tx_hash):
+    sandbox.inject("get_transaction", "error")  # were Chipi asked, this would be the 503
+
+    response = deposit(api(alice), amount=1, txHash=tx_hash)
+
+    assert response.status_code == 400, response.json()
+    assert list(response.json()["errors"]) == ["txHash"]
+    assert sandbox.pending_faults("get_transaction") == ["error"]
+    assert balance_of(alice) == 0
+
+
+def test_a_hash_written_without_its_leading_zeros_is_the_same_transaction(api, alice, sandbox):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=3 * USDC)
+    assert paid.tx_hash.startswith("0x0")  # a felt is below 2**252: 64 hex digits start with a zero
+    short = "0x" + paid.tx_hash[2:].lstrip("0").upper()
+
+    first = deposit(api(alice), amount=3, txHash=short)
+    again = deposit(api(alice), amount=3, txHash=paid.tx_hash)
+
+    assert first.status_code == 201, first.json()
+    assert first.json()["txHash"] == paid.tx_hash
+    assert again.status_code == 200
+    assert balance_of(alice) == 3 * USDC
+    assert LedgerTransaction.objects.get(kind=TransactionKind.DEPOSIT).metadata["txHash"] == paid.tx_hash
+
+
+def test_a_webhook_hash_without_its_leading_zeros_is_credited_once(anon, api, alice, sandbox):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=2 * USDC)
+    short = "0x" + paid.tx_hash[2:].lstrip("0")
+
+    assert webhook(anon, payment_event(alice.wallet_address, short)).json()["credited"] is True
+    assert deposit(api(alice), amount=2, txHash=paid.tx_hash).status_code == 200
+    assert balance_of(alice) == 2 * USDC
+
+
+def test_a_hash_chipi_refuses_is_400_naming_it(api, alice, sandbox):
+    sandbox.inject("get_transaction", "reject")  # Chipi answers 400: it takes the hash for invalid
+
+    response = deposit(api(alice), amount=1, txHash="0x0" + "1" * 63)
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["txHash"] == ["Chipi refused this transaction hash."]
+    assert balance_of(alice) == 0

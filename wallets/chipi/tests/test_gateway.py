@@ -76,19 +76,36 @@ def chipi_secret_with(**environment: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize(
-    ("environment", "secret"),
-    [
-        ({"DEBUG": "1"}, "'sk_sandbox_dev'"),  # the sandbox can sign webhooks out of the box
-        ({"DEBUG": "0"}, "''"),
-        ({"DEBUG": "0", "CHIPI_API_KEY": "pk_live", "CHIPI_SECRET_KEY": "sk_live"}, "'sk_live'"),
-    ],
-)
-def test_the_secret_key_default(environment, secret):
-    loaded = chipi_secret_with(**environment)
+def test_the_development_sandbox_signs_with_this_installations_generated_secret():
+    loaded = chipi_secret_with(DEBUG="1")
 
     assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.strip() == secret
+    assert loaded.stdout.strip() == repr(settings.CHIPI_SECRET_KEY)
+    assert loaded.stdout.strip() != "'sk_sandbox_dev'"  # the constant it was, which forged webhooks
+
+
+def test_a_real_key_uses_its_secret_from_the_environment():
+    loaded = chipi_secret_with(DEBUG="0", CHIPI_API_KEY="pk_live", CHIPI_SECRET_KEY="sk_live")
+
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "'sk_live'"
+
+
+@pytest.mark.parametrize(
+    ("environment", "says"),
+    [
+        ({"DEBUG": "0"}, "CHIPI_SANDBOX=1"),  # no key and no choice: never the sandbox by default
+        ({"DEBUG": "1", "CHIPI_SANDBOX": "0"}, "CHIPI_SANDBOX=1"),
+        ({"DEBUG": "0", "CHIPI_SANDBOX": "1"}, "CHIPI_SECRET_KEY"),  # the sandbox's webhook key is required too
+        ({"DEBUG": "0", "CHIPI_SANDBOX": "1", "CHIPI_API_KEY": "pk_live", "CHIPI_SECRET_KEY": "sk_live"}, "both set"),
+    ],
+)
+def test_without_a_clear_choice_of_gateway_it_refuses_to_start(environment, says):
+    loaded = chipi_secret_with(**environment)
+
+    assert loaded.returncode != 0
+    assert "ImproperlyConfigured" in loaded.stderr
+    assert says in loaded.stderr
 
 
 @pytest.mark.parametrize("debug", ["0", "1"])

@@ -1,0 +1,111 @@
+"""Daphne as PayGo runs it: request bodies are bounded while they are read off the socket.
+
+Stock Daphne hands a request to the application only once twisted has read its whole body (to a
+temporary file), then queues all of it in memory for the application at once: a 315 MB chunked
+body was read whole before anything could refuse it. Here a request stops being read at its
+body's limit (paygo.api.bodies), whether the limit is passed by a declared Content-Length or by
+the chunks as they arrive: the client gets the 413 in the API's error format, the connection
+reads nothing more and is closed shortly after.
+
+Every way PayGo serves uses it: `manage.py serve`, and in production
+`python -m paygo.server -b 0.0.0.0 -p 8000 paygo.asgi:application`, which takes Daphne's own
+options. (Another server can run paygo.asgi:application: its BodyLimitMiddleware bounds what
+that server streams to it, not what it buffers first.)
+"""
+
+from __future__ import annotations
+
+import io
+
+# daphne.server installs the asyncio reactor twisted must use: it goes first.
+import daphne.server  # isort: skip
+from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
+from daphne.http_protocol import HTTPFactory, WebRequest
+from twisted.internet import reactor
+
+from paygo.api.bodies import body_limit, too_large_body, too_large_headers
+
+# After the 413, how long a refused connection stays open (reading nothing) so that the client can
+# read the answer, before it is closed.
+LINGER_SECONDS = 5.0
+
+
+class BoundedRequest(WebRequest):
+    """Daphne's request, which stops reading its body at the limit of its Content-Type."""
+
+    limit = 0
+    received = 0
+    refused = False
+    _linger = None
+
+    def gotLength(self, length: int | None) -> None:
+        # Called once the headers are in, before any byte of the body; `length` is None if chunked.
+        self.limit = body_limit(self.requestHeaders.getRawHeaders(b"content-type", [b""])[0])
+        if length is not None and length > self.limit:
+            self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" for a body that is refused
+            self.content = io.BytesIO()
+            self._refuse()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refused:
+            return
+        self.received += len(data)
+        if self.received > self.limit:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # The end of a refused body may already sit in the data twisted is parsing: it stays unserved.
+        if not self.refused:
+            super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        super().connectionLost(reason)
+
+    def _refuse(self) -> None:
+        self.refused = True
+        transport = self.channel.transport
+        transport.pauseProducing()  # nothing more is read from this connection
+        body = too_large_body(self.limit)
+        head = b"".join(b"%s: %s\r\n" % header for header in too_large_headers(body))
+        transport.write(b"HTTP/1.1 413 Content Too Large\r\n" + head + b"connection: close\r\n\r\n" + body)
+        transport.loseWriteConnection()  # the answer ends the response; the client sees its end
+        self._linger = reactor.callLater(LINGER_SECONDS, transport.abortConnection)
+
+
+class BoundedHTTPFactory(HTTPFactory):
+    def buildProtocol(self, addr):
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = BoundedRequest
+        return protocol
+
+
+class Server(daphne.server.Server):
+    """Daphne's server with BoundedRequest.
+
+    Daphne's run() makes its HTTP factory and listens with it in one go, naming the class itself:
+    the factory it assigns to `http_factory` is replaced here by the bounded one.
+    """
+
+    @property
+    def http_factory(self) -> HTTPFactory:
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory: HTTPFactory) -> None:
+        self._http_factory = BoundedHTTPFactory(self) if type(factory) is HTTPFactory else factory
+
+
+class CommandLineInterface(DaphneCommandLineInterface):
+    """Daphne's command line (the same options), serving with the bounded Server."""
+
+    server_class = Server
+
+
+if __name__ == "__main__":
+    CommandLineInterface.entrypoint()

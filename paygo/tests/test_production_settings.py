@@ -1,0 +1,236 @@
+"""The README's production steps, run as an operator runs them: manage.py in a fresh process with a
+clean environment and DEBUG off (the suite itself runs with DEBUG on, so nothing here can be
+checked in-process).
+
+Each test starts Django in a subprocess (about a second each): refusing to start without secrets or a
+Chipi choice, `check --deploy` clean, `collectstatic` with the manifest storage, the admin login page
+served with hashed static URLs, no setting falling back to a development default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SECRETS = {
+    "SECRET_KEY": "prod-secret-key-" + "k" * 40,
+    "JWT_SECRET": "prod-jwt-secret-" + "j" * 40,
+}
+LIVE_CHIPI = {"CHIPI_API_KEY": "pk_prod_test", "CHIPI_SECRET_KEY": "sk_prod_test"}
+SANDBOX_CHIPI = {"CHIPI_SANDBOX": "1", "CHIPI_SECRET_KEY": "sk_prod_sandbox_webhooks"}
+
+
+def production_env(static_root: Path | None = None, **extra: str) -> dict[str, str]:
+    """What an operator sets (the README's table), on top of a clean environment."""
+    env = {
+        "DATABASE_URL": os.environ["DATABASE_URL"],
+        "REDIS_URL": os.environ["REDIS_URL"],
+        "ALLOWED_HOSTS": "paygo.example.com",
+        "CSRF_TRUSTED_ORIGINS": "https://paygo.example.com",
+        "DEBUG": "0",
+        **SECRETS,
+        **LIVE_CHIPI,
+    }
+    if static_root is not None:
+        env["STATIC_ROOT"] = str(static_root)
+    env |= extra
+    return {name: value for name, value in env.items() if value is not None}
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`args` in a fresh interpreter with only `env` (and PATH) in its environment."""
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=90, check=False
+    )
+
+
+def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return run(["manage.py", *args], env)
+
+
+def loaded_settings(env: dict[str, str]) -> dict:
+    """The settings a production process loads, and which modules loading them imported."""
+    script = (
+        "import json, sys; from django.conf import settings; from wallets.chipi.gateway import sandbox_in_use;"
+        "print(json.dumps({'DEBUG': settings.DEBUG, 'SECRET_KEY': settings.SECRET_KEY,"
+        " 'JWT_SECRET': settings.JWT_SECRET, 'SIGNING_KEY': settings.SIMPLE_JWT['SIGNING_KEY'],"
+        " 'CHIPI_SECRET_KEY': settings.CHIPI_SECRET_KEY, 'CHIPI_SANDBOX': settings.CHIPI_SANDBOX,"
+        " 'sandbox_in_use': sandbox_in_use(), 'staticfiles': settings.STORAGES['staticfiles']['BACKEND'],"
+        " 'dev_secrets_imported': 'paygo.dev_secrets' in sys.modules}))"
+    )
+    loaded = manage("shell", "--no-imports", "-c", script, env=env)
+    assert loaded.returncode == 0, loaded.stderr
+    return json.loads(loaded.stdout.strip().splitlines()[-1])
+
+
+# --- Refusing to start --------------------------------------------------------------------------
+
+
+def test_without_debug_and_without_secrets_it_refuses_to_start():
+    """DEBUG unset is production: no constant secret to forge tokens with."""
+    env = production_env()
+    for name in ("DEBUG", "SECRET_KEY", "JWT_SECRET"):
+        env.pop(name)
+
+    loaded = manage("check", env=env)
+
+    assert loaded.returncode != 0
+    assert "ImproperlyConfigured" in loaded.stderr
+    assert "SECRET_KEY" in loaded.stderr
+    assert "required when DEBUG is off" in loaded.stderr
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "JWT_SECRET"])
+def test_each_secret_is_required_with_debug_off(missing):
+    env = production_env()
+    env.pop(missing)
+
+    loaded = manage("check", env=env)
+
+    assert loaded.returncode != 0
+    assert f"Set the {missing} environment variable" in loaded.stderr
+
+
+def test_without_a_chipi_key_and_without_choosing_the_sandbox_it_refuses_to_start():
+    env = production_env(CHIPI_API_KEY=None, CHIPI_SECRET_KEY=None)
+
+    loaded = manage("check", env=env)
+
+    assert loaded.returncode != 0
+    assert "ImproperlyConfigured" in loaded.stderr
+    assert "CHIPI_API_KEY" in loaded.stderr
+    assert "CHIPI_SANDBOX=1" in loaded.stderr
+
+
+def test_the_sandbox_chosen_with_debug_off_needs_its_webhook_secret_from_the_environment():
+    env = production_env(CHIPI_API_KEY=None, CHIPI_SECRET_KEY=None, CHIPI_SANDBOX="1")
+
+    loaded = manage("check", env=env)
+
+    assert loaded.returncode != 0
+    assert "CHIPI_SECRET_KEY" in loaded.stderr
+
+
+def test_a_key_and_the_sandbox_both_chosen_is_refused():
+    loaded = manage("check", env=production_env(CHIPI_SANDBOX="1"))
+
+    assert loaded.returncode != 0
+    assert "CHIPI_SANDBOX" in loaded.stderr
+    assert "CHIPI_API_KEY" in loaded.stderr
+
+
+# --- Started with everything set ----------------------------------------------------------------
+
+
+def test_no_setting_falls_back_to_a_development_default():
+    loaded = loaded_settings(production_env(DEBUG=None))
+
+    assert loaded["DEBUG"] is False
+    assert loaded["SECRET_KEY"] == SECRETS["SECRET_KEY"]
+    assert loaded["JWT_SECRET"] == loaded["SIGNING_KEY"] == SECRETS["JWT_SECRET"]
+    assert loaded["CHIPI_SECRET_KEY"] == LIVE_CHIPI["CHIPI_SECRET_KEY"]
+    assert loaded["CHIPI_SANDBOX"] is False
+    assert loaded["sandbox_in_use"] is False
+    assert loaded["staticfiles"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    # The module that generates and reads the development secrets (var/) is not even imported.
+    assert loaded["dev_secrets_imported"] is False
+
+
+def test_the_sandbox_runs_with_debug_off_only_when_chosen():
+    loaded = loaded_settings(production_env(CHIPI_API_KEY=None, **SANDBOX_CHIPI))
+
+    assert loaded["CHIPI_SANDBOX"] is True
+    assert loaded["sandbox_in_use"] is True
+    assert loaded["CHIPI_SECRET_KEY"] == SANDBOX_CHIPI["CHIPI_SECRET_KEY"]
+    assert loaded["dev_secrets_imported"] is False
+
+
+@pytest.fixture(scope="module")
+def static_root(tmp_path_factory) -> Path:
+    """`collectstatic` with the manifest storage, once for the tests that serve from it."""
+    root = tmp_path_factory.mktemp("static")
+
+    collected = manage("collectstatic", "--noinput", env=production_env(root))
+
+    assert collected.returncode == 0, collected.stderr
+    assert (root / "staticfiles.json").is_file()
+    return root
+
+
+def test_collectstatic_with_the_manifest_storage(static_root):
+    manifest = json.loads((static_root / "staticfiles.json").read_text())["paths"]
+
+    hashed = manifest["dashboards/vendor/chart.umd.min.js"]
+    assert re.fullmatch(r"dashboards/vendor/chart\.umd\.min\.[0-9a-f]{12}\.js", hashed)
+    assert (static_root / hashed).is_file()
+    assert "admin/css/base.css" in manifest
+
+
+def test_check_deploy_is_clean(static_root):
+    checked = manage("check", "--deploy", "--fail-level", "WARNING", env=production_env(static_root))
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "System check identified no issues" in checked.stdout
+
+
+def test_check_deploy_warns_that_the_sandbox_is_in_use(static_root):
+    env = production_env(static_root, CHIPI_API_KEY=None, **SANDBOX_CHIPI)
+
+    checked = manage("check", "--deploy", "--fail-level", "WARNING", env=env)
+
+    assert checked.returncode != 0
+    output = checked.stdout + checked.stderr
+    assert "(chipi.W001)" in output
+    assert "CHIPI_SANDBOX" in output
+    assert "identified 1 issue" in output  # and nothing else
+
+
+ADMIN_LOGIN = """
+import json
+from django.test import Client
+response = Client().get("/admin/login/", secure=True, headers={"host": "paygo.example.com"})
+print(json.dumps([response.status_code, response.content.decode()]))
+"""
+
+
+def test_the_admin_login_page_is_served_with_debug_off(static_root):
+    served = manage("shell", "--no-imports", "-c", ADMIN_LOGIN, env=production_env(static_root))
+
+    assert served.returncode == 0, served.stderr
+    status, page = json.loads(served.stdout.strip().splitlines()[-1])  # logs go to stdout too
+    assert status == 200, page
+    assert re.search(r'href="/static/admin/css/base\.[0-9a-f]{12}\.css"', page)
+    assert 'href="/static/admin/css/base.css"' not in page
+
+
+def test_without_the_manifest_the_web_process_refuses_to_start(tmp_path):
+    env = production_env(tmp_path / "never-collected")
+
+    started = run(["-c", "import paygo.asgi"], env)
+
+    assert started.returncode != 0
+    assert "ImproperlyConfigured" in started.stderr
+    assert "collectstatic" in started.stderr
+
+
+def test_without_the_manifest_check_deploy_says_so(tmp_path):
+    checked = manage("check", "--deploy", env=production_env(tmp_path / "never-collected"))
+
+    assert checked.returncode != 0
+    assert "(paygo.E001)" in checked.stderr
+    assert "collectstatic" in checked.stderr
+
+
+def test_with_the_manifest_the_web_process_starts(static_root):
+    started = run(["-c", "import paygo.asgi, paygo.wsgi"], production_env(static_root))
+
+    assert started.returncode == 0, started.stderr

@@ -1,0 +1,129 @@
+"""The wallets' admin pages as an operator reads them: accounts named by their owner, every amount
+in its asset's units on lists and detail pages, the ledger's amount first, references shortened,
+errors as messages."""
+
+from __future__ import annotations
+
+import re
+from html import unescape
+
+import pytest
+from django.test import Client
+
+from wallets import ledger
+from wallets.models import Account, Hold, LedgerTransaction, Reconciliation
+from wallets.services import withdrawal_request
+from wallets.tests.conftest import balance_of
+
+pytestmark = pytest.mark.django_db
+
+USDC = 1_000_000
+
+
+@pytest.fixture
+def operator(olga) -> Client:
+    client = Client()
+    client.force_login(olga)
+    return client
+
+
+def _page(client: Client, url: str) -> str:
+    response = client.get(url)
+    assert response.status_code == 200, url
+    return response.content.decode()
+
+
+def _text(html: str) -> str:
+    """What the page shows: its text without tags (attributes such as title= are not shown)."""
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
+
+
+def test_accounts_are_named_by_owner_and_asset_with_amounts_in_units(operator, alice, fund):
+    account = fund(alice, 12_500_000)
+
+    listing = _text(_page(operator, "/admin/wallets/account/"))
+    detail = _text(_page(operator, f"/admin/wallets/account/{account.pk}/change/"))
+
+    assert "Alice <alice@example.com> · USDC" in listing
+    assert "12.500000 USDC" in listing
+    assert "Platform revenue · USDC" in listing
+    assert "Alice <alice@example.com> · USDC" in detail
+    assert "12.500000 USDC" in detail
+    assert "12500000" not in listing + detail
+    assert "user " + str(alice.pk) not in listing + detail
+
+
+def test_the_ledger_list_shows_the_amount_first_and_short_references(operator, alice, fund):
+    fund(alice, 12_500_000)
+    tx = LedgerTransaction.objects.get()
+
+    html = _page(operator, "/admin/wallets/ledgertransaction/")
+
+    headers = re.findall(r'<th scope="col" class="[^"]*column-(\w+)', html)
+    assert headers[:3] == ["amount", "created_at", "kind"]
+    assert "12.500000 USDC" in _text(html)
+    assert tx.reference not in _text(html)  # deposit:0x<64 hex digits>, shortened...
+    assert f'title="{tx.reference}"' in html  # ...and whole on hover
+
+
+def test_a_ledger_transaction_shows_its_entries_in_units_and_accounts_by_owner(operator, alice, fund):
+    fund(alice, 12_500_000)
+    tx = LedgerTransaction.objects.get()
+
+    detail = _text(_page(operator, f"/admin/wallets/ledgertransaction/{tx.pk}/change/"))
+
+    assert "Alice <alice@example.com> · USDC" in detail
+    assert "12.500000 USDC" in detail
+    assert "-12.500000 USDC" in detail
+    assert "12500000" not in detail
+    assert "Save" not in detail
+
+
+def test_holds_withdrawals_and_reconciliations_in_units(operator, alice, fund, sandbox):
+    fund(alice, 12_500_000)
+    withdrawal = withdrawal_request(
+        user=alice, asset=ledger.asset_get("USDC"), amount=2_250_000, to_address="0x" + "ab" * 32
+    )
+    hold = ledger.hold_open(account=ledger.account_for_user(alice, ledger.asset_get("USDC")), reference="test:hold")
+    Reconciliation.objects.create(
+        asset=ledger.asset_get("USDC"), on_chain=3_000_000, ledger=2_000_000, difference=1_000_000, in_flight=0
+    )
+
+    pages = [
+        "/admin/wallets/withdrawal/",
+        f"/admin/wallets/withdrawal/{withdrawal.pk}/change/",
+        "/admin/wallets/hold/",
+        f"/admin/wallets/hold/{hold.pk}/change/",
+        "/admin/wallets/reconciliation/",
+        f"/admin/wallets/reconciliation/{Reconciliation.objects.get().pk}/change/",
+    ]
+    text = {url: _text(_page(operator, url)) for url in pages}
+
+    assert "2.250000 USDC" in text["/admin/wallets/withdrawal/"]
+    assert "2.250000 USDC" in text[pages[1]]
+    assert "0.000000 USDC" in text[pages[3]]
+    assert "3.000000 USDC" in text["/admin/wallets/reconciliation/"]
+    assert "1.000000 USDC" in text[pages[5]]
+    raw = {url for url, page in text.items() if re.search(r"\b(2250000|3000000|1000000)\b", page)}
+    assert not raw, {url: re.findall(r".{60}\b(?:2250000|3000000|1000000)\b.{20}", text[url]) for url in raw}
+    assert isinstance(Hold.objects.get(pk=hold.pk).amount, int)
+
+
+def test_an_adjustment_beyond_the_balance_shows_the_message_not_a_repr(operator, alice, fund):
+    account = fund(alice, USDC)
+
+    response = operator.post(f"/admin/wallets/account/{account.pk}/adjust/", {"amount": "-2", "reason": "Clawback"})
+
+    page = _text(response.content.decode())
+    assert response.status_code == 200
+    assert "Insufficient funds" in page
+    assert "ErrorDetail" not in page
+    assert "{'" not in page
+    assert balance_of(alice) == USDC
+
+
+def test_adjusting_an_account_that_does_not_exist_is_a_404(operator):
+    assert not Account.objects.filter(pk=999999).exists()
+
+    assert operator.get("/admin/wallets/account/999999/adjust/").status_code == 404
+    assert operator.post("/admin/wallets/account/999999/adjust/", {"amount": "1", "reason": "x"}).status_code == 404
