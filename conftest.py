@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -148,6 +149,18 @@ class CommittingAPIClient(APIClient):
     def request(self, **kwargs):
         with TestCase.captureOnCommitCallbacks(execute=True):
             return super().request(**kwargs)
+
+
+def database_url(name: str | None = None) -> str:
+    """The test database (or the database `name` on its server) as a DATABASE_URL, for a process a
+    test starts. A host that is a folder (a Unix socket's, as the suite's embedded server has) goes
+    %2F-encoded in the path, where django-environ reads one."""
+    db = connection.settings_dict
+    user, password = quote(db["USER"] or "", safe=""), quote(db["PASSWORD"] or "", safe="")
+    host, name = db["HOST"] or "127.0.0.1", name or db["NAME"]
+    if host.startswith("/"):
+        return f"postgres://{user}:{password}@/{quote(host, safe='')}/{name}"
+    return f"postgres://{user}:{password}@{host}:{db['PORT'] or 5432}/{name}"
 
 
 def client_for(user: User) -> APIClient:
