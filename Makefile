@@ -8,8 +8,11 @@ STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
 # Settings default to production (DEBUG off, secrets required): everything run from here is development.
 export DEBUG ?= 1
 
-TEST_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/paygo
+# Unset, the suite starts an embedded PostgreSQL of its own (paygo/tests/plugin.py).
+TEST_DATABASE_URL ?=
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+# The suite's environment: DATABASE_URL is left to the plugin (TEST_DATABASE_URL or its own server).
+TEST_ENV := DATABASE_URL= TEST_DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)"
 
 .PHONY: install run test check lint format services bench stress clean
 
@@ -22,23 +25,25 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-## Serve API, admin, docs and WebSockets on http://localhost:8000 (embedded: SQLite, no Redis).
-## A database without users first gets demo data (seed_demo), whose credentials are printed.
+## Serve API, admin, docs and WebSockets on http://localhost:8000 (embedded: a private PostgreSQL
+## whose data lives in var/postgres/, no Redis). A database without users first gets demo data
+## (seed_demo), whose credentials are printed.
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --if-empty
 	$(PY) manage.py serve --port $${PORT:-8000}
 
-## Make sure PostgreSQL and Redis run (installing or starting them), then lint and run every test.
+## Make sure Redis runs (and PostgreSQL, when TEST_DATABASE_URL names one), then lint and run
+## every test, in parallel (one pytest-xdist worker per core, each with its own database).
 test: install services check
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest
+	$(TEST_ENV) $(PY) -m pytest -n auto --dist worksteal
 
 ## Long runs kept out of `make test`: 10,000 real sweeps, and the like.
 stress: install services
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) $(PY) -m pytest -m stress
+	$(TEST_ENV) $(PY) -m pytest -m stress
 
 services:
-	bash scripts/ensure-services.sh
+	TEST_DATABASE_URL="$(TEST_DATABASE_URL)" bash scripts/ensure-services.sh
 
 check: install
 	$(VENV)/bin/ruff check .

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import importlib
 import time
+from urllib.parse import quote
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
+from django.db.backends.postgresql import base as postgresql
 from django.test import TestCase
 from rest_framework.test import APIClient
 
@@ -22,10 +25,26 @@ PASSWORD = "correct-horse-battery-staple"
 def _real_services(django_db_setup, django_db_blocker):
     """The suite is meant for PostgreSQL and Redis: refuse to run green on anything else."""
     with django_db_blocker.unblock():
-        assert connection.vendor == "postgresql", "Tests run on PostgreSQL: set DATABASE_URL (make test does)."
-    from django.conf import settings
-
+        assert isinstance(connections["default"], postgresql.DatabaseWrapper), "Tests run on PostgreSQL."
     assert not settings.EMBEDDED, "Tests run on Redis: set REDIS_URL (make test does)."
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _statistics_left_alone(django_db_setup, django_db_blocker):
+    """No autovacuum on the test database's tables, so no ANALYZE either.
+
+    Tests empty and refill tables all the time (rolled back, flushed): an ANALYZE taken at one of
+    those instants left statistics that described another test's data, and plans chosen on them
+    made the same dashboard test take 15 s or 100 s depending on what had run before it. Never
+    analyzed, a table is planned from its actual size, as it is now.
+    """
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT format('ALTER TABLE %I SET (autovacuum_enabled = off)', tablename) "
+            "FROM pg_tables WHERE schemaname = current_schema()"
+        )
+        for (statement,) in cursor.fetchall():
+            cursor.execute(statement)
 
 
 @pytest.fixture(autouse=True)
@@ -42,9 +61,7 @@ def _ledger_conserved(request):
         yield
         return
     request.getfixturevalue("_django_db_helper")
-    marker = request.node.get_closest_marker("django_db")
-    if marker and marker.kwargs.get("transaction"):
-        _reseed_reference_data()
+    _ensure_reference_data()
     yield
     from streaming.selectors import charges_health
     from wallets.selectors import ledger_health
@@ -57,8 +74,13 @@ def _ledger_conserved(request):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Rate-limit counters live in the cache: every test starts from zero."""
-    cache.clear()
+    """Rate-limit counters live in the cache: every test starts from zero. Only this process's keys
+    go (its KEY_PREFIX, one per xdist worker): cache.clear() would empty the whole Redis database,
+    the other workers' keys included."""
+    redis = cache._cache.get_client(write=True)
+    keys = list(redis.scan_iter(match=f"{settings.CACHES['default']['KEY_PREFIX']}:*", count=1000))
+    if keys:
+        redis.delete(*keys)
     yield
 
 
@@ -129,14 +151,36 @@ class CommittingAPIClient(APIClient):
             return super().request(**kwargs)
 
 
+def database_url(name: str | None = None) -> str:
+    """The test database (or the database `name` on its server) as a DATABASE_URL, for a process a
+    test starts. A host that is a folder (a Unix socket's, as the suite's embedded server has) goes
+    %2F-encoded in the path, where django-environ reads one."""
+    db = connection.settings_dict
+    user, password = quote(db["USER"] or "", safe=""), quote(db["PASSWORD"] or "", safe="")
+    host, name = db["HOST"] or "127.0.0.1", name or db["NAME"]
+    if host.startswith("/"):
+        return f"postgres://{user}:{password}@/{quote(host, safe='')}/{name}"
+    return f"postgres://{user}:{password}@{host}:{db['PORT'] or 5432}/{name}"
+
+
 def client_for(user: User) -> APIClient:
     client = CommittingAPIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_pair_for(user).access}")
     return client
 
 
+def _ensure_reference_data() -> None:
+    """A transactional test flushes every table when it ends, what migrations seed included: the
+    next database test puts it back first, whatever its kind (xdist's work stealing runs the
+    tests of a worker in no fixed order, so a plain database test may come next)."""
+    from wallets.models import Asset
+
+    if not Asset.objects.exists():
+        _reseed_reference_data()
+
+
 def _reseed_reference_data() -> None:
-    """Transactional tests flush every table after they run; put back what migrations seed."""
+    """Put back what migrations seed (the assets, the system accounts, the categories)."""
     from django.apps import apps
 
     for migration in (

@@ -51,7 +51,6 @@ from django.db.models import (
     Exists,
     F,
     Func,
-    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -61,7 +60,6 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce
-from django.db.utils import NotSupportedError
 from django.utils import timezone
 
 from dashboards.models import DAY, QUARTER_HOUR, ChargeBucket, LedgerBucket, SessionBucket, Watermark
@@ -88,19 +86,8 @@ class UtcBucket(Func):
         super().__init__(expression)
 
     def as_sql(self, compiler, connection, **extra):
-        raise NotSupportedError("The dashboards' rollup runs on PostgreSQL or SQLite.")
-
-    def as_postgresql(self, compiler, connection, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
         return f"date_bin(INTERVAL '{self.span} seconds', {sql}, TIMESTAMPTZ '2000-01-01 00:00:00+00')", params
-
-    def as_sqlite(self, compiler, connection, **extra):
-        # Django keeps SQLite datetimes as UTC text; back to the same text at the bucket's start.
-        sql, params = compiler.compile(self.source_expressions[0])
-        return (
-            f"datetime(CAST(strftime(%s, {sql}) AS INTEGER) / {self.span} * {self.span}, 'unixepoch')",
-            ["%s", *params],
-        )
 
 
 # --- What is summed: one definition, for the task and for the tail ------------------------------
@@ -184,9 +171,6 @@ def _committed_through(model: type[models.Model]) -> int | None:
     It takes no lock, so a caller's transaction is no matter (each statement of READ COMMITTED
     sees what is committed by then; the caller's own rows are its own to count).
     """
-    if connection.vendor != "postgresql":
-        # SQLite (embedded) serialises writers: every row one can see is committed, in id order.
-        return model.objects.aggregate(last=Max("id"))["last"] or 0
     table = model._meta.db_table
     with connection.cursor() as cursor:
         # The statement's snapshot gives max(id); pg_locks, read after it, still lists every
@@ -239,12 +223,12 @@ def rollup_advance(*, entries_through: int | None = None, sessions_through: int 
                 return Watermark.objects.get(pk=WATERMARK_ID)
             changed = []
             if entries_through is not None and entries_through > mark.entry_id:
-                upto = min(entries_through, mark.entry_id + chunk)
+                upto = _chunk_end(Entry, after=mark.entry_id, through=entries_through, rows=chunk)
                 _add_entries(Q(id__gt=mark.entry_id, id__lte=upto))
                 mark.entry_id = upto
                 changed.append("entry_id")
             if sessions_through is not None and sessions_through > mark.session_id:
-                upto = min(sessions_through, mark.session_id + chunk)
+                upto = _chunk_end(StreamingSession, after=mark.session_id, through=sessions_through, rows=chunk)
                 new = StreamingSession.objects.filter(id__gt=mark.session_id, id__lte=upto)
                 for span in (QUARTER_HOUR, DAY):
                     _add(SessionBucket, _start_facts(new, span), key=("span", "start", "asset"), added=("sessions",))
@@ -254,6 +238,17 @@ def rollup_advance(*, entries_through: int | None = None, sessions_through: int 
                 return mark
             mark.updated_at = timezone.now()
             mark.save(update_fields=[*changed, "updated_at"])
+
+
+def _chunk_end(model: type[models.Model], *, after: int, through: int, rows: int) -> int:
+    """The id that ends the next chunk of `rows` rows after id `after` (at most `through`).
+
+    A chunk counts rows, not ids: the ids after the watermark need not be dense (ids that start far
+    past it, holes left by rolled-back writers), and stepping through ranges of ids that hold no
+    row would cost a transaction each. One read of the primary key's index, `rows` entries long."""
+    end = model.objects.filter(id__gt=after, id__lte=through).order_by("id").values_list("id", flat=True)
+    found = list(end[rows - 1 : rows])
+    return found[0] if found else through
 
 
 def _add_entries(new: Q) -> None:
@@ -303,9 +298,8 @@ def _add(model, facts: QuerySet, *, key: tuple[str, ...], added: tuple[str, ...]
     columns, values = ", ".join(map(column, names)), ", ".join(map(quote, names))
     increments = ", ".join(f"{column(name)} = {table}.{column(name)} + excluded.{column(name)}" for name in added)
     sql, params = facts.query.sql_with_params()
-    # Names come from the models, values are parameters. "WHERE 1 = 1": SQLite wants a WHERE before
-    # ON CONFLICT in an INSERT ... SELECT.
-    insert = f"INSERT INTO {table} ({columns}) SELECT {values} FROM ({sql}) AS facts WHERE 1 = 1"  # noqa: S608
+    # Names come from the models, values are parameters.
+    insert = f"INSERT INTO {table} ({columns}) SELECT {values} FROM ({sql}) AS facts"  # noqa: S608
     upsert = f" ON CONFLICT ({', '.join(map(column, key))}) DO UPDATE SET {increments}"
     with connection.cursor() as cursor:
         cursor.execute(insert + upsert, params)

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import psycopg
-from django.db import connection, migrations
+from django.db import connection
 
 
 def execute_bound(sql: str, params: dict[str, Any] | None = None, *, binary: bool = False) -> list[tuple] | None:
@@ -29,24 +29,3 @@ def execute_bound(sql: str, params: dict[str, Any] | None = None, *, binary: boo
     finally:
         if connection.queries_logged:  # so that query counts (assertNumQueries, debug) still see it
             connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
-
-
-class PostgresSQL(migrations.RunSQL):
-    """RunSQL that runs on PostgreSQL only: the ledger's and the sweep's functions and triggers,
-    which the embedded SQLite does without. Each text is executed whole (a function body holds
-    semicolons), not split into statements."""
-
-    def __init__(self, sql: str, reverse_sql: str, **kwargs):
-        super().__init__([sql], [reverse_sql], **kwargs)
-
-    def deconstruct(self):
-        name, _, kwargs = super().deconstruct()
-        return name, [kwargs.pop("sql")[0], kwargs.pop("reverse_sql")[0]], kwargs
-
-    def database_forwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_forwards(app_label, schema_editor, from_state, to_state)
-
-    def database_backwards(self, app_label, schema_editor, from_state, to_state):
-        if schema_editor.connection.vendor == "postgresql":
-            super().database_backwards(app_label, schema_editor, from_state, to_state)

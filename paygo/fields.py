@@ -39,5 +39,5 @@ class MinorUnitsField(models.DecimalField):
 
     def get_prep_value(self, value):
         value = super().get_prep_value(value)
-        # The database adapters format Decimals (SQLite quantizes them); hand them one.
+        # Sent as NUMERIC, the column's own type, whatever the int's size.
         return Decimal(value) if isinstance(value, int) else value

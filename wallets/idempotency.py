@@ -108,11 +108,7 @@ def _run(request: Request, key: str, fingerprint: str, execute, prepare) -> Resp
 
 @contextlib.contextmanager
 def _one_at_a_time(user_id: int, key: str):
-    """A PostgreSQL advisory lock on (user, key) for the block, outside any transaction. (The
-    embedded SQLite has none: one process, and its writes are serialised anyway.)"""
-    if connection.vendor != "postgresql":
-        yield
-        return
+    """A PostgreSQL advisory lock on (user, key) for the block, outside any transaction."""
     name = f"idempotency:{user_id}:{key}"
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", [name])

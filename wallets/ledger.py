@@ -3,7 +3,7 @@
 Every change is a ledger transaction of entries summing to zero per asset; the accounts' cached
 `balance` and `held` change in the same database transaction. Accounts are locked with
 SELECT ... FOR UPDATE in id order, so concurrent postings never deadlock nor lose an update.
-User accounts never go below zero nor below what they hold: checked here, and by CHECK
+User accounts never go below zero nor below what they hold: checked by wallets_post, and by CHECK
 constraints in the database.
 
 `post_batch` is the set-based form: any number of transactions in a constant number of round
@@ -13,14 +13,12 @@ trips (the billing sweep posts a whole batch of charges through it).
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from paygo.db import execute_bound
@@ -28,9 +26,7 @@ from wallets.models import (
     Account,
     AccountKind,
     Asset,
-    Entry,
     Hold,
-    HoldStatus,
     LedgerTransaction,
     SystemAccount,
     TransactionKind,
@@ -186,66 +182,37 @@ def post_batch(
     A spec with hold changes and no entries moves no money and records no transaction (its id
     is None): it only changes what is held.
 
-    On PostgreSQL this is one statement whatever the batch size: the database function
-    wallets_post (migration 0005) locks every account involved in id order, checks the batch and
+    One statement whatever the batch size: the database function wallets_post
+    (wallets/sql/wallets_post.sql) locks every account involved in id order, checks the batch and
     writes it. A refusal (InsufficientFunds, ...) writes nothing, keeps no lock, and leaves the
-    caller's database transaction usable. On SQLite the same steps run here, through the ORM.
-    `locked` (from lock_accounts, in the same transaction) must cover the batch's accounts; it
-    saves SQLite the lock, and PostgreSQL takes the locks again itself (re-locking a row this
+    caller's database transaction usable. `locked` (from lock_accounts, in the same transaction)
+    must cover the batch's accounts; wallets_post takes their locks again (re-locking a row this
     transaction holds costs next to nothing).
     """
     if not specs:
         return []
     _validate_shapes(specs)
-    now = now or timezone.now()
-    account_ids = sorted({aid for spec in specs for aid, _ in spec.entries} | _hold_account_ids(specs))
-    if locked is not None and not set(account_ids) <= set(locked):
-        raise LedgerError(f"unknown or unlocked accounts: {sorted(set(account_ids) - set(locked))}")
-    if connection.vendor == "postgresql":
-        _check_zero_sum(specs)
-        return _post_postgres(specs, now)
-    with transaction.atomic():
-        if locked is None:
-            locked = lock_accounts(account_ids)
-        if not set(account_ids) <= set(locked):
-            raise LedgerError(f"unknown accounts: {sorted(set(account_ids) - set(locked))}")
-        balance_delta, held_delta = _deltas(specs)
-        _check_zero_sum(specs, locked)
-        _check_funds(locked, balance_delta, held_delta)
-        taken = LedgerTransaction.objects.filter(reference__in=_references(specs)).values_list("reference", flat=True)
-        if taken:
-            raise DuplicateReference(taken[0])
-        return _write_orm(specs, locked, balance_delta, held_delta, now)
+    account_ids = {aid for spec in specs for aid, _ in spec.entries} | _hold_account_ids(specs)
+    if locked is not None and not account_ids <= set(locked):
+        raise LedgerError(f"unknown or unlocked accounts: {sorted(account_ids - set(locked))}")
+    _check_zero_sum(specs)
+    return _post(specs, now or timezone.now())
 
 
 def lock_accounts(account_ids: Iterable[int]) -> dict[int, tuple]:
     """SELECT ... FOR UPDATE in id order: the one lock order that keeps postings deadlock-free.
     Returns {id: (id, kind, balance, held, asset_id)}; call inside a transaction."""
-    account_ids = sorted(set(account_ids))
-    if connection.vendor == "postgresql":
-        rows = execute_bound(
-            "SELECT id, kind, balance, held, asset_id FROM wallets_account WHERE id = ANY(%(ids)b) "
-            "ORDER BY id FOR UPDATE",
-            {"ids": account_ids},
-        )
-    else:
-        rows = list(
-            Account.objects.select_for_update()
-            .filter(id__in=account_ids)
-            .order_by("id")
-            .values_list("id", "kind", "balance", "held", "asset_id")
-        )
+    rows = execute_bound(
+        "SELECT id, kind, balance, held, asset_id FROM wallets_account WHERE id = ANY(%(ids)b) ORDER BY id FOR UPDATE",
+        {"ids": sorted(set(account_ids))},
+    )
     return {row[0]: (row[0], row[1], int(row[2]), int(row[3]), row[4]) for row in rows}
 
 
 def hold_amounts(hold_ids: Iterable[int]) -> dict[int, int]:
     """{hold id: amount} as committed now, in one statement (no lock: a hold changes only under
     its owner's lock, which the caller holds)."""
-    hold_ids = list(hold_ids)
-    if connection.vendor == "postgresql":
-        rows = execute_bound("SELECT id, amount FROM wallets_hold WHERE id = ANY(%(ids)b)", {"ids": hold_ids})
-    else:
-        rows = Hold.objects.filter(id__in=hold_ids).values_list("id", "amount")
+    rows = execute_bound("SELECT id, amount FROM wallets_hold WHERE id = ANY(%(ids)b)", {"ids": list(hold_ids)})
     return {hold_id: int(amount) for hold_id, amount in rows}
 
 
@@ -274,41 +241,12 @@ def _validate_shapes(specs: Sequence[TxSpec]) -> None:
                 raise LedgerError(f"entry amounts are non-zero integers of minor units, not {amount!r}")
 
 
-def _deltas(specs: Sequence[TxSpec]) -> tuple[dict[int, int], dict[int, int]]:
-    balance_delta: dict[int, int] = defaultdict(int)
-    held_delta: dict[int, int] = defaultdict(int)
+def _check_zero_sum(specs: Sequence[TxSpec]) -> None:
+    """Each transaction's entries sum to zero: refused here before a round trip. Per asset, the
+    database's trigger checks it as the entries are written (wallets/sql/ledger_guards.sql)."""
     for spec in specs:
-        for account_id, amount in spec.entries:
-            balance_delta[account_id] += amount
-        for change in spec.hold_changes:
-            held_delta[change.account_id] += change.delta
-    return balance_delta, held_delta
-
-
-def _check_zero_sum(specs: Sequence[TxSpec], asset_of: dict[int, tuple] | None = None) -> None:
-    """Entries sum to zero per transaction and asset. Without the accounts' assets (`asset_of`,
-    from lock_accounts) only each transaction's total is checked here; on PostgreSQL the
-    database's trigger checks it per asset as the entries are written."""
-    for spec in specs:
-        per_asset: dict[int | None, int] = defaultdict(int)
-        for account_id, amount in spec.entries:
-            per_asset[asset_of[account_id][4] if asset_of else None] += amount
-        if any(per_asset.values()):
+        if sum(amount for _, amount in spec.entries):
             raise UnbalancedTransaction(f"entries of {spec.kind} {spec.reference or ''} do not sum to zero per asset")
-
-
-def _check_funds(locked: dict[int, tuple], balance_delta: dict[int, int], held_delta: dict[int, int]) -> None:
-    for account_id in set(balance_delta) | set(held_delta):
-        _, kind, balance, held, _ = locked[account_id]
-        new_balance = balance + balance_delta.get(account_id, 0)
-        new_held = held + held_delta.get(account_id, 0)
-        if new_held < 0:
-            raise LedgerError(f"account {account_id} would hold less than nothing")
-        if kind == AccountKind.USER and new_balance < new_held:
-            # What the account may spend now: its free funds plus what this batch releases.
-            available = balance - held + max(0, -held_delta.get(account_id, 0))
-            needed = -balance_delta.get(account_id, 0) + max(0, held_delta.get(account_id, 0))
-            raise InsufficientFunds(account_id, available=max(0, available), needed=needed)
 
 
 _POST = (
@@ -317,7 +255,7 @@ _POST = (
 )
 
 
-def _post_postgres(specs: Sequence[TxSpec], now: datetime) -> list[int | None]:
+def _post(specs: Sequence[TxSpec], now: datetime) -> list[int | None]:
     """One call of wallets_post, which checks and writes the whole batch (or refuses it).
 
     The batch goes as JSON documents, in the shapes the function's header describes: encoding
@@ -368,38 +306,6 @@ def _refusal(refused: str, account_id, available, needed, taken) -> LedgerError:
     return LedgerError(messages.get(refused, refused))
 
 
-def _write_orm(specs, locked, balance_delta, held_delta, now) -> list[int | None]:
-    """The same writes through the ORM, for SQLite (which serialises writers anyway)."""
-    tx_ids: list[int | None] = []
-    for spec in specs:
-        if spec.entries:
-            tx = LedgerTransaction.objects.create(
-                kind=spec.kind,
-                reference=spec.reference,
-                memo=spec.memo,
-                metadata=json.loads(spec.metadata_text()),
-                created_by_id=spec.created_by_id,
-                created_at=now,
-            )
-            Entry.objects.bulk_create(
-                Entry(transaction=tx, account_id=aid, asset_id=locked[aid][4], amount=amount)
-                for aid, amount in spec.entries
-            )
-        tx_ids.append(tx.pk if spec.entries else None)
-        for change in spec.hold_changes:
-            updates: dict[str, Any] = {"amount": F("amount") + change.delta, "updated_at": now}
-            if change.close:
-                updates["status"] = change.close
-            if not Hold.objects.filter(pk=change.hold_id, status=HoldStatus.ACTIVE).update(**updates):
-                raise LedgerError("a hold in the batch is not active")
-    for account_id in set(balance_delta) | set(held_delta):
-        Account.objects.filter(pk=account_id).update(
-            balance=F("balance") + balance_delta.get(account_id, 0),
-            held=F("held") + held_delta.get(account_id, 0),
-        )
-    return tx_ids
-
-
 def _references(specs: Sequence[TxSpec]) -> list[str]:
     return [spec.reference for spec in specs if spec.reference]
 
@@ -410,52 +316,3 @@ def _references(specs: Sequence[TxSpec]) -> list[str]:
 def hold_open(*, account: Account | int, reference: str) -> Hold:
     """An empty hold, to be filled by post_batch's hold changes in the same transaction."""
     return Hold.objects.create(account_id=_id(account), amount=0, reference=reference)
-
-
-def hold_place(*, account: Account, amount: int, reference: str) -> Hold:
-    """Reserve `amount` of the account's available funds."""
-    if amount < 0:
-        raise LedgerError("a hold reserves a non-negative amount")
-    with transaction.atomic():
-        hold = Hold.objects.create(account=account, amount=0, reference=reference)
-        if amount:
-            _hold_adjust(hold, amount)
-        hold.refresh_from_db()
-    return hold
-
-
-def hold_set(*, hold: Hold, amount: int) -> Hold:
-    """Set what the hold reserves (renewal); raises InsufficientFunds when an increase cannot be covered."""
-    with transaction.atomic():
-        current = Hold.objects.select_for_update().get(pk=hold.pk)
-        if current.status != HoldStatus.ACTIVE:
-            raise LedgerError("the hold is not active")
-        if amount != current.amount:
-            _hold_adjust(current, amount - current.amount)
-        current.refresh_from_db()
-    return current
-
-
-def hold_release(*, hold: Hold) -> Hold:
-    with transaction.atomic():
-        current = Hold.objects.select_for_update().get(pk=hold.pk)
-        if current.status == HoldStatus.ACTIVE:
-            _hold_adjust(current, -current.amount, close=HoldStatus.RELEASED)
-        current.refresh_from_db()
-    return current
-
-
-def _hold_adjust(hold: Hold, delta: int, close: str | None = None) -> None:
-    """Change a hold and its account's `held` under the account's lock (no ledger transaction:
-    a hold moves no money, it only narrows what is available)."""
-    account = Account.objects.select_for_update().get(pk=hold.account_id)
-    new_held = account.held + delta
-    if new_held < 0:
-        raise LedgerError("a hold cannot release more than it holds")
-    if account.kind == AccountKind.USER and account.balance < new_held:
-        raise InsufficientFunds(account.pk, available=account.available, needed=delta)
-    updates: dict[str, Any] = {"amount": F("amount") + delta}
-    if close:
-        updates["status"] = close
-    Hold.objects.filter(pk=hold.pk).update(**updates)
-    Account.objects.filter(pk=account.pk).update(held=F("held") + delta)

@@ -168,14 +168,6 @@ class TransactionsQuerySerializer(serializers.Serializer):
     until = serializers.DateTimeField(required=False)
 
 
-class LedgerTransactionSerializer(serializers.ModelSerializer):
-    type = serializers.CharField(source="kind")
-
-    class Meta:
-        model = LedgerTransaction
-        fields = ["id", "type", "reference", "memo", "metadata", "created_at"]
-
-
 class EntrySerializer(serializers.ModelSerializer):
     """One line of a user's history: their side of a ledger transaction."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 
 from conftest import in_thread, money_db
@@ -164,5 +164,28 @@ def test_a_backlog_is_summed_chunk_by_chunk(alice, bob, settings):
 
     mark = rollup.rollup_advance()
 
+    assert mark.entry_id == Entry.objects.aggregate(last=Max("id"))["last"]
+    assert rollup_by_kind() == ledger_by_kind()
+
+
+@money_db
+def test_a_chunk_counts_rows_not_ids(alice, settings, monkeypatch):
+    """Entries whose ids start far past the watermark (ids run high after months of traffic, or
+    after rolled-back writers) are summed in as many chunks as they have rows: no transaction is
+    spent on a range of ids that holds none."""
+    settings.DASHBOARDS_ROLLUP_CHUNK = 3
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT setval(pg_get_serial_sequence('wallets_entry', 'id'), 3000 + last_value) FROM wallets_entry_id_seq"
+        )
+    for amount in range(1, 4):
+        fund_wallet(alice, amount * USDC)  # 3 deposits, 6 entries
+    chunks = []
+    add_entries = rollup._add_entries
+    monkeypatch.setattr(rollup, "_add_entries", lambda new: chunks.append(new) or add_entries(new))
+
+    mark = rollup.rollup_advance()
+
+    assert len(chunks) == 2
     assert mark.entry_id == Entry.objects.aggregate(last=Max("id"))["last"]
     assert rollup_by_kind() == ledger_by_kind()

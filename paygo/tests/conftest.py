@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
+
+from conftest import database_url
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -71,9 +72,7 @@ def chunked(*parts: bytes) -> bytes:
 @pytest.fixture
 def live_server_env(transactional_db) -> dict[str, str]:
     """The environment of a server process that shares this test's database and Redis."""
-    db = connection.settings_dict
-    url = f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    return {**os.environ, "DATABASE_URL": url, "REDIS_URL": settings.REDIS_URL, "PYTHONUNBUFFERED": "1"}
+    return {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": settings.REDIS_URL, "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture

@@ -19,13 +19,12 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
-from conftest import PASSWORD, money_db
+from conftest import PASSWORD, database_url, money_db
 from marketplace.models import Category
 from marketplace.services import service_create
 from streaming import services
@@ -55,13 +54,6 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _database_url() -> str:
-    """The test database (already created by pytest-django), for the server's process."""
-    db = connection.settings_dict
-    user, password = quote(db["USER"] or "", safe=""), quote(db["PASSWORD"] or "", safe="")
-    return f"postgres://{user}:{password}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def _healthy(base: str) -> bool:
     try:
         with urllib.request.urlopen(f"{base}/api/v1/health", timeout=2) as response:
@@ -76,7 +68,7 @@ def server(django_db_setup):
     port = _free_port()
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": database_url(),  # the test database (already created by pytest-django)
         "STREAM_TICK_SECONDS": TICK_SECONDS,
         "CONN_MAX_AGE": "0",  # no connection left open when the test's tables are flushed
         "DEBUG": "1",

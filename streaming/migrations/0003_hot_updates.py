@@ -6,7 +6,6 @@ PostgreSQL updates it in place without touching the table's indexes.
 
 from django.db import migrations
 
-from paygo.db import PostgresSQL
 
 TABLE = "ALTER TABLE streaming_streamingsession SET (fillfactor = {})"
 
@@ -14,4 +13,4 @@ TABLE = "ALTER TABLE streaming_streamingsession SET (fillfactor = {})"
 class Migration(migrations.Migration):
     dependencies = [("streaming", "0002_lean_indexes")]
 
-    operations = [PostgresSQL(TABLE.format(70), TABLE.format(100))]
+    operations = [migrations.RunSQL([TABLE.format(70)], [TABLE.format(100)])]

@@ -10,7 +10,6 @@ large for it, which no query scans whole (active sessions are found through a pa
 
 from django.db import migrations
 
-from paygo.db import PostgresSQL
 
 TABLE = "ALTER TABLE streaming_streamingsession SET (fillfactor = {})"
 
@@ -18,4 +17,4 @@ TABLE = "ALTER TABLE streaming_streamingsession SET (fillfactor = {})"
 class Migration(migrations.Migration):
     dependencies = [("streaming", "0004_session_start_time_index")]
 
-    operations = [PostgresSQL(TABLE.format(45), TABLE.format(70))]
+    operations = [migrations.RunSQL([TABLE.format(45)], [TABLE.format(70)])]

@@ -18,12 +18,10 @@ statement's snapshot, which is exact under READ COMMITTED (PayGo's level: a char
 share-locks its session, so a delete waits for it and then sees it) but could miss a concurrent
 charge under REPEATABLE READ; and TRUNCATE, which skips row triggers, is no longer refused by a
 referencing key (Django's flush, which the tests use, truncates every table at once anyway).
-The embedded SQLite keeps Django's PROTECT (ORM deletes) without a database-level check.
 """
 
 from django.db import migrations, models
 
-from paygo.db import PostgresSQL
 
 GUARDS = """
 CREATE FUNCTION streaming_charges_refer() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -114,5 +112,5 @@ class Migration(migrations.Migration):
                 to="wallets.ledgertransaction",
             ),
         ),
-        PostgresSQL(GUARDS, GUARDS_REVERSE),
+        migrations.RunSQL([GUARDS], [GUARDS_REVERSE]),
     ]

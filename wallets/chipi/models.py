@@ -11,18 +11,13 @@ from django.db import models
 
 
 class RawAmountField(models.Field):
-    """A raw on-chain amount, a non-negative int of up to 38 digits, stored exactly on every database.
-
-    PostgreSQL keeps it in NUMERIC(38,0). SQLite (the embedded default, where the sandbox mostly runs)
-    cannot: its numbers are 64-bit integers or floats, and Django's decimals there keep 15 significant
-    digits, while one ETH is already 10**18 raw units. There it is text, so arithmetic on these
-    columns happens in Python, never in SQL.
-    """
+    """A raw on-chain amount, a non-negative int of up to 38 digits, kept exactly in NUMERIC(38,0)
+    (one ETH is already 10**18 raw units, far past what a float keeps)."""
 
     description = "Raw on-chain amount"
 
     def db_type(self, connection) -> str:
-        return "numeric(38,0)" if connection.vendor == "postgresql" else "varchar(40)"
+        return "numeric(38,0)"
 
     def from_db_value(self, value, expression, connection) -> int | None:
         return None if value is None else int(value)
@@ -31,10 +26,7 @@ class RawAmountField(models.Field):
         return None if value is None else int(value)
 
     def get_db_prep_value(self, value, connection, prepared=False):
-        if value is None:
-            return None
-        value = int(value)
-        return value if connection.vendor == "postgresql" else str(value)
+        return None if value is None else int(value)
 
 
 class SandboxWallet(models.Model):

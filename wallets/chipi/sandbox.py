@@ -255,11 +255,8 @@ class ChipiSandbox:
 
 
 def _custody_for_update(token: str) -> SandboxCustody:
-    """The token's custody row, locked until the chain write commits.
-
-    Arithmetic on it happens in Python, not with F(): on SQLite the column is text (see RawAmountField),
-    and SQLite serialises writers anyway; on PostgreSQL the row lock serialises concurrent transfers.
-    """
+    """The token's custody row, locked until the chain write commits: the row lock serialises
+    concurrent transfers, so arithmetic on it may happen in Python."""
     SandboxCustody.objects.get_or_create(token=token)
     return SandboxCustody.objects.select_for_update().get(token=token)
 

@@ -76,38 +76,11 @@ DROP TRIGGER wallets_entry_append_only ON wallets_entry;
 DROP FUNCTION wallets_refuse_change();
 """
 
-SQLITE_GUARDS = [
-    "CREATE TRIGGER wallets_entry_no_update BEFORE UPDATE ON wallets_entry "
-    "BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;",
-    "CREATE TRIGGER wallets_entry_no_delete BEFORE DELETE ON wallets_entry "
-    "BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;",
-    "CREATE TRIGGER wallets_transaction_no_update BEFORE UPDATE ON wallets_ledgertransaction "
-    "BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;",
-    "CREATE TRIGGER wallets_transaction_no_delete BEFORE DELETE ON wallets_ledgertransaction "
-    "BEGIN SELECT RAISE(ABORT, 'ledger rows are append-only'); END;",
-]
-
-
-def install_guards(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(POSTGRES_GUARDS, params=None)
-    elif schema_editor.connection.vendor == "sqlite":
-        for statement in SQLITE_GUARDS:
-            schema_editor.execute(statement)
-
-
-def remove_guards(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(POSTGRES_GUARDS_REVERSE, params=None)
-    elif schema_editor.connection.vendor == "sqlite":
-        for name in ("entry_no_update", "entry_no_delete", "transaction_no_update", "transaction_no_delete"):
-            schema_editor.execute(f"DROP TRIGGER wallets_{name}")
-
 
 class Migration(migrations.Migration):
     dependencies = [("wallets", "0001_initial")]
 
     operations = [
         migrations.RunPython(seed, migrations.RunPython.noop),
-        migrations.RunPython(install_guards, remove_guards),
+        migrations.RunSQL([POSTGRES_GUARDS], [POSTGRES_GUARDS_REVERSE]),
     ]

@@ -6,7 +6,6 @@ page PostgreSQL updates the row in place, without touching the table's indexes.
 
 from django.db import migrations
 
-from paygo.db import PostgresSQL
 
 TABLES = "ALTER TABLE wallets_account SET (fillfactor = {0}); ALTER TABLE wallets_hold SET (fillfactor = {0})"
 
@@ -14,4 +13,4 @@ TABLES = "ALTER TABLE wallets_account SET (fillfactor = {0}); ALTER TABLE wallet
 class Migration(migrations.Migration):
     dependencies = [("wallets", "0003_entry_covering_indexes")]
 
-    operations = [PostgresSQL(TABLES.format(70), TABLES.format(100))]
+    operations = [migrations.RunSQL([TABLES.format(70)], [TABLES.format(100)])]

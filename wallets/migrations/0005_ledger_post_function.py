@@ -14,7 +14,6 @@ included; any other error they raise is raised.
 
 from django.db import migrations
 
-from paygo.db import PostgresSQL
 
 POST_FUNCTION = """
 CREATE FUNCTION wallets_post(
@@ -193,4 +192,4 @@ DROP_FUNCTION = "DROP FUNCTION wallets_post"
 class Migration(migrations.Migration):
     dependencies = [("wallets", "0004_hot_updates")]
 
-    operations = [PostgresSQL(POST_FUNCTION, DROP_FUNCTION)]
+    operations = [migrations.RunSQL([POST_FUNCTION], [DROP_FUNCTION])]

@@ -17,7 +17,6 @@ import importlib
 
 from django.db import migrations, models
 
-from paygo.db import PostgresSQL
 
 BALANCED_FUNCTION = importlib.import_module("wallets.migrations.0002_seed_assets_and_ledger_guards").BALANCED_FUNCTION
 
@@ -99,7 +98,7 @@ class Migration(migrations.Migration):
                 to="wallets.ledgertransaction",
             ),
         ),
-        PostgresSQL(GUARDS, GUARDS_REVERSE),
+        migrations.RunSQL([GUARDS], [GUARDS_REVERSE]),
         # The target of the composite foreign key, which nothing needs any more.
         migrations.RemoveConstraint(model_name="account", name="wallets_account_id_asset"),
     ]

@@ -13,7 +13,6 @@ import importlib
 
 from django.db import migrations
 
-from paygo.db import PostgresSQL
 
 PREVIOUS = importlib.import_module("wallets.migrations.0005_ledger_post_function").POST_FUNCTION.replace(
     "CREATE FUNCTION wallets_post(", "CREATE OR REPLACE FUNCTION wallets_post(", 1
@@ -45,4 +44,4 @@ POST_FUNCTION = _bounded(PREVIOUS)
 class Migration(migrations.Migration):
     dependencies = [("wallets", "0006_entry_references_checked_per_statement")]
 
-    operations = [PostgresSQL(POST_FUNCTION, PREVIOUS)]
+    operations = [migrations.RunSQL([POST_FUNCTION], [PREVIOUS])]

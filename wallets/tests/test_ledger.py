@@ -21,6 +21,23 @@ def usdc():
     return ledger.asset_get("USDC")
 
 
+def change_hold(hold: Hold, delta: int, close: str | None = None) -> Hold:
+    """Grow, shrink or close a hold the way billing does: a hold change of post_batch, no entries."""
+    hold_only = TxSpec(
+        kind=TransactionKind.CHARGE, entries=[], hold_changes=[HoldChange(hold.pk, hold.account_id, delta, close)]
+    )
+    ledger.post_batch([hold_only])
+    hold.refresh_from_db()
+    return hold
+
+
+def place_hold(account: Account, amount: int, reference: str = "session:1") -> Hold:
+    """A hold placed the way a session's start places it: opened empty, then filled, in one transaction."""
+    with transaction.atomic():
+        hold = ledger.hold_open(account=account, reference=reference)
+        return change_hold(hold, amount) if amount else hold
+
+
 def test_deposit_moves_custody_to_user(alice, fund):
     account = fund(alice, 5 * USDC)
 
@@ -153,8 +170,8 @@ def test_unknown_account_refused(alice, fund, usdc):
 
 def test_inactive_or_repeated_hold_refused_and_nothing_written(alice, fund, usdc):
     account = fund(alice, USDC)
-    hold = ledger.hold_place(account=account, amount=100, reference="hold:a")
-    released = ledger.hold_release(hold=ledger.hold_place(account=account, amount=5, reference="hold:b"))
+    hold = place_hold(account, 100, reference="hold:a")
+    released = change_hold(place_hold(account, 5, reference="hold:b"), -5, HoldStatus.RELEASED)
     revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, usdc)
     charge = [(account.pk, -10), (revenue.pk, 10)]
 
@@ -192,7 +209,7 @@ def test_system_accounts_may_go_negative_users_may_not(alice, usdc):
 def test_hold_narrows_available(alice, bob, fund, usdc):
     account = fund(alice, 10 * USDC)
 
-    hold = ledger.hold_place(account=account, amount=4 * USDC, reference="session:1")
+    hold = place_hold(account, 4 * USDC)
 
     account.refresh_from_db()
     assert (account.balance, account.held, account.available) == (10 * USDC, 4 * USDC, 6 * USDC)
@@ -205,31 +222,34 @@ def test_hold_beyond_available_refused(alice, fund):
     account = fund(alice, USDC)
 
     with pytest.raises(ledger.InsufficientFunds):
-        ledger.hold_place(account=account, amount=USDC + 1, reference="session:1")
+        place_hold(account, USDC + 1)
 
     account.refresh_from_db()
     assert account.held == 0
+    assert not Hold.objects.exists()
 
 
-def test_hold_set_and_release(alice, fund):
+def test_hold_grows_within_funds_and_is_released(alice, fund):
     account = fund(alice, 10 * USDC)
-    hold = ledger.hold_place(account=account, amount=2 * USDC, reference="session:1")
+    hold = place_hold(account, 2 * USDC)
 
-    hold = ledger.hold_set(hold=hold, amount=5 * USDC)
+    hold = change_hold(hold, 3 * USDC)
     account.refresh_from_db()
-    assert account.held == 5 * USDC
+    assert (hold.amount, account.held) == (5 * USDC, 5 * USDC)
 
     with pytest.raises(ledger.InsufficientFunds):
-        ledger.hold_set(hold=hold, amount=10 * USDC + 1)
+        change_hold(hold, 5 * USDC + 1)
+    account.refresh_from_db()
+    assert (Hold.objects.get(pk=hold.pk).amount, account.held) == (5 * USDC, 5 * USDC)
 
-    hold = ledger.hold_release(hold=hold)
+    hold = change_hold(hold, -5 * USDC, HoldStatus.RELEASED)
     account.refresh_from_db()
     assert (hold.status, hold.amount, account.held) == (HoldStatus.RELEASED, 0, 0)
 
 
 def test_capture_from_hold_in_one_transaction(alice, victor, fund, usdc):
     account = fund(alice, 10 * USDC)
-    hold = ledger.hold_place(account=account, amount=3 * USDC, reference="session:1")
+    hold = place_hold(account, 3 * USDC)
     vendor = ledger.account_for_user(victor, usdc)
     revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, usdc)
 
@@ -248,7 +268,7 @@ def test_capture_from_hold_in_one_transaction(alice, victor, fund, usdc):
 def test_capture_may_spend_held_funds_but_not_more(alice, victor, fund, usdc):
     """A charge may use what is held for it; the wallet still never goes below zero."""
     account = fund(alice, USDC)
-    hold = ledger.hold_place(account=account, amount=USDC, reference="session:1")
+    hold = place_hold(account, USDC)
     vendor = ledger.account_for_user(victor, usdc)
 
     ledger.post(
@@ -300,7 +320,7 @@ def test_batch_is_all_or_nothing(alice, bob, victor, fund, usdc):
 
 def test_hold_only_change_records_no_transaction(alice, fund):
     account = fund(alice, USDC)
-    hold = ledger.hold_place(account=account, amount=0, reference="session:1")
+    hold = ledger.hold_open(account=account, reference="session:1")
     before = LedgerTransaction.objects.count()
 
     ids = ledger.post_batch(

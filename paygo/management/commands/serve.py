@@ -27,12 +27,15 @@ class Command(BaseCommand):
             from paygo.embedded import EmbeddedBeat
 
             EmbeddedBeat().start()
-            mode = "embedded (SQLite or DATABASE_URL, in-memory channel layer, eager Celery, in-process timer)"
+            mode = "embedded (in-memory channel layer, eager Celery, in-process timer)"
         else:
             mode = "production services (Redis channel layer and cache; run a Celery worker and beat)"
         where = f"the socket of file descriptor {fd}" if fd is not None else f"http://{host}:{port}/"
         self.stdout.write(f"PayGo on {where}  —  API /api/v1/, docs /api/v1/docs/, live cost /live/, admin /admin/")
         self.stdout.write(f"Mode: {mode}")
+        database = settings.DATABASES["default"]
+        if database["ENGINE"] == "paygo.embedded_db":
+            self.stdout.write(f"Database: embedded PostgreSQL, its data in {database['HOST']}")
         endpoint = ["--fd", str(fd)] if fd is not None else ["--bind", host, "--port", str(port)]
         # No --proxy-headers: Daphne would believe anyone's X-Forwarded-For. PayGo believes only
         # TRUSTED_PROXIES (paygo/api/forwarded.py).
