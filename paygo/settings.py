@@ -349,6 +349,9 @@ DASHBOARDS_ROLLUP_WAIT_SECONDS = env.float("DASHBOARDS_ROLLUP_WAIT_SECONDS", def
 DASHBOARDS_ROLLUP_CHUNK = env.int("DASHBOARDS_ROLLUP_CHUNK", default=200_000)
 if DASHBOARDS_ROLLUP_CHUNK < 1:
     raise ImproperlyConfigured("DASHBOARDS_ROLLUP_CHUNK must be at least 1")
+# seed_demo's people share a password printed in the README (the staff one is a superuser): it runs
+# only where demo data was chosen, by default with DEBUG on and never in production otherwise.
+DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=DEBUG)
 
 # --- Chipi Pay (on-chain wallets) -----------------------------------------------------------------
 

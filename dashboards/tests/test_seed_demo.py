@@ -88,3 +88,13 @@ def test_refuses_a_real_chipi(settings):
 
     with pytest.raises(Exception, match="sandbox"):
         seed("--users", "1")
+
+
+def test_refuses_to_run_where_demo_data_was_not_chosen(settings):
+    # Its accounts share a published password, one of them a superuser: never in production.
+    settings.DEMO_DATA_ALLOWED = False
+
+    with pytest.raises(Exception, match="published password"):
+        seed("--users", "1")
+
+    assert User.objects.count() == 0

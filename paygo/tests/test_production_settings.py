@@ -65,6 +65,7 @@ def loaded_settings(env: dict[str, str]) -> dict:
         " 'JWT_SECRET': settings.JWT_SECRET, 'SIGNING_KEY': settings.SIMPLE_JWT['SIGNING_KEY'],"
         " 'CHIPI_SECRET_KEY': settings.CHIPI_SECRET_KEY, 'CHIPI_SANDBOX': settings.CHIPI_SANDBOX,"
         " 'sandbox_in_use': sandbox_in_use(), 'staticfiles': settings.STORAGES['staticfiles']['BACKEND'],"
+        " 'DEMO_DATA_ALLOWED': settings.DEMO_DATA_ALLOWED,"
         " 'dev_secrets_imported': 'paygo.dev_secrets' in sys.modules}))"
     )
     loaded = manage("shell", "--no-imports", "-c", script, env=env)
@@ -141,6 +142,7 @@ def test_no_setting_falls_back_to_a_development_default():
     assert loaded["CHIPI_SANDBOX"] is False
     assert loaded["sandbox_in_use"] is False
     assert loaded["staticfiles"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    assert loaded["DEMO_DATA_ALLOWED"] is False  # seed_demo's published password stays out
     # The module that generates and reads the development secrets (var/) is not even imported.
     assert loaded["dev_secrets_imported"] is False
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
@@ -29,6 +30,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, users: int, vendors: int | None, seed: int, if_empty: bool, **options):
+        if not settings.DEMO_DATA_ALLOWED:
+            raise CommandError(
+                "seed_demo's accounts share a published password: it runs only with DEBUG on, "
+                "or where DEMO_DATA_ALLOWED=1 says demo data is wanted."
+            )
         if users < 1 or (vendors is not None and vendors < 1):
             raise CommandError("--users and --vendors must be at least 1.")
         if if_empty and get_user_model().objects.exists():
