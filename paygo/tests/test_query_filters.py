@@ -18,6 +18,7 @@ pytestmark = pytest.mark.django_db
         ("alice", "/api/v1/dashboard/user/overview?from=", "from"),
         ("victor", "/api/v1/dashboard/vendor/earnings?to=", "to"),
         ("olga", "/api/v1/dashboard/admin/overview?from=", "from"),
+        ("olga", "/api/v1/dashboard/admin/overview?refresh=null", "refresh"),
     ],
 )
 def test_a_filter_that_is_no_value_is_a_400_naming_it(api, alice, victor, olga, who, path, parameter):
@@ -33,3 +34,11 @@ def test_the_same_filters_with_values_still_filter(api, alice, victor):
     assert api(alice).get("/api/v1/notifications?read=false").status_code == 200
     assert api(victor).get("/api/v1/service/vendor/my-services?isActive=true").status_code == 200
     assert api(alice).get("/api/v1/dashboard/user/overview?from=2026-01-01&to=2026-01-31").status_code == 200
+
+
+def test_refresh_recomputes_the_platform_overview(api, olga, alice, fund):
+    assert api(olga).get("/api/v1/dashboard/admin/overview").json()["totals"]["deposits"] == "0.000000"
+    fund(alice, 5_000_000)
+
+    assert api(olga).get("/api/v1/dashboard/admin/overview").json()["totals"]["deposits"] == "0.000000"  # shared
+    assert api(olga).get("/api/v1/dashboard/admin/overview?refresh=true").json()["totals"]["deposits"] == "5.000000"
