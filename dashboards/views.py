@@ -18,6 +18,7 @@ from dashboards import selectors
 from dashboards.periods import DAY, MONTH, PERIODS, PeriodError, window
 from dashboards.serializers import (
     DashboardSessionSerializer,
+    RefreshQuerySerializer,
     StatusQuerySerializer,
     TzQuerySerializer,
     WindowQuerySerializer,
@@ -42,7 +43,8 @@ def _subject(request, *, role: str, param: str):
 
 
 def _window(request, *, default_period: str = MONTH):
-    query = WindowQuerySerializer(data=request.query_params, default_period=default_period)
+    # A plain dict: from a QueryDict, DRF takes an empty value for an absent one (an HTML form's way).
+    query = WindowQuerySerializer(data=request.query_params.dict(), default_period=default_period)
     query.is_valid(raise_exception=True)
     values = query.validated_data
     try:
@@ -166,7 +168,9 @@ class AdminOverviewView(APIView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request):
-        refresh = request.query_params.get("refresh", "").lower() in ("1", "true", "yes")
+        query = RefreshQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        refresh = query.validated_data["refresh"]
         return Response(
             selectors.admin_overview(window=_window(request, default_period=DAY), now=timezone.now(), refresh=refresh)
         )
