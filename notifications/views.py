@@ -53,7 +53,8 @@ class NotificationListView(GenericAPIView):
         responses={200: NotificationListResponseSerializer},
     )
     def get(self, request):
-        query = NotificationListQuerySerializer(data=request.query_params)
+        # A plain dict: from a QueryDict, DRF reads an absent boolean as false (an HTML form's checkbox).
+        query = NotificationListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         notifications = selectors.notification_list_for(request.user, **query.validated_data)
         page = self.paginate_queryset(notifications)
