@@ -25,6 +25,7 @@ from dashboards.serializers import (
 )
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import StaffWithPermission
+from paygo.api.schema import error_responses
 
 TZ = OpenApiParameter("tz", str, description="IANA time zone of the periods (default UTC)")
 PERIOD = OpenApiParameter("period", str, enum=PERIODS, description="Bucket of the series (default month)")
@@ -36,6 +37,10 @@ USER_ID = OpenApiParameter(
 VENDOR_ID = OpenApiParameter(
     "vendorId", int, description="Staff who may view sessions, ledger transactions and services: whose dashboard"
 )
+
+
+# Whose dashboard: one of another role is refused (403), and a userId or vendorId that names no one is a 404.
+_SUBJECT_ERRORS = error_responses(403, 404)
 
 
 def _subject(request, *, role: str, param: str):
@@ -67,7 +72,7 @@ class UserOverviewView(APIView):
     @extend_schema(
         summary="A user's dashboard: sessions, spending, favourite categories, spending per period",
         parameters=[PERIOD, TZ, FROM, TO, USER_ID],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **_SUBJECT_ERRORS},
     )
     def get(self, request):
         user = _subject(request, role="user", param="userId")
@@ -99,11 +104,10 @@ class UserSessionsView(APIView):
         summary="A user's sessions, newest first, with what each cost on the ledger",
         parameters=[
             OpenApiParameter("status", str, enum=StatusQuerySerializer().fields["status"].choices),
-            OpenApiParameter("page", int),
-            OpenApiParameter("limit", int),
+            *SessionsPagination.parameters("limit"),
             USER_ID,
         ],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **_SUBJECT_ERRORS},
     )
     def get(self, request):
         user = _subject(request, role="user", param="userId")
@@ -119,7 +123,7 @@ class UserSessionsView(APIView):
 class UserSessionDetailView(APIView):
     @extend_schema(
         summary="One of the user's sessions with its charge timeline (staff: any session)",
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **error_responses(403)},  # 403: callers without a user dashboard
     )
     def get(self, request, session_id):
         session = selectors.user_session_get(request.user, session_id)
@@ -132,7 +136,7 @@ class VendorOverviewView(APIView):
     @extend_schema(
         summary="A vendor's dashboard: earnings, sessions hosted, services, customers, earnings per period",
         parameters=[PERIOD, TZ, FROM, TO, VENDOR_ID],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **_SUBJECT_ERRORS},
     )
     def get(self, request):
         vendor = _subject(request, role="vendor", param="vendorId")
@@ -145,7 +149,7 @@ class VendorEarningsView(APIView):
     @extend_schema(
         summary="A vendor's earnings per period (net of the platform fee) between two dates",
         parameters=[PERIOD, TZ, FROM, TO, VENDOR_ID],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **_SUBJECT_ERRORS},
     )
     def get(self, request):
         vendor = _subject(request, role="vendor", param="vendorId")

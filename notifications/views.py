@@ -23,6 +23,7 @@ from notifications.serializers import (
     PreferencesResponseSerializer,
     PreferencesUpdateSerializer,
 )
+from paygo.api.pagination import Pagination
 from paygo.api.permissions import StaffWithPermission
 
 
@@ -47,8 +48,7 @@ class NotificationListView(GenericAPIView):
         parameters=[
             OpenApiParameter("read", bool, description="Only read (true) or unread (false) ones."),
             OpenApiParameter("type", str, enum=["session", "payment", "alert", "consultation", "system"]),
-            OpenApiParameter("page", int),
-            OpenApiParameter("pageSize", int),
+            *Pagination.parameters(),
         ],
         responses={200: NotificationListResponseSerializer},
     )

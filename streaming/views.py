@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor, minor_from_field
 from paygo.api.permissions import IsUserRole
+from paygo.api.schema import error_responses
 from streaming import pricing, selectors, services
 from streaming.models import SessionStatus
 from streaming.serializers import (
@@ -44,7 +45,7 @@ class StartView(APIView):
         request=StartSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Start a metered session",
-        responses={201: StartResponseSerializer},
+        responses={201: StartResponseSerializer, **error_responses(402)},  # 402: not enough for the first period
     )
     def post(self, request):
         data = StartSerializer(data=request.data)
@@ -77,7 +78,9 @@ class StartView(APIView):
 
 class MetricsView(APIView):
     @extend_schema(
-        request=MetricsSerializer, summary="Report quality metrics (a heartbeat)", responses=MetricsResponseSerializer
+        request=MetricsSerializer,
+        summary="Report quality metrics (a heartbeat)",
+        responses={200: MetricsResponseSerializer, **error_responses(409)},  # 409: the session has ended
     )
     def patch(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)
@@ -115,7 +118,7 @@ class StopView(APIView):
         request=None,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Stop a session (owner, vendor, staff)",
-        responses=StopResponseSerializer,
+        responses={200: StopResponseSerializer, **error_responses(403)},  # 403: staff who may only view it
     )
     def patch(self, request, session_id):
         session = selectors.session_get_to_stop(request.user, session_id)
@@ -164,7 +167,8 @@ class UsageView(APIView):
         request=UsageSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Report usage on a usage-metered session (its vendor)",
-        responses={201: UsageResponseSerializer, 200: UsageResponseSerializer},
+        # 403: the session's user (only its vendor reports); 409: the session has ended
+        responses={201: UsageResponseSerializer, 200: UsageResponseSerializer, **error_responses(403, 409)},
     )
     def post(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)
