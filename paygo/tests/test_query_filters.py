@@ -19,6 +19,12 @@ pytestmark = pytest.mark.django_db
         ("victor", "/api/v1/dashboard/vendor/earnings?to=", "to"),
         ("olga", "/api/v1/dashboard/admin/overview?from=", "from"),
         ("olga", "/api/v1/dashboard/admin/overview?refresh=null", "refresh"),
+        ("alice", "/api/v1/dashboard/user/sessions?status=", "status"),
+        ("alice", "/api/v1/streams/my-sessions?status=", "status"),
+        ("alice", "/api/v1/consultations?status=", "status"),
+        ("victor", "/api/v1/consultations/vendor/inbox?status=", "status"),
+        ("alice", "/api/v1/wallet/transactions?type=", "type"),
+        ("alice", "/api/v1/wallet/transactions?from=", "from"),
     ],
 )
 def test_a_filter_that_is_no_value_is_a_400_naming_it(api, alice, victor, olga, who, path, parameter):
@@ -34,6 +40,11 @@ def test_the_same_filters_with_values_still_filter(api, alice, victor):
     assert api(alice).get("/api/v1/notifications?read=false").status_code == 200
     assert api(victor).get("/api/v1/service/vendor/my-services?isActive=true").status_code == 200
     assert api(alice).get("/api/v1/dashboard/user/overview?from=2026-01-01&to=2026-01-31").status_code == 200
+    assert api(alice).get("/api/v1/dashboard/user/sessions?status=active").status_code == 200
+    assert api(alice).get("/api/v1/streams/my-sessions?status=active").status_code == 200
+    assert api(alice).get("/api/v1/consultations?status=pending").status_code == 200
+    assert api(victor).get("/api/v1/consultations/vendor/inbox?status=pending").status_code == 200
+    assert api(alice).get("/api/v1/wallet/transactions?type=deposit&from=2026-01-01").status_code == 200
 
 
 def test_refresh_recomputes_the_platform_overview(api, olga, alice, fund):
