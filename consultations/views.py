@@ -31,6 +31,7 @@ from consultations.serializers import (
     StatusChangeSerializer,
 )
 from paygo.api.amounts import minor_from_field
+from paygo.api.filters import query_filters
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import IsUserRole, IsVendor
 from paygo.api.schema import error_responses
@@ -70,7 +71,7 @@ class _ConsultationPageMixin:
         return self.paginator.get_paginated_response(ConsultationSerializer(page, many=True).data)
 
     def _status_filter(self, request) -> str | None:
-        query = ConsultationListQuerySerializer(data=request.query_params)
+        query = ConsultationListQuerySerializer(data=query_filters(request))
         query.is_valid(raise_exception=True)
         return query.validated_data.get("status") or None
 

@@ -23,6 +23,7 @@ from dashboards.serializers import (
     TzQuerySerializer,
     WindowQuerySerializer,
 )
+from paygo.api.filters import query_filters
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import StaffWithPermission
 from paygo.api.schema import error_responses
@@ -44,12 +45,11 @@ _SUBJECT_ERRORS = error_responses(403, 404)
 
 
 def _subject(request, *, role: str, param: str):
-    return selectors.dashboard_subject(request.user, role=role, param=param, wanted=request.query_params.get(param))
+    return selectors.dashboard_subject(request.user, role=role, param=param, wanted=query_filters(request).get(param))
 
 
 def _window(request, *, default_period: str = MONTH):
-    # A plain dict: from a QueryDict, DRF takes an empty value for an absent one (an HTML form's way).
-    query = WindowQuerySerializer(data=request.query_params.dict(), default_period=default_period)
+    query = WindowQuerySerializer(data=query_filters(request), default_period=default_period)
     query.is_valid(raise_exception=True)
     values = query.validated_data
     try:
@@ -111,7 +111,7 @@ class UserSessionsView(APIView):
     )
     def get(self, request):
         user = _subject(request, role="user", param="userId")
-        query = StatusQuerySerializer(data=request.query_params)
+        query = StatusQuerySerializer(data=query_filters(request))
         query.is_valid(raise_exception=True)
         paginator = SessionsPagination()
         page = paginator.paginate_queryset(
@@ -172,7 +172,7 @@ class AdminOverviewView(APIView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request):
-        query = RefreshQuerySerializer(data=request.query_params.dict())
+        query = RefreshQuerySerializer(data=query_filters(request))
         query.is_valid(raise_exception=True)
         refresh = query.validated_data["refresh"]
         return Response(
@@ -187,7 +187,7 @@ class WalletAnalyticsView(APIView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request):
-        query = TzQuerySerializer(data=request.query_params)
+        query = TzQuerySerializer(data=query_filters(request))
         query.is_valid(raise_exception=True)
         tz = query.validated_data["tz"]
         return Response(selectors.wallet_analytics(request.user, tz=tz, now=timezone.now()))

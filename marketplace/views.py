@@ -22,6 +22,7 @@ from marketplace.serializers import (
     ServiceSerializer,
     ToggleStatusResponseSerializer,
 )
+from paygo.api.filters import query_filters
 from paygo.api.pagination import Pagination
 from paygo.api.parsers import JSONParser
 from paygo.api.permissions import IsVendor, IsVendorOrStaffWithPermission
@@ -44,7 +45,7 @@ class _ServiceView(APIView):
     parser_classes = [ServiceJSONParser]
 
     def filters(self, serializer_class) -> dict[str, Any]:
-        params = underscoreize(self.request.query_params.dict(), **JSONParser.json_underscoreize)
+        params = underscoreize(query_filters(self.request), **JSONParser.json_underscoreize)
         for paging in ("page", "page_size", "limit"):
             params.pop(paging, None)
         data = serializer_class(data=params)

@@ -23,6 +23,7 @@ from notifications.serializers import (
     PreferencesResponseSerializer,
     PreferencesUpdateSerializer,
 )
+from paygo.api.filters import query_filters
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import StaffWithPermission
 
@@ -53,8 +54,7 @@ class NotificationListView(GenericAPIView):
         responses={200: NotificationListResponseSerializer},
     )
     def get(self, request):
-        # A plain dict: from a QueryDict, DRF reads an absent boolean as false (an HTML form's checkbox).
-        query = NotificationListQuerySerializer(data=request.query_params.dict())
+        query = NotificationListQuerySerializer(data=query_filters(request))
         query.is_valid(raise_exception=True)
         notifications = selectors.notification_list_for(request.user, **query.validated_data)
         page = self.paginate_queryset(notifications)

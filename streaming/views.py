@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor, minor_from_field
+from paygo.api.filters import query_filters
 from paygo.api.permissions import IsUserRole
 from paygo.api.schema import error_responses
 from streaming import pricing, selectors, services
@@ -141,7 +142,7 @@ class MySessionsView(generics.ListAPIView):
         return response
 
     def get_queryset(self):
-        wanted = self.request.query_params.get("status")
+        wanted = query_filters(self.request).get("status")
         if wanted and wanted not in SessionStatus.values:
             raise exceptions.ValidationError({"status": [f"Choose one of {', '.join(SessionStatus.values)}."]})
         return selectors.sessions_of(self.request.user, status=wanted)

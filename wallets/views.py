@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor
 from paygo.api.errors import UpstreamUnavailable
+from paygo.api.filters import query_filters
 from paygo.api.parsers import JSONTooDeep, json_loads
 from paygo.api.schema import error_responses
 from wallets import selectors, services
@@ -201,6 +202,9 @@ class TransferView(APIView):
         return idempotent(request, execute)
 
 
+_TRANSACTION_FILTERS = {"type": "type", "token": "token", "from": "since", "to": "until"}  # parameter: field
+
+
 class TransactionsView(generics.ListAPIView):
     serializer_class = EntrySerializer
     results_key = "transactions"
@@ -218,18 +222,9 @@ class TransactionsView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        params = self.request.query_params
+        params = query_filters(self.request)
         query = TransactionsQuerySerializer(
-            data={
-                key: value
-                for key, value in {
-                    "type": params.get("type"),
-                    "token": params.get("token"),
-                    "since": params.get("from"),
-                    "until": params.get("to"),
-                }.items()
-                if value
-            }
+            data={field: params[name] for name, field in _TRANSACTION_FILTERS.items() if name in params}
         )
         if not query.is_valid():
             errors = {{"since": "from", "until": "to"}.get(k, k): v for k, v in query.errors.items()}

@@ -39,6 +39,7 @@ _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "The scheme to authenticate with."}},
     429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."}},
 }
+_PAGING = set(Pagination.parameter_schemas()) | {"limit"}  # paging is strict: `page=` is a 400
 _NO_CLAIM = (AllowAny, IsAuthenticated)  # permissions whose refusal is a 401, never a 403
 
 
@@ -102,6 +103,9 @@ class AutoSchema(openapi.AutoSchema):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)
         if operation is None:
             return None
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "query" and parameter["name"] not in _PAGING and not parameter.get("required"):
+                parameter["allowEmptyValue"] = True  # an empty filter is no filter (paygo.api.filters)
         responses = operation["responses"]
         for status in derived_error_responses(self, operation):
             responses.setdefault(str(status), self._error_response(status))
