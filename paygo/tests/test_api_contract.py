@@ -14,18 +14,17 @@ API_CONTRACT_EXAMPLES=50 (say) fuzzes deeper, for a run by hand.
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 
 import pytest
 import schemathesis
-from django.core.files.uploadedfile import SimpleUploadedFile
 from hypothesis import strategies as st
-from PIL import Image as PILImage
 from schemathesis.config import SchemathesisConfig
 
 from accounts.services import image_upload, token_pair_for
+from accounts.tests.conftest import picture, upload_file
+from marketplace.tests.conftest import make_service  # noqa: F401 (a fixture)
 from wallets.tests.conftest import fund_wallet
 
 USDC = 1_000_000
@@ -66,30 +65,16 @@ def config_for(role: str) -> SchemathesisConfig:
     )
 
 
-def _picture() -> SimpleUploadedFile:
-    out = io.BytesIO()
-    PILImage.new("RGB", (8, 8), "green").save(out, format="PNG")
-    return SimpleUploadedFile("seed.png", out.getvalue(), content_type="image/png")
-
-
-def _world(alice, victor, olga) -> dict:
+def _world(alice, victor, olga, make_service) -> dict:  # noqa: F811 (the fixture imported above)
     """One of each object, committed for the server to see."""
     from consultations.services import consultation_create
-    from marketplace.models import Category
-    from marketplace.services import service_create
     from notifications.services import notification_create
     from streaming.services import session_start
     from wallets.ledger import asset_get
     from wallets.services import withdrawal_request
 
     fund_wallet(alice, 1000 * USDC)
-    service = service_create(
-        vendor=victor,
-        name="Minutes",
-        category=Category.objects.filter(parent__isnull=True).first(),
-        rate=1000,
-        unit="per_minute",
-    )
+    service = make_service(victor, rate=1000)  # 0.001 USDC a minute
     session = session_start(user=alice, service=service)
     consultation, _ = consultation_create(
         user=alice, vendor_id=victor.pk, service_id=service.pk, initial_message="Hello"
@@ -98,7 +83,7 @@ def _world(alice, victor, olga) -> dict:
         notification_create(user=user, type="system", title="Hi", message="Hello") for user in (alice, victor, olga)
     ]
     withdrawal = withdrawal_request(user=alice, asset=asset_get("USDC"), amount=USDC, to_address="0x" + "ab" * 32)
-    image = image_upload(owner=alice, upload=_picture())
+    image = image_upload(owner=alice, upload=upload_file(picture()))
     return {
         "callers": {"user": alice, "vendor": victor, "staff": olga},
         # What each path parameter may name, beside what Schemathesis makes up.
@@ -137,9 +122,9 @@ class Caller:
 
 
 @pytest.fixture(params=["user", "vendor", "staff"])
-def caller(request, live_daphne, settings, tmp_path, alice, victor, olga):
+def caller(request, live_daphne, settings, tmp_path, alice, victor, olga, make_service):  # noqa: F811
     settings.MEDIA_ROOT = tmp_path / "media"
-    world = _world(alice, victor, olga)
+    world = _world(alice, victor, olga, make_service)
     user = world["callers"][request.param]
     address = live_daphne(MEDIA_ROOT=str(settings.MEDIA_ROOT))
     caller = Caller(request.param, {"Authorization": f"Bearer {token_pair_for(user).access}"}, world["ids"], address)
