@@ -122,3 +122,13 @@ def test_fields_shown_to_the_payer_only_are_not_required_of_a_session(schema):
 
     assert {"held", "stopAt"} <= set(session["properties"])
     assert not {"held", "stopAt"} & set(session["required"])
+
+
+@pytest.mark.parametrize("prefix", ["profiles", "vendorprofiles", "adminprofiles"])
+def test_a_profile_put_is_documented_as_the_partial_change_it_is(schema, prefix):
+    # The view changes only the fields it is sent, for PUT as for PATCH: nothing is required.
+    put = schema["paths"][f"/api/v1/{prefix}/update"]["put"]["requestBody"]
+    patch = schema["paths"][f"/api/v1/{prefix}/update"]["patch"]["requestBody"]
+
+    assert put == patch
+    assert not put.get("required")
