@@ -148,7 +148,11 @@ class ProfileSchema(AutoSchema):
     the schema of each route is its kind's, as the view's `schema_responses` says."""
 
     def get_request_serializer(self):
-        return PROFILE_SERIALIZERS[self.view.kind] if self.method in ("POST", "PUT", "PATCH") else None
+        serializer_class = PROFILE_SERIALIZERS[self.view.kind]
+        if self.method == "POST":
+            return serializer_class
+        # An update changes only the fields it is sent, for PUT as for PATCH (ProfileUpdateView).
+        return serializer_class(partial=True) if self.method in ("PUT", "PATCH") else None
 
     def get_response_serializers(self):
         return self.view.schema_responses()
