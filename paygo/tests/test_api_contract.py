@@ -14,7 +14,9 @@ API_CONTRACT_EXAMPLES=50 (say) fuzzes deeper, for a run by hand.
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -139,6 +141,14 @@ def contract(caller):
     schema = schemathesis.openapi.from_url(
         f"http://{host}:{port}/api/v1/schema/?format=json", config=config_for(caller.role)
     )
+
+    @schema.hook
+    def before_add_examples(context, examples):
+        # One request naming each of the caller's objects, whatever the fuzzing draws after it.
+        names = re.findall(r"\{(\w+)\}", context.operation.path)
+        if names and all(name in caller.ids for name in names):
+            for values in itertools.product(*(caller.ids[name] for name in names)):
+                examples.append(context.operation.Case(path_parameters=dict(zip(names, values, strict=True))))
 
     @schema.hook
     def flatmap_case(context, case):
