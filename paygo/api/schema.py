@@ -31,7 +31,7 @@ ERROR_STATUSES: dict[int, str] = {
     404: "No such object, or not one of the caller's.",
     409: "Conflicts with the current state, or an Idempotency-Key reused with another request.",
     413: "The request body is over its size limit.",
-    415: "The request body is not JSON.",
+    415: "The request body is not of a media type the operation takes (JSON, or multipart for an upload).",
     429: "Too many requests: wait for Retry-After seconds.",
     503: "A service PayGo depends on is unavailable: nothing was done, try again shortly.",
 }
@@ -68,7 +68,7 @@ def derived_error_responses(auto: openapi.AutoSchema, operation: dict[str, Any])
     403: a permission beyond being signed in (a role, a staff permission);
     404: it looks an object up by path, or pages (a page past the last does not exist);
     409: it honours Idempotency-Key (the same key with another request);
-    413, 415: it takes a body (over its size limit; not JSON, where the view parses it);
+    413, 415: it takes a body (over its size limit; of another media type, where the view parses it);
     429: it is throttled.
     """
     view = auto.view
