@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from django.conf import settings
 from djangorestframework_camel_case.parser import CamelCaseMultiPartParser
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
@@ -19,7 +19,6 @@ from accounts.serializers import (
     ImageSerializer,
     ImageUploadSerializer,
     LoginSerializer,
-    ProfileSerializer,
     RefreshSerializer,
     RegisterSerializer,
     UserSerializer,
@@ -29,6 +28,7 @@ from accounts.serializers import (
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import IsStaff, IsUserRole, IsVendor, StaffWithPermission
 from paygo.api.ratelimits import enforce, enforce_login_rate
+from paygo.api.schema import AutoSchema, error_responses
 
 
 def _email_key(group: str, request) -> str:
@@ -49,7 +49,11 @@ class RegisterView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=RegisterSerializer, responses={201: AuthResponseSerializer}, summary="Sign up")
+    @extend_schema(
+        request=RegisterSerializer,
+        responses={201: AuthResponseSerializer, **error_responses(409, 429)},  # 409: the email is taken
+        summary="Sign up",
+    )
     def post(self, request):
         enforce(
             request,
@@ -68,7 +72,11 @@ class LoginView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
-    @extend_schema(request=LoginSerializer, responses={200: AuthResponseSerializer}, summary="Log in")
+    @extend_schema(
+        request=LoginSerializer,
+        responses={200: AuthResponseSerializer, **error_responses(401, 429)},  # 401: wrong email or password
+        summary="Log in",
+    )
     def post(self, request):
         enforce_login_rate(request)  # failed attempts are counted by authenticate() (django-axes)
         data = LoginSerializer(data=request.data)
@@ -86,7 +94,8 @@ class RefreshView(APIView):
         responses={
             200: inline_serializer(
                 "RefreshResponse", {"token": serializers.CharField(), "refreshToken": serializers.CharField()}
-            )
+            ),
+            **error_responses(401),  # the refresh token is invalid or expired
         },
         summary="Exchange a refresh token for a new access token",
     )
@@ -112,10 +121,47 @@ def _profile_kind_permission(kind: str):
     return {"user": IsUserRole, "vendor": IsVendor, "admin": IsStaff}[kind]
 
 
+def _profile_envelope(serializer_class, *, changed: bool):
+    """What the profile views answer: the caller's profile under `profile` (and a `message` when
+    it was just changed)."""
+    name = serializer_class.__name__.removesuffix("Serializer")
+    fields = {"profile": serializer_class()}
+    if changed:
+        fields = {"message": serializers.CharField(), **fields}
+    return inline_serializer(f"{name}{'Changed' if changed else 'Body'}", fields)
+
+
+_PROFILE_BODIES = {kind: _profile_envelope(s, changed=False) for kind, s in PROFILE_SERIALIZERS.items()}
+_PROFILE_CHANGED = {kind: _profile_envelope(s, changed=True) for kind, s in PROFILE_SERIALIZERS.items()}
+_PROFILE_DELETED = inline_serializer("ProfileDeleted", {"message": serializers.CharField()})
+_VENDOR_DIRECTORY = PolymorphicProxySerializer(
+    component_name="VendorDirectoryEntry",
+    serializers=[VendorProfileSerializer, VendorPublicSerializer],  # the whole profile for staff who may view it
+    resource_type_field_name=None,
+    many=True,
+)
+
+
+class ProfileSchema(AutoSchema):
+    """The profile views serve three kinds of profile (profiles/, vendorprofiles/, adminprofiles/):
+    the schema of each route is its kind's, as the view's `schema_responses` says."""
+
+    def get_request_serializer(self):
+        serializer_class = PROFILE_SERIALIZERS[self.view.kind]
+        if self.method == "POST":
+            return serializer_class
+        # An update changes only the fields it is sent, for PUT as for PATCH (ProfileUpdateView).
+        return serializer_class(partial=True) if self.method in ("PUT", "PATCH") else None
+
+    def get_response_serializers(self):
+        return self.view.schema_responses()
+
+
 class _ProfileView(APIView):
     """One of the three profile APIs (profiles/, vendorprofiles/, adminprofiles/): `kind` says which."""
 
     kind = "user"
+    schema = ProfileSchema()
 
     def get_permissions(self):
         return [_profile_kind_permission(self.kind)()]
@@ -126,9 +172,12 @@ class _ProfileView(APIView):
     def shape(self, profile) -> dict:
         return self.serializer_class()(profile, context={"request": self.request}).data
 
+    def schema_responses(self) -> dict:
+        raise NotImplementedError
+
 
 class ProfileCreateView(_ProfileView):
-    @extend_schema(summary="Create the caller's profile", request=ProfileSerializer, responses={201: ProfileSerializer})
+    @extend_schema(summary="Create the caller's profile")
     def post(self, request):
         data = self.serializer_class()(data=request.data, context={"request": request})
         data.is_valid(raise_exception=True)
@@ -136,11 +185,17 @@ class ProfileCreateView(_ProfileView):
         profile = selectors.profile_get_own(user=request.user, kind=self.kind)
         return Response({"message": "Profile created.", "profile": self.shape(profile)}, status=status.HTTP_201_CREATED)
 
+    def schema_responses(self) -> dict:
+        return {201: _PROFILE_CHANGED[self.kind], **error_responses(409)}  # 409: one profile each
+
 
 class ProfileMineView(_ProfileView):
-    @extend_schema(summary="The caller's profile", responses={200: ProfileSerializer})
+    @extend_schema(summary="The caller's profile")
     def get(self, request):
         return Response({"profile": self.shape(selectors.profile_get_own(user=request.user, kind=self.kind))})
+
+    def schema_responses(self) -> dict:
+        return {200: _PROFILE_BODIES[self.kind], **error_responses(404)}  # 404: none made yet
 
 
 class ProfileUpdateView(_ProfileView):
@@ -152,23 +207,26 @@ class ProfileUpdateView(_ProfileView):
         profile = selectors.profile_get_own(user=request.user, kind=self.kind)
         return Response({"message": "Profile updated.", "profile": self.shape(profile)})
 
-    @extend_schema(summary="Change the caller's profile", request=ProfileSerializer, responses={200: ProfileSerializer})
+    @extend_schema(summary="Change the caller's profile")
     def patch(self, request):
         return self._update(request)
 
-    @extend_schema(summary="Change the caller's profile", request=ProfileSerializer, responses={200: ProfileSerializer})
+    @extend_schema(summary="Change the caller's profile")
     def put(self, request):
         return self._update(request)
 
+    def schema_responses(self) -> dict:
+        return {200: _PROFILE_CHANGED[self.kind], **error_responses(404)}
+
 
 class ProfileDeleteView(_ProfileView):
-    @extend_schema(
-        summary="Delete the caller's profile",
-        responses={200: inline_serializer("ProfileDeleted", {"message": serializers.CharField()})},
-    )
+    @extend_schema(summary="Delete the caller's profile")
     def delete(self, request):
         services.profile_delete(profile=selectors.profile_get_own(user=request.user, kind=self.kind))
         return Response({"message": "Profile deleted."})
+
+    def schema_responses(self) -> dict:
+        return {200: _PROFILE_DELETED, **error_responses(404)}
 
 
 class ProfileListView(_ProfileView):
@@ -182,7 +240,7 @@ class ProfileListView(_ProfileView):
             return [AllowAny()]
         return [StaffWithPermission(selectors.profile_view_permission(self.kind))]
 
-    @extend_schema(summary="All profiles of this kind", responses={200: ProfileSerializer(many=True)})
+    @extend_schema(summary="All profiles of this kind")
     def get(self, request):
         if self.kind == "vendor":
             profiles = selectors.vendor_directory(viewer=request.user)
@@ -194,6 +252,9 @@ class ProfileListView(_ProfileView):
         paginator = Pagination()
         page = paginator.paginate_queryset(profiles, request, view=self)
         return paginator.get_paginated_response(serializer_class(page, many=True, context={"request": request}).data)
+
+    def schema_responses(self) -> dict:
+        return {200: _VENDOR_DIRECTORY if self.kind == "vendor" else self.serializer_class()(many=True)}
 
 
 class CallerProfileView(APIView):

@@ -31,8 +31,11 @@ from consultations.serializers import (
     StatusChangeSerializer,
 )
 from paygo.api.amounts import minor_from_field
+from paygo.api.filters import query_filters
+from paygo.api.pagination import Pagination
 from paygo.api.permissions import IsUserRole, IsVendor
 from paygo.api.ratelimits import MONEY
+from paygo.api.schema import error_responses
 from paygo.tokens import decimals_of
 from streaming.serializers import SessionSerializer
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
@@ -40,9 +43,12 @@ from wallets.idempotency import idempotent
 
 LIST_PARAMETERS = [
     OpenApiParameter("status", str, enum=ConsultationStatus.values),
-    OpenApiParameter("page", int),
-    OpenApiParameter("pageSize", int),
+    *Pagination.parameters(),
 ]
+
+# What a consultation's participants do: staff who may see it are refused (403), and a closed
+# consultation, or a call already running or not, is a conflict (409).
+_PARTICIPANTS_ONLY = error_responses(403, 409)
 
 _STATUS_MESSAGES = {
     ConsultationStatus.ACCEPTED: "Consultation accepted.",
@@ -66,7 +72,7 @@ class _ConsultationPageMixin:
         return self.paginator.get_paginated_response(ConsultationSerializer(page, many=True).data)
 
     def _status_filter(self, request) -> str | None:
-        query = ConsultationListQuerySerializer(data=request.query_params)
+        query = ConsultationListQuerySerializer(data=query_filters(request))
         query.is_valid(raise_exception=True)
         return query.validated_data.get("status") or None
 
@@ -130,7 +136,7 @@ class ConsultationDetailView(GenericAPIView):
     @extend_schema(
         summary="One consultation with its calls and its messages (participants and staff); "
         "a participant opening it reads the other side's messages",
-        parameters=[OpenApiParameter("page", int), OpenApiParameter("pageSize", int)],
+        parameters=Pagination.parameters(),
         responses={200: ConsultationDetailResponseSerializer},
     )
     def get(self, request, consultation_id: int):
@@ -148,7 +154,7 @@ class MessageView(APIView):
     @extend_schema(
         summary="Write in a consultation (its user or vendor); not in a closed one",
         request=MessageCreateSerializer,
-        responses={201: MessageSentResponseSerializer},
+        responses={201: MessageSentResponseSerializer, **_PARTICIPANTS_ONLY},
     )
     def post(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
@@ -166,7 +172,7 @@ class StatusView(APIView):
     @extend_schema(
         summary="The vendor accepts, rejects or completes; the user cancels",
         request=StatusChangeSerializer,
-        responses={200: ConsultationChangedResponseSerializer},
+        responses={200: ConsultationChangedResponseSerializer, **_PARTICIPANTS_ONLY},
     )
     def patch(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
@@ -186,7 +192,7 @@ class CallStartView(APIView):
         summary="The consultation's user starts its paid call: a metered session on its service",
         request=CallStartSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: CallResponseSerializer},
+        responses={201: CallResponseSerializer, **_PARTICIPANTS_ONLY, **error_responses(402)},
     )
     def post(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
@@ -220,7 +226,7 @@ class CallStopView(APIView):
         summary="Either participant stops the running call; it is charged up to now",
         request=None,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={200: CallResponseSerializer},
+        responses={200: CallResponseSerializer, **_PARTICIPANTS_ONLY},
     )
     def post(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for_participant(request.user, consultation_id)

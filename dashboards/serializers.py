@@ -39,6 +39,10 @@ class WindowQuerySerializer(TzQuerySerializer):
         }
 
 
+class RefreshQuerySerializer(serializers.Serializer):
+    refresh = serializers.BooleanField(required=False, default=False)
+
+
 class StatusQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=SessionStatus.values, required=False)
 

@@ -18,6 +18,7 @@ from dashboards import selectors
 from dashboards.periods import DAY, MONTH, PERIODS, PeriodError, window
 from dashboards.serializers import (
     DashboardSessionSerializer,
+    RefreshQuerySerializer,
     StatusQuerySerializer,
     TzQuerySerializer,
     UserOverviewSerializer,
@@ -27,8 +28,10 @@ from dashboards.serializers import (
     WalletAnalyticsSerializer,
     WindowQuerySerializer,
 )
+from paygo.api.filters import query_filters
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import StaffWithPermission
+from paygo.api.schema import error_responses
 
 TZ = OpenApiParameter("tz", str, description="IANA time zone of the periods (default UTC)")
 PERIOD = OpenApiParameter("period", str, enum=PERIODS, description="Bucket of the series (default month)")
@@ -42,12 +45,16 @@ VENDOR_ID = OpenApiParameter(
 )
 
 
+# Whose dashboard: one of another role is refused (403), and a userId or vendorId that names no one is a 404.
+_SUBJECT_ERRORS = error_responses(403, 404)
+
+
 def _subject(request, *, role: str, param: str):
-    return selectors.dashboard_subject(request.user, role=role, param=param, wanted=request.query_params.get(param))
+    return selectors.dashboard_subject(request.user, role=role, param=param, wanted=query_filters(request).get(param))
 
 
 def _window(request, *, default_period: str = MONTH):
-    query = WindowQuerySerializer(data=request.query_params, default_period=default_period)
+    query = WindowQuerySerializer(data=query_filters(request), default_period=default_period)
     query.is_valid(raise_exception=True)
     values = query.validated_data
     try:
@@ -70,7 +77,7 @@ class UserOverviewView(APIView):
     @extend_schema(
         summary="A user's dashboard: sessions, spending, favourite categories, spending per period",
         parameters=[PERIOD, TZ, FROM, TO, USER_ID],
-        responses={200: UserOverviewSerializer},
+        responses={200: UserOverviewSerializer, **_SUBJECT_ERRORS},
     )
     def get(self, request):
         user = _subject(request, role="user", param="userId")
@@ -102,15 +109,14 @@ class UserSessionsView(APIView):
         summary="A user's sessions, newest first, with what each cost on the ledger",
         parameters=[
             OpenApiParameter("status", str, enum=StatusQuerySerializer().fields["status"].choices),
-            OpenApiParameter("page", int),
-            OpenApiParameter("limit", int),
+            *SessionsPagination.parameters("limit"),
             USER_ID,
         ],
-        responses={200: UserSessionsPageSerializer},
+        responses={200: UserSessionsPageSerializer, **_SUBJECT_ERRORS},
     )
     def get(self, request):
         user = _subject(request, role="user", param="userId")
-        query = StatusQuerySerializer(data=request.query_params)
+        query = StatusQuerySerializer(data=query_filters(request))
         query.is_valid(raise_exception=True)
         paginator = SessionsPagination()
         page = paginator.paginate_queryset(
@@ -122,7 +128,7 @@ class UserSessionsView(APIView):
 class UserSessionDetailView(APIView):
     @extend_schema(
         summary="One of the user's sessions with its charge timeline (staff: any session)",
-        responses={200: UserSessionDetailSerializer},
+        responses={200: UserSessionDetailSerializer, **error_responses(403)},  # 403: callers without a user dashboard
     )
     def get(self, request, session_id):
         session = selectors.user_session_get(request.user, session_id)
@@ -135,7 +141,7 @@ class VendorOverviewView(APIView):
     @extend_schema(
         summary="A vendor's dashboard: earnings, sessions hosted, services, customers, earnings per period",
         parameters=[PERIOD, TZ, FROM, TO, VENDOR_ID],
-        responses={200: VendorOverviewSerializer},
+        responses={200: VendorOverviewSerializer, **_SUBJECT_ERRORS},
     )
     def get(self, request):
         vendor = _subject(request, role="vendor", param="vendorId")
@@ -148,7 +154,7 @@ class VendorEarningsView(APIView):
     @extend_schema(
         summary="A vendor's earnings per period (net of the platform fee) between two dates",
         parameters=[PERIOD, TZ, FROM, TO, VENDOR_ID],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **_SUBJECT_ERRORS},
     )
     def get(self, request):
         vendor = _subject(request, role="vendor", param="vendorId")
@@ -171,7 +177,9 @@ class AdminOverviewView(APIView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request):
-        refresh = request.query_params.get("refresh", "").lower() in ("1", "true", "yes")
+        query = RefreshQuerySerializer(data=query_filters(request))
+        query.is_valid(raise_exception=True)
+        refresh = query.validated_data["refresh"]
         return Response(
             selectors.admin_overview(window=_window(request, default_period=DAY), now=timezone.now(), refresh=refresh)
         )
@@ -184,7 +192,7 @@ class WalletAnalyticsView(APIView):
         responses={200: WalletAnalyticsSerializer},
     )
     def get(self, request):
-        query = TzQuerySerializer(data=request.query_params)
+        query = TzQuerySerializer(data=query_filters(request))
         query.is_valid(raise_exception=True)
         tz = query.validated_data["tz"]
         return Response(selectors.wallet_analytics(request.user, tz=tz, now=timezone.now()))

@@ -189,7 +189,7 @@ class PublicServiceFilterSerializer(ServiceFilterSerializer):
 
 
 class MyServiceFilterSerializer(ServiceFilterSerializer):
-    is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
+    is_active = serializers.BooleanField(required=False, default=None)
 
 
 class ServiceResponseSerializer(serializers.Serializer):

@@ -22,9 +22,11 @@ from marketplace.serializers import (
     ServiceSerializer,
     ToggleStatusResponseSerializer,
 )
+from paygo.api.filters import query_filters
 from paygo.api.pagination import Pagination
 from paygo.api.parsers import JSONParser
 from paygo.api.permissions import IsVendor, IsVendorOrStaffWithPermission
+from paygo.api.schema import error_responses
 
 # A service's metadata is the vendor's own JSON: its keys go in and out exactly as written.
 _KEEP_METADATA = {"ignore_fields": ("metadata",)}
@@ -43,7 +45,7 @@ class _ServiceView(APIView):
     parser_classes = [ServiceJSONParser]
 
     def filters(self, serializer_class) -> dict[str, Any]:
-        params = underscoreize(self.request.query_params.dict(), **JSONParser.json_underscoreize)
+        params = underscoreize(query_filters(self.request), **JSONParser.json_underscoreize)
         for paging in ("page", "page_size", "limit"):
             params.pop(paging, None)
         data = serializer_class(data=params)
@@ -80,7 +82,8 @@ class ServiceListCreateView(_ServiceView):
     @extend_schema(
         summary="Browse the marketplace",
         parameters=_LIST_PARAMETERS,
-        responses={200: ServiceSerializer(many=True)},
+        # 403: includeInactive, but for the vendor's own services and staff
+        responses={200: ServiceSerializer(many=True), **error_responses(403)},
     )
     def get(self, request):
         filters = self.filters(PublicServiceFilterSerializer)
@@ -89,7 +92,7 @@ class ServiceListCreateView(_ServiceView):
     @extend_schema(
         summary="List a new service (vendors)",
         request=ServiceSerializer,
-        responses={201: ServiceResponseSerializer},
+        responses={201: ServiceResponseSerializer, **error_responses(409)},  # 409: the vendor has one of that name
     )
     def post(self, request):
         data = ServiceSerializer(data=request.data)
@@ -101,6 +104,9 @@ class ServiceListCreateView(_ServiceView):
         )
 
 
+_NAME_TAKEN = error_responses(409)  # the vendor has another service of that name
+
+
 class ServiceDetailView(_ServiceView):
     def get_permissions(self):
         if self.request.method == "GET":
@@ -110,7 +116,8 @@ class ServiceDetailView(_ServiceView):
 
     @extend_schema(
         summary="A service",
-        responses={200: inline_serializer("ServiceDetail", {"service": ServiceSerializer()})},
+        # 403: an inactive service, to anyone but its vendor and staff
+        responses={200: inline_serializer("ServiceDetail", {"service": ServiceSerializer()}), **error_responses(403)},
     )
     def get(self, request, service_id: int):
         service = selectors.service_get_visible(viewer=request.user, service_id=service_id)
@@ -123,11 +130,17 @@ class ServiceDetailView(_ServiceView):
         service = services.service_update(service=service, **data.validated_data)
         return Response({"message": "Service updated.", "service": ServiceSerializer(service).data})
 
-    @extend_schema(summary="Replace a service", request=ServiceSerializer, responses={200: ServiceResponseSerializer})
+    @extend_schema(
+        summary="Replace a service",
+        request=ServiceSerializer,
+        responses={200: ServiceResponseSerializer, **_NAME_TAKEN},
+    )
     def put(self, request, service_id: int):
         return self._update(request, service_id, partial=False)
 
-    @extend_schema(summary="Change a service", request=ServiceSerializer, responses={200: ServiceResponseSerializer})
+    @extend_schema(
+        summary="Change a service", request=ServiceSerializer, responses={200: ServiceResponseSerializer, **_NAME_TAKEN}
+    )
     def patch(self, request, service_id: int):
         return self._update(request, service_id, partial=True)
 

@@ -53,7 +53,7 @@ class NotificationListResponseSerializer(serializers.Serializer):
 
 
 class NotificationListQuerySerializer(serializers.Serializer):
-    read = serializers.BooleanField(required=False, allow_null=True, default=None)
+    read = serializers.BooleanField(required=False, default=None)  # absent: all; "null" is no answer
     type = serializers.ChoiceField(choices=NotificationType.choices, required=False, allow_null=True, default=None)
 
 

@@ -23,6 +23,8 @@ from notifications.serializers import (
     PreferencesResponseSerializer,
     PreferencesUpdateSerializer,
 )
+from paygo.api.filters import query_filters
+from paygo.api.pagination import Pagination
 from paygo.api.permissions import StaffWithPermission
 
 
@@ -47,13 +49,12 @@ class NotificationListView(GenericAPIView):
         parameters=[
             OpenApiParameter("read", bool, description="Only read (true) or unread (false) ones."),
             OpenApiParameter("type", str, enum=["session", "payment", "alert", "consultation", "system"]),
-            OpenApiParameter("page", int),
-            OpenApiParameter("pageSize", int),
+            *Pagination.parameters(),
         ],
         responses={200: NotificationListResponseSerializer},
     )
     def get(self, request):
-        query = NotificationListQuerySerializer(data=request.query_params)
+        query = NotificationListQuerySerializer(data=query_filters(request))
         query.is_valid(raise_exception=True)
         notifications = selectors.notification_list_for(request.user, **query.validated_data)
         page = self.paginate_queryset(notifications)

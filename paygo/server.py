@@ -38,6 +38,11 @@ class BoundedRequest(WebRequest):
     refused = False
     _linger = None
 
+    def __init__(self, *args, **kwargs) -> None:
+        # Twisted would parse form bodies into request.args, which Daphne never reads, and answer a
+        # malformed multipart body itself with a bare 400: the application reads every body.
+        super().__init__(*args, parsePOSTFormSubmission=False, **kwargs)
+
     def gotLength(self, length: int | None) -> None:
         # Called once the headers are in, before any byte of the body; `length` is None if chunked.
         self.limit = body_limit(self.requestHeaders.getRawHeaders(b"content-type", [b""])[0])

@@ -69,6 +69,8 @@ class SessionSerializer(serializers.ModelSerializer):
     so that a caller that forgets the context leaks nothing.
     """
 
+    sometimes_omitted = PAYER_FIELDS  # so the schema does not require them (paygo.api.schema)
+
     id = serializers.UUIDField(source="session_id")
     session_id = serializers.UUIDField()
     service = serializers.SerializerMethodField()

@@ -10,8 +10,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor, minor_from_field
+from paygo.api.filters import query_filters
 from paygo.api.permissions import IsUserRole
 from paygo.api.ratelimits import MONEY
+from paygo.api.schema import error_responses
 from streaming import pricing, selectors, services
 from streaming.models import SessionStatus
 from streaming.serializers import (
@@ -46,7 +48,7 @@ class StartView(APIView):
         request=StartSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Start a metered session",
-        responses={201: StartResponseSerializer},
+        responses={201: StartResponseSerializer, **error_responses(402)},  # 402: not enough for the first period
     )
     def post(self, request):
         data = StartSerializer(data=request.data)
@@ -79,7 +81,9 @@ class StartView(APIView):
 
 class MetricsView(APIView):
     @extend_schema(
-        request=MetricsSerializer, summary="Report quality metrics (a heartbeat)", responses=MetricsResponseSerializer
+        request=MetricsSerializer,
+        summary="Report quality metrics (a heartbeat)",
+        responses={200: MetricsResponseSerializer, **error_responses(409)},  # 409: the session has ended
     )
     def patch(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)
@@ -119,7 +123,7 @@ class StopView(APIView):
         request=None,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Stop a session (owner, vendor, staff)",
-        responses=StopResponseSerializer,
+        responses={200: StopResponseSerializer, **error_responses(403)},  # 403: staff who may only view it
     )
     def patch(self, request, session_id):
         session = selectors.session_get_to_stop(request.user, session_id)
@@ -142,7 +146,7 @@ class MySessionsView(generics.ListAPIView):
         return response
 
     def get_queryset(self):
-        wanted = self.request.query_params.get("status")
+        wanted = query_filters(self.request).get("status")
         if wanted and wanted not in SessionStatus.values:
             raise exceptions.ValidationError({"status": [f"Choose one of {', '.join(SessionStatus.values)}."]})
         return selectors.sessions_of(self.request.user, status=wanted)
@@ -170,7 +174,8 @@ class UsageView(APIView):
         request=UsageSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Report usage on a usage-metered session (its vendor)",
-        responses={201: UsageResponseSerializer, 200: UsageResponseSerializer},
+        # 403: the session's user (only its vendor reports); 409: the session has ended
+        responses={201: UsageResponseSerializer, 200: UsageResponseSerializer, **error_responses(403, 409)},
     )
     def post(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)

@@ -30,10 +30,13 @@ from wallets.models import IdempotencyKey
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # How views that honour the header document it in the OpenAPI schema.
-SCHEMA_PARAMETER = OpenApiParameter(
-    HEADER, str, OpenApiParameter.HEADER, description="Replays the first response for the same key and body."
-)
 _KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+SCHEMA_PARAMETER = OpenApiParameter(
+    HEADER,
+    {"type": "string", "pattern": _KEY_PATTERN.pattern, "minLength": 1, "maxLength": 255},
+    OpenApiParameter.HEADER,
+    description="Replays the first response for the same key and body.",
+)
 
 T = TypeVar("T")
 

@@ -6,7 +6,7 @@ import logging
 
 from djangorestframework_camel_case.settings import api_settings as camel_case_settings
 from djangorestframework_camel_case.util import underscoreize
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import exceptions, generics, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -14,8 +14,10 @@ from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor
 from paygo.api.errors import UpstreamUnavailable
+from paygo.api.filters import query_filters
 from paygo.api.parsers import JSONTooDeep, json_loads
 from paygo.api.ratelimits import MONEY
+from paygo.api.schema import error_responses
 from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
@@ -62,7 +64,8 @@ class DepositView(APIView):
         request=DepositSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Credit an on-chain deposit",
-        responses={201: DepositResponseSerializer, 200: DepositResponseSerializer},
+        # 503: Chipi could not verify it
+        responses={201: DepositResponseSerializer, 200: DepositResponseSerializer, **error_responses(503)},
     )
     def post(self, request):
         data = DepositSerializer(data=request.data)
@@ -135,6 +138,13 @@ class WithdrawalDetailView(generics.RetrieveAPIView):
     def get_queryset(self):
         return Withdrawal.objects.filter(user=self.request.user).select_related("asset")
 
+    @extend_schema(
+        summary="One of the caller's withdrawals",
+        responses={200: inline_serializer("WithdrawalBody", {"withdrawal": WithdrawalSerializer()})},
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
     def retrieve(self, request, *args, **kwargs):
         return Response({"withdrawal": self.get_serializer(self.get_object()).data})
 
@@ -196,6 +206,9 @@ class TransferView(APIView):
         return idempotent(request, execute)
 
 
+_TRANSACTION_FILTERS = {"type": "type", "token": "token", "from": "since", "to": "until"}  # parameter: field
+
+
 class TransactionsView(generics.ListAPIView):
     serializer_class = EntrySerializer
     results_key = "transactions"
@@ -213,18 +226,9 @@ class TransactionsView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        params = self.request.query_params
+        params = query_filters(self.request)
         query = TransactionsQuerySerializer(
-            data={
-                key: value
-                for key, value in {
-                    "type": params.get("type"),
-                    "token": params.get("token"),
-                    "since": params.get("from"),
-                    "until": params.get("to"),
-                }.items()
-                if value
-            }
+            data={field: params[name] for name, field in _TRANSACTION_FILTERS.items() if name in params}
         )
         if not query.is_valid():
             errors = {{"since": "from", "until": "to"}.get(k, k): v for k, v in query.errors.items()}
@@ -262,7 +266,7 @@ class SwapView(APIView):
         request=SwapSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Swap one token for another",
-        responses={201: SwapResponseSerializer},
+        responses={201: SwapResponseSerializer, **error_responses(503)},  # 503: no rate from Chipi
     )
     def post(self, request):
         data = SwapSerializer(data=request.data)
@@ -313,7 +317,9 @@ class ChipiWebhookView(APIView):
     parser_classes: list = []
 
     @extend_schema(
-        request=None, summary="Chipi Pay webhook (signed with chipi-signature)", responses=WebhookResponseSerializer
+        request={"application/json": {"type": "object", "description": "A Chipi event, signed with chipi-signature."}},
+        summary="Chipi Pay webhook (signed with chipi-signature)",
+        responses={200: WebhookResponseSerializer, **error_responses(401)},  # 401: a bad signature
     )
     def post(self, request):
         from wallets.chipi import verify_webhook_signature

@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
 _WHOLE_NUMBER = re.compile(r"[1-9][0-9]{0,17}")  # from 1; 18 digits keep it inside a 64-bit integer
+_LARGEST = 10**18 - 1
 
 
 class Pagination(PageNumberPagination):
@@ -73,11 +75,46 @@ class Pagination(PageNumberPagination):
             }
         )
 
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        return [
+            {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+            for name, (schema, description) in self.parameter_schemas().items()
+        ]
+
+    @classmethod
+    def parameter_schemas(cls, size_name: str = "pageSize") -> dict[str, tuple[dict, str]]:
+        """The paging parameters as the schema states them: {name: (schema, description)}."""
+        return {
+            cls.page_query_param: (
+                {
+                    "oneOf": [
+                        {"type": "integer", "minimum": 1, "maximum": _LARGEST},
+                        {"type": "string", "enum": ["last"]},
+                    ]
+                },
+                'The page, from 1, or "last"; past the last page is a 404.',
+            ),
+            size_name: (
+                {"type": "integer", "minimum": 1, "maximum": cls.max_page_size},
+                f"Items on a page (default {cls.page_size}).",
+            ),
+        }
+
+    @classmethod
+    def parameters(cls, size_name: str = "pageSize") -> list[OpenApiParameter]:
+        """The paging parameters, for a view whose @extend_schema states its own (its answer is no plain list)."""
+        return [
+            OpenApiParameter(name, schema, description=description)
+            for name, (schema, description) in cls.parameter_schemas(size_name).items()
+        ]
+
     def get_paginated_response_schema(self, schema: dict) -> dict:
+        key = getattr(self, "results_key", "results")
         return {
             "type": "object",
+            "required": [key, "count", "page", "totalPages", "next", "previous"],
             "properties": {
-                self.results_key if hasattr(self, "results_key") else "results": schema,
+                key: schema,
                 "count": {"type": "integer"},
                 "page": {"type": "integer"},
                 "totalPages": {"type": "integer"},

@@ -1,10 +1,146 @@
-"""OpenAPI helpers shared by the apps' views: the sockets' contract beside the endpoints, and the
-rate limits every operation answers with."""
+"""The OpenAPI schema's plumbing: every operation's error answers, the paginated envelope, the rate
+limits every operation answers with, and the sockets' contract beside the endpoints.
+
+A client reads from the schema what it can be answered, so the schema lists every status an
+operation can give. The errors all views share are derived from the view and from what the
+operation documents (`derived_error_responses`); the ones a service raises (a 402, a 409 on a
+taken name, a 503 from Chipi) are named by the view with `error_responses(...)` in its
+@extend_schema, since no class of the view says them. The API-wide rate limits' 429 and headers
+are added to every operation by `document_rate_limits`, the last postprocessing hook.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular import openapi
+from drf_spectacular.utils import OpenApiResponse
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny, IsAuthenticated
+
+from paygo.api.pagination import Pagination
+
 WEBSOCKETS_START = "<!-- websockets:start"
 WEBSOCKETS_END = "<!-- websockets:end -->"
+
+# What each error status means here, as the schema says it.
+ERROR_STATUSES: dict[int, str] = {
+    400: "Invalid input: the field names in `errors` say what (nothing was changed).",
+    401: "No valid access token (`Authorization: Bearer <token>`): missing, expired or malformed.",
+    402: "Insufficient funds.",
+    403: "The caller may not do this (role or staff permission).",
+    404: "No such object, or not one of the caller's.",
+    409: "Conflicts with the current state, or an Idempotency-Key reused with another request.",
+    413: "The request body is over its size limit.",
+    415: "The request body is not of a media type the operation takes (JSON, or multipart for an upload).",
+    429: "Too many requests: wait for Retry-After seconds.",
+    503: "A service PayGo depends on is unavailable: nothing was done, try again shortly.",
+}
+_HEADERS: dict[int, dict[str, Any]] = {
+    401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "The scheme to authenticate with."}},
+    429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."}},
+}
+_PAGING = set(Pagination.parameter_schemas()) | {"limit"}  # paging is strict: `page=` is a 400
+_NO_CLAIM = (AllowAny, IsAuthenticated)  # permissions whose refusal is a 401, never a 403
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The API's one error format (paygo.api.errors)."""
+
+    message = serializers.CharField()
+    status_code = serializers.IntegerField()
+    code = serializers.CharField(help_text="A stable machine-readable reason (`invalid`, `not_found`, ...).")
+    errors = serializers.DictField(
+        child=serializers.JSONField(), required=False, help_text="Per invalid field (camelCase), its messages."
+    )
+
+
+def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
+    """Errors an operation gives that its view's classes do not say (a service's 402, 409, 503),
+    for @extend_schema(responses={..., **error_responses(409)})."""
+    return {status: OpenApiResponse(ErrorSerializer, description=ERROR_STATUSES[status]) for status in statuses}
+
+
+def derived_error_responses(auto: openapi.AutoSchema, operation: dict[str, Any]) -> set[int]:
+    """The errors every operation of this shape can give, from its view and what it documents.
+
+    400: it takes input (a body, query or header parameters, paging), beyond its path;
+    401: it authenticates (a token that is sent is checked, even where none is needed);
+    403: a permission beyond being signed in (a role, a staff permission);
+    404: it looks an object up by path, or pages (a page past the last does not exist);
+    409: it honours Idempotency-Key (the same key with another request);
+    413, 415: it takes a body (over its size limit; of another media type, where the view parses it);
+    429: it is throttled.
+    """
+    view = auto.view
+    parameters = operation.get("parameters", [])
+    inputs = [parameter for parameter in parameters if parameter["in"] != "path"]  # a bad path is no route: 404
+    takes_body = "requestBody" in operation
+    pages = getattr(view, "results_key", None) is not None and auto.method == "GET"
+    statuses: set[int] = set()
+    if takes_body or inputs or pages:
+        statuses.add(400)
+    if any("jwtAuth" in requirement for requirement in operation.get("security", [])):
+        statuses.add(401)
+    if any(not isinstance(permission, _NO_CLAIM) for permission in view.get_permissions()):
+        statuses.add(403)
+    if pages or any(parameter["in"] == "path" for parameter in parameters):
+        statuses.add(404)
+    if any(parameter["in"] == "header" and parameter["name"] == "Idempotency-Key" for parameter in parameters):
+        statuses.add(409)
+    if takes_body:
+        statuses.add(413)
+        if view.get_parsers():
+            statuses.add(415)
+    if view.get_throttles():
+        statuses.add(429)
+    return statuses
+
+
+class AutoSchema(openapi.AutoSchema):
+    """drf-spectacular's AutoSchema, telling the truth about errors and pages."""
+
+    def get_operation(self, path, path_regex, path_prefix, method, registry):
+        operation = super().get_operation(path, path_regex, path_prefix, method, registry)
+        if operation is None:
+            return None
+        for parameter in operation.get("parameters", []):
+            if parameter["in"] == "query" and parameter["name"] not in _PAGING and not parameter.get("required"):
+                parameter["allowEmptyValue"] = True  # an empty filter is no filter (paygo.api.filters)
+        responses = operation["responses"]
+        for status in derived_error_responses(self, operation):
+            responses.setdefault(str(status), self._error_response(status))
+        operation["responses"] = dict(sorted(responses.items()))
+        return operation
+
+    def _error_response(self, status: int) -> dict[str, Any]:
+        response = self._get_response_for_code(ErrorSerializer, str(status))
+        response["description"] = ERROR_STATUSES[status]
+        return response
+
+    def _get_response_headers_for_code(self, status_code, direction="response"):
+        headers = super()._get_response_headers_for_code(status_code, direction)
+        return {**_HEADERS.get(int(status_code), {}), **headers} if status_code.isdigit() else headers
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        # Fields a serializer leaves out for some readers (`sometimes_omitted`) are not required.
+        omitted = set(getattr(serializer, "sometimes_omitted", ()))
+        if omitted and "required" in schema:
+            schema["required"] = [name for name in schema["required"] if name not in omitted]
+            if not schema["required"]:
+                del schema["required"]
+        return schema
+
+    def _get_paginator(self):
+        """A view that names its list's key (`results_key`) answers pages of paygo.api.pagination,
+        whether DRF pages it or the view does it by hand."""
+        key = getattr(self.view, "results_key", None)
+        if key is None:
+            return super()._get_paginator()
+        paginator = Pagination()
+        paginator.results_key = key
+        return paginator
 
 
 def websocket_contract() -> str:

@@ -111,17 +111,18 @@ class ApiIndexView(APIView):
         )
 
 
+HEALTH = inline_serializer(
+    "Health", {name: serializers.CharField() for name in ("status", "database", "cache", "channelLayer")}
+)
+
+
 class HealthView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     @extend_schema(
         summary="Health of the database, cache and channel layer",
-        responses={
-            (200, "application/json"): inline_serializer(
-                "Health", {name: serializers.CharField() for name in ("status", "database", "cache", "channelLayer")}
-            )
-        },
+        responses=dict.fromkeys((200, 503), HEALTH),  # 503, with the same body, when a check fails
     )
     def get(self, request):
         checks = {"database": _check(_database), "cache": _check(_cache), "channelLayer": _check(_channel_layer)}

@@ -227,6 +227,26 @@ def test_a_chunked_multipart_upload_is_read_and_stored(live_daphne, alice, tmp_p
     assert alice.images.get().width == 40
 
 
+@money_db
+def test_a_malformed_multipart_body_is_the_apis_400_not_the_servers(live_daphne, alice, tmp_path):
+    # Found by Schemathesis: twisted parsed form bodies itself (for request.args, which Daphne never
+    # reads) and answered a malformed one with a bare 400, no body, and closed the connection.
+    address = live_daphne(MEDIA_ROOT=str(tmp_path))
+    body = b"--xyz--\r\n"
+    head = (
+        "POST /api/v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: {len(body)}\r\n"
+        f"Authorization: Bearer {token_pair_for(alice).access}\r\n\r\n"
+    ).encode()
+
+    reply = exchange(address, head + body)
+
+    assert reply.status == 400
+    assert reply.headers["content-type"] == "application/json"
+    assert json.loads(reply.body)["errors"] == {"image": ["Attach the picture as the multipart field 'image'."]}
+    assert not alice.images.exists()
+
+
 def test_manage_py_serve_runs_the_bounded_daphne(monkeypatch, settings):
     """`manage.py serve` serves through paygo.server, as production does."""
     from django.core.management import call_command

@@ -1,0 +1,134 @@
+"""The OpenAPI schema tells the truth: every error an operation gives, in the error format; lists as
+the pages they answer; profiles in the envelope they come in. (Schemathesis checks the same against
+the running server, test_api_contract.py; these name the rules.)"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.core.management import call_command
+
+pytestmark = pytest.mark.django_db
+
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+@pytest.fixture
+def schema(anon) -> dict:
+    return anon.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+
+
+def _operations(schema: dict):
+    for path, item in schema["paths"].items():
+        for method in METHODS:
+            if method in item:
+                yield method, path, item[method]
+
+
+def _resolve(schema: dict, node: dict) -> dict:
+    while "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def _body(schema: dict, method: str, path: str, status: str) -> dict:
+    response = schema["paths"][path][method]["responses"][status]
+    return _resolve(schema, response["content"]["application/json"]["schema"])
+
+
+def test_the_schema_is_generated_without_warnings_and_is_valid_openapi():
+    call_command("spectacular", "--fail-on-warn", "--validate", stdout=io.StringIO())
+
+
+def test_every_operation_documents_the_errors_its_kind_of_view_gives(schema):
+    for method, path, operation in _operations(schema):
+        statuses = set(operation["responses"])
+        where = (method, path, sorted(statuses))
+        if any("jwtAuth" in requirement for requirement in operation.get("security", [])):
+            assert "401" in statuses, where  # a token that is sent is checked
+        if "requestBody" in operation:
+            assert {"400", "413"} <= statuses, where
+        if any(parameter["in"] == "path" for parameter in operation.get("parameters", [])):
+            assert "404" in statuses, where
+        if any(parameter["name"] == "Idempotency-Key" for parameter in operation.get("parameters", [])):
+            assert "409" in statuses, where  # the same key with another request
+
+
+def test_errors_are_documented_in_the_error_format(schema):
+    error = schema["components"]["schemas"]["Error"]
+    assert set(error["required"]) == {"message", "statusCode", "code"}
+    assert "errors" in error["properties"]
+    for method, path, operation in _operations(schema):
+        for status, response in operation["responses"].items():
+            if status.startswith("4"):
+                body = response["content"]["application/json"]["schema"]
+                assert body == {"$ref": "#/components/schemas/Error"}, (method, path, status)
+
+
+def test_errors_their_services_raise_are_documented(schema):
+    def statuses(method, path):
+        return set(schema["paths"][path][method]["responses"])
+
+    assert {"401", "429"} <= statuses("post", "/api/v1/auth/login")
+    assert {"409", "429"} <= statuses("post", "/api/v1/auth/register")
+    assert "402" in statuses("post", "/api/v1/streams/start")
+    assert "503" in statuses("post", "/api/v1/wallet/deposit")
+    assert "401" in statuses("post", "/api/v1/wallet/webhooks/chipi")  # a bad signature
+    assert "404" in statuses("get", "/api/v1/profiles/my-profile")  # none made yet
+    assert _body(schema, "get", "/api/v1/health", "503") == _body(schema, "get", "/api/v1/health", "200")
+
+
+@pytest.mark.parametrize(
+    ("path", "key"),
+    [
+        ("/api/v1/service", "services"),
+        ("/api/v1/wallet/transactions", "transactions"),
+        ("/api/v1/wallet/withdrawals", "withdrawals"),
+        ("/api/v1/streams/active", "sessions"),
+        ("/api/v1/vendorprofiles/all", "profiles"),
+    ],
+)
+def test_lists_are_documented_as_the_pages_they_answer(schema, api, alice, path, key):
+    page = _body(schema, "get", path, "200")
+    answer = api(alice).get(path).json()
+
+    assert page["type"] == "object"
+    assert set(page["required"]) == {key, "count", "page", "totalPages", "next", "previous"}
+    assert set(answer) == set(page["properties"])
+    parameters = {p["name"]: p["schema"] for p in schema["paths"][path]["get"]["parameters"]}
+    assert parameters["pageSize"] == {"type": "integer", "minimum": 1, "maximum": 100}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "who", "profile"),
+    [("profiles", "alice", "Profile"), ("vendorprofiles", "victor", "VendorProfile")],
+)
+def test_profiles_are_documented_in_the_envelope_they_come_in(schema, api, alice, victor, prefix, who, profile):
+    client = api({"alice": alice, "victor": victor}[who])
+    created = client.post(f"/api/v1/{prefix}/create", {"bio": "Hello", "businessName": "Victor's"}, format="json")
+    mine = client.get(f"/api/v1/{prefix}/my-profile")
+
+    documented_created = _body(schema, "post", f"/api/v1/{prefix}/create", "201")
+    documented_mine = _body(schema, "get", f"/api/v1/{prefix}/my-profile", "200")
+    assert created.status_code == 201, created.content
+    assert set(created.json()) == set(documented_created["properties"]) == {"message", "profile"}
+    assert set(mine.json()) == set(documented_mine["properties"]) == {"profile"}
+    assert documented_mine["properties"]["profile"] == {"$ref": f"#/components/schemas/{profile}"}
+
+
+def test_fields_shown_to_the_payer_only_are_not_required_of_a_session(schema):
+    session = schema["components"]["schemas"]["Session"]
+
+    assert {"held", "stopAt"} <= set(session["properties"])
+    assert not {"held", "stopAt"} & set(session["required"])
+
+
+@pytest.mark.parametrize("prefix", ["profiles", "vendorprofiles", "adminprofiles"])
+def test_a_profile_put_is_documented_as_the_partial_change_it_is(schema, prefix):
+    # The view changes only the fields it is sent, for PUT as for PATCH: nothing is required.
+    put = schema["paths"][f"/api/v1/{prefix}/update"]["put"]["requestBody"]
+    patch = schema["paths"][f"/api/v1/{prefix}/update"]["patch"]["requestBody"]
+
+    assert put == patch
+    assert not put.get("required")
