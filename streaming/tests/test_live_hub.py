@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.db import connection
+from django.db import connection, connections
 from django.db.backends.utils import CursorWrapper
 from django.test import override_settings
 from redis.connection import AbstractConnection
@@ -152,3 +152,60 @@ async def test_a_handshake_does_not_wait_behind_the_tickers_database_work(make_s
     assert tick["sessionId"] == second_watcher[1]
     for communicator in (first, second):
         await communicator.disconnect()
+
+
+class _Socket:
+    """A socket as the hub sees it: whether it is the payer's, and what it was sent."""
+
+    def __init__(self, is_payer: bool) -> None:
+        self.is_payer = is_payer
+        self.sent: list[dict] = []
+
+    async def send_to_viewer(self, message: dict) -> None:
+        self.sent.append(message)
+
+
+@database_sync_to_async
+def _live_sessions(make_service, n: int):
+    from streaming.selectors import live_sessions
+
+    ids = []
+    for _ in range(n):
+        user = user_create(email=f"watcher-{next(_emails)}@example.com", password=None, name="Watcher", role="user")
+        fund_wallet(user, 10 * USDC)
+        ids.append(services.session_start(user=user, service=make_service("per_minute", rate=USDC)).pk)
+    return list(live_sessions(ids).values())
+
+
+@pytest.mark.parametrize("sockets", [1, 12])
+async def test_a_tick_is_one_redis_round_trip_and_a_refresh_two_queries_whatever_the_sockets(make_service, sockets):
+    """Each of `sockets` sessions watched by its payer and by its vendor."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streaming.hub import Hub
+
+    hub = Hub()
+    watched = {}
+    for session in await _live_sessions(make_service, sockets):
+        watched[session.id] = (_Socket(True), _Socket(False))
+        hub.sessions[session.id] = session
+        hub.watchers[session.id] = set(watched[session.id])
+    executor = ThreadPoolExecutor(max_workers=1)
+    try:
+        await hub.tick(executor, periodic=False)  # its thread connects to Redis (a few commands, once)
+        with round_trips() as refresh:
+            await hub.tick(executor, periodic=True)
+        with round_trips() as plain:
+            await hub.tick(executor, periodic=False)
+        hub.refresh_soon(next(iter(watched)))
+        with round_trips() as charged:
+            await hub.tick(executor, periodic=False)
+    finally:
+        executor.submit(connections.close_all).result()
+        executor.shutdown()
+
+    assert (refresh["sql"], refresh["redis"]) == (2, 1)  # the sessions read, their users' signs of life
+    assert (plain["sql"], plain["redis"]) == (0, 1)
+    assert (charged["sql"], charged["redis"]) == (1, 1)
+    for payer, vendor in watched.values():
+        assert [m["type"] for m in payer.sent] == [m["type"] for m in vendor.sent] == ["cost.tick"] * 4
