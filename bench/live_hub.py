@@ -34,7 +34,7 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
 from _setup import ROOT, database_url, setup_django
 
 # The project's apps before this folder's scripts: bench/dashboards.py would shadow the dashboards app.
-sys.path.remove(str(Path(__file__).resolve().parent))
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
 
 USDC = 1_000_000
 SOCKETS = ROOT / "bench" / "load" / "sockets.py"

@@ -13,10 +13,11 @@ instant that give it away), and no `balance.low`.
 
 from __future__ import annotations
 
-from channels.db import database_sync_to_async
+import json
+
 from django.utils import timezone
 
-from paygo.ws import AuthenticatedConsumer
+from paygo.ws import AuthenticatedConsumer, handshake_read
 from streaming import live, selectors
 from streaming.hub import hub
 from streaming.models import SessionStatus
@@ -40,7 +41,7 @@ class StreamConsumer(AuthenticatedConsumer):
 
     async def authorize(self, user) -> bool:
         session_id = self.scope["url_route"]["kwargs"]["session_id"]
-        self.session, self.sees_payer_funds = await database_sync_to_async(_authorize)(user, session_id)
+        self.session, self.sees_payer_funds = await handshake_read(_authorize)(user, session_id)
         return self.session is not None
 
     async def joined(self, user) -> None:
@@ -71,14 +72,27 @@ class StreamConsumer(AuthenticatedConsumer):
         elif message.get("type") == "cost.charged":
             hub().refresh_soon(self.session.id)
 
+    def viewed(self, message: dict) -> dict | None:
+        """Every message about the session goes out cut to what this socket's user may see (None:
+        nothing of it)."""
+        if self.sees_payer_funds:
+            return message
+        shown = SESSION_VIEW.get(message.get("type"))
+        return None if shown is None else {key: value for key, value in message.items() if key in shown}
+
     async def send_to_viewer(self, message: dict) -> None:
-        """Every message about the session goes out here, cut to what this socket's user may see."""
-        if not self.sees_payer_funds:
-            shown = SESSION_VIEW.get(message.get("type"))
-            if shown is None:
-                return
-            message = {key: value for key, value in message.items() if key in shown}
-        await self.send_json(message)
+        viewed = self.viewed(message)
+        if viewed is not None:
+            await self.send_json(viewed)
+
+    async def send_shared(self, message: dict, encoded: dict[bool, str | None]) -> None:
+        """A message many sockets get (the hub's tick): cut and encoded once per view, in `encoded`."""
+        if self.sees_payer_funds not in encoded:
+            viewed = self.viewed(message)
+            encoded[self.sees_payer_funds] = None if viewed is None else json.dumps(viewed)
+        text = encoded[self.sees_payer_funds]
+        if text is not None:
+            await self.send(text_data=text)
 
 
 def _authorize(user, session_id) -> tuple[selectors.LiveSession | None, bool]:

@@ -47,7 +47,8 @@ class Watcher(Protocol):
 
     is_payer: bool  # the session's own user: an open socket is a sign of life
 
-    async def send_to_viewer(self, message: dict) -> None: ...
+    async def send_shared(self, message: dict, encoded: dict) -> None:
+        """Send `message` as this socket's user may see it, encoded once per view in `encoded`."""
 
 
 class Hub:
@@ -156,9 +157,9 @@ class Hub:
             if session.stop_at and now >= session.stop_at:
                 self._stop(pk, now)
                 continue
-            message = live.tick(session, now)
+            message, encoded = live.tick(session, now), {}
             for watcher in list(self.watchers.get(pk, ())):
-                await watcher.send_to_viewer(message)
+                await watcher.send_shared(message, encoded)
                 sent += 1
                 if sent % YIELD_EVERY == 0:
                     await asyncio.sleep(0)

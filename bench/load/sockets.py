@@ -18,6 +18,7 @@ next S seconds are counted. OUT gets, and stdout shows:
   arrival here (same machine, same clock);
 - max_gap_s: the longest time a connected socket went without a tick in the window;
 - connect_all_s: from the first handshake sent to the last one done;
+- failures (extra): why handshakes failed (the error, and the HTTP status), counted;
 - client_lag_p99_ms (extra): how late this client's own event loops woke up, so that a client too
   busy to read is not mistaken for a slow server (several processes share the sockets: --processes,
   by default one per 500 sockets).
@@ -57,6 +58,7 @@ class Part:
     first_sent: float = math.inf
     last_connected: float = 0.0
     lag_ms: list[float] = field(default_factory=list)
+    failures: dict[str, int] = field(default_factory=dict)  # why handshakes failed, counted
 
 
 async def _lag_probe(part: Part, until: float) -> None:
@@ -84,7 +86,9 @@ class Socket:
                 autoping=True,
                 timeout=aiohttp.ClientWSTimeout(ws_close=5),
             )
-        except (TimeoutError, aiohttp.ClientError, OSError):
+        except (TimeoutError, aiohttp.ClientError, OSError) as error:
+            reason = f"{type(error).__name__} {getattr(error, 'status', '')}".strip()
+            self.part.failures[reason] = self.part.failures.get(reason, 0) + 1
             return False
         self.part.last_connected = max(self.part.last_connected, time.time())
         return True
@@ -203,6 +207,10 @@ def run(url: str, targets: list[dict], seconds: float, *, at_once: bool, process
         else None,
         "client_lag_p99_ms": _percentile(lags, 99),
         "client_processes": processes,
+        "failures": {
+            reason: sum(part.failures.get(reason, 0) for part in parts)
+            for reason in sorted({reason for part in parts for reason in part.failures})
+        },
     }
 
 

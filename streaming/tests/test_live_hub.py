@@ -161,7 +161,7 @@ class _Socket:
         self.is_payer = is_payer
         self.sent: list[dict] = []
 
-    async def send_to_viewer(self, message: dict) -> None:
+    async def send_shared(self, message: dict, encoded: dict) -> None:
         self.sent.append(message)
 
 
