@@ -7,8 +7,10 @@ while it holds enough sessions), starts `python -m paygo.server` (Daphne, the RE
 WebSocket server) on a free port with Redis for the channel layer and cache, and runs
 bench/load/sockets.py against it: each size with sockets opening 20 at a time, then --at-once
 sockets opening at the same moment (clients reconnecting after a deploy). Each measurement gets a
-fresh server process. The database's transactions per second during each window are counted
-(pg_stat_database) to show that the server's round trips do not grow with the sockets.
+fresh server process. The database's transactions per second during each measuring window (after
+the handshakes) are counted (pg_stat_database) to show that the server's round trips do not grow
+with the sockets, and the server's CPU use in the window (% of one core, from /proc), a figure
+that depends less on what else the machine runs than the delays do.
 
 Baseline, same run: one socket on an idle server.
 Goal (issue 16): 2,000 sockets at >= 0.95 ticks per socket per second with p99 tick delay under
@@ -130,8 +132,32 @@ def db_transactions() -> int:
     from django.db import connection
 
     with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
         return cursor.fetchone()[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time process `pid` has used, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def window_rates(client: subprocess.Popen, server: subprocess.Popen, seconds: float) -> tuple[float, float]:
+    """(the database's transactions per second, the server's CPU use in % of one core) in the
+    client's measuring window, which ends when it starts closing its sockets (a second or so before
+    it exits): the handshakes, before the window, are not counted. Sampled every half second."""
+    samples = []
+    while client.poll() is None:
+        samples.append((time.monotonic(), db_transactions(), cpu_seconds(server.pid)))
+        time.sleep(0.5)
+    end = time.monotonic() - 1.5
+    inside = [sample for sample in samples if end - (seconds - 2) <= sample[0] <= end]
+    if len(inside) < 2:
+        return float("nan"), float("nan")
+    (first_at, first_xacts, first_cpu), (last_at, last_xacts, last_cpu) = inside[0], inside[-1]
+    elapsed = last_at - first_at
+    return round((last_xacts - first_xacts) / elapsed, 1), round((last_cpu - first_cpu) / elapsed * 100, 1)
 
 
 def measure(n: int, seconds: float, *, at_once: bool, workdir: Path) -> dict:
@@ -143,12 +169,13 @@ def measure(n: int, seconds: float, *, at_once: bool, workdir: Path) -> dict:
     try:
         command = [sys.executable, str(SOCKETS), "--url", f"ws://127.0.0.1:{port}", "--targets", str(targets)]
         command += ["--seconds", str(seconds), "--json", str(out)] + (["--open-at-once"] if at_once else [])
-        before, began = db_transactions(), time.monotonic()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-        elapsed = time.monotonic() - began
+        client = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        # pg_stat_database is updated as backends report (about every second); each sample counts too.
+        xacts, cpu = window_rates(client, server, seconds)
+        if client.wait():
+            raise RuntimeError(f"the socket client failed: {command}")
         figures = json.loads(out.read_text())
-        # pg_stat_database is updated as backends report; this very query counts one too.
-        figures["db_xacts_per_s"] = round((db_transactions() - before) / elapsed, 1)
+        figures["db_xacts_per_s"], figures["server_cpu_pct"] = xacts, cpu
         figures["load"] = Path("/proc/loadavg").read_text().split()[0]
         return figures
     finally:
@@ -171,6 +198,7 @@ COLUMNS = (
     ("connect_all_s", "connect s"),
     ("client_lag_p99_ms", "client lag p99"),
     ("db_xacts_per_s", "db xacts/s"),
+    ("server_cpu_pct", "server cpu%"),
     ("load", "load"),
 )
 

@@ -23,7 +23,8 @@ next S seconds are counted. OUT gets, and stdout shows:
   busy to read is not mistaken for a slow server (several processes share the sockets: --processes,
   by default one per 500 sockets).
 
-It needs only aiohttp (no Django): the load test runs it beside the server it loads.
+It needs only aiohttp (no Django; installed with the requirements, twilio depends on it): the load
+test runs it beside the server it loads.
 """
 
 from __future__ import annotations
