@@ -106,6 +106,17 @@ class Server(daphne.server.Server):
         self._http_factory = BoundedHTTPFactory(self) if type(factory) is HTTPFactory else factory
 
 
+def _skip_autobahn_debug_arguments() -> None:
+    """autobahn, Daphne's WebSocket layer, computes the arguments of its debug log lines whether or
+    not debug lines are logged: a pretty-printed dump of its options for every socket that opens
+    (the largest cost of a handshake: a thousand sockets opening at once spent seconds on it) and
+    highlighted names for every frame sent. Daphne never logs autobahn at debug level, so those
+    arguments are left empty."""
+    from autobahn.websocket import protocol
+
+    protocol.pformat = protocol.hltype = protocol.hlval = lambda *args, **kwargs: ""
+
+
 class CommandLineInterface(DaphneCommandLineInterface):
     """Daphne's command line (the same options), serving with the bounded Server."""
 
@@ -113,4 +124,5 @@ class CommandLineInterface(DaphneCommandLineInterface):
 
 
 if __name__ == "__main__":
+    _skip_autobahn_debug_arguments()
     CommandLineInterface.entrypoint()

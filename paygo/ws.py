@@ -12,6 +12,7 @@ with 1003 (unsupported data).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -45,7 +46,21 @@ def _token_from_scope(scope: dict[str, Any]) -> tuple[str | None, str | None]:
     return (tokens[0], None) if tokens else (None, None)
 
 
-@database_sync_to_async
+# A socket's handshake reads (whose token it is, what they may watch) on threads of their own,
+# several at once, each with its own connection: a thousand sockets opening together (clients
+# reconnecting after a deploy) would otherwise wait one round trip after another on the one thread
+# that runs the consumers' synchronous code, past Daphne's handshake timeout, and behind whatever
+# else that thread is doing. Only reads go here: writes keep to that one thread.
+HANDSHAKE_THREADS = 4
+_handshakes = ThreadPoolExecutor(max_workers=HANDSHAKE_THREADS, thread_name_prefix="ws-handshake")
+
+
+def handshake_read(fn):
+    """`fn` (a read a handshake needs) as a coroutine function run on the handshake threads."""
+    return database_sync_to_async(fn, thread_sensitive=False, executor=_handshakes)
+
+
+@handshake_read
 def _user_for_token(raw: str):
     try:
         token = AccessToken(raw)

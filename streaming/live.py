@@ -2,14 +2,16 @@
 
 Committed facts (charges, stops, low balance, reported metrics) are published on commit to the
 session's group.
-A sweep over 100,000 sessions must not send 100,000 group messages that nobody reads: sockets
-mark their session as watched in the cache (refreshed every tick), and the publisher sends only
-to watched sessions, found with one get_many per batch.
+A sweep over 100,000 sessions must not send 100,000 group messages that nobody reads: each server
+process's hub (streaming/hub.py) marks the sessions its sockets show as watched in the cache, all
+of them in one round trip per tick, and the publisher sends only to watched sessions, found with
+one get_many per batch.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
@@ -18,9 +20,11 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from paygo.api.amounts import format_minor
+from streaming import pricing
 
 if TYPE_CHECKING:
     from streaming.billing import Outcome
+    from streaming.selectors import LiveSession
 
 logger = logging.getLogger("paygo.streaming")
 
@@ -35,14 +39,46 @@ def _watch_key(session_id) -> str:
     return f"stream:watched:{session_id}"
 
 
-async def mark_watched(session_id) -> None:
-    """A socket shows this session: its committed charges are pushed for WATCH_TTL_SECONDS more."""
-    await cache.aset(_watch_key(session_id), 1, WATCH_TTL_SECONDS)
+def mark_watched(session_ids) -> None:
+    """Sockets show these sessions: their committed charges are pushed for WATCH_TTL_SECONDS more.
+    One round trip for all of them (a pipeline on Redis)."""
+    keys = {_watch_key(sid): 1 for sid in session_ids}
+    if keys:
+        cache.set_many(keys, WATCH_TTL_SECONDS)
 
 
 def watched(session_ids) -> set[str]:
     keys = {_watch_key(sid): str(sid) for sid in session_ids}
     return {keys[key] for key in cache.get_many(list(keys))}
+
+
+def tick(session: LiveSession, now: datetime) -> dict:
+    """The per-second estimate: what the session will have cost if billed now."""
+    elapsed = max(0, int((now - session.start_time).total_seconds()))
+    pending = 0
+    runway = None
+    if pricing.is_time_unit(session.unit):
+        unit_ms = pricing.TIME_UNIT_MS[session.unit]
+        due = pricing.time_due(
+            rate=session.rate,
+            unit_ms=unit_ms,
+            elapsed_ms=int((now - session.start_time) / timedelta(milliseconds=1)),
+            free_ms=session.free_seconds * 1000,
+        )
+        pending = max(0, due - session.metered_cost)
+        if session.rate:
+            funds = session.funds - pending
+            runway = max(0, pricing.runway_ms(rate=session.rate, unit_ms=unit_ms, funds=funds) // 1000)
+    return {
+        "type": "cost.tick",
+        "sessionId": session.session_id,
+        "elapsedSeconds": elapsed,
+        "estimatedCost": format_minor(session.total_cost + pending, session.decimals),
+        "charged": format_minor(session.total_cost, session.decimals),
+        "balance": format_minor(max(0, session.funds - pending), session.decimals),
+        "runwaySeconds": runway,
+        "at": now.isoformat(),
+    }
 
 
 def send(session_id, message: dict) -> None:

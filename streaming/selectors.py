@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from paygo.api.permissions import staff_has
@@ -56,6 +58,67 @@ def sees_payer_funds(user, session: StreamingSession) -> bool:
     when the money runs out, the hold): the payer and staff who may view sessions and wallets, not
     the vendor."""
     return bool(user and (user.pk == session.user_id or staff_has(user, *PAYER_FUNDS)))
+
+
+@dataclass(frozen=True)
+class LiveSession:
+    """What the live-cost socket needs of a session to tick it (streaming/hub.py keeps one per
+    watched session in memory): its figures, its payer's funds, and who its user is."""
+
+    id: int
+    session_id: str
+    user_id: int
+    status: str
+    start_time: datetime
+    unit: str
+    rate: int
+    free_seconds: int
+    metered_cost: int
+    total_cost: int
+    decimals: int
+    stop_at: datetime | None
+    funds: int  # what it may still spend: its hold plus the wallet's free balance
+
+
+_LIVE_FIELDS = (
+    "id",
+    "session_id",
+    "user_id",
+    "status",
+    "start_time",
+    "unit",
+    "rate",
+    "free_seconds",
+    "metered_cost",
+    "total_cost",
+    "stop_at",
+)
+
+
+def _live(sessions: QuerySet[StreamingSession]) -> list[LiveSession]:
+    rows = sessions.values(
+        *_LIVE_FIELDS,
+        decimals=F("asset__decimals"),
+        funds=F("hold__amount") + F("payer_account__balance") - F("payer_account__held"),
+    )
+    # The balance columns are NUMERIC: their sum comes back a Decimal, of whole minor units.
+    return [LiveSession(**{**row, "session_id": str(row["session_id"]), "funds": int(row["funds"])}) for row in rows]
+
+
+def live_session_for(user, session_id) -> LiveSession | None:
+    """A session `user` may watch, with what its socket shows, in one query (staff's permissions
+    aside); None for someone else's, an unknown or a malformed id alike."""
+    try:
+        key = uuid.UUID(str(session_id))
+    except ValueError:
+        return None
+    found = _live(visible_to(user).filter(session_id=key))
+    return found[0] if found else None
+
+
+def live_sessions(ids) -> dict[int, LiveSession]:
+    """The live state of these sessions (already authorised by their sockets), in one query."""
+    return {live.id: live for live in _live(StreamingSession.objects.filter(pk__in=list(ids)))}
 
 
 def sessions_of(user, *, status: str | None = None) -> QuerySet[StreamingSession]:

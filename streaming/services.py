@@ -192,6 +192,17 @@ def session_heartbeat(*, session_id: int, now: datetime | None = None) -> bool:
     )
 
 
+def sessions_seen(*, session_ids, now: datetime) -> int:
+    """Signs of life for many sessions at once (their users' open live sockets): one UPDATE that
+    moves each active session's last heartbeat forward to `now`, never back. Returns how many moved."""
+    ids = list(session_ids)
+    if not ids:
+        return 0
+    return StreamingSession.objects.filter(pk__in=ids, status=SessionStatus.ACTIVE, last_heartbeat_at__lt=now).update(
+        last_heartbeat_at=now
+    )
+
+
 def session_metrics_record(*, session: StreamingSession, sample: dict, now: datetime | None = None) -> StreamingSession:
     """Keep the newest SESSION_METRICS_KEPT quality samples; counts as a heartbeat. Once committed,
     the sample goes out on the session's socket (metrics.updated)."""

@@ -14,6 +14,7 @@ from accounts.services import token_pair_for
 from conftest import grant, money_db
 from paygo.asgi import application
 from streaming import services
+from streaming.hub import REFRESH_EVERY
 from streaming.models import StreamingSession
 from streaming.sweep import sweep
 from streaming.tests.conftest import USDC
@@ -185,18 +186,57 @@ async def test_sweep_pushes_the_charge_and_the_stop(alice, make_service):
     await communicator.disconnect()
 
 
+@database_sync_to_async
+def _last_heartbeat(session):
+    return StreamingSession.objects.get(pk=session.pk).last_heartbeat_at
+
+
 @override_settings(STREAM_TICK_SECONDS=0.05)
-async def test_messages_from_the_user_are_heartbeats(alice, make_service):
+async def test_the_users_open_socket_is_a_sign_of_life(alice, make_service):
+    """Recorded by the hub every REFRESH_EVERY ticks, the first time before the first tick."""
     session = await _session_for(alice, make_service)
     before = session.last_heartbeat_at
     communicator = await _connect(alice, session.session_id)
 
+    await _next(communicator, "cost.tick")
+    seen = await _last_heartbeat(session)
+    for _ in range(REFRESH_EVERY + 1):
+        await _next(communicator, "cost.tick")
+
+    assert before < seen < await _last_heartbeat(session)
+    await communicator.disconnect()
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+@pytest.mark.parametrize("who", ["victor", "olga"])
+async def test_the_vendors_and_staffs_sockets_are_no_sign_of_life(alice, victor, olga, make_service, who):
+    session = await _session_for(alice, make_service)
+    communicator = await _connect({"victor": victor, "olga": olga}[who], session.session_id)
+
+    await communicator.send_json_to({"type": "ping"})
+    await _next(communicator, "pong")
+    for _ in range(REFRESH_EVERY + 2):
+        await _next(communicator, "cost.tick")
+
+    assert await _last_heartbeat(session) == session.last_heartbeat_at
+    await communicator.disconnect()
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05)
+async def test_messages_from_the_user_are_heartbeats(alice, make_service):
+    """Recorded at the hub's next tick, between the refreshes that record the open socket."""
+    session = await _session_for(alice, make_service)
+    communicator = await _connect(alice, session.session_id)
+    await _next(communicator, "cost.tick")  # the first tick: the open socket was recorded
+    seen = await _last_heartbeat(session)
+
     await communicator.send_json_to({"type": "ping"})
     pong = await _next(communicator, "pong")
+    await _next(communicator, "cost.tick")
+    await _next(communicator, "cost.tick")  # at least one whole tick after the ping
 
-    refreshed = await database_sync_to_async(StreamingSession.objects.get)(pk=session.pk)
     assert pong["at"]
-    assert refreshed.last_heartbeat_at > before
+    assert await _last_heartbeat(session) > seen
     await communicator.disconnect()
 
 
