@@ -2,13 +2,15 @@
 
 `bill(rows, ...)` takes sessions whose rows the caller locked, decides for each what is due up to
 now (or up to its stop), what to hold for the next period, whether it must stop and when, and
-writes all of it in a constant number of statements: the ledger's batch posting, one update of
-the sessions, one insert of their charges. What happened is published and notified on commit.
+writes all of it in a constant number of statements: ONE ledger transaction for the batch (a
+debit per charged session, which is its charge record; a credit per vendor account; a fee credit
+per asset) and one update of the sessions. What happened is published and notified on commit.
 
 Rules (../shared/DESIGN.md, Metering):
 - due(t) = floor(rate * billable_ms(t) / unit_ms); a charge takes due(until) - metered_cost.
-- A running session is billed up to its last heartbeat (never past now): a session that goes
-  silent is stopped as idle "charged up to the last heartbeat" with nothing to give back.
+- A session is billed until it stops. One with no sign of life (services.sessions_seen) for
+  SESSION_IDLE_SECONDS is stopped as idle at the instant that timeout ran out, billed up to it:
+  silence costs at most the timeout.
 - The funds a session may use are its hold plus the wallet's free balance; when they (or
   maxCost) cannot cover the coming period, the instant they run out is computed and the session
   stops there, charged exactly up to it, never below zero.
@@ -16,8 +18,8 @@ Rules (../shared/DESIGN.md, Metering):
 
 from __future__ import annotations
 
-import functools
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +33,8 @@ from streaming.models import SessionStatus, StopReason
 from wallets import ledger
 from wallets.models import HoldStatus, SystemAccount, TransactionKind
 
-ALERT_THRESHOLDS_MS = (300_000, 60_000)  # runway under 5 minutes, then under 1 minute
+ALERT_THRESHOLDS_MS = (300_000, 60_000)
+METERING_MEMO = "Metered sessions"  # runway under 5 minutes, then under 1 minute
 
 # What the sweep and stop read of a session, in one query (joined with its hold and service).
 ROW_FIELDS = (
@@ -131,7 +134,6 @@ class Outcome:
     alert_crossed: bool = False
     runway_ms: int | None = None
     remaining: int = 0
-    tx_id: int | None = None
 
     @property
     def stops(self) -> bool:
@@ -189,10 +191,12 @@ def decide(
     if row.stop_at and row.stop_at <= (stop_time or now):
         # Its money (or maxCost) ran out before: it ends there, whoever asks later.
         stop_reason, stop_time = row.stop_at_reason or StopReason.INSUFFICIENT_FUNDS, row.stop_at
-    if not stop_reason and now - row.last_heartbeat_at >= timedelta(milliseconds=idle_ms):
-        stop_reason, stop_time = StopReason.IDLE, row.last_heartbeat_at
+    idle_at = row.last_heartbeat_at + timedelta(milliseconds=idle_ms)
+    if not stop_reason and idle_at <= now:
+        # Silent for the whole timeout: it stops the moment the timeout ran out, billed up to there.
+        stop_reason, stop_time = StopReason.IDLE, idle_at
     if stop_time is None:
-        until = max(row.charged_until, min(now, row.last_heartbeat_at))
+        until = max(row.charged_until, now)
     else:
         until = max(row.charged_until, stop_time)
         stop_time = until
@@ -281,7 +285,7 @@ def bill(
     for row in rows:
         row.hold_amount = holds[row.hold_id]
 
-    outcomes, specs = [], []
+    outcomes = []
     for row in rows:
         outcome = decide(
             row,
@@ -293,80 +297,63 @@ def bill(
         )
         free[row.payer_account_id] += row.hold_amount - outcome.charge - outcome.new_hold
         outcomes.append(outcome)
-        spec = _spec(outcome, revenue_ids[row.asset_id], fee_bps)
-        if spec:
-            specs.append((outcome, spec))
 
-    tx_ids = ledger.post_batch([spec for _, spec in specs], now=now, locked=locked)
-    for (outcome, _), tx_id in zip(specs, tx_ids, strict=True):
-        outcome.tx_id = tx_id
+    spec = _batch_spec(outcomes, revenue_ids, fee_bps)
+    if spec:
+        ledger.post_batch([spec], now=now, locked=locked)
     _write_sessions(outcomes, now)
     transaction.on_commit(lambda: _after_commit(outcomes))
     return outcomes
 
 
-def _spec(outcome: Outcome, revenue_id: int, fee_bps: int) -> ledger.TxSpec | None:
-    row = outcome.row
-    hold_delta = outcome.new_hold - row.hold_amount
-    close = HoldStatus.RELEASED if outcome.stops else None
-    hold_changes = (
-        [ledger.HoldChange(row.hold_id, row.payer_account_id, hold_delta, close)] if hold_delta or close else []
-    )
-    if not outcome.charge:
-        return (
-            ledger.TxSpec(kind=TransactionKind.CHARGE, entries=[], hold_changes=hold_changes) if hold_changes else None
-        )
-    fee = outcome.charge * fee_bps // 10_000  # pricing.platform_fee, inlined on the sweep's hot path
-    entries = [(row.payer_account_id, -outcome.charge)]
-    if outcome.charge - fee:
-        entries.append((row.payee_account_id, outcome.charge - fee))
-    if fee:
-        entries.append((revenue_id, fee))
-    session_id = row.session_id
+def _batch_spec(outcomes: list[Outcome], revenue_ids: dict[int, int], fee_bps: int) -> ledger.TxSpec | None:
+    """The batch's ONE ledger transaction: a debit per charged session (its charge record, with
+    the interval it bills and the fee), a credit per vendor account, a fee credit per asset, and
+    every session's hold change."""
+    charges, hold_changes = [], []
+    credits: dict[int, int] = defaultdict(int)
+    for outcome in outcomes:
+        row = outcome.row
+        hold_delta = outcome.new_hold - row.hold_amount
+        close = HoldStatus.RELEASED if outcome.stops else None
+        if hold_delta or close:
+            hold_changes.append(ledger.HoldChange(row.hold_id, row.payer_account_id, hold_delta, close))
+        if outcome.charge:
+            fee = outcome.charge * fee_bps // 10_000  # pricing.platform_fee, inlined on the sweep's hot path
+            charges.append(
+                ledger.ChargeDebit(row.payer_account_id, outcome.charge, row.id, row.charged_until, outcome.until, fee)
+            )
+            credits[row.payee_account_id] += outcome.charge - fee
+            credits[revenue_ids[row.asset_id]] += fee
+    if not charges and not hold_changes:
+        return None
     return ledger.TxSpec(
         kind=TransactionKind.CHARGE,
-        entries=entries,
-        reference=f"charge:{session_id}:{row.charge_count + 1}",
-        memo=row.service_name[:500],
-        # Encoded by hand (the sweep posts thousands): ids are numbers, the name is JSON-escaped.
-        metadata_json=(
-            f'{{"sessionId": "{session_id}", "serviceId": {row.service_id}, "serviceName": '
-            f'{_json_string(row.service_name)}, "vendorId": {row.vendor_id}, "userId": {row.user_id}, '
-            f'"kind": "{row.kind}"}}'
-        ),
+        entries=[(account_id, amount) for account_id, amount in sorted(credits.items()) if amount],
+        charges=charges,
+        # Shared by everyone in the batch, so it names no one: each charge carries its own session.
+        memo=METERING_MEMO,
+        metadata_json="{}",
         hold_changes=hold_changes,
     )
 
 
-@functools.lru_cache(maxsize=4096)
-def _json_string(text: str) -> str:
-    return json.dumps(text)
-
-
 _WRITE = """
-WITH v AS (
+UPDATE streaming_streamingsession AS s SET
+    charged_until = v.charged_until, metered_cost = s.metered_cost + v.metered,
+    total_cost = s.total_cost + v.charge, charge_count = s.charge_count + (v.charge > 0)::int,
+    stop_at = v.stop_at, stop_at_reason = v.stop_at_reason, alert_level = v.alert_level, updated_at = %(now)b,
+    status = COALESCE(v.status, s.status), stop_reason = COALESCE(v.stop_reason, s.stop_reason),
+    end_time = COALESCE(v.end_time, s.end_time),
+    total_usage_seconds = COALESCE(v.usage_seconds, s.total_usage_seconds)
+FROM (
     SELECT (r->>0)::bigint AS id, (r->>1)::timestamptz AS charged_until, (r->>2)::numeric AS metered,
-           (r->>3)::numeric AS charge, (r->>4)::bigint AS tx_id, (r->>5)::timestamptz AS stop_at,
-           r->>6 AS stop_at_reason, (r->>7)::int AS alert_level, r->>8 AS status, r->>9 AS stop_reason,
-           (r->>10)::timestamptz AS end_time, (r->>11)::int AS usage_seconds
+           (r->>3)::numeric AS charge, (r->>4)::timestamptz AS stop_at,
+           r->>5 AS stop_at_reason, (r->>6)::int AS alert_level, r->>7 AS status, r->>8 AS stop_reason,
+           (r->>9)::timestamptz AS end_time, (r->>10)::int AS usage_seconds
     FROM jsonb_array_elements(%(rows)s::jsonb) AS r
-),
-sessions AS (
-    UPDATE streaming_streamingsession AS s SET
-        charged_until = v.charged_until, metered_cost = s.metered_cost + v.metered,
-        total_cost = s.total_cost + v.charge, charge_count = s.charge_count + (v.tx_id IS NOT NULL)::int,
-        stop_at = v.stop_at, stop_at_reason = v.stop_at_reason, alert_level = v.alert_level, updated_at = %(now)b,
-        status = COALESCE(v.status, s.status), stop_reason = COALESCE(v.stop_reason, s.stop_reason),
-        end_time = COALESCE(v.end_time, s.end_time),
-        total_usage_seconds = COALESCE(v.usage_seconds, s.total_usage_seconds)
-    FROM v
-    WHERE s.id = v.id
-),
-charges AS (
-    INSERT INTO streaming_sessioncharge (session_id, ledger_transaction_id, amount, metered_until, created_at)
-    SELECT v.id, v.tx_id, v.charge, v.charged_until, %(now)b FROM v WHERE v.tx_id IS NOT NULL
-)
-SELECT 1
+) AS v
+WHERE s.id = v.id
 """
 
 
@@ -383,16 +370,15 @@ def _usage_seconds(outcome: Outcome) -> int:
 
 
 def _write_sessions(outcomes: list[Outcome], now: datetime) -> None:
-    """The sessions' new state and their charge rows, in one statement."""
+    """The sessions' new state, in one statement."""
     # One jsonb document, a row per session (json.dumps encodes it in C; psycopg's arrays
-    # would be dumped element by element in Python). A charge row goes with its session's.
+    # would be dumped element by element in Python).
     rows = [
         [
             o.row.id,
             o.until.isoformat(),
             o.metered_charge,
             o.charge,
-            o.tx_id,
             _iso(o.stop_at),
             o.stop_at_reason,
             o.alert_level,

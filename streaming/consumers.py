@@ -3,7 +3,7 @@
 Every second a `cost.tick` estimate; after each sweep the authoritative `cost.charged`; then
 `balance.low`, `session.stopped` and `metrics.updated` as they happen (streaming/live.py publishes
 them on commit).
-Messages from the session's user count as heartbeats.
+The session's user's open socket and messages count as heartbeats (services.sessions_seen).
 
 The vendor watches the session's own figures but not the payer's money: a vendor's socket gets
 only the keys SESSION_VIEW names for each message (never the balance, or the runway and stop
@@ -103,6 +103,9 @@ class StreamConsumer(AuthenticatedConsumer):
         while self.session.status == SessionStatus.ACTIVE:
             if ticks and ticks % REFRESH_EVERY == 0:
                 await self._refresh()
+                if self.user.pk == self.session.user_id:
+                    # The user's open socket is a sign of life, whether or not they send anything.
+                    await database_sync_to_async(services.session_heartbeat)(session_id=self.session.pk)
             now = timezone.now()
             if self.session.stop_at and now >= self.session.stop_at:
                 # Its money ran out: end it at that instant rather than at the next sweep.
