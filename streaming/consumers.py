@@ -145,7 +145,7 @@ def tick(session: StreamingSession, funds: int, now) -> dict:
         due = pricing.time_due(
             rate=session.rate,
             unit_ms=unit_ms,
-            elapsed_ms=int((now - session.start_time) / timedelta(milliseconds=1)),
+            elapsed_ms=pricing.elapsed_ms(session.start_time, now),
             free_ms=session.free_seconds * 1000,
         )
         pending = max(0, due - session.metered_cost)

@@ -70,7 +70,7 @@ class StreamingSession(models.Model):
     payee_account = models.ForeignKey("wallets.Account", on_delete=models.PROTECT, related_name="+", db_index=False)
     hold = models.OneToOneField("wallets.Hold", on_delete=models.PROTECT, related_name="session")
 
-    # Billing state, changed only by streaming/billing.py.
+    # Billing state, changed only by streaming_bill (streaming/sql/sweep_batch.sql, through billing.py).
     charged_until = models.DateTimeField(help_text="The instant up to which metered_cost is charged.")
     metered_cost = MinorUnitsField(default=0, help_text="Charged for time or usage so far: due(charged_until).")
     total_cost = MinorUnitsField(default=0, help_text="Everything charged: metered, session fee, minimum top-up.")

@@ -6,6 +6,8 @@ and every charge takes due(now) - charged. Usage units work the same over the re
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from marketplace.models import USAGE_UNIT_QUANTITY
 
 TIME_UNIT_MS = {"per_second": 1_000, "per_minute": 60_000, "per_hour": 3_600_000}
@@ -17,6 +19,11 @@ def is_time_unit(unit: str) -> bool:
 
 def is_usage_unit(unit: str) -> bool:
     return unit in USAGE_UNIT_QUANTITY
+
+
+def elapsed_ms(since: datetime, until: datetime) -> int:
+    """Milliseconds from one instant to another, truncated towards zero."""
+    return int((until - since) / timedelta(milliseconds=1))
 
 
 def billable_ms(elapsed_ms: int, free_ms: int) -> int:

@@ -16,7 +16,7 @@ from rest_framework import exceptions
 from paygo.api.amounts import format_minor
 from paygo.api.errors import Conflict, PaymentRequired
 from streaming import live, pricing
-from streaming.billing import ROW_FIELDS, Row, bill
+from streaming.billing import bill_stop
 from streaming.models import SessionKind, SessionStatus, StopReason, StreamingSession, UsageEvent
 from wallets import ledger
 from wallets.models import SystemAccount, TransactionKind
@@ -155,14 +155,7 @@ def session_stop(*, session: StreamingSession, reason: str, now: datetime | None
     session that has ended changes and charges nothing."""
     now = now or timezone.now()
     with transaction.atomic():
-        values = list(
-            StreamingSession.objects.select_for_update(of=("self",))
-            .filter(pk=session.pk, status=SessionStatus.ACTIVE)
-            .values(*ROW_FIELDS)
-        )
-        if values:
-            row = Row.from_values(values[0])
-            bill([row], now=max(now, row.charged_until), requested_stops={row.id: reason})
+        bill_stop(session_ids=[session.pk], reason=reason, now=now)
     session.refresh_from_db()
     return session
 

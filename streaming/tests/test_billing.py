@@ -288,7 +288,7 @@ def test_sweeps_repeated_at_the_same_instant_charge_once(alice, fund, make_servi
 def test_a_crash_mid_sweep_loses_the_batch_and_the_rerun_bills_it_once(alice, bob, fund, make_service, clock):
     from unittest import mock
 
-    from wallets import ledger
+    from streaming import billing
 
     fund(alice, 10 * USDC)
     fund(bob, 10 * USDC)
@@ -297,17 +297,18 @@ def test_a_crash_mid_sweep_loses_the_batch_and_the_rerun_bills_it_once(alice, bo
     clock.move(seconds=60)
     for session in sessions:
         beat(session)
-    real_post = ledger.post_batch
+    real_bill = billing._bill
     calls = {"n": 0}
 
-    def crash_on_second_batch(*args, **kwargs):
+    def crash_in_second_batch(**params):
         calls["n"] += 1
+        billed = real_bill(**params)  # the batch is billed, then the worker dies before it commits
         if calls["n"] == 2:
             raise RuntimeError("worker killed")
-        return real_post(*args, **kwargs)
+        return billed
 
     with (
-        mock.patch("streaming.billing.ledger.post_batch", side_effect=crash_on_second_batch),
+        mock.patch("streaming.billing._bill", side_effect=crash_in_second_batch),
         pytest.raises(RuntimeError),
     ):
         run_sweep(batch_size=1)

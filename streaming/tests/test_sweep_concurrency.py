@@ -83,8 +83,7 @@ def test_stop_waiting_for_a_sweep_that_renewed_the_hold_bills_from_the_new_hold(
     it read before waiting (that posting would be refused, and the stop would fail)."""
     from django.db import transaction
 
-    from streaming.billing import bill
-    from streaming.sweep import claim_batch
+    from streaming.billing import bill_batch
     from wallets.models import Account, Hold, HoldStatus
 
     fund_wallet(alice, 50 * USDC)
@@ -98,7 +97,7 @@ def test_stop_waiting_for_a_sweep_that_renewed_the_hold_bills_from_the_new_hold(
     @in_thread
     def sweep_batch():
         with transaction.atomic():
-            outcomes = bill(claim_batch(now=later, after_id=0, shard=0, shards=1, limit=10), now=later)
+            outcomes = bill_batch(now=later, after_id=0, shard=0, shards=1, limit=10)
             billed.set()
             may_commit.wait(30)
         return [(o.charge, o.new_hold) for o in outcomes]
@@ -129,7 +128,9 @@ def test_stop_waiting_for_a_sweep_that_renewed_the_hold_bills_from_the_new_hold(
 
 def _no_drift(alice, fund, make_service, sweeps: int) -> None:
     """1 USDC a minute (16,666.66... minor units a second), billed every 1.007 s."""
-    from streaming.billing import ROW_FIELDS, Row, bill
+    from django.db import transaction
+
+    from streaming.billing import bill_batch
     from streaming.models import StreamingSession
 
     fund(alice, 1000 * USDC)
@@ -138,8 +139,8 @@ def _no_drift(alice, fund, make_service, sweeps: int) -> None:
     for _ in range(sweeps):
         now += timedelta(milliseconds=1_007)
         StreamingSession.objects.filter(pk=session.pk).update(last_heartbeat_at=now)
-        row = Row.from_values(StreamingSession.objects.filter(pk=session.pk).values(*ROW_FIELDS).get())
-        bill([row], now=now)
+        with transaction.atomic():
+            bill_batch(now=now, after_id=0, shard=0, shards=1, limit=10)
 
     session = fresh(session)
     assert session.total_cost == USDC * sweeps * 1_007 // 60_000
