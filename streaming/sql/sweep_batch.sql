@@ -283,6 +283,8 @@ BEGIN
 
     -- Post the batch's one ledger transaction: the charges, the vendors' and the platform's
     -- credits, the holds. Its funds were decided under the locks above: a refusal is a bug.
+    -- (Every join with the sessions also says `s.id = ANY (v_ids)`: the planner cannot size an
+    -- unnest of arrays, and without it read the whole sessions table for each join, each batch.)
     SELECT p.* INTO v_post FROM wallets_post(
         p_now,
         CASE WHEN EXISTS (SELECT 1 FROM unnest(o_charge) AS c WHERE c > 0)
@@ -291,19 +293,19 @@ BEGIN
             SELECT jsonb_agg(x.e) FROM (
                 SELECT jsonb_build_array(1, s.payer_account_id, -d.charge, s.id, s.charged_until, d.until, d.fee) AS e
                 FROM unnest(o_id, o_charge, o_fee, o_until) AS d(id, charge, fee, until)
-                JOIN streaming_streamingsession AS s ON s.id = d.id
+                JOIN streaming_streamingsession AS s ON s.id = d.id AND s.id = ANY (v_ids)
                 WHERE d.charge > 0
                 UNION ALL
                 SELECT jsonb_build_array(1, c.account, c.amount)
                 FROM (
                     SELECT s.payee_account_id AS account, sum(d.charge - d.fee) AS amount
                     FROM unnest(o_id, o_charge, o_fee) AS d(id, charge, fee)
-                    JOIN streaming_streamingsession AS s ON s.id = d.id
+                    JOIN streaming_streamingsession AS s ON s.id = d.id AND s.id = ANY (v_ids)
                     GROUP BY s.payee_account_id
                     UNION ALL
                     SELECT rev.id, sum(d.fee)
                     FROM unnest(o_id, o_fee) AS d(id, fee)
-                    JOIN streaming_streamingsession AS s ON s.id = d.id
+                    JOIN streaming_streamingsession AS s ON s.id = d.id AND s.id = ANY (v_ids)
                     JOIN wallets_account AS rev
                         ON rev.kind = 'system' AND rev.system_code = 'platform_revenue' AND rev.asset_id = s.asset_id
                     GROUP BY rev.id
@@ -316,7 +318,7 @@ BEGIN
                 s.hold_id, s.payer_account_id, d.delta, CASE WHEN d.stop_reason IS NOT NULL THEN 'released' END
             ))
             FROM unnest(o_id, o_hold_delta, o_stop_reason) AS d(id, delta, stop_reason)
-            JOIN streaming_streamingsession AS s ON s.id = d.id
+            JOIN streaming_streamingsession AS s ON s.id = d.id AND s.id = ANY (v_ids)
             WHERE d.delta <> 0 OR d.stop_reason IS NOT NULL
         ), '[]'::jsonb)
     ) AS p;
@@ -349,7 +351,7 @@ BEGIN
             total_usage_seconds = CASE WHEN d.stop_reason IS NULL THEN s.total_usage_seconds
                                        ELSE trunc(extract(epoch FROM d.stop_time - s.start_time))::integer END
         FROM d
-        WHERE s.id = d.id
+        WHERE s.id = d.id AND s.id = ANY (v_ids)
         RETURNING s.id
     )
     SELECT old.id, old.session_id::text, old.user_id, old.vendor_id, svc.name, old.asset_id, old.total_cost,
