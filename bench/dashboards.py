@@ -4,7 +4,7 @@
 
 Builds (once; --rebuild starts over) a year of history with set-based SQL: 10,000 users and 500
 vendors with their wallets, 2,000 services, ~100,000 sessions of 3 charges each (every charge a
-ledger transaction of three entries and a SessionCharge), deposits and withdrawals. One vendor
+ledger transaction of three entries, the payer's debit carrying its session), deposits and withdrawals. One vendor
 hosts a tenth of all sessions and one user opened a hundredth: they are timed as the worst cases,
 beside a typical user and vendor. Then brings the dashboards' rollup up to date (the beat task's
 work, timed: the whole ledger the first time) and times one incremental run over a minute of
@@ -209,17 +209,13 @@ def build(entries: int) -> None:
         (
             "charge entries",
             """
-            INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
-            SELECT tx_id, payer_account_id, %(usdc)s, -rate FROM btx
-            UNION ALL SELECT tx_id, payee_account_id, %(usdc)s, rate - floor(rate / 10) FROM btx
-            UNION ALL SELECT tx_id, %(revenue)s, %(usdc)s, floor(rate / 10) FROM btx
-            """,
-        ),
-        (
-            "session charges",
-            """
-            INSERT INTO streaming_sessioncharge (amount, metered_until, created_at, ledger_transaction_id, session_id)
-            SELECT rate, created_at, created_at, tx_id, session_pk FROM btx
+            INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from,
+                                       billed_until, fee)
+            SELECT tx_id, payer_account_id, %(usdc)s, -rate, session_pk, created_at - interval '1 minute', created_at,
+                   floor(rate / 10)
+            FROM btx
+            UNION ALL SELECT tx_id, payee_account_id, %(usdc)s, rate - floor(rate / 10), NULL, NULL, NULL, NULL FROM btx
+            UNION ALL SELECT tx_id, %(revenue)s, %(usdc)s, floor(rate / 10), NULL, NULL, NULL, NULL FROM btx
             """,
         ),
         (
@@ -278,7 +274,7 @@ def build(entries: int) -> None:
         print(f"  vacuum analyze           {time.perf_counter() - started:6.1f} s", flush=True)
 
 
-# A minute of heavy traffic: the last 3,334 charges again, now (10,002 entries, their SessionCharges).
+# A minute of heavy traffic: the last 3,334 charges again, now (10,002 entries; each payer's debit is its charge).
 TRAFFIC_SQL = """
 CREATE TEMP TABLE bcopy ON COMMIT DROP AS
 SELECT id AS old_id, nextval(pg_get_serial_sequence('wallets_ledgertransaction', 'id')) AS new_id
@@ -286,11 +282,9 @@ FROM wallets_ledgertransaction WHERE kind = 'charge' ORDER BY id DESC LIMIT 3334
 INSERT INTO wallets_ledgertransaction (id, kind, reference, memo, metadata, created_at)
 SELECT c.new_id, t.kind, 'bench-traffic:' || c.new_id, t.memo, t.metadata, now() - random() * interval '1 minute'
 FROM bcopy c JOIN wallets_ledgertransaction t ON t.id = c.old_id;
-INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
-SELECT c.new_id, e.account_id, e.asset_id, e.amount FROM bcopy c JOIN wallets_entry e ON e.transaction_id = c.old_id;
-INSERT INTO streaming_sessioncharge (amount, metered_until, created_at, ledger_transaction_id, session_id)
-SELECT s.amount, now(), now(), c.new_id, s.session_id
-FROM bcopy c JOIN streaming_sessioncharge s ON s.ledger_transaction_id = c.old_id;
+INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from, billed_until, fee)
+SELECT c.new_id, e.account_id, e.asset_id, e.amount, e.session_id, e.billed_from, e.billed_until, e.fee
+FROM bcopy c JOIN wallets_entry e ON e.transaction_id = c.old_id;
 """
 
 

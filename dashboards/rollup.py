@@ -25,8 +25,8 @@ run (and a warning is logged). Summing happens afterwards, in chunks of at most
 DASHBOARDS_ROLLUP_CHUNK rows, each in a transaction that holds the Watermark row (a second run
 finding it held leaves the work to the first), so each row is summed once and a long backlog
 is worked off chunk by chunk. Nothing summed changes afterwards: entries are append-only (the
-ledger's triggers refuse UPDATE and DELETE), a charge's SessionCharge is written in the same
-transaction as its entries, and a session's start time and asset never change.
+ledger's triggers refuse UPDATE and DELETE), a charge is one entry that carries its session,
+interval and fee, and a session's start time and asset never change.
 
 Nothing here writes to the ledger, runs on its posting path, or makes a writer wait.
 """
@@ -66,12 +66,12 @@ from dashboards.models import DAY, QUARTER_HOUR, ChargeBucket, LedgerBucket, Ses
 from dashboards.periods import Window
 from paygo.fields import MinorUnitsField
 from streaming.models import StreamingSession
-from wallets.models import AccountKind, Entry, TransactionKind
+from wallets.models import AccountKind, Entry
 
 logger = logging.getLogger("paygo.dashboards")
 
 # The session a ledger entry's charge belongs to.
-SESSION = "transaction__session_charge__session"
+SESSION = "session"
 WATERMARK_ID = 1
 ZERO = Value(0, output_field=MinorUnitsField())
 
@@ -94,18 +94,19 @@ class UtcBucket(Func):
 
 
 def charge_entries() -> QuerySet[Entry]:
-    """Entries of sessions' charges (every charge is one: it is written with its SessionCharge)."""
-    return Entry.objects.filter(transaction__kind=TransactionKind.CHARGE, transaction__session_charge__isnull=False)
+    """Sessions' charges: the payers' debits that carry their session (one per charge)."""
+    return Entry.objects.filter(session__isnull=False)
 
 
 def _paid() -> Sum:
     """What the sessions' payers were debited (a sum <= 0)."""
-    return Sum("amount", filter=Q(account=F(f"{SESSION}__payer_account")))
+    return Sum("amount")
 
 
 def _earned() -> Sum:
-    """What the sessions' vendors were credited, net of the platform's fee."""
-    return Sum("amount", filter=Q(account=F(f"{SESSION}__payee_account")))
+    """What the sessions' vendors were credited, net of the platform's fee: each charge less its fee
+    (a batch credits each vendor once for all of its charges)."""
+    return Sum(-F("amount") - F("fee"), output_field=MinorUnitsField())
 
 
 # Who holds an account, as LedgerBucket names it: 'user' for every user wallet, else the system code.
@@ -122,7 +123,7 @@ def _charge_facts(entries: QuerySet[Entry]) -> QuerySet:
         entries.order_by()
         .values(
             "asset",
-            session=F(SESSION),
+            SESSION,  # the entry's own field: its charge's session
             start=UtcBucket("transaction__created_at", QUARTER_HOUR),
             service=F(f"{SESSION}__service"),
             vendor=F(f"{SESSION}__vendor"),
@@ -360,9 +361,8 @@ class Charges(Source):
         return replace(self, rows=rows.filter(account__owner=user) if self.in_tail else rows)
 
     def earned_by(self, vendor, asset) -> Charges:
-        """The charges `vendor` was paid in `asset`, for earned(); in the tail, the vendor's entries only."""
-        rows = self.rows.filter(**{self.path("vendor"): vendor, self.path("asset"): asset})
-        return replace(self, rows=rows.filter(account__owner=vendor) if self.in_tail else rows)
+        """The charges `vendor` was paid in `asset`, for earned()."""
+        return replace(self, rows=self.rows.filter(**{self.path("vendor"): vendor, self.path("asset"): asset}))
 
     def paid(self) -> Sum:
         """What the payers were debited (<= 0)."""

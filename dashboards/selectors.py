@@ -3,10 +3,11 @@
 Every amount is a sum of ledger entries in the default asset (the dashboards speak USDC, and say so
 as `token`), so that each figure equals the ledger to the minor unit:
 - a user's spending is minus what their sessions' charges debited from them (the payer);
-- a vendor's earnings are what their sessions' charges credited them (the payee), net of the fee;
+- a vendor's earnings are what their sessions' charges credited them (the payee), net of the fee:
+  each charge less its fee (a sweep's batch credits each vendor once for all of its charges);
 - gross volume is the sum of the debits on charges, platform revenue the platform revenue
   account's entries on charges.
-Sessions are reached from a charge through its SessionCharge. A session counts in the bucket it
+A charge is the payer's debit that carries its session (wallets.Entry.session). A session counts in the bucket it
 started in, money in the bucket it moved in. Session counts next to money figures are of sessions
 in the default asset too; lists of sessions show every session, each in its own token.
 
@@ -125,13 +126,13 @@ def _by_bucket(rows, window: Window, *value_names: str) -> dict:
     return result
 
 
-def _session_ledger_sum(account_field: str):
-    """A session's entries on its charges on one of its accounts (payer or payee), summed."""
+def _session_charges_sum(amount) -> Coalesce:
+    """A session's charges (the ledger's debits that carry it), `amount` of each summed."""
     entries = (
-        Entry.objects.filter(transaction__session_charge__session=OuterRef("pk"), account=OuterRef(account_field))
+        Entry.objects.filter(session=OuterRef("pk"))
         .order_by()
-        .values("account")
-        .annotate(total=Sum("amount"))
+        .values("session")
+        .annotate(total=Sum(amount, output_field=MinorUnitsField()))
         .values("total")
     )
     return Coalesce(Subquery(entries, output_field=MinorUnitsField()), ZERO)
@@ -172,7 +173,7 @@ def _window_info(window: Window) -> dict:
 def sessions_with_money() -> QuerySet[StreamingSession]:
     """Sessions with what their payer paid (`spent`) and their vendor earned (`earned`), from the ledger."""
     return StreamingSession.objects.select_related("service", "service__category", "vendor", "user", "asset").annotate(
-        spent=-_session_ledger_sum("payer_account"), earned=_session_ledger_sum("payee_account")
+        spent=_session_charges_sum(-F("amount")), earned=_session_charges_sum(-F("amount") - F("fee"))
     )
 
 
@@ -204,28 +205,23 @@ def user_session_get(viewer, session_id) -> StreamingSession:
 
 
 def session_charge_timeline(session: StreamingSession) -> list[dict]:
-    """Each charge of the session as the payer's ledger entry saw it, oldest first, with the running total."""
+    """Each charge of the session (its payer's debit that carries it), oldest first, with the running total."""
     rows = (
-        Entry.objects.filter(transaction__session_charge__session=session, account_id=session.payer_account_id)
-        .order_by("transaction__created_at", "transaction_id")
-        .values(
-            "transaction_id",
-            "transaction__created_at",
-            "transaction__reference",
-            "transaction__session_charge__metered_until",
-            "amount",
-        )
+        Entry.objects.filter(session=session)
+        .order_by("transaction__created_at", "transaction_id", "id")
+        .values("transaction_id", "transaction__created_at", "billed_until", "amount")
     )
     money = Money(session.asset)
     timeline, total = [], 0
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         total -= int(row["amount"])
         timeline.append(
             {
                 "transaction_id": row["transaction_id"],
-                "reference": row["transaction__reference"],
+                # The charge's own name (its transaction is shared by a sweep's batch).
+                "reference": f"charge:{session.session_id}:{number}",
                 "at": row["transaction__created_at"],
-                "metered_until": row["transaction__session_charge__metered_until"],
+                "metered_until": row["billed_until"],
                 "amount": money(-int(row["amount"])),
                 "cumulative": money(total),
             }

@@ -170,8 +170,8 @@ class UserSessionsPageSerializer(serializers.Serializer):
 
 
 class SessionChargeSerializer(serializers.Serializer):
-    transaction_id = serializers.IntegerField()
-    reference = serializers.CharField(allow_null=True)
+    transaction_id = serializers.IntegerField(help_text="The ledger transaction (a sweep's batch) it was posted in.")
+    reference = serializers.CharField(allow_null=True, help_text="charge:<sessionId>:<n>, n counting from 1.")
     at = serializers.DateTimeField()
     metered_until = serializers.DateTimeField(help_text="The instant this charge billed the session up to.")
     amount = AmountField()

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 
+from paygo.fields import MinorUnitsField
 from paygo.tokens import DEFAULT_TOKEN, TOKEN_CHOICES
 
 
@@ -74,12 +75,20 @@ class ServiceUnit(models.TextChoices):
     def is_time_based(self) -> bool:
         return self.value in _UNIT_MS
 
+    @property
+    def unit_quantity(self) -> int | None:
+        """Reported quantity in one unit of a usage-metered unit (bytes in a GB, one request); None
+        for the others."""
+        return USAGE_UNIT_QUANTITY.get(self.value)
+
     @classmethod
     def time_units(cls) -> list[ServiceUnit]:
         return [cls(value) for value in _UNIT_MS]
 
 
 _UNIT_MS = {"per_second": 1_000, "per_minute": 60_000, "per_hour": 3_600_000}
+# Quantity in one unit of a usage-metered service: bytes in a GB, one request, one transaction.
+USAGE_UNIT_QUANTITY = {"per_gb": 1_000_000_000, "per_request": 1, "per_transaction": 1}
 
 
 class Service(models.Model):
@@ -105,6 +114,14 @@ class Service(models.Model):
         max_digits=38, decimal_places=0, default=0, help_text="Minor units of the token charged at least per session."
     )
     free_seconds = models.IntegerField(default=0, help_text="Free first seconds of each session.")
+    # What bounds a usage-metered session (set for usage units, and only for them): the vendor
+    # reports the usage, so the user sees these before starting and a report beyond them is refused.
+    max_session_cost = MinorUnitsField(
+        null=True, blank=True, help_text="Usage units: most a session may cost when its user sets no maxCost."
+    )
+    max_event_quantity = MinorUnitsField(
+        null=True, blank=True, help_text="Usage units: the largest quantity one usage report may carry."
+    )
     metadata = models.JSONField(default=dict, blank=True)
     tags = models.JSONField(default=list, blank=True)
     is_active = models.BooleanField(default=True)
@@ -130,6 +147,17 @@ class Service(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(type__in=ServiceType.values), name="marketplace_service_type_valid"
+            ),
+            # Usage bounds: declared by every usage-metered service, by no other.
+            models.CheckConstraint(
+                condition=(
+                    models.Q(unit__in=list(USAGE_UNIT_QUANTITY), max_session_cost__gt=0, max_event_quantity__gt=0)
+                    | (
+                        ~models.Q(unit__in=list(USAGE_UNIT_QUANTITY))
+                        & models.Q(max_session_cost__isnull=True, max_event_quantity__isnull=True)
+                    )
+                ),
+                name="marketplace_service_usage_bounds",
             ),
             # A deleted service is never active.
             models.CheckConstraint(

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from marketplace.models import Category, Service, ServiceType, ServiceUnit
+from marketplace.services import DEFAULT_USAGE_BOUND_UNITS
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.api.text import validate_storable_text
 from paygo.tokens import DEFAULT_TOKEN, TOKENS, decimals_of
@@ -106,6 +107,20 @@ class ServiceSerializer(serializers.ModelSerializer):
         default=0,
         help_text="Time not charged at the start of each session, in seconds (time-metered units).",
     )
+    max_session_cost = AmountField(
+        required=False,
+        allow_null=True,
+        help_text="Usage units only: the most a session may cost when its user sets no maxCost "
+        f"(default: {DEFAULT_USAGE_BOUND_UNITS} times the rate). Usage beyond it is refused.",
+    )
+    max_event_quantity = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=10**18,
+        help_text="Usage units only: the largest quantity one usage report may carry (bytes for per_gb; "
+        f"default: {DEFAULT_USAGE_BOUND_UNITS} units). A larger report is refused.",
+    )
     metadata = MetadataField(required=False, default=dict)
     tags = TagsField(required=False, default=list)
     # No default: a PUT that leaves it out keeps the service as active or inactive as it was.
@@ -126,6 +141,8 @@ class ServiceSerializer(serializers.ModelSerializer):
             "unit",
             "minimum_charge",
             "free_seconds",
+            "max_session_cost",
+            "max_event_quantity",
             "metadata",
             "tags",
             "is_active",
@@ -145,6 +162,8 @@ class ServiceSerializer(serializers.ModelSerializer):
             attrs["minimum_charge"] = minor_from_field(
                 "minimum_charge", attrs["minimum_charge"], decimals, allow_zero=True
             )
+        if attrs.get("max_session_cost") is not None:
+            attrs["max_session_cost"] = minor_from_field("max_session_cost", attrs["max_session_cost"], decimals)
         return attrs
 
     def to_representation(self, instance: Service) -> dict[str, Any]:
@@ -152,6 +171,9 @@ class ServiceSerializer(serializers.ModelSerializer):
         decimals = decimals_of(instance.token)
         data["rate"] = format_minor(int(instance.rate), decimals)
         data["minimum_charge"] = format_minor(int(instance.minimum_charge), decimals)
+        cap = instance.max_session_cost
+        data["max_session_cost"] = None if cap is None else format_minor(int(cap), decimals)
+        data["max_event_quantity"] = None if instance.max_event_quantity is None else int(instance.max_event_quantity)
         return data
 
 

@@ -24,10 +24,38 @@ EDITABLE_FIELDS = (
     "unit",
     "minimum_charge",
     "free_seconds",
+    "max_session_cost",
+    "max_event_quantity",
     "metadata",
     "tags",
     "is_active",
 )
+
+
+# What a usage-metered service listed without its bounds declares: a session may cost at most this
+# many units, and one usage report may carry at most this many units.
+DEFAULT_USAGE_BOUND_UNITS = 100
+USAGE_BOUNDS = ("max_session_cost", "max_event_quantity")
+
+
+def _declare_usage_bounds(service: Service, given: set[str]) -> None:
+    """A usage-metered service always declares its bounds (the defaults when not given); no other
+    service has any. `given` names the bounds the caller chose, refused on another unit."""
+    unit = ServiceUnit(service.unit) if service.unit in ServiceUnit.values else None
+    if unit is None or unit.unit_quantity is None:
+        for name in USAGE_BOUNDS:
+            if name in given and getattr(service, name) is not None:
+                raise _invalid(name, "Only usage-metered services (per GB, request, transaction) declare this.")
+            setattr(service, name, None)
+        return
+    if service.max_session_cost is None:
+        service.max_session_cost = int(service.rate) * DEFAULT_USAGE_BOUND_UNITS
+    if service.max_event_quantity is None:
+        service.max_event_quantity = unit.unit_quantity * DEFAULT_USAGE_BOUND_UNITS
+    if int(service.max_session_cost) <= 0:
+        raise _invalid("max_session_cost", "Must be greater than zero.")
+    if int(service.max_event_quantity) <= 0:
+        raise _invalid("max_event_quantity", "Must be greater than zero.")
 
 
 def _name_taken() -> Conflict:
@@ -92,6 +120,8 @@ def service_create(
     token: str = DEFAULT_TOKEN,
     minimum_charge: int = 0,
     free_seconds: int = 0,
+    max_session_cost: int | None = None,
+    max_event_quantity: int | None = None,
     metadata: dict[str, Any] | None = None,
     tags: list[str] | None = None,
     is_active: bool = True,
@@ -112,11 +142,14 @@ def service_create(
         unit=unit,
         minimum_charge=minimum_charge,
         free_seconds=free_seconds,
+        max_session_cost=max_session_cost,
+        max_event_quantity=max_event_quantity,
         metadata=metadata or {},
         tags=tags or [],
         is_active=is_active,
     )
     _check_rules(service)
+    _declare_usage_bounds(service, {name for name in USAGE_BOUNDS if getattr(service, name) is not None})
     if _name_is_taken(vendor_id=vendor.pk, name=service.name):
         raise _name_taken()
     _save(service)
@@ -136,13 +169,22 @@ def service_update(*, service: Service, **changes: Any) -> Service:
             raise _invalid("rate", "Give the rate in the new token when changing the token.")
         if "minimum_charge" not in changes and int(service.minimum_charge) != 0:
             raise _invalid("minimum_charge", "Give the minimum charge in the new token when changing the token.")
+        changes.setdefault("max_session_cost", None)  # in the old token too: the default unless given
     if "name" in changes:
         changes["name"] = changes["name"].strip()
 
+    given = {name for name in USAGE_BOUNDS if name in changes}
+    if changes.get("unit", service.unit) != service.unit:
+        # A new unit has bounds of its own: the ones given with it, or its defaults.
+        for name in USAGE_BOUNDS:
+            changes.setdefault(name, None)
     changed = [field for field, value in changes.items() if getattr(service, field) != value]
     for field in changed:
         setattr(service, field, changes[field])
     _check_rules(service)
+    _declare_usage_bounds(service, given)
+    if changed:
+        changed = list(dict.fromkeys([*changed, *USAGE_BOUNDS]))  # defaults may have filled them
     if "name" in changed and _name_is_taken(vendor_id=service.vendor_id, name=service.name, exclude_pk=service.pk):
         raise _name_taken()
     if changed:

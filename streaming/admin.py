@@ -13,28 +13,35 @@ from django.utils.html import format_html
 from marketplace.models import ServiceUnit
 from paygo.admin import ReadOnlyAdminMixin, amount_field, in_units, short
 from streaming import services
-from streaming.models import SessionCharge, SessionStatus, StopReason, StreamingSession, UsageEvent
+from streaming.models import SessionStatus, StopReason, StreamingSession, UsageEvent
+from wallets.models import Entry
 
 STOP_PERMISSION = "streaming.change_streamingsession"
 
 
 class SessionChargeInline(ReadOnlyAdminMixin, admin.TabularInline):
-    model = SessionCharge
-    fields = ("amount_in_units", "metered_until", "created_at", "transaction")
+    """A session's charges: the ledger's debits of its payer that carry it."""
+
+    model = Entry
+    fk_name = "session"
+    verbose_name, verbose_name_plural = "charge", "charges"
+    fields = ("amount_in_units", "billed_from", "billed_until", "fee_in_units", "ledger_transaction")
     readonly_fields = fields
     extra = 0
     can_delete = False
+    ordering = ("billed_until", "id")
 
-    amount_in_units = amount_field("amount", asset="session.asset", description="amount", ordering=False)
+    amount_in_units = amount_field("charged", asset="asset", description="amount", ordering=False)
+    fee_in_units = amount_field("fee", asset="asset", description="platform fee", ordering=False)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("session__asset", "ledger_transaction")
+        return super().get_queryset(request).select_related("asset", "transaction")
 
     @admin.display(description="ledger transaction")
-    def transaction(self, charge: SessionCharge) -> str:
-        tx = charge.ledger_transaction
+    def ledger_transaction(self, charge: Entry) -> str:
+        tx = charge.transaction
         url = reverse("admin:wallets_ledgertransaction_change", args=[tx.pk])
-        return format_html('<a href="{}">#{}</a> {}', url, tx.pk, short(tx.reference))
+        return format_html('<a href="{}">#{}</a> {}', url, tx.pk, short(tx.reference or tx.memo))
 
 
 @admin.register(StreamingSession)

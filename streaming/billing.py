@@ -1,412 +1,97 @@
 """Charging sessions: the one write path for a session's money, shared by the sweep and by stop.
 
-`bill(rows, ...)` takes sessions whose rows the caller locked, decides for each what is due up to
-now (or up to its stop), what to hold for the next period, whether it must stop and when, and
-writes all of it in a constant number of statements: the ledger's batch posting, one update of
-the sessions, one insert of their charges. What happened is published and notified on commit.
-
-Rules (../shared/DESIGN.md, Metering):
-- due(t) = floor(rate * billable_ms(t) / unit_ms); a charge takes due(until) - metered_cost.
-- A running session is billed up to its last heartbeat (never past now): a session that goes
-  silent is stopped as idle "charged up to the last heartbeat" with nothing to give back.
-- The funds a session may use are its hold plus the wallet's free balance; when they (or
-  maxCost) cannot cover the coming period, the instant they run out is computed and the session
-  stops there, charged exactly up to it, never below zero.
+What is due, what to hold, when a session stops, and the writes (ONE ledger transaction per
+batch: a debit per charged session, which is its charge record; a credit per vendor account; a
+fee credit per asset; the holds; the sessions) are decided and done in PostgreSQL by
+streaming_bill(), whose text is whole in streaming/sql/sweep_batch.sql (its arithmetic in
+streaming/sql/metering.sql, checked against streaming/pricing.py by a property test). Python keeps
+the orchestration: which batch, the settings, and publishing and notifying what happened once it
+is committed.
 """
 
 from __future__ import annotations
 
-import functools
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
 
 from paygo.db import execute_bound
-from streaming import pricing
-from streaming.models import SessionStatus, StopReason
-from wallets import ledger
-from wallets.models import HoldStatus, SystemAccount, TransactionKind
 
-ALERT_THRESHOLDS_MS = (300_000, 60_000)  # runway under 5 minutes, then under 1 minute
-
-# What the sweep and stop read of a session, in one query (joined with its hold and service).
-ROW_FIELDS = (
-    "id",
-    "session_id",
-    "user_id",
-    "vendor_id",
-    "service_id",
-    "service__name",
-    "asset_id",
-    "unit",
-    "rate",
-    "free_seconds",
-    "minimum_charge",
-    "max_cost",
-    "start_time",
-    "charged_until",
-    "metered_cost",
-    "total_cost",
-    "charge_count",
-    "usage_quantity",
-    "stop_at",
-    "stop_at_reason",
-    "last_heartbeat_at",
-    "alert_level",
-    "payer_account_id",
-    "payee_account_id",
-    "hold_id",
-    "hold__amount",
-    "kind",
-)
+ALERT_THRESHOLDS_MS = (300_000, 60_000)  # runway under 5 minutes, then under 1 minute (sweep_batch.sql)
 
 
-@dataclass
-class Row:
+class Billed(NamedTuple):
+    """What billing did to one session (a row streaming_bill() returns)."""
+
     id: int
-    session_id: str  # the UUID as text: it is only ever written into references, keys and messages
+    session_id: str
     user_id: int
     vendor_id: int
-    service_id: int
     service_name: str
     asset_id: int
-    unit: str
-    rate: int
-    free_seconds: int
-    minimum_charge: int
-    max_cost: int | None
-    start_time: datetime
-    charged_until: datetime
-    metered_cost: int
-    total_cost: int
-    charge_count: int
-    usage_quantity: int
-    stop_at: datetime | None
-    stop_at_reason: str
-    last_heartbeat_at: datetime
-    alert_level: int
-    payer_account_id: int
-    payee_account_id: int
-    hold_id: int
-    hold_amount: int
-    kind: str
-
-    @classmethod
-    def from_values(cls, values: dict) -> Row:
-        row = cls.from_tuple(tuple(values[name] for name in ROW_FIELDS))
-        row.session_id = str(row.session_id)
-        return row
-
-    @classmethod
-    def from_tuple(cls, values: tuple) -> Row:
-        row = cls(*values)
-        for name in _MONEY_FIELDS:  # NUMERIC columns read as Decimal from raw SQL
-            value = getattr(row, name)
-            if value is not None and not isinstance(value, int):
-                setattr(row, name, int(value))
-        return row
-
-
-_MONEY_FIELDS = ("rate", "minimum_charge", "max_cost", "metered_cost", "total_cost", "usage_quantity", "hold_amount")
-
-
-@dataclass
-class Outcome:
-    """What billing decided for one session."""
-
-    row: Row
+    total_cost_before: int
+    charge: int
     until: datetime
-    charge: int = 0
-    metered_charge: int = 0
-    new_hold: int = 0
-    stop_reason: str = ""
-    stop_time: datetime | None = None
-    stop_at: datetime | None = None
-    stop_at_reason: str = ""
-    alert_level: int = 0
-    alert_crossed: bool = False
-    runway_ms: int | None = None
-    remaining: int = 0
-    tx_id: int | None = None
+    new_hold: int
+    remaining: int  # what the session could still spend after this charge: its funds less the charge
+    stop_reason: str | None
+    stop_time: datetime | None
+    stop_at: datetime | None
+    runway_ms: int | None
+    alert_crossed: bool
 
     @property
     def stops(self) -> bool:
         return bool(self.stop_reason)
 
-
-def _ms(delta: timedelta) -> int:
-    return int(delta / timedelta(milliseconds=1))
-
-
-def _due(row: Row, until: datetime) -> int:
-    if pricing.is_time_unit(row.unit):
-        return pricing.time_due(
-            rate=row.rate,
-            unit_ms=pricing.TIME_UNIT_MS[row.unit],
-            elapsed_ms=_ms(until - row.start_time),
-            free_ms=row.free_seconds * 1000,
-        )
-    if pricing.is_usage_unit(row.unit):
-        return pricing.usage_due(
-            rate=row.rate, unit_quantity=pricing.USAGE_UNIT_QUANTITY[row.unit], quantity=row.usage_quantity
-        )
-    return 0  # per_session: the fee was charged at start
+    @property
+    def total_cost(self) -> int:
+        return self.total_cost_before + self.charge
 
 
-def _affordable_until(row: Row, budget: int) -> datetime:
-    """The instant a time-metered session's metered cost reaches `budget`."""
-    unit_ms = pricing.TIME_UNIT_MS[row.unit]
-    elapsed = pricing.last_affordable_ms(rate=row.rate, unit_ms=unit_ms, free_ms=row.free_seconds * 1000, budget=budget)
-    return row.start_time + timedelta(milliseconds=elapsed)
-
-
-def next_period_need(row: Row, period_ms: int) -> int:
-    """What to hold for the coming period: its whole cost for time units, one unit for usage."""
-    if pricing.is_time_unit(row.unit):
-        return pricing.period_cost(rate=row.rate, unit_ms=pricing.TIME_UNIT_MS[row.unit], period_ms=period_ms)
-    if pricing.is_usage_unit(row.unit):
-        return row.rate
-    return 0
-
-
-def decide(
-    row: Row,
-    free: int,
-    *,
-    now: datetime,
-    requested_stop: str | None,
-    period_ms: int,
-    idle_ms: int,
-) -> Outcome:
-    """Charge, hold and stop for one session, given the wallet's free (unheld) balance."""
-    stop_reason, stop_time = "", None
-    if requested_stop:
-        stop_reason, stop_time = requested_stop, now
-    if row.stop_at and row.stop_at <= (stop_time or now):
-        # Its money (or maxCost) ran out before: it ends there, whoever asks later.
-        stop_reason, stop_time = row.stop_at_reason or StopReason.INSUFFICIENT_FUNDS, row.stop_at
-    if not stop_reason and now - row.last_heartbeat_at >= timedelta(milliseconds=idle_ms):
-        stop_reason, stop_time = StopReason.IDLE, row.last_heartbeat_at
-    if stop_time is None:
-        until = max(row.charged_until, min(now, row.last_heartbeat_at))
-    else:
-        until = max(row.charged_until, stop_time)
-        stop_time = until
-
-    due = _due(row, until)
-    metered = max(0, due - row.metered_cost)
-    funds = row.hold_amount + free
-    cap = None if row.max_cost is None else max(0, row.max_cost - row.total_cost)
-    limit = funds if cap is None else min(funds, cap)
-    if metered > limit:
-        reason = StopReason.MAX_COST if cap is not None and cap <= funds else StopReason.INSUFFICIENT_FUNDS
-        if pricing.is_time_unit(row.unit):
-            ran_out = min(max(_affordable_until(row, row.metered_cost + limit), row.charged_until), until)
-            metered = _due(row, ran_out) - row.metered_cost
-            until = ran_out
-        else:
-            metered = limit
-        if not stop_time or until <= stop_time:
-            stop_reason, stop_time = reason, until
-
-    outcome = Outcome(row=row, until=until, metered_charge=metered, charge=metered)
-    total_after = row.total_cost + metered
-    if stop_reason:
-        # The minimum charge is due at the end, out of what is there and within maxCost.
-        shortfall = row.minimum_charge - total_after
-        if shortfall > 0:
-            room = funds - metered if cap is None else min(funds - metered, cap - metered)
-            outcome.charge += max(0, min(shortfall, room))
-        outcome.stop_reason, outcome.stop_time = stop_reason, stop_time
-        outcome.new_hold = 0
-        outcome.remaining = funds - outcome.charge
-        return outcome
-
-    remaining = funds - metered
-    need = next_period_need(row, period_ms)
-    cap_left = None if row.max_cost is None else row.max_cost - total_after
-    outcome.remaining = remaining
-    outcome.new_hold = min(need, remaining) if cap_left is None else min(need, remaining, cap_left)
-    if pricing.is_time_unit(row.unit):
-        budget, reason = remaining, StopReason.INSUFFICIENT_FUNDS
-        if cap_left is not None and cap_left <= remaining:
-            budget, reason = cap_left, StopReason.MAX_COST
-        if budget < need:
-            # The coming period cannot be covered in full: stop when the money runs out, and keep
-            # all of it for this session until then.
-            outcome.stop_at = _affordable_until(row, row.metered_cost + metered + budget)
-            outcome.stop_at_reason = reason
-            outcome.new_hold = budget
-        unit_ms = pricing.TIME_UNIT_MS[row.unit]
-        outcome.runway_ms = pricing.runway_ms(rate=row.rate, unit_ms=unit_ms, funds=budget) if row.rate else None
-        if outcome.runway_ms is not None:
-            level = sum(1 for threshold in ALERT_THRESHOLDS_MS if outcome.runway_ms < threshold)
-            outcome.alert_level = level
-            outcome.alert_crossed = level > row.alert_level
-    return outcome
-
-
-def bill(
-    rows: Sequence[Row],
-    *,
-    now: datetime,
-    requested_stops: dict[int, str] | None = None,
-) -> list[Outcome]:
-    """Bill locked sessions: charges, holds, stops, in a constant number of statements.
-
-    Call inside transaction.atomic() with the sessions' rows locked (FOR UPDATE).
-    """
-    if not rows:
-        return []
-    requested_stops = requested_stops or {}
-    period_ms = settings.BILLING_SWEEP_SECONDS * 1000
-    idle_ms = settings.SESSION_IDLE_SECONDS * 1000
-    fee_bps = settings.PLATFORM_FEE_BPS
-    revenue_ids = {
-        asset_id: ledger.system_account(SystemAccount.PLATFORM_REVENUE, asset_id).pk
-        for asset_id in {row.asset_id for row in rows}
-    }
-    locked = ledger.lock_accounts(
-        [row.payer_account_id for row in rows] + [row.payee_account_id for row in rows] + list(revenue_ids.values())
-    )
-    free = {aid: balance - held for aid, (_, _, balance, held, _) in locked.items()}
-    # The sessions' rows are locked, but a locking read that had to wait for another biller (a
-    # sweep, a stop) gets the locked row as that one left it and the joined hold as it was
-    # before: its amount is read again here, now that no one else can change it.
-    holds = ledger.hold_amounts(row.hold_id for row in rows)
-    for row in rows:
-        row.hold_amount = holds[row.hold_id]
-
-    outcomes, specs = [], []
-    for row in rows:
-        outcome = decide(
-            row,
-            free[row.payer_account_id],
-            now=now,
-            requested_stop=requested_stops.get(row.id),
-            period_ms=period_ms,
-            idle_ms=idle_ms,
-        )
-        free[row.payer_account_id] += row.hold_amount - outcome.charge - outcome.new_hold
-        outcomes.append(outcome)
-        spec = _spec(outcome, revenue_ids[row.asset_id], fee_bps)
-        if spec:
-            specs.append((outcome, spec))
-
-    tx_ids = ledger.post_batch([spec for _, spec in specs], now=now, locked=locked)
-    for (outcome, _), tx_id in zip(specs, tx_ids, strict=True):
-        outcome.tx_id = tx_id
-    _write_sessions(outcomes, now)
-    transaction.on_commit(lambda: _after_commit(outcomes))
-    return outcomes
-
-
-def _spec(outcome: Outcome, revenue_id: int, fee_bps: int) -> ledger.TxSpec | None:
-    row = outcome.row
-    hold_delta = outcome.new_hold - row.hold_amount
-    close = HoldStatus.RELEASED if outcome.stops else None
-    hold_changes = (
-        [ledger.HoldChange(row.hold_id, row.payer_account_id, hold_delta, close)] if hold_delta or close else []
-    )
-    if not outcome.charge:
-        return (
-            ledger.TxSpec(kind=TransactionKind.CHARGE, entries=[], hold_changes=hold_changes) if hold_changes else None
-        )
-    fee = outcome.charge * fee_bps // 10_000  # pricing.platform_fee, inlined on the sweep's hot path
-    entries = [(row.payer_account_id, -outcome.charge)]
-    if outcome.charge - fee:
-        entries.append((row.payee_account_id, outcome.charge - fee))
-    if fee:
-        entries.append((revenue_id, fee))
-    session_id = row.session_id
-    return ledger.TxSpec(
-        kind=TransactionKind.CHARGE,
-        entries=entries,
-        reference=f"charge:{session_id}:{row.charge_count + 1}",
-        memo=row.service_name[:500],
-        # Encoded by hand (the sweep posts thousands): ids are numbers, the name is JSON-escaped.
-        metadata_json=(
-            f'{{"sessionId": "{session_id}", "serviceId": {row.service_id}, "serviceName": '
-            f'{_json_string(row.service_name)}, "vendorId": {row.vendor_id}, "userId": {row.user_id}, '
-            f'"kind": "{row.kind}"}}'
-        ),
-        hold_changes=hold_changes,
-    )
-
-
-@functools.lru_cache(maxsize=4096)
-def _json_string(text: str) -> str:
-    return json.dumps(text)
-
-
-_WRITE = """
-WITH v AS (
-    SELECT (r->>0)::bigint AS id, (r->>1)::timestamptz AS charged_until, (r->>2)::numeric AS metered,
-           (r->>3)::numeric AS charge, (r->>4)::bigint AS tx_id, (r->>5)::timestamptz AS stop_at,
-           r->>6 AS stop_at_reason, (r->>7)::int AS alert_level, r->>8 AS status, r->>9 AS stop_reason,
-           (r->>10)::timestamptz AS end_time, (r->>11)::int AS usage_seconds
-    FROM jsonb_array_elements(%(rows)s::jsonb) AS r
-),
-sessions AS (
-    UPDATE streaming_streamingsession AS s SET
-        charged_until = v.charged_until, metered_cost = s.metered_cost + v.metered,
-        total_cost = s.total_cost + v.charge, charge_count = s.charge_count + (v.tx_id IS NOT NULL)::int,
-        stop_at = v.stop_at, stop_at_reason = v.stop_at_reason, alert_level = v.alert_level, updated_at = %(now)b,
-        status = COALESCE(v.status, s.status), stop_reason = COALESCE(v.stop_reason, s.stop_reason),
-        end_time = COALESCE(v.end_time, s.end_time),
-        total_usage_seconds = COALESCE(v.usage_seconds, s.total_usage_seconds)
-    FROM v
-    WHERE s.id = v.id
-),
-charges AS (
-    INSERT INTO streaming_sessioncharge (session_id, ledger_transaction_id, amount, metered_until, created_at)
-    SELECT v.id, v.tx_id, v.charge, v.charged_until, %(now)b FROM v WHERE v.tx_id IS NOT NULL
+_BILL = (
+    "SELECT * FROM streaming_bill(%(now)b::timestamptz, %(ids)b::bigint[], %(reason)b::varchar, %(after)b::bigint, "
+    "%(limit)b::integer, %(shard)b::integer, %(shards)b::integer, "
+    "%(period_ms)b::bigint, %(idle_ms)b::bigint, %(fee_bps)b::integer)"
 )
-SELECT 1
-"""
+_MONEY = (6, 7, 9, 10, 14)  # NUMERIC columns: whole numbers of minor units
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
+def bill_batch(*, now: datetime, after_id: int, shard: int, shards: int, limit: int) -> list[Billed]:
+    """The sweep's next batch: claim up to `limit` active sessions after `after_id` (skipping rows
+    others hold), bill them up to `now`. Call inside transaction.atomic()."""
+    return _bill(now=now, ids=None, reason=None, after=after_id, limit=limit, shard=shard, shards=shards)
 
 
-def _final_status(outcome: Outcome) -> str:
-    return SessionStatus.COMPLETED if outcome.stop_reason == StopReason.USER else SessionStatus.STOPPED
+def bill_stop(*, session_ids: list[int], reason: str, now: datetime) -> list[Billed]:
+    """Stop these sessions (waiting for their row locks), billed up to `now` or to when their money
+    ran out. Sessions that have ended are left as they are. Call inside transaction.atomic()."""
+    return _bill(now=now, ids=session_ids, reason=reason, after=0, limit=len(session_ids), shard=0, shards=1)
 
 
-def _usage_seconds(outcome: Outcome) -> int:
-    return int((outcome.stop_time - outcome.row.start_time).total_seconds())
+def _bill(**params) -> list[Billed]:
+    params.update(
+        period_ms=settings.BILLING_SWEEP_SECONDS * 1000,
+        idle_ms=settings.SESSION_IDLE_SECONDS * 1000,
+        fee_bps=settings.PLATFORM_FEE_BPS,
+    )
+    billed = [Billed(*_whole(row)) for row in execute_bound(_BILL, params, binary=True)]
+    if billed:
+        transaction.on_commit(lambda: _after_commit(billed))
+    return billed
 
 
-def _write_sessions(outcomes: list[Outcome], now: datetime) -> None:
-    """The sessions' new state and their charge rows, in one statement."""
-    # One jsonb document, a row per session (json.dumps encodes it in C; psycopg's arrays
-    # would be dumped element by element in Python). A charge row goes with its session's.
-    rows = [
-        [
-            o.row.id,
-            o.until.isoformat(),
-            o.metered_charge,
-            o.charge,
-            o.tx_id,
-            _iso(o.stop_at),
-            o.stop_at_reason,
-            o.alert_level,
-            _final_status(o) if o.stops else None,
-            o.stop_reason or None,
-            _iso(o.stop_time) if o.stops else None,
-            _usage_seconds(o) if o.stops else None,
-        ]
-        for o in outcomes
-    ]
-    execute_bound(_WRITE, {"now": now, "rows": json.dumps(rows)})
+def _whole(row: tuple) -> list:
+    values = list(row)
+    for i in _MONEY:
+        if values[i] is not None:
+            values[i] = int(values[i])
+    return values
 
 
-def _after_commit(outcomes: list[Outcome]) -> None:
+def _after_commit(billed: list[Billed]) -> None:
     from streaming import live
 
-    live.publish_outcomes(outcomes)
+    live.publish_outcomes(billed)

@@ -11,7 +11,7 @@ one get_many per batch.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
@@ -23,7 +23,7 @@ from paygo.api.amounts import format_minor
 from streaming import pricing
 
 if TYPE_CHECKING:
-    from streaming.billing import Outcome
+    from streaming.billing import Billed
     from streaming.selectors import LiveSession
 
 logger = logging.getLogger("paygo.streaming")
@@ -62,7 +62,7 @@ def tick(session: LiveSession, now: datetime) -> dict:
         due = pricing.time_due(
             rate=session.rate,
             unit_ms=unit_ms,
-            elapsed_ms=int((now - session.start_time) / timedelta(milliseconds=1)),
+            elapsed_ms=pricing.elapsed_ms(session.start_time, now),
             free_ms=session.free_seconds * 1000,
         )
         pending = max(0, due - session.metered_cost)
@@ -96,22 +96,22 @@ def publish_metrics(session_id, sample: dict) -> None:
     send(session_id, {"type": "metrics.updated", "sessionId": str(session_id), "metrics": sample, "at": sample["at"]})
 
 
-def publish_outcomes(outcomes: list[Outcome]) -> None:
+def publish_outcomes(outcomes: list[Billed]) -> None:
     """After a committed billing: push to watchers, notify users and vendors."""
     from notifications import notify
     from wallets.models import Asset
 
-    seen = watched(o.row.session_id for o in outcomes if o.charge or o.stops or o.alert_crossed)
+    seen = watched(o.session_id for o in outcomes if o.charge or o.stops or o.alert_crossed)
     # Charges are pushed only where someone watches; alerts and stops are also notified.
-    interesting = [o for o in outcomes if o.stops or o.alert_crossed or (o.charge and o.row.session_id in seen)]
+    interesting = [o for o in outcomes if o.stops or o.alert_crossed or (o.charge and o.session_id in seen)]
     if not interesting:
         return
     decimals = dict(Asset.objects.values_list("id", "decimals"))
     now = timezone.now().isoformat()
     for o in interesting:
-        row, places = o.row, decimals[o.row.asset_id]
+        row, places = o, decimals[o.asset_id]
         sid = row.session_id
-        total = format_minor(row.total_cost + o.charge, places)
+        total = format_minor(o.total_cost, places)
         runway = None if o.runway_ms is None else o.runway_ms // 1000
         messages = []
         if o.charge:
@@ -162,10 +162,10 @@ def publish_outcomes(outcomes: list[Outcome]) -> None:
                 send(sid, message)
 
 
-def _notify_stopped(o: Outcome, total: str) -> None:
+def _notify_stopped(o: Billed, total: str) -> None:
     from notifications import notify
 
-    row = o.row
+    row = o
     data = {"sessionId": row.session_id, "reason": o.stop_reason, "totalCost": total}
     if o.stop_reason == "insufficient_funds":
         notify(

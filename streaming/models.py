@@ -1,4 +1,7 @@
-"""Metered sessions (the seed's StreamingSession), their usage events and their charges."""
+"""Metered sessions (the seed's StreamingSession) and their usage events.
+
+A session's charges are ledger entries: the debits of its payer that carry it (wallets.Entry.session).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,6 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils import timezone
 
-from paygo.api.amounts import format_minor
 from paygo.fields import MinorUnitsField
 
 
@@ -57,14 +59,18 @@ class StreamingSession(models.Model):
     free_seconds = models.PositiveIntegerField(default=0)
     minimum_charge = MinorUnitsField(default=0)
     session_fee = MinorUnitsField(default=0, help_text="Charged once at start (per_session services).")
+    # The spending cap: the user's maxCost, or for usage units the service's max_session_cost.
     max_cost = MinorUnitsField(null=True, blank=True)
+    max_event_quantity = MinorUnitsField(
+        null=True, blank=True, help_text="Usage units: the largest quantity one report may carry (from the service)."
+    )
 
     # Money: the wallets it moves between (opened at start) and its hold on the payer's wallet.
     payer_account = models.ForeignKey("wallets.Account", on_delete=models.PROTECT, related_name="+", db_index=False)
     payee_account = models.ForeignKey("wallets.Account", on_delete=models.PROTECT, related_name="+", db_index=False)
     hold = models.OneToOneField("wallets.Hold", on_delete=models.PROTECT, related_name="session")
 
-    # Billing state, changed only by streaming/billing.py.
+    # Billing state, changed only by streaming_bill (streaming/sql/sweep_batch.sql, through billing.py).
     charged_until = models.DateTimeField(help_text="The instant up to which metered_cost is charged.")
     metered_cost = MinorUnitsField(default=0, help_text="Charged for time or usage so far: due(charged_until).")
     total_cost = MinorUnitsField(default=0, help_text="Everything charged: metered, session fee, minimum top-up.")
@@ -134,25 +140,3 @@ class UsageEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event_id}: {self.quantity}"
-
-
-class SessionCharge(models.Model):
-    """One charge of a session: its ledger transaction and what it covered."""
-
-    # Both references are checked per INSERT statement by a trigger, not per row by a foreign key
-    # (migration 0006: a sweep writes thousands of charges at once).
-    session = models.ForeignKey(StreamingSession, on_delete=models.PROTECT, related_name="charges", db_constraint=False)
-    ledger_transaction = models.OneToOneField(
-        "wallets.LedgerTransaction", on_delete=models.PROTECT, related_name="session_charge", db_constraint=False
-    )
-    amount = MinorUnitsField()
-    metered_until = models.DateTimeField()
-    created_at = models.DateTimeField(default=timezone.now)
-
-    class Meta:
-        ordering = ["id"]
-        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="streaming_charge_amount_gt_0")]
-
-    def __str__(self) -> str:
-        asset = self.session.asset
-        return f"{format_minor(self.amount, asset.decimals)} {asset.code} charged"

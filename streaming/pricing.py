@@ -6,8 +6,10 @@ and every charge takes due(now) - charged. Usage units work the same over the re
 
 from __future__ import annotations
 
-# Quantity in one unit of a usage-metered service: bytes in a GB, one request, one transaction.
-USAGE_UNIT_QUANTITY = {"per_gb": 1_000_000_000, "per_request": 1, "per_transaction": 1}
+from datetime import datetime, timedelta
+
+from marketplace.models import USAGE_UNIT_QUANTITY
+
 TIME_UNIT_MS = {"per_second": 1_000, "per_minute": 60_000, "per_hour": 3_600_000}
 
 
@@ -17,6 +19,11 @@ def is_time_unit(unit: str) -> bool:
 
 def is_usage_unit(unit: str) -> bool:
     return unit in USAGE_UNIT_QUANTITY
+
+
+def elapsed_ms(since: datetime, until: datetime) -> int:
+    """Milliseconds from one instant to another, truncated towards zero."""
+    return int((until - since) / timedelta(milliseconds=1))
 
 
 def billable_ms(elapsed_ms: int, free_ms: int) -> int:
@@ -44,6 +51,12 @@ def last_affordable_ms(*, rate: int, unit_ms: int, free_ms: int, budget: int) ->
     charged): the instant a session's money runs out."""
     # due(e) <= B  <=>  rate * (e - free) < (B + 1) * unit_ms  <=>  e - free <= ((B + 1) * unit_ms - 1) // rate
     return free_ms + ((budget + 1) * unit_ms - 1) // rate
+
+
+def last_affordable_quantity(*, rate: int, unit_quantity: int, budget: int) -> int:
+    """The largest reported quantity whose usage_due() is at most `budget`: what a usage cap allows."""
+    # rate * q // uq <= B  <=>  rate * q < (B + 1) * uq  <=>  q <= ((B + 1) * uq - 1) // rate
+    return ((budget + 1) * unit_quantity - 1) // rate
 
 
 def runway_ms(*, rate: int, unit_ms: int, funds: int) -> int:

@@ -139,18 +139,24 @@ def active_sessions_for(user) -> QuerySet[StreamingSession]:
 
 
 def charges_health() -> dict:
-    """Every session charge record agrees with the ledger: its session and its ledger transaction
-    exist (the database checks both as charges are written: migration 0006), and that transaction
-    debits the session's payer exactly the charge's amount."""
+    """Every session's charges agree with the ledger and with the session: a charge (a ledger
+    entry that carries a session) names a session that exists, debits that session's payer, and
+    the charges of each session add up to its total cost."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT COUNT(*) FILTER (WHERE s.id IS NULL OR t.id IS NULL), "
-            "COUNT(*) FILTER (WHERE s.id IS NOT NULL AND t.id IS NOT NULL AND NOT EXISTS ("
-            "  SELECT 1 FROM wallets_entry e WHERE e.transaction_id = c.ledger_transaction_id"
-            "  AND e.account_id = s.payer_account_id AND e.amount = -c.amount)) "
-            "FROM streaming_sessioncharge c "
-            "LEFT JOIN streaming_streamingsession s ON s.id = c.session_id "
-            "LEFT JOIN wallets_ledgertransaction t ON t.id = c.ledger_transaction_id"
+            "SELECT COUNT(*) FILTER (WHERE s.id IS NULL), "
+            "COUNT(*) FILTER (WHERE s.id IS NOT NULL AND e.account_id <> s.payer_account_id), "
+            "(SELECT COUNT(*) FROM streaming_streamingsession s LEFT JOIN ("
+            "  SELECT session_id, -SUM(amount) AS charged FROM wallets_entry WHERE session_id IS NOT NULL"
+            "  GROUP BY session_id) c ON c.session_id = s.id "
+            "WHERE s.total_cost <> COALESCE(c.charged, 0)) "
+            "FROM wallets_entry e LEFT JOIN streaming_streamingsession s ON s.id = e.session_id "
+            "WHERE e.session_id IS NOT NULL"
         )
-        dangling, disagreeing = cursor.fetchone()
-    return {"healthy": not (dangling or disagreeing), "dangling_charges": dangling, "charges_off_ledger": disagreeing}
+        dangling, off_payer, totals_off = cursor.fetchone()
+    return {
+        "healthy": not (dangling or off_payer or totals_off),
+        "dangling_charges": dangling,
+        "charges_off_payer": off_payer,
+        "sessions_whose_total_is_not_their_charges": totals_off,
+    }

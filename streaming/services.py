@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from functools import partial
 
@@ -15,8 +16,8 @@ from rest_framework import exceptions
 from paygo.api.amounts import format_minor
 from paygo.api.errors import Conflict, PaymentRequired
 from streaming import live, pricing
-from streaming.billing import ROW_FIELDS, Row, bill
-from streaming.models import SessionCharge, SessionKind, SessionStatus, StopReason, StreamingSession, UsageEvent
+from streaming.billing import bill_stop
+from streaming.models import SessionKind, SessionStatus, StopReason, StreamingSession, UsageEvent
 from wallets import ledger
 from wallets.models import SystemAccount, TransactionKind
 
@@ -60,6 +61,9 @@ def session_start(
     needed = hold_amount + session_fee
     if max_cost is not None and max_cost < session_fee:
         raise _invalid("max_cost", "maxCost is below this service's session fee.", code="max_cost_too_low")
+    if max_cost is None and pricing.is_usage_unit(unit):
+        # The vendor reports the usage: without the user's own cap, the one the service declares.
+        max_cost = int(service.max_session_cost)
 
     payer = ledger.account_for_user(user, asset)
     payee = ledger.account_for_user(service.vendor, asset)
@@ -95,6 +99,7 @@ def session_start(
             minimum_charge=minimum,
             session_fee=session_fee,
             max_cost=max_cost,
+            max_event_quantity=service.max_event_quantity if pricing.is_usage_unit(unit) else None,
             payer_account=payer,
             payee_account=payee,
             hold=hold,
@@ -104,40 +109,28 @@ def session_start(
             total_cost=session_fee,
             charge_count=1 if session_fee else 0,
         )
-        entries = []
+        entries, charges = [], []
         if session_fee:
             fee = pricing.platform_fee(session_fee, settings.PLATFORM_FEE_BPS)
-            entries = [(payer.pk, -session_fee)]
+            charges = [ledger.ChargeDebit(payer.pk, session_fee, session.pk, now, now, fee)]
             entries += [(payee.pk, session_fee - fee)] if session_fee - fee else []
             entries += [(revenue.pk, fee)] if fee else []
         hold_changes = [ledger.HoldChange(hold.pk, payer.pk, hold_amount)] if hold_amount else []
-        if entries or hold_changes:
-            (tx_id,) = ledger.post_batch(
+        if charges or hold_changes:
+            ledger.post_batch(
                 [
                     ledger.TxSpec(
                         kind=TransactionKind.CHARGE,
                         entries=entries,
-                        reference=f"charge:{session_id}:1" if entries else None,
-                        memo=f"{service.name} (session fee)"[:500],
-                        metadata={
-                            "sessionId": str(session_id),
-                            "serviceId": service.pk,
-                            "serviceName": service.name,
-                            "vendorId": service.vendor_id,
-                            "userId": user.pk,
-                            "kind": kind,
-                            "sessionFee": True,
-                        },
+                        charges=charges,
+                        memo=f"{service.name} (session fee)"[:500] if charges else "",
+                        metadata={"sessionId": str(session_id), "sessionFee": True} if charges else {},
                         hold_changes=hold_changes,
                     )
                 ],
                 now=now,
                 locked=locked,
             )
-            if tx_id:
-                SessionCharge.objects.create(
-                    session=session, ledger_transaction_id=tx_id, amount=session_fee, metered_until=now, created_at=now
-                )
         hold.refresh_from_db(fields=["amount"])
         transaction.on_commit(lambda: _notify_started(session))
     return session
@@ -162,14 +155,7 @@ def session_stop(*, session: StreamingSession, reason: str, now: datetime | None
     session that has ended changes and charges nothing."""
     now = now or timezone.now()
     with transaction.atomic():
-        values = list(
-            StreamingSession.objects.select_for_update(of=("self",))
-            .filter(pk=session.pk, status=SessionStatus.ACTIVE)
-            .values(*ROW_FIELDS)
-        )
-        if values:
-            row = Row.from_values(values[0])
-            bill([row], now=max(now, row.charged_until), requested_stops={row.id: reason})
+        bill_stop(session_ids=[session.pk], reason=reason, now=now)
     session.refresh_from_db()
     return session
 
@@ -182,25 +168,21 @@ def stop_reason_for(session: StreamingSession, actor) -> str:
     return StopReason.STAFF
 
 
-def session_heartbeat(*, session_id: int, now: datetime | None = None) -> bool:
-    """A sign of life (a metrics report or a WebSocket message): billing runs up to it."""
-    now = now or timezone.now()
-    return bool(
-        StreamingSession.objects.filter(pk=session_id, status=SessionStatus.ACTIVE, last_heartbeat_at__lt=now).update(
-            last_heartbeat_at=now
-        )
-    )
-
-
-def sessions_seen(*, session_ids, now: datetime) -> int:
-    """Signs of life for many sessions at once (their users' open live sockets): one UPDATE that
-    moves each active session's last heartbeat forward to `now`, never back. Returns how many moved."""
+def sessions_seen(*, session_ids: Sequence[int], now: datetime) -> int:
+    """Signs of life (heartbeats, the user's open live socket, usage reports): each of these active
+    sessions is seen at `now`, never earlier than it was. One statement for any number of
+    sessions; returns how many moved. A session silent for SESSION_IDLE_SECONDS is stopped."""
     ids = list(session_ids)
     if not ids:
         return 0
     return StreamingSession.objects.filter(pk__in=ids, status=SessionStatus.ACTIVE, last_heartbeat_at__lt=now).update(
         last_heartbeat_at=now
     )
+
+
+def session_heartbeat(*, session_id: int, now: datetime | None = None) -> bool:
+    """The user's heartbeat (an API call or a message on the live socket)."""
+    return bool(sessions_seen(session_ids=[session_id], now=now or timezone.now()))
 
 
 def session_metrics_record(*, session: StreamingSession, sample: dict, now: datetime | None = None) -> StreamingSession:
@@ -213,31 +195,65 @@ def session_metrics_record(*, session: StreamingSession, sample: dict, now: date
         if locked.status != SessionStatus.ACTIVE:
             raise Conflict({"message": "This session has ended.", "code": "session_ended"})
         locked.quality_metrics = [*locked.quality_metrics, recorded][-settings.SESSION_METRICS_KEPT :]
-        locked.last_heartbeat_at = max(locked.last_heartbeat_at, now)
-        locked.save(update_fields=["quality_metrics", "last_heartbeat_at", "updated_at"])
+        locked.save(update_fields=["quality_metrics", "updated_at"])
+        if sessions_seen(session_ids=[locked.pk], now=now):
+            locked.last_heartbeat_at = now
         # robust: the sample is recorded whether or not the channel layer takes the message.
         transaction.on_commit(partial(live.publish_metrics, locked.session_id, recorded), robust=True)
     return locked
 
 
-def usage_report(*, session: StreamingSession, event_id: str, quantity: int) -> tuple[UsageEvent, bool]:
-    """Record a vendor's usage event; each event id counts once. Billed on the next sweep."""
+def usage_report(
+    *, session: StreamingSession, event_id: str, quantity: int, now: datetime | None = None
+) -> tuple[UsageEvent, bool]:
+    """Record a vendor's usage event; each event id counts once, and counts as a sign of life.
+    Billed on the next sweep. A report larger than the service's largest quantity per event, or
+    one that would take the session's cost past its cap, is refused and counts nothing."""
+    now = now or timezone.now()
     if not pricing.is_usage_unit(session.unit):
         raise _invalid(
             "quantity",
             f"This session is billed {session.unit.replace('_', ' ')}, not by usage.",
             code="not_usage_metered",
         )
+    if session.max_event_quantity is not None and quantity > session.max_event_quantity:
+        raise _invalid(
+            "quantity",
+            f"A usage report on this service carries at most {session.max_event_quantity}.",
+            code="invalid",
+        )
     if session.status != SessionStatus.ACTIVE:
         raise Conflict({"message": "This session has ended.", "code": "session_ended"})
+    counted_sessions = StreamingSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE)
+    if session.max_cost is not None:
+        # The cap, as a quantity: checked by the counting update itself, so two racing reports
+        # cannot pass it together.
+        allowed = pricing.last_affordable_quantity(
+            rate=session.rate,
+            unit_quantity=pricing.USAGE_UNIT_QUANTITY[session.unit],
+            budget=session.max_cost - session.session_fee,
+        )
+        counted_sessions = counted_sessions.filter(usage_quantity__lte=allowed - quantity)
     try:
         with transaction.atomic():
-            event = UsageEvent.objects.create(session=session, event_id=event_id, quantity=quantity)
-            counted = StreamingSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE).update(
-                usage_quantity=F("usage_quantity") + quantity
-            )
-            if not counted:
-                raise Conflict({"message": "This session has ended.", "code": "session_ended"})
+            event = UsageEvent.objects.create(session=session, event_id=event_id, quantity=quantity, created_at=now)
+            if not counted_sessions.update(usage_quantity=F("usage_quantity") + quantity):
+                _refuse_uncounted(session)
+            sessions_seen(session_ids=[session.pk], now=now)
     except IntegrityError:
         return UsageEvent.objects.get(session=session, event_id=event_id), False
     return event, True
+
+
+def _refuse_uncounted(session: StreamingSession) -> None:
+    """Why a usage report's count was refused: the session ended, or the report passes its cap."""
+    if not StreamingSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE).exists():
+        raise Conflict({"message": "This session has ended.", "code": "session_ended"})
+    cap = format_minor(session.max_cost, session.asset.decimals)
+    raise Conflict(
+        {
+            "message": f"This report would take the session past its spending cap of {cap} {session.asset.code}; "
+            "it is not counted.",
+            "code": "usage_over_cap",
+        }
+    )

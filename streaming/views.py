@@ -30,6 +30,12 @@ from streaming.serializers import (
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent
 
+PRESENCE_DOC = (
+    "A session is billed until it stops. Signs of life: the user's metrics report (PATCH .../metrics), "
+    "the user's open live socket, the vendor's usage report. A session with none for SESSION_IDLE_SECONDS "
+    "(60 seconds by default) is stopped as idle at the instant that timeout ran out, billed up to it."
+)
+
 
 def _service_for_start(service_id: int):
     from marketplace.models import Service
@@ -48,6 +54,7 @@ class StartView(APIView):
         request=StartSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Start a metered session",
+        description=PRESENCE_DOC,
         responses={201: StartResponseSerializer, **error_responses(402)},  # 402: not enough for the first period
     )
     def post(self, request):
@@ -83,6 +90,7 @@ class MetricsView(APIView):
     @extend_schema(
         request=MetricsSerializer,
         summary="Report quality metrics (a heartbeat)",
+        description=PRESENCE_DOC,
         responses={200: MetricsResponseSerializer, **error_responses(409)},  # 409: the session has ended
     )
     def patch(self, request, session_id):
@@ -174,6 +182,12 @@ class UsageView(APIView):
         request=UsageSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Report usage on a usage-metered session (its vendor)",
+        description=(
+            "Each report counts once per eventId and is a sign of life of the session. A quantity above the "
+            "service's maxEventQuantity is refused with a 400; a report that would take the session's cost "
+            "past its cap (the user's maxCost, else the service's maxSessionCost) is refused with a 409 "
+            "(code usage_over_cap). A refused report is not recorded and never charged."
+        ),
         # 403: the session's user (only its vendor reports); 409: the session has ended
         responses={201: UsageResponseSerializer, 200: UsageResponseSerializer, **error_responses(403, 409)},
     )

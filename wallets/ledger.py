@@ -16,7 +16,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
@@ -65,9 +65,23 @@ class HoldChange:
     close: str | None = None  # HoldStatus.RELEASED or HoldStatus.CAPTURED
 
 
+class ChargeDebit(NamedTuple):
+    """A metering charge: the debit of a session's payer, which carries the session and the
+    interval it bills and is that session's charge record; `fee` is the platform's share of it
+    (the credits to the vendor and the platform are entries of the same transaction)."""
+
+    account_id: int
+    amount: int  # positive: what is taken from the payer
+    session_id: int
+    billed_from: datetime
+    billed_until: datetime
+    fee: int
+
+
 @dataclass
 class TxSpec:
-    """One ledger transaction to post: entries (account id, signed amount) and hold changes."""
+    """One ledger transaction to post: entries (account id, signed amount), charges (debits that
+    carry a session) and hold changes."""
 
     kind: str
     entries: list[tuple[int, int]]
@@ -78,6 +92,14 @@ class TxSpec:
     hold_changes: list[HoldChange] = field(default_factory=list)
     # The metadata already encoded as a JSON object, for callers that post thousands at a time.
     metadata_json: str | None = None
+    charges: list[ChargeDebit] = field(default_factory=list)
+
+    def moves_money(self) -> bool:
+        return bool(self.entries or self.charges)
+
+    def signed_amounts(self) -> list[tuple[int, int]]:
+        """Every entry as (account id, signed amount), the charges as debits."""
+        return [*self.entries, *((c.account_id, -c.amount) for c in self.charges)]
 
     def metadata_text(self) -> str:
         return self.metadata_json if self.metadata_json is not None else json.dumps(self.metadata)
@@ -179,7 +201,7 @@ def post_batch(
 ) -> list[int | None]:
     """Post transactions atomically (all or none); return their ids in order.
 
-    A spec with hold changes and no entries moves no money and records no transaction (its id
+    A spec with hold changes and no entries (nor charges) moves no money and records no transaction (its id
     is None): it only changes what is held.
 
     One statement whatever the batch size: the database function wallets_post
@@ -192,7 +214,7 @@ def post_batch(
     if not specs:
         return []
     _validate_shapes(specs)
-    account_ids = {aid for spec in specs for aid, _ in spec.entries} | _hold_account_ids(specs)
+    account_ids = {aid for spec in specs for aid, _ in spec.signed_amounts()} | _hold_account_ids(specs)
     if locked is not None and not account_ids <= set(locked):
         raise LedgerError(f"unknown or unlocked accounts: {sorted(account_ids - set(locked))}")
     _check_zero_sum(specs)
@@ -234,18 +256,21 @@ def _validate_shapes(specs: Sequence[TxSpec]) -> None:
     for spec in specs:
         if spec.kind not in _KINDS:
             raise LedgerError(f"unknown transaction kind {spec.kind!r}")
-        if not spec.entries and not spec.hold_changes:
+        if not spec.moves_money() and not spec.hold_changes:
             raise LedgerError("a transaction needs entries or hold changes")
-        for _, amount in spec.entries:
+        for _, amount in spec.signed_amounts():
             if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
                 raise LedgerError(f"entry amounts are non-zero integers of minor units, not {amount!r}")
+        for charge in spec.charges:
+            if charge.amount <= 0 or not 0 <= charge.fee <= charge.amount or charge.billed_until < charge.billed_from:
+                raise LedgerError(f"a charge debits a positive amount over an interval, its fee within it: {charge!r}")
 
 
 def _check_zero_sum(specs: Sequence[TxSpec]) -> None:
     """Each transaction's entries sum to zero: refused here before a round trip. Per asset, the
     database's trigger checks it as the entries are written (wallets/sql/ledger_guards.sql)."""
     for spec in specs:
-        if sum(amount for _, amount in spec.entries):
+        if sum(amount for _, amount in spec.signed_amounts()):
             raise UnbalancedTransaction(f"entries of {spec.kind} {spec.reference or ''} do not sum to zero per asset")
 
 
@@ -261,20 +286,22 @@ def _post(specs: Sequence[TxSpec], now: datetime) -> list[int | None]:
     The batch goes as JSON documents, in the shapes the function's header describes: encoding
     them takes a few C calls, where arrays of thousands of strings cost more to send than to post.
     Each transaction's metadata is spliced in already encoded."""
-    with_entries = [spec for spec in specs if spec.entries]
+    with_entries = [spec for spec in specs if spec.moves_money()]
     transactions = ",".join(
         f"{json.dumps([s.kind, s.reference, s.memo, s.created_by_id])[:-1]},{s.metadata_text()}]" for s in with_entries
     )
+    entries = [
+        [n, account_id, amount] for n, spec in enumerate(with_entries, start=1) for account_id, amount in spec.entries
+    ]
+    entries += [
+        [n, c.account_id, -c.amount, c.session_id, c.billed_from.isoformat(), c.billed_until.isoformat(), c.fee]
+        for n, spec in enumerate(with_entries, start=1)
+        for c in spec.charges
+    ]
     params = {
         "now": now,
         "transactions": f"[{transactions}]",
-        "entries": json.dumps(
-            [
-                [n, account_id, amount]
-                for n, spec in enumerate(with_entries, start=1)
-                for account_id, amount in spec.entries
-            ]
-        ),
+        "entries": json.dumps(entries),
         "holds": json.dumps([[c.hold_id, c.account_id, c.delta, c.close] for spec in specs for c in spec.hold_changes]),
     }
     try:
@@ -288,7 +315,7 @@ def _post(specs: Sequence[TxSpec], now: datetime) -> list[int | None]:
     if refused:
         raise _refusal(refused, account_id, available, needed, taken)
     ids = iter(tx_ids)
-    return [next(ids) if spec.entries else None for spec in specs]
+    return [next(ids) if spec.moves_money() else None for spec in specs]
 
 
 def _refusal(refused: str, account_id, available, needed, taken) -> LedgerError:

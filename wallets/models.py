@@ -11,7 +11,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from paygo.api.amounts import format_minor
@@ -148,6 +148,24 @@ class Entry(models.Model):
     # Denormalised from the account so that the per-asset zero-sum check needs no join.
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False)
     amount = MinorUnitsField()
+    # A metering charge: the debit of one session's payer, carrying the session and the interval
+    # it bills, is that session's charge record (the vendor's and the platform's credits are
+    # shared by the batch). Checked per INSERT statement by streaming's guard, not by a foreign
+    # key per row (streaming/sql/charge_guards.sql).
+    session = models.ForeignKey(
+        "streaming.StreamingSession",
+        on_delete=models.PROTECT,
+        related_name="charge_entries",
+        db_constraint=False,
+        db_index=False,
+        null=True,
+        blank=True,
+    )
+    billed_from = models.DateTimeField(null=True, blank=True)
+    billed_until = models.DateTimeField(null=True, blank=True)
+    fee = MinorUnitsField(
+        null=True, blank=True, help_text="The platform's fee on this charge (the vendor got the rest)."
+    )
 
     class Meta:
         ordering = ["id"]
@@ -158,12 +176,39 @@ class Entry(models.Model):
                 fields=["account", "-id"], include=["transaction", "amount"], name="wallets_entry_account_id_cov"
             ),
             models.Index(fields=["transaction"], include=["account", "asset", "amount"], name="wallets_entry_tx_cov"),
+            # A session's charges, in order (its timeline, its dashboard figures).
+            models.Index(
+                fields=["session", "billed_until"],
+                include=["amount", "fee"],
+                condition=Q(session__isnull=False),
+                name="wallets_entry_session_charges",
+            ),
         ]
-        constraints = [models.CheckConstraint(condition=~Q(amount=0), name="wallets_entry_not_zero")]
+        constraints = [
+            models.CheckConstraint(condition=~Q(amount=0), name="wallets_entry_not_zero"),
+            # A charge is a debit with its interval and its fee; any other entry has none of them.
+            models.CheckConstraint(
+                condition=Q(
+                    session__isnull=False,
+                    amount__lt=0,
+                    billed_from__isnull=False,
+                    billed_until__gte=F("billed_from"),
+                    fee__gte=0,
+                    fee__lte=-F("amount"),
+                )
+                | Q(session__isnull=True, billed_from__isnull=True, billed_until__isnull=True, fee__isnull=True),
+                name="wallets_entry_charge_shape",
+            ),
+        ]
 
     def __str__(self) -> str:
         sign = "+" if self.amount > 0 else ""
         return f"{sign}{format_minor(self.amount, self.asset.decimals)} {self.asset.code} on {self.account}"
+
+    @property
+    def charged(self) -> int:
+        """What a charge took from its payer, as a positive amount."""
+        return -self.amount
 
 
 class HoldStatus(models.TextChoices):

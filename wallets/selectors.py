@@ -69,7 +69,7 @@ def entries_for(
 ) -> QuerySet[Entry]:
     """The user's side of every ledger transaction that touched their wallets, newest first."""
     entries = Entry.objects.filter(account__kind=AccountKind.USER, account__owner=user).select_related(
-        "transaction", "asset"
+        "transaction", "asset", "session__service"
     )
     if kind:
         entries = entries.filter(transaction__kind=kind)

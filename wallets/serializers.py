@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -176,13 +177,31 @@ class EntrySerializer(serializers.ModelSerializer):
     token = serializers.CharField(source="asset.code")
     amount = serializers.SerializerMethodField()
     direction = serializers.SerializerMethodField()
-    memo = serializers.CharField(source="transaction.memo")
-    metadata = serializers.JSONField(source="transaction.metadata")
+    memo = serializers.SerializerMethodField()
+    metadata = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField(source="transaction.created_at")
 
     class Meta:
         model = Entry
         fields = ["id", "type", "token", "amount", "direction", "memo", "metadata", "created_at"]
+
+    # A metering transaction is shared by a batch of sessions: a charge is described by its own
+    # entry (the session and interval it bills), never by the batch.
+    def get_memo(self, entry: Entry) -> str:
+        return entry.session.service.name if entry.session_id else entry.transaction.memo
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_metadata(self, entry: Entry) -> dict:
+        if not entry.session_id:
+            return entry.transaction.metadata
+        session = entry.session
+        return {
+            "sessionId": str(session.session_id),
+            "serviceId": session.service_id,
+            "serviceName": session.service.name,
+            "billedFrom": entry.billed_from.isoformat(),
+            "billedUntil": entry.billed_until.isoformat(),
+        }
 
     def get_amount(self, entry: Entry) -> str:
         return format_minor(entry.amount, entry.asset.decimals)

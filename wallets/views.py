@@ -46,7 +46,7 @@ logger = logging.getLogger("paygo.wallets")
 
 
 def _entry_of(user, transaction_id: int, asset: Asset) -> dict:
-    entry = Entry.objects.select_related("transaction", "asset").get(
+    entry = Entry.objects.select_related("transaction", "asset", "session__service").get(
         transaction_id=transaction_id, account__owner=user, account__kind=AccountKind.USER, asset=asset
     )
     return EntrySerializer(entry).data

@@ -9,8 +9,8 @@ from consultations.models import Consultation, ConsultationCall
 from consultations.selectors import running_call_of
 from consultations.tests.conftest import LIST, call_url, detail_url, status_url
 from marketplace.services import service_set_active
-from streaming.models import SessionCharge, SessionKind, SessionStatus, StopReason, StreamingSession
-from streaming.tests.conftest import USDC, beat, fresh, run_sweep, start, stop
+from streaming.models import SessionKind, SessionStatus, StopReason, StreamingSession
+from streaming.tests.conftest import USDC, beat, charges_of, fresh, run_sweep, start, stop
 from wallets.models import SystemAccount
 from wallets.tests.conftest import balance_of, system_balance
 
@@ -21,10 +21,6 @@ def split(amount: int) -> tuple[int, int]:
     """(vendor's share, platform's fee) of one charge at the default 10%."""
     fee = amount * 1000 // 10_000
     return amount - fee, fee
-
-
-def charges_of(session) -> list[int]:
-    return list(SessionCharge.objects.filter(session=session).order_by("id").values_list("amount", flat=True))
 
 
 def call_start(client, consultation, **extra):

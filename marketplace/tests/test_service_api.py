@@ -110,6 +110,8 @@ def test_vendor_creates_a_service(api, victor):
         "unit": "per_hour",
         "minimumCharge": "1.000000",
         "freeSeconds": 60,
+        "maxSessionCost": None,  # usage bounds: usage-metered services only
+        "maxEventQuantity": None,
         "metadata": {"language": "en"},
         "tags": ["maths", "tutoring"],
         "isActive": True,
@@ -135,10 +137,55 @@ def test_create_defaults(api, victor):
     assert service["subcategory"] is None
     assert service["minimumCharge"] == "0.000000"
     assert service["freeSeconds"] == 0
+    assert service["maxSessionCost"] == "10.000000"  # a hundred units at its rate
+    assert service["maxEventQuantity"] == 100
     assert service["metadata"] == {}
     assert service["tags"] == []
     assert service["isActive"] is True
     assert service["description"] == ""
+
+
+def test_a_vendor_declares_a_usage_services_bounds(api, victor):
+    response = api(victor).post(
+        SERVICES,
+        {
+            "name": "Geocoding",
+            "category": "Usage-Based",
+            "rate": "0.002",
+            "unit": "per_request",
+            "maxSessionCost": "5",
+            "maxEventQuantity": 1000,
+        },
+        format="json",
+    )
+
+    assert response.status_code == 201
+    assert (response.json()["service"]["maxSessionCost"], response.json()["service"]["maxEventQuantity"]) == (
+        "5.000000",
+        1000,
+    )
+    service = Service.objects.get()
+    assert (service.max_session_cost, service.max_event_quantity) == (5_000_000, 1000)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"unit": "per_minute", "maxSessionCost": "5"}, "maxSessionCost"),
+        ({"unit": "per_minute", "maxEventQuantity": 10}, "maxEventQuantity"),
+        ({"unit": "per_request", "maxSessionCost": "0"}, "maxSessionCost"),
+        ({"unit": "per_request", "maxEventQuantity": 0}, "maxEventQuantity"),
+        ({"unit": "per_request", "maxSessionCost": "0.0000001"}, "maxSessionCost"),
+    ],
+)
+def test_usage_bounds_out_of_place_or_out_of_range_are_400_and_create_nothing(api, victor, extra, field):
+    response = api(victor).post(
+        SERVICES, {"name": "Bounded", "category": "Usage-Based", "rate": "1", **extra}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert set(response.json()["errors"]) == {field}
+    assert not Service.objects.exists()
 
 
 def test_category_names_are_case_insensitive_and_answered_canonically(api, victor):
@@ -454,6 +501,8 @@ def test_put_resets_optional_fields_but_keeps_the_active_state(api, victor, serv
     assert (service.tags, service.metadata, service.minimum_charge, service.free_seconds) == ([], {}, 0, 0)
     assert service.subcategory is None
     assert service.is_active is False
+    # Now usage-metered: it declares the default bounds (100 GB a report, 100 GB's worth a session).
+    assert (service.max_session_cost, service.max_event_quantity) == (100 * 1_000_000, 100 * 10**9)
 
 
 def test_patch_validates_like_create(api, victor, service):

@@ -1,13 +1,15 @@
--- The session charges' guards: a charge record's references checked once per INSERT statement
--- instead of by a foreign key per row (a sweep inserts one per charged session).
+-- The charges' guards. A session's charge is a ledger entry: the debit of its payer that carries
+-- the session, the interval it bills and the fee (wallets_entry.session_id, billed_from,
+-- billed_until, fee; a sweep's batch posts one per charged session in one ledger transaction).
 --
--- - A statement trigger refuses charge records whose session or ledger transaction does not exist,
---   and share-locks the sessions named, as a foreign key does (a no-op on the sessions the sweep
---   and stop have locked).
--- - A charge record is never re-pointed at another session or transaction.
+-- - A statement trigger on the entries refuses charges whose session does not exist or whose
+--   account is not that session's payer, checked once per INSERT statement instead of by a
+--   foreign key per row, and share-locks the sessions named, as a foreign key does (a no-op on
+--   the sessions the sweep and stop have locked).
+-- - An entry never changes nor goes away (the ledger's append-only trigger,
+--   wallets/sql/ledger_guards.sql).
 -- - What a foreign key also prevents on the other side: a session with charges is not deleted and
---   no session's id changes; a ledger transaction is never deleted nor changed (the ledger's
---   append-only trigger, wallets/sql/ledger_guards.sql).
+--   no session's id changes.
 --
 -- Two differences from foreign keys remain, both known: the delete guard reads with the deleting
 -- statement's snapshot, which is exact under READ COMMITTED (PayGo's level: a charge being
@@ -22,35 +24,23 @@
 
 CREATE OR REPLACE FUNCTION streaming_charges_refer() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM streaming_streamingsession WHERE id IN (SELECT DISTINCT session_id FROM new_charges)
+    PERFORM 1 FROM streaming_streamingsession
+        WHERE id IN (SELECT DISTINCT session_id FROM new_entries WHERE session_id IS NOT NULL)
         FOR KEY SHARE;
     IF EXISTS (
-        SELECT 1 FROM new_charges AS c
-        LEFT JOIN streaming_streamingsession AS s ON s.id = c.session_id
-        LEFT JOIN wallets_ledgertransaction AS t ON t.id = c.ledger_transaction_id
-        WHERE s.id IS NULL OR t.id IS NULL
+        SELECT 1 FROM new_entries AS e
+        LEFT JOIN streaming_streamingsession AS s ON s.id = e.session_id
+        WHERE e.session_id IS NOT NULL AND (s.id IS NULL OR s.payer_account_id <> e.account_id)
     ) THEN
-        RAISE EXCEPTION 'a session charge names an unknown session or ledger transaction'
+        RAISE EXCEPTION 'a charge names an unknown session, or debits another account than its payer''s'
             USING ERRCODE = 'foreign_key_violation';
     END IF;
     RETURN NULL;
 END $$;
 
-CREATE OR REPLACE TRIGGER streaming_charges_refer AFTER INSERT ON streaming_sessioncharge
-    REFERENCING NEW TABLE AS new_charges
+CREATE OR REPLACE TRIGGER streaming_charges_refer AFTER INSERT ON wallets_entry
+    REFERENCING NEW TABLE AS new_entries
     FOR EACH STATEMENT EXECUTE FUNCTION streaming_charges_refer();
-
-CREATE OR REPLACE FUNCTION streaming_charge_keep() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.session_id <> OLD.session_id OR NEW.ledger_transaction_id <> OLD.ledger_transaction_id THEN
-        RAISE EXCEPTION 'a session charge keeps its session and ledger transaction'
-            USING ERRCODE = 'foreign_key_violation';
-    END IF;
-    RETURN NEW;
-END $$;
-
-CREATE OR REPLACE TRIGGER streaming_charge_keep BEFORE UPDATE OF session_id, ledger_transaction_id
-    ON streaming_sessioncharge FOR EACH ROW EXECUTE FUNCTION streaming_charge_keep();
 
 CREATE OR REPLACE FUNCTION streaming_session_keep() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -60,7 +50,7 @@ BEGIN
         END IF;
         RETURN NEW;
     END IF;
-    IF EXISTS (SELECT 1 FROM streaming_sessioncharge WHERE session_id = OLD.id) THEN
+    IF EXISTS (SELECT 1 FROM wallets_entry WHERE session_id = OLD.id) THEN
         RAISE EXCEPTION 'session % has charges: it cannot be deleted', OLD.id
             USING ERRCODE = 'foreign_key_violation';
     END IF;

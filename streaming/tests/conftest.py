@@ -75,3 +75,10 @@ def stop(session, reason="user"):
 
 def fresh(session: StreamingSession) -> StreamingSession:
     return StreamingSession.objects.select_related("hold").get(pk=session.pk)
+
+
+def charges_of(session: StreamingSession) -> list[int]:
+    """What each of the session's charges took, oldest first (its payer's debits that carry it)."""
+    from wallets.models import Entry
+
+    return [-amount for amount in Entry.objects.filter(session=session).order_by("id").values_list("amount", flat=True)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from streaming.models import SessionCharge, SessionStatus, StopReason
-from streaming.tests.conftest import USDC, beat, fresh, run_sweep, start, stop
+from streaming.models import SessionStatus, StopReason
+from streaming.tests.conftest import USDC, beat, charges_of, fresh, run_sweep, start, stop
 from wallets.models import LedgerTransaction, SystemAccount, TransactionKind
 from wallets.tests.conftest import balance_of, system_balance
 
@@ -45,7 +45,7 @@ def test_per_minute_across_sweeps_and_at_stop(alice, victor, fund, make_service,
     assert session.total_usage_seconds == 100
     assert balance_of(alice) == 10 * USDC - total
     assert fresh(session).hold.amount == 0
-    charges = list(SessionCharge.objects.filter(session=session).values_list("amount", flat=True))
+    charges = charges_of(session)
     assert sum(charges) == total
     vendor_total = sum(split(c)[0] for c in charges)
     assert balance_of(victor) == vendor_total
@@ -168,7 +168,7 @@ def test_funds_run_out_mid_session(alice, victor, fund, make_service, clock):
     assert (session.end_time - session.start_time).total_seconds() == 150
     assert session.total_cost == 2_500_000
     assert balance_of(alice) == 0
-    charges = SessionCharge.objects.filter(session=session).values_list("amount", flat=True)
+    charges = charges_of(session)
     assert balance_of(victor) == sum(split(c)[0] for c in charges)
     assert balance_of(victor) + system_balance(SystemAccount.PLATFORM_REVENUE) == 2_500_000
 
@@ -228,24 +228,6 @@ def test_low_balance_alerts_once_per_crossing_and_rearm_after_top_up(alice, fund
     assert balance_of(alice) == 0
 
 
-def test_idle_session_stops_charged_up_to_the_last_heartbeat(alice, fund, make_service, clock):
-    fund(alice, 10 * USDC)
-    session = start(alice, make_service("per_minute", rate=USDC))
-    clock.move(seconds=45)
-    beat(session)
-    heartbeat_at = clock.now()
-
-    clock.move(seconds=120)
-    run_sweep()
-
-    session = fresh(session)
-    assert session.status == SessionStatus.STOPPED
-    assert session.stop_reason == StopReason.IDLE
-    assert session.end_time == heartbeat_at
-    assert session.total_cost == 750_000
-    assert balance_of(alice) == 10 * USDC - 750_000
-
-
 def test_max_cost_stops_at_the_cap(alice, fund, make_service, clock):
     fund(alice, 10 * USDC)
     session = start(alice, make_service("per_minute", rate=USDC), max_cost=1_500_000)
@@ -299,14 +281,14 @@ def test_sweeps_repeated_at_the_same_instant_charge_once(alice, fund, make_servi
     run_sweep()
 
     assert fresh(session).total_cost == USDC
-    assert SessionCharge.objects.filter(session=session).count() == 1
+    assert len(charges_of(session)) == 1
     assert balance_of(alice) == 9 * USDC
 
 
 def test_a_crash_mid_sweep_loses_the_batch_and_the_rerun_bills_it_once(alice, bob, fund, make_service, clock):
     from unittest import mock
 
-    from wallets import ledger
+    from streaming import billing
 
     fund(alice, 10 * USDC)
     fund(bob, 10 * USDC)
@@ -315,17 +297,18 @@ def test_a_crash_mid_sweep_loses_the_batch_and_the_rerun_bills_it_once(alice, bo
     clock.move(seconds=60)
     for session in sessions:
         beat(session)
-    real_post = ledger.post_batch
+    real_bill = billing._bill
     calls = {"n": 0}
 
-    def crash_on_second_batch(*args, **kwargs):
+    def crash_in_second_batch(**params):
         calls["n"] += 1
+        billed = real_bill(**params)  # the batch is billed, then the worker dies before it commits
         if calls["n"] == 2:
             raise RuntimeError("worker killed")
-        return real_post(*args, **kwargs)
+        return billed
 
     with (
-        mock.patch("streaming.billing.ledger.post_batch", side_effect=crash_on_second_batch),
+        mock.patch("streaming.billing._bill", side_effect=crash_in_second_batch),
         pytest.raises(RuntimeError),
     ):
         run_sweep(batch_size=1)
@@ -417,25 +400,21 @@ def charged_once(user, fund, make_service, clock):
     return session
 
 
-def test_database_refuses_charge_records_with_unknown_references(alice, fund, make_service, clock):
+def test_database_refuses_charges_of_unknown_sessions(alice, victor, fund, make_service, clock):
     from django.db import IntegrityError, transaction
 
+    from wallets import ledger
+    from wallets.models import Account, Entry
+
     session = charged_once(alice, fund, make_service, clock)
-    charge = SessionCharge.objects.get(session=session)
-    spare = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT)  # no charge points at it
+    payer, payee = Account.objects.get(pk=session.payer_account_id), Account.objects.get(pk=session.payee_account_id)
+    charge = ledger.ChargeDebit(payer.pk, 1, 10**12, clock.now(), clock.now(), 0)
 
-    for references in (
-        {"session_id": 10**12, "ledger_transaction_id": spare.pk},
-        {"session_id": session.pk, "ledger_transaction_id": 10**12},
-    ):
-        with pytest.raises(IntegrityError, match="unknown session or ledger transaction"), transaction.atomic():
-            SessionCharge.objects.create(amount=1, metered_until=clock.now(), **references)
-    with pytest.raises(IntegrityError, match="keeps its session"), transaction.atomic():
-        SessionCharge.objects.filter(pk=charge.pk).update(ledger_transaction_id=10**12)
+    with pytest.raises(IntegrityError, match="unknown session"), transaction.atomic():
+        ledger.post_batch([ledger.TxSpec(kind=TransactionKind.CHARGE, entries=[(payee.pk, 1)], charges=[charge])])
 
-    assert list(SessionCharge.objects.values_list("session_id", "ledger_transaction_id")) == [
-        (session.pk, charge.ledger_transaction_id)
-    ]
+    assert list(Entry.objects.filter(session__isnull=False).values_list("session_id", flat=True)) == [session.pk]
+    assert charges_of(session) == [USDC]
 
 
 def test_database_keeps_sessions_that_have_charges(alice, fund, make_service, clock):
@@ -450,27 +429,47 @@ def test_database_keeps_sessions_that_have_charges(alice, fund, make_service, cl
     with pytest.raises(IntegrityError, match="never changes"), transaction.atomic():
         StreamingSession.objects.filter(pk=charged.pk).update(id=10**12)
 
-    assert SessionCharge.objects.get().session_id == charged.pk
+    assert charges_of(charged) == [USDC]
 
 
-def test_health_finds_charge_records_that_disagree_with_the_ledger(alice, fund, make_service, clock):
+def test_health_finds_charges_that_disagree_with_their_sessions(alice, fund, make_service, clock):
     from django.db import connection, transaction
+    from django.db.models import F
 
+    from streaming.models import StreamingSession
     from streaming.selectors import charges_health
+    from wallets.models import Entry
 
     session = charged_once(alice, fund, make_service, clock)
-    charge = SessionCharge.objects.get(session=session)
-    assert charges_health() == {"healthy": True, "dangling_charges": 0, "charges_off_ledger": 0}
+    charge = Entry.objects.get(session=session)
+    assert charges_health() == {
+        "healthy": True,
+        "dangling_charges": 0,
+        "charges_off_payer": 0,
+        "sessions_whose_total_is_not_their_charges": 0,
+    }
 
     with transaction.atomic():
         with connection.cursor() as cursor:  # past the database's own checks, as a bad script would
-            cursor.execute("ALTER TABLE streaming_sessioncharge DISABLE TRIGGER streaming_charges_refer")
-        SessionCharge.objects.filter(pk=charge.pk).update(amount=charge.amount + 1)
-        SessionCharge.objects.create(
-            session_id=10**12, ledger_transaction_id=10**12, amount=1, metered_until=clock.now()
-        )
+            cursor.execute("ALTER TABLE wallets_entry DISABLE TRIGGER streaming_charges_refer")
+            cursor.execute("ALTER TABLE wallets_entry DISABLE TRIGGER wallets_entry_balanced")
+            cursor.execute(
+                "INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from, "
+                "billed_until, fee) VALUES (%s, %s, %s, -1, %s, now(), now(), 0), "
+                "(%s, %s, %s, -1, %s, now(), now(), 0)",
+                [
+                    *(charge.transaction_id, session.payee_account_id, charge.asset_id, session.pk),
+                    *(charge.transaction_id, charge.account_id, charge.asset_id, 10**12),
+                ],
+            )
+        StreamingSession.objects.filter(pk=session.pk).update(total_cost=F("total_cost") + 5)
         health = charges_health()
         transaction.set_rollback(True)
 
-    assert health == {"healthy": False, "dangling_charges": 1, "charges_off_ledger": 1}
+    assert health == {
+        "healthy": False,
+        "dangling_charges": 1,
+        "charges_off_payer": 1,
+        "sessions_whose_total_is_not_their_charges": 1,
+    }
     assert charges_health()["healthy"]

@@ -378,3 +378,24 @@ async def test_a_session_cookie_of_someone_not_staff_closes_4401(alice, make_ser
     communicator = await _connect_signed_in(alice, session.session_id)
 
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+
+
+@override_settings(STREAM_TICK_SECONDS=0.02)
+async def test_the_users_open_socket_is_a_sign_of_life_and_the_vendors_is_not(alice, victor, make_service):
+    session = await _session_for(alice, make_service)
+    before = session.last_heartbeat_at
+
+    vendor = await _connect(victor, session.session_id)
+    for _ in range(12):  # past two refreshes, without a word from the vendor
+        await _next(vendor, "cost.tick")
+    unchanged = await database_sync_to_async(StreamingSession.objects.get)(pk=session.pk)
+    await vendor.disconnect()
+
+    user = await _connect(alice, session.session_id)
+    for _ in range(12):  # the user says nothing either: the open socket is enough
+        await _next(user, "cost.tick")
+    seen = await database_sync_to_async(StreamingSession.objects.get)(pk=session.pk)
+    await user.disconnect()
+
+    assert unchanged.last_heartbeat_at == before
+    assert seen.last_heartbeat_at > before

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from streaming.models import UsageEvent
-from streaming.tests.conftest import USDC, start
+from streaming.tests.conftest import USDC, run_sweep, start
+from wallets.tests.conftest import balance_of
 
 pytestmark = pytest.mark.django_db
 
@@ -43,3 +44,78 @@ def test_the_same_key_with_another_event_is_409_and_counts_nothing(api, victor, 
     metered.refresh_from_db()
     assert metered.usage_quantity == 5
     assert list(UsageEvent.objects.values_list("event_id", flat=True)) == ["e1"]
+
+
+# --- Bounded usage: a vendor never takes more than the user agreed to ---------------------------------
+
+
+def test_a_report_above_the_services_largest_quantity_is_refused_and_charges_nothing(api, alice, victor, metered):
+    # Reproduces issue 16: {"quantity": 1e18} charged the user's whole balance.
+    answer = _report(api(victor), metered, {"eventId": "huge", "quantity": 10**18}, "u-huge")
+
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body["statusCode"] == 400
+    assert body["code"] == "invalid"
+    assert "quantity" in body["errors"]
+    metered.refresh_from_db()
+    assert metered.usage_quantity == 0
+    assert not UsageEvent.objects.exists()
+    run_sweep()
+    assert balance_of(alice) == 10 * USDC
+
+
+def test_reports_beyond_the_services_spending_cap_are_refused(api, alice, victor, fund, make_service):
+    fund(alice, 100 * USDC)
+    service = make_service("per_request", rate=1_000, max_session_cost=5_000, max_event_quantity=4)
+    session = start(alice, service)
+    assert session.max_cost == 5_000  # the service's cap, as the user saw it before starting
+    client = api(victor)
+
+    assert _report(client, session, {"eventId": "a", "quantity": 4}, "k-a").status_code == 201
+    over = _report(client, session, {"eventId": "b", "quantity": 2}, "k-b")
+    exact = _report(client, session, {"eventId": "c", "quantity": 1}, "k-c")
+
+    assert over.status_code == 409
+    assert over.json()["code"] == "usage_over_cap"
+    assert exact.status_code == 201
+    session.refresh_from_db()
+    assert session.usage_quantity == 5
+    assert sorted(UsageEvent.objects.values_list("event_id", flat=True)) == ["a", "c"]
+    run_sweep()
+    assert balance_of(alice) == 100 * USDC - 5_000
+
+
+def test_the_users_max_cost_is_the_cap_when_given(api, alice, victor, fund, make_service):
+    fund(alice, 100 * USDC)
+    service = make_service("per_request", rate=1_000, max_session_cost=50_000, max_event_quantity=10)
+    session = start(alice, service, max_cost=2_000)
+    client = api(victor)
+
+    assert _report(client, session, {"eventId": "a", "quantity": 3}, "k-a").status_code == 409
+    assert _report(client, session, {"eventId": "b", "quantity": 2}, "k-b").status_code == 201
+    session.refresh_from_db()
+    assert session.usage_quantity == 2
+
+
+def test_a_usage_service_shows_its_bounds_before_a_session_starts(api, alice, victor, make_service):
+    service = make_service("per_request", rate=1_000, max_session_cost=7_000_000, max_event_quantity=250)
+
+    shown = api(alice).get(f"/api/v1/service/{service.pk}").json()["service"]
+
+    assert shown["maxSessionCost"] == "7.000000"
+    assert shown["maxEventQuantity"] == 250
+
+
+def test_a_usage_service_listed_without_bounds_gets_the_documented_defaults(make_service):
+    service = make_service("per_request", rate=1_000)
+
+    assert int(service.max_session_cost) == 100 * 1_000
+    assert int(service.max_event_quantity) == 100
+
+
+def test_a_time_metered_service_declares_no_usage_bounds(make_service):
+    service = make_service("per_minute", rate=1_000)
+
+    assert service.max_session_cost is None
+    assert service.max_event_quantity is None

@@ -29,6 +29,10 @@ DECLARE
     v_entry_tx integer[];
     v_entry_account bigint[];
     v_entry_amount numeric[];
+    v_entry_session bigint[];
+    v_entry_from timestamptz[];
+    v_entry_until timestamptz[];
+    v_entry_fee numeric[];
     v_hold bigint[];
     v_hold_account bigint[];
     v_hold_delta numeric[];
@@ -46,7 +50,9 @@ BEGIN
     -- The batch arrives as JSON documents (parsed once each, into jsonb, where arrays of thousands of strings
     -- cost the client more to encode than the posting costs the server).
     -- Transactions: [[kind, reference, memo, created_by, metadata object], ...];
-    -- entries: [[n (1-based transaction), account, amount], ...];
+    -- entries: [[n (1-based transaction), account, amount], ...], a metering charge's with four more:
+    --   [n, account, amount, session, billed from, billed until, fee] (the debit that is the
+    --   session's charge record; streaming/sql/charge_guards.sql checks the session);
     -- holds: [[hold, account, delta, "released" | "captured" | null], ...].
     SELECT coalesce(array_agg(t->>0 ORDER BY n), '{}'), coalesce(array_agg(t->>1 ORDER BY n), '{}'),
            coalesce(array_agg(t->>2 ORDER BY n), '{}'), coalesce(array_agg((t->>3)::bigint ORDER BY n), '{}'),
@@ -54,8 +60,12 @@ BEGIN
     INTO v_kind, v_reference, v_memo, v_created_by, v_metadata
     FROM jsonb_array_elements(j_transactions) WITH ORDINALITY AS x(t, n);
     SELECT coalesce(array_agg((e->>0)::integer ORDER BY n), '{}'), coalesce(array_agg((e->>1)::bigint ORDER BY n), '{}'),
-           coalesce(array_agg((e->>2)::numeric ORDER BY n), '{}')
-    INTO v_entry_tx, v_entry_account, v_entry_amount
+           coalesce(array_agg((e->>2)::numeric ORDER BY n), '{}'),
+           coalesce(array_agg((e->>3)::bigint ORDER BY n), '{}'),
+           coalesce(array_agg((e->>4)::timestamptz ORDER BY n), '{}'),
+           coalesce(array_agg((e->>5)::timestamptz ORDER BY n), '{}'),
+           coalesce(array_agg((e->>6)::numeric ORDER BY n), '{}')
+    INTO v_entry_tx, v_entry_account, v_entry_amount, v_entry_session, v_entry_from, v_entry_until, v_entry_fee
     FROM jsonb_array_elements(j_entries) WITH ORDINALITY AS x(e, n);
     IF jsonb_array_length(j_holds) > 0 THEN
         SELECT array_agg((c->>0)::bigint ORDER BY n), array_agg((c->>1)::bigint ORDER BY n),
@@ -146,9 +156,10 @@ BEGIN
         SELECT tx_ids[t.n], t.kind, t.reference, t.memo, t.metadata, t.created_by, p_now
         FROM unnest(v_kind, v_reference, v_memo, v_metadata, v_created_by)
             WITH ORDINALITY AS t(kind, reference, memo, metadata, created_by, n);
-        INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
-        SELECT tx_ids[e.n], e.account, a.asset_id, e.amount
-        FROM unnest(v_entry_tx, v_entry_account, v_entry_amount) AS e(n, account, amount)
+        INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from, billed_until, fee)
+        SELECT tx_ids[e.n], e.account, a.asset_id, e.amount, e.session, e.billed_from, e.billed_until, e.fee
+        FROM unnest(v_entry_tx, v_entry_account, v_entry_amount, v_entry_session, v_entry_from, v_entry_until, v_entry_fee)
+            AS e(n, account, amount, session, billed_from, billed_until, fee)
         JOIN wallets_account AS a ON a.id = e.account AND a.id = ANY (v_id);
         UPDATE wallets_account AS a SET balance = a.balance + d.b, held = a.held + d.h
         FROM unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h)

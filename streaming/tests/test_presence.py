@@ -1,0 +1,116 @@
+"""Honest presence: a session is billed until it stops, and silence costs at most the idle timeout.
+
+A sign of life is the user's heartbeat, the user's open live socket or the vendor's usage report;
+each of them moves `last_heartbeat_at` forward through services.sessions_seen.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import override_settings
+
+from streaming import services
+from streaming.models import SessionStatus, StopReason, StreamingSession
+from streaming.tests.conftest import USDC, fresh, run_sweep, start
+from wallets.tests.conftest import balance_of
+
+pytestmark = pytest.mark.django_db
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_a_silent_running_session_is_billed_up_to_the_sweep(alice, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+
+    clock.move(seconds=45)  # no heartbeat at all, still within the idle timeout
+    run_sweep()
+
+    session = fresh(session)
+    assert session.status == SessionStatus.ACTIVE
+    assert session.total_cost == 750_000
+    assert balance_of(alice) == 10 * USDC - 750_000
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_a_session_that_never_heartbeats_is_stopped_idle_and_billed_its_timeout(alice, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    started = clock.now()
+
+    clock.move(seconds=150)
+    run_sweep()
+
+    session = fresh(session)
+    assert session.status == SessionStatus.STOPPED
+    assert session.stop_reason == StopReason.IDLE
+    # Stopped the moment the timeout ran out, billed up to there: silence costs the timeout, no more.
+    assert session.end_time == started + timedelta(seconds=60)
+    assert session.total_cost == USDC
+    assert balance_of(alice) == 9 * USDC
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_an_idle_stop_bills_up_to_the_stop_not_the_last_heartbeat(alice, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=30)
+    services.session_heartbeat(session_id=session.pk)
+    heartbeat_at = clock.now()
+
+    clock.move(seconds=100)
+    run_sweep()
+
+    session = fresh(session)
+    assert session.stop_reason == StopReason.IDLE
+    assert session.end_time == heartbeat_at + timedelta(seconds=60)
+    assert session.total_cost == 1_500_000  # 90 s at 1 USDC a minute
+    assert balance_of(alice) == 10 * USDC - 1_500_000
+
+
+def test_the_idle_timeout_is_a_minute_by_default():
+    from django.conf import settings
+
+    assert settings.SESSION_IDLE_SECONDS == 60
+
+
+def test_sessions_seen_moves_every_active_session_forward_in_one_statement(
+    alice, fund, make_service, clock, django_assert_num_queries
+):
+    fund(alice, 10 * USDC)
+    first, second, ended = (start(alice, make_service("per_minute", rate=1_000)) for _ in range(3))
+    services.session_stop(session=ended, reason="user")
+    ended_seen = fresh(ended).last_heartbeat_at
+    later = clock.move(seconds=20)
+
+    with django_assert_num_queries(1):
+        seen = services.sessions_seen(session_ids=[first.pk, second.pk, ended.pk], now=later)
+
+    assert seen == 2
+    assert fresh(first).last_heartbeat_at == fresh(second).last_heartbeat_at == later
+    assert fresh(ended).last_heartbeat_at == ended_seen
+    # Never backwards: an older sign of life (a late message) changes nothing.
+    assert services.sessions_seen(session_ids=[first.pk], now=later - timedelta(seconds=5)) == 0
+    assert fresh(first).last_heartbeat_at == later
+
+
+def test_a_usage_report_is_a_sign_of_life(alice, victor, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_request", rate=1_000))
+    later = clock.move(seconds=50)
+
+    services.usage_report(session=session, event_id="e1", quantity=3)
+
+    assert fresh(session).last_heartbeat_at == later
+
+
+def test_a_metrics_report_is_a_sign_of_life(alice, fund, make_service, clock):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=1_000))
+    later = clock.move(seconds=50)
+
+    services.session_metrics_record(session=session, sample={"bitrate": 1000})
+
+    assert fresh(session).last_heartbeat_at == later
+    assert StreamingSession.objects.get(pk=session.pk).quality_metrics[-1]["bitrate"] == 1000
