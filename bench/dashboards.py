@@ -27,7 +27,7 @@ import time
 from urllib.parse import urlparse
 
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/paygo_bench_dash")
-# Production-like: no DEBUG query log, persistent connections.
+# Production-like: no DEBUG query log, pooled connections.
 os.environ.setdefault("DEBUG", "0")
 # Secrets made for this run (production-like settings require them); demo money goes through the sandbox.
 os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
@@ -35,7 +35,6 @@ os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(50))
 os.environ.setdefault("CHIPI_SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("CHIPI_SANDBOX", "1")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
-os.environ.setdefault("CONN_MAX_AGE", "600")
 
 from _setup import database_url, setup_django
 
