@@ -317,6 +317,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "drf_spectacular.contrib.djangorestframework_camel_case.camelize_serializer_fields",
         "paygo.api.schema.describe_websockets",  # the README's WebSockets section
+        "paygo.api.schema.document_database_busy",  # every operation's 503 when the connection pool is busy
         "paygo.api.schema.document_rate_limits",  # last: every operation's 429 and RateLimit fields
     ],
     "COMPONENT_SPLIT_REQUEST": True,
