@@ -49,6 +49,7 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/5")
 os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "0")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 os.environ.setdefault("STATIC_ROOT", str(HERE.parent.parent / "var" / "bench-static"))
+os.environ.setdefault("EMAIL_URL", "dummymail://")  # the notifications are sent, to nowhere (not to stdout)
 for budget in ("READS", "WRITES", "MONEY"):  # one address for every simulated person
     os.environ.setdefault(f"RATELIMIT_{budget}_PER_IP", "100000000/m")
 
