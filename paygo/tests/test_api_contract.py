@@ -30,6 +30,7 @@ from marketplace.tests.conftest import make_service  # noqa: F401 (a fixture)
 from wallets.tests.conftest import fund_wallet
 
 USDC = 1_000_000
+SLOW_ANSWER_SECONDS = 120
 
 # The coverage phase (every parameter's boundary values, missing and wrong-typed fields, other
 # methods) runs once per operation, as the caller it was made for: the one who gets past its
@@ -50,6 +51,9 @@ def config_for(role: str) -> SchemathesisConfig:
     return SchemathesisConfig.from_dict(
         {
             "seed": 13,
+            # Generous bounds on one answer: a busy machine (the whole suite in parallel beside other
+            # work) made answers take over Schemathesis's default 10 s; a hung server is still caught.
+            "request-timeout": SLOW_ANSWER_SECONDS,
             # The caller's token is sent with every request (the ignored_auth check tries without it).
             "generation": {
                 "deterministic": True,
@@ -139,7 +143,7 @@ def caller(request, live_daphne, settings, tmp_path, alice, victor, olga, make_s
 def contract(caller):
     host, port = caller.address
     schema = schemathesis.openapi.from_url(
-        f"http://{host}:{port}/api/v1/schema/?format=json", config=config_for(caller.role)
+        f"http://{host}:{port}/api/v1/schema/?format=json", config=config_for(caller.role), timeout=SLOW_ANSWER_SECONDS
     )
 
     @schema.hook

@@ -102,8 +102,10 @@ def test_without_debug_and_without_secrets_it_refuses_to_start():
     assert "required when DEBUG is off" in loaded.stderr
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "JWT_SECRET"])
-def test_each_secret_is_required_with_debug_off(missing):
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "JWT_SECRET", "DATABASE_URL", "REDIS_URL"])
+def test_each_secret_and_service_is_required_with_debug_off(missing):
+    """No secret is a constant, and no production process falls back to the embedded database (an
+    empty one in var/) or to one-process Redis stand-ins that its other processes would not share."""
     env = production_env()
     env.pop(missing)
 
