@@ -23,39 +23,28 @@ import os
 import re
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
 
-os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/paygo_bench_http")
-os.environ.setdefault("DEBUG", "0")
-os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(50))
-os.environ.setdefault("CHIPI_SECRET_KEY", secrets.token_urlsafe(50))
-os.environ.setdefault("CHIPI_SANDBOX", "1")
-os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/5")
-os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "0")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ.setdefault("STATIC_ROOT", str(Path(__file__).resolve().parent.parent / "var" / "bench-static"))
-for budget in ("READS", "WRITES", "MONEY"):  # wrk is one user at one address
-    for who in ("USER", "IP"):
-        os.environ.setdefault(f"RATELIMIT_{budget}_PER_{who}", "100000000/m")
+from _setup import (
+    ROOT,
+    ConnectionCounter,
+    database_url,
+    free_port,
+    production_like,
+    served_like_production,
+    setup_django,
+)
 
-from _setup import ROOT, database_url, pg_env, setup_django  # noqa: E402  (after the environment)
+production_like("paygo_bench_http")
+served_like_production()
+
 
 PATH = "/api/v1/wallet/balance"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(port: int, process: subprocess.Popen, token: str, seconds: float = 300) -> None:
@@ -90,38 +79,19 @@ def stop(process: subprocess.Popen) -> None:
         process.wait()
 
 
-class ConnectionCounter(threading.Thread):
-    """The database's connections (pg_stat_activity), sampled every 0.2 s: the most seen."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.most, self.running = 0, True
-
-    def run(self) -> None:
-        env = pg_env()
-        sql = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{env['PGDATABASE']}'"
-        while self.running:
-            out = subprocess.run(["psql", "-tAc", sql], capture_output=True, text=True, env=env).stdout.strip()
-            if out.isdigit():
-                self.most = max(self.most, int(out))
-            time.sleep(0.2)
-
-
 def url(port: int) -> str:
     return f"http://127.0.0.1:{port}{PATH}"
 
 
 def wrk(port: int, token: str, seconds: int, connections: int) -> dict:
-    counter = ConnectionCounter()
-    counter.start()
+    counter = ConnectionCounter(every=0.2).start()
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-H", f"Authorization: Bearer {token}", *[url(port)]],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    counter.running = False
-    counter.join()
+    most = counter.stop()
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
@@ -129,7 +99,7 @@ def wrk(port: int, token: str, seconds: int, connections: int) -> dict:
         "rate": rate,
         "non_2xx": int(bad.group(1)) if bad else 0,
         "socket_errors": sum(map(int, errors.groups())) if errors else 0,
-        "db_connections_max": counter.most,
+        "db_connections_max": most,
     }
 
 

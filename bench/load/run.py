@@ -28,7 +28,6 @@ import queue
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,32 +37,24 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/paygo_bench_load")
-os.environ.setdefault("DEBUG", "0")
-os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(50))
-os.environ.setdefault("CHIPI_SECRET_KEY", secrets.token_urlsafe(50))
-os.environ.setdefault("CHIPI_SANDBOX", "1")
-os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/5")
-os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "0")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
-os.environ.setdefault("STATIC_ROOT", str(HERE.parent.parent / "var" / "bench-static"))
-os.environ.setdefault("EMAIL_URL", "dummymail://")  # the notifications are sent, to nowhere (not to stdout)
-for budget in ("READS", "WRITES", "MONEY"):  # one address for every simulated person
-    os.environ.setdefault(f"RATELIMIT_{budget}_PER_IP", "100000000/m")
+from _setup import (  # noqa: E402  (bench/ on the path first)
+    ROOT,
+    ConnectionCounter,
+    database_url,
+    free_port,
+    production_like,
+    served_like_production,
+    setup_django,
+)
 
-from _setup import ROOT, database_url, pg_env, setup_django  # noqa: E402  (after the environment)
+production_like("paygo_bench_load")
+served_like_production()
+os.environ.setdefault("EMAIL_URL", "dummymail://")  # the notifications are sent, to nowhere (not to stdout)
+
 
 PASSWORD = "load-test-password-2026"
 VENDORS, SERVICES_PER_VENDOR = 10, 5
 RUN_DIR = ROOT / "var" / "load"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def build(people: int) -> dict:
@@ -112,24 +103,6 @@ def call(base: str, method: str, path: str, body: dict | None = None, token: str
     data = None if body is None else json.dumps(body).encode()
     with urllib.request.urlopen(urllib.request.Request(base + path, data, headers, method=method), timeout=60) as r:
         return json.loads(r.read())
-
-
-class ConnectionCounter(threading.Thread):
-    """The database's connections (pg_stat_activity) every second: the most seen, and the samples."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.samples: list[int] = []
-        self.running = True
-
-    def run(self) -> None:
-        env = pg_env()
-        sql = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{env['PGDATABASE']}'"
-        while self.running:
-            out = subprocess.run(["psql", "-tAc", sql], capture_output=True, text=True, env=env).stdout.strip()
-            if out.isdigit():
-                self.samples.append(int(out))
-            time.sleep(1)
 
 
 def start_production(env: dict[str, str], port: int) -> tuple[subprocess.Popen, int, queue.Queue]:
@@ -221,8 +194,7 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     prod, pools_total, _ = start_production(env, port)
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    counter = ConnectionCounter()
-    counter.start()
+    counter = ConnectionCounter().start()
     sockets, sockets_out, watched = start_sockets(base, world, options.sockets, options.seconds)
     if sockets is None:
         print("sockets: skipped (bench/load/sockets.py is not on this branch)" if options.sockets else "", flush=True)
@@ -245,7 +217,7 @@ def main() -> None:
         for token, session_id in watched:
             call(base, "PATCH", f"/api/v1/streams/{session_id}/stop", {}, token)
     load_after = Path("/proc/loadavg").read_text().split()[:3]
-    counter.running = False
+    counter.stop()
     os.killpg(prod.pid, signal.SIGINT)
     prod.wait(timeout=120)
 
