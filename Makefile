@@ -14,7 +14,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
 # The suite's environment: DATABASE_URL is left to the plugin (TEST_DATABASE_URL or its own server).
 TEST_ENV := DATABASE_URL= TEST_DATABASE_URL="$(TEST_DATABASE_URL)" REDIS_URL="$(TEST_REDIS_URL)"
 
-.PHONY: install run test check lint format services bench stress clean
+.PHONY: install run prod test check lint format services bench stress clean
 
 $(STAMP): requirements.txt
 	@echo "Installing PayGo's Python packages into $(VENV) (the first time: about half a minute)..."
@@ -32,6 +32,14 @@ run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --if-empty
 	$(PY) manage.py serve --port $${PORT:-8000}
+
+## The production shape on this machine, on http://localhost:$${PORT:-8000}: nginx in front of gunicorn's
+## WSGI workers (HTTP) and Daphne (WebSockets), a Celery worker and beat, after collectstatic and the
+## migrations; Ctrl-C stops them all (scripts/prod.py). Production settings: DATABASE_URL, REDIS_URL and
+## the secrets from the environment (README, "One machine: make prod"). DEBUG stays off unless you set it.
+prod: install
+	bash scripts/ensure-services.sh nginx
+	DEBUG=$(if $(filter environment command line,$(origin DEBUG)),$(DEBUG),0) $(PY) scripts/prod.py
 
 ## Make sure Redis runs (and PostgreSQL, when TEST_DATABASE_URL names one), then lint and run
 ## every test, in parallel (one pytest-xdist worker per core, each with its own database).

@@ -68,3 +68,73 @@ def pg_env() -> dict[str, str]:
         "PGPASSWORD": url.password or "",
         "PGDATABASE": url.path.lstrip("/"),
     }
+
+
+def production_like(database: str) -> None:
+    """Production settings for a benchmark (set before Django or a server reads them): DEBUG off (no
+    query log), secrets made for this run, the Chipi sandbox for demo money, plain http, and the
+    benchmark's own database (BENCH_DATABASE_URL, default `database` on the local server)."""
+    import secrets
+
+    os.environ.setdefault("BENCH_DATABASE_URL", f"postgres://postgres:postgres@127.0.0.1:5432/{database}")
+    os.environ.setdefault("DEBUG", "0")
+    for name in ("SECRET_KEY", "JWT_SECRET", "CHIPI_SECRET_KEY"):
+        os.environ.setdefault(name, secrets.token_urlsafe(50))
+    os.environ.setdefault("CHIPI_SANDBOX", "1")
+    os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+
+
+def served_like_production() -> None:
+    """On top of production_like, for a benchmark that starts servers: a Redis database, real Celery
+    workers, collected static files kept between runs, and no API budget per client address (the
+    load comes from this one address)."""
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/5")
+    os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "0")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("STATIC_ROOT", str(ROOT / "var" / "bench-static"))
+    for budget in ("READS", "WRITES", "MONEY"):
+        os.environ.setdefault(f"RATELIMIT_{budget}_PER_IP", "100000000/m")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ConnectionCounter:
+    """The benchmark database's connections (pg_stat_activity), sampled every `every` seconds in a
+    thread between start() and stop(): `samples`, and the most seen."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        import threading
+
+        self.every, self.samples = every, []
+        self._running = True
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ConnectionCounter:
+        self._thread.start()
+        return self
+
+    def stop(self) -> int:
+        self._running = False
+        self._thread.join()
+        return self.most
+
+    @property
+    def most(self) -> int:
+        return max(self.samples, default=0)
+
+    def _run(self) -> None:
+        import time
+
+        env = pg_env()
+        sql = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{env['PGDATABASE']}'"
+        while self._running:
+            out = subprocess.run(["psql", "-tAc", sql], capture_output=True, text=True, env=env).stdout.strip()
+            if out.isdigit():
+                self.samples.append(int(out))
+            time.sleep(self.every)

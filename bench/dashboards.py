@@ -20,24 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import secrets
 import statistics
 import subprocess
 import time
 from urllib.parse import urlparse
 
-os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/paygo_bench_dash")
-# Production-like: no DEBUG query log, persistent connections.
-os.environ.setdefault("DEBUG", "0")
-# Secrets made for this run (production-like settings require them); demo money goes through the sandbox.
-os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
-os.environ.setdefault("JWT_SECRET", secrets.token_urlsafe(50))
-os.environ.setdefault("CHIPI_SECRET_KEY", secrets.token_urlsafe(50))
-os.environ.setdefault("CHIPI_SANDBOX", "1")
-os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
-os.environ.setdefault("CONN_MAX_AGE", "600")
+from _setup import database_url, production_like, setup_django
 
-from _setup import database_url, setup_django
+production_like("paygo_bench_dash")  # no DEBUG query log, pooled connections, secrets of the run
+
 
 COLD = "__cold__"
 ADMIN = "/api/v1/dashboard/admin/overview"

@@ -136,8 +136,26 @@ else:
     }
 if DATABASES["default"]["ENGINE"] not in ("django.db.backends.postgresql", "paygo.embedded_db"):
     raise ImproperlyConfigured("PayGo runs on PostgreSQL only: DATABASE_URL must be a postgres:// URL.")
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Every process holds a bounded pool of connections (Django's own, psycopg_pool), opened as needed
+# from DATABASE_POOL_MIN_SIZE up to DATABASE_POOL_MAX_SIZE and kept between requests. A request that
+# finds them all busy waits DATABASE_POOL_TIMEOUT seconds for one, then is answered 503 with
+# Retry-After (paygo/api/errors.py). Size them against PostgreSQL's max_connections: README, Production.
+DATABASE_POOL_MIN_SIZE = env.int("DATABASE_POOL_MIN_SIZE", default=1)
+DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=4)
+DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=5.0)
+if not 0 <= DATABASE_POOL_MIN_SIZE <= DATABASE_POOL_MAX_SIZE or DATABASE_POOL_MAX_SIZE < 1:
+    raise ImproperlyConfigured(
+        "Set 0 <= DATABASE_POOL_MIN_SIZE <= DATABASE_POOL_MAX_SIZE, and the maximum to 1 or more."
+    )
+if DATABASE_POOL_TIMEOUT <= 0:
+    raise ImproperlyConfigured("DATABASE_POOL_TIMEOUT must be a positive number of seconds.")
+DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+    "min_size": DATABASE_POOL_MIN_SIZE,
+    "max_size": DATABASE_POOL_MAX_SIZE,
+    "timeout": DATABASE_POOL_TIMEOUT,
+}
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # a connection goes back to the pool after each request (required)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True  # the pool checks a connection before handing it out
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, cache, rate limits, Celery broker -------------------------------------
@@ -312,6 +330,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "drf_spectacular.contrib.djangorestframework_camel_case.camelize_serializer_fields",
         "paygo.api.schema.describe_websockets",  # the README's WebSockets section
+        "paygo.api.schema.document_database_busy",  # every operation's 503 when the connection pool is busy
         "paygo.api.schema.document_rate_limits",  # last: every operation's 429 and RateLimit fields
     ],
     "COMPONENT_SPLIT_REQUEST": True,

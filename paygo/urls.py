@@ -46,6 +46,8 @@ urlpatterns = [
     *static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT),
 ]
 
+handler500 = "paygo.views.server_error"  # a 503 to retry when the connection pool stays exhausted
+
 admin.site.site_header = lazy(site_header, str)()  # read on every page: names the Chipi sandbox
 admin.site.site_title = "PayGo admin"
 admin.site.index_title = "Operate the platform"

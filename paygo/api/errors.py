@@ -10,6 +10,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from django_ratelimit.exceptions import Ratelimited
+from psycopg_pool import PoolTimeout
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -40,6 +41,32 @@ class UpstreamUnavailable(exceptions.APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "A payment network service is unavailable; nothing was done. Try again shortly."
     default_code = "upstream_unavailable"
+
+
+class DatabaseBusy(exceptions.APIException):
+    """Every connection of the process's pool stayed busy for DATABASE_POOL_TIMEOUT: the request was
+    refused before it read or wrote anything, and may be sent again as it is."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The service is busy: no database connection was free. Nothing was done; try again shortly."
+    default_code = "database_busy"
+    wait = 2  # seconds, the Retry-After
+
+
+def pool_exhausted(exc: BaseException | None) -> bool:
+    """Whether `exc` is a connection pool that stayed exhausted (psycopg_pool's PoolTimeout, which
+    Django re-raises as its own OperationalError caused by it)."""
+    while exc is not None:
+        if isinstance(exc, PoolTimeout):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def database_busy_response() -> JsonResponse:
+    response = error_response(503, DatabaseBusy.default_detail, code=DatabaseBusy.default_code)
+    response["Retry-After"] = str(DatabaseBusy.wait)
+    return response
 
 
 class PayloadTooLarge(exceptions.APIException):
@@ -100,6 +127,8 @@ def exception_to_response(exc: Exception) -> JsonResponse | None:
         return error_response(413, str(exc) or None)
     if isinstance(exc, SuspiciousOperation):
         return error_response(400, "The request was refused as malformed.", code="bad_request")
+    if pool_exhausted(exc):
+        return database_busy_response()
     return None
 
 
@@ -115,6 +144,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = PayloadTooLarge()
     elif isinstance(exc, SuspiciousOperation):
         exc = exceptions.ParseError("The request was refused as malformed.")
+    elif pool_exhausted(exc):
+        exc = DatabaseBusy()
     if not isinstance(exc, exceptions.APIException):
         return None  # a bug: ApiErrorMiddleware logs it and answers 500 in the same format
 

@@ -34,7 +34,8 @@ ERROR_STATUSES: dict[int, str] = {
     413: "The request body is over its size limit.",
     415: "The request body is not of a media type the operation takes (JSON, or multipart for an upload).",
     429: "Too many requests: wait for Retry-After seconds.",
-    503: "A service PayGo depends on is unavailable: nothing was done, try again shortly.",
+    503: "A service PayGo depends on is unavailable (Chipi, or every database connection busy): nothing was "
+    "done, try again shortly.",
 }
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "The scheme to authenticate with."}},
@@ -219,4 +220,32 @@ def document_rate_limits(result: dict, generator, request, public) -> dict:
                 },
             )
             too_many.setdefault("headers", {}).update({**_RETRY_AFTER, **_RATE_LIMIT_FIELDS})
+    return result
+
+
+# --- A busy database (paygo.api.errors.DatabaseBusy) ---------------------------------------------
+
+
+def document_database_busy(result: dict, generator, request, public) -> dict:
+    """drf-spectacular postprocessing hook: any operation may find every connection of its server's
+    pool busy, and is then answered 503 with Retry-After, having done nothing."""
+    for operations in result.get("paths", {}).values():
+        for method, operation in operations.items():
+            if method not in _HTTP_METHODS:
+                continue
+            busy = operation.setdefault("responses", {}).setdefault(
+                "503",
+                {
+                    "description": ERROR_STATUSES[503],
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+            )
+            busy.setdefault("headers", {}).update(
+                {
+                    "Retry-After": {
+                        "description": "Seconds to wait before sending the request again.",
+                        "schema": {"type": "integer", "minimum": 1},
+                    }
+                }
+            )
     return result

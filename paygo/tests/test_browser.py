@@ -70,7 +70,6 @@ def server(django_db_setup):
         **os.environ,
         "DATABASE_URL": database_url(),  # the test database (already created by pytest-django)
         "STREAM_TICK_SECONDS": TICK_SECONDS,
-        "CONN_MAX_AGE": "0",  # no connection left open when the test's tables are flushed
         "DEBUG": "1",
     }
     log = tempfile.NamedTemporaryFile("w+", prefix="paygo-serve-", suffix=".log", delete=False)  # noqa: SIM115

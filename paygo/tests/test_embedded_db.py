@@ -105,7 +105,8 @@ def test_manage_py_without_a_database_url_runs_on_the_embedded_server(pgdata):
     environment["EMBEDDED_PGDATA"] = str(pgdata)
     probe = (
         "from django.db import connection; cursor = connection.cursor(); "
-        "print(connection.settings_dict['ENGINE'], cursor.execute('SELECT current_database()').fetchone()[0])"
+        "print(connection.settings_dict['ENGINE'], cursor.execute('SELECT current_database()').fetchone()[0], "
+        "connection.connection._pool is connection.pool)"  # drawn from the process's pool, as on a DATABASE_URL
     )
 
     shell = subprocess.run(
@@ -118,7 +119,7 @@ def test_manage_py_without_a_database_url_runs_on_the_embedded_server(pgdata):
         check=True,
     )
 
-    assert shell.stdout.split() == ["paygo.embedded_db", "paygo"]
+    assert shell.stdout.split() == ["paygo.embedded_db", "paygo", "True"]
     assert server_pid(pgdata) is None  # stopped when the command ended
 
 

@@ -9,16 +9,28 @@ served with hashed static URLs, no setting falling back to a development default
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import queue
 import re
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import psutil
 import pytest
+import websocket
+
+from conftest import PASSWORD, database_url
 
 ROOT = Path(__file__).resolve().parents[2]
+# collectstatic (the static_root fixture, run by whichever test comes first) takes minutes on a busy
+# machine: past the suite's 120 s per test.
+pytestmark = pytest.mark.timeout(600)
 
 SECRETS = {
     "SECRET_KEY": "prod-secret-key-" + "k" * 40,
@@ -45,16 +57,16 @@ def production_env(static_root: Path | None = None, **extra: str) -> dict[str, s
     return {name: value for name, value in env.items() if value is not None}
 
 
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+def run(args: list[str], env: dict[str, str], *, timeout: float = 90) -> subprocess.CompletedProcess:
     """`args` in a fresh interpreter with only `env` (and PATH) in its environment."""
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
     return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=90, check=False
+        [sys.executable, *args], cwd=ROOT, env=clean, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
-def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return run(["manage.py", *args], env)
+def manage(*args: str, env: dict[str, str], timeout: float = 90) -> subprocess.CompletedProcess:
+    return run(["manage.py", *args], env, timeout=timeout)
 
 
 def loaded_settings(env: dict[str, str]) -> dict:
@@ -163,7 +175,8 @@ def static_root(tmp_path_factory) -> Path:
     """`collectstatic` with the manifest storage, once for the tests that serve from it."""
     root = tmp_path_factory.mktemp("static")
 
-    collected = manage("collectstatic", "--noinput", env=production_env(root))
+    # It compresses every file (Swagger UI's too): about a minute of CPU, several on a busy machine.
+    collected = manage("collectstatic", "--noinput", env=production_env(root), timeout=600)
 
     assert collected.returncode == 0, collected.stderr
     assert (root / "staticfiles.json").is_file()
@@ -238,3 +251,93 @@ def test_with_the_manifest_the_web_process_starts(static_root):
     started = run(["-c", "import paygo.asgi, paygo.wsgi"], production_env(static_root))
 
     assert started.returncode == 0, started.stderr
+
+
+# --- make prod: the production shape on one machine (scripts/prod.py) ------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _request(
+    port: int, method: str, path: str, body: dict | None = None, *, source: str = "127.0.0.1", **headers: str
+) -> tuple[int, dict[str, str], bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60, source_address=(source, 0))
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        connection.request(method, path, body=None if body is None else json.dumps(body), headers=headers)
+        reply = connection.getresponse()
+        return reply.status, {name.lower(): value for name, value in reply.getheaders()}, reply.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_ctrl_c(static_root, alice):
+    port = _free_port()
+    env = production_env(
+        static_root,
+        CHIPI_API_KEY=None,
+        **SANDBOX_CHIPI,
+        DATABASE_URL=database_url(),  # the suite's database, migrated already
+        PORT=str(port),
+        ALLOWED_HOSTS="127.0.0.1",
+        SECURE_SSL_REDIRECT="0",  # plain http here: no TLS in front
+        WEB_WORKERS="2",
+        CELERY_CONCURRENCY="1",
+        TEST_FAST_PASSWORD_HASHER="1",  # the hasher alice's password was stored with
+        CACHE_KEY_PREFIX=os.environ.get("CACHE_KEY_PREFIX"),
+        CHANNEL_LAYER_PREFIX=os.environ.get("CHANNEL_LAYER_PREFIX"),
+    )
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
+    prod = subprocess.Popen(
+        [sys.executable, "scripts/prod.py", "--no-collectstatic"],  # static_root is collected already
+        cwd=ROOT,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in prod.stdout], daemon=True).start()
+    output = []
+    try:
+        while not any(line.startswith("prod: serving on") for line in output):
+            output.append(lines.get(timeout=120))  # a bound on a broken start, not a measurement
+        children = psutil.Process(prod.pid).children(recursive=True)
+        assert set(_KINDS) <= {kind for child in children for kind in _KINDS if kind in " ".join(child.cmdline())}
+        # REST through nginx to the WSGI workers.
+        status, _, body = _request(port, "POST", "/api/v1/auth/login", {"email": alice.email, "password": PASSWORD})
+        assert status == 200, body
+        token = json.loads(body)["token"]
+        status, headers, body = _request(port, "GET", "/api/v1/wallet/balance", Authorization=f"Bearer {token}")
+        assert status == 200, body
+        assert headers["server"] == "nginx"
+        assert {"token": "USDC", "balance": "0.000000"}.items() <= json.loads(body)["balances"][0].items()
+
+        # X-Forwarded-For is nginx's word only: a client (here 127.0.0.2) that writes its own is
+        # still counted as itself, in one rate-limit window whatever address it claims.
+        remaining = [
+            _request(port, "GET", "/api/v1/health", source="127.0.0.2", **{"X-Forwarded-For": claimed})[1]["ratelimit"]
+            for claimed in ("10.1.1.1", "10.2.2.2")
+        ]
+        left = [int(re.search(r'"read-ip";r=(\d+)', value).group(1)) for value in remaining]
+        assert left[1] == left[0] - 1
+
+        # A WebSocket through nginx to Daphne.
+        socket_ = websocket.create_connection(f"ws://127.0.0.1:{port}/ws/notifications/?token={token}", timeout=30)
+        assert socket_.getstatus() == 101
+        socket_.close()
+    finally:
+        prod.send_signal(signal.SIGINT)  # Ctrl-C
+        code = prod.wait(timeout=60)
+    assert code == 0, "".join(output)
+    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+
+
+_KINDS = ("nginx", "gunicorn", "paygo.server", "paygo worker", "paygo beat")  # as their command lines say

@@ -79,6 +79,14 @@ def test_errors_their_services_raise_are_documented(schema):
     assert _body(schema, "get", "/api/v1/health", "503") == _body(schema, "get", "/api/v1/health", "200")
 
 
+def test_every_operation_documents_the_503_of_a_busy_database(schema):
+    for method, path, operation in _operations(schema):
+        busy = operation["responses"]["503"]
+        assert "Retry-After" in busy["headers"], (method, path)
+        if path != "/api/v1/health":  # its 503 is its report, with every check's state
+            assert busy["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+
+
 @pytest.mark.parametrize(
     ("path", "key"),
     [

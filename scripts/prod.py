@@ -1,0 +1,216 @@
+"""The production shape on one machine (`make prod`): every process the README's Production section
+runs, started together after the migrations, and stopped together.
+
+    DATABASE_URL=... REDIS_URL=... SECRET_KEY=... JWT_SECRET=... CHIPI_...=... .venv/bin/python scripts/prod.py
+
+nginx listens on PORT (8000) and passes HTTP to gunicorn's sync WSGI workers (WEB_WORKERS, two per
+core and one more) and WebSockets (/ws/) to Daphne (paygo.server), both on free ports of 127.0.0.1;
+a Celery worker (CELERY_CONCURRENCY, one process per core) and Celery beat run beside them. The
+configuration of nginx is deploy/nginx.conf, filled in here; its files go to var/prod/PORT/. The
+settings are the environment's: nothing here turns DEBUG or the Chipi sandbox on.
+
+Each process gets its own pool of database connections (DATABASE_POOL_MAX_SIZE, unless set, per kind
+of process below); their total is printed, to set against PostgreSQL's max_connections. Ctrl-C (or
+SIGTERM) stops every process, the proxy first; if any of them exits on its own, the others are
+stopped too and this exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+STOP_SECONDS = 15.0
+
+# Connections each kind of process may hold: a sync worker serves one request at a time; Daphne runs
+# its sockets' database calls on a pool of threads; a Celery worker process runs one task at a time.
+POOL_SIZES = {"web": 2, "ws": 8, "worker": 2, "beat": 1}
+
+
+@dataclass
+class Process:
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    popen: subprocess.Popen | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not found:
+        sys.exit("prod: nginx is not installed (`bash scripts/ensure-services.sh nginx` installs it; make prod does).")
+    return found
+
+
+def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, max_body: int) -> Path:
+    template = string.Template((ROOT / "deploy" / "nginx.conf").read_text())
+    # safe_substitute: nginx's own $variables stay as they are; ours are all filled (checked below).
+    text = template.safe_substitute(
+        RUN_DIR=str(run_dir), PORT=str(port), WEB_ADDRESS=web, WS_ADDRESS=ws, MAX_BODY_BYTES=str(max_body)
+    )
+    assert "${" not in text, "deploy/nginx.conf names a value prod.py does not fill in"
+    path = run_dir / "nginx.conf"
+    path.write_text(text)
+    return path
+
+
+def manage(*args: str, env: dict[str, str]) -> None:
+    print(f"prod: manage.py {' '.join(args)}", flush=True)
+    if subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env).returncode != 0:
+        sys.exit(f"prod: manage.py {args[0]} failed; nothing was started.")
+
+
+def wait_for_port(port: int, processes: list[Process], seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for process in processes:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"{process.name} exited with {process.popen.returncode} while starting")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing answers on 127.0.0.1:{port} after {seconds:.0f} s")
+
+
+def stop(processes: list[Process]) -> None:
+    """SIGTERM to each (the proxy first, so that nothing new comes in), then SIGKILL what remains."""
+    for process in processes:
+        if process.popen and process.popen.poll() is None:
+            os.killpg(process.popen.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_SECONDS
+    for process in processes:
+        if not process.popen:
+            continue
+        try:
+            process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            print(f"prod: {process.name} did not stop in {STOP_SECONDS:.0f} s: killed", flush=True)
+            os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--no-collectstatic",
+        action="store_true",
+        help="STATIC_ROOT already holds this release's files (collectstatic compresses them all: a minute or two)",
+    )
+    options = parser.parse_args()
+    env = dict(os.environ)
+    for name in ("DATABASE_URL", "REDIS_URL"):
+        if not env.get(name):
+            sys.exit(f"prod: set {name} (the production shape runs on PostgreSQL and Redis; README, Production).")
+    port = int(env.get("PORT") or 8000)
+    cores = os.cpu_count() or 1
+    web_workers = int(env.get("WEB_WORKERS") or 2 * cores + 1)
+    concurrency = int(env.get("CELERY_CONCURRENCY") or cores)
+    # nginx connects from 127.0.0.1: its X-Forwarded-For is believed, besides the operator's proxies.
+    trusted = [entry for entry in env.get("TRUSTED_PROXIES", "").split(",") if entry.strip()]
+    env["TRUSTED_PROXIES"] = ",".join([*trusted, "127.0.0.1"] if "127.0.0.1" not in trusted else trusted)
+    run_dir = ROOT / "var" / "prod" / str(port)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    nginx = nginx_binary()
+
+    if not options.no_collectstatic:
+        manage("collectstatic", "--noinput", "-v", "0", env=env)
+    manage("migrate", "--noinput", env=env)
+    manage("check", "--deploy", env=env)  # what the settings refuse, and the warnings an operator must see
+
+    web_port, ws_port = str(free_port()), str(free_port())
+    web, ws = f"127.0.0.1:{web_port}", f"127.0.0.1:{ws_port}"
+    max_body = int(env.get("API_MAX_UPLOAD_BYTES") or 6 * 1_048_576)
+    config = render_nginx(run_dir, port=port, web=web, ws=ws, max_body=max_body)
+
+    def pool(kind: str) -> dict[str, str]:
+        return {**env, "DATABASE_POOL_MAX_SIZE": env.get("DATABASE_POOL_MAX_SIZE") or str(POOL_SIZES[kind])}
+
+    processes = [
+        Process("nginx", [nginx, "-p", str(run_dir), "-c", str(config), "-e", "stderr"], env),
+        Process(
+            "web",
+            [
+                *(PYTHON, "-m", "gunicorn", "paygo.wsgi:application", "--workers", str(web_workers), "--bind", web),
+                *("--graceful-timeout", "10", "--timeout", "60", "--no-control-socket"),
+                *("--forwarded-allow-ips", ""),  # no forwarded header is gunicorn's to believe: PayGo decides
+            ],
+            pool("web"),
+        ),
+        Process(
+            "ws", [PYTHON, "-m", "paygo.server", "-b", "127.0.0.1", "-p", ws_port, "paygo.asgi:application"], pool("ws")
+        ),
+        Process(
+            "worker",
+            [PYTHON, "-m", "celery", "-A", "paygo", "worker", "-l", "info", "--concurrency", str(concurrency)],
+            pool("worker"),
+        ),
+        Process(
+            "beat",
+            [PYTHON, "-m", "celery", "-A", "paygo", "beat", "-l", "info", "-s", str(run_dir / "celerybeat-schedule")],
+            pool("beat"),
+        ),
+    ]
+    sizes = {p.name: int(p.env["DATABASE_POOL_MAX_SIZE"]) for p in processes[1:]}
+    total = sizes["web"] * web_workers + sizes["ws"] + sizes["worker"] * (concurrency + 1) + sizes["beat"]
+
+    stopping = False
+
+    def on_signal(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    # The proxy starts last, once the servers answer, and is stopped first.
+    for process in processes[1:]:
+        process.popen = subprocess.Popen(process.args, cwd=ROOT, env=process.env, start_new_session=True)
+    try:
+        wait_for_port(int(web_port), processes[1:])
+        wait_for_port(int(ws_port), processes[1:])
+        processes[0].popen = subprocess.Popen(processes[0].args, cwd=ROOT, env=env, start_new_session=True)
+        wait_for_port(port, processes)
+    except RuntimeError as error:
+        print(f"prod: {error}; stopping.", flush=True)
+        stop(processes)
+        return 1
+    print(
+        f"prod: serving on http://127.0.0.1:{port} (nginx -> web {web} with {web_workers} workers, ws {ws}); "
+        f"celery worker x{concurrency} and beat; database pools' total {total} connections "
+        f"(web {sizes['web']} x {web_workers}, ws {sizes['ws']}, worker {sizes['worker']} x {concurrency + 1}, "
+        f"beat {sizes['beat']}). Ctrl-C stops everything.",
+        flush=True,
+    )
+    status = 0
+    while not stopping:
+        exited = next((p for p in processes if p.popen.poll() is not None), None)
+        if exited:
+            print(f"prod: {exited.name} exited with {exited.popen.returncode}; stopping the others.", flush=True)
+            status = 1
+            break
+        time.sleep(0.2)
+    stop(processes)  # the proxy first
+    print("prod: stopped.", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
