@@ -66,9 +66,11 @@ def wallet_open(*, user) -> str:
     if user.wallet_address:
         return user.wallet_address
     held = held_wallet(role=ChipiWalletRole.DEPOSIT, owner=user, external_user_id=str(user.pk))
-    # Conditional: a concurrent opener that won keeps its address.
-    type(user).objects.filter(pk=user.pk, wallet_address="").update(wallet_address=held.address)
-    user.refresh_from_db(fields=["wallet_address"])
+    # Conditional: a concurrent opener that won stored the same address.
+    if type(user).objects.filter(pk=user.pk, wallet_address="").update(wallet_address=held.address):
+        user.wallet_address = held.address
+    else:
+        user.refresh_from_db(fields=["wallet_address"])
     return user.wallet_address
 
 
@@ -109,13 +111,18 @@ def held_wallet(*, role: str, owner, external_user_id: str) -> ChipiWallet:
                 raise
     if not _key_opens(wallet.encrypted_private_key, encrypt_key):
         raise ChipiUnavailable(f"Chipi's wallet for {external_user_id} is not one PayGo holds the key of.")
-    ChipiWallet.objects.filter(pk=row.pk, address="").update(
-        address=wallet.address,
-        encrypted_private_key=wallet.encrypted_private_key,
-        wallet_type=wallet.wallet_type,
-        opened_at=timezone.now(),
-    )
-    row.refresh_from_db()
+    opened = {
+        "address": wallet.address,
+        "encrypted_private_key": wallet.encrypted_private_key,
+        "wallet_type": wallet.wallet_type,
+        "opened_at": timezone.now(),
+    }
+    # Conditional: a concurrent opener that won keeps what it stored (the same wallet).
+    if ChipiWallet.objects.filter(pk=row.pk, address="").update(**opened):
+        for name, value in opened.items():
+            setattr(row, name, value)
+    else:
+        row.refresh_from_db()
     return row
 
 
@@ -424,6 +431,15 @@ def _queue_send(withdrawal_id) -> None:
 
 
 CLAIM_SECONDS = 120
+
+
+def _due(now) -> Q:
+    """An outbox row (a withdrawal, a sweep) nobody holds a claim on, whose next attempt has come."""
+    return (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+
+
 MAX_BACKOFF_SECONDS = 3600
 
 
@@ -438,8 +454,7 @@ def withdrawal_send(*, withdrawal_id) -> str:
     """
     now = timezone.now()
     claimed = Withdrawal.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        _due(now),
         pk=withdrawal_id,
         status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING],
     ).update(status=WithdrawalStatus.SENDING, claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
@@ -624,8 +639,7 @@ def withdrawals_due(limit: int = 100) -> list[str]:
     return [
         str(pk)
         for pk in Withdrawal.objects.filter(
-            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+            _due(now),
             status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING],
         )
         .order_by("created_at")
@@ -724,8 +738,7 @@ def sweep_send(*, sweep_id) -> str:
     """Move one swept deposit from its deposit wallet into the treasury (the outbox's rule)."""
     now = timezone.now()
     claimed = Sweep.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        _due(now),
         pk=sweep_id,
         status=SweepStatus.PENDING,
     ).update(claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
@@ -766,8 +779,7 @@ def sweeps_due(limit: int = 100) -> list[str]:
     return [
         str(pk)
         for pk in Sweep.objects.filter(
-            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+            _due(now),
             status=SweepStatus.PENDING,
         ).values_list("pk", flat=True)[:limit]
     ]

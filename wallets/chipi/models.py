@@ -50,21 +50,6 @@ class SandboxWallet(models.Model):
         return f"{self.external_user_id} {self.address}"
 
 
-class SandboxPreparedWallet(models.Model):
-    """What prepare-creation was told: the address and owner key a create must then match."""
-
-    address = models.CharField(max_length=66, unique=True)
-    owner_public_key = models.CharField(max_length=66)
-    class_hash = models.CharField(max_length=66)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    class Meta:
-        db_table = "chipi_sandbox_prepared_wallet"
-
-    def __str__(self) -> str:
-        return f"prepared {self.address}"
-
-
 class SandboxTransaction(models.Model):
     """A token transfer on the simulated chain, as Chipi's transaction-list shows it."""
 

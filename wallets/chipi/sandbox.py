@@ -4,8 +4,9 @@ It serves the paths, request and response shapes of Chipi's API as the official 
 (chipi-stack 2.4.1) sends and reads them, and the SDK itself talks to it over HTTP
 (wallets.chipi.sandbox_http mounts it at the SDK's base URL). Like the real service:
 
-- wallets are made prepare-creation -> create with the key the app generated; a second create for
-  the same externalUserId is refused ("Wallet already exists"); by-user finds a wallet;
+- wallets are made prepare-creation -> create with the key the app generated (the address checked
+  against the owner key, as the account's deployment would); a second create for the same
+  externalUserId is refused ("Wallet already exists"); by-user finds a wallet;
 - nothing moves without a signed outside execution (execute-sponsored-raw): the sandbox checks the
   STARK signature against the wallet's owner key, the validity window, and the nonce, which an
   account accepts once (so the same signed transfer executed twice moves the money once);
@@ -43,7 +44,6 @@ from wallets.chipi.interface import (
 )
 from wallets.chipi.models import (
     SandboxBalance,
-    SandboxPreparedWallet,
     SandboxTransaction,
     SandboxUsedNonce,
     SandboxWallet,
@@ -67,7 +67,7 @@ ALIASES = {
     "custody_balance": "token_balance",
 }
 OPERATIONS = tuple(PATHS) + tuple(ALIASES)
-FAULTS = ("timeout", "error", "rate_limited", "reject", "lost_response")
+FAULTS = ("timeout", "error", "rate_limited", "reject", "lost_response", "stale")
 FAULT_RETRY_AFTER = 1.0
 
 SANDBOX_API_KEY = "pk_sandbox_paygo"
@@ -132,6 +132,26 @@ def token_contracts() -> dict[str, str]:
         for token, contract in core.STARKNET_CONTRACTS.items()
         if contract.contract_address
     }
+
+
+def _shhh_address(public_key: Any, owner: str) -> tuple[str, str]:
+    """(the address, the class hash) of the SHHH account of this STARK owner key, refusing a
+    publicKey that is not that address (the SDK computes it the same way, with the same class)."""
+    constants, _, address_module, _, _ = _sdk()
+    class_hash = constants.WALLET_CLASS_HASHES[constants.WalletType.SHHH]
+    verifier = constants.SHHH_VERIFIER_CLASS_HASHES[constants.ShhhSignerKind.STARK]
+    expected = address_module.compute_shhh_address(
+        address_module.ComputeAddressInput(
+            class_hash=int(class_hash, 16),
+            primary_kind="STARK",
+            pubkey=[int(owner, 16)],
+            verifier_class_hash=int(verifier, 16),
+        )
+    )
+    address = address_normalize(public_key)
+    if address is None or int(address, 16) != expected:
+        raise SandboxApiError(400, "publicKey is not the address of this owner key", "INVALID_PUBLIC_KEY")
+    return address, class_hash
 
 
 def _chain_token(asset_code: str) -> str:
@@ -208,6 +228,7 @@ class ChipiSandbox:
 
         timeout: the request times out before it acts. error: a 503, nothing happened.
         rate_limited: a 429 with Retry-After. reject: a 400. lost_response: it acts, then times out.
+        stale: a read answers as if nothing had happened yet (Chipi's records lagging the chain).
         """
         operation = ALIASES.get(operation, operation)
         if operation not in PATHS:
@@ -237,7 +258,6 @@ class ChipiSandbox:
             with _chain_write():
                 for model in (SandboxTransaction, SandboxUsedNonce, SandboxBalance, SandboxWallet):
                     model.objects.all().delete()
-                SandboxPreparedWallet.objects.all().delete()
 
     # --- The API -----------------------------------------------------------------------------------
 
@@ -267,30 +287,12 @@ class ChipiSandbox:
             raise SandboxApiError(400, "__chipi_api_version is required", "VALIDATION_ERROR")
 
     def _api_prepare_wallet(self, request: SandboxRequest) -> tuple[int, Any]:
-        constants, _, address_module, _, _ = _sdk()
         body = _object(request.body)
-        if body.get("walletType") != "SHHH" or body.get("signerKind") != "STARK":
-            raise SandboxApiError(400, "The sandbox makes SHHH wallets with a STARK signer", "VALIDATION_ERROR")
         felts = body.get("ownerPubkeyFelts")
         owner = felt_canonical(felts[0]) if isinstance(felts, list) and len(felts) == 1 else None
-        address = address_normalize(body.get("publicKey"))
-        class_hash = constants.WALLET_CLASS_HASHES[constants.WalletType.SHHH]
-        if owner is None or address is None:
-            raise SandboxApiError(400, "publicKey and ownerPubkeyFelts are required", "VALIDATION_ERROR")
-        expected = address_module.compute_shhh_address(
-            address_module.ComputeAddressInput(
-                class_hash=int(class_hash, 16),
-                primary_kind="STARK",
-                pubkey=[int(owner, 16)],
-                verifier_class_hash=int(constants.SHHH_VERIFIER_CLASS_HASHES[constants.ShhhSignerKind.STARK], 16),
-            )
-        )
-        if int(address, 16) != expected:
-            raise SandboxApiError(400, "publicKey is not the address of this owner key", "INVALID_PUBLIC_KEY")
-        with _chain_write():
-            SandboxPreparedWallet.objects.update_or_create(
-                address=address, defaults={"owner_public_key": owner, "class_hash": class_hash}
-            )
+        if body.get("walletType") != "SHHH" or body.get("signerKind") != "STARK" or owner is None:
+            raise SandboxApiError(400, "The sandbox makes SHHH wallets with one STARK owner key", "VALIDATION_ERROR")
+        address, class_hash = _shhh_address(body.get("publicKey"), owner)
         typed_data = {
             "types": {"StarknetDomain": [], "Deploy": []},
             "primaryType": "Deploy",
@@ -304,26 +306,28 @@ class ChipiSandbox:
         external_user_id = body.get("externalUserId")
         if not isinstance(external_user_id, str) or not 0 < len(external_user_id) <= MAX_EXTERNAL_USER_ID_LENGTH:
             raise SandboxApiError(400, "externalUserId is required", "VALIDATION_ERROR")
-        address = address_normalize(body.get("publicKey"))
         encrypted = body.get("encryptedPrivateKey")
-        if address is None or not isinstance(encrypted, str) or not encrypted:
-            raise SandboxApiError(400, "publicKey and encryptedPrivateKey are required", "VALIDATION_ERROR")
+        deployment = body.get("deploymentData")
+        calldata = deployment.get("calldata") if isinstance(deployment, dict) else None
+        if not isinstance(encrypted, str) or not encrypted or not isinstance(calldata, list) or len(calldata) != 5:
+            raise SandboxApiError(400, "encryptedPrivateKey and deploymentData are required", "VALIDATION_ERROR")
+        # The SHHH constructor's calldata: [kind, verifier class, 1, owner key, label].
+        owner = felt_canonical(calldata[3]) if isinstance(calldata[3], str) else None
+        if owner is None:
+            raise SandboxApiError(400, "deploymentData names no owner key", "VALIDATION_ERROR")
+        address, class_hash = _shhh_address(body.get("publicKey"), owner)
         with _chain_write():
             if SandboxWallet.objects.filter(external_user_id=external_user_id).exists():
                 raise SandboxApiError(409, "Wallet already exists", "WALLET_ALREADY_EXISTS")
-            prepared = SandboxPreparedWallet.objects.filter(address=address).first()
-            if prepared is None:
-                raise SandboxApiError(400, "Prepare the wallet's creation first", "WALLET_NOT_PREPARED")
             wallet = SandboxWallet.objects.create(
                 address=address,
                 external_user_id=external_user_id,
                 api_public_key=SANDBOX_API_KEY,
                 wallet_type=body.get("walletType") or "SHHH",
-                owner_public_key=prepared.owner_public_key,
+                owner_public_key=owner,
                 encrypted_private_key=encrypted,
-                class_hash=prepared.class_hash,
+                class_hash=class_hash,
             )
-            prepared.delete()
         return 201, _wallet_json(wallet)
 
     def _api_get_wallet(self, request: SandboxRequest) -> tuple[int, Any]:

@@ -4,7 +4,8 @@ The gateway mounts them on the official SDK's httpx clients in sandbox mode, so 
 the SDK for real (its URLs, version parameter, headers, JSON bodies, response models, error
 handling) and the sandbox answers as Chipi would. Injected faults become what the wire shows: a
 timeout is httpx's ReadTimeout (before acting), a lost response acts and then times out, an error
-is a 503, a rate limit a 429 with Retry-After, a rejection a 400 with Chipi's error body.
+is a 503, a rate limit a 429 with Retry-After, a rejection a 400 with Chipi's error body, and a
+stale transaction-list an empty page.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from wallets.chipi.sandbox import FAULT_RETRY_AFTER, ChipiSandbox, SandboxAnswer, SandboxRequest
+from wallets.chipi.sandbox import FAULT_RETRY_AFTER, PATHS, ChipiSandbox, SandboxAnswer, SandboxRequest
 
 SANDBOX_BASE_URL = "https://sandbox.chipi.invalid/v1"
 
@@ -58,6 +59,10 @@ class _Serving:
                 body=body,
             )
         )
+        if fault == "stale" and request.method == "GET":
+            empty = {"data": [], "total": 0, "page": 1, "limit": 10, "total_pages": 0}
+            if path == PATHS["transaction_list"][1]:
+                return _response(request, SandboxAnswer(200, empty))
         if fault == "lost_response":
             raise httpx.ReadTimeout("Sandbox: acted, then the response was lost (injected).", request=request)
         return _response(request, answer)

@@ -138,6 +138,26 @@ def test_lost_response_is_found_not_resent(api, alice, sandbox):
     assert system_balance(SystemAccount.CUSTODY) == -6 * USDC
 
 
+def test_a_send_chipis_records_do_not_show_yet_is_signed_again_with_its_nonce_and_moves_once(api, alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "lost_response")
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+    nonce = Withdrawal.objects.get(pk=withdrawal_id).nonce
+    sandbox.inject("transaction_list", "stale")  # the look-up misses the transfer that went out
+
+    # Signed again with the same nonce: the treasury account refuses it, and nothing is refunded.
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENDING
+    withdrawal = Withdrawal.objects.get(pk=withdrawal_id)
+    assert (withdrawal.nonce, withdrawal.attempts) == (nonce, 2)
+    assert "nonce" in withdrawal.last_error
+    assert sent_on_chain(withdrawal_id) == 1
+    assert balance_of(alice) == 6 * USDC
+    # The next look-up finds it.
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal_id) == 1
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+
+
 def test_lookup_that_times_out_sends_nothing(api, alice, sandbox):
     chain_deposit(alice, 10 * USDC)
     sandbox.inject("send_transfer", "lost_response")
