@@ -61,8 +61,8 @@ def test_withdrawal_is_sent_once_and_settled(api, alice, sandbox):
     assert sandbox.custody_balance("USDC") == 6 * USDC
 
 
-def test_withdrawal_beyond_available_is_400_and_moves_nothing(api, alice, sandbox):
-    chain_deposit(alice, 3 * USDC)
+def test_withdrawal_beyond_available_is_400_and_moves_nothing(api, alice, fund):
+    fund(alice, 3 * USDC)  # nothing is sent: the ledger's balance is enough (no signature spent)
 
     response = withdraw(api, alice, amount="3.5")
 
@@ -76,8 +76,8 @@ def test_withdrawal_beyond_available_is_400_and_moves_nothing(api, alice, sandbo
     "address",
     ["0xZZ", "ab" * 32, "", "0x" + "a" * 65, "0x0", "0x" + "f" * 64],  # the last two: zero, past the field
 )
-def test_withdrawal_to_a_bad_address_is_400(api, alice, sandbox, address):
-    chain_deposit(alice, 3 * USDC)
+def test_withdrawal_to_a_bad_address_is_400(api, alice, fund, address):
+    fund(alice, 3 * USDC)
 
     response = api(alice).post("/api/v1/wallet/withdraw", {"amount": 1, "toAddress": address}, format="json")
 
@@ -98,8 +98,8 @@ def test_a_short_or_upper_case_address_is_stored_and_sent_in_full(api, alice, sa
     assert SandboxTransaction.objects.filter(destination_address=withdrawal.to_address).count() == 1
 
 
-def test_a_service_caller_cannot_queue_an_address_that_is_none(alice, sandbox):
-    chain_deposit(alice, 3 * USDC)
+def test_a_service_caller_cannot_queue_an_address_that_is_none(alice, fund):
+    fund(alice, 3 * USDC)
 
     with pytest.raises(ValidationError):
         services.withdrawal_request(
