@@ -19,6 +19,7 @@ and executions never are (Chipi has no idempotency: the callers look up before t
 
 from __future__ import annotations
 
+import importlib
 import logging
 import random
 import threading
@@ -67,6 +68,15 @@ class _BlockingAsyncTransport(httpx.AsyncBaseTransport):
         content = response.read()
         response.close()
         return httpx.Response(response.status_code, headers=response.headers, content=content, request=request)
+
+
+def preload_sdk() -> threading.Thread:
+    """Import the SDK in the background: it takes seconds (starknet-py, sympy), which the first
+    request opening a wallet would otherwise wait for. Servers call this at start (paygo/asgi.py);
+    a request that needs the SDK meanwhile waits on the import lock."""
+    thread = threading.Thread(target=importlib.import_module, args=("chipi_sdk",), name="chipi-sdk-import", daemon=True)
+    thread.start()
+    return thread
 
 
 def _complete(coroutine: Coroutine) -> Any:

@@ -135,3 +135,14 @@ def test_an_api_key_without_its_secret_refuses_to_start(debug):
 
     assert loaded.returncode != 0
     assert "CHIPI_SECRET_KEY is required" in loaded.stderr
+
+
+def test_servers_load_the_sdk_in_the_background_at_start():
+    from wallets.chipi.gateway import preload_sdk
+
+    thread = preload_sdk()
+    thread.join(timeout=120)
+
+    assert not thread.is_alive()
+    assert "chipi_sdk" in sys.modules
+    assert "preload_sdk()" in (ROOT / "paygo" / "asgi.py").read_text()
