@@ -235,4 +235,4 @@ def api():
 
 
 # Money fixtures every app's tests use: fund(user, amount) and the Chipi sandbox.
-from wallets.tests.conftest import fund, sandbox  # noqa: E402, F401
+from wallets.tests.conftest import avnu, fund, sandbox  # noqa: E402, F401

@@ -15,6 +15,7 @@ from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProf
 from marketplace.models import Category
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.tokens import DEFAULT_TOKEN, decimals_of
+from wallets.serializers import WalletAddressField
 
 
 class UserSerializer(serializers.ModelSerializer):
@@ -57,7 +58,6 @@ class AuthResponseSerializer(serializers.Serializer):
 # --- Images and profiles --------------------------------------------------------------------------
 
 PHONE_E164 = re.compile(r"^\+[1-9]\d{1,14}$")
-STARKNET_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 MAX_SOCIAL_LINKS = 10
 _http_url = URLValidator(schemes=["http", "https"], message="Enter a valid http(s) URL.")
 
@@ -203,9 +203,8 @@ class VendorProfileSerializer(_ProfileFields):
     description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
     website = HttpUrlField(required=False, allow_blank=True)
     categories = CategoryNamesField(required=False)
-    payout_address = serializers.RegexField(
-        STARKNET_ADDRESS,
-        max_length=66,
+    # Kept as every address is compared with Chipi's records: "0x" + 64 lower-case hex digits, a felt.
+    payout_address = WalletAddressField(
         required=False,
         allow_blank=True,
         error_messages={"invalid": "Enter a Starknet address: 0x followed by 1 to 64 hex digits."},

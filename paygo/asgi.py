@@ -16,6 +16,9 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402  (needs
 from paygo.api.bodies import BodyLimitMiddleware  # noqa: E402
 from paygo.routing import websocket_urlpatterns  # noqa: E402
 from paygo.ws import socket_auth  # noqa: E402
+from wallets.chipi.gateway import preload_sdk  # noqa: E402
+
+preload_sdk()  # Chipi's SDK loads in seconds: not on the first request that needs it
 
 # No Origin check on token sockets: a page on another origin cannot get a user's token, and the web
 # frontend lives on another origin anyway. The admin's session cookie counts only on a socket opened

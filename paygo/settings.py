@@ -203,6 +203,8 @@ CELERY_TIMEZONE = "UTC"
 # the same entries on a timer (paygo/embedded.py), so there is one schedule and two runners.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "withdrawals-dispatch": {"task": "wallets.withdrawals_dispatch", "schedule": 30.0},
+    "sweeps-dispatch": {"task": "wallets.sweeps_dispatch", "schedule": 60.0},
+    "deposits-poll": {"task": "wallets.deposits_poll", "schedule": 300.0},
     "custody-reconcile": {"task": "wallets.reconcile", "schedule": 3600.0},
     "idempotency-expire": {"task": "wallets.idempotency_expire", "schedule": 86400.0},
 }
@@ -402,15 +404,28 @@ if not CHIPI_API_KEY and not CHIPI_SANDBOX:
         "No Chipi gateway: set CHIPI_API_KEY and CHIPI_SECRET_KEY for Chipi Pay, or CHIPI_SANDBOX=1 to run on the "
         "sandbox, whose deposits are simulated money (never where real money moves)."
     )
-# Bearer token for the API and the key of webhook signatures; the sandbox signs its webhooks with it
-# too, so it is required with DEBUG off either way. A development sandbox has its own generated one.
+# Bearer token for the API (the sandbox checks it too), so it is required with DEBUG off either way.
+# A development sandbox has its own generated one.
 if CHIPI_API_KEY and not os.environ.get("CHIPI_SECRET_KEY", "").strip():
     raise ImproperlyConfigured("CHIPI_SECRET_KEY is required when CHIPI_API_KEY is set.")
 CHIPI_SECRET_KEY = secret("CHIPI_SECRET_KEY")
+# Webhooks are signed with their own secret, the one Chipi's dashboard shows for the endpoint.
+CHIPI_WEBHOOK_SECRET = secret("CHIPI_WEBHOOK_SECRET")
+# PayGo holds the wallets' keys: each wallet's encryptKey is kept sealed under this master key
+# (wallets/keys.py). Required wherever Chipi keys are (the sandbox's too); guard it like the database.
+# Rotation: the new key here, the old ones (comma-separated) in CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS,
+# `manage.py chipi_reseal_keys`, then drop the old ones.
+if CHIPI_API_KEY and not os.environ.get("CHIPI_KEY_ENCRYPTION_KEY", "").strip():
+    raise ImproperlyConfigured("CHIPI_KEY_ENCRYPTION_KEY is required when CHIPI_API_KEY is set.")
+CHIPI_KEY_ENCRYPTION_KEY = secret("CHIPI_KEY_ENCRYPTION_KEY")
+CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = [key for key in env.list("CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS", default=[]) if key]
 CHIPI_BASE_URL = env("CHIPI_BASE_URL", default="https://api.chipipay.com/v1")
 CHIPI_TIMEOUT_SECONDS = env.float("CHIPI_TIMEOUT_SECONDS", default=10.0)
 CHIPI_MAX_RETRIES = env.int("CHIPI_MAX_RETRIES", default=3)
 CHIPI_RATE_LIMIT_PER_MINUTE = env.int("CHIPI_RATE_LIMIT_PER_MINUTE", default=100)
+# Swap rates come from AVNU's public Starknet price API (wallets/rates.py); Chipi quotes none.
+RATES_BASE_URL = env("RATES_BASE_URL", default="https://starknet.impulse.avnu.fi")
+RATES_TIMEOUT_SECONDS = env.float("RATES_TIMEOUT_SECONDS", default=5.0)
 
 # --- Notifications: email and SMS deliveries -------------------------------------------------------
 

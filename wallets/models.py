@@ -285,6 +285,9 @@ class Withdrawal(models.Model):
     # Set (and committed) just before the first send: from then on, a retry looks the transfer up
     # at Chipi before sending again, so that an unknown outcome never becomes a double send.
     send_attempted_at = models.DateTimeField(null=True, blank=True)
+    # The outside execution's nonce, recorded (and committed) before it is first signed: every
+    # execution of this row signs the same nonce, which the treasury account accepts only once.
+    nonce = models.CharField(max_length=66, blank=True, default="")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True, default="")
@@ -323,3 +326,89 @@ class Reconciliation(models.Model):
     def __str__(self) -> str:
         difference = format_minor(self.difference, self.asset.decimals)
         return f"{self.asset.code} custody check at {self.created_at:%Y-%m-%d %H:%M:%S}: difference {difference}"
+
+
+class ChipiWalletRole(models.TextChoices):
+    DEPOSIT = "deposit"  # a user's deposit address
+    TREASURY = "treasury"  # the one wallet custody lives in
+
+
+class ChipiWallet(models.Model):
+    """A wallet PayGo holds the key of: Chipi keeps its private key encrypted with `encrypt_key`,
+    which PayGo generated and keeps sealed under the master key (wallets/keys.py).
+
+    The row (with its sealed key) is committed before Chipi is asked to make the wallet, so a
+    wallet made behind a lost answer is still PayGo's to use: the next attempt finds it by
+    external_user_id and opens it with the key kept here."""
+
+    role = models.CharField(max_length=10, choices=ChipiWalletRole.choices)
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="chipi_wallet"
+    )
+    external_user_id = models.CharField(max_length=255, unique=True)
+    encrypt_key_sealed = models.TextField()  # never shown: not in any serializer or admin form
+    address = models.CharField(max_length=66, blank=True, default="")
+    encrypted_private_key = models.TextField(blank=True, default="")  # Chipi's blob, useless without the key
+    wallet_type = models.CharField(max_length=10, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    polled_at = models.DateTimeField(null=True, blank=True)  # deposits last looked for (services.deposits_poll)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["role"], condition=Q(role="treasury"), name="wallets_chipiwallet_one_treasury"
+            ),
+            models.UniqueConstraint(
+                fields=["address"], condition=~Q(address=""), name="wallets_chipiwallet_address_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(address="") | Q(address__regex=r"^0x[0-9a-f]{64}$"),
+                name="wallets_chipiwallet_address_normalised",
+            ),
+            models.CheckConstraint(
+                condition=Q(role="treasury", owner__isnull=True) | Q(role="deposit", owner__isnull=False),
+                name="wallets_chipiwallet_owner_by_role",
+            ),
+        ]
+
+    def __repr__(self) -> str:  # the sealed key stays out of logs and tracebacks
+        return f"<ChipiWallet {self.role} {self.external_user_id} {self.address or '(not opened)'}>"
+
+    def __str__(self) -> str:
+        return f"{self.role} {self.address or self.external_user_id}"
+
+
+class SweepStatus(models.TextChoices):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class Sweep(models.Model):
+    """A verified deposit on its way from the user's deposit wallet into the treasury wallet, so that
+    custody lives in one wallet. Chain-only: the ledger already counts both wallets as custody.
+    The nonce is chosen when the row is made, so every execution signs the same one."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    wallet = models.ForeignKey(ChipiWallet, on_delete=models.PROTECT, related_name="sweeps")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    amount = MinorUnitsField()
+    deposit_tx_hash = models.CharField(max_length=66, unique=True)
+    nonce = models.CharField(max_length=66)
+    status = models.CharField(max_length=10, choices=SweepStatus.choices, default=SweepStatus.PENDING)
+    tx_hash = models.CharField(max_length=66, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    send_attempted_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="wallets_sweep_amount_gt_0")]
+
+    def __str__(self) -> str:
+        return f"sweep {self.id} {self.status}"

@@ -47,6 +47,23 @@ class StarknetAddressField(serializers.RegexField):
         super().__init__(STARKNET_ADDRESS, max_length=66, **kwargs)
 
 
+class WalletAddressField(StarknetAddressField):
+    """A Starknet address, validated and normalised as every comparison spells it
+    (wallets.starknet.address_normalize: "0xBEEF" is "0x" + 60 zeros + "beef")."""
+
+    default_error_messages = {
+        "not_a_felt": "Not a Starknet address: it must be above zero and below the field's prime."
+    }
+
+    def to_internal_value(self, data) -> str:
+        if isinstance(data, str):
+            data = data.strip()
+        normalized = address_normalize(super().to_internal_value(data))
+        if normalized is None:
+            self.fail("not_a_felt")
+        return normalized
+
+
 @extend_schema_field({"type": "string", "example": "USDC"})
 class TokenField(serializers.Field):
     """An active asset by its code, case-insensitive."""
@@ -87,45 +104,32 @@ class DepositSerializer(_AmountInToken):
 
 
 class WithdrawSerializer(_AmountInToken):
-    to_address = StarknetAddressField()
+    # Normalised and checked as a field element, as every stored address (wallets.starknet).
+    to_address = WalletAddressField(
+        help_text="A Starknet address: 0x and 1 to 64 hex digits, any case; kept as 0x + 64 lower-case digits."
+    )
 
 
 class ChipiPaymentSerializer(serializers.Serializer):
-    """The `data` of a Chipi `payment.completed` event (snake_case here).
+    """A Chipi `payment.completed` event, as Chipi's documentation shows it (snake_case here): flat,
+    {event, txHash, amount, token, sender, recipient, timestamp, status}, the amount in whole tokens
+    ("10.00"). The Python SDK has no webhook code to follow, so the documentation is the reading.
 
     The signature proves Chipi sent the event, not that its fields are sane: they are checked as
-    strictly as a client's deposit, so that nothing odd is credited or reaches the database (the
-    amount's bound, which needs the asset, is services.webhook_deposit's).
+    strictly as a client's deposit, and the payment itself is then verified against Chipi's records
+    (services.webhook_deposit) before anything is credited.
     """
 
     tx_hash = TxHashField()
-    to_address = StarknetAddressField()
+    recipient = WalletAddressField()
+    sender = WalletAddressField(required=False)
     # Not an asset lookup: an event for a token PayGo does not hold is acknowledged and ignored.
     token = serializers.CharField(max_length=64)
-    # Minor units, as a JSON integer or a string of digits: not 2e6 or "5.0", which IntegerField takes.
-    amount = serializers.RegexField(r"^[0-9]{1,40}\Z", error_messages={"invalid": "A whole number of minor units."})
-
-    def validate_amount(self, value: str) -> int:
-        if int(value) < 1:
-            raise serializers.ValidationError("Must be at least 1.")
-        return int(value)
-
-
-class WalletAddressField(StarknetAddressField):
-    """A PayGo wallet address, validated and normalised as every comparison spells it
-    (wallets.starknet.address_normalize: "0xBEEF" is "0x" + 60 zeros + "beef")."""
-
-    default_error_messages = {
-        "not_a_felt": "Not a Starknet address: it must be above zero and below the field's prime."
-    }
-
-    def to_internal_value(self, data) -> str:
-        if isinstance(data, str):
-            data = data.strip()
-        normalized = address_normalize(super().to_internal_value(data))
-        if normalized is None:
-            self.fail("not_a_felt")
-        return normalized
+    # Whole tokens, as a string: converted by the token's decimals (not 2e6, not a negative).
+    amount = serializers.RegexField(
+        r"^[0-9]{1,40}(\.[0-9]{1,18})?\Z", error_messages={"invalid": "An amount of whole tokens, e.g. 10.00."}
+    )
+    status = serializers.CharField(max_length=20, required=False)
 
 
 class TransferSerializer(_AmountInToken):

@@ -4,24 +4,29 @@ staff adjustments and reconciliation. Every balance change goes through wallets/
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework import exceptions
 
 from paygo.api.amounts import MAX_WHOLE_UNITS, format_minor
 from paygo.api.errors import Conflict, UpstreamUnavailable
-from wallets import ledger
+from wallets import keys, ledger
 from wallets.models import (
     Account,
     AccountKind,
     Asset,
+    ChipiWallet,
+    ChipiWalletRole,
     LedgerTransaction,
     Reconciliation,
+    Sweep,
+    SweepStatus,
     SystemAccount,
     TransactionKind,
     Withdrawal,
@@ -29,7 +34,7 @@ from wallets.models import (
     WithdrawalStatus,
 )
 from wallets.selectors import wallet_owner
-from wallets.starknet import address_normalize, felt_canonical
+from wallets.starknet import address_normalize, tx_hash_canonical
 
 logger = logging.getLogger("paygo.wallets")
 
@@ -57,30 +62,91 @@ def insufficient_funds_error(asset: Asset, error: ledger.InsufficientFunds) -> e
 
 
 def wallet_open(*, user) -> str:
-    """Give the user a deposit address through the Chipi gateway (once)."""
-    from wallets.chipi import ChipiUnavailable, get_gateway
-
+    """Give the user a deposit address: a Chipi wallet whose key PayGo holds (made once)."""
     if user.wallet_address:
         return user.wallet_address
-    opened = get_gateway().create_wallet(external_user_id=str(user.pk))
-    # Kept in the one spelling every comparison uses (the database refuses any other).
-    address = address_normalize(opened)
-    if address is None:
-        raise ChipiUnavailable(f"Chipi answered a malformed address: {opened!r}")
-    # Conditional: a concurrent opener that won keeps its address.
-    type(user).objects.filter(pk=user.pk, wallet_address="").update(wallet_address=address)
-    user.refresh_from_db(fields=["wallet_address"])
+    held = held_wallet(role=ChipiWalletRole.DEPOSIT, owner=user, external_user_id=str(user.pk))
+    # Conditional: a concurrent opener that won stored the same address.
+    if type(user).objects.filter(pk=user.pk, wallet_address="").update(wallet_address=held.address):
+        user.wallet_address = held.address
+    else:
+        user.refresh_from_db(fields=["wallet_address"])
     return user.wallet_address
 
 
+TREASURY_EXTERNAL_USER_ID = "paygo-treasury"
+
+
+def treasury_wallet() -> ChipiWallet:
+    """The one wallet custody lives in: deposits are swept into it, withdrawals leave from it."""
+    return held_wallet(role=ChipiWalletRole.TREASURY, owner=None, external_user_id=TREASURY_EXTERNAL_USER_ID)
+
+
+def held_wallet(*, role: str, owner, external_user_id: str) -> ChipiWallet:
+    """The wallet PayGo holds the key of for `external_user_id`, made at Chipi on first use.
+
+    The row and its sealed encryptKey are committed before Chipi is asked, so a wallet made behind a
+    lost answer is found by the next attempt (get_wallet) and opened with the key kept here. Chipi
+    refuses a second create for the same user, which the look-up after a refusal or a timeout covers.
+    Slow I/O: call outside any transaction.
+    """
+    from wallets.chipi import ChipiRejected, ChipiTimeout, ChipiUnavailable, get_gateway
+
+    row, created = ChipiWallet.objects.get_or_create(
+        external_user_id=external_user_id,
+        defaults={"role": role, "owner": owner, "encrypt_key_sealed": keys.seal(keys.new_encrypt_key())},
+    )
+    if row.address:
+        return row
+    gateway = get_gateway()
+    encrypt_key = keys.unseal(row.encrypt_key_sealed)
+    wallet = None if created else gateway.get_wallet(external_user_id=external_user_id)
+    if wallet is None:
+        try:
+            wallet = gateway.create_wallet(external_user_id=external_user_id, encrypt_key=encrypt_key)
+        except (ChipiRejected, ChipiTimeout):
+            # "Wallet already exists" (a concurrent opener, or an earlier try whose answer was lost).
+            wallet = gateway.get_wallet(external_user_id=external_user_id)
+            if wallet is None:
+                raise
+    if not _key_opens(wallet.encrypted_private_key, encrypt_key):
+        raise ChipiUnavailable(f"Chipi's wallet for {external_user_id} is not one PayGo holds the key of.")
+    opened = {
+        "address": wallet.address,
+        "encrypted_private_key": wallet.encrypted_private_key,
+        "wallet_type": wallet.wallet_type,
+        "opened_at": timezone.now(),
+    }
+    # Conditional: a concurrent opener that won keeps what it stored (the same wallet).
+    if ChipiWallet.objects.filter(pk=row.pk, address="").update(**opened):
+        for name, value in opened.items():
+            setattr(row, name, value)
+    else:
+        row.refresh_from_db()
+    return row
+
+
+def _key_opens(encrypted_private_key: str, encrypt_key: str) -> bool:
+    from chipi_sdk.encryption import decrypt_private_key
+
+    try:
+        return bool(decrypt_private_key(encrypted_private_key, encrypt_key))
+    except ValueError:
+        return False
+
+
+def _as_chipi(row: ChipiWallet):
+    from wallets.chipi import ChipiWallet as Wallet
+
+    return Wallet(address=row.address, encrypted_private_key=row.encrypted_private_key, wallet_type=row.wallet_type)
+
+
+def new_nonce() -> str:
+    """A fresh outside-execution nonce (a random felt), as the outbox records it."""
+    return f"0x{secrets.randbits(248):064x}"
+
+
 # --- Deposits -------------------------------------------------------------------------------------
-
-
-def tx_hash_canonical(tx_hash: str) -> str | None:
-    """A transaction hash as Chipi and the chain write it, "0x" + 64 lower-case hex digits, or None
-    when `tx_hash` is not one. It is a number: "0xABC" and "0x" + 61 zeros + "abc" are the same
-    transaction; zero and numbers past the field are none."""
-    return felt_canonical(tx_hash)
 
 
 @dataclass(frozen=True)
@@ -97,37 +163,44 @@ def deposit_reference(tx_hash: str) -> str:
 
 
 def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None):
-    """Check an on-chain payment with Chipi before it is credited (slow I/O: call outside any
+    """Check an on-chain payment against Chipi's records of the user's deposit wallet (hash,
+    destination, token, amount, status SUCCESS) before it is credited (slow I/O: call outside any
     transaction). Without a hash, the sandbox simulates the payment into the user's address."""
-    from wallets.chipi import ChipiError, ChipiRejected, ChipiSandbox, get_gateway
+    from wallets.chipi import ChipiError, ChipiRejected, get_gateway
+    from wallets.chipi.gateway import sandbox_in_use
 
-    gateway = get_gateway()
-    address = wallet_open(user=user)
     try:
+        address = wallet_open(user=user)
         if not tx_hash:
-            if not isinstance(gateway, ChipiSandbox):
+            if not sandbox_in_use():
                 raise _invalid("tx_hash", "This field is required.", code="required")
-            return gateway.receive_payment(to_address=address, token=asset.code, amount=amount)
-        chain_tx = gateway.get_transaction(tx_hash)
+            from wallets.chipi.sandbox import get_sandbox
+
+            return get_sandbox().receive_payment(to_address=address, token=asset.code, amount=amount)
+        wanted = tx_hash_canonical(tx_hash)
+        chain_tx = next((tx for tx in get_gateway().wallet_transactions(address) if tx.tx_hash == wanted), None)
     except ChipiRejected as exc:
-        if exc.status not in (400, 422):
-            raise UpstreamUnavailable(
-                f"Chipi refused PayGo's request to verify the deposit ({exc.code}); nothing was credited."
-            ) from None
-        # Chipi takes the hash itself for invalid: the client's input, not an outage.
-        raise _invalid("tx_hash", "Chipi refused this transaction hash.", code="rejected") from None
+        raise UpstreamUnavailable(
+            f"Chipi refused PayGo's request to verify the deposit ({exc.code}); nothing was credited."
+        ) from None
     except ChipiError as exc:
         raise UpstreamUnavailable(
             f"Chipi could not be reached to verify the deposit ({exc.code}); nothing was credited."
         ) from None
     if chain_tx is None:
-        raise _invalid("tx_hash", "No such transaction on chain.", code="unknown_transaction")
+        raise _invalid("tx_hash", "Chipi has no such transaction for your deposit address.", code="unknown_transaction")
+    return deposit_check(chain_tx, address=address, asset=asset, amount=amount)
+
+
+def deposit_check(chain_tx, *, address: str, asset: Asset, amount: int):
+    """The one rule of what a deposit is: a confirmed payment of `amount` of the asset into `address`."""
     if chain_tx.status != "confirmed":
         raise _invalid("tx_hash", f"The transaction is {chain_tx.status}, not confirmed yet.", code="not_confirmed")
-    if chain_tx.to_address.lower() != address.lower():
+    if chain_tx.to_address != address:
         raise _invalid("tx_hash", "The transaction did not pay into your deposit address.", code="wrong_recipient")
     if chain_tx.token != asset.code:
-        raise _invalid("token", f"The transaction moved {chain_tx.token}, not {asset.code}.", code="wrong_token")
+        moved = chain_tx.token or "a token PayGo does not hold"
+        raise _invalid("token", f"The transaction moved {moved}, not {asset.code}.", code="wrong_token")
     if chain_tx.amount != amount:
         paid = format_minor(chain_tx.amount, asset.decimals)
         raise _invalid("amount", f"The transaction paid {paid} {asset.code}.", code="wrong_amount")
@@ -149,13 +222,21 @@ def deposit_credit(*, user, asset: Asset, amount: int, tx_hash: str, source: str
                 memo=f"Deposit {tx_hash}",
                 metadata={"txHash": tx_hash, "source": source, "token": asset.code},
             )
+            sweep = _sweep_queue(user=user, asset=asset, amount=amount, tx_hash=tx_hash) if source in SWEPT else None
     except ledger.DuplicateReference:
         existing = LedgerTransaction.objects.get(reference=reference)
         if not existing.entries.filter(account=account).exists():
             raise Conflict({"message": "This transaction was already credited.", "code": "already_credited"}) from None
         return DepositResult(existing, created=False)
     transaction.on_commit(lambda: _notify_deposit(user, asset, amount, tx.pk))
+    if sweep is not None:
+        transaction.on_commit(lambda: _queue_sweep(sweep.pk))
     return DepositResult(tx, created=True)
+
+
+# Deposits paid on chain (the API, a webhook, polling, the demo's sandbox payments) are swept into
+# the treasury; a fixture's ledger-only deposit ("test") has no money on chain to sweep.
+SWEPT = ("api", "webhook", "poll", "demo")
 
 
 def _notify_deposit(user, asset: Asset, amount: int, tx_id: int) -> None:
@@ -170,17 +251,65 @@ def _notify_deposit(user, asset: Asset, amount: int, tx_id: int) -> None:
     )
 
 
-def webhook_deposit(*, to_address: str, token: str, amount: int, tx_hash: str) -> DepositResult | None:
-    """A signed Chipi `payment.completed`: credit the address's owner once per hash (None: not ours)."""
-    asset = Asset.objects.filter(code=token.upper()).first()
-    # The bound every amount of the API has (MAX_WHOLE_UNITS), here in minor units of the asset.
-    if asset is not None and amount >= MAX_WHOLE_UNITS * 10**asset.decimals:
-        raise _invalid("amount", f"Must be less than {MAX_WHOLE_UNITS:,} {asset.code}.")
+def webhook_deposit(*, to_address: str, token: str, amount: str, tx_hash: str) -> DepositResult | None:
+    """A signed Chipi `payment.completed`: verified against Chipi's records like any deposit, then
+    credited to the address's owner once per hash (None: not PayGo's address or token). The amount
+    is in whole tokens, converted by the token's decimals."""
+    from wallets.chipi.interface import ASSET_BY_CHAIN_TOKEN, raw_from_whole
+
+    code = ASSET_BY_CHAIN_TOKEN.get(token, token)  # Chipi's chainToken (USDC_E) or the symbol
+    asset = Asset.objects.filter(code=code, is_active=True).first()
     user = wallet_owner(to_address)
-    if user is None or asset is None or amount <= 0:
+    if user is None or asset is None:
         logger.warning("Chipi webhook for an unknown address or token: %s %s", to_address, token)
         return None
-    return deposit_credit(user=user, asset=asset, amount=amount, tx_hash=tx_hash, source="webhook")
+    try:
+        raw = raw_from_whole(amount, asset.decimals)
+    except ValueError:
+        raise _invalid("amount", f"Not an amount of {asset.code} ({asset.decimals} decimals).") from None
+    # The bound every amount of the API has (MAX_WHOLE_UNITS), here in minor units of the asset.
+    if raw >= MAX_WHOLE_UNITS * 10**asset.decimals:
+        raise _invalid("amount", f"Must be less than {MAX_WHOLE_UNITS:,} {asset.code}.")
+    if raw <= 0:
+        raise _invalid("amount", "Must be more than zero.")
+    chain_tx = deposit_verify(user=user, asset=asset, amount=raw, tx_hash=tx_hash)
+    return deposit_credit(user=user, asset=asset, amount=raw, tx_hash=chain_tx.tx_hash, source="webhook")
+
+
+POLL_WALLETS_PER_RUN = 30  # one transaction-list read each: a third of Chipi's 100 requests a minute
+
+
+def deposits_poll(limit: int = POLL_WALLETS_PER_RUN) -> int:
+    """Find deposits in Chipi's records that no webhook or client reported, so that a lost webhook
+    loses nothing: the deposit wallets looked at longest ago, each credited for every confirmed
+    payment into it not credited yet (the same rule as any deposit). Returns how many it credited."""
+    from wallets.chipi import ChipiError, get_gateway
+
+    gateway = get_gateway()
+    credited = 0
+    wallets = ChipiWallet.objects.filter(role=ChipiWalletRole.DEPOSIT).exclude(address="").select_related("owner")
+    for wallet in wallets.order_by(F("polled_at").asc(nulls_first=True), "pk")[:limit]:
+        try:
+            records = gateway.wallet_transactions(wallet.address)
+        except ChipiError as exc:
+            logger.warning("Deposit polling stopped at %s: %r", wallet.address, exc)
+            break
+        ChipiWallet.objects.filter(pk=wallet.pk).update(polled_at=timezone.now())
+        known = set(
+            LedgerTransaction.objects.filter(
+                reference__in=[deposit_reference(tx.tx_hash) for tx in records]
+            ).values_list("reference", flat=True)
+        )
+        for tx in records:
+            if tx.to_address != wallet.address or tx.status != "confirmed" or deposit_reference(tx.tx_hash) in known:
+                continue
+            asset = Asset.objects.filter(code=tx.token, is_active=True).first()
+            if asset is None or not 0 < tx.amount < MAX_WHOLE_UNITS * 10**asset.decimals:
+                logger.warning("Deposit %s of %s %s not credited by polling", tx.tx_hash, tx.amount, tx.token)
+                continue
+            result = deposit_credit(user=wallet.owner, asset=asset, amount=tx.amount, tx_hash=tx.tx_hash, source="poll")
+            credited += result.created
+    return credited
 
 
 # --- Transfers and swaps --------------------------------------------------------------------------
@@ -271,6 +400,11 @@ def withdrawal_request(
     *, user, asset: Asset, amount: int, to_address: str, kind: str = WithdrawalKind.WITHDRAWAL
 ) -> Withdrawal:
     """Move the amount out of the wallet into 'withdrawals in flight' and queue it for Chipi."""
+    # Stored (and later compared with Chipi's records) in the one spelling: "0x" + 64 lower-case hex.
+    normalized = address_normalize(to_address)
+    if normalized is None:
+        raise _invalid("to_address", f"Not a Starknet address ({STARKNET_ADDRESS_HELP}, above zero, below the prime).")
+    to_address = normalized
     with transaction.atomic():
         withdrawal = Withdrawal.objects.create(
             kind=kind, user=user, asset=asset, amount=amount, to_address=to_address, next_attempt_at=timezone.now()
@@ -297,58 +431,124 @@ def _queue_send(withdrawal_id) -> None:
 
 
 CLAIM_SECONDS = 120
+
+
+def _due(now) -> Q:
+    """An outbox row (a withdrawal, a sweep) nobody holds a claim on, whose next attempt has come."""
+    return (Q(claimed_until__isnull=True) | Q(claimed_until__lt=now)) & (
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+
+
 MAX_BACKOFF_SECONDS = 3600
 
 
 def withdrawal_send(*, withdrawal_id) -> str:
-    """Hand one outbox row to Chipi, safely under retries, crashes and lost responses.
+    """Send one outbox row from the treasury wallet, safely under retries, crashes and lost answers.
 
-    Returns the resulting status. A row whose send may have reached Chipi is looked up by its
-    reference before any resend, so a timeout never becomes a double send; only a definitive
-    refusal gives the money back.
+    Returns the resulting status. Chipi has no idempotency, so the row's nonce is recorded (and
+    committed) before it is first signed; a row that may have reached Chipi is first looked up in
+    the treasury's transactions, and when it is not found it is signed again with the same nonce,
+    which the account accepts once: never two sends for one withdrawal. Only a refusal of a first
+    attempt gives the money back.
     """
-    from wallets.chipi import ChipiRateLimited, ChipiRejected, ChipiTimeout, get_gateway
-    from wallets.chipi.ratelimit import acquire
-
     now = timezone.now()
     claimed = Withdrawal.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+        _due(now),
         pk=withdrawal_id,
         status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING],
     ).update(status=WithdrawalStatus.SENDING, claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
     withdrawal = Withdrawal.objects.select_related("asset").get(pk=withdrawal_id)
     if not claimed:
         return withdrawal.status  # sent, failed, not due yet, or another worker has it
+    outcome = _outbox_execute(
+        withdrawal,
+        source=treasury_wallet,
+        to_address=withdrawal.to_address,
+        token=withdrawal.asset.code,
+        amount=withdrawal.amount,
+        taken=lambda tx_hash: Withdrawal.objects.filter(tx_hash=tx_hash).exclude(pk=withdrawal.pk).exists(),
+    )
+    if outcome.tx_hash:
+        return _withdrawal_sent(withdrawal, outcome.tx_hash)
+    if outcome.refused:
+        return _withdrawal_failed(withdrawal, outcome.error)
+    return _withdrawal_retry_later(withdrawal, outcome.error, outcome.retry_in, count_attempt=outcome.count_attempt)
+
+
+@dataclass(frozen=True)
+class OutboxOutcome:
+    tx_hash: str = ""  # sent (or found sent)
+    refused: bool = False  # refused for good before anything moved
+    error: str = ""
+    retry_in: float = 0.0
+    count_attempt: bool = True
+
+
+def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, taken) -> OutboxOutcome:
+    """The one rule for sending an outbox row (a withdrawal, a payout, a sweep) on chain.
+
+    `row` has nonce, attempts and send_attempted_at; `source()` is the wallet it leaves from;
+    `taken(hash)` says whether a transaction already settles another row."""
+    from wallets.chipi import ChipiError, ChipiRateLimited, ChipiRejected, ChipiTimeout, get_gateway
 
     gateway = get_gateway()
-    reference = str(withdrawal.pk)
+    attempted_before = row.send_attempted_at is not None
     try:
-        if withdrawal.send_attempted_at is not None:
-            found = gateway.find_transfer(reference)
-            if found is not None and found.status != "failed":
-                return _withdrawal_sent(withdrawal, found.tx_hash)
-        wait = acquire()
-        if wait > 0:
-            return _withdrawal_retry_later(withdrawal, "Chipi rate limit reached here", wait, count_attempt=False)
-        Withdrawal.objects.filter(pk=withdrawal.pk).update(
-            send_attempted_at=timezone.now(), attempts=withdrawal.attempts + 1
+        wallet = source()
+        if attempted_before:
+            found = _find_sent(gateway, wallet.address, to_address=to_address, token=token, amount=amount, taken=taken)
+            if found is not None:
+                return OutboxOutcome(tx_hash=found)
+        if not row.nonce:
+            row.nonce = new_nonce()
+        row.attempts += 1
+        row.send_attempted_at = timezone.now()
+        # Committed before signing: a crash from here on is an unknown outcome, looked up next time.
+        type(row).objects.filter(pk=row.pk).update(
+            nonce=row.nonce, attempts=row.attempts, send_attempted_at=row.send_attempted_at
         )
-        withdrawal.attempts += 1
-        withdrawal.send_attempted_at = timezone.now()
-        sent = gateway.send_transfer(
-            reference=reference, token=withdrawal.asset.code, amount=withdrawal.amount, to_address=withdrawal.to_address
+        tx_hash = gateway.execute_transfer(
+            wallet=_as_chipi(wallet),
+            encrypt_key=keys.unseal(wallet.encrypt_key_sealed),
+            token=token,
+            amount=amount,
+            to_address=to_address,
+            nonce=int(row.nonce, 16),
         )
-    except ChipiRejected as exc:
-        return _withdrawal_failed(withdrawal, f"Chipi refused: {exc}")
     except ChipiRateLimited as exc:
-        return _withdrawal_retry_later(withdrawal, f"Chipi rate limited: {exc}", exc.retry_after, count_attempt=False)
+        return OutboxOutcome(error=f"Chipi rate limited: {exc}", retry_in=exc.retry_after, count_attempt=False)
+    except ChipiRejected as exc:
+        if attempted_before:
+            # A refusal after an unknown outcome may be the account refusing a nonce it already
+            # used: the money may have left. Never refunded here; the next attempt looks it up.
+            logger.error("Outbox row %s refused after an unknown outcome: %s", row.pk, exc)
+            return OutboxOutcome(
+                error=f"Chipi refused after an unknown outcome: {exc}", retry_in=_backoff(row.attempts)
+            )
+        return OutboxOutcome(refused=True, error=f"Chipi refused: {exc}")
     except ChipiTimeout as exc:
-        # Unknown outcome: keep 'sending'; the next attempt looks the transfer up first.
-        return _withdrawal_retry_later(withdrawal, f"Chipi timed out: {exc}", _backoff(withdrawal.attempts))
-    except Exception as exc:  # ChipiUnavailable and anything unexpected: nothing known, try again later
-        return _withdrawal_retry_later(withdrawal, f"{type(exc).__name__}: {exc}", _backoff(withdrawal.attempts))
-    return _withdrawal_sent(withdrawal, sent.tx_hash)
+        return OutboxOutcome(error=f"Chipi timed out: {exc}", retry_in=_backoff(row.attempts))
+    except ChipiError as exc:  # down: nothing known to have happened
+        return OutboxOutcome(error=f"{type(exc).__name__}: {exc}", retry_in=_backoff(row.attempts))
+    return OutboxOutcome(tx_hash=tx_hash)
+
+
+def _find_sent(gateway, source_address: str, *, to_address: str, token: str, amount: int, taken) -> str | None:
+    """The hash of the (oldest) transfer from `source_address` matching this row that no other row
+    has claimed, or None. Chipi's records carry no reference: the match is sender, recipient, token
+    and amount."""
+    matches = [
+        tx.tx_hash
+        for tx in gateway.wallet_transactions(source_address)
+        if tx.from_address == source_address
+        and tx.to_address == to_address
+        and tx.token == token
+        and tx.amount == amount
+        and tx.status != "failed"
+        and not taken(tx.tx_hash)
+    ]
+    return matches[-1] if matches else None
 
 
 def _backoff(attempts: int) -> float:
@@ -439,8 +639,7 @@ def withdrawals_due(limit: int = 100) -> list[str]:
     return [
         str(pk)
         for pk in Withdrawal.objects.filter(
-            Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-            Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now),
+            _due(now),
             status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING],
         )
         .order_by("created_at")
@@ -476,13 +675,22 @@ def adjustment_post(*, account: Account, amount: int, reason: str, staff) -> Led
 
 
 def reconcile() -> list[Reconciliation]:
-    """Compare what Chipi custody holds with what the ledger says it should, per asset."""
+    """Compare what PayGo's wallets hold on chain (the treasury's balance, and every deposit wallet
+    with a sweep not yet sent) with what the ledger says custody holds, per asset.
+
+    One token-balance request per wallet and asset, through the gateway's rate limiter."""
     from wallets.chipi import get_gateway
 
     gateway = get_gateway()
     reports = []
+    treasury = treasury_wallet()
     for asset in Asset.objects.filter(is_active=True):
-        on_chain = gateway.custody_balance(asset.code)
+        unswept = (
+            ChipiWallet.objects.filter(sweeps__asset=asset, sweeps__status=SweepStatus.PENDING)
+            .distinct()
+            .values_list("address", flat=True)
+        )
+        on_chain = sum(gateway.token_balance(address, asset.code) for address in [treasury.address, *unswept])
         # Minus the custody mirror: everything deposited and not yet sent back out.
         expected = -ledger.system_account(SystemAccount.CUSTODY, asset).balance
         in_flight = ledger.system_account(SystemAccount.WITHDRAWALS_IN_FLIGHT, asset).balance
@@ -500,3 +708,78 @@ def reconcile() -> list[Reconciliation]:
             )
         reports.append(report)
     return reports
+
+
+# --- Sweeps: deposits into the treasury -----------------------------------------------------------
+
+
+def _sweep_queue(*, user, asset: Asset, amount: int, tx_hash: str) -> Sweep | None:
+    """Queue a verified deposit's sweep (inside the credit's transaction); its nonce chosen now."""
+    wallet = ChipiWallet.objects.filter(owner=user).exclude(address="").first()
+    if wallet is None:
+        return None
+    return Sweep.objects.create(
+        wallet=wallet,
+        asset=asset,
+        amount=amount,
+        deposit_tx_hash=tx_hash_canonical(tx_hash) or tx_hash,
+        nonce=new_nonce(),
+        next_attempt_at=timezone.now(),
+    )
+
+
+def _queue_sweep(sweep_id) -> None:
+    from wallets.tasks import sweep_send_task
+
+    sweep_send_task.delay(str(sweep_id))
+
+
+def sweep_send(*, sweep_id) -> str:
+    """Move one swept deposit from its deposit wallet into the treasury (the outbox's rule)."""
+    now = timezone.now()
+    claimed = Sweep.objects.filter(
+        _due(now),
+        pk=sweep_id,
+        status=SweepStatus.PENDING,
+    ).update(claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
+    sweep = Sweep.objects.select_related("asset", "wallet").get(pk=sweep_id)
+    if not claimed:
+        return sweep.status
+    treasury = treasury_wallet()
+    outcome = _outbox_execute(
+        sweep,
+        source=lambda: sweep.wallet,
+        to_address=treasury.address,
+        token=sweep.asset.code,
+        amount=sweep.amount,
+        taken=lambda tx_hash: Sweep.objects.filter(tx_hash=tx_hash).exclude(pk=sweep.pk).exists(),
+    )
+    if outcome.tx_hash:
+        Sweep.objects.filter(pk=sweep.pk).update(
+            status=SweepStatus.SENT, tx_hash=outcome.tx_hash, sent_at=timezone.now(), claimed_until=None, last_error=""
+        )
+        return SweepStatus.SENT
+    if outcome.refused:
+        # The money stays in the deposit wallet (reconciliation keeps counting it); staff look.
+        logger.error("Sweep %s refused for good: %s", sweep.pk, outcome.error)
+        Sweep.objects.filter(pk=sweep.pk).update(
+            status=SweepStatus.FAILED, claimed_until=None, last_error=outcome.error[:500]
+        )
+        return SweepStatus.FAILED
+    Sweep.objects.filter(pk=sweep.pk).update(
+        claimed_until=None,
+        next_attempt_at=timezone.now() + timedelta(seconds=max(1.0, outcome.retry_in)),
+        last_error=outcome.error[:500],
+    )
+    return SweepStatus.PENDING
+
+
+def sweeps_due(limit: int = 100) -> list[str]:
+    now = timezone.now()
+    return [
+        str(pk)
+        for pk in Sweep.objects.filter(
+            _due(now),
+            status=SweepStatus.PENDING,
+        ).values_list("pk", flat=True)[:limit]
+    ]

@@ -31,3 +31,10 @@ def address_normalize(address: object) -> str | None:
     """A wallet address as PayGo stores and compares it ("0x" + 64 lower-case hex digits), or None
     when `address` is not one."""
     return felt_canonical(address)
+
+
+def tx_hash_canonical(tx_hash: object) -> str | None:
+    """A transaction hash as Chipi and the chain write it, "0x" + 64 lower-case hex digits, or None
+    when `tx_hash` is not one. It is a number: "0xABC" and "0x" + 61 zeros + "abc" are the same
+    transaction; zero and numbers past the field are none."""
+    return felt_canonical(tx_hash)

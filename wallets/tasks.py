@@ -1,4 +1,4 @@
-"""Celery tasks of wallets: the withdrawal outbox, reconciliation, idempotency-key expiry."""
+"""Celery tasks of wallets: the withdrawal outbox, sweeps into the treasury, reconciliation, idempotency-key expiry."""
 
 from __future__ import annotations
 
@@ -25,6 +25,26 @@ def withdrawals_dispatch_task(limit: int = 100) -> int:
     for withdrawal_id in due:
         services.withdrawal_send(withdrawal_id=withdrawal_id)
     return len(due)
+
+
+@shared_task(name="wallets.sweep_send", ignore_result=True, time_limit=120, soft_time_limit=100)
+def sweep_send_task(sweep_id: str) -> str:
+    return services.sweep_send(sweep_id=sweep_id)
+
+
+@shared_task(name="wallets.sweeps_dispatch", ignore_result=True, time_limit=300, soft_time_limit=280)
+def sweeps_dispatch_task(limit: int = 100) -> int:
+    """Sweep what deposits are due into the treasury (new ones, retries, ones whose sender died)."""
+    due = services.sweeps_due(limit=limit)
+    for sweep_id in due:
+        services.sweep_send(sweep_id=sweep_id)
+    return len(due)
+
+
+@shared_task(name="wallets.deposits_poll", ignore_result=True, time_limit=300, soft_time_limit=280)
+def deposits_poll_task() -> int:
+    """Look for deposits no webhook reported (a lost webhook loses nothing)."""
+    return services.deposits_poll()
 
 
 @shared_task(name="wallets.reconcile", ignore_result=True, time_limit=300, soft_time_limit=280)

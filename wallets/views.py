@@ -244,9 +244,20 @@ class TransactionsView(generics.ListAPIView):
 
 
 class AddressView(APIView):
-    @extend_schema(summary="The caller's deposit address", responses=AddressResponseSerializer)
+    @extend_schema(
+        summary="The caller's deposit address",
+        responses={200: AddressResponseSerializer, **error_responses(503)},  # 503: Chipi could not open it
+    )
     def get(self, request):
-        return Response({"address": services.wallet_open(user=request.user)})
+        from wallets.chipi import ChipiError
+
+        try:
+            address = services.wallet_open(user=request.user)
+        except ChipiError as exc:
+            raise UpstreamUnavailable(
+                f"Chipi could not open your deposit wallet right now ({exc.code}); try again shortly."
+            ) from None
+        return Response({"address": address})
 
 
 class SupportedTokensView(APIView):
@@ -266,7 +277,7 @@ class SwapView(APIView):
         request=SwapSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Swap one token for another",
-        responses={201: SwapResponseSerializer, **error_responses(503)},  # 503: no rate from Chipi
+        responses={201: SwapResponseSerializer, **error_responses(503)},  # 503: no rate from the price API
     )
     def post(self, request):
         data = SwapSerializer(data=request.data)
@@ -275,14 +286,14 @@ class SwapView(APIView):
         source, target = values["from_token"], values["to_token"]
 
         def rate():
-            from wallets.chipi import ChipiError, get_gateway
+            from wallets.rates import RateUnavailable, get_rate_provider
 
             if source.pk == target.pk:
                 return None
             try:
-                return get_gateway().get_rate(source.code, target.code)
-            except ChipiError as exc:
-                raise UpstreamUnavailable(f"No rate available right now ({exc.code}); nothing was swapped.") from None
+                return get_rate_provider().rate(source.code, target.code)
+            except RateUnavailable as exc:
+                raise UpstreamUnavailable(f"No rate available right now ({exc}); nothing was swapped.") from None
 
         def execute(quoted_rate) -> Response:
             tx = services.wallet_swap(
@@ -317,9 +328,15 @@ class ChipiWebhookView(APIView):
     parser_classes: list = []
 
     @extend_schema(
-        request={"application/json": {"type": "object", "description": "A Chipi event, signed with chipi-signature."}},
+        request={
+            "application/json": {
+                "type": "object",
+                "description": "A Chipi event ({event, txHash, amount, token, sender, recipient, timestamp, status}), "
+                "signed with chipi-signature (HMAC-SHA256 keyed with CHIPI_WEBHOOK_SECRET).",
+            }
+        },
         summary="Chipi Pay webhook (signed with chipi-signature)",
-        responses={200: WebhookResponseSerializer, **error_responses(401)},  # 401: a bad signature
+        responses={200: WebhookResponseSerializer, **error_responses(401, 503)},  # 401: a bad signature
     )
     def post(self, request):
         from wallets.chipi import verify_webhook_signature
@@ -330,19 +347,19 @@ class ChipiWebhookView(APIView):
         try:
             event = json_loads(raw)
             kind = event["event"]
-            payload = event.get("data") or {}
         except JSONTooDeep as exc:
             raise exc.parse_error() from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise exceptions.ParseError("The webhook body is not a Chipi event.") from None
-        if kind != "payment.completed":
+        if kind != "payment.completed" or event.get("status", "COMPLETED") != "COMPLETED":
             return Response({"received": True, "handled": False})
         # This view reads its body itself (to check the signature over the raw bytes), so it
         # turns the camelCase keys to snake_case as the API's parser does for every other view.
+        payload = {name: value for name, value in event.items() if name != "event"}
         data = ChipiPaymentSerializer(data=underscoreize(payload, **camel_case_settings.JSON_UNDERSCOREIZE))
         data.is_valid(raise_exception=True)
         values = data.validated_data
         result = services.webhook_deposit(
-            to_address=values["to_address"], token=values["token"], amount=values["amount"], tx_hash=values["tx_hash"]
+            to_address=values["recipient"], token=values["token"], amount=values["amount"], tx_hash=values["tx_hash"]
         )
         return Response({"received": True, "handled": result is not None, "credited": bool(result and result.created)})

@@ -327,7 +327,7 @@ def world(django_db_setup, django_db_blocker):
             user=alice, vendor_id=victor.pk, service_id=service.pk, initial_message="Hello."
         )
         withdrawal = withdrawal_request(
-            user=alice, asset=asset_get("USDC"), amount=1_000_000, to_address="0x" + "1" * 64
+            user=alice, asset=asset_get("USDC"), amount=1_000_000, to_address="0x0" + "1" * 63
         )
         image = Image.objects.create(
             owner=alice, file="images/matrix.png", content_type="image/png", width=1, height=1, size=1

@@ -88,7 +88,7 @@ def _world(alice, victor, olga, make_service) -> dict:  # noqa: F811 (the fixtur
     notifications = [
         notification_create(user=user, type="system", title="Hi", message="Hello") for user in (alice, victor, olga)
     ]
-    withdrawal = withdrawal_request(user=alice, asset=asset_get("USDC"), amount=USDC, to_address="0x" + "ab" * 32)
+    withdrawal = withdrawal_request(user=alice, asset=asset_get("USDC"), amount=USDC, to_address="0x00" + "ab" * 31)
     image = image_upload(owner=alice, upload=upload_file(picture()))
     return {
         "callers": {"user": alice, "vendor": victor, "staff": olga},

@@ -36,8 +36,9 @@ SECRETS = {
     "SECRET_KEY": "prod-secret-key-" + "k" * 40,
     "JWT_SECRET": "prod-jwt-secret-" + "j" * 40,
 }
-LIVE_CHIPI = {"CHIPI_API_KEY": "pk_prod_test", "CHIPI_SECRET_KEY": "sk_prod_test"}
-SANDBOX_CHIPI = {"CHIPI_SANDBOX": "1", "CHIPI_SECRET_KEY": "sk_prod_sandbox_webhooks"}
+CHIPI_KEYS = {"CHIPI_WEBHOOK_SECRET": "whsec_prod_test", "CHIPI_KEY_ENCRYPTION_KEY": "master-" + "m" * 40}
+LIVE_CHIPI = {"CHIPI_API_KEY": "pk_prod_test", "CHIPI_SECRET_KEY": "sk_prod_test", **CHIPI_KEYS}
+SANDBOX_CHIPI = {"CHIPI_SANDBOX": "1", "CHIPI_SECRET_KEY": "sk_prod_sandbox", **CHIPI_KEYS}
 
 
 def production_env(static_root: Path | None = None, **extra: str) -> dict[str, str]:

@@ -371,7 +371,7 @@ def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_se
 
     chain_deposit(alice, 10 * USDC)  # custody on chain to pay out from
     VendorProfile.objects.create(
-        user=victor, business_name="Victor Co", payout_address="0x" + "cd" * 32, payout_threshold=USDC
+        user=victor, business_name="Victor Co", payout_address="0x00" + "cd" * 31, payout_threshold=USDC
     )
     session = start(alice, make_service("per_minute", rate=USDC))
     clock.move(seconds=120)

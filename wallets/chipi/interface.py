@@ -1,60 +1,121 @@
-"""The gateway's interface: the ChainTransaction value, the ChipiGateway protocol and the tokens it knows."""
+"""The gateway's interface: the values it answers, the ChipiGateway protocol and the tokens it knows.
+
+The shapes follow Chipi's Python SDK (chipi-stack 2.4.1, see README "Chipi Pay"): wallets are made
+prepare -> create with a key PayGo generates, funds move only when PayGo signs an outside execution
+with a wallet's key, and Chipi's records are per wallet (transaction-list, token-balance).
+"""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Protocol, runtime_checkable
 
-# Raw on-chain amounts are integers of these minor units.
-TOKEN_DECIMALS: dict[str, int] = {"USDC": 6, "USDT": 6, "ETH": 18, "STRK": 18}
+from wallets.starknet import felt_canonical
+
+# PayGo's asset codes -> Chipi's chainToken (chipi_sdk.models.core.ChainToken) and the token's decimals.
+# Native USDC (Circle's, "USDC") and the bridged USDC.e ("USDC_E") are different contracts, so
+# different tokens: money of one is never counted as the other.
+CHAIN_TOKENS: dict[str, str] = {"USDC": "USDC", "USDC.e": "USDC_E", "USDT": "USDT", "ETH": "ETH", "STRK": "STRK"}
+TOKEN_DECIMALS: dict[str, int] = {"USDC": 6, "USDC.e": 6, "USDT": 6, "ETH": 18, "STRK": 18}
+ASSET_BY_CHAIN_TOKEN: dict[str, str] = {chain_token: code for code, chain_token in CHAIN_TOKENS.items()}
 
 PENDING, CONFIRMED, FAILED = "pending", "confirmed", "failed"
 TRANSACTION_STATUSES = (PENDING, CONFIRMED, FAILED)
-
-# Starknet addresses and transaction hashes, written in full: "0x" + 64 hex digits.
-_HEX_64 = re.compile(r"0x[0-9a-fA-F]{64}")
+# Chipi's transaction statuses (the issue's table, the SDK's Transaction.status is a plain str).
+CHIPI_STATUSES: dict[str, str] = {
+    "PENDING": PENDING,
+    "PROCESSING": PENDING,
+    "SUCCESS": CONFIRMED,
+    "FAILED": FAILED,
+    "CANCELLED": FAILED,
+}
 
 
 def is_chain_hex(value: object) -> bool:
-    """True for "0x" + 64 hex digits (an address or a transaction hash), in either case."""
-    return isinstance(value, str) and _HEX_64.fullmatch(value) is not None
+    """True for a Starknet value written in full, "0x" + 64 hex digits (either case)."""
+    return isinstance(value, str) and len(value) == 66 and felt_canonical(value) is not None
+
+
+def raw_amount(value: object, decimals: int) -> int:
+    """An amount as Chipi writes it, in raw integer units of a token with `decimals`.
+
+    Chipi's records carry amounts as strings. The SDK does not say whether they are raw units or
+    whole tokens (its token-balance answer carries `decimals` beside `balance`, its transactions
+    `amount` beside `amountInUSD`), so this reads the one spelling that cannot be mistaken: digits
+    only are raw units; a decimal point means whole tokens, converted by the decimals. ValueError
+    for anything else, or a fraction finer than the token's unit.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if not isinstance(value, str) or not value or len(value) > 80:
+        raise ValueError(f"Not an amount: {value!r}")
+    if value.isdigit():
+        return int(value)
+    return raw_from_whole(value, decimals)
+
+
+def raw_from_whole(value: object, decimals: int) -> int:
+    """An amount in whole tokens ("10.00", as Chipi's webhooks write it) in raw units of a token with
+    `decimals`; ValueError for anything else, or a fraction finer than the token's unit."""
+    if not isinstance(value, str) or not value or len(value) > 80 or not value.replace(".", "", 1).isdigit():
+        raise ValueError(f"Not an amount: {value!r}")
+    try:
+        whole = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"Not an amount: {value!r}") from None
+    raw = whole.scaleb(decimals)
+    if raw != raw.to_integral_value():
+        raise ValueError(f"Not an amount of a token with {decimals} decimals: {value!r}")
+    return int(raw)
+
+
+@dataclass(frozen=True)
+class ChipiWallet:
+    """A wallet at Chipi: its address and its private key as Chipi keeps it, encrypted with the
+    wallet's encryptKey (which only PayGo holds)."""
+
+    address: str  # "0x" + 64 lower-case hex
+    encrypted_private_key: str
+    wallet_type: str  # "SHHH" (the SDK's default), "CHIPI" or "READY"
 
 
 @dataclass(frozen=True)
 class ChainTransaction:
-    tx_hash: str  # "0x" + 64 hex
-    status: str  # "pending" | "confirmed" | "failed"
-    token: str  # "USDC", "USDT", "ETH", "STRK"
-    amount: int  # raw integer minor units
+    """One of Chipi's transaction records, read back in PayGo's terms."""
+
+    tx_hash: str  # "0x" + 64 lower-case hex
+    status: str  # pending | confirmed | failed
+    token: str  # PayGo's asset code ("" when Chipi names a token PayGo does not know)
+    amount: int  # raw integer units
     from_address: str
     to_address: str
-    reference: str  # the client reference we attached to a transfer we sent; "" for inbound payments
 
 
 @runtime_checkable
 class ChipiGateway(Protocol):
-    def create_wallet(self, *, external_user_id: str) -> str:
-        """A deposit address for this user, "0x" + 64 hex; the same user always gets the same one."""
+    def create_wallet(self, *, external_user_id: str, encrypt_key: str) -> ChipiWallet:
+        """Make a wallet whose key is encrypted with `encrypt_key`. Not idempotent: a second call
+        for the same user is refused (ChipiRejected); look it up with get_wallet."""
         ...
 
-    def get_transaction(self, tx_hash: str) -> ChainTransaction | None:
-        """The transaction with this hash, or None when the chain does not know it."""
+    def get_wallet(self, *, external_user_id: str) -> ChipiWallet | None:
+        """The user's wallet at Chipi, or None."""
         ...
 
-    def find_transfer(self, reference: str) -> ChainTransaction | None:
-        """The (first) outbound transfer we sent with this reference, or None."""
+    def wallet_transactions(self, address: str) -> list[ChainTransaction]:
+        """The wallet's transactions Chipi has recorded, newest first (bounded)."""
         ...
 
-    def send_transfer(self, *, reference: str, token: str, amount: int, to_address: str) -> ChainTransaction:
-        """Send `amount` raw units of `token` from custody. Not idempotent: look it up first."""
+    def token_balance(self, address: str, token: str) -> int:
+        """Raw units of `token` the wallet holds."""
         ...
 
-    def custody_balance(self, token: str) -> int:
-        """Raw units of `token` PayGo holds on chain."""
-        ...
+    def execute_transfer(
+        self, *, wallet: ChipiWallet, encrypt_key: str, token: str, amount: int, to_address: str, nonce: int
+    ) -> str:
+        """Sign (with the wallet's key) and execute a sponsored transfer; the transaction hash.
 
-    def get_rate(self, from_token: str, to_token: str) -> Decimal:
-        """Whole units of to_token per whole unit of from_token."""
+        `nonce` is the outside execution's nonce: the account refuses a nonce it has used, so the
+        same nonce executed twice moves the money once."""
         ...

@@ -1,4 +1,5 @@
-"""The sandbox's simulated chain: deposit wallets, transactions and custody per token.
+"""The sandbox's simulated chain: Chipi's wallets, transactions, balances per address and token, and
+the outside-execution nonces each account has used.
 
 Only ChipiSandbox reads and writes these tables. They live in the database (not in process memory)
 so the sandbox behaves like one chain across processes and restarts, and custody keeps matching
@@ -30,8 +31,16 @@ class RawAmountField(models.Field):
 
 
 class SandboxWallet(models.Model):
+    """A wallet as Chipi keeps it (POST /chipi-wallets): its address, the owner's public key the
+    account checks signatures with, and the private key encrypted with the app's encryptKey."""
+
     address = models.CharField(max_length=66, unique=True)
     external_user_id = models.CharField(max_length=255, unique=True)
+    api_public_key = models.CharField(max_length=255)
+    wallet_type = models.CharField(max_length=10)
+    owner_public_key = models.CharField(max_length=66)
+    encrypted_private_key = models.TextField()
+    class_hash = models.CharField(max_length=66)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -42,23 +51,23 @@ class SandboxWallet(models.Model):
 
 
 class SandboxTransaction(models.Model):
-    class Direction(models.TextChoices):
-        INBOUND = "inbound"  # someone paid into one of our deposit addresses
-        OUTBOUND = "outbound"  # a transfer we sent from custody
+    """A token transfer on the simulated chain, as Chipi's transaction-list shows it."""
 
     class Status(models.TextChoices):
-        PENDING = "pending"
-        CONFIRMED = "confirmed"
-        FAILED = "failed"
+        PENDING = "PENDING"
+        PROCESSING = "PROCESSING"
+        SUCCESS = "SUCCESS"
+        FAILED = "FAILED"
+        CANCELLED = "CANCELLED"
 
     tx_hash = models.CharField(max_length=66, unique=True)
-    direction = models.CharField(max_length=8, choices=Direction.choices)
-    status = models.CharField(max_length=9, choices=Status.choices)
-    token = models.CharField(max_length=8)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    token = models.CharField(max_length=10)  # Chipi's chainToken: USDC, USDC_E, USDT, ETH, STRK
     amount = RawAmountField()
-    from_address = models.CharField(max_length=66)
-    to_address = models.CharField(max_length=66)
-    reference = models.CharField(max_length=128, blank=True, default="", db_index=True)
+    sender_address = models.CharField(max_length=66, db_index=True)
+    destination_address = models.CharField(max_length=66, db_index=True)
+    called_function = models.CharField(max_length=40, default="transfer")
+    block_number = models.PositiveBigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -68,18 +77,36 @@ class SandboxTransaction(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.tx_hash} {self.direction} {self.amount} {self.token}"
+        return f"{self.tx_hash} {self.amount} {self.token}"
 
 
-class SandboxCustody(models.Model):
-    token = models.CharField(max_length=8, primary_key=True)
+class SandboxBalance(models.Model):
+    """What one address holds of one token (any address: PayGo's wallets and the world's)."""
+
+    address = models.CharField(max_length=66)
+    token = models.CharField(max_length=10)
     balance = RawAmountField(default=0)
 
     class Meta:
-        db_table = "chipi_sandbox_custody"
+        db_table = "chipi_sandbox_balance"
         constraints = [
-            models.CheckConstraint(condition=models.Q(balance__gte=0), name="chipi_sandbox_custody_not_negative"),
+            models.UniqueConstraint(fields=["address", "token"], name="chipi_sandbox_balance_one_per_token"),
+            models.CheckConstraint(condition=models.Q(balance__gte=0), name="chipi_sandbox_balance_not_negative"),
         ]
 
     def __str__(self) -> str:
-        return f"{self.token} {self.balance}"
+        return f"{self.address} {self.balance} {self.token}"
+
+
+class SandboxUsedNonce(models.Model):
+    """Outside-execution nonces an account has consumed: the account refuses them ever after."""
+
+    address = models.CharField(max_length=66)
+    nonce = models.CharField(max_length=66)
+
+    class Meta:
+        db_table = "chipi_sandbox_used_nonce"
+        constraints = [models.UniqueConstraint(fields=["address", "nonce"], name="chipi_sandbox_nonce_once")]
+
+    def __str__(self) -> str:
+        return f"{self.address} used {self.nonce}"

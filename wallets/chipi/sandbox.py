@@ -1,88 +1,237 @@
-"""ChipiSandbox: the Chipi gateway without a network, on a chain simulated in the database, with faults on demand.
+"""ChipiSandbox: Chipi's REST API on a chain simulated in the database, with faults on demand.
 
-It behaves like the real API as PayGo relies on it: unique deposit addresses, custody that grows with
-inbound payments and shrinks with transfers, transfers that are NOT deduplicated by reference, and
-definitive rejections for bad input. Faults are injected per operation and kept in process memory.
+It serves the paths, request and response shapes of Chipi's API as the official Python SDK
+(chipi-stack 2.4.1) sends and reads them, and the SDK itself talks to it over HTTP
+(wallets.chipi.sandbox_http mounts it at the SDK's base URL). Like the real service:
+
+- wallets are made prepare-creation -> create with the key the app generated (the address checked
+  against the owner key, as the account's deployment would); a second create for the same
+  externalUserId is refused ("Wallet already exists"); by-user finds a wallet;
+- nothing moves without a signed outside execution (execute-sponsored-raw): the sandbox checks the
+  STARK signature against the wallet's owner key, the validity window, and the nonce, which an
+  account accepts once (so the same signed transfer executed twice moves the money once);
+- balances are per address and token (token-balance), transactions per wallet (transaction-list);
+- there is no idempotency key, no reference, no custody total and no rate endpoint.
+
+Where the SDK's code and Chipi's documentation disagree the SDK's code is followed: transaction-list
+answers the SDK's PaginatedResponse[Transaction] field names (transaction_hash, sender_address,
+total_pages, amountInUSD), which its pydantic models require, not the camelCase of the docs.
+
+Faults are injected per operation and kept in process memory; the HTTP layer turns each into what
+the wire would show (sandbox_http).
 """
 
 from __future__ import annotations
 
 import secrets
 import threading
+import time
 from collections import deque
-from decimal import Decimal, localcontext
+from dataclasses import dataclass, field
+from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Max, Q, Sum
+from django.utils import timezone
 
-from wallets.chipi.errors import ChipiRateLimited, ChipiRejected, ChipiTimeout, ChipiUnavailable
-from wallets.chipi.interface import CONFIRMED, TOKEN_DECIMALS, ChainTransaction, is_chain_hex
-from wallets.chipi.models import SandboxCustody, SandboxTransaction, SandboxWallet
+from wallets.chipi.interface import (
+    ASSET_BY_CHAIN_TOKEN,
+    CHAIN_TOKENS,
+    CHIPI_STATUSES,
+    TOKEN_DECIMALS,
+    ChainTransaction,
+)
+from wallets.chipi.models import (
+    SandboxBalance,
+    SandboxTransaction,
+    SandboxUsedNonce,
+    SandboxWallet,
+)
+from wallets.starknet import address_normalize, felt_canonical
 
-OPERATIONS = ("create_wallet", "get_transaction", "find_transfer", "send_transfer", "custody_balance", "get_rate")
-FAULTS = ("timeout", "error", "rate_limited", "reject", "lost_response")
+# Chipi's API as the SDK reaches it (below its base URL, which ends in /v1).
+PATHS: dict[str, tuple[str, str]] = {
+    "prepare_wallet": ("POST", "/chipi-wallets/prepare-creation"),
+    "create_wallet": ("POST", "/chipi-wallets"),
+    "get_wallet": ("GET", "/chipi-wallets/by-user"),
+    "token_balance": ("GET", "/chipi-wallets/token-balance"),
+    "transaction_list": ("GET", "/transactions/transaction-list"),
+    "execute": ("POST", "/transactions/execute-sponsored-raw"),
+}
+# What PayGo calls these operations (and earlier tests named them).
+ALIASES = {
+    "get_transaction": "transaction_list",
+    "find_transfer": "transaction_list",
+    "send_transfer": "execute",
+    "custody_balance": "token_balance",
+}
+OPERATIONS = tuple(PATHS) + tuple(ALIASES)
+FAULTS = ("timeout", "error", "rate_limited", "reject", "lost_response", "stale")
 FAULT_RETRY_AFTER = 1.0
 
-# The address our custody sends transfers from.
-CUSTODY_ADDRESS = "0x" + "0c" * 32
-MAX_REFERENCE_LENGTH = 128
+SANDBOX_API_KEY = "pk_sandbox_paygo"
 MAX_EXTERNAL_USER_ID_LENGTH = 255
 MAX_RAW_AMOUNT = 10**38  # what NUMERIC(38,0) holds
+MAX_PAGE_SIZE = 100
+U128 = 1 << 128
 
-# Fixed prices in USDC of one whole unit. Every rate is a ratio of two prices, so a rate and its
-# inverse always agree and no cycle of swaps makes or loses value.
-SANDBOX_PRICES: dict[str, Decimal] = {
-    "USDC": Decimal("1"),
-    "USDT": Decimal("0.9998"),
-    "ETH": Decimal("3000"),
-    "STRK": Decimal("0.5"),
-}
-RATE_PRECISION = 28
+
+class SandboxApiError(Exception):
+    """An error answer of the API: status, Chipi's {message, code} body."""
+
+    def __init__(self, status: int, message: str, code: str):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+@dataclass
+class SandboxRequest:
+    method: str
+    path: str  # below the base URL's /v1
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any = None  # the parsed JSON body of a POST
+
+
+@dataclass
+class SandboxAnswer:
+    status: int
+    payload: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _random_felt_hex() -> str:
-    """A random Starknet-sized value (below 2**251) written as "0x" + 64 hex digits."""
+    """A random Starknet-sized value (below 2**251) written "0x" + 64 hex digits."""
     return "0x" + format(secrets.randbits(251), "064x")
+
+
+def _chain_write():
+    """A database transaction for a change to the simulated chain. Durable, because a chain does not
+    roll back with its caller: PayGo must not call Chipi inside a database transaction, and the
+    sandbox refuses it loudly (RuntimeError) instead of diverging silently from the real API."""
+    return transaction.atomic(durable=True)
+
+
+def _sdk():
+    """The SDK's own constants and hashing (imported on first use: chipi_sdk takes seconds to load)."""
+    import chipi_sdk.constants as constants
+    import chipi_sdk.models.core as core
+    import chipi_sdk.shhh.compute_wallet_address as address
+    import chipi_sdk.shhh.oe as oe
+    import chipi_sdk.shhh.snip12_hash as snip12
+
+    return constants, core, address, oe, snip12
+
+
+def token_contracts() -> dict[str, str]:
+    """Chipi's chainToken -> its ERC-20 contract address (normalised), from the SDK."""
+    _, core, _, _, _ = _sdk()
+    return {
+        token.value: address_normalize(contract.contract_address)
+        for token, contract in core.STARKNET_CONTRACTS.items()
+        if contract.contract_address
+    }
+
+
+def _shhh_address(public_key: Any, owner: str) -> tuple[str, str]:
+    """(the address, the class hash) of the SHHH account of this STARK owner key, refusing a
+    publicKey that is not that address (the SDK computes it the same way, with the same class)."""
+    constants, _, address_module, _, _ = _sdk()
+    class_hash = constants.WALLET_CLASS_HASHES[constants.WalletType.SHHH]
+    verifier = constants.SHHH_VERIFIER_CLASS_HASHES[constants.ShhhSignerKind.STARK]
+    expected = address_module.compute_shhh_address(
+        address_module.ComputeAddressInput(
+            class_hash=int(class_hash, 16),
+            primary_kind="STARK",
+            pubkey=[int(owner, 16)],
+            verifier_class_hash=int(verifier, 16),
+        )
+    )
+    address = address_normalize(public_key)
+    if address is None or int(address, 16) != expected:
+        raise SandboxApiError(400, "publicKey is not the address of this owner key", "INVALID_PUBLIC_KEY")
+    return address, class_hash
+
+
+def _chain_token(asset_code: str) -> str:
+    chain_token = CHAIN_TOKENS.get(asset_code)
+    if chain_token is None:
+        raise ValueError(f"Unknown token {asset_code!r}; the sandbox knows {', '.join(CHAIN_TOKENS)}.")
+    return chain_token
 
 
 def _to_chain(row: SandboxTransaction) -> ChainTransaction:
     return ChainTransaction(
         tx_hash=row.tx_hash,
-        status=row.status,
-        token=row.token,
+        status=CHIPI_STATUSES[row.status],
+        token=ASSET_BY_CHAIN_TOKEN.get(row.token, ""),
         amount=int(row.amount),
-        from_address=row.from_address,
-        to_address=row.to_address,
-        reference=row.reference,
+        from_address=row.sender_address,
+        to_address=row.destination_address,
     )
 
 
-def _chain_write():
-    """A database transaction for a change to the simulated chain.
+def _wallet_json(wallet: SandboxWallet) -> dict[str, Any]:
+    """GetWalletResponse as the SDK reads it (camelCase, flat)."""
+    stamp = wallet.created_at.isoformat()
+    return {
+        "id": str(wallet.pk),
+        "externalUserId": wallet.external_user_id,
+        "organizationId": None,
+        "apiPublicKey": wallet.api_public_key,
+        "publicKey": wallet.address,
+        "normalizedPublicKey": wallet.address,
+        "encryptedPrivateKey": wallet.encrypted_private_key,
+        "isDeployed": True,
+        "createdAt": stamp,
+        "updatedAt": stamp,
+        "walletType": wallet.wallet_type,
+        "chain": "STARKNET",
+        "classHash": wallet.class_hash,
+    }
 
-    Durable, because a chain does not roll back with its caller: a transfer made inside the caller's
-    transaction would vanish if that transaction rolled back, which no real chain does. Calling Chipi
-    inside a database transaction breaks the conventions anyway (slow I/O runs after commit), so the
-    sandbox refuses it loudly (RuntimeError) instead of diverging silently from the real API.
-    """
-    return transaction.atomic(durable=True)
+
+def _transaction_json(row: SandboxTransaction, api_public_key: str, decimals: int) -> dict[str, Any]:
+    """A Transaction as the SDK's model requires it (snake_case names, amountInUSD aliased)."""
+    stamp = row.created_at.isoformat()
+    return {
+        "id": str(row.pk),
+        "chain": "STARKNET",
+        "api_public_key": api_public_key,
+        "transaction_hash": row.tx_hash,
+        "block_number": row.block_number,
+        "sender_address": row.sender_address,
+        "destination_address": row.destination_address,
+        "amount": str(row.amount),
+        "token": row.token,
+        "called_function": row.called_function,
+        "amountInUSD": 0.0,
+        "status": row.status,
+        "is_chipi_wallet": True,
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
 
 
 class ChipiSandbox:
-    """The ChipiGateway used when CHIPI_API_KEY is unset (embedded default and tests)."""
+    """Chipi's API on a simulated chain; one per process (get_sandbox), its chain in the database."""
 
     def __init__(self) -> None:
-        self._faults: dict[str, deque[str]] = {operation: deque() for operation in OPERATIONS}
+        self._faults: dict[str, deque[str]] = {operation: deque() for operation in PATHS}
         self._lock = threading.Lock()
 
     # --- Fault injection ---------------------------------------------------------------------------
 
     def inject(self, operation: str, fault: str, times: int = 1) -> None:
-        """Make the next `times` calls of `operation` fail with `fault`; faults are consumed in order.
+        """Make the next `times` requests of `operation` fail with `fault`, consumed in order.
 
-        timeout: ChipiTimeout before acting. error: ChipiUnavailable, nothing happened.
-        rate_limited: ChipiRateLimited. reject: ChipiRejected. lost_response: act, then ChipiTimeout.
+        timeout: the request times out before it acts. error: a 503, nothing happened.
+        rate_limited: a 429 with Retry-After. reject: a 400. lost_response: it acts, then times out.
+        stale: a read answers as if nothing had happened yet (Chipi's records lagging the chain).
         """
-        if operation not in OPERATIONS:
+        operation = ALIASES.get(operation, operation)
+        if operation not in PATHS:
             raise ValueError(f"Unknown operation {operation!r}; choose one of {', '.join(OPERATIONS)}.")
         if fault not in FAULTS:
             raise ValueError(f"Unknown fault {fault!r}; choose one of {', '.join(FAULTS)}.")
@@ -92,199 +241,310 @@ class ChipiSandbox:
             self._faults[operation].extend([fault] * times)
 
     def pending_faults(self, operation: str) -> list[str]:
-        """The faults still waiting for `operation`, next first."""
         with self._lock:
-            return list(self._faults[operation])
+            return list(self._faults[ALIASES.get(operation, operation)])
+
+    def take_fault(self, operation: str) -> str | None:
+        with self._lock:
+            queue = self._faults[operation]
+            return queue.popleft() if queue else None
 
     def reset(self, *, chain: bool = False) -> None:
-        """Forget every pending fault; with chain=True also wipe the simulated chain (wallets, transactions,
-        custody). Tests rarely need the latter: their database is rolled back after each test anyway."""
+        """Forget every pending fault; with chain=True also wipe the simulated chain."""
         with self._lock:
             for queue in self._faults.values():
                 queue.clear()
         if chain:
             with _chain_write():
-                SandboxTransaction.objects.all().delete()
-                SandboxWallet.objects.all().delete()
-                SandboxCustody.objects.all().delete()
+                for model in (SandboxTransaction, SandboxUsedNonce, SandboxBalance, SandboxWallet):
+                    model.objects.all().delete()
 
-    def _before(self, operation: str) -> bool:
-        """Apply the next fault for `operation`: raise it, or return True when the response is to be lost."""
-        with self._lock:
-            queue = self._faults[operation]
-            fault = queue.popleft() if queue else None
-        if fault is None:
-            return False
-        if fault == "timeout":
-            raise ChipiTimeout(f"Sandbox: {operation} timed out (injected).")
-        if fault == "error":
-            raise ChipiUnavailable(f"Sandbox: {operation} failed (injected).", status=503)
-        if fault == "rate_limited":
-            raise ChipiRateLimited(f"Sandbox: {operation} rate limited (injected).", retry_after=FAULT_RETRY_AFTER)
-        if fault == "reject":
-            raise ChipiRejected(f"Sandbox: {operation} rejected (injected).", status=400)
-        return True  # lost_response
+    # --- The API -----------------------------------------------------------------------------------
 
     @staticmethod
-    def _lose_response(operation: str) -> ChipiTimeout:
-        return ChipiTimeout(f"Sandbox: {operation} acted but its response was lost (injected).")
+    def operation_of(method: str, path: str) -> str | None:
+        return next((name for name, route in PATHS.items() if route == (method, path)), None)
 
-    # --- The gateway -------------------------------------------------------------------------------
+    def handle(self, request: SandboxRequest) -> SandboxAnswer:
+        """Answer one API request (faults are the HTTP layer's): Chipi's JSON, or its error body."""
+        try:
+            self._authenticate(request)
+            operation = self.operation_of(request.method, request.path)
+            if operation is None:
+                raise SandboxApiError(404, f"Cannot {request.method} {request.path}", "NOT_FOUND")
+            status, payload = getattr(self, f"_api_{operation}")(request)
+        except SandboxApiError as exc:
+            return SandboxAnswer(exc.status, {"message": exc.message, "code": exc.code})
+        return SandboxAnswer(status, payload)
 
-    def create_wallet(self, *, external_user_id: str) -> str:
-        lost = self._before("create_wallet")
+    @staticmethod
+    def _authenticate(request: SandboxRequest) -> None:
+        if request.headers.get("x-api-key") != SANDBOX_API_KEY:
+            raise SandboxApiError(401, "Invalid API key", "INVALID_API_KEY")
+        if request.headers.get("authorization") != f"Bearer {settings.CHIPI_SECRET_KEY}":
+            raise SandboxApiError(401, "Invalid or missing bearer token", "UNAUTHORIZED")
+        if not request.query.get("__chipi_api_version"):
+            raise SandboxApiError(400, "__chipi_api_version is required", "VALIDATION_ERROR")
+
+    def _api_prepare_wallet(self, request: SandboxRequest) -> tuple[int, Any]:
+        body = _object(request.body)
+        felts = body.get("ownerPubkeyFelts")
+        owner = felt_canonical(felts[0]) if isinstance(felts, list) and len(felts) == 1 else None
+        if body.get("walletType") != "SHHH" or body.get("signerKind") != "STARK" or owner is None:
+            raise SandboxApiError(400, "The sandbox makes SHHH wallets with one STARK owner key", "VALIDATION_ERROR")
+        address, class_hash = _shhh_address(body.get("publicKey"), owner)
+        typed_data = {
+            "types": {"StarknetDomain": [], "Deploy": []},
+            "primaryType": "Deploy",
+            "domain": {"name": "Chipi", "version": "1", "chainId": "SN_MAIN", "revision": "1"},
+            "message": {"publicKey": address, "classHash": class_hash},
+        }
+        return 200, {"typedData": typed_data, "accountClassHash": class_hash}
+
+    def _api_create_wallet(self, request: SandboxRequest) -> tuple[int, Any]:
+        body = _object(request.body)
+        external_user_id = body.get("externalUserId")
         if not isinstance(external_user_id, str) or not 0 < len(external_user_id) <= MAX_EXTERNAL_USER_ID_LENGTH:
-            raise ChipiRejected(
-                "externalUserId must be a non-empty string.", code="invalid_external_user_id", status=400
-            )
-        # One wallet per user: asking again (say after a timeout) answers the same address.
+            raise SandboxApiError(400, "externalUserId is required", "VALIDATION_ERROR")
+        encrypted = body.get("encryptedPrivateKey")
+        deployment = body.get("deploymentData")
+        calldata = deployment.get("calldata") if isinstance(deployment, dict) else None
+        if not isinstance(encrypted, str) or not encrypted or not isinstance(calldata, list) or len(calldata) != 5:
+            raise SandboxApiError(400, "encryptedPrivateKey and deploymentData are required", "VALIDATION_ERROR")
+        # The SHHH constructor's calldata: [kind, verifier class, 1, owner key, label].
+        owner = felt_canonical(calldata[3]) if isinstance(calldata[3], str) else None
+        if owner is None:
+            raise SandboxApiError(400, "deploymentData names no owner key", "VALIDATION_ERROR")
+        address, class_hash = _shhh_address(body.get("publicKey"), owner)
         with _chain_write():
-            wallet, _ = SandboxWallet.objects.get_or_create(
-                external_user_id=external_user_id, defaults={"address": _random_felt_hex()}
+            if SandboxWallet.objects.filter(external_user_id=external_user_id).exists():
+                raise SandboxApiError(409, "Wallet already exists", "WALLET_ALREADY_EXISTS")
+            wallet = SandboxWallet.objects.create(
+                address=address,
+                external_user_id=external_user_id,
+                api_public_key=SANDBOX_API_KEY,
+                wallet_type=body.get("walletType") or "SHHH",
+                owner_public_key=owner,
+                encrypted_private_key=encrypted,
+                class_hash=class_hash,
             )
-        if lost:
-            raise self._lose_response("create_wallet")
-        return wallet.address
+        return 201, _wallet_json(wallet)
 
-    def get_transaction(self, tx_hash: str) -> ChainTransaction | None:
-        lost = self._before("get_transaction")
-        if not is_chain_hex(tx_hash):
-            raise ChipiRejected("A transaction hash is 0x and 64 hex digits.", code="invalid_tx_hash", status=400)
-        row = SandboxTransaction.objects.filter(tx_hash=tx_hash.lower()).first()
-        if lost:
-            raise self._lose_response("get_transaction")
-        return _to_chain(row) if row else None
+    def _api_get_wallet(self, request: SandboxRequest) -> tuple[int, Any]:
+        wallet = SandboxWallet.objects.filter(external_user_id=request.query.get("externalUserId", "")).first()
+        if wallet is None:
+            raise SandboxApiError(404, "Wallet not found", "WALLET_NOT_FOUND")
+        return 200, _wallet_json(wallet)
 
-    def find_transfer(self, reference: str) -> ChainTransaction | None:
-        lost = self._before("find_transfer")
-        _check_reference(reference)
-        row = (
-            SandboxTransaction.objects.filter(direction=SandboxTransaction.Direction.OUTBOUND, reference=reference)
-            .order_by("pk")
-            .first()
-        )
-        if lost:
-            raise self._lose_response("find_transfer")
-        return _to_chain(row) if row else None
+    def _api_token_balance(self, request: SandboxRequest) -> tuple[int, Any]:
+        address = address_normalize(request.query.get("walletPublicKey"))
+        chain_token = request.query.get("chainToken")
+        contracts = token_contracts()
+        if address is None or chain_token not in contracts or request.query.get("chain") != "STARKNET":
+            raise SandboxApiError(400, "walletPublicKey, chainToken and chain are required", "VALIDATION_ERROR")
+        if not SandboxWallet.objects.filter(address=address).exists():
+            raise SandboxApiError(404, "Wallet not found", "WALLET_NOT_FOUND")
+        return 200, {
+            "chain": "STARKNET",
+            "chainToken": chain_token,
+            "chainTokenAddress": contracts[chain_token],
+            "decimals": TOKEN_DECIMALS[ASSET_BY_CHAIN_TOKEN[chain_token]],
+            "balance": str(self._balance(address, chain_token)),
+        }
 
-    def send_transfer(self, *, reference: str, token: str, amount: int, to_address: str) -> ChainTransaction:
-        lost = self._before("send_transfer")
-        _check_reference(reference)
-        _check_token(token)
-        _check_amount(amount)
-        _check_address(to_address)
-        to_address = to_address.lower()
-        # Like the real API, a second transfer with the same reference is sent again: Chipi has no
-        # idempotency, so callers look the reference up with find_transfer before (re)sending.
+    def _api_transaction_list(self, request: SandboxRequest) -> tuple[int, Any]:
+        address = address_normalize(request.query.get("walletAddress"))
+        if address is None:
+            raise SandboxApiError(400, "walletAddress is required", "VALIDATION_ERROR")
+        page, limit = _positive(request.query, "page", 1), _positive(request.query, "limit", 10)
+        if limit > MAX_PAGE_SIZE:
+            raise SandboxApiError(400, f"limit is at most {MAX_PAGE_SIZE}", "VALIDATION_ERROR")
+        rows = SandboxTransaction.objects.filter(Q(sender_address=address) | Q(destination_address=address))
+        total = rows.count()
+        chunk = rows.order_by("-block_number")[(page - 1) * limit : page * limit]
+        data = [
+            _transaction_json(row, SANDBOX_API_KEY, TOKEN_DECIMALS.get(ASSET_BY_CHAIN_TOKEN.get(row.token, ""), 18))
+            for row in chunk
+        ]
+        return 200, {"data": data, "total": total, "page": page, "limit": limit, "total_pages": -(-total // limit)}
+
+    def _api_execute(self, request: SandboxRequest) -> tuple[int, Any]:
+        body = _object(request.body)
+        address = address_normalize(body.get("accountAddress"))
+        calldata = body.get("calldata")
+        if address is None or not isinstance(calldata, list) or body.get("signerKind") != "STARK":
+            raise SandboxApiError(400, "accountAddress, calldata and signerKind are required", "VALIDATION_ERROR")
+        wallet = SandboxWallet.objects.filter(address=address).first()
+        if wallet is None:
+            raise SandboxApiError(404, "Wallet not found", "WALLET_NOT_FOUND")
+        execution = _parse_outside_execution(calldata)
+        _verify(execution, wallet)
+        contracts = {contract: token for token, contract in token_contracts().items()}
+        transfers = [_transfer_of(call, contracts) for call in execution.calls]
         with _chain_write():
-            custody = _custody_for_update(token)
-            if custody.balance < amount:
-                raise ChipiRejected(
-                    f"Custody holds less {token} than the {amount} raw units to send.",
-                    code="insufficient_custody",
-                    status=422,
-                )
-            row = SandboxTransaction.objects.create(
-                tx_hash=_random_felt_hex(),
-                direction=SandboxTransaction.Direction.OUTBOUND,
-                status=CONFIRMED,
-                token=token,
-                amount=amount,
-                from_address=CUSTODY_ADDRESS,
-                to_address=to_address,
-                reference=reference,
-            )
-            # Sent to one of our own deposit addresses, the money never leaves custody.
-            if not SandboxWallet.objects.filter(address=to_address).exists():
-                custody.balance -= amount
-                custody.save(update_fields=["balance"])
-        if lost:
-            raise self._lose_response("send_transfer")
-        return _to_chain(row)
-
-    def custody_balance(self, token: str) -> int:
-        lost = self._before("custody_balance")
-        _check_token(token)
-        balance = SandboxCustody.objects.filter(token=token).values_list("balance", flat=True).first()
-        if lost:
-            raise self._lose_response("custody_balance")
-        return int(balance or 0)
-
-    def get_rate(self, from_token: str, to_token: str) -> Decimal:
-        lost = self._before("get_rate")
-        _check_token(from_token)
-        _check_token(to_token)
-        with localcontext() as context:
-            context.prec = RATE_PRECISION
-            rate = SANDBOX_PRICES[from_token] / SANDBOX_PRICES[to_token]
-        if lost:
-            raise self._lose_response("get_rate")
-        return rate
+            _, created = SandboxUsedNonce.objects.get_or_create(address=address, nonce=hex(execution.nonce))
+            if not created:
+                raise SandboxApiError(400, "SHHH: nonce already used", "TRANSACTION_EXECUTION_ERROR")
+            # One record per transfer (the first carries the answered hash, later ones hashes of their own).
+            hashes = [_random_felt_hex() for _ in transfers]
+            for tx_hash, (token, recipient, amount) in zip(hashes, transfers, strict=True):
+                source = _balance_for_update(address, token)
+                if source.balance < amount:
+                    raise SandboxApiError(
+                        400, "u256_sub Overflow: the account holds less than it sends", "TRANSACTION_EXECUTION_ERROR"
+                    )
+                source.balance -= amount
+                source.save(update_fields=["balance"])
+                _record(tx_hash, token, amount, sender=address, recipient=recipient)
+        return 200, {"transactionHash": hashes[0]}
 
     # --- Sandbox only ------------------------------------------------------------------------------
 
     def receive_payment(
         self, *, to_address: str, token: str, amount: int, from_address: str | None = None
     ) -> ChainTransaction:
-        """Someone pays into one of our deposit addresses: a confirmed inbound transaction, custody grows."""
-        _check_token(token)
-        _check_amount(amount)
-        _check_address(to_address)
-        if from_address is None:
-            from_address = _random_felt_hex()
-        _check_address(from_address)
+        """Someone outside pays `amount` raw units of PayGo's asset `token` into one of the sandbox's
+        wallets: a SUCCESS transaction, and the wallet's balance grows."""
+        chain_token = _chain_token(token)
+        to_address = address_normalize(to_address) or ""
+        sender = address_normalize(from_address) if from_address else _random_felt_hex()
+        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount < MAX_RAW_AMOUNT:
+            raise ValueError("The amount must be a positive integer of raw units.")
+        if sender is None:
+            raise ValueError(f"Not a Starknet address: {from_address!r}")
         with _chain_write():
-            if not SandboxWallet.objects.filter(address=to_address.lower()).exists():
-                raise ChipiRejected(
-                    "Not a deposit address created by this sandbox.", code="unknown_address", status=404
-                )
-            row = SandboxTransaction.objects.create(
-                tx_hash=_random_felt_hex(),
-                direction=SandboxTransaction.Direction.INBOUND,
-                status=CONFIRMED,
-                token=token,
-                amount=amount,
-                from_address=from_address.lower(),
-                to_address=to_address.lower(),
-                reference="",
-            )
-            custody = _custody_for_update(token)
-            custody.balance += amount
-            custody.save(update_fields=["balance"])
+            if not SandboxWallet.objects.filter(address=to_address).exists():
+                raise ValueError("Not a wallet of this sandbox.")
+            row = _record(_random_felt_hex(), chain_token, amount, sender=sender, recipient=to_address)
         return _to_chain(row)
 
+    def balance(self, address: str, token: str) -> int:
+        """Raw units of PayGo's asset `token` at `address`."""
+        return self._balance(address_normalize(address) or "", _chain_token(token))
 
-def _custody_for_update(token: str) -> SandboxCustody:
-    """The token's custody row, locked until the chain write commits: the row lock serialises
-    concurrent transfers, so arithmetic on it may happen in Python."""
-    SandboxCustody.objects.get_or_create(token=token)
-    return SandboxCustody.objects.select_for_update().get(token=token)
-
-
-def _check_token(token: object) -> None:
-    if token not in TOKEN_DECIMALS:
-        raise ChipiRejected(
-            f"Unknown token {token!r}; Chipi supports {', '.join(TOKEN_DECIMALS)}.", code="unknown_token", status=400
+    def custody_balance(self, token: str) -> int:
+        """Raw units of `token` in all of the sandbox's wallets together (all of them PayGo's)."""
+        wallets = SandboxWallet.objects.values("address")
+        held = SandboxBalance.objects.filter(token=_chain_token(token), address__in=wallets).aggregate(
+            total=Sum("balance")
         )
+        return int(held["total"] or 0)
+
+    def transaction(self, tx_hash: str) -> ChainTransaction | None:
+        row = SandboxTransaction.objects.filter(tx_hash=felt_canonical(tx_hash) or "").first()
+        return _to_chain(row) if row else None
+
+    @staticmethod
+    def _balance(address: str, chain_token: str) -> int:
+        row = SandboxBalance.objects.filter(address=address, token=chain_token).first()
+        return int(row.balance) if row else 0
 
 
-def _check_amount(amount: object) -> None:
-    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount < MAX_RAW_AMOUNT:
-        raise ChipiRejected("The amount must be a positive integer of raw units.", code="invalid_amount", status=400)
+@dataclass
+class _OutsideExecution:
+    caller: int
+    nonce: int
+    execute_after: int
+    execute_before: int
+    calls: list[tuple[int, int, list[int]]]  # (contract, selector, calldata)
+    signature: list[int]
 
 
-def _check_address(address: object) -> None:
-    if not is_chain_hex(address):
-        raise ChipiRejected("A Starknet address is 0x and 64 hex digits.", code="invalid_address", status=400)
+def _parse_outside_execution(calldata: list[Any]) -> _OutsideExecution:
+    """execute_from_outside_v2's calldata, in the Cairo serde order the SDK writes."""
+    try:
+        felts = [int(value, 16) for value in calldata]
+        caller, nonce, after, before, count = felts[:5]
+        position, calls = 5, []
+        for _ in range(count):
+            contract, selector, length = felts[position : position + 3]
+            calls.append((contract, selector, felts[position + 3 : position + 3 + length]))
+            position += 3 + length
+        signature_length = felts[position]
+        signature = felts[position + 1 : position + 1 + signature_length]
+        if len(signature) != signature_length or position + 1 + signature_length != len(felts) or not calls:
+            raise ValueError("length mismatch")
+    except (TypeError, ValueError, IndexError):
+        raise SandboxApiError(400, "Malformed outside execution calldata", "VALIDATION_ERROR") from None
+    return _OutsideExecution(caller, nonce, after, before, calls, signature)
 
 
-def _check_reference(reference: object) -> None:
-    if not isinstance(reference, str) or not 0 < len(reference) <= MAX_REFERENCE_LENGTH:
-        raise ChipiRejected(
-            f"The reference must be a non-empty string of at most {MAX_REFERENCE_LENGTH} characters.",
-            code="invalid_reference",
-            status=400,
-        )
+def _verify(execution: _OutsideExecution, wallet: SandboxWallet) -> None:
+    """What the account checks before it runs an outside execution: the window and the signature."""
+    from starknet_py.hash.selector import get_selector_from_name
+    from starknet_py.hash.utils import verify_message_signature
+
+    _, _, _, oe, snip12 = _sdk()
+    now = int(time.time())
+    if not execution.execute_after < now < execution.execute_before:
+        raise SandboxApiError(400, "SRC9: outside of the execution window", "TRANSACTION_EXECUTION_ERROR")
+    transfer = get_selector_from_name("transfer")
+    if any(selector != transfer for _, selector, _ in execution.calls):
+        raise SandboxApiError(400, "The sandbox executes ERC-20 transfers only", "VALIDATION_ERROR")
+    outside = snip12.OutsideExecution(
+        caller=execution.caller,
+        nonce=execution.nonce,
+        execute_after=execution.execute_after,
+        execute_before=execution.execute_before,
+        calls=[snip12.Call(contract_address=c, entrypoint="transfer", calldata=d) for c, _, d in execution.calls],
+    )
+    message_hash = oe.compute_oe_hash(outside, wallet.address, snip12.encode_shortstring("SN_MAIN"))
+    envelope = execution.signature
+    stark = snip12.encode_shortstring("STARK")
+    if len(envelope) != 5 or envelope[:3] != [snip12.SIG_VERSION_V2_SNIP12, 0, stark]:
+        raise SandboxApiError(400, "SHHH: bad signature envelope", "TRANSACTION_EXECUTION_ERROR")
+    if not verify_message_signature(message_hash, envelope[3:], int(wallet.owner_public_key, 16)):
+        raise SandboxApiError(400, "SHHH: signature invalid", "TRANSACTION_EXECUTION_ERROR")
+
+
+def _transfer_of(call: tuple[int, int, list[int]], contracts: dict[str, str]) -> tuple[str, str, int]:
+    contract, _, data = call
+    token = contracts.get(f"0x{contract:064x}")
+    if token is None or len(data) != 3:
+        raise SandboxApiError(400, "Not a transfer of a token Chipi supports", "VALIDATION_ERROR")
+    recipient = address_normalize(hex(data[0]))
+    amount = data[1] + data[2] * U128
+    if recipient is None or not 0 < amount < MAX_RAW_AMOUNT or data[1] >= U128:
+        raise SandboxApiError(400, "A transfer names a recipient and a positive u256 amount", "VALIDATION_ERROR")
+    return token, recipient, amount
+
+
+def _balance_for_update(address: str, chain_token: str) -> SandboxBalance:
+    SandboxBalance.objects.get_or_create(address=address, token=chain_token)
+    return SandboxBalance.objects.select_for_update().get(address=address, token=chain_token)
+
+
+def _record(tx_hash: str, chain_token: str, amount: int, *, sender: str, recipient: str) -> SandboxTransaction:
+    """A SUCCESS transfer: the recipient's balance grows (the sender's was taken by the caller)."""
+    destination = _balance_for_update(recipient, chain_token)
+    destination.balance += amount
+    destination.save(update_fields=["balance"])
+    block = (SandboxTransaction.objects.aggregate(top=Max("block_number"))["top"] or 0) + 1
+    return SandboxTransaction.objects.create(
+        tx_hash=tx_hash,
+        status=SandboxTransaction.Status.SUCCESS,
+        token=chain_token,
+        amount=amount,
+        sender_address=sender,
+        destination_address=recipient,
+        block_number=block,
+        created_at=timezone.now(),
+    )
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise SandboxApiError(400, "The body must be a JSON object", "VALIDATION_ERROR")
+    return body
+
+
+def _positive(query: dict[str, str], name: str, default: int) -> int:
+    value = query.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise SandboxApiError(400, f"{name} must be a positive integer", "VALIDATION_ERROR")
+    return int(value)
 
 
 _process_sandbox = ChipiSandbox()

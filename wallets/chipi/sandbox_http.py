@@ -1,220 +1,92 @@
-"""SandboxHttpAdapter: a requests transport that serves Chipi's REST paths from a ChipiSandbox.
+"""The sandbox served over HTTP: httpx transports that answer the SDK's requests at its base URL.
 
-Mounted on a ChipiHttpClient's session it is the one fake HTTP boundary of the tests: the client runs
-for real (headers, JSON, retries, error mapping) and the sandbox answers as Chipi would, its faults
-turned into what the wire would show (a timeout is a read timeout, a rejection Chipi's error body).
-HTTP-level faults -- a 429 with Retry-After, a 500, a dropped connection -- can be scripted per path.
+The gateway mounts them on the official SDK's httpx clients in sandbox mode, so every request runs
+the SDK for real (its URLs, version parameter, headers, JSON bodies, response models, error
+handling) and the sandbox answers as Chipi would. Injected faults become what the wire shows: a
+timeout is httpx's ReadTimeout (before acting), a lost response acts and then times out, an error
+is a 503, a rate limit a 429 with Retry-After, a rejection a 400 with Chipi's error body, and a
+stale transaction-list an empty page.
 """
 
 from __future__ import annotations
 
 import json
-from collections import deque
-from dataclasses import dataclass
-from http import HTTPStatus
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
-import requests
-from requests.adapters import BaseAdapter
-from requests.structures import CaseInsensitiveDict
+import httpx
 
-from wallets.chipi.client import ChipiHttpClient, Paths, transaction_to_wire
-from wallets.chipi.errors import ChipiRateLimited, ChipiRejected, ChipiTimeout, ChipiUnavailable
-from wallets.chipi.sandbox import ChipiSandbox
+from wallets.chipi.sandbox import FAULT_RETRY_AFTER, PATHS, ChipiSandbox, SandboxAnswer, SandboxRequest
+
+SANDBOX_BASE_URL = "https://sandbox.chipi.invalid/v1"
 
 
-class _BadRequest(Exception):
-    def __init__(self, message: str, code: str = "invalid_request"):
-        super().__init__(message)
-        self.message, self.code = message, code
-
-
-@dataclass
-class _Scripted:
-    method: str
-    path: str
-    status: int | None
-    exc: BaseException | None
-    headers: dict[str, str]
-    body: Any
-    after_acting: bool
-
-
-class SandboxHttpAdapter(BaseAdapter):
-    """Chipi's REST API, served from `sandbox`, for the requests under `base_url` with the right keys."""
-
-    def __init__(self, sandbox: ChipiSandbox, *, base_url: str, api_key: str, secret_key: str):
-        super().__init__()
+class _Serving:
+    def __init__(self, sandbox: ChipiSandbox, base_url: str = SANDBOX_BASE_URL):
         self.sandbox = sandbox
-        self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
-        self.secret_key = secret_key
-        self.received: list[requests.PreparedRequest] = []  # every request, in order
-        self.timeouts: list[Any] = []  # the timeout each one was sent with
-        self._base_path = urlsplit(self.base_url).path
-        self._script: deque[_Scripted] = deque()
+        parts = urlsplit(base_url)
+        self.host = parts.netloc
+        self.base_path = parts.path.rstrip("/")
+        self.received: list[httpx.Request] = []  # every request, in order (tests read it)
 
-    def mount_on(self, client: ChipiHttpClient) -> SandboxHttpAdapter:
-        client.session.mount(self.base_url + "/", self)
-        return self
-
-    def script(
-        self,
-        method: str,
-        path: str,
-        *,
-        status: int | None = None,
-        exc: BaseException | None = None,
-        headers: dict[str, str] | None = None,
-        body: Any = None,
-        times: int = 1,
-        after_acting: bool = False,
-    ) -> None:
-        """Script the answer to the next `times` requests of `method` to a path starting with `path`:
-        `status` (with Chipi's error body unless `body` is given) or raising `exc`. With after_acting=True
-        the sandbox serves the request first, so it acts and only its answer is replaced."""
-        if (status is None) == (exc is None):
-            raise ValueError("Give exactly one of status and exc.")
-        for _ in range(times):
-            self._script.append(_Scripted(method.upper(), path, status, exc, dict(headers or {}), body, after_acting))
-
-    def send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
+    def serve(self, request: httpx.Request, content: bytes) -> httpx.Response:
         self.received.append(request)
-        self.timeouts.append(timeout)
-        split = urlsplit(request.url)
-        path = unquote(split.path)[len(self._base_path) :]
-        scripted = self._take_scripted(request.method, path)
-        if scripted is not None and not scripted.after_acting:
-            return self._scripted_answer(scripted, request)
-        if request.headers.get("x-api-key") != self.api_key or (
-            request.headers.get("Authorization") != f"Bearer {self.secret_key}"
-        ):
-            answer = self._error(request, 401, "Invalid API key or secret key.", "unauthorized")
-        else:
-            answer = self._serve(request, path, parse_qs(split.query))
-        return answer if scripted is None else self._scripted_answer(scripted, request)
-
-    def close(self) -> None:
-        pass
-
-    # --- Serving -----------------------------------------------------------------------------------
-
-    def _serve(self, request: requests.PreparedRequest, path: str, query: dict[str, list[str]]) -> requests.Response:
+        path = request.url.path
+        if request.url.host != self.host or not path.startswith(self.base_path + "/"):
+            return _response(request, SandboxAnswer(404, {"message": "Unknown host or path", "code": "NOT_FOUND"}))
+        path = path[len(self.base_path) :]
+        operation = self.sandbox.operation_of(request.method, path)
+        fault = self.sandbox.take_fault(operation) if operation else None
+        if fault == "timeout":
+            raise httpx.ReadTimeout("Sandbox: timed out (injected).", request=request)
+        if fault == "error":
+            return _response(request, SandboxAnswer(503, {"message": "Service unavailable", "code": "UNAVAILABLE"}))
+        if fault == "rate_limited":
+            answer = SandboxAnswer(429, {"message": "Too many requests", "code": "RATE_LIMITED"})
+            answer.headers["Retry-After"] = str(int(FAULT_RETRY_AFTER))
+            return _response(request, answer)
+        if fault == "reject":
+            return _response(request, SandboxAnswer(400, {"message": "Rejected (injected)", "code": "BAD_REQUEST"}))
         try:
-            status, payload = self._route(request.method, path, query, request.body)
-        except ChipiTimeout as exc:
-            # The wire shows a timeout the same whether the sandbox acted or not.
-            raise requests.ReadTimeout(f"Read timed out ({exc.message})", request=request) from exc
-        except ChipiRateLimited as exc:
-            retry_after = {"Retry-After": f"{exc.retry_after:g}"}
-            return self._error(request, 429, exc.message, exc.code, headers=retry_after)
-        except ChipiUnavailable as exc:
-            return self._error(request, exc.status or 503, exc.message, exc.code)
-        except ChipiRejected as exc:
-            return self._error(request, exc.status or 400, exc.message, exc.code)
-        except _BadRequest as exc:
-            return self._error(request, 400, exc.message, exc.code)
-        return self._response(request, status, payload)
-
-    def _route(self, method: str, path: str, query: dict[str, list[str]], raw_body: Any) -> tuple[int, Any]:
-        sandbox = self.sandbox
-        if (method, path) == ("POST", Paths.WALLETS):
-            body = _json_body(raw_body)
-            external_user_id = _field(body, "externalUserId")
-            address = sandbox.create_wallet(external_user_id=external_user_id)
-            return 201, {"address": address, "externalUserId": external_user_id}
-        if (method, path) == ("POST", Paths.TRANSFERS):
-            body = _json_body(raw_body)
-            amount = _field(body, "amount")
-            if not amount.isdigit():
-                raise _BadRequest("amount must be a string of raw integer units.", "invalid_amount")
-            tx = sandbox.send_transfer(
-                reference=_field(body, "reference"),
-                token=_field(body, "token"),
-                amount=int(amount),
-                to_address=_field(body, "toAddress"),
+            body = json.loads(content) if content else None
+        except ValueError:
+            return _response(request, SandboxAnswer(400, {"message": "Invalid JSON", "code": "VALIDATION_ERROR"}))
+        answer = self.sandbox.handle(
+            SandboxRequest(
+                method=request.method,
+                path=path,
+                query=dict(request.url.params),
+                headers={name.lower(): value for name, value in request.headers.items()},
+                body=body,
             )
-            return 201, transaction_to_wire(tx)
-        transaction_prefix = Paths.TRANSACTION.split("{", 1)[0]
-        if method == "GET" and path.startswith(transaction_prefix):
-            tx = sandbox.get_transaction(path[len(transaction_prefix) :])
-            if tx is None:
-                return 404, _error_body(404, "No transaction with this hash.", "transaction_not_found")
-            return 200, transaction_to_wire(tx)
-        if (method, path) == ("GET", Paths.TRANSACTIONS):
-            tx = sandbox.find_transfer(_param(query, "reference"))
-            return 200, {"transactions": [transaction_to_wire(tx)] if tx else []}
-        if (method, path) == ("GET", Paths.CUSTODY_BALANCE):
-            token = _param(query, "token")
-            return 200, {"token": token, "balance": str(sandbox.custody_balance(token))}
-        if (method, path) == ("GET", Paths.RATES):
-            from_token, to_token = _param(query, "from"), _param(query, "to")
-            return 200, {"from": from_token, "to": to_token, "rate": str(sandbox.get_rate(from_token, to_token))}
-        return 404, _error_body(404, f"No route {method} {path}.", "route_not_found")
-
-    # --- Scripted faults and answers ---------------------------------------------------------------
-
-    def _take_scripted(self, method: str, path: str) -> _Scripted | None:
-        for scripted in self._script:
-            if scripted.method == method and path.startswith(scripted.path):
-                self._script.remove(scripted)
-                return scripted
-        return None
-
-    def _scripted_answer(self, scripted: _Scripted, request: requests.PreparedRequest) -> requests.Response:
-        if scripted.exc is not None:
-            raise scripted.exc
-        assert scripted.status is not None
-        if scripted.body is not None:
-            return self._response(request, scripted.status, scripted.body, headers=scripted.headers)
-        message = f"Scripted HTTP {scripted.status}."
-        return self._error(request, scripted.status, message, f"http_{scripted.status}", headers=scripted.headers)
-
-    def _error(
-        self, request: requests.PreparedRequest, status: int, message: str, code: str, headers: dict | None = None
-    ) -> requests.Response:
-        return self._response(request, status, _error_body(status, message, code), headers=headers)
-
-    @staticmethod
-    def _response(
-        request: requests.PreparedRequest, status: int, payload: Any, headers: dict | None = None
-    ) -> requests.Response:
-        response = requests.Response()
-        response.status_code = status
-        response.reason = HTTPStatus(status).phrase
-        response._content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        response.headers = CaseInsensitiveDict({"Content-Type": "application/json", **(headers or {})})
-        response.encoding = "utf-8"
-        response.url = request.url
-        response.request = request
-        return response
+        )
+        if fault == "stale" and request.method == "GET":
+            empty = {"data": [], "total": 0, "page": 1, "limit": 10, "total_pages": 0}
+            if path == PATHS["transaction_list"][1]:
+                return _response(request, SandboxAnswer(200, empty))
+        if fault == "lost_response":
+            raise httpx.ReadTimeout("Sandbox: acted, then the response was lost (injected).", request=request)
+        return _response(request, answer)
 
 
-def _error_body(status: int, message: str, code: str) -> dict[str, str]:
-    """Chipi's error shape."""
-    return {"error": HTTPStatus(status).phrase, "message": message, "code": code}
+def _response(request: httpx.Request, answer: SandboxAnswer) -> httpx.Response:
+    return httpx.Response(
+        answer.status,
+        headers={"Content-Type": "application/json", **answer.headers},
+        content=json.dumps(answer.payload).encode(),
+        request=request,
+    )
 
 
-def _json_body(raw_body: Any) -> dict[str, Any]:
-    try:
-        body = json.loads(raw_body or b"")
-    except ValueError:
-        raise _BadRequest("The body must be JSON.", "invalid_json") from None
-    if not isinstance(body, dict):
-        raise _BadRequest("The body must be a JSON object.", "invalid_json")
-    return body
+class SandboxTransport(httpx.BaseTransport):
+    """Chipi's API at SANDBOX_BASE_URL, served from `sandbox` (the gateway mounts it on the SDK's
+    clients, the async one through the same blocking bridge as a live transport)."""
 
+    def __init__(self, sandbox: ChipiSandbox, base_url: str = SANDBOX_BASE_URL):
+        self.serving = _Serving(sandbox, base_url)
 
-def _field(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str):
-        raise _BadRequest(f"{name} must be a string.")
-    return value
+    @property
+    def received(self) -> list[httpx.Request]:
+        return self.serving.received
 
-
-def _param(query: dict[str, list[str]], name: str) -> str:
-    values = query.get(name)
-    if not values:
-        raise _BadRequest(f"The query parameter {name} is required.")
-    return values[0]
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self.serving.serve(request, request.read())

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
+import requests
 
 from wallets import ledger
 from wallets.models import Account, AccountKind, SystemAccount
@@ -46,10 +48,66 @@ def sandbox():
 
 
 def chain_deposit(user, amount: int, token: str = "USDC"):
-    """A real sandbox payment into the user's address, credited as the API would."""
+    """A real sandbox payment into the user's address, credited as the API would, then swept into
+    the treasury (one signature), so that custody holds it where withdrawals leave from."""
     from wallets.chipi.sandbox import get_sandbox
-    from wallets.services import wallet_open
+    from wallets.models import Sweep
+    from wallets.services import sweep_send, wallet_open
 
     asset = ledger.asset_get(token)
     paid = get_sandbox().receive_payment(to_address=wallet_open(user=user), token=token, amount=amount)
-    return deposit_credit(user=user, asset=asset, amount=amount, tx_hash=paid.tx_hash, source="test")
+    credited = deposit_credit(user=user, asset=asset, amount=amount, tx_hash=paid.tx_hash, source="api")
+    sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
+    assert sweep_send(sweep_id=sweep.pk) == "sent"
+    return credited
+
+
+# --- AVNU's price API, faked at its HTTP boundary ---------------------------------------------------
+
+# USD prices of one whole unit (the ratio of two is a rate, so a rate and its inverse agree).
+AVNU_PRICES = {"USDC": "1", "USDC.e": "1", "USDT": "0.9998", "ETH": "3000", "STRK": "0.5"}
+
+
+class FakeAvnu(requests.adapters.BaseAdapter):
+    """AVNU's POST /v3/tokens/prices, answering AVNU_PRICES; `fail` queues HTTP statuses to answer."""
+
+    def __init__(self):
+        super().__init__()
+        self.fail: list[int] = []
+        self.received: list[requests.PreparedRequest] = []
+
+    def send(self, request, **kwargs):
+        from wallets.rates import PRICES_PATH, token_contract
+
+        self.received.append(request)
+        response = requests.Response()
+        response.request, response.url = request, request.url
+        response.headers["Content-Type"] = "application/json"
+        if self.fail:
+            response.status_code, response._content = self.fail.pop(0), b"{}"
+            return response
+        assert request.method == "POST" and request.path_url == PRICES_PATH
+        asked = json.loads(request.body)["tokens"]
+        by_contract = {token_contract(code): price for code, price in AVNU_PRICES.items()}
+        items = [
+            {"address": address, "decimals": 6, "starknetMarket": {"usd": float(by_contract[address])}}
+            for address in asked
+            if address in by_contract
+        ]
+        response.status_code, response._content = 200, json.dumps(items).encode()
+        return response
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(autouse=True)
+def avnu():
+    """Every test's price API: the fake, mounted on this thread's rate provider."""
+    from wallets.rates import get_rate_provider
+
+    fake = FakeAvnu()
+    provider = get_rate_provider()
+    provider.session.mount(provider.base_url, fake)
+    yield fake
+    provider.session.adapters.pop(provider.base_url, None)

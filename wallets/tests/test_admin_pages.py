@@ -82,7 +82,7 @@ def test_a_ledger_transaction_shows_its_entries_in_units_and_accounts_by_owner(o
 def test_holds_withdrawals_and_reconciliations_in_units(operator, alice, fund, sandbox):
     fund(alice, 12_500_000)
     withdrawal = withdrawal_request(
-        user=alice, asset=ledger.asset_get("USDC"), amount=2_250_000, to_address="0x" + "ab" * 32
+        user=alice, asset=ledger.asset_get("USDC"), amount=2_250_000, to_address="0x00" + "ab" * 31
     )
     hold = ledger.hold_open(account=ledger.account_for_user(alice, ledger.asset_get("USDC")), reference="test:hold")
     Reconciliation.objects.create(

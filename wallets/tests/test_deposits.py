@@ -109,10 +109,17 @@ def webhook(anon, payload: dict, signature: str | None = "sign"):
     return anon.post("/api/v1/wallet/webhooks/chipi", data=raw, content_type="application/json", **headers)
 
 
-def payment_event(to_address: str, tx_hash: str, amount: int = 2 * USDC) -> dict:
+def payment_event(to_address: str, tx_hash: str, amount: str = "2.00") -> dict:
+    """Chipi's `payment.completed` as its documentation shows it: flat, the amount in whole tokens."""
     return {
         "event": "payment.completed",
-        "data": {"txHash": tx_hash, "toAddress": to_address, "token": "USDC", "amount": str(amount)},
+        "txHash": tx_hash,
+        "amount": amount,
+        "token": "USDC",
+        "sender": "0x" + "5" * 63,
+        "recipient": to_address,
+        "timestamp": "2026-12-06T10:30:00Z",
+        "status": "COMPLETED",
     }
 
 
@@ -147,15 +154,23 @@ def test_bad_signature_is_401_and_changes_nothing(anon, alice, sandbox, signatur
 
 
 def test_webhook_for_an_unknown_address_is_acknowledged_and_ignored(anon, sandbox):
-    response = webhook(anon, payment_event("0x" + "9" * 64, "0x0" + "4" * 63))
+    response = webhook(anon, payment_event("0x0" + "6" * 63, "0x0" + "4" * 63))
 
     assert response.status_code == 200
     assert response.json()["handled"] is False
     assert LedgerTransaction.objects.filter(kind=TransactionKind.DEPOSIT).count() == 0
 
 
-def test_webhook_other_events_are_acknowledged(anon):
-    response = webhook(anon, {"event": "wallet.created", "data": {}})
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"event": "wallet.created"},
+        {"event": "payment.failed", "txHash": "0x" + "1" * 63, "status": "FAILED"},
+        {"event": "payment.completed", "txHash": "0x" + "1" * 63, "status": "PENDING"},
+    ],
+)
+def test_webhook_other_events_are_acknowledged(anon, event):
+    response = webhook(anon, event)
 
     assert response.status_code == 200
     assert response.json()["handled"] is False
@@ -164,14 +179,14 @@ def test_webhook_other_events_are_acknowledged(anon):
 @pytest.mark.parametrize(
     ("field", "value"),
     [
-        ("amount", str(10**40)),  # past NUMERIC(38,0)
+        ("amount", "1" * 41),  # past any amount
         ("amount", 10**40),
-        ("amount", str(10**37)),  # fits the column, but no real payment
-        ("amount", 10**12 * USDC),  # a trillion USDC: one past the largest amount the API takes
+        ("amount", str(10**31)),  # fits the column, but no real payment
+        ("amount", str(10**12)),  # a trillion USDC: one past the largest amount the API takes
         ("amount", "0"),
         ("amount", "-5"),
-        ("amount", "2.5"),
-        ("amount", "5.0"),
+        ("amount", "2.0000001"),  # finer than USDC's unit
+        ("amount", "2e6"),
         ("amount", 2e6),
         ("amount", True),
         ("amount", {"value": 2}),
@@ -180,8 +195,9 @@ def test_webhook_other_events_are_acknowledged(anon):
         ("txHash", "0x" + "a" * 199),
         ("txHash", "0x12\u0000"),
         ("txHash", "not-a-hash"),
-        ("toAddress", "0x12\u0000"),
-        ("toAddress", ""),
+        ("recipient", "0x12\u0000"),
+        ("recipient", ""),
+        ("recipient", "0x" + "f" * 64),  # past the field
         ("token", "USDC\u0000"),
         ("token", ["USDC"]),
     ],
@@ -191,7 +207,7 @@ def test_signed_webhook_with_bad_fields_is_400_and_credits_nothing(anon, alice, 
 
     paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=2 * USDC)
     event = payment_event(alice.wallet_address, paid.tx_hash)
-    event["data"][field] = value
+    event[field] = value
 
     response = webhook(anon, event)
 
@@ -203,9 +219,9 @@ def test_signed_webhook_with_bad_fields_is_400_and_credits_nothing(anon, alice, 
     assert balance_of(alice) == 0
 
 
-@pytest.mark.parametrize("data", [None, [], "x", {"txHash": "0x" + "1" * 64}])
+@pytest.mark.parametrize("data", [{}, {"txHash": "0x" + "1" * 63}, {"txHash": "0x" + "1" * 63, "amount": "1"}])
 def test_signed_webhook_without_its_fields_is_400_and_credits_nothing(anon, alice, data):
-    response = webhook(anon, {"event": "payment.completed", "data": data})
+    response = webhook(anon, {"event": "payment.completed", **data})
 
     assert response.status_code == 400
     assert response.json()["statusCode"] == 400
@@ -218,7 +234,7 @@ def test_signed_webhook_takes_the_largest_amount_and_a_number(anon, alice, sandb
     largest = 10**12 * USDC - 1
     paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=largest)
     event = payment_event(alice.wallet_address.upper().replace("0X", "0x"), paid.tx_hash.upper().replace("0X", "0x"))
-    event["data"]["amount"] = largest
+    event["amount"] = "999999999999.999999"
 
     response = webhook(anon, event)
 
@@ -263,13 +279,13 @@ STARKNET_PRIME = 2**251 + 17 * 2**192 + 1
     ],
 )
 def test_a_malformed_hash_is_400_naming_it_and_never_reaches_chipi(api, alice, sandbox, tx_hash):
-    sandbox.inject("get_transaction", "error")  # were Chipi asked, this would be the 503
+    sandbox.inject("transaction_list", "error")  # were Chipi asked, this would be the 503
 
     response = deposit(api(alice), amount=1, txHash=tx_hash)
 
     assert response.status_code == 400, response.json()
     assert list(response.json()["errors"]) == ["txHash"]
-    assert sandbox.pending_faults("get_transaction") == ["error"]
+    assert sandbox.pending_faults("transaction_list") == ["error"]
     assert balance_of(alice) == 0
 
 
@@ -301,11 +317,97 @@ def test_a_webhook_hash_without_its_leading_zeros_is_credited_once(anon, api, al
     assert balance_of(alice) == 2 * USDC
 
 
-def test_a_hash_chipi_refuses_is_400_naming_it(api, alice, sandbox):
-    sandbox.inject("get_transaction", "reject")  # Chipi answers 400: it takes the hash for invalid
+def test_chipi_refusing_the_lookup_is_503_not_the_clients_fault(api, alice, sandbox):
+    # The hash is not sent to Chipi (deposits are found in the wallet's transaction-list), so a 400
+    # from Chipi refuses PayGo's request, not the client's input.
+    sandbox.inject("transaction_list", "reject")
 
     response = deposit(api(alice), amount=1, txHash="0x0" + "1" * 63)
 
-    assert response.status_code == 400
-    assert response.json()["errors"]["txHash"] == ["Chipi refused this transaction hash."]
+    assert response.status_code == 503
+    assert response.json()["code"] == "upstream_unavailable"
     assert balance_of(alice) == 0
+
+
+def test_a_hash_chipi_has_no_record_of_is_400_naming_it(api, alice, sandbox):
+    response = deposit(api(alice), amount=1, txHash="0x0" + "1" * 63)
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["txHash"] == ["Chipi has no such transaction for your deposit address."]
+    assert balance_of(alice) == 0
+
+
+# --- Verified against Chipi's records; polled so that a lost webhook loses nothing -----------------
+
+
+def test_a_signed_webhook_for_a_payment_chipi_has_no_record_of_credits_nothing(anon, alice, sandbox):
+    from wallets.services import wallet_open
+
+    response = webhook(anon, payment_event(wallet_open(user=alice), "0x0" + "7" * 63))
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["txHash"]
+    assert balance_of(alice) == 0
+
+
+def test_a_signed_webhook_claiming_more_than_was_paid_credits_nothing(anon, alice, sandbox):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=2 * USDC)
+
+    response = webhook(anon, payment_event(alice.wallet_address, paid.tx_hash, amount="20.00"))
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["amount"]
+    assert balance_of(alice) == 0
+
+
+def test_a_webhook_that_cannot_be_verified_is_503_so_chipi_sends_it_again(anon, alice, sandbox):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=2 * USDC)
+    sandbox.inject("transaction_list", "error")
+
+    response = webhook(anon, payment_event(alice.wallet_address, paid.tx_hash))
+
+    assert response.status_code == 503
+    assert balance_of(alice) == 0
+
+
+def test_bridged_usdc_paid_in_is_not_native_usdc(api, alice, sandbox):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC.e", amount=3 * USDC)
+
+    response = deposit(api(alice), amount=3, txHash=paid.tx_hash)
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["token"] == ["The transaction moved USDC.e, not USDC."]
+    assert balance_of(alice) == 0
+
+
+def test_polling_credits_what_no_webhook_reported_once(alice, bob, sandbox):
+    from wallets.services import deposits_poll, wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=3 * USDC)
+    sandbox.receive_payment(to_address=wallet_open(user=bob), token="STRK", amount=5 * 10**18)
+    sandbox.receive_payment(to_address=alice.wallet_address, token="USDC.e", amount=1)  # not a PayGo asset
+
+    assert deposits_poll() == 2
+    assert deposits_poll() == 0  # already credited
+
+    assert balance_of(alice) == 3 * USDC
+    assert balance_of(bob, "STRK") == 5 * 10**18
+    deposit_tx = LedgerTransaction.objects.get(kind=TransactionKind.DEPOSIT, metadata__txHash=paid.tx_hash)
+    assert deposit_tx.metadata["source"] == "poll"
+
+
+def test_polling_stops_while_chipi_is_down_and_credits_later(alice, sandbox):
+    from wallets.services import deposits_poll, wallet_open
+
+    sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=USDC)
+    sandbox.inject("transaction_list", "error")
+
+    assert deposits_poll() == 0
+    assert deposits_poll() == 1
+    assert balance_of(alice) == USDC

@@ -7,8 +7,10 @@ from datetime import timedelta
 import pytest
 import time_machine
 from django.utils import timezone
+from rest_framework.exceptions import ValidationError
 
-from wallets import services
+from wallets import keys, services
+from wallets.chipi import get_gateway
 from wallets.chipi.models import SandboxTransaction
 from wallets.models import SystemAccount, Withdrawal, WithdrawalStatus
 from wallets.tests.conftest import balance_of, chain_deposit, system_balance
@@ -16,7 +18,7 @@ from wallets.tests.conftest import balance_of, chain_deposit, system_balance
 pytestmark = pytest.mark.django_db
 
 USDC = 1_000_000
-ADDRESS = "0x" + "ab" * 32
+ADDRESS = "0x00" + "ab" * 31
 
 
 def withdraw(api, user, amount="4", **extra):
@@ -24,7 +26,13 @@ def withdraw(api, user, amount="4", **extra):
 
 
 def sent_on_chain(withdrawal_id) -> int:
-    return SandboxTransaction.objects.filter(reference=str(withdrawal_id), direction="outbound").count()
+    """Transfers on chain from the treasury to the withdrawal's address (Chipi's records carry no
+    reference; each test sends one withdrawal there)."""
+    withdrawal = Withdrawal.objects.get(pk=withdrawal_id)
+    treasury = services.treasury_wallet()
+    return SandboxTransaction.objects.filter(
+        sender_address=treasury.address, destination_address=withdrawal.to_address, amount=withdrawal.amount
+    ).count()
 
 
 def retry_due(withdrawal_id):
@@ -53,8 +61,8 @@ def test_withdrawal_is_sent_once_and_settled(api, alice, sandbox):
     assert sandbox.custody_balance("USDC") == 6 * USDC
 
 
-def test_withdrawal_beyond_available_is_400_and_moves_nothing(api, alice, sandbox):
-    chain_deposit(alice, 3 * USDC)
+def test_withdrawal_beyond_available_is_400_and_moves_nothing(api, alice, fund):
+    fund(alice, 3 * USDC)  # nothing is sent: the ledger's balance is enough (no signature spent)
 
     response = withdraw(api, alice, amount="3.5")
 
@@ -64,14 +72,41 @@ def test_withdrawal_beyond_available_is_400_and_moves_nothing(api, alice, sandbo
     assert balance_of(alice) == 3 * USDC
 
 
-@pytest.mark.parametrize("address", ["0xZZ", "ab" * 32, "", "0x" + "a" * 65])
-def test_withdrawal_to_a_bad_address_is_400(api, alice, sandbox, address):
-    chain_deposit(alice, 3 * USDC)
+@pytest.mark.parametrize(
+    "address",
+    ["0xZZ", "ab" * 32, "", "0x" + "a" * 65, "0x0", "0x" + "f" * 64],  # the last two: zero, past the field
+)
+def test_withdrawal_to_a_bad_address_is_400(api, alice, fund, address):
+    fund(alice, 3 * USDC)
 
     response = api(alice).post("/api/v1/wallet/withdraw", {"amount": 1, "toAddress": address}, format="json")
 
     assert response.status_code == 400
     assert "toAddress" in response.json()["errors"]
+    assert balance_of(alice) == 3 * USDC
+
+
+def test_a_short_or_upper_case_address_is_stored_and_sent_in_full(api, alice, sandbox):
+    chain_deposit(alice, 3 * USDC)
+
+    response = api(alice).post("/api/v1/wallet/withdraw", {"amount": 1, "toAddress": "0xBEEF"}, format="json")
+
+    assert response.status_code == 202
+    withdrawal = Withdrawal.objects.get()
+    assert withdrawal.to_address == "0x" + "0" * 60 + "beef"
+    assert withdrawal.status == WithdrawalStatus.SENT
+    assert SandboxTransaction.objects.filter(destination_address=withdrawal.to_address).count() == 1
+
+
+def test_a_service_caller_cannot_queue_an_address_that_is_none(alice, fund):
+    fund(alice, 3 * USDC)
+
+    with pytest.raises(ValidationError):
+        services.withdrawal_request(
+            user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address="0x" + "f" * 64
+        )
+
+    assert Withdrawal.objects.count() == 0
     assert balance_of(alice) == 3 * USDC
 
 
@@ -101,6 +136,26 @@ def test_lost_response_is_found_not_resent(api, alice, sandbox):
     assert sent_on_chain(withdrawal_id) == 1
     assert sandbox.custody_balance("USDC") == 6 * USDC
     assert system_balance(SystemAccount.CUSTODY) == -6 * USDC
+
+
+def test_a_send_chipis_records_do_not_show_yet_is_signed_again_with_its_nonce_and_moves_once(api, alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "lost_response")
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+    nonce = Withdrawal.objects.get(pk=withdrawal_id).nonce
+    sandbox.inject("transaction_list", "stale")  # the look-up misses the transfer that went out
+
+    # Signed again with the same nonce: the treasury account refuses it, and nothing is refunded.
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENDING
+    withdrawal = Withdrawal.objects.get(pk=withdrawal_id)
+    assert (withdrawal.nonce, withdrawal.attempts) == (nonce, 2)
+    assert "nonce" in withdrawal.last_error
+    assert sent_on_chain(withdrawal_id) == 1
+    assert balance_of(alice) == 6 * USDC
+    # The next look-up finds it.
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal_id) == 1
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
 
 
 def test_lookup_that_times_out_sends_nothing(api, alice, sandbox):
@@ -151,11 +206,23 @@ def test_a_sender_that_died_mid_send_is_taken_over_without_a_double_send(alice, 
     )
     # A worker claimed the row, marked the send attempted, reached Chipi, then died before it
     # could record anything.
-    now = timezone.now()
+    now, nonce = timezone.now(), services.new_nonce()
     Withdrawal.objects.filter(pk=withdrawal.pk).update(
-        status=WithdrawalStatus.SENDING, claimed_until=now + timedelta(seconds=60), send_attempted_at=now, attempts=1
+        status=WithdrawalStatus.SENDING,
+        claimed_until=now + timedelta(seconds=60),
+        send_attempted_at=now,
+        attempts=1,
+        nonce=nonce,
     )
-    sandbox.send_transfer(reference=str(withdrawal.pk), token="USDC", amount=USDC, to_address=ADDRESS)
+    treasury = services.treasury_wallet()
+    get_gateway().execute_transfer(
+        wallet=services._as_chipi(treasury),
+        encrypt_key=keys.unseal(treasury.encrypt_key_sealed),
+        token="USDC",
+        amount=USDC,
+        to_address=ADDRESS,
+        nonce=int(nonce, 16),
+    )
 
     assert services.withdrawals_due() == []  # nobody else may take it while the claim holds
     assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENDING
@@ -195,7 +262,8 @@ def test_reconciliation_matches_then_reports_a_difference(alice, sandbox):
     (usdc, *_rest) = services.reconcile()
     assert (usdc.on_chain, usdc.ledger, usdc.difference, usdc.in_flight) == (9 * USDC, 9 * USDC, 0, 0)
 
-    sandbox.receive_payment(to_address=alice.wallet_address, token="USDC", amount=5)  # paid, not credited yet
+    # Someone pays the treasury directly: money on chain the ledger does not know of.
+    sandbox.receive_payment(to_address=services.treasury_wallet().address, token="USDC", amount=5)
     (usdc, *_rest) = services.reconcile()
     assert usdc.difference == 5
 

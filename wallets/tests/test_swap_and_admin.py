@@ -23,9 +23,22 @@ def test_address_is_stable(api, alice, sandbox):
     assert first.startswith("0x") and len(first) == 66
 
 
-def test_swap_in_one_balanced_transaction(api, alice, fund, sandbox):
+@pytest.mark.parametrize("fault", ["error", "timeout", "rate_limited"])
+def test_address_during_a_chipi_outage_is_503_in_the_api_format(api, alice, sandbox, fault):
+    sandbox.inject("create_wallet", fault)
+    sandbox.inject("prepare_wallet", fault)
+
+    response = api(alice).get("/api/v1/wallet/address")
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "upstream_unavailable"
+    alice.refresh_from_db()
+    assert alice.wallet_address == ""
+
+
+def test_swap_in_one_balanced_transaction(api, alice, fund, avnu):
     fund(alice, 10 * USDC)
-    rate = sandbox.get_rate("USDC", "USDT")
+    rate = Decimal("1") / Decimal("0.9998")  # AVNU's USD prices of USDC and USDT (the fake's)
     expected = services.swap_quote(
         from_asset=ledger.asset_get("USDC"), to_asset=ledger.asset_get("USDT"), amount=4 * USDC, rate=rate
     )
@@ -140,9 +153,9 @@ def test_non_staff_cannot_adjust(client, alice, fund):
     assert balance_of(alice) == USDC
 
 
-def test_swap_without_a_rate_is_503_and_moves_nothing(api, alice, fund, sandbox):
+def test_swap_without_a_rate_is_503_and_moves_nothing(api, alice, fund, avnu):
     fund(alice, 10 * USDC)
-    sandbox.inject("get_rate", "error")
+    avnu.fail.append(502)
 
     response = api(alice).post(
         "/api/v1/wallet/swap", {"fromToken": "USDC", "toToken": "USDT", "amount": "1"}, format="json"

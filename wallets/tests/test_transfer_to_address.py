@@ -161,10 +161,14 @@ def test_the_schema_offers_the_third_way(anon):
     assert "wallet address" in request["recipientAddress"]["description"]
 
 
-def test_a_chipi_payment_to_any_spelling_of_an_address_is_credited_to_its_owner(bob, bobs_wallet):
-    from wallets.services import webhook_deposit
+def test_a_chipi_payment_to_any_spelling_of_an_address_is_credited_to_its_owner(bob, sandbox):
+    from wallets.services import wallet_open, webhook_deposit
 
-    result = webhook_deposit(to_address="0xBEEF", token="USDC", amount=5, tx_hash="0x" + "9" * 64)
+    address = wallet_open(user=bob)
+    paid = sandbox.receive_payment(to_address=address, token="USDC", amount=5)
+    short_upper = "0x" + address[2:].lstrip("0").upper()
+
+    result = webhook_deposit(to_address=short_upper, token="USDC", amount="0.000005", tx_hash=paid.tx_hash)
 
     assert result is not None and result.created
     assert balance_of(bob) == 5

@@ -1,16 +1,13 @@
-"""Fixtures for the Chipi gateway: a fresh sandbox, and the HTTP client served by it through one fake boundary."""
+"""Fixtures for the Chipi gateway: the official SDK against the sandbox over HTTP, never sleeping."""
 
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 
-from wallets.chipi.client import ChipiHttpClient
-from wallets.chipi.sandbox import ChipiSandbox
-from wallets.chipi.sandbox_http import SandboxHttpAdapter
-
-API_KEY = "pk_test_gateway"
-SECRET_KEY = "sk_test_gateway"
-BASE_URL = "https://chipi.test/v1"
+from wallets.chipi.gateway import ChipiSdkGateway
+from wallets.chipi.sandbox import SANDBOX_API_KEY, ChipiSandbox
+from wallets.chipi.sandbox_http import SANDBOX_BASE_URL, SandboxTransport
 
 
 @pytest.fixture
@@ -20,34 +17,20 @@ def sandbox(db) -> ChipiSandbox:
 
 @pytest.fixture
 def sleeps() -> list[float]:
-    """Every sleep the client asked for: the tests never really sleep."""
+    """Every sleep the gateway asked for: the tests never really sleep."""
     return []
 
 
 @pytest.fixture
-def http_client(sleeps) -> ChipiHttpClient:
-    client = ChipiHttpClient(api_key=API_KEY, secret_key=SECRET_KEY, base_url=BASE_URL, timeout=10, max_retries=3)
-    client.sleep = sleeps.append
-    return client
-
-
-@pytest.fixture
-def adapter(sandbox, http_client) -> SandboxHttpAdapter:
-    """The one fake HTTP boundary: Chipi's REST API served from the sandbox, mounted on the client."""
-    return SandboxHttpAdapter(sandbox, base_url=BASE_URL, api_key=API_KEY, secret_key=SECRET_KEY).mount_on(http_client)
-
-
-@pytest.fixture(params=["sandbox", "http"])
-def gateway(request, sandbox):
-    """Each behaviour test runs against the sandbox itself and against the HTTP client served by it."""
-    if request.param == "sandbox":
-        return sandbox
-    request.getfixturevalue("adapter")
-    return request.getfixturevalue("http_client")
-
-
-def fund(sandbox: ChipiSandbox, token: str, amount: int, *, user: str = "funder") -> str:
-    """Pay `amount` into a deposit address of `user`, so custody holds it; returns the address."""
-    address = sandbox.create_wallet(external_user_id=user)
-    sandbox.receive_payment(to_address=address, token=token, amount=amount)
-    return address
+def gateway(sandbox, sleeps) -> ChipiSdkGateway:
+    """The SDK, its base URL the sandbox's, served over HTTP by the sandbox transport; reads retried."""
+    made = ChipiSdkGateway(
+        api_key=SANDBOX_API_KEY,
+        secret_key=settings.CHIPI_SECRET_KEY,
+        base_url=SANDBOX_BASE_URL,
+        timeout=10,
+        max_retries=3,
+        transport=SandboxTransport(sandbox),
+    )
+    made.sleep = sleeps.append
+    return made

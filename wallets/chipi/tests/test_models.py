@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from wallets.chipi.models import RawAmountField, SandboxCustody
+from wallets.chipi.models import RawAmountField, SandboxBalance
 
 HUGE = 10**37 + 1  # far past a BIGINT and past the 15 significant digits a float keeps
 
@@ -19,8 +19,8 @@ def test_it_is_numeric():
 
 @pytest.mark.django_db
 def test_it_round_trips_through_the_database():
-    SandboxCustody.objects.create(token="ETH", balance=HUGE)
+    SandboxBalance.objects.create(address="0x" + "1" * 64, token="ETH", balance=HUGE)
 
-    assert SandboxCustody.objects.get(token="ETH").balance == HUGE
-    assert SandboxCustody.objects.filter(balance__gte=HUGE).exists()
-    assert not SandboxCustody.objects.filter(balance__gt=HUGE).exists()
+    assert SandboxBalance.objects.get(token="ETH").balance == HUGE
+    assert SandboxBalance.objects.filter(balance__gte=HUGE).exists()
+    assert not SandboxBalance.objects.filter(balance__gt=HUGE).exists()

@@ -72,7 +72,9 @@ def sandbox_production_env(tmp_path) -> dict[str, str]:
         "SECRET_KEY": "s" * 50,
         "JWT_SECRET": "j" * 50,
         "CHIPI_SANDBOX": "1",
-        "CHIPI_SECRET_KEY": "sk_sandbox_webhooks_prod",
+        "CHIPI_SECRET_KEY": "sk_sandbox_prod",
+        "CHIPI_WEBHOOK_SECRET": "whsec_sandbox_prod",
+        "CHIPI_KEY_ENCRYPTION_KEY": "master-" + "m" * 40,
         "STATIC_ROOT": str(tmp_path),
         "LOG_JSON": "1",
     }

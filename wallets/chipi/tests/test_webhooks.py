@@ -1,4 +1,4 @@
-"""Webhook signatures: hex HMAC-SHA256 of the raw body keyed with CHIPI_SECRET_KEY, checked in constant time."""
+"""Webhook signatures: hex HMAC-SHA256 of the raw body keyed with CHIPI_WEBHOOK_SECRET, checked in constant time."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.usefixtures("webhook_secret")
 
 @pytest.fixture
 def webhook_secret():
-    with override_settings(CHIPI_SECRET_KEY="sk_test_webhooks"):
+    with override_settings(CHIPI_WEBHOOK_SECRET="sk_test_webhooks"):
         yield
 
 
@@ -41,7 +41,7 @@ def test_a_tampered_body_fails():
 
 
 def test_a_signature_made_with_another_key_fails():
-    with override_settings(CHIPI_SECRET_KEY="sk_someone_else"):
+    with override_settings(CHIPI_WEBHOOK_SECRET="sk_someone_else"):
         forged = sign_webhook(BODY)
 
     assert verify_webhook_signature(BODY, forged) is False
@@ -74,10 +74,18 @@ def test_the_comparison_is_constant_time(monkeypatch):
     assert compared == [(KNOWN_SIGNATURE.encode(), KNOWN_SIGNATURE.encode())]
 
 
-@override_settings(CHIPI_SECRET_KEY="")
+@override_settings(CHIPI_WEBHOOK_SECRET="")
 def test_without_a_secret_nothing_verifies_and_nothing_is_signed():
     signed_with_empty_key = hmac.new(b"", BODY, hashlib.sha256).hexdigest()
 
     assert verify_webhook_signature(BODY, signed_with_empty_key) is False
     with pytest.raises(ImproperlyConfigured):
         sign_webhook(BODY)
+
+
+def test_a_body_signed_with_the_api_secret_key_fails():
+    """Webhooks have their own secret: the API's bearer secret signs nothing Chipi sends."""
+    with override_settings(CHIPI_SECRET_KEY="sk_the_api_secret"):
+        signed_with_api_secret = hmac.new(b"sk_the_api_secret", BODY, hashlib.sha256).hexdigest()
+
+        assert verify_webhook_signature(BODY, signed_with_api_secret) is False
