@@ -10,7 +10,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('wallets', '0008_ledger_sql_from_files'),
+        ('wallets', '0009_charges_are_entries'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

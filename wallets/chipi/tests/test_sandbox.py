@@ -37,7 +37,7 @@ def test_requests_without_the_keys_or_the_version_are_refused(sandbox, headers, 
 
 
 def test_an_unknown_path_is_404_in_chipis_error_shape(sandbox):
-    answer = ask(sandbox, "POST", "/transfers", body={})
+    answer = ask(sandbox, "POST", "/no-such-endpoint", body={})
 
     assert (answer.status, answer.payload["code"]) == (404, "NOT_FOUND")
 
