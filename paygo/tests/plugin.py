@@ -46,6 +46,11 @@ def pytest_load_initial_conftests(early_config, parser, args) -> None:
 def _create_database(url: str) -> None:
     """The database TEST_DATABASE_URL names, made when the server has none of that name: tests that
     start production processes connect to it (pytest-django's own test_ databases are made anyway)."""
+    try:
+        psycopg.connect(url).close()
+        return  # there already (the usual case, and a server where we may not create one)
+    except psycopg.OperationalError:
+        pass
     params = psycopg.conninfo.conninfo_to_dict(url)
     name = params.pop("dbname", None) or params.get("user")
     with psycopg.connect(**params, dbname="postgres", autocommit=True) as connection:
