@@ -78,7 +78,7 @@ def production_like(database: str) -> None:
 
     os.environ.setdefault("BENCH_DATABASE_URL", f"postgres://postgres:postgres@127.0.0.1:5432/{database}")
     os.environ.setdefault("DEBUG", "0")
-    for name in ("SECRET_KEY", "JWT_SECRET", "CHIPI_SECRET_KEY"):
+    for name in ("SECRET_KEY", "JWT_SECRET", "CHIPI_SECRET_KEY", "CHIPI_WEBHOOK_SECRET", "CHIPI_KEY_ENCRYPTION_KEY"):
         os.environ.setdefault(name, secrets.token_urlsafe(50))
     os.environ.setdefault("CHIPI_SANDBOX", "1")
     os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
