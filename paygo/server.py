@@ -25,6 +25,11 @@ from twisted.internet import reactor
 
 from paygo.api.bodies import body_limit, too_large_body, too_large_headers
 
+# Connections the kernel queues for the server to accept (twisted's default is 50, and a
+# thousand sockets reconnecting at once after a deploy were refused); the kernel caps it at
+# net.core.somaxconn.
+LISTEN_BACKLOG = 1024
+
 # After the 413, how long a refused connection stays open (reading nothing) so that the client can
 # read the answer, before it is closed.
 LINGER_SECONDS = 5.0
@@ -90,12 +95,26 @@ class BoundedHTTPFactory(HTTPFactory):
         return protocol
 
 
+def with_backlog(endpoints: list[str]) -> list[str]:
+    """Twisted endpoint descriptions (`-b`/`-p`, `-u` or `-e`) that listen with LISTEN_BACKLOG
+    unless they name a backlog of their own."""
+    return [
+        f"{endpoint}:backlog={LISTEN_BACKLOG}"
+        if endpoint.startswith(("tcp:", "unix:")) and ":backlog=" not in endpoint
+        else endpoint
+        for endpoint in endpoints
+    ]
+
+
 class Server(daphne.server.Server):
-    """Daphne's server with BoundedRequest.
+    """Daphne's server with BoundedRequest, listening with LISTEN_BACKLOG.
 
     Daphne's run() makes its HTTP factory and listens with it in one go, naming the class itself:
     the factory it assigns to `http_factory` is replaced here by the bounded one.
     """
+
+    def __init__(self, application, endpoints=None, **kwargs) -> None:
+        super().__init__(application, endpoints=with_backlog(endpoints or []), **kwargs)
 
     @property
     def http_factory(self) -> HTTPFactory:

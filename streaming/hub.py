@@ -8,7 +8,10 @@ STREAM_TICK_SECONDS) the hub, whatever the number of sockets:
 - every REFRESH_EVERY ticks re-reads all of them in one query, and records the open sockets of
   their users as signs of life in one UPDATE (services.sessions_seen); a session whose socket got
   a `cost.charged` or `session.stopped` is re-read at the next tick, in the same one query;
-- sends each socket its tick, computed once per session.
+- sends each socket its tick, computed once per session. The sends are spread over the period in
+  SLICES groups (a session's group is its id modulo SLICES, so each socket still gets one tick a
+  period, at the same phase): a tick of thousands of sockets is not one burst of writes that the
+  last socket waits behind, and each group's estimate is computed when it goes out.
 
 Its database and Redis work runs on a thread of its own, never on the thread that runs the
 consumers' synchronous code (database_sync_to_async): a handshake never waits behind a tick.
@@ -40,6 +43,7 @@ logger = logging.getLogger("paygo.streaming")
 
 REFRESH_EVERY = 5  # ticks between two reads of every watched session
 YIELD_EVERY = 100  # sends between two turns given back to the event loop
+SLICES = 10  # groups of sessions whose ticks go out at evenly spaced moments of a period
 
 
 class Watcher(Protocol):
@@ -110,12 +114,13 @@ class Hub:
             while self.watchers:
                 began = loop.time()
                 try:
-                    await self.tick(executor, periodic=ticks % REFRESH_EVERY == 0)
+                    period = settings.STREAM_TICK_SECONDS
+                    await self.tick(executor, periodic=ticks % REFRESH_EVERY == 0, spread=period)
                 except Exception:  # one bad tick must not end every socket's ticks
                     logger.exception("A live-cost tick failed.")
                 ticks += 1
                 self.wake.clear()
-                delay = began + settings.STREAM_TICK_SECONDS - loop.time()
+                delay = began + period - loop.time()
                 if delay > 0 and self.watchers:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self.wake.wait(), delay)
@@ -124,7 +129,11 @@ class Hub:
             executor.submit(connections.close_all).result()
             executor.shutdown(wait=False)
 
-    async def tick(self, executor: ThreadPoolExecutor, *, periodic: bool) -> None:
+    async def tick(self, executor: ThreadPoolExecutor, *, periodic: bool, spread: float = 0.0) -> None:
+        """One period: the database and Redis work, then every active session's tick, its groups
+        sent `spread` / SLICES seconds apart (all at once when `spread` is 0)."""
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         active = [pk for pk in self.watchers if self._is_active(pk)]
         if periodic:
             refresh = active
@@ -141,16 +150,26 @@ class Hub:
             now=timezone.now(),
         )
         try:
-            fresh = await asyncio.get_running_loop().run_in_executor(executor, step)
+            fresh = await loop.run_in_executor(executor, step)
         except Exception:
             logger.exception("The live-cost hub could not refresh its sessions; it ticks from what it had.")
             fresh = {}
         for pk, session in fresh.items():
             if self._is_active(pk):  # a stop it was told of is never undone by an older read
                 self.sessions[pk] = session
-        now = timezone.now()
-        sent = 0
+        slices = SLICES if spread > 0 else 1
+        groups: list[list[int]] = [[] for _ in range(slices)]
         for pk in active:
+            groups[pk % slices].append(pk)
+        for index, group in enumerate(groups):
+            wait = began + index * spread / slices - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await self._send_ticks(group, timezone.now())
+
+    async def _send_ticks(self, pks: list[int], now: datetime) -> None:
+        sent = 0
+        for pk in pks:
             session = self.sessions.get(pk)
             if session is None or session.status != SessionStatus.ACTIVE:
                 continue

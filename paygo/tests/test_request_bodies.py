@@ -263,3 +263,19 @@ def test_manage_py_serve_runs_the_bounded_daphne(monkeypatch, settings):
     assert command_line is server.CommandLineInterface
     assert server.CommandLineInterface.server_class is server.Server
     assert args[-1] == "paygo.asgi:application"
+
+
+def test_the_server_listens_with_a_backlog_for_a_burst_of_handshakes():
+    """Twisted listens with a backlog of 50: a thousand sockets reconnecting at once after a
+    deploy were turned away before Daphne could accept them (issue 16). Every listening endpoint
+    the command line builds gets LISTEN_BACKLOG unless it names its own."""
+    from twisted.internet import endpoints, reactor
+
+    from paygo import server
+
+    described = ["tcp:port=8000:interface=127.0.0.1", "unix:/tmp/paygo.sock", "tcp:port=8001:backlog=7", "fd:fileno=3"]
+    listening = server.Server(application, endpoints=described).endpoints
+
+    parsed = [endpoints.serverFromString(reactor, endpoint) for endpoint in listening]
+    assert [endpoint._backlog for endpoint in parsed[:3]] == [server.LISTEN_BACKLOG, server.LISTEN_BACKLOG, 7]
+    assert listening[3] == "fd:fileno=3"
