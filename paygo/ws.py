@@ -7,7 +7,9 @@ socket opened by a page of this same site: a cookie goes along with any page's r
 site's page must not ride on it. A socket without a valid token is accepted and closed with 4401,
 so that the client sees the code; the HTTP-level refusal of an unaccepted socket carries none. A
 path no route knows is closed with 4404 alike. A frame that is not a JSON text closes the socket
-with 1003 (unsupported data).
+with 1003 (unsupported data). A handshake that finds every database connection of the process's
+pool busy (past DATABASE_POOL_TIMEOUT) is accepted and closed with 1013, "try again later", as an
+HTTP request gets a 503: the client reconnects after a pause, and nothing is logged as an error.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
+from paygo.api.errors import pool_exhausted
 from paygo.api.parsers import json_loads
 
 CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
@@ -97,8 +101,14 @@ class _SocketUser:
 
     async def __call__(self, scope, receive, send):
         raw, subprotocol = _token_from_scope(scope)
-        user = await _user_for_token(raw) if raw else await _admin_user(scope)
-        scope = {**scope, "user": user, "auth_subprotocol": subprotocol}
+        busy = False
+        try:
+            user = await _user_for_token(raw) if raw else await _admin_user(scope)
+        except Exception as exc:
+            if not pool_exhausted(exc):
+                raise
+            user, busy = AnonymousUser(), True
+        scope = {**scope, "user": user, "auth_subprotocol": subprotocol, "database_busy": busy}
         return await self.app(scope, receive, send)
 
 
@@ -119,10 +129,20 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         self.groups_joined = []
         user = self.scope.get("user")
         await self.accept(subprotocol=self.scope.get("auth_subprotocol"))
+        if self.scope.get("database_busy"):
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
-        if not await self.authorize(user):
+        try:
+            authorized = await self.authorize(user)
+        except Exception as exc:
+            if not pool_exhausted(exc):
+                raise
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
+        if not authorized:
             await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.joined(user)

@@ -149,3 +149,65 @@ def test_a_pool_that_cannot_work_stops_the_app_at_start(variables):
     )
     assert started.returncode != 0
     assert "DATABASE_POOL_" in started.stderr
+
+
+async def _socket_closed_with(path: str) -> int:
+    from channels.testing import WebsocketCommunicator
+
+    from paygo.asgi import application
+
+    communicator = WebsocketCommunicator(application, path)
+    connected, _ = await communicator.connect(timeout=10)
+    assert connected  # accepted, so that the client sees why it is closed
+    closed = await communicator.receive_output(timeout=10)
+    assert closed["type"] == "websocket.close"
+    return closed["code"]
+
+
+@money_db
+async def test_a_socket_whose_handshake_finds_the_pool_exhausted_is_closed_try_again_later(alice, pool_of_one):
+    """Issue 16: a handshake that found every connection busy raised inside Daphne (a dropped socket
+    and a logged traceback). Its token cannot be read: it is closed with 1013, "try again later"."""
+    from channels.db import database_sync_to_async
+
+    from accounts.services import token_pair_for
+    from paygo.ws import CLOSE_TRY_AGAIN_LATER
+
+    token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
+    await database_sync_to_async(lambda: connection.close())()
+    with held_by_another_thread():
+        code = await _socket_closed_with(f"/ws/notifications/?token={token}")
+    assert code == CLOSE_TRY_AGAIN_LATER
+
+
+@money_db
+async def test_a_socket_whose_session_read_finds_the_pool_exhausted_is_closed_try_again_later(
+    alice, victor, pool_of_one, monkeypatch
+):
+    """The pool runs out between the token's read and the session's: the same 1013, no traceback.
+    (The token's read is the one above; here it is answered without the database.)"""
+    from channels.db import database_sync_to_async
+
+    from accounts.services import token_pair_for
+    from marketplace.models import Category
+    from marketplace.services import service_create
+    from paygo import ws
+    from streaming import services
+    from wallets.tests.conftest import fund_wallet
+
+    def start():
+        fund_wallet(alice, 10_000_000)
+        category = Category.objects.filter(parent__isnull=True).first()
+        service = service_create(vendor=victor, name="Busy stream", category=category, rate=1_000, unit="per_minute")
+        return token_pair_for(alice).access, services.session_start(user=alice, service=service).session_id
+
+    token, session_id = await database_sync_to_async(start)()
+    await database_sync_to_async(lambda: connection.close())()
+
+    async def token_user(raw):
+        return alice
+
+    monkeypatch.setattr(ws, "_user_for_token", token_user)
+    with held_by_another_thread():
+        code = await _socket_closed_with(f"/ws/streams/{session_id}/?token={token}")
+    assert code == ws.CLOSE_TRY_AGAIN_LATER
