@@ -151,6 +151,22 @@ def test_a_pool_that_cannot_work_stops_the_app_at_start(variables):
     assert "DATABASE_POOL_" in started.stderr
 
 
+async def _handshake_threads_hold_no_connection() -> None:
+    """Every handshake thread gives its connection back (an earlier test's socket may have left
+    one on a thread of that long-lived pool, which a handshake would then read through)."""
+    import asyncio
+
+    from paygo.ws import HANDSHAKE_THREADS, handshake_read
+
+    all_there = threading.Barrier(HANDSHAKE_THREADS, timeout=10)
+
+    def close() -> None:
+        all_there.wait()  # one call on each thread
+        connection.close()
+
+    await asyncio.gather(*(handshake_read(close)() for _ in range(HANDSHAKE_THREADS)))
+
+
 async def _socket_closed_with(path: str) -> int:
     from channels.testing import WebsocketCommunicator
 
@@ -175,6 +191,7 @@ async def test_a_socket_whose_handshake_finds_the_pool_exhausted_is_closed_try_a
 
     token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
     await database_sync_to_async(lambda: connection.close())()
+    await _handshake_threads_hold_no_connection()
     with held_by_another_thread():
         code = await _socket_closed_with(f"/ws/notifications/?token={token}")
     assert code == CLOSE_TRY_AGAIN_LATER
@@ -208,6 +225,7 @@ async def test_a_socket_whose_session_read_finds_the_pool_exhausted_is_closed_tr
         return alice
 
     monkeypatch.setattr(ws, "_user_for_token", token_user)
+    await _handshake_threads_hold_no_connection()
     with held_by_another_thread():
         code = await _socket_closed_with(f"/ws/streams/{session_id}/?token={token}")
     assert code == ws.CLOSE_TRY_AGAIN_LATER
