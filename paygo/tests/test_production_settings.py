@@ -9,6 +9,7 @@ served with hashed static URLs, no setting falling back to a development default
 
 from __future__ import annotations
 
+import fcntl
 import http.client
 import json
 import os
@@ -171,16 +172,21 @@ def test_the_sandbox_runs_with_debug_off_only_when_chosen():
     assert loaded["dev_secrets_imported"] is False
 
 
-@pytest.fixture(scope="module")
-def static_root(tmp_path_factory) -> Path:
-    """`collectstatic` with the manifest storage, once for the tests that serve from it."""
-    root = tmp_path_factory.mktemp("static")
-
-    # It compresses every file (Swagger UI's too): about a minute of CPU, several on a busy machine.
-    collected = manage("collectstatic", "--noinput", env=production_env(root), timeout=600)
-
-    assert collected.returncode == 0, collected.stderr
-    assert (root / "staticfiles.json").is_file()
+@pytest.fixture(scope="session")
+def static_root(tmp_path_factory, worker_id) -> Path:
+    """`collectstatic` with the manifest storage, once for the whole run: the first of the
+    parallel workers to need it collects while the others wait on a lock, then all serve from it
+    (read only)."""
+    run_dir = tmp_path_factory.getbasetemp()
+    shared = run_dir if worker_id == "master" else run_dir.parent  # the workers' common folder
+    root = shared / "static"
+    with (shared / "static.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "staticfiles.json").is_file():
+            # It compresses every file (Swagger UI's too): about a minute of CPU, several on a busy machine.
+            collected = manage("collectstatic", "--noinput", env=production_env(root), timeout=600)
+            assert collected.returncode == 0, collected.stderr
+            assert (root / "staticfiles.json").is_file()
     return root
 
 
