@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.core.cache import cache
+from django.core.cache import cache, caches
+from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 
 from paygo.api.amounts import format_minor
@@ -48,7 +49,15 @@ def mark_watched(session_ids) -> None:
 
 
 def watched(session_ids) -> set[str]:
+    """Which of these sessions someone watches: one round trip for a sweep's whole batch."""
     keys = {_watch_key(sid): str(sid) for sid in session_ids}
+    backend = caches["default"]
+    if isinstance(backend, RedisCache):
+        # Django's get_many checks each key's characters for memcached, in Python: a third of
+        # this call's time for a batch of 5,000 (these keys are ours, made above). One MGET.
+        names = [backend.make_key(key) for key in keys]
+        found = backend._cache.get_client(None).mget(names)
+        return {sid for sid, value in zip(keys.values(), found, strict=True) if value is not None}
     return {keys[key] for key in cache.get_many(list(keys))}
 
 

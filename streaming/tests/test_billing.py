@@ -173,6 +173,48 @@ def test_funds_run_out_mid_session(alice, victor, fund, make_service, clock):
     assert balance_of(victor) + system_balance(SystemAccount.PLATFORM_REVENUE) == 2_500_000
 
 
+def test_a_payers_sessions_share_its_free_balance_in_id_order(alice, fund, make_service, clock):
+    """Three sessions of one wallet in one batch: each may use its hold plus what the earlier ones
+    (by id) left of the free balance, as if billed one after the other."""
+    from datetime import timedelta
+
+    fund(alice, 4_500_000)
+    first, second, third = (start(alice, make_service("per_minute", rate=USDC)) for _ in range(3))
+    assert balance_of(alice) == 4_500_000  # each holds its first minute: 1.5 USDC left free
+
+    clock.move(seconds=60)
+    for session in (first, second, third):
+        beat(session)
+    run_sweep()
+
+    first, second, third = fresh(first), fresh(second), fresh(third)
+    assert [s.total_cost for s in (first, second, third)] == [USDC, USDC, USDC]
+    # The first renews its minute out of the free 1.5 USDC; the second gets what is left, 0.5 USDC
+    # (30 s more); the third nothing: it ends where it is charged up to.
+    assert (first.hold.amount, first.stop_at) == (USDC, None)
+    assert (second.hold.amount, second.stop_at) == (500_000, second.start_time + timedelta(seconds=90))
+    assert (third.hold.amount, third.stop_at) == (0, third.start_time + timedelta(seconds=60))
+    assert second.stop_at_reason == third.stop_at_reason == StopReason.INSUFFICIENT_FUNDS
+    assert all(s.status == SessionStatus.ACTIVE for s in (first, second, third))
+    assert balance_of(alice) == 1_500_000
+
+    clock.move(seconds=60)
+    for session in (first, second, third):
+        beat(session)
+    run_sweep()
+
+    first, second, third = fresh(first), fresh(second), fresh(third)
+    assert [s.total_cost for s in (first, second, third)] == [2 * USDC, 1_500_000, USDC]
+    assert [(s.end_time - s.start_time).total_seconds() for s in (second, third)] == [90, 60]
+    assert (second.status, third.status) == (SessionStatus.STOPPED, SessionStatus.STOPPED)
+    assert (first.status, first.stop_at, first.hold.amount) == (
+        SessionStatus.ACTIVE,
+        first.start_time + timedelta(seconds=120),
+        0,
+    )
+    assert balance_of(alice) == 0
+
+
 def test_funds_running_out_warns_first(alice, fund, make_service, clock):
     from datetime import timedelta
 

@@ -1,5 +1,7 @@
 -- wallets_post(): the ledger's posting, in one statement. wallets/ledger.py calls it for every
--- posting, a single transfer or a sweep's batch of charges.
+-- posting, a single transfer or a sweep's batch of charges, with the batch as JSON documents;
+-- the sweep's batch function (streaming/sql/sweep_batch.sql), already in the database, calls
+-- wallets_post_arrays(), which is the posting itself, with the same batch as arrays.
 --
 -- It locks every account involved in id order, checks the batch (known accounts, holds, funds,
 -- unused references) and only then writes the transactions, their entries, the cached balances
@@ -14,29 +16,20 @@
 -- equals the latest copy. To change the rule: edit this file, copy it beside a new migration that
 -- loads the copy (the reverse loads the previous copy).
 
-CREATE OR REPLACE FUNCTION wallets_post(
+-- The posting: transactions (kind, reference, memo, created_by, metadata), entries (n, the 1-based
+-- transaction; account; amount; and for a metering charge its session, billed from, billed until,
+-- fee, else NULLs), and hold changes (hold, account, delta, "released" | "captured" | NULL), each
+-- as arrays of one value per row.
+CREATE OR REPLACE FUNCTION wallets_post_arrays(
     p_now timestamptz,
-    j_transactions jsonb, j_entries jsonb, j_holds jsonb,
+    v_kind varchar[], v_reference varchar[], v_memo varchar[], v_created_by bigint[], v_metadata jsonb[],
+    v_entry_tx integer[], v_entry_account bigint[], v_entry_amount numeric[], v_entry_session bigint[],
+    v_entry_from timestamptz[], v_entry_until timestamptz[], v_entry_fee numeric[],
+    v_hold bigint[], v_hold_account bigint[], v_hold_delta numeric[], v_hold_close varchar[],
     OUT tx_ids bigint[], OUT refused text, OUT refused_account bigint, OUT available numeric,
     OUT needed numeric, OUT taken_reference varchar
 ) LANGUAGE plpgsql AS $$
 DECLARE
-    v_kind varchar[];
-    v_reference varchar[];
-    v_memo varchar[];
-    v_created_by bigint[];
-    v_metadata jsonb[];
-    v_entry_tx integer[];
-    v_entry_account bigint[];
-    v_entry_amount numeric[];
-    v_entry_session bigint[];
-    v_entry_from timestamptz[];
-    v_entry_until timestamptz[];
-    v_entry_fee numeric[];
-    v_hold bigint[];
-    v_hold_account bigint[];
-    v_hold_delta numeric[];
-    v_hold_close varchar[];
     v_id bigint[];
     v_balance_delta numeric[];
     v_held_delta numeric[];
@@ -47,38 +40,6 @@ DECLARE
     v_message text;
     v_sequence regclass := pg_get_serial_sequence('wallets_ledgertransaction', 'id')::regclass;
 BEGIN
-    -- The batch arrives as JSON documents (parsed once each, into jsonb, where arrays of thousands of strings
-    -- cost the client more to encode than the posting costs the server).
-    -- Transactions: [[kind, reference, memo, created_by, metadata object], ...];
-    -- entries: [[n (1-based transaction), account, amount], ...], a metering charge's with four more:
-    --   [n, account, amount, session, billed from, billed until, fee] (the debit that is the
-    --   session's charge record; streaming/sql/charge_guards.sql checks the session);
-    -- holds: [[hold, account, delta, "released" | "captured" | null], ...].
-    SELECT coalesce(array_agg(t->>0 ORDER BY n), '{}'), coalesce(array_agg(t->>1 ORDER BY n), '{}'),
-           coalesce(array_agg(t->>2 ORDER BY n), '{}'), coalesce(array_agg((t->>3)::bigint ORDER BY n), '{}'),
-           coalesce(array_agg(t->4 ORDER BY n), '{}')
-    INTO v_kind, v_reference, v_memo, v_created_by, v_metadata
-    FROM jsonb_array_elements(j_transactions) WITH ORDINALITY AS x(t, n);
-    SELECT coalesce(array_agg((e->>0)::integer ORDER BY n), '{}'), coalesce(array_agg((e->>1)::bigint ORDER BY n), '{}'),
-           coalesce(array_agg((e->>2)::numeric ORDER BY n), '{}'),
-           coalesce(array_agg((e->>3)::bigint ORDER BY n), '{}'),
-           coalesce(array_agg((e->>4)::timestamptz ORDER BY n), '{}'),
-           coalesce(array_agg((e->>5)::timestamptz ORDER BY n), '{}'),
-           coalesce(array_agg((e->>6)::numeric ORDER BY n), '{}')
-    INTO v_entry_tx, v_entry_account, v_entry_amount, v_entry_session, v_entry_from, v_entry_until, v_entry_fee
-    FROM jsonb_array_elements(j_entries) WITH ORDINALITY AS x(e, n);
-    IF jsonb_array_length(j_holds) > 0 THEN
-        SELECT array_agg((c->>0)::bigint ORDER BY n), array_agg((c->>1)::bigint ORDER BY n),
-               array_agg((c->>2)::numeric ORDER BY n), array_agg(c->>3 ORDER BY n)
-        INTO v_hold, v_hold_account, v_hold_delta, v_hold_close
-        FROM jsonb_array_elements(j_holds) WITH ORDINALITY AS x(c, n);
-    ELSE
-        v_hold := '{}';
-        v_hold_account := '{}';
-        v_hold_delta := '{}';
-        v_hold_close := '{}';
-    END IF;
-
     -- Everything below runs in a block with an exception handler, that is a subtransaction: a
     -- refusal, found by a check or by a guard of the database, rolls back what the block wrote
     -- and the row locks it took, and comes back as a value. The caller's transaction goes on
@@ -192,4 +153,67 @@ BEGIN
             tx_ids := NULL;
             refused := 'unbalanced';
     END;
+END $$;
+
+CREATE OR REPLACE FUNCTION wallets_post(
+    p_now timestamptz,
+    j_transactions jsonb, j_entries jsonb, j_holds jsonb,
+    OUT tx_ids bigint[], OUT refused text, OUT refused_account bigint, OUT available numeric,
+    OUT needed numeric, OUT taken_reference varchar
+) LANGUAGE plpgsql AS $$
+DECLARE
+    v_kind varchar[];
+    v_reference varchar[];
+    v_memo varchar[];
+    v_created_by bigint[];
+    v_metadata jsonb[];
+    v_entry_tx integer[];
+    v_entry_account bigint[];
+    v_entry_amount numeric[];
+    v_entry_session bigint[];
+    v_entry_from timestamptz[];
+    v_entry_until timestamptz[];
+    v_entry_fee numeric[];
+    v_hold bigint[];
+    v_hold_account bigint[];
+    v_hold_delta numeric[];
+    v_hold_close varchar[];
+BEGIN
+    -- The batch arrives as JSON documents (parsed once each, into jsonb, where arrays of thousands of strings
+    -- cost the client more to encode than the posting costs the server).
+    -- Transactions: [[kind, reference, memo, created_by, metadata object], ...];
+    -- entries: [[n (1-based transaction), account, amount], ...], a metering charge's with four more:
+    --   [n, account, amount, session, billed from, billed until, fee] (the debit that is the
+    --   session's charge record; streaming/sql/charge_guards.sql checks the session);
+    -- holds: [[hold, account, delta, "released" | "captured" | null], ...].
+    SELECT coalesce(array_agg(t->>0 ORDER BY n), '{}'), coalesce(array_agg(t->>1 ORDER BY n), '{}'),
+           coalesce(array_agg(t->>2 ORDER BY n), '{}'), coalesce(array_agg((t->>3)::bigint ORDER BY n), '{}'),
+           coalesce(array_agg(t->4 ORDER BY n), '{}')
+    INTO v_kind, v_reference, v_memo, v_created_by, v_metadata
+    FROM jsonb_array_elements(j_transactions) WITH ORDINALITY AS x(t, n);
+    SELECT coalesce(array_agg((e->>0)::integer ORDER BY n), '{}'), coalesce(array_agg((e->>1)::bigint ORDER BY n), '{}'),
+           coalesce(array_agg((e->>2)::numeric ORDER BY n), '{}'),
+           coalesce(array_agg((e->>3)::bigint ORDER BY n), '{}'),
+           coalesce(array_agg((e->>4)::timestamptz ORDER BY n), '{}'),
+           coalesce(array_agg((e->>5)::timestamptz ORDER BY n), '{}'),
+           coalesce(array_agg((e->>6)::numeric ORDER BY n), '{}')
+    INTO v_entry_tx, v_entry_account, v_entry_amount, v_entry_session, v_entry_from, v_entry_until, v_entry_fee
+    FROM jsonb_array_elements(j_entries) WITH ORDINALITY AS x(e, n);
+    IF jsonb_array_length(j_holds) > 0 THEN
+        SELECT array_agg((c->>0)::bigint ORDER BY n), array_agg((c->>1)::bigint ORDER BY n),
+               array_agg((c->>2)::numeric ORDER BY n), array_agg(c->>3 ORDER BY n)
+        INTO v_hold, v_hold_account, v_hold_delta, v_hold_close
+        FROM jsonb_array_elements(j_holds) WITH ORDINALITY AS x(c, n);
+    ELSE
+        v_hold := '{}';
+        v_hold_account := '{}';
+        v_hold_delta := '{}';
+        v_hold_close := '{}';
+    END IF;
+
+    SELECT p.* INTO tx_ids, refused, refused_account, available, needed, taken_reference
+    FROM wallets_post_arrays(
+        p_now, v_kind, v_reference, v_memo, v_created_by, v_metadata, v_entry_tx, v_entry_account, v_entry_amount,
+        v_entry_session, v_entry_from, v_entry_until, v_entry_fee, v_hold, v_hold_account, v_hold_delta, v_hold_close
+    ) AS p;
 END $$;
