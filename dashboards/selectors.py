@@ -416,27 +416,21 @@ def _time_used(user, *, asset: Asset, tz, since: datetime, now: datetime) -> tup
 def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
-    sources = rollup.charges(rollup.tail_start())
+    seen = rollup.tail_start()
+    sources = rollup.charges(seen)
 
-    def earnings(charges: rollup.Charges) -> QuerySet:
-        # One pass over the vendor's earnings: the total, each service's, each bucket's.
+    def ever(source: rollup.Services) -> QuerySet:
+        # Every service's earnings and sessions hosted, all time: a few rows per service.
         return (
-            charges.earned_by(vendor, asset)
-            .rows.annotate(bucket=_window_bucket(window, charges.at))
-            .order_by()
-            .values("bucket", service_pk=F(charges.path("service")))
-            .annotate(earnings=charges.earned())
+            source.of_vendor(vendor, asset)
+            .ever()
+            .rows.order_by()
+            .values(service_pk=F(source.path("service")))
+            .annotate(earnings=source.earned(), sessions=source.sessions())
         )
 
-    earned = rollup.read(sources, earnings)
-    # One pass over the sessions hosted: per service and per bucket.
-    hosted = list(
-        StreamingSession.objects.filter(vendor=vendor, asset=asset)
-        .annotate(bucket=_window_bucket(window, "start_time"))
-        .order_by()
-        .values("service_id", "bucket")
-        .annotate(sessions=Count("id"))
-    )
+    hosted = rollup.read(rollup.services(seen), ever)
+    by_bucket = _vendor_series(vendor, asset=asset, window=window, seen=seen)
     services = list(
         Service.objects.filter(vendor=vendor, deleted_at__isnull=True)
         .select_related("category")
@@ -465,18 +459,16 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     for row in rollup.read(sources, earnings_from_customers):
         earned_from[row["customer_pk"]] += int(row["earnings"] or 0)
 
-    earnings, earnings_by_bucket = _series(earned, window, "earnings")
-    sessions_hosted, sessions_by_bucket = _series(hosted, window, "sessions")
     per_service: dict = defaultdict(lambda: {"earnings": 0, "sessions": 0})
-    for row in earned:
-        per_service[row["service_pk"]]["earnings"] += int(row["earnings"] or 0)
     for row in hosted:
-        per_service[row["service_id"]]["sessions"] += row["sessions"]
+        per_service[row["service_pk"]]["earnings"] += int(row["earnings"] or 0)
+        per_service[row["service_pk"]]["sessions"] += int(row["sessions"] or 0)
     names = {item.pk: item.name for item in services}
     top = sorted(
         (item for item in per_service.items() if item[1]["earnings"]), key=lambda item: (-item[1]["earnings"], item[0])
     )
-    total, hosted_count = earnings["earnings"], sessions_hosted["sessions"]
+    total = sum(value["earnings"] for value in per_service.values())
+    hosted_count = sum(value["sessions"] for value in per_service.values())
     return {
         "token": asset.code,
         **_window_info(window),
@@ -524,12 +516,29 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
         "analytics": [
             {
                 "period": window.label(bucket),
-                "earnings": money(earnings_by_bucket.get(bucket, {}).get("earnings", 0)),
-                "sessions": sessions_by_bucket.get(bucket, {}).get("sessions", 0),
+                "earnings": money(by_bucket.get(bucket, {}).get("earnings", 0)),
+                "sessions": by_bucket.get(bucket, {}).get("sessions", 0),
             }
             for bucket in window.buckets
         ],
     }
+
+
+def _vendor_series(vendor, *, asset: Asset, window: Window, seen: rollup.Seen) -> dict:
+    """{bucket: {earnings, sessions}}: the vendor's earnings and the sessions it hosted (by the time
+    they started) per bucket of the window, in one statement."""
+
+    def series(source: rollup.Services) -> QuerySet:
+        return (
+            source.of_vendor(vendor, asset)
+            .cut(window)
+            .rows.annotate(bucket=window.trunc(source.at))
+            .order_by()
+            .values("bucket")
+            .annotate(earnings=source.earned(), sessions=source.sessions())
+        )
+
+    return _by_bucket(rollup.read(rollup.services(seen), series), window, "earnings", "sessions")
 
 
 def vendor_earnings(vendor, *, window: Window) -> dict:
@@ -537,33 +546,12 @@ def vendor_earnings(vendor, *, window: Window) -> dict:
     asset = default_asset()
     money = Money(asset)
 
-    def earnings(charges: rollup.Charges) -> QuerySet:
-        return (
-            charges.earned_by(vendor, asset)
-            .during(window)
-            .annotate(bucket=window.trunc(charges.at))
-            .order_by()
-            .values("bucket")
-            .annotate(earnings=charges.earned())
-        )
-
-    earnings_by_bucket = _by_bucket(rollup.read(rollup.charges(rollup.tail_start()), earnings), window, "earnings")
-    sessions_by_bucket = _by_bucket(
-        StreamingSession.objects.filter(
-            vendor=vendor, asset=asset, start_time__gte=window.start, start_time__lt=window.end
-        )
-        .annotate(bucket=window.trunc("start_time"))
-        .order_by()
-        .values("bucket")
-        .annotate(sessions=Count("id")),
-        window,
-        "sessions",
-    )
+    by_bucket = _vendor_series(vendor, asset=asset, window=window, seen=rollup.tail_start())
     report = []
     total_earnings = total_sessions = 0
     for bucket in window.buckets:
-        earned = earnings_by_bucket.get(bucket, {}).get("earnings", 0)
-        sessions = sessions_by_bucket.get(bucket, {}).get("sessions", 0)
+        earned = by_bucket.get(bucket, {}).get("earnings", 0)
+        sessions = by_bucket.get(bucket, {}).get("sessions", 0)
         total_earnings += earned
         total_sessions += sessions
         report.append({"period": window.label(bucket), "earnings": money(earned), "sessions": sessions})
@@ -674,22 +662,19 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
 
     sessions_by_bucket = _by_bucket(rollup.read(rollup.starts(seen, window), started), window, "sessions")
 
-    def services(charges: rollup.Charges) -> QuerySet:
-        # One pass over the window's charges per service (and so per vendor): payers' debits, vendors' credits.
+    def services(source: rollup.Services) -> QuerySet:
+        # Per service (and so per vendor): the payers' debits and the vendors' credits on the window's
+        # charges, and the sessions started in it; the rollup's rows are a few dozen spans per service.
         return (
-            charges.during(window)
-            .filter(**{charges.path("asset"): asset})
+            source.within(window)
+            .rows.filter(**{source.path("asset"): asset})
             .order_by()
-            .values(service_pk=F(charges.path("service")), vendor_pk=F(charges.path("vendor")))
-            .annotate(
-                gross=charges.paid(),
-                earnings=charges.earned(),
-                sessions=charges.sessions(window.start, window.end),
-            )
+            .values(service_pk=F(source.path("service")), vendor_pk=F(source.path("vendor")))
+            .annotate(gross=source.paid(), earnings=source.earned(), sessions=source.sessions())
         )
 
     per_service: dict = {}
-    for row in rollup.read(rollup.charges(seen), services):
+    for row in rollup.read(rollup.services(seen), services):
         totals = per_service.setdefault(row["service_pk"], {**row, "gross": 0, "earnings": 0, "sessions": 0})
         for name in ("gross", "earnings", "sessions"):
             totals[name] += int(row[name] or 0)
@@ -698,8 +683,11 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
         vendor = vendors.setdefault(row["vendor_pk"], {"gross": 0, "earnings": 0, "sessions": 0})
         for name in ("gross", "earnings", "sessions"):
             vendor[name] += row[name]
-    top_services = sorted(per_service.values(), key=lambda row: (row["gross"], row["service_pk"] or 0))[:TOP]
-    top_vendors = sorted(vendors.items(), key=lambda item: (item[1]["gross"], item[0] or 0))[:TOP]
+    # Ranked by what was charged in the window: a service or vendor with sessions and no charge is not "top".
+    charged = [row for row in per_service.values() if row["gross"]]
+    top_services = sorted(charged, key=lambda row: (row["gross"], row["service_pk"] or 0))[:TOP]
+    charging = [(key, value) for key, value in vendors.items() if value["gross"]]
+    top_vendors = sorted(charging, key=lambda item: (item[1]["gross"], item[0] or 0))[:TOP]
     # Names of the few shown, once they are known: joined to every summed row, they cost more than the sums.
     service_names, vendor_names = {}, {}
     for pk, name, vendor_id, vendor_name in Service.objects.filter(
