@@ -25,6 +25,9 @@ class Watermark(models.Model):
 
     entry_id = models.BigIntegerField(default=0)
     session_id = models.BigIntegerField(default=0)
+    # Every entry after entry_id belongs to a transaction after this one (a transaction and its
+    # entries are posted together, by wallets_post): the tail's transactions are found by id too.
+    transaction_floor = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:

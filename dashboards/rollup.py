@@ -45,13 +45,15 @@ from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models import (
     BigIntegerField,
+    BooleanField,
     Case,
     CharField,
     Count,
     DateTimeField,
+    Expression,
+    ExpressionWrapper,
     F,
     Func,
-    OuterRef,
     Q,
     QuerySet,
     Subquery,
@@ -82,8 +84,8 @@ logger = logging.getLogger("paygo.dashboards")
 
 # The session a ledger entry's charge belongs to.
 SESSION = "session"
-# The temporary table of a chunk's charges per session and 15 minutes, while they are added.
-NEW_CHARGES = "dashboards_new_charges"
+# The temporary table of a chunk's entries with what they are summed by, while they are added.
+NEW_ENTRIES = "dashboards_new_entries"
 WATERMARK_ID = 1
 ZERO = Value(0, output_field=MinorUnitsField())
 
@@ -110,15 +112,20 @@ def charge_entries() -> QuerySet[Entry]:
     return Entry.objects.filter(session__isnull=False)
 
 
+# What one charge took from its payer (<= 0) and gave its vendor, net of the platform's fee: each
+# charge less its fee (a batch credits each vendor once for all of its charges).
+PAID = F("amount")
+EARNED = ExpressionWrapper(-F("amount") - F("fee"), output_field=MinorUnitsField())
+
+
 def _paid() -> Sum:
     """What the sessions' payers were debited (a sum <= 0)."""
-    return Sum("amount")
+    return Sum(PAID)
 
 
 def _earned() -> Sum:
-    """What the sessions' vendors were credited, net of the platform's fee: each charge less its fee
-    (a batch credits each vendor once for all of its charges)."""
-    return Sum(-F("amount") - F("fee"), output_field=MinorUnitsField())
+    """What the sessions' vendors were credited, net of the platform's fee."""
+    return Sum(EARNED)
 
 
 # Who holds an account, as LedgerBucket names it: 'user' for every user wallet, else the system code.
@@ -129,39 +136,21 @@ HOLDER = Case(
 )
 
 
-def _charge_facts(entries: QuerySet[Entry]) -> QuerySet:
-    """ChargeBucket's rows for these charge entries, named as its fields."""
-    return (
-        entries.order_by()
-        .values(
-            "asset",
-            SESSION,  # the entry's own field: its charge's session
-            start=UtcBucket("transaction__created_at", QUARTER_HOUR),
-            service=F(f"{SESSION}__service"),
-            vendor=F(f"{SESSION}__vendor"),
-            user=F(f"{SESSION}__user"),
-        )
-        .annotate(payer_amount=Coalesce(_paid(), ZERO), payee_amount=Coalesce(_earned(), ZERO))
-    )
-
-
-def _flow_facts(entries: QuerySet[Entry], span: int) -> QuerySet:
-    """LedgerBucket's rows of one span for these entries, named as its fields."""
-    return (
-        entries.order_by()
-        .values(
-            "asset",
-            span=Value(span, output_field=BigIntegerField()),
-            start=UtcBucket("transaction__created_at", span),
-            kind=F("transaction__kind"),
-            holder=HOLDER,
-        )
-        .annotate(
-            debits=Coalesce(Sum("amount", filter=Q(amount__lt=0)), ZERO),
-            credits=Coalesce(Sum("amount", filter=Q(amount__gt=0)), ZERO),
-            debit_count=Count("id", filter=Q(amount__lt=0)),
-            credit_count=Count("id", filter=Q(amount__gt=0)),
-        )
+def _entry_facts(entries: QuerySet[Entry]) -> QuerySet:
+    """Each entry with what every bucket sums of it: its 15-minute bucket, transaction kind and
+    holder, and for a charge its session's service, vendor and user and what it paid and earned."""
+    return entries.order_by().values(
+        "amount",
+        "asset",
+        SESSION,  # the entry's own field: its charge's session
+        start=UtcBucket("transaction__created_at", QUARTER_HOUR),
+        kind=F("transaction__kind"),
+        holder=HOLDER,
+        service=F(f"{SESSION}__service"),
+        vendor=F(f"{SESSION}__vendor"),
+        user=F(f"{SESSION}__user"),
+        paid=PAID,
+        earned=EARNED,
     )
 
 
@@ -223,7 +212,11 @@ def rollup_advance(*, entries_through: int | None = None, sessions_through: int 
     Ids given must be ones up to which every row is committed (tests give them to stop midway).
     A run that finds another one summing returns at once: that one takes the rows.
     """
+    floor = None
     if entries_through is None:
+        # The transactions first: each one up to the floor has ended before the entries' bound is
+        # read, so its entries are all at or below that bound (see Watermark.transaction_floor).
+        floor = _committed_through(LedgerTransaction)
         entries_through = _committed_through(Entry)
     if sessions_through is None:
         sessions_through = _committed_through(StreamingSession)
@@ -245,6 +238,10 @@ def rollup_advance(*, entries_through: int | None = None, sessions_through: int 
                 _add_sessions(after=mark.session_id, through=upto)
                 mark.session_id = upto
                 changed.append("session_id")
+            # The floor holds for the watermark once it reaches the entries' bound read after it.
+            if floor is not None and mark.entry_id == entries_through and floor > mark.transaction_floor:
+                mark.transaction_floor = floor
+                changed.append("transaction_floor")
             if not changed:
                 return mark
             mark.updated_at = timezone.now()
@@ -263,31 +260,48 @@ def _chunk_end(model: type[models.Model], *, after: int, through: int, rows: int
 
 
 def _add_entries(new: Q) -> None:
-    # The new charges per session and 15 minutes are worked out once, into a temporary table that
-    # the session's buckets and each span of the services' buckets are then summed from.
-    facts, params = _charge_facts(charge_entries().filter(new)).query.sql_with_params()
+    # The new entries are joined to their transactions, accounts and sessions once, into a
+    # temporary table that every bucket is then summed from (a join per bucket table read the
+    # whole transactions table once per statement and chunk: quadratic in the ledger from nothing).
+    facts, params = _entry_facts(Entry.objects.filter(new)).query.sql_with_params()
+    quote = connection.ops.quote_name
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {NEW_CHARGES}")
-        cursor.execute(f"CREATE TEMPORARY TABLE {NEW_CHARGES} AS {facts}", params)
-    names = ("session", "start", "asset", "service", "vendor", "user", "payer_amount", "payee_amount")
+        cursor.execute(f"DROP TABLE IF EXISTS {NEW_ENTRIES}")
+        cursor.execute(f"CREATE TEMPORARY TABLE {NEW_ENTRIES} AS {facts}", params)
+    charges = f"FROM {NEW_ENTRIES} WHERE {SESSION} IS NOT NULL"
+    by_session = ("session", "start", "asset", "service", "vendor", "user")
+    columns = ", ".join(map(quote, by_session))
     _add(
         ChargeBucket,
-        (f"SELECT {', '.join(map(connection.ops.quote_name, names))} FROM {NEW_CHARGES}", ()),  # noqa: S608
+        (
+            f"SELECT {columns}, SUM(paid) AS payer_amount, SUM(earned) AS payee_amount {charges} "
+            f"GROUP BY {columns} ORDER BY {columns}",
+            (),
+        ),
         key=("session", "start"),
         copied=("asset", "service", "vendor", "user"),
         added=("payer_amount", "payee_amount"),
     )
-    columns = "start, asset, service, vendor, payer_amount, payee_amount, 0 AS sessions"
-    _add_to_services(f"SELECT {columns} FROM {NEW_CHARGES}", ())  # noqa: S608 (names of our own)
+    sums = "start, asset, service, vendor, paid AS payer_amount, earned AS payee_amount, 0 AS sessions"
+    _add_to_services(f"SELECT {sums} {charges}", ())
+    # The platform's entries per transaction kind and holder, 15 minutes and days at once.
+    flows = (
+        "SELECT spans.span, date_bin(spans.span * INTERVAL '1 second', facts.start, "  # noqa: S608 (names of ours)
+        f"TIMESTAMPTZ '{SPAN_ORIGIN.isoformat()}') AS start, asset, kind, holder, "
+        "COALESCE(SUM(amount) FILTER (WHERE amount < 0), 0) AS debits, "
+        "COALESCE(SUM(amount) FILTER (WHERE amount > 0), 0) AS credits, "
+        "COUNT(*) FILTER (WHERE amount < 0) AS debit_count, COUNT(*) FILTER (WHERE amount > 0) AS credit_count "
+        f"FROM {NEW_ENTRIES} AS facts CROSS JOIN unnest(ARRAY[{QUARTER_HOUR}, {DAY}]) AS spans(span) "
+        "GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+    )
+    _add(
+        LedgerBucket,
+        (flows, ()),
+        key=("span", "start", "asset", "kind", "holder"),
+        added=("debits", "credits", "debit_count", "credit_count"),
+    )
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE {NEW_CHARGES}")
-    for span in (QUARTER_HOUR, DAY):
-        _add(
-            LedgerBucket,
-            _flow_facts(Entry.objects.filter(new), span),
-            key=("span", "start", "asset", "kind", "holder"),
-            added=("debits", "credits", "debit_count", "credit_count"),
-        )
+        cursor.execute(f"DROP TABLE {NEW_ENTRIES}")
 
 
 def _add_sessions(*, after: int, through: int) -> None:
@@ -312,7 +326,8 @@ def _add_to_services(sql: str, params) -> None:
         f"TIMESTAMPTZ '{origin}') AS start, facts.asset, facts.service, facts.vendor, "
         "SUM(facts.payer_amount) AS payer_amount, SUM(facts.payee_amount) AS payee_amount, "
         "SUM(facts.sessions) AS sessions "
-        f"FROM ({sql}) AS facts CROSS JOIN unnest(ARRAY[{spans}]) AS spans(span) GROUP BY 1, 2, 3, 4, 5"
+        f"FROM ({sql}) AS facts CROSS JOIN unnest(ARRAY[{spans}]) AS spans(span) "
+        "GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
     )
     _add(
         ServiceBucket,
@@ -324,7 +339,8 @@ def _add_to_services(sql: str, params) -> None:
 
 def _add(model, facts, *, key: tuple[str, ...], added: tuple[str, ...], copied: tuple[str, ...] = ()):
     """Add the facts (a queryset, or SQL and its parameters, of rows named as the model's fields) to
-    the model's table in one statement: new keys are inserted, the sums of existing ones grow."""
+    the model's table in one statement: new keys are inserted, the sums of existing ones grow.
+    Facts in the order of the key are written along its index rather than all over it."""
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
 
@@ -350,12 +366,13 @@ class Seen(NamedTuple):
 
     entry_id: int
     session_id: int
+    transaction_floor: int
 
 
 def tail_start() -> Seen:
     """The watermark as it stands now (one query)."""
-    row = Watermark.objects.filter(pk=WATERMARK_ID).values_list("entry_id", "session_id").first()
-    return Seen(*(row or (0, 0)))
+    row = Watermark.objects.filter(pk=WATERMARK_ID).values_list("entry_id", "session_id", "transaction_floor")
+    return Seen(*(row.first() or (0, 0, 0)))
 
 
 def _after(rows: QuerySet, field: str, seen: int) -> QuerySet:
@@ -367,15 +384,35 @@ def _after(rows: QuerySet, field: str, seen: int) -> QuerySet:
     return rows.filter(id__gt=seen).filter(id__gt=Coalesce(Subquery(current), Value(0)))
 
 
-def _tail_entries(rows: QuerySet[Entry], seen: int) -> QuerySet[Entry]:
-    """Entries after the watermark, with their transaction's time (`posted_at`) and kind (`posted_as`)
-    read entry by entry through the transactions' primary key. The tail is a few rows found by id;
-    joined to the transactions instead, the planner may first read every transaction of the
-    window by time (30 days of them for a minute of entries: ten times the cost)."""
-    transaction = LedgerTransaction.objects.filter(pk=OuterRef("transaction_id"))
-    return _after(rows, "entry_id", seen).alias(
-        posted_at=Subquery(transaction.values("created_at")), posted_as=Subquery(transaction.values("kind"))
-    )
+def _tail_entries(rows: QuerySet[Entry], seen: Seen) -> QuerySet[Entry]:
+    """Entries after the watermark, whose transactions are all after its transaction floor (see
+    Watermark): bounding the transactions too lets the planner read the tail's few transactions by
+    primary key, where it otherwise read every transaction of the window by time first (30 days of
+    them for a minute of entries: ten times the cost). The floor `seen` is safe whatever the
+    watermark is now (it only grows, and a floor bounds every entry after its own watermark)."""
+    return _after(rows, "entry_id", seen.entry_id).filter(TransactionAfter(seen.transaction_floor))
+
+
+class TransactionAfter(Expression):
+    """The entry's transaction, as joined for its time or kind, has an id above `floor`. Written on
+    the joined table's own id (Django would write the entry's transaction_id): a bound the planner
+    carries to the transactions' primary key."""
+
+    output_field = BooleanField()
+
+    def __init__(self, floor: int):
+        super().__init__()
+        self.floor = floor
+
+    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
+        resolved = self.copy()
+        resolved.at = F("transaction__created_at").resolve_expression(query, allow_joins, reuse, summarize)
+        return resolved
+
+    def as_sql(self, compiler, connection):
+        column = compiler.compile(self.at)[0]
+        table = column.rsplit(".", 1)[0]
+        return f"{table}.{connection.ops.quote_name('id')} > %s", [self.floor]
 
 
 @dataclass(frozen=True)
@@ -425,8 +462,8 @@ def charges(seen: Seen) -> tuple[Charges, Charges]:
     return (
         Charges(rows=ChargeBucket.objects.all(), at="start", in_tail=False, prefix=""),
         Charges(
-            rows=_tail_entries(charge_entries(), seen.entry_id),
-            at="posted_at",
+            rows=_tail_entries(charge_entries(), seen),
+            at="transaction__created_at",
             in_tail=True,
             prefix=f"{SESSION}__",
         ),
@@ -454,8 +491,8 @@ class Flows(Source):
 def flows(seen: Seen, window: Window) -> tuple[Flows, Flows]:
     """(the rollup's flows, the tail's) inside the window, after tail_start() returned `seen`."""
     rollup = Flows(rows=LedgerBucket.objects.filter(covering(window)), at="start", in_tail=False)
-    tail = _tail_entries(Entry.objects.all(), seen.entry_id).alias(kind=F("posted_as"), holder=HOLDER)
-    tail = Flows(rows=tail, at="posted_at", in_tail=True)
+    tail = _tail_entries(Entry.objects.all(), seen).alias(kind=F("transaction__kind"), holder=HOLDER)
+    tail = Flows(rows=tail, at="transaction__created_at", in_tail=True)
     return replace(rollup, rows=rollup.during(window)), replace(tail, rows=tail.during(window))
 
 
@@ -524,7 +561,7 @@ def services(seen: Seen) -> tuple[Services, Services, Services]:
     """(the rollup's services, the tail's charges, the tail's sessions) after tail_start() returned `seen`."""
     return (
         Services(rows=ServiceBucket.objects.all(), at="start", in_tail=False, part=ROLLED),
-        Services(rows=_tail_entries(charge_entries(), seen.entry_id), at="posted_at", in_tail=True, part=CHARGED),
+        Services(rows=_tail_entries(charge_entries(), seen), at="transaction__created_at", in_tail=True, part=CHARGED),
         Services(
             rows=_after(StreamingSession.objects.all(), "session_id", seen.session_id),
             at="start_time",

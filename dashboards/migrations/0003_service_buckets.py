@@ -117,5 +117,10 @@ class Migration(migrations.Migration):
                 name="dashboards_service_bucket_key",
             ),
         ),
+        migrations.AddField(
+            model_name="watermark",
+            name="transaction_floor",
+            field=models.BigIntegerField(default=0),
+        ),
         migrations.RunSQL(BACKFILL, migrations.RunSQL.noop),
     ]

@@ -35,7 +35,7 @@ from dashboards.periods import YEAR as YEARLY
 from dashboards.tests.conftest import NOW, USDC, ledger_by_kind, make_service, rollup_by_kind, run_session
 from streaming.models import StreamingSession
 from wallets import ledger
-from wallets.models import Entry
+from wallets.models import Entry, LedgerTransaction
 from wallets.services import withdrawal_request
 from wallets.tests.conftest import fund_wallet
 
@@ -264,3 +264,19 @@ def test_the_task_is_on_the_beat_and_sums_everything_committed(alice, fund):
     assert settings.CELERY_BEAT_SCHEDULE["dashboards-rollup"]["task"] == rollup_advance_task.name
     rollup_advance_task.apply()
     assert Watermark.objects.get().entry_id == Entry.objects.latest("id").id
+
+
+def test_every_entry_after_the_watermark_is_of_a_transaction_after_its_floor(alice, victor, fund):
+    fund(alice, 100 * USDC)
+    run_session(alice, make_service(victor, unit="per_minute", rate=USDC), NOW - timedelta(days=2), 600, sweeps=(120,))
+
+    mark = rollup.rollup_advance()
+    assert mark.transaction_floor == LedgerTransaction.objects.latest("id").id
+    fund(alice, 7 * USDC)
+    tail = Entry.objects.filter(id__gt=mark.entry_id)
+    assert tail.exists() and not tail.filter(transaction_id__lte=mark.transaction_floor).exists()
+
+    # Stopped midway (ids given), the floor stays where it held.
+    fund(alice, 3 * USDC)
+    midway = rollup.rollup_advance(entries_through=tail.order_by("id").values_list("id", flat=True)[1])
+    assert midway.transaction_floor == mark.transaction_floor
