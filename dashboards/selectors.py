@@ -32,7 +32,6 @@ from django.db.models import (
     Count,
     DateTimeField,
     F,
-    Max,
     Min,
     OuterRef,
     Q,
@@ -412,6 +411,41 @@ def _time_used(user, *, asset: Asset, tz, since: datetime, now: datetime) -> tup
 
 # --- A vendor's dashboard -------------------------------------------------------------------------
 
+# The vendor's RECENT latest customers (whose latest session is the latest, ties by user id), each
+# with that session's start and their number of sessions with the vendor, in one statement. Each
+# step reads the vendor's sessions newest first (the vendor's start-time index) only until a
+# customer not found yet: the cost is that of the few customers shown, not of every session hosted.
+_RECENT_CUSTOMERS = """
+WITH RECURSIVE found (step, user_id, last_session_at, seen) AS (
+    SELECT 0, NULL::bigint, NULL::timestamptz, ARRAY[]::bigint[]
+    UNION ALL
+    SELECT found.step + 1, next.user_id, next.start_time, found.seen || next.user_id
+    FROM found
+    CROSS JOIN LATERAL (
+        SELECT session.user_id, session.start_time
+        FROM streaming_streamingsession AS session
+        WHERE session.vendor_id = %(vendor)s AND session.asset_id = %(asset)s
+          AND session.user_id <> ALL (found.seen)
+        ORDER BY session.start_time DESC, session.user_id
+        LIMIT 1
+    ) AS next
+    WHERE found.step < %(customers)s
+)
+SELECT found.user_id, customer.name, found.last_session_at,
+       (SELECT COUNT(*) FROM streaming_streamingsession AS session
+        WHERE session.user_id = found.user_id AND session.vendor_id = %(vendor)s AND session.asset_id = %(asset)s)
+FROM found JOIN accounts_user AS customer ON customer.id = found.user_id
+ORDER BY found.step
+"""
+
+
+def _recent_customers(vendor, *, asset: Asset) -> list[dict]:
+    """The vendor's latest customers in `asset` (see _RECENT_CUSTOMERS), newest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(_RECENT_CUSTOMERS, {"vendor": vendor.pk, "asset": asset.pk, "customers": RECENT})
+        names = ("user_id", "user__name", "last_session_at", "sessions")
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
 
 def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
@@ -437,13 +471,7 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
         .order_by("-created_at", "-id")
     )
     recent = list(sessions_with_money().filter(vendor=vendor).order_by("-start_time", "-id")[:RECENT])
-    customers = list(
-        StreamingSession.objects.filter(vendor=vendor, asset=asset)
-        .order_by()
-        .values("user_id", "user__name")
-        .annotate(last_session_at=Max("start_time"), sessions=Count("id"))
-        .order_by("-last_session_at", "user_id")[:RECENT]
-    )
+    customers = _recent_customers(vendor, asset=asset)
 
     def earnings_from_customers(charges: rollup.Charges) -> QuerySet:
         customer = charges.path("user")
