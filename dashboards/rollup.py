@@ -578,8 +578,13 @@ def _inside(field: str, window: Window) -> dict:
 def read(sources: tuple[Source, ...], build: Callable[[Source], QuerySet]) -> list[dict]:
     """build(source) -> a values() queryset, run on every source as one statement (UNION ALL).
     Rows of the same key may come from several: callers add them up."""
+    return list(union(sources, build))
+
+
+def union(sources: tuple[Source, ...], build: Callable[[Source], QuerySet]) -> QuerySet:
+    """The statement read() runs, for a caller that sums it further in SQL."""
     first, *others = (build(source) for source in sources)
-    return list(first.union(*others, all=True))
+    return first.union(*others, all=True)
 
 
 # --- Which day and 15-minute rows partition a window ---------------------------------------------

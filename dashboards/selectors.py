@@ -655,6 +655,39 @@ def chipi_status() -> dict:
     return {"mode": "sandbox" if sandbox_in_use() else "live"}
 
 
+# The TOP services and vendors by what was charged (gross is <= 0: most first), summed in SQL from
+# the per-service rows of the rollup and the tail, so that only they leave the database: a service
+# or vendor with sessions and no charge in the window is not "top".
+_TOP_SQL = """
+WITH summed AS (
+    SELECT service_pk, vendor_pk, COALESCE(SUM(gross), 0) AS gross, COALESCE(SUM(earnings), 0) AS earnings,
+           COALESCE(SUM(sessions), 0) AS sessions
+    FROM ({rows}) AS per_service GROUP BY service_pk, vendor_pk
+)
+(SELECT 'service', service_pk, vendor_pk, gross, earnings, sessions FROM summed
+ WHERE gross <> 0 ORDER BY gross, service_pk LIMIT {top})
+UNION ALL
+(SELECT 'vendor', NULL, vendor_pk, SUM(gross), SUM(earnings), SUM(sessions) FROM summed
+ GROUP BY vendor_pk HAVING SUM(gross) <> 0 ORDER BY 4, 3 LIMIT {top})
+"""
+
+
+def _top(per_service: QuerySet) -> tuple[list[dict], list[tuple[int, dict]]]:
+    """(top services, top (vendor, figures)) from per-service rows of gross, earnings and sessions."""
+    rows, params = per_service.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(_TOP_SQL.format(rows=rows, top=TOP), params)
+        ranked = cursor.fetchall()
+    services, vendors = [], []
+    for what, service_pk, vendor_pk, gross, earnings, sessions in ranked:
+        figures = {"gross": int(gross), "earnings": int(earnings), "sessions": int(sessions)}
+        if what == "service":
+            services.append({"service_pk": service_pk, "vendor_pk": vendor_pk, **figures})
+        else:
+            vendors.append((vendor_pk, figures))
+    return services, vendors
+
+
 def _admin_figures(*, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
@@ -701,21 +734,7 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
             .annotate(gross=source.paid(), earnings=source.earned(), sessions=source.sessions())
         )
 
-    per_service: dict = {}
-    for row in rollup.read(rollup.services(seen), services):
-        totals = per_service.setdefault(row["service_pk"], {**row, "gross": 0, "earnings": 0, "sessions": 0})
-        for name in ("gross", "earnings", "sessions"):
-            totals[name] += int(row[name] or 0)
-    vendors: dict = {}
-    for row in per_service.values():
-        vendor = vendors.setdefault(row["vendor_pk"], {"gross": 0, "earnings": 0, "sessions": 0})
-        for name in ("gross", "earnings", "sessions"):
-            vendor[name] += row[name]
-    # Ranked by what was charged in the window: a service or vendor with sessions and no charge is not "top".
-    charged = [row for row in per_service.values() if row["gross"]]
-    top_services = sorted(charged, key=lambda row: (row["gross"], row["service_pk"] or 0))[:TOP]
-    charging = [(key, value) for key, value in vendors.items() if value["gross"]]
-    top_vendors = sorted(charging, key=lambda item: (item[1]["gross"], item[0] or 0))[:TOP]
+    top_services, top_vendors = _top(rollup.union(rollup.services(seen), services))
     # Names of the few shown, once they are known: joined to every summed row, they cost more than the sums.
     service_names, vendor_names = {}, {}
     for pk, name, vendor_id, vendor_name in Service.objects.filter(
