@@ -8,6 +8,8 @@ the apps it reads.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.conf import settings
 from django.db import models
 
@@ -23,6 +25,9 @@ class Watermark(models.Model):
 
     entry_id = models.BigIntegerField(default=0)
     session_id = models.BigIntegerField(default=0)
+    # Every entry after entry_id belongs to a transaction after this one (a transaction and its
+    # entries are posted together, by wallets_post): the tail's transactions are found by id too.
+    transaction_floor = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(null=True, blank=True)
 
     def __str__(self) -> str:
@@ -38,9 +43,9 @@ class ChargeBucket(models.Model):
 
     User, vendor, service and asset are the session's, copied so that a dashboard reads them
     without a join; payer_amount (<= 0) is what the session's payer was debited, payee_amount
-    (>= 0) what its vendor was credited, net of the platform's fee. previous_start is the start of
-    the session's previous row (NULL for its first): of a session's rows in [a, b), exactly one —
-    the first — has no previous_start at or after a, so counting sessions needs no DISTINCT.
+    (>= 0) what its vendor was credited, net of the platform's fee. A user's and a vendor's own
+    dashboards read these rows; the platform's figures read ServiceBucket, whose rows do not grow
+    with the sessions.
     """
 
     session = _unenforced("streaming.StreamingSession", db_index=False)
@@ -51,7 +56,6 @@ class ChargeBucket(models.Model):
     user = _unenforced(settings.AUTH_USER_MODEL, db_index=False)
     payer_amount = MinorUnitsField(default=0)
     payee_amount = MinorUnitsField(default=0)
-    previous_start = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["session", "start"], name="dashboards_charge_bucket_key")]
@@ -67,15 +71,57 @@ class ChargeBucket(models.Model):
             models.Index(
                 fields=["vendor", "user"], include=["asset", "payee_amount"], name="dashboards_charge_customer"
             ),
-            models.Index(
-                fields=["asset", "start"],
-                include=["service", "vendor", "previous_start", "payer_amount", "payee_amount"],
-                name="dashboards_charge_platform",
-            ),
         ]
 
     def __str__(self) -> str:
         return f"session {self.session_id} at {self.start:%Y-%m-%d %H:%M}"
+
+
+# ServiceBucket's spans: 15 minutes, a day, then 4, 16, 64, 256 and 1024 days, all counted from
+# SPAN_ORIGIN (a UTC midnight). Any window of 15-minute edges is a few dozen of them, whatever its
+# length: the largest that fit, from each edge inwards.
+SPAN_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
+SERVICE_SPANS = (QUARTER_HOUR, DAY, 4 * DAY, 16 * DAY, 64 * DAY, 256 * DAY, 1024 * DAY)
+
+
+class ServiceBucket(models.Model):
+    """One service's charges and session starts in one UTC bucket of `span` seconds (every charge
+    and every session start is in one row of each span).
+
+    payer_amount (<= 0) is what the service's sessions' payers were debited, payee_amount (>= 0)
+    what its vendor was credited net of the fee, both by the time the charges were posted;
+    `sessions` counts the service's sessions by the time they started. The platform's top services
+    and vendors and a vendor's own figures read these rows: their number is bounded by the services
+    and the spans of a window, not by the ledger or the sessions in it.
+    """
+
+    span = models.PositiveIntegerField(choices=[(span, f"{span} s") for span in SERVICE_SPANS])
+    start = models.DateTimeField(help_text="Start of the UTC bucket.")
+    asset = _unenforced("wallets.Asset", db_index=False)
+    service = _unenforced("marketplace.Service", db_index=False)
+    vendor = _unenforced(settings.AUTH_USER_MODEL, db_index=False)
+    payer_amount = MinorUnitsField(default=0)
+    payee_amount = MinorUnitsField(default=0)
+    sessions = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["span", "start", "asset", "service", "vendor"],
+                include=["payer_amount", "payee_amount", "sessions"],
+                name="dashboards_service_bucket_key",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["vendor", "span", "start"],
+                include=["asset", "service", "payee_amount", "sessions"],
+                name="dashboards_service_vendor",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"service {self.service_id} at {self.start:%Y-%m-%d %H:%M} ({self.span} s)"
 
 
 class LedgerBucket(models.Model):

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import time as time_module
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, time, timedelta
@@ -44,14 +45,15 @@ from django.conf import settings
 from django.db import connection, models, transaction
 from django.db.models import (
     BigIntegerField,
+    BooleanField,
     Case,
     CharField,
     Count,
     DateTimeField,
-    Exists,
+    Expression,
+    ExpressionWrapper,
     F,
     Func,
-    OuterRef,
     Q,
     QuerySet,
     Subquery,
@@ -62,16 +64,28 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from dashboards.models import DAY, QUARTER_HOUR, ChargeBucket, LedgerBucket, SessionBucket, Watermark
+from dashboards.models import (
+    DAY,
+    QUARTER_HOUR,
+    SERVICE_SPANS,
+    SPAN_ORIGIN,
+    ChargeBucket,
+    LedgerBucket,
+    ServiceBucket,
+    SessionBucket,
+    Watermark,
+)
 from dashboards.periods import Window
 from paygo.fields import MinorUnitsField
 from streaming.models import StreamingSession
-from wallets.models import AccountKind, Entry
+from wallets.models import AccountKind, Entry, LedgerTransaction
 
 logger = logging.getLogger("paygo.dashboards")
 
 # The session a ledger entry's charge belongs to.
 SESSION = "session"
+# The temporary table of a chunk's entries with what they are summed by, while they are added.
+NEW_ENTRIES = "dashboards_new_entries"
 WATERMARK_ID = 1
 ZERO = Value(0, output_field=MinorUnitsField())
 
@@ -98,15 +112,20 @@ def charge_entries() -> QuerySet[Entry]:
     return Entry.objects.filter(session__isnull=False)
 
 
+# What one charge took from its payer (<= 0) and gave its vendor, net of the platform's fee: each
+# charge less its fee (a batch credits each vendor once for all of its charges).
+PAID = F("amount")
+EARNED = ExpressionWrapper(-F("amount") - F("fee"), output_field=MinorUnitsField())
+
+
 def _paid() -> Sum:
     """What the sessions' payers were debited (a sum <= 0)."""
-    return Sum("amount")
+    return Sum(PAID)
 
 
 def _earned() -> Sum:
-    """What the sessions' vendors were credited, net of the platform's fee: each charge less its fee
-    (a batch credits each vendor once for all of its charges)."""
-    return Sum(-F("amount") - F("fee"), output_field=MinorUnitsField())
+    """What the sessions' vendors were credited, net of the platform's fee."""
+    return Sum(EARNED)
 
 
 # Who holds an account, as LedgerBucket names it: 'user' for every user wallet, else the system code.
@@ -117,39 +136,21 @@ HOLDER = Case(
 )
 
 
-def _charge_facts(entries: QuerySet[Entry]) -> QuerySet:
-    """ChargeBucket's rows for these charge entries, named as its fields."""
-    return (
-        entries.order_by()
-        .values(
-            "asset",
-            SESSION,  # the entry's own field: its charge's session
-            start=UtcBucket("transaction__created_at", QUARTER_HOUR),
-            service=F(f"{SESSION}__service"),
-            vendor=F(f"{SESSION}__vendor"),
-            user=F(f"{SESSION}__user"),
-        )
-        .annotate(payer_amount=Coalesce(_paid(), ZERO), payee_amount=Coalesce(_earned(), ZERO))
-    )
-
-
-def _flow_facts(entries: QuerySet[Entry], span: int) -> QuerySet:
-    """LedgerBucket's rows of one span for these entries, named as its fields."""
-    return (
-        entries.order_by()
-        .values(
-            "asset",
-            span=Value(span, output_field=BigIntegerField()),
-            start=UtcBucket("transaction__created_at", span),
-            kind=F("transaction__kind"),
-            holder=HOLDER,
-        )
-        .annotate(
-            debits=Coalesce(Sum("amount", filter=Q(amount__lt=0)), ZERO),
-            credits=Coalesce(Sum("amount", filter=Q(amount__gt=0)), ZERO),
-            debit_count=Count("id", filter=Q(amount__lt=0)),
-            credit_count=Count("id", filter=Q(amount__gt=0)),
-        )
+def _entry_facts(entries: QuerySet[Entry]) -> QuerySet:
+    """Each entry with what every bucket sums of it: its 15-minute bucket, transaction kind and
+    holder, and for a charge its session's service, vendor and user and what it paid and earned."""
+    return entries.order_by().values(
+        "amount",
+        "asset",
+        SESSION,  # the entry's own field: its charge's session
+        start=UtcBucket("transaction__created_at", QUARTER_HOUR),
+        kind=F("transaction__kind"),
+        holder=HOLDER,
+        service=F(f"{SESSION}__service"),
+        vendor=F(f"{SESSION}__vendor"),
+        user=F(f"{SESSION}__user"),
+        paid=PAID,
+        earned=EARNED,
     )
 
 
@@ -211,7 +212,11 @@ def rollup_advance(*, entries_through: int | None = None, sessions_through: int 
     Ids given must be ones up to which every row is committed (tests give them to stop midway).
     A run that finds another one summing returns at once: that one takes the rows.
     """
+    floor = None
     if entries_through is None:
+        # The transactions first: each one up to the floor has ended before the entries' bound is
+        # read, so its entries are all at or below that bound (see Watermark.transaction_floor).
+        floor = _committed_through(LedgerTransaction)
         entries_through = _committed_through(Entry)
     if sessions_through is None:
         sessions_through = _committed_through(StreamingSession)
@@ -230,11 +235,13 @@ def rollup_advance(*, entries_through: int | None = None, sessions_through: int 
                 changed.append("entry_id")
             if sessions_through is not None and sessions_through > mark.session_id:
                 upto = _chunk_end(StreamingSession, after=mark.session_id, through=sessions_through, rows=chunk)
-                new = StreamingSession.objects.filter(id__gt=mark.session_id, id__lte=upto)
-                for span in (QUARTER_HOUR, DAY):
-                    _add(SessionBucket, _start_facts(new, span), key=("span", "start", "asset"), added=("sessions",))
+                _add_sessions(after=mark.session_id, through=upto)
                 mark.session_id = upto
                 changed.append("session_id")
+            # The floor holds for the watermark once it reaches the entries' bound read after it.
+            if floor is not None and mark.entry_id == entries_through and floor > mark.transaction_floor:
+                mark.transaction_floor = floor
+                changed.append("transaction_floor")
             if not changed:
                 return mark
             mark.updated_at = timezone.now()
@@ -253,42 +260,87 @@ def _chunk_end(model: type[models.Model], *, after: int, through: int, rows: int
 
 
 def _add_entries(new: Q) -> None:
-    charges = charge_entries().filter(new)
+    # The new entries are joined to their transactions, accounts and sessions once, into a
+    # temporary table that every bucket is then summed from (a join per bucket table read the
+    # whole transactions table once per statement and chunk: quadratic in the ledger from nothing).
+    facts, params = _entry_facts(Entry.objects.filter(new)).query.sql_with_params()
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {NEW_ENTRIES}")
+        cursor.execute(f"CREATE TEMPORARY TABLE {NEW_ENTRIES} AS {facts}", params)
+    charges = f"FROM {NEW_ENTRIES} WHERE {SESSION} IS NOT NULL"
+    by_session = ("session", "start", "asset", "service", "vendor", "user")
+    columns = ", ".join(map(quote, by_session))
     _add(
         ChargeBucket,
-        _charge_facts(charges),
+        (
+            f"SELECT {columns}, SUM(paid) AS payer_amount, SUM(earned) AS payee_amount {charges} "
+            f"GROUP BY {columns} ORDER BY {columns}",
+            (),
+        ),
         key=("session", "start"),
         copied=("asset", "service", "vendor", "user"),
         added=("payer_amount", "payee_amount"),
     )
-    # Each touched session's rows from its earliest new bucket on get their previous row again (in
-    # time order): usually only the newest, but a charge may be stamped earlier than one summed.
-    # Both reads go through the (session, start) unique index, whatever the session's age.
-    quote = connection.ops.quote_name
-    table = quote(ChargeBucket._meta.db_table)
-    session_col = quote(ChargeBucket._meta.get_field("session").column)
-    sql, params = _charge_facts(charges).query.sql_with_params()
+    sums = "start, asset, service, vendor, paid AS payer_amount, earned AS payee_amount, 0 AS sessions"
+    _add_to_services(f"SELECT {sums} {charges}", ())
+    # The platform's entries per transaction kind and holder, 15 minutes and days at once.
+    flows = (
+        "SELECT spans.span, date_bin(spans.span * INTERVAL '1 second', facts.start, "  # noqa: S608 (names of ours)
+        f"TIMESTAMPTZ '{SPAN_ORIGIN.isoformat()}') AS start, asset, kind, holder, "
+        "COALESCE(SUM(amount) FILTER (WHERE amount < 0), 0) AS debits, "
+        "COALESCE(SUM(amount) FILTER (WHERE amount > 0), 0) AS credits, "
+        "COUNT(*) FILTER (WHERE amount < 0) AS debit_count, COUNT(*) FILTER (WHERE amount > 0) AS credit_count "
+        f"FROM {NEW_ENTRIES} AS facts CROSS JOIN unnest(ARRAY[{QUARTER_HOUR}, {DAY}]) AS spans(span) "
+        "GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+    )
+    _add(
+        LedgerBucket,
+        (flows, ()),
+        key=("span", "start", "asset", "kind", "holder"),
+        added=("debits", "credits", "debit_count", "credit_count"),
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET previous_start = (SELECT p.start FROM {table} AS p "  # noqa: S608 (model names)
-            f"WHERE p.{session_col} = {table}.{session_col} AND p.start < {table}.start "
-            "ORDER BY p.start DESC LIMIT 1) "
-            f"FROM (SELECT facts.session, MIN(facts.start) AS first FROM ({sql}) AS facts GROUP BY facts.session) "
-            f"AS touched WHERE {table}.{session_col} = touched.session AND {table}.start >= touched.first",
-            params,
-        )
+        cursor.execute(f"DROP TABLE {NEW_ENTRIES}")
+
+
+def _add_sessions(*, after: int, through: int) -> None:
+    new = StreamingSession.objects.filter(id__gt=after, id__lte=through)
     for span in (QUARTER_HOUR, DAY):
-        _add(
-            LedgerBucket,
-            _flow_facts(Entry.objects.filter(new), span),
-            key=("span", "start", "asset", "kind", "holder"),
-            added=("debits", "credits", "debit_count", "credit_count"),
-        )
+        _add(SessionBucket, _start_facts(new, span), key=("span", "start", "asset"), added=("sessions",))
+    sessions = StreamingSession._meta.db_table
+    _add_to_services(
+        "SELECT start_time AS start, asset_id AS asset, service_id AS service, vendor_id AS vendor, "  # noqa: S608
+        f"0 AS payer_amount, 0 AS payee_amount, 1 AS sessions FROM {sessions} WHERE id > %s AND id <= %s",
+        (after, through),
+    )
 
 
-def _add(model, facts: QuerySet, *, key: tuple[str, ...], added: tuple[str, ...], copied: tuple[str, ...] = ()):
-    """Add the facts (rows named as the model's fields) to the model's table in one statement: new
-    keys are inserted, the sums of existing ones grow."""
+def _add_to_services(sql: str, params) -> None:
+    """Add rows (start, asset, service, vendor, payer_amount, payee_amount, sessions) to ServiceBucket,
+    in every span at once."""
+    spans = ", ".join(str(span) for span in SERVICE_SPANS)
+    origin = SPAN_ORIGIN.isoformat()
+    per_span = (
+        "SELECT spans.span, date_bin(spans.span * INTERVAL '1 second', facts.start, "  # noqa: S608 (numbers of ours)
+        f"TIMESTAMPTZ '{origin}') AS start, facts.asset, facts.service, facts.vendor, "
+        "SUM(facts.payer_amount) AS payer_amount, SUM(facts.payee_amount) AS payee_amount, "
+        "SUM(facts.sessions) AS sessions "
+        f"FROM ({sql}) AS facts CROSS JOIN unnest(ARRAY[{spans}]) AS spans(span) "
+        "GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5"
+    )
+    _add(
+        ServiceBucket,
+        (per_span, params),
+        key=("span", "start", "asset", "service", "vendor"),
+        added=("payer_amount", "payee_amount", "sessions"),
+    )
+
+
+def _add(model, facts, *, key: tuple[str, ...], added: tuple[str, ...], copied: tuple[str, ...] = ()):
+    """Add the facts (a queryset, or SQL and its parameters, of rows named as the model's fields) to
+    the model's table in one statement: new keys are inserted, the sums of existing ones grow.
+    Facts in the order of the key are written along its index rather than all over it."""
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
 
@@ -298,7 +350,7 @@ def _add(model, facts: QuerySet, *, key: tuple[str, ...], added: tuple[str, ...]
     names = (*key, *copied, *added)
     columns, values = ", ".join(map(column, names)), ", ".join(map(quote, names))
     increments = ", ".join(f"{column(name)} = {table}.{column(name)} + excluded.{column(name)}" for name in added)
-    sql, params = facts.query.sql_with_params()
+    sql, params = facts.query.sql_with_params() if isinstance(facts, QuerySet) else facts
     # Names come from the models, values are parameters.
     insert = f"INSERT INTO {table} ({columns}) SELECT {values} FROM ({sql}) AS facts"  # noqa: S608
     upsert = f" ON CONFLICT ({', '.join(map(column, key))}) DO UPDATE SET {increments}"
@@ -314,12 +366,13 @@ class Seen(NamedTuple):
 
     entry_id: int
     session_id: int
+    transaction_floor: int
 
 
 def tail_start() -> Seen:
     """The watermark as it stands now (one query)."""
-    row = Watermark.objects.filter(pk=WATERMARK_ID).values_list("entry_id", "session_id").first()
-    return Seen(*(row or (0, 0)))
+    row = Watermark.objects.filter(pk=WATERMARK_ID).values_list("entry_id", "session_id", "transaction_floor")
+    return Seen(*(row.first() or (0, 0, 0)))
 
 
 def _after(rows: QuerySet, field: str, seen: int) -> QuerySet:
@@ -329,6 +382,37 @@ def _after(rows: QuerySet, field: str, seen: int) -> QuerySet:
     (the watermark only grows: the second read is the bound that holds)."""
     current = Watermark.objects.filter(pk=WATERMARK_ID).values(field)
     return rows.filter(id__gt=seen).filter(id__gt=Coalesce(Subquery(current), Value(0)))
+
+
+def _tail_entries(rows: QuerySet[Entry], seen: Seen) -> QuerySet[Entry]:
+    """Entries after the watermark, whose transactions are all after its transaction floor (see
+    Watermark): bounding the transactions too lets the planner read the tail's few transactions by
+    primary key, where it otherwise read every transaction of the window by time first (30 days of
+    them for a minute of entries: ten times the cost). The floor `seen` is safe whatever the
+    watermark is now (it only grows, and a floor bounds every entry after its own watermark)."""
+    return _after(rows, "entry_id", seen.entry_id).filter(TransactionAfter(seen.transaction_floor))
+
+
+class TransactionAfter(Expression):
+    """The entry's transaction, as joined for its time or kind, has an id above `floor`. Written on
+    the joined table's own id (Django would write the entry's transaction_id): a bound the planner
+    carries to the transactions' primary key."""
+
+    output_field = BooleanField()
+
+    def __init__(self, floor: int):
+        super().__init__()
+        self.floor = floor
+
+    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
+        resolved = self.copy()
+        resolved.at = F("transaction__created_at").resolve_expression(query, allow_joins, reuse, summarize)
+        return resolved
+
+    def as_sql(self, compiler, connection):
+        column = compiler.compile(self.at)[0]
+        table = column.rsplit(".", 1)[0]
+        return f"{table}.{connection.ops.quote_name('id')} > %s", [self.floor]
 
 
 @dataclass(frozen=True)
@@ -372,21 +456,13 @@ class Charges(Source):
         """What the vendors were credited, net of the fee."""
         return _earned() if self.in_tail else Sum("payee_amount")
 
-    def sessions(self, start: datetime, end: datetime) -> Count:
-        """Sessions charged in [start, end), each once over both sources: a session's first rollup
-        row there, or the tail's sessions with no rollup row there."""
-        if not self.in_tail:
-            return Count("pk", filter=Q(previous_start__isnull=True) | Q(previous_start__lt=start))
-        summed = ChargeBucket.objects.filter(session=OuterRef(SESSION), start__gte=start, start__lt=end)
-        return Count(SESSION, distinct=True, filter=~Exists(summed))
-
 
 def charges(seen: Seen) -> tuple[Charges, Charges]:
     """(the rollup's charges, the tail's) after tail_start() returned `seen`."""
     return (
         Charges(rows=ChargeBucket.objects.all(), at="start", in_tail=False, prefix=""),
         Charges(
-            rows=_after(charge_entries(), "entry_id", seen.entry_id),
+            rows=_tail_entries(charge_entries(), seen),
             at="transaction__created_at",
             in_tail=True,
             prefix=f"{SESSION}__",
@@ -415,7 +491,7 @@ class Flows(Source):
 def flows(seen: Seen, window: Window) -> tuple[Flows, Flows]:
     """(the rollup's flows, the tail's) inside the window, after tail_start() returned `seen`."""
     rollup = Flows(rows=LedgerBucket.objects.filter(covering(window)), at="start", in_tail=False)
-    tail = _after(Entry.objects.all(), "entry_id", seen.entry_id).alias(kind=F("transaction__kind"), holder=HOLDER)
+    tail = _tail_entries(Entry.objects.all(), seen).alias(kind=F("transaction__kind"), holder=HOLDER)
     tail = Flows(rows=tail, at="transaction__created_at", in_tail=True)
     return replace(rollup, rows=rollup.during(window)), replace(tail, rows=tail.during(window))
 
@@ -436,11 +512,79 @@ def starts(seen: Seen, window: Window) -> tuple[Starts, Starts]:
     return replace(rollup, rows=rollup.during(window)), replace(tail, rows=tail.during(window))
 
 
-def read(sources: tuple[Source, Source], build: Callable[[Source], QuerySet]) -> list[dict]:
-    """build(source) -> a values() queryset, run on both sources as one statement (UNION ALL).
-    Rows of the same key may come from both: callers add them up."""
-    rollup, tail = sources
-    return list(build(rollup).union(build(tail), all=True))
+@dataclass(frozen=True)
+class Services(Source):
+    """Per service (and its vendor): what its sessions' payers paid and its vendor earned, by the
+    time the charges were posted, and its sessions, by the time they started. Three sources: the
+    rollup's rows, the tail's charges, the tail's sessions; path(...) names the service's fields."""
+
+    part: str  # ROLLED, CHARGED or STARTED
+
+    def path(self, name: str) -> str:
+        return f"{SESSION}__{name}" if self.part == CHARGED else name
+
+    def of_vendor(self, vendor, asset) -> Services:
+        return replace(self, rows=self.rows.filter(**{self.path("vendor"): vendor, self.path("asset"): asset}))
+
+    def within(self, window: Window) -> Services:
+        """The rows inside the window: the rollup's largest spans that fit it."""
+        if self.part == ROLLED:
+            return replace(self, rows=self.rows.filter(spanning(window.start, window.end)))
+        return replace(self, rows=self.during(window))
+
+    def cut(self, window: Window) -> Services:
+        """The rows inside the window, none straddling an edge of its periods."""
+        if self.part == ROLLED:
+            return replace(self, rows=self.rows.filter(covering(window)).filter(**_inside(self.at, window)))
+        return replace(self, rows=self.during(window))
+
+    def ever(self) -> Services:
+        """Every row once: the rollup's largest span partitions all time."""
+        return replace(self, rows=self.rows.filter(span=SERVICE_SPANS[-1])) if self.part == ROLLED else self
+
+    def paid(self) -> Sum:
+        return Sum("payer_amount") if self.part == ROLLED else _paid() if self.part == CHARGED else Sum(ZERO)
+
+    def earned(self) -> Sum:
+        return Sum("payee_amount") if self.part == ROLLED else _earned() if self.part == CHARGED else Sum(ZERO)
+
+    def sessions(self) -> Sum | Count:
+        if self.part == STARTED:
+            return Count("id")
+        return Sum("sessions") if self.part == ROLLED else Sum(Value(0, output_field=BigIntegerField()))
+
+
+ROLLED, CHARGED, STARTED = "rolled", "charged", "started"
+
+
+def services(seen: Seen) -> tuple[Services, Services, Services]:
+    """(the rollup's services, the tail's charges, the tail's sessions) after tail_start() returned `seen`."""
+    return (
+        Services(rows=ServiceBucket.objects.all(), at="start", in_tail=False, part=ROLLED),
+        Services(rows=_tail_entries(charge_entries(), seen), at="transaction__created_at", in_tail=True, part=CHARGED),
+        Services(
+            rows=_after(StreamingSession.objects.all(), "session_id", seen.session_id),
+            at="start_time",
+            in_tail=True,
+            part=STARTED,
+        ),
+    )
+
+
+def _inside(field: str, window: Window) -> dict:
+    return {f"{field}__gte": window.start, f"{field}__lt": window.end}
+
+
+def read(sources: tuple[Source, ...], build: Callable[[Source], QuerySet]) -> list[dict]:
+    """build(source) -> a values() queryset, run on every source as one statement (UNION ALL).
+    Rows of the same key may come from several: callers add them up."""
+    return list(union(sources, build))
+
+
+def union(sources: tuple[Source, ...], build: Callable[[Source], QuerySet]) -> QuerySet:
+    """The statement read() runs, for a caller that sums it further in SQL."""
+    first, *others = (build(source) for source in sources)
+    return first.union(*others, all=True)
 
 
 # --- Which day and 15-minute rows partition a window ---------------------------------------------
@@ -461,6 +605,28 @@ def covering(window: Window) -> Q:
         else:
             quarters.append((start, end))
     return _spans(DAY, days) | _spans(QUARTER_HOUR, quarters)
+
+
+def spanning(start: datetime, end: datetime) -> Q:
+    """ServiceBucket rows that partition [start, end) (edges on 15-minute UTC edges, as every local
+    midnight is): from each edge inwards, the largest span that is aligned there and fits. Each span
+    is used at most a few times at each edge, so a window of any length is a few dozen buckets."""
+    pieces: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
+    at = start
+    while at < end:
+        offset = (at - SPAN_ORIGIN).total_seconds()
+        span = next(
+            (span for span in reversed(SERVICE_SPANS) if offset % span == 0 and at + timedelta(seconds=span) <= end),
+            None,
+        )
+        if span is None:
+            raise ValueError(f"{at} is not on a 15-minute UTC edge")
+        pieces[span].append((at, at + timedelta(seconds=span)))
+        at += timedelta(seconds=span)
+    within = Q(pk__in=[])
+    for span, ranges in pieces.items():
+        within |= _spans(span, ranges)
+    return within
 
 
 def _utc_midnight(moment: datetime, *, up: bool) -> datetime:

@@ -32,7 +32,6 @@ from django.db.models import (
     Count,
     DateTimeField,
     F,
-    Max,
     Min,
     OuterRef,
     Q,
@@ -412,44 +411,67 @@ def _time_used(user, *, asset: Asset, tz, since: datetime, now: datetime) -> tup
 
 # --- A vendor's dashboard -------------------------------------------------------------------------
 
+# The vendor's RECENT latest customers (whose latest session is the latest, ties by user id), each
+# with that session's start and their number of sessions with the vendor, in one statement. Each
+# step reads the vendor's sessions newest first (the vendor's start-time index) only until a
+# customer not found yet: the cost is that of the few customers shown, not of every session hosted.
+_RECENT_CUSTOMERS = """
+WITH RECURSIVE found (step, user_id, last_session_at, seen) AS (
+    SELECT 0, NULL::bigint, NULL::timestamptz, ARRAY[]::bigint[]
+    UNION ALL
+    SELECT found.step + 1, next.user_id, next.start_time, found.seen || next.user_id
+    FROM found
+    CROSS JOIN LATERAL (
+        SELECT session.user_id, session.start_time
+        FROM streaming_streamingsession AS session
+        WHERE session.vendor_id = %(vendor)s AND session.asset_id = %(asset)s
+          AND session.user_id <> ALL (found.seen)
+        ORDER BY session.start_time DESC, session.user_id
+        LIMIT 1
+    ) AS next
+    WHERE found.step < %(customers)s
+)
+SELECT found.user_id, customer.name, found.last_session_at,
+       (SELECT COUNT(*) FROM streaming_streamingsession AS session
+        WHERE session.user_id = found.user_id AND session.vendor_id = %(vendor)s AND session.asset_id = %(asset)s)
+FROM found JOIN accounts_user AS customer ON customer.id = found.user_id
+ORDER BY found.step
+"""
+
+
+def _recent_customers(vendor, *, asset: Asset) -> list[dict]:
+    """The vendor's latest customers in `asset` (see _RECENT_CUSTOMERS), newest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(_RECENT_CUSTOMERS, {"vendor": vendor.pk, "asset": asset.pk, "customers": RECENT})
+        names = ("user_id", "user__name", "last_session_at", "sessions")
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
 
 def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
-    sources = rollup.charges(rollup.tail_start())
+    seen = rollup.tail_start()
+    sources = rollup.charges(seen)
 
-    def earnings(charges: rollup.Charges) -> QuerySet:
-        # One pass over the vendor's earnings: the total, each service's, each bucket's.
+    def ever(source: rollup.Services) -> QuerySet:
+        # Every service's earnings and sessions hosted, all time: a few rows per service.
         return (
-            charges.earned_by(vendor, asset)
-            .rows.annotate(bucket=_window_bucket(window, charges.at))
-            .order_by()
-            .values("bucket", service_pk=F(charges.path("service")))
-            .annotate(earnings=charges.earned())
+            source.of_vendor(vendor, asset)
+            .ever()
+            .rows.order_by()
+            .values(service_pk=F(source.path("service")))
+            .annotate(earnings=source.earned(), sessions=source.sessions())
         )
 
-    earned = rollup.read(sources, earnings)
-    # One pass over the sessions hosted: per service and per bucket.
-    hosted = list(
-        StreamingSession.objects.filter(vendor=vendor, asset=asset)
-        .annotate(bucket=_window_bucket(window, "start_time"))
-        .order_by()
-        .values("service_id", "bucket")
-        .annotate(sessions=Count("id"))
-    )
+    hosted = rollup.read(rollup.services(seen), ever)
+    by_bucket = _vendor_series(vendor, asset=asset, window=window, seen=seen)
     services = list(
         Service.objects.filter(vendor=vendor, deleted_at__isnull=True)
         .select_related("category")
         .order_by("-created_at", "-id")
     )
     recent = list(sessions_with_money().filter(vendor=vendor).order_by("-start_time", "-id")[:RECENT])
-    customers = list(
-        StreamingSession.objects.filter(vendor=vendor, asset=asset)
-        .order_by()
-        .values("user_id", "user__name")
-        .annotate(last_session_at=Max("start_time"), sessions=Count("id"))
-        .order_by("-last_session_at", "user_id")[:RECENT]
-    )
+    customers = _recent_customers(vendor, asset=asset)
 
     def earnings_from_customers(charges: rollup.Charges) -> QuerySet:
         customer = charges.path("user")
@@ -465,18 +487,16 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     for row in rollup.read(sources, earnings_from_customers):
         earned_from[row["customer_pk"]] += int(row["earnings"] or 0)
 
-    earnings, earnings_by_bucket = _series(earned, window, "earnings")
-    sessions_hosted, sessions_by_bucket = _series(hosted, window, "sessions")
     per_service: dict = defaultdict(lambda: {"earnings": 0, "sessions": 0})
-    for row in earned:
-        per_service[row["service_pk"]]["earnings"] += int(row["earnings"] or 0)
     for row in hosted:
-        per_service[row["service_id"]]["sessions"] += row["sessions"]
+        per_service[row["service_pk"]]["earnings"] += int(row["earnings"] or 0)
+        per_service[row["service_pk"]]["sessions"] += int(row["sessions"] or 0)
     names = {item.pk: item.name for item in services}
     top = sorted(
         (item for item in per_service.items() if item[1]["earnings"]), key=lambda item: (-item[1]["earnings"], item[0])
     )
-    total, hosted_count = earnings["earnings"], sessions_hosted["sessions"]
+    total = sum(value["earnings"] for value in per_service.values())
+    hosted_count = sum(value["sessions"] for value in per_service.values())
     return {
         "token": asset.code,
         **_window_info(window),
@@ -524,12 +544,29 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
         "analytics": [
             {
                 "period": window.label(bucket),
-                "earnings": money(earnings_by_bucket.get(bucket, {}).get("earnings", 0)),
-                "sessions": sessions_by_bucket.get(bucket, {}).get("sessions", 0),
+                "earnings": money(by_bucket.get(bucket, {}).get("earnings", 0)),
+                "sessions": by_bucket.get(bucket, {}).get("sessions", 0),
             }
             for bucket in window.buckets
         ],
     }
+
+
+def _vendor_series(vendor, *, asset: Asset, window: Window, seen: rollup.Seen) -> dict:
+    """{bucket: {earnings, sessions}}: the vendor's earnings and the sessions it hosted (by the time
+    they started) per bucket of the window, in one statement."""
+
+    def series(source: rollup.Services) -> QuerySet:
+        return (
+            source.of_vendor(vendor, asset)
+            .cut(window)
+            .rows.annotate(bucket=window.trunc(source.at))
+            .order_by()
+            .values("bucket")
+            .annotate(earnings=source.earned(), sessions=source.sessions())
+        )
+
+    return _by_bucket(rollup.read(rollup.services(seen), series), window, "earnings", "sessions")
 
 
 def vendor_earnings(vendor, *, window: Window) -> dict:
@@ -537,33 +574,12 @@ def vendor_earnings(vendor, *, window: Window) -> dict:
     asset = default_asset()
     money = Money(asset)
 
-    def earnings(charges: rollup.Charges) -> QuerySet:
-        return (
-            charges.earned_by(vendor, asset)
-            .during(window)
-            .annotate(bucket=window.trunc(charges.at))
-            .order_by()
-            .values("bucket")
-            .annotate(earnings=charges.earned())
-        )
-
-    earnings_by_bucket = _by_bucket(rollup.read(rollup.charges(rollup.tail_start()), earnings), window, "earnings")
-    sessions_by_bucket = _by_bucket(
-        StreamingSession.objects.filter(
-            vendor=vendor, asset=asset, start_time__gte=window.start, start_time__lt=window.end
-        )
-        .annotate(bucket=window.trunc("start_time"))
-        .order_by()
-        .values("bucket")
-        .annotate(sessions=Count("id")),
-        window,
-        "sessions",
-    )
+    by_bucket = _vendor_series(vendor, asset=asset, window=window, seen=rollup.tail_start())
     report = []
     total_earnings = total_sessions = 0
     for bucket in window.buckets:
-        earned = earnings_by_bucket.get(bucket, {}).get("earnings", 0)
-        sessions = sessions_by_bucket.get(bucket, {}).get("sessions", 0)
+        earned = by_bucket.get(bucket, {}).get("earnings", 0)
+        sessions = by_bucket.get(bucket, {}).get("sessions", 0)
         total_earnings += earned
         total_sessions += sessions
         report.append({"period": window.label(bucket), "earnings": money(earned), "sessions": sessions})
@@ -639,6 +655,39 @@ def chipi_status() -> dict:
     return {"mode": "sandbox" if sandbox_in_use() else "live"}
 
 
+# The TOP services and vendors by what was charged (gross is <= 0: most first), summed in SQL from
+# the per-service rows of the rollup and the tail, so that only they leave the database: a service
+# or vendor with sessions and no charge in the window is not "top".
+_TOP_SQL = """
+WITH summed AS (
+    SELECT service_pk, vendor_pk, COALESCE(SUM(gross), 0) AS gross, COALESCE(SUM(earnings), 0) AS earnings,
+           COALESCE(SUM(sessions), 0) AS sessions
+    FROM ({rows}) AS per_service GROUP BY service_pk, vendor_pk
+)
+(SELECT 'service', service_pk, vendor_pk, gross, earnings, sessions FROM summed
+ WHERE gross <> 0 ORDER BY gross, service_pk LIMIT {top})
+UNION ALL
+(SELECT 'vendor', NULL, vendor_pk, SUM(gross), SUM(earnings), SUM(sessions) FROM summed
+ GROUP BY vendor_pk HAVING SUM(gross) <> 0 ORDER BY 4, 3 LIMIT {top})
+"""
+
+
+def _top(per_service: QuerySet) -> tuple[list[dict], list[tuple[int, dict]]]:
+    """(top services, top (vendor, figures)) from per-service rows of gross, earnings and sessions."""
+    rows, params = per_service.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(_TOP_SQL.format(rows=rows, top=TOP), params)
+        ranked = cursor.fetchall()
+    services, vendors = [], []
+    for what, service_pk, vendor_pk, gross, earnings, sessions in ranked:
+        figures = {"gross": int(gross), "earnings": int(earnings), "sessions": int(sessions)}
+        if what == "service":
+            services.append({"service_pk": service_pk, "vendor_pk": vendor_pk, **figures})
+        else:
+            vendors.append((vendor_pk, figures))
+    return services, vendors
+
+
 def _admin_figures(*, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
@@ -674,32 +723,18 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
 
     sessions_by_bucket = _by_bucket(rollup.read(rollup.starts(seen, window), started), window, "sessions")
 
-    def services(charges: rollup.Charges) -> QuerySet:
-        # One pass over the window's charges per service (and so per vendor): payers' debits, vendors' credits.
+    def services(source: rollup.Services) -> QuerySet:
+        # Per service (and so per vendor): the payers' debits and the vendors' credits on the window's
+        # charges, and the sessions started in it; the rollup's rows are a few dozen spans per service.
         return (
-            charges.during(window)
-            .filter(**{charges.path("asset"): asset})
+            source.within(window)
+            .rows.filter(**{source.path("asset"): asset})
             .order_by()
-            .values(service_pk=F(charges.path("service")), vendor_pk=F(charges.path("vendor")))
-            .annotate(
-                gross=charges.paid(),
-                earnings=charges.earned(),
-                sessions=charges.sessions(window.start, window.end),
-            )
+            .values(service_pk=F(source.path("service")), vendor_pk=F(source.path("vendor")))
+            .annotate(gross=source.paid(), earnings=source.earned(), sessions=source.sessions())
         )
 
-    per_service: dict = {}
-    for row in rollup.read(rollup.charges(seen), services):
-        totals = per_service.setdefault(row["service_pk"], {**row, "gross": 0, "earnings": 0, "sessions": 0})
-        for name in ("gross", "earnings", "sessions"):
-            totals[name] += int(row[name] or 0)
-    vendors: dict = {}
-    for row in per_service.values():
-        vendor = vendors.setdefault(row["vendor_pk"], {"gross": 0, "earnings": 0, "sessions": 0})
-        for name in ("gross", "earnings", "sessions"):
-            vendor[name] += row[name]
-    top_services = sorted(per_service.values(), key=lambda row: (row["gross"], row["service_pk"] or 0))[:TOP]
-    top_vendors = sorted(vendors.items(), key=lambda item: (item[1]["gross"], item[0] or 0))[:TOP]
+    top_services, top_vendors = _top(rollup.union(rollup.services(seen), services))
     # Names of the few shown, once they are known: joined to every summed row, they cost more than the sums.
     service_names, vendor_names = {}, {}
     for pk, name, vendor_id, vendor_name in Service.objects.filter(

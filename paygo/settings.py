@@ -377,8 +377,12 @@ CELERY_BEAT_SCHEDULE["dashboards-ledger-health"] = {"task": "dashboards.ledger_h
 # The dashboards' rollup of the ledger (dashboards/rollup.py): each run sums the entries committed
 # since the last one. Its watermark waits (taking no lock) at most DASHBOARDS_ROLLUP_WAIT_SECONDS
 # for the postings in flight to end, else it keeps the old watermark until the next run (dashboards
-# stay exact either way); it sums at most DASHBOARDS_ROLLUP_CHUNK entries per transaction.
-CELERY_BEAT_SCHEDULE["dashboards-rollup"] = {"task": "dashboards.rollup_advance", "schedule": 60.0}
+# stay exact either way); it sums at most DASHBOARDS_ROLLUP_CHUNK entries per transaction. Every 10 s,
+# so that a dashboard sums at most ten seconds of entries raw (its cost grows with its tail).
+CELERY_BEAT_SCHEDULE["dashboards-rollup"] = {
+    "task": "dashboards.rollup_advance",
+    "schedule": env.float("DASHBOARDS_ROLLUP_EVERY_SECONDS", default=10.0),
+}
 DASHBOARDS_ROLLUP_WAIT_SECONDS = env.float("DASHBOARDS_ROLLUP_WAIT_SECONDS", default=10.0)
 DASHBOARDS_ROLLUP_CHUNK = env.int("DASHBOARDS_ROLLUP_CHUNK", default=200_000)
 if DASHBOARDS_ROLLUP_CHUNK < 1:

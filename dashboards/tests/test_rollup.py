@@ -18,14 +18,24 @@ from django.db import transaction
 from django.db.models import F, Sum
 
 from dashboards import rollup, selectors
-from dashboards.models import DAY, QUARTER_HOUR, ChargeBucket, LedgerBucket, SessionBucket, Watermark
+from dashboards.models import (
+    DAY,
+    QUARTER_HOUR,
+    SERVICE_SPANS,
+    SPAN_ORIGIN,
+    ChargeBucket,
+    LedgerBucket,
+    ServiceBucket,
+    SessionBucket,
+    Watermark,
+)
 from dashboards.periods import DAY as DAILY
 from dashboards.periods import MONTH, PERIODS, WEEK, window
 from dashboards.periods import YEAR as YEARLY
 from dashboards.tests.conftest import NOW, USDC, ledger_by_kind, make_service, rollup_by_kind, run_session
 from streaming.models import StreamingSession
 from wallets import ledger
-from wallets.models import Entry
+from wallets.models import Entry, LedgerTransaction
 from wallets.services import withdrawal_request
 from wallets.tests.conftest import fund_wallet
 
@@ -98,7 +108,7 @@ def dashboards(users, vendors, tz: ZoneInfo) -> dict:
 def from_the_ledger_alone(compute):
     """compute() with no rollup at all (rolled back afterwards)."""
     with transaction.atomic():
-        for model in (ChargeBucket, LedgerBucket, SessionBucket, Watermark):
+        for model in (ChargeBucket, LedgerBucket, ServiceBucket, SessionBucket, Watermark):
             model.objects.all().delete()
         result = compute()
         transaction.set_rollback(True)
@@ -139,7 +149,8 @@ def test_every_dashboard_is_the_same_at_every_watermark(seed, zone, alice, bob, 
         assert compute() == reference, f"differs at entry {entry_id}, session {session_id}"
 
     rollup.rollup_advance()
-    assert ChargeBucket.objects.exists() and LedgerBucket.objects.exists() and SessionBucket.objects.exists()
+    for model in (ChargeBucket, LedgerBucket, ServiceBucket, SessionBucket):
+        assert model.objects.exists()
     assert compute() == reference
 
     # More traffic after a full rollup (a tail on top of it), some of it stamped in the past.
@@ -148,6 +159,26 @@ def test_every_dashboard_is_the_same_at_every_watermark(seed, zone, alice, bob, 
     assert compute() == from_the_ledger_alone(compute)
     rollup.rollup_advance()
     assert compute() == from_the_ledger_alone(compute)
+
+
+def by_service(span: int) -> dict:
+    """{(service, vendor, asset): (payers' debits, vendors' net credits, sessions started)} as
+    ServiceBucket's rows of one span say."""
+    rows = ServiceBucket.objects.filter(span=span).values("service", "vendor", "asset")
+    rows = rows.annotate(paid=Sum("payer_amount"), earned=Sum("payee_amount"), started=Sum("sessions"))
+    return {(row["service"], row["vendor"], row["asset"]): (row["paid"], row["earned"], row["started"]) for row in rows}
+
+
+def by_service_from_the_ledger() -> dict:
+    """The same, straight from the charge entries and the sessions."""
+    figures: dict = {}
+    for session in StreamingSession.objects.all():
+        key = (session.service_id, session.vendor_id, session.asset_id)
+        paid, earned, started = figures.get(key, (0, 0, 0))
+        for amount, fee in Entry.objects.filter(session=session).values_list("amount", "fee"):
+            paid, earned = paid + amount, earned - amount - fee
+        figures[key] = (paid, earned, started + 1)
+    return figures
 
 
 def test_the_rollup_equals_the_ledger(alice, bob, victor, wanda):
@@ -166,19 +197,21 @@ def test_the_rollup_equals_the_ledger(alice, bob, victor, wanda):
         earned = sum(-amount - fee for amount, fee in charges.values_list("amount", "fee"))
         assert (rows.aggregate(s=Sum("payer_amount"))["s"] or 0) == paid
         assert (rows.aggregate(s=Sum("payee_amount"))["s"] or 0) == earned
-        starts = list(rows.order_by("start").values_list("start", "previous_start"))
-        assert [previous for _, previous in starts] == [None] + [start for start, _ in starts[:-1]]
+    ledger_figures = by_service_from_the_ledger()
+    assert len(ledger_figures) > 2 and all(paid < 0 for paid, _, _ in ledger_figures.values())
+    for span in SERVICE_SPANS:
+        assert by_service(span) == ledger_figures, f"span {span}"
+        starts = ServiceBucket.objects.filter(span=span).values_list("start", flat=True)
+        assert all((start - SPAN_ORIGIN).total_seconds() % span == 0 for start in starts)
 
 
-def test_a_charge_stamped_before_summed_ones_relinks_its_session(alice, victor, fund):
+def test_a_charge_stamped_before_summed_ones_lands_in_its_own_buckets(alice, victor, fund):
     fund(alice, 100 * USDC)
     service = make_service(victor, unit="per_minute", rate=USDC)
     start = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
     session = run_session(alice, service, start, 3600, sweeps=(1200, 2400))
     rollup.rollup_advance()
-    rows = ChargeBucket.objects.filter(session=session).order_by("start")
-    starts = list(rows.values_list("start", flat=True))
-    assert list(rows.values_list("previous_start", flat=True)) == [None, *starts[:-1]]
+    before = list(ChargeBucket.objects.filter(session=session).order_by("start").values_list("start", "payer_amount"))
 
     # An entry of the same session with an earlier time than every summed one (a correction).
     late = ledger.ChargeDebit(session.payer_account_id, 5, session.pk, start, start, 0)
@@ -193,9 +226,10 @@ def test_a_charge_stamped_before_summed_ones_relinks_its_session(alice, victor, 
     StreamingSession.objects.filter(pk=session.pk).update(total_cost=F("total_cost") + 5)  # as billing would
     rollup.rollup_advance()
 
-    starts = list(ChargeBucket.objects.filter(session=session).order_by("start").values_list("start", "previous_start"))
-    assert starts[0] == (start - timedelta(hours=1), None)
-    assert [previous for _, previous in starts[1:]] == [start for start, _ in starts[:-1]]
+    after = list(ChargeBucket.objects.filter(session=session).order_by("start").values_list("start", "payer_amount"))
+    assert after == [(start - timedelta(hours=1), -5), *before]
+    for span in SERVICE_SPANS:
+        assert by_service(span) == by_service_from_the_ledger(), f"span {span}"
 
 
 def test_a_second_run_sums_nothing_twice(alice, victor, fund):
@@ -230,3 +264,19 @@ def test_the_task_is_on_the_beat_and_sums_everything_committed(alice, fund):
     assert settings.CELERY_BEAT_SCHEDULE["dashboards-rollup"]["task"] == rollup_advance_task.name
     rollup_advance_task.apply()
     assert Watermark.objects.get().entry_id == Entry.objects.latest("id").id
+
+
+def test_every_entry_after_the_watermark_is_of_a_transaction_after_its_floor(alice, victor, fund):
+    fund(alice, 100 * USDC)
+    run_session(alice, make_service(victor, unit="per_minute", rate=USDC), NOW - timedelta(days=2), 600, sweeps=(120,))
+
+    mark = rollup.rollup_advance()
+    assert mark.transaction_floor == LedgerTransaction.objects.latest("id").id
+    fund(alice, 7 * USDC)
+    tail = Entry.objects.filter(id__gt=mark.entry_id)
+    assert tail.exists() and not tail.filter(transaction_id__lte=mark.transaction_floor).exists()
+
+    # Stopped midway (ids given), the floor stays where it held.
+    fund(alice, 3 * USDC)
+    midway = rollup.rollup_advance(entries_through=tail.order_by("id").values_list("id", flat=True)[1])
+    assert midway.transaction_floor == mark.transaction_floor
