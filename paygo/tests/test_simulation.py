@@ -768,9 +768,11 @@ class PayGoSimulation(RuleBasedStateMachine):
             return sweep(now=now, batch_size=1).sessions
 
         with ThreadPoolExecutor(max_workers=2) as pool:
-            billed = sum(pool.map(run, range(2)))
-        expected = len([s for s in self.active_sessions() if s.start <= now])
-        assert billed == expected
+            visits = sum(pool.map(run, range(2)))
+        # Each session is visited once or twice (a sweep walking on finds a row the other has just
+        # committed, and bills it again at the same instant: nothing more is due); the model, which
+        # bills it once, says whether any was charged twice.
+        assert visits >= len([s for s in self.active_sessions() if s.start <= now])
         self.model.sweep(now)
 
     # --- The state, after every step ----------------------------------------------------------------
