@@ -252,9 +252,11 @@ class PayGoSimulation(RuleBasedStateMachine):
         ),
     )
     def cast(self, users, services):
-        """The first users, and vendors each with a service, registered through the API."""
-        for _ in range(users):
+        """The first users, each with a first deposit, and vendors each with a service, registered
+        through the API."""
+        for n in range(users):
             self.register_user()
+            self.deposit_through_the_sandbox(n, 20_000_000 * (n + 1), None, False)
         for service in services:
             self.register_vendor_with_a_service(*service)
 
@@ -288,6 +290,7 @@ class PayGoSimulation(RuleBasedStateMachine):
         self.create_service(vendor, unit, rate, free_seconds, minimum)
 
     def create_service(self, vendor, unit, rate, free_seconds, minimum):
+        rate = max(1, {"per_second": rate // 60, "per_hour": rate * 20}.get(unit, rate))  # minutes' worth alike
         body = {"name": f"Service {next(self.names)}", "category": self.category(), "rate": dec(rate), "unit": unit}
         if unit in ("per_second", "per_minute", "per_hour"):
             body.update(freeSeconds=free_seconds, minimumCharge=dec(minimum))
@@ -621,12 +624,18 @@ class PayGoSimulation(RuleBasedStateMachine):
             )
         )
 
+    # Sessions are most of what PayGo does: these rules are drawn twice as often as the others.
+    start_another_session = start_a_session
+    sessions_run_for_another_while = None  # set below, once defined
+
     @precondition(lambda self: self.model.sessions)
     @rule(index=st.integers(0, 999))
     def heartbeat(self, index):
         """The user's metrics report: a sign of life while the session runs."""
+        self.heartbeat_session(self.pick(sorted(self.model.sessions.values(), key=lambda s: s.pk), index))
+
+    def heartbeat_session(self, session: Session) -> None:
         OPERATIONS["heartbeat"] += 1
-        session = self.pick(sorted(self.model.sessions.values(), key=lambda s: s.pk), index)
         user = User.objects.get(email=session.user)
         response = self.request(user, "patch", f"streams/{self.session_uuids[session.pk]}/metrics", {"bitrate": 1000})
         if session.active:
@@ -689,6 +698,21 @@ class PayGoSimulation(RuleBasedStateMachine):
     def time_passes(self, seconds, milliseconds):
         OPERATIONS["time_passes"] += 1
         self.clock.shift(timedelta(seconds=seconds, milliseconds=milliseconds))
+
+    @precondition(lambda self: self.active_sessions())
+    @rule(minutes=st.integers(1, 12), beating=st.sampled_from(["all", "all", "some", "none"]))
+    def sessions_run_for_a_while(self, minutes, beating):
+        """Minutes pass as beat would have them: the users' heartbeats (all, some or none of them)
+        a little before each sweep, then the sweep. Funds and caps run out; silent sessions stop."""
+        for minute in range(minutes):
+            self.clock.shift(timedelta(seconds=59, milliseconds=617))
+            for n, session in enumerate(sorted(self.active_sessions(), key=lambda s: s.pk)):
+                if beating == "all" or (beating == "some" and (n + minute) % 2 == 0):
+                    self.heartbeat_session(session)
+            self.clock.shift(timedelta(milliseconds=383))
+            self.sweep()
+
+    sessions_run_for_another_while = sessions_run_for_a_while
 
     @rule()
     def sweep(self):
