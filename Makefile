@@ -46,7 +46,8 @@ prod: install
 test: install services check
 	$(TEST_ENV) $(PY) -m pytest -n auto --dist worksteal
 
-## Long runs kept out of `make test`: 10,000 real sweeps, and the like.
+## Long runs kept out of `make test`: 10,000 real sweeps, the simulation's 100,000 operations
+## (paygo/tests/test_simulation.py; SIM_SEED=n replays a run), and the like.
 stress: install services
 	$(TEST_ENV) $(PY) -m pytest -m stress
 
