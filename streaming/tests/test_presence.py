@@ -114,3 +114,70 @@ def test_a_metrics_report_is_a_sign_of_life(alice, fund, make_service, clock):
 
     assert fresh(session).last_heartbeat_at == later
     assert StreamingSession.objects.get(pk=session.pk).quality_metrics[-1]["bitrate"] == 1000
+
+
+# --- Found by the simulation (paygo/tests/test_simulation.py, issue 17) ----------------------------
+
+KNOWN_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="Found by the simulation (issue 17), not yet fixed (issue 16's presence rule): a stop asked, or a "
+    "heartbeat sent, after the idle timeout ran out but before a sweep saw it bills the whole silence",
+)
+
+
+@KNOWN_BUG
+@override_settings(SESSION_IDLE_SECONDS=60)
+@pytest.mark.parametrize(("actor", "status"), [("user", SessionStatus.STOPPED), ("vendor", SessionStatus.STOPPED)])
+def test_a_stop_asked_after_the_idle_timeout_ran_out_bills_up_to_the_timeout(
+    alice, fund, make_service, clock, actor, status
+):
+    """Ten silent minutes and no sweep in between, then a stop: the session ended when its timeout
+    ran out, as the sweep would have said, and silence costs the timeout, no more. (It was billed
+    the ten minutes, stopped as asked: what silence cost depended on whether a sweep came first.)"""
+    fund(alice, 20 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    started = clock.now()
+
+    clock.move(minutes=10)
+    session = services.session_stop(session=session, reason=actor)
+
+    assert (session.status, session.stop_reason) == (status, StopReason.IDLE)
+    assert session.end_time == started + timedelta(seconds=60)
+    assert session.total_cost == USDC
+    assert balance_of(alice) == 19 * USDC
+
+
+@KNOWN_BUG
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_a_heartbeat_after_the_idle_timeout_ran_out_does_not_revive_the_session(alice, fund, make_service, clock):
+    """A heartbeat that comes after the timeout ran out (before any sweep saw it) is too late: the
+    session stopped at the timeout. (It moved the session's last sign of life forward, and the next
+    sweep billed the whole silence.)"""
+    fund(alice, 20 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    started = clock.now()
+
+    clock.move(seconds=150)
+    assert services.session_heartbeat(session_id=session.pk) is False
+    clock.move(seconds=10)
+    run_sweep()
+
+    session = fresh(session)
+    assert session.stop_reason == StopReason.IDLE
+    assert session.end_time == started + timedelta(seconds=60)
+    assert session.total_cost == USDC
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_a_heartbeat_the_instant_the_timeout_runs_out_is_in_time(alice, fund, make_service, clock):
+    fund(alice, 20 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+
+    clock.move(seconds=60)
+    assert services.session_heartbeat(session_id=session.pk) is True
+    clock.move(seconds=30)
+    run_sweep()
+
+    session = fresh(session)
+    assert session.status == SessionStatus.ACTIVE
+    assert session.total_cost == 1_500_000
