@@ -227,10 +227,16 @@ def _session(user: User, service: Service, offer: Offer, start: datetime, second
     else:
         with at(start):
             session = streaming.session_start(user=user, service=service, kind=SessionKind.STREAM, now=start)
-    # A few sweeps along the way (after a heartbeat each), so that sessions have charge timelines.
+    # A few sweeps along the way (after a heartbeat each), so that sessions have charge timelines,
+    # and the user's client there throughout: a heartbeat within every idle timeout (a session
+    # silent for SESSION_IDLE_SECONDS ends at that instant, whoever stops it later).
     checkpoints = sorted(rng.sample(range(60, seconds, 60), k=min(2, max(0, seconds // 60 - 1))))
-    for offset in checkpoints:
+    beat = settings.SESSION_IDLE_SECONDS
+    for offset in sorted(set(range(beat, seconds, beat)) | set(checkpoints)):
         instant = start + timedelta(seconds=offset)
+        if offset not in checkpoints:
+            streaming.session_heartbeat(session_id=session.pk, now=instant)
+            continue
         with at(instant):
             if pricing.is_usage_unit(offer.unit):
                 quantity = rng.randint(1, 40) * (10**8 if offer.unit == "per_gb" else 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
@@ -171,13 +171,17 @@ def stop_reason_for(session: StreamingSession, actor) -> str:
 def sessions_seen(*, session_ids: Sequence[int], now: datetime) -> int:
     """Signs of life (heartbeats, the user's open live socket, usage reports): each of these active
     sessions is seen at `now`, never earlier than it was. One statement for any number of
-    sessions; returns how many moved. A session silent for SESSION_IDLE_SECONDS is stopped."""
+    sessions; returns how many moved. A session silent for SESSION_IDLE_SECONDS stopped when that
+    timeout ran out, whoever bills it later: a sign of life after that instant does not revive it."""
     ids = list(session_ids)
     if not ids:
         return 0
-    return StreamingSession.objects.filter(pk__in=ids, status=SessionStatus.ACTIVE, last_heartbeat_at__lt=now).update(
-        last_heartbeat_at=now
-    )
+    return StreamingSession.objects.filter(
+        pk__in=ids,
+        status=SessionStatus.ACTIVE,
+        last_heartbeat_at__lt=now,
+        last_heartbeat_at__gte=now - timedelta(seconds=settings.SESSION_IDLE_SECONDS),
+    ).update(last_heartbeat_at=now)
 
 
 def session_heartbeat(*, session_id: int, now: datetime | None = None) -> bool:

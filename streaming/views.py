@@ -33,7 +33,8 @@ from wallets.idempotency import idempotent
 PRESENCE_DOC = (
     "A session is billed until it stops. Signs of life: the user's metrics report (PATCH .../metrics), "
     "the user's open live socket, the vendor's usage report. A session with none for SESSION_IDLE_SECONDS "
-    "(60 seconds by default) is stopped as idle at the instant that timeout ran out, billed up to it."
+    "(60 seconds by default) is stopped as idle at the instant that timeout ran out, billed up to it, "
+    "whoever ends it later; a sign of life after that instant does not revive it."
 )
 
 

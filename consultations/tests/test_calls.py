@@ -4,6 +4,7 @@ like any streaming session, started by its user, stopped by either participant o
 from __future__ import annotations
 
 import pytest
+from django.test import override_settings
 
 from consultations.models import Consultation, ConsultationCall
 from consultations.selectors import running_call_of
@@ -149,6 +150,9 @@ def test_a_call_stopped_through_the_streams_api_ends_too(api, alice, fund, consu
     assert api(alice).get(detail_url(consultation)).json()["consultation"]["status"] == "accepted"
 
 
+# Silent sessions stop when their idle timeout runs out, whoever stops them later (test_presence.py):
+# this test is about who stops a call, not presence, and leaves the session silent.
+@override_settings(SESSION_IDLE_SECONDS=3600)
 @pytest.mark.parametrize(("who", "status", "reason"), [("alice", "completed", "user"), ("victor", "stopped", "vendor")])
 def test_either_participant_stops_the_call(api, alice, victor, fund, consult, clock, who, status, reason):
     fund(alice, 10 * USDC)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.conf import settings
 from django.db.models import Count, Sum
 
 from dashboards.models import QUARTER_HOUR, LedgerBucket
@@ -49,13 +50,16 @@ def make_service(vendor, *, category_name="Time-Based", unit="per_minute", rate=
 
 
 def run_session(user, service, start: datetime, seconds: int, *, sweeps: tuple[int, ...] = ()) -> StreamingSession:
-    """A session from `start` for `seconds`, billed by a sweep at each offset in `sweeps` (after a
-    heartbeat there), then stopped by its user."""
+    """A session from `start` for `seconds`, its user's client there throughout (a heartbeat within
+    every idle timeout), billed by a sweep at each offset in `sweeps` (after a heartbeat there),
+    then stopped by its user."""
     session = streaming.session_start(user=user, service=service, now=start)
-    for offset in sweeps:
+    beat = settings.SESSION_IDLE_SECONDS
+    for offset in sorted(set(range(beat, seconds, beat)) | set(sweeps)):
         at = start + timedelta(seconds=offset)
         streaming.session_heartbeat(session_id=session.pk, now=at)
-        sweep(now=at)
+        if offset in sweeps:
+            sweep(now=at)
     return streaming.session_stop(session=session, reason="user", now=start + timedelta(seconds=seconds))
 
 

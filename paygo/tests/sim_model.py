@@ -156,10 +156,10 @@ class Model:
         self.sessions[session.pk] = session
 
     def seen(self, pk: int, now: datetime) -> None:
-        """A sign of life: it counts while the session runs."""
+        """A sign of life: it counts while the session runs and its idle timeout has not run out (one
+        at the very instant it runs out is in time; one after it does not revive it, sweep or not)."""
         session = self.sessions[pk]
-        # (Until a sweep has stopped it, even one that comes after its idle timeout ran out counts.)
-        if session.active and session.last_seen < now:
+        if session.active and session.last_seen < now <= session.last_seen + timedelta(milliseconds=self.idle_ms):
             session.last_seen = now
 
     def usage_cap(self, session: Session) -> int | None:
@@ -186,16 +186,16 @@ class Model:
         free = payer[0] - payer[1]
         if stop_reason:
             now = max(now, s.charged_until)
-        # When it ends, if it does. A stop asked for ends it now, unless its money (or maxCost) ran
-        # out before: then it ended there, whoever asks later. Without a stop asked for, a session
-        # silent for the idle timeout ends the instant the timeout ran out. (An asked-for stop
-        # after that instant bills up to now; see the report of issue 17 and sim-idle-fix.patch.)
-        reason, stop_time = (stop_reason, now) if stop_reason else (None, None)
-        if s.stop_at is not None and s.stop_at <= (stop_time or now):
-            reason, stop_time = s.stop_at_reason or "insufficient_funds", s.stop_at
+        # When it ends, if it does: at the earliest of the instant its money (or maxCost) ran out,
+        # the instant its idle timeout ran out and now if a stop is asked for; an end that came
+        # before is where it ended, whoever asks later. On a tie: money, then idle, then the stop.
         idle_at = s.last_seen + timedelta(milliseconds=self.idle_ms)
-        if reason is None and idle_at <= now:
+        if s.stop_at is not None and s.stop_at <= min(now, idle_at):
+            reason, stop_time = s.stop_at_reason or "insufficient_funds", s.stop_at
+        elif idle_at <= now:
             reason, stop_time = "idle", idle_at
+        else:
+            reason, stop_time = (stop_reason, now) if stop_reason else (None, None)
         until = max(s.charged_until, stop_time or now)
         if stop_time is not None:
             stop_time = until

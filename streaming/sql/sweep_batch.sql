@@ -10,7 +10,8 @@
 -- - due(t) = floor(rate * billable_ms(t) / unit_ms), or rate * quantity / unit for usage; a charge
 --   takes due(until) - metered_cost, `until` being now, or its stop;
 -- - a session stops when asked (p_stop_reason), when its money or maxCost ran out before (stop_at),
---   or when it has had no sign of life for p_idle_ms: then at the instant that timeout ran out;
+--   or when it has had no sign of life for p_idle_ms: then at the instant that timeout ran out,
+--   whoever asks later (the earliest of the three wins);
 -- - the funds a session may use are its hold plus its wallet's free balance, shared by the payer's
 --   sessions of the batch in id order: each gets what the ones before it left; when they or
 --   maxCost cannot pay what is due, it stops at the exact instant they ran out, charged up to it;
@@ -85,15 +86,17 @@ CREATE FUNCTION streaming_decide(
         FROM unnest(p_sessions, p_funds) AS s
         OFFSET 0
     ), b AS (
-        -- When it stops, if it does: its money (or maxCost) ran out before (it ends there, whoever
-        -- asks later), it is asked to, or it was silent for the whole timeout (it stops the moment
-        -- the timeout ran out). It is billed up to then, never back before charged_until.
+        -- When it stops, if it does: at the earliest of the instant its money (or maxCost) ran out,
+        -- the instant its idle timeout ran out (silent all that time) and now if it is asked to
+        -- stop. An end that came before is where it ended, whoever asks later: silence costs the
+        -- timeout whether a sweep or a stop comes first. On a tie: money, then idle, then the stop
+        -- asked for. It is billed up to then, never back before charged_until.
         SELECT a.*,
-               CASE WHEN a.stop_at <= a.now THEN coalesce(nullif(a.stop_at_reason, ''), 'insufficient_funds')
-                    WHEN p_stop_reason IS NOT NULL THEN p_stop_reason
-                    WHEN a.idle_at <= a.now THEN 'idle' END::varchar AS reason0,
-               greatest(a.charged_until, CASE WHEN a.stop_at <= a.now THEN a.stop_at
-                                              WHEN p_stop_reason IS NOT NULL THEN a.now
+               CASE WHEN a.stop_at <= least(a.now, a.idle_at)
+                        THEN coalesce(nullif(a.stop_at_reason, ''), 'insufficient_funds')
+                    WHEN a.idle_at <= a.now THEN 'idle'
+                    WHEN p_stop_reason IS NOT NULL THEN p_stop_reason END::varchar AS reason0,
+               greatest(a.charged_until, CASE WHEN a.stop_at <= least(a.now, a.idle_at) THEN a.stop_at
                                               WHEN a.idle_at <= a.now THEN a.idle_at
                                               ELSE a.now END) AS until0
         FROM a

@@ -52,6 +52,9 @@ def test_per_minute_across_sweeps_and_at_stop(alice, victor, fund, make_service,
     assert system_balance(SystemAccount.PLATFORM_REVENUE) == total - vendor_total
 
 
+# Silent sessions stop when their idle timeout runs out, whoever stops them later (test_presence.py):
+# this test is about the arithmetic of each unit, not presence, and leaves the session silent.
+@override_settings(SESSION_IDLE_SECONDS=3600)
 @pytest.mark.parametrize(
     ("unit", "rate", "seconds", "expected"),
     [
@@ -286,6 +289,9 @@ def test_max_cost_stops_at_the_cap(alice, fund, make_service, clock):
     assert balance_of(alice) == 8_500_000
 
 
+# Silent sessions stop when their idle timeout runs out, whoever stops them later (test_presence.py):
+# this test is about prices, not presence, and leaves the session silent.
+@override_settings(SESSION_IDLE_SECONDS=3600)
 def test_a_price_change_never_touches_a_running_session(alice, fund, make_service, clock):
     from marketplace.services import service_update
 
@@ -406,6 +412,9 @@ def test_commission_follows_the_setting(alice, victor, fund, make_service, clock
     assert system_balance(SystemAccount.PLATFORM_REVENUE) == 250_000
 
 
+# Silent sessions stop when their idle timeout runs out, whoever stops them later (test_presence.py):
+# this test is about payouts, not presence, and leaves the session silent.
+@override_settings(SESSION_IDLE_SECONDS=3600)
 def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_service, clock, sandbox):
     from accounts.models import VendorProfile
     from wallets.models import Withdrawal, WithdrawalKind

@@ -118,14 +118,7 @@ def test_a_metrics_report_is_a_sign_of_life(alice, fund, make_service, clock):
 
 # --- Found by the simulation (paygo/tests/test_simulation.py, issue 17) ----------------------------
 
-KNOWN_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="Found by the simulation (issue 17), not yet fixed (issue 16's presence rule): a stop asked, or a "
-    "heartbeat sent, after the idle timeout ran out but before a sweep saw it bills the whole silence",
-)
 
-
-@KNOWN_BUG
 @override_settings(SESSION_IDLE_SECONDS=60)
 @pytest.mark.parametrize(("actor", "status"), [("user", SessionStatus.STOPPED), ("vendor", SessionStatus.STOPPED)])
 def test_a_stop_asked_after_the_idle_timeout_ran_out_bills_up_to_the_timeout(
@@ -147,7 +140,6 @@ def test_a_stop_asked_after_the_idle_timeout_ran_out_bills_up_to_the_timeout(
     assert balance_of(alice) == 19 * USDC
 
 
-@KNOWN_BUG
 @override_settings(SESSION_IDLE_SECONDS=60)
 def test_a_heartbeat_after_the_idle_timeout_ran_out_does_not_revive_the_session(alice, fund, make_service, clock):
     """A heartbeat that comes after the timeout ran out (before any sweep saw it) is too late: the
