@@ -176,12 +176,16 @@ def sessions_seen(*, session_ids: Sequence[int], now: datetime) -> int:
     ids = list(session_ids)
     if not ids:
         return 0
+    return _running_at(now).filter(pk__in=ids, last_heartbeat_at__lt=now).update(last_heartbeat_at=now)
+
+
+def _running_at(now: datetime):
+    """Sessions still running at `now`: active, and not silent for longer than SESSION_IDLE_SECONDS
+    (one silent longer ended when its timeout ran out, whoever stops it later; a sign of life at
+    the very instant the timeout runs out is in time)."""
     return StreamingSession.objects.filter(
-        pk__in=ids,
-        status=SessionStatus.ACTIVE,
-        last_heartbeat_at__lt=now,
-        last_heartbeat_at__gte=now - timedelta(seconds=settings.SESSION_IDLE_SECONDS),
-    ).update(last_heartbeat_at=now)
+        status=SessionStatus.ACTIVE, last_heartbeat_at__gte=now - timedelta(seconds=settings.SESSION_IDLE_SECONDS)
+    )
 
 
 def session_heartbeat(*, session_id: int, now: datetime | None = None) -> bool:
@@ -211,8 +215,9 @@ def usage_report(
     *, session: StreamingSession, event_id: str, quantity: int, now: datetime | None = None
 ) -> tuple[UsageEvent, bool]:
     """Record a vendor's usage event; each event id counts once, and counts as a sign of life.
-    Billed on the next sweep. A report larger than the service's largest quantity per event, or
-    one that would take the session's cost past its cap, is refused and counts nothing."""
+    Billed on the next sweep. A report larger than the service's largest quantity per event, one
+    that would take the session's cost past its cap, or one on a session that has ended (stopped,
+    or silent past its idle timeout, which ended it then) is refused and counts nothing."""
     now = now or timezone.now()
     if not pricing.is_usage_unit(session.unit):
         raise _invalid(
@@ -228,7 +233,7 @@ def usage_report(
         )
     if session.status != SessionStatus.ACTIVE:
         raise Conflict({"message": "This session has ended.", "code": "session_ended"})
-    counted_sessions = StreamingSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE)
+    counted_sessions = _running_at(now).filter(pk=session.pk)
     if session.max_cost is not None:
         # The cap, as a quantity: checked by the counting update itself, so two racing reports
         # cannot pass it together.
@@ -242,16 +247,16 @@ def usage_report(
         with transaction.atomic():
             event = UsageEvent.objects.create(session=session, event_id=event_id, quantity=quantity, created_at=now)
             if not counted_sessions.update(usage_quantity=F("usage_quantity") + quantity):
-                _refuse_uncounted(session)
+                _refuse_uncounted(session, now)
             sessions_seen(session_ids=[session.pk], now=now)
     except IntegrityError:
         return UsageEvent.objects.get(session=session, event_id=event_id), False
     return event, True
 
 
-def _refuse_uncounted(session: StreamingSession) -> None:
+def _refuse_uncounted(session: StreamingSession, now: datetime) -> None:
     """Why a usage report's count was refused: the session ended, or the report passes its cap."""
-    if not StreamingSession.objects.filter(pk=session.pk, status=SessionStatus.ACTIVE).exists():
+    if not _running_at(now).filter(pk=session.pk).exists():
         raise Conflict({"message": "This session has ended.", "code": "session_ended"})
     cap = format_minor(session.max_cost, session.asset.decimals)
     raise Conflict(

@@ -679,8 +679,9 @@ class PayGoSimulation(RuleBasedStateMachine):
         if session.max_event_quantity is not None and quantity > session.max_event_quantity:
             assert response.status_code == 400, response.json()
             return
-        if not session.active:
-            assert response.status_code == 409, response.json()
+        if not session.active or self.now() > session.last_seen + timedelta(milliseconds=self.model.idle_ms):
+            # Stopped, or silent past its idle timeout (which ended it then, whoever stops it later).
+            assert response.status_code == 409 and response.json()["code"] == "session_ended", response.json()
             return
         if cap is not None and session.usage + quantity > cap:
             assert response.status_code == 409 and response.json()["code"] == "usage_over_cap", response.json()

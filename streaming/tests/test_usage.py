@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from django.test import override_settings
 
-from streaming.models import UsageEvent
+from streaming.models import SessionStatus, StopReason, UsageEvent
 from streaming.tests.conftest import USDC, run_sweep, start
 from wallets.tests.conftest import balance_of
 
@@ -119,3 +120,27 @@ def test_a_time_metered_service_declares_no_usage_bounds(make_service):
 
     assert service.max_session_cost is None
     assert service.max_event_quantity is None
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_a_report_after_the_idle_timeout_ran_out_is_refused_and_counts_nothing(clock, api, alice, victor, metered):
+    """Silent past its timeout, the session ended then, whoever stops it later: a report that comes
+    after that instant (before a sweep saw it) is not charged to the user, nor does it revive it.
+    One at the very instant the timeout runs out is in time."""
+    client = api(victor)
+    clock.move(seconds=60)
+    assert _report(client, metered, {"eventId": "in-time", "quantity": 5}, "u-1").status_code == 201
+
+    clock.move(seconds=61)
+    late = _report(client, metered, {"eventId": "late", "quantity": 7}, "u-2")
+
+    assert late.status_code == 409
+    assert late.json()["code"] == "session_ended"
+    metered.refresh_from_db()
+    assert metered.usage_quantity == 5
+    assert not UsageEvent.objects.filter(event_id="late").exists()
+    run_sweep()
+    metered.refresh_from_db()
+    assert (metered.status, metered.stop_reason) == (SessionStatus.STOPPED, StopReason.IDLE)
+    assert metered.total_cost == 5 * 1_000
+    assert balance_of(alice) == 10 * USDC - 5 * 1_000
