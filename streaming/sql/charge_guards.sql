@@ -5,7 +5,7 @@
 -- - A statement trigger on the entries refuses charges whose session does not exist or whose
 --   account is not that session's payer, checked once per INSERT statement instead of by a
 --   foreign key per row, and share-locks the sessions named, as a foreign key does (a no-op on
---   the sessions the sweep and stop have locked).
+--   the sessions the sweep and stop have locked), with the same one look-up per session.
 -- - An entry never changes nor goes away (the ledger's append-only trigger,
 --   wallets/sql/ledger_guards.sql).
 -- - What a foreign key also prevents on the other side: a session with charges is not deleted and
@@ -23,15 +23,22 @@
 -- loads the copy (the reverse loads the previous copy).
 
 CREATE OR REPLACE FUNCTION streaming_charges_refer() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_named bigint;
+    v_found bigint;
 BEGIN
-    PERFORM 1 FROM streaming_streamingsession
-        WHERE id IN (SELECT DISTINCT session_id FROM new_entries WHERE session_id IS NOT NULL)
-        FOR KEY SHARE;
-    IF EXISTS (
-        SELECT 1 FROM new_entries AS e
-        LEFT JOIN streaming_streamingsession AS s ON s.id = e.session_id
-        WHERE e.session_id IS NOT NULL AND (s.id IS NULL OR s.payer_account_id <> e.account_id)
-    ) THEN
+    -- One look-up per session named, which share-locks it and checks it: the statement's distinct
+    -- (session, account) pairs joined to the sessions whose payer is that account; every pair
+    -- must find its row (a session named with two accounts, or unknown, leaves one unfound).
+    SELECT count(*) INTO v_named
+    FROM (SELECT DISTINCT session_id, account_id FROM new_entries WHERE session_id IS NOT NULL) AS e;
+    SELECT count(*) INTO v_found FROM (
+        SELECT 1
+        FROM (SELECT DISTINCT session_id, account_id FROM new_entries WHERE session_id IS NOT NULL) AS e
+        JOIN streaming_streamingsession AS s ON s.id = e.session_id AND s.payer_account_id = e.account_id
+        FOR KEY SHARE OF s
+    ) AS found;
+    IF v_found <> v_named THEN
         RAISE EXCEPTION 'a charge names an unknown session, or debits another account than its payer''s'
             USING ERRCODE = 'foreign_key_violation';
     END IF;

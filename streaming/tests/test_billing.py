@@ -468,6 +468,31 @@ def test_database_refuses_charges_of_unknown_sessions(alice, victor, fund, make_
     assert charges_of(session) == [USDC]
 
 
+def test_database_refuses_charges_off_their_sessions_payer(alice, bob, victor, fund, make_service, clock):
+    """The guard checks each (session, account) pair a statement names: a charge debiting another
+    wallet than its session's payer is refused, alone or beside a correct charge of the same session."""
+    from django.db import IntegrityError, transaction
+
+    from wallets import ledger
+    from wallets.models import Account, Entry
+
+    session = charged_once(alice, fund, make_service, clock)
+    other = fund(bob, 10 * USDC)
+    payer, payee = session.payer_account_id, Account.objects.get(pk=session.payee_account_id)
+    off = ledger.ChargeDebit(other.pk, 1, session.pk, clock.now(), clock.now(), 0)
+    right = ledger.ChargeDebit(payer, 1, session.pk, clock.now(), clock.now(), 0)
+
+    for charges in ([off], [right, off]):
+        with pytest.raises(IntegrityError, match="another account than its payer"), transaction.atomic():
+            ledger.post_batch(
+                [ledger.TxSpec(kind=TransactionKind.CHARGE, entries=[(payee.pk, len(charges))], charges=charges)]
+            )
+
+    assert list(Entry.objects.filter(session__isnull=False).values_list("session_id", flat=True)) == [session.pk]
+    assert balance_of(bob) == 10 * USDC
+    assert charges_of(session) == [USDC]
+
+
 def test_database_keeps_sessions_that_have_charges(alice, fund, make_service, clock):
     from django.db import IntegrityError, transaction
 

@@ -399,3 +399,20 @@ async def test_the_users_open_socket_is_a_sign_of_life_and_the_vendors_is_not(al
 
     assert unchanged.last_heartbeat_at == before
     assert seen.last_heartbeat_at > before
+
+
+def test_watched_finds_the_marked_sessions_of_a_batch_whatever_is_marked_elsewhere():
+    """The publisher's look-up: nothing when nothing is marked, the marked ones of a batch when
+    fewer are marked than the batch holds, and when more are (the batch's members looked up)."""
+    from streaming import live
+
+    batch = [f"s-{n}" for n in range(10)]
+    assert live.watched(batch) == set()
+
+    live.mark_watched(["s-3", "s-7", "elsewhere"])
+    assert live.watched(batch) == {"s-3", "s-7"}
+
+    live.mark_watched([f"other-{n}" for n in range(20)])  # more marked than the batch holds
+    assert live.watched(batch) == {"s-3", "s-7"}
+    assert live.watched(["s-3"]) == {"s-3"}
+    assert live.watched([]) == set()

@@ -27,8 +27,14 @@ CREATE OR REPLACE TRIGGER wallets_entry_append_only BEFORE UPDATE OR DELETE ON w
 CREATE OR REPLACE TRIGGER wallets_transaction_append_only BEFORE UPDATE OR DELETE ON wallets_ledgertransaction
     FOR EACH ROW EXECUTE FUNCTION wallets_refuse_change();
 
--- Balanced per transaction and asset; references checked per statement.
+-- Balanced per transaction and asset; references checked per statement, each in one pass: the
+-- accounts named are share-locked and checked by the same look-up (the statement's distinct
+-- (account, asset) pairs joined to the accounts that hold that asset: every pair must find its
+-- row), and the transactions named are looked up once each, not once per entry.
 CREATE OR REPLACE FUNCTION wallets_entries_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_named bigint;
+    v_found bigint;
 BEGIN
     IF EXISTS (
         SELECT 1 FROM new_entries GROUP BY transaction_id, asset_id HAVING SUM(amount) <> 0
@@ -38,17 +44,20 @@ BEGIN
     END IF;
     -- What a foreign key would do: share-lock the accounts named, so that none is deleted
     -- before this transaction ends (a no-op on the rows the ledger's posting has locked).
-    PERFORM 1 FROM wallets_account WHERE id IN (SELECT DISTINCT account_id FROM new_entries) FOR KEY SHARE;
-    IF EXISTS (
-        SELECT 1 FROM new_entries AS e LEFT JOIN wallets_account AS a ON a.id = e.account_id
-        WHERE a.id IS NULL OR a.asset_id <> e.asset_id
-    ) THEN
+    SELECT count(*) INTO v_named FROM (SELECT DISTINCT account_id, asset_id FROM new_entries) AS e;
+    SELECT count(*) INTO v_found FROM (
+        SELECT 1
+        FROM (SELECT DISTINCT account_id, asset_id FROM new_entries) AS e
+        JOIN wallets_account AS a ON a.id = e.account_id AND a.asset_id = e.asset_id
+        FOR KEY SHARE OF a
+    ) AS found;
+    IF v_found <> v_named THEN
         RAISE EXCEPTION 'a ledger entry names an unknown account, or one that holds another asset'
             USING ERRCODE = 'foreign_key_violation';
     END IF;
     IF EXISTS (
-        SELECT 1 FROM new_entries AS e LEFT JOIN wallets_ledgertransaction AS t ON t.id = e.transaction_id
-        WHERE t.id IS NULL
+        SELECT 1 FROM (SELECT DISTINCT transaction_id FROM new_entries) AS e
+        WHERE NOT EXISTS (SELECT 1 FROM wallets_ledgertransaction AS t WHERE t.id = e.transaction_id)
     ) THEN
         RAISE EXCEPTION 'a ledger entry names an unknown transaction'
             USING ERRCODE = 'foreign_key_violation';
