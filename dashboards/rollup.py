@@ -69,10 +69,13 @@ from dashboards.models import (
     QUARTER_HOUR,
     SERVICE_SPANS,
     SPAN_ORIGIN,
+    USER_SPANS,
     ChargeBucket,
+    CustomerTotal,
     LedgerBucket,
     ServiceBucket,
     SessionBucket,
+    UserBucket,
     Watermark,
 )
 from dashboards.periods import Window
@@ -284,6 +287,12 @@ def _add_entries(new: Q) -> None:
     )
     sums = "start, asset, service, vendor, paid AS payer_amount, earned AS payee_amount, 0 AS sessions"
     _add_to_services(f"SELECT {sums} {charges}", ())
+    _add_to_users(f"SELECT start, asset, {quote('user')}, paid AS payer_amount, 0 AS sessions {charges}", ())
+    _add_to_customers(
+        f"SELECT {quote('user')}, service, asset, vendor, paid AS payer_amount, earned AS payee_amount, "
+        f"1 AS charges, 0 AS sessions {charges}",
+        (),
+    )
     # The platform's entries per transaction kind and holder, 15 minutes and days at once.
     flows = (
         "SELECT spans.span, date_bin(spans.span * INTERVAL '1 second', facts.start, "  # noqa: S608 (names of ours)
@@ -314,6 +323,17 @@ def _add_sessions(*, after: int, through: int) -> None:
         f"0 AS payer_amount, 0 AS payee_amount, 1 AS sessions FROM {sessions} WHERE id > %s AND id <= %s",
         (after, through),
     )
+    _add_to_users(
+        'SELECT start_time AS start, asset_id AS asset, user_id AS "user", 0 AS payer_amount, 1 AS sessions '  # noqa: S608
+        f"FROM {sessions} WHERE id > %s AND id <= %s",
+        (after, through),
+    )
+    _add_to_customers(
+        'SELECT user_id AS "user", service_id AS service, asset_id AS asset, vendor_id AS vendor, '  # noqa: S608
+        f"0 AS payer_amount, 0 AS payee_amount, 0 AS charges, 1 AS sessions FROM {sessions} "
+        "WHERE id > %s AND id <= %s",
+        (after, through),
+    )
 
 
 def _add_to_services(sql: str, params) -> None:
@@ -334,6 +354,34 @@ def _add_to_services(sql: str, params) -> None:
         (per_span, params),
         key=("span", "start", "asset", "service", "vendor"),
         added=("payer_amount", "payee_amount", "sessions"),
+    )
+
+
+def _add_to_users(sql: str, params) -> None:
+    """Add rows (start, asset, user, payer_amount, sessions) to UserBucket, in every span at once."""
+    spans = ", ".join(str(span) for span in USER_SPANS)
+    per_span = (
+        "SELECT spans.span, date_bin(spans.span * INTERVAL '1 second', facts.start, "  # noqa: S608 (numbers of ours)
+        f"TIMESTAMPTZ '{SPAN_ORIGIN.isoformat()}') AS start, facts.asset, facts.\"user\", "
+        "SUM(facts.payer_amount) AS payer_amount, SUM(facts.sessions) AS sessions "
+        f"FROM ({sql}) AS facts CROSS JOIN unnest(ARRAY[{spans}]) AS spans(span) "
+        "GROUP BY 1, 2, 3, 4 ORDER BY 4, 3, 1, 2"
+    )
+    _add(UserBucket, (per_span, params), key=("user", "asset", "span", "start"), added=("payer_amount", "sessions"))
+
+
+def _add_to_customers(sql: str, params) -> None:
+    """Add rows (user, service, asset, vendor, payer_amount, payee_amount, charges, sessions) to CustomerTotal."""
+    totals = (
+        'SELECT facts."user", facts.service, facts.asset, facts.vendor, SUM(facts.payer_amount) AS payer_amount, '  # noqa: S608
+        "SUM(facts.payee_amount) AS payee_amount, SUM(facts.charges) AS charges, SUM(facts.sessions) AS sessions "
+        f"FROM ({sql}) AS facts GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+    )
+    _add(
+        CustomerTotal,
+        (totals, params),
+        key=("user", "service", "asset", "vendor"),
+        added=("payer_amount", "payee_amount", "charges", "sessions"),
     )
 
 
@@ -466,6 +514,73 @@ def charges(seen: Seen) -> tuple[Charges, Charges]:
             at="transaction__created_at",
             in_tail=True,
             prefix=f"{SESSION}__",
+        ),
+    )
+
+
+def customer_charges(seen: Seen) -> tuple[Charges, Charges]:
+    """(the rollup's charges per customer and service, all time (CustomerTotal), the tail's) after
+    tail_start() returned `seen`: for sums over all time, a row per (user, service) instead of one
+    per session and 15 minutes."""
+    return (
+        Charges(rows=CustomerTotal.objects.all(), at="", in_tail=False, prefix=""),
+        charges(seen)[1],
+    )
+
+
+SPANS, TOTALS = "spans", "totals"
+
+
+@dataclass(frozen=True)
+class Spending(Source):
+    """A user's charges (as the payer) and the sessions they started. Four sources: the rollup's
+    UserBucket rows (SPANS: per asset and UTC span), its CustomerTotal rows (TOTALS: per service,
+    all time), the tail's charges (CHARGED) and the tail's sessions (STARTED). path(...) names a
+    field of the service's, where the source has one (every source but SPANS)."""
+
+    part: str
+
+    def path(self, name: str) -> str:
+        return f"{SESSION}__{name}" if self.part == CHARGED else name
+
+    def of_user(self, user, asset) -> Spending:
+        """The user's own, in `asset`. In the tail only the user's own entries are kept (a payer's
+        entries are on their account): the entries' account index finds them."""
+        rows = self.rows.filter(**{self.path("user"): user, self.path("asset"): asset})
+        return replace(self, rows=rows.filter(account__owner=user) if self.part == CHARGED else rows)
+
+    def within(self, pieces: Q) -> Spending:
+        """SPANS rows of `pieces` (see spanning); the other sources as they are."""
+        return replace(self, rows=self.rows.filter(pieces)) if self.part == SPANS else self
+
+    def paid(self) -> Sum:
+        """What the user was debited (<= 0)."""
+        return _paid() if self.part == CHARGED else Sum(ZERO) if self.part == STARTED else Sum("payer_amount")
+
+    def sessions(self) -> Sum | Count:
+        if self.part == STARTED:
+            return Count("id")
+        return Sum(Value(0, output_field=BigIntegerField())) if self.part == CHARGED else Sum("sessions")
+
+    def charges(self) -> Sum | Count:
+        """How many charges (CustomerTotal and the tail's charges only)."""
+        if self.part == CHARGED:
+            return Count("id")
+        return Sum("charges") if self.part == TOTALS else Sum(Value(0, output_field=BigIntegerField()))
+
+
+def spending(seen: Seen) -> tuple[Spending, Spending, Spending, Spending]:
+    """(the rollup's user buckets, its customer totals, the tail's charges, the tail's sessions)
+    after tail_start() returned `seen`."""
+    return (
+        Spending(rows=UserBucket.objects.all(), at="start", in_tail=False, part=SPANS),
+        Spending(rows=CustomerTotal.objects.all(), at="", in_tail=False, part=TOTALS),
+        Spending(rows=_tail_entries(charge_entries(), seen), at="transaction__created_at", in_tail=True, part=CHARGED),
+        Spending(
+            rows=_after(StreamingSession.objects.all(), "session_id", seen.session_id),
+            at="start_time",
+            in_tail=True,
+            part=STARTED,
         ),
     )
 
@@ -607,22 +722,29 @@ def covering(window: Window) -> Q:
     return _spans(DAY, days) | _spans(QUARTER_HOUR, quarters)
 
 
-def spanning(start: datetime, end: datetime) -> Q:
-    """ServiceBucket rows that partition [start, end) (edges on 15-minute UTC edges, as every local
-    midnight is): from each edge inwards, the largest span that is aligned there and fits. Each span
-    is used at most a few times at each edge, so a window of any length is a few dozen buckets."""
+def spanning(start: datetime, end: datetime, spans: tuple[int, ...] = SERVICE_SPANS) -> Q:
+    """Rows of a table kept per span (ServiceBucket, UserBucket) that partition [start, end) (edges
+    on 15-minute UTC edges, as every local midnight is): from each edge inwards, the largest span
+    that is aligned there and fits. Each span is used at most a few times at each edge, so a window
+    of any length is a few dozen buckets."""
+    return spanning_each([(start, end)], spans)
+
+
+def spanning_each(ranges: list[tuple[datetime, datetime]], spans: tuple[int, ...]) -> Q:
+    """spanning() of each range (ranges that do not overlap): no row straddles the edge of one."""
     pieces: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
-    at = start
-    while at < end:
-        offset = (at - SPAN_ORIGIN).total_seconds()
-        span = next(
-            (span for span in reversed(SERVICE_SPANS) if offset % span == 0 and at + timedelta(seconds=span) <= end),
-            None,
-        )
-        if span is None:
-            raise ValueError(f"{at} is not on a 15-minute UTC edge")
-        pieces[span].append((at, at + timedelta(seconds=span)))
-        at += timedelta(seconds=span)
+    for start, end in ranges:
+        at = start
+        while at < end:
+            offset = (at - SPAN_ORIGIN).total_seconds()
+            span = next(
+                (span for span in reversed(spans) if offset % span == 0 and at + timedelta(seconds=span) <= end),
+                None,
+            )
+            if span is None:
+                raise ValueError(f"{at} is not on a 15-minute UTC edge")
+            pieces[span].append((at, at + timedelta(seconds=span)))
+            at += timedelta(seconds=span)
     within = Q(pk__in=[])
     for span, ranges in pieces.items():
         within |= _spans(span, ranges)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -29,9 +30,11 @@ from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
     Case,
+    CharField,
     Count,
     DateTimeField,
     F,
+    IntegerField,
     Min,
     OuterRef,
     Q,
@@ -46,6 +49,7 @@ from django.utils import timezone
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from dashboards import rollup
+from dashboards.models import USER_SPANS
 from dashboards.periods import DAY, MONTH, Window, floor, local_midnight, shift, trunc
 from marketplace.models import Service
 from paygo.api.amounts import format_minor
@@ -234,55 +238,70 @@ def session_charge_timeline(session: StreamingSession) -> list[dict]:
 def user_overview(user, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
+    pieces = rollup.spanning_each(window.ranges(), USER_SPANS)
 
-    def spent(charges: rollup.Charges) -> QuerySet:
-        # One pass over the user's charges: the total, each category's share, each bucket's.
+    def spent(source: rollup.Spending) -> QuerySet:
+        # One statement: the user's charges and session starts all time per category (the rollup's
+        # customer totals and the tail), and per bucket of the window (the rollup's user buckets
+        # that partition it, and the tail). `whole` rows count in the all-time figures.
+        rows = source.of_user(user, asset).within(pieces).rows
+        if source.part == rollup.SPANS:
+            rows = rows.annotate(bucket=window.trunc(source.at), whole=Value(False))
+            category = {"category_pk": Value(None, output_field=IntegerField())}
+            category["category_name"] = Value(None, output_field=CharField())
+        else:
+            if source.part == rollup.TOTALS:
+                rows = rows.annotate(bucket=Value(None, output_field=DateTimeField()), whole=Value(True))
+            else:
+                rows = rows.annotate(bucket=_window_bucket(window, source.at), whole=Value(True))
+            category = {
+                "category_pk": F(source.path("service__category")),
+                "category_name": F(source.path("service__category__name")),
+            }
         return (
-            charges.paid_by(user, asset)
-            .rows.annotate(bucket=_window_bucket(window, charges.at))
-            .order_by()
-            .values(
-                "bucket",
-                category_pk=F(charges.path("service__category")),
-                category_name=F(charges.path("service__category__name")),
-            )
-            .annotate(spent=charges.paid())
+            rows.order_by()
+            .values("bucket", "whole", **category)
+            .annotate(spent=source.paid(), sessions=source.sessions(), charges=source.charges())
         )
 
-    charges = rollup.read(rollup.charges(rollup.tail_start()), spent)
-    # One pass over the user's sessions: counts, lengths, per category and per bucket.
-    sessions = list(
-        StreamingSession.objects.filter(user=user, asset=asset)
-        .annotate(bucket=_window_bucket(window, "start_time"))
-        .order_by()
-        .values("service__category_id", "bucket")
-        .annotate(
-            sessions=Count("id"),
-            ended=Count("id", filter=ENDED),
-            ended_seconds=Sum("total_usage_seconds", filter=ENDED),
-            recent=Count("id", filter=Q(start_time__gte=now - timedelta(days=RECENT_ACTIVITY_DAYS))),
-        )
+    rows = rollup.read(rollup.spending(rollup.tail_start()), spent)
+    # The user's sessions that the rollup cannot sum: the ended ones' lengths (a session ends after
+    # it is summed) and the last week's starts (an edge of no bucket).
+    lengths = StreamingSession.objects.filter(user=user, asset=asset).aggregate(
+        ended=Count("id", filter=ENDED),
+        ended_seconds=Sum("total_usage_seconds", filter=ENDED),
+        recent=Count("id", filter=Q(start_time__gte=now - timedelta(days=RECENT_ACTIVITY_DAYS))),
     )
     recent = list(user_sessions(user)[:RECENT])
 
-    spent, spent_by_bucket = _series(charges, window, "spent")
-    counted, sessions_by_bucket = _series(sessions, window, "sessions", "ended", "ended_seconds", "recent")
+    counted = dict.fromkeys(("spent", "sessions"), 0)
+    by_bucket: dict = defaultdict(lambda: {"spent": 0, "sessions": 0})
     by_category: dict = {}
-    for row in charges:
-        entry = by_category.setdefault(row["category_pk"], {"name": row["category_name"], "spent": 0})
-        entry["spent"] += int(row["spent"] or 0)
     sessions_per_category: dict = defaultdict(int)
-    for row in sessions:
-        sessions_per_category[row["service__category_id"]] += row["sessions"]
+    for row in rows:
+        spent, sessions = int(row["spent"] or 0), int(row["sessions"] or 0)
+        if row["bucket"] is not None:
+            by_bucket[window.key(row["bucket"])]["spent"] += spent
+            by_bucket[window.key(row["bucket"])]["sessions"] += sessions
+        if not row["whole"]:
+            continue
+        counted["spent"] += spent
+        counted["sessions"] += sessions
+        sessions_per_category[row["category_pk"]] += sessions
+        if row["charges"]:  # a category the user was charged in (sessions alone do not make one)
+            entry = by_category.setdefault(row["category_pk"], {"name": row["category_name"], "spent": 0})
+            entry["spent"] += spent
     favorites = sorted(by_category.items(), key=lambda item: (item[1]["spent"], item[1]["name"] or ""))[:TOP]
     return {
         "token": asset.code,
         **_window_info(window),
         "overview": {
             "total_sessions": counted["sessions"],
-            "total_spent": money(-spent["spent"]),
-            "average_session_length": round(counted["ended_seconds"] / counted["ended"]) if counted["ended"] else 0,
-            "recent_activity": counted["recent"],
+            "total_spent": money(-counted["spent"]),
+            "average_session_length": round((lengths["ended_seconds"] or 0) / lengths["ended"])
+            if lengths["ended"]
+            else 0,
+            "recent_activity": lengths["recent"],
         },
         "favorite_categories": [
             {
@@ -297,8 +316,8 @@ def user_overview(user, *, window: Window, now: datetime) -> dict:
         "analytics": [
             {
                 "period": window.label(bucket),
-                "session_count": sessions_by_bucket.get(bucket, {}).get("sessions", 0),
-                "total_spent": money(-spent_by_bucket.get(bucket, {}).get("spent", 0)),
+                "session_count": by_bucket.get(bucket, {}).get("sessions", 0),
+                "total_spent": money(-by_bucket.get(bucket, {}).get("spent", 0)),
             }
             for bucket in window.buckets
         ],
@@ -310,34 +329,56 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
 
-    def spent(charges: rollup.Charges) -> QuerySet:
-        # One pass: the user's charges per service and local day; everything below is summed from it.
-        return (
-            charges.paid_by(user, asset)
-            .rows.annotate(day=trunc(DAY, charges.at, tz))
-            .order_by()
-            .values("day", service_pk=F(charges.path("service")), service_name=F(charges.path("service__name")))
-            .annotate(spent=charges.paid())
-        )
+    today = now.astimezone(tz).date()
+    first_month, first_day = shift(floor(today, MONTH), MONTH, -11), today - timedelta(days=29)
+    # The local months before the last 30 days, then each of those days: the user buckets that
+    # partition them (a dozen per day at most), and any charge stamped after today.
+    months = [shift(first_month, MONTH, n) for n in range(12)]
+    edges = [local_midnight(day, tz) for day in months if day < first_day]
+    edges += [local_midnight(first_day + timedelta(days=n), tz) for n in range((today - first_day).days + 2)]
+    tomorrow = edges[-1]
+    pieces = rollup.spanning_each(list(pairwise(edge.astimezone(UTC) for edge in edges)), USER_SPANS)
+    pieces |= Q(span=USER_SPANS[0], start__gte=tomorrow)
 
-    rows = rollup.read(rollup.charges(rollup.tail_start()), spent)
+    def spent(source: rollup.Spending) -> QuerySet:
+        # One statement: the user's charges all time per service (the rollup's customer totals) and
+        # per local day since `first_month` (its user buckets), and the tail's per service and day.
+        rows = source.of_user(user, asset).within(pieces).rows
+        if source.part == rollup.SPANS:
+            rows = rows.annotate(day=trunc(DAY, source.at, tz))
+            service = {"service_pk": Value(None, output_field=IntegerField())}
+            service["service_name"] = Value(None, output_field=CharField())
+        else:
+            if source.part == rollup.TOTALS:
+                # Services the user was charged on (a session alone does not make one).
+                rows = rows.filter(charges__gt=0).annotate(day=Value(None, output_field=DateTimeField()))
+            else:
+                rows = rows.annotate(day=trunc(DAY, source.at, tz))
+            service = {"service_pk": F(source.path("service")), "service_name": F(source.path("service__name"))}
+        return rows.order_by().values("day", **service).annotate(spent=source.paid())
+
+    rows = rollup.read(rollup.spending(rollup.tail_start())[:3], spent)  # no session starts
     balance = (
         Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).values_list("balance", flat=True).first()
     )
-    today = now.astimezone(tz).date()
-    first_month, first_day = shift(floor(today, MONTH), MONTH, -11), today - timedelta(days=29)
     average, used = _time_used(user, asset=asset, tz=tz, since=local_midnight(first_day, tz), now=now)
     total = today_spent = month_spent = 0
     by_service: dict = {}
     monthly: dict = defaultdict(int)
     daily: dict = defaultdict(int)
     for row in rows:
-        day, amount = row["day"].astimezone(tz).date(), -int(row["spent"] or 0)
-        total += amount
+        amount = -int(row["spent"] or 0)
+        # Rows of a service count in the all-time figures, rows of a day in the series; the tail's
+        # rows are both.
+        if row["service_pk"] is not None:
+            total += amount
+            service = by_service.setdefault(row["service_pk"], [row["service_name"], 0])
+            service[1] += amount
+        if row["day"] is None:
+            continue
+        day = row["day"].astimezone(tz).date()
         today_spent += amount if day == today else 0
         month_spent += amount if floor(day, MONTH) == floor(today, MONTH) else 0
-        service = by_service.setdefault(row["service_pk"], [row["service_name"], 0])
-        service[1] += amount
         if day >= first_month:
             monthly[floor(day, MONTH)] += amount
         if day >= first_day:
@@ -451,7 +492,6 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
     seen = rollup.tail_start()
-    sources = rollup.charges(seen)
 
     def ever(source: rollup.Services) -> QuerySet:
         # Every service's earnings and sessions hosted, all time: a few rows per service.
@@ -484,7 +524,7 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
         )
 
     earned_from: dict = defaultdict(int)
-    for row in rollup.read(sources, earnings_from_customers):
+    for row in rollup.read(rollup.customer_charges(seen), earnings_from_customers):
         earned_from[row["customer_pk"]] += int(row["earnings"] or 0)
 
     per_service: dict = defaultdict(lambda: {"earnings": 0, "sessions": 0})
