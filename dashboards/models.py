@@ -8,7 +8,7 @@ the apps it reads.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -166,8 +166,11 @@ class CustomerTotal(models.Model):
 
     payer_amount (<= 0) is what the user was debited, payee_amount (>= 0) what the vendor was
     credited net of the fee, `charges` the charge entries summed; `sessions` counts the user's
-    sessions of the service. A user's all-time figures per service or category and a vendor's
-    earnings from a customer read these rows: one per (user, service), whatever the sessions.
+    sessions of the service, `ended` those of them that had ended when the rollup looked (a session
+    summed while it ran waits in RunningSession until it ends), `ended_seconds` their total usage
+    and `longest` the longest of them (end - start). A user's all-time figures per service or
+    category and a vendor's earnings from a customer read these rows: one per (user, service),
+    whatever the sessions.
     """
 
     user = _unenforced(settings.AUTH_USER_MODEL, db_index=False)
@@ -178,12 +181,15 @@ class CustomerTotal(models.Model):
     payee_amount = MinorUnitsField(default=0)
     charges = models.BigIntegerField(default=0)
     sessions = models.BigIntegerField(default=0)
+    ended = models.BigIntegerField(default=0)
+    ended_seconds = models.BigIntegerField(default=0)
+    longest = models.DurationField(default=timedelta)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["user", "service", "asset", "vendor"],
-                include=["payer_amount", "payee_amount", "charges", "sessions"],
+                include=["payer_amount", "payee_amount", "charges", "sessions", "ended", "ended_seconds", "longest"],
                 name="dashboards_customer_total_key",
             )
         ]
@@ -197,6 +203,25 @@ class CustomerTotal(models.Model):
 
     def __str__(self) -> str:
         return f"user {self.user_id} on service {self.service_id}"
+
+
+class RunningSession(models.Model):
+    """A session the rollup summed (its id is at or below Watermark.session_id) while it still ran:
+    its end is counted into CustomerTotal (ended, ended_seconds, longest) by the first rollup run
+    that sees it ended, which deletes this row in the same statement. A session's status and length
+    change when it ends, after it was summed: these rows are how few sessions are looked at again."""
+
+    session = models.OneToOneField(
+        "streaming.StreamingSession", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    user = _unenforced(settings.AUTH_USER_MODEL, db_index=False)
+    asset = _unenforced("wallets.Asset", db_index=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "asset"], name="dashboards_running_user")]
+
+    def __str__(self) -> str:
+        return f"session {self.session_id}, running when summed"
 
 
 class LedgerBucket(models.Model):

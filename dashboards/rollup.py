@@ -73,6 +73,7 @@ from dashboards.models import (
     ChargeBucket,
     CustomerTotal,
     LedgerBucket,
+    RunningSession,
     ServiceBucket,
     SessionBucket,
     UserBucket,
@@ -80,7 +81,7 @@ from dashboards.models import (
 )
 from dashboards.periods import Window
 from paygo.fields import MinorUnitsField
-from streaming.models import StreamingSession
+from streaming.models import SessionStatus, StreamingSession
 from wallets.models import AccountKind, Entry, LedgerTransaction
 
 logger = logging.getLogger("paygo.dashboards")
@@ -241,6 +242,7 @@ def rollup_advance(*, entries_through: int | None = None, sessions_through: int 
                 _add_sessions(after=mark.session_id, through=upto)
                 mark.session_id = upto
                 changed.append("session_id")
+            _add_ended()
             # The floor holds for the watermark once it reaches the entries' bound read after it.
             if floor is not None and mark.entry_id == entries_through and floor > mark.transaction_floor:
                 mark.transaction_floor = floor
@@ -290,7 +292,7 @@ def _add_entries(new: Q) -> None:
     _add_to_users(f"SELECT start, asset, {quote('user')}, paid AS payer_amount, 0 AS sessions {charges}", ())
     _add_to_customers(
         f"SELECT {quote('user')}, service, asset, vendor, paid AS payer_amount, earned AS payee_amount, "
-        f"1 AS charges, 0 AS sessions {charges}",
+        f"1 AS charges, 0 AS sessions, 0 AS ended, 0 AS ended_seconds, INTERVAL '0' AS longest {charges}",
         (),
     )
     # The platform's entries per transaction kind and holder, 15 minutes and days at once.
@@ -328,11 +330,46 @@ def _add_sessions(*, after: int, through: int) -> None:
         f"FROM {sessions} WHERE id > %s AND id <= %s",
         (after, through),
     )
+    # The new sessions per customer and service, the ended ones' lengths with them; those still
+    # running wait in RunningSession. One statement, so that both read each session's status once.
+    running = connection.ops.quote_name(RunningSession._meta.db_table)
+    new_sessions = (
+        'new_sessions AS MATERIALIZED (SELECT id, user_id AS "user", service_id AS service, '  # noqa: S608
+        f"asset_id AS asset, vendor_id AS vendor, {_ENDED} AS ended, "
+        f"CASE WHEN {_ENDED} = 1 THEN total_usage_seconds ELSE 0 END AS ended_seconds, "
+        f"COALESCE(end_time - start_time, INTERVAL '0') AS longest FROM {sessions} WHERE id > %s AND id <= %s), "
+        f"running AS (INSERT INTO {running} (session_id, user_id, asset_id) "
+        'SELECT id, "user", asset FROM new_sessions WHERE ended = 0)'
+    )
     _add_to_customers(
-        'SELECT user_id AS "user", service_id AS service, asset_id AS asset, vendor_id AS vendor, '  # noqa: S608
-        f"0 AS payer_amount, 0 AS payee_amount, 0 AS charges, 1 AS sessions FROM {sessions} "
-        "WHERE id > %s AND id <= %s",
+        'SELECT "user", service, asset, vendor, 0 AS payer_amount, 0 AS payee_amount, 0 AS charges, '
+        "1 AS sessions, ended, ended_seconds, longest FROM new_sessions",
         (after, through),
+        with_=new_sessions,
+    )
+
+
+# 1 for an ended session (its status is no longer active), else 0.
+_ENDED = f"(CASE WHEN status <> '{SessionStatus.ACTIVE.value}' THEN 1 ELSE 0 END)"
+
+
+def _add_ended() -> None:
+    """Count the ends of the sessions that were summed while they ran and have ended since into
+    CustomerTotal, deleting their RunningSession rows in the same statement (each end once)."""
+    quote = connection.ops.quote_name
+    running, sessions = quote(RunningSession._meta.db_table), quote(StreamingSession._meta.db_table)
+    closed = (
+        f"closed AS (DELETE FROM {running} AS running USING {sessions} AS session "  # noqa: S608
+        f"WHERE session.id = running.session_id AND session.status <> '{SessionStatus.ACTIVE.value}' "
+        "RETURNING session.user_id, session.service_id, session.asset_id, session.vendor_id, "
+        "session.total_usage_seconds, session.end_time - session.start_time AS length)"
+    )
+    _add_to_customers(
+        'SELECT user_id AS "user", service_id AS service, asset_id AS asset, vendor_id AS vendor, '
+        "0 AS payer_amount, 0 AS payee_amount, 0 AS charges, 0 AS sessions, 1 AS ended, "
+        "total_usage_seconds AS ended_seconds, length AS longest FROM closed",
+        (),
+        with_=closed,
     )
 
 
@@ -370,37 +407,56 @@ def _add_to_users(sql: str, params) -> None:
     _add(UserBucket, (per_span, params), key=("user", "asset", "span", "start"), added=("payer_amount", "sessions"))
 
 
-def _add_to_customers(sql: str, params) -> None:
-    """Add rows (user, service, asset, vendor, payer_amount, payee_amount, charges, sessions) to CustomerTotal."""
+def _add_to_customers(sql: str, params, *, with_: str = "") -> None:
+    """Add rows (user, service, asset, vendor, payer_amount, payee_amount, charges, sessions, ended,
+    ended_seconds, longest) to CustomerTotal; `with_` names common table expressions they read."""
     totals = (
         'SELECT facts."user", facts.service, facts.asset, facts.vendor, SUM(facts.payer_amount) AS payer_amount, '  # noqa: S608
-        "SUM(facts.payee_amount) AS payee_amount, SUM(facts.charges) AS charges, SUM(facts.sessions) AS sessions "
+        "SUM(facts.payee_amount) AS payee_amount, SUM(facts.charges) AS charges, SUM(facts.sessions) AS sessions, "
+        "SUM(facts.ended) AS ended, SUM(facts.ended_seconds) AS ended_seconds, MAX(facts.longest) AS longest "
         f"FROM ({sql}) AS facts GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
     )
     _add(
         CustomerTotal,
         (totals, params),
         key=("user", "service", "asset", "vendor"),
-        added=("payer_amount", "payee_amount", "charges", "sessions"),
+        added=("payer_amount", "payee_amount", "charges", "sessions", "ended", "ended_seconds"),
+        greatest=("longest",),
+        with_=with_,
     )
 
 
-def _add(model, facts, *, key: tuple[str, ...], added: tuple[str, ...], copied: tuple[str, ...] = ()):
+def _add(
+    model,
+    facts,
+    *,
+    key: tuple[str, ...],
+    added: tuple[str, ...],
+    copied: tuple[str, ...] = (),
+    greatest: tuple[str, ...] = (),
+    with_: str = "",
+):
     """Add the facts (a queryset, or SQL and its parameters, of rows named as the model's fields) to
-    the model's table in one statement: new keys are inserted, the sums of existing ones grow.
-    Facts in the order of the key are written along its index rather than all over it."""
+    the model's table in one statement: new keys are inserted, the sums of existing ones grow (the
+    `greatest` ones keep the larger value). Facts in the order of the key are written along its
+    index rather than all over it. `with_` names common table expressions that the facts read."""
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
 
     def column(name: str) -> str:
         return quote(model._meta.get_field(name).column)
 
-    names = (*key, *copied, *added)
+    names = (*key, *copied, *added, *greatest)
     columns, values = ", ".join(map(column, names)), ", ".join(map(quote, names))
-    increments = ", ".join(f"{column(name)} = {table}.{column(name)} + excluded.{column(name)}" for name in added)
+    increments = ", ".join(
+        [f"{column(name)} = {table}.{column(name)} + excluded.{column(name)}" for name in added]
+        + [f"{column(name)} = GREATEST({table}.{column(name)}, excluded.{column(name)})" for name in greatest]
+    )
     sql, params = facts.query.sql_with_params() if isinstance(facts, QuerySet) else facts
     # Names come from the models, values are parameters.
     insert = f"INSERT INTO {table} ({columns}) SELECT {values} FROM ({sql}) AS facts"  # noqa: S608
+    if with_:
+        insert = f"WITH {with_} {insert}"
     upsert = f" ON CONFLICT ({', '.join(map(column, key))}) DO UPDATE SET {increments}"
     with connection.cursor() as cursor:
         cursor.execute(insert + upsert, params)

@@ -73,7 +73,6 @@ RECENT = 5
 TOP = 5
 RECENT_ACTIVITY_DAYS = 7
 ZERO = Value(0, output_field=MinorUnitsField())
-ENDED = ~Q(status=SessionStatus.ACTIVE)
 
 # What staff need to look at someone else's dashboard: the view permissions on what it shows (the
 # sessions, the ledger's charges, and a vendor's services); and for the platform's figures, the
@@ -264,13 +263,12 @@ def user_overview(user, *, window: Window, now: datetime) -> dict:
             .annotate(spent=source.paid(), sessions=source.sessions(), charges=source.charges())
         )
 
-    rows = rollup.read(rollup.spending(rollup.tail_start()), spent)
-    # The user's sessions that the rollup cannot sum: the ended ones' lengths (a session ends after
-    # it is summed) and the last week's starts (an edge of no bucket).
-    lengths = StreamingSession.objects.filter(user=user, asset=asset).aggregate(
-        ended=Count("id", filter=ENDED),
-        ended_seconds=Sum("total_usage_seconds", filter=ENDED),
-        recent=Count("id", filter=Q(start_time__gte=now - timedelta(days=RECENT_ACTIVITY_DAYS))),
+    seen = rollup.tail_start()
+    rows = rollup.read(rollup.spending(seen), spent)
+    # What the rollup cannot sum as sessions start: the ended ones' lengths (a session ends after it
+    # is summed) and the last week's starts (an edge of no bucket).
+    ended, ended_seconds, recent_starts = _session_lengths(
+        user, asset=asset, seen=seen, recent=now - timedelta(days=RECENT_ACTIVITY_DAYS)
     )
     recent = list(user_sessions(user)[:RECENT])
 
@@ -298,10 +296,8 @@ def user_overview(user, *, window: Window, now: datetime) -> dict:
         "overview": {
             "total_sessions": counted["sessions"],
             "total_spent": money(-counted["spent"]),
-            "average_session_length": round((lengths["ended_seconds"] or 0) / lengths["ended"])
-            if lengths["ended"]
-            else 0,
-            "recent_activity": lengths["recent"],
+            "average_session_length": round(ended_seconds / ended) if ended else 0,
+            "recent_activity": recent_starts,
         },
         "favorite_categories": [
             {
@@ -357,11 +353,12 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
             service = {"service_pk": F(source.path("service")), "service_name": F(source.path("service__name"))}
         return rows.order_by().values("day", **service).annotate(spent=source.paid())
 
-    rows = rollup.read(rollup.spending(rollup.tail_start())[:3], spent)  # no session starts
+    seen = rollup.tail_start()
+    rows = rollup.read(rollup.spending(seen)[:3], spent)  # no session starts
     balance = (
         Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).values_list("balance", flat=True).first()
     )
-    average, used = _time_used(user, asset=asset, tz=tz, since=local_midnight(first_day, tz), now=now)
+    average, used = _time_used(user, asset=asset, tz=tz, since=local_midnight(first_day, tz), now=now, seen=seen)
     total = today_spent = month_spent = 0
     by_service: dict = {}
     monthly: dict = defaultdict(int)
@@ -409,15 +406,75 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     }
 
 
+# The user's sessions in an asset as the rollup knows them (dashboards/rollup.py), for what it
+# cannot sum as they start: how many ended and their total usage, and which ran when. `counted`:
+# the ended ones the rollup counted (CustomerTotal: how many, their seconds, the longest);
+# `unsettled`: every other one, few whatever the history — those it summed while they ran
+# (RunningSession) and those after its watermark (the tail). Read in the statement's snapshot, as
+# the rollup commits them together.
+_SESSIONS_KNOWN = """
+counted AS (
+    SELECT COALESCE(SUM(ended), 0) AS ended, COALESCE(SUM(ended_seconds), 0) AS seconds,
+           COALESCE(MAX(longest), INTERVAL '0') AS longest
+    FROM dashboards_customertotal WHERE user_id = %(user)s AND asset_id = %(asset)s
+),
+unsettled AS (
+    SELECT session.id, session.start_time, session.end_time, session.status, session.total_usage_seconds
+    FROM dashboards_runningsession AS running
+    JOIN streaming_streamingsession AS session ON session.id = running.session_id
+    WHERE running.user_id = %(user)s AND running.asset_id = %(asset)s
+    UNION ALL
+    SELECT id, start_time, end_time, status, total_usage_seconds FROM streaming_streamingsession
+    WHERE id > %(seen)s AND id > COALESCE((SELECT session_id FROM dashboards_watermark WHERE id = 1), 0)
+      AND user_id = %(user)s AND asset_id = %(asset)s
+),
+lengths AS (
+    SELECT counted.ended + COUNT(unsettled.id) FILTER (WHERE unsettled.status <> %(active)s) AS ended,
+           counted.seconds + COALESCE(SUM(unsettled.total_usage_seconds)
+                                      FILTER (WHERE unsettled.status <> %(active)s), 0) AS seconds
+    FROM counted LEFT JOIN unsettled ON true
+    GROUP BY counted.ended, counted.seconds
+)
+"""
+
+# The number of the user's ended sessions and their total usage, and the sessions they started
+# since `recent` (a week of them, read by start time).
+_SESSION_LENGTHS = f"""
+WITH {_SESSIONS_KNOWN}
+SELECT lengths.ended, lengths.seconds,
+       (SELECT COUNT(*) FROM streaming_streamingsession
+        WHERE user_id = %(user)s AND asset_id = %(asset)s AND start_time >= %(recent)s)
+FROM lengths
+"""  # noqa: S608 (texts of ours)
+
+
+def _session_lengths(user, *, asset: Asset, seen: rollup.Seen, recent: datetime) -> tuple[int, int, int]:
+    """(how many of the user's sessions in `asset` ended, their total usage in seconds, how many
+    started since `recent`)."""
+    params = {"user": user.pk, "asset": asset.pk, "seen": seen.session_id, "recent": recent}
+    with connection.cursor() as cursor:
+        cursor.execute(_SESSION_LENGTHS, {**params, "active": SessionStatus.ACTIVE})
+        ended, seconds, started = cursor.fetchone()
+    return int(ended), int(seconds), int(started)
+
+
 # The time a user's sessions ran on each local day since `since`, and the average length of their
 # ended sessions, in one statement. Each session is cut at the local midnights it ran across (a day
-# is 23 or 25 hours long across a DST change) and counts up to `now` while it runs.
-_TIME_USED = """
-WITH mine AS (
+# is 23 or 25 hours long across a DST change) and counts up to `now` while it runs. The sessions
+# that can have run since `since`: the unsettled ones, and those that started at most the longest
+# counted session before it (one that ended before `since` started earlier): a few weeks of them.
+_TIME_USED = f"""
+WITH {_SESSIONS_KNOWN},
+mine AS (
     SELECT start_time, COALESCE(end_time, %(now)s) AS end_time
-    FROM streaming_streamingsession
-    WHERE user_id = %(user)s AND asset_id = %(asset)s
-      AND start_time < %(now)s AND COALESCE(end_time, %(now)s) > %(since)s
+    FROM (
+        SELECT id, start_time, end_time FROM streaming_streamingsession
+        WHERE user_id = %(user)s AND asset_id = %(asset)s
+          AND start_time >= %(since)s - (SELECT longest FROM counted)
+        UNION
+        SELECT id, start_time, end_time FROM unsettled
+    ) AS candidates
+    WHERE start_time < %(now)s AND COALESCE(end_time, %(now)s) > %(since)s
 ),
 days AS (
     SELECT day::date AS day,
@@ -432,20 +489,20 @@ days AS (
     GROUP BY day
 ),
 ended AS (
-    SELECT AVG(total_usage_seconds) AS seconds
-    FROM streaming_streamingsession
-    WHERE user_id = %(user)s AND asset_id = %(asset)s AND status <> %(active)s
+    SELECT CASE WHEN ended > 0 THEN seconds::numeric / ended END AS seconds FROM lengths
 )
 SELECT ended.seconds, days.day, days.seconds FROM ended LEFT JOIN days ON days.seconds > 0
-"""
+"""  # noqa: S608 (texts of ours)
 
 
-def _time_used(user, *, asset: Asset, tz, since: datetime, now: datetime) -> tuple[Decimal | None, dict]:
+def _time_used(
+    user, *, asset: Asset, tz, since: datetime, now: datetime, seen: rollup.Seen
+) -> tuple[Decimal | None, dict]:
     """(the average seconds of the user's ended sessions, {local day: seconds of sessions run that
     day}) for their sessions in `asset` (as every dashboard figure beside money)."""
     params = {"user": user.pk, "asset": asset.pk, "tz": str(tz.key), "since": since, "now": now}
     with connection.cursor() as cursor:
-        cursor.execute(_TIME_USED, {**params, "active": SessionStatus.ACTIVE})
+        cursor.execute(_TIME_USED, {**params, "seen": seen.session_id, "active": SessionStatus.ACTIVE})
         rows = cursor.fetchall()
     return rows[0][0], {day: seconds for _, day, seconds in rows if day is not None}
 

@@ -26,6 +26,7 @@ from dashboards.models import (
     ChargeBucket,
     CustomerTotal,
     LedgerBucket,
+    RunningSession,
     ServiceBucket,
     SessionBucket,
     UserBucket,
@@ -111,7 +112,7 @@ def dashboards(users, vendors, tz: ZoneInfo) -> dict:
 def from_the_ledger_alone(compute):
     """compute() with no rollup at all (rolled back afterwards)."""
     with transaction.atomic():
-        for model in (*ROLLUP_TABLES, Watermark):
+        for model in (*ROLLUP_TABLES, RunningSession, Watermark):
             model.objects.all().delete()
         result = compute()
         transaction.set_rollback(True)
