@@ -341,7 +341,9 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
         # per local day since `first_month` (its user buckets), and the tail's per service and day.
         rows = source.of_user(user, asset).within(pieces).rows
         if source.part == rollup.SPANS:
-            rows = rows.annotate(day=trunc(DAY, source.at, tz))
+            # Buckets the user was charged in (a charge is a debit, never zero): a day with a
+            # session start alone is no day of spending.
+            rows = rows.filter(payer_amount__lt=0).annotate(day=trunc(DAY, source.at, tz))
             service = {"service_pk": Value(None, output_field=IntegerField())}
             service["service_name"] = Value(None, output_field=CharField())
         else:
