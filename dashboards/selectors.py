@@ -515,6 +515,8 @@ def _time_used(
 # with that session's start and their number of sessions with the vendor, in one statement. Each
 # step reads the vendor's sessions newest first (the vendor's start-time index) only until a
 # customer not found yet: the cost is that of the few customers shown, not of every session hosted.
+# A customer's sessions are counted from the rollup's customer totals (a row per service) and the
+# sessions after its watermark, not one by one.
 _RECENT_CUSTOMERS = """
 WITH RECURSIVE found (step, user_id, last_session_at, seen) AS (
     SELECT 0, NULL::bigint, NULL::timestamptz, ARRAY[]::bigint[]
@@ -532,17 +534,22 @@ WITH RECURSIVE found (step, user_id, last_session_at, seen) AS (
     WHERE found.step < %(customers)s
 )
 SELECT found.user_id, customer.name, found.last_session_at,
-       (SELECT COUNT(*) FROM streaming_streamingsession AS session
-        WHERE session.user_id = found.user_id AND session.vendor_id = %(vendor)s AND session.asset_id = %(asset)s)
+       (SELECT COALESCE(SUM(total.sessions), 0) FROM dashboards_customertotal AS total
+        WHERE total.vendor_id = %(vendor)s AND total.user_id = found.user_id AND total.asset_id = %(asset)s)
+       + (SELECT COUNT(*) FROM streaming_streamingsession AS session
+          WHERE session.id > %(seen)s
+            AND session.id > COALESCE((SELECT session_id FROM dashboards_watermark WHERE id = 1), 0)
+            AND session.user_id = found.user_id AND session.vendor_id = %(vendor)s AND session.asset_id = %(asset)s)
 FROM found JOIN accounts_user AS customer ON customer.id = found.user_id
 ORDER BY found.step
 """
 
 
-def _recent_customers(vendor, *, asset: Asset) -> list[dict]:
+def _recent_customers(vendor, *, asset: Asset, seen: rollup.Seen) -> list[dict]:
     """The vendor's latest customers in `asset` (see _RECENT_CUSTOMERS), newest first."""
+    params = {"vendor": vendor.pk, "asset": asset.pk, "customers": RECENT, "seen": seen.session_id}
     with connection.cursor() as cursor:
-        cursor.execute(_RECENT_CUSTOMERS, {"vendor": vendor.pk, "asset": asset.pk, "customers": RECENT})
+        cursor.execute(_RECENT_CUSTOMERS, params)
         names = ("user_id", "user__name", "last_session_at", "sessions")
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -570,7 +577,7 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
         .order_by("-created_at", "-id")
     )
     recent = list(sessions_with_money().filter(vendor=vendor).order_by("-start_time", "-id")[:RECENT])
-    customers = _recent_customers(vendor, asset=asset)
+    customers = _recent_customers(vendor, asset=asset, seen=seen)
 
     def earnings_from_customers(charges: rollup.Charges) -> QuerySet:
         customer = charges.path("user")
