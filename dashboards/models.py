@@ -126,7 +126,7 @@ class ServiceBucket(models.Model):
 
 # UserBucket's spans: ServiceBucket's, with an hour and four hours between 15 minutes and a day, so
 # that a local day in a zone off UTC (its edges on 15-minute UTC edges) is a dozen buckets at most
-# (a few of 15 minutes, an hour and four hours at each edge), not up to 92 of 15 minutes.
+# (a few of 15 minutes, an hour and four hours at each edge), not up to 96 of 15 minutes.
 HOUR = 60 * 60
 USER_SPANS = (QUARTER_HOUR, HOUR, 4 * HOUR, *SERVICE_SPANS[1:])
 

@@ -1,10 +1,12 @@
 """The dashboards' read model: the ledger and session starts summed per UTC bucket up to a watermark.
 
 A dashboard sums months of charges, and the ledger holds one entry per party per charge. The beat
-task dashboards.rollup_advance adds what was committed since its last run to three tables —
+task dashboards.rollup_advance adds what was committed since its last run to its tables —
 ChargeBucket (a session's charges per 15 minutes), LedgerBucket (the platform's entries per asset,
 transaction kind and holder) and SessionBucket (sessions started), the last two per 15 minutes and
-per day — and moves the Watermark to the last entry and session it summed. A dashboard reads the
+per day; ServiceBucket per service and UserBucket per user in aligned spans; CustomerTotal per user
+and service, all time, with the ends of its sessions as RunningSession learns them — and moves the
+Watermark to the last entry and session it summed. A dashboard reads the
 rollup's rows and the rows after the watermark (the tail: about a minute of traffic) in ONE
 statement, UNION ALL, so that both come from one snapshot: the answer equals the ledger at every
 instant, whether the task last ran a second or a week ago (with no rollup at all, the tail is the
