@@ -535,7 +535,7 @@ WITH RECURSIVE found (step, user_id, last_session_at, seen) AS (
 )
 SELECT found.user_id, customer.name, found.last_session_at,
        (SELECT COALESCE(SUM(total.sessions), 0) FROM dashboards_customertotal AS total
-        WHERE total.vendor_id = %(vendor)s AND total.user_id = found.user_id AND total.asset_id = %(asset)s)
+        WHERE total.vendor_id = %(vendor)s AND total.user_id = found.user_id AND total.asset_id = %(asset)s)::bigint
        + (SELECT COUNT(*) FROM streaming_streamingsession AS session
           WHERE session.id > %(seen)s
             AND session.id > COALESCE((SELECT session_id FROM dashboards_watermark WHERE id = 1), 0)
