@@ -291,7 +291,15 @@ FROM bcopy c JOIN wallets_entry e ON e.transaction_id = c.old_id;
 """
 
 
-ROLLUP_MODELS = ("ChargeBucket", "LedgerBucket", "ServiceBucket", "SessionBucket")
+ROLLUP_MODELS = (
+    "ChargeBucket",
+    "CustomerTotal",
+    "LedgerBucket",
+    "RunningSession",
+    "ServiceBucket",
+    "SessionBucket",
+    "UserBucket",
+)
 
 
 def rollup_up_to_date(*, from_nothing: bool) -> tuple[str, float]:

@@ -8,7 +8,7 @@ the apps it reads.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -122,6 +122,106 @@ class ServiceBucket(models.Model):
 
     def __str__(self) -> str:
         return f"service {self.service_id} at {self.start:%Y-%m-%d %H:%M} ({self.span} s)"
+
+
+# UserBucket's spans: ServiceBucket's, with an hour and four hours between 15 minutes and a day, so
+# that a local day in a zone off UTC (its edges on 15-minute UTC edges) is a dozen buckets at most
+# (a few of 15 minutes, an hour and four hours at each edge), not up to 96 of 15 minutes.
+HOUR = 60 * 60
+USER_SPANS = (QUARTER_HOUR, HOUR, 4 * HOUR, *SERVICE_SPANS[1:])
+
+
+class UserBucket(models.Model):
+    """One user's charges (as the payer) and session starts in one asset and one UTC bucket of
+    `span` seconds: every charge and every session start is in one row of each span.
+
+    payer_amount (<= 0) is what the user's sessions' charges debited them, by the time the charges
+    were posted; `sessions` counts the user's sessions by the time they started. A user's series
+    (their overview's periods, their wallet's days and months) read these rows: a few per local day
+    or month whatever the sessions in it, where ChargeBucket has one per session.
+    """
+
+    span = models.PositiveIntegerField(choices=[(span, f"{span} s") for span in USER_SPANS])
+    start = models.DateTimeField(help_text="Start of the UTC bucket.")
+    asset = _unenforced("wallets.Asset", db_index=False)
+    user = _unenforced(settings.AUTH_USER_MODEL, db_index=False)
+    payer_amount = MinorUnitsField(default=0)
+    sessions = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "asset", "span", "start"],
+                include=["payer_amount", "sessions"],
+                name="dashboards_user_bucket_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} at {self.start:%Y-%m-%d %H:%M} ({self.span} s)"
+
+
+class CustomerTotal(models.Model):
+    """One user's charges and sessions on one service (of one vendor, in one asset), all time.
+
+    payer_amount (<= 0) is what the user was debited, payee_amount (>= 0) what the vendor was
+    credited net of the fee, `charges` the charge entries summed; `sessions` counts the user's
+    sessions of the service, `ended` those of them that had ended when the rollup looked (a session
+    summed while it ran waits in RunningSession until it ends), `ended_seconds` their total usage
+    and `longest` the longest of them (end - start). A user's all-time figures per service or
+    category and a vendor's earnings from a customer read these rows: one per (user, service),
+    whatever the sessions.
+    """
+
+    user = _unenforced(settings.AUTH_USER_MODEL, db_index=False)
+    service = _unenforced("marketplace.Service", db_index=False)
+    asset = _unenforced("wallets.Asset", db_index=False)
+    vendor = _unenforced(settings.AUTH_USER_MODEL, db_index=False)
+    payer_amount = MinorUnitsField(default=0)
+    payee_amount = MinorUnitsField(default=0)
+    charges = models.BigIntegerField(default=0)
+    sessions = models.BigIntegerField(default=0)
+    ended = models.BigIntegerField(default=0)
+    ended_seconds = models.BigIntegerField(default=0)
+    longest = models.DurationField(default=timedelta)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "service", "asset", "vendor"],
+                include=["payer_amount", "payee_amount", "charges", "sessions", "ended", "ended_seconds", "longest"],
+                name="dashboards_customer_total_key",
+            )
+        ]
+        indexes = [
+            models.Index(
+                fields=["vendor", "user"],
+                include=["asset", "payee_amount", "sessions"],
+                name="dashboards_customer_vendor",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} on service {self.service_id}"
+
+
+class RunningSession(models.Model):
+    """A session the rollup summed (its id is at or below Watermark.session_id) while it still ran:
+    its end is counted into CustomerTotal (ended, ended_seconds, longest) by the first rollup run
+    that sees it ended, which deletes this row in the same statement. A session's status and length
+    change when it ends, after it was summed: these rows are how few sessions are looked at again."""
+
+    session = models.OneToOneField(
+        "streaming.StreamingSession", on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
+    )
+    user = _unenforced(settings.AUTH_USER_MODEL, db_index=False)
+    asset = _unenforced("wallets.Asset", db_index=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "asset"], name="dashboards_running_user")]
+
+    def __str__(self) -> str:
+        return f"session {self.session_id}, running when summed"
 
 
 class LedgerBucket(models.Model):

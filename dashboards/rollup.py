@@ -1,10 +1,12 @@
 """The dashboards' read model: the ledger and session starts summed per UTC bucket up to a watermark.
 
 A dashboard sums months of charges, and the ledger holds one entry per party per charge. The beat
-task dashboards.rollup_advance adds what was committed since its last run to three tables —
+task dashboards.rollup_advance adds what was committed since its last run to its tables —
 ChargeBucket (a session's charges per 15 minutes), LedgerBucket (the platform's entries per asset,
 transaction kind and holder) and SessionBucket (sessions started), the last two per 15 minutes and
-per day — and moves the Watermark to the last entry and session it summed. A dashboard reads the
+per day; ServiceBucket per service and UserBucket per user in aligned spans; CustomerTotal per user
+and service, all time, with the ends of its sessions as RunningSession learns them — and moves the
+Watermark to the last entry and session it summed. A dashboard reads the
 rollup's rows and the rows after the watermark (the tail: about a minute of traffic) in ONE
 statement, UNION ALL, so that both come from one snapshot: the answer equals the ledger at every
 instant, whether the task last ran a second or a week ago (with no rollup at all, the tail is the
@@ -69,15 +71,19 @@ from dashboards.models import (
     QUARTER_HOUR,
     SERVICE_SPANS,
     SPAN_ORIGIN,
+    USER_SPANS,
     ChargeBucket,
+    CustomerTotal,
     LedgerBucket,
+    RunningSession,
     ServiceBucket,
     SessionBucket,
+    UserBucket,
     Watermark,
 )
 from dashboards.periods import Window
 from paygo.fields import MinorUnitsField
-from streaming.models import StreamingSession
+from streaming.models import SessionStatus, StreamingSession
 from wallets.models import AccountKind, Entry, LedgerTransaction
 
 logger = logging.getLogger("paygo.dashboards")
@@ -238,6 +244,7 @@ def rollup_advance(*, entries_through: int | None = None, sessions_through: int 
                 _add_sessions(after=mark.session_id, through=upto)
                 mark.session_id = upto
                 changed.append("session_id")
+            _add_ended()
             # The floor holds for the watermark once it reaches the entries' bound read after it.
             if floor is not None and mark.entry_id == entries_through and floor > mark.transaction_floor:
                 mark.transaction_floor = floor
@@ -284,6 +291,12 @@ def _add_entries(new: Q) -> None:
     )
     sums = "start, asset, service, vendor, paid AS payer_amount, earned AS payee_amount, 0 AS sessions"
     _add_to_services(f"SELECT {sums} {charges}", ())
+    _add_to_users(f"SELECT start, asset, {quote('user')}, paid AS payer_amount, 0 AS sessions {charges}", ())
+    _add_to_customers(
+        f"SELECT {quote('user')}, service, asset, vendor, paid AS payer_amount, earned AS payee_amount, "
+        f"1 AS charges, 0 AS sessions, 0 AS ended, 0 AS ended_seconds, INTERVAL '0' AS longest {charges}",
+        (),
+    )
     # The platform's entries per transaction kind and holder, 15 minutes and days at once.
     flows = (
         "SELECT spans.span, date_bin(spans.span * INTERVAL '1 second', facts.start, "  # noqa: S608 (names of ours)
@@ -314,6 +327,52 @@ def _add_sessions(*, after: int, through: int) -> None:
         f"0 AS payer_amount, 0 AS payee_amount, 1 AS sessions FROM {sessions} WHERE id > %s AND id <= %s",
         (after, through),
     )
+    _add_to_users(
+        'SELECT start_time AS start, asset_id AS asset, user_id AS "user", 0 AS payer_amount, 1 AS sessions '  # noqa: S608
+        f"FROM {sessions} WHERE id > %s AND id <= %s",
+        (after, through),
+    )
+    # The new sessions per customer and service, the ended ones' lengths with them; those still
+    # running wait in RunningSession. One statement, so that both read each session's status once.
+    running = connection.ops.quote_name(RunningSession._meta.db_table)
+    new_sessions = (
+        'new_sessions AS MATERIALIZED (SELECT id, user_id AS "user", service_id AS service, '  # noqa: S608
+        f"asset_id AS asset, vendor_id AS vendor, {_ENDED} AS ended, "
+        f"CASE WHEN {_ENDED} = 1 THEN total_usage_seconds ELSE 0 END AS ended_seconds, "
+        f"COALESCE(end_time - start_time, INTERVAL '0') AS longest FROM {sessions} WHERE id > %s AND id <= %s), "
+        f"running AS (INSERT INTO {running} (session_id, user_id, asset_id) "
+        'SELECT id, "user", asset FROM new_sessions WHERE ended = 0)'
+    )
+    _add_to_customers(
+        'SELECT "user", service, asset, vendor, 0 AS payer_amount, 0 AS payee_amount, 0 AS charges, '
+        "1 AS sessions, ended, ended_seconds, longest FROM new_sessions",
+        (after, through),
+        with_=new_sessions,
+    )
+
+
+# 1 for an ended session (its status is no longer active), else 0.
+_ENDED = f"(CASE WHEN status <> '{SessionStatus.ACTIVE.value}' THEN 1 ELSE 0 END)"
+
+
+def _add_ended() -> None:
+    """Count the ends of the sessions that were summed while they ran and have ended since into
+    CustomerTotal, deleting their RunningSession rows in the same statement (each end once)."""
+    quote = connection.ops.quote_name
+    running, sessions = quote(RunningSession._meta.db_table), quote(StreamingSession._meta.db_table)
+    closed = (
+        f"closed AS (DELETE FROM {running} AS running USING {sessions} AS session "  # noqa: S608
+        f"WHERE session.id = running.session_id AND session.status <> '{SessionStatus.ACTIVE.value}' "
+        "RETURNING session.user_id, session.service_id, session.asset_id, session.vendor_id, "
+        "session.total_usage_seconds, session.end_time - session.start_time AS length)"
+    )
+    _add_to_customers(
+        'SELECT user_id AS "user", service_id AS service, asset_id AS asset, vendor_id AS vendor, '
+        "0 AS payer_amount, 0 AS payee_amount, 0 AS charges, 0 AS sessions, 1 AS ended, "
+        "total_usage_seconds AS ended_seconds, length AS longest FROM closed",
+        (),
+        with_=closed,
+    )
 
 
 def _add_to_services(sql: str, params) -> None:
@@ -337,22 +396,69 @@ def _add_to_services(sql: str, params) -> None:
     )
 
 
-def _add(model, facts, *, key: tuple[str, ...], added: tuple[str, ...], copied: tuple[str, ...] = ()):
+def _add_to_users(sql: str, params) -> None:
+    """Add rows (start, asset, user, payer_amount, sessions) to UserBucket, in every span at once."""
+    spans = ", ".join(str(span) for span in USER_SPANS)
+    per_span = (
+        "SELECT spans.span, date_bin(spans.span * INTERVAL '1 second', facts.start, "  # noqa: S608 (numbers of ours)
+        f"TIMESTAMPTZ '{SPAN_ORIGIN.isoformat()}') AS start, facts.asset, facts.\"user\", "
+        "SUM(facts.payer_amount) AS payer_amount, SUM(facts.sessions) AS sessions "
+        f"FROM ({sql}) AS facts CROSS JOIN unnest(ARRAY[{spans}]) AS spans(span) "
+        "GROUP BY 1, 2, 3, 4 ORDER BY 4, 3, 1, 2"
+    )
+    _add(UserBucket, (per_span, params), key=("user", "asset", "span", "start"), added=("payer_amount", "sessions"))
+
+
+def _add_to_customers(sql: str, params, *, with_: str = "") -> None:
+    """Add rows (user, service, asset, vendor, payer_amount, payee_amount, charges, sessions, ended,
+    ended_seconds, longest) to CustomerTotal; `with_` names common table expressions they read."""
+    totals = (
+        'SELECT facts."user", facts.service, facts.asset, facts.vendor, SUM(facts.payer_amount) AS payer_amount, '  # noqa: S608
+        "SUM(facts.payee_amount) AS payee_amount, SUM(facts.charges) AS charges, SUM(facts.sessions) AS sessions, "
+        "SUM(facts.ended) AS ended, SUM(facts.ended_seconds) AS ended_seconds, MAX(facts.longest) AS longest "
+        f"FROM ({sql}) AS facts GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
+    )
+    _add(
+        CustomerTotal,
+        (totals, params),
+        key=("user", "service", "asset", "vendor"),
+        added=("payer_amount", "payee_amount", "charges", "sessions", "ended", "ended_seconds"),
+        greatest=("longest",),
+        with_=with_,
+    )
+
+
+def _add(
+    model,
+    facts,
+    *,
+    key: tuple[str, ...],
+    added: tuple[str, ...],
+    copied: tuple[str, ...] = (),
+    greatest: tuple[str, ...] = (),
+    with_: str = "",
+):
     """Add the facts (a queryset, or SQL and its parameters, of rows named as the model's fields) to
-    the model's table in one statement: new keys are inserted, the sums of existing ones grow.
-    Facts in the order of the key are written along its index rather than all over it."""
+    the model's table in one statement: new keys are inserted, the sums of existing ones grow (the
+    `greatest` ones keep the larger value). Facts in the order of the key are written along its
+    index rather than all over it. `with_` names common table expressions that the facts read."""
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
 
     def column(name: str) -> str:
         return quote(model._meta.get_field(name).column)
 
-    names = (*key, *copied, *added)
+    names = (*key, *copied, *added, *greatest)
     columns, values = ", ".join(map(column, names)), ", ".join(map(quote, names))
-    increments = ", ".join(f"{column(name)} = {table}.{column(name)} + excluded.{column(name)}" for name in added)
+    increments = ", ".join(
+        [f"{column(name)} = {table}.{column(name)} + excluded.{column(name)}" for name in added]
+        + [f"{column(name)} = GREATEST({table}.{column(name)}, excluded.{column(name)})" for name in greatest]
+    )
     sql, params = facts.query.sql_with_params() if isinstance(facts, QuerySet) else facts
     # Names come from the models, values are parameters.
     insert = f"INSERT INTO {table} ({columns}) SELECT {values} FROM ({sql}) AS facts"  # noqa: S608
+    if with_:
+        insert = f"WITH {with_} {insert}"
     upsert = f" ON CONFLICT ({', '.join(map(column, key))}) DO UPDATE SET {increments}"
     with connection.cursor() as cursor:
         cursor.execute(insert + upsert, params)
@@ -466,6 +572,73 @@ def charges(seen: Seen) -> tuple[Charges, Charges]:
             at="transaction__created_at",
             in_tail=True,
             prefix=f"{SESSION}__",
+        ),
+    )
+
+
+def customer_charges(seen: Seen) -> tuple[Charges, Charges]:
+    """(the rollup's charges per customer and service, all time (CustomerTotal), the tail's) after
+    tail_start() returned `seen`: for sums over all time, a row per (user, service) instead of one
+    per session and 15 minutes."""
+    return (
+        Charges(rows=CustomerTotal.objects.all(), at="", in_tail=False, prefix=""),
+        charges(seen)[1],
+    )
+
+
+SPANS, TOTALS = "spans", "totals"
+
+
+@dataclass(frozen=True)
+class Spending(Source):
+    """A user's charges (as the payer) and the sessions they started. Four sources: the rollup's
+    UserBucket rows (SPANS: per asset and UTC span), its CustomerTotal rows (TOTALS: per service,
+    all time), the tail's charges (CHARGED) and the tail's sessions (STARTED). path(...) names a
+    field of the service's, where the source has one (every source but SPANS)."""
+
+    part: str
+
+    def path(self, name: str) -> str:
+        return f"{SESSION}__{name}" if self.part == CHARGED else name
+
+    def of_user(self, user, asset) -> Spending:
+        """The user's own, in `asset`. In the tail only the user's own entries are kept (a payer's
+        entries are on their account): the entries' account index finds them."""
+        rows = self.rows.filter(**{self.path("user"): user, self.path("asset"): asset})
+        return replace(self, rows=rows.filter(account__owner=user) if self.part == CHARGED else rows)
+
+    def within(self, pieces: Q) -> Spending:
+        """SPANS rows of `pieces` (see spanning); the other sources as they are."""
+        return replace(self, rows=self.rows.filter(pieces)) if self.part == SPANS else self
+
+    def paid(self) -> Sum:
+        """What the user was debited (<= 0)."""
+        return _paid() if self.part == CHARGED else Sum(ZERO) if self.part == STARTED else Sum("payer_amount")
+
+    def sessions(self) -> Sum | Count:
+        if self.part == STARTED:
+            return Count("id")
+        return Sum(Value(0, output_field=BigIntegerField())) if self.part == CHARGED else Sum("sessions")
+
+    def charges(self) -> Sum | Count:
+        """How many charges (CustomerTotal and the tail's charges only)."""
+        if self.part == CHARGED:
+            return Count("id")
+        return Sum("charges") if self.part == TOTALS else Sum(Value(0, output_field=BigIntegerField()))
+
+
+def spending(seen: Seen) -> tuple[Spending, Spending, Spending, Spending]:
+    """(the rollup's user buckets, its customer totals, the tail's charges, the tail's sessions)
+    after tail_start() returned `seen`."""
+    return (
+        Spending(rows=UserBucket.objects.all(), at="start", in_tail=False, part=SPANS),
+        Spending(rows=CustomerTotal.objects.all(), at="", in_tail=False, part=TOTALS),
+        Spending(rows=_tail_entries(charge_entries(), seen), at="transaction__created_at", in_tail=True, part=CHARGED),
+        Spending(
+            rows=_after(StreamingSession.objects.all(), "session_id", seen.session_id),
+            at="start_time",
+            in_tail=True,
+            part=STARTED,
         ),
     )
 
@@ -607,22 +780,29 @@ def covering(window: Window) -> Q:
     return _spans(DAY, days) | _spans(QUARTER_HOUR, quarters)
 
 
-def spanning(start: datetime, end: datetime) -> Q:
-    """ServiceBucket rows that partition [start, end) (edges on 15-minute UTC edges, as every local
-    midnight is): from each edge inwards, the largest span that is aligned there and fits. Each span
-    is used at most a few times at each edge, so a window of any length is a few dozen buckets."""
+def spanning(start: datetime, end: datetime, spans: tuple[int, ...] = SERVICE_SPANS) -> Q:
+    """Rows of a table kept per span (ServiceBucket, UserBucket) that partition [start, end) (edges
+    on 15-minute UTC edges, as every local midnight is): from each edge inwards, the largest span
+    that is aligned there and fits. Each span is used at most a few times at each edge, so a window
+    of any length is a few dozen buckets."""
+    return spanning_each([(start, end)], spans)
+
+
+def spanning_each(ranges: list[tuple[datetime, datetime]], spans: tuple[int, ...]) -> Q:
+    """spanning() of each range (ranges that do not overlap): no row straddles the edge of one."""
     pieces: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
-    at = start
-    while at < end:
-        offset = (at - SPAN_ORIGIN).total_seconds()
-        span = next(
-            (span for span in reversed(SERVICE_SPANS) if offset % span == 0 and at + timedelta(seconds=span) <= end),
-            None,
-        )
-        if span is None:
-            raise ValueError(f"{at} is not on a 15-minute UTC edge")
-        pieces[span].append((at, at + timedelta(seconds=span)))
-        at += timedelta(seconds=span)
+    for start, end in ranges:
+        at = start
+        while at < end:
+            offset = (at - SPAN_ORIGIN).total_seconds()
+            span = next(
+                (span for span in reversed(spans) if offset % span == 0 and at + timedelta(seconds=span) <= end),
+                None,
+            )
+            if span is None:
+                raise ValueError(f"{at} is not on a 15-minute UTC edge")
+            pieces[span].append((at, at + timedelta(seconds=span)))
+            at += timedelta(seconds=span)
     within = Q(pk__in=[])
     for span, ranges in pieces.items():
         within |= _spans(span, ranges)

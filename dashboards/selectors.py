@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -29,9 +30,11 @@ from django.core.cache import cache
 from django.db import connection
 from django.db.models import (
     Case,
+    CharField,
     Count,
     DateTimeField,
     F,
+    IntegerField,
     Min,
     OuterRef,
     Q,
@@ -46,6 +49,7 @@ from django.utils import timezone
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from dashboards import rollup
+from dashboards.models import USER_SPANS
 from dashboards.periods import DAY, MONTH, Window, floor, local_midnight, shift, trunc
 from marketplace.models import Service
 from paygo.api.amounts import format_minor
@@ -69,7 +73,6 @@ RECENT = 5
 TOP = 5
 RECENT_ACTIVITY_DAYS = 7
 ZERO = Value(0, output_field=MinorUnitsField())
-ENDED = ~Q(status=SessionStatus.ACTIVE)
 
 # What staff need to look at someone else's dashboard: the view permissions on what it shows (the
 # sessions, the ledger's charges, and a vendor's services); and for the platform's figures, the
@@ -234,55 +237,67 @@ def session_charge_timeline(session: StreamingSession) -> list[dict]:
 def user_overview(user, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
+    pieces = rollup.spanning_each(window.ranges(), USER_SPANS)
 
-    def spent(charges: rollup.Charges) -> QuerySet:
-        # One pass over the user's charges: the total, each category's share, each bucket's.
+    def spent(source: rollup.Spending) -> QuerySet:
+        # One statement: the user's charges and session starts all time per category (the rollup's
+        # customer totals and the tail), and per bucket of the window (the rollup's user buckets
+        # that partition it, and the tail). `whole` rows count in the all-time figures.
+        rows = source.of_user(user, asset).within(pieces).rows
+        if source.part == rollup.SPANS:
+            rows = rows.annotate(bucket=window.trunc(source.at), whole=Value(False))
+            category = {"category_pk": Value(None, output_field=IntegerField())}
+            category["category_name"] = Value(None, output_field=CharField())
+        else:
+            if source.part == rollup.TOTALS:
+                rows = rows.annotate(bucket=Value(None, output_field=DateTimeField()), whole=Value(True))
+            else:
+                rows = rows.annotate(bucket=_window_bucket(window, source.at), whole=Value(True))
+            category = {
+                "category_pk": F(source.path("service__category")),
+                "category_name": F(source.path("service__category__name")),
+            }
         return (
-            charges.paid_by(user, asset)
-            .rows.annotate(bucket=_window_bucket(window, charges.at))
-            .order_by()
-            .values(
-                "bucket",
-                category_pk=F(charges.path("service__category")),
-                category_name=F(charges.path("service__category__name")),
-            )
-            .annotate(spent=charges.paid())
+            rows.order_by()
+            .values("bucket", "whole", **category)
+            .annotate(spent=source.paid(), sessions=source.sessions(), charges=source.charges())
         )
 
-    charges = rollup.read(rollup.charges(rollup.tail_start()), spent)
-    # One pass over the user's sessions: counts, lengths, per category and per bucket.
-    sessions = list(
-        StreamingSession.objects.filter(user=user, asset=asset)
-        .annotate(bucket=_window_bucket(window, "start_time"))
-        .order_by()
-        .values("service__category_id", "bucket")
-        .annotate(
-            sessions=Count("id"),
-            ended=Count("id", filter=ENDED),
-            ended_seconds=Sum("total_usage_seconds", filter=ENDED),
-            recent=Count("id", filter=Q(start_time__gte=now - timedelta(days=RECENT_ACTIVITY_DAYS))),
-        )
+    seen = rollup.tail_start()
+    rows = rollup.read(rollup.spending(seen), spent)
+    # What the rollup cannot sum as sessions start: the ended ones' lengths (a session ends after it
+    # is summed) and the last week's starts (an edge of no bucket).
+    ended, ended_seconds, recent_starts = _session_lengths(
+        user, asset=asset, seen=seen, recent=now - timedelta(days=RECENT_ACTIVITY_DAYS)
     )
     recent = list(user_sessions(user)[:RECENT])
 
-    spent, spent_by_bucket = _series(charges, window, "spent")
-    counted, sessions_by_bucket = _series(sessions, window, "sessions", "ended", "ended_seconds", "recent")
+    counted = dict.fromkeys(("spent", "sessions"), 0)
+    by_bucket: dict = defaultdict(lambda: {"spent": 0, "sessions": 0})
     by_category: dict = {}
-    for row in charges:
-        entry = by_category.setdefault(row["category_pk"], {"name": row["category_name"], "spent": 0})
-        entry["spent"] += int(row["spent"] or 0)
     sessions_per_category: dict = defaultdict(int)
-    for row in sessions:
-        sessions_per_category[row["service__category_id"]] += row["sessions"]
+    for row in rows:
+        spent, sessions = int(row["spent"] or 0), int(row["sessions"] or 0)
+        if row["bucket"] is not None:
+            by_bucket[window.key(row["bucket"])]["spent"] += spent
+            by_bucket[window.key(row["bucket"])]["sessions"] += sessions
+        if not row["whole"]:
+            continue
+        counted["spent"] += spent
+        counted["sessions"] += sessions
+        sessions_per_category[row["category_pk"]] += sessions
+        if row["charges"]:  # a category the user was charged in (sessions alone do not make one)
+            entry = by_category.setdefault(row["category_pk"], {"name": row["category_name"], "spent": 0})
+            entry["spent"] += spent
     favorites = sorted(by_category.items(), key=lambda item: (item[1]["spent"], item[1]["name"] or ""))[:TOP]
     return {
         "token": asset.code,
         **_window_info(window),
         "overview": {
             "total_sessions": counted["sessions"],
-            "total_spent": money(-spent["spent"]),
-            "average_session_length": round(counted["ended_seconds"] / counted["ended"]) if counted["ended"] else 0,
-            "recent_activity": counted["recent"],
+            "total_spent": money(-counted["spent"]),
+            "average_session_length": round(ended_seconds / ended) if ended else 0,
+            "recent_activity": recent_starts,
         },
         "favorite_categories": [
             {
@@ -297,8 +312,8 @@ def user_overview(user, *, window: Window, now: datetime) -> dict:
         "analytics": [
             {
                 "period": window.label(bucket),
-                "session_count": sessions_by_bucket.get(bucket, {}).get("sessions", 0),
-                "total_spent": money(-spent_by_bucket.get(bucket, {}).get("spent", 0)),
+                "session_count": by_bucket.get(bucket, {}).get("sessions", 0),
+                "total_spent": money(-by_bucket.get(bucket, {}).get("spent", 0)),
             }
             for bucket in window.buckets
         ],
@@ -310,34 +325,59 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
 
-    def spent(charges: rollup.Charges) -> QuerySet:
-        # One pass: the user's charges per service and local day; everything below is summed from it.
-        return (
-            charges.paid_by(user, asset)
-            .rows.annotate(day=trunc(DAY, charges.at, tz))
-            .order_by()
-            .values("day", service_pk=F(charges.path("service")), service_name=F(charges.path("service__name")))
-            .annotate(spent=charges.paid())
-        )
+    today = now.astimezone(tz).date()
+    first_month, first_day = shift(floor(today, MONTH), MONTH, -11), today - timedelta(days=29)
+    # The local months before the last 30 days, then each of those days: the user buckets that
+    # partition them (a dozen per day at most), and any charge stamped after today.
+    months = [shift(first_month, MONTH, n) for n in range(12)]
+    edges = [local_midnight(day, tz) for day in months if day < first_day]
+    edges += [local_midnight(first_day + timedelta(days=n), tz) for n in range((today - first_day).days + 2)]
+    tomorrow = edges[-1]
+    pieces = rollup.spanning_each(list(pairwise(edge.astimezone(UTC) for edge in edges)), USER_SPANS)
+    pieces |= Q(span=USER_SPANS[0], start__gte=tomorrow)
 
-    rows = rollup.read(rollup.charges(rollup.tail_start()), spent)
+    def spent(source: rollup.Spending) -> QuerySet:
+        # One statement: the user's charges all time per service (the rollup's customer totals) and
+        # per local day since `first_month` (its user buckets), and the tail's per service and day.
+        rows = source.of_user(user, asset).within(pieces).rows
+        if source.part == rollup.SPANS:
+            # Buckets the user was charged in (a charge is a debit, never zero): a day with a
+            # session start alone is no day of spending.
+            rows = rows.filter(payer_amount__lt=0).annotate(day=trunc(DAY, source.at, tz))
+            service = {"service_pk": Value(None, output_field=IntegerField())}
+            service["service_name"] = Value(None, output_field=CharField())
+        else:
+            if source.part == rollup.TOTALS:
+                # Services the user was charged on (a session alone does not make one).
+                rows = rows.filter(charges__gt=0).annotate(day=Value(None, output_field=DateTimeField()))
+            else:
+                rows = rows.annotate(day=trunc(DAY, source.at, tz))
+            service = {"service_pk": F(source.path("service")), "service_name": F(source.path("service__name"))}
+        return rows.order_by().values("day", **service).annotate(spent=source.paid())
+
+    seen = rollup.tail_start()
+    rows = rollup.read(rollup.spending(seen)[:3], spent)  # no session starts
     balance = (
         Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).values_list("balance", flat=True).first()
     )
-    today = now.astimezone(tz).date()
-    first_month, first_day = shift(floor(today, MONTH), MONTH, -11), today - timedelta(days=29)
-    average, used = _time_used(user, asset=asset, tz=tz, since=local_midnight(first_day, tz), now=now)
+    average, used = _time_used(user, asset=asset, tz=tz, since=local_midnight(first_day, tz), now=now, seen=seen)
     total = today_spent = month_spent = 0
     by_service: dict = {}
     monthly: dict = defaultdict(int)
     daily: dict = defaultdict(int)
     for row in rows:
-        day, amount = row["day"].astimezone(tz).date(), -int(row["spent"] or 0)
-        total += amount
+        amount = -int(row["spent"] or 0)
+        # Rows of a service count in the all-time figures, rows of a day in the series; the tail's
+        # rows are both.
+        if row["service_pk"] is not None:
+            total += amount
+            service = by_service.setdefault(row["service_pk"], [row["service_name"], 0])
+            service[1] += amount
+        if row["day"] is None:
+            continue
+        day = row["day"].astimezone(tz).date()
         today_spent += amount if day == today else 0
         month_spent += amount if floor(day, MONTH) == floor(today, MONTH) else 0
-        service = by_service.setdefault(row["service_pk"], [row["service_name"], 0])
-        service[1] += amount
         if day >= first_month:
             monthly[floor(day, MONTH)] += amount
         if day >= first_day:
@@ -368,15 +408,75 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     }
 
 
+# The user's sessions in an asset as the rollup knows them (dashboards/rollup.py), for what it
+# cannot sum as they start: how many ended and their total usage, and which ran when. `counted`:
+# the ended ones the rollup counted (CustomerTotal: how many, their seconds, the longest);
+# `unsettled`: every other one, few whatever the history — those it summed while they ran
+# (RunningSession) and those after its watermark (the tail). Read in the statement's snapshot, as
+# the rollup commits them together.
+_SESSIONS_KNOWN = """
+counted AS (
+    SELECT COALESCE(SUM(ended), 0) AS ended, COALESCE(SUM(ended_seconds), 0) AS seconds,
+           COALESCE(MAX(longest), INTERVAL '0') AS longest
+    FROM dashboards_customertotal WHERE user_id = %(user)s AND asset_id = %(asset)s
+),
+unsettled AS (
+    SELECT session.id, session.start_time, session.end_time, session.status, session.total_usage_seconds
+    FROM dashboards_runningsession AS running
+    JOIN streaming_streamingsession AS session ON session.id = running.session_id
+    WHERE running.user_id = %(user)s AND running.asset_id = %(asset)s
+    UNION ALL
+    SELECT id, start_time, end_time, status, total_usage_seconds FROM streaming_streamingsession
+    WHERE id > %(seen)s AND id > COALESCE((SELECT session_id FROM dashboards_watermark WHERE id = 1), 0)
+      AND user_id = %(user)s AND asset_id = %(asset)s
+),
+lengths AS (
+    SELECT counted.ended + COUNT(unsettled.id) FILTER (WHERE unsettled.status <> %(active)s) AS ended,
+           counted.seconds + COALESCE(SUM(unsettled.total_usage_seconds)
+                                      FILTER (WHERE unsettled.status <> %(active)s), 0) AS seconds
+    FROM counted LEFT JOIN unsettled ON true
+    GROUP BY counted.ended, counted.seconds
+)
+"""
+
+# The number of the user's ended sessions and their total usage, and the sessions they started
+# since `recent` (a week of them, read by start time).
+_SESSION_LENGTHS = f"""
+WITH {_SESSIONS_KNOWN}
+SELECT lengths.ended, lengths.seconds,
+       (SELECT COUNT(*) FROM streaming_streamingsession
+        WHERE user_id = %(user)s AND asset_id = %(asset)s AND start_time >= %(recent)s)
+FROM lengths
+"""  # noqa: S608 (texts of ours)
+
+
+def _session_lengths(user, *, asset: Asset, seen: rollup.Seen, recent: datetime) -> tuple[int, int, int]:
+    """(how many of the user's sessions in `asset` ended, their total usage in seconds, how many
+    started since `recent`)."""
+    params = {"user": user.pk, "asset": asset.pk, "seen": seen.session_id, "recent": recent}
+    with connection.cursor() as cursor:
+        cursor.execute(_SESSION_LENGTHS, {**params, "active": SessionStatus.ACTIVE})
+        ended, seconds, started = cursor.fetchone()
+    return int(ended), int(seconds), int(started)
+
+
 # The time a user's sessions ran on each local day since `since`, and the average length of their
 # ended sessions, in one statement. Each session is cut at the local midnights it ran across (a day
-# is 23 or 25 hours long across a DST change) and counts up to `now` while it runs.
-_TIME_USED = """
-WITH mine AS (
+# is 23 or 25 hours long across a DST change) and counts up to `now` while it runs. The sessions
+# that can have run since `since`: the unsettled ones, and those that started at most the longest
+# counted session before it (one that ended before `since` started earlier): a few weeks of them.
+_TIME_USED = f"""
+WITH {_SESSIONS_KNOWN},
+mine AS (
     SELECT start_time, COALESCE(end_time, %(now)s) AS end_time
-    FROM streaming_streamingsession
-    WHERE user_id = %(user)s AND asset_id = %(asset)s
-      AND start_time < %(now)s AND COALESCE(end_time, %(now)s) > %(since)s
+    FROM (
+        SELECT id, start_time, end_time FROM streaming_streamingsession
+        WHERE user_id = %(user)s AND asset_id = %(asset)s
+          AND start_time >= %(since)s - (SELECT longest FROM counted)
+        UNION
+        SELECT id, start_time, end_time FROM unsettled
+    ) AS candidates
+    WHERE start_time < %(now)s AND COALESCE(end_time, %(now)s) > %(since)s
 ),
 days AS (
     SELECT day::date AS day,
@@ -391,20 +491,20 @@ days AS (
     GROUP BY day
 ),
 ended AS (
-    SELECT AVG(total_usage_seconds) AS seconds
-    FROM streaming_streamingsession
-    WHERE user_id = %(user)s AND asset_id = %(asset)s AND status <> %(active)s
+    SELECT CASE WHEN ended > 0 THEN seconds::numeric / ended END AS seconds FROM lengths
 )
 SELECT ended.seconds, days.day, days.seconds FROM ended LEFT JOIN days ON days.seconds > 0
-"""
+"""  # noqa: S608 (texts of ours)
 
 
-def _time_used(user, *, asset: Asset, tz, since: datetime, now: datetime) -> tuple[Decimal | None, dict]:
+def _time_used(
+    user, *, asset: Asset, tz, since: datetime, now: datetime, seen: rollup.Seen
+) -> tuple[Decimal | None, dict]:
     """(the average seconds of the user's ended sessions, {local day: seconds of sessions run that
     day}) for their sessions in `asset` (as every dashboard figure beside money)."""
     params = {"user": user.pk, "asset": asset.pk, "tz": str(tz.key), "since": since, "now": now}
     with connection.cursor() as cursor:
-        cursor.execute(_TIME_USED, {**params, "active": SessionStatus.ACTIVE})
+        cursor.execute(_TIME_USED, {**params, "seen": seen.session_id, "active": SessionStatus.ACTIVE})
         rows = cursor.fetchall()
     return rows[0][0], {day: seconds for _, day, seconds in rows if day is not None}
 
@@ -415,6 +515,8 @@ def _time_used(user, *, asset: Asset, tz, since: datetime, now: datetime) -> tup
 # with that session's start and their number of sessions with the vendor, in one statement. Each
 # step reads the vendor's sessions newest first (the vendor's start-time index) only until a
 # customer not found yet: the cost is that of the few customers shown, not of every session hosted.
+# A customer's sessions are counted from the rollup's customer totals (a row per service) and the
+# sessions after its watermark, not one by one.
 _RECENT_CUSTOMERS = """
 WITH RECURSIVE found (step, user_id, last_session_at, seen) AS (
     SELECT 0, NULL::bigint, NULL::timestamptz, ARRAY[]::bigint[]
@@ -432,17 +534,22 @@ WITH RECURSIVE found (step, user_id, last_session_at, seen) AS (
     WHERE found.step < %(customers)s
 )
 SELECT found.user_id, customer.name, found.last_session_at,
-       (SELECT COUNT(*) FROM streaming_streamingsession AS session
-        WHERE session.user_id = found.user_id AND session.vendor_id = %(vendor)s AND session.asset_id = %(asset)s)
+       (SELECT COALESCE(SUM(total.sessions), 0) FROM dashboards_customertotal AS total
+        WHERE total.vendor_id = %(vendor)s AND total.user_id = found.user_id AND total.asset_id = %(asset)s)::bigint
+       + (SELECT COUNT(*) FROM streaming_streamingsession AS session
+          WHERE session.id > %(seen)s
+            AND session.id > COALESCE((SELECT session_id FROM dashboards_watermark WHERE id = 1), 0)
+            AND session.user_id = found.user_id AND session.vendor_id = %(vendor)s AND session.asset_id = %(asset)s)
 FROM found JOIN accounts_user AS customer ON customer.id = found.user_id
 ORDER BY found.step
 """
 
 
-def _recent_customers(vendor, *, asset: Asset) -> list[dict]:
+def _recent_customers(vendor, *, asset: Asset, seen: rollup.Seen) -> list[dict]:
     """The vendor's latest customers in `asset` (see _RECENT_CUSTOMERS), newest first."""
+    params = {"vendor": vendor.pk, "asset": asset.pk, "customers": RECENT, "seen": seen.session_id}
     with connection.cursor() as cursor:
-        cursor.execute(_RECENT_CUSTOMERS, {"vendor": vendor.pk, "asset": asset.pk, "customers": RECENT})
+        cursor.execute(_RECENT_CUSTOMERS, params)
         names = ("user_id", "user__name", "last_session_at", "sessions")
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
@@ -451,7 +558,6 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
     seen = rollup.tail_start()
-    sources = rollup.charges(seen)
 
     def ever(source: rollup.Services) -> QuerySet:
         # Every service's earnings and sessions hosted, all time: a few rows per service.
@@ -471,7 +577,7 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
         .order_by("-created_at", "-id")
     )
     recent = list(sessions_with_money().filter(vendor=vendor).order_by("-start_time", "-id")[:RECENT])
-    customers = _recent_customers(vendor, asset=asset)
+    customers = _recent_customers(vendor, asset=asset, seen=seen)
 
     def earnings_from_customers(charges: rollup.Charges) -> QuerySet:
         customer = charges.path("user")
@@ -484,7 +590,7 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
         )
 
     earned_from: dict = defaultdict(int)
-    for row in rollup.read(sources, earnings_from_customers):
+    for row in rollup.read(rollup.customer_charges(seen), earnings_from_customers):
         earned_from[row["customer_pk"]] += int(row["earnings"] or 0)
 
     per_service: dict = defaultdict(lambda: {"earnings": 0, "sessions": 0})

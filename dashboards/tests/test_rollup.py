@@ -24,9 +24,12 @@ from dashboards.models import (
     SERVICE_SPANS,
     SPAN_ORIGIN,
     ChargeBucket,
+    CustomerTotal,
     LedgerBucket,
+    RunningSession,
     ServiceBucket,
     SessionBucket,
+    UserBucket,
     Watermark,
 )
 from dashboards.periods import DAY as DAILY
@@ -41,6 +44,7 @@ from wallets.tests.conftest import fund_wallet
 
 pytestmark = pytest.mark.django_db
 
+ROLLUP_TABLES = (ChargeBucket, CustomerTotal, LedgerBucket, ServiceBucket, SessionBucket, UserBucket)
 # Windows of days across every 2026 DST change of these zones (March/April, September to November).
 DST_SPANS = ((date(2026, 3, 1), date(2026, 4, 15)), (date(2026, 9, 20), date(2026, 11, 10)))
 
@@ -108,7 +112,7 @@ def dashboards(users, vendors, tz: ZoneInfo) -> dict:
 def from_the_ledger_alone(compute):
     """compute() with no rollup at all (rolled back afterwards)."""
     with transaction.atomic():
-        for model in (ChargeBucket, LedgerBucket, ServiceBucket, SessionBucket, Watermark):
+        for model in (*ROLLUP_TABLES, RunningSession, Watermark):
             model.objects.all().delete()
         result = compute()
         transaction.set_rollback(True)
@@ -149,7 +153,7 @@ def test_every_dashboard_is_the_same_at_every_watermark(seed, zone, alice, bob, 
         assert compute() == reference, f"differs at entry {entry_id}, session {session_id}"
 
     rollup.rollup_advance()
-    for model in (ChargeBucket, LedgerBucket, ServiceBucket, SessionBucket):
+    for model in ROLLUP_TABLES:
         assert model.objects.exists()
     assert compute() == reference
 

@@ -47,6 +47,7 @@ def test_overview_figures_equal_the_hand_computed_ledger(api, victor, history):
         ("Alice", 3, "11.250000"),
         ("Bob", 1, "2.700000"),
     ]
+    assert all(type(c["sessions"]) is int for c in body["recentCustomers"])  # a count, as the schema says
     assert {s["name"]: (s["sessions"], s["earnings"]) for s in body["services"]} == {
         "Minutes": (3, "11.700000"),
         "Pass": (1, "2.250000"),
