@@ -563,16 +563,21 @@ class Charges(Source):
         return _earned() if self.in_tail else Sum("payee_amount")
 
 
+def _tail_charges(seen: Seen) -> QuerySet:
+    """The charge entries after the watermark `seen` (read at their transaction's created_at)."""
+    return _tail_entries(charge_entries(), seen)
+
+
+def _tail_sessions(seen: Seen) -> QuerySet:
+    """The sessions after the watermark `seen` (read at their start_time)."""
+    return _after(StreamingSession.objects.all(), "session_id", seen.session_id)
+
+
 def charges(seen: Seen) -> tuple[Charges, Charges]:
     """(the rollup's charges, the tail's) after tail_start() returned `seen`."""
     return (
         Charges(rows=ChargeBucket.objects.all(), at="start", in_tail=False, prefix=""),
-        Charges(
-            rows=_tail_entries(charge_entries(), seen),
-            at="transaction__created_at",
-            in_tail=True,
-            prefix=f"{SESSION}__",
-        ),
+        Charges(rows=_tail_charges(seen), at="transaction__created_at", in_tail=True, prefix=f"{SESSION}__"),
     )
 
 
@@ -633,13 +638,7 @@ def spending(seen: Seen) -> tuple[Spending, Spending, Spending, Spending]:
     return (
         Spending(rows=UserBucket.objects.all(), at="start", in_tail=False, part=SPANS),
         Spending(rows=CustomerTotal.objects.all(), at="", in_tail=False, part=TOTALS),
-        Spending(rows=_tail_entries(charge_entries(), seen), at="transaction__created_at", in_tail=True, part=CHARGED),
-        Spending(
-            rows=_after(StreamingSession.objects.all(), "session_id", seen.session_id),
-            at="start_time",
-            in_tail=True,
-            part=STARTED,
-        ),
+        *_tail_parts(Spending, seen),
     )
 
 
@@ -680,8 +679,7 @@ class Starts(Source):
 def starts(seen: Seen, window: Window) -> tuple[Starts, Starts]:
     """(the rollup's session starts, the tail's) inside the window, after tail_start() returned `seen`."""
     rollup = Starts(rows=SessionBucket.objects.filter(covering(window)), at="start", in_tail=False)
-    tail = _after(StreamingSession.objects.all(), "session_id", seen.session_id)
-    tail = Starts(rows=tail, at="start_time", in_tail=True)
+    tail = Starts(rows=_tail_sessions(seen), at="start_time", in_tail=True)
     return replace(rollup, rows=rollup.during(window)), replace(tail, rows=tail.during(window))
 
 
@@ -734,13 +732,15 @@ def services(seen: Seen) -> tuple[Services, Services, Services]:
     """(the rollup's services, the tail's charges, the tail's sessions) after tail_start() returned `seen`."""
     return (
         Services(rows=ServiceBucket.objects.all(), at="start", in_tail=False, part=ROLLED),
-        Services(rows=_tail_entries(charge_entries(), seen), at="transaction__created_at", in_tail=True, part=CHARGED),
-        Services(
-            rows=_after(StreamingSession.objects.all(), "session_id", seen.session_id),
-            at="start_time",
-            in_tail=True,
-            part=STARTED,
-        ),
+        *_tail_parts(Services, seen),
+    )
+
+
+def _tail_parts(source: type[Spending] | type[Services], seen: Seen) -> tuple:
+    """The tail's charges (CHARGED) and session starts (STARTED) as two parts of `source`."""
+    return (
+        source(rows=_tail_charges(seen), at="transaction__created_at", in_tail=True, part=CHARGED),
+        source(rows=_tail_sessions(seen), at="start_time", in_tail=True, part=STARTED),
     )
 
 
