@@ -824,7 +824,39 @@ def _spans(span: int, ranges: list[tuple[datetime, datetime]]) -> Q:
             merged.append([start, end])
     if not merged:
         return Q(pk__in=[])
-    within = Q()
-    for start, end in merged:
-        within |= Q(start__gte=start, start__lt=end)
-    return Q(span=span) & within
+    return Q(span=span) & Q(StartsWithin([tuple(edges) for edges in merged]))
+
+
+class StartsWithin(Expression):
+    """The row's `start` is in one of the half-open ranges [first, last): the condition that
+    Q(start__gte=first, start__lt=last) | ... writes, written in one piece. A window is cut into
+    dozens of ranges, and building and compiling a lookup for each edge of each range, in every
+    statement of a dashboard, took about a fifth of a dashboard's time (in Python, not in the
+    database)."""
+
+    output_field = BooleanField()
+
+    def __init__(self, ranges: list[tuple[datetime, datetime]], start=None):
+        super().__init__()
+        self.ranges = ranges
+        self.start = start if start is not None else F("start")
+
+    def get_source_expressions(self):
+        return [self.start]
+
+    def set_source_expressions(self, exprs):
+        (self.start,) = exprs
+
+    def resolve_expression(self, query=None, allow_joins=True, reuse=None, summarize=False, for_save=False):
+        resolved = self.copy()
+        resolved.start = self.start.resolve_expression(query, allow_joins, reuse, summarize, for_save)
+        return resolved
+
+    def as_sql(self, compiler, connection):
+        column, params = compiler.compile(self.start)
+        field = self.start.output_field
+        sql, values = [], []
+        for first, last in self.ranges:
+            sql.append(f"({column} >= %s AND {column} < %s)")
+            values += [field.get_db_prep_value(first, connection), field.get_db_prep_value(last, connection)]
+        return f"({' OR '.join(sql)})", [*params, *values]

@@ -273,6 +273,7 @@ RATELIMIT_MONEY_PER_IP = rate("RATELIMIT_MONEY_PER_IP", "180/m")
 # an attacker's failures do not lock the owner out; a success clears the pair's count.
 INSTALLED_APPS += ["axes"]
 MIDDLEWARE += ["axes.middleware.AxesMiddleware"]  # turns the admin's locked-out attempt into a page
+MIDDLEWARE += ["paygo.api.middleware.SyncMiddlewareChain"]  # last: see its docstring
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
 AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=10)

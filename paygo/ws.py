@@ -14,6 +14,7 @@ HTTP request gets a 503: the client reconnects after a pause, and nothing is log
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs
@@ -25,6 +26,7 @@ from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.db import connection
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
@@ -61,7 +63,19 @@ _handshakes = ThreadPoolExecutor(max_workers=HANDSHAKE_THREADS, thread_name_pref
 
 def handshake_read(fn):
     """`fn` (a read a handshake needs) as a coroutine function run on the handshake threads."""
-    return database_sync_to_async(fn, thread_sensitive=False, executor=_handshakes)
+
+    @functools.wraps(fn)
+    def read(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            # The connection goes back to the pool as the read ends, rather than when Channels'
+            # close_old_connections() next runs on this thread: a handshake thread holds none
+            # between sockets (Channels' test communicator turns that hook off, and a thread of
+            # this pool idle until the process ends would hold its connection as long).
+            connection.close()
+
+    return database_sync_to_async(read, thread_sensitive=False, executor=_handshakes)
 
 
 @handshake_read

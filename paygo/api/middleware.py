@@ -54,6 +54,27 @@ class RequestIdMiddleware:
         return response
 
 
+class SyncMiddlewareChain:
+    """Last in MIDDLEWARE and synchronous only, so that under ASGI (`manage.py serve`, Daphne) Django
+    runs the whole middleware chain in the request's one thread, as WSGI does.
+
+    Django runs a middleware in async mode when everything below it is async, and PayGo's own
+    middlewares (above) are synchronous: the ones between (sessions, CSRF, auth, messages, axes)
+    ran in async mode, and each of their process_request and process_response went to the
+    request's thread and back, a dozen hand-offs per request (about 15% of a simple API request's
+    time under Daphne). Under WSGI (gunicorn) it is a no-op, as everything there is synchronous.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+
 def is_api_request(request: HttpRequest) -> bool:
     return request.path.startswith("/api/")
 

@@ -130,9 +130,11 @@ class Caller:
 @pytest.fixture(params=["user", "vendor", "staff"])
 def caller(request, live_daphne, settings, tmp_path, alice, victor, olga, make_service):  # noqa: F811
     settings.MEDIA_ROOT = tmp_path / "media"
+    # The server first: it loads (seconds of imports) while the world is built; it reads the
+    # database only once requests come, after the world is committed.
+    address = live_daphne(MEDIA_ROOT=str(settings.MEDIA_ROOT))
     world = _world(alice, victor, olga, make_service)
     user = world["callers"][request.param]
-    address = live_daphne(MEDIA_ROOT=str(settings.MEDIA_ROOT))
     caller = Caller(request.param, {"Authorization": f"Bearer {token_pair_for(user).access}"}, world["ids"], address)
     yield caller
     missed = REACHED[caller.role] - caller.succeeded
