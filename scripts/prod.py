@@ -113,7 +113,7 @@ def main() -> int:
     parser.add_argument(
         "--no-collectstatic",
         action="store_true",
-        help="STATIC_ROOT already holds this release's files (collectstatic compresses them all: a minute or two)",
+        help="STATIC_ROOT already holds this release's files (collectstatic compresses them: some seconds of CPU)",
     )
     options = parser.parse_args()
     env = dict(os.environ)
