@@ -5,7 +5,9 @@ temporary file), then queues all of it in memory for the application at once: a 
 body was read whole before anything could refuse it. Here a request stops being read at its
 body's limit (paygo.api.bodies), whether the limit is passed by a declared Content-Length or by
 the chunks as they arrive: the client gets the 413 in the API's error format, the connection
-reads nothing more and is closed shortly after.
+reads nothing more and is closed shortly after. A request twisted cannot parse (a header line with
+a NUL or without a colon, a chunk size that is not a number, ...) gets the API's 400 too, where
+twisted writes a bare status line.
 
 Every way PayGo serves uses it: `manage.py serve`, and in production
 `python -m paygo.server -b 0.0.0.0 -p 8000 paygo.asgi:application`, which takes Daphne's own
@@ -23,7 +25,7 @@ from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from twisted.internet import reactor
 
-from paygo.api.bodies import body_limit, too_large_body, too_large_headers
+from paygo.api.bodies import body_limit, error_headers, malformed_body, too_large_body
 
 # Connections the kernel queues for the server to accept (twisted's default is 50, and a
 # thousand sockets reconnecting at once after a deploy were refused); the kernel caps it at
@@ -81,17 +83,30 @@ class BoundedRequest(WebRequest):
         self.refused = True
         transport = self.channel.transport
         transport.pauseProducing()  # nothing more is read from this connection
-        body = too_large_body(self.limit)
-        head = b"".join(b"%s: %s\r\n" % header for header in too_large_headers(body))
-        transport.write(b"HTTP/1.1 413 Content Too Large\r\n" + head + b"connection: close\r\n\r\n" + body)
+        _write_error(transport, b"413 Content Too Large", too_large_body(self.limit))
         transport.loseWriteConnection()  # the answer ends the response; the client sees its end
         self._linger = reactor.callLater(LINGER_SECONDS, transport.abortConnection)
+
+
+def _answer_malformed(channel) -> None:
+    """What an HTTP/1.1 channel does with a request it cannot parse: the API's 400, then close (in
+    place of twisted's `_respondToBadRequestAndDisconnect`, a status line and no body)."""
+    _write_error(channel.transport, b"400 Bad Request", malformed_body())
+    channel.loseConnection()
+
+
+def _write_error(transport, status: bytes, body: bytes) -> None:
+    """A whole answer in the API's error format, written straight to the connection, which closes."""
+    head = b"".join(b"%s: %s\r\n" % header for header in error_headers(body))
+    transport.write(b"HTTP/1.1 " + status + b"\r\n" + head + b"connection: close\r\n\r\n" + body)
 
 
 class BoundedHTTPFactory(HTTPFactory):
     def buildProtocol(self, addr):
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = BoundedRequest
+        channel = protocol._channel  # twisted wraps its HTTP/1.1 channel to switch to HTTP/2 on demand
+        channel._respondToBadRequestAndDisconnect = lambda: _answer_malformed(channel)
         return protocol
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from django.conf import settings
 
-from paygo.api.errors import error_body
+from paygo.api.errors import MALFORMED, error_body
 
 MULTIPART = "multipart/form-data"
 
@@ -44,7 +44,13 @@ def too_large_body(limit: int) -> bytes:
     return json.dumps(error_body(413, too_large_message(limit), code="too_large")).encode()
 
 
-def too_large_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+def malformed_body() -> bytes:
+    """The 400 in the API's error format for a request the server cannot parse, as JSON bytes."""
+    return json.dumps(error_body(400, MALFORMED, code="bad_request")).encode()
+
+
+def error_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    """The headers of an answer in the API's error format whose JSON bytes are `body`."""
     return [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -109,5 +115,5 @@ class BodyLimitMiddleware:
 
 async def _refuse(send: Send, limit: int) -> None:
     body = too_large_body(limit)
-    await send({"type": "http.response.start", "status": 413, "headers": too_large_headers(body)})
+    await send({"type": "http.response.start", "status": 413, "headers": error_headers(body)})
     await send({"type": "http.response.body", "body": body})

@@ -75,6 +75,10 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "too_large"
 
 
+# A request refused for its form before any view reads it (a forged Host, an unreadable header or
+# chunk): deploy/nginx.conf's @bad_request and paygo/server.py answer with the same words.
+MALFORMED = "The request was refused as malformed."
+
 _DEFAULT_CODES = {
     400: "bad_request",
     401: "not_authenticated",
@@ -126,7 +130,7 @@ def exception_to_response(exc: Exception) -> JsonResponse | None:
     if isinstance(exc, RequestDataTooBig):
         return error_response(413, str(exc) or None)
     if isinstance(exc, SuspiciousOperation):
-        return error_response(400, "The request was refused as malformed.", code="bad_request")
+        return error_response(400, MALFORMED, code="bad_request")
     if pool_exhausted(exc):
         return database_busy_response()
     return None
@@ -143,7 +147,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, RequestDataTooBig):
         exc = PayloadTooLarge()
     elif isinstance(exc, SuspiciousOperation):
-        exc = exceptions.ParseError("The request was refused as malformed.")
+        exc = exceptions.ParseError(MALFORMED)
     elif pool_exhausted(exc):
         exc = DatabaseBusy()
     if not isinstance(exc, exceptions.APIException):

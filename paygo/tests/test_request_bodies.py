@@ -246,6 +246,28 @@ def test_a_malformed_multipart_body_is_the_apis_400_not_the_servers(live_daphne,
     assert json.loads(reply.body)["errors"] == {"image": ["Attach the picture as the multipart field 'image'."]}
     assert not alice.images.exists()
 
+    # Requests twisted itself cannot parse, which it answered with a status line and no body: the
+    # API's 400 too, and the server goes on serving.
+    token = token_pair_for(alice).access.encode()
+    for unreadable in (
+        b"GET /api/v1/wallet/balance HTTP/1.1\r\nHost: 127.0.0.1\r\nIdempotency-Key: a\x00b\r\n\r\n",
+        b"GET /api/v1/wallet/balance HTTP/1.1\r\nHost: 127.0.0.1\r\nA header without a colon\r\n\r\n",
+        b"POST /api/v1/wallet/transfer HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token + b"\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+        b"POST /api/v1/wallet/transfer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ten\r\n\r\n{}",
+    ):
+        reply = exchange(address, unreadable)
+        assert reply.status == 400, unreadable
+        assert reply.headers["content-type"] == "application/json"
+        assert json.loads(reply.body) == {
+            "message": "The request was refused as malformed.",
+            "statusCode": 400,
+            "code": "bad_request",
+        }
+    assert (
+        exchange(address, b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").status == 200
+    )
+
 
 def test_manage_py_serve_runs_the_bounded_daphne(monkeypatch, settings):
     """`manage.py serve` serves through paygo.server, as production does."""
