@@ -138,3 +138,17 @@ class ConnectionCounter:
             if out.isdigit():
                 self.samples.append(int(out))
             time.sleep(self.every)
+
+
+def close_connections_before_fork() -> None:
+    """Close this process's database connections, its pool's included, before forking workers.
+
+    connections.close_all() only hands a pooled connection back to the pool, whose sockets stay
+    open: children forked after it inherit them and would speak on the same sockets at once (the
+    server answers "lost synchronization"). Each child opens connections of its own."""
+    from django.db import connections
+
+    for connection in connections.all(initialized_only=True):
+        connection.close()
+        if hasattr(connection, "close_pool"):
+            connection.close_pool()

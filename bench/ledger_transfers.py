@@ -15,7 +15,7 @@ import re
 import subprocess
 import time
 
-from _setup import pg_env, setup_django
+from _setup import close_connections_before_fork, pg_env, setup_django
 
 
 def prepare(accounts: int) -> list[int]:
@@ -97,11 +97,11 @@ def main() -> None:
     args = parser.parse_args()
     setup_django(migrate=True)
     account_ids = prepare(args.accounts)
-    from django.db import connection, connections
+    from django.db import connection
 
     with connection.cursor() as cursor:  # statistics for the planner, as a live database has them
         cursor.execute("ANALYZE")
-    connections.close_all()
+    close_connections_before_fork()
     baseline = pgbench_rate(args.seconds)
     ours = ledger_rate(account_ids, args.seconds)
     print(f"pgbench tpcb-like, 2 clients:   {baseline:10.0f} tx/s   (baseline)")

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 os.environ.setdefault("BENCH_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:5432/paygo_bench_sweep")
 
-from _setup import pg_env, setup_django
+from _setup import close_connections_before_fork, pg_env, setup_django
 
 USDC = 1_000_000
 
@@ -203,11 +203,9 @@ def time_sharded_sweep(n: int, shards: int) -> float:
     workers run them): wall-clock time from the start signal until the last shard is done."""
     import multiprocessing
 
-    from django.db import connections
-
     recreate_database()
     now = build(n)
-    connections.close_all()
+    close_connections_before_fork()
     start, done = multiprocessing.Event(), multiprocessing.Queue()
     processes = [
         multiprocessing.Process(target=_sweep_shard, args=(shard, shards, now, start, done)) for shard in range(shards)
