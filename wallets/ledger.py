@@ -2,7 +2,9 @@
 
 Every change is a ledger transaction of entries summing to zero per asset; the accounts' cached
 `balance` and `held` change in the same database transaction. Accounts are locked with
-SELECT ... FOR UPDATE in id order, so concurrent postings never deadlock nor lose an update.
+SELECT ... FOR UPDATE in one fixed order, users' wallets by id and then system accounts by id
+(wallets_lock_accounts, wallets/sql/wallets_post.sql), so concurrent postings never deadlock nor
+lose an update.
 User accounts never go below zero nor below what they hold: checked by wallets_post, and by CHECK
 constraints in the database.
 
@@ -205,7 +207,7 @@ def post_batch(
     is None): it only changes what is held.
 
     One statement whatever the batch size: the database function wallets_post
-    (wallets/sql/wallets_post.sql) locks every account involved in id order, checks the batch and
+    (wallets/sql/wallets_post.sql) locks every account involved in the one order, checks the batch and
     writes it. A refusal (InsufficientFunds, ...) writes nothing, keeps no lock, and leaves the
     caller's database transaction usable. `locked` (from lock_accounts, in the same transaction)
     must cover the batch's accounts; wallets_post takes their locks again (re-locking a row this
@@ -222,10 +224,11 @@ def post_batch(
 
 
 def lock_accounts(account_ids: Iterable[int]) -> dict[int, tuple]:
-    """SELECT ... FOR UPDATE in id order: the one lock order that keeps postings deadlock-free.
-    Returns {id: (id, kind, balance, held, asset_id)}; call inside a transaction."""
+    """SELECT ... FOR UPDATE in the one lock order that keeps postings deadlock-free (users' wallets
+    by id, then system accounts: wallets_lock_accounts). Returns {id: (id, kind, balance, held,
+    asset_id)}; call inside a transaction."""
     rows = execute_bound(
-        "SELECT id, kind, balance, held, asset_id FROM wallets_account WHERE id = ANY(%(ids)b) ORDER BY id FOR UPDATE",
+        "SELECT id, kind, balance, held, asset_id FROM wallets_lock_accounts(%(ids)b::bigint[])",
         {"ids": sorted(set(account_ids))},
     )
     return {row[0]: (row[0], row[1], int(row[2]), int(row[3]), row[4]) for row in rows}

@@ -4,7 +4,8 @@
 --
 -- It claims the sessions (the sweep's next batch after p_after in id order, FOR UPDATE SKIP
 -- LOCKED: rows someone else is billing or stopping are left to the next run; a stop's sessions,
--- p_ids, waiting for their locks), locks their accounts in id order, and decides for each
+-- p_ids, waiting for their locks; a shard's, the sessions of its vendors' wallets), locks their
+-- wallets (the platform's revenue accounts only as it posts), and decides for each
 -- (streaming_decide below), set-based, from its locked state (../shared/DESIGN.md, Metering; the
 -- arithmetic of streaming/sql/metering.sql):
 -- - due(t) = floor(rate * billable_ms(t) / unit_ms), or rate * quantity / unit for usage; a charge
@@ -22,9 +23,8 @@
 --   returned once per crossing.
 -- It then posts ONE ledger transaction through wallets_post_arrays (wallets/sql/wallets_post.sql):
 -- a debit per charged session (its charge record: the session, the interval it bills, the fee), a
--- credit per vendor account, a fee credit to platform revenue per asset, and every hold change;
--- updates the sessions in one
--- statement; and returns a row per session claimed.
+-- credit per vendor account, a fee credit to platform revenue per asset, and every hold change,
+-- after updating the sessions in one statement; and returns a row per session claimed.
 --
 -- Charges are cumulative (due(until) - charged so far), and the session's row, locked, is the
 -- claim: a sweep that runs twice, concurrently or after a crash, charges each period once.
@@ -231,13 +231,16 @@ DECLARE
     v_post record;
 BEGIN
     -- Claim. The sweep walks the active sessions' index in id order and skips what others hold;
-    -- a stop waits for its sessions. The batch must come from the active sessions' index, walked
-    -- in id order and left after p_limit rows. A plain `s.id % p_shards = p_shard` is estimated
-    -- to keep 0.5% of the rows (PostgreSQL's guess for an equality on an expression); so few that
-    -- the planner read every active session, sorted them and kept the first p_limit, for every
-    -- batch (10x slower per batch at 100,000 sessions). Written as a CASE, the planner takes it to
-    -- keep half the rows, closer to 1/p_shards, and walks the index. Then the ids of the rows
-    -- billing reads next.
+    -- a stop waits for its sessions. A shard takes the sessions whose vendor's wallet (payee) is
+    -- its own, by the wallet's id: two shards then credit no wallet in common, and one decides
+    -- while the other posts (by session id, every batch of every shard credits the same vendors,
+    -- and the shards billed in turns). The batch must come from the active sessions' index, walked
+    -- in id order and left after p_limit rows. A plain `s.payee_account_id % p_shards = p_shard`
+    -- is estimated to keep 0.5% of the rows (PostgreSQL's guess for an equality on an
+    -- expression); so few that the planner read every active session, sorted them and kept the
+    -- first p_limit, for every batch (10x slower per batch at 100,000 sessions). Written as a
+    -- CASE, the planner takes it to keep half the rows, closer to 1/p_shards, and walks the
+    -- index. Then the ids of the rows billing reads next.
     IF p_ids IS NOT NULL THEN
         v_ids := ARRAY(
             SELECT s.id FROM streaming_streamingsession AS s
@@ -248,7 +251,7 @@ BEGIN
         v_ids := ARRAY(
             SELECT s.id FROM streaming_streamingsession AS s
             WHERE s.status = 'active' AND s.id > p_after AND s.start_time <= p_now
-              AND (p_shards <= 1 OR CASE WHEN s.id % p_shards = p_shard THEN true ELSE false END)
+              AND (p_shards <= 1 OR CASE WHEN s.payee_account_id % p_shards = p_shard THEN true ELSE false END)
             ORDER BY s.id LIMIT p_limit
             FOR UPDATE SKIP LOCKED
         );
@@ -262,16 +265,16 @@ BEGIN
     INTO v_holds, v_accounts, v_assets, v_services
     FROM streaming_streamingsession AS s WHERE s.id = ANY (v_ids);
 
-    -- Their accounts, with the revenue accounts of their assets, locked in id order (the one
-    -- order that cannot deadlock).
-    v_accounts := ARRAY(
-        SELECT x.id FROM unnest(v_accounts) AS x(id)
-        UNION
+    -- Their wallets (payers' and payees'), locked now: deciding reads them. The revenue accounts of
+    -- their assets are locked only as the batch posts, by wallets_post_arrays: every posting locks
+    -- in the one order of wallets_lock_accounts (wallets/sql/wallets_post.sql), users' wallets
+    -- first, system accounts last. Each batch credits them, so whoever holds them makes every
+    -- other batch wait: a shard of the sweep waits for another's posting, not for its whole batch.
+    PERFORM 1 FROM wallets_lock_accounts(v_accounts);
+    v_accounts := v_accounts || ARRAY(
         SELECT a.id FROM wallets_account AS a
         WHERE a.kind = 'system' AND a.system_code = 'platform_revenue' AND a.asset_id = ANY (v_assets)
-        ORDER BY 1
     );
-    PERFORM 1 FROM wallets_account AS a WHERE a.id = ANY (v_accounts) ORDER BY a.id FOR UPDATE;
 
     -- Read now, under the locks: the sessions as the last biller left them, their holds and
     -- wallets as they are; each payer's sessions together, in id order.
@@ -312,6 +315,22 @@ BEGIN
         EXIT WHEN v_settled;
         v_funds := v_next;
     END LOOP;
+
+    -- The sessions' new state, in one statement, before the posting: from the posting's lock on
+    -- the revenue accounts to the commit, every other batch waits, so as little as can comes
+    -- after it.
+    UPDATE streaming_streamingsession AS s SET
+        charged_until = z.until, metered_cost = s.metered_cost + z.metered, total_cost = s.total_cost + z.charge,
+        charge_count = s.charge_count + (z.charge > 0)::integer, stop_at = z.stop_at_new,
+        stop_at_reason = z.stop_at_reason_new, alert_level = z.level, updated_at = p_now,
+        status = CASE WHEN z.stop_reason IS NULL THEN s.status
+                      WHEN z.stop_reason = 'user' THEN 'completed' ELSE 'stopped' END,
+        stop_reason = coalesce(z.stop_reason, s.stop_reason),
+        end_time = coalesce(z.stop_time, s.end_time),
+        total_usage_seconds = CASE WHEN z.stop_reason IS NULL THEN s.total_usage_seconds
+                                   ELSE trunc(extract(epoch FROM z.stop_time - s.start_time))::integer END
+    FROM unnest(v_sessions, v_outcomes) AS z
+    WHERE s.id = z.id AND s.id = ANY (v_ids);
 
     -- Post the batch's one ledger transaction: the charges, the vendors' and the platform's
     -- credits, the holds. Its funds were decided under the locks above: a refusal is a bug.
@@ -366,20 +385,7 @@ BEGIN
         RAISE EXCEPTION 'the sweep''s posting was refused: % (account %)', v_post.refused, v_post.refused_account;
     END IF;
 
-    -- The sessions' new state, in one statement; then what happened, a row per session.
-    UPDATE streaming_streamingsession AS s SET
-        charged_until = z.until, metered_cost = s.metered_cost + z.metered, total_cost = s.total_cost + z.charge,
-        charge_count = s.charge_count + (z.charge > 0)::integer, stop_at = z.stop_at_new,
-        stop_at_reason = z.stop_at_reason_new, alert_level = z.level, updated_at = p_now,
-        status = CASE WHEN z.stop_reason IS NULL THEN s.status
-                      WHEN z.stop_reason = 'user' THEN 'completed' ELSE 'stopped' END,
-        stop_reason = coalesce(z.stop_reason, s.stop_reason),
-        end_time = coalesce(z.stop_time, s.end_time),
-        total_usage_seconds = CASE WHEN z.stop_reason IS NULL THEN s.total_usage_seconds
-                                   ELSE trunc(extract(epoch FROM z.stop_time - s.start_time))::integer END
-    FROM unnest(v_sessions, v_outcomes) AS z
-    WHERE s.id = z.id AND s.id = ANY (v_ids);
-
+    -- What happened, a row per session.
     RETURN QUERY
     SELECT z.id, z.session_id, z.user_id, z.vendor_id, svc.name, z.asset_id, z.total_cost, z.charge, z.until,
            z.new_hold, z.remaining, z.stop_reason, z.stop_time, z.stop_at_new, z.runway_ms, z.crossed

@@ -126,6 +126,164 @@ def test_stop_waiting_for_a_sweep_that_renewed_the_hold_bills_from_the_new_hold(
     assert Account.objects.get(owner=alice).held == 0
 
 
+def _locked_elsewhere(account_id: int) -> bool:
+    """Whether another transaction holds this account's row lock (asked without waiting)."""
+    from django.db import OperationalError, connection, transaction
+
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM wallets_account WHERE id = %s FOR UPDATE NOWAIT", [account_id])
+    except OperationalError as exc:
+        assert "could not obtain lock" in str(exc)
+        return True
+    return False
+
+
+@money_db
+def test_a_shard_decides_while_another_shards_batch_is_uncommitted(alice, bob, victor, wanda, make_service):
+    """Shards split the sessions by their vendor's wallet, and the platform's revenue account (which
+    every batch credits) is locked only as a batch posts: while one shard's batch is posted but not
+    yet committed, another shard's batch claims its sessions, locks its own wallets and decides, and
+    waits only to post. (By session id, with the revenue account locked first, in id order, the
+    second shard waited for the first one's whole batch before taking anything.)"""
+    from django.db import transaction
+
+    from streaming.billing import bill_batch
+    from wallets import ledger
+    from wallets.models import Account, SystemAccount
+
+    fund_wallet(alice, 50 * USDC)
+    fund_wallet(bob, 50 * USDC)
+    with time_machine.travel(T0, tick=False):
+        first = services.session_start(user=alice, service=make_service(vendor=victor))
+        second = services.session_start(user=bob, service=make_service(vendor=wanda))
+    later = T0 + timedelta(seconds=60)
+    for session in (first, second):
+        services.session_heartbeat(session_id=session.pk, now=later)
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, ledger.asset_get("USDC"))
+    assert revenue.pk < min(second.payer_account_id, second.payee_account_id)  # first in id order
+    # One shard per vendor's wallet: with more shards than the largest wallet id, a wallet's shard is its id.
+    shards = max(first.payee_account_id, second.payee_account_id) + 1
+    billed, may_commit, second_pid = threading.Event(), threading.Event(), []
+
+    @in_thread
+    def first_shard():
+        with transaction.atomic():
+            outcomes = bill_batch(now=later, after_id=0, shard=first.payee_account_id, shards=shards, limit=10)
+            billed.set()
+            may_commit.wait(30)
+        return [(o.id, o.charge) for o in outcomes]
+
+    @in_thread
+    def second_shard():
+        billed.wait(30)
+        second_pid.append(backend_pid())
+        with transaction.atomic():
+            outcomes = bill_batch(now=later, after_id=0, shard=second.payee_account_id, shards=shards, limit=10)
+        return [(o.id, o.charge) for o in outcomes]
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        holding, waiting = pool.submit(first_shard), pool.submit(second_shard)
+        try:
+            assert billed.wait(30)
+            wait_until_blocked_on_a_lock(second_pid)
+            # It waits holding its own wallets: it is at its posting, for the revenue account.
+            assert _locked_elsewhere(second.payer_account_id) and _locked_elsewhere(second.payee_account_id)
+            assert _locked_elsewhere(revenue.pk)
+        finally:
+            may_commit.set()
+        assert holding.result() == [(first.pk, USDC)]
+        assert waiting.result() == [(second.pk, USDC)]
+
+    assert balance_of(alice) == balance_of(bob) == 49 * USDC
+    assert Account.objects.get(owner=alice).held == Account.objects.get(owner=bob).held == USDC
+
+
+@money_db
+def test_a_posting_locks_the_users_wallets_before_the_system_accounts(alice, victor, make_service):
+    """The one lock order: users' wallets by id, then system accounts. A session's start locks its
+    payer's and vendor's wallets and then the platform's revenue account; while another transaction
+    holds the revenue account, the start waits for it holding the wallets, not the other way round.
+    The revenue account's id is the lowest here, so id order alone would have taken it first."""
+    from django.db import connection, transaction
+
+    from wallets import ledger
+    from wallets.models import Account, SystemAccount
+
+    fund_wallet(alice, 50 * USDC)
+    service = make_service(vendor=victor)
+    usdc = ledger.asset_get("USDC")
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, usdc)
+    payer = Account.objects.get(owner=alice, asset=usdc)
+    assert revenue.pk < payer.pk
+    revenue_locked, release, starter_pid = threading.Event(), threading.Event(), []
+
+    @in_thread
+    def hold_revenue():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM wallets_account WHERE id = %s FOR UPDATE", [revenue.pk])
+            revenue_locked.set()
+            release.wait(30)
+
+    @in_thread
+    def start():
+        revenue_locked.wait(30)
+        starter_pid.append(backend_pid())
+        return services.session_start(user=alice, service=service)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        holding, starting = pool.submit(hold_revenue), pool.submit(start)
+        try:
+            assert revenue_locked.wait(30)
+            wait_until_blocked_on_a_lock(starter_pid)
+            assert _locked_elsewhere(payer.pk)  # it waits for the revenue account holding the wallet
+        finally:
+            release.set()
+        holding.result()
+        session = starting.result()
+
+    assert session.status == SessionStatus.ACTIVE
+    assert Account.objects.get(pk=payer.pk).held == USDC
+
+
+@money_db
+def test_shards_stops_and_starts_at_once_neither_deadlock_nor_charge_twice(alice, bob, victor, wanda, make_service):
+    """Two shards sweeping again and again while sessions of both shards' vendors start and stop: every
+    posting locks users' wallets before the revenue account, so none waits for another in a cycle
+    (PostgreSQL would abort one as a deadlock), and every session pays exactly what its charges say."""
+    from streaming.models import StreamingSession
+
+    fund_wallet(alice, 500 * USDC)
+    fund_wallet(bob, 500 * USDC)
+    catalogue = [make_service(vendor=vendor, rate=USDC) for vendor in (victor, wanda)]
+    payees = {service.pk: services.session_start(user=alice, service=service).payee_account_id for service in catalogue}
+    shards = max(payees.values()) + 1  # each vendor's wallet its own shard
+    start = threading.Barrier(4)
+
+    @in_thread
+    def sweeping(payee: int):
+        start.wait()
+        for _ in range(15):
+            sweep(shard=payee, shards=shards)
+
+    @in_thread
+    def starting_and_stopping(user):
+        start.wait()
+        for round_ in range(6):
+            session = services.session_start(user=user, service=catalogue[round_ % 2])
+            services.session_stop(session=session, reason="user")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        running = [pool.submit(sweeping, payee) for payee in sorted(set(payees.values()))]
+        running += [pool.submit(starting_and_stopping, user) for user in (alice, bob)]
+        for done in running:
+            done.result()  # a deadlock, refused posting or error of any kind is raised here
+
+    for session in StreamingSession.objects.all():
+        assert session.total_cost == sum(charges_of(session)), session.pk
+    assert StreamingSession.objects.filter(status=SessionStatus.ACTIVE).count() == 2
+
+
 def _no_drift(alice, fund, make_service, sweeps: int) -> None:
     """1 USDC a minute (16,666.66... minor units a second), billed every 1.007 s."""
     from django.db import transaction

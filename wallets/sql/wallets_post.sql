@@ -3,18 +3,29 @@
 -- the sweep's batch function (streaming/sql/sweep_batch.sql), already in the database, calls
 -- wallets_post_arrays(), which is the posting itself, with the same batch as arrays.
 --
--- It locks every account involved in id order, checks the batch (known accounts, holds, funds,
--- unused references) and only then writes the transactions, their entries, the cached balances
--- and the holds, each statement bounded to the batch's rows. All of it runs in a subtransaction:
--- a refusal, whether a check here finds it or a guard of the database does (ledger_guards.sql:
--- a reference taken by a concurrent posting since the check, entries that balance in total but
--- not per asset), rolls back what was written and the locks that were taken, and is returned as
--- a value. The caller's transaction stays usable. Any other error a guard raises is raised.
+-- It locks every account involved in the one lock order (wallets_lock_accounts below), checks the
+-- batch (known accounts, holds, funds, unused references) and only then writes the transactions,
+-- their entries, the cached balances and the holds, each statement bounded to the batch's rows.
+-- All of it runs in a subtransaction: a refusal, whether a check here finds it or a guard of the
+-- database does (ledger_guards.sql: a reference taken by a concurrent posting since the check,
+-- entries that balance in total but not per asset), rolls back what was written and the locks
+-- that were taken, and is returned as a value. The caller's transaction stays usable. Any other error a guard raises is raised.
 --
 -- What runs is this file, whole. A migration installs it from a frozen copy of it, kept beside
 -- the migration (wallets/migrations/sql/NNNN_wallets_post.sql); a test checks that this file
 -- equals the latest copy. To change the rule: edit this file, copy it beside a new migration that
 -- loads the copy (the reverse loads the previous copy).
+
+-- The one order in which anything locks accounts: users' wallets in id order, then system accounts
+-- in id order. Every posting (and ledger.lock_accounts, and the sweep's batch) locks through it, so
+-- no two wait for each other in a cycle. The system accounts come last because many postings
+-- share them (every charge credits platform revenue): taken last, each is held only from the
+-- posting's writes to its commit, not while the posting's caller reads and decides (a sweep's
+-- batch locks its wallets through it first, and the revenue account only as it posts).
+CREATE OR REPLACE FUNCTION wallets_lock_accounts(p_ids bigint[]) RETURNS SETOF wallets_account
+LANGUAGE sql AS $$
+    SELECT * FROM wallets_account WHERE id = ANY (p_ids) ORDER BY kind = 'system', id FOR UPDATE
+$$;
 
 -- The posting: transactions (kind, reference, memo, created_by, metadata), entries (n, the 1-based
 -- transaction; account; amount; and for a metering charge its session, billed from, billed until,
@@ -59,13 +70,13 @@ BEGIN
             GROUP BY x.id
         ) AS d;
 
-        -- Lock them in id order (the one order that cannot deadlock), then check the funds of the
-        -- locked rows: no account holds less than nothing, no user account spends what it lacks.
+        -- Lock them in the one order, then check the funds of the locked rows: no account holds
+        -- less than nothing, no user account spends what it lacks.
         SELECT count(*), min(a.id) FILTER (
             WHERE a.held + d.h < 0 OR (a.kind = 'user' AND a.balance + d.b < a.held + d.h)
         )
         INTO v_locked, v_bad
-        FROM (SELECT id, kind, balance, held FROM wallets_account WHERE id = ANY (v_id) ORDER BY id FOR UPDATE) AS a
+        FROM wallets_lock_accounts(v_id) AS a
         JOIN unnest(v_id, v_balance_delta, v_held_delta) AS d(id, b, h) ON d.id = a.id;
         IF v_locked <> cardinality(v_id) THEN
             refused := 'unknown_account';
