@@ -124,6 +124,9 @@ def main() -> int:
     cores = os.cpu_count() or 1
     web_workers = int(env.get("WEB_WORKERS") or 2 * cores + 1)
     concurrency = int(env.get("CELERY_CONCURRENCY") or cores)
+    # The billing sweep in as many shards as the worker runs tasks at once: shards bill at once.
+    shards = int(env.get("BILLING_SWEEP_SHARDS") or concurrency)
+    env["BILLING_SWEEP_SHARDS"] = str(shards)
     # nginx connects from 127.0.0.1: its X-Forwarded-For is believed, besides the operator's proxies.
     trusted = [entry for entry in env.get("TRUSTED_PROXIES", "").split(",") if entry.strip()]
     env["TRUSTED_PROXIES"] = ",".join([*trusted, "127.0.0.1"] if "127.0.0.1" not in trusted else trusted)
@@ -194,7 +197,8 @@ def main() -> int:
         return 1
     print(
         f"prod: serving on http://127.0.0.1:{port} (nginx -> web {web} with {web_workers} workers, ws {ws}); "
-        f"celery worker x{concurrency} and beat; database pools' total {total} connections "
+        f"celery worker x{concurrency} and beat, the billing sweep in {shards} shard{'s' if shards != 1 else ''}; "
+        f"database pools' total {total} connections "
         f"(web {sizes['web']} x {web_workers}, ws {sizes['ws']}, worker {sizes['worker']} x {concurrency + 1}, "
         f"beat {sizes['beat']}). Ctrl-C stops everything.",
         flush=True,

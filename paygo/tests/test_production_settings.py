@@ -302,7 +302,7 @@ def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_ctrl
         ALLOWED_HOSTS="127.0.0.1",
         SECURE_SSL_REDIRECT="0",  # plain http here: no TLS in front
         WEB_WORKERS="2",
-        CELERY_CONCURRENCY="1",
+        CELERY_CONCURRENCY="2",
         TEST_FAST_PASSWORD_HASHER="1",  # the hasher alice's password was stored with
         CACHE_KEY_PREFIX=os.environ.get("CACHE_KEY_PREFIX"),
         CHANNEL_LAYER_PREFIX=os.environ.get("CHANNEL_LAYER_PREFIX"),
@@ -325,6 +325,10 @@ def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_ctrl
             output.append(lines.get(timeout=120))  # a bound on a broken start, not a measurement
         children = psutil.Process(prod.pid).children(recursive=True)
         assert set(_KINDS) <= {kind for child in children for kind in _KINDS if kind in " ".join(child.cmdline())}
+        # The sweep in as many shards as the worker runs tasks at once (each bills its vendors' wallets).
+        assert "celery worker x2 and beat, the billing sweep in 2 shards;" in output[-1]
+        worker = next(child for child in children if "paygo worker" in " ".join(child.cmdline()))
+        assert worker.environ()["BILLING_SWEEP_SHARDS"] == "2"
         # REST through nginx to the WSGI workers.
         status, _, body = _request(port, "POST", "/api/v1/auth/login", {"email": alice.email, "password": PASSWORD})
         assert status == 200, body
