@@ -7,9 +7,12 @@ HEAD, OPTIONS), writes (any other method) and money writes (the unsafe methods o
 `rate_budget` is MONEY: the POSTs that honour an Idempotency-Key). Each budget is a rate per user
 and a rate per address (RATELIMIT_<READS|WRITES|MONEY>_PER_<USER|IP>), counted in fixed windows.
 
-Counting is django-ratelimit's get_usage: SET NX then INCR in Redis, each atomic, so that concurrent
-requests in any number of processes never lose a count (DRF's SimpleRateThrottle reads a list of
-timestamps, appends and writes it back: two processes can both pass the last slot). Every answer
+Counting is django-ratelimit's: its fixed windows and cache keys, SET NX then INCR in Redis, each
+atomic, so that concurrent requests in any number of processes never lose a count (DRF's
+SimpleRateThrottle reads a list of timestamps, appends and writes it back: two processes can both
+pass the last slot). A request's limits are counted at once, pipelined in one round trip to Redis
+(its get_usage takes three per limit, and a request to the API has two); a cache other than Redis
+(the embedded default's, in memory) counts through get_usage. Every answer
 says where its budgets stand, in the fields of draft-ietf-httpapi-ratelimit-headers-10:
 `RateLimit-Policy: "read-user";q=300;w=60, "read-ip";q=900;w=60` (quota, window in seconds) and
 `RateLimit: "read-user";r=299;t=41, "read-ip";r=899;t=13` (remaining, seconds to the window's end);
@@ -25,15 +28,18 @@ must not lock the account's owner out.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache, wraps
 
 from django.conf import settings
+from django.core.cache import caches
+from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django_ratelimit import ALL
-from django_ratelimit.core import _split_rate, get_usage
+from django_ratelimit.core import EXPIRATION_FUDGE, _get_ip, _get_window, _make_cache_key, _split_rate, get_usage
 from redis.exceptions import RedisError
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
@@ -90,18 +96,56 @@ class Usage:
         return max(0, self.quota - self.count)
 
 
+Limit = tuple[str, "str | Callable", str]  # (policy, key: "ip" or callable(group, request), rate "count/period")
+
+
 def count(request: HttpRequest, *, policy: str, key: str | Callable, rate: str) -> Usage | None:
-    """Count this request against `policy` (a rate of "count/period" per `key`: anything
-    django-ratelimit takes, "ip", or a callable(group, request)); None when rate limiting is off.
-    "ip" is REMOTE_ADDR, the client's address as paygo.api.forwarded settled it."""
+    """Count this request against one policy; None when rate limiting is off."""
+    counted = count_all(request, [(policy, key, rate)])
+    return counted[0] if counted else None
+
+
+def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
+    """Count this request against each (policy, key, rate) at once: a rate of "count/period" per
+    key, the key "ip" (REMOTE_ADDR as paygo.api.forwarded settled it) or a callable(group,
+    request). Nothing when rate limiting is off."""
+    if not getattr(settings, "RATELIMIT_ENABLE", True):
+        return []
+    cache = caches[settings.RATELIMIT_USE_CACHE]
+    if not isinstance(cache, RedisCache):
+        return [_usage_of_library(request, *limit) for limit in limits]
+    now = int(time.time())
+    counted = []  # (policy, rate, the window's end, the cache key)
+    for policy, key, rate in limits:
+        group = f"paygo:{policy}"
+        value = _get_ip(request) if key == "ip" else key(group, request)
+        window = _get_window(value, _split_rate(rate)[1])
+        counted.append(
+            (policy, rate, window, cache.make_and_validate_key(_make_cache_key(group, window, rate, value, ALL)))
+        )
+    # What get_usage does for each (add the key with its window's expiry, else increment it), for all
+    # of them in one round trip: SET NX of 0 then INCR, each atomic.
+    pipeline = cache._cache.get_client(write=True).pipeline(transaction=False)
+    for _, rate, _, cache_key in counted:
+        pipeline.set(cache_key, 0, ex=_split_rate(rate)[1] + EXPIRATION_FUDGE, nx=True)
+        pipeline.incr(cache_key)
+    answers = pipeline.execute()
+    return [
+        _usage(policy, rate, count=answers[2 * n + 1], time_left=window - now)
+        for n, (policy, rate, window, _) in enumerate(counted)
+    ]
+
+
+def _usage_of_library(request: HttpRequest, policy: str, key: str | Callable, rate: str) -> Usage:
     usage = get_usage(request, group=f"paygo:{policy}", key=key, rate=rate, method=ALL, increment=True)
-    if usage is None:  # RATELIMIT_ENABLE = False
-        return None
+    return _usage(policy, rate, count=usage["count"], time_left=usage["time_left"])
+
+
+def _usage(policy: str, rate: str, *, count: int, time_left: int) -> Usage:
     quota, window = _split_rate(rate)
     # django-ratelimit's window still holds at the whole second it names as its end (time_left 0):
     # the next one starts a second later, and no client may be told to come back before it.
-    reset = max(0, usage["time_left"]) + 1
-    return Usage(policy=policy, quota=quota, window=window, count=int(usage["count"]), reset=reset)
+    return Usage(policy=policy, quota=quota, window=window, count=int(count), reset=max(0, time_left) + 1)
 
 
 def record(request, usages: Iterable[Usage]) -> None:
@@ -132,12 +176,12 @@ class RateLimited(TooManyRequests):
         )
 
 
-def enforce(request: HttpRequest, *, limits: list[tuple[str, str | Callable, str]]) -> None:
+def enforce(request: HttpRequest, *, limits: list[Limit]) -> None:
     """Count this request against each (policy, key, rate) and raise 429 when any is over.
 
     Every limit is counted, even after one trips, so a flood keeps being counted everywhere.
     """
-    usages = [usage for name, key, rate in limits if (usage := count(request, policy=name, key=key, rate=rate))]
+    usages = count_all(request, limits)
     record(request, usages)
     exceeded = [usage for usage in usages if usage.exceeded]
     if exceeded:
@@ -198,7 +242,7 @@ class ApiRateLimitMiddleware:
             return None
         budget = budget_of(request, view)
         per_user, per_ip = (getattr(settings, name) for name in BUDGET_RATES[budget])
-        limits: list[tuple[str, str | Callable, str]] = [(f"{budget}-ip", "ip", per_ip)]
+        limits: list[Limit] = [(f"{budget}-ip", "ip", per_ip)]
         if (user_id := token_user(request)) is not None:
             limits.insert(0, (f"{budget}-user", lambda group, request: user_id, per_user))
         try:

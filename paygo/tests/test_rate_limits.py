@@ -304,6 +304,56 @@ def test_counts_hold_across_processes(clock, anon, settings):
     assert policies(answer)["read-ip"]["r"] == 8 - 3 - 1
 
 
+def test_a_requests_limits_are_counted_in_one_round_trip_to_redis(clock, alice, monkeypatch):
+    """Counting every limit of a request (here the user's and the address's) is one exchange with
+    Redis, pipelined: django-ratelimit's get_usage took three per limit (SET NX, EXISTS, INCR)."""
+    from django.core.cache import caches
+    from redis.connection import AbstractConnection
+
+    from paygo.api.ratelimits import count_all
+
+    caches["default"].get("a connection to Redis, opened before the count starts")
+    sent = []
+    send = AbstractConnection.send_packed_command
+    monkeypatch.setattr(
+        AbstractConnection, "send_packed_command", lambda conn, *a, **k: sent.append(1) or send(conn, *a, **k)
+    )
+    request = RequestFactory().get(SERVICES, REMOTE_ADDR=ALICE_IP)
+    limits = [("read-user", lambda group, request: str(alice.pk), "5/m"), ("read-ip", "ip", "8/m")]
+
+    first, second = count_all(request, limits), count_all(request, limits)
+
+    assert len(sent) == 2  # one per request, whatever the number of limits
+    assert [(u.policy, u.count) for u in first] == [("read-user", 1), ("read-ip", 1)]
+    assert [(u.policy, u.count, u.quota, u.window) for u in second] == [("read-user", 2, 5, 60), ("read-ip", 2, 8, 60)]
+    assert all(0 < u.reset <= 61 for u in first + second)
+
+
+def test_the_embedded_defaults_memory_cache_counts_as_redis_does(clock, alice):
+    """Without Redis (the embedded default keeps its cache in memory), the same limits count the same
+    way, window for window, through django-ratelimit's get_usage."""
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    from paygo.api.ratelimits import count_all
+
+    request = RequestFactory().get(SERVICES, REMOTE_ADDR=ALICE_IP)
+    limits = [("read-user", lambda group, request: str(alice.pk), "2/m"), ("read-ip", "ip", "3/h")]
+    in_redis = [count_all(request, limits) for _ in range(4)]
+    in_memory = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "rate-test"}}
+    with override_settings(CACHES=in_memory):
+        caches["default"].clear()
+        kept = [count_all(request, limits) for _ in range(4)]
+
+    assert kept == in_redis
+    assert [[u.exceeded for u in usages] for usages in kept] == [
+        [False, False],
+        [False, False],
+        [True, False],
+        [True, True],
+    ]
+
+
 def test_without_redis_the_api_still_answers(clock, anon, caplog):
     """A rate limiter that cannot count lets requests through (and says so in the log) rather than
     turn an outage of Redis into an outage of the whole API."""
