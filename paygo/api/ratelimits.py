@@ -124,7 +124,8 @@ def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
             (policy, rate, window, cache.make_and_validate_key(_make_cache_key(group, window, rate, value, ALL)))
         )
     # What get_usage does for each (add the key with its window's expiry, else increment it), for all
-    # of them in one round trip: SET NX of 0 then INCR, each atomic.
+    # of them in one round trip: SET NX of 0 then INCR, each atomic. The client is the cache's own
+    # (Django's RedisCache has no public way to pipeline), on its connection pool.
     pipeline = cache._cache.get_client(write=True).pipeline(transaction=False)
     for _, rate, _, cache_key in counted:
         pipeline.set(cache_key, 0, ex=_split_rate(rate)[1] + EXPIRATION_FUDGE, nx=True)
