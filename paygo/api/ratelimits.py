@@ -114,7 +114,6 @@ def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
     cache = caches[settings.RATELIMIT_USE_CACHE]
     if not isinstance(cache, RedisCache):
         return [_usage_of_library(request, *limit) for limit in limits]
-    now = int(time.time())
     counted = []  # (policy, rate, the window's end, the cache key)
     for policy, key, rate in limits:
         group = f"paygo:{policy}"
@@ -124,13 +123,15 @@ def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
             (policy, rate, window, cache.make_and_validate_key(_make_cache_key(group, window, rate, value, ALL)))
         )
     # What get_usage does for each (add the key with its window's expiry, else increment it), for all
-    # of them in one round trip: SET NX of 0 then INCR, each atomic. The client is the cache's own
-    # (Django's RedisCache has no public way to pipeline), on its connection pool.
-    pipeline = cache._cache.get_client(write=True).pipeline(transaction=False)
+    # of them in one round trip: SET NX of 0 then INCR, in one MULTI/EXEC (no key can expire between
+    # the two and come back without its expiry). The client is the cache's own (Django's RedisCache
+    # has no public way to pipeline), on its connection pool.
+    pipeline = cache._cache.get_client(write=True).pipeline(transaction=True)
     for _, rate, _, cache_key in counted:
         pipeline.set(cache_key, 0, ex=_split_rate(rate)[1] + EXPIRATION_FUDGE, nx=True)
         pipeline.incr(cache_key)
     answers = pipeline.execute()
+    now = int(time.time())  # after the windows were chosen, as get_usage reads it
     return [
         _usage(policy, rate, count=answers[2 * n + 1], time_left=window - now)
         for n, (policy, rate, window, _) in enumerate(counted)

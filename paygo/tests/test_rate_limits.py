@@ -329,6 +329,32 @@ def test_a_requests_limits_are_counted_in_one_round_trip_to_redis(clock, alice, 
     assert all(0 < u.reset <= 61 for u in first + second)
 
 
+def test_counted_under_django_ratelimits_own_keys_and_expiry(clock, alice):
+    """count_all writes the keys django-ratelimit's get_usage reads (its window, its key, the
+    cache's prefix and version), with the expiry get_usage gives them: the window and 5 s more."""
+    from django.core.cache import caches
+    from django_ratelimit import ALL
+    from django_ratelimit.core import _get_window, _make_cache_key, get_usage
+
+    from paygo.api.ratelimits import count_all
+
+    request = RequestFactory().get(SERVICES, REMOTE_ADDR=ALICE_IP)
+    user_key = lambda group, request: str(alice.pk)  # noqa: E731
+    for _ in range(3):
+        count_all(request, [("read-user", user_key, "5/m"), ("read-ip", "ip", "8/h")])
+
+    for policy, key, rate, period in (("read-user", user_key, "5/m", 60), ("read-ip", "ip", "8/h", 3600)):
+        seen = get_usage(request, group=f"paygo:{policy}", key=key, rate=rate, method=ALL, increment=False)
+        assert seen["count"] == 3, policy
+        cache = caches["default"]
+        value = str(alice.pk) if policy == "read-user" else ALICE_IP
+        stored = cache.make_and_validate_key(
+            _make_cache_key(f"paygo:{policy}", _get_window(value, period), rate, value, ALL)
+        )
+        # Set for the window and 5 s more (Redis counts it down in real time meanwhile).
+        assert period < cache._cache.get_client().ttl(stored) <= period + 5, policy
+
+
 def test_the_embedded_defaults_memory_cache_counts_as_redis_does(clock, alice):
     """Without Redis (the embedded default keeps its cache in memory), the same limits count the same
     way, window for window, through django-ratelimit's get_usage."""

@@ -1,6 +1,7 @@
 """The sweep's shards split the sessions by their vendor's wallet rather than by session id, and a
 batch locks the platform's revenue account only as it posts (after updating its sessions), so that
-two shards credit no wallet in common and bill at once (issue 15). Installed from a frozen copy of
+two shards credit no vendor's wallet in common and decide at once, taking turns only to post
+(issue 15). Installed from a frozen copy of
 streaming/sql/sweep_batch.sql beside this migration; the reverse loads the previous copy."""
 
 from pathlib import Path

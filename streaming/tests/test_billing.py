@@ -368,19 +368,33 @@ def test_a_crash_mid_sweep_loses_the_batch_and_the_rerun_bills_it_once(alice, bo
     assert balance_of(alice) == balance_of(bob) == 9 * USDC
 
 
-def test_shards_split_the_sessions_and_charge_each_once(alice, bob, fund, make_service, clock):
+def test_shards_split_the_sessions_by_their_vendors_wallet_and_charge_each_once(
+    alice, bob, victor, wanda, fund, make_service, clock
+):
+    """A shard bills the sessions whose vendor's wallet id is its number modulo the shards: every
+    session is in exactly one shard, and charged once."""
     fund(alice, 10 * USDC)
     fund(bob, 10 * USDC)
-    service = make_service("per_minute", rate=USDC)
-    sessions = [start(alice, service), start(bob, service), start(alice, service)]
+    catalogue = [make_service("per_minute", rate=USDC, vendor=vendor) for vendor in (victor, wanda)]
+    sessions = [
+        start(alice, catalogue[0]),
+        start(bob, catalogue[1]),
+        start(alice, catalogue[1]),
+        start(bob, catalogue[0]),
+    ]
     clock.move(seconds=60)
     for session in sessions:
         beat(session)
 
-    counted = sum(run_sweep(shard=shard, shards=2).sessions for shard in range(2))
+    first = run_sweep(shard=0, shards=2)
+    charged_by_the_first = {s.pk for s in sessions if fresh(s).total_cost == USDC}
+    second = run_sweep(shard=1, shards=2)
 
-    assert counted == 3
-    assert [fresh(s).total_cost for s in sessions] == [USDC, USDC, USDC]
+    assert charged_by_the_first == {s.pk for s in sessions if s.payee_account_id % 2 == 0}
+    assert first.sessions + second.sessions == 4
+    assert [fresh(s).total_cost for s in sessions] == [USDC] * 4
+    assert [len(charges_of(s)) for s in sessions] == [1] * 4
+    assert balance_of(alice) == balance_of(bob) == 8 * USDC
 
 
 def test_shard_arguments_out_of_range_are_refused_and_charge_nothing(alice, fund, make_service, clock):

@@ -250,8 +250,11 @@ def test_a_posting_locks_the_users_wallets_before_the_system_accounts(alice, vic
 def test_shards_stops_and_starts_at_once_neither_deadlock_nor_charge_twice(alice, bob, victor, wanda, make_service):
     """Two shards sweeping again and again while sessions of both shards' vendors start and stop: every
     posting locks users' wallets before the revenue account, so none waits for another in a cycle
-    (PostgreSQL would abort one as a deadlock), and every session pays exactly what its charges say."""
+    (PostgreSQL would abort one as a deadlock), no instant of a session is charged twice (each of
+    its charges bills from where the one before ended, or later) and every session pays exactly
+    what its charges say."""
     from streaming.models import StreamingSession
+    from wallets.models import Entry
 
     fund_wallet(alice, 500 * USDC)
     fund_wallet(bob, 500 * USDC)
@@ -281,6 +284,10 @@ def test_shards_stops_and_starts_at_once_neither_deadlock_nor_charge_twice(alice
 
     for session in StreamingSession.objects.all():
         assert session.total_cost == sum(charges_of(session)), session.pk
+        billed = Entry.objects.filter(session=session).order_by("billed_from", "id")
+        intervals = list(billed.values_list("billed_from", "billed_until"))
+        ends = [session.start_time] + [until for _, until in intervals[:-1]]
+        assert all(since >= end for (since, _), end in zip(intervals, ends, strict=True)), session.pk
     assert StreamingSession.objects.filter(status=SessionStatus.ACTIVE).count() == 2
 
 

@@ -232,9 +232,10 @@ DECLARE
 BEGIN
     -- Claim. The sweep walks the active sessions' index in id order and skips what others hold;
     -- a stop waits for its sessions. A shard takes the sessions whose vendor's wallet (payee) is
-    -- its own, by the wallet's id: two shards then credit no wallet in common, and one decides
-    -- while the other posts (by session id, every batch of every shard credits the same vendors,
-    -- and the shards billed in turns). The batch must come from the active sessions' index, walked
+    -- its own, by the wallet's id: two shards then credit no vendor's wallet in common, and one
+    -- decides while the other posts (by session id, every batch of every shard credited the same
+    -- vendors, and the shards billed in turns; a payer with sessions in two shards still makes
+    -- them take turns). The batch must come from the active sessions' index, walked
     -- in id order and left after p_limit rows. A plain `s.payee_account_id % p_shards = p_shard`
     -- is estimated to keep 0.5% of the rows (PostgreSQL's guess for an equality on an
     -- expression); so few that the planner read every active session, sorted them and kept the
