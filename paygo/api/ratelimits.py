@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache, wraps
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.cache import caches
@@ -114,28 +115,37 @@ def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
     cache = caches[settings.RATELIMIT_USE_CACHE]
     if not isinstance(cache, RedisCache):
         return [_usage_of_library(request, *limit) for limit in limits]
-    counted = []  # (policy, rate, the window's end, the cache key)
+    counted = []
     for policy, key, rate in limits:
-        group = f"paygo:{policy}"
+        group, period = f"paygo:{policy}", _split_rate(rate)[1]
         value = _get_ip(request) if key == "ip" else key(group, request)
-        window = _get_window(value, _split_rate(rate)[1])
-        counted.append(
-            (policy, rate, window, cache.make_and_validate_key(_make_cache_key(group, window, rate, value, ALL)))
-        )
+        window = _get_window(value, period)
+        cache_key = cache.make_and_validate_key(_make_cache_key(group, window, rate, value, ALL))
+        counted.append(_Counted(policy=policy, rate=rate, period=period, window=window, cache_key=cache_key))
     # What get_usage does for each (add the key with its window's expiry, else increment it), for all
     # of them in one round trip: SET NX of 0 then INCR, in one MULTI/EXEC (no key can expire between
     # the two and come back without its expiry). The client is the cache's own (Django's RedisCache
     # has no public way to pipeline), on its connection pool.
     pipeline = cache._cache.get_client(write=True).pipeline(transaction=True)
-    for _, rate, _, cache_key in counted:
-        pipeline.set(cache_key, 0, ex=_split_rate(rate)[1] + EXPIRATION_FUDGE, nx=True)
-        pipeline.incr(cache_key)
+    for one in counted:
+        pipeline.set(one.cache_key, 0, ex=one.period + EXPIRATION_FUDGE, nx=True)
+        pipeline.incr(one.cache_key)
     answers = pipeline.execute()
     now = int(time.time())  # after the windows were chosen, as get_usage reads it
     return [
-        _usage(policy, rate, count=answers[2 * n + 1], time_left=window - now)
-        for n, (policy, rate, window, _) in enumerate(counted)
+        _usage(one.policy, one.rate, count=answers[2 * n + 1], time_left=one.window - now)
+        for n, one in enumerate(counted)
     ]
+
+
+class _Counted(NamedTuple):
+    """One limit of a request as count_all counts it: its window's end and its key in the cache."""
+
+    policy: str
+    rate: str
+    period: int
+    window: int
+    cache_key: str
 
 
 def _usage_of_library(request: HttpRequest, policy: str, key: str | Callable, rate: str) -> Usage:
