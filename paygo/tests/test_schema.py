@@ -140,3 +140,84 @@ def test_a_profile_put_is_documented_as_the_partial_change_it_is(schema, prefix)
 
     assert put == patch
     assert not put.get("required")
+
+
+@pytest.fixture
+def generations(monkeypatch) -> list:
+    """Every generation of the document from here on (drf-spectacular's generator, still called)."""
+    from drf_spectacular.generators import SchemaGenerator
+
+    from paygo.api import views
+
+    views._SCHEMAS.clear()
+    calls: list = []
+    generate = SchemaGenerator.get_schema
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(SchemaGenerator, "get_schema", counted)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("accept", "content_type"),
+    [
+        ("*/*", "application/vnd.oai.openapi"),  # YAML, the default
+        ("application/vnd.oai.openapi+json", "application/vnd.oai.openapi+json"),
+        ("application/json", "application/json"),
+    ],
+)
+def test_the_document_is_generated_once_and_served_the_same_again(anon, generations, accept, content_type):
+    first = anon.get("/api/v1/schema/", HTTP_ACCEPT=accept)
+    again = anon.get("/api/v1/schema/", HTTP_ACCEPT=accept)
+
+    assert len(generations) == 1
+    assert first.status_code == again.status_code == 200
+    assert first["Content-Type"] == again["Content-Type"]
+    assert first["Content-Type"].split(";")[0] == content_type
+    assert first["Content-Disposition"] == again["Content-Disposition"]
+    assert first["Vary"] == again["Vary"] and "Accept" in again["Vary"]
+    assert first.content == again.content
+    assert b"/api/v1/wallet/balance" in again.content
+
+
+def test_each_format_is_kept_apart(anon, generations):
+    yaml = anon.get("/api/v1/schema/")
+    json = anon.get("/api/v1/schema/?format=json")
+
+    assert json.json()["paths"]
+    assert not yaml.content.startswith(b"{")
+    assert anon.get("/api/v1/schema/").content == yaml.content
+    assert anon.get("/api/v1/schema/?format=json").content == json.content
+    assert len(generations) == 2
+
+
+def test_what_a_client_chooses_freely_is_answered_but_not_kept(anon, generations):
+    from paygo.api import views
+
+    answers = [
+        anon.get("/api/v1/schema/?lang=fr"),
+        anon.get("/api/v1/schema/?version=anything"),
+        anon.get("/api/v1/schema/?format=json&anything=1"),
+        anon.get("/api/v1/schema/", HTTP_ACCEPT="application/json; indent=4"),
+    ]
+
+    assert [answer.status_code for answer in answers] == [200] * 4
+    assert answers[3].content.startswith(b'{\n    "openapi"')  # drf-spectacular's own answer, indented
+    assert len(generations) == 4
+    assert views._SCHEMAS == {}
+
+
+def test_a_change_of_settings_forgets_what_was_kept(anon, generations, settings):
+    from paygo.api import views
+
+    anon.get("/api/v1/schema/")
+    assert views._SCHEMAS
+
+    settings.PLATFORM_FEE_BPS += 1  # any setting: the document is made from them
+    assert views._SCHEMAS == {}
+    anon.get("/api/v1/schema/")
+
+    assert len(generations) == 2
