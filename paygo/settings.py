@@ -168,19 +168,37 @@ if not DEBUG and not REDIS_URL:
     raise required("REDIS_URL")
 EMBEDDED = not REDIS_URL
 
+# How long any Redis command may wait, connecting or for its answer, before it fails: redis-py's and
+# kombu's default is forever, so a Redis that stops answering without closing its connections (a
+# failover, a full disk, a dropped route) would hold every request that counts a rate limit, reads
+# the cache or queues a task, until the processes ran out of threads. Failed, it is a RedisError:
+# the API's rate limits let the request through, anything else answers 503 (paygo/api/errors.py),
+# and what runs after a commit is logged (transaction.on_commit(..., robust=True)).
+REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
+# The channel layer's reads block for up to channels_redis's RedisChannelLayer.brpop_timeout (5 s) by
+# design: its answers may take that long, and its timeout is above it.
+CHANNEL_LAYER_BRPOP_SECONDS = 5
+
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="paygo"),
+            "OPTIONS": {"socket_connect_timeout": REDIS_TIMEOUT_SECONDS, "socket_timeout": REDIS_TIMEOUT_SECONDS},
         }
     }
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+                        "socket_timeout": CHANNEL_LAYER_BRPOP_SECONDS + REDIS_TIMEOUT_SECONDS,
+                    }
+                ],
                 "prefix": env("CHANNEL_LAYER_PREFIX", default="paygo:asgi"),
             },
         }
@@ -190,6 +208,11 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Above kombu's own BRPOP wait (1 s), which a worker's reads block for by design.
+    "socket_timeout": max(REDIS_TIMEOUT_SECONDS, 2.0),
+    "socket_connect_timeout": REDIS_TIMEOUT_SECONDS,
+}
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=EMBEDDED)
 CELERY_TASK_EAGER_PROPAGATES = True
