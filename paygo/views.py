@@ -12,7 +12,7 @@ from django.views import defaults
 from django.views.decorators.cache import cache_control
 from django.views.decorators.http import require_safe
 
-from paygo.api.errors import DatabaseBusy, database_busy_response, pool_exhausted
+from paygo.api.errors import CacheUnavailable, DatabaseBusy, unavailable, unavailable_response
 from paygo.api.middleware import is_api_request
 
 FAVICON = Path(__file__).resolve().parent / "static" / "paygo" / "favicon.ico"
@@ -46,17 +46,22 @@ def page(view):
     return wrapped
 
 
+BUSY_PAGES = {DatabaseBusy: "no database connection was free.", CacheUnavailable: "its cache did not answer."}
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
-    """handler500. A request that found the connection pool exhausted outside an API view (in a
-    middleware, on a page of the admin) is a 503 to retry, like one inside; anything else is a 500."""
-    if pool_exhausted(sys.exc_info()[1]):
-        if is_api_request(request):
-            return database_busy_response()
-        response = HttpResponse(
-            "PayGo is busy: no database connection was free. Please try again in a few seconds.",
-            status=503,
-            content_type="text/plain; charset=utf-8",
-        )
-        response["Retry-After"] = str(DatabaseBusy.wait)
-        return response
-    return defaults.server_error(request)
+    """handler500. A request that found the connection pool exhausted, or the cache not answering,
+    outside an API view (in a middleware, on a page of the admin) is a 503 to retry, like one
+    inside; anything else is a 500."""
+    refusal = unavailable(sys.exc_info()[1])
+    if refusal is None:
+        return defaults.server_error(request)
+    if is_api_request(request):
+        return unavailable_response(refusal)
+    response = HttpResponse(
+        f"PayGo is busy: {BUSY_PAGES[refusal]} Please try again in a few seconds.",
+        status=503,
+        content_type="text/plain; charset=utf-8",
+    )
+    response["Retry-After"] = str(refusal.wait)
+    return response

@@ -11,6 +11,7 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
 from django_ratelimit.exceptions import Ratelimited
 from psycopg_pool import PoolTimeout
+from redis.exceptions import RedisError
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -53,6 +54,17 @@ class DatabaseBusy(exceptions.APIException):
     wait = 2  # seconds, the Retry-After
 
 
+class CacheUnavailable(exceptions.APIException):
+    """Redis (the cache, the rate limits' counters, the broker) failed or did not answer within
+    REDIS_TIMEOUT_SECONDS. What it guards was not done (what a request writes commits only after
+    it, and what runs after a commit does not raise); the request may be sent again as it is."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The service is busy: its cache did not answer. Nothing was done; try again shortly."
+    default_code = "cache_unavailable"
+    wait = 2  # seconds, the Retry-After
+
+
 def pool_exhausted(exc: BaseException | None) -> bool:
     """Whether `exc` is a connection pool that stayed exhausted (psycopg_pool's PoolTimeout, which
     Django re-raises as its own OperationalError caused by it)."""
@@ -63,9 +75,19 @@ def pool_exhausted(exc: BaseException | None) -> bool:
     return False
 
 
-def database_busy_response() -> JsonResponse:
-    response = error_response(503, DatabaseBusy.default_detail, code=DatabaseBusy.default_code)
-    response["Retry-After"] = str(DatabaseBusy.wait)
+def unavailable(exc: BaseException | None) -> type[DatabaseBusy | CacheUnavailable] | None:
+    """Whether `exc` is a resource that was busy or did not answer (a 503 to send again), and which."""
+    if pool_exhausted(exc):
+        return DatabaseBusy
+    if isinstance(exc, RedisError):
+        return CacheUnavailable
+    return None
+
+
+def unavailable_response(refusal: type[DatabaseBusy | CacheUnavailable]) -> JsonResponse:
+    """A 503 with its Retry-After, for code outside DRF."""
+    response = error_response(503, refusal.default_detail, code=refusal.default_code)
+    response["Retry-After"] = str(refusal.wait)
     return response
 
 
@@ -131,8 +153,8 @@ def exception_to_response(exc: Exception) -> JsonResponse | None:
         return error_response(413, str(exc) or None)
     if isinstance(exc, SuspiciousOperation):
         return error_response(400, MALFORMED, code="bad_request")
-    if pool_exhausted(exc):
-        return database_busy_response()
+    if refusal := unavailable(exc):
+        return unavailable_response(refusal)
     return None
 
 
@@ -148,8 +170,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         exc = PayloadTooLarge()
     elif isinstance(exc, SuspiciousOperation):
         exc = exceptions.ParseError(MALFORMED)
-    elif pool_exhausted(exc):
-        exc = DatabaseBusy()
+    elif refusal := unavailable(exc):
+        exc = refusal()
     if not isinstance(exc, exceptions.APIException):
         return None  # a bug: ApiErrorMiddleware logs it and answers 500 in the same format
 

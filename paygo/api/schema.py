@@ -34,8 +34,8 @@ ERROR_STATUSES: dict[int, str] = {
     413: "The request body is over its size limit.",
     415: "The request body is not of a media type the operation takes (JSON, or multipart for an upload).",
     429: "Too many requests: wait for Retry-After seconds.",
-    503: "A service PayGo depends on is unavailable (Chipi, or every database connection busy): nothing was "
-    "done, try again shortly.",
+    503: "A service PayGo depends on is unavailable (Chipi, the cache, or every database connection busy): "
+    "nothing was done, try again shortly.",
 }
 _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "The scheme to authenticate with."}},
@@ -223,12 +223,13 @@ def document_rate_limits(result: dict, generator, request, public) -> dict:
     return result
 
 
-# --- A busy database (paygo.api.errors.DatabaseBusy) ---------------------------------------------
+# --- A busy database or cache (paygo.api.errors.DatabaseBusy, CacheUnavailable) ------------------
 
 
 def document_database_busy(result: dict, generator, request, public) -> dict:
     """drf-spectacular postprocessing hook: any operation may find every connection of its server's
-    pool busy, and is then answered 503 with Retry-After, having done nothing."""
+    pool busy, or its cache not answering, and is then answered 503 with Retry-After, having done
+    nothing."""
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             if method not in _HTTP_METHODS:
