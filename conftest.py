@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import time
 from urllib.parse import quote
 
@@ -70,6 +71,41 @@ def _ledger_conserved(request):
     assert health["healthy"], f"the ledger does not add up after this test: {health}"
     charges = charges_health()
     assert charges["healthy"], f"session charges disagree with the ledger after this test: {charges}"
+
+
+class _OnCommitErrors(logging.Handler):
+    """Collects what Django logs when a robust on_commit callback raises (the callback's error is
+    logged, not raised: transaction.on_commit(..., robust=True), which every after-commit step uses)."""
+
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "in on_commit()" in record.getMessage():
+            self.records.append(record)
+
+
+_ON_COMMIT_ERRORS = _OnCommitErrors()
+for _name in ("django.db.backends.base", "django.test"):
+    logging.getLogger(_name).addHandler(_ON_COMMIT_ERRORS)
+
+
+@pytest.fixture(autouse=True)
+def _after_commit_steps_do_not_fail(request):
+    """An after-commit step that raises is logged and the request answers: a test fails on it all
+    the same, unless it asks for `on_commit_errors` (a failure it causes on purpose)."""
+    _ON_COMMIT_ERRORS.records.clear()
+    yield
+    if "on_commit_errors" not in request.fixturenames:
+        failed = [record.getMessage() for record in _ON_COMMIT_ERRORS.records]
+        assert not failed, f"an on_commit callback raised: {failed}"
+
+
+@pytest.fixture
+def on_commit_errors() -> list[logging.LogRecord]:
+    """The errors of the robust on_commit callbacks this test makes fail."""
+    return _ON_COMMIT_ERRORS.records
 
 
 @pytest.fixture(autouse=True)

@@ -198,7 +198,7 @@ def image_delete(*, image: Image) -> None:
     """Delete the row, then the file once the deletion is committed (profiles lose the avatar)."""
     name = image.file.name
     image.delete()
-    transaction.on_commit(lambda: default_storage.delete(name))
+    transaction.on_commit(lambda: default_storage.delete(name), robust=True)
 
 
 # --- Profiles -------------------------------------------------------------------------------------

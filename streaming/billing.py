@@ -79,7 +79,7 @@ def _bill(**params) -> list[Billed]:
     )
     billed = [Billed(*_whole(row)) for row in execute_bound(_BILL, params, binary=True)]
     if billed:
-        transaction.on_commit(lambda: _after_commit(billed))
+        transaction.on_commit(lambda: _after_commit(billed), robust=True)
     return billed
 
 

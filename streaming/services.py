@@ -132,7 +132,7 @@ def session_start(
                 locked=locked,
             )
         hold.refresh_from_db(fields=["amount"])
-        transaction.on_commit(lambda: _notify_started(session))
+        transaction.on_commit(lambda: _notify_started(session), robust=True)
     return session
 
 

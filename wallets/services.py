@@ -228,9 +228,9 @@ def deposit_credit(*, user, asset: Asset, amount: int, tx_hash: str, source: str
         if not existing.entries.filter(account=account).exists():
             raise Conflict({"message": "This transaction was already credited.", "code": "already_credited"}) from None
         return DepositResult(existing, created=False)
-    transaction.on_commit(lambda: _notify_deposit(user, asset, amount, tx.pk))
+    transaction.on_commit(lambda: _notify_deposit(user, asset, amount, tx.pk), robust=True)
     if sweep is not None:
-        transaction.on_commit(lambda: _queue_sweep(sweep.pk))
+        transaction.on_commit(lambda: _queue_sweep(sweep.pk), robust=True)
     return DepositResult(tx, created=True)
 
 
@@ -344,7 +344,7 @@ def wallet_transfer(
         )
     except ledger.InsufficientFunds as exc:
         raise insufficient_funds_error(asset, exc) from None
-    transaction.on_commit(lambda: _notify_transfer(sender, recipient, asset, amount, tx.pk))
+    transaction.on_commit(lambda: _notify_transfer(sender, recipient, asset, amount, tx.pk), robust=True)
     return tx
 
 
@@ -420,7 +420,7 @@ def withdrawal_request(
             )
         except ledger.InsufficientFunds as exc:
             raise insufficient_funds_error(asset, exc) from None
-    transaction.on_commit(lambda: _queue_send(withdrawal.pk))
+    transaction.on_commit(lambda: _queue_send(withdrawal.pk), robust=True)
     return withdrawal
 
 
@@ -615,7 +615,7 @@ def _withdrawal_finish(withdrawal: Withdrawal, *, status, credit, kind, referenc
         for name, value in changes.items():
             setattr(locked, name, value)
         locked.save(update_fields=["status", "claimed_until", *changes, "updated_at"])
-        transaction.on_commit(lambda: _notify_withdrawal(locked, sent=status == WithdrawalStatus.SENT))
+        transaction.on_commit(lambda: _notify_withdrawal(locked, sent=status == WithdrawalStatus.SENT), robust=True)
     return status
 
 
