@@ -19,6 +19,7 @@ from drf_spectacular.views import SpectacularAPIView
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
+from rest_framework.utils.mediatypes import _MediaType
 from rest_framework.views import APIView
 
 
@@ -170,15 +171,18 @@ class SchemaView(SpectacularAPIView):
     The document is a function of the code and the settings alone (everyone gets all of it,
     SERVE_PUBLIC), and anyone may ask for it: generated on every request it cost about 0.1 s of a
     core, and 0.15 s more rendered as YAML (the format `Accept: */*` gets). Kept, it costs a copy
-    of its bytes per format. Only the plain request is kept, one per renderer and language: a
-    `?version=` or `?lang=` (any string) or an Accept with parameters (`indent=4`) is answered as
-    drf-spectacular answers it, so that no client can grow what is kept.
+    of its bytes per format. A request is answered from what is kept whatever else its query or its
+    Accept's `q` say; only a `?lang=` (any string) or an Accept parameter that changes the rendering
+    (`indent=4`) is answered as drf-spectacular answers it, so that no client can grow what is kept.
+    The API has one version: a `?version=` is ignored (drf-spectacular wrote it into the
+    Content-Disposition header, where a newline in it was a 500).
     """
 
     @extend_schema(exclude=True)  # as drf-spectacular's (SERVE_INCLUDE_SCHEMA is off)
     def get(self, request, *args, **kwargs):
         renderer = request.accepted_renderer
-        if set(request.GET) - {"format"} or request.accepted_media_type != renderer.media_type:
+        params = set(_MediaType(request.accepted_media_type).params) - {"q"}
+        if "lang" in request.GET or params:
             return super().get(request, *args, **kwargs)
         key = (type(renderer), translation.get_language())
         kept = _SCHEMAS.get(key)
@@ -189,6 +193,9 @@ class SchemaView(SpectacularAPIView):
         return HttpResponse(
             kept.content, content_type=kept.content_type, headers={"Content-Disposition": kept.disposition}
         )
+
+    def _get_version_parameter(self, request) -> None:
+        return None
 
     @staticmethod
     def _keep(key: tuple, response) -> None:

@@ -194,20 +194,45 @@ def test_each_format_is_kept_apart(anon, generations):
     assert len(generations) == 2
 
 
+def test_what_does_not_change_the_document_is_answered_from_what_is_kept(anon, generations):
+    from paygo.api import views
+
+    anon.get("/api/v1/schema/?format=json")
+    answers = [
+        anon.get("/api/v1/schema/?format=json&_=1"),  # a cache-buster
+        anon.get("/api/v1/schema/?version=anything&format=json"),  # one version of the API
+        anon.get("/api/v1/schema/", HTTP_ACCEPT="text/html,application/vnd.oai.openapi+json;q=0.9"),  # a browser's
+        anon.get("/api/v1/schema/", HTTP_ACCEPT="application/json;q=1.0"),
+    ]
+
+    assert [answer.status_code for answer in answers] == [200] * 4
+    assert answers[0].content == answers[1].content
+    assert answers[2].json() == answers[3].json() == answers[0].json()
+    # ?format=json and the openapi+json media type are one renderer, application/json the other
+    assert len(generations) == 2
+    assert len(views._SCHEMAS) == 2
+
+
 def test_what_a_client_chooses_freely_is_answered_but_not_kept(anon, generations):
     from paygo.api import views
 
     answers = [
         anon.get("/api/v1/schema/?lang=fr"),
-        anon.get("/api/v1/schema/?version=anything"),
-        anon.get("/api/v1/schema/?format=json&anything=1"),
+        anon.get("/api/v1/schema/?lang=a%0Ab"),
         anon.get("/api/v1/schema/", HTTP_ACCEPT="application/json; indent=4"),
     ]
 
-    assert [answer.status_code for answer in answers] == [200] * 4
-    assert answers[3].content.startswith(b'{\n    "openapi"')  # drf-spectacular's own answer, indented
-    assert len(generations) == 4
+    assert [answer.status_code for answer in answers] == [200] * 3
+    assert answers[2].content.startswith(b'{\n    "openapi"')  # drf-spectacular's own answer, indented
+    assert len(generations) == 3
     assert views._SCHEMAS == {}
+
+
+def test_a_version_asked_for_is_never_written_into_a_header(anon, generations):
+    answer = anon.get("/api/v1/schema/?version=a%0Ab")
+
+    assert answer.status_code == 200
+    assert answer["Content-Disposition"] == 'inline; filename="PayGo API.yaml"'
 
 
 def test_a_change_of_settings_forgets_what_was_kept(anon, generations, settings):
