@@ -87,16 +87,21 @@ class _OnCommitErrors(logging.Handler):
 
 
 _ON_COMMIT_ERRORS = _OnCommitErrors()
-for _name in ("django.db.backends.base", "django.test"):
-    logging.getLogger(_name).addHandler(_ON_COMMIT_ERRORS)
+_ON_COMMIT_LOGGERS = ("django.db.backends.base", "django.test")
 
 
 @pytest.fixture(autouse=True)
 def _after_commit_steps_do_not_fail(request):
     """An after-commit step that raises is logged and the request answers: a test fails on it all
-    the same, unless it asks for `on_commit_errors` (a failure it causes on purpose)."""
+    the same, unless it asks for `on_commit_errors` (a failure it causes on purpose). The handler is
+    put on for each test: a logging configuration applied since would have taken it off."""
     _ON_COMMIT_ERRORS.records.clear()
+    loggers = [logging.getLogger(name) for name in _ON_COMMIT_LOGGERS]
+    for logger in loggers:
+        logger.addHandler(_ON_COMMIT_ERRORS)
     yield
+    for logger in loggers:
+        logger.removeHandler(_ON_COMMIT_ERRORS)
     if "on_commit_errors" not in request.fixturenames:
         failed = [record.getMessage() for record in _ON_COMMIT_ERRORS.records]
         assert not failed, f"an on_commit callback raised: {failed}"
