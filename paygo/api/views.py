@@ -169,13 +169,14 @@ class SchemaView(SpectacularAPIView):
     process for each of its formats.
 
     The document is a function of the code and the settings alone (everyone gets all of it,
-    SERVE_PUBLIC), and anyone may ask for it: generated on every request it cost about 0.1 s of a
-    core, and 0.15 s more rendered as YAML (the format `Accept: */*` gets). Kept, it costs a copy
-    of its bytes per format. A request is answered from what is kept whatever else its query or its
-    Accept's `q` say; only a `?lang=` (any string) or an Accept parameter that changes the rendering
-    (`indent=4`) is answered as drf-spectacular answers it, so that no client can grow what is kept.
-    The API has one version: a `?version=` is ignored (drf-spectacular wrote it into the
-    Content-Disposition header, where a newline in it was a 500).
+    SERVE_PUBLIC), and anyone may ask for it: generated and rendered on every request, a request
+    cost 0.16-0.20 s of a core as JSON and 0.25 s as YAML (the format `Accept: */*` gets); kept,
+    about 1 ms (bench/schema_view.py), for a copy of its bytes per format. A request is answered
+    from what is kept whatever else its query or its Accept's `q` say; only a `?lang=` (any
+    string) or an Accept parameter that changes the rendering (`indent=4`) is answered as
+    drf-spectacular answers it, so that no client can grow what is kept. The API has one version:
+    a `?version=` is ignored (drf-spectacular wrote it into the Content-Disposition header, where
+    a newline in it was a 500).
     """
 
     @extend_schema(exclude=True)  # as drf-spectacular's (SERVE_INCLUDE_SCHEMA is off)
