@@ -73,17 +73,20 @@ def _ledger_conserved(request):
     assert charges["healthy"], f"session charges disagree with the ledger after this test: {charges}"
 
 
-class _OnCommitErrors(logging.Handler):
+class _OnCommitErrors(logging.Filter):
     """Collects what Django logs when a robust on_commit callback raises (the callback's error is
-    logged, not raised: transaction.on_commit(..., robust=True), which every after-commit step uses)."""
+    logged, not raised: transaction.on_commit(..., robust=True), which every after-commit step uses).
+    A filter on the loggers that log it, not a handler: configuring logging again (django.setup(),
+    as importing paygo.asgi does) empties the handlers of their parent's children, not their filters."""
 
     def __init__(self):
-        super().__init__(level=logging.ERROR)
+        super().__init__()
         self.records: list[logging.LogRecord] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if "in on_commit()" in record.getMessage():
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and "in on_commit()" in record.getMessage():
             self.records.append(record)
+        return True
 
 
 _ON_COMMIT_ERRORS = _OnCommitErrors()
@@ -93,15 +96,14 @@ _ON_COMMIT_LOGGERS = ("django.db.backends.base", "django.test")
 @pytest.fixture(autouse=True)
 def _after_commit_steps_do_not_fail(request):
     """An after-commit step that raises is logged and the request answers: a test fails on it all
-    the same, unless it asks for `on_commit_errors` (a failure it causes on purpose). The handler is
-    put on for each test: a logging configuration applied since would have taken it off."""
+    the same, unless it asks for `on_commit_errors` (a failure it causes on purpose)."""
     _ON_COMMIT_ERRORS.records.clear()
     loggers = [logging.getLogger(name) for name in _ON_COMMIT_LOGGERS]
     for logger in loggers:
-        logger.addHandler(_ON_COMMIT_ERRORS)
+        logger.addFilter(_ON_COMMIT_ERRORS)
     yield
     for logger in loggers:
-        logger.removeHandler(_ON_COMMIT_ERRORS)
+        logger.removeFilter(_ON_COMMIT_ERRORS)
     if "on_commit_errors" not in request.fixturenames:
         failed = [record.getMessage() for record in _ON_COMMIT_ERRORS.records]
         assert not failed, f"an on_commit callback raised: {failed}"

@@ -18,7 +18,6 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from celery.exceptions import Retry
-from channels.layers import get_channel_layer
 from django.contrib.auth import get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
@@ -40,6 +39,7 @@ from notifications.models import (
     NotificationType,
 )
 from notifications.serializers import notification_payload
+from paygo.ws import group_send
 
 logger = logging.getLogger("paygo.notifications")
 
@@ -209,10 +209,9 @@ def notifications_dispatch(notifications: Iterable[Notification]) -> None:
 
 
 async def _group_send_all(messages: list[tuple[str, dict]]) -> None:
-    layer = get_channel_layer()
     for group, message in messages:
         try:
-            await layer.group_send(group, message)
+            await group_send(group, message)
         except Exception:
             logger.exception("Could not push a notification to %s", group)
 

@@ -178,7 +178,8 @@ REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
 # The channel layer gets the connecting timeout only: with a socket_timeout (even above the 5 s its
 # reads block for by design), a consumer's receive cancelled when its socket closed never finished
 # (channels_redis 4.3 over redis-py's asyncio client; paygo/tests/test_connection_pool.py hung on
-# it). Its sends to a Redis that accepted the connection and stopped answering are not bounded.
+# it). PayGo's own pushes through it (paygo.ws.group_send) and the health check give up after
+# REDIS_TIMEOUT_SECONDS instead.
 
 if REDIS_URL:
     CACHES = {

@@ -14,6 +14,7 @@ HTTP request gets a 503: the client reconnects after a pause, and nothing is log
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,6 +23,7 @@ from urllib.parse import parse_qs
 from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -40,6 +42,15 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 BEARER_PREFIX = "bearer."
+
+
+async def group_send(group: str, message: dict) -> None:
+    """The channel layer's group_send, given up after REDIS_TIMEOUT_SECONDS (TimeoutError): the
+    layer's Redis client has no read timeout (paygo/settings.py), and a Redis that stays connected
+    and silent would hold the sender, a request whose money has moved among them, for good."""
+    layer = get_channel_layer()
+    if layer is not None:
+        await asyncio.wait_for(layer.group_send(group, message), settings.REDIS_TIMEOUT_SECONDS)
 
 
 def _token_from_scope(scope: dict[str, Any]) -> tuple[str | None, str | None]:

@@ -19,12 +19,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.core.cache import cache, caches
 from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from paygo.api.amounts import format_minor
+from paygo.ws import group_send
 from streaming import pricing
 
 if TYPE_CHECKING:
@@ -146,10 +147,7 @@ def tick(session: LiveSession, now: datetime) -> dict:
 
 
 def send(session_id, message: dict) -> None:
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    async_to_sync(layer.group_send)(group_name(session_id), {"type": "stream.event", "message": message})
+    async_to_sync(group_send)(group_name(session_id), {"type": "stream.event", "message": message})
 
 
 def publish_metrics(session_id, sample: dict) -> None:
@@ -165,7 +163,11 @@ def publish_outcomes(outcomes: list[Billed]) -> None:
     from notifications import notify
     from wallets.models import Asset
 
-    seen = watched(o.session_id for o in outcomes if o.charge or o.stops or o.alert_crossed)
+    try:
+        seen = watched(o.session_id for o in outcomes if o.charge or o.stops or o.alert_crossed)
+    except RedisError:  # the notifications below are stored all the same
+        logger.warning("Could not read which sessions are watched: no charge is pushed this time", exc_info=True)
+        seen = set()
     # Charges are pushed only where someone watches; alerts and stops are also notified.
     interesting = [o for o in outcomes if o.stops or o.alert_crossed or (o.charge and o.session_id in seen)]
     if not interesting:
@@ -222,8 +224,11 @@ def publish_outcomes(outcomes: list[Billed]) -> None:
             )
             _notify_stopped(o, total)
         if sid in seen:
-            for message in messages:
-                send(sid, message)
+            try:
+                for message in messages:
+                    send(sid, message)
+            except Exception:  # a push is a courtesy: the next outcomes are pushed and notified all the same
+                logger.warning("Could not push session %s's events to its sockets", sid, exc_info=True)
 
 
 def _notify_stopped(o: Billed, total: str) -> None:

@@ -165,7 +165,7 @@ def test_a_broken_channel_layer_never_reaches_the_caller(alice, committed, mailo
         async def group_send(self, group, message):
             raise ConnectionError("redis is down")
 
-    monkeypatch.setattr("notifications.services.get_channel_layer", lambda: BrokenLayer())
+    monkeypatch.setattr("paygo.ws.get_channel_layer", lambda: BrokenLayer())
 
     with caplog.at_level(logging.ERROR, logger="paygo.notifications"), committed():
         notification = notify(alice, "payment", "Paid", "Paid.")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import NamedTuple
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.db import connection
@@ -48,10 +50,20 @@ def _channel_layer() -> None:
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("no channel layer configured")
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.send)(channel, {"type": "health.ping"})
-    if async_to_sync(layer.receive)(channel).get("type") != "health.ping":
+    if async_to_sync(_ping)(layer).get("type") != "health.ping":
         raise RuntimeError("channel layer did not deliver")
+
+
+async def _ping(layer) -> dict:
+    """A message through the layer and back, given up after REDIS_TIMEOUT_SECONDS (the layer's
+    Redis client has no read timeout of its own: paygo/settings.py)."""
+
+    async def round_trip() -> dict:
+        channel = await layer.new_channel()
+        await layer.send(channel, {"type": "health.ping"})
+        return await layer.receive(channel)
+
+    return await asyncio.wait_for(round_trip(), settings.REDIS_TIMEOUT_SECONDS)
 
 
 # (section, where it starts, what it holds): the index's table of contents.
@@ -104,8 +116,6 @@ class ApiIndexView(APIView):
         },
     )
     def get(self, request):
-        from django.conf import settings
-
         return Response(
             {
                 "name": settings.SPECTACULAR_SETTINGS["TITLE"],

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from redis.exceptions import RedisError
 
 from wallets.chipi import ratelimit
 from wallets.chipi.errors import ChipiError, ChipiRateLimited, ChipiRejected, ChipiTimeout, ChipiUnavailable
@@ -265,6 +266,15 @@ class ChipiSdkGateway:
             self.sleep(delay)
             attempt += 1
 
+    def _acquire(self, cost: int) -> float:
+        """The shared budget's answer; a cache that cannot count it (Redis failed or silent) is
+        Chipi unavailable to PayGo: nothing is sent, and callers already know what to do then (a
+        sign-up opens its wallet on first use, the outbox tries again)."""
+        try:
+            return ratelimit.acquire(cost, api_key=self.api_key)
+        except RedisError as exc:
+            raise ChipiUnavailable(f"PayGo's Chipi request budget could not be counted: {exc}") from exc
+
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with "equal jitter": half fixed, half random, so workers spread out."""
         ceiling = min(self.max_backoff, self.backoff_base * 2**attempt)
@@ -272,7 +282,7 @@ class ChipiSdkGateway:
 
     def _wait_for_rate_limit(self, cost: int) -> None:
         waited = 0.0
-        while (wait := ratelimit.acquire(cost, api_key=self.api_key)) > 0:
+        while (wait := self._acquire(cost)) > 0:
             if waited + wait > self.max_rate_limit_wait:
                 raise ChipiRateLimited(
                     "PayGo's Chipi request budget for this minute is spent.",
