@@ -100,12 +100,6 @@ class Usage:
 Limit = tuple[str, "str | Callable", str]  # (policy, key: "ip" or callable(group, request), rate "count/period")
 
 
-def count(request: HttpRequest, *, policy: str, key: str | Callable, rate: str) -> Usage | None:
-    """Count this request against one policy; None when rate limiting is off."""
-    counted = count_all(request, [(policy, key, rate)])
-    return counted[0] if counted else None
-
-
 def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
     """Count this request against each (policy, key, rate) at once: a rate of "count/period" per
     key, the key "ip" (REMOTE_ADDR as paygo.api.forwarded settled it) or a callable(group,

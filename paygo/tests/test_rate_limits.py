@@ -254,7 +254,7 @@ def test_the_admins_sign_in_page_over_its_limit_says_when_too(clock, settings, o
 def test_counts_are_atomic_increments_in_redis(clock):
     """Twenty requests at once against a budget of 10: every increment lands (none is lost to a
     read-modify-write race), and exactly ten are let through."""
-    from paygo.api.ratelimits import count
+    from paygo.api.ratelimits import count_all
 
     assert "RedisCache" in django_settings.CACHES["default"]["BACKEND"]
     request = RequestFactory().get(SERVICES, REMOTE_ADDR="192.0.2.10")
@@ -262,7 +262,8 @@ def test_counts_are_atomic_increments_in_redis(clock):
 
     def hit(_):
         start.wait()
-        return count(request, policy="read-ip", key="ip", rate="10/m")
+        (usage,) = count_all(request, [("read-ip", "ip", "10/m")])
+        return usage
 
     with ThreadPoolExecutor(20) as pool:
         usages = list(pool.map(hit, range(20)))
@@ -279,10 +280,10 @@ def test_counts_hold_across_processes(clock, anon, settings):
         "from django.conf import settings\n"
         "from django.test import RequestFactory\n"
         "settings.RATELIMIT_CACHE_PREFIX = sys.argv[1]\n"
-        "from paygo.api.ratelimits import count\n"
+        "from paygo.api.ratelimits import count_all\n"
         "with time_machine.travel(float(sys.argv[2]), tick=False):\n"
         "    for _ in range(3):\n"
-        "        count(RequestFactory().get('/', REMOTE_ADDR=sys.argv[3]), policy='read-ip', key='ip', rate='8/m')\n"
+        "        count_all(RequestFactory().get('/', REMOTE_ADDR=sys.argv[3]), [('read-ip', 'ip', '8/m')])\n"
     )
     now = timezone.now().timestamp()
     subprocess.run(
