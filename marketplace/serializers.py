@@ -71,7 +71,7 @@ class MetadataField(serializers.JSONField):
         value = super().to_internal_value(data)
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
-        validate_storable_text(value)  # jsonb cannot store NUL or a lone surrogate, in a key or a value
+        validate_storable_text(value)  # jsonb cannot store NUL, in a key or a value
         size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MAX_METADATA_BYTES:
             raise serializers.ValidationError(f"Must be at most {MAX_METADATA_BYTES} bytes of JSON; it is {size}.")

@@ -78,7 +78,7 @@ class NotificationSendSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=NotificationType.choices, default=NotificationType.SYSTEM)
     title = serializers.CharField(max_length=TITLE_MAX_LENGTH)
     message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH)
-    # Kept in a jsonb column, which cannot store NUL or a lone surrogate, in a key or a value.
+    # Kept in a jsonb column, which cannot store NUL, in a key or a value.
     data = serializers.DictField(required=False, default=dict, validators=[validate_storable_text])
 
     def validate_data(self, value: dict) -> dict:

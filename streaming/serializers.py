@@ -18,7 +18,7 @@ PAYER_FIELDS = ("stop_at", "held")  # a session's fields that only its payer and
 class SessionOptionsSerializer(serializers.Serializer):
     """What a client may say about a session it starts: its device and a cost ceiling."""
 
-    # Kept in a jsonb column, which cannot store NUL or a lone surrogate (also in a plain name).
+    # Kept in a jsonb column, which cannot store NUL (also in a plain name).
     device = serializers.JSONField(required=False, validators=[validate_storable_text])
     max_cost = AmountField(required=False)
 

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from paygo.api.amounts import format_minor
 from paygo.api.errors import UpstreamUnavailable
 from paygo.api.filters import query_filters
-from paygo.api.parsers import JSONTooDeep, json_loads
+from paygo.api.parsers import JSONRefused, json_loads
 from paygo.api.ratelimits import MONEY
 from paygo.api.schema import error_responses
 from wallets import selectors, services
@@ -347,7 +347,7 @@ class ChipiWebhookView(APIView):
         try:
             event = json_loads(raw)
             kind = event["event"]
-        except JSONTooDeep as exc:
+        except JSONRefused as exc:
             raise exc.parse_error() from None
         except (ValueError, KeyError, TypeError, AttributeError):
             raise exceptions.ParseError("The webhook body is not a Chipi event.") from None

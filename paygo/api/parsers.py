@@ -5,7 +5,11 @@ significant digits: 12345678901.234567 would arrive as 12345678901.234568, and a
 from it would move a unit the client never sent. Such numbers are parsed into `JSONNumber`, a
 float (so that every other field, JSON storage and comparison behave as before) that also keeps
 the client's text, from which amounts are read exactly (paygo.api.amounts.parse_decimal).
-NaN, Infinity and numbers beyond a float's range are a parse error (400), as in strict JSON.
+NaN, Infinity and numbers beyond a float's range are a parse error (400), as in strict JSON, and so
+is a string or key holding a lone surrogate (U+D800 to U+DFFF): a JSON escape can spell one
+("\\ud800"), but it is no character (RFC 8259, section 8.2; I-JSON, RFC 7493, refuses it), UTF-8
+cannot encode it and PostgreSQL cannot store it. The escape is the only way one gets in: a body,
+query string or form is decoded from UTF-8, which has none.
 
 Every reader of JSON (json.loads, the camelCase conversion, the API's walks over a body) recurses
 once per level of nesting, and a few hundred levels exhaust Python's stack: `json_loads` refuses
@@ -26,6 +30,8 @@ from djangorestframework_camel_case.parser import CamelCaseJSONParser
 from djangorestframework_camel_case.util import underscoreize
 from rest_framework.exceptions import ParseError
 
+from paygo.api.text import strings_in
+
 
 class JSONNumber(float):
     """A JSON number with a fraction or an exponent: its float value, and `text` as written."""
@@ -40,21 +46,42 @@ class JSONNumber(float):
         return number
 
 
-class JSONTooDeep(ValueError):
+class JSONRefused(ValueError):
+    """JSON that is refused though Python's json would read it; `code` says why."""
+
+    code = "parse_error"
+
+    def parse_error(self) -> ParseError:
+        """The 400 a client gets for it."""
+        return ParseError(str(self), code=self.code)
+
+
+class JSONTooDeep(JSONRefused):
     """JSON nested deeper than the limit."""
+
+    code = "json_too_deep"
 
     def __init__(self, limit: int):
         super().__init__(f"The JSON nests deeper than {limit} levels.")
 
-    def parse_error(self) -> ParseError:
-        """The 400 a client gets for it."""
-        return ParseError(str(self), code="json_too_deep")
+
+class JSONNotText(JSONRefused):
+    """A string or key of the JSON holds a lone surrogate."""
+
+    code = "lone_surrogate"
+
+    def __init__(self, surrogate: str):
+        super().__init__(
+            f"The JSON holds a lone surrogate (U+{ord(surrogate):04X}), which is not a character: "
+            "send text as UTF-8, or escape a character beyond U+FFFF as a pair."
+        )
 
 
 # A JSON string with its escapes, to its closing quote or (unterminated) to the end of the text:
 # with the closing quote optional, no match ever backtracks, so the scan stays linear.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def check_json_depth(text: str, limit: int) -> None:
@@ -74,11 +101,17 @@ def check_json_depth(text: str, limit: int) -> None:
 
 def json_loads(text: str | bytes) -> Any:
     """A client's JSON: nested at most API_JSON_MAX_DEPTH deep, numbers kept exactly (JSONNumber),
-    NaN and Infinity refused. Any refusal is a ValueError (JSONTooDeep for the depth)."""
+    NaN, Infinity and lone surrogates refused. Any refusal is a ValueError (a JSONRefused, with
+    its code, for the depth and the surrogates)."""
     if isinstance(text, bytes | bytearray):
         text = text.decode(json.detect_encoding(text))
     check_json_depth(text, settings.API_JSON_MAX_DEPTH)
-    return json.loads(text, parse_float=JSONNumber, parse_constant=_refuse_constant)
+    data = json.loads(text, parse_float=JSONNumber, parse_constant=_refuse_constant)
+    if "\\u" in text:  # only an escape spells a surrogate: decoded text has none
+        for string in strings_in(data):
+            if found := _SURROGATE.search(string):
+                raise JSONNotText(found.group())
+    return data
 
 
 def _refuse_constant(name: str):
@@ -113,7 +146,7 @@ class JSONParser(CamelCaseJSONParser):
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             data = json_loads(stream.read().decode(encoding))
-        except JSONTooDeep as exc:
+        except JSONRefused as exc:
             raise exc.parse_error() from None
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None

@@ -1,10 +1,10 @@
-"""Text the database can keep: PostgreSQL refuses NUL (U+0000) in text and jsonb, and UTF-8 has no
-lone surrogates (U+D800 to U+DFFF, which a JSON body may still spell as "\\ud800").
+"""Text the database can keep: PostgreSQL refuses NUL (U+0000) in text and jsonb.
 
-Either one reaching a query or an INSERT is an error of the database driver, a 500; this checks
-input first so that the client gets a 400 naming the field. DRF's CharField already refuses both
-on its own; the fields here are the others that pass a client's text to the database (lookups by
-name, JSON).
+A NUL reaching a query or an INSERT is an error of the database driver, a 500; this checks input
+first so that the client gets a 400 naming the field. DRF's CharField already refuses it on its
+own; the fields here are the others that pass a client's text to the database (lookups by name,
+JSON). The other text no column keeps, a lone surrogate (U+D800 to U+DFFF), never gets this far:
+only a JSON escape can spell one, and the API's JSON reader refuses it (paygo.api.parsers).
 """
 
 from __future__ import annotations
@@ -13,15 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from rest_framework import serializers
-from rest_framework.validators import ProhibitSurrogateCharactersValidator
 
 NUL = "\x00"
 NUL_MESSAGE = "Must not contain the NUL character."
 
-_no_surrogates = ProhibitSurrogateCharactersValidator()
 
-
-def _strings(value: Any) -> Iterator[str]:
+def strings_in(value: Any) -> Iterator[str]:
     """Every string in `value`: itself, or each key and string of JSON nested in dicts and lists.
 
     Walked with a list rather than recursion: a client's JSON may be nested as deep as the parser
@@ -41,7 +38,7 @@ def _strings(value: Any) -> Iterator[str]:
 
 def contains_nul(value: Any) -> bool:
     """Whether `value` (a string, or JSON of dicts and lists) holds a NUL in any key or string."""
-    return any(NUL in text for text in _strings(value))
+    return any(NUL in text for text in strings_in(value))
 
 
 def validate_storable_text(value: Any) -> None:
@@ -49,5 +46,3 @@ def validate_storable_text(value: Any) -> None:
     or JSON, holds text the database cannot store."""
     if contains_nul(value):
         raise serializers.ValidationError(NUL_MESSAGE, code="null_characters_not_allowed")
-    for text in _strings(value):
-        _no_surrogates(text)  # DRF's own check and message, as its CharField gives

@@ -1,4 +1,5 @@
-"""Frames a socket cannot read (not JSON, binary, nested too deep) close it with 1003, quietly."""
+"""Frames a socket cannot read (not JSON, binary, nested too deep, a lone surrogate) close it with
+1003, quietly."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ FRAMES = [
     {"text": '{"type": "ping"'},
     {"text": "NaN"},
     {"text": "[" * 100_000 + "]" * 100_000},
+    {"text": '{"type": "ping", "note": "\\ud800"}'},
     {"bytes": b'{"type": "ping"}'},
     {"bytes": b"\x00\xff"},
 ]
