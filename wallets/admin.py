@@ -12,7 +12,7 @@ from django.urls import path, reverse
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from paygo.admin import ReadOnlyAdminMixin, amount_field, in_units, short
-from paygo.api.amounts import AmountError, parse_decimal
+from paygo.api.amounts import AmountError, to_minor
 from paygo.api.permissions import staff_has
 from wallets import services
 from wallets.models import Account, Asset, Entry, Hold, LedgerTransaction, Reconciliation, Withdrawal
@@ -40,15 +40,10 @@ class AdjustmentForm(forms.Form):
         super().__init__(*args, **kwargs)
 
     def clean_amount(self) -> int:
-        decimals = self.account.asset.decimals
         try:
-            number = parse_decimal(self.cleaned_data["amount"])
+            return to_minor(self.cleaned_data["amount"], self.account.asset.decimals, signed=True)
         except AmountError as exc:
             raise forms.ValidationError(str(exc)) from None
-        minor = number.scaleb(decimals)
-        if minor != minor.to_integral_value() or minor == 0:
-            raise forms.ValidationError(f"A non-zero amount with at most {decimals} decimals.")
-        return int(minor)
 
 
 @admin.register(Account)

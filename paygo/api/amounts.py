@@ -48,28 +48,41 @@ def parse_decimal(value: Any) -> Decimal:
     return number
 
 
-def parse_amount(value: Any, *, allow_zero: bool = False) -> Decimal:
-    """A finite, non-negative (positive unless allow_zero), sane-sized Decimal, or AmountError."""
+def parse_amount(value: Any, *, allow_zero: bool = False, signed: bool = False) -> Decimal:
+    """A finite, sane-sized Decimal, or AmountError: positive, or non-negative with allow_zero, or
+    any non-zero amount when `signed` (an operator's adjustment: a credit or a debit)."""
     number = parse_decimal(value)
-    if number < 0:
+    if number < 0 and not signed:
         raise AmountError("Must not be negative.")
+    if number == 0 and signed:
+        raise AmountError("Must not be zero.")
     if number == 0 and not allow_zero:
         raise AmountError("Must be greater than zero.")
-    if number >= MAX_WHOLE_UNITS:
+    if number.copy_abs() >= MAX_WHOLE_UNITS:  # abs() would round to the context's 28 digits
         raise AmountError(f"Must be less than {MAX_WHOLE_UNITS:,}.")
     return number
 
 
-def to_minor(value: Any, decimals: int, *, allow_zero: bool = False) -> int:
-    """Parse `value` into integer minor units of an asset with `decimals` decimals."""
-    number = parse_amount(value, allow_zero=allow_zero)
+def to_minor(value: Any, decimals: int, *, allow_zero: bool = False, signed: bool = False) -> int:
+    """Parse `value` (as parse_amount) into integer minor units of an asset with `decimals` decimals."""
+    number = parse_amount(value, allow_zero=allow_zero, signed=signed)
+    if decimal_places(number) > decimals:
+        raise AmountError(f"Must have at most {decimals} decimal places.")
     # Exact arithmetic: the default context rounds to 28 digits, and an 18-decimal amount has up
-    # to 30 (inputs are at most 64 characters).
+    # to 30 (inputs are at most 64 characters, below a trillion, at most `decimals` places).
     with localcontext(prec=80):
-        exponent = number.normalize().as_tuple().exponent
-        if isinstance(exponent, int) and -exponent > decimals:
-            raise AmountError(f"Must have at most {decimals} decimal places.")
         return int(number.scaleb(decimals))
+
+
+def decimal_places(number: Decimal) -> int:
+    """The decimal places of a finite `number`, trailing zeros aside, read from its digits and
+    exponent: no context rounds them. (normalize() would: 1e-1000079 underflowed to 0 under the
+    context's smallest exponent, passed as no places at all, and became 0 minor units.)"""
+    _, digits, exponent = number.as_tuple()
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    if trailing == len(digits):
+        return 0  # zero, whatever its exponent
+    return max(0, -(exponent + trailing))
 
 
 def format_minor(amount: int, decimals: int) -> str:

@@ -18,6 +18,27 @@ def test_a_tiny_excess_decimal_beyond_28_digits_is_still_refused():
         to_minor("1.00000000000000000000000000001", 6)
 
 
+@pytest.mark.parametrize("text", ["1e-1000079", "1e-7", "0.0000001", "1E-999999999", "100e-9"])
+def test_an_amount_too_small_for_the_asset_is_refused_whatever_its_exponent(text):
+    # normalize() under a Decimal context underflowed 1e-1000079 to zero: no places, 0 minor units.
+    with pytest.raises(AmountError, match="at most 6 decimal places"):
+        to_minor(text, 6)
+
+
+@pytest.mark.parametrize(
+    ("text", "minor"), [("1e-6", 1), ("10e-7", 1), ("0.000001000", 1), ("1e6", 10**12), ("0.5E1", 5_000_000)]
+)
+def test_places_are_counted_without_trailing_zeros(text, minor):
+    assert to_minor(text, 6) == minor
+
+
+@pytest.mark.parametrize(("text", "places"), [("0e-1000079", 0), ("0", 0), ("1.50", 1), ("-2.25", 2), ("7E+3", 0)])
+def test_decimal_places(text, places):
+    from paygo.api.amounts import decimal_places
+
+    assert decimal_places(Decimal(text)) == places
+
+
 def test_the_parser_keeps_a_json_numbers_text_and_its_float_value():
     import io
     import json

@@ -66,3 +66,34 @@ def test_one_key_for_two_amounts_that_round_to_one_float_is_409(api, alice, bob,
     assert (first.status_code, retry.status_code, other.status_code) == (201, 201, 409)
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert balance_of(bob) == 12_345_678_901_234_567
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/wallet/transfer", '{"recipientId": RECIPIENT, "amount": AMOUNT}'),
+        (
+            "/api/v1/wallet/withdraw",
+            '{"toAddress": "ADDRESS", "amount": AMOUNT}',
+        ),
+        ("/api/v1/wallet/deposit", '{"amount": AMOUNT}'),
+    ],
+)
+@pytest.mark.parametrize("amount", ['"1e-1000079"', "1e-1000079"])
+def test_an_amount_below_the_smallest_exponent_is_400_not_zero_units(
+    api, alice, bob, fund, sandbox, path, body, amount
+):
+    """It underflowed to 0 minor units, which the ledger, the outbox's constraint and the sandbox
+    refused as errors: 500s."""
+    fund(alice, 10 * USDC)
+
+    response = api(alice).post(
+        path,
+        data=body.replace("RECIPIENT", str(bob.pk)).replace("ADDRESS", "0x00" + "ab" * 31).replace("AMOUNT", amount),
+        content_type="application/json",
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"]["amount"] == ["Must have at most 6 decimal places."]
+    assert (balance_of(alice), balance_of(bob)) == (10 * USDC, 0)

@@ -128,6 +128,29 @@ def test_adjustment_cannot_take_a_wallet_below_zero(client, alice, olga, fund):
     assert balance_of(alice) == USDC
 
 
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("1e-1000079", "Must have at most 6 decimal places."),  # underflowed to 0 (refused only by luck)
+        ("1e-7", "Must have at most 6 decimal places."),
+        ("0", "Must not be zero."),
+        ("-0.000", "Must not be zero."),
+        ("1e40", "Must be less than 1,000,000,000,000."),  # past the column: a database error
+        ("123456789012345678901234567890.5", "Must be less than 1,000,000,000,000."),  # rounded to 28 digits
+    ],
+)
+def test_an_adjustment_is_read_exactly_or_refused(client, alice, olga, fund, amount, message):
+    account = fund(alice, USDC)
+    client.force_login(olga)
+
+    response = client.post(f"/admin/wallets/account/{account.pk}/adjust/", {"amount": amount, "reason": "Check"})
+
+    assert response.status_code == 200  # the form again, with the error
+    assert message in response.content.decode()
+    assert balance_of(alice) == USDC
+    assert not LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).exists()
+
+
 def test_admin_pages_render(client, olga, alice, fund):
     fund(alice, USDC)
     client.force_login(olga)
