@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.response import Response
@@ -113,8 +111,7 @@ def _stop_body(session, request) -> dict:
     seconds = session.total_usage_seconds
     rate_per_minute = None
     if pricing.is_time_unit(session.unit):
-        per_minute = Decimal(session.rate) * 60_000 / pricing.TIME_UNIT_MS[session.unit]
-        rate_per_minute = format_minor(int(per_minute), decimals)
+        rate_per_minute = format_minor(session.rate * 60_000 // pricing.TIME_UNIT_MS[session.unit], decimals)
     return {
         "message": "Session stopped." if session.status != SessionStatus.ACTIVE else "Session is still active.",
         "total_usage_minutes": round(seconds / 60, 2),

@@ -4,10 +4,12 @@ staff adjustments and reconciliation. Every balance change goes through wallets/
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
+from fractions import Fraction
 
 from django.db import transaction
 from django.db.models import F, Q
@@ -361,9 +363,11 @@ def _notify_transfer(sender, recipient, asset: Asset, amount: int, tx_id: int) -
 
 
 def swap_quote(*, from_asset: Asset, to_asset: Asset, amount: int, rate: Decimal) -> int:
-    """Minor units of to_asset for `amount` minor units of from_asset at `rate` (whole units), floored."""
-    scaled = Decimal(amount) * rate * (Decimal(10) ** (to_asset.decimals - from_asset.decimals))
-    return int(scaled.to_integral_value(rounding=ROUND_FLOOR))
+    """Minor units of to_asset for `amount` minor units of from_asset at `rate` (whole units), floored.
+
+    Exact: as fractions, not Decimals, whose products the context rounds to 28 digits (half-even,
+    before the floor: a quote could round up by a unit that the liquidity account then paid)."""
+    return math.floor(Fraction(rate) * amount * Fraction(10) ** (to_asset.decimals - from_asset.decimals))
 
 
 def wallet_swap(

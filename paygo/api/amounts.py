@@ -65,12 +65,17 @@ def parse_amount(value: Any, *, allow_zero: bool = False, signed: bool = False) 
 
 def to_minor(value: Any, decimals: int, *, allow_zero: bool = False, signed: bool = False) -> int:
     """Parse `value` (as parse_amount) into integer minor units of an asset with `decimals` decimals."""
-    number = parse_amount(value, allow_zero=allow_zero, signed=signed)
+    return minor_units(parse_amount(value, allow_zero=allow_zero, signed=signed), decimals)
+
+
+def minor_units(number: Decimal, decimals: int) -> int:
+    """A finite Decimal in integer minor units of an asset with `decimals` decimals, exactly, or
+    AmountError when it has more places than that."""
     if decimal_places(number) > decimals:
         raise AmountError(f"Must have at most {decimals} decimal places.")
-    # Exact arithmetic: the default context rounds to 28 digits, and an 18-decimal amount has up
-    # to 30 (inputs are at most 64 characters, below a trillion, at most `decimals` places).
-    with localcontext(prec=80):
+    # scaleb() moves the exponent and rounds the digits to the context's precision, by default 28
+    # (an 18-decimal amount has up to 30): a precision of all its digits keeps it exact.
+    with localcontext(prec=max(28, len(number.as_tuple().digits))):
         return int(number.scaleb(decimals))
 
 

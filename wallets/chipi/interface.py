@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Protocol, runtime_checkable
 
+from paygo.api.amounts import AmountError, minor_units
 from wallets.starknet import felt_canonical
 
 # PayGo's asset codes -> Chipi's chainToken (chipi_sdk.models.core.ChainToken) and the token's decimals.
@@ -61,13 +62,11 @@ def raw_from_whole(value: object, decimals: int) -> int:
     if not isinstance(value, str) or not value or len(value) > 80 or not value.replace(".", "", 1).isdigit():
         raise ValueError(f"Not an amount: {value!r}")
     try:
-        whole = Decimal(value)
+        return minor_units(Decimal(value), decimals)
     except InvalidOperation:
         raise ValueError(f"Not an amount: {value!r}") from None
-    raw = whole.scaleb(decimals)
-    if raw != raw.to_integral_value():
-        raise ValueError(f"Not an amount of a token with {decimals} decimals: {value!r}")
-    return int(raw)
+    except AmountError:
+        raise ValueError(f"Not an amount of a token with {decimals} decimals: {value!r}") from None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 
@@ -65,6 +67,19 @@ def test_swap_across_decimals_floors_to_the_minor_unit():
         999_900_000_000_000_000
     )
     assert services.swap_quote(from_asset=eth, to_asset=usdc, amount=1, rate=Decimal("3000")) == 0
+
+
+@pytest.mark.parametrize("amount", [1_500_000, 1_000_002, 5_000_001, 12_000_003])
+def test_a_quote_is_the_exact_floor_never_rounded_up_first(amount):
+    """amount x rate has more than the 28 digits a Decimal product keeps: rounded half-even first, 1.5
+    USDC at 1/3000 came to 500000000000000 wei, a wei more than the floor, paid by the liquidity."""
+    usdc, eth = ledger.asset_get("USDC"), ledger.asset_get("ETH")
+    rate = Decimal(1) / Decimal(3000)  # 0.0003333333333333333333333333333, as the rates are divided
+
+    quote = services.swap_quote(from_asset=usdc, to_asset=eth, amount=amount, rate=rate)
+
+    exact = Fraction(amount) * Fraction(rate) * 10**12
+    assert quote == math.floor(exact) < exact
 
 
 def test_swap_under_min_received_is_refused_and_moves_nothing(api, alice, fund, sandbox):
