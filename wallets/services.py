@@ -477,7 +477,7 @@ def withdrawal_send(*, withdrawal_id) -> str:
         return _withdrawal_sent(withdrawal, outcome.tx_hash)
     if outcome.refused:
         return _withdrawal_failed(withdrawal, outcome.error)
-    return _withdrawal_retry_later(withdrawal, outcome.error, outcome.retry_in, count_attempt=outcome.count_attempt)
+    return _withdrawal_retry_later(withdrawal, outcome.error, outcome.retry_in)
 
 
 @dataclass(frozen=True)
@@ -486,7 +486,6 @@ class OutboxOutcome:
     refused: bool = False  # refused for good before anything moved
     error: str = ""
     retry_in: float = 0.0
-    count_attempt: bool = True
 
 
 def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, taken) -> OutboxOutcome:
@@ -494,10 +493,11 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
 
     `row` has nonce, attempts and send_attempted_at; `source()` is the wallet it leaves from;
     `taken(hash)` says whether a transaction already settles another row."""
-    from wallets.chipi import ChipiError, ChipiRateLimited, ChipiRejected, ChipiTimeout, get_gateway
+    from wallets.chipi import ChipiError, ChipiRateLimited, ChipiRejected, ChipiTimeout, ChipiUnavailable, get_gateway
 
     gateway = get_gateway()
-    attempted_before = row.send_attempted_at is not None
+    attempted_before = row.send_attempted_at
+    marked = False
     try:
         wallet = source()
         if attempted_before:
@@ -512,6 +512,7 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
         type(row).objects.filter(pk=row.pk).update(
             nonce=row.nonce, attempts=row.attempts, send_attempted_at=row.send_attempted_at
         )
+        marked = True
         tx_hash = gateway.execute_transfer(
             wallet=_as_chipi(wallet),
             encrypt_key=keys.unseal(wallet.encrypt_key_sealed),
@@ -520,8 +521,17 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
             to_address=to_address,
             nonce=int(row.nonce, 16),
         )
-    except ChipiRateLimited as exc:
-        return OutboxOutcome(error=f"Chipi rate limited: {exc}", retry_in=exc.retry_after, count_attempt=False)
+    except (ChipiRateLimited, ChipiUnavailable) as exc:
+        # Refused before acting (Chipi's 429, PayGo's own budget) or never reached (no connection):
+        # nothing was sent, so this was no attempt whose outcome is unknown. Left marked, a later
+        # refusal would count as one ("refused after an unknown outcome") and the money would
+        # stay in flight for ever instead of going back.
+        if marked:
+            row.send_attempted_at = attempted_before
+            type(row).objects.filter(pk=row.pk).update(send_attempted_at=attempted_before)
+        if isinstance(exc, ChipiRateLimited):
+            return OutboxOutcome(error=f"Chipi rate limited: {exc}", retry_in=exc.retry_after)
+        return OutboxOutcome(error=f"{type(exc).__name__}: {exc}", retry_in=_backoff(row.attempts))
     except ChipiRejected as exc:
         if attempted_before:
             # A refusal after an unknown outcome may be the account refusing a nonce it already
@@ -559,7 +569,7 @@ def _backoff(attempts: int) -> float:
     return min(MAX_BACKOFF_SECONDS, 5 * 2 ** max(0, attempts - 1))
 
 
-def _withdrawal_retry_later(withdrawal: Withdrawal, error: str, seconds: float, *, count_attempt: bool = True) -> str:
+def _withdrawal_retry_later(withdrawal: Withdrawal, error: str, seconds: float) -> str:
     Withdrawal.objects.filter(pk=withdrawal.pk, status=WithdrawalStatus.SENDING).update(
         status=WithdrawalStatus.SENDING if withdrawal.send_attempted_at else WithdrawalStatus.PENDING,
         claimed_until=None,

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import itertools
 import json
+import math
 import os
 import random
 import threading
@@ -29,7 +30,8 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
+from decimal import Decimal
+from fractions import Fraction
 from unittest import mock
 
 import pytest
@@ -57,7 +59,7 @@ from paygo.tests.sim_model import IN_FLIGHT, Model, Session
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 UNITS = ("per_second", "per_minute", "per_hour", "per_session", "per_request", "per_transaction")
-SEND_FAULTS = ("timeout", "lost_response", "error", "rate_limited", "reject")
+SEND_FAULTS = ("timeout", "lost_response", "error", "rate_limited", "reject", "unreachable")
 DEPOSIT_SWEEP_FAULTS = ("timeout", "lost_response", "error", "rate_limited")
 DECIMALS = {"USDC": 6, "USDT": 6}
 
@@ -467,7 +469,7 @@ class PayGoSimulation(RuleBasedStateMachine):
             assert response.status_code == 400, response.json()
             return
         rate = Decimal(response.json().get("rate", "0"))
-        received = int((Decimal(amount) * rate).to_integral_value(rounding=ROUND_FLOOR))
+        received = math.floor(Fraction(amount) * Fraction(rate))  # exactly: no 28-digit rounding first
         if received <= 0:
             assert response.status_code == 400, response.json()
             return

@@ -67,7 +67,7 @@ ALIASES = {
     "custody_balance": "token_balance",
 }
 OPERATIONS = tuple(PATHS) + tuple(ALIASES)
-FAULTS = ("timeout", "error", "rate_limited", "reject", "lost_response", "stale")
+FAULTS = ("timeout", "error", "rate_limited", "reject", "lost_response", "stale", "unreachable")
 FAULT_RETRY_AFTER = 1.0
 
 SANDBOX_API_KEY = "pk_sandbox_paygo"
@@ -229,6 +229,7 @@ class ChipiSandbox:
         timeout: the request times out before it acts. error: a 503, nothing happened.
         rate_limited: a 429 with Retry-After. reject: a 400. lost_response: it acts, then times out.
         stale: a read answers as if nothing had happened yet (Chipi's records lagging the chain).
+        unreachable: the connection fails (httpx's ConnectError): the request never left.
         """
         operation = ALIASES.get(operation, operation)
         if operation not in PATHS:

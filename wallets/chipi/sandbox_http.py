@@ -4,8 +4,8 @@ The gateway mounts them on the official SDK's httpx clients in sandbox mode, so 
 the SDK for real (its URLs, version parameter, headers, JSON bodies, response models, error
 handling) and the sandbox answers as Chipi would. Injected faults become what the wire shows: a
 timeout is httpx's ReadTimeout (before acting), a lost response acts and then times out, an error
-is a 503, a rate limit a 429 with Retry-After, a rejection a 400 with Chipi's error body, and a
-stale transaction-list an empty page.
+is a 503, a rate limit a 429 with Retry-After, a rejection a 400 with Chipi's error body, a
+stale transaction-list an empty page, and an unreachable Chipi httpx's ConnectError (nothing sent).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ class _Serving:
         fault = self.sandbox.take_fault(operation) if operation else None
         if fault == "timeout":
             raise httpx.ReadTimeout("Sandbox: timed out (injected).", request=request)
+        if fault == "unreachable":
+            raise httpx.ConnectError("Sandbox: could not connect (injected).", request=request)
         if fault == "error":
             return _response(request, SandboxAnswer(503, {"message": "Service unavailable", "code": "UNAVAILABLE"}))
         if fault == "rate_limited":

@@ -183,6 +183,46 @@ def test_refusals_before_acting_are_retried(api, alice, sandbox, fault):
     assert balance_of(alice) == 6 * USDC
 
 
+@pytest.mark.parametrize("fault", ["rate_limited", "unreachable"])
+def test_a_send_that_never_left_is_no_unknown_outcome(api, alice, sandbox, fault):
+    """Refused before acting (a 429) or never sent (no connection), the first attempt leaves the row
+    as it was: Chipi's refusal of the next one is a refusal of a first attempt, and gives the money
+    back. Marked attempted, the refusal counted as one after an unknown outcome: the money stayed
+    in flight for ever, retried without end."""
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", fault)
+
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+
+    withdrawal = Withdrawal.objects.get(pk=withdrawal_id)
+    assert (withdrawal.status, withdrawal.send_attempted_at) == (WithdrawalStatus.PENDING, None)
+    assert withdrawal.nonce  # kept: the next attempt signs with it
+    sandbox.inject("send_transfer", "reject")
+    assert retry_due(withdrawal_id) == WithdrawalStatus.FAILED
+    assert balance_of(alice) == 10 * USDC
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+    assert sent_on_chain(withdrawal_id) == 0
+
+
+@pytest.mark.parametrize("fault", ["rate_limited", "unreachable"])
+def test_after_an_unknown_outcome_a_send_that_never_left_keeps_it_unknown(api, alice, sandbox, fault):
+    """The row's earlier attempt may have acted: a 429 or a failed connection since changes nothing
+    about that, and a refusal after them is still not taken as the end of it."""
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "timeout")
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+    first = Withdrawal.objects.get(pk=withdrawal_id).send_attempted_at
+    assert first is not None
+
+    sandbox.inject("send_transfer", fault)
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENDING
+    assert Withdrawal.objects.get(pk=withdrawal_id).send_attempted_at == first
+
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal_id) == 1
+    assert balance_of(alice) == 6 * USDC
+
+
 def test_definitive_refusal_gives_the_money_back(api, alice, sandbox):
     chain_deposit(alice, 10 * USDC)
     sandbox.inject("send_transfer", "reject")
