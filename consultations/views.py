@@ -5,6 +5,7 @@ Call start and stop honour Idempotency-Key: they move money.
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.generics import GenericAPIView
@@ -142,8 +143,11 @@ class ConsultationDetailView(GenericAPIView):
     def get(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for(request.user, consultation_id)
         self.paginator.check_query(request)  # a refused page marks nothing read
-        services.messages_mark_read(consultation=consultation, reader=request.user)
-        page = self.paginate_queryset(selectors.message_list_for(consultation))
+        # Marked before the page is read (it shows them read), undone when the page turns out not to
+        # exist (past the last one: a 404).
+        with transaction.atomic():
+            services.messages_mark_read(consultation=consultation, reader=request.user)
+            page = self.paginate_queryset(selectors.message_list_for(consultation))
         consultation.call_sessions = selectors.calls_of(consultation)
         return self.paginator.get_paginated_response(
             MessageSerializer(page, many=True).data, consultation=ConsultationDetailSerializer(consultation).data

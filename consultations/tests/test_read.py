@@ -264,6 +264,17 @@ def test_bad_paging_of_the_messages_is_a_400_that_reads_nothing(api, alice, vict
     assert Message.objects.filter(read_at__isnull=False).count() == 0
 
 
+def test_a_page_past_the_last_is_a_404_that_reads_nothing(api, alice, victor, consult):
+    consultation = consult()
+    say(consultation, victor, "answer")
+
+    response = api(alice).get(detail_url(consultation), {"page": 5})
+
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert not Message.objects.filter(read_at__isnull=False).exists()
+
+
 # --- GET /consultations/vendor/inbox ------------------------------------------------------------------
 
 
@@ -320,8 +331,9 @@ def test_the_detail_takes_a_constant_number_of_queries(api, alice, victor, consu
         say(consultation, victor, f"reply {index}")
     client = api(alice)
 
-    # The user, the consultation with its status, marking read, the count, the page, the calls.
-    with django_assert_num_queries(6):
+    # The user, the consultation with its status, marking read, the count, the page, the calls; the
+    # marking and the page in one transaction (a savepoint and its release here, inside the test's).
+    with django_assert_num_queries(8):
         response = client.get(detail_url(consultation))
 
     assert len(response.json()["messages"]) == min(replies + 1, 20)
