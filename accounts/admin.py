@@ -32,7 +32,7 @@ class UserCreateForm(_AdminsAreStaff, AdminUserCreationForm):
         fields = ("email", "name", "role", "phone")
 
     def clean_email(self):
-        email = User.objects.normalize_email(self.cleaned_data["email"])
+        email = User.objects.storable_email(self.cleaned_data["email"])
         if User.objects.filter(email=email).exists():
             raise forms.ValidationError("An account with this email already exists.")
         return email
@@ -42,6 +42,10 @@ class UserEditForm(_AdminsAreStaff, UserChangeForm):
     class Meta:
         model = User
         fields = "__all__"
+
+    def clean_email(self):
+        # Stored as every sign-in looks it up: an email changed here in capitals could not log in.
+        return User.objects.storable_email(self.cleaned_data["email"])
 
 
 @admin.register(User)

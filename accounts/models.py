@@ -6,6 +6,7 @@ import uuid
 
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -23,6 +24,20 @@ class UserManager(BaseUserManager):
     @classmethod
     def normalize_email(cls, email: str | None) -> str:
         return (email or "").strip().lower()
+
+    @classmethod
+    def storable_email(cls, email: str | None) -> str:
+        """The email as stored (normalize_email), or ValidationError when that is longer than its
+        column: lower-casing can lengthen it ("İ" is two characters lower-cased), after a form's
+        or serializer's length check passed."""
+        email = cls.normalize_email(email)
+        limit = User._meta.get_field("email").max_length
+        if len(email) > limit:
+            raise ValidationError(
+                f"Lower-cased, this email has {len(email)} characters; at most {limit} are allowed.",
+                code="max_length",
+            )
+        return email
 
     def get_by_natural_key(self, email: str):
         return self.get(email=self.normalize_email(email))

@@ -59,7 +59,10 @@ def user_create(
 ) -> User:
     """Create a user of any role. Admins are staff with every permission. `validate` runs Django's
     password validators."""
-    email = User.objects.normalize_email(email)
+    try:
+        email = User.objects.storable_email(email)
+    except DjangoValidationError as exc:
+        raise exceptions.ValidationError({"email": list(exc.messages)}) from None
     user = User(
         email=email,
         name=name.strip(),

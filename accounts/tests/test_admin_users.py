@@ -49,6 +49,32 @@ def test_the_same_email_in_another_case_is_refused(client, olga, alice):
     assert User.objects.filter(email__iexact="alice@example.com").count() == 1
 
 
+def test_an_email_that_lower_case_makes_too_long_is_refused(client, olga):
+    client.force_login(olga)
+
+    response = add_user(client, "a@" + ".".join(["İ" * 60] * 3) + ".com", "vendor")
+
+    assert response.status_code == 200  # the form again (was a 500)
+    assert b"Lower-cased, this email has 368 characters" in response.content
+    assert not User.objects.filter(role="vendor").exists()
+
+
+def test_an_email_changed_in_the_admin_is_stored_as_sign_in_looks_it_up(client, olga, alice):
+    client.force_login(olga)
+    page = client.get(f"/admin/accounts/user/{alice.pk}/change/")
+    form = {
+        name: value
+        for name, value in page.context["adminform"].form.initial.items()
+        if value is not None and name not in ("groups", "user_permissions", "password", "last_login")
+    }
+
+    response = client.post(f"/admin/accounts/user/{alice.pk}/change/", {**form, "email": " Alice.New@Example.COM "})
+
+    assert response.status_code == 302, response.content[:3000]
+    alice.refresh_from_db()
+    assert alice.email == "alice.new@example.com"
+
+
 def test_search_filter_and_deactivate(client, olga, alice, bob, victor):
     client.force_login(olga)
 

@@ -92,6 +92,20 @@ def test_register_stores_email_lower_case(anon):
     assert User.objects.get().email == "carol@example.com"
 
 
+# 188 characters, a valid address; lower-cased, each "İ" is two: 368, past the column's 254.
+LENGTHENED_BY_LOWER_CASE = "a@" + ".".join(["İ" * 60] * 3) + ".com"
+
+
+def test_register_an_email_that_lower_case_makes_too_long_is_400(anon):
+    response = register(anon, email=LENGTHENED_BY_LOWER_CASE)
+
+    assert response.status_code == 400  # was a 500: the database refused the value
+    assert response.json()["errors"]["email"] == [
+        "Lower-cased, this email has 368 characters; at most 254 are allowed."
+    ]
+    assert User.objects.count() == 0
+
+
 def test_register_weak_password_refused(anon):
     response = register(anon, password="123")
 
