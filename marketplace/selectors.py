@@ -18,6 +18,9 @@ from paygo.tokens import MAX_DECIMALS, TOKENS
 VIEW_SERVICE = "marketplace.view_service"  # inactive, deleted and inactive vendors' services
 CHANGE_SERVICE = "marketplace.change_service"  # PUT/PATCH, toggle-status; the admin's (de)activate
 DELETE_SERVICE = "marketplace.delete_service"  # DELETE (retire); the admin's retire
+# Retiring asks what the admin asks for its retire action: the services' list, where the action is
+# (the view permission, or change, which implies it), and the delete permission.
+RETIRE_SERVICE = (VIEW_SERVICE, DELETE_SERVICE)
 
 # Query-parameter values of `ordering` -> ORDER BY; a tiebreak on id keeps pages stable.
 ORDERINGS = {
@@ -137,11 +140,11 @@ def service_get_visible(*, viewer, service_id: int) -> Service:
     return service
 
 
-def service_get_for_owner(*, user, service_id: int, permission: str = CHANGE_SERVICE) -> Service:
-    """A live service the caller may change (or, with DELETE_SERVICE, retire): the owning vendor's,
-    or any for staff holding `permission`; else 404."""
+def service_get_for_owner(*, user, service_id: int, permissions: tuple[str, ...] = (CHANGE_SERVICE,)) -> Service:
+    """A live service the caller may change (or, with RETIRE_SERVICE, retire): the owning vendor's,
+    or any for staff holding `permissions`; else 404."""
     live = Service.objects.filter(pk=service_id, deleted_at__isnull=True)
-    if not staff_has(user, permission):
+    if not staff_has(user, *permissions):
         live = live.filter(vendor=user) if _is_vendor(user) else live.none()
     service = _with_relations(live).first()
     if service is None:

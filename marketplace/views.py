@@ -112,7 +112,7 @@ class ServiceDetailView(_ServiceView):
         if self.request.method == "GET":
             return [AllowAny()]
         retiring = self.request.method == "DELETE"
-        return [IsVendorOrStaffWithPermission(selectors.DELETE_SERVICE if retiring else selectors.CHANGE_SERVICE)]
+        return [IsVendorOrStaffWithPermission(*(selectors.RETIRE_SERVICE if retiring else (selectors.CHANGE_SERVICE,)))]
 
     @extend_schema(
         summary="A service",
@@ -150,7 +150,7 @@ class ServiceDetailView(_ServiceView):
     )
     def delete(self, request, service_id: int):
         service = selectors.service_get_for_owner(
-            user=request.user, service_id=service_id, permission=selectors.DELETE_SERVICE
+            user=request.user, service_id=service_id, permissions=selectors.RETIRE_SERVICE
         )
         services.service_delete(service=service)
         return Response({"message": "Service deleted."})

@@ -662,8 +662,21 @@ def test_staff_may_change_a_service_with_the_change_permission_only(api, stan, s
     assert (service.name, service.is_active, service.deleted_at) == ("Renamed", False, None)
 
 
-def test_staff_may_retire_a_service_with_the_delete_permission_only(api, stan, service):
+def test_staff_need_the_view_permission_beside_delete_to_retire_as_in_the_admin(api, stan, service):
+    """The admin's retire action is on the services' list, which asks for the view (or change)
+    permission: delete alone opens neither."""
     staff = api(grant(stan, "marketplace.delete_service"))
+
+    response = staff.delete(detail(service))
+
+    assert response.status_code == 403
+    assert "marketplace.view_service and marketplace.delete_service" in response.json()["message"]
+    service.refresh_from_db()
+    assert service.deleted_at is None
+
+
+def test_staff_may_retire_a_service_with_the_view_and_delete_permissions_only(api, stan, service):
+    staff = api(grant(stan, "marketplace.view_service", "marketplace.delete_service"))
     before = snapshot(service)
 
     assert staff.patch(detail(service), {"name": "Renamed"}, format="json").status_code == 403

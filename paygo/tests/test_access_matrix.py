@@ -112,7 +112,7 @@ service/vendor/my-services                     GET     401   403   ok    403   4
 service/<int:service_id>                       GET     ok    ok    ok    ok    ok    victor:ok   -
 service/<int:service_id>                       PUT     401   403   404   403   ok    victor:ok   marketplace.change_service
 service/<int:service_id>                       PATCH   401   403   404   403   ok    victor:ok   marketplace.change_service
-service/<int:service_id>                       DELETE  401   403   404   403   ok    victor:ok   marketplace.delete_service
+service/<int:service_id>                       DELETE  401   403   404   403   ok    victor:ok   RETIRE_SERVICE
 service/<int:service_id>/toggle-status         PATCH   401   403   404   403   ok    victor:ok   marketplace.change_service
 
 profiles/create                                POST    401   ok    403   403   403   alice:409   -
@@ -155,6 +155,7 @@ PERMISSION_SETS = {
         "wallets.view_ledgertransaction",
         "marketplace.view_service",
     ),
+    "RETIRE_SERVICE": ("marketplace.view_service", "marketplace.delete_service"),  # as the admin's retire
     "CONSULTATION": (
         "consultations.view_consultation",
         "consultations.view_message",
