@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from notifications import senders, services
+from notifications import selectors, senders, services
 from notifications.models import Channel, DeliveryStatus, Notification
 
 logger = logging.getLogger("paygo.notifications")
@@ -39,10 +39,14 @@ def deliver(*, channel: str, notification_id: int, final_attempt: bool) -> Outco
         services.delivery_finish(notification_id=notification_id, channel=channel, status=status, error=error, **extra)
         return Outcome(status.value)
 
-    # The account may have changed since the notification was made (phone removed, deactivated).
+    # The account may have changed since the notification was made (phone removed, deactivated),
+    # and so may what its owner wants: a retry, or a delivery re-queued later, goes out only on a
+    # channel they still have on for this type.
     reason = services.unreachable_reason(notification.user, channel)
     if reason:
         return finish(DeliveryStatus.SKIPPED, reason)
+    if not getattr(selectors.channels_for(notification.user_id, notification.type), channel):
+        return finish(DeliveryStatus.SKIPPED, "Turned off in the notification preferences since.")
     try:
         if channel == Channel.EMAIL:
             _send_email(notification)

@@ -116,6 +116,28 @@ def test_sweeper_requeues_a_lost_delivery(alice, mailoutbox, twilio):
     assert recent.email_status == DeliveryStatus.PENDING
 
 
+def test_a_delivery_sent_later_goes_out_only_on_a_channel_still_on(api, alice, mailoutbox, twilio):
+    """The owner turned email off for payments after the notification was made; its email, re-queued
+    by the sweeper, is not sent. The SMS, still on, is."""
+    verify_phone(alice)
+    twilio.respond(twilio_message())
+    api(alice).patch("/api/v1/notifications/preferences", {"preferences": {"payment": {"sms": True}}}, format="json")
+    lost = _aged(notify(alice, "payment", "Paid", "Paid."), minutes=31)  # its tasks were never queued
+    assert (lost.email_status, lost.sms_status) == (DeliveryStatus.PENDING, DeliveryStatus.PENDING)
+
+    response = api(alice).patch(
+        "/api/v1/notifications/preferences", {"preferences": {"payment": {"email": False}}}, format="json"
+    )
+    assert response.status_code == 200
+
+    assert tasks.requeue_stuck_deliveries.delay().get() == {"requeued": 2, "given_up": 0}
+    assert mailoutbox == []
+    assert len(twilio.requests) == 1
+    lost.refresh_from_db()
+    assert (lost.email_status, lost.sms_status) == (DeliveryStatus.SKIPPED, DeliveryStatus.SENT)
+    assert lost.email_error == "Turned off in the notification preferences since."
+
+
 def test_sweeper_leaves_a_delivery_with_a_live_claim(alice, mailoutbox):
     notification = _aged(notify(alice, "payment", "Paid", "Paid."), minutes=31)
     Notification.objects.filter(pk=notification.pk).update(email_claimed_until=timezone.now() + timedelta(minutes=1))
