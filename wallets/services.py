@@ -336,14 +336,15 @@ def wallet_transfer(
     if recipient.pk == sender.pk:
         raise _invalid(named_by, "You cannot transfer to yourself.", code="self_transfer")
     try:
-        tx = ledger.transfer(
-            debit=ledger.account_for_user(sender, asset),
-            credit=ledger.account_for_user(recipient, asset),
-            amount=amount,
-            kind=TransactionKind.TRANSFER,
-            memo=memo[:500],
-            metadata={"senderId": sender.pk, "recipientId": recipient.pk, "token": asset.code},
-        )
+        with transaction.atomic():  # a refusal leaves no account opened for it
+            tx = ledger.transfer(
+                debit=ledger.account_for_user(sender, asset),
+                credit=ledger.account_for_user(recipient, asset),
+                amount=amount,
+                kind=TransactionKind.TRANSFER,
+                memo=memo[:500],
+                metadata={"senderId": sender.pk, "recipientId": recipient.pk, "token": asset.code},
+            )
     except ledger.InsufficientFunds as exc:
         raise insufficient_funds_error(asset, exc) from None
     transaction.on_commit(lambda: _notify_transfer(sender, recipient, asset, amount, tx.pk), robust=True)
@@ -383,16 +384,17 @@ def wallet_swap(
         got = format_minor(received, to_asset.decimals)
         raise _invalid("min_received", f"The swap would give {got} {to_asset.code}, under your minimum.", "slippage")
     try:
-        return ledger.post(
-            kind=TransactionKind.SWAP,
-            entries=[
-                (ledger.account_for_user(user, from_asset), -amount),
-                (ledger.system_account(SystemAccount.SWAP_LIQUIDITY, from_asset), amount),
-                (ledger.system_account(SystemAccount.SWAP_LIQUIDITY, to_asset), -received),
-                (ledger.account_for_user(user, to_asset), received),
-            ],
-            metadata={"fromToken": from_asset.code, "toToken": to_asset.code, "rate": str(rate)},
-        )
+        with transaction.atomic():  # a refusal leaves no account opened for it
+            return ledger.post(
+                kind=TransactionKind.SWAP,
+                entries=[
+                    (ledger.account_for_user(user, from_asset), -amount),
+                    (ledger.system_account(SystemAccount.SWAP_LIQUIDITY, from_asset), amount),
+                    (ledger.system_account(SystemAccount.SWAP_LIQUIDITY, to_asset), -received),
+                    (ledger.account_for_user(user, to_asset), received),
+                ],
+                metadata={"fromToken": from_asset.code, "toToken": to_asset.code, "rate": str(rate)},
+            )
     except ledger.InsufficientFunds as exc:
         raise insufficient_funds_error(from_asset, exc) from None
 

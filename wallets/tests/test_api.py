@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wallets.models import IdempotencyKey, LedgerTransaction, Withdrawal
+from wallets.models import Account, IdempotencyKey, LedgerTransaction, Withdrawal
 from wallets.tests.conftest import balance_of
 
 pytestmark = pytest.mark.django_db
@@ -344,3 +344,21 @@ def test_malformed_key_is_400(api, alice, bob, fund):
 
     assert response.status_code == 400
     assert balance_of(alice) == USDC
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/wallet/transfer", {"amount": "1", "token": "STRK", "recipientId": "BOB"}),
+        ("/api/v1/wallet/swap", {"fromToken": "STRK", "toToken": "USDC", "amount": "1"}),
+    ],
+)
+def test_a_refusal_for_want_of_funds_opens_no_account(api, alice, bob, avnu, path, body):
+    """Nobody held STRK: the accounts a posting would have used are not left behind by its refusal."""
+    before = Account.objects.count()
+
+    response = api(alice).post(path, {**body, "recipientId": bob.pk} if "recipientId" in body else body, format="json")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["errors"]["amount"] == ["Insufficient funds: 0.000000000000000000 STRK available."]
+    assert Account.objects.count() == before
