@@ -68,6 +68,11 @@ class UserAdmin(DjangoUserAdmin):
         (None, {"classes": ("wide",), "fields": ("email", "name", "role", "phone", "password1", "password2")}),
     )
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "is_active" in form.changed_data and not obj.is_active:
+            user_deactivate(user=obj)  # as the action does: its open sockets close too
+
     @admin.action(description="Deactivate the selected users (their tokens stop working)")
     def deactivate_users(self, request, queryset):
         count = 0

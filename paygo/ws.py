@@ -10,6 +10,9 @@ path no route knows is closed with 4404 alike. A frame that is not a JSON text c
 with 1003 (unsupported data). A handshake that finds every database connection of the process's
 pool busy (past DATABASE_POOL_TIMEOUT) is accepted and closed with 1013, "try again later", as an
 HTTP request gets a 503: the client reconnects after a pause, and nothing is logged as an error.
+Every socket of a user also joins that user's group (sockets_group): when the account is
+deactivated, close_sockets_of() closes them all with 4401, in every server process, as every later
+request and handshake is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import async_to_sync
 from channels.auth import get_user
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
@@ -51,6 +55,17 @@ async def group_send(group: str, message: dict) -> None:
     layer = get_channel_layer()
     if layer is not None:
         await asyncio.wait_for(layer.group_send(group, message), settings.REDIS_TIMEOUT_SECONDS)
+
+
+def sockets_group(user_id: int) -> str:
+    """The group every socket of this user joins, whatever it watches."""
+    return f"sockets.user.{user_id}"
+
+
+def close_sockets_of(user_id: int) -> None:
+    """Close every open socket of this user with 4401 (their account was deactivated): a handshake
+    checks the account once, and a socket stays open for hours."""
+    async_to_sync(group_send)(sockets_group(user_id), {"type": "sockets.revoked"})
 
 
 def _token_from_scope(scope: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -170,7 +185,12 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         if not authorized:
             await self.close(code=CLOSE_FORBIDDEN)
             return
+        await self.join(sockets_group(user.pk))
         await self.joined(user)
+
+    async def sockets_revoked(self, event: dict) -> None:
+        """The account was deactivated (close_sockets_of)."""
+        await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def authorize(self, user) -> bool:
         return True

@@ -74,3 +74,68 @@ async def test_the_subprotocols_scheme_is_case_insensitive(alice, scheme):
     assert subprotocol == f"{scheme}.{token}"
     assert (await communicator.receive_json_from())["userId"] == alice.pk
     await communicator.disconnect()
+
+
+async def _stream_socket(user, vendor):
+    """`user`'s socket on a running session of theirs, past its first messages."""
+    from marketplace.models import Category
+    from marketplace.services import service_create
+    from streaming.services import session_start
+    from wallets.tests.conftest import fund_wallet
+
+    def start():
+        fund_wallet(user, 10_000_000)
+        category = Category.objects.filter(parent__isnull=True).first()
+        service = service_create(vendor=vendor, name="Live", category=category, rate=1000, unit="per_minute")
+        return session_start(user=user, service=service).session_id, token_pair_for(user).access
+
+    session_id, token = await database_sync_to_async(start)()
+    communicator, connected, _ = await _connect(f"/ws/streams/{session_id}/?token={token}")
+    assert connected
+    return communicator
+
+
+async def _closed_with(communicator) -> int:
+    for _ in range(20):
+        output = await communicator.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            return output["code"]
+    raise AssertionError("the socket was not closed")
+
+
+@pytest.mark.parametrize("how", ["service", "admin form"])
+async def test_deactivating_closes_the_sockets_already_open_4401(alice, bob, victor, olga, how):
+    """A handshake checks the account once: the sockets open when it is deactivated close then, every
+    one of the user's, and nobody else's."""
+    token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
+    alices = [(await _connect(f"/ws/notifications/?token={token}"))[0], await _stream_socket(alice, victor)]
+    assert (await alices[0].receive_json_from())["type"] == "connected"
+    bobs = (await _connect(f"/ws/notifications/?token={token_pair_for(bob).access}"))[0]
+    assert (await bobs.receive_json_from())["type"] == "connected"
+
+    if how == "service":
+        await database_sync_to_async(user_deactivate)(user=alice)
+    else:
+        await database_sync_to_async(_deactivate_in_the_admin)(olga, alice)
+
+    for communicator in alices:
+        assert await _closed_with(communicator) == 4401
+    assert await bobs.receive_nothing(timeout=0.5)
+    await bobs.disconnect()
+
+
+def _deactivate_in_the_admin(operator, user) -> None:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(operator)
+    page = client.get(f"/admin/accounts/user/{user.pk}/change/")
+    form = {
+        name: value
+        for name, value in page.context["adminform"].form.initial.items()
+        if value is not None and name not in ("groups", "user_permissions", "password", "last_login", "is_active")
+    }
+    response = client.post(f"/admin/accounts/user/{user.pk}/change/", form)  # is_active unticked
+    assert response.status_code == 302, response.content[:2000]
+    user.refresh_from_db()
+    assert not user.is_active
