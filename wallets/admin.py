@@ -22,13 +22,42 @@ class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     pass
 
 
+class AssetForm(forms.ModelForm):
+    class Meta:
+        model = Asset
+        fields = ("name", "is_active")
+
+    def clean_is_active(self):
+        if self.instance.is_default and not self.cleaned_data["is_active"]:
+            raise forms.ValidationError("The default token stays active: make another token the default first.")
+        return self.cleaned_data["is_active"]
+
+
 @admin.register(Asset)
 class AssetAdmin(admin.ModelAdmin):
+    """The default token (the one a request that names none uses) is always there and active: it
+    changes only through the action, which moves it from one token to another at once."""
+
+    form = AssetForm
     list_display = ("code", "name", "decimals", "is_default", "is_active")
-    readonly_fields = ("code", "decimals")
+    readonly_fields = ("code", "decimals", "is_default")
+    actions = ["make_default"]
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    @admin.action(description="Make the selected token the default", permissions=["change"])
+    def make_default(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one token to make the default.", messages.ERROR)
+            return
+        try:
+            asset = services.asset_make_default(asset=queryset.get())
+        except ApiValidationError as exc:
+            problems = [text for _, texts in _problems(exc.detail) for text in texts]
+            self.message_user(request, " ".join(problems), messages.ERROR)
+            return
+        self.message_user(request, f"{asset.code} is now the default token.", messages.SUCCESS)
 
 
 class AdjustmentForm(forms.Form):

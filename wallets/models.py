@@ -31,6 +31,8 @@ class Asset(models.Model):
             models.UniqueConstraint(
                 fields=["is_default"], condition=Q(is_default=True), name="wallets_one_default_asset"
             ),
+            # Every request that names no token uses the default one: it is always in use.
+            models.CheckConstraint(condition=~Q(is_default=True, is_active=False), name="wallets_default_asset_active"),
             models.CheckConstraint(condition=Q(decimals__lte=18), name="wallets_asset_decimals_lte_18"),
         ]
 

@@ -314,6 +314,22 @@ def deposits_poll(limit: int = POLL_WALLETS_PER_RUN) -> int:
     return credited
 
 
+# --- The default token ----------------------------------------------------------------------------
+
+
+def asset_make_default(*, asset: Asset) -> Asset:
+    """Make `asset` (active) the token a request that names none uses, in place of the one that was:
+    there is always exactly one default, and it is active."""
+    with transaction.atomic():
+        asset = Asset.objects.select_for_update().get(pk=asset.pk)
+        if not asset.is_active:
+            raise _invalid("token", f"{asset.code} is not active: activate it first.", code="inactive_token")
+        Asset.objects.filter(is_default=True).exclude(pk=asset.pk).update(is_default=False)
+        Asset.objects.filter(pk=asset.pk).update(is_default=True)
+    asset.is_default = True
+    return asset
+
+
 # --- Transfers and swaps --------------------------------------------------------------------------
 
 

@@ -9,12 +9,13 @@ from fractions import Fraction
 import pytest
 
 from wallets import ledger, services
-from wallets.models import LedgerTransaction, SystemAccount, TransactionKind
+from wallets.models import Asset, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.tests.conftest import balance_of, system_balance
 
 pytestmark = pytest.mark.django_db
 
 USDC = 1_000_000
+ETH = 10**18
 
 
 def test_address_is_stable(api, alice, sandbox):
@@ -202,3 +203,58 @@ def test_swap_without_a_rate_is_503_and_moves_nothing(api, alice, fund, avnu):
     assert response.status_code == 503
     assert response.json()["code"] == "upstream_unavailable"
     assert balance_of(alice, "USDC") == 10 * USDC
+
+
+# --- The default token ------------------------------------------------------------------------------
+
+
+def test_the_default_token_cannot_be_deactivated_nor_unset_in_its_form(client, olga, api, alice, bob, fund):
+    """Both left the API without a default: the balance and a transfer naming no token answered 500."""
+    fund(alice, 10 * USDC)
+    client.force_login(olga)
+    usdc = Asset.objects.get(code="USDC")
+
+    response = client.post(f"/admin/wallets/asset/{usdc.pk}/change/", {"name": usdc.name})  # is_active unticked
+
+    assert response.status_code == 200  # the form again
+    assert "The default token stays active" in response.content.decode()
+    client.post(f"/admin/wallets/asset/{usdc.pk}/change/", {"name": usdc.name, "is_active": "on", "is_default": ""})
+    usdc.refresh_from_db()
+    assert (usdc.is_default, usdc.is_active) == (True, True)  # is_default is not a field of the form
+    assert api(alice).get("/api/v1/wallet/balance").status_code == 200
+    response = api(alice).post("/api/v1/wallet/transfer", {"amount": "1", "recipientId": bob.pk}, format="json")
+    assert response.status_code == 201
+
+
+def test_the_default_moves_to_another_token_through_the_action(client, olga, api, alice, bob, fund):
+    fund(alice, 2 * ETH, "ETH")
+    client.force_login(olga)
+    eth = Asset.objects.get(code="ETH")
+
+    response = client.post("/admin/wallets/asset/", {"action": "make_default", "_selected_action": [eth.pk]})
+
+    assert response.status_code == 302
+    assert list(Asset.objects.filter(is_default=True).values_list("code", flat=True)) == ["ETH"]
+    response = api(alice).post("/api/v1/wallet/transfer", {"amount": "0.5", "recipientId": bob.pk}, format="json")
+    assert response.status_code == 201
+    assert balance_of(bob, "ETH") == ETH // 2
+
+
+def test_an_inactive_token_is_not_made_the_default(client, olga):
+    client.force_login(olga)
+    Asset.objects.filter(code="ETH").update(is_active=False)
+    eth = Asset.objects.get(code="ETH")
+
+    response = client.post(
+        "/admin/wallets/asset/", {"action": "make_default", "_selected_action": [eth.pk]}, follow=True
+    )
+
+    assert "ETH is not active: activate it first." in response.content.decode()
+    assert list(Asset.objects.filter(is_default=True).values_list("code", flat=True)) == ["USDC"]
+
+
+def test_the_database_keeps_the_default_token_active():
+    from django.db import IntegrityError, transaction
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Asset.objects.filter(is_default=True).update(is_active=False)
