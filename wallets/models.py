@@ -287,8 +287,9 @@ class Withdrawal(models.Model):
     # Set (and committed) just before the first send: from then on, a retry looks the transfer up
     # at Chipi before sending again, so that an unknown outcome never becomes a double send.
     send_attempted_at = models.DateTimeField(null=True, blank=True)
-    # The outside execution's nonce, recorded (and committed) before it is first signed: every
-    # execution of this row signs the same nonce, which the treasury account accepts only once.
+    # The outside execution's nonce, chosen when the row is made (rows made before that got theirs
+    # at their first send): every execution of this row signs the same nonce, which the treasury
+    # account accepts only once.
     nonce = models.CharField(max_length=66, blank=True, default="")
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)

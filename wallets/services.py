@@ -428,8 +428,16 @@ def withdrawal_request(
         raise _invalid("to_address", f"Not a Starknet address ({STARKNET_ADDRESS_HELP}, above zero, below the prime).")
     to_address = normalized
     with transaction.atomic():
+        # Its nonce chosen now, once: two workers sending it (a claim that ran out under a stalled
+        # first one) sign the same nonce, which the treasury account accepts once.
         withdrawal = Withdrawal.objects.create(
-            kind=kind, user=user, asset=asset, amount=amount, to_address=to_address, next_attempt_at=timezone.now()
+            kind=kind,
+            user=user,
+            asset=asset,
+            amount=amount,
+            to_address=to_address,
+            nonce=new_nonce(),
+            next_attempt_at=timezone.now(),
         )
         try:
             ledger.transfer(

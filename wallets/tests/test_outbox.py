@@ -273,6 +273,42 @@ def test_a_sender_that_died_mid_send_is_taken_over_without_a_double_send(alice, 
     assert sandbox.custody_balance("USDC") == 9 * USDC
 
 
+def test_two_workers_on_one_row_sign_its_one_nonce(alice, sandbox):
+    """The nonce is the row's from the start: a worker that took over a claim which ran out while
+    the first one stalled before its first send (no nonce recorded yet) signs the same nonce as the
+    first, and the account accepts it once."""
+    from wallets.chipi.models import SandboxUsedNonce
+
+    chain_deposit(alice, 10 * USDC)
+    withdrawal = services.withdrawal_request(  # its send, queued on commit, not run in this test
+        user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS
+    )
+    nonce = Withdrawal.objects.get(pk=withdrawal.pk).nonce
+    assert nonce
+    stalled = Withdrawal.objects.select_related("asset").get(pk=withdrawal.pk)  # as the first worker read it
+
+    assert retry_due(withdrawal.pk) == WithdrawalStatus.SENT  # the second worker
+    outcome = services._outbox_execute(  # the first wakes up and sends what it read
+        stalled,
+        source=services.treasury_wallet,
+        to_address=ADDRESS,
+        token="USDC",
+        amount=USDC,
+        taken=lambda tx_hash: False,
+    )
+
+    assert not outcome.tx_hash
+    assert "nonce already used" in outcome.error
+    assert sent_on_chain(withdrawal.pk) == 1
+    treasury = services.treasury_wallet().address
+    assert (
+        list(SandboxUsedNonce.objects.filter(address=treasury).values_list("nonce", flat=True)).count(
+            hex(int(nonce, 16))
+        )
+        == 1
+    )
+
+
 def test_dispatcher_task_sends_what_is_due(alice, sandbox, django_capture_on_commit_callbacks):
     from wallets.tasks import withdrawals_dispatch_task
 
