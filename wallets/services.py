@@ -7,7 +7,7 @@ import logging
 import math
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
@@ -471,6 +471,9 @@ def _due(now) -> Q:
 
 
 MAX_BACKOFF_SECONDS = 3600
+# How far Chipi's clock may be from ours: a row's look-up reads Chipi's records back to its making,
+# less this.
+CLOCK_SKEW = timedelta(minutes=10)
 
 
 def withdrawal_send(*, withdrawal_id) -> str:
@@ -527,7 +530,15 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
     try:
         wallet = source()
         if attempted_before:
-            found = _find_sent(gateway, wallet.address, to_address=to_address, token=token, amount=amount, taken=taken)
+            found = _find_sent(
+                gateway,
+                wallet.address,
+                to_address=to_address,
+                token=token,
+                amount=amount,
+                taken=taken,
+                since=row.created_at - CLOCK_SKEW,
+            )
             if found is not None:
                 return OutboxOutcome(tx_hash=found)
         if not row.nonce:
@@ -574,13 +585,16 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
     return OutboxOutcome(tx_hash=tx_hash)
 
 
-def _find_sent(gateway, source_address: str, *, to_address: str, token: str, amount: int, taken) -> str | None:
+def _find_sent(
+    gateway, source_address: str, *, to_address: str, token: str, amount: int, taken, since: datetime
+) -> str | None:
     """The hash of the (oldest) transfer from `source_address` matching this row that no other row
     has claimed, or None. Chipi's records carry no reference: the match is sender, recipient, token
-    and amount."""
+    and amount. Every record since `since` (the row's making) is read, however many the wallet
+    made since: a busy treasury's last 500 could all be newer than the row's first send."""
     matches = [
         tx.tx_hash
-        for tx in gateway.wallet_transactions(source_address)
+        for tx in gateway.wallet_transactions(source_address, since=since)
         if tx.from_address == source_address
         and tx.to_address == to_address
         and tx.token == token

@@ -25,6 +25,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -51,8 +52,11 @@ logger = logging.getLogger("wallets.chipi")
 
 _MAX_CONNECT_TIMEOUT = 5.0
 _U128 = 1 << 128
-# transaction-list pages read per look-up (100 records each): a wallet's recent history.
+# transaction-list pages read per look-up (100 records each): a wallet's recent history; and, for a
+# look-up back to a given instant (an outbox row in doubt, made before the treasury's last 500
+# transfers), as far as that, within this bound.
 MAX_TRANSACTION_PAGES = 5
+MAX_TRANSACTION_PAGES_BACK = 200
 _jitter = random.SystemRandom()
 
 
@@ -175,16 +179,22 @@ class ChipiSdkGateway:
         found = self._read(lambda: self.sdk.get_wallet(GetWalletParams(external_user_id=external_user_id)))
         return None if found is None else _wallet(found)
 
-    def wallet_transactions(self, address: str) -> list[ChainTransaction]:
+    def wallet_transactions(self, address: str, *, since: datetime | None = None) -> list[ChainTransaction]:
         from chipi_sdk.models.transaction import GetTransactionListQuery
 
         records: list[ChainTransaction] = []
-        for page in range(1, MAX_TRANSACTION_PAGES + 1):
+        last_page = MAX_TRANSACTION_PAGES if since is None else MAX_TRANSACTION_PAGES_BACK
+        for page in range(1, last_page + 1):
             query = GetTransactionListQuery(wallet_address=address, page=page, limit=100)
             answer = self._read(lambda query=query: self.sdk.get_transaction_list(query))
             records += [item for item in map(_chain_transaction, answer.data) if item is not None]
             if page >= answer.total_pages:
                 break
+            if since is not None and answer.data and min(_aware(item.created_at) for item in answer.data) < since:
+                break  # the next page is older still
+        else:
+            if since is not None:
+                logger.error("Chipi's records of %s read back %d pages without reaching %s", address, last_page, since)
         return records
 
     def token_balance(self, address: str, token: str) -> int:
@@ -314,8 +324,19 @@ def _chain_transaction(record: Any) -> ChainTransaction | None:
         return None
     status = CHIPI_STATUSES.get(record.status, PENDING)
     return ChainTransaction(
-        tx_hash=tx_hash, status=status, token=token, amount=amount, from_address=sender, to_address=recipient
+        tx_hash=tx_hash,
+        status=status,
+        token=token,
+        amount=amount,
+        from_address=sender,
+        to_address=recipient,
+        created_at=_aware(record.created_at),
     )
+
+
+def _aware(moment: datetime) -> datetime:
+    """A record's time, in UTC when Chipi wrote it without a zone."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # One gateway per thread, rebuilt when the settings it was made from change (override_settings).

@@ -8,6 +8,7 @@ with a wallet's key, and Chipi's records are per wallet (transaction-list, token
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Protocol, runtime_checkable
 
@@ -89,6 +90,7 @@ class ChainTransaction:
     amount: int  # raw integer units
     from_address: str
     to_address: str
+    created_at: datetime | None = None  # when Chipi recorded it
 
 
 @runtime_checkable
@@ -102,8 +104,9 @@ class ChipiGateway(Protocol):
         """The user's wallet at Chipi, or None."""
         ...
 
-    def wallet_transactions(self, address: str) -> list[ChainTransaction]:
-        """The wallet's transactions Chipi has recorded, newest first (bounded)."""
+    def wallet_transactions(self, address: str, *, since: datetime | None = None) -> list[ChainTransaction]:
+        """The wallet's transactions Chipi has recorded, newest first: the recent ones, or with
+        `since` every one recorded since then (within a far larger bound)."""
         ...
 
     def token_balance(self, address: str, token: str) -> int:

@@ -169,6 +169,7 @@ def _to_chain(row: SandboxTransaction) -> ChainTransaction:
         amount=int(row.amount),
         from_address=row.sender_address,
         to_address=row.destination_address,
+        created_at=row.created_at,
     )
 
 

@@ -223,6 +223,27 @@ def test_after_an_unknown_outcome_a_send_that_never_left_keeps_it_unknown(api, a
     assert balance_of(alice) == 6 * USDC
 
 
+def test_a_send_in_doubt_is_found_behind_more_records_than_a_recent_read_holds(api, alice, sandbox, monkeypatch):
+    """Its answer lost, the transfer is looked up at the retry: by then more newer transfers touched the
+    treasury (every swept deposit lands there) than a recent read holds (5 pages of 100; 1 here, to
+    be quick). The look-up reads back to the row's making; stopping at the recent pages, it never
+    found it, signed again, was refused the used nonce and kept the money in flight for ever."""
+    from wallets.chipi import gateway as chipi_gateway
+
+    monkeypatch.setattr(chipi_gateway, "MAX_TRANSACTION_PAGES", 1)
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "lost_response")
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+    treasury = services.treasury_wallet().address
+    for _ in range(chipi_gateway.MAX_TRANSACTION_PAGES * 100):
+        sandbox.receive_payment(to_address=treasury, token="USDC", amount=1)
+
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal_id) == 1
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+    assert balance_of(alice) == 6 * USDC
+
+
 def test_definitive_refusal_gives_the_money_back(api, alice, sandbox):
     chain_deposit(alice, 10 * USDC)
     sandbox.inject("send_transfer", "reject")
