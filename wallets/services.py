@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework import exceptions
@@ -501,6 +501,12 @@ def withdrawal_send(*, withdrawal_id) -> str:
         token=withdrawal.asset.code,
         amount=withdrawal.amount,
         taken=lambda tx_hash: Withdrawal.objects.filter(tx_hash=tx_hash).exclude(pk=withdrawal.pk).exists(),
+        twins=Withdrawal.objects.filter(  # every withdrawal leaves the treasury
+            to_address=withdrawal.to_address,
+            asset=withdrawal.asset,
+            amount=withdrawal.amount,
+            status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING],
+        ).exclude(pk=withdrawal.pk),
     )
     if outcome.tx_hash:
         return _withdrawal_sent(withdrawal, outcome.tx_hash)
@@ -517,11 +523,18 @@ class OutboxOutcome:
     retry_in: float = 0.0
 
 
-def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, taken) -> OutboxOutcome:
+def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, taken, twins) -> OutboxOutcome:
     """The one rule for sending an outbox row (a withdrawal, a payout, a sweep) on chain.
 
     `row` has nonce, attempts and send_attempted_at; `source()` is the wallet it leaves from;
-    `taken(hash)` says whether a transaction already settles another row."""
+    `taken(hash)` says whether a transaction already settles another row; `twins` are the other
+    unsettled rows of its kind from the same wallet to the same address, of the same token and amount.
+
+    Chipi's records carry no reference, so a transfer found for a row in doubt is told from another
+    only by those four: of twins, one at a time may be in doubt (sent, its outcome not known yet).
+    Two in doubt at once, the first looked up could take the other's transfer as its own, and the
+    other, re-signing its used nonce, would be refused and stay in doubt for ever: one transfer on
+    chain for two debits."""
     from wallets.chipi import ChipiError, ChipiRateLimited, ChipiRejected, ChipiTimeout, ChipiUnavailable, get_gateway
 
     gateway = get_gateway()
@@ -543,12 +556,20 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
                 return OutboxOutcome(tx_hash=found)
         if not row.nonce:
             row.nonce = new_nonce()
-        row.attempts += 1
-        row.send_attempted_at = timezone.now()
         # Committed before signing: a crash from here on is an unknown outcome, looked up next time.
-        type(row).objects.filter(pk=row.pk).update(
-            nonce=row.nonce, attempts=row.attempts, send_attempted_at=row.send_attempted_at
-        )
+        with transaction.atomic():
+            if not attempted_before:
+                _outbox_lock(f"outbox:{wallet.address}:{to_address}:{token}:{amount}")
+                if twins.filter(send_attempted_at__isnull=False).exists():
+                    return OutboxOutcome(
+                        error="Waiting for an equal transfer from the same wallet whose outcome is not known yet.",
+                        retry_in=_backoff(row.attempts + 1),
+                    )
+            row.attempts += 1
+            row.send_attempted_at = timezone.now()
+            type(row).objects.filter(pk=row.pk).update(
+                nonce=row.nonce, attempts=row.attempts, send_attempted_at=row.send_attempted_at
+            )
         marked = True
         tx_hash = gateway.execute_transfer(
             wallet=_as_chipi(wallet),
@@ -583,6 +604,12 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
     except ChipiError as exc:  # down: nothing known to have happened
         return OutboxOutcome(error=f"{type(exc).__name__}: {exc}", retry_in=_backoff(row.attempts))
     return OutboxOutcome(tx_hash=tx_hash)
+
+
+def _outbox_lock(name: str) -> None:
+    """A PostgreSQL advisory lock on `name` until the transaction ends."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [name])
 
 
 def _find_sent(
@@ -807,6 +834,9 @@ def sweep_send(*, sweep_id) -> str:
         token=sweep.asset.code,
         amount=sweep.amount,
         taken=lambda tx_hash: Sweep.objects.filter(tx_hash=tx_hash).exclude(pk=sweep.pk).exists(),
+        twins=Sweep.objects.filter(
+            wallet=sweep.wallet, asset=sweep.asset, amount=sweep.amount, status=SweepStatus.PENDING
+        ).exclude(pk=sweep.pk),
     )
     if outcome.tx_hash:
         Sweep.objects.filter(pk=sweep.pk).update(

@@ -244,6 +244,33 @@ def test_a_send_in_doubt_is_found_behind_more_records_than_a_recent_read_holds(a
     assert balance_of(alice) == 6 * USDC
 
 
+def test_two_equal_withdrawals_are_never_in_doubt_at_once(api, alice, sandbox):
+    """Equal withdrawals (same address, token, amount) are told apart on chain by nothing Chipi
+    records. The first times out (in doubt); the second waits rather than send, so that the first,
+    looking itself up, cannot take the second's transfer for its own (which left the second
+    re-signing a used nonce for ever: one transfer on chain for two debits)."""
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "timeout")
+    first = withdraw(api, alice).json()["withdrawal"]["id"]
+    second = withdraw(api, alice).json()["withdrawal"]["id"]
+
+    waiting = Withdrawal.objects.get(pk=second)
+    assert (waiting.status, waiting.send_attempted_at) == (WithdrawalStatus.PENDING, None)
+    assert "outcome is not known yet" in waiting.last_error
+    assert sent_on_chain(first) == 0
+    sandbox.inject("send_transfer", "lost_response")  # the first's retry acts, its answer is lost
+    assert retry_due(first) == WithdrawalStatus.SENDING
+    assert retry_due(second) == WithdrawalStatus.PENDING  # still waiting
+    assert retry_due(first) == WithdrawalStatus.SENT  # found its own transfer
+    assert retry_due(second) == WithdrawalStatus.SENT
+
+    rows = Withdrawal.objects.filter(pk__in=[first, second])
+    assert len({row.tx_hash for row in rows}) == 2
+    assert sent_on_chain(first) == 2  # both, to the one address
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+    assert balance_of(alice) == 2 * USDC
+
+
 def test_definitive_refusal_gives_the_money_back(api, alice, sandbox):
     chain_deposit(alice, 10 * USDC)
     sandbox.inject("send_transfer", "reject")
@@ -316,6 +343,7 @@ def test_two_workers_on_one_row_sign_its_one_nonce(alice, sandbox):
         token="USDC",
         amount=USDC,
         taken=lambda tx_hash: False,
+        twins=Withdrawal.objects.none(),
     )
 
     assert not outcome.tx_hash
