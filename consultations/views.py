@@ -40,7 +40,7 @@ from paygo.api.schema import error_responses
 from paygo.tokens import decimals_of
 from streaming.serializers import SessionSerializer
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
-from wallets.idempotency import idempotent
+from wallets.idempotency import idempotent, replays_first
 
 LIST_PARAMETERS = [
     OpenApiParameter("status", str, enum=ConsultationStatus.values),
@@ -198,6 +198,7 @@ class CallStartView(APIView):
         parameters=[IDEMPOTENCY_PARAMETER],
         responses={201: CallResponseSerializer, **_PARTICIPANTS_ONLY, **error_responses(402)},
     )
+    @replays_first
     def post(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
         data = CallStartSerializer(data=request.data)
@@ -232,6 +233,7 @@ class CallStopView(APIView):
         parameters=[IDEMPOTENCY_PARAMETER],
         responses={200: CallResponseSerializer, **_PARTICIPANTS_ONLY},
     )
+    @replays_first
     def post(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
 

@@ -26,7 +26,7 @@ from streaming.serializers import (
     UsageSerializer,
 )
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
-from wallets.idempotency import idempotent
+from wallets.idempotency import idempotent, replays_first
 
 PRESENCE_DOC = (
     "A session is billed until it stops. Signs of life: the user's metrics report (PATCH .../metrics), "
@@ -56,6 +56,7 @@ class StartView(APIView):
         description=PRESENCE_DOC,
         responses={201: StartResponseSerializer, **error_responses(402)},  # 402: not enough for the first period
     )
+    @replays_first
     def post(self, request):
         data = StartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -131,6 +132,7 @@ class StopView(APIView):
         summary="Stop a session (owner, vendor, staff)",
         responses={200: StopResponseSerializer, **error_responses(403)},  # 403: staff who may only view it
     )
+    @replays_first
     def patch(self, request, session_id):
         session = selectors.session_get_to_stop(request.user, session_id)
 
@@ -189,6 +191,7 @@ class UsageView(APIView):
         # 403: the session's user (only its vendor reports); 409: the session has ended
         responses={201: UsageResponseSerializer, 200: UsageResponseSerializer, **error_responses(403, 409)},
     )
+    @replays_first
     def post(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)
         if session.vendor_id != request.user.pk:

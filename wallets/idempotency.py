@@ -10,6 +10,7 @@ everything else, so a retry runs afresh.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -46,6 +47,24 @@ class _Discard(Exception):
 
     def __init__(self, response: Response):
         self.response = response
+
+
+def replays_first(post):
+    """Decorates a money write's view method: a key used before answers its first answer before
+    anything reads the request, its validation included. Validated first, the retry of a transfer
+    that went through was refused once its token was deactivated (or anything it checks changed):
+    a client told 400 about money that moved."""
+
+    @functools.wraps(post)
+    def replaying(view, request, *args, **kwargs):
+        key = request.headers.get(HEADER)
+        if key is not None and _KEY_PATTERN.match(key):
+            earlier = IdempotencyKey.objects.filter(user=request.user, key=key).first()
+            if earlier is not None:
+                return _replay(earlier, request, _fingerprint(request))
+        return post(view, request, *args, **kwargs)
+
+    return replaying
 
 
 def idempotent(

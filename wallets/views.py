@@ -20,7 +20,7 @@ from paygo.api.ratelimits import MONEY
 from paygo.api.schema import error_responses
 from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
-from wallets.idempotency import idempotent
+from wallets.idempotency import idempotent, replays_first
 from wallets.models import Account, AccountKind, Asset, Entry, Withdrawal
 from wallets.serializers import (
     AddressResponseSerializer,
@@ -67,6 +67,7 @@ class DepositView(APIView):
         # 503: Chipi could not verify it
         responses={201: DepositResponseSerializer, 200: DepositResponseSerializer, **error_responses(503)},
     )
+    @replays_first
     def post(self, request):
         data = DepositSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -103,6 +104,7 @@ class WithdrawView(APIView):
         summary="Withdraw on chain",
         responses={202: WithdrawResponseSerializer},
     )
+    @replays_first
     def post(self, request):
         data = WithdrawSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -175,6 +177,7 @@ class TransferView(APIView):
         summary="Pay another PayGo user",
         responses={201: TransferResponseSerializer},
     )
+    @replays_first
     def post(self, request):
         data = TransferSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -279,6 +282,7 @@ class SwapView(APIView):
         summary="Swap one token for another",
         responses={201: SwapResponseSerializer, **error_responses(503)},  # 503: no rate from the price API
     )
+    @replays_first
     def post(self, request):
         data = SwapSerializer(data=request.data)
         data.is_valid(raise_exception=True)
