@@ -7,6 +7,8 @@ A bucket is named by the local date it starts on (the Monday of a week, the 1st 
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from itertools import pairwise
@@ -39,13 +41,24 @@ class PeriodError(ValueError):
 
 
 def parse_tz(name: str | None) -> ZoneInfo:
-    """The IANA time zone `name` (UTC when empty), or PeriodError."""
+    """The IANA time zone `name` (UTC when empty), or PeriodError.
+
+    Only the zones the time zone database lists: ZoneInfo() also opens any file under its folders, so
+    a folder ("America") was an OSError (a 500), and the leap-second copies ("right/UTC") were zones
+    whose local times PostgreSQL and Python put seconds apart."""
     if not name:
         return ZoneInfo("UTC")
     try:
+        if name not in _zone_names():
+            raise ZoneInfoNotFoundError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise PeriodError("tz", f"Unknown time zone {name[:64]!r}; use an IANA name such as Europe/Paris.") from None
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
 
 
 def floor(day: date, period: str) -> date:

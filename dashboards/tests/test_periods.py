@@ -62,6 +62,22 @@ def test_default_windows_end_today_in_the_callers_zone():
     assert window(period=YEAR, tz=NEW_YORK, now=NOW).buckets[0] == date(2022, 1, 1)
 
 
+@pytest.mark.parametrize("name", ["America", "Etc", "right/UTC", "posix/Europe/Paris", "America/", "Europe/../UTC"])
+def test_a_folder_or_a_copy_of_the_zone_database_is_no_time_zone(name):
+    # A folder was an OSError (a 500); the leap-second copies put local times seconds off PostgreSQL's.
+    with pytest.raises(PeriodError):
+        parse_tz(name)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["America", "right/UTC"])
+def test_a_dashboard_given_one_is_400(api, alice, name):
+    response = api(alice).get("/api/v1/dashboard/user/overview", {"tz": name})
+
+    assert response.status_code == 400
+    assert list(response.json()["errors"]) == ["tz"]
+
+
 def test_unknown_time_zones_and_periods():
     with pytest.raises(PeriodError):
         parse_tz("Nowhere/Land")
