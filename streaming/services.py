@@ -19,7 +19,7 @@ from streaming import live, pricing
 from streaming.billing import bill_stop
 from streaming.models import SessionKind, SessionStatus, StopReason, StreamingSession, UsageEvent
 from wallets import ledger
-from wallets.models import SystemAccount, TransactionKind
+from wallets.models import Asset, SystemAccount, TransactionKind
 
 
 def _invalid(field: str, message: str, code: str = "invalid") -> exceptions.ValidationError:
@@ -49,11 +49,11 @@ def session_start(
     """Open a metered session: hold the first period (and the minimum charge), charge a
     per-session fee, or answer 402 with how much is needed."""
     now = now or timezone.now()
-    if not service.is_active or getattr(service, "deleted_at", None) or not service.vendor.is_active:
+    asset = Asset.objects.filter(code=service.token, is_active=True).first()  # staff may deactivate a token
+    if asset is None or not service.is_active or getattr(service, "deleted_at", None) or not service.vendor.is_active:
         raise _invalid("service_id", "This service is not available.", code="inactive_service")
     if service.vendor_id == user.pk:
         raise _invalid("service_id", "You cannot open a session on your own service.", code="own_service")
-    asset = ledger.asset_get(service.token)
     rate, unit = int(service.rate), service.unit
     session_fee = rate if unit == "per_session" else 0
     minimum = int(service.minimum_charge or 0)
@@ -65,11 +65,11 @@ def session_start(
         # The vendor reports the usage: without the user's own cap, the one the service declares.
         max_cost = int(service.max_session_cost)
 
-    payer = ledger.account_for_user(user, asset)
-    payee = ledger.account_for_user(service.vendor, asset)
-    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, asset)
     session_id = uuid.uuid4()
-    with transaction.atomic():
+    with transaction.atomic():  # a refusal (402) leaves no account opened for it
+        payer = ledger.account_for_user(user, asset)
+        payee = ledger.account_for_user(service.vendor, asset)
+        revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, asset)
         locked = ledger.lock_accounts([payer.pk, payee.pk, revenue.pk])
         _, _, balance, held, _ = locked[payer.pk]
         if balance - held < needed:

@@ -12,6 +12,7 @@ from paygo.api.filters import query_filters
 from paygo.api.permissions import IsUserRole
 from paygo.api.ratelimits import MONEY
 from paygo.api.schema import error_responses
+from paygo.tokens import decimals_of
 from streaming import pricing, selectors, services
 from streaming.models import SessionStatus
 from streaming.serializers import (
@@ -64,10 +65,8 @@ class StartView(APIView):
         service = _service_for_start(values["service_id"])
 
         def execute(_) -> Response:
-            from wallets.ledger import asset_get
-
             max_cost = values.get("max_cost")
-            decimals = asset_get(service.token).decimals
+            decimals = decimals_of(service.token)
             session = services.session_start(
                 user=request.user,
                 service=service,

@@ -120,6 +120,34 @@ def test_start_on_an_inactive_service_is_400(api, alice, fund, make_service):
     assert response.json()["errors"]["serviceId"] == ["This service is not available."]
 
 
+@pytest.mark.parametrize("max_cost", [None, "5"])
+def test_start_on_a_service_whose_token_staff_deactivated_is_400(api, alice, fund, make_service, max_cost):
+    from wallets.models import Asset
+
+    fund(alice, 10 * USDC, "USDT")
+    service = make_service(token="USDT")
+    Asset.objects.filter(code="USDT").update(is_active=False)  # was a 500: the asset looked up was gone
+    body = {"serviceId": service.pk, **({"maxCost": max_cost} if max_cost else {})}
+
+    response = api(alice).post("/api/v1/streams/start", body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["serviceId"] == ["This service is not available."]
+    assert not StreamingSession.objects.exists()
+
+
+def test_a_start_refused_for_want_of_funds_opens_no_account(api, alice, make_service):
+    from wallets.models import Account
+
+    service = make_service()
+    before = Account.objects.count()
+
+    response = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk}, format="json")
+
+    assert response.status_code == 402
+    assert Account.objects.count() == before
+
+
 def test_start_with_idempotency_key_opens_one_session(api, alice, fund, make_service):
     fund(alice, 10 * USDC)
     client = api(alice)
