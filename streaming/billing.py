@@ -65,9 +65,13 @@ def bill_batch(*, now: datetime, after_id: int, shard: int, shards: int, limit: 
     return _bill(now=now, ids=None, reason=None, after=after_id, limit=limit, shard=shard, shards=shards)
 
 
-def bill_stop(*, session_ids: list[int], reason: str, now: datetime) -> list[Billed]:
+def bill_stop(*, session_ids: list[int], reason: str | None, now: datetime) -> list[Billed]:
     """Stop these sessions (waiting for their row locks), billed up to `now` or to when their money
-    ran out. Sessions that have ended are left as they are. Call inside transaction.atomic()."""
+    ran out. Sessions that have ended are left as they are. Call inside transaction.atomic().
+
+    With no reason, bill them up to `now` as a sweep would, stopping only those whose money (or
+    maxCost) or silence ended them: the live hub's call at the instant a session was told its money
+    would run out, which goes on if it was topped up since."""
     return _bill(now=now, ids=session_ids, reason=reason, after=0, limit=len(session_ids), shard=0, shards=1)
 
 

@@ -33,11 +33,11 @@ from typing import Protocol
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import close_old_connections, connections, transaction
 from django.utils import timezone
 
-from streaming import live, selectors, services
-from streaming.models import SessionStatus, StopReason, StreamingSession
+from streaming import billing, live, selectors, services
+from streaming.models import SessionStatus
 
 logger = logging.getLogger("paygo.streaming")
 
@@ -188,8 +188,9 @@ class Hub:
         return session is not None and session.status == SessionStatus.ACTIVE
 
     def _stop(self, pk: int, now: datetime) -> None:
-        """Its money ran out: end it at that instant rather than at the next sweep (rare: on the
-        consumers' thread, as any stop; its session.stopped reaches the sockets through the layer)."""
+        """Its money was to run out now: bill it at that instant rather than at the next sweep, which
+        ends it unless it was topped up since (rare: on the consumers' thread, as any stop; its
+        session.stopped reaches the sockets through the layer)."""
         if pk in self.stopping:
             return
         self.stopping.add(pk)
@@ -221,8 +222,9 @@ def _tick_step(*, refresh: list[int], watched: list[str], seen: set[int], now: d
 
 
 def _stop_session(pk: int, now: datetime) -> None:
-    session = StreamingSession.objects.get(pk=pk)
-    services.session_stop(session=session, reason=StopReason.INSUFFICIENT_FUNDS, now=now)
+    """Bill it now: it stops there unless it was topped up since it was told (billing decides)."""
+    with transaction.atomic():
+        billing.bill_stop(session_ids=[pk], reason=None, now=now)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -189,8 +189,11 @@ class Model:
         # When it ends, if it does: at the earliest of the instant its money (or maxCost) ran out,
         # the instant its idle timeout ran out and now if a stop is asked for; an end that came
         # before is where it ended, whoever asks later. On a tie: money, then idle, then the stop.
+        # The money's instant holds while it has no more than its hold to spend (not topped up).
         idle_at = s.last_seen + timedelta(milliseconds=self.idle_ms)
-        if s.stop_at is not None and s.stop_at <= min(now, idle_at):
+        funds = s.hold + free
+        money_stop = s.stop_at_reason == "max_cost" or funds <= s.hold
+        if s.stop_at is not None and s.stop_at <= min(now, idle_at) and money_stop:
             reason, stop_time = s.stop_at_reason or "insufficient_funds", s.stop_at
         elif idle_at <= now:
             reason, stop_time = "idle", idle_at
@@ -200,7 +203,6 @@ class Model:
         if stop_time is not None:
             stop_time = until
         metered = max(0, s.due(until) - s.metered)
-        funds = s.hold + free
         cap = None if s.max_cost is None else max(0, s.max_cost - s.total)
         limit = funds if cap is None else min(funds, cap)
         if metered > limit:
@@ -231,7 +233,8 @@ class Model:
                 else 0
             )
             cap_left = None if s.max_cost is None else s.max_cost - (s.total + metered)
-            new_hold = min(need, remaining) if cap_left is None else min(need, remaining, cap_left)
+            keep = need + max(0, s.minimum - (s.total + metered))  # and the rest of its minimum charge
+            new_hold = min(keep, remaining) if cap_left is None else min(keep, remaining, cap_left)
             if s.unit in TIME_UNIT_MS:
                 budget, why = remaining, "insufficient_funds"
                 if cap_left is not None and cap_left <= remaining:

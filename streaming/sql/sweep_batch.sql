@@ -12,13 +12,15 @@
 --   takes due(until) - metered_cost, `until` being now, or its stop;
 -- - a session stops when asked (p_stop_reason), when its money or maxCost ran out before (stop_at),
 --   or when it has had no sign of life for p_idle_ms: then at the instant that timeout ran out,
---   whoever asks later (the earliest of the three wins);
+--   whoever asks later (the earliest of the three wins); the money's stop_at only while the
+--   session has no more than its hold to spend: topped up since it was told, it goes on;
 -- - the funds a session may use are its hold plus its wallet's free balance, shared by the payer's
 --   sessions of the batch in id order: each gets what the ones before it left; when they or
 --   maxCost cannot pay what is due, it stops at the exact instant they ran out, charged up to it;
 --   a stopping session pays the rest of its minimum charge out of what is there and within maxCost;
--- - a running session's hold is renewed for the coming period (p_period_ms); when that period
---   cannot be covered in full, it is told when it will stop (stop_at) and holds all it has left;
+-- - a running session's hold is renewed for the coming period (p_period_ms) and the rest of its
+--   minimum charge; when that period cannot be covered in full, it is told when it will stop
+--   (stop_at) and holds all it has left;
 -- - its low-balance level (1: runway under 5 minutes, 2: under 1 minute) is kept, and a rise is
 --   returned once per crossing.
 -- It then posts ONE ledger transaction through wallets_post_arrays (wallets/sql/wallets_post.sql):
@@ -90,16 +92,21 @@ CREATE FUNCTION streaming_decide(
         -- the instant its idle timeout ran out (silent all that time) and now if it is asked to
         -- stop. An end that came before is where it ended, whoever asks later: silence costs the
         -- timeout whether a sweep or a stop comes first. On a tie: money, then idle, then the stop
-        -- asked for. It is billed up to then, never back before charged_until.
+        -- asked for. It is billed up to then, never back before charged_until. The money's stop_at
+        -- was reckoned from the funds of then, all of them held: with more to spend now (a top-up)
+        -- it is reckoned again below, from what there is (maxCost's never moves).
         SELECT a.*,
-               CASE WHEN a.stop_at <= least(a.now, a.idle_at)
-                        THEN coalesce(nullif(a.stop_at_reason, ''), 'insufficient_funds')
+               CASE WHEN a.money_stop THEN coalesce(nullif(a.stop_at_reason, ''), 'insufficient_funds')
                     WHEN a.idle_at <= a.now THEN 'idle'
                     WHEN p_stop_reason IS NOT NULL THEN p_stop_reason END::varchar AS reason0,
-               greatest(a.charged_until, CASE WHEN a.stop_at <= least(a.now, a.idle_at) THEN a.stop_at
+               greatest(a.charged_until, CASE WHEN a.money_stop THEN a.stop_at
                                               WHEN a.idle_at <= a.now THEN a.idle_at
                                               ELSE a.now END) AS until0
-        FROM a
+        FROM (
+            SELECT a.*, a.stop_at <= least(a.now, a.idle_at)
+                        AND (a.stop_at_reason = 'max_cost' OR a.funds <= a.hold) AS money_stop
+            FROM a
+        ) AS a
         OFFSET 0
     ), c AS (
         -- What is due, and what can be paid.
@@ -136,9 +143,11 @@ CREATE FUNCTION streaming_decide(
         OFFSET 0
     ), f AS (
         -- A stopping session pays the rest of its minimum charge out of what is there, within
-        -- maxCost. A running one renews its hold for the coming period, out of what remains and
-        -- within maxCost (its budget).
+        -- maxCost. A running one renews its hold for the coming period and the rest of its minimum
+        -- charge (held at its start: released, the wallet could be emptied before the stop), out
+        -- of what remains and within maxCost (its budget).
         SELECT e.*,
+               greatest(0, e.minimum_charge - e.total_cost - e.metered1) AS minimum_rest,
                e.metered1 + CASE WHEN e.reason1 IS NOT NULL AND e.minimum_charge - e.total_cost - e.metered1 > 0
                                  THEN greatest(0, least(e.minimum_charge - e.total_cost - e.metered1,
                                                         e.funds - e.metered1, e.cap - e.metered1))
@@ -172,7 +181,7 @@ CREATE FUNCTION streaming_decide(
         streaming_platform_fee(CASE WHEN g.reason1 IS NOT NULL THEN g.final_charge ELSE g.metered1 END, p_fee_bps),
         CASE WHEN g.reason1 IS NOT NULL THEN 0
              WHEN g.running_out THEN g.budget
-             ELSE least(g.need, g.left_over, g.cap_left) END,
+             ELSE least(g.need + g.minimum_rest, g.left_over, g.cap_left) END,
         CASE WHEN g.reason1 IS NOT NULL THEN g.funds - g.final_charge ELSE g.left_over END,
         g.reason1,
         CASE WHEN g.reason1 IS NOT NULL THEN g.until1 END,

@@ -242,6 +242,83 @@ def test_funds_running_out_warns_first(alice, fund, make_service, clock):
     assert titles == ["Low balance", "Low balance"]  # under 5 minutes, then under 1 minute
 
 
+def _warned(alice, fund, make_service, clock):
+    """A session of 2.5 USDC at 1 USDC a minute, told at 120 s that its money runs out at 150 s."""
+    fund(alice, 2_500_000)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    for _ in range(2):
+        clock.move(seconds=60)
+        beat(session)
+        run_sweep()
+    assert (fresh(session).stop_at - session.start_time).total_seconds() == 150
+    return session
+
+
+def test_a_session_topped_up_after_its_warning_goes_on(alice, fund, make_service, clock):
+    """Its stop_at was reckoned from the money it had then; with more since, it is reckoned again
+    (it was stopped at 150 s with 100 USDC in the wallet)."""
+    session = _warned(alice, fund, make_service, clock)
+    clock.move(seconds=5)
+    fund(alice, 100 * USDC)
+    for seconds in (20, 20, 15):
+        clock.move(seconds=seconds)
+        beat(session)
+    run_sweep()  # at 180 s
+
+    session = fresh(session)
+    assert session.status == SessionStatus.ACTIVE
+    assert session.total_cost == 3 * USDC
+    assert (session.stop_at, session.stop_at_reason, session.hold.amount) == (None, "", USDC)
+    assert balance_of(alice) == 102_500_000 - 3 * USDC
+
+
+def test_the_live_hub_at_the_warned_instant_bills_rather_than_stops(alice, bob, fund, make_service, clock):
+    """The hub ends a session at its stop_at, between sweeps: topped up, it is billed there and goes
+    on; not, it stops there, as the sweep would have."""
+    from datetime import timedelta
+
+    from streaming.hub import _stop_session
+
+    topped = _warned(alice, fund, make_service, clock)
+    fund(alice, 100 * USDC)
+    clock.move(seconds=30)  # at 150 s, the instant it was told
+    beat(topped)
+    _stop_session(topped.pk, topped.start_time + timedelta(seconds=150))
+
+    topped = fresh(topped)
+    assert (topped.status, topped.total_cost, topped.stop_at) == (SessionStatus.ACTIVE, 2_500_000, None)
+
+    alone = _warned(bob, fund, make_service, clock)
+    clock.move(seconds=30)
+    _stop_session(alone.pk, alone.start_time + timedelta(seconds=150))
+
+    alone = fresh(alone)
+    assert (alone.status, alone.stop_reason) == (SessionStatus.STOPPED, StopReason.INSUFFICIENT_FUNDS)
+    assert (alone.end_time - alone.start_time).total_seconds() == 150
+
+
+def test_the_rest_of_the_minimum_charge_stays_held_while_it_runs(alice, bob, fund, make_service, clock):
+    """Held at its start with the first minute, the minimum was released by the first sweep: the
+    wallet emptied, the stop charged 2 USDC of a 5 USDC minimum."""
+    from wallets import ledger
+    from wallets.services import wallet_transfer
+
+    fund(alice, 7 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=5 * USDC))
+    assert fresh(session).hold.amount == 6 * USDC
+    clock.move(seconds=60)
+    beat(session)
+    run_sweep()
+
+    assert fresh(session).hold.amount == USDC + 4 * USDC  # the next minute and the minimum's rest
+    with pytest.raises(Exception, match="Insufficient funds"):
+        wallet_transfer(sender=alice, recipient=bob, asset=ledger.asset_get("USDC"), amount=5 * USDC)
+    clock.move(seconds=30)
+    session = stop(session)
+    assert session.total_cost == 5 * USDC
+    assert balance_of(alice) == 2 * USDC
+
+
 def test_low_balance_alerts_once_per_crossing_and_rearm_after_top_up(alice, fund, make_service, clock):
     from notifications.models import Notification
 
