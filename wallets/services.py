@@ -510,6 +510,8 @@ def withdrawal_send(*, withdrawal_id) -> str:
     )
     if outcome.tx_hash:
         return _withdrawal_sent(withdrawal, outcome.tx_hash)
+    if outcome.superseded:
+        return Withdrawal.objects.values_list("status", flat=True).get(pk=withdrawal.pk)
     if outcome.refused:
         return _withdrawal_failed(withdrawal, outcome.error)
     return _withdrawal_retry_later(withdrawal, outcome.error, outcome.retry_in)
@@ -521,6 +523,9 @@ class OutboxOutcome:
     refused: bool = False  # refused for good before anything moved
     error: str = ""
     retry_in: float = 0.0
+    # Another worker attempted the row since this one read it (this one's claim ran out while it
+    # stalled): the row is theirs, and this one changes nothing of it.
+    superseded: bool = False
 
 
 def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, taken, twins) -> OutboxOutcome:
@@ -554,10 +559,15 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
             )
             if found is not None:
                 return OutboxOutcome(tx_hash=found)
-        if not row.nonce:
-            row.nonce = new_nonce()
         # Committed before signing: a crash from here on is an unknown outcome, looked up next time.
         with transaction.atomic():
+            # The row as it is now, locked: a worker whose claim ran out while it stalled finds that
+            # another has attempted it since, and leaves it to them (its own "first attempt" would
+            # be refused the nonce the other used, and refund money that left).
+            mark, nonce = type(row).objects.select_for_update().values_list("send_attempted_at", "nonce").get(pk=row.pk)
+            if mark != attempted_before:
+                return OutboxOutcome(superseded=True)
+            row.nonce = nonce or new_nonce()  # a row made before nonces were chosen at its making
             if not attempted_before:
                 _outbox_lock(f"outbox:{wallet.address}:{to_address}:{token}:{amount}")
                 if twins.filter(send_attempted_at__isnull=False).exists():
@@ -584,9 +594,11 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
         # nothing was sent, so this was no attempt whose outcome is unknown. Left marked, a later
         # refusal would count as one ("refused after an unknown outcome") and the money would
         # stay in flight for ever instead of going back.
-        if marked:
+        # Only this attempt's own mark: another worker's, made since, stands.
+        if marked and type(row).objects.filter(pk=row.pk, send_attempted_at=row.send_attempted_at).update(
+            send_attempted_at=attempted_before
+        ):
             row.send_attempted_at = attempted_before
-            type(row).objects.filter(pk=row.pk).update(send_attempted_at=attempted_before)
         if isinstance(exc, ChipiRateLimited):
             return OutboxOutcome(error=f"Chipi rate limited: {exc}", retry_in=exc.retry_after)
         return OutboxOutcome(error=f"{type(exc).__name__}: {exc}", retry_in=_backoff(row.attempts))
@@ -637,7 +649,10 @@ def _backoff(attempts: int) -> float:
 
 
 def _withdrawal_retry_later(withdrawal: Withdrawal, error: str, seconds: float) -> str:
-    Withdrawal.objects.filter(pk=withdrawal.pk, status=WithdrawalStatus.SENDING).update(
+    # Unless another worker attempted it since (its attempt, its claim).
+    Withdrawal.objects.filter(
+        pk=withdrawal.pk, status=WithdrawalStatus.SENDING, send_attempted_at=withdrawal.send_attempted_at
+    ).update(
         status=WithdrawalStatus.SENDING if withdrawal.send_attempted_at else WithdrawalStatus.PENDING,
         claimed_until=None,
         next_attempt_at=timezone.now() + timedelta(seconds=max(1.0, seconds)),
@@ -661,9 +676,12 @@ def _withdrawal_sent(withdrawal: Withdrawal, tx_hash: str) -> str:
 
 
 def _withdrawal_failed(withdrawal: Withdrawal, error: str) -> str:
-    """Refused for good: the money in flight goes back to the wallet it came from."""
+    """Refused for good: the money in flight goes back to the wallet it came from. Only while the
+    row's latest attempt is the one refused: another worker's since (this one's claim ran out) may
+    have sent it, and the refusal be of the nonce that one used."""
     status = _withdrawal_finish(
         withdrawal,
+        only_after=withdrawal.send_attempted_at,
         status=WithdrawalStatus.FAILED,
         credit=lambda w: ledger.account_for_user(w.user, w.asset),
         kind=TransactionKind.REFUND,
@@ -675,13 +693,18 @@ def _withdrawal_failed(withdrawal: Withdrawal, error: str) -> str:
     return status
 
 
-def _withdrawal_finish(withdrawal: Withdrawal, *, status, credit, kind, reference, metadata, changes) -> str:
-    """Settle a row that is being sent, once: its money leaves 'in flight' for `credit`."""
+def _withdrawal_finish(
+    withdrawal: Withdrawal, *, status, credit, kind, reference, metadata, changes, only_after=None
+) -> str:
+    """Settle a row that is being sent, once: its money leaves 'in flight' for `credit`; with
+    `only_after`, only while that is still its latest attempt."""
     with transaction.atomic():
         locked = (
             Withdrawal.objects.select_related("asset", "user").select_for_update(of=("self",)).get(pk=withdrawal.pk)
         )
         if locked.status != WithdrawalStatus.SENDING:
+            return locked.status
+        if only_after is not None and locked.send_attempted_at != only_after:
             return locked.status
         ledger.transfer(
             debit=ledger.system_account(SystemAccount.WITHDRAWALS_IN_FLIGHT, locked.asset),
@@ -843,14 +866,17 @@ def sweep_send(*, sweep_id) -> str:
             status=SweepStatus.SENT, tx_hash=outcome.tx_hash, sent_at=timezone.now(), claimed_until=None, last_error=""
         )
         return SweepStatus.SENT
+    # Another worker attempted it since (this one's claim ran out): the row is theirs.
+    ours = Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.PENDING, send_attempted_at=sweep.send_attempted_at)
+    if outcome.superseded:
+        return Sweep.objects.values_list("status", flat=True).get(pk=sweep.pk)
     if outcome.refused:
         # The money stays in the deposit wallet (reconciliation keeps counting it); staff look.
-        logger.error("Sweep %s refused for good: %s", sweep.pk, outcome.error)
-        Sweep.objects.filter(pk=sweep.pk).update(
-            status=SweepStatus.FAILED, claimed_until=None, last_error=outcome.error[:500]
-        )
-        return SweepStatus.FAILED
-    Sweep.objects.filter(pk=sweep.pk).update(
+        if ours.update(status=SweepStatus.FAILED, claimed_until=None, last_error=outcome.error[:500]):
+            logger.error("Sweep %s refused for good: %s", sweep.pk, outcome.error)
+            return SweepStatus.FAILED
+        return Sweep.objects.values_list("status", flat=True).get(pk=sweep.pk)
+    ours.update(
         claimed_until=None,
         next_attempt_at=timezone.now() + timedelta(seconds=max(1.0, outcome.retry_in)),
         last_error=outcome.error[:500],

@@ -321,10 +321,9 @@ def test_a_sender_that_died_mid_send_is_taken_over_without_a_double_send(alice, 
     assert sandbox.custody_balance("USDC") == 9 * USDC
 
 
-def test_two_workers_on_one_row_sign_its_one_nonce(alice, sandbox):
-    """The nonce is the row's from the start: a worker that took over a claim which ran out while
-    the first one stalled before its first send (no nonce recorded yet) signs the same nonce as the
-    first, and the account accepts it once."""
+def test_a_withdrawal_signs_the_nonce_chosen_at_its_making_and_a_stale_worker_sends_nothing(alice, sandbox):
+    """The nonce is the row's from the start; a worker holding what it read before another sent the
+    row finds it attempted since, and sends nothing (the row is the other's)."""
     from wallets.chipi.models import SandboxUsedNonce
 
     chain_deposit(alice, 10 * USDC)
@@ -333,11 +332,11 @@ def test_two_workers_on_one_row_sign_its_one_nonce(alice, sandbox):
     )
     nonce = Withdrawal.objects.get(pk=withdrawal.pk).nonce
     assert nonce
-    stalled = Withdrawal.objects.select_related("asset").get(pk=withdrawal.pk)  # as the first worker read it
+    stale = Withdrawal.objects.select_related("asset").get(pk=withdrawal.pk)  # as a first worker read it
 
-    assert retry_due(withdrawal.pk) == WithdrawalStatus.SENT  # the second worker
-    outcome = services._outbox_execute(  # the first wakes up and sends what it read
-        stalled,
+    assert retry_due(withdrawal.pk) == WithdrawalStatus.SENT  # another worker
+    outcome = services._outbox_execute(  # the first wakes up with what it read
+        stale,
         source=services.treasury_wallet,
         to_address=ADDRESS,
         token="USDC",
@@ -346,16 +345,74 @@ def test_two_workers_on_one_row_sign_its_one_nonce(alice, sandbox):
         twins=Withdrawal.objects.none(),
     )
 
-    assert not outcome.tx_hash
-    assert "nonce already used" in outcome.error
+    assert outcome == services.OutboxOutcome(superseded=True)
     assert sent_on_chain(withdrawal.pk) == 1
     treasury = services.treasury_wallet().address
-    assert (
-        list(SandboxUsedNonce.objects.filter(address=treasury).values_list("nonce", flat=True)).count(
-            hex(int(nonce, 16))
-        )
-        == 1
+    assert list(SandboxUsedNonce.objects.filter(address=treasury).values_list("nonce", flat=True)) == [
+        hex(int(nonce, 16))
+    ]
+
+
+def test_a_worker_that_stalled_past_its_claim_leaves_the_row_to_the_one_that_took_it_over(alice, sandbox, monkeypatch):
+    """The first worker stalls before its first send, past its claim; a second takes the row over and
+    sends it (its answer lost: it acted). The first, waking, finds the row attempted since it read
+    it and leaves it: signing the row's nonce it was refused as used, and refunded money that had
+    left on chain."""
+    chain_deposit(alice, 10 * USDC)
+    withdrawal = services.withdrawal_request(
+        user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS
     )
+    treasury, stalled = services.treasury_wallet, []
+
+    def stalling():
+        if not stalled:
+            stalled.append(True)
+            sandbox.inject("send_transfer", "lost_response")
+            with time_machine.travel(timezone.now() + timedelta(seconds=services.CLAIM_SECONDS + 1)):
+                assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENDING
+        return treasury()
+
+    monkeypatch.setattr(services, "treasury_wallet", stalling)
+
+    assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENDING
+    assert sent_on_chain(withdrawal.pk) == 1
+    assert balance_of(alice) == 9 * USDC
+    assert retry_due(withdrawal.pk) == WithdrawalStatus.SENT  # found on chain
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+
+
+def test_a_failed_connection_undoes_only_its_own_attempt(alice, sandbox, monkeypatch):
+    """The first worker marks its attempt and stalls in the send, past its claim; a second takes the
+    row over and sends it (its answer lost: it acted). The first's send then fails to connect: it
+    undoes its own mark only, not the second's, and a later refusal of the used nonce is no
+    refusal of a first attempt (which refunded money that had left)."""
+    from wallets.chipi import gateway as chipi_gateway
+    from wallets.chipi.errors import ChipiUnavailable
+
+    chain_deposit(alice, 10 * USDC)
+    withdrawal = services.withdrawal_request(
+        user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS
+    )
+    execute, calls = chipi_gateway.ChipiSdkGateway.execute_transfer, []
+
+    def stalling(self, **kwargs):
+        calls.append(True)
+        if len(calls) == 1:
+            sandbox.inject("send_transfer", "lost_response")
+            with time_machine.travel(timezone.now() + timedelta(seconds=services.CLAIM_SECONDS + 1)):
+                assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENDING
+            raise ChipiUnavailable("Could not connect to Chipi (in this test)")
+        return execute(self, **kwargs)
+
+    monkeypatch.setattr(chipi_gateway.ChipiSdkGateway, "execute_transfer", stalling)
+    services.withdrawal_send(withdrawal_id=withdrawal.pk)
+
+    row = Withdrawal.objects.get(pk=withdrawal.pk)
+    assert (row.status, row.send_attempted_at is not None) == (WithdrawalStatus.SENDING, True)
+    with time_machine.travel(timezone.now() + timedelta(hours=2)):
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal.pk) == 1
+    assert balance_of(alice) == 9 * USDC
 
 
 def test_dispatcher_task_sends_what_is_due(alice, sandbox, django_capture_on_commit_callbacks):
