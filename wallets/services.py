@@ -321,7 +321,8 @@ def asset_make_default(*, asset: Asset) -> Asset:
     """Make `asset` (active) the token a request that names none uses, in place of the one that was:
     there is always exactly one default, and it is active."""
     with transaction.atomic():
-        asset = Asset.objects.select_for_update().get(pk=asset.pk)
+        # Every token locked, in id order: two changes of the default at once take turns.
+        asset = {row.pk: row for row in Asset.objects.select_for_update().order_by("pk")}[asset.pk]
         if not asset.is_active:
             raise _invalid("token", f"{asset.code} is not active: activate it first.", code="inactive_token")
         Asset.objects.filter(is_default=True).exclude(pk=asset.pk).update(is_default=False)
@@ -639,6 +640,7 @@ def _find_sent(
         and tx.token == token
         and tx.amount == amount
         and tx.status != "failed"
+        and (tx.created_at is None or tx.created_at >= since)  # not one from before the row was made
         and not taken(tx.tx_hash)
     ]
     return matches[-1] if matches else None

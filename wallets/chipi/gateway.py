@@ -54,9 +54,10 @@ _MAX_CONNECT_TIMEOUT = 5.0
 _U128 = 1 << 128
 # transaction-list pages read per look-up (100 records each): a wallet's recent history; and, for a
 # look-up back to a given instant (an outbox row in doubt, made before the treasury's last 500
-# transfers), as far as that, within this bound.
+# transfers), as far as that, within this bound: half of Chipi's 100 requests a minute per key (a
+# look-up past it would be cut off by the budget at every try, and starve the other calls).
 MAX_TRANSACTION_PAGES = 5
-MAX_TRANSACTION_PAGES_BACK = 200
+MAX_TRANSACTION_PAGES_BACK = 50
 _jitter = random.SystemRandom()
 
 

@@ -258,3 +258,23 @@ def test_the_database_keeps_the_default_token_active():
 
     with pytest.raises(IntegrityError), transaction.atomic():
         Asset.objects.filter(is_default=True).update(is_active=False)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("left", ["deactivated", "unset"])
+def test_the_migration_puts_right_a_default_token_the_old_admin_left(left):
+    """Migration 0015 adds the check that the default token is active: on a database where the old
+    admin had deactivated it, or unset it, it puts that right first rather than fail."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("wallets", "0014_system_accounts_locked_last")], [("wallets", "0015_default_asset_active")]
+    MigrationExecutor(connection).migrate(before)
+    with connection.cursor() as cursor:
+        if left == "deactivated":
+            cursor.execute("UPDATE wallets_asset SET is_active = false WHERE is_default")
+        else:
+            cursor.execute("UPDATE wallets_asset SET is_default = false")
+    MigrationExecutor(connection).migrate(after)
+
+    assert list(Asset.objects.filter(is_default=True).values_list("code", "is_active")) == [("USDC", True)]
