@@ -215,9 +215,11 @@ def usage_report(
     *, session: StreamingSession, event_id: str, quantity: int, now: datetime | None = None
 ) -> tuple[UsageEvent, bool]:
     """Record a vendor's usage event; each event id counts once, and counts as a sign of life.
-    Billed on the next sweep. A report larger than the service's largest quantity per event, one
-    that would take the session's cost past its cap, or one on a session that has ended (stopped,
-    or silent past its idle timeout, which ended it then) is refused and counts nothing."""
+    Billed on the next sweep, and held until then: the session's hold grows to cover what its
+    usage owes. A report larger than the service's largest quantity per event, one that would take
+    the session's cost past its cap or past what its payer can pay (its hold and free balance:
+    402), or one on a session that has ended (stopped, or silent past its idle timeout, which
+    ended it then) is refused and counts nothing."""
     now = now or timezone.now()
     if not pricing.is_usage_unit(session.unit):
         raise _invalid(
@@ -248,10 +250,41 @@ def usage_report(
             event = UsageEvent.objects.create(session=session, event_id=event_id, quantity=quantity, created_at=now)
             if not counted_sessions.update(usage_quantity=F("usage_quantity") + quantity):
                 _refuse_uncounted(session, now)
+            _hold_what_usage_owes(session)
             sessions_seen(session_ids=[session.pk], now=now)
     except IntegrityError:
         return UsageEvent.objects.get(session=session, event_id=event_id), False
     return event, True
+
+
+def _hold_what_usage_owes(session: StreamingSession) -> None:
+    """Grow the session's hold to what its counted usage owes beyond what was charged, or refuse
+    (402) when its payer cannot pay it. Locks as billing does: the session (the counting update
+    above took it), then its payer's wallet. Accepted and never held, a report the wallet could not
+    pay was charged only what was left at the sweep: the vendor lost the rest."""
+    counted = StreamingSession.objects.values_list("usage_quantity", "metered_cost").get(pk=session.pk)
+    owed = pricing.usage_due(
+        rate=int(session.rate), unit_quantity=pricing.USAGE_UNIT_QUANTITY[session.unit], quantity=int(counted[0])
+    ) - int(counted[1])
+    locked = ledger.lock_accounts([session.payer_account_id])
+    _, _, balance, held, _ = locked[session.payer_account_id]
+    hold = ledger.hold_amounts([session.hold_id])[session.hold_id]
+    if owed <= hold:
+        return
+    if owed - hold > balance - held:
+        decimals, code = session.asset.decimals, session.asset.code
+        raise PaymentRequired(
+            {
+                "message": f"The session's payer cannot pay this usage: it would owe {format_minor(owed, decimals)} "
+                f"{code}; {format_minor(hold + balance - held, decimals)} is available. It is not counted.",
+                "code": "insufficient_funds",
+                "needed": format_minor(owed, decimals),
+                "available": format_minor(hold + balance - held, decimals),
+                "token": code,
+            }
+        )
+    grow = ledger.HoldChange(session.hold_id, session.payer_account_id, owed - hold)
+    ledger.post_batch([ledger.TxSpec(kind=TransactionKind.CHARGE, entries=[], hold_changes=[grow])], locked=locked)
 
 
 def _refuse_uncounted(session: StreamingSession, now: datetime) -> None:

@@ -162,6 +162,19 @@ class Model:
         if session.active and session.last_seen < now <= session.last_seen + timedelta(milliseconds=self.idle_ms):
             session.last_seen = now
 
+    def usage_count(self, session: Session, quantity: int) -> bool:
+        """Count a usage report if its payer can pay what the session's usage then owes beyond what
+        was charged (its hold and free balance), growing its hold to that; False: refused (402)."""
+        payer = self.accounts[(session.user, session.asset)]
+        owed = session.rate * (session.usage + quantity) // USAGE_UNIT_QUANTITY[session.unit] - session.metered
+        if owed > session.hold and owed - session.hold > payer[0] - payer[1]:
+            return False
+        session.usage += quantity
+        if owed > session.hold:
+            payer[1] += owed - session.hold
+            session.hold = owed
+        return True
+
     def usage_cap(self, session: Session) -> int | None:
         """The largest usage quantity the session's cap allows."""
         if session.max_cost is None:

@@ -688,8 +688,10 @@ class PayGoSimulation(RuleBasedStateMachine):
         if cap is not None and session.usage + quantity > cap:
             assert response.status_code == 409 and response.json()["code"] == "usage_over_cap", response.json()
             return
+        if not self.model.usage_count(session, quantity):
+            assert response.status_code == 402 and response.json()["code"] == "insufficient_funds", response.json()
+            return
         assert response.status_code == 201, response.json()
-        session.usage += quantity
         self.model.seen(session.pk, self.now())
         if replay_event:
             OPERATIONS["usage_replay"] += 1

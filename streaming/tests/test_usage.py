@@ -144,3 +144,33 @@ def test_a_report_after_the_idle_timeout_ran_out_is_refused_and_counts_nothing(c
     assert (metered.status, metered.stop_reason) == (SessionStatus.STOPPED, StopReason.IDLE)
     assert metered.total_cost == 5 * 1_000
     assert balance_of(alice) == 10 * USDC - 5 * 1_000
+
+
+def test_usage_the_payer_cannot_pay_is_refused_and_what_is_accepted_is_held(
+    api, alice, bob, victor, fund, make_service
+):
+    """Accepted beyond the payer's funds, a report was charged only what was left at the sweep (the
+    vendor lost the rest); accepted and not held, the wallet could be emptied before the sweep."""
+    from wallets import ledger
+    from wallets.services import wallet_transfer
+
+    fund(alice, 5 * USDC)
+    session = start(alice, make_service("per_request", rate=USDC, max_session_cost=100 * USDC, max_event_quantity=10))
+    client = api(victor)
+
+    over = _report(client, session, {"eventId": "a", "quantity": 6}, "k-a")
+    assert over.status_code == 402
+    assert over.json()["code"] == "insufficient_funds"
+    assert over.json()["available"] == "5.000000"
+    accepted = _report(client, session, {"eventId": "b", "quantity": 4}, "k-b")
+    assert accepted.status_code == 201
+
+    session.refresh_from_db()
+    assert (session.usage_quantity, session.hold.amount) == (4, 4 * USDC)
+    with pytest.raises(Exception, match="Insufficient funds"):
+        wallet_transfer(sender=alice, recipient=bob, asset=ledger.asset_get("USDC"), amount=2 * USDC)
+    run_sweep()
+    session.refresh_from_db()
+    assert (session.total_cost, session.status) == (4 * USDC, SessionStatus.ACTIVE)
+    assert balance_of(alice) == USDC
+    assert sorted(UsageEvent.objects.values_list("event_id", flat=True)) == ["b"]
