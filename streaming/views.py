@@ -185,10 +185,12 @@ class UsageView(APIView):
             "Each report counts once per eventId and is a sign of life of the session. A quantity above the "
             "service's maxEventQuantity is refused with a 400; a report that would take the session's cost "
             "past its cap (the user's maxCost, else the service's maxSessionCost) is refused with a 409 "
-            "(code usage_over_cap). A refused report is not recorded and never charged."
+            "(code usage_over_cap), and one its payer cannot pay (beyond the session's hold and the wallet's free "
+            "balance) with a 402 (code insufficient_funds). A refused report is not recorded and never charged; "
+            "an accepted one is held in the payer's wallet until the next sweep charges it."
         ),
-        # 403: the session's user (only its vendor reports); 409: the session has ended
-        responses={201: UsageResponseSerializer, 200: UsageResponseSerializer, **error_responses(403, 409)},
+        # 402: the payer cannot pay it; 403: the session's user (only its vendor reports); 409: it has ended
+        responses={201: UsageResponseSerializer, 200: UsageResponseSerializer, **error_responses(402, 403, 409)},
     )
     @replays_first
     def post(self, request, session_id):
