@@ -96,17 +96,16 @@ CREATE FUNCTION streaming_decide(
         -- was reckoned from the funds of then, all of them held: with more to spend now (a top-up)
         -- it is reckoned again below, from what there is (maxCost's never moves).
         SELECT a.*,
-               CASE WHEN a.money_stop THEN coalesce(nullif(a.stop_at_reason, ''), 'insufficient_funds')
+               CASE WHEN a.stop_at <= least(a.now, a.idle_at) AND (a.stop_at_reason = 'max_cost' OR a.funds <= a.hold)
+                        THEN coalesce(nullif(a.stop_at_reason, ''), 'insufficient_funds')
                     WHEN a.idle_at <= a.now THEN 'idle'
                     WHEN p_stop_reason IS NOT NULL THEN p_stop_reason END::varchar AS reason0,
-               greatest(a.charged_until, CASE WHEN a.money_stop THEN a.stop_at
-                                              WHEN a.idle_at <= a.now THEN a.idle_at
-                                              ELSE a.now END) AS until0
-        FROM (
-            SELECT a.*, a.stop_at <= least(a.now, a.idle_at)
-                        AND (a.stop_at_reason = 'max_cost' OR a.funds <= a.hold) AS money_stop
-            FROM a
-        ) AS a
+               greatest(a.charged_until,
+                        CASE WHEN a.stop_at <= least(a.now, a.idle_at) AND (a.stop_at_reason = 'max_cost' OR a.funds <= a.hold)
+                                 THEN a.stop_at
+                             WHEN a.idle_at <= a.now THEN a.idle_at
+                             ELSE a.now END) AS until0
+        FROM a
         OFFSET 0
     ), c AS (
         -- What is due, and what can be paid.
