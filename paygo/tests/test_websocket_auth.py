@@ -8,6 +8,7 @@ from channels.testing import WebsocketCommunicator
 
 from accounts.services import token_pair_for, user_deactivate
 from paygo.asgi import application
+from paygo.tests.test_websocket_frames import _close_code
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -95,14 +96,6 @@ async def _stream_socket(user, vendor):
     return communicator
 
 
-async def _closed_with(communicator) -> int:
-    for _ in range(20):
-        output = await communicator.receive_output(timeout=5)
-        if output["type"] == "websocket.close":
-            return output["code"]
-    raise AssertionError("the socket was not closed")
-
-
 @pytest.mark.parametrize("how", ["service", "admin form"])
 async def test_deactivating_closes_the_sockets_already_open_4401(alice, bob, victor, olga, how):
     """A handshake checks the account once: the sockets open when it is deactivated close then, every
@@ -119,7 +112,7 @@ async def test_deactivating_closes_the_sockets_already_open_4401(alice, bob, vic
         await database_sync_to_async(_deactivate_in_the_admin)(olga, alice)
 
     for communicator in alices:
-        assert await _closed_with(communicator) == 4401
+        assert await _close_code(communicator) == 4401
     assert await bobs.receive_nothing(timeout=0.5)
     await bobs.disconnect()
 
