@@ -73,17 +73,7 @@ def session_start(
         locked = ledger.lock_accounts([payer.pk, payee.pk, revenue.pk])
         _, _, balance, held, _ = locked[payer.pk]
         if balance - held < needed:
-            need, have = format_minor(needed, asset.decimals), format_minor(balance - held, asset.decimals)
-            raise PaymentRequired(
-                {
-                    "message": f"Insufficient funds: starting this session needs {need} {asset.code}; "
-                    f"{have} is available.",
-                    "code": "insufficient_funds",
-                    "needed": format_minor(needed, asset.decimals),
-                    "available": format_minor(balance - held, asset.decimals),
-                    "token": asset.code,
-                }
-            )
+            raise _short_of_funds("starting this session", needed=needed, available=balance - held, asset=asset)
         hold = ledger.hold_open(account=payer, reference=f"session:{session_id}")
         session = StreamingSession.objects.create(
             session_id=session_id,
@@ -272,19 +262,28 @@ def _hold_what_usage_owes(session: StreamingSession) -> None:
     if owed <= hold:
         return
     if owed - hold > balance - held:
-        decimals, code = session.asset.decimals, session.asset.code
-        raise PaymentRequired(
-            {
-                "message": f"The session's payer cannot pay this usage: it would owe {format_minor(owed, decimals)} "
-                f"{code}; {format_minor(hold + balance - held, decimals)} is available. It is not counted.",
-                "code": "insufficient_funds",
-                "needed": format_minor(owed, decimals),
-                "available": format_minor(hold + balance - held, decimals),
-                "token": code,
-            }
+        raise _short_of_funds(
+            "the usage reported (this report is not counted)",
+            needed=owed,
+            available=hold + balance - held,
+            asset=session.asset,
         )
     grow = ledger.HoldChange(session.hold_id, session.payer_account_id, owed - hold)
     ledger.post_batch([ledger.TxSpec(kind=TransactionKind.CHARGE, entries=[], hold_changes=[grow])], locked=locked)
+
+
+def _short_of_funds(what: str, *, needed: int, available: int, asset) -> PaymentRequired:
+    """The 402 of a payer who lacks the money for `what`: how much it needs, how much is there."""
+    need, have = format_minor(needed, asset.decimals), format_minor(available, asset.decimals)
+    return PaymentRequired(
+        {
+            "message": f"Insufficient funds: {what} needs {need} {asset.code}; {have} is available.",
+            "code": "insufficient_funds",
+            "needed": need,
+            "available": have,
+            "token": asset.code,
+        }
+    )
 
 
 def _refuse_uncounted(session: StreamingSession, now: datetime) -> None:
