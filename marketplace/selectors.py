@@ -16,7 +16,10 @@ from paygo.tokens import MAX_DECIMALS, TOKENS
 
 # What staff need for each thing they do to another vendor's service: what the admin asks.
 VIEW_SERVICE = "marketplace.view_service"  # inactive, deleted and inactive vendors' services
-CHANGE_SERVICE = "marketplace.change_service"  # PUT/PATCH, toggle-status; the admin's (de)activate
+CHANGE_SERVICE = "marketplace.change_service"  # toggle-status; the admin's (de)activate
+# PUT/PATCH: the owning vendor only. The admin edits no field of a service (its actions only
+# activate, deactivate and retire), so no permission lets staff rewrite another's name or rate.
+EDIT_SERVICE = None
 DELETE_SERVICE = "marketplace.delete_service"  # DELETE (retire); the admin's retire
 # Retiring asks what the admin asks for its retire action: the services' list, where the action is
 # (the view permission, or change, which implies it), and the delete permission.
@@ -140,11 +143,11 @@ def service_get_visible(*, viewer, service_id: int) -> Service:
     return service
 
 
-def service_get_for_owner(*, user, service_id: int, permissions: tuple[str, ...] = (CHANGE_SERVICE,)) -> Service:
+def service_get_for_owner(*, user, service_id: int, permissions: tuple[str, ...] | None = (CHANGE_SERVICE,)) -> Service:
     """A live service the caller may change (or, with RETIRE_SERVICE, retire): the owning vendor's,
-    or any for staff holding `permissions`; else 404."""
+    or any for staff holding `permissions` (None: for nobody but its vendor, EDIT_SERVICE); else 404."""
     live = Service.objects.filter(pk=service_id, deleted_at__isnull=True)
-    if not staff_has(user, *permissions):
+    if permissions is None or not staff_has(user, *permissions):
         live = live.filter(vendor=user) if _is_vendor(user) else live.none()
     service = _with_relations(live).first()
     if service is None:

@@ -111,8 +111,9 @@ class ServiceDetailView(_ServiceView):
     def get_permissions(self):
         if self.request.method == "GET":
             return [AllowAny()]
-        retiring = self.request.method == "DELETE"
-        return [IsVendorOrStaffWithPermission(*(selectors.RETIRE_SERVICE if retiring else (selectors.CHANGE_SERVICE,)))]
+        if self.request.method == "DELETE":
+            return [IsVendorOrStaffWithPermission(*selectors.RETIRE_SERVICE)]
+        return [IsVendor()]  # PUT/PATCH: selectors.EDIT_SERVICE
 
     @extend_schema(
         summary="A service",
@@ -124,7 +125,9 @@ class ServiceDetailView(_ServiceView):
         return Response({"service": ServiceSerializer(service).data})
 
     def _update(self, request, service_id: int, *, partial: bool) -> Response:
-        service = selectors.service_get_for_owner(user=request.user, service_id=service_id)
+        service = selectors.service_get_for_owner(
+            user=request.user, service_id=service_id, permissions=selectors.EDIT_SERVICE
+        )
         data = ServiceSerializer(service, data=request.data, partial=partial)
         data.is_valid(raise_exception=True)
         service = services.service_update(service=service, **data.validated_data)

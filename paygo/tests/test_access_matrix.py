@@ -110,8 +110,8 @@ service                                        POST    401   403   400   403   4
 service/categories                             GET     ok    ok    ok    ok    ok    -           -
 service/vendor/my-services                     GET     401   403   ok    403   403   victor:ok   -
 service/<int:service_id>                       GET     ok    ok    ok    ok    ok    victor:ok   -
-service/<int:service_id>                       PUT     401   403   404   403   ok    victor:ok   marketplace.change_service
-service/<int:service_id>                       PATCH   401   403   404   403   ok    victor:ok   marketplace.change_service
+service/<int:service_id>                       PUT     401   403   404   403   403   victor:ok   -
+service/<int:service_id>                       PATCH   401   403   404   403   403   victor:ok   -
 service/<int:service_id>                       DELETE  401   403   404   403   ok    victor:ok   RETIRE_SERVICE
 service/<int:service_id>/toggle-status         PATCH   401   403   404   403   ok    victor:ok   marketplace.change_service
 
