@@ -32,6 +32,7 @@ from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
+from django.core.cache import cache
 from django.db import connection
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.settings import api_settings
@@ -62,9 +63,23 @@ def sockets_group(user_id: int) -> str:
     return f"sockets.user.{user_id}"
 
 
+# How long a deactivation's mark is kept: far longer than a handshake takes from its read of the
+# account to joining the user's group.
+REVOKED_MARK_SECONDS = 300
+
+
+def _revoked_mark(user_id: int) -> str:
+    return f"sockets.revoked.{user_id}"
+
+
 def close_sockets_of(user_id: int) -> None:
     """Close every open socket of this user with 4401 (their account was deactivated): a handshake
-    checks the account once, and a socket stays open for hours."""
+    checks the account once, and a socket stays open for hours.
+
+    A handshake that read the account before the deactivation committed may join the user's group
+    only after this close was sent, and miss it: the mark left first is read by every socket once it
+    has joined (AuthenticatedConsumer.connect), so one of the two always reaches it."""
+    cache.set(_revoked_mark(user_id), True, REVOKED_MARK_SECONDS)
     async_to_sync(group_send)(sockets_group(user_id), {"type": "sockets.revoked"})
 
 
@@ -102,6 +117,16 @@ def handshake_read(fn):
             connection.close()
 
     return database_sync_to_async(read, thread_sensitive=False, executor=_handshakes)
+
+
+@handshake_read
+def _deactivated_while_joining(user_id: int) -> bool:
+    """Whether the account was deactivated since the handshake read it: one look at the mark
+    close_sockets_of() leaves (nearly always absent), and at the account only when it is there (the
+    account may have been made active again since)."""
+    if not cache.get(_revoked_mark(user_id)):
+        return False
+    return not get_user_model().objects.filter(pk=user_id, is_active=True).exists()
 
 
 @handshake_read
@@ -176,16 +201,18 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         try:
-            authorized = await self.authorize(user)
+            if not await self.authorize(user):
+                await self.close(code=CLOSE_FORBIDDEN)
+                return
+            await self.join(sockets_group(user.pk))
+            if await _deactivated_while_joining(user.pk):
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
         except Exception as exc:
             if not pool_exhausted(exc):
                 raise
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
             return
-        if not authorized:
-            await self.close(code=CLOSE_FORBIDDEN)
-            return
-        await self.join(sockets_group(user.pk))
         await self.joined(user)
 
     async def sockets_revoked(self, event: dict) -> None:

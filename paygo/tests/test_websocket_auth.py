@@ -132,3 +132,40 @@ def _deactivate_in_the_admin(operator, user) -> None:
     assert response.status_code == 302, response.content[:2000]
     user.refresh_from_db()
     assert not user.is_active
+
+
+async def test_a_deactivation_between_the_handshakes_read_and_its_joining_closes_the_socket(alice, monkeypatch):
+    """The handshake read the account while it was active; the deactivation committed and sent its
+    close before the socket joined the user's group, so the close never reached it: the mark the
+    deactivation leaves is read once the socket has joined."""
+    from paygo import ws
+
+    join = ws.AuthenticatedConsumer.join
+
+    async def deactivated_first(self, group):
+        if group == ws.sockets_group(alice.pk):
+            await database_sync_to_async(user_deactivate)(user=alice)
+        await join(self, group)
+
+    monkeypatch.setattr(ws.AuthenticatedConsumer, "join", deactivated_first)
+    token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
+
+    communicator, connected, _ = await _connect(f"/ws/notifications/?token={token}")
+
+    assert connected
+    assert await _close_code(communicator) == 4401
+
+
+async def test_a_user_reactivated_after_a_deactivation_opens_sockets_again(alice):
+    """The deactivation's mark outlives it; an account made active again is not closed by it."""
+    await database_sync_to_async(user_deactivate)(user=alice)
+    alice.is_active = True
+    await database_sync_to_async(alice.save)(update_fields=["is_active"])
+    token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
+
+    communicator, connected, _ = await _connect(f"/ws/notifications/?token={token}")
+
+    assert connected
+    assert (await communicator.receive_json_from())["type"] == "connected"
+    assert await communicator.receive_nothing(timeout=0.3)
+    await communicator.disconnect()
