@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import User
+from conftest import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -86,6 +87,22 @@ def test_search_filter_and_deactivate(client, olga, alice, bob, victor):
     bob.refresh_from_db()
     alice.refresh_from_db()
     assert (bob.is_active, alice.is_active) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("permissions", "deactivated"), [(("view_user",), False), (("view_user", "change_user"), True)]
+)
+def test_deactivating_asks_the_change_permission(client, stan, alice, permissions, deactivated):
+    """Staff who may only look at the users' list neither see nor run the deactivate action."""
+    client.force_login(grant(stan, *(f"accounts.{permission}" for permission in permissions)))
+
+    page = client.get("/admin/accounts/user/")
+    client.post("/admin/accounts/user/", {"action": "deactivate_users", "_selected_action": [alice.pk]})
+
+    assert page.status_code == 200
+    assert (b"deactivate_users" in page.content) is deactivated
+    alice.refresh_from_db()
+    assert alice.is_active is not deactivated
 
 
 def test_users_cannot_reach_the_admin(client, alice):
