@@ -5,17 +5,27 @@ from __future__ import annotations
 import uuid
 
 from django.contrib.auth import get_permission_codename
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from rest_framework import exceptions
 
 from accounts.models import Image, User, VendorProfile
 from accounts.services import PROFILE_MODELS
 from paygo.api.permissions import staff_has
 
+VIEW_IMAGE = "accounts.view_image"
+# The vendor profiles the public directory lists.
+_LISTED = Q(user__is_active=True, user__role="vendor")
 
-def image_get(*, image_id: uuid.UUID | str) -> Image:
-    """Image metadata for any authenticated caller: ids are random, and avatars are shown to others."""
-    image = Image.objects.filter(pk=image_id).first()
+
+def image_get(*, viewer: User, image_id: uuid.UUID | str) -> Image:
+    """An image's metadata: its owner's; anyone's once it is a vendor's avatar (the directory shows
+    it to everyone); any for staff with the admin's view permission. Else 404, as if absent: an
+    upload is nobody else's business until it is published."""
+    images = Image.objects.filter(pk=image_id)
+    if not staff_has(viewer, VIEW_IMAGE):
+        published = VendorProfile.objects.filter(_LISTED, avatar=OuterRef("pk"))
+        images = images.filter(Q(owner=viewer) | Exists(published))
+    image = images.first()
     if image is None:
         raise exceptions.NotFound("No such image.")
     return image
@@ -69,5 +79,5 @@ def vendor_directory(*, viewer) -> QuerySet[VendorProfile]:
     """Vendor profiles for the public directory: active vendors only, unless staff who may see them all look."""
     profiles = _with_relations("vendor").order_by("-created_at", "-id")
     if not sees_whole_vendor_directory(viewer):
-        profiles = profiles.filter(user__is_active=True, user__role="vendor")
+        profiles = profiles.filter(_LISTED)
     return profiles

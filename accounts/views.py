@@ -312,7 +312,7 @@ class ImageDetailView(APIView):
         responses={200: inline_serializer("ImageDetail", {"image": ImageSerializer()})},
     )
     def get(self, request, image_id):
-        image = selectors.image_get(image_id=image_id)
+        image = selectors.image_get(viewer=request.user, image_id=image_id)
         return Response({"image": ImageSerializer(image, context={"request": request}).data})
 
     @extend_schema(

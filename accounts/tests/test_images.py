@@ -328,12 +328,31 @@ def alices_image(upload, alice) -> Image:
     return Image.objects.get()
 
 
-@pytest.mark.parametrize("who", ["alice", "bob", "victor", "wanda", "olga"])
-def test_any_authenticated_caller_reads_image_metadata(request, api, alices_image, who):
+@pytest.mark.parametrize(
+    ("who", "status"), [("alice", 200), ("bob", 404), ("victor", 404), ("stan", 404), ("olga", 200)]
+)
+def test_an_image_is_its_owners_and_staffs_who_may_view_images(request, api, alices_image, who, status):
+    """An upload is private until published: its owner and staff with accounts.view_image (olga is a
+    superuser) read it; to anyone else it does not exist."""
     response = api(request.getfixturevalue(who)).get(f"{IMAGES}/{alices_image.pk}")
 
-    assert response.status_code == 200
-    assert response.json()["image"]["id"] == str(alices_image.pk)
+    assert response.status_code == status
+    if status == 200:
+        assert response.json()["image"]["id"] == str(alices_image.pk)
+
+
+def test_a_vendors_avatar_is_anyones_while_the_directory_lists_him(api, upload, victor, bob):
+    """The directory shows a vendor's avatar to everyone, so its metadata is everyone's too; no
+    longer once he is deactivated (the directory drops him)."""
+    from accounts.services import profile_create, user_deactivate
+
+    upload(victor, picture())
+    image = Image.objects.get()
+    profile_create(user=victor, kind="vendor", business_name="Victor's", avatar=image)
+
+    assert api(bob).get(f"{IMAGES}/{image.pk}").status_code == 200
+    user_deactivate(user=victor)
+    assert api(bob).get(f"{IMAGES}/{image.pk}").status_code == 404
 
 
 def test_anonymous_cannot_read_image_metadata(anon, alices_image):

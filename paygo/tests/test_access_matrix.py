@@ -135,7 +135,7 @@ adminprofiles/delete                           DELETE  401   403   403   404   4
 adminprofiles/all                              GET     401   403   403   403   ok    -           accounts.view_adminprofile
 profile                                        GET     401   ok    ok    ok    ok    alice:ok    -
 images                                         POST    401   415   415   415   415   alice:415   -
-images/<uuid:image_id>                         GET     401   ok    ok    ok    ok    alice:ok    -
+images/<uuid:image_id>                         GET     401   404   404   404   ok    alice:ok    accounts.view_image
 images/<uuid:image_id>                         DELETE  401   404   404   404   404   alice:ok    -
 
 schema/                                        GET     ok    ok    ok    ok    ok    -           -
