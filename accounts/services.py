@@ -19,11 +19,11 @@ from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 from rest_framework import exceptions
 from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.images import clean_image, read_upload
 from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
+from paygo.api.authentication import token_user
 from paygo.api.errors import Conflict, PayloadTooLarge
 from paygo.api.ratelimits import LoginLockedOut, login_locked_out
 
@@ -149,9 +149,13 @@ def token_refresh(*, refresh_token: str) -> TokenPair:
         raise exceptions.AuthenticationFailed(
             "The refresh token is invalid or expired.", code="token_not_valid"
         ) from None
-    user_id = refresh.payload.get(jwt_settings.USER_ID_CLAIM)
-    if not User.objects.filter(pk=user_id, is_active=True).exists():
-        raise exceptions.AuthenticationFailed("No active account for this token.", code="no_active_account")
+    try:
+        token_user(refresh)
+    except exceptions.AuthenticationFailed as exc:
+        detail = exc.detail  # simplejwt's failures carry {"detail": ..., "code": ...}
+        if isinstance(detail, dict) and detail.get("code") == "password_changed":
+            raise  # answered as a request with an access token of before the change is
+        raise exceptions.AuthenticationFailed("No active account for this token.", code="no_active_account") from None
     return TokenPair(access=str(refresh.access_token), refresh=refresh_token)
 
 

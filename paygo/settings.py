@@ -262,6 +262,10 @@ SIMPLE_JWT = {
     "USER_ID_FIELD": "id",
     "USER_ID_CLAIM": "user_id",
     "UPDATE_LAST_LOGIN": False,
+    # Tokens carry a fingerprint of the password's hash (simplejwt's revoke claim), checked with the
+    # account on every request, refresh and socket handshake: a password changed (by its owner, or
+    # reset by an operator after a theft) ends every token issued before it.
+    "CHECK_REVOKE_TOKEN": True,
 }
 
 # Rate limits (django-ratelimit, counted in the cache): "count/period", period s, m, h or d, with an

@@ -34,10 +34,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.core.cache import cache
 from django.db import connection
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
+from paygo.api.authentication import token_user
 from paygo.api.errors import pool_exhausted
 from paygo.api.parsers import json_loads
 
@@ -135,9 +136,10 @@ def _user_for_token(raw: str):
         token = AccessToken(raw)
     except TokenError:
         return AnonymousUser()
-    user_id = token.get(api_settings.USER_ID_CLAIM)
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    return user or AnonymousUser()
+    try:
+        return token_user(token)  # active, and its password unchanged since the token was issued
+    except AuthenticationFailed:
+        return AnonymousUser()
 
 
 def _same_site(scope: dict[str, Any]) -> bool:

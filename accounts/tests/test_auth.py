@@ -215,6 +215,44 @@ def test_refresh_of_deleted_user_refused(anon, alice):
     assert anon.post(REFRESH, {"refreshToken": refresh}, format="json").status_code == 401
 
 
+NEW_PASSWORD = "a-brand-new-Password-42"
+
+
+def _password_changed_in_the_admin(client, operator, user) -> None:
+    client.force_login(operator)
+    response = client.post(
+        f"/admin/accounts/user/{user.pk}/password/",
+        {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD, "usable_password": "true"},
+    )
+    assert response.status_code == 302, response.content[:2000]
+
+
+@pytest.mark.parametrize("how", ["service", "admin"])
+def test_a_changed_password_ends_every_token_issued_before_it(anon, client, api, alice, olga, how):
+    """A stolen token outlives nothing: once the password changes (its owner's doing, or an
+    operator's reset in the admin), the access and refresh tokens issued before are refused, and
+    signing in with the new password gives tokens that work."""
+    old = token_pair_for(alice)
+    before = api(alice)
+    if how == "service":
+        alice.set_password(NEW_PASSWORD)
+        alice.save(update_fields=["password"])
+    else:
+        _password_changed_in_the_admin(client, olga, alice)
+
+    me = before.get(ME)
+    refreshed = anon.post(REFRESH, {"refreshToken": old.refresh}, format="json")
+
+    assert (me.status_code, me.json()["code"]) == (401, "password_changed")
+    assert (refreshed.status_code, refreshed.json()["code"]) == (401, "password_changed")
+    signed_in = anon.post(LOGIN, {"email": alice.email, "password": NEW_PASSWORD}, format="json")
+    assert signed_in.status_code == 200
+    fresh = anon.post(REFRESH, {"refreshToken": signed_in.json()["refreshToken"]}, format="json")
+    assert fresh.status_code == 200
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {fresh.json()['token']}")
+    assert anon.get(ME).json()["user"]["id"] == alice.pk
+
+
 def test_me_without_token(anon):
     response = anon.get(ME)
 

@@ -57,6 +57,16 @@ async def test_deactivated_users_token_closes_4401(alice):
     assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
 
 
+async def test_a_token_issued_before_the_password_changed_closes_4401(alice):
+    token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
+    alice.set_password("a-brand-new-Password-42")
+    await database_sync_to_async(alice.save)(update_fields=["password"])
+
+    communicator, _, _ = await _connect(f"/ws/notifications/?token={token}")
+
+    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+
+
 async def test_refresh_token_is_not_an_access_token(alice):
     token = await database_sync_to_async(lambda: token_pair_for(alice).refresh)()
 
