@@ -7,7 +7,7 @@ import uuid
 from django.contrib.auth.base_user import AbstractBaseUser, BaseUserManager
 from django.contrib.auth.models import PermissionsMixin
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -97,6 +97,17 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>"
+
+    def save(self, *args, **kwargs) -> None:
+        # A new password (set_password: its owner's, an operator's reset in the admin) ends the
+        # tokens issued before it (simplejwt's revoke claim); the sockets they opened close with it.
+        new_password = self.pk is not None and self._password is not None
+        super().save(*args, **kwargs)
+        if new_password:
+            from paygo.ws import close_sockets_of
+
+            user_id = self.pk
+            transaction.on_commit(lambda: close_sockets_of(user_id), robust=True)
 
 
 # --- Images and profiles --------------------------------------------------------------------------

@@ -127,6 +127,21 @@ async def test_deactivating_closes_the_sockets_already_open_4401(alice, bob, vic
     await bobs.disconnect()
 
 
+async def test_a_changed_password_closes_the_sockets_its_old_tokens_opened(alice, bob):
+    token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
+    alices = (await _connect(f"/ws/notifications/?token={token}"))[0]
+    assert (await alices.receive_json_from())["type"] == "connected"
+    bobs = (await _connect(f"/ws/notifications/?token={token_pair_for(bob).access}"))[0]
+    assert (await bobs.receive_json_from())["type"] == "connected"
+
+    alice.set_password("a-brand-new-Password-42")
+    await database_sync_to_async(alice.save)(update_fields=["password"])
+
+    assert await _close_code(alices) == 4401
+    assert await bobs.receive_nothing(timeout=0.5)
+    await bobs.disconnect()
+
+
 def _deactivate_in_the_admin(operator, user) -> None:
     from django.test import Client
 
