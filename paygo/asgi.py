@@ -2,10 +2,11 @@
 
 import os
 
-from django.core.asgi import get_asgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paygo.settings")
-django_asgi_app = get_asgi_application()
+
+from paygo.api.requests import asgi_application
+
+django_asgi_app = asgi_application()  # Django's, whose requests read any Content-Type (paygo.api.requests)
 
 from paygo.checks import require_static_manifest  # noqa: E402
 

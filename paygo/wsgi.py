@@ -2,10 +2,11 @@
 
 import os
 
-from django.core.wsgi import get_wsgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paygo.settings")
-application = get_wsgi_application()
+
+from paygo.api.requests import wsgi_application
+
+application = wsgi_application()  # Django's, whose requests read any Content-Type (paygo.api.requests)
 
 from paygo.checks import require_static_manifest  # noqa: E402
 

@@ -96,7 +96,7 @@ class ApiErrorMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if not is_api_request(request):
             return self.get_response(request)
-        response = self._body_too_big(request) or self.get_response(request)
+        response = self._unreadable(request) or self._body_too_big(request) or self.get_response(request)
         if response.status_code >= 400 and not _is_json(response):
             replacement = error_response(response.status_code)
             for header in ("Allow", "Retry-After", "WWW-Authenticate"):
@@ -114,6 +114,12 @@ class ApiErrorMiddleware:
             logger.exception("Unhandled error on %s %s", request.method, request.path)
             return error_response(500)
         return response
+
+    @staticmethod
+    def _unreadable(request: HttpRequest) -> HttpResponse | None:
+        """A Content-Type header the request could not read (paygo.api.requests)."""
+        refusal = getattr(request, "content_type_refusal", None)
+        return error_response(400, refusal, code="bad_content_type") if refusal else None
 
     @staticmethod
     def _body_too_big(request: HttpRequest) -> HttpResponse | None:

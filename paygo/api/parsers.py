@@ -150,4 +150,6 @@ class JSONParser(CamelCaseJSONParser):
             raise exc.parse_error() from None
         except ValueError as exc:
             raise ParseError(f"JSON parse error - {exc}") from None
+        except LookupError:  # a charset that is no text encoding (the servers' requests refuse it first)
+            raise ParseError(f"JSON parse error - {encoding!r} is not a text encoding") from None
         return underscoreize(data, **self.json_underscoreize)

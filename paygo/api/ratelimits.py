@@ -47,6 +47,7 @@ from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
 from paygo.api.authentication import BearerJWTAuthentication
 from paygo.api.errors import TooManyRequests, error_response
+from paygo.api.forwarded import parse_address
 from paygo.api.middleware import is_api_request
 
 logger = logging.getLogger("paygo.api")
@@ -71,10 +72,17 @@ _WHOSE = {"user": "from this account", "ip": "from your address", "email": "for 
 _RECORDED = "paygo_rate_limits"  # the request's attribute holding what it was counted against
 
 
+# The address of a request that came with none (an ASGI server on a Unix socket gives no client,
+# a WSGI server may leave REMOTE_ADDR empty): all such share one address's budgets.
+NO_ADDRESS = "0.0.0.0"  # noqa: S104 (a key to count by, not an address to bind)
+
+
 def client_ip(request: HttpRequest) -> str:
     """The client's address, the one place every per-address limit reads it (django-ratelimit's
-    "ip" key through RATELIMIT_IP_META_KEY, django-axes through AXES_CLIENT_IP_CALLABLE)."""
-    return request.META.get("REMOTE_ADDR", "")
+    "ip" key through RATELIMIT_IP_META_KEY, django-axes through AXES_CLIENT_IP_CALLABLE); NO_ADDRESS
+    when the request has none (django-ratelimit raised on an empty one: a 500)."""
+    address = request.META.get("REMOTE_ADDR", "")
+    return address if parse_address(address) is not None else NO_ADDRESS
 
 
 @dataclass(frozen=True)

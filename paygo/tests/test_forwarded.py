@@ -182,3 +182,23 @@ def test_the_server_behind_a_trusted_proxy_counts_each_client(live_daphne):
     statuses = [_raw_login(address, n, f"198.51.100.{n}") for n in range(4)]
 
     assert statuses == [401, 401, 401, 401]
+
+
+@money_db
+async def test_a_request_that_came_with_no_address_is_counted_not_a_500():
+    """An ASGI server on a Unix socket sends no client: the per-address limits count it as
+    NO_ADDRESS (django-ratelimit raised on the empty address)."""
+    from channels.testing import HttpCommunicator
+
+    from paygo.asgi import application
+
+    body = json.dumps({"email": "alice@example.com", "password": "wrong"}).encode()
+    communicator = HttpCommunicator(
+        application, "POST", LOGIN, body=body, headers=[(b"host", b"localhost"), (b"content-type", b"application/json")]
+    )
+    assert "client" not in communicator.scope
+
+    response = await communicator.get_response(timeout=10)
+
+    assert response["status"] == 401
+    assert json.loads(response["body"])["code"] == "invalid_credentials"
