@@ -5,13 +5,12 @@ from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.utils.functional import lazy
-from drf_spectacular.views import SpectacularSwaggerView
 
 from dashboards.admin import operator_dashboard, site_header
 from dashboards.pages import home
 from dashboards.views import WalletAnalyticsView
 from paygo.api.ratelimits import admin_login_throttled
-from paygo.api.views import ApiIndexView, ApiNotFoundView, HealthView, SchemaView
+from paygo.api.views import ApiIndexView, ApiNotFoundView, DocsView, HealthView, SchemaView
 from paygo.views import favicon
 from streaming.pages import live
 
@@ -29,7 +28,7 @@ api_v1 = [
     path("", include("marketplace.urls")),  # service, service/<id>, service/vendor/my-services
     path("", include("accounts.profile_urls")),  # profile, profiles/, vendorprofiles/, adminprofiles/, images
     path("schema/", SchemaView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("docs/", DocsView.as_view(url_name="schema"), name="docs"),
 ]
 
 urlpatterns = [

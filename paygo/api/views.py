@@ -17,7 +17,7 @@ from django.http import HttpResponse
 from django.urls import reverse
 from django.utils import translation
 from drf_spectacular.utils import extend_schema, inline_serializer
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -160,6 +160,13 @@ class ApiNotFoundView(APIView):
     get = post = put = patch = delete = head = options = _not_found
 
 
+class DocsView(SpectacularSwaggerView):
+    """GET /api/v1/docs/: drf-spectacular's Swagger UI page, for GET and HEAD only: its HTML
+    renderer has no template for DRF's answer to OPTIONS (a 500 for anyone)."""
+
+    http_method_names = ["get", "head"]
+
+
 class _Rendered(NamedTuple):
     content: bytes
     content_type: str
@@ -182,18 +189,22 @@ class SchemaView(SpectacularAPIView):
     SERVE_PUBLIC), and anyone may ask for it: generated and rendered on every request, a request
     cost 0.16-0.20 s of a core as JSON and 0.25 s as YAML (the format `Accept: */*` gets); kept,
     about 1 ms (bench/schema_view.py), for a copy of its bytes per format. A request is answered
-    from what is kept whatever else its query or its Accept's `q` say; only a `?lang=` (any
-    string) or an Accept parameter that changes the rendering (`indent=4`) is answered as
-    drf-spectacular answers it, so that no client can grow what is kept. The API has one version:
-    a `?version=` is ignored (drf-spectacular wrote it into the Content-Disposition header, where
-    a newline in it was a 500).
+    from what is kept whatever else its query or its Accept's `q` say; only an Accept parameter
+    that changes the rendering (`indent=4`) is answered as drf-spectacular answers it, so that no
+    client can grow what is kept. The API has one language and one version: a `?lang=` is ignored
+    (drf-spectacular generated the document anew for any string, 0.2-0.4 s a request, and Django
+    kept a translation object for each), and so is a `?version=` (drf-spectacular wrote it into the
+    Content-Disposition header, where a newline in it was a 500).
     """
 
     @extend_schema(exclude=True)  # as drf-spectacular's (SERVE_INCLUDE_SCHEMA is off)
     def get(self, request, *args, **kwargs):
+        if "lang" in request.GET:
+            request._request.GET = query = request.GET.copy()
+            del query["lang"]
         renderer = request.accepted_renderer
         params = set(_MediaType(request.accepted_media_type).params) - {"q"}
-        if "lang" in request.GET or params:
+        if params:
             return super().get(request, *args, **kwargs)
         key = (type(renderer), translation.get_language())
         kept = _SCHEMAS.get(key)
