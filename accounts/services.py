@@ -126,12 +126,15 @@ def user_login(*, request, email: str, password: str) -> User:
 
 def user_deactivate(*, user: User) -> User:
     """Deactivate: login is refused and every token the user holds stops working at once
-    (authentication checks is_active on every request and socket handshake), and the sockets
-    already open are closed once it commits."""
+    (authentication checks is_active on every request and socket handshake), every session they pay
+    for or host stops, charged up to now, and the sockets already open are closed once it commits."""
     from paygo.ws import close_sockets_of
+    from streaming.services import sessions_stop_of
 
-    user.is_active = False
-    user.save(update_fields=["is_active"])
+    with transaction.atomic():
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+        sessions_stop_of(user=user)
     transaction.on_commit(lambda: close_sockets_of(user.pk), robust=True)
     return user
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 from rest_framework import exceptions
@@ -148,6 +148,22 @@ def session_stop(*, session: StreamingSession, reason: str, now: datetime | None
         bill_stop(session_ids=[session.pk], reason=reason, now=now)
     session.refresh_from_db()
     return session
+
+
+def sessions_stop_of(*, user, now: datetime | None = None) -> int:
+    """Stop every session (calls included) that `user` pays for or hosts, charged exactly up to
+    now, as staff stop one: their account was deactivated, and a deactivated vendor must not go on
+    earning, nor a deactivated payer go on paying. Returns how many were running."""
+    now = now or timezone.now()
+    ids = list(
+        StreamingSession.objects.filter(status=SessionStatus.ACTIVE)
+        .filter(models.Q(user=user) | models.Q(vendor=user))
+        .values_list("pk", flat=True)
+    )
+    if ids:
+        with transaction.atomic():
+            bill_stop(session_ids=ids, reason=StopReason.STAFF, now=now)
+    return len(ids)
 
 
 def stop_reason_for(session: StreamingSession, actor) -> str:

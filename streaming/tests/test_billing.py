@@ -640,3 +640,48 @@ def test_health_finds_charges_that_disagree_with_their_sessions(alice, fund, mak
         "sessions_whose_total_is_not_their_charges": 1,
     }
     assert charges_health()["healthy"]
+
+
+@pytest.mark.parametrize("deactivated", ["vendor", "payer"])
+def test_deactivating_either_side_stops_their_sessions_charged_up_to_then(
+    alice, bob, victor, wanda, fund, make_service, clock, deactivated
+):
+    """An operator shuts a (say fraudulent) vendor down, or a payer's account: the sessions they
+    host or pay for stop then, charged to that instant, and nobody else's."""
+    from django.test import TestCase
+    from django.utils import timezone
+
+    from accounts.services import user_deactivate
+
+    fund(alice, 10 * USDC)
+    fund(bob, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    elsewhere = start(bob, make_service("per_minute", rate=USDC, vendor=wanda))
+    for _ in range(3):
+        clock.move(seconds=30)
+        beat(session)
+        beat(elsewhere)
+    run_sweep()
+
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        user_deactivate(user=victor if deactivated == "vendor" else alice)
+    deactivated_at = timezone.now()
+    stopped = fresh(session)
+    paid, earned = balance_of(alice), balance_of(victor)
+    for _ in range(6):  # alice's player keeps beating for three more minutes
+        clock.move(seconds=30)
+        beat(session)
+        beat(elsewhere)
+        run_sweep()
+
+    session = fresh(session)
+    assert (session.status, session.stop_reason, session.end_time) == (
+        SessionStatus.STOPPED,
+        StopReason.STAFF,
+        deactivated_at,
+    )
+    assert session.total_cost == stopped.total_cost > 0
+    assert (balance_of(alice), balance_of(victor)) == (paid, earned)
+    assert paid == 10 * USDC - session.total_cost
+    assert fresh(elsewhere).status == SessionStatus.ACTIVE
+    assert fresh(elsewhere).total_cost > 0
