@@ -471,6 +471,13 @@ def _due(now) -> Q:
     )
 
 
+def _withdrawal_sendable(now) -> Q:
+    """A withdrawal due (_due) whose owner is active. A deactivated account (taken over, say) sends
+    nothing more out: its withdrawals wait where they are, their money in flight, until it is
+    active again; one in doubt then resumes its look-up and its one nonce."""
+    return _due(now) & Q(user__is_active=True)
+
+
 MAX_BACKOFF_SECONDS = 3600
 # How far Chipi's clock may be from ours: a row's look-up reads Chipi's records back to its making,
 # less this.
@@ -488,7 +495,7 @@ def withdrawal_send(*, withdrawal_id) -> str:
     """
     now = timezone.now()
     claimed = Withdrawal.objects.filter(
-        _due(now),
+        _withdrawal_sendable(now),
         pk=withdrawal_id,
         status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING],
     ).update(status=WithdrawalStatus.SENDING, claimed_until=now + timedelta(seconds=CLAIM_SECONDS))
@@ -745,7 +752,7 @@ def withdrawals_due(limit: int = 100) -> list[str]:
     return [
         str(pk)
         for pk in Withdrawal.objects.filter(
-            _due(now),
+            _withdrawal_sendable(now),
             status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING],
         )
         .order_by("created_at")

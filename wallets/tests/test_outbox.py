@@ -42,6 +42,13 @@ def retry_due(withdrawal_id):
         return services.withdrawal_send(withdrawal_id=withdrawal_id)
 
 
+def due_then(withdrawal_id) -> list[str]:
+    """What the dispatcher would send once this row's retry time has come."""
+    withdrawal = Withdrawal.objects.get(pk=withdrawal_id)
+    with time_machine.travel(withdrawal.next_attempt_at + timedelta(seconds=1)):
+        return services.withdrawals_due()
+
+
 def test_withdrawal_is_sent_once_and_settled(api, alice, sandbox):
     chain_deposit(alice, 10 * USDC)
 
@@ -462,3 +469,32 @@ def test_withdrawals_are_listed_for_their_owner_only(api, alice, bob, sandbox):
     assert theirs["count"] == 0
     assert outsider.status_code == 404
     assert api(alice).get(f"/api/v1/wallet/withdrawals/{withdrawal_id}").json()["withdrawal"]["status"] == "sent"
+
+
+@pytest.mark.parametrize(("fault", "on_chain"), [("unreachable", 0), ("lost_response", 1)])
+def test_a_deactivated_accounts_withdrawals_wait_until_it_is_active_again(api, alice, sandbox, fault, on_chain):
+    """An account frozen (taken over, say) sends nothing more out, whether its withdrawal was never
+    sent (unreachable) or is in doubt (lost_response: sent, the answer lost): it waits, its money in
+    flight, and is settled once the account is active again, sent once."""
+    from accounts.services import user_deactivate
+
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", fault)
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+    assert Withdrawal.objects.get(pk=withdrawal_id).status in (WithdrawalStatus.PENDING, WithdrawalStatus.SENDING)
+
+    user_deactivate(user=alice)
+
+    assert withdrawal_id not in due_then(withdrawal_id)
+    assert retry_due(withdrawal_id) in (WithdrawalStatus.PENDING, WithdrawalStatus.SENDING)
+    assert sent_on_chain(withdrawal_id) == on_chain
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 4 * USDC
+
+    alice.is_active = True
+    alice.save(update_fields=["is_active"])
+
+    assert withdrawal_id in due_then(withdrawal_id)
+    assert retry_due(withdrawal_id) == WithdrawalStatus.SENT
+    assert sent_on_chain(withdrawal_id) == 1
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+    assert balance_of(alice) == 6 * USDC
