@@ -138,3 +138,31 @@ def test_a_bug_in_sending_is_recorded_not_raised(alice, committed, smtp):
     assert notification.email_status == DeliveryStatus.FAILED
     assert notification.email_error == "Unexpected error: KeyError: 'oops'"
     assert Notification.objects.count() == 1
+
+
+def test_the_time_limit_arriving_as_a_sent_email_is_recorded_does_not_send_it_again(
+    alice, committed, mailoutbox, monkeypatch
+):
+    """Celery's soft time limit is a signal: landing after the mail server took the message, while
+    its sending is being recorded, it read as "not sent, try again", and the retry sent it twice."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from notifications import services
+
+    record = services.delivery_finish
+    interrupted = []
+
+    def finish(**kwargs):
+        if kwargs["status"] == DeliveryStatus.SENT and not interrupted:
+            interrupted.append(kwargs)
+            raise SoftTimeLimitExceeded()
+        return record(**kwargs)
+
+    monkeypatch.setattr(services, "delivery_finish", finish)
+
+    with committed():
+        notification = notify(alice, "payment", "Payment received", "12.500000 USDC arrived.")
+
+    notification.refresh_from_db()
+    assert interrupted
+    assert (len(mailoutbox), notification.email_status, notification.email_attempts) == (1, "sent", 1)
