@@ -16,6 +16,7 @@ from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http import HttpClient
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
 
 logger = logging.getLogger("paygo.notifications")
 
@@ -30,6 +31,11 @@ class TransientDeliveryError(DeliveryError):
 
 class PermanentDeliveryError(DeliveryError):
     """Will not heal by retrying (an invalid number, a refused address): recorded as failed."""
+
+
+class OutcomeUnknown(PermanentDeliveryError):
+    """The provider may have taken the message, its answer was lost (a read timeout, a connection
+    dropped after the request left): recorded as failed, not retried, which would send it twice."""
 
 
 class ProviderNotConfigured(DeliveryError):
@@ -78,9 +84,22 @@ def send_sms(*, to: str, body: str) -> str:
         raise _twilio_error(exc.status, exc.code, exc.msg) from exc
     except TwilioServiceException as exc:
         raise _twilio_error(exc.status, exc.code, exc.detail or exc.title) from exc
-    except requests.RequestException as exc:  # timeouts, refused or reset connections, DNS
-        raise TransientDeliveryError(f"Could not reach Twilio: {exc.__class__.__name__}: {exc}") from exc
+    except requests.RequestException as exc:
+        if _never_left(exc):  # a refused or unreachable connection, DNS, a connect timeout
+            raise TransientDeliveryError(f"Could not reach Twilio: {exc.__class__.__name__}: {exc}") from exc
+        raise OutcomeUnknown(
+            f"Twilio's answer was lost ({exc.__class__.__name__}: {exc}); it may have sent the message, "
+            "so it is not sent again."
+        ) from exc
     return message.sid or ""
+
+
+def _never_left(exc: requests.RequestException) -> bool:
+    """Whether the request failed before it was sent: no connection was ever made."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if isinstance(exc, requests.ConnectionError) and exc.args else None
+    return isinstance(getattr(reason, "reason", reason), NewConnectionError)
 
 
 def _twilio_error(status: int, code: int | None, text: object) -> DeliveryError:

@@ -6,6 +6,7 @@ import logging
 
 import pytest
 import requests
+from urllib3.exceptions import MaxRetryError, NewConnectionError
 
 from notifications import notify
 from notifications.models import DeliveryStatus
@@ -99,8 +100,11 @@ def test_no_sms_when_the_user_turned_it_off(api, alice, committed, twilio):
         twilio_error(500, 20500, "Internal Server Error"),
         twilio_error(503, 20503, "Service Unavailable"),
         twilio_error(429, 20429, "Too Many Requests"),
-        requests.ConnectionError("Connection reset by peer"),
-        requests.Timeout("Read timed out"),
+        requests.ConnectTimeout("Connection to api.twilio.com timed out"),
+        requests.ConnectionError(
+            MaxRetryError(None, "/Messages.json", NewConnectionError(None, "[Errno 111] Connection refused"))
+        ),
+        requests.ConnectionError(NewConnectionError(None, "Failed to resolve 'api.twilio.com'")),
     ],
 )
 def test_an_error_that_can_heal_is_retried_and_sent(alice, committed, twilio, first):
@@ -116,6 +120,29 @@ def test_an_error_that_can_heal_is_retried_and_sent(alice, committed, twilio, fi
     assert notification.sms_sid == "SM456"
     assert notification.sms_attempts == 2
     assert notification.sms_error == ""
+
+
+@pytest.mark.parametrize(
+    "lost",
+    [
+        requests.ReadTimeout("Read timed out. (read timeout=10)"),
+        requests.ConnectionError("('Connection aborted.', RemoteDisconnected('Remote end closed connection'))"),
+        requests.exceptions.ChunkedEncodingError("Connection broken: IncompleteRead"),
+    ],
+)
+def test_an_answer_lost_after_the_request_left_is_not_sent_again(alice, committed, twilio, lost):
+    """Twilio may have made the message before its answer was lost: a retry would send a second
+    SMS. It is recorded as failed with why, once."""
+    verify_phone(alice)
+    twilio.respond(lost, twilio_message("SM456"))
+
+    with committed():
+        notification = alert(alice)
+
+    assert len(twilio.requests) == 1
+    notification.refresh_from_db()
+    assert (notification.sms_status, notification.sms_attempts) == (DeliveryStatus.FAILED, 1)
+    assert "may have sent the message" in notification.sms_error
 
 
 def test_an_invalid_number_fails_at_once_and_the_caller_is_unaffected(alice, committed, twilio, mailoutbox):
