@@ -59,11 +59,16 @@ def nginx_binary() -> str:
     return found
 
 
-def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, max_body: int) -> Path:
+def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, max_body: int, max_json: int) -> Path:
     template = string.Template((ROOT / "deploy" / "nginx.conf").read_text())
     # safe_substitute: nginx's own $variables stay as they are; ours are all filled (checked below).
     text = template.safe_substitute(
-        RUN_DIR=str(run_dir), PORT=str(port), WEB_ADDRESS=web, WS_ADDRESS=ws, MAX_BODY_BYTES=str(max_body)
+        RUN_DIR=str(run_dir),
+        PORT=str(port),
+        WEB_ADDRESS=web,
+        WS_ADDRESS=ws,
+        MAX_BODY_BYTES=str(max_body),
+        MAX_JSON_BYTES=str(max_json),
     )
     assert "${" not in text, "deploy/nginx.conf names a value prod.py does not fill in"
     path = run_dir / "nginx.conf"
@@ -142,7 +147,8 @@ def main() -> int:
     web_port, ws_port = str(free_port()), str(free_port())
     web, ws = f"127.0.0.1:{web_port}", f"127.0.0.1:{ws_port}"
     max_body = int(env.get("API_MAX_UPLOAD_BYTES") or 6 * 1_048_576)
-    config = render_nginx(run_dir, port=port, web=web, ws=ws, max_body=max_body)
+    max_json = int(env.get("DATA_UPLOAD_MAX_MEMORY_SIZE") or 1_048_576)
+    config = render_nginx(run_dir, port=port, web=web, ws=ws, max_body=max_body, max_json=max_json)
 
     def pool(kind: str) -> dict[str, str]:
         return {**env, "DATABASE_POOL_MAX_SIZE": env.get("DATABASE_POOL_MAX_SIZE") or str(POOL_SIZES[kind])}
@@ -155,6 +161,11 @@ def main() -> int:
                 *(PYTHON, "-m", "gunicorn", "paygo.wsgi:application", "--workers", str(web_workers), "--bind", web),
                 *("--graceful-timeout", "10", "--timeout", "60", "--no-control-socket"),
                 *("--forwarded-allow-ips", ""),  # no forwarded header is gunicorn's to believe: PayGo decides
+                # What nginx lets through (8 KiB lines, headers up to its buffers), gunicorn takes:
+                # under its stricter defaults it refused a 4-8 KiB request line, or a hundred
+                # headers, with its own HTML page.
+                *("--limit-request-line", "8190", "--limit-request-field_size", "8190"),
+                *("--limit-request-fields", "1000"),
             ],
             pool("web"),
         ),
