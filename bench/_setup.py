@@ -82,6 +82,7 @@ def production_like(database: str) -> None:
         os.environ.setdefault(name, secrets.token_urlsafe(50))
     os.environ.setdefault("CHIPI_SANDBOX", "1")
     os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+    os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost")  # production names no host by default
 
 
 def served_like_production() -> None:

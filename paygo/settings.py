@@ -58,7 +58,10 @@ def secret(name: str) -> str:
 SECRET_KEY = secret("SECRET_KEY")
 JWT_SECRET = secret("JWT_SECRET")
 
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+# Development's hosts and frontend origin only with DEBUG on: in production nothing is answered or
+# let in from another origin until the operator names it (Django's own production default).
+LOCAL_HOSTS = ["localhost", "127.0.0.1", "[::1]", "testserver"]
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=LOCAL_HOSTS if DEBUG else [])
 
 INSTALLED_APPS = [
     "daphne",
@@ -379,7 +382,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localhost:3000"])
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localhost:3000"] if DEBUG else [])
 CORS_ALLOW_HEADERS = [
     "accept",
     "authorization",

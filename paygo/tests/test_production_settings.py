@@ -79,7 +79,8 @@ def loaded_settings(env: dict[str, str]) -> dict:
         " 'JWT_SECRET': settings.JWT_SECRET, 'SIGNING_KEY': settings.SIMPLE_JWT['SIGNING_KEY'],"
         " 'CHIPI_SECRET_KEY': settings.CHIPI_SECRET_KEY, 'CHIPI_SANDBOX': settings.CHIPI_SANDBOX,"
         " 'sandbox_in_use': sandbox_in_use(), 'staticfiles': settings.STORAGES['staticfiles']['BACKEND'],"
-        " 'DEMO_DATA_ALLOWED': settings.DEMO_DATA_ALLOWED,"
+        " 'DEMO_DATA_ALLOWED': settings.DEMO_DATA_ALLOWED, 'ALLOWED_HOSTS': settings.ALLOWED_HOSTS,"
+        " 'CORS_ALLOWED_ORIGINS': settings.CORS_ALLOWED_ORIGINS,"
         " 'dev_secrets_imported': 'paygo.dev_secrets' in sys.modules}))"
     )
     loaded = manage("shell", "--no-imports", "-c", script, env=env)
@@ -149,7 +150,7 @@ def test_a_key_and_the_sandbox_both_chosen_is_refused():
 
 
 def test_no_setting_falls_back_to_a_development_default():
-    loaded = loaded_settings(production_env(DEBUG=None))
+    loaded = loaded_settings(production_env(DEBUG=None, ALLOWED_HOSTS=None))
 
     assert loaded["DEBUG"] is False
     assert loaded["SECRET_KEY"] == SECRETS["SECRET_KEY"]
@@ -159,6 +160,7 @@ def test_no_setting_falls_back_to_a_development_default():
     assert loaded["sandbox_in_use"] is False
     assert loaded["staticfiles"] == "whitenoise.storage.CompressedManifestStaticFilesStorage"
     assert loaded["DEMO_DATA_ALLOWED"] is False  # seed_demo's published password stays out
+    assert (loaded["ALLOWED_HOSTS"], loaded["CORS_ALLOWED_ORIGINS"]) == ([], [])  # named by the operator only
     # The module that generates and reads the development secrets (var/) is not even imported.
     assert loaded["dev_secrets_imported"] is False
 
