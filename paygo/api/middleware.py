@@ -75,8 +75,13 @@ class SyncMiddlewareChain:
         return self.get_response(request)
 
 
+# /api/ as a client may mistype it, doubled slashes and backslashes included (nginx routes "//api/..."
+# as /api/ but passes the path as written): Django's HTML 404 must not answer those either.
+_API_PATH = re.compile(r"^[/\\]+api(?:[/\\]|$)")
+
+
 def is_api_request(request: HttpRequest) -> bool:
-    return request.path.startswith("/api/")
+    return _API_PATH.match(request.path) is not None
 
 
 class ApiErrorMiddleware:

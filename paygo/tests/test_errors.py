@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.test import override_settings
 from django.urls import path
@@ -130,3 +132,17 @@ def test_log_records_carry_the_request_id(anon, caplog):
     for record in records:
         RequestIdLogFilter().filter(record)
     assert {r.request_id for r in records} == {"trace-42"}
+
+
+@pytest.mark.django_db(transaction=True)  # through the WSGI handler, which closes connections as a request ends
+@pytest.mark.parametrize("path", ["//api/v1/health", "///api/v1/wallet/balance", "/api\\v1/health", "//api"])
+def test_a_mistyped_api_path_gets_the_apis_404_not_djangos_page(path):
+    """nginx routes "//api/..." as /api/ but passes the path as written: Django's HTML 404 answered.
+    (Through the WSGI application: the test client reads a leading "//" as a host.)"""
+    from paygo.tests.test_content_type import _wsgi
+
+    status, headers, body = _wsgi("GET", path, "", "", b"")
+
+    assert status == 404
+    assert headers["Content-Type"].startswith("application/json")
+    assert json.loads(body)["statusCode"] == 404
