@@ -16,13 +16,23 @@ from paygo.tokens import DEFAULT_TOKEN, decimals_of
 
 class _AdminsAreStaff:
     """Platform admins always get the admin site with every permission, as accounts.services
-    makes them (the database enforces the staff flag too)."""
+    makes them (the database enforces the staff flag too); an admin given another role loses both
+    (the form shows them ticked: an operator who changed only the role left a superuser behind).
+    Only a superuser makes someone a platform admin: it grants every permission."""
+
+    operator_is_superuser = False  # UserAdmin.get_form sets it for the request's operator
 
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("role") == Role.ADMIN:
+        role, was = cleaned.get("role"), self.initial.get("role")
+        if role == Role.ADMIN:
+            if was != Role.ADMIN and not self.operator_is_superuser:
+                self.add_error("role", "Only a superuser can make someone a platform admin.")
             cleaned["is_staff"] = cleaned["is_superuser"] = True
             self.instance.is_staff = self.instance.is_superuser = True
+        elif was == Role.ADMIN and role:
+            cleaned["is_staff"] = cleaned["is_superuser"] = False
+            self.instance.is_staff = self.instance.is_superuser = False
         return cleaned
 
 
@@ -67,6 +77,19 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = (
         (None, {"classes": ("wide",), "fields": ("email", "name", "role", "phone", "password1", "password2")}),
     )
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)  # a class made for this request
+        form.operator_is_superuser = request.user.is_superuser
+        return form
+
+    def get_readonly_fields(self, request, obj=None):
+        """What grants permissions is a superuser's to change: staff allowed to edit users could
+        otherwise give themselves (or anyone) every permission."""
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if obj is not None and not request.user.is_superuser:
+            fields += ("is_superuser", "groups", "user_permissions")
+        return fields
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -109,3 +109,68 @@ def test_users_cannot_reach_the_admin(client, alice):
     client.force_login(alice)
 
     assert client.get(ADD).status_code == 302
+
+
+def _change_form(client, user) -> dict:
+    """The user's change form as the admin fills it in, ready to post back."""
+    form = client.get(f"/admin/accounts/user/{user.pk}/change/").context["adminform"].form
+    data = {}
+    for name, value in form.initial.items():
+        if name in ("password", "last_login", "date_joined", "wallet_address") or value in (None, False):
+            continue
+        data[name] = [getattr(item, "pk", item) for item in value] if name in ("groups", "user_permissions") else value
+    return data
+
+
+def test_an_admin_given_another_role_is_no_longer_staff_nor_superuser(client, olga):
+    """The form shows both boxes ticked: an operator who changed only the role left a superuser."""
+    from conftest import _make
+
+    adam = _make("adam", "admin")
+    client.force_login(olga)
+    data = _change_form(client, adam)
+    assert data["is_superuser"] and data["is_staff"]
+
+    response = client.post(f"/admin/accounts/user/{adam.pk}/change/", {**data, "role": "user"})
+
+    assert response.status_code == 302, response.content[:2000]
+    adam.refresh_from_db()
+    assert (adam.role, adam.is_staff, adam.is_superuser) == ("user", False, False)
+
+
+def test_staff_who_may_change_users_cannot_grant_themselves_more(client, stan, alice):
+    """Making a platform admin (every permission), ticking superuser, or adding permissions and
+    groups is a superuser's: staff with accounts.change_user edit the rest of an account."""
+    from django.contrib.auth.models import Permission
+
+    stan = grant(stan, "accounts.view_user", "accounts.change_user")
+    client.force_login(stan)
+    data = _change_form(client, stan)
+    everything = list(Permission.objects.values_list("pk", flat=True))
+
+    made_admin = client.post(f"/admin/accounts/user/{stan.pk}/change/", {**data, "role": "admin"})
+    ticked = client.post(
+        f"/admin/accounts/user/{stan.pk}/change/", {**data, "is_superuser": "on", "user_permissions": everything}
+    )
+    renamed = client.post(f"/admin/accounts/user/{alice.pk}/change/", {**_change_form(client, alice), "name": "Al"})
+
+    assert made_admin.status_code == 200  # the form again, with the error
+    assert "Only a superuser can make someone a platform admin." in made_admin.content.decode()
+    assert ticked.status_code == 302
+    stan.refresh_from_db()
+    assert (stan.role, stan.is_superuser, stan.user_permissions.count()) == ("user", False, 2)
+    assert renamed.status_code == 302
+    alice.refresh_from_db()
+    assert alice.name == "Al"
+
+
+def test_staff_who_may_add_users_create_vendors_but_not_admins(client, stan):
+    client.force_login(grant(stan, "accounts.view_user", "accounts.add_user", "accounts.change_user"))
+
+    vendor = add_user(client, "new.vendor@example.com", "vendor")
+    admin_ = add_user(client, "new.admin@example.com", "admin")
+
+    assert vendor.status_code == 302
+    assert admin_.status_code == 200
+    assert not User.objects.filter(email="new.admin@example.com").exists()
+    assert User.objects.get(email="new.vendor@example.com").role == "vendor"
