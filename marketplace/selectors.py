@@ -46,7 +46,14 @@ def _with_relations(queryset: QuerySet[Service]) -> QuerySet[Service]:
 
 
 def _public() -> Q:
-    return Q(is_active=True, deleted_at__isnull=True, vendor__is_active=True)
+    """Services on sale: active, not retired, offered by an active vendor (one whose account is
+    deactivated, or who is no longer a vendor, sells nothing). is_on_sale() is the same for one."""
+    return Q(is_active=True, deleted_at__isnull=True, vendor__is_active=True, vendor__role="vendor")
+
+
+def is_on_sale(service: Service) -> bool:
+    vendor = service.vendor
+    return service.is_active and service.deleted_at is None and vendor.is_active and vendor.role == "vendor"
 
 
 def _rate_bound(number: Decimal, decimals: int, *, lower: bool) -> int:

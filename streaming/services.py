@@ -13,6 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 from rest_framework import exceptions
 
+from marketplace.selectors import is_on_sale
 from paygo.api.amounts import format_minor
 from paygo.api.errors import Conflict, PaymentRequired
 from streaming import live, pricing
@@ -50,7 +51,7 @@ def session_start(
     per-session fee, or answer 402 with how much is needed."""
     now = now or timezone.now()
     asset = Asset.objects.filter(code=service.token, is_active=True).first()  # staff may deactivate a token
-    if asset is None or not service.is_active or getattr(service, "deleted_at", None) or not service.vendor.is_active:
+    if asset is None or not is_on_sale(service):
         raise _invalid("service_id", "This service is not available.", code="inactive_service")
     if service.vendor_id == user.pk:
         raise _invalid("service_id", "You cannot open a session on your own service.", code="own_service")

@@ -752,3 +752,20 @@ def test_my_services_filter_holding_nul_is_400(api, victor, service, field):
 
     assert response.status_code == 400
     assert response.json()["errors"] == {field: ["Must not contain the NUL character."]}
+
+
+def test_a_vendor_who_is_no_longer_one_sells_nothing(api, anon, alice, victor, service):
+    """An operator takes the vendor role away (the admin's role field): his services leave the
+    marketplace and cannot be started, as the vendor directory already drops him."""
+    from wallets.tests.conftest import fund_wallet
+
+    fund_wallet(alice, 50_000_000)
+    victor.role = "user"
+    victor.save(update_fields=["role"])
+
+    started = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk}, format="json")
+
+    assert anon.get(detail(service)).status_code == 404
+    assert service.pk not in [listed["id"] for listed in anon.get(SERVICES).json()["services"]]
+    assert started.status_code == 400
+    assert started.json()["errors"]["serviceId"] == ["This service is not available."]
