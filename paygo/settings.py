@@ -90,10 +90,12 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "paygo.api.forwarded.ForwardedMiddleware",  # first: who the client is, before anything asks
     "paygo.api.middleware.RequestIdMiddleware",
+    # Above every middleware that answers: a browser elsewhere can read each answer, the API's own
+    # early refusals (413, 400) and the error pages it rewrites into its format included.
+    "corsheaders.middleware.CorsMiddleware",
     "paygo.api.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "corsheaders.middleware.CorsMiddleware",
     "paygo.api.ratelimits.ApiRateLimitMiddleware",  # after CORS: a browser elsewhere can read a 429
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
