@@ -247,10 +247,29 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def join(self, group: str) -> None:
         await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined.append(group)
+        if getattr(self, "_rejoining", None) is None:
+            self._rejoining = asyncio.create_task(self._rejoin(_rejoin_every(self.channel_layer)))
+
+    async def _rejoin(self, every: float) -> None:
+        """The channel layer drops a member older than its group expiry (a day) from a group, and a
+        socket can stay open longer (a tab left on a dashboard): it joins its groups again well
+        before then, or it would silently stop getting its messages, its account's closing included."""
+        while True:
+            await asyncio.sleep(every)
+            for group in list(self.groups_joined):
+                await self.channel_layer.group_add(group, self.channel_name)
 
     async def disconnect(self, code: int) -> None:
+        rejoining = getattr(self, "_rejoining", None)
+        if rejoining is not None:
+            rejoining.cancel()
         for group in getattr(self, "groups_joined", []):
             await self.channel_layer.group_discard(group, self.channel_name)
+
+
+def _rejoin_every(layer) -> float:
+    """A quarter of the layer's group expiry (channels_redis's and the in-memory layer's 86,400 s)."""
+    return getattr(layer, "group_expiry", 86_400) / 4
 
 
 class NotFoundConsumer(AsyncWebsocketConsumer):

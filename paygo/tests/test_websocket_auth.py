@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
@@ -194,3 +196,42 @@ async def test_a_user_reactivated_after_a_deactivation_opens_sockets_again(alice
     assert (await communicator.receive_json_from())["type"] == "connected"
     assert await communicator.receive_nothing(timeout=0.3)
     await communicator.disconnect()
+
+
+class _Later:
+    """A `time` module as channels_redis reads it, `seconds` later."""
+
+    def __init__(self, real, seconds: float):
+        self._real, self._seconds = real, seconds
+
+    def time(self) -> float:
+        return self._real.time() + self._seconds
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+async def test_a_socket_open_longer_than_the_layers_group_expiry_stays_in_its_groups(alice, monkeypatch):
+    """channels_redis drops a group's members older than its group expiry (a day) as it sends: a
+    socket open longer (a tab left on a dashboard) silently got nothing more, its account's closing
+    included. Sockets join their groups again well before then (here every 0.2 s)."""
+    import time
+
+    import channels_redis.core
+
+    from notifications import notify
+    from paygo import ws
+
+    monkeypatch.setattr(ws, "_rejoin_every", lambda layer: 0.2)
+    token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
+    communicator, connected, _ = await _connect(f"/ws/notifications/?token={token}")
+    assert connected
+    assert (await communicator.receive_json_from())["type"] == "connected"
+
+    monkeypatch.setattr(channels_redis.core, "time", _Later(time, 86_401))  # a day and a second later
+    await asyncio.sleep(0.5)  # the socket has joined its groups again since
+    await database_sync_to_async(notify)(alice.pk, "system", "Hello", "a day later")
+
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "notification"
+    await database_sync_to_async(user_deactivate)(user=alice)
+    assert await _close_code(communicator) == 4401
