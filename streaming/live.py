@@ -223,7 +223,9 @@ def publish_outcomes(outcomes: list[Billed]) -> None:
                 }
             )
             _notify_stopped(o, total)
-        if sid in seen:
+        # A stop is pushed whether or not the session is marked watched yet: a socket opened since
+        # the hub's last tick is in the session's group but not marked, and was never told.
+        if sid in seen or o.stops:
             try:
                 for message in messages:
                     send(sid, message)

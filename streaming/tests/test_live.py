@@ -416,3 +416,22 @@ def test_watched_finds_the_marked_sessions_of_a_batch_whatever_is_marked_elsewhe
     assert live.watched(batch) == {"s-3", "s-7"}
     assert live.watched(["s-3"]) == {"s-3"}
     assert live.watched([]) == set()
+
+
+@override_settings(STREAM_TICK_SECONDS=3)
+async def test_a_stop_just_after_a_socket_opened_reaches_it(alice, bob, make_service):
+    """A socket's session is marked watched at the hub's next tick (here up to 3 s away), and only
+    watched sessions got their events: a stop in between never reached the socket, which showed a
+    cost still growing, then silence. A stop is pushed whether the session is marked or not."""
+    other = await _session_for(bob, make_service)
+    others = await _connect(bob, other.session_id)
+    await _next(others, "cost.tick")  # the hub runs for bob's socket: its next tick is 3 s away
+
+    session = await _session_for(alice, make_service)
+    communicator = await _connect(alice, session.session_id)
+    await database_sync_to_async(services.session_stop)(session=session, reason="user")
+
+    stopped = await _next(communicator, "session.stopped")
+    await communicator.disconnect()
+    await others.disconnect()
+    assert (stopped["sessionId"], stopped["reason"]) == (str(session.session_id), "user")
