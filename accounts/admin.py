@@ -6,12 +6,14 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.db import transaction
 from django.utils.html import format_html
 
 from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
 from accounts.services import image_delete, user_deactivate
 from paygo.api.amounts import format_minor
 from paygo.tokens import DEFAULT_TOKEN, decimals_of
+from paygo.ws import reauthorize_sockets_of
 
 
 class _AdminsAreStaff:
@@ -58,6 +60,10 @@ class UserEditForm(_AdminsAreStaff, UserChangeForm):
         return User.objects.storable_email(self.cleaned_data["email"])
 
 
+# What decides what a user's sockets may watch.
+ACCESS_FIELDS = {"role", "is_staff", "is_superuser", "groups", "user_permissions"}
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserEditForm
@@ -95,6 +101,15 @@ class UserAdmin(DjangoUserAdmin):
         super().save_model(request, obj, form, change)
         if change and "is_active" in form.changed_data and not obj.is_active:
             user_deactivate(user=obj)  # as the action does: its open sockets close too
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if change and ACCESS_FIELDS & set(form.changed_data):
+            # A socket's handshake decided what it may watch under the old access: reconnected, a
+            # new handshake decides under the new one (a staff member who lost a permission kept
+            # watching what it showed).
+            user_id = form.instance.pk
+            transaction.on_commit(lambda: reauthorize_sockets_of(user_id), robust=True)
 
     # The change permission, as the change form's "active" box asks: the list's viewers see no action.
     @admin.action(description="Deactivate the selected users (their tokens stop working)", permissions=["change"])

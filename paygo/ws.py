@@ -47,6 +47,7 @@ CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+CLOSE_ACCESS_CHANGED = 4409
 BEARER_PREFIX = "bearer."
 
 
@@ -62,6 +63,13 @@ async def group_send(group: str, message: dict) -> None:
 def sockets_group(user_id: int) -> str:
     """The group every socket of this user joins, whatever it watches."""
     return f"sockets.user.{user_id}"
+
+
+def reauthorize_sockets_of(user_id: int) -> None:
+    """Close every open socket of this user with 4409 (an operator changed their role, staff flag or
+    permissions): a handshake decides once what a socket may watch, so the client reconnects and a
+    new handshake decides again."""
+    async_to_sync(group_send)(sockets_group(user_id), {"type": "sockets.reauthorize"})
 
 
 # How long a deactivation's mark is kept: far longer than a handshake takes from its read of the
@@ -220,6 +228,10 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def sockets_revoked(self, event: dict) -> None:
         """The account was deactivated (close_sockets_of)."""
         await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def sockets_reauthorize(self, event: dict) -> None:
+        """What the account may see changed (reauthorize_sockets_of)."""
+        await self.close(code=CLOSE_ACCESS_CHANGED)
 
     async def authorize(self, user) -> bool:
         return True

@@ -235,3 +235,38 @@ async def test_a_socket_open_longer_than_the_layers_group_expiry_stays_in_its_gr
     assert (await communicator.receive_json_from(timeout=5))["type"] == "notification"
     await database_sync_to_async(user_deactivate)(user=alice)
     assert await _close_code(communicator) == 4401
+
+
+def _edit_in_the_admin(operator, user, **changes) -> None:
+    from django.test import Client
+
+    from accounts.tests.test_admin_users import _change_form
+
+    client = Client()
+    client.force_login(operator)
+    response = client.post(f"/admin/accounts/user/{user.pk}/change/", {**_change_form(client, user), **changes})
+    assert response.status_code == 302, response.content[:2000]
+
+
+async def test_an_operator_changing_someones_access_makes_their_sockets_reconnect_4409(stan, olga, alice):
+    """A handshake decides once what a socket may watch: a staff member whose permissions an
+    operator changes reconnects (4409), and the new handshake decides under the new access. An
+    edit that changes no access closes nothing."""
+    from django.contrib.auth.models import Permission
+
+    token = await database_sync_to_async(lambda: token_pair_for(stan).access)()
+    stans = (await _connect(f"/ws/notifications/?token={token}"))[0]
+    assert (await stans.receive_json_from())["type"] == "connected"
+    alices = (await _connect(f"/ws/notifications/?token={token_pair_for(alice).access}"))[0]
+    assert (await alices.receive_json_from())["type"] == "connected"
+
+    await database_sync_to_async(_edit_in_the_admin)(olga, alice, name="Alice Renamed")
+    assert await alices.receive_nothing(timeout=0.5)
+    view = await database_sync_to_async(
+        lambda: Permission.objects.get(content_type__app_label="streaming", codename="view_streamingsession").pk
+    )()
+    await database_sync_to_async(_edit_in_the_admin)(olga, stan, user_permissions=[view])
+
+    assert await _close_code(stans) == 4409
+    assert await alices.receive_nothing(timeout=0.5)
+    await alices.disconnect()
