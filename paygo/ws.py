@@ -30,12 +30,12 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from channels.layers import get_channel_layer
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
-from django.core.cache import cache
 from django.db import connection
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from paygo.api.authentication import token_user
@@ -72,23 +72,11 @@ def reauthorize_sockets_of(user_id: int) -> None:
     async_to_sync(group_send)(sockets_group(user_id), {"type": "sockets.reauthorize"})
 
 
-# How long a deactivation's mark is kept: far longer than a handshake takes from its read of the
-# account to joining the user's group.
-REVOKED_MARK_SECONDS = 300
-
-
-def _revoked_mark(user_id: int) -> str:
-    return f"sockets.revoked.{user_id}"
-
-
 def close_sockets_of(user_id: int) -> None:
     """Close every open socket of this user with 4401 (their account was deactivated): a handshake
-    checks the account once, and a socket stays open for hours.
-
-    A handshake that read the account before the deactivation committed may join the user's group
-    only after this close was sent, and miss it: the mark left first is read by every socket once it
-    has joined (AuthenticatedConsumer.connect), so one of the two always reaches it."""
-    cache.set(_revoked_mark(user_id), True, REVOKED_MARK_SECONDS)
+    checks the account once, and a socket stays open for hours. A handshake joins the user's group
+    before it reads the account (AuthenticatedConsumer._identify), so a deactivation its read missed
+    reaches it here."""
     async_to_sync(group_send)(sockets_group(user_id), {"type": "sockets.revoked"})
 
 
@@ -128,26 +116,26 @@ def handshake_read(fn):
     return database_sync_to_async(read, thread_sensitive=False, executor=_handshakes)
 
 
-@handshake_read
-def _deactivated_while_joining(user_id: int) -> bool:
-    """Whether the account was deactivated since the handshake read it: one look at the mark
-    close_sockets_of() leaves (nearly always absent), and at the account only when it is there (the
-    account may have been made active again since)."""
-    if not cache.get(_revoked_mark(user_id)):
-        return False
-    return not get_user_model().objects.filter(pk=user_id, is_active=True).exists()
-
-
-@handshake_read
-def _user_for_token(raw: str):
+def _access_token(raw: str) -> AccessToken | None:
+    """The access token, its signature and expiry checked (no query), or None."""
     try:
-        token = AccessToken(raw)
+        return AccessToken(raw)
     except TokenError:
-        return AnonymousUser()
+        return None
+
+
+@handshake_read
+def _user_for_token(token: AccessToken):
     try:
         return token_user(token)  # active, and its password unchanged since the token was issued
     except AuthenticationFailed:
         return AnonymousUser()
+
+
+@handshake_read
+def _session_user_id(scope: dict[str, Any]) -> str | None:
+    """The account the admin's session cookie names (a read of the session store), unchecked."""
+    return scope["session"].get(SESSION_KEY)
 
 
 def _same_site(scope: dict[str, Any]) -> bool:
@@ -164,32 +152,23 @@ def _same_site(scope: dict[str, Any]) -> bool:
 
 async def _admin_user(scope: dict[str, Any]):
     """The staff member whose admin session cookie came with a same-site socket, or anonymous."""
-    if not _same_site(scope):
-        return AnonymousUser()
     user = await get_user(scope)
     return user if user.is_active and user.is_staff else AnonymousUser()
 
 
-class _SocketUser:
+class _SocketToken:
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
         raw, subprotocol = _token_from_scope(scope)
-        busy = False
-        try:
-            user = await _user_for_token(raw) if raw else await _admin_user(scope)
-        except Exception as exc:
-            if not pool_exhausted(exc):
-                raise
-            user, busy = AnonymousUser(), True
-        scope = {**scope, "user": user, "auth_subprotocol": subprotocol, "database_busy": busy}
-        return await self.app(scope, receive, send)
+        return await self.app({**scope, "auth_token": raw, "auth_subprotocol": subprotocol}, receive, send)
 
 
 def socket_auth(app):
-    """The socket's user, in scope["user"]: from its token, else from the admin's session cookie."""
-    return CookieMiddleware(SessionMiddleware(_SocketUser(app)))
+    """The socket's token (or the admin's session cookie) in its scope, for AuthenticatedConsumer to
+    read whose socket it is."""
+    return CookieMiddleware(SessionMiddleware(_SocketToken(app)))
 
 
 class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
@@ -202,28 +181,43 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.groups_joined = []
-        user = self.scope.get("user")
         await self.accept(subprotocol=self.scope.get("auth_subprotocol"))
-        if self.scope.get("database_busy"):
-            await self.close(code=CLOSE_TRY_AGAIN_LATER)
-            return
-        if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
-            return
         try:
+            user = await self._identify()
+            if not user.is_authenticated:
+                await self.close(code=CLOSE_UNAUTHENTICATED)
+                return
             if not await self.authorize(user):
                 await self.close(code=CLOSE_FORBIDDEN)
-                return
-            await self.join(sockets_group(user.pk))
-            if await _deactivated_while_joining(user.pk):
-                await self.close(code=CLOSE_UNAUTHENTICATED)
                 return
         except Exception as exc:
             if not pool_exhausted(exc):
                 raise
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
             return
+        self.scope["user"] = user
         await self.joined(user)
+
+    async def _identify(self):
+        """Whose socket this is: its token's account, else (on a same-site socket) the admin
+        session's staff member, else anonymous.
+
+        The socket joins that account's group (sockets_group) before the account is read: a
+        deactivation committed after the read closes it through the group, and one committed
+        before is seen by the read. (Joined after the read, a deactivation in between sent its
+        close to a group the socket was not in yet, and the socket stayed open.)"""
+        raw = self.scope.get("auth_token")
+        if raw:
+            token = _access_token(raw)
+            claimed = token.get(api_settings.USER_ID_CLAIM) if token is not None else None
+        elif _same_site(self.scope):
+            token, claimed = None, await _session_user_id(self.scope)
+        else:
+            return AnonymousUser()
+        if claimed is None:
+            return AnonymousUser()
+        await self.join(sockets_group(claimed))
+        return await _user_for_token(token) if token is not None else await _admin_user(self.scope)
 
     async def sockets_revoked(self, event: dict) -> None:
         """The account was deactivated (close_sockets_of)."""

@@ -161,20 +161,37 @@ def _deactivate_in_the_admin(operator, user) -> None:
     assert not user.is_active
 
 
-async def test_a_deactivation_between_the_handshakes_read_and_its_joining_closes_the_socket(alice, monkeypatch):
-    """The handshake read the account while it was active; the deactivation committed and sent its
-    close before the socket joined the user's group, so the close never reached it: the mark the
-    deactivation leaves is read once the socket has joined."""
+@pytest.mark.parametrize("when", ["before the account is read", "after the account is read"])
+async def test_a_deactivation_during_the_handshake_closes_the_socket(alice, monkeypatch, when):
+    """The handshake joins the user's group, then reads the account, then decides what the socket
+    may watch. A deactivation committed before the read is seen by it; one committed after sends
+    its close to the group the socket is in. (The socket joined after the read, and a deactivation
+    in between closed nothing.)"""
+    from notifications.consumers import NotificationsConsumer
     from paygo import ws
 
-    join = ws.AuthenticatedConsumer.join
+    def deactivate():
+        from accounts.models import User
 
-    async def deactivated_first(self, group):
-        if group == ws.sockets_group(alice.pk):
-            await database_sync_to_async(user_deactivate)(user=alice)
-        await join(self, group)
+        user_deactivate(user=User.objects.get(pk=alice.pk))
 
-    monkeypatch.setattr(ws.AuthenticatedConsumer, "join", deactivated_first)
+    if when == "before the account is read":
+        join = ws.AuthenticatedConsumer.join
+
+        async def joined_then_deactivated(self, group):
+            await join(self, group)
+            if group == ws.sockets_group(alice.pk):
+                await database_sync_to_async(deactivate)()
+
+        monkeypatch.setattr(ws.AuthenticatedConsumer, "join", joined_then_deactivated)
+    else:
+        authorize = NotificationsConsumer.authorize
+
+        async def deactivated_then_authorized(self, user):
+            await database_sync_to_async(deactivate)()
+            return await authorize(self, user)
+
+        monkeypatch.setattr(NotificationsConsumer, "authorize", deactivated_then_authorized)
     token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
 
     communicator, connected, _ = await _connect(f"/ws/notifications/?token={token}")
@@ -184,7 +201,7 @@ async def test_a_deactivation_between_the_handshakes_read_and_its_joining_closes
 
 
 async def test_a_user_reactivated_after_a_deactivation_opens_sockets_again(alice):
-    """The deactivation's mark outlives it; an account made active again is not closed by it."""
+    """A deactivation ends nothing for later: an account an operator made active again connects."""
     await database_sync_to_async(user_deactivate)(user=alice)
     alice.is_active = True
     await database_sync_to_async(alice.save)(update_fields=["is_active"])
