@@ -181,12 +181,20 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.groups_joined = []
-        await self.accept(subprotocol=self.scope.get("auth_subprotocol"))
         try:
-            user = await self._identify()
-            if not user.is_authenticated:
-                await self.close(code=CLOSE_UNAUTHENTICATED)
-                return
+            user = await self._identify()  # before the socket is accepted, as a page's request is read first
+        except Exception as exc:
+            if not pool_exhausted(exc):
+                raise
+            user = None
+        await self.accept(subprotocol=self.scope.get("auth_subprotocol"))  # so that the client reads the code
+        if user is None:
+            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
+        if not user.is_authenticated:
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        try:
             if not await self.authorize(user):
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
