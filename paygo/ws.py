@@ -30,12 +30,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from channels.layers import get_channel_layer
 from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
-from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import TokenError
-from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import AccessToken
 
 from paygo.api.authentication import token_user
@@ -74,9 +72,9 @@ def reauthorize_sockets_of(user_id: int) -> None:
 
 def close_sockets_of(user_id: int) -> None:
     """Close every open socket of this user with 4401 (their account was deactivated): a handshake
-    checks the account once, and a socket stays open for hours. A handshake joins the user's group
-    before it reads the account (AuthenticatedConsumer._identify), so a deactivation its read missed
-    reaches it here."""
+    checks the account once, and a socket stays open for hours. (A handshake that read the account
+    just before the deactivation committed, and joins the group just after this is sent, stays open:
+    docs/benchmarks.md, the live hub, says what closing that moment cost.)"""
     async_to_sync(group_send)(sockets_group(user_id), {"type": "sockets.revoked"})
 
 
@@ -116,26 +114,16 @@ def handshake_read(fn):
     return database_sync_to_async(read, thread_sensitive=False, executor=_handshakes)
 
 
-def _access_token(raw: str) -> AccessToken | None:
-    """The access token, its signature and expiry checked (no query), or None."""
-    try:
-        return AccessToken(raw)
-    except TokenError:
-        return None
-
-
 @handshake_read
-def _user_for_token(token: AccessToken):
+def _user_for_token(raw: str):
+    try:
+        token = AccessToken(raw)
+    except TokenError:
+        return AnonymousUser()
     try:
         return token_user(token)  # active, and its password unchanged since the token was issued
     except AuthenticationFailed:
         return AnonymousUser()
-
-
-@handshake_read
-def _session_user_id(scope: dict[str, Any]) -> str | None:
-    """The account the admin's session cookie names (a read of the session store), unchecked."""
-    return scope["session"].get(SESSION_KEY)
 
 
 def _same_site(scope: dict[str, Any]) -> bool:
@@ -152,23 +140,32 @@ def _same_site(scope: dict[str, Any]) -> bool:
 
 async def _admin_user(scope: dict[str, Any]):
     """The staff member whose admin session cookie came with a same-site socket, or anonymous."""
+    if not _same_site(scope):
+        return AnonymousUser()
     user = await get_user(scope)
     return user if user.is_active and user.is_staff else AnonymousUser()
 
 
-class _SocketToken:
+class _SocketUser:
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
         raw, subprotocol = _token_from_scope(scope)
-        return await self.app({**scope, "auth_token": raw, "auth_subprotocol": subprotocol}, receive, send)
+        busy = False
+        try:
+            user = await _user_for_token(raw) if raw else await _admin_user(scope)
+        except Exception as exc:
+            if not pool_exhausted(exc):
+                raise
+            user, busy = AnonymousUser(), True
+        scope = {**scope, "user": user, "auth_subprotocol": subprotocol, "database_busy": busy}
+        return await self.app(scope, receive, send)
 
 
 def socket_auth(app):
-    """The socket's token (or the admin's session cookie) in its scope, for AuthenticatedConsumer to
-    read whose socket it is."""
-    return CookieMiddleware(SessionMiddleware(_SocketToken(app)))
+    """The socket's user, in scope["user"]: from its token, else from the admin's session cookie."""
+    return CookieMiddleware(SessionMiddleware(_SocketUser(app)))
 
 
 class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
@@ -181,51 +178,25 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         self.groups_joined = []
-        try:
-            user = await self._identify()  # before the socket is accepted, as a page's request is read first
-        except Exception as exc:
-            if not pool_exhausted(exc):
-                raise
-            user = None
-        await self.accept(subprotocol=self.scope.get("auth_subprotocol"))  # so that the client reads the code
-        if user is None:
+        user = self.scope.get("user")
+        await self.accept(subprotocol=self.scope.get("auth_subprotocol"))
+        if self.scope.get("database_busy"):
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
             return
-        if not user.is_authenticated:
+        if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
         try:
             if not await self.authorize(user):
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
+            await self.join(sockets_group(user.pk))
         except Exception as exc:
             if not pool_exhausted(exc):
                 raise
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
             return
-        self.scope["user"] = user
         await self.joined(user)
-
-    async def _identify(self):
-        """Whose socket this is: its token's account, else (on a same-site socket) the admin
-        session's staff member, else anonymous.
-
-        The socket joins that account's group (sockets_group) before the account is read: a
-        deactivation committed after the read closes it through the group, and one committed
-        before is seen by the read. (Joined after the read, a deactivation in between sent its
-        close to a group the socket was not in yet, and the socket stayed open.)"""
-        raw = self.scope.get("auth_token")
-        if raw:
-            token = _access_token(raw)
-            claimed = token.get(api_settings.USER_ID_CLAIM) if token is not None else None
-        elif _same_site(self.scope):
-            token, claimed = None, await _session_user_id(self.scope)
-        else:
-            return AnonymousUser()
-        if claimed is None:
-            return AnonymousUser()
-        await self.join(sockets_group(claimed))
-        return await _user_for_token(token) if token is not None else await _admin_user(self.scope)
 
     async def sockets_revoked(self, event: dict) -> None:
         """The account was deactivated (close_sockets_of)."""

@@ -161,12 +161,24 @@ def _deactivate_in_the_admin(operator, user) -> None:
     assert not user.is_active
 
 
-@pytest.mark.parametrize("when", ["before the account is read", "after the account is read"])
+@pytest.mark.parametrize(
+    "when",
+    [
+        "after the socket joined its user's group",
+        pytest.param(
+            "between the handshake's read of the account and its joining the group",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="known, left open: closing this moment cost the live hub a tenth of its ticks, or "
+                "failed half of 1,000 sockets opening at once (docs/benchmarks.md, the live hub)",
+            ),
+        ),
+    ],
+)
 async def test_a_deactivation_during_the_handshake_closes_the_socket(alice, monkeypatch, when):
-    """The handshake joins the user's group, then reads the account, then decides what the socket
-    may watch. A deactivation committed before the read is seen by it; one committed after sends
-    its close to the group the socket is in. (The socket joined after the read, and a deactivation
-    in between closed nothing.)"""
+    """A deactivation that commits while a socket's handshake runs closes it: after the socket has
+    joined its user's group, the close reaches it there. Between the handshake's read of the account
+    and its joining, the close goes to a group the socket is not in yet, and it stays open."""
     from notifications.consumers import NotificationsConsumer
     from paygo import ws
 
@@ -175,7 +187,7 @@ async def test_a_deactivation_during_the_handshake_closes_the_socket(alice, monk
 
         user_deactivate(user=User.objects.get(pk=alice.pk))
 
-    if when == "before the account is read":
+    if when == "after the socket joined its user's group":
         join = ws.AuthenticatedConsumer.join
 
         async def joined_then_deactivated(self, group):
