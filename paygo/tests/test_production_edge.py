@@ -13,21 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import re
-import signal
 import socket
-import subprocess
-import sys
-import threading
 
 import pytest
 
 from conftest import database_url, money_db
 from paygo.tests.test_production_settings import (
-    ROOT,
     SANDBOX_CHIPI,
     _free_port,
+    make_prod,
     production_env,
     static_root,  # noqa: F401 (a fixture)
 )
@@ -39,7 +34,7 @@ FROM_THE_TLS_PROXY = b"X-Forwarded-Proto: https\r\n"
 
 @pytest.fixture(scope="module")
 def prod(static_root, django_db_setup, django_db_blocker):  # noqa: F811 (the fixture imported above)
-    """scripts/prod.py with production settings; yields (nginx's port, Daphne's port)."""
+    """make prod with production settings; yields (nginx's port, Daphne's port)."""
     port = _free_port()
     env = production_env(
         static_root,
@@ -53,28 +48,8 @@ def prod(static_root, django_db_setup, django_db_blocker):  # noqa: F811 (the fi
         CACHE_KEY_PREFIX=os.environ.get("CACHE_KEY_PREFIX"),
         CHANNEL_LAYER_PREFIX=os.environ.get("CHANNEL_LAYER_PREFIX"),
     )
-    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
-    with django_db_blocker.unblock():
-        process = subprocess.Popen(
-            [sys.executable, "scripts/prod.py", "--no-collectstatic"],
-            cwd=ROOT,
-            env=clean,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
-        output: list[str] = []
-        try:
-            while not any(line.startswith("prod: serving on") for line in output):
-                output.append(lines.get(timeout=180))  # a bound on a broken start, not a measurement
-            ws_port = int(re.search(r"ws 127\.0\.0\.1:(\d+)", output[-1]).group(1))
-            yield port, ws_port
-        finally:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=60)
+    with django_db_blocker.unblock(), make_prod(env) as (_, output):
+        yield port, int(re.search(r"ws 127\.0\.0\.1:(\d+)", output[-1]).group(1))
 
 
 def send(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:

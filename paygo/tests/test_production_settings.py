@@ -9,6 +9,7 @@ served with hashed static URLs, no setting falling back to a development default
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import http.client
 import json
@@ -292,6 +293,33 @@ def _request(
         connection.close()
 
 
+@contextlib.contextmanager
+def make_prod(env: dict[str, str]):
+    """scripts/prod.py (what `make prod` runs) in a fresh process with only `env` (and PATH), from
+    its "serving on" line to the end of the block, then Ctrl-C; yields (the process, what it
+    printed up to then). static_root (the fixture) is collected already: --no-collectstatic."""
+    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
+    prod = subprocess.Popen(
+        [sys.executable, "scripts/prod.py", "--no-collectstatic"],
+        cwd=ROOT,
+        env=clean,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in prod.stdout], daemon=True).start()
+    output: list[str] = []
+    try:
+        while not any(line.startswith("prod: serving on") for line in output):
+            output.append(lines.get(timeout=180))  # a bound on a broken start, not a measurement
+        yield prod, output
+    finally:
+        prod.send_signal(signal.SIGINT)  # Ctrl-C
+        prod.wait(timeout=60)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_ctrl_c(static_root, alice):
     port = _free_port()
@@ -309,22 +337,7 @@ def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_ctrl
         CACHE_KEY_PREFIX=os.environ.get("CACHE_KEY_PREFIX"),
         CHANNEL_LAYER_PREFIX=os.environ.get("CHANNEL_LAYER_PREFIX"),
     )
-    clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
-    prod = subprocess.Popen(
-        [sys.executable, "scripts/prod.py", "--no-collectstatic"],  # static_root is collected already
-        cwd=ROOT,
-        env=clean,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in prod.stdout], daemon=True).start()
-    output = []
-    try:
-        while not any(line.startswith("prod: serving on") for line in output):
-            output.append(lines.get(timeout=120))  # a bound on a broken start, not a measurement
+    with make_prod(env) as (prod, output):
         children = psutil.Process(prod.pid).children(recursive=True)
         assert set(_KINDS) <= {kind for child in children for kind in _KINDS if kind in " ".join(child.cmdline())}
         # The sweep in as many shards as the worker runs tasks at once (each bills its vendors' wallets).
@@ -353,10 +366,7 @@ def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_ctrl
         socket_ = websocket.create_connection(f"ws://127.0.0.1:{port}/ws/notifications/?token={token}", timeout=30)
         assert socket_.getstatus() == 101
         socket_.close()
-    finally:
-        prod.send_signal(signal.SIGINT)  # Ctrl-C
-        code = prod.wait(timeout=60)
-    assert code == 0, "".join(output)
+    assert prod.returncode == 0, "".join(output)
     assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
 
 
