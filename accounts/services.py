@@ -226,10 +226,11 @@ PROFILE_MODELS: dict[str, type[Profile | VendorProfile | AdminProfile]] = {
 
 
 def profile_kind_for(user: User) -> str:
-    """The kind of profile a user has: staff have admin profiles, vendors vendor profiles."""
-    if user.is_staff or user.role == Role.ADMIN:
-        return "admin"
-    return "vendor" if user.role == Role.VENDOR else "user"
+    """The kind of profile a user has: vendors vendor profiles (a vendor given the staff flag too:
+    his business card stays in the directory), other staff admin profiles, users user profiles."""
+    if user.role == Role.VENDOR:
+        return "vendor"
+    return "admin" if user.is_staff or user.role == Role.ADMIN else "user"
 
 
 def _check_avatar(*, user: User, fields: dict[str, Any]) -> None:

@@ -362,6 +362,20 @@ def test_profile_answers_the_caller_and_their_profile(request, api, who, kind):
     assert with_profile.json()["profileType"] == kind
 
 
+def test_a_vendor_given_the_staff_flag_keeps_his_vendor_profile(api, victor):
+    """A partner who helps support gets the staff flag: his kind of profile stays a vendor's (it was
+    an admin's, and creating his vendor profile said "Only vendors can have this kind of profile")."""
+    victor.is_staff = True
+    victor.save(update_fields=["is_staff"])
+    client = api(victor)
+
+    created = client.post("/api/v1/vendorprofiles/create", {"businessName": "Victor's"}, format="json")
+
+    assert created.status_code == 201, created.json()
+    assert client.get("/api/v1/profile").json()["profileType"] == "vendor"
+    assert client.post("/api/v1/adminprofiles/create", {}, format="json").status_code == 403
+
+
 def test_profile_needs_a_valid_token(anon):
     assert anon.get("/api/v1/profile").status_code == 401
     anon.credentials(HTTP_AUTHORIZATION="Bearer expired.or.forged")
