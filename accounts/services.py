@@ -135,7 +135,7 @@ def user_deactivate(*, user: User) -> User:
         user.is_active = False
         user.save(update_fields=["is_active"])
         sessions_stop_of(user=user)
-    transaction.on_commit(lambda: close_sockets_of(user.pk), robust=True)
+    transaction.on_commit(lambda: close_sockets_of(user.pk, again=True), robust=True)
     return user
 
 
