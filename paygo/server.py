@@ -107,6 +107,8 @@ class BoundedHTTPFactory(HTTPFactory):
         protocol.requestFactory = BoundedRequest
         channel = protocol._channel  # twisted wraps its HTTP/1.1 channel to switch to HTTP/2 on demand
         channel._respondToBadRequestAndDisconnect = lambda: _answer_malformed(channel)
+        # A request or header line over twisted's line limit (16 KiB): it closed without a word.
+        channel.lineLengthExceeded = lambda line: _answer_malformed(channel)
         return protocol
 
 

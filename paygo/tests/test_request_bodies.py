@@ -255,6 +255,9 @@ def test_a_malformed_multipart_body_is_the_apis_400_not_the_servers(live_daphne,
         b"POST /api/v1/wallet/transfer HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + token + b"\r\n"
         b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
         b"POST /api/v1/wallet/transfer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: ten\r\n\r\n{}",
+        # a line over twisted's limit (16 KiB), which it closed without an answer
+        b"GET /api/v1/health?pad=" + b"a" * 17_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Long: " + b"a" * 17_000 + b"\r\n\r\n",
     ):
         reply = exchange(address, unreadable)
         assert reply.status == 400, unreadable
