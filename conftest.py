@@ -127,6 +127,19 @@ def _fresh_cache():
     yield
 
 
+@pytest.fixture
+def still_clock():
+    """A clock that stands still (time_machine's traveller, to move it by hand). The rate limits
+    count in fixed windows (django-ratelimit's, each ending at its own second of the minute or
+    hour): a test that counts several requests against one would see its count start again from
+    zero whenever a window ended between two of them. A test that counts uses this clock."""
+    import time_machine
+    from django.utils import timezone
+
+    with time_machine.travel(timezone.now(), tick=False) as traveller:
+        yield traveller
+
+
 def _make(name: str, role: str, **extra) -> User:
     return user_create(email=f"{name}@example.com", password=PASSWORD, name=name.capitalize(), role=role, **extra)
 

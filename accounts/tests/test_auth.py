@@ -274,7 +274,7 @@ def test_me_with_bad_token(anon):
 
 
 @override_settings(RATELIMIT_LOGIN_PER_IP="3/m")  # failures per email and address: test_login_throttling
-def test_login_rate_limited_per_ip(anon, alice):
+def test_login_rate_limited_per_ip(anon, alice, still_clock):
     for n in range(3):
         anon.post(LOGIN, {"email": f"x{n}@example.com", "password": "wrong-one"}, format="json")
 
@@ -284,7 +284,7 @@ def test_login_rate_limited_per_ip(anon, alice):
 
 
 @override_settings(RATELIMIT_REGISTER_PER_IP="2/h")
-def test_register_rate_limited_per_ip(anon):
+def test_register_rate_limited_per_ip(anon, still_clock):
     assert register(anon, email="a1@example.com").status_code == 201
     assert register(anon, email="a2@example.com").status_code == 201
 

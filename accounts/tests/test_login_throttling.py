@@ -86,7 +86,7 @@ def test_successful_sign_ins_are_not_counted_and_clear_the_failures(olga):
 
 
 @override_settings(RATELIMIT_LOGIN_PER_IP="3/m")
-def test_admin_attempts_are_limited_per_address_whatever_the_email(olga):
+def test_admin_attempts_are_limited_per_address_whatever_the_email(olga, still_clock):
     client = Client()
     for n in range(3):
         admin_login(client, f"x{n}@example.com", "wrong-one", ATTACKER)
@@ -148,7 +148,7 @@ def test_one_count_for_both_doors(anon, olga):
 
 
 @override_settings(RATELIMIT_LOGIN_PER_IP="3/m")
-def test_one_per_address_budget_for_both_doors(anon, olga):
+def test_one_per_address_budget_for_both_doors(anon, olga, still_clock):
     for n in range(3):
         admin_login(Client(), f"x{n}@example.com", "wrong-one", ATTACKER)
 

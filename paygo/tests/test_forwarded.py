@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 
 import pytest
 from django.test import override_settings
@@ -79,16 +80,16 @@ def _login(anon, forwarded_for: str, n: int, **extra):
 
 
 @pytest.mark.django_db
-@override_settings(RATELIMIT_LOGIN_PER_IP="3/m", RATELIMIT_LOGIN_PER_EMAIL="100/m")
-def test_an_untrusted_forwarded_for_does_not_dodge_the_per_ip_limit(anon):
+@override_settings(RATELIMIT_LOGIN_PER_IP="3/m")
+def test_an_untrusted_forwarded_for_does_not_dodge_the_per_ip_limit(anon, still_clock):
     statuses = [_login(anon, f"198.51.100.{n}", n).status_code for n in range(4)]
 
     assert statuses == [401, 401, 401, 429]
 
 
 @pytest.mark.django_db
-@override_settings(RATELIMIT_LOGIN_PER_IP="3/m", RATELIMIT_LOGIN_PER_EMAIL="100/m", TRUSTED_PROXIES=["127.0.0.1"])
-def test_behind_a_trusted_proxy_each_client_has_its_own_limit(anon):
+@override_settings(RATELIMIT_LOGIN_PER_IP="3/m", TRUSTED_PROXIES=["127.0.0.1"])
+def test_behind_a_trusted_proxy_each_client_has_its_own_limit(anon, still_clock):
     for n in range(3):
         assert _login(anon, "198.51.100.1", n).status_code == 401
 
@@ -164,9 +165,23 @@ def _raw_login(address, n: int, forwarded_for: str) -> int:
     return exchange(address, head + body).status
 
 
+def _a_whole_window_ahead(address: str, rate: str, room: int = 120) -> None:
+    """The server counts in a process of its own, whose clock no test can stop: wait, if need be,
+    until the window `address` is counted in (django-ratelimit's, as the server chooses it) has
+    `room` seconds left, so that the test's requests all fall in one window. With a day's window
+    this waits on about one run in 700."""
+    from django_ratelimit.core import _get_window, _split_rate
+
+    period = _split_rate(rate)[1]
+    left = _get_window(address, period) - time.time()
+    if left < room:
+        time.sleep(left + 1)
+
+
 @money_db
 def test_the_server_counts_a_forging_client_by_its_own_address(live_daphne):
-    address = live_daphne(RATELIMIT_LOGIN_PER_IP="3/m", RATELIMIT_LOGIN_PER_EMAIL="100/m")
+    address = live_daphne(RATELIMIT_LOGIN_PER_IP="3/d")
+    _a_whole_window_ahead("127.0.0.1", "3/d")
 
     statuses = [_raw_login(address, n, f"198.51.100.{n}") for n in range(4)]
 
@@ -175,9 +190,7 @@ def test_the_server_counts_a_forging_client_by_its_own_address(live_daphne):
 
 @money_db
 def test_the_server_behind_a_trusted_proxy_counts_each_client(live_daphne):
-    address = live_daphne(
-        RATELIMIT_LOGIN_PER_IP="3/m", RATELIMIT_LOGIN_PER_EMAIL="100/m", TRUSTED_PROXIES="10.0.0.0/8,127.0.0.1"
-    )
+    address = live_daphne(RATELIMIT_LOGIN_PER_IP="3/d", TRUSTED_PROXIES="10.0.0.0/8,127.0.0.1")
 
     statuses = [_raw_login(address, n, f"198.51.100.{n}") for n in range(4)]
 
