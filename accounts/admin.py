@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.models import Group
 from django.db import transaction
 from django.utils.html import format_html
 
@@ -64,6 +66,19 @@ class UserEditForm(_AdminsAreStaff, UserChangeForm):
 ACCESS_FIELDS = {"role", "is_staff", "is_superuser", "groups", "user_permissions"}
 
 
+def _reauthorize_on_commit(user_ids: list[int]) -> None:
+    """Once the change of access commits, close these users' sockets with 4409: a socket's
+    handshake decided what it may watch under the old access; reconnected, a new handshake decides
+    under the new one (a staff member who lost a permission kept watching what it showed)."""
+
+    def reauthorize() -> None:
+        for user_id in user_ids:
+            reauthorize_sockets_of(user_id)
+
+    if user_ids:
+        transaction.on_commit(reauthorize, robust=True)
+
+
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
     form = UserEditForm
@@ -105,11 +120,7 @@ class UserAdmin(DjangoUserAdmin):
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)
         if change and ACCESS_FIELDS & set(form.changed_data):
-            # A socket's handshake decided what it may watch under the old access: reconnected, a
-            # new handshake decides under the new one (a staff member who lost a permission kept
-            # watching what it showed).
-            user_id = form.instance.pk
-            transaction.on_commit(lambda: reauthorize_sockets_of(user_id), robust=True)
+            _reauthorize_on_commit([form.instance.pk])
 
     # The change permission, as the change form's "active" box asks: the list's viewers see no action.
     @admin.action(description="Deactivate the selected users (their tokens stop working)", permissions=["change"])
@@ -130,6 +141,30 @@ def _thumbnail(image: Image | None, size: int) -> str:
     return format_html(
         '<img src="{}" alt="" style="max-width:{}px;max-height:{}px;object-fit:contain">', image.file.url, size, size
     )
+
+
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(DjangoGroupAdmin):
+    """A group's permissions are its members': changing them, or deleting the group, changes what
+    each member may watch, as an edit of the member's own permissions does."""
+
+    def save_related(self, request, form, formsets, change):
+        super().save_related(request, form, formsets, change)
+        if change and "permissions" in form.changed_data:
+            _reauthorize_on_commit(list(form.instance.user_set.values_list("pk", flat=True)))
+
+    def delete_model(self, request, obj):
+        members = list(obj.user_set.values_list("pk", flat=True))
+        super().delete_model(request, obj)
+        _reauthorize_on_commit(members)
+
+    def delete_queryset(self, request, queryset):
+        members = list(User.objects.filter(groups__in=queryset).values_list("pk", flat=True).distinct())
+        super().delete_queryset(request, queryset)
+        _reauthorize_on_commit(members)
 
 
 @admin.register(Image)

@@ -295,3 +295,55 @@ async def test_an_operator_changing_someones_access_makes_their_sockets_reconnec
     assert await _close_code(stans) == 4409
     assert await alices.receive_nothing(timeout=0.5)
     await alices.disconnect()
+
+
+def _group_in_the_admin(operator, group, *, permissions=None, delete=False) -> None:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(operator)
+    if delete:
+        response = client.post(f"/admin/auth/group/{group.pk}/delete/", {"post": "yes"})
+    else:
+        response = client.post(
+            f"/admin/auth/group/{group.pk}/change/", {"name": group.name, "permissions": permissions or []}
+        )
+    assert response.status_code == 302, response.content[:2000]
+
+
+async def test_an_operator_changing_a_groups_permissions_makes_its_members_sockets_reconnect_4409(stan, olga, alice):
+    """A group's permissions are its members': an operator who changes them, or deletes the group,
+    makes each member's sockets reconnect, as an edit of the member's own permissions does."""
+    from django.contrib.auth.models import Group, Permission
+
+    def a_group_of_stan() -> tuple[Group, int]:
+        view = Permission.objects.get(content_type__app_label="streaming", codename="view_streamingsession")
+        group = Group.objects.create(name="Support")
+        group.permissions.add(view)
+        stan.groups.add(group)
+        return group, view.pk
+
+    group, view = await database_sync_to_async(a_group_of_stan)()
+
+    async def sockets():
+        opened = []
+        for user in (stan, alice):
+            token = await database_sync_to_async(lambda user=user: token_pair_for(user).access)()
+            communicator = (await _connect(f"/ws/notifications/?token={token}"))[0]
+            assert (await communicator.receive_json_from())["type"] == "connected"
+            opened.append(communicator)
+        return opened
+
+    stans, alices = await sockets()
+    await database_sync_to_async(_group_in_the_admin)(olga, group, permissions=[view])  # no change
+    assert await stans.receive_nothing(timeout=0.5)
+    await database_sync_to_async(_group_in_the_admin)(olga, group, permissions=[])
+    assert await _close_code(stans) == 4409
+    assert await alices.receive_nothing(timeout=0.5)
+    await alices.disconnect()
+
+    stans, alices = await sockets()
+    await database_sync_to_async(_group_in_the_admin)(olga, group, delete=True)
+    assert await _close_code(stans) == 4409
+    assert await alices.receive_nothing(timeout=0.5)
+    await alices.disconnect()
