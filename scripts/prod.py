@@ -18,7 +18,9 @@ stopped too and this exits non-zero.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -59,16 +61,44 @@ def nginx_binary() -> str:
     return found
 
 
-def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, max_body: int, max_json: int) -> Path:
+# What nginx must know of the app's settings, read from them (their defaults live there alone).
+EDGE_SETTINGS = ("API_MAX_UPLOAD_BYTES", "DATA_UPLOAD_MAX_MEMORY_SIZE", "CORS_ALLOWED_ORIGINS", "CORS_EXPOSE_HEADERS")
+# An origin as nginx's map may name it: scheme://host[:port] (django-cors-headers checks the same).
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[A-Za-z0-9.:\[\]-]+")
+
+
+def edge_settings(env: dict[str, str]) -> dict:
+    script = (
+        "import json; from django.conf import settings; "
+        f"print(json.dumps({{name: getattr(settings, name) for name in {EDGE_SETTINGS!r}}}))"
+    )
+    found = subprocess.run(
+        [PYTHON, "-c", script],
+        cwd=ROOT,
+        env={"DJANGO_SETTINGS_MODULE": "paygo.settings", **env},
+        capture_output=True,
+        text=True,
+    )
+    if found.returncode != 0:
+        sys.exit(f"prod: the settings do not load; nothing was started.\n{found.stderr}")
+    return json.loads(found.stdout.splitlines()[-1])
+
+
+def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict) -> Path:
     template = string.Template((ROOT / "deploy" / "nginx.conf").read_text())
+    for origin in settings["CORS_ALLOWED_ORIGINS"]:
+        if not ORIGIN.fullmatch(origin):
+            sys.exit(f"prod: CORS_ALLOWED_ORIGINS names {origin!r}, which is no origin (scheme://host[:port]).")
     # safe_substitute: nginx's own $variables stay as they are; ours are all filled (checked below).
     text = template.safe_substitute(
         RUN_DIR=str(run_dir),
         PORT=str(port),
         WEB_ADDRESS=web,
         WS_ADDRESS=ws,
-        MAX_BODY_BYTES=str(max_body),
-        MAX_JSON_BYTES=str(max_json),
+        MAX_BODY_BYTES=str(settings["API_MAX_UPLOAD_BYTES"]),
+        MAX_JSON_BYTES=str(settings["DATA_UPLOAD_MAX_MEMORY_SIZE"]),
+        CORS_ORIGINS=" ".join(f'"{origin}" $http_origin;' for origin in settings["CORS_ALLOWED_ORIGINS"]),
+        CORS_EXPOSE_HEADERS=", ".join(settings["CORS_EXPOSE_HEADERS"]),
     )
     assert "${" not in text, "deploy/nginx.conf names a value prod.py does not fill in"
     path = run_dir / "nginx.conf"
@@ -146,9 +176,7 @@ def main() -> int:
 
     web_port, ws_port = str(free_port()), str(free_port())
     web, ws = f"127.0.0.1:{web_port}", f"127.0.0.1:{ws_port}"
-    max_body = int(env.get("API_MAX_UPLOAD_BYTES") or 6 * 1_048_576)
-    max_json = int(env.get("DATA_UPLOAD_MAX_MEMORY_SIZE") or 1_048_576)
-    config = render_nginx(run_dir, port=port, web=web, ws=ws, max_body=max_body, max_json=max_json)
+    config = render_nginx(run_dir, port=port, web=web, ws=ws, settings=edge_settings(env))
 
     def pool(kind: str) -> dict[str, str]:
         return {**env, "DATABASE_POOL_MAX_SIZE": env.get("DATABASE_POOL_MAX_SIZE") or str(POOL_SIZES[kind])}

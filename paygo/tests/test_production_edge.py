@@ -30,6 +30,7 @@ from paygo.tests.test_production_settings import (
 pytestmark = pytest.mark.timeout(600)
 
 FROM_THE_TLS_PROXY = b"X-Forwarded-Proto: https\r\n"
+FRONTEND = "https://app.example.com"  # the operator's CORS_ALLOWED_ORIGINS
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,7 @@ def prod(static_root, django_db_setup, django_db_blocker):  # noqa: F811 (the fi
         DATABASE_URL=database_url(),
         PORT=str(port),
         ALLOWED_HOSTS="127.0.0.1",
+        CORS_ALLOWED_ORIGINS=FRONTEND,
         WEB_WORKERS="2",
         CELERY_CONCURRENCY="1",
         CACHE_KEY_PREFIX=os.environ.get("CACHE_KEY_PREFIX"),
@@ -132,6 +134,32 @@ def test_a_request_refused_on_its_form_gets_the_apis_json(prod, what, raw, statu
     assert answer == status, (answer, headers.get("content-type"), body[:200])
     assert headers["content-type"].startswith("application/json"), (headers, body[:200])
     assert json.loads(body)["statusCode"] == status
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        post(b"/api/v1/images", b"x" * 7_000_000, b"image/png"),  # over the upload's limit
+        post(b"/api/v1/auth/login", b'{"x": "' + b"x" * 2_000_000 + b'"}'),  # over a JSON body's
+        request(b"/api/v1/health", method=b"TRACE"),
+        request(b"/api/v1/health"),  # the app's own answer, for comparison
+    ],
+    ids=["413 of an upload", "413 of JSON", "405", "200 from the app"],
+)
+def test_a_page_on_the_allowed_origin_can_read_nginxs_refusals_as_the_apps_answers(prod, raw):
+    """nginx's own error pages carry the CORS headers the app's answers carry (django-cors-headers):
+    a page on another origin whose upload was too large reads the 413 instead of a network error."""
+
+    def origin(value: bytes) -> bytes:
+        return raw.replace(b"Connection: close\r\n", b"Origin: %s\r\nConnection: close\r\n" % value, 1)
+
+    _, allowed, _ = send(prod[0], origin(FRONTEND.encode()))
+    _, other, _ = send(prod[0], origin(b"https://evil.example.com"))
+
+    assert allowed["access-control-allow-origin"] == FRONTEND, allowed
+    assert "retry-after" in allowed["access-control-expose-headers"], allowed
+    assert "origin" in allowed["vary"].lower()
+    assert "access-control-allow-origin" not in other and "access-control-expose-headers" not in other, other
 
 
 def test_what_gunicorn_takes_is_what_nginx_lets_through(prod):
