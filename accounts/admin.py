@@ -122,14 +122,41 @@ class UserAdmin(DjangoUserAdmin):
         if change and ACCESS_FIELDS & set(form.changed_data):
             _reauthorize_on_commit([form.instance.pk])
 
+    # Staff accounts are a superuser's to change: another operator allowed to change users could
+    # otherwise set a superuser's (or a better-permitted colleague's) password on the password page,
+    # which asks only for the change permission, and sign in as them. His own row stays his.
+    @staticmethod
+    def _staff_guarded(request, obj) -> bool:
+        return (
+            obj is not None
+            and (obj.is_staff or obj.is_superuser)
+            and not request.user.is_superuser
+            and obj.pk != request.user.pk
+        )
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and not self._staff_guarded(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and not self._staff_guarded(request, obj)
+
     # The change permission, as the change form's "active" box asks: the list's viewers see no action.
     @admin.action(description="Deactivate the selected users (their tokens stop working)", permissions=["change"])
     def deactivate_users(self, request, queryset):
-        count = 0
+        count = skipped = 0
         for user in queryset.filter(is_active=True):
+            if self._staff_guarded(request, user):
+                skipped += 1
+                continue
             user_deactivate(user=user)
             count += 1
         self.message_user(request, f"{count} user(s) deactivated.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} staff account(s) left active: only a superuser deactivates staff.",
+                messages.WARNING,
+            )
 
 
 # --- Images and profiles --------------------------------------------------------------------------

@@ -174,3 +174,30 @@ def test_staff_who_may_add_users_create_vendors_but_not_admins(client, stan):
     assert admin_.status_code == 200
     assert not User.objects.filter(email="new.admin@example.com").exists()
     assert User.objects.get(email="new.vendor@example.com").role == "vendor"
+
+
+def test_staff_who_may_change_users_cannot_take_over_staff_accounts(client, stan, olga, alice):
+    """The password page asks only for the change permission: staff allowed to change users set a
+    superuser's password there and could sign in as him. Staff accounts (superusers included) are
+    a superuser's to change, delete or deactivate; other accounts, and the operator's own, stay his."""
+    from conftest import _make
+
+    stan = grant(stan, "accounts.view_user", "accounts.change_user", "accounts.delete_user")
+    colleague = grant(_make("sue", "user", is_staff=True), "accounts.view_user")
+    client.force_login(stan)
+    new = {"password1": "stan-owns-it-now-42!", "password2": "stan-owns-it-now-42!", "usable_password": "true"}
+
+    for staff in (olga, colleague):
+        assert client.post(f"/admin/accounts/user/{staff.pk}/password/", new).status_code == 403
+        assert client.get(f"/admin/accounts/user/{staff.pk}/delete/").status_code == 403
+        page = client.get(f"/admin/accounts/user/{staff.pk}/change/")
+        assert page.status_code == 200 and b'name="_save"' not in page.content  # shown, not editable
+    client.post("/admin/accounts/user/", {"action": "deactivate_users", "_selected_action": [olga.pk, colleague.pk]})
+    assert client.post(f"/admin/accounts/user/{alice.pk}/password/", new).status_code == 302
+    assert client.post(f"/admin/accounts/user/{stan.pk}/password/", new).status_code == 302
+
+    for user in (olga, colleague, alice, stan):
+        user.refresh_from_db()
+    assert not olga.check_password(new["password1"]) and not colleague.check_password(new["password1"])
+    assert olga.is_active and colleague.is_active
+    assert alice.check_password(new["password1"]) and stan.check_password(new["password1"])
