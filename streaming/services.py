@@ -207,7 +207,8 @@ def session_metrics_record(*, session: StreamingSession, sample: dict, now: date
     recorded = {**sample, "at": now.isoformat()}
     with transaction.atomic():
         locked = StreamingSession.objects.select_for_update().get(pk=session.pk)
-        if locked.status != SessionStatus.ACTIVE:
+        # Ended, or silent past its idle timeout (which ended it then, whoever stops it later).
+        if not _running_at(now).filter(pk=locked.pk).exists():
             raise Conflict({"message": "This session has ended.", "code": "session_ended"})
         locked.quality_metrics = [*locked.quality_metrics, recorded][-settings.SESSION_METRICS_KEPT :]
         locked.save(update_fields=["quality_metrics", "updated_at"])
@@ -279,11 +280,12 @@ def _hold_what_usage_owes(session: StreamingSession) -> None:
     if owed <= hold:
         return
     if owed - hold > balance - held:
-        raise _short_of_funds(
-            "the usage reported (this report is not counted)",
-            needed=owed,
-            available=hold + balance - held,
-            asset=session.asset,
+        # The vendor reports: he learns that the payer cannot pay it, never how much the payer has.
+        raise PaymentRequired(
+            {
+                "message": "Insufficient funds: the payer cannot pay the usage reported; this report is not counted.",
+                "code": "insufficient_funds",
+            }
         )
     grow = ledger.HoldChange(session.hold_id, session.payer_account_id, owed - hold)
     ledger.post_batch([ledger.TxSpec(kind=TransactionKind.CHARGE, entries=[], hold_changes=[grow])], locked=locked)

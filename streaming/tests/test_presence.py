@@ -116,6 +116,23 @@ def test_a_metrics_report_is_a_sign_of_life(alice, fund, make_service, clock):
     assert StreamingSession.objects.get(pk=session.pk).quality_metrics[-1]["bitrate"] == 1000
 
 
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_a_metrics_report_after_the_idle_timeout_ran_out_is_a_409_and_stores_nothing(
+    api, alice, fund, make_service, clock
+):
+    """Silent past its timeout, the session ended then: a metrics report (the API's heartbeat) is
+    told so, as a usage report is, instead of "Metrics recorded." for a session that no longer runs."""
+    fund(alice, 20 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=150)
+
+    answer = api(alice).patch(f"/api/v1/streams/{session.session_id}/metrics", {"bitrate": 1}, format="json")
+
+    assert answer.status_code == 409
+    assert answer.json()["code"] == "session_ended"
+    assert fresh(session).quality_metrics == []
+
+
 # --- Found by the simulation (paygo/tests/test_simulation.py, issue 17) ----------------------------
 
 
