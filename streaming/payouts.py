@@ -8,16 +8,22 @@ from collections.abc import Iterable
 from rest_framework.exceptions import ValidationError
 
 from accounts.models import VendorProfile
-from wallets import ledger, services
-from wallets.models import Account, AccountKind, Withdrawal, WithdrawalKind
+from paygo.tokens import DEFAULT_TOKEN
+from wallets import services
+from wallets.models import Account, AccountKind, Asset, Withdrawal, WithdrawalKind
 
 logger = logging.getLogger("paygo.streaming")
 
 
 def payouts_queue(*, vendor_ids: Iterable[int]) -> list[Withdrawal]:
-    """Queue a payout of the whole available balance (default asset) for every vendor among
-    `vendor_ids` whose profile has a payout address and whose earnings reached its threshold."""
-    asset = ledger.asset_get()
+    """Queue a payout of the whole available balance in the payout threshold's token (USDC, as
+    VendorProfile says) for every vendor among `vendor_ids` whose profile has a payout address and
+    whose earnings in it reached the threshold. (Not the default asset, which staff may change: a
+    threshold of 100 USDC was read as 10^-10 ETH once ETH was made the default, and every ETH
+    earning was paid out at once.) Earnings in other tokens are the vendor's to withdraw."""
+    asset = Asset.objects.filter(code=DEFAULT_TOKEN, is_active=True).first()
+    if asset is None:
+        return []
     profiles = (
         VendorProfile.objects.filter(user_id__in=list(vendor_ids), payout_threshold__isnull=False, user__is_active=True)
         .exclude(payout_address="")

@@ -532,6 +532,31 @@ def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_se
     assert balance_of(victor) == 0
 
 
+@override_settings(SESSION_IDLE_SECONDS=3600)
+def test_the_payout_threshold_is_in_usdc_whatever_the_default_token(api, alice, victor, fund, make_service, clock):
+    """The threshold is set and shown in USDC; paid against the default asset, which staff may
+    change, a threshold of 100 USDC was read as 10^-10 ETH once ETH was the default."""
+    from accounts.models import VendorProfile
+    from streaming.payouts import payouts_queue
+    from wallets.models import Asset, Withdrawal
+    from wallets.services import asset_make_default
+
+    VendorProfile.objects.create(user=victor, business_name="Victor Co", payout_address="0x00" + "cd" * 31)
+    assert (
+        api(victor).put("/api/v1/vendorprofiles/update", {"payoutThreshold": "100"}, format="json").status_code == 200
+    )
+    asset_make_default(asset=Asset.objects.get(code="ETH"))
+    fund(alice, 10**18, "ETH")
+    session = start(alice, make_service("per_minute", rate=10**12, token="ETH"))
+    clock.move(seconds=120)
+    beat(session)
+    run_sweep()
+    assert balance_of(victor, "ETH") > 0
+
+    assert payouts_queue(vendor_ids=[victor.pk]) == []
+    assert not Withdrawal.objects.exists()
+
+
 def charged_once(user, fund, make_service, clock):
     """A funded user's per-minute session, charged by one sweep a minute after it started."""
     fund(user, 10 * USDC)
