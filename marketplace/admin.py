@@ -91,7 +91,7 @@ class ServiceAdmin(admin.ModelAdmin):
     )
     list_filter = ("is_active", DeletedFilter, "token", "unit", "type", "category", "subcategory")
     search_fields = ("name", "description", "vendor__email", "vendor__name")
-    list_select_related = ("vendor", "category", "subcategory")
+    list_select_related = ("vendor", "category__parent", "subcategory__parent")
     date_hierarchy = "created_at"
     ordering = ("-created_at",)
     actions = ["activate", "deactivate", "retire"]

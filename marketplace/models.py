@@ -11,6 +11,13 @@ from paygo.fields import MinorUnitsField
 from paygo.tokens import DEFAULT_TOKEN, TOKEN_CHOICES
 
 
+class CategoryManager(models.Manager):
+    def get_queryset(self):
+        # A subcategory is named with its parent's name (__str__): every list of them (the admin's
+        # filters and columns, its choices) reads the parents in the same query, not one each.
+        return super().get_queryset().select_related("parent")
+
+
 class Category(models.Model):
     """A top-level category (parent empty) or one of its subcategories; the API uses names."""
 
@@ -23,6 +30,8 @@ class Category(models.Model):
         related_name="children",
         help_text="Empty for a category; the category for a subcategory.",
     )
+
+    objects = CategoryManager()
 
     class Meta:
         ordering = ["name"]

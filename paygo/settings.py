@@ -96,6 +96,7 @@ MIDDLEWARE = [
     "paygo.api.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "paygo.api.middleware.QueryNulMiddleware",
     "paygo.api.ratelimits.ApiRateLimitMiddleware",  # after CORS: a browser elsewhere can read a 429
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

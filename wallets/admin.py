@@ -43,6 +43,11 @@ class AssetAdmin(admin.ModelAdmin):
     readonly_fields = ("code", "decimals", "is_default")
     actions = ["make_default"]
 
+    # Tokens come with the chain's contracts (wallets' migrations): one added here had no code nor
+    # decimals (read-only fields), and saving it failed in the database.
+    def has_add_permission(self, request):
+        return False
+
     def has_delete_permission(self, request, obj=None):
         return False
 
@@ -102,10 +107,13 @@ class AccountAdmin(ReadOnlyAdmin):
         ]
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        extra_context = {
-            **(extra_context or {}),
-            "adjust_url": reverse("admin:wallets_account_adjust", args=[object_id]),
-        }
+        # Only for an id the adjustment's URL takes: the admin answers any other ("abc") itself.
+        adjust = (
+            reverse("admin:wallets_account_adjust", args=[object_id])
+            if object_id.isascii() and object_id.isdigit()
+            else None
+        )
+        extra_context = {**(extra_context or {}), "adjust_url": adjust}
         return super().change_view(request, object_id, form_url, extra_context)
 
     def adjust_view(self, request, pk: int):

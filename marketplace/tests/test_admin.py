@@ -34,6 +34,25 @@ def test_service_changelist_with_filters_and_search(operator, victor, wanda, mak
     assert b"Wanda&#x27;s feed" in filtered.content and b"Victor&#x27;s studio" not in filtered.content
 
 
+def test_the_service_list_reads_as_many_queries_for_six_services_as_for_one(operator, victor, make_service):
+    """A subcategory is named with its parent: each row's, and each filter choice's, read its own."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert operator.get("/admin/marketplace/service/").status_code == 200
+        return len(captured)
+
+    make_service(victor, subcategory="Pay Per Hour")
+    one = queries()
+    for _ in range(5):
+        make_service(victor, subcategory="Pay Per Hour")
+
+    assert queries() == one
+    assert one < 20
+
+
 def test_service_change_page_is_read_only(operator, victor, make_service):
     service = make_service(victor, name="Victor's studio")
 

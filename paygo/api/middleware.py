@@ -8,10 +8,12 @@ import re
 import uuid
 from collections.abc import Callable
 
+from django.core.exceptions import BadRequest
 from django.http import HttpRequest, HttpResponse
 
 from paygo.api.bodies import body_limit, too_large_message
 from paygo.api.errors import error_response, exception_to_response
+from paygo.api.text import NUL
 
 logger = logging.getLogger("paygo.api")
 
@@ -142,3 +144,20 @@ class ApiErrorMiddleware:
 
 def _is_json(response: HttpResponse) -> bool:
     return response.get("Content-Type", "").startswith("application/json")
+
+
+class QueryNulMiddleware:
+    """A NUL in a query string outside the API (the admin's list filters, `?status__exact=%00`) is
+    a 400 before any view reads it: PostgreSQL cannot compare text with a NUL, and the query the
+    view built from it failed in the database driver (a 500). The API checks its own parameters,
+    naming the field (paygo.api.text)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not is_api_request(request) and any(
+            NUL in key or any(NUL in value for value in values) for key, values in request.GET.lists()
+        ):
+            raise BadRequest("The query string must not contain the NUL character.")
+        return self.get_response(request)

@@ -1,6 +1,6 @@
 """Rules every page of the admin keeps, checked over every registered model admin and inline, so
 that a page added later keeps them too: no amount in raw minor units, no Save button where nothing
-can be changed, times to the second."""
+can be changed, times to the second, no 500 for an odd id or a NUL in a list's query string."""
 
 from __future__ import annotations
 
@@ -86,6 +86,32 @@ def test_no_save_button_where_nothing_can_be_changed(olga):
             offering_save.append(type(model_admin).__name__)
 
     assert not offering_save, f"Save buttons with nothing to save: {offering_save}"
+
+
+def _pages(model, what: str, *args) -> str:
+    from django.urls import reverse
+
+    return reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_{what}", args=args)
+
+
+def test_a_nul_in_a_lists_query_string_is_a_400_on_every_list(client, olga):
+    """A list filter's value reached PostgreSQL, which refuses a NUL in text: a 500 on every list."""
+    client.force_login(olga)
+    answers = {
+        model.__name__: [client.get(_pages(model, "changelist") + query).status_code for query in queries]
+        for model in admin.site._registry
+        for queries in [("?q=%00", "?id__exact=%00", "?status__exact=a%00b", "?%00=1")]
+    }
+
+    assert {name: codes for name, codes in answers.items() if set(codes) != {400}} == {}
+
+
+def test_a_change_page_for_an_id_that_is_no_id_is_not_a_500(client, olga):
+    """The admin answers "doesn't exist" itself; the accounts' page built its adjustment link first."""
+    client.force_login(olga)
+    answers = {model.__name__: client.get(_pages(model, "change", "abc")).status_code for model in admin.site._registry}
+
+    assert {name: code for name, code in answers.items() if code != 302} == {}
 
 
 def test_times_are_shown_to_the_second():

@@ -208,6 +208,18 @@ def test_swap_without_a_rate_is_503_and_moves_nothing(api, alice, fund, avnu):
 # --- The default token ------------------------------------------------------------------------------
 
 
+def test_tokens_are_not_added_in_the_admin(client, olga):
+    """A token comes with its chain contract (the migrations): the add form had neither code nor
+    decimals (read-only fields), and saving it failed in the database (a 500)."""
+    client.force_login(olga)
+
+    page = client.get("/admin/wallets/asset/add/")
+    saved = client.post("/admin/wallets/asset/add/", {"name": "Fake", "is_active": "on"})
+
+    assert (page.status_code, saved.status_code) == (403, 403)
+    assert not Asset.objects.filter(name="Fake").exists()
+
+
 def test_the_default_token_cannot_be_deactivated_nor_unset_in_its_form(client, olga, api, alice, bob, fund):
     """Both left the API without a default: the balance and a transfer naming no token answered 500."""
     fund(alice, 10 * USDC)
