@@ -25,6 +25,7 @@ from consultations.models import (
     ConsultationStatus,
     Message,
 )
+from marketplace.selectors import is_on_sale
 from paygo.api.errors import Conflict
 from streaming import services as streaming
 from streaming.models import SessionKind, StreamingSession
@@ -99,13 +100,13 @@ def consultation_create(
     vendor = get_user_model().objects.filter(pk=vendor_id, role="vendor", is_active=True).first()
     if vendor is None:
         raise _invalid("vendor_id", "No such vendor.", code="unknown_vendor")
-    service = Service.objects.filter(pk=service_id, deleted_at__isnull=True).first()
-    if service is None:
+    service = Service.objects.select_related("vendor").filter(pk=service_id).first()
+    # Off sale (inactive, retired), a service is unknown to the user, as its page is (404): the
+    # answers that told it apart said it existed, and whose it was.
+    if service is None or not is_on_sale(service):
         raise _invalid("service_id", "No such service.", code="unknown_service")
     if service.vendor_id != vendor.pk:
         raise _invalid("service_id", "This service is not offered by this vendor.", code="other_vendors_service")
-    if not service.is_active:
-        raise _invalid("service_id", "This service is not available.", code="inactive_service")
 
     now = now or timezone.now()
     with transaction.atomic():
@@ -238,6 +239,10 @@ def consultation_call_start(
                     "code": "not_accepted",
                     "status": locked.current_status,
                 }
+            )
+        if not is_on_sale(locked.service):  # the body names no service: not a field's error
+            raise Conflict(
+                {"message": "This consultation's service is no longer offered.", "code": "service_unavailable"}
             )
         session = streaming.session_start(
             user=locked.user,

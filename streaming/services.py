@@ -50,8 +50,12 @@ def session_start(
     """Open a metered session: hold the first period (and the minimum charge), charge a
     per-session fee, or answer 402 with how much is needed."""
     now = now or timezone.now()
+    # A service off sale (inactive, retired, its vendor's account or role gone) is unknown to the
+    # user, as its page is (404): "not available" told him it exists, and whose it is.
+    if not is_on_sale(service):
+        raise _invalid("service_id", "No such service.", code="unknown_service")
     asset = Asset.objects.filter(code=service.token, is_active=True).first()  # staff may deactivate a token
-    if asset is None or not is_on_sale(service):
+    if asset is None:
         raise _invalid("service_id", "This service is not available.", code="inactive_service")
     if service.vendor_id == user.pk:
         raise _invalid("service_id", "You cannot open a session on your own service.", code="own_service")

@@ -288,8 +288,8 @@ def test_an_unavailable_service_takes_no_call(api, alice, fund, consult, service
 
     response = call_start(api(alice), consultation)
 
-    assert response.status_code == 400
-    assert response.json()["errors"] == {"serviceId": ["This service is not available."]}
+    assert response.status_code == 409  # the call's body names no service: not a field's error
+    assert response.json()["code"] == "service_unavailable"
     nothing_started(alice, 10 * USDC)
 
 

@@ -153,13 +153,20 @@ def test_a_deleted_service_is_unknown(api, alice, service):
     _refused(api(alice).post(LIST, body(service), format="json"), "serviceId")
 
 
-def test_an_inactive_service(api, alice, service):
+def test_an_inactive_service_is_unknown_whoever_is_named_its_vendor(api, alice, victor, wanda, service):
+    """Off sale, a service is unknown to users, as its page is (404): the answers told an inactive
+    service apart from none, and its vendor from another."""
     service_set_active(service=service, is_active=False)
 
-    response = api(alice).post(LIST, body(service), format="json")
+    answers = [
+        api(alice).post(LIST, {"vendorId": vendor.pk, "serviceId": service_id, "initialMessage": "Hi"}, format="json")
+        for vendor, service_id in ((victor, service.pk), (wanda, service.pk), (victor, 10**12))
+    ]
 
-    _refused(response, "serviceId")
-    assert response.json()["errors"]["serviceId"] == ["This service is not available."]
+    for response in answers:
+        _refused(response, "serviceId")
+    assert len({str(response.json()) for response in answers}) == 1
+    assert answers[0].json()["errors"]["serviceId"] == ["No such service."]
 
 
 def test_a_service_of_another_vendor(api, alice, victor, wanda, make_service):

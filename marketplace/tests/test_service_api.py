@@ -768,4 +768,4 @@ def test_a_vendor_who_is_no_longer_one_sells_nothing(api, anon, alice, victor, s
     assert anon.get(detail(service)).status_code == 404
     assert service.pk not in [listed["id"] for listed in anon.get(SERVICES).json()["services"]]
     assert started.status_code == 400
-    assert started.json()["errors"]["serviceId"] == ["This service is not available."]
+    assert started.json()["errors"]["serviceId"] == ["No such service."]

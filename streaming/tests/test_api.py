@@ -108,16 +108,23 @@ def test_start_with_a_device_holding_a_lone_surrogate_is_400(api, alice, fund, m
     assert balance_of(alice) == 10 * USDC
 
 
-def test_start_on_an_inactive_service_is_400(api, alice, fund, make_service):
-    from marketplace.services import service_set_active
+def test_start_on_a_service_off_sale_is_400_as_on_none(api, alice, fund, make_service):
+    """Inactive or retired, a service is unknown to a user, as its page is (404): "not available"
+    told him that it existed."""
+    from marketplace.services import service_delete, service_set_active
 
     fund(alice, 10 * USDC)
-    service = service_set_active(service=make_service(), is_active=False)
+    inactive = service_set_active(service=make_service(), is_active=False)
+    retired = service_delete(service=make_service())
 
-    response = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk}, format="json")
+    answers = [
+        api(alice).post("/api/v1/streams/start", {"serviceId": service_id}, format="json")
+        for service_id in (inactive.pk, retired.pk, 10**12)
+    ]
 
-    assert response.status_code == 400
-    assert response.json()["errors"]["serviceId"] == ["This service is not available."]
+    assert [answer.status_code for answer in answers] == [400, 400, 400]
+    assert len({str(answer.json()) for answer in answers}) == 1
+    assert answers[0].json()["errors"]["serviceId"] == ["No such service."]
 
 
 @pytest.mark.parametrize("max_cost", [None, "5"])
