@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from djangorestframework_camel_case.render import CamelCaseJSONRenderer
 from djangorestframework_camel_case.util import underscoreize
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -28,22 +27,8 @@ from paygo.api.parsers import JSONParser
 from paygo.api.permissions import IsVendor, IsVendorOrStaffWithPermission
 from paygo.api.schema import error_responses
 
-# A service's metadata is the vendor's own JSON: its keys go in and out exactly as written.
-_KEEP_METADATA = {"ignore_fields": ("metadata",)}
-
-
-class ServiceJSONRenderer(CamelCaseJSONRenderer):
-    json_underscoreize = {**CamelCaseJSONRenderer.json_underscoreize, **_KEEP_METADATA}
-
-
-class ServiceJSONParser(JSONParser):
-    json_underscoreize = {**JSONParser.json_underscoreize, **_KEEP_METADATA}
-
 
 class _ServiceView(APIView):
-    renderer_classes = [ServiceJSONRenderer]
-    parser_classes = [ServiceJSONParser]
-
     def filters(self, serializer_class) -> dict[str, Any]:
         params = underscoreize(query_filters(self.request), **JSONParser.json_underscoreize)
         for paging in ("page", "page_size", "limit"):

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from djangorestframework_camel_case.settings import api_settings
 from djangorestframework_camel_case.util import camelize
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -39,7 +40,9 @@ class NotificationSerializer(serializers.ModelSerializer):
 
 def notification_payload(notification: Notification) -> dict[str, Any]:
     """The notification as the socket sends it: the API's camelCase JSON, plain dicts only."""
-    return json.loads(json.dumps(camelize(NotificationSerializer(notification).data)))
+    return json.loads(
+        json.dumps(camelize(NotificationSerializer(notification).data, **api_settings.JSON_UNDERSCOREIZE))
+    )
 
 
 class NotificationListResponseSerializer(serializers.Serializer):

@@ -340,7 +340,13 @@ REST_FRAMEWORK = {
     "DATETIME_FORMAT": "iso-8601",
     "COERCE_DECIMAL_TO_STRING": True,
 }
-JSON_UNDERSCOREIZE = {"no_underscore_before_number": True}
+# The JSON a client or the platform writes as its own (a service's metadata, a session's device, a
+# notification's data, a ledger transaction's metadata) goes in and out with its keys as written:
+# renamed to snake_case on the way in, "OS" came back "os", and of "userAgent" and "user_agent" one
+# was lost.
+# (djangorestframework-camel-case reads JSON_CAMEL_CASE; a top-level JSON_UNDERSCOREIZE, here before,
+# was never read: numbers in keys keep the library's default, "last30Days" <-> "last_30_days".)
+JSON_CAMEL_CASE = {"JSON_UNDERSCOREIZE": {"ignore_fields": ("metadata", "device", "data")}}
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "PayGo API",

@@ -78,12 +78,24 @@ def test_list_is_the_callers_own_newest_first(api, alice, bob):
     assert body["unreadCount"] == 3
 
 
-def test_data_keys_come_out_camel_case(api, alice):
-    notify(alice, "session", "Started", "Your session started.", {"session_id": 7, "rate_per_minute": "0.5"})
+def test_data_keys_come_out_as_written(api, alice, olga):
+    """A notification's data is its writer's JSON (the platform writes camelCase keys): renamed on
+    the way in and out, a staff member's {"order_ref": 1} came back {"orderRef": 1}, and of two keys
+    one snake_case, one camelCase, one was lost."""
+    from notifications.models import Notification
+    from notifications.serializers import notification_payload
 
-    (notification,) = api(alice).get(LIST).json()["notifications"]
+    data = {"order_ref": 1, "orderRef": 2, "OS": "iOS", "nested": {"a_b": [{"c_d": 1}]}}
+    sent = api(olga).post(
+        LIST, {"userId": alice.pk, "type": "system", "title": "Hi", "message": "Hello", "data": data}, format="json"
+    )
+    notify(alice, "session", "Started", "Your session started.", {"sessionId": 7, "ratePerMinute": "0.5"})
 
-    assert notification["data"] == {"sessionId": 7, "ratePerMinute": "0.5"}
+    listed = {n["title"]: n["data"] for n in api(alice).get(LIST).json()["notifications"]}
+
+    assert sent.status_code == 201, sent.json()
+    assert listed == {"Hi": data, "Started": {"sessionId": 7, "ratePerMinute": "0.5"}}
+    assert notification_payload(Notification.objects.get(title="Hi"))["data"] == data  # on the socket too
 
 
 def test_list_needs_a_login(anon):

@@ -25,7 +25,7 @@ def test_staff_notifies_one_user(api, olga, alice, bob, committed, mailoutbox):
     assert response.json() == {"message": "Notification sent to 1 user.", "created": 1}
     notification = Notification.objects.get()
     assert (notification.user, notification.sent_by, notification.type) == (alice, olga, "payment")
-    assert notification.data == {"refund_id": 9}
+    assert notification.data == {"refundId": 9}  # as the staff member wrote it
     assert [m.to for m in mailoutbox] == [[alice.email]]
     assert not Notification.objects.filter(user=bob).exists()
 

@@ -34,7 +34,7 @@ def notify_committed(user, *args):
 async def test_a_committed_notification_is_pushed_to_its_owner_only(alice, bob, mailoutbox):
     alices, bobs = await connect(alice), await connect(bob)
 
-    notification = await notify_committed(alice, "payment", "Payment received", "12.5 USDC.", {"tx_hash": "0xabc"})
+    notification = await notify_committed(alice, "payment", "Payment received", "12.5 USDC.", {"txHash": "0xabc"})
 
     message = await alices.receive_json_from(timeout=5)
     assert message == {

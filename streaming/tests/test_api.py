@@ -78,6 +78,22 @@ def test_start_bad_input_is_400_and_moves_nothing(api, alice, fund, make_service
     assert balance_of(alice) == 10 * USDC
 
 
+def test_a_devices_keys_go_in_and_come_out_as_the_client_wrote_them(api, alice, victor, fund, make_service):
+    """The device is the client's own JSON: renamed to snake_case on the way in, "OS" came back
+    "os", and of "userAgent" and "user_agent" one was lost."""
+    fund(alice, 20 * USDC)
+    device = {"OS": "iOS", "screen_width": 1170, "userAgent": "A", "user_agent": "B"}
+
+    started = api(alice).post(
+        "/api/v1/streams/start", {"serviceId": make_service().pk, "device": device}, format="json"
+    )
+    session_id = started.json()["session"]["sessionId"]
+
+    assert started.status_code == 201
+    assert started.json()["session"]["device"] == device
+    assert api(victor).get(f"/api/v1/streams/{session_id}").json()["session"]["device"] == device
+
+
 @pytest.mark.parametrize(
     "device",
     ["Pixel\u00009", {"name": "Pixel\u00009"}, {"na\u0000me": "Pixel"}, {"screens": [{"size": ["6", "\u0000"]}]}],
