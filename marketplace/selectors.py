@@ -6,7 +6,7 @@ import math
 from decimal import Decimal, localcontext
 from typing import Any
 
-from django.db.models import Case, DecimalField, F, Prefetch, Q, QuerySet, Value, When
+from django.db.models import Case, DecimalField, F, Func, Prefetch, Q, QuerySet, TextField, Value, When
 from django.db.models.functions import Lower
 from rest_framework import exceptions
 
@@ -51,6 +51,18 @@ def _public() -> Q:
     return Q(is_active=True, deleted_at__isnull=True, vendor__is_active=True, vendor__role="vendor")
 
 
+class TagsText(Func):
+    """A service's tags as the words they are, one after another: searched as the JSON array's
+    text, "[" and '"' found every tagged service and "[]" every untagged one. (Tags not an array,
+    which only the admin's raw JSON could store, are none.)"""
+
+    template = (
+        "array_to_string(ARRAY(SELECT jsonb_array_elements_text(CASE WHEN jsonb_typeof(%(expressions)s) = 'array' "
+        "THEN %(expressions)s ELSE '[]'::jsonb END)), chr(31))"
+    )
+    output_field = TextField()
+
+
 def is_on_sale(service: Service) -> bool:
     vendor = service.vendor
     return service.is_active and service.deleted_at is None and vendor.is_active and vendor.role == "vendor"
@@ -91,8 +103,8 @@ def _filter(queryset: QuerySet[Service], filters: dict[str, Any]) -> QuerySet[Se
 
     search = (filters.get("search") or "").strip()
     if search:
-        queryset = queryset.filter(
-            Q(name__icontains=search) | Q(description__icontains=search) | Q(tags__icontains=search)
+        queryset = queryset.alias(tags_text=TagsText("tags")).filter(
+            Q(name__icontains=search) | Q(description__icontains=search) | Q(tags_text__icontains=search)
         )
 
     ordering = filters.get("ordering") or DEFAULT_ORDERING

@@ -146,6 +146,10 @@ def test_the_vendor_is_shown_by_id_and_name_never_by_email(anon, catalogue, vict
         ("search=maps", ["api"]),  # description
         ("search=COLD", ["storage"]),  # name, any case
         ("search=branding", ["design"]),  # tags
+        ("search=%5B", []),  # "[": tags are searched as words, not as their JSON
+        ("search=%5B%5D", []),
+        ("search=%22", []),
+        ("search=%2C", []),
         ("search=nothing-like-this", []),
         ("category=Time-Based&type=video", ["tutor"]),
         # rates are compared in whole tokens, each service in its own token
