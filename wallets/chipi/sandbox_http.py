@@ -11,6 +11,7 @@ stale transaction-list an empty page, and an unreachable Chipi httpx's ConnectEr
 from __future__ import annotations
 
 import json
+from collections import deque
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,6 +19,9 @@ import httpx
 from wallets.chipi.sandbox import FAULT_RETRY_AFTER, PATHS, ChipiSandbox, SandboxAnswer, SandboxRequest
 
 SANDBOX_BASE_URL = "https://sandbox.chipi.invalid/v1"
+# The requests a transport keeps, newest last, for tests to read: a sandbox deployment's process
+# serves for weeks, and kept them all (each with the API key in its headers).
+KEPT_REQUESTS = 200
 
 
 class _Serving:
@@ -26,7 +30,7 @@ class _Serving:
         parts = urlsplit(base_url)
         self.host = parts.netloc
         self.base_path = parts.path.rstrip("/")
-        self.received: list[httpx.Request] = []  # every request, in order (tests read it)
+        self.received: deque[httpx.Request] = deque(maxlen=KEPT_REQUESTS)  # the latest, in order
 
     def serve(self, request: httpx.Request, content: bytes) -> httpx.Response:
         self.received.append(request)
@@ -87,7 +91,7 @@ class SandboxTransport(httpx.BaseTransport):
         self.serving = _Serving(sandbox, base_url)
 
     @property
-    def received(self) -> list[httpx.Request]:
+    def received(self) -> deque[httpx.Request]:
         return self.serving.received
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:

@@ -225,3 +225,17 @@ def test_a_wrong_bearer_token_is_refused(gateway, settings):
         gateway.get_wallet(external_user_id="alice")
 
     assert refused.value.status == 401
+
+
+def test_the_sandbox_keeps_only_its_latest_requests(gateway, settings):
+    """A sandbox deployment's process serves for weeks: its transport kept every request (each with
+    the API key in its headers)."""
+    from wallets.chipi.sandbox_http import KEPT_REQUESTS
+
+    settings.CHIPI_RATE_LIMIT_PER_MINUTE = 0  # PayGo's own budget for Chipi is not under test
+
+    for n in range(KEPT_REQUESTS + 50):
+        gateway.get_wallet(external_user_id=f"nobody-{n}")
+
+    assert len(gateway.transport.received) == KEPT_REQUESTS
+    assert gateway.transport.received[-1].url.params["externalUserId"] == f"nobody-{KEPT_REQUESTS + 49}"
