@@ -858,18 +858,24 @@ def sweep_send(*, sweep_id) -> str:
     sweep = Sweep.objects.select_related("asset", "wallet").get(pk=sweep_id)
     if not claimed:
         return sweep.status
-    treasury = treasury_wallet()
-    outcome = _outbox_execute(
-        sweep,
-        source=lambda: sweep.wallet,
-        to_address=treasury.address,
-        token=sweep.asset.code,
-        amount=sweep.amount,
-        taken=lambda tx_hash: Sweep.objects.filter(tx_hash=tx_hash).exclude(pk=sweep.pk).exists(),
-        twins=Sweep.objects.filter(
-            wallet=sweep.wallet, asset=sweep.asset, amount=sweep.amount, status=SweepStatus.PENDING
-        ).exclude(pk=sweep.pk),
-    )
+    from wallets.chipi import ChipiError
+
+    try:
+        treasury = treasury_wallet()  # made at Chipi on first use: Chipi may be down then
+    except ChipiError as exc:
+        outcome = OutboxOutcome(error=f"The treasury wallet could not be opened: {exc}", retry_in=_backoff(1))
+    else:
+        outcome = _outbox_execute(
+            sweep,
+            source=lambda: sweep.wallet,
+            to_address=treasury.address,
+            token=sweep.asset.code,
+            amount=sweep.amount,
+            taken=lambda tx_hash: Sweep.objects.filter(tx_hash=tx_hash).exclude(pk=sweep.pk).exists(),
+            twins=Sweep.objects.filter(
+                wallet=sweep.wallet, asset=sweep.asset, amount=sweep.amount, status=SweepStatus.PENDING
+            ).exclude(pk=sweep.pk),
+        )
     if outcome.tx_hash:
         Sweep.objects.filter(pk=sweep.pk).update(
             status=SweepStatus.SENT, tx_hash=outcome.tx_hash, sent_at=timezone.now(), claimed_until=None, last_error=""

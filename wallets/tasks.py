@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
 from wallets import services
 from wallets.models import IdempotencyKey
+
+logger = logging.getLogger("wallets.outbox")
+
+
+def _send_each(kind: str, ids: list, send: Callable[..., str]) -> None:
+    """Send each due row, each on its own: a row that raises (a key that does not unseal, a bug)
+    is logged and left to its claim's expiry, and the rows after it still go. (It stopped the
+    loop: one such row, due first every time, held every withdrawal behind it.)"""
+    for row_id in ids:
+        try:
+            send(row_id)
+        except SoftTimeLimitExceeded:
+            raise
+        except Exception:
+            logger.exception("The %s %s could not be sent; the others go on", kind, row_id)
 
 
 @shared_task(name="wallets.withdrawal_send", ignore_result=True, time_limit=120, soft_time_limit=100)
@@ -22,8 +40,7 @@ def withdrawal_send_task(withdrawal_id: str) -> str:
 def withdrawals_dispatch_task(limit: int = 100) -> int:
     """Send what the outbox holds that is due (new rows, retries, rows whose sender died)."""
     due = services.withdrawals_due(limit=limit)
-    for withdrawal_id in due:
-        services.withdrawal_send(withdrawal_id=withdrawal_id)
+    _send_each("withdrawal", due, lambda row_id: services.withdrawal_send(withdrawal_id=row_id))
     return len(due)
 
 
@@ -36,8 +53,7 @@ def sweep_send_task(sweep_id: str) -> str:
 def sweeps_dispatch_task(limit: int = 100) -> int:
     """Sweep what deposits are due into the treasury (new ones, retries, ones whose sender died)."""
     due = services.sweeps_due(limit=limit)
-    for sweep_id in due:
-        services.sweep_send(sweep_id=sweep_id)
+    _send_each("sweep", due, lambda row_id: services.sweep_send(sweep_id=row_id))
     return len(due)
 
 

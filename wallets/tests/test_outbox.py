@@ -440,6 +440,59 @@ def test_dispatcher_task_sends_what_is_due(alice, sandbox, django_capture_on_com
     assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.SENT
 
 
+def test_a_row_whose_send_raises_does_not_hold_the_others_back(
+    alice, bob, sandbox, monkeypatch, caplog, django_capture_on_commit_callbacks
+):
+    """A row that raises (a key that does not unseal, a bug) stopped the dispatcher's loop: due
+    first every time, it held every withdrawal behind it. It is logged, and the others go."""
+    from wallets.tasks import withdrawals_dispatch_task
+
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "error", times=2)
+    with django_capture_on_commit_callbacks(execute=True):
+        first, second = (
+            services.withdrawal_request(
+                user=alice, asset=services.ledger.asset_get("USDC"), amount=amount, to_address=ADDRESS
+            )
+            for amount in (USDC, 2 * USDC)
+        )
+    send = services.withdrawal_send
+
+    def poisoned(*, withdrawal_id):
+        if str(withdrawal_id) == str(first.pk):
+            raise RuntimeError("a key that does not unseal (in this test)")
+        return send(withdrawal_id=withdrawal_id)
+
+    monkeypatch.setattr(services, "withdrawal_send", poisoned)
+    with time_machine.travel(timezone.now() + timedelta(hours=1)):
+        assert withdrawals_dispatch_task() == 2
+
+    assert Withdrawal.objects.get(pk=second.pk).status == WithdrawalStatus.SENT
+    assert Withdrawal.objects.get(pk=first.pk).status != WithdrawalStatus.SENT
+    assert f"The withdrawal {first.pk} could not be sent" in caplog.text
+
+
+def test_a_sweep_whose_treasury_cannot_be_opened_waits_for_its_retry(alice, sandbox):
+    """The treasury wallet is made at Chipi on first use: with Chipi down then, the sweep raised
+    out of the dispatcher (and stopped its loop) instead of being tried again later."""
+    from wallets.chipi.sandbox import get_sandbox
+    from wallets.models import Sweep, SweepStatus
+    from wallets.services import deposit_credit, sweep_send, wallet_open
+
+    paid = get_sandbox().receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=USDC)
+    deposit_credit(user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, tx_hash=paid.tx_hash, source="api")
+    sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
+    sandbox.inject("prepare_wallet", "unreachable")
+
+    assert sweep_send(sweep_id=sweep.pk) == SweepStatus.PENDING
+
+    row = Sweep.objects.get(pk=sweep.pk)
+    assert "treasury wallet could not be opened" in row.last_error
+    assert row.next_attempt_at > timezone.now() and row.claimed_until is None
+    with time_machine.travel(timezone.now() + timedelta(hours=1)):
+        assert sweep_send(sweep_id=sweep.pk) == SweepStatus.SENT
+
+
 def test_reconciliation_matches_then_reports_a_difference(alice, sandbox):
     chain_deposit(alice, 10 * USDC)
     services.withdrawal_request(user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS)
