@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -68,6 +70,8 @@ class AssetAdmin(admin.ModelAdmin):
 class AdjustmentForm(forms.Form):
     amount = forms.CharField(help_text="Signed decimal: positive credits the account, negative debits it.")
     reason = forms.CharField(widget=forms.Textarea, max_length=500)
+    # New with each form served: the same form sent twice posts one adjustment (services.adjustment_post).
+    form_token = forms.RegexField(r"^[0-9a-f]{32}\Z", widget=forms.HiddenInput, initial=lambda: uuid.uuid4().hex)
 
     def __init__(self, *args, account: Account, **kwargs):
         self.account = account
@@ -129,6 +133,7 @@ class AccountAdmin(ReadOnlyAdmin):
                     amount=form.cleaned_data["amount"],
                     reason=form.cleaned_data["reason"],
                     staff=request.user,
+                    form_token=form.cleaned_data["form_token"],
                 )
             except ApiValidationError as exc:
                 for field, problems in _problems(exc.detail):

@@ -763,8 +763,13 @@ def withdrawals_due(limit: int = 100) -> list[str]:
 # --- Staff ----------------------------------------------------------------------------------------
 
 
-def adjustment_post(*, account: Account, amount: int, reason: str, staff) -> LedgerTransaction:
-    """A staff correction: a balanced transaction between the account and platform revenue."""
+def adjustment_post(
+    *, account: Account, amount: int, reason: str, staff, form_token: str | None = None
+) -> LedgerTransaction:
+    """A staff correction: a balanced transaction between the account and platform revenue.
+
+    `form_token`, the one the admin's form was served with, posts it once: the same form sent
+    twice (a double click, a reload that sends it again) gives the first adjustment back."""
     if not reason.strip():
         raise _invalid("reason", "Say why.", code="required")
     if amount == 0:
@@ -772,14 +777,19 @@ def adjustment_post(*, account: Account, amount: int, reason: str, staff) -> Led
     if account.kind == AccountKind.SYSTEM and account.system_code == SystemAccount.PLATFORM_REVENUE:
         raise _invalid("account", "Adjust a user's wallet or another system account.")
     revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, account.asset)
+    reference = f"adjustment:{form_token}" if form_token else None
     try:
-        return ledger.post(
-            kind=TransactionKind.ADJUSTMENT,
-            entries=[(account, amount), (revenue, -amount)],
-            memo=reason.strip()[:500],
-            metadata={"reason": reason.strip()[:500], "staffId": staff.pk},
-            created_by=staff,
-        )
+        with transaction.atomic():
+            return ledger.post(
+                kind=TransactionKind.ADJUSTMENT,
+                entries=[(account, amount), (revenue, -amount)],
+                reference=reference,
+                memo=reason.strip()[:500],
+                metadata={"reason": reason.strip()[:500], "staffId": staff.pk},
+                created_by=staff,
+            )
+    except ledger.DuplicateReference:
+        return LedgerTransaction.objects.get(reference=reference)
     except ledger.InsufficientFunds as exc:
         raise insufficient_funds_error(account.asset, exc) from None
 

@@ -5,6 +5,7 @@ errors as messages."""
 from __future__ import annotations
 
 import re
+import uuid
 from html import unescape
 
 import pytest
@@ -112,7 +113,10 @@ def test_holds_withdrawals_and_reconciliations_in_units(operator, alice, fund, s
 def test_an_adjustment_beyond_the_balance_shows_the_message_not_a_repr(operator, alice, fund):
     account = fund(alice, USDC)
 
-    response = operator.post(f"/admin/wallets/account/{account.pk}/adjust/", {"amount": "-2", "reason": "Clawback"})
+    response = operator.post(
+        f"/admin/wallets/account/{account.pk}/adjust/",
+        {"form_token": uuid.uuid4().hex, "amount": "-2", "reason": "Clawback"},
+    )
 
     page = _text(response.content.decode())
     assert response.status_code == 200
@@ -126,4 +130,9 @@ def test_adjusting_an_account_that_does_not_exist_is_a_404(operator):
     assert not Account.objects.filter(pk=999999).exists()
 
     assert operator.get("/admin/wallets/account/999999/adjust/").status_code == 404
-    assert operator.post("/admin/wallets/account/999999/adjust/", {"amount": "1", "reason": "x"}).status_code == 404
+    assert (
+        operator.post(
+            "/admin/wallets/account/999999/adjust/", {"form_token": uuid.uuid4().hex, "amount": "1", "reason": "x"}
+        ).status_code
+        == 404
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import uuid
 from decimal import Decimal
 from fractions import Fraction
 
@@ -122,7 +123,8 @@ def test_staff_adjustment_is_balanced_and_records_who_and_why(client, alice, olg
     client.force_login(olga)
 
     response = client.post(
-        f"/admin/wallets/account/{account.pk}/adjust/", {"amount": "2.5", "reason": "Goodwill for outage #12"}
+        f"/admin/wallets/account/{account.pk}/adjust/",
+        {"form_token": uuid.uuid4().hex, "amount": "2.5", "reason": "Goodwill for outage #12"},
     )
 
     assert response.status_code == 302
@@ -133,11 +135,32 @@ def test_staff_adjustment_is_balanced_and_records_who_and_why(client, alice, olg
     assert system_balance(SystemAccount.PLATFORM_REVENUE) == -2_500_000
 
 
+def test_the_same_adjustment_form_sent_twice_posts_once(client, alice, olga, fund):
+    """A double click, or a reload that sends the form again, posted the adjustment twice: the
+    form is served with a token of its own, and a second post of it gives the first back."""
+    account = fund(alice, USDC)
+    client.force_login(olga)
+    served = client.get(f"/admin/wallets/account/{account.pk}/adjust/").context["form"]
+    data = {"form_token": served["form_token"].initial, "amount": "2.5", "reason": "Goodwill"}
+
+    first = client.post(f"/admin/wallets/account/{account.pk}/adjust/", data)
+    again = client.post(f"/admin/wallets/account/{account.pk}/adjust/", data)
+    another = client.get(f"/admin/wallets/account/{account.pk}/adjust/").context["form"]["form_token"].initial
+
+    assert (first.status_code, again.status_code) == (302, 302)
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).count() == 1
+    assert balance_of(alice) == 3_500_000
+    assert another != data["form_token"]
+
+
 def test_adjustment_cannot_take_a_wallet_below_zero(client, alice, olga, fund):
     account = fund(alice, USDC)
     client.force_login(olga)
 
-    response = client.post(f"/admin/wallets/account/{account.pk}/adjust/", {"amount": "-2", "reason": "Clawback"})
+    response = client.post(
+        f"/admin/wallets/account/{account.pk}/adjust/",
+        {"form_token": uuid.uuid4().hex, "amount": "-2", "reason": "Clawback"},
+    )
 
     assert response.status_code == 200  # the form again, with the error
     assert b"Insufficient funds" in response.content
@@ -159,7 +182,10 @@ def test_an_adjustment_is_read_exactly_or_refused(client, alice, olga, fund, amo
     account = fund(alice, USDC)
     client.force_login(olga)
 
-    response = client.post(f"/admin/wallets/account/{account.pk}/adjust/", {"amount": amount, "reason": "Check"})
+    response = client.post(
+        f"/admin/wallets/account/{account.pk}/adjust/",
+        {"form_token": uuid.uuid4().hex, "amount": amount, "reason": "Check"},
+    )
 
     assert response.status_code == 200  # the form again, with the error
     assert message in response.content.decode()
@@ -186,7 +212,10 @@ def test_non_staff_cannot_adjust(client, alice, fund):
     account = fund(alice, USDC)
     client.force_login(alice)
 
-    response = client.post(f"/admin/wallets/account/{account.pk}/adjust/", {"amount": "100", "reason": "me"})
+    response = client.post(
+        f"/admin/wallets/account/{account.pk}/adjust/",
+        {"form_token": uuid.uuid4().hex, "amount": "100", "reason": "me"},
+    )
 
     assert response.status_code == 302  # to the admin login
     assert balance_of(alice) == USDC
