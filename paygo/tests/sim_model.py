@@ -155,11 +155,16 @@ class Model:
             session.charges += 1
         self.sessions[session.pk] = session
 
+    def running(self, session: Session, now: datetime) -> bool:
+        """Active and its idle timeout not run out (at the very instant it runs out, still running):
+        one silent longer ended then, sweep or not."""
+        return session.active and now <= session.last_seen + timedelta(milliseconds=self.idle_ms)
+
     def seen(self, pk: int, now: datetime) -> None:
-        """A sign of life: it counts while the session runs and its idle timeout has not run out (one
-        at the very instant it runs out is in time; one after it does not revive it, sweep or not)."""
+        """A sign of life: it counts while the session runs (one after its idle timeout ran out does
+        not revive it)."""
         session = self.sessions[pk]
-        if session.active and session.last_seen < now <= session.last_seen + timedelta(milliseconds=self.idle_ms):
+        if self.running(session, now) and session.last_seen < now:
             session.last_seen = now
 
     def usage_count(self, session: Session, quantity: int) -> bool:

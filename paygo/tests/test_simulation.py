@@ -641,10 +641,10 @@ class PayGoSimulation(RuleBasedStateMachine):
         OPERATIONS["heartbeat"] += 1
         user = User.objects.get(email=session.user)
         response = self.request(user, "patch", f"streams/{self.session_uuids[session.pk]}/metrics", {"bitrate": 1000})
-        if session.active:
+        if self.model.running(session, self.now()):
             assert response.status_code == 200, response.json()
             self.model.seen(session.pk, self.now())
-        else:
+        else:  # stopped, or silent past its idle timeout (it ended then)
             assert response.status_code == 409, response.json()
 
     @precondition(lambda self: self.model.sessions)
@@ -681,7 +681,7 @@ class PayGoSimulation(RuleBasedStateMachine):
         if session.max_event_quantity is not None and quantity > session.max_event_quantity:
             assert response.status_code == 400, response.json()
             return
-        if not session.active or self.now() > session.last_seen + timedelta(milliseconds=self.model.idle_ms):
+        if not self.model.running(session, self.now()):
             # Stopped, or silent past its idle timeout (which ended it then, whoever stops it later).
             assert response.status_code == 409 and response.json()["code"] == "session_ended", response.json()
             return
