@@ -10,7 +10,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from wallets.models import Account, AccountKind, Asset, Entry, HoldStatus
 from wallets.starknet import address_normalize
@@ -47,13 +47,15 @@ def transfer_recipient(
 
 
 def balances_for(user) -> list[Balance]:
-    """The user's balance in every active asset (zero where no account was opened yet)."""
+    """The user's balance in every active asset (zero where no account was opened yet), and in
+    every asset staff deactivated that the user still holds (theirs to withdraw: TokenField)."""
     accounts = {
         account.asset_id: account
         for account in Account.objects.filter(kind=AccountKind.USER, owner=user).only("asset_id", "balance", "held")
     }
+    held = [asset_id for asset_id, account in accounts.items() if account.balance or account.held]
     result = []
-    for asset in Asset.objects.filter(is_active=True).order_by("-is_default", "id"):
+    for asset in Asset.objects.filter(Q(is_active=True) | Q(pk__in=held)).order_by("-is_default", "id"):
         account = accounts.get(asset.pk)
         result.append(Balance(asset, account.balance if account else 0, account.held if account else 0))
     return result

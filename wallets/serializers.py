@@ -66,14 +66,21 @@ class WalletAddressField(StarknetAddressField):
 
 @extend_schema_field({"type": "string", "example": "USDC"})
 class TokenField(serializers.Field):
-    """An active asset by its code, case-insensitive."""
+    """An active asset by its code, case-insensitive. `leaving=True` (a withdrawal) takes a token
+    staff deactivated too: PayGo takes no more of it, but what a user holds in it is theirs to take
+    out (it stayed in the wallet, unseen and frozen)."""
 
     default_error_messages = {"unknown": "Unknown token {token!r}; supported: {supported}."}
+
+    def __init__(self, *, leaving: bool = False, **kwargs):
+        self.leaving = leaving
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data) -> Asset:
         validate_storable_text(data)  # such text would make the lookup below a database error
         code = str(data).strip().upper() if isinstance(data, str) else ""
-        asset = Asset.objects.filter(code=code, is_active=True).first()
+        assets = Asset.objects.all() if self.leaving else Asset.objects.filter(is_active=True)
+        asset = assets.filter(code=code).first()
         if asset is None:
             supported = ", ".join(Asset.objects.filter(is_active=True).values_list("code", flat=True))
             self.fail("unknown", token=str(data)[:20], supported=supported)
@@ -104,6 +111,7 @@ class DepositSerializer(_AmountInToken):
 
 
 class WithdrawSerializer(_AmountInToken):
+    token = TokenField(required=False, leaving=True)
     # Normalised and checked as a field element, as every stored address (wallets.starknet).
     to_address = WalletAddressField(
         help_text="A Starknet address: 0x and 1 to 64 hex digits, any case; kept as 0x + 64 lower-case digits."
@@ -264,6 +272,9 @@ class WithdrawResponseSerializer(serializers.Serializer):
 
 class TokenBalanceSerializer(serializers.Serializer):
     token = serializers.CharField()
+    active = serializers.BooleanField(
+        help_text="False for a token PayGo no longer takes (listed while you hold some): it can only be withdrawn."
+    )
     balance = AmountField()
     available = AmountField(help_text="The balance less what running sessions hold.")
     held = AmountField()

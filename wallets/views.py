@@ -158,6 +158,7 @@ class BalanceView(APIView):
         rows = [
             {
                 "token": b.asset.code,
+                "active": b.asset.is_active,
                 "balance": format_minor(b.balance, b.asset.decimals),
                 "available": format_minor(b.available, b.asset.decimals),
                 "held": format_minor(b.held, b.asset.decimals),

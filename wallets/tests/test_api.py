@@ -26,6 +26,7 @@ def test_balance_of_a_new_user_is_zero_in_every_token(api, alice):
     assert [row["token"] for row in body["balances"]] == ["USDC", "USDT", "ETH", "STRK"]
     assert body["balances"][2] == {
         "token": "ETH",
+        "active": True,
         "balance": "0.000000000000000000",
         "available": "0.000000000000000000",
         "held": "0.000000000000000000",

@@ -493,6 +493,29 @@ def test_a_sweep_whose_treasury_cannot_be_opened_waits_for_its_retry(alice, sand
         assert sweep_send(sweep_id=sweep.pk) == SweepStatus.SENT
 
 
+def test_a_token_staff_deactivated_is_still_shown_and_withdrawn_by_those_who_hold_it(api, alice, bob, sandbox):
+    """PayGo takes no more of a deactivated token, but what a user holds in it is theirs: it was
+    left out of the balance and refused by the withdrawal (unseen and frozen)."""
+    from wallets.models import Asset
+
+    chain_deposit(alice, 10 * USDC, "USDT")
+    Asset.objects.filter(code="USDT").update(is_active=False)
+
+    alices = {row["token"]: row for row in api(alice).get("/api/v1/wallet/balance").json()["balances"]}
+    bobs = [row["token"] for row in api(bob).get("/api/v1/wallet/balance").json()["balances"]]
+    refused = api(alice).post(
+        "/api/v1/wallet/transfer", {"amount": "1", "token": "USDT", "recipientId": bob.pk}, format="json"
+    )
+    withdrawn = withdraw(api, alice, "10", token="usdt")
+
+    assert (alices["USDT"]["active"], alices["USDT"]["balance"], alices["USDC"]["active"]) == (False, "10.000000", True)
+    assert "USDT" not in bobs  # he holds none: not listed
+    assert refused.status_code == 400  # nothing but leaving
+    assert withdrawn.status_code == 202, withdrawn.json()
+    assert Withdrawal.objects.get().status == WithdrawalStatus.SENT
+    assert balance_of(alice, "USDT") == 0
+
+
 def test_reconciliation_matches_then_reports_a_difference(alice, sandbox):
     chain_deposit(alice, 10 * USDC)
     services.withdrawal_request(user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS)
