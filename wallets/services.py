@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework import exceptions
@@ -388,10 +388,16 @@ def swap_quote(*, from_asset: Asset, to_asset: Asset, amount: int, rate: Decimal
     return math.floor(Fraction(rate) * amount * Fraction(10) ** (to_asset.decimals - from_asset.decimals))
 
 
+SWAP_LIQUIDITY_CONSTRAINT = "wallets_swap_liquidity_not_negative"
+
+
 def wallet_swap(
     *, user, from_asset: Asset, to_asset: Asset, amount: int, min_received: int, rate: Decimal
 ) -> LedgerTransaction:
-    """Exchange through the swap liquidity accounts in one ledger transaction."""
+    """Exchange through the swap liquidity accounts in one ledger transaction. PayGo sells only
+    what it holds of to_asset (its liquidity account, which the database keeps at zero or above):
+    a swap past it is a 409 and moves nothing. (It sold what it did not hold: users' balances of
+    the token came to exceed what custody held of it.) Staff put liquidity in with an adjustment."""
     if from_asset.pk == to_asset.pk:
         raise _invalid("to_token", "Choose two different tokens.", code="same_token")
     received = swap_quote(from_asset=from_asset, to_asset=to_asset, amount=amount, rate=rate)
@@ -414,6 +420,15 @@ def wallet_swap(
             )
     except ledger.InsufficientFunds as exc:
         raise insufficient_funds_error(from_asset, exc) from None
+    except IntegrityError as exc:
+        if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) != SWAP_LIQUIDITY_CONSTRAINT:
+            raise
+        raise Conflict(
+            {
+                "message": f"PayGo cannot sell that much {to_asset.code} right now; nothing was swapped.",
+                "code": "insufficient_liquidity",
+            }
+        ) from None
 
 
 # --- Withdrawals and payouts: the outbox ----------------------------------------------------------

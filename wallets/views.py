@@ -281,7 +281,8 @@ class SwapView(APIView):
         request=SwapSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Swap one token for another",
-        responses={201: SwapResponseSerializer, **error_responses(503)},  # 503: no rate from the price API
+        # 409: PayGo holds too little of the token asked for; 503: no rate from the price API.
+        responses={201: SwapResponseSerializer, **error_responses(409, 503)},
     )
     @replays_first
     def post(self, request):

@@ -124,6 +124,14 @@ class Model:
     def withdrawal_refunded(self, user: str, asset: str, amount: int) -> None:
         self.move((IN_FLIGHT, asset), (user, asset), amount)
 
+    def liquidity(self, asset: str) -> int:
+        """What PayGo holds of `asset` to sell in swaps (never below zero)."""
+        return self.accounts[(LIQUIDITY, asset)][0]
+
+    def liquidity_put_in(self, asset: str, amount: int) -> None:
+        """Staff's adjustment: platform revenue into the swap liquidity."""
+        self.move((REVENUE, asset), (LIQUIDITY, asset), amount)
+
     def swap(self, user: str, from_asset: str, to_asset: str, amount: int, received: int) -> None:
         self.move((user, from_asset), (LIQUIDITY, from_asset), amount)
         self.move((LIQUIDITY, to_asset), (user, to_asset), received)

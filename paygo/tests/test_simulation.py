@@ -56,6 +56,10 @@ from accounts.models import Role, User, VendorProfile
 from accounts.services import token_pair_for, user_create
 from conftest import _reseed_reference_data, in_thread
 from paygo.tests.sim_model import IN_FLIGHT, Model, Session
+from wallets.ledger import asset_get, system_account
+from wallets.models import SystemAccount
+from wallets.rates import get_rate_provider
+from wallets.services import adjustment_post
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 UNITS = ("per_second", "per_minute", "per_hour", "per_session", "per_request", "per_transaction")
@@ -468,14 +472,27 @@ class PayGoSimulation(RuleBasedStateMachine):
         if amount > self.model.available(user.email, source):
             assert response.status_code == 400, response.json()
             return
-        rate = Decimal(response.json().get("rate", "0"))
-        received = math.floor(Fraction(amount) * Fraction(rate))  # exactly: no 28-digit rounding first
+        # The rate the service was quoted (the fake price API's, constant): exactly, no 28-digit rounding.
+        received = math.floor(Fraction(amount) * Fraction(get_rate_provider().rate(source, target)))
         if received <= 0:
             assert response.status_code == 400, response.json()
             return
+        if received > self.model.liquidity(target):  # PayGo sells only what it holds
+            assert response.status_code == 409 and response.json()["code"] == "insufficient_liquidity", response.json()
+            return
         assert response.status_code == 201, response.json()
+        assert Decimal(response.json()["rate"]) == get_rate_provider().rate(source, target)
         assert minor(response.json()["received"]) == received
         self.model.swap(user.email, source, target, amount, received)
+
+    @precondition(lambda self: self.users)
+    @rule(token=st.sampled_from(["USDC", "USDT"]), amount=st.integers(1, 30_000_000))
+    def put_in_liquidity(self, token, amount):
+        """Staff put liquidity in for swaps to sell (an adjustment in the admin)."""
+        OPERATIONS["liquidity"] += 1
+        account = system_account(SystemAccount.SWAP_LIQUIDITY, asset_get(token))
+        adjustment_post(account=account, amount=amount, reason="Liquidity for swaps", staff=self.staff)
+        self.model.liquidity_put_in(token, amount)
 
     # --- Withdrawals and payouts: the outbox --------------------------------------------------------
 

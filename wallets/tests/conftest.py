@@ -62,6 +62,30 @@ def chain_deposit(user, amount: int, token: str = "USDC"):
     return credited
 
 
+def provide_liquidity(token: str, amount: int) -> None:
+    """What staff do before PayGo can sell a token in swaps: put liquidity in (an adjustment of the
+    swap liquidity account against platform revenue)."""
+    from wallets.models import TransactionKind
+
+    asset = ledger.asset_get(token)
+    ledger.transfer(
+        debit=ledger.system_account(SystemAccount.PLATFORM_REVENUE, asset),
+        credit=ledger.system_account(SystemAccount.SWAP_LIQUIDITY, asset),
+        amount=amount,
+        kind=TransactionKind.ADJUSTMENT,
+        memo="Liquidity for swaps (test)",
+    )
+
+
+@pytest.fixture
+def liquidity(db):
+    """A million whole tokens of every active token for swaps to sell."""
+    from wallets.models import Asset
+
+    for asset in Asset.objects.filter(is_active=True):
+        provide_liquidity(asset.code, 10**6 * 10**asset.decimals)
+
+
 # --- AVNU's price API, faked at its HTTP boundary ---------------------------------------------------
 
 # USD prices of one whole unit (the ratio of two is a rate, so a rate and its inverse agree).

@@ -195,15 +195,20 @@ def test_inactive_or_repeated_hold_refused_and_nothing_written(alice, fund, usdc
     assert Hold.objects.get(pk=hold.pk).amount == 100
 
 
-def test_system_accounts_may_go_negative_users_may_not(alice, usdc):
-    swap = ledger.system_account(SystemAccount.SWAP_LIQUIDITY, usdc)
+def test_system_accounts_may_go_negative_users_and_swap_liquidity_may_not(alice, usdc):
+    custody = ledger.system_account(SystemAccount.CUSTODY, usdc)
     revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, usdc)
+    swap = ledger.system_account(SystemAccount.SWAP_LIQUIDITY, usdc)
 
-    ledger.transfer(debit=swap, credit=revenue, amount=7)
+    ledger.transfer(debit=custody, credit=revenue, amount=7)
 
-    assert system_balance(SystemAccount.SWAP_LIQUIDITY) == -7
+    assert system_balance(SystemAccount.CUSTODY) == -7
     with pytest.raises(ledger.InsufficientFunds):
         ledger.transfer(debit=ledger.account_for_user(alice, usdc), credit=revenue, amount=1)
+    # PayGo sells in a swap only what it holds (wallets.services.wallet_swap): the database says so.
+    with pytest.raises(IntegrityError, match="wallets_swap_liquidity_not_negative"), transaction.atomic():
+        ledger.transfer(debit=swap, credit=revenue, amount=1)
+    assert system_balance(SystemAccount.SWAP_LIQUIDITY) == 0
 
 
 def test_hold_narrows_available(alice, bob, fund, usdc):
