@@ -63,12 +63,17 @@ def session_start(
     session_fee = rate if unit == "per_session" else 0
     minimum = int(service.minimum_charge or 0)
     hold_amount = first_period_cost(rate=rate, unit=unit, free_seconds=service.free_seconds) + minimum
-    needed = hold_amount + session_fee
     if max_cost is not None and max_cost < session_fee:
         raise _invalid("max_cost", "maxCost is below this service's session fee.", code="max_cost_too_low")
     if max_cost is None and pricing.is_usage_unit(unit):
         # The vendor reports the usage: without the user's own cap, the one the service declares.
         max_cost = int(service.max_session_cost)
+    if max_cost is not None:
+        # Never more held than the session may ever charge, as every renewal of the hold is capped
+        # (streaming_decide): held beyond maxCost, a user's money was tied up, or a start refused
+        # (402) that maxCost would have kept within his funds.
+        hold_amount = min(hold_amount, max_cost - session_fee)
+    needed = hold_amount + session_fee
 
     session_id = uuid.uuid4()
     with transaction.atomic():  # a refusal (402) leaves no account opened for it

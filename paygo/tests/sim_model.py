@@ -150,9 +150,12 @@ class Model:
             return rate
         return 0
 
-    def start_needs(self, *, rate: int, unit: str, free_ms: int, minimum: int) -> tuple[int, int]:
-        """(what is held at start, the session fee charged at start)."""
-        return self.first_period_cost(rate, unit, free_ms) + minimum, rate if unit == "per_session" else 0
+    def start_needs(self, *, rate: int, unit: str, free_ms: int, minimum: int, max_cost: int | None) -> tuple[int, int]:
+        """(what is held at start, never more than maxCost lets the session charge; the session fee
+        charged at start)."""
+        fee = rate if unit == "per_session" else 0
+        hold = self.first_period_cost(rate, unit, free_ms) + minimum
+        return (hold if max_cost is None else max(0, min(hold, max_cost - fee))), fee
 
     def session_start(self, session: Session) -> None:
         payer = (session.user, session.asset)

@@ -607,20 +607,25 @@ class PayGoSimulation(RuleBasedStateMachine):
             body["maxCost"] = dec(max_cost)
         key = f"start-{next(self.names)}" if replay else None
         response = self.request(user, "post", "streams/start", body, key=key, replay=replay)
-        hold, fee = self.model.start_needs(
-            rate=service["rate"], unit=service["unit"], free_ms=service["free_ms"], minimum=service["minimum"]
-        )
+        fee = service["rate"] if service["unit"] == "per_session" else 0
         if max_cost is not None and max_cost < fee:
             assert response.status_code == 400, response.json()
             return
+        if max_cost is None and service["unit"] in ("per_request", "per_transaction", "per_gb"):
+            max_cost = service["max_session_cost"]
+        hold, fee = self.model.start_needs(
+            rate=service["rate"],
+            unit=service["unit"],
+            free_ms=service["free_ms"],
+            minimum=service["minimum"],
+            max_cost=max_cost,
+        )
         if self.model.available(user.email, "USDC") < hold + fee:
             assert response.status_code == 402, response.json()
             return
         assert response.status_code == 201, response.json()
         uuid = response.json()["session"]["id"]
         row = StreamingSession.objects.get(session_id=uuid)
-        if max_cost is None and service["unit"] in ("per_request", "per_transaction", "per_gb"):
-            max_cost = service["max_session_cost"]
         now = self.now()
         self.session_uuids[row.pk] = uuid
         self.model.session_start(

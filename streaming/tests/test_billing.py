@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from streaming.models import SessionStatus, StopReason
+from streaming.models import SessionStatus, StopReason, StreamingSession
 from streaming.tests.conftest import USDC, beat, charges_of, fresh, run_sweep, start, stop
 from wallets.models import LedgerTransaction, SystemAccount, TransactionKind
 from wallets.tests.conftest import balance_of, system_balance
@@ -364,6 +364,34 @@ def test_max_cost_stops_at_the_cap(alice, fund, make_service, clock):
     assert session.total_cost == 1_500_000
     assert (session.end_time - session.start_time).total_seconds() == 90
     assert balance_of(alice) == 8_500_000
+
+
+def test_a_session_never_holds_more_than_its_max_cost_lets_it_charge(api, alice, fund, make_service, clock):
+    """The first hold was a whole period (and the minimum charge) whatever maxCost said: money tied
+    up that the session could never charge, and a start refused (402) that maxCost kept within the
+    user's funds. Every renewal of the hold was capped already; the first is too."""
+    fund(alice, 2 * USDC)
+    service = make_service("per_hour", rate=60 * USDC)  # a minute's period: 1 USDC; more than she has with the minimum
+    service.minimum_charge = 3 * USDC
+    service.save(update_fields=["minimum_charge"])
+
+    refused = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk}, format="json")
+    capped = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk, "maxCost": "0.5"}, format="json")
+
+    assert refused.status_code == 402  # 4 USDC held without a cap: she has 2
+    assert capped.status_code == 201, capped.json()
+    session = StreamingSession.objects.get(session_id=capped.json()["session"]["id"])
+    assert session.hold.amount == USDC // 2
+    clock.move(seconds=60)
+    beat(session)
+    run_sweep()
+    session = fresh(session)
+    assert (session.status, session.stop_reason, session.total_cost) == (
+        SessionStatus.STOPPED,
+        StopReason.MAX_COST,
+        USDC // 2,
+    )
+    assert balance_of(alice) == USDC + USDC // 2
 
 
 # Silent sessions stop when their idle timeout runs out, whoever stops them later (test_presence.py):
