@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -59,6 +60,40 @@ _U128 = 1 << 128
 MAX_TRANSACTION_PAGES = 5
 MAX_TRANSACTION_PAGES_BACK = 50
 _jitter = random.SystemRandom()
+# The longest Retry-After taken from Chipi (a date far off, or a number of hours, is no plan).
+MAX_RETRY_AFTER = 3600.0
+
+
+class _RetryAfterNoted(httpx.BaseTransport):
+    """The transport, noting for the thread that sent it how long Chipi's 429 said to wait: the SDK
+    raises its error without the answer's headers, and translate() reads it from here. (Ignored,
+    a read was tried again after PayGo's own quarter second, and a rate-limited send a second later,
+    whatever Chipi had said.)"""
+
+    noted = threading.local()
+
+    def __init__(self, inner: httpx.BaseTransport):
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        self.noted.retry_after = _retry_after(response) if response.status_code == 429 else None
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After's seconds (a number, or an HTTP date), within MAX_RETRY_AFTER; None if unreadable."""
+    value = response.headers.get("retry-after", "").strip()
+    try:
+        seconds = float(value) if value.isascii() and value.replace(".", "", 1).isdigit() else None
+        if seconds is None:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 class _BlockingAsyncTransport(httpx.AsyncBaseTransport):
@@ -115,8 +150,12 @@ def translate(exc: BaseException, *, idempotent: bool) -> ChipiError:
     if api_error is not None:
         status, code, message = api_error.status, api_error.code, api_error.message
         if status == 429:
-            # Refused before acting (the SDK does not pass Retry-After on): safe to retry later.
-            return ChipiRateLimited(message, code=code, status=status, retry_after=ChipiSdkGateway.backoff_base)
+            # Refused before acting: safe to retry, once Chipi's Retry-After has passed (noted by the
+            # transport, as the SDK does not pass it on), never sooner than PayGo's own backoff.
+            said = getattr(_RetryAfterNoted.noted, "retry_after", None) or 0.0
+            return ChipiRateLimited(
+                message, code=code, status=status, retry_after=max(ChipiSdkGateway.backoff_base, said)
+            )
         if status is not None and 400 <= status < 500:
             return ChipiRejected(message, code=code, status=status)
         return unknown(f"Chipi answered HTTP {status}: {message}", code=code, status=status)
@@ -155,9 +194,10 @@ class ChipiSdkGateway:
         self.transport = transport or httpx.HTTPTransport(retries=0)
         limits = httpx.Timeout(float(timeout), connect=min(_MAX_CONNECT_TIMEOUT, float(timeout)))
         # The seam (see the module's docstring): the SDK's clients, with PayGo's timeout and transport.
-        self.sdk.client._sync_client = httpx.Client(transport=self.transport, timeout=limits, follow_redirects=False)
+        noted = _RetryAfterNoted(self.transport)
+        self.sdk.client._sync_client = httpx.Client(transport=noted, timeout=limits, follow_redirects=False)
         self.sdk.client._async_client = httpx.AsyncClient(
-            transport=_BlockingAsyncTransport(self.transport), timeout=limits, follow_redirects=False
+            transport=_BlockingAsyncTransport(noted), timeout=limits, follow_redirects=False
         )
         self.sleep: Callable[[float], Any] = time.sleep  # injectable: tests never really sleep
 
@@ -270,7 +310,10 @@ class ChipiSdkGateway:
             except Exception as exc:
                 error = translate(exc, idempotent=True)
             delay = self._backoff(attempt)
-            if isinstance(error, ChipiRejected) or attempt >= self.max_retries:
+            if isinstance(error, ChipiRateLimited):
+                delay = max(delay, error.retry_after)  # not before Chipi said
+            # A wait longer than a read's backoff ever is: the caller is told, rather than held.
+            if isinstance(error, ChipiRejected) or attempt >= self.max_retries or delay > self.max_backoff:
                 logger.warning("Chipi read failed: %r", error)
                 raise error from None
             logger.info("Chipi read: %r; retry %d in %.2fs", error, attempt + 1, delay)

@@ -239,3 +239,42 @@ def test_the_sandbox_keeps_only_its_latest_requests(gateway, settings):
 
     assert len(gateway.transport.received) == KEPT_REQUESTS
     assert gateway.transport.received[-1].url.params["externalUserId"] == f"nobody-{KEPT_REQUESTS + 49}"
+
+
+def test_a_rate_limited_read_waits_what_chipis_retry_after_says(gateway, sandbox, sleeps, key):
+    """The SDK raises its error without the answer's headers: the read was tried again after
+    PayGo's own quarter to half second, before Chipi's Retry-After (the sandbox says 1 s)."""
+    from wallets.chipi import sandbox_http
+
+    wallet = gateway.create_wallet(external_user_id="alice", encrypt_key=key)
+    sandbox.inject("token_balance", "rate_limited")
+
+    assert gateway.token_balance(wallet.address, "USDC") == 0
+    assert sleeps[0] >= float(sandbox_http.FAULT_RETRY_AFTER)
+
+
+@pytest.mark.parametrize(("said", "waits"), [("30", 30.0), ("99999", 3600.0), ("soon", 0.5), ("-5", 0.5)])
+def test_a_rate_limited_send_says_when_chipi_said_to_come_back(gateway, sandbox, key, monkeypatch, said, waits):
+    """The outbox reschedules a rate-limited send after ChipiRateLimited.retry_after: it was always
+    the gateway's half second, whatever Chipi said (within an hour; unreadable: the backoff)."""
+    from wallets.chipi import ChipiRateLimited, sandbox_http
+
+    wallet = gateway.create_wallet(external_user_id="treasury", encrypt_key=key)
+    sandbox.receive_payment(to_address=wallet.address, token="USDC", amount=10)
+    sandbox.inject("execute", "rate_limited")
+    serve = sandbox_http._Serving.serve
+
+    def saying(self, request, content):
+        response = serve(self, request, content)
+        if response.status_code == 429:
+            response.headers["Retry-After"] = said
+        return response
+
+    monkeypatch.setattr(sandbox_http._Serving, "serve", saying)
+
+    with pytest.raises(ChipiRateLimited) as limited:
+        gateway.execute_transfer(
+            wallet=wallet, encrypt_key=key, token="USDC", amount=10, to_address="0x00" + "ab" * 31, nonce=7
+        )
+
+    assert limited.value.retry_after == waits
