@@ -88,8 +88,8 @@ class Account(models.Model):
                 name="wallets_user_account_not_negative",
             ),
             # PayGo sells in a swap only what it holds of the token (wallets.services.wallet_swap):
-            # below zero, users' balances of it exceeded what custody holds. Added NOT VALID
-            # (wallets 0016): a row already below zero stays until staff put liquidity in.
+            # below zero, users' balances of it exceeded what custody holds. (wallets 0016 covered
+            # the deficits it found out of platform revenue before adding it.)
             models.CheckConstraint(
                 condition=~Q(kind="system", system_code="swap_liquidity") | Q(balance__gte=0),
                 name="wallets_swap_liquidity_not_negative",

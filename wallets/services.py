@@ -391,6 +391,11 @@ def swap_quote(*, from_asset: Asset, to_asset: Asset, amount: int, rate: Decimal
 SWAP_LIQUIDITY_CONSTRAINT = "wallets_swap_liquidity_not_negative"
 
 
+def _constraint_of(exc: IntegrityError) -> str | None:
+    """The name of the constraint the database said was broken (psycopg's diagnostics)."""
+    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+
+
 def wallet_swap(
     *, user, from_asset: Asset, to_asset: Asset, amount: int, min_received: int, rate: Decimal
 ) -> LedgerTransaction:
@@ -421,7 +426,7 @@ def wallet_swap(
     except ledger.InsufficientFunds as exc:
         raise insufficient_funds_error(from_asset, exc) from None
     except IntegrityError as exc:
-        if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) != SWAP_LIQUIDITY_CONSTRAINT:
+        if _constraint_of(exc) != SWAP_LIQUIDITY_CONSTRAINT:
             raise
         raise Conflict(
             {
@@ -804,9 +809,20 @@ def adjustment_post(
                 created_by=staff,
             )
     except ledger.DuplicateReference:
-        return LedgerTransaction.objects.get(reference=reference)
+        first = LedgerTransaction.objects.get(reference=reference)
+        if not first.entries.filter(account=account, amount=amount).exists():
+            # The form sent again for another account or amount (Back, changed, sent): not the
+            # same adjustment, and it must not read as posted.
+            raise _invalid(
+                "form_token", f"This form already posted adjustment #{first.pk}; open a new one to post another."
+            ) from None
+        return first
     except ledger.InsufficientFunds as exc:
         raise insufficient_funds_error(account.asset, exc) from None
+    except IntegrityError as exc:
+        if _constraint_of(exc) != SWAP_LIQUIDITY_CONSTRAINT:
+            raise
+        raise _invalid("amount", "This would take the swap liquidity below zero.") from None
 
 
 # --- Reconciliation -------------------------------------------------------------------------------

@@ -177,6 +177,42 @@ def test_the_same_adjustment_form_sent_twice_posts_once(client, alice, olga, fun
     assert another != data["form_token"]
 
 
+def test_a_used_form_sent_for_another_account_or_amount_posts_nothing_and_says_so(client, alice, bob, olga, fund):
+    """Back, change the account or the amount, send: the first adjustment was given back as if
+    this one had posted ("Adjustment #N posted."), and nothing moved."""
+    a, b = fund(alice, USDC), fund(bob, USDC)
+    client.force_login(olga)
+    token = uuid.uuid4().hex
+    client.post(f"/admin/wallets/account/{a.pk}/adjust/", {"form_token": token, "amount": "2", "reason": "A"})
+
+    other_account = client.post(
+        f"/admin/wallets/account/{b.pk}/adjust/", {"form_token": token, "amount": "2", "reason": "B"}
+    )
+    other_amount = client.post(
+        f"/admin/wallets/account/{a.pk}/adjust/", {"form_token": token, "amount": "3", "reason": "A"}
+    )
+
+    for page in (other_account, other_amount):
+        assert page.status_code == 200  # the form again, with why
+        assert "This form already posted adjustment" in page.content.decode()
+    assert LedgerTransaction.objects.filter(kind=TransactionKind.ADJUSTMENT).count() == 1
+    assert (balance_of(alice), balance_of(bob)) == (3 * USDC, USDC)
+
+
+def test_an_adjustment_cannot_take_the_swap_liquidity_below_zero(client, olga):
+    account = ledger.system_account(SystemAccount.SWAP_LIQUIDITY, ledger.asset_get("USDC"))
+    client.force_login(olga)
+
+    response = client.post(
+        f"/admin/wallets/account/{account.pk}/adjust/",
+        {"form_token": uuid.uuid4().hex, "amount": "-1", "reason": "Back"},
+    )
+
+    assert response.status_code == 200  # the form again, with why (was a 500)
+    assert "below zero" in response.content.decode()
+    assert system_balance(SystemAccount.SWAP_LIQUIDITY, "USDC") == 0
+
+
 def test_adjustment_cannot_take_a_wallet_below_zero(client, alice, olga, fund):
     account = fund(alice, USDC)
     client.force_login(olga)
@@ -349,3 +385,30 @@ def test_the_migration_puts_right_a_default_token_the_old_admin_left(left):
         # tests this worker runs next rely on them (wallets 0016's kept swaps from going below zero).
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_covers_what_swaps_sold_short_out_of_platform_revenue():
+    """Before wallets 0016's check, swaps could sell what PayGo did not hold: a deficit found then
+    is covered out of platform revenue (which may go below zero) in a balanced adjustment, so that
+    the check holds and a swap back into that token is not refused for the old deficit."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    eth = ledger.asset_get("ETH")
+    MigrationExecutor(connection).migrate([("wallets", "0015_default_asset_active")])
+    try:
+        ledger.transfer(
+            debit=ledger.system_account(SystemAccount.SWAP_LIQUIDITY, eth),
+            credit=ledger.system_account(SystemAccount.PLATFORM_REVENUE, eth),
+            amount=7,
+        )
+        assert system_balance(SystemAccount.SWAP_LIQUIDITY, "ETH") == -7
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert system_balance(SystemAccount.SWAP_LIQUIDITY, "ETH") == 0
+    assert system_balance(SystemAccount.PLATFORM_REVENUE, "ETH") == 0
+    covered = LedgerTransaction.objects.get(reference__startswith="adjustment:swap-liquidity-deficit:")
+    assert sorted(covered.entries.values_list("amount", flat=True)) == [-7, 7]
