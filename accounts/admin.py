@@ -176,7 +176,18 @@ admin.site.unregister(Group)
 @admin.register(Group)
 class GroupAdmin(DjangoGroupAdmin):
     """A group's permissions are its members': changing them, or deleting the group, changes what
-    each member may watch, as an edit of the member's own permissions does."""
+    each member may watch, as an edit of the member's own permissions does. Groups are a
+    superuser's, as users' groups and permissions are (UserAdmin): other staff with the group
+    permissions granted their own group anything, and stripped a staff colleague's."""
+
+    def has_add_permission(self, request):
+        return request.user.is_superuser
+
+    def has_change_permission(self, request, obj=None):
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.is_superuser
 
     def save_related(self, request, form, formsets, change):
         super().save_related(request, form, formsets, change)

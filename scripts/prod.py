@@ -63,8 +63,9 @@ def nginx_binary() -> str:
 
 # What nginx must know of the app's settings, read from them (their defaults live there alone).
 EDGE_SETTINGS = ("API_MAX_UPLOAD_BYTES", "DATA_UPLOAD_MAX_MEMORY_SIZE", "CORS_ALLOWED_ORIGINS", "CORS_EXPOSE_HEADERS")
-# An origin as nginx's map may name it: scheme://host[:port] (django-cors-headers checks the same).
-ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[A-Za-z0-9.:\[\]-]+")
+# An origin as nginx's map may name it: scheme://host[:port] (django-cors-headers checks the same), or
+# "null" (a sandboxed page's).
+ORIGIN = re.compile(r"null|[a-z][a-z0-9+.-]*://[a-z0-9._:\[\]-]+")
 
 
 def edge_settings(env: dict[str, str]) -> dict:
@@ -86,7 +87,9 @@ def edge_settings(env: dict[str, str]) -> dict:
 
 def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict) -> Path:
     template = string.Template((ROOT / "deploy" / "nginx.conf").read_text())
-    for origin in settings["CORS_ALLOWED_ORIGINS"]:
+    # nginx's map compares strings ignoring case, and refuses one named twice: each origin once.
+    origins = list(dict.fromkeys(origin.lower() for origin in settings["CORS_ALLOWED_ORIGINS"]))
+    for origin in origins:
         if not ORIGIN.fullmatch(origin):
             sys.exit(f"prod: CORS_ALLOWED_ORIGINS names {origin!r}, which is no origin (scheme://host[:port]).")
     # safe_substitute: nginx's own $variables stay as they are; ours are all filled (checked below).
@@ -97,7 +100,7 @@ def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict)
         WS_ADDRESS=ws,
         MAX_BODY_BYTES=str(settings["API_MAX_UPLOAD_BYTES"]),
         MAX_JSON_BYTES=str(settings["DATA_UPLOAD_MAX_MEMORY_SIZE"]),
-        CORS_ORIGINS=" ".join(f'"{origin}" $http_origin;' for origin in settings["CORS_ALLOWED_ORIGINS"]),
+        CORS_ORIGINS=" ".join(f'"{origin}" $http_origin;' for origin in origins),
         CORS_EXPOSE_HEADERS=", ".join(settings["CORS_EXPOSE_HEADERS"]),
     )
     assert "${" not in text, "deploy/nginx.conf names a value prod.py does not fill in"

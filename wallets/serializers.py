@@ -66,9 +66,9 @@ class WalletAddressField(StarknetAddressField):
 
 @extend_schema_field({"type": "string", "example": "USDC"})
 class TokenField(serializers.Field):
-    """An active asset by its code, case-insensitive. `leaving=True` (a withdrawal) takes a token
-    staff deactivated too: PayGo takes no more of it, but what a user holds in it is theirs to take
-    out (it stayed in the wallet, unseen and frozen)."""
+    """An active asset by its code, case-insensitive. `leaving=True` (a withdrawal, the history's
+    filter) takes a token staff deactivated too: PayGo takes no more of it, but what a user holds
+    in it is theirs to see and take out (it stayed in the wallet, unseen and frozen)."""
 
     default_error_messages = {"unknown": "Unknown token {token!r}; supported: {supported}."}
 
@@ -175,7 +175,7 @@ class SwapSerializer(serializers.Serializer):
 
 class TransactionsQuerySerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=LedgerTransaction._meta.get_field("kind").choices, required=False)
-    token = TokenField(required=False)
+    token = TokenField(required=False, leaving=True)
     # `from` and `to` are Python keywords: read from the query by name in the view
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)

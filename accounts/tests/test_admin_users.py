@@ -201,3 +201,30 @@ def test_staff_who_may_change_users_cannot_take_over_staff_accounts(client, stan
     assert not olga.check_password(new["password1"]) and not colleague.check_password(new["password1"])
     assert olga.is_active and colleague.is_active
     assert alice.check_password(new["password1"]) and stan.check_password(new["password1"])
+
+
+def test_only_a_superuser_changes_groups(client, stan, olga):
+    """Groups' permissions are their members': other staff with the group permissions granted
+    their own group anything (here, posting money adjustments), and stripped a staff colleague's."""
+    from django.contrib.auth.models import Group, Permission
+
+    group = Group.objects.create(name="Support")
+    stan.groups.add(group)
+    stan = grant(stan, "auth.view_group", "auth.change_group", "auth.add_group", "auth.delete_group")
+    adjust = Permission.objects.get(content_type__app_label="wallets", codename="add_ledgertransaction")
+    client.force_login(stan)
+
+    changed = client.post(f"/admin/auth/group/{group.pk}/change/", {"name": "Support", "permissions": [adjust.pk]})
+    deleted = client.post(f"/admin/auth/group/{group.pk}/delete/", {"post": "yes"})
+    added = client.post("/admin/auth/group/add/", {"name": "Mine", "permissions": [adjust.pk]})
+
+    assert (changed.status_code, deleted.status_code, added.status_code) == (403, 403, 403)
+    assert not type(stan).objects.get(pk=stan.pk).has_perm("wallets.add_ledgertransaction")
+    assert client.get(f"/admin/auth/group/{group.pk}/change/").status_code == 200  # he may still look
+    client.force_login(olga)
+    assert (
+        client.post(
+            f"/admin/auth/group/{group.pk}/change/", {"name": "Support", "permissions": [adjust.pk]}
+        ).status_code
+        == 302
+    )

@@ -196,3 +196,41 @@ def test_plain_http_is_redirected_to_https_once_and_what_the_tls_proxy_forwards_
     assert redirected[0] == 301
     assert redirected[1]["location"] == f"https://127.0.0.1:{prod[0]}/api/v1/health"
     assert forwarded[0] == 200, (forwarded[0], forwarded[1].get("location"))
+
+
+@pytest.mark.parametrize(
+    "origins",
+    [
+        ["https://app.example.com", "https://app.example.com"],
+        ["https://app.example.com", "https://APP.example.com"],
+        ["https://app.example.com", "null"],
+        ["http://under_score.example:8080"],
+    ],
+    ids=["twice", "another case", "null", "underscore and port"],
+)
+def test_every_origin_the_app_takes_makes_a_configuration_nginx_takes(tmp_path, monkeypatch, origins):
+    """nginx's map refuses a string named twice (it compares them ignoring case), and prod.py
+    refused "null" (a sandboxed page's origin, which django-cors-headers takes)."""
+    import importlib
+    import subprocess
+
+    from django.conf import settings
+
+    monkeypatch.syspath_prepend(str(settings.BASE_DIR / "scripts"))
+    prod = importlib.import_module("prod")
+    edge = {name: getattr(settings, name) for name in prod.EDGE_SETTINGS}
+
+    config = prod.render_nginx(
+        tmp_path,
+        port=18099,
+        web="127.0.0.1:18100",
+        ws="127.0.0.1:18101",
+        settings={**edge, "CORS_ALLOWED_ORIGINS": origins},
+    )
+    tested = subprocess.run(
+        [prod.nginx_binary(), "-t", "-c", str(config), "-p", str(tmp_path), "-e", "stderr"],
+        capture_output=True,
+        text=True,
+    )
+
+    assert tested.returncode == 0, tested.stderr

@@ -506,11 +506,13 @@ def test_a_token_staff_deactivated_is_still_shown_and_withdrawn_by_those_who_hol
     refused = api(alice).post(
         "/api/v1/wallet/transfer", {"amount": "1", "token": "USDT", "recipientId": bob.pk}, format="json"
     )
+    history = api(alice).get("/api/v1/wallet/transactions?token=USDT")
     withdrawn = withdraw(api, alice, "10", token="usdt")
 
     assert (alices["USDT"]["active"], alices["USDT"]["balance"], alices["USDC"]["active"]) == (False, "10.000000", True)
     assert "USDT" not in bobs  # he holds none: not listed
     assert refused.status_code == 400  # nothing but leaving
+    assert history.status_code == 200 and history.json()["count"] >= 1  # its history, filtered
     assert withdrawn.status_code == 202, withdrawn.json()
     assert Withdrawal.objects.get().status == WithdrawalStatus.SENT
     assert balance_of(alice, "USDT") == 0
