@@ -6,7 +6,7 @@ import pytest
 
 from conftest import grant
 from streaming.models import SessionStatus, StreamingSession
-from streaming.tests.conftest import USDC, start
+from streaming.tests.conftest import USDC, fresh, start
 from wallets.tests.conftest import balance_of
 
 pytestmark = pytest.mark.django_db
@@ -181,6 +181,21 @@ def test_start_with_idempotency_key_opens_one_session(api, alice, fund, make_ser
 
     assert first.json()["session"]["sessionId"] == second.json()["session"]["sessionId"]
     assert StreamingSession.objects.count() == 1
+
+
+def test_a_money_path_spelled_longer_than_the_key_record_keeps_stops_once_not_a_500(api, alice, fund, make_service):
+    """The routes take an id in spellings of any length (uuid.UUID drops every "urn:"); recorded
+    with an Idempotency-Key, a path over the record's 300 characters failed its insert (a 500)."""
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service())
+    spelled = "urn:" * 80 + str(session.session_id)
+
+    first = api(alice).patch(f"/api/v1/streams/{spelled}/stop", {}, format="json", HTTP_IDEMPOTENCY_KEY="stop-1")
+    again = api(alice).patch(f"/api/v1/streams/{spelled}/stop", {}, format="json", HTTP_IDEMPOTENCY_KEY="stop-1")
+
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again["Idempotent-Replayed"] == "true"
+    assert fresh(session).status == "completed"  # the user ended it
 
 
 @pytest.mark.parametrize(
