@@ -156,3 +156,30 @@ def test_one_per_address_budget_for_both_doors(anon, olga, still_clock):
 
     assert response.status_code == 429
     assert response.json()["code"] == "rate_limited"
+
+
+@override_settings(AXES_FAILURE_LIMIT=LIMIT)
+def test_guesses_from_one_ipv6_network_are_one_clients(anon, alice):
+    """A client holds a whole IPv6 /64 and may send each guess from another address of it: the
+    lockout, counted per address, never came (the per-address budget already counted the /64)."""
+    guesses = [api_login(anon, "alice@example.com", "wrong-one", f"2001:db8:7:9::{n + 1:x}") for n in range(LIMIT)]
+
+    right_password = api_login(anon, "alice@example.com", PASSWORD, "2001:db8:7:9::ffff")
+    elsewhere = api_login(anon, "alice@example.com", PASSWORD, "2001:db8:7:a::1")  # another /64: another client
+
+    assert [guess.status_code for guess in guesses] == [401] * (LIMIT - 1) + [429]  # locked at the limit
+    assert right_password.status_code == 429
+    assert elsewhere.status_code == 200
+
+
+@override_settings(RATELIMIT_LOGIN_PER_IP="3/m")
+def test_ipv4_clients_written_as_ipv6_are_each_their_own(anon, alice, still_clock):
+    """A dual-stack socket writes an IPv4 peer as ::ffff:a.b.c.d: every IPv4 client was counted
+    as "::" (django-ratelimit masks IPv6 to /64), one budget for them all."""
+    for _ in range(3):
+        api_login(anon, "alice@example.com", PASSWORD, "::ffff:198.51.100.20")
+
+    other = api_login(anon, "alice@example.com", PASSWORD, "::ffff:203.0.113.9")
+    same = api_login(anon, "alice@example.com", PASSWORD, "198.51.100.20")  # the first, written as IPv4
+
+    assert (other.status_code, same.status_code) == (200, 429)

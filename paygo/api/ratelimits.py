@@ -27,6 +27,7 @@ must not lock the account's owner out.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -78,11 +79,19 @@ NO_ADDRESS = "0.0.0.0"  # noqa: S104 (a key to count by, not an address to bind)
 
 
 def client_ip(request: HttpRequest) -> str:
-    """The client's address, the one place every per-address limit reads it (django-ratelimit's
-    "ip" key through RATELIMIT_IP_META_KEY, django-axes through AXES_CLIENT_IP_CALLABLE); NO_ADDRESS
-    when the request has none (django-ratelimit raised on an empty one: a 500)."""
-    address = request.META.get("REMOTE_ADDR", "")
-    return address if parse_address(address) is not None else NO_ADDRESS
+    """The client an address stands for, the one place every per-address limit reads it
+    (django-ratelimit's "ip" key through RATELIMIT_IP_META_KEY, django-axes through
+    AXES_CLIENT_IP_CALLABLE): NO_ADDRESS when the request has none (django-ratelimit raised on an
+    empty one: a 500); an IPv4 address written as IPv6 (a dual-stack socket's ::ffff:a.b.c.d) as
+    itself (django-ratelimit masked every such to "::", one budget for all); an IPv6 address as its
+    /64, which one client holds whole (django-ratelimit masks so itself, django-axes did not: a
+    sign-in lockout never came for guesses each from another address of one /64)."""
+    address = parse_address(request.META.get("REMOTE_ADDR", ""))
+    if address is None:
+        return NO_ADDRESS
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False).network_address)
+    return str(address)
 
 
 @dataclass(frozen=True)
