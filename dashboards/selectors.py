@@ -571,11 +571,12 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
 
     hosted = rollup.read(rollup.services(seen), ever)
     by_bucket = _vendor_series(vendor, asset=asset, window=window, seen=seen)
-    services = list(
-        Service.objects.filter(vendor=vendor, deleted_at__isnull=True)
-        .select_related("category")
-        .order_by("-created_at", "-id")
+    # Retired services too, in the same query: what they earned is still the vendor's, and named
+    # (a retired service's earnings were labelled "Other"); the lists and counts are of the others.
+    every_service = list(
+        Service.objects.filter(vendor=vendor).select_related("category").order_by("-created_at", "-id")
     )
+    services = [item for item in every_service if item.deleted_at is None]
     recent = list(sessions_with_money().filter(vendor=vendor).order_by("-start_time", "-id")[:RECENT])
     customers = _recent_customers(vendor, asset=asset, seen=seen)
 
@@ -597,7 +598,7 @@ def vendor_overview(vendor, *, window: Window, now: datetime) -> dict:
     for row in hosted:
         per_service[row["service_pk"]]["earnings"] += int(row["earnings"] or 0)
         per_service[row["service_pk"]]["sessions"] += int(row["sessions"] or 0)
-    names = {item.pk: item.name for item in services}
+    names = {item.pk: item.name for item in every_service}
     top = sorted(
         (item for item in per_service.items() if item[1]["earnings"]), key=lambda item: (-item[1]["earnings"], item[0])
     )

@@ -168,3 +168,25 @@ def test_staff_with_the_view_permissions_see_any_vendors_earnings(api, stan, vic
 
     assert client.get(OVERVIEW, {"vendorId": victor.pk}).json()["overview"]["totalEarnings"] == "13.950000"
     assert client.get(EARNINGS, {"vendorId": victor.pk, "period": "year"}).json()["totalEarnings"] == "13.950000"
+
+
+@pytest.mark.parametrize("rolled_up", [False, True])
+def test_a_retired_services_earnings_keep_its_name(api, alice, victor, fund, rolled_up):
+    """What a retired service earned is still the vendor's: it was labelled "Other"."""
+    from datetime import UTC, datetime
+
+    from dashboards import rollup
+    from dashboards.tests.conftest import USDC, make_service, run_session
+    from marketplace.services import service_delete
+
+    fund(alice, 100 * USDC)
+    service = make_service(victor, name="Old Consulting", unit="per_session", rate=3 * USDC)
+    run_session(alice, service, datetime(2026, 11, 1, 10, 0, tzinfo=UTC), 60)
+    service_delete(service=service)
+    if rolled_up:
+        rollup.rollup_advance()
+
+    body = api(victor).get(OVERVIEW).json()
+
+    assert [(row["name"], row["earnings"]) for row in body["topServices"]] == [("Old Consulting", "2.700000")]
+    assert (body["overview"]["totalServices"], body["services"]) == (0, [])  # the lists are of those not retired
