@@ -262,15 +262,16 @@ def usage_report(
             budget=session.max_cost - session.session_fee,
         )
         counted_sessions = counted_sessions.filter(usage_quantity__lte=allowed - quantity)
-    try:
-        with transaction.atomic():
-            event = UsageEvent.objects.create(session=session, event_id=event_id, quantity=quantity, created_at=now)
-            if not counted_sessions.update(usage_quantity=F("usage_quantity") + quantity):
-                _refuse_uncounted(session, now)
-            _hold_what_usage_owes(session)
-            sessions_seen(session_ids=[session.pk], now=now)
-    except IntegrityError:
-        return UsageEvent.objects.get(session=session, event_id=event_id), False
+    with transaction.atomic():
+        try:
+            with transaction.atomic():  # only the event's own insert says "counted already"
+                event = UsageEvent.objects.create(session=session, event_id=event_id, quantity=quantity, created_at=now)
+        except IntegrityError:
+            return UsageEvent.objects.get(session=session, event_id=event_id), False
+        if not counted_sessions.update(usage_quantity=F("usage_quantity") + quantity):
+            _refuse_uncounted(session, now)
+        _hold_what_usage_owes(session)
+        sessions_seen(session_ids=[session.pk], now=now)
     return event, True
 
 
