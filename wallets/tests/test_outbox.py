@@ -518,6 +518,28 @@ def test_a_token_staff_deactivated_is_still_shown_and_withdrawn_by_those_who_hol
     assert balance_of(alice, "USDT") == 0
 
 
+@pytest.mark.parametrize("whose", ["the treasury", "her own deposit address", "another user's deposit address"])
+def test_a_withdrawal_to_a_paygo_wallet_is_refused_and_moves_nothing(api, alice, bob, sandbox, whose):
+    """To the treasury the transfer went from the treasury to itself: the ledger said the money had
+    left, the user lost it and custody no longer matched the chain. To a deposit address it went
+    round the chain and came back as a deposit. Paying a PayGo user is a transfer."""
+    from wallets.services import treasury_wallet, wallet_open
+
+    chain_deposit(alice, 10 * USDC)
+    address = {
+        "the treasury": lambda: treasury_wallet().address,
+        "her own deposit address": lambda: wallet_open(user=alice),
+        "another user's deposit address": lambda: wallet_open(user=bob),
+    }[whose]()
+
+    response = withdraw(api, alice, "4", toAddress=address.upper().replace("0X", "0x"))
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["toAddress"][0].startswith("This address is a PayGo wallet's")
+    assert not Withdrawal.objects.exists()
+    assert balance_of(alice) == 10 * USDC
+
+
 def test_reconciliation_matches_then_reports_a_difference(alice, sandbox):
     chain_deposit(alice, 10 * USDC)
     services.withdrawal_request(user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, to_address=ADDRESS)
