@@ -14,8 +14,12 @@ from paygo.api.errors import PayloadTooLarge
 
 MAX_IMAGE_BYTES = 5 * 1024 * 1024
 MAX_IMAGE_SIDE = 8000
+# And at most this many pixels in all (a 6000x4000 camera photo; an 8000x3000 panorama): decoding
+# is what costs, not the bytes sent. A single-colour 8000x8000 PNG of 264 KB decoded into 256 MB
+# (RGBA) in the worker, and a few at once could take it out of memory; now at most 96 MB.
+MAX_IMAGE_PIXELS = 24_000_000
 # Pillow refuses (DecompressionBombError) images of more than twice this many pixels before it
-# decodes a byte, and warns above it; our own side check below refuses anything over 8000x8000.
+# decodes a byte, and warns above it; our own checks below refuse anything over either limit.
 PILImage.MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
 
 # Pillow format -> (content type, file extension)
@@ -71,6 +75,10 @@ def _open(content: bytes) -> PILImage.Image:
     width, height = image.size
     if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
         raise _too_big(f"The image is {width}x{height} pixels; the limit is {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}.")
+    if width * height > MAX_IMAGE_PIXELS:
+        raise _too_big(
+            f"The image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS // 1_000_000} million pixels."
+        )
     if width < 1 or height < 1:
         raise _unsupported()
     return image
@@ -80,7 +88,8 @@ def clean_image(content: bytes) -> CleanImage:
     """Recognise the image by its content, check its size, and re-encode its first frame.
 
     415 for anything that is not a JPEG, PNG, WebP or GIF (SVG, HTML, scripts, PDFs...);
-    413 for more than 8000 pixels a side (decompression bombs included); 400 for a damaged image.
+    413 for more than 8000 pixels a side or 24 million in all (decompression bombs included); 400
+    for a damaged image.
     """
     # verify() checks the file's structure without decoding it; it leaves the image unusable,
     # so the file is opened again to decode it.

@@ -287,7 +287,7 @@ class ImageUploadView(APIView):
     parser_classes = [CamelCaseMultiPartParser]
 
     @extend_schema(
-        summary="Upload a JPEG, PNG, WebP or GIF (at most 5 MB and 8000x8000)",
+        summary="Upload a JPEG, PNG, WebP or GIF (at most 5 MB, 8000 pixels a side and 24 million in all)",
         request={"multipart/form-data": ImageUploadSerializer},
         responses={
             201: inline_serializer("ImageUploaded", {"message": serializers.CharField(), "image": ImageSerializer()})

@@ -259,6 +259,15 @@ def test_more_than_8000_pixels_a_side_is_413(upload, alice, media_root, width, h
     assert f"{width}x{height}" in response.json()["message"]
 
 
+@pytest.mark.parametrize(("width", "height"), [(8000, 8000), (6000, 4001)])
+def test_more_than_24_million_pixels_is_413_before_a_byte_is_decoded(upload, alice, media_root, width, height):
+    """Decoding is what costs: a single-colour 8000x8000 PNG of 264 KB decoded into 256 MB."""
+    response = upload(alice, png_header_only(width, height))
+
+    assert_refused(response, 413, "too_large", media_root)
+    assert f"{width}x{height}" in response.json()["message"] and "24 million pixels" in response.json()["message"]
+
+
 def test_a_polyglot_is_cleaned_of_its_payload(upload, alice):
     # A real GIF with an HTML/JS payload after its trailer (and a zip after that, GIFAR-style):
     # browsers sniffing it as HTML would run the script. The re-encoded copy carries pixels only.
