@@ -9,6 +9,7 @@ from django.utils import timezone
 from rest_framework import exceptions
 
 from marketplace.models import Category, Service, ServiceType, ServiceUnit
+from paygo.api.amounts import MAX_WHOLE_UNITS
 from paygo.api.errors import Conflict
 from paygo.tokens import DEFAULT_TOKEN, TOKENS
 
@@ -49,13 +50,20 @@ def _declare_usage_bounds(service: Service, given: set[str]) -> None:
             setattr(service, name, None)
         return
     if service.max_session_cost is None:
-        service.max_session_cost = int(service.rate) * DEFAULT_USAGE_BOUND_UNITS
+        # Within what the API takes as an amount: the service, read back and sent again, is valid.
+        largest = (MAX_WHOLE_UNITS - 1) * 10 ** TOKENS.get(service.token, 0)
+        service.max_session_cost = min(int(service.rate) * DEFAULT_USAGE_BOUND_UNITS, largest)
     if service.max_event_quantity is None:
         service.max_event_quantity = unit.unit_quantity * DEFAULT_USAGE_BOUND_UNITS
-    if int(service.max_session_cost) <= 0:
-        raise _invalid("max_session_cost", "Must be greater than zero.")
     if int(service.max_event_quantity) <= 0:
         raise _invalid("max_event_quantity", "Must be greater than zero.")
+    # A cap that cannot pay for one unit, or for the minimum charge it advertises, makes a service
+    # whose sessions charge nothing (every report over the cap) or whose terms contradict: a rate
+    # raised past a cap set before is told so, rather than left unusable.
+    if int(service.max_session_cost) < int(service.rate):
+        raise _invalid("max_session_cost", "Must be at least the price of one unit (the rate).")
+    if int(service.minimum_charge) > int(service.max_session_cost):
+        raise _invalid("minimum_charge", "Must not be more than maxSessionCost, the most a session may cost.")
 
 
 def _name_taken() -> Conflict:

@@ -176,6 +176,10 @@ def test_a_vendor_declares_a_usage_services_bounds(api, victor):
         ({"unit": "per_request", "maxSessionCost": "0"}, "maxSessionCost"),
         ({"unit": "per_request", "maxEventQuantity": 0}, "maxEventQuantity"),
         ({"unit": "per_request", "maxSessionCost": "0.0000001"}, "maxSessionCost"),
+        # A cap below one unit's price: every report over it, the service charges nothing.
+        ({"unit": "per_request", "maxSessionCost": "0.999999"}, "maxSessionCost"),
+        # A minimum the cap could never let a session pay.
+        ({"unit": "per_request", "maxSessionCost": "2", "minimumCharge": "500"}, "minimumCharge"),
     ],
 )
 def test_usage_bounds_out_of_place_or_out_of_range_are_400_and_create_nothing(api, victor, extra, field):
@@ -769,3 +773,40 @@ def test_a_vendor_who_is_no_longer_one_sells_nothing(api, anon, alice, victor, s
     assert service.pk not in [listed["id"] for listed in anon.get(SERVICES).json()["services"]]
     assert started.status_code == 400
     assert started.json()["errors"]["serviceId"] == ["No such service."]
+
+
+def test_a_rate_raised_past_the_cap_is_told_and_changes_nothing(api, victor):
+    """The default cap (a hundred units) was kept when the rate rose past it: a service whose
+    every report was over its cap."""
+    client = api(victor)
+    created = client.post(
+        SERVICES, {"name": "Calls", "category": "Usage-Based", "rate": "1", "unit": "per_request"}, format="json"
+    )
+    service_id = created.json()["service"]["id"]
+
+    raised = client.patch(f"{SERVICES}/{service_id}", {"rate": "1000"}, format="json")
+    both = client.patch(f"{SERVICES}/{service_id}", {"rate": "1000", "maxSessionCost": "100000"}, format="json")
+
+    assert raised.status_code == 400 and set(raised.json()["errors"]) == {"maxSessionCost"}
+    assert both.status_code == 200
+    assert (both.json()["service"]["rate"], both.json()["service"]["maxSessionCost"]) == (
+        "1000.000000",
+        "100000.000000",
+    )
+
+
+def test_a_service_read_back_can_be_sent_again_whatever_its_rate(api, victor):
+    """The default cap, a hundred units, could pass what the API takes as an amount (under 10^12
+    whole tokens): the service read back and sent again was refused."""
+    client = api(victor)
+    created = client.post(
+        SERVICES,
+        {"name": "Big", "category": "Usage-Based", "rate": "50000000000", "unit": "per_request", "token": "ETH"},
+        format="json",
+    ).json()["service"]
+    fields = ("name", "description", "category", "subcategory", "type", "rate", "token", "unit", "minimumCharge",
+              "freeSeconds", "maxSessionCost", "maxEventQuantity", "metadata", "tags", "isActive")  # fmt: skip
+
+    sent_again = client.put(f"{SERVICES}/{created['id']}", {name: created[name] for name in fields}, format="json")
+
+    assert sent_again.status_code == 200, sent_again.json()

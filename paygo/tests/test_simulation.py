@@ -327,6 +327,10 @@ class PayGoSimulation(RuleBasedStateMachine):
         service_id = sorted(self.services)[index % len(self.services)]
         service = self.services[service_id]
         response = self.request(service["vendor"], "patch", f"service/{service_id}", {"rate": dec(rate)})
+        if service["max_session_cost"] is not None and rate > service["max_session_cost"]:
+            # The cap it declares could not pay for one unit: the vendor is told, nothing changes.
+            assert response.status_code == 400 and "maxSessionCost" in response.json()["errors"], response.json()
+            return
         assert response.status_code == 200, response.json()
         service["rate"] = rate
         if service["unit"] in ("per_request", "per_transaction", "per_gb"):
