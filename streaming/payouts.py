@@ -48,6 +48,6 @@ def payouts_queue(*, vendor_ids: Iterable[int]) -> list[Withdrawal]:
                     kind=WithdrawalKind.PAYOUT,
                 )
             )
-        except ValidationError:  # the balance moved since it was read: the next sweep tries again
-            logger.info("Payout for vendor %s skipped: balance changed", account.owner_id)
+        except ValidationError as exc:  # the balance moved since it was read, or the address is refused
+            logger.info("Payout for vendor %s skipped: %s", account.owner_id, exc.detail)
     return queued
