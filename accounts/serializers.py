@@ -14,6 +14,7 @@ from rest_framework import serializers
 from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
 from marketplace.models import Category
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
+from paygo.api.text import NameField
 from paygo.tokens import DEFAULT_TOKEN, decimals_of
 from wallets.serializers import WalletAddressField
 
@@ -199,7 +200,7 @@ class CategoryNamesField(serializers.ListField):
 
 
 class VendorProfileSerializer(_ProfileFields):
-    business_name = serializers.CharField(max_length=120)
+    business_name = NameField(max_length=120)
     description = serializers.CharField(max_length=2000, required=False, allow_blank=True)
     website = HttpUrlField(required=False, allow_blank=True)
     categories = CategoryNamesField(required=False)

@@ -12,7 +12,7 @@ from rest_framework import serializers
 from marketplace.models import Category, Service, ServiceType, ServiceUnit
 from marketplace.services import DEFAULT_USAGE_BOUND_UNITS
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
-from paygo.api.text import validate_storable_text
+from paygo.api.text import NameField, validate_storable_text
 from paygo.tokens import DEFAULT_TOKEN, TOKENS, decimals_of
 
 MAX_METADATA_BYTES = 8 * 1024
@@ -89,7 +89,7 @@ class ServiceSerializer(serializers.ModelSerializer):
     """A service in and out. Amounts are decimal strings at the token's precision."""
 
     vendor = VendorSerializer(read_only=True)
-    name = serializers.CharField(max_length=120, trim_whitespace=True)
+    name = NameField(max_length=120)
     description = serializers.CharField(
         max_length=MAX_DESCRIPTION_LENGTH, allow_blank=True, required=False, default="", trim_whitespace=True
     )

@@ -283,6 +283,8 @@ def test_user_profile_validation(api, alice, payload, field, message):
         ({}, "businessName"),
         ({"businessName": ""}, "businessName"),
         ({"businessName": "x" * 121}, "businessName"),
+        ({"businessName": "\u202eoiduA rotciV"}, "businessName"),  # a text-direction override
+        ({"businessName": "\u200b"}, "businessName"),  # shows nothing
         ({"website": "javascript:alert(1)"}, "website"),
         ({"website": "ftp://files.example.com"}, "website"),
         ({"categories": ["Astrology"]}, "categories"),

@@ -810,3 +810,42 @@ def test_a_service_read_back_can_be_sent_again_whatever_its_rate(api, victor):
     sent_again = client.put(f"{SERVICES}/{created['id']}", {name: created[name] for name in fields}, format="json")
 
     assert sent_again.status_code == 200, sent_again.json()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("Caf\u00e9", "Cafe\u0301"),  # one character, or a letter and its accent: the same text
+        ("Foo", "Foo\u200b"),  # a zero-width space after it
+        ("Foo Bar", "Foo  Bar"),  # two spaces
+        ("Foo", "\uff26\uff4f\uff4f"),  # full-width letters
+    ],
+    ids=["composed", "zero-width", "spaces", "full-width"],
+)
+def test_names_that_look_the_same_are_one_name(api, victor, first, second):
+    """Names that looked the same were two names: one service could pose as another."""
+    client = api(victor)
+    assert client.post(SERVICES, body(name=first), format="json").status_code == 201
+
+    response = client.post(SERVICES, body(name=second), format="json")
+
+    assert response.status_code in (400, 409), response.json()  # taken, or refused for its invisible character
+    assert Service.objects.count() == 1
+
+
+@pytest.mark.parametrize("name", ["\u200b", "\u202eevil", "a\x07b\x1b[31m"], ids=["zero-width", "bidi", "controls"])
+def test_names_with_invisible_or_control_characters_are_400(api, victor, name):
+    response = api(victor).post(SERVICES, body(name=name), format="json")
+
+    assert response.status_code == 400
+    assert set(response.json()["errors"]) == {"name"}
+    assert not Service.objects.exists()
+
+
+def test_a_name_is_kept_in_one_form_and_emoji_keep_their_joiners(api, victor):
+    created = api(victor).post(
+        SERVICES, body(name="  \uff26\uff4f\uff4f   Caf\u0065\u0301 \U0001f468\u200d\U0001f469  "), format="json"
+    )
+
+    assert created.status_code == 201, created.json()
+    assert created.json()["service"]["name"] == "Foo Caf\u00e9 \U0001f468\u200d\U0001f469"

@@ -9,6 +9,7 @@ only a JSON escape can spell one, and the API's JSON reader refuses it (paygo.ap
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,3 +47,28 @@ def validate_storable_text(value: Any) -> None:
     or JSON, holds text the database cannot store."""
     if contains_nul(value):
         raise serializers.ValidationError(NUL_MESSAGE, code="null_characters_not_allowed")
+
+
+# Format characters a name may keep: the zero-width joiner, inside emoji sequences.
+_KEPT_FORMAT = {"\u200d"}
+
+
+class NameField(serializers.CharField):
+    """A name people read and tell apart (a service's, a business's): in one Unicode form (NFKC:
+    "Café" typed either way, a full-width "Foo" as "Foo"), its runs of spaces as one, and without
+    characters that show nothing or reorder what follows (controls, zero-width spaces, direction
+    overrides). Names that looked the same were two names, and one could pose as another."""
+
+    default_error_messages = {
+        "invisible": "Use visible characters only (no control, zero-width or text-direction characters)."
+    }
+
+    def to_internal_value(self, data) -> str:
+        text = " ".join(unicodedata.normalize("NFKC", super().to_internal_value(data)).split())
+        if any(
+            unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs", "Cn") and char not in _KEPT_FORMAT for char in text
+        ):
+            self.fail("invisible")
+        if not text and not self.allow_blank:
+            self.fail("blank")
+        return text
