@@ -226,6 +226,10 @@ class VendorProfileSerializer(_ProfileFields):
         read_only_fields = ["id", "user", "created_at", "updated_at"]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("payout_address"):
+            from wallets.services import refuse_paygo_address
+
+            refuse_paygo_address("payout_address", attrs["payout_address"])  # payouts are withdrawals
         if attrs.get("payout_threshold") is not None:
             attrs["payout_threshold"] = minor_from_field(
                 "payout_threshold", attrs["payout_threshold"], decimals_of(DEFAULT_TOKEN)

@@ -439,6 +439,19 @@ def wallet_swap(
 # --- Withdrawals and payouts: the outbox ----------------------------------------------------------
 
 
+def refuse_paygo_address(field: str, address: str) -> None:
+    """A 400 on `field` when `address` (0x + 64 lower-case hex) is a PayGo wallet's, its treasury's or
+    a deposit address: nothing PayGo sends out may go there. Sent from the treasury to itself, the
+    money stayed there while the ledger said it had left (the user lost it, and custody no longer
+    matched the chain); sent to a deposit address, it went round the chain and came back a deposit."""
+    if ChipiWallet.objects.filter(address=address).exists():
+        raise _invalid(
+            field,
+            "This address is a PayGo wallet's: pay a PayGo user with a transfer (recipientAddress) instead.",
+            code="paygo_address",
+        )
+
+
 def withdrawal_request(
     *, user, asset: Asset, amount: int, to_address: str, kind: str = WithdrawalKind.WITHDRAWAL
 ) -> Withdrawal:
@@ -448,15 +461,7 @@ def withdrawal_request(
     if normalized is None:
         raise _invalid("to_address", f"Not a Starknet address ({STARKNET_ADDRESS_HELP}, above zero, below the prime).")
     to_address = normalized
-    if ChipiWallet.objects.filter(address=to_address).exists():
-        # PayGo's own (its treasury, or a user's deposit address): sent from the treasury to
-        # itself, the money stayed there while the ledger said it had left (the user lost it, and
-        # custody no longer matched the chain); sent to a deposit address, it went round the chain.
-        raise _invalid(
-            "to_address",
-            "This address is a PayGo wallet's: pay a PayGo user with a transfer (recipientAddress) instead.",
-            code="paygo_address",
-        )
+    refuse_paygo_address("to_address", to_address)
     with transaction.atomic():
         # Its nonce chosen now, once: two workers sending it (a claim that ran out under a stalled
         # first one) sign the same nonce, which the treasury account accepts once.

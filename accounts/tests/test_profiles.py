@@ -466,3 +466,19 @@ def test_the_one_to_one_backs_up_the_exists_check(alice, monkeypatch):
     with pytest.raises(Conflict):
         profile_create(user=alice, kind="user")
     assert Profile.objects.count() == 1
+
+
+def test_a_payout_address_that_is_a_paygo_wallets_is_400(api, alice, victor):
+    """Payouts are withdrawals, and none goes to a PayGo wallet (wallets.services.refuse_paygo_address):
+    set here, every payout was refused later, out of the vendor's sight."""
+    from wallets.services import wallet_open
+
+    response = api(victor).post(
+        "/api/v1/vendorprofiles/create",
+        {"businessName": "Victor Audio", "payoutAddress": wallet_open(user=alice)},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"]["payoutAddress"][0].startswith("This address is a PayGo wallet's")
+    assert VendorProfile.objects.count() == 0
