@@ -66,20 +66,20 @@ class WalletAddressField(StarknetAddressField):
 
 @extend_schema_field({"type": "string", "example": "USDC"})
 class TokenField(serializers.Field):
-    """An active asset by its code, case-insensitive. `leaving=True` (a withdrawal, the history's
-    filter) takes a token staff deactivated too: PayGo takes no more of it, but what a user holds
-    in it is theirs to see and take out (it stayed in the wallet, unseen and frozen)."""
+    """An active asset by its code, case-insensitive. `include_inactive=True` (a withdrawal, the
+    history's filter) takes a token staff deactivated too: PayGo takes no more of it, but what a
+    user holds in it is theirs to see and take out (it stayed in the wallet, unseen and frozen)."""
 
     default_error_messages = {"unknown": "Unknown token {token!r}; supported: {supported}."}
 
-    def __init__(self, *, leaving: bool = False, **kwargs):
-        self.leaving = leaving
+    def __init__(self, *, include_inactive: bool = False, **kwargs):
+        self.include_inactive = include_inactive
         super().__init__(**kwargs)
 
     def to_internal_value(self, data) -> Asset:
         validate_storable_text(data)  # such text would make the lookup below a database error
         code = str(data).strip().upper() if isinstance(data, str) else ""
-        assets = Asset.objects.all() if self.leaving else Asset.objects.filter(is_active=True)
+        assets = Asset.objects.all() if self.include_inactive else Asset.objects.filter(is_active=True)
         asset = assets.filter(code=code).first()
         if asset is None:
             supported = ", ".join(Asset.objects.filter(is_active=True).values_list("code", flat=True))
@@ -111,7 +111,7 @@ class DepositSerializer(_AmountInToken):
 
 
 class WithdrawSerializer(_AmountInToken):
-    token = TokenField(required=False, leaving=True)
+    token = TokenField(required=False, include_inactive=True)
     # Normalised and checked as a field element, as every stored address (wallets.starknet).
     to_address = WalletAddressField(
         help_text="A Starknet address: 0x and 1 to 64 hex digits, any case; kept as 0x + 64 lower-case digits."
@@ -175,7 +175,7 @@ class SwapSerializer(serializers.Serializer):
 
 class TransactionsQuerySerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=LedgerTransaction._meta.get_field("kind").choices, required=False)
-    token = TokenField(required=False, leaving=True)
+    token = TokenField(required=False, include_inactive=True)
     # `from` and `to` are Python keywords: read from the query by name in the view
     since = serializers.DateTimeField(required=False)
     until = serializers.DateTimeField(required=False)
