@@ -33,6 +33,18 @@ def wallet_owner(address: object):
     return get_user_model().objects.filter(wallet_address=normalized).first() if normalized else None
 
 
+def chain_payment_asset(token: str) -> Asset | None:
+    """The asset a payment on chain is in, by the token Chipi names (its symbol, "USDC", or its
+    chainToken, "USDC_E"), or None for a token PayGo has no asset for (left uncredited).
+
+    Active or not: a token staff deactivated takes no new business (sessions, transfers, swaps),
+    but a payment in it that arrived at a deposit address is in PayGo's custody and is the payer's,
+    so it is credited (and swept) as any deposit. Skipped, PayGo kept it and the user never knew."""
+    from wallets.chipi.interface import ASSET_BY_CHAIN_TOKEN
+
+    return Asset.objects.filter(code=ASSET_BY_CHAIN_TOKEN.get(token, token)).first()
+
+
 def transfer_recipient(
     *, recipient_id: int | None = None, recipient_email: str | None = None, recipient_address: str | None = None
 ):

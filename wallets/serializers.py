@@ -66,9 +66,10 @@ class WalletAddressField(StarknetAddressField):
 
 @extend_schema_field({"type": "string", "example": "USDC"})
 class TokenField(serializers.Field):
-    """An active asset by its code, case-insensitive. `include_inactive=True` (a withdrawal, the
-    history's filter) takes a token staff deactivated too: PayGo takes no more of it, but what a
-    user holds in it is theirs to see and take out (it stayed in the wallet, unseen and frozen)."""
+    """An active asset by its code, case-insensitive. `include_inactive=True` (a withdrawal, a
+    deposit, the history's filter) takes a token staff deactivated too: PayGo does no new business
+    in it, but what a user holds in it is theirs to see and take out (it stayed in the wallet, unseen
+    and frozen), and a payment in it that arrived on chain is theirs to be credited."""
 
     default_error_messages = {"unknown": "Unknown token {token!r}; supported: {supported}."}
 
@@ -107,6 +108,9 @@ class _AmountInToken(serializers.Serializer):
 
 
 class DepositSerializer(_AmountInToken):
+    # A deactivated token too: a payment in it that arrived on chain is the payer's, credited as the
+    # webhook and the poller credit it (selectors.chain_payment_asset), and verified all the same.
+    token = TokenField(required=False, include_inactive=True)
     tx_hash = TxHashField(required=False)
 
 

@@ -35,7 +35,7 @@ from wallets.models import (
     WithdrawalKind,
     WithdrawalStatus,
 )
-from wallets.selectors import wallet_owner
+from wallets.selectors import chain_payment_asset, wallet_owner
 from wallets.starknet import address_normalize, tx_hash_canonical
 
 logger = logging.getLogger("paygo.wallets")
@@ -255,12 +255,12 @@ def _notify_deposit(user, asset: Asset, amount: int, tx_id: int) -> None:
 
 def webhook_deposit(*, to_address: str, token: str, amount: str, tx_hash: str) -> DepositResult | None:
     """A signed Chipi `payment.completed`: verified against Chipi's records like any deposit, then
-    credited to the address's owner once per hash (None: not PayGo's address or token). The amount
-    is in whole tokens, converted by the token's decimals."""
-    from wallets.chipi.interface import ASSET_BY_CHAIN_TOKEN, raw_from_whole
+    credited to the address's owner once per hash (None: not PayGo's address, or a token PayGo has
+    no asset for; one staff deactivated is credited, selectors.chain_payment_asset). The amount is in
+    whole tokens, converted by the token's decimals."""
+    from wallets.chipi.interface import raw_from_whole
 
-    code = ASSET_BY_CHAIN_TOKEN.get(token, token)  # Chipi's chainToken (USDC_E) or the symbol
-    asset = Asset.objects.filter(code=code, is_active=True).first()
+    asset = chain_payment_asset(token)
     user = wallet_owner(to_address)
     if user is None or asset is None:
         logger.warning("Chipi webhook for an unknown address or token: %s %s", to_address, token)
@@ -284,7 +284,8 @@ POLL_WALLETS_PER_RUN = 30  # one transaction-list read each: a third of Chipi's 
 def deposits_poll(limit: int = POLL_WALLETS_PER_RUN) -> int:
     """Find deposits in Chipi's records that no webhook or client reported, so that a lost webhook
     loses nothing: the deposit wallets looked at longest ago, each credited for every confirmed
-    payment into it not credited yet (the same rule as any deposit). Returns how many it credited."""
+    payment into it not credited yet (the same rule as any deposit, a token staff deactivated
+    included: selectors.chain_payment_asset). Returns how many it credited."""
     from wallets.chipi import ChipiError, get_gateway
 
     gateway = get_gateway()
@@ -305,7 +306,7 @@ def deposits_poll(limit: int = POLL_WALLETS_PER_RUN) -> int:
         for tx in records:
             if tx.to_address != wallet.address or tx.status != "confirmed" or deposit_reference(tx.tx_hash) in known:
                 continue
-            asset = Asset.objects.filter(code=tx.token, is_active=True).first()
+            asset = chain_payment_asset(tx.token)
             if asset is None or not 0 < tx.amount < MAX_WHOLE_UNITS * 10**asset.decimals:
                 logger.warning("Deposit %s of %s %s not credited by polling", tx.tx_hash, tx.amount, tx.token)
                 continue

@@ -411,3 +411,108 @@ def test_polling_stops_while_chipi_is_down_and_credits_later(alice, sandbox):
     assert deposits_poll() == 0
     assert deposits_poll() == 1
     assert balance_of(alice) == USDC
+
+
+# --- A token staff deactivated: no new business in it, but money that arrived is the payer's -------
+
+USDT = 1_000_000
+STRK = 10**18
+
+
+def deactivate(code: str) -> None:
+    from wallets.models import Asset
+
+    Asset.objects.filter(code=code).update(is_active=False)
+
+
+def swept_into_the_treasury(tx_hash: str):
+    from wallets.models import Sweep
+
+    return Sweep.objects.select_related("asset").get(deposit_tx_hash=tx_hash)
+
+
+def test_a_webhook_for_a_payment_in_a_token_staff_deactivated_credits_it_as_any_deposit(anon, alice, sandbox):
+    """Staff deactivating a token stops no one paying it on chain: the payment sat in PayGo's custody
+    and the webhook ignored it ("unknown token"), so the user never got it. It is credited, notified
+    and swept into the treasury as a deposit of an active token is."""
+    from notifications.models import Notification
+    from wallets.services import treasury_wallet, wallet_open
+
+    deactivate("USDT")
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDT", amount=2 * USDT)
+
+    response = webhook(anon, {**payment_event(alice.wallet_address, paid.tx_hash), "token": "USDT"})
+
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "handled": True, "credited": True}
+    assert balance_of(alice, "USDT") == 2 * USDT
+    deposit_tx = LedgerTransaction.objects.get(kind=TransactionKind.DEPOSIT)
+    assert (deposit_tx.metadata["source"], deposit_tx.metadata["token"]) == ("webhook", "USDT")
+    notice = Notification.objects.get(user=alice, title="Deposit credited")
+    assert notice.message == "2.000000 USDT arrived in your wallet."
+    sweep = swept_into_the_treasury(paid.tx_hash)
+    assert (sweep.asset.code, sweep.amount, sweep.status) == ("USDT", 2 * USDT, "sent")
+    assert sandbox.balance(treasury_wallet().address, "USDT") == 2 * USDT
+
+
+def test_a_webhook_for_a_token_paygo_has_no_asset_for_is_acknowledged_logged_and_credits_nothing(
+    anon, alice, sandbox, caplog
+):
+    from wallets.services import wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC.e", amount=2 * USDC)
+
+    response = webhook(anon, {**payment_event(alice.wallet_address, paid.tx_hash), "token": "USDC_E"})
+
+    assert response.status_code == 200
+    assert response.json()["handled"] is False
+    assert "unknown address or token" in caplog.text
+    assert not LedgerTransaction.objects.filter(kind=TransactionKind.DEPOSIT).exists()
+
+
+def test_polling_credits_a_payment_in_a_token_staff_deactivated(
+    alice, sandbox, caplog, django_capture_on_commit_callbacks
+):
+    """The poller, which is there so that a lost webhook loses nothing, skipped it too (as a token PayGo
+    does not hold): found, credited once and swept. A token PayGo has no asset for stays uncredited."""
+    from wallets.services import deposits_poll, wallet_open
+
+    deactivate("STRK")
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="STRK", amount=5 * STRK)
+    sandbox.receive_payment(to_address=alice.wallet_address, token="USDC.e", amount=1)  # not a PayGo asset
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert deposits_poll() == 1
+    assert deposits_poll() == 0  # already credited
+
+    assert balance_of(alice, "STRK") == 5 * STRK
+    deposit_tx = LedgerTransaction.objects.get(kind=TransactionKind.DEPOSIT)
+    assert (deposit_tx.metadata["txHash"], deposit_tx.metadata["source"]) == (paid.tx_hash, "poll")
+    assert swept_into_the_treasury(paid.tx_hash).status == "sent"
+    assert "of 1 USDC.e not credited by polling" in caplog.text
+
+
+def test_a_reported_payment_in_a_token_staff_deactivated_is_verified_and_credited(api, alice, sandbox):
+    """The client's report of the hash was a 400 "Unknown token": the payment is verified against
+    Chipi's records as any deposit (a wrong amount is still refused), then credited and swept."""
+    from wallets.services import wallet_open
+
+    deactivate("USDT")
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDT", amount=3 * USDT)
+
+    wrong_amount = deposit(api(alice), amount=30, token="USDT", txHash=paid.tx_hash)
+    wrong_token = deposit(api(alice), amount=3, token="USDC", txHash=paid.tx_hash)
+    first = deposit(api(alice), amount=3, token="usdt", txHash=paid.tx_hash)
+    again = deposit(api(alice), amount=3, token="USDT", txHash=paid.tx_hash)
+
+    assert wrong_amount.status_code == 400
+    assert wrong_amount.json()["errors"]["amount"] == ["The transaction paid 3.000000 USDT."]
+    assert wrong_token.status_code == 400
+    assert wrong_token.json()["errors"]["token"] == ["The transaction moved USDT, not USDC."]
+    assert first.status_code == 201, first.json()
+    assert (first.json()["token"], first.json()["balance"]) == ("USDT", "3.000000")
+    assert again.status_code == 200
+    assert balance_of(alice, "USDT") == 3 * USDT
+    assert swept_into_the_treasury(paid.tx_hash).status == "sent"
+    balances = {row["token"]: row for row in api(alice).get("/api/v1/wallet/balance").json()["balances"]}
+    assert (balances["USDT"]["active"], balances["USDT"]["balance"]) == (False, "3.000000")
