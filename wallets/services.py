@@ -847,13 +847,17 @@ def reconcile() -> list[Reconciliation]:
     """Compare what PayGo's wallets hold on chain (the treasury's balance, and every deposit wallet
     with a sweep not yet sent) with what the ledger says custody holds, per asset.
 
+    Every asset, a token staff deactivated included: PayGo still holds what users kept of it and
+    what was paid in since (credited as any deposit), until it is withdrawn; left out, a difference
+    in its custody went unseen.
+
     One token-balance request per wallet and asset, through the gateway's rate limiter."""
     from wallets.chipi import get_gateway
 
     gateway = get_gateway()
     reports = []
     treasury = treasury_wallet()
-    for asset in Asset.objects.filter(is_active=True):
+    for asset in Asset.objects.order_by("pk"):
         unswept = (
             ChipiWallet.objects.filter(sweeps__asset=asset, sweeps__status=SweepStatus.PENDING)
             .distinct()

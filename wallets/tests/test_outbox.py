@@ -557,6 +557,30 @@ def test_reconciliation_matches_then_reports_a_difference(alice, sandbox):
     assert usdc.difference == 5
 
 
+def test_reconciliation_covers_the_custody_of_a_token_staff_deactivated(alice, sandbox):
+    """Only active tokens were reconciled: custody of a deactivated one (what users kept of it, what
+    was paid in since) was never compared with the chain, and a difference in it went unseen. It is
+    counted as any token's: the treasury's balance, a deposit wallet's not swept yet, money in flight."""
+    from wallets.models import Asset
+
+    chain_deposit(alice, 10 * USDC, "USDT")  # swept into the treasury
+    Asset.objects.filter(code="USDT").update(is_active=False)
+    usdt = Asset.objects.get(code="USDT")
+    paid = sandbox.receive_payment(to_address=services.wallet_open(user=alice), token="USDT", amount=2 * USDC)
+    services.deposit_credit(user=alice, asset=usdt, amount=2 * USDC, tx_hash=paid.tx_hash, source="api")  # unswept
+    services.withdrawal_request(user=alice, asset=usdt, amount=USDC, to_address=ADDRESS)  # not sent yet
+
+    reports = {report.asset.code: report for report in services.reconcile()}
+
+    assert "USDT" in reports
+    report = reports["USDT"]
+    assert (report.on_chain, report.ledger, report.difference, report.in_flight) == (12 * USDC, 12 * USDC, 0, USDC)
+
+    # Someone pays the treasury directly: money on chain the ledger does not know of.
+    sandbox.receive_payment(to_address=services.treasury_wallet().address, token="USDT", amount=5)
+    assert {report.asset.code: report for report in services.reconcile()}["USDT"].difference == 5
+
+
 def test_withdrawals_are_listed_for_their_owner_only(api, alice, bob, sandbox):
     chain_deposit(alice, 10 * USDC)
     withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
