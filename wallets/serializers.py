@@ -277,7 +277,8 @@ class WithdrawResponseSerializer(serializers.Serializer):
 class TokenBalanceSerializer(serializers.Serializer):
     token = serializers.CharField()
     active = serializers.BooleanField(
-        help_text="False for a token PayGo no longer takes (listed while you hold some): it can only be withdrawn."
+        help_text="False for a token staff deactivated (listed while you hold some): no sessions, transfers or "
+        "swaps in it; it can be withdrawn, and a payment in it that arrives at your deposit address is credited."
     )
     balance = AmountField()
     available = AmountField(help_text="The balance less what running sessions hold.")

@@ -494,8 +494,8 @@ def test_a_sweep_whose_treasury_cannot_be_opened_waits_for_its_retry(alice, sand
 
 
 def test_a_token_staff_deactivated_is_still_shown_and_withdrawn_by_those_who_hold_it(api, alice, bob, sandbox):
-    """PayGo takes no more of a deactivated token, but what a user holds in it is theirs: it was
-    left out of the balance and refused by the withdrawal (unseen and frozen)."""
+    """PayGo does no new business in a deactivated token, but what a user holds in it is theirs: it
+    was left out of the balance and refused by the withdrawal (unseen and frozen)."""
     from wallets.models import Asset
 
     chain_deposit(alice, 10 * USDC, "USDT")
