@@ -67,7 +67,7 @@ ALIASES = {
     "custody_balance": "token_balance",
 }
 OPERATIONS = tuple(PATHS) + tuple(ALIASES)
-FAULTS = ("timeout", "error", "rate_limited", "reject", "lost_response", "stale", "unreachable")
+FAULTS = ("timeout", "error", "rate_limited", "reject", "lost_response", "stale", "unreachable", "pending")
 FAULT_RETRY_AFTER = 1.0
 
 SANDBOX_API_KEY = "pk_sandbox_paygo"
@@ -92,6 +92,7 @@ class SandboxRequest:
     query: dict[str, str]
     headers: dict[str, str]
     body: Any = None  # the parsed JSON body of a POST
+    fault: str | None = None  # an injected fault the API itself acts out ("pending")
 
 
 @dataclass
@@ -231,6 +232,8 @@ class ChipiSandbox:
         rate_limited: a 429 with Retry-After. reject: a 400. lost_response: it acts, then times out.
         stale: a read answers as if nothing had happened yet (Chipi's records lagging the chain).
         unreachable: the connection fails (httpx's ConnectError): the request never left.
+        pending (execute only): it acts and answers the hash, but its record stays PENDING (not yet
+        accepted on chain) until settle() or revert() says how it ended.
         """
         operation = ALIASES.get(operation, operation)
         if operation not in PATHS:
@@ -239,6 +242,8 @@ class ChipiSandbox:
             raise ValueError(f"Unknown fault {fault!r}; choose one of {', '.join(FAULTS)}.")
         if times < 1:
             raise ValueError("times must be at least 1.")
+        if fault == "pending" and operation != "execute":
+            raise ValueError("Only an execution's record can be left pending.")
         with self._lock:
             self._faults[operation].extend([fault] * times)
 
@@ -383,6 +388,8 @@ class ChipiSandbox:
         _verify(execution, wallet)
         contracts = {contract: token for token, contract in token_contracts().items()}
         transfers = [_transfer_of(call, contracts) for call in execution.calls]
+        pending = request.fault == "pending"
+        status = SandboxTransaction.Status.PENDING if pending else SandboxTransaction.Status.SUCCESS
         with _chain_write():
             _, created = SandboxUsedNonce.objects.get_or_create(address=address, nonce=hex(execution.nonce))
             if not created:
@@ -397,7 +404,7 @@ class ChipiSandbox:
                     )
                 source.balance -= amount
                 source.save(update_fields=["balance"])
-                _record(tx_hash, token, amount, sender=address, recipient=recipient)
+                _record(tx_hash, token, amount, sender=address, recipient=recipient, status=status)
         return 200, {"transactionHash": hashes[0]}
 
     # --- Sandbox only ------------------------------------------------------------------------------
@@ -419,6 +426,43 @@ class ChipiSandbox:
                 raise ValueError("Not a wallet of this sandbox.")
             row = _record(_random_felt_hex(), chain_token, amount, sender=sender, recipient=to_address)
         return _to_chain(row)
+
+    def settle(self, tx_hash: str) -> ChainTransaction:
+        """A transfer whose record is PENDING (the "pending" fault) is accepted on chain: SUCCESS."""
+        with _chain_write():
+            row = self._transfer_for_update(tx_hash)
+            if row.status not in _UNSETTLED:
+                raise ValueError(f"The transaction is {row.status}, not pending.")
+            row.status = SandboxTransaction.Status.SUCCESS
+            row.save(update_fields=["status"])
+        return _to_chain(row)
+
+    def revert(self, tx_hash: str) -> ChainTransaction:
+        """A transfer Chipi accepted, still PENDING (the "pending" fault), ends FAILED: reverted on
+        chain, as an execution can after its hash was answered. Its record says FAILED and the money
+        is back where it was (the simulated chain applies a transfer when it is executed, so this
+        undoes it). A SUCCESS is final, as on chain: it cannot be reverted."""
+        with _chain_write():
+            row = self._transfer_for_update(tx_hash)
+            if row.status not in _UNSETTLED:
+                raise ValueError(f"The transaction is {row.status}, not pending: it cannot fail now.")
+            # Both balances locked in address order, as every chain write takes them.
+            for address, change in sorted([(row.destination_address, -row.amount), (row.sender_address, row.amount)]):
+                held = _balance_for_update(address, row.token)
+                if held.balance + change < 0:
+                    raise ValueError("The recipient no longer holds what the transfer paid it; it cannot be undone.")
+                held.balance += change
+                held.save(update_fields=["balance"])
+            row.status = SandboxTransaction.Status.FAILED
+            row.save(update_fields=["status"])
+        return _to_chain(row)
+
+    @staticmethod
+    def _transfer_for_update(tx_hash: str) -> SandboxTransaction:
+        row = SandboxTransaction.objects.select_for_update().filter(tx_hash=felt_canonical(tx_hash) or "").first()
+        if row is None:
+            raise ValueError(f"No transaction {tx_hash!r} in the sandbox.")
+        return row
 
     def balance(self, address: str, token: str) -> int:
         """Raw units of PayGo's asset `token` at `address`."""
@@ -516,15 +560,27 @@ def _balance_for_update(address: str, chain_token: str) -> SandboxBalance:
     return SandboxBalance.objects.select_for_update().get(address=address, token=chain_token)
 
 
-def _record(tx_hash: str, chain_token: str, amount: int, *, sender: str, recipient: str) -> SandboxTransaction:
-    """A SUCCESS transfer: the recipient's balance grows (the sender's was taken by the caller)."""
+_UNSETTLED = (SandboxTransaction.Status.PENDING, SandboxTransaction.Status.PROCESSING)
+
+
+def _record(
+    tx_hash: str,
+    chain_token: str,
+    amount: int,
+    *,
+    sender: str,
+    recipient: str,
+    status: str = SandboxTransaction.Status.SUCCESS,
+) -> SandboxTransaction:
+    """A transfer, SUCCESS unless told: the recipient's balance grows (the sender's was taken by the
+    caller). A PENDING one moves the money too; revert() puts it back."""
     destination = _balance_for_update(recipient, chain_token)
     destination.balance += amount
     destination.save(update_fields=["balance"])
     block = (SandboxTransaction.objects.aggregate(top=Max("block_number"))["top"] or 0) + 1
     return SandboxTransaction.objects.create(
         tx_hash=tx_hash,
-        status=SandboxTransaction.Status.SUCCESS,
+        status=status,
         token=chain_token,
         amount=amount,
         sender_address=sender,

@@ -5,7 +5,8 @@ the SDK for real (its URLs, version parameter, headers, JSON bodies, response mo
 handling) and the sandbox answers as Chipi would. Injected faults become what the wire shows: a
 timeout is httpx's ReadTimeout (before acting), a lost response acts and then times out, an error
 is a 503, a rate limit a 429 with Retry-After, a rejection a 400 with Chipi's error body, a
-stale transaction-list an empty page, and an unreachable Chipi httpx's ConnectError (nothing sent).
+stale transaction-list an empty page, an unreachable Chipi httpx's ConnectError (nothing sent), and a
+pending execution an ordinary answer whose record stays PENDING (the sandbox acts that one out).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class _Serving:
                 query=dict(request.url.params),
                 headers={name.lower(): value for name, value in request.headers.items()},
                 body=body,
+                fault=fault,
             )
         )
         if fault == "stale" and request.method == "GET":

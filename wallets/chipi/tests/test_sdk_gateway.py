@@ -12,7 +12,7 @@ from starknet_py.hash.utils import private_to_stark_key
 
 from wallets.chipi import ChipiRateLimited, ChipiRejected, ChipiTimeout, ChipiUnavailable
 from wallets.chipi.gateway import MAX_TRANSACTION_PAGES
-from wallets.chipi.interface import CONFIRMED
+from wallets.chipi.interface import CONFIRMED, FAILED, PENDING
 from wallets.chipi.models import SandboxTransaction, SandboxWallet
 from wallets.chipi.sandbox import SANDBOX_API_KEY
 from wallets.keys import new_encrypt_key
@@ -278,3 +278,34 @@ def test_a_rate_limited_send_says_when_chipi_said_to_come_back(gateway, sandbox,
         )
 
     assert limited.value.retry_after == waits
+
+
+def test_a_transfer_left_pending_reads_pending_then_settles_or_reverts_with_its_money(gateway, sandbox, key):
+    """The "pending" fault: Chipi answers the hash, its record stays PENDING; settle() makes it
+    SUCCESS, revert() FAILED with the money back where it was. A SUCCESS is final."""
+    wallet = gateway.create_wallet(external_user_id="treasury", encrypt_key=key)
+    sandbox.receive_payment(to_address=wallet.address, token="USDC", amount=10)
+    sandbox.inject("execute", "pending", times=2)
+    kept = gateway.execute_transfer(
+        wallet=wallet, encrypt_key=key, token="USDC", amount=3, to_address=ELSEWHERE, nonce=1
+    )
+    lost = gateway.execute_transfer(
+        wallet=wallet, encrypt_key=key, token="USDC", amount=4, to_address=ELSEWHERE, nonce=2
+    )
+    statuses = {tx.tx_hash: tx.status for tx in gateway.wallet_transactions(wallet.address)}
+    assert (statuses[kept], statuses[lost]) == (PENDING, PENDING)
+
+    sandbox.settle(kept)
+    sandbox.revert(lost)
+
+    statuses = {tx.tx_hash: tx.status for tx in gateway.wallet_transactions(wallet.address)}
+    assert (statuses[kept], statuses[lost]) == (CONFIRMED, FAILED)
+    assert SandboxTransaction.objects.get(tx_hash=lost).status == "FAILED"
+    assert (sandbox.balance(wallet.address, "USDC"), sandbox.balance(ELSEWHERE, "USDC")) == (7, 3)
+    for settled in (kept, lost):
+        with pytest.raises(ValueError):
+            sandbox.revert(settled)
+        with pytest.raises(ValueError):
+            sandbox.settle(settled)
+    with pytest.raises(ValueError):
+        sandbox.inject("transaction_list", "pending")  # only an execution's record can be left pending
