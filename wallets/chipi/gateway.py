@@ -220,11 +220,15 @@ class ChipiSdkGateway:
         found = self._read(lambda: self.sdk.get_wallet(GetWalletParams(external_user_id=external_user_id)))
         return None if found is None else _wallet(found)
 
-    def wallet_transactions(self, address: str, *, since: datetime | None = None) -> list[ChainTransaction]:
+    def wallet_transactions(
+        self, address: str, *, since: datetime | None = None, max_pages: int | None = None
+    ) -> list[ChainTransaction]:
         from chipi_sdk.models.transaction import GetTransactionListQuery
 
         records: list[ChainTransaction] = []
         last_page = MAX_TRANSACTION_PAGES if since is None else MAX_TRANSACTION_PAGES_BACK
+        if max_pages is not None:
+            last_page = max(1, min(last_page, max_pages))
         for page in range(1, last_page + 1):
             query = GetTransactionListQuery(wallet_address=address, page=page, limit=100)
             answer = self._read(lambda query=query: self.sdk.get_transaction_list(query))
@@ -235,7 +239,11 @@ class ChipiSdkGateway:
                 break  # the next page is older still
         else:
             if since is not None:
-                logger.error("Chipi's records of %s read back %d pages without reaching %s", address, last_page, since)
+                # Past the caller's own bound (max_pages) it knew it might stop short: a warning.
+                level = logging.ERROR if max_pages is None else logging.WARNING
+                logger.log(
+                    level, "Chipi's records of %s read back %d pages without reaching %s", address, last_page, since
+                )
         return records
 
     def token_balance(self, address: str, token: str) -> int:

@@ -104,9 +104,12 @@ class ChipiGateway(Protocol):
         """The user's wallet at Chipi, or None."""
         ...
 
-    def wallet_transactions(self, address: str, *, since: datetime | None = None) -> list[ChainTransaction]:
-        """The wallet's transactions Chipi has recorded, newest first: the recent ones, or with
-        `since` every one recorded since then (within a far larger bound)."""
+    def wallet_transactions(
+        self, address: str, *, since: datetime | None = None, max_pages: int | None = None
+    ) -> list[ChainTransaction]:
+        """The wallet's transactions Chipi has recorded (sent and received), newest first: the recent
+        ones, or with `since` every one recorded since then (within a far larger bound); with
+        `max_pages`, at most that many requests' worth."""
         ...
 
     def token_balance(self, address: str, token: str) -> int:
