@@ -235,6 +235,8 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "withdrawals-dispatch": {"task": "wallets.withdrawals_dispatch", "schedule": 30.0},
     "sweeps-dispatch": {"task": "wallets.sweeps_dispatch", "schedule": 60.0},
+    # What the outbox sent, confirmed or undone from Chipi's records (at most one read when any waits).
+    "sends-confirm": {"task": "wallets.sends_confirm", "schedule": 60.0},
     "deposits-poll": {"task": "wallets.deposits_poll", "schedule": 300.0},
     "custody-reconcile": {"task": "wallets.reconcile", "schedule": 3600.0},
     "idempotency-expire": {"task": "wallets.idempotency_expire", "schedule": 86400.0},

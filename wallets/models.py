@@ -275,8 +275,11 @@ class WithdrawalKind(models.TextChoices):
 class WithdrawalStatus(models.TextChoices):
     PENDING = "pending", "Pending"  # in the outbox, not yet handed to Chipi (or to be retried)
     SENDING = "sending", "Sending"  # claimed by a sender; Chipi may or may not have acted
+    # Executed: Chipi answered its hash and the money left custody. confirmed_at is set once Chipi's
+    # records show it succeeded on chain; one they show failed (reverted) is refunded and FAILED.
     SENT = "sent", "Sent"
-    FAILED = "failed", "Failed"  # refused by Chipi for good; the money went back to the wallet
+    # Refused by Chipi for good, or reverted on chain after it was sent: the money went back to the wallet.
+    FAILED = "failed", "Failed"
 
 
 class Withdrawal(models.Model):
@@ -304,6 +307,8 @@ class Withdrawal(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    # When Chipi's records first showed the sent transfer succeeded on chain (services.sends_confirm).
+    confirmed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -313,7 +318,13 @@ class Withdrawal(models.Model):
                 fields=["next_attempt_at"],
                 condition=Q(status__in=["pending", "sending"]),
                 name="wallets_withdrawal_due",
-            )
+            ),
+            # What the confirmation checker reads every minute: the few sends not confirmed yet.
+            models.Index(
+                fields=["sent_at"],
+                condition=Q(status="sent", confirmed_at__isnull=True),
+                name="wallets_withdrawal_unconfirmed",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -390,8 +401,8 @@ class ChipiWallet(models.Model):
 
 
 class SweepStatus(models.TextChoices):
-    PENDING = "pending"
-    SENT = "sent"
+    PENDING = "pending"  # to be sent (again, after a send that reverted on chain)
+    SENT = "sent"  # executed; confirmed_at once Chipi's records show it succeeded
     FAILED = "failed"
 
 
@@ -415,6 +426,7 @@ class Sweep(models.Model):
     last_error = models.CharField(max_length=500, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at"]

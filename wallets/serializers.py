@@ -243,7 +243,18 @@ class WithdrawalSerializer(serializers.ModelSerializer):
             "attempts",
             "created_at",
             "sent_at",
+            "confirmed_at",
         ]
+        extra_kwargs = {
+            "status": {
+                "help_text": "pending or sending: in the outbox. sent: executed on chain (confirmedAt once the "
+                "chain accepted it). failed: refused, or reverted on chain after it was sent; either way the "
+                "money is back in the wallet."
+            },
+            "confirmed_at": {
+                "help_text": "When Chipi's records showed the sent transfer succeeded on chain; null until then."
+            },
+        }
 
     def get_amount(self, withdrawal: Withdrawal) -> str:
         return format_minor(withdrawal.amount, withdrawal.asset.decimals)

@@ -968,3 +968,170 @@ def sweeps_due(limit: int = 100) -> list[str]:
             status=SweepStatus.PENDING,
         ).values_list("pk", flat=True)[:limit]
     ]
+
+
+# --- Confirmation: what became of a send on chain -------------------------------------------------
+
+# Chipi answers an execution's hash before the chain has settled it: its record says PENDING (or
+# PROCESSING) until the transaction succeeds (SUCCESS) or reverts (FAILED, CANCELLED). A sent row
+# is confirmed, or undone, from those records (sends_confirm, every minute).
+#
+# One read per run: the treasury's records (every withdrawal and payout leaves it, every sweep lands
+# in it; a wallet's transaction-list holds what it received too), back to the oldest send not
+# confirmed yet, at most this many pages of 100 (a twentieth of Chipi's 100 requests a minute).
+CONFIRM_PAGES = 5
+# A send whose transfer Chipi does not show settled this long after it was sent is for staff: logged
+# once and marked in its last_error, never refunded (it may have left). It is looked for until
+# CONFIRM_LOOKBACK after its sending, then left to them.
+CONFIRM_ALARM = timedelta(minutes=30)
+CONFIRM_LOOKBACK = timedelta(hours=24)
+
+
+@dataclass
+class ConfirmReport:
+    confirmed: int = 0
+    reverted: int = 0
+    pending: int = 0  # not settled on chain yet (or not in Chipi's records yet): the next run looks again
+
+
+def sends_confirm() -> ConfirmReport:
+    """Look up every sent withdrawal, payout and sweep not confirmed yet in Chipi's records, by its
+    hash: SUCCESS confirms it; FAILED undoes it (a withdrawal or payout is refunded to its owner, a
+    sweep is sent again); pending is left for the next run."""
+    from wallets.chipi import ChipiError, get_gateway
+
+    now = timezone.now()
+    report = ConfirmReport()
+    unconfirmed = Q(status="sent", confirmed_at__isnull=True, sent_at__gte=now - CONFIRM_LOOKBACK)
+    withdrawals = list(Withdrawal.objects.filter(unconfirmed).order_by("sent_at"))
+    sweeps = list(Sweep.objects.filter(unconfirmed).order_by("sent_at"))
+    if not withdrawals and not sweeps:
+        return report  # no read at all
+    treasury = ChipiWallet.objects.filter(role=ChipiWalletRole.TREASURY).exclude(address="").first()
+    if treasury is None:  # nothing can have been sent without it
+        logger.error("Sends to confirm but no treasury wallet: %s", [str(row.pk) for row in [*withdrawals, *sweeps]])
+        return report
+    since = min(_executed_since(row) for row in [*withdrawals, *sweeps])
+    try:
+        records = {
+            tx.tx_hash: tx
+            for tx in get_gateway().wallet_transactions(treasury.address, since=since, max_pages=CONFIRM_PAGES)
+        }
+    except ChipiError as exc:
+        logger.warning("Confirmation of sends stopped, to be tried at the next run: %r", exc)
+        return report
+    for withdrawal in withdrawals:
+        record = records.get(withdrawal.tx_hash)
+        if record is not None and record.from_address != treasury.address:
+            record = None  # not this send's transfer (cannot happen: the hash is Chipi's answer to it)
+        _settle(report, withdrawal, record, now, confirm=withdrawal_confirm, revert=withdrawal_revert)
+    for sweep in sweeps:
+        record = records.get(sweep.tx_hash)
+        if record is not None and record.to_address != treasury.address:
+            record = None
+        _settle(report, sweep, record, now, confirm=sweep_confirm, revert=sweep_revert)
+    return report
+
+
+def _executed_since(row) -> datetime:
+    """How far back the row's transfer can be in Chipi's records: its only attempt, or (after
+    several, any of which may be the one that went out) its making; less the clock skew."""
+    executed = row.send_attempted_at if row.attempts == 1 and row.send_attempted_at else row.created_at
+    return executed - CLOCK_SKEW
+
+
+def _settle(report: ConfirmReport, row, record, now: datetime, *, confirm, revert) -> None:
+    from wallets.chipi.interface import CONFIRMED, FAILED
+
+    status = record.status if record is not None else None
+    if status == CONFIRMED:
+        report.confirmed += confirm(row_id=row.pk, tx_hash=row.tx_hash)
+    elif status == FAILED:
+        report.reverted += revert(row_id=row.pk, tx_hash=row.tx_hash)
+    else:
+        report.pending += 1
+        if row.sent_at < now - CONFIRM_ALARM:
+            _confirm_overdue(row, "pending" if record is not None else "not in Chipi's records")
+
+
+def _confirm_overdue(row, seen: str) -> None:
+    """Mark (once) and log loudly a send not settled on chain long after it was sent."""
+    error = (
+        f"Not confirmed on chain {CONFIRM_ALARM.total_seconds() / 60:.0f} minutes after it was sent ({seen}): "
+        "check it on chain; nothing was refunded."
+    )
+    if (
+        type(row)
+        .objects.filter(pk=row.pk, status="sent", confirmed_at__isnull=True, last_error="")
+        .update(last_error=error)
+    ):
+        logger.error("%s %s (%s): %s", type(row).__name__, row.pk, row.tx_hash, error)
+
+
+def withdrawal_confirm(*, row_id, tx_hash: str) -> bool:
+    """Chipi's records show a sent withdrawal's (or payout's) transfer succeeded: recorded once."""
+    now = timezone.now()
+    return bool(
+        Withdrawal.objects.filter(
+            pk=row_id, status=WithdrawalStatus.SENT, tx_hash=tx_hash, confirmed_at__isnull=True
+        ).update(confirmed_at=now, updated_at=now)
+    )
+
+
+def withdrawal_revert(*, row_id, tx_hash: str) -> bool:
+    """Chipi's records show a sent withdrawal's (or payout's) transfer failed on chain: the money
+    never left the treasury, so it comes back from the custody mirror to its owner's wallet, once
+    (the row locked and its status checked; the reference unique), and the row is FAILED."""
+    with transaction.atomic():
+        locked = Withdrawal.objects.select_related("asset", "user").select_for_update(of=("self",)).get(pk=row_id)
+        if locked.status != WithdrawalStatus.SENT or locked.tx_hash != tx_hash:
+            return False  # undone already (another checker), or not this transfer's row any more
+        if locked.confirmed_at is not None:
+            logger.error("Withdrawal %s: Chipi reports %s FAILED after it was confirmed; not refunded", row_id, tx_hash)
+            return False
+        ledger.transfer(
+            debit=ledger.system_account(SystemAccount.CUSTODY, locked.asset),
+            credit=ledger.account_for_user(locked.user, locked.asset),
+            amount=locked.amount,
+            kind=TransactionKind.REFUND,
+            reference=f"withdrawal-reverted:{locked.pk}",
+            metadata={"withdrawalId": str(locked.pk), "txHash": tx_hash, "reason": "reverted on chain"},
+        )
+        locked.status = WithdrawalStatus.FAILED
+        locked.last_error = f"Reverted on chain ({tx_hash}); the money went back to the wallet."
+        locked.save(update_fields=["status", "last_error", "updated_at"])
+        transaction.on_commit(lambda: _notify_withdrawal(locked, sent=False), robust=True)
+    logger.warning("Withdrawal %s reverted on chain (%s) and was refunded", row_id, tx_hash)
+    return True
+
+
+def sweep_confirm(*, row_id, tx_hash: str) -> bool:
+    """Chipi's records show a sweep's transfer succeeded: recorded once."""
+    return bool(
+        Sweep.objects.filter(pk=row_id, status=SweepStatus.SENT, tx_hash=tx_hash, confirmed_at__isnull=True).update(
+            confirmed_at=timezone.now()
+        )
+    )
+
+
+def sweep_revert(*, row_id, tx_hash: str) -> bool:
+    """Chipi's records show a sweep's transfer failed on chain: the money is still in the deposit
+    wallet (the ledger never moved: both wallets are custody), so the sweep is made again, once (a
+    conditional update on its status and hash), with a new nonce: the reverted execution is final,
+    and whether its nonce counts as used is the account's business."""
+    remade = Sweep.objects.filter(
+        pk=row_id, status=SweepStatus.SENT, tx_hash=tx_hash, confirmed_at__isnull=True
+    ).update(
+        status=SweepStatus.PENDING,
+        tx_hash="",
+        nonce=new_nonce(),
+        send_attempted_at=None,
+        sent_at=None,
+        claimed_until=None,
+        next_attempt_at=timezone.now(),
+        last_error=f"Reverted on chain ({tx_hash}); sent again.",
+    )
+    if remade:
+        logger.warning("Sweep %s reverted on chain (%s); it is sent again", row_id, tx_hash)
+        transaction.on_commit(lambda: _queue_sweep(row_id), robust=True)
+    return bool(remade)

@@ -1,4 +1,5 @@
-"""Celery tasks of wallets: the withdrawal outbox, sweeps into the treasury, reconciliation, idempotency-key expiry."""
+"""Celery tasks of wallets: the withdrawal outbox, sweeps into the treasury, confirmation of what they sent,
+reconciliation, idempotency-key expiry."""
 
 from __future__ import annotations
 
@@ -55,6 +56,12 @@ def sweeps_dispatch_task(limit: int = 100) -> int:
     due = services.sweeps_due(limit=limit)
     _send_each("sweep", due, lambda row_id: services.sweep_send(sweep_id=row_id))
     return len(due)
+
+
+@shared_task(name="wallets.sends_confirm", ignore_result=True, time_limit=300, soft_time_limit=280)
+def sends_confirm_task() -> dict[str, int]:
+    """Confirm (or undo) what the outbox sent, from Chipi's records (one read of the treasury's)."""
+    return vars(services.sends_confirm())
 
 
 @shared_task(name="wallets.deposits_poll", ignore_result=True, time_limit=300, soft_time_limit=280)

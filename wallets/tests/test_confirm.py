@@ -1,0 +1,282 @@
+"""What the outbox sent, confirmed or undone from Chipi's records: a transfer Chipi accepted can still
+fail on chain (its record goes PENDING -> FAILED), and then the money never left PayGo's wallet."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from conftest import in_thread, money_db
+from notifications.models import Notification
+from wallets import services
+from wallets.chipi import get_gateway
+from wallets.chipi.sandbox_http import SandboxTransport
+from wallets.models import (
+    ChipiWallet,
+    LedgerTransaction,
+    Sweep,
+    SweepStatus,
+    SystemAccount,
+    TransactionKind,
+    Withdrawal,
+    WithdrawalKind,
+    WithdrawalStatus,
+)
+from wallets.tests.conftest import balance_of, chain_deposit, system_balance
+
+USDC = 1_000_000
+ADDRESS = "0x00" + "ab" * 31
+
+
+def withdraw(api, user, amount="4"):
+    response = api(user).post("/api/v1/wallet/withdraw", {"amount": amount, "toAddress": ADDRESS}, format="json")
+    assert response.status_code == 202, response.json()
+    return Withdrawal.objects.get(pk=response.json()["withdrawal"]["id"])
+
+
+def chipi_reads() -> int:
+    """transaction-list requests this thread's gateway has made to the sandbox."""
+    transport = get_gateway().transport
+    assert isinstance(transport, SandboxTransport)
+    return sum(1 for request in transport.received if request.url.path.endswith("/transactions/transaction-list"))
+
+
+def reverted_refunds(withdrawal) -> int:
+    return LedgerTransaction.objects.filter(
+        kind=TransactionKind.REFUND, reference=f"withdrawal-reverted:{withdrawal.pk}"
+    ).count()
+
+
+@pytest.mark.django_db
+def test_a_sent_withdrawal_is_confirmed_from_chipis_records_and_its_owner_sees_when(api, alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    withdrawal = withdraw(api, alice)
+    assert withdrawal.status == WithdrawalStatus.SENT
+    body = api(alice).get(f"/api/v1/wallet/withdrawals/{withdrawal.pk}").json()["withdrawal"]
+    assert (body["status"], body["confirmedAt"]) == ("sent", None)
+
+    report = services.sends_confirm()
+
+    assert (report.confirmed, report.reverted, report.pending) == (2, 0, 0)  # the withdrawal and the sweep
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == WithdrawalStatus.SENT
+    assert withdrawal.confirmed_at is not None
+    assert Sweep.objects.get().confirmed_at is not None
+    body = api(alice).get(f"/api/v1/wallet/withdrawals/{withdrawal.pk}").json()["withdrawal"]
+    assert body["status"] == "sent"
+    assert body["confirmedAt"] == withdrawal.confirmed_at.isoformat().replace("+00:00", "Z")
+    listed = api(alice).get("/api/v1/wallet/withdrawals").json()["withdrawals"][0]
+    assert listed["confirmedAt"] == body["confirmedAt"]
+    assert balance_of(alice) == 6 * USDC
+    assert system_balance(SystemAccount.CUSTODY) == -6 * USDC
+
+
+@pytest.mark.django_db
+def test_the_checker_reads_the_treasury_once_and_not_at_all_when_nothing_waits(api, alice, sandbox):
+    chain_deposit(alice, 20 * USDC)
+    for _ in range(3):
+        withdraw(api, alice, amount="1")
+    before = chipi_reads()
+
+    assert services.sends_confirm().confirmed == 4  # three withdrawals and the sweep, from one read
+    assert chipi_reads() == before + 1
+    assert services.sends_confirm().confirmed == 0
+    assert chipi_reads() == before + 1  # everything confirmed: no read
+
+
+@pytest.mark.django_db
+def test_a_withdrawal_pending_on_chain_stays_sent_until_it_settles(api, alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("execute", "pending")
+    withdrawal = withdraw(api, alice)
+
+    report = services.sends_confirm()
+
+    assert (report.confirmed, report.reverted, report.pending) == (1, 0, 1)  # the sweep; the withdrawal waits
+    withdrawal.refresh_from_db()
+    assert (withdrawal.status, withdrawal.confirmed_at, withdrawal.last_error) == (WithdrawalStatus.SENT, None, "")
+    assert balance_of(alice) == 6 * USDC
+
+    sandbox.settle(withdrawal.tx_hash)
+    assert services.sends_confirm().confirmed == 1
+    withdrawal.refresh_from_db()
+    assert withdrawal.confirmed_at is not None
+
+
+@pytest.mark.django_db
+def test_a_withdrawal_reverted_on_chain_is_refunded_once_and_its_owner_told(
+    api, alice, sandbox, django_capture_on_commit_callbacks
+):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("execute", "pending")
+    withdrawal = withdraw(api, alice)
+    assert withdrawal.status == WithdrawalStatus.SENT
+    assert system_balance(SystemAccount.CUSTODY) == -6 * USDC
+    sandbox.revert(withdrawal.tx_hash)  # the money is back in the treasury on chain
+
+    with django_capture_on_commit_callbacks(execute=True):
+        report = services.sends_confirm()
+
+    assert report.reverted == 1
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == WithdrawalStatus.FAILED
+    assert withdrawal.confirmed_at is None
+    assert "Reverted on chain" in withdrawal.last_error
+    assert balance_of(alice) == 10 * USDC
+    assert system_balance(SystemAccount.CUSTODY) == -10 * USDC
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+    assert reverted_refunds(withdrawal) == 1
+    # Custody on chain matches the ledger again.
+    (usdc, *_rest) = services.reconcile()
+    assert (usdc.on_chain, usdc.ledger, usdc.difference) == (10 * USDC, 10 * USDC, 0)
+    notification = Notification.objects.filter(user=alice, title="Withdrawal failed").get()
+    assert notification.data == {"withdrawalId": str(withdrawal.pk), "status": "failed"}
+    body = api(alice).get(f"/api/v1/wallet/withdrawals/{withdrawal.pk}").json()["withdrawal"]
+    assert (body["status"], body["confirmedAt"]) == ("failed", None)
+
+    # A checker that runs again (or re-runs after a crash) moves nothing more.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.sends_confirm().reverted == 0
+        assert services.withdrawal_revert(row_id=withdrawal.pk, tx_hash=withdrawal.tx_hash) is False
+    assert reverted_refunds(withdrawal) == 1
+    assert balance_of(alice) == 10 * USDC
+    assert Notification.objects.filter(user=alice, title="Withdrawal failed").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_payout_reverted_on_chain_goes_back_to_the_vendor(victor, sandbox, django_capture_on_commit_callbacks):
+    chain_deposit(victor, 10 * USDC)
+    sandbox.inject("execute", "pending")
+    with django_capture_on_commit_callbacks(execute=True):  # its send is queued on commit
+        payout = services.withdrawal_request(
+            user=victor,
+            asset=services.ledger.asset_get("USDC"),
+            amount=3 * USDC,
+            to_address=ADDRESS,
+            kind=WithdrawalKind.PAYOUT,
+        )
+    payout.refresh_from_db()
+    assert payout.status == WithdrawalStatus.SENT
+    assert balance_of(victor) == 7 * USDC
+    sandbox.revert(payout.tx_hash)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.sends_confirm().reverted == 1
+
+    payout.refresh_from_db()
+    assert payout.status == WithdrawalStatus.FAILED
+    assert balance_of(victor) == 10 * USDC
+    assert system_balance(SystemAccount.CUSTODY) == -10 * USDC
+    assert reverted_refunds(payout) == 1
+    assert Notification.objects.filter(user=victor, title="Payout failed").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_sweep_reverted_on_chain_is_sent_again_and_custody_stays_whole(
+    alice, sandbox, django_capture_on_commit_callbacks
+):
+    sandbox.inject("execute", "pending")
+    chain_deposit(alice, 5 * USDC)  # its sweep's record stays pending
+    sweep = Sweep.objects.get()
+    first_hash, first_nonce = sweep.tx_hash, sweep.nonce
+    deposit_wallet = ChipiWallet.objects.get(owner=alice).address
+    treasury = services.treasury_wallet().address
+    sandbox.revert(first_hash)
+    assert (sandbox.balance(deposit_wallet, "USDC"), sandbox.balance(treasury, "USDC")) == (5 * USDC, 0)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.sends_confirm().reverted == 1
+
+    sweep.refresh_from_db()  # remade and, its task queued on commit, sent again with a new nonce
+    assert sweep.status == SweepStatus.SENT
+    assert sweep.tx_hash not in ("", first_hash)
+    assert sweep.nonce != first_nonce
+    assert (sandbox.balance(deposit_wallet, "USDC"), sandbox.balance(treasury, "USDC")) == (0, 5 * USDC)
+    assert balance_of(alice) == 5 * USDC  # the ledger never moved: both wallets are custody
+    assert services.sends_confirm().confirmed == 1
+    assert services.sends_confirm().reverted == 0
+    (usdc, *_rest) = services.reconcile()
+    assert (usdc.on_chain, usdc.ledger, usdc.difference) == (5 * USDC, 5 * USDC, 0)
+
+
+@pytest.mark.django_db
+def test_a_send_chipi_never_shows_is_reported_once_and_not_refunded(api, alice, sandbox, caplog):
+    chain_deposit(alice, 10 * USDC)
+    services.sends_confirm()  # the sweep confirmed
+    withdrawal = withdraw(api, alice)
+
+    with time_machine.travel(timezone.now() + services.CONFIRM_ALARM - timedelta(minutes=1)):
+        sandbox.inject("transaction_list", "stale")  # Chipi's records do not show it
+        assert services.sends_confirm().pending == 1
+    withdrawal.refresh_from_db()
+    assert withdrawal.last_error == ""  # not overdue yet
+
+    with time_machine.travel(timezone.now() + services.CONFIRM_ALARM + timedelta(minutes=1)):
+        sandbox.inject("transaction_list", "stale", times=2)
+        with caplog.at_level(logging.ERROR, logger="paygo.wallets"):
+            assert services.sends_confirm().pending == 1
+            assert services.sends_confirm().pending == 1
+    overdue = [record for record in caplog.records if "Not confirmed on chain" in record.getMessage()]
+    assert len(overdue) == 1
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == WithdrawalStatus.SENT
+    assert "not in Chipi's records" in withdrawal.last_error
+    assert balance_of(alice) == 6 * USDC
+    assert reverted_refunds(withdrawal) == 0
+
+    # Shown at last, it is confirmed all the same.
+    with time_machine.travel(timezone.now() + timedelta(hours=2)):
+        assert services.sends_confirm().confirmed == 1
+    withdrawal.refresh_from_db()
+    assert withdrawal.confirmed_at is not None
+
+
+@money_db
+def test_two_checkers_at_once_refund_a_reverted_withdrawal_once(api, alice, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("execute", "pending")
+    withdrawal = withdraw(api, alice)
+    sandbox.revert(withdrawal.tx_hash)
+    start = threading.Barrier(2)
+
+    @in_thread
+    def check(_):
+        start.wait()
+        return services.sends_confirm().reverted
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = sorted(pool.map(check, range(2)))
+
+    assert outcomes == [0, 1]
+    assert reverted_refunds(withdrawal) == 1
+    assert balance_of(alice) == 10 * USDC
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.FAILED
+    assert Notification.objects.filter(user=alice, title="Withdrawal failed").count() == 1
+
+
+@money_db
+def test_two_reverts_of_one_withdrawal_at_once_refund_it_once(api, alice, sandbox):
+    """The write path itself, raced: the row lock and its status check let one through."""
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("execute", "pending")
+    withdrawal = withdraw(api, alice)
+    start = threading.Barrier(8)
+
+    @in_thread
+    def revert(_):
+        start.wait()
+        return services.withdrawal_revert(row_id=withdrawal.pk, tx_hash=withdrawal.tx_hash)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(revert, range(8)))
+
+    sandbox.revert(withdrawal.tx_hash)  # what the chain said (keeps custody matching for the ledger check)
+    assert outcomes.count(True) == 1
+    assert reverted_refunds(withdrawal) == 1
+    assert balance_of(alice) == 10 * USDC
