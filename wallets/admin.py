@@ -17,7 +17,7 @@ from paygo.admin import ReadOnlyAdminMixin, amount_field, in_units, short
 from paygo.api.amounts import AmountError, to_minor
 from paygo.api.permissions import staff_has
 from wallets import services
-from wallets.models import Account, Asset, Entry, Hold, LedgerTransaction, Reconciliation, Withdrawal
+from wallets.models import Account, Asset, Entry, Hold, LedgerTransaction, Reconciliation, Withdrawal, WithdrawalStatus
 
 
 class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
@@ -223,6 +223,34 @@ class HoldAdmin(ReadOnlyAdmin):
         return short(hold.reference)
 
 
+def withdrawal_confirmation(withdrawal: Withdrawal) -> str:
+    """What the chain said of a sent withdrawal (services.sends_confirm), in an operator's words."""
+    if withdrawal.confirmed_at is not None:
+        return "confirmed"
+    if withdrawal.status == WithdrawalStatus.SENT:
+        return "awaiting confirmation"
+    if withdrawal.status == WithdrawalStatus.FAILED and withdrawal.sent_at is not None:
+        return "reverted (refunded)"
+    return "-"
+
+
+class ConfirmationFilter(admin.SimpleListFilter):
+    title = "on chain"
+    parameter_name = "confirmation"
+
+    def lookups(self, request, model_admin):
+        return [("confirmed", "confirmed"), ("awaiting", "awaiting confirmation"), ("reverted", "reverted (refunded)")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "confirmed":
+            return queryset.filter(confirmed_at__isnull=False)
+        if self.value() == "awaiting":
+            return queryset.filter(status=WithdrawalStatus.SENT, confirmed_at__isnull=True)
+        if self.value() == "reverted":
+            return queryset.filter(status=WithdrawalStatus.FAILED, sent_at__isnull=False)
+        return queryset
+
+
 @admin.register(Withdrawal)
 class WithdrawalAdmin(ReadOnlyAdmin):
     list_display = (
@@ -232,11 +260,12 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "kind",
         "user",
         "short_address",
+        "confirmation",
         "attempts",
         "last_error",
     )
     list_display_links = ("amount_in_units",)
-    list_filter = ("status", "kind", "asset")
+    list_filter = ("status", "kind", "asset", ConfirmationFilter)
     search_fields = ("id", "user__email", "to_address", "tx_hash")
     list_select_related = ("user", "asset")
     fields = (
@@ -255,11 +284,17 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "next_attempt_at",
         "claimed_until",
         "sent_at",
+        "confirmation",
+        "confirmed_at",
         "updated_at",
     )
     readonly_fields = fields
 
     amount_in_units = amount_field("amount", description="amount")
+
+    @admin.display(description="on chain")
+    def confirmation(self, withdrawal: Withdrawal) -> str:
+        return withdrawal_confirmation(withdrawal)
 
     @admin.display(description="to", ordering="to_address")
     def short_address(self, withdrawal: Withdrawal) -> str:

@@ -136,3 +136,30 @@ def test_adjusting_an_account_that_does_not_exist_is_a_404(operator):
         ).status_code
         == 404
     )
+
+
+def test_staff_see_what_the_chain_said_of_each_withdrawal_read_only(operator, alice, sandbox):
+    from django.utils import timezone
+
+    from wallets.models import Withdrawal, WithdrawalStatus
+    from wallets.tests.conftest import chain_deposit
+
+    chain_deposit(alice, 10 * USDC)
+    usdc, address = ledger.asset_get("USDC"), "0x00" + "ab" * 31
+    confirmed, reverted, awaiting = (
+        withdrawal_request(user=alice, asset=usdc, amount=amount, to_address=address) for amount in (1, 2, 3)
+    )
+    now = timezone.now()
+    Withdrawal.objects.filter(pk=confirmed.pk).update(status=WithdrawalStatus.SENT, sent_at=now, confirmed_at=now)
+    Withdrawal.objects.filter(pk=reverted.pk).update(status=WithdrawalStatus.FAILED, sent_at=now)
+    Withdrawal.objects.filter(pk=awaiting.pk).update(status=WithdrawalStatus.SENT, sent_at=now)
+
+    listing = _text(_page(operator, "/admin/wallets/withdrawal/"))
+    assert "on chain" in listing
+    assert "awaiting confirmation" in listing and "reverted (refunded)" in listing
+    for withdrawal, shown in ((confirmed, "confirmed"), (reverted, "reverted (refunded)"), (awaiting, "awaiting")):
+        page = _page(operator, f"/admin/wallets/withdrawal/{withdrawal.pk}/change/")
+        assert shown in _text(page)
+        assert 'name="confirmed_at"' not in page  # read-only
+    awaiting_only = _text(_page(operator, "/admin/wallets/withdrawal/?confirmation=awaiting"))
+    assert "0.000003 USDC" in awaiting_only and "0.000001 USDC" not in awaiting_only
