@@ -565,7 +565,12 @@ class PayGoSimulation(RuleBasedStateMachine):
     def drain_the_outbox(self, seconds):
         """Time passes beyond every claim and backoff; the dispatchers send what is due, the polling
         credits what no webhook did. Then custody on chain equals the ledger, to the unit."""
-        from wallets.tasks import deposits_poll_task, sweeps_dispatch_task, withdrawals_dispatch_task
+        from wallets.tasks import (
+            deposits_poll_task,
+            sends_confirm_task,
+            sweeps_dispatch_task,
+            withdrawals_dispatch_task,
+        )
 
         OPERATIONS["drain"] += 1
         self.clock.shift(timedelta(seconds=seconds))
@@ -576,6 +581,8 @@ class PayGoSimulation(RuleBasedStateMachine):
                 break
             self.clock.shift(timedelta(seconds=3700))
         assert not self.outbox_pending(), "the outbox did not drain"
+        # Nothing here reverts on chain: the confirmation checker confirms what was sent, undoes nothing.
+        assert sends_confirm_task()["reverted"] == 0
         credited = deposits_poll_task()
         assert credited == len(self.unpaid_events)
         for email, amount in self.unpaid_events.values():
