@@ -845,7 +845,8 @@ def adjustment_post(
 
 def reconcile() -> list[Reconciliation]:
     """Compare what PayGo's wallets hold on chain (the treasury's balance, and every deposit wallet
-    with a sweep not yet sent) with what the ledger says custody holds, per asset.
+    with a sweep not yet sent or refused for good: its money is still there) with what the ledger
+    says custody holds, per asset.
 
     Every asset, a token staff deactivated included: PayGo still holds what users kept of it and
     what was paid in since (credited as any deposit), until it is withdrawn; left out, a difference
@@ -859,7 +860,9 @@ def reconcile() -> list[Reconciliation]:
     treasury = treasury_wallet()
     for asset in Asset.objects.order_by("pk"):
         unswept = (
-            ChipiWallet.objects.filter(sweeps__asset=asset, sweeps__status=SweepStatus.PENDING)
+            ChipiWallet.objects.filter(
+                sweeps__asset=asset, sweeps__status__in=[SweepStatus.PENDING, SweepStatus.FAILED]
+            )
             .distinct()
             .values_list("address", flat=True)
         )

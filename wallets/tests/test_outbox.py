@@ -581,6 +581,26 @@ def test_reconciliation_covers_the_custody_of_a_token_staff_deactivated(alice, s
     assert {report.asset.code: report for report in services.reconcile()}["USDT"].difference == 5
 
 
+def test_reconciliation_counts_the_money_a_sweep_refused_for_good_left_in_its_deposit_wallet(alice, sandbox):
+    """A sweep Chipi refused for good leaves its money in the deposit wallet (still custody: staff
+    look at it). Reconciliation counted only the wallets of sweeps still to be sent, so that money
+    showed as missing from custody, a difference where there was none."""
+    from wallets.models import Sweep, SweepStatus
+    from wallets.services import deposit_credit, sweep_send, wallet_open
+
+    paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=3 * USDC)
+    deposit_credit(
+        user=alice, asset=services.ledger.asset_get("USDC"), amount=3 * USDC, tx_hash=paid.tx_hash, source="api"
+    )
+    sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
+    sandbox.inject("execute", "reject")
+    assert sweep_send(sweep_id=sweep.pk) == SweepStatus.FAILED
+
+    (usdc, *_rest) = services.reconcile()
+
+    assert (usdc.on_chain, usdc.ledger, usdc.difference) == (3 * USDC, 3 * USDC, 0)
+
+
 def test_withdrawals_are_listed_for_their_owner_only(api, alice, bob, sandbox):
     chain_deposit(alice, 10 * USDC)
     withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
