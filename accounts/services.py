@@ -126,14 +126,20 @@ def user_login(*, request, email: str, password: str) -> User:
 
 def user_deactivate(*, user: User) -> User:
     """Deactivate: login is refused and every token the user holds stops working at once
-    (authentication checks is_active on every request and socket handshake), every session they pay
-    for or host stops, charged up to now, and the sockets already open are closed once it commits."""
+    (authentication checks is_active on every request and socket handshake), their open
+    consultations are cancelled (the other side told), every session they pay for or host stops,
+    charged up to now, and the sockets already open are closed once it commits."""
+    from consultations.services import consultations_cancel_of
     from paygo.ws import close_sockets_of
     from streaming.services import sessions_stop_of
 
     with transaction.atomic():
         user.is_active = False
         user.save(update_fields=["is_active"])
+        # Consultations first: their calls start and stop under the consultation's lock, then the
+        # accounts', and so does this (the other way round, a call starting meanwhile could deadlock
+        # with it). Their calls stop there with the same stop, and reason, as their other sessions below.
+        consultations_cancel_of(user=user)
         sessions_stop_of(user=user)
     transaction.on_commit(lambda: close_sockets_of(user.pk, again=True), robust=True)
     return user

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import exceptions
 
@@ -20,6 +21,7 @@ from consultations import selectors
 from consultations.models import (
     CLOSED_STATUSES,
     MESSAGE_MAX_LENGTH,
+    OPEN_STATUSES,
     Consultation,
     ConsultationCall,
     ConsultationStatus,
@@ -28,7 +30,7 @@ from consultations.models import (
 from marketplace.selectors import is_on_sale
 from paygo.api.errors import Conflict
 from streaming import services as streaming
-from streaming.models import SessionKind, StreamingSession
+from streaming.models import SessionKind, StopReason, StreamingSession
 
 NOTIFICATION_PREVIEW_LENGTH = 200
 
@@ -195,18 +197,8 @@ def consultation_status_change(*, consultation: Consultation, actor, status: str
                 }
             )
         call = locked.running_call
-        if call is not None:
-            streaming.session_stop(session=call, reason=streaming.stop_reason_for(call, actor))
-        locked.status = status
-        locked.updated_at = now
-        fields = ["status", "updated_at"]
-        if status == ConsultationStatus.ACCEPTED:
-            locked.accepted_at = now
-            fields.append("accepted_at")
-        if status in CLOSED_STATUSES:
-            locked.closed_at = now
-            fields.append("closed_at")
-        locked.save(update_fields=fields)
+        stop_reason = streaming.stop_reason_for(call, actor) if call else None
+        _status_set(locked, status=status, now=now, stop_reason=stop_reason)
         _notify(
             locked.other_participant_id(actor),
             f"Consultation {status}",
@@ -215,6 +207,59 @@ def consultation_status_change(*, consultation: Consultation, actor, status: str
             status=status,
         )
     return locked
+
+
+def _status_set(locked: Consultation, *, status: str, now: datetime, stop_reason: str | None) -> None:
+    """The one write of a consultation's status, on a row _lock() holds: a running call is stopped
+    first (charged exactly up to then, as any session's stop), since no call runs on a consultation
+    that is not accepted."""
+    if locked.running_call is not None:
+        streaming.session_stop(session=locked.running_call, reason=stop_reason)
+    locked.status = status
+    locked.updated_at = now
+    fields = ["status", "updated_at"]
+    if status == ConsultationStatus.ACCEPTED:
+        locked.accepted_at = now
+        fields.append("accepted_at")
+    if status in CLOSED_STATUSES:
+        locked.closed_at = now
+        fields.append("closed_at")
+    locked.save(update_fields=fields)
+
+
+def consultations_cancel_of(*, user, now: datetime | None = None) -> int:
+    """Cancel every open consultation `user` takes part in, as the user or as the vendor: their
+    account was deactivated (accounts.services.user_deactivate), and the other side must not keep
+    writing to, waiting on or paying someone who cannot answer. A running call stops first, charged
+    exactly up to then with the reason staff, as deactivation stops every session of theirs; the
+    other side is told why. Returns how many were cancelled.
+
+    The consultations are locked before any account (ordered by id), as a call's start and a status
+    change lock them: a call starting meanwhile is either stopped here or refused after."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Consultation.objects.select_for_update()
+            .filter(Q(user=user) | Q(vendor=user), status__in=OPEN_STATUSES)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        for pk in ids:
+            locked = _lock(Consultation(pk=pk))
+            had_call = locked.running_call is not None
+            _status_set(locked, status=ConsultationStatus.CANCELLED, now=now, stop_reason=StopReason.STAFF)
+            role = "take consultations" if user.pk == locked.vendor_id else "take part"
+            _notify(
+                locked.other_participant_id(user),
+                "Consultation cancelled",
+                f"{user.name} can no longer {role} (the account is no longer active): the consultation about "
+                f"{locked.service.name} is cancelled."
+                + (" Its call was stopped and charged up to then." if had_call else ""),
+                locked,
+                status=ConsultationStatus.CANCELLED,
+                reason="account_deactivated",
+            )
+    return len(ids)
 
 
 # --- Calls --------------------------------------------------------------------------------------------

@@ -1,0 +1,184 @@
+"""A participant's account deactivated by staff (accounts.services.user_deactivate, which the admin's
+action and its user form both call): the calls they take part in stop at once, charged exactly up
+to then, and their open consultations are cancelled, the other side told, so that nobody keeps
+writing to, waiting on or paying someone who can no longer answer."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from accounts.services import user_deactivate
+from conftest import money_db
+from consultations import services
+from consultations.models import Consultation, ConsultationStatus
+from consultations.selectors import running_call_of
+from consultations.tests.conftest import call_url, committed, message_url
+from consultations.tests.test_concurrency import _race
+from notifications.models import Notification
+from paygo.api.errors import Conflict
+from streaming.models import SessionStatus, StopReason, StreamingSession
+from streaming.tests.conftest import USDC, beat, fresh, run_sweep
+from wallets.models import SystemAccount
+from wallets.tests.conftest import balance_of, fund_wallet, system_balance
+
+pytestmark = pytest.mark.django_db
+
+
+def deactivate_in_the_admin(operator, someone, how: str) -> None:
+    """As staff do it: the users list's action, or the user's form with "active" unticked."""
+    client = Client()
+    client.force_login(operator)
+    with committed():
+        if how == "action":
+            response = client.post(
+                "/admin/accounts/user/", {"action": "deactivate_users", "_selected_action": [someone.pk]}
+            )
+        else:
+            page = client.get(f"/admin/accounts/user/{someone.pk}/change/")
+            skipped = ("groups", "user_permissions", "password", "last_login", "is_active")
+            initial = page.context["adminform"].form.initial
+            form = {k: v for k, v in initial.items() if v is not None and k not in skipped}
+            response = client.post(f"/admin/accounts/user/{someone.pk}/change/", form)
+    assert response.status_code == 302, response.content[:2000]
+    someone.refresh_from_db()
+    assert not someone.is_active
+
+
+def consultation_news() -> set[tuple[int, int, str]]:
+    """(whom, which consultation, title) of every consultation notification."""
+    return {
+        (n.user_id, n.data["consultationId"], n.title)
+        for n in Notification.objects.filter(type="consultation").order_by("pk")
+    }
+
+
+def states(*consultations) -> list[tuple[str, object]]:
+    fetched = Consultation.objects.in_bulk([c.pk for c in consultations])
+    return [(fetched[c.pk].status, fetched[c.pk].closed_at) for c in consultations]
+
+
+@pytest.mark.parametrize("how", ["action", "form"])
+def test_a_vendor_deactivated_mid_call_stops_the_call_then_and_cancels_his_open_consultations(
+    api, olga, alice, bob, victor, wanda, consult, make_service, clock, how
+):
+    in_call = consult("active")  # alice: 10 USDC, a call at 1 USDC a minute from now on
+    call = running_call_of(in_call)
+    waiting, accepted = consult("pending", user=bob), consult("accepted", user=bob)
+    done = consult("completed")
+    elsewhere = consult("accepted", service=make_service("per_minute", rate=USDC, vendor=wanda))
+    done_at = Consultation.objects.get(pk=done.pk).closed_at
+    for _ in range(3):
+        clock.move(seconds=30)
+        beat(call)
+    Notification.objects.all().delete()
+
+    deactivate_in_the_admin(olga, victor, how)
+    deactivated_at = clock.now()
+    for _ in range(4):  # alice's client keeps beating; the sweep runs
+        clock.move(seconds=30)
+        beat(call)
+        run_sweep()
+
+    call = fresh(call)
+    assert (call.status, call.stop_reason, call.end_time) == (SessionStatus.STOPPED, StopReason.STAFF, deactivated_at)
+    assert call.total_cost == 1_500_000  # 90 seconds at 1 USDC a minute, not a minor unit more
+    assert balance_of(alice) == 10 * USDC - 1_500_000
+    assert (balance_of(victor), system_balance(SystemAccount.PLATFORM_REVENUE)) == (1_350_000, 150_000)
+    assert states(in_call, waiting, accepted) == [(ConsultationStatus.CANCELLED, deactivated_at)] * 3
+    assert states(done, elsewhere) == [(ConsultationStatus.COMPLETED, done_at), (ConsultationStatus.ACCEPTED, None)]
+    # Those who were talking to him are told; he, whose account is off, is not.
+    title = "Consultation cancelled"
+    told = {(alice.pk, in_call.pk, title), (bob.pk, waiting.pk, title), (bob.pk, accepted.pk, title)}
+    assert consultation_news() == told
+    told = Notification.objects.get(user=alice, type="consultation")
+    assert told.message == (
+        "Victor can no longer take consultations (the account is no longer active): the consultation about "
+        f"{in_call.service.name} is cancelled. Its call was stopped and charged up to then."
+    )
+    assert told.data == {"consultationId": in_call.pk, "status": "cancelled", "reason": "account_deactivated"}
+    # Nobody writes to him or calls him there any more.
+    client = api(alice)
+    written = client.post(message_url(in_call), {"message": "Hello? Are you there?"}, format="json")
+    called = client.post(call_url(in_call, "start"), {}, format="json")
+    assert (written.status_code, written.json()["code"]) == (409, "closed")
+    assert (called.status_code, called.json()["code"]) == (409, "not_accepted")
+    assert StreamingSession.objects.filter(status=SessionStatus.ACTIVE).count() == 0
+
+
+def test_a_user_deactivated_mid_call_stops_his_call_as_his_sessions_stop_and_cancels_his_consultations(
+    olga, alice, bob, victor, consult, clock
+):
+    """The reverse: the payer's account goes. Deactivation already stopped the sessions he pays for
+    (streaming.services.sessions_stop_of); his calls stop the same way, and the vendors waiting on
+    him are told."""
+    in_call, waiting = consult("active"), consult("pending")
+    fund_wallet(bob, 10 * USDC)
+    bobs = consult("active", user=bob)
+    call, bobs_call = running_call_of(in_call), running_call_of(bobs)
+    clock.move(seconds=45)
+    beat(call)
+    beat(bobs_call)
+    Notification.objects.all().delete()
+
+    deactivate_in_the_admin(olga, alice, "action")
+    deactivated_at = clock.now()
+    clock.move(seconds=30)
+    beat(bobs_call)
+    run_sweep()
+
+    call = fresh(call)
+    assert (call.status, call.stop_reason, call.end_time, call.total_cost) == (
+        SessionStatus.STOPPED,
+        StopReason.STAFF,
+        deactivated_at,
+        750_000,
+    )
+    assert balance_of(alice) == 10 * USDC - 750_000
+    assert states(in_call, waiting) == [(ConsultationStatus.CANCELLED, deactivated_at)] * 2
+    assert states(bobs) == [(ConsultationStatus.ACCEPTED, None)]
+    assert fresh(bobs_call).status == SessionStatus.ACTIVE
+    title = "Consultation cancelled"
+    assert consultation_news() == {(victor.pk, in_call.pk, title), (victor.pk, waiting.pk, title)}
+    assert Notification.objects.get(user=victor, type="consultation", data__consultationId=waiting.pk).message == (
+        "Alice can no longer take part (the account is no longer active): the consultation about "
+        f"{waiting.service.name} is cancelled."
+    )
+
+
+def test_a_deactivation_leaves_closed_consultations_as_they_were(olga, alice, victor, consult):
+    closed = [consult(status) for status in ("completed", "cancelled", "rejected")]
+    before = states(*closed)
+    Notification.objects.all().delete()
+
+    with committed():
+        user_deactivate(user=victor)
+
+    assert states(*closed) == before
+    assert not Notification.objects.filter(type="consultation").exists()
+
+
+# --- Races ------------------------------------------------------------------------------------------
+
+
+@money_db
+def test_a_call_started_while_the_vendor_is_deactivated_does_not_outlive_him(alice, victor, consult):
+    """Whichever takes the consultation's lock first: the call is refused, or it starts and is
+    stopped by the deactivation; either way nothing runs and the money adds up."""
+    consultation = consult("accepted")
+    fund_wallet(alice, 10 * USDC)
+
+    def start():
+        return services.consultation_call_start(consultation=Consultation.objects.get(pk=consultation.pk), actor=alice)
+
+    def deactivate():
+        return user_deactivate(user=type(victor).objects.get(pk=victor.pk))
+
+    started, deactivated = _race(start, deactivate)
+
+    assert not isinstance(deactivated, Exception), deactivated  # no deadlock, no error
+    assert isinstance(started, StreamingSession | Conflict), started
+    assert states(consultation)[0][0] == ConsultationStatus.CANCELLED
+    assert not StreamingSession.objects.filter(status=SessionStatus.ACTIVE).exists()
+    charged = 10 * USDC - balance_of(alice)
+    assert charged == balance_of(victor) + system_balance(SystemAccount.PLATFORM_REVENUE) >= 0
