@@ -112,6 +112,16 @@ def consultation_create(
 
     now = now or timezone.now()
     with transaction.atomic():
+        # Both accounts take turns with a deactivation (which writes the row) up to the commit: one
+        # that committed first is seen here, and one that comes after sees this consultation and
+        # cancels it (consultations_cancel_of). Unlocked, one asked for while the vendor was being
+        # deactivated was left open, with nobody to answer it.
+        participants = get_user_model().objects.select_for_update(no_key=True).filter(pk__in=[user.pk, vendor.pk])
+        is_active = dict(participants.order_by("pk").values_list("pk", "is_active"))
+        if not is_active[vendor.pk]:
+            raise _invalid("vendor_id", "No such vendor.", code="unknown_vendor")
+        if not is_active[user.pk]:
+            raise exceptions.AuthenticationFailed("This account is no longer active.", code="no_active_account")
         consultation = Consultation.objects.create(
             user=user, vendor=vendor, service=service, created_at=now, updated_at=now, last_message_at=now
         )
