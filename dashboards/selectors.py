@@ -848,7 +848,7 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
         Q(pk__in=[row["service_pk"] for row in top_services]) | Q(vendor__in=[key for key, _ in top_vendors])
     ).values_list("pk", "name", "vendor_id", "vendor__name"):
         service_names[pk], vendor_names[vendor_id] = name, vendor_name
-    active_sessions = StreamingSession.objects.filter(status=SessionStatus.ACTIVE).count()
+    active_sessions = StreamingSession.objects.filter(status=SessionStatus.ACTIVE, asset=asset).count()
     roles = dict(get_user_model().objects.order_by().values_list("role").annotate(n=Count("id")))
     outbox = Withdrawal.objects.filter(asset=asset).aggregate(
         pending=Count("id", filter=Q(status=WithdrawalStatus.PENDING)),

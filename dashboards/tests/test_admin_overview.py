@@ -6,6 +6,8 @@ import pytest
 from django.db.models import Sum
 
 from conftest import grant
+from dashboards.tests.conftest import make_service
+from streaming import services as streaming
 from wallets import ledger
 from wallets.models import Account, AccountKind, Entry, SystemAccount, TransactionKind
 from wallets.services import withdrawal_request
@@ -51,6 +53,20 @@ def test_figures_equal_the_ledger(api, olga, history):
         ("Pass", "2.500000", 1),
         ("Seconds", "1.235234", 1),
     ]
+
+
+def test_active_sessions_are_the_default_tokens_as_the_figures_beside_them(api, olga, bob, wanda, history, fund):
+    """The overview speaks one token (`token`): a session running in another one is neither in the
+    money nor in the sessions started, and not among the active ones either (it was counted there)."""
+    fund(bob, 100 * 1_000_000, "USDT")
+    in_usdt = make_service(wanda, name="Tether minutes", unit="per_minute", rate=1_000_000, token="USDT")
+    streaming.session_start(user=bob, service=in_usdt)
+
+    body = api(olga).get(OVERVIEW, {"period": "year"}).json()
+
+    assert body["token"] == "USDC"
+    assert body["activeSessions"] == 1  # s4 only
+    assert body["totals"]["sessions"] == 5
 
 
 def test_default_window_is_the_last_30_days_per_day(api, olga, history):
