@@ -14,7 +14,7 @@ from django.contrib.auth.signals import user_logged_in
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import Coalesce
 from rest_framework import exceptions
@@ -122,6 +122,24 @@ def user_login(*, request, email: str, password: str) -> User:
     # What django.contrib.auth.login() says for a session: a success clears the pair's failures.
     user_logged_in.send(sender=user.__class__, request=request, user=user)
     return user
+
+
+def users_locked_active(user_ids) -> dict[int, bool]:
+    """Whether each of these accounts is active, their rows share-locked (in id order) until the
+    transaction ends: call it inside transaction.atomic before what the answer allows is written (a
+    session, a consultation). A deactivation (user_deactivate, which updates the row) either
+    committed first and is seen here, or waits for this transaction's commit and then finds what it
+    made, to stop or cancel it. Read unlocked, a start that read the account active while it was
+    being deactivated made a session nobody stopped. Users' rows are locked before consultations
+    and ledger accounts, the order every transaction that takes several of them keeps; shared, two
+    starts on one vendor do not wait for each other."""
+    ids = sorted(set(user_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, is_active FROM accounts_user WHERE id = ANY(%s) ORDER BY id FOR SHARE",
+            [ids],
+        )
+        return dict(cursor.fetchall())
 
 
 def user_deactivate(*, user: User) -> User:

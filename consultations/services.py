@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework import exceptions
 
+from accounts.services import users_locked_active
 from consultations import selectors
 from consultations.models import (
     CLOSED_STATUSES,
@@ -116,8 +117,7 @@ def consultation_create(
         # that committed first is seen here, and one that comes after sees this consultation and
         # cancels it (consultations_cancel_of). Unlocked, one asked for while the vendor was being
         # deactivated was left open, with nobody to answer it.
-        participants = get_user_model().objects.select_for_update(no_key=True).filter(pk__in=[user.pk, vendor.pk])
-        is_active = dict(participants.order_by("pk").values_list("pk", "is_active"))
+        is_active = users_locked_active([user.pk, vendor.pk])
         if not is_active[vendor.pk]:
             raise _invalid("vendor_id", "No such vendor.", code="unknown_vendor")
         if not is_active[user.pk]:
@@ -284,6 +284,9 @@ def consultation_call_start(
     if side != "user":
         raise exceptions.PermissionDenied("Only the consultation's user starts a call: they pay for it.")
     with transaction.atomic():
+        # The participants' accounts before the consultation, as a deactivation takes them (and as
+        # session_start below checks them again): in the other order, the two could deadlock.
+        users_locked_active([consultation.user_id, consultation.vendor_id])
         locked = _lock(consultation)
         if locked.current_status == ConsultationStatus.ACTIVE:
             raise Conflict({"message": "A call is already running.", "code": "call_running"})

@@ -13,6 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 from rest_framework import exceptions
 
+from accounts.services import users_locked_active
 from marketplace.selectors import is_on_sale
 from paygo.api.amounts import format_minor
 from paygo.api.errors import Conflict, PaymentRequired
@@ -77,6 +78,13 @@ def session_start(
 
     session_id = uuid.uuid4()
     with transaction.atomic():  # a refusal (402) leaves no account opened for it
+        # Both accounts as they are now, locked against a deactivation until this commits: one that
+        # committed first refuses the start; one that comes after finds the session and stops it.
+        is_active = users_locked_active([user.pk, service.vendor_id])
+        if not is_active.get(service.vendor_id):
+            raise _invalid("service_id", "No such service.", code="unknown_service")
+        if not is_active.get(user.pk):
+            raise exceptions.AuthenticationFailed("This account is no longer active.", code="no_active_account")
         payer = ledger.account_for_user(user, asset)
         payee = ledger.account_for_user(service.vendor, asset)
         revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, asset)
