@@ -1,4 +1,5 @@
-"""The PayGo user: email login, a role, and the deposit address of their wallet."""
+"""The PayGo user (email login, a role, the deposit address of their wallet), their sign-ins, images
+and profiles."""
 
 from __future__ import annotations
 
@@ -108,6 +109,48 @@ class User(AbstractBaseUser, PermissionsMixin):
 
             user_id = self.pk
             transaction.on_commit(lambda: close_sockets_of(user_id), robust=True)
+
+
+class SignInEndReason(models.TextChoices):
+    LOGOUT = "logout", "Logged out"
+    LOGOUT_EVERYWHERE = "logout_everywhere", "Logged out everywhere"
+    REUSED = "reused", "A used refresh token was presented again"
+    STAFF = "staff", "Ended by staff"
+
+
+class SignIn(models.Model):
+    """One sign-in of a user on one device (a login or a sign-up) and the refresh tokens it is given,
+    one after the other. Every token it gives carries its id (the `sid` claim) and only its latest
+    refresh token (`refresh_jti`) is live: a refresh swaps it for the next one (rotation), so a
+    refresh token is good for one refresh. A token of it presented after it was swapped out means
+    two holders (a stolen copy): the sign-in is then ended (`reused`), for both of them.
+    accounts.services is its one write path (token_pair_for, token_refresh, sign_ins_end)."""
+
+    EndReason = SignInEndReason
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="sign_ins")
+    refresh_jti = models.CharField(max_length=64, help_text="The id (jti) of its one live refresh token.")
+    created_at = models.DateTimeField(default=timezone.now)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    # Its refresh tokens all expire then (REFRESH_TOKEN_LIFETIME after it began): rotation renews
+    # the token, not the sign-in.
+    expires_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=20, choices=SignInEndReason.choices, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(ended_at__isnull=True, end_reason="")
+                | models.Q(ended_at__isnull=False, end_reason__in=SignInEndReason.values),
+                name="accounts_signin_ended_with_a_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Sign-in of {self.user_id} at {self.created_at:%Y-%m-%d %H:%M:%S}"
 
 
 # --- Images and profiles --------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The write paths of accounts: creating users, deactivating them, issuing tokens."""
+"""The write paths of accounts: creating users, deactivating them, signing in and out (tokens)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,17 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, Sum
+from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 from rest_framework import exceptions
 from rest_framework_simplejwt.exceptions import TokenError
+from rest_framework_simplejwt.settings import api_settings as jwt_settings
 from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts.images import clean_image, read_upload
-from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
+from accounts.models import AdminProfile, Image, Profile, Role, SignIn, User, VendorProfile
 from paygo.api.authentication import token_user
 from paygo.api.errors import Conflict, PayloadTooLarge
 from paygo.api.ratelimits import LoginLockedOut, login_locked_out
@@ -163,27 +166,96 @@ def user_deactivate(*, user: User) -> User:
     return user
 
 
-def token_pair_for(user: User) -> TokenPair:
-    refresh = RefreshToken.for_user(user)
-    return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
+# The claim naming the sign-in a token belongs to (OpenID Connect's name for a session's id); the
+# access tokens a refresh token mints carry it too (simplejwt copies every claim but jti, exp, iat).
+SIGN_IN_CLAIM = "sid"
 
 
-def token_refresh(*, refresh_token: str) -> TokenPair:
-    """A new access token for a valid refresh token of an active user."""
+def _token_revoked() -> exceptions.AuthenticationFailed:
+    return exceptions.AuthenticationFailed(
+        "This refresh token has been used already or its sign-in has ended; sign in again.", code="token_revoked"
+    )
+
+
+def _refresh_token(raw: str) -> RefreshToken:
+    """The refresh token `raw`, signed by PayGo and not expired, or 401."""
     try:
-        refresh = RefreshToken(refresh_token)
+        return RefreshToken(raw)
     except TokenError:
         raise exceptions.AuthenticationFailed(
             "The refresh token is invalid or expired.", code="token_not_valid"
         ) from None
+
+
+def _token_owner(token: RefreshToken) -> User:
+    """The active user a token stands for, whose password has not changed since it was issued, or 401."""
     try:
-        token_user(refresh)
+        return token_user(token)
     except exceptions.AuthenticationFailed as exc:
         detail = exc.detail  # simplejwt's failures carry {"detail": ..., "code": ...}
         if isinstance(detail, dict) and detail.get("code") == "password_changed":
             raise  # answered as a request with an access token of before the change is
         raise exceptions.AuthenticationFailed("No active account for this token.", code="no_active_account") from None
-    return TokenPair(access=str(refresh.access_token), refresh=refresh_token)
+
+
+def _sign_in_id(token: RefreshToken) -> uuid.UUID | None:
+    """The sign-in a token belongs to; None for a token issued before sign-ins were recorded."""
+    try:
+        return uuid.UUID(str(token[SIGN_IN_CLAIM]))
+    except (KeyError, ValueError):
+        return None
+
+
+def token_pair_for(user: User) -> TokenPair:
+    """Sign the user in (a login, a sign-up): a new sign-in, and its first access and refresh tokens."""
+    refresh = RefreshToken.for_user(user)
+    sign_in = SignIn.objects.create(
+        user=user,
+        refresh_jti=refresh[jwt_settings.JTI_CLAIM],
+        created_at=refresh.current_time,
+        expires_at=datetime_from_epoch(refresh["exp"]),
+    )
+    refresh[SIGN_IN_CLAIM] = str(sign_in.pk)
+    return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
+
+
+def token_refresh(*, refresh_token: str) -> TokenPair:
+    """The next access and refresh tokens of a sign-in, for its live refresh token, which this uses
+    up: a refresh token is good for one refresh (rotation). The next one expires when the sign-in
+    does (rotation renews the token, not the sign-in).
+
+    Of two refreshes with one token, concurrent or not, exactly one wins: the swap is one
+    conditional UPDATE of the sign-in's row, and the row's lock makes the second wait for the first
+    and then find the token swapped out. Whoever presents a token that was swapped out is refused,
+    and the sign-in ends: two holders of one refresh token mean that one of them stole it, and which
+    one cannot be told (RFC 9700, 4.14.2), so neither keeps it. The ending is committed before the
+    401 is raised (no transaction is open around this in the view)."""
+    refresh = _refresh_token(refresh_token)
+    user = _token_owner(refresh)
+    sign_in_id = _sign_in_id(refresh)
+    if sign_in_id is None:
+        raise _token_revoked()  # issued before sign-ins were recorded: the new rules hold for every token
+    presented = refresh[jwt_settings.JTI_CLAIM]
+    refresh.set_jti()
+    refresh.set_iat()
+    swapped = SignIn.objects.filter(pk=sign_in_id, user=user, refresh_jti=presented, ended_at__isnull=True).update(
+        refresh_jti=refresh[jwt_settings.JTI_CLAIM], refreshed_at=timezone.now()
+    )
+    if not swapped:
+        if sign_ins_end(sign_ins=SignIn.objects.filter(pk=sign_in_id), reason=SignIn.EndReason.REUSED):
+            logger.warning(
+                "A used refresh token of sign-in %s (user %s) was presented again: the sign-in is ended",
+                sign_in_id,
+                user.pk,
+            )
+        raise _token_revoked()
+    return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
+
+
+def sign_ins_end(*, sign_ins: QuerySet[SignIn], reason: str) -> int:
+    """End these sign-ins (those not ended already): no refresh accepts their tokens from now on. The
+    access tokens they gave stay good until they expire (JWT_LIFETIME). Returns how many ended."""
+    return sign_ins.filter(ended_at__isnull=True).update(ended_at=timezone.now(), end_reason=reason)
 
 
 # --- Images ---------------------------------------------------------------------------------------

@@ -95,9 +95,10 @@ class RefreshView(APIView):
             200: inline_serializer(
                 "RefreshResponse", {"token": serializers.CharField(), "refreshToken": serializers.CharField()}
             ),
-            **error_responses(401),  # the refresh token is invalid or expired
+            # the refresh token is invalid or expired, was used already, or its sign-in has ended
+            **error_responses(401),
         },
-        summary="Exchange a refresh token for a new access token",
+        summary="Exchange a refresh token for new access and refresh tokens (the one sent is used up)",
     )
     def post(self, request):
         data = RefreshSerializer(data=request.data)

@@ -24,8 +24,8 @@ async def connect(user) -> WebsocketCommunicator:
 
 
 @database_sync_to_async
-def request(client, method: str, url: str, data: dict):
-    response = getattr(client, method)(url, data, format="json")
+def request(api, user, method: str, url: str, data: dict):
+    response = getattr(api(user), method)(url, data, format="json")  # signing in is database work too
     assert response.status_code in (200, 201), response.json()
     return response.json()
 
@@ -34,7 +34,7 @@ async def test_a_new_message_is_pushed_to_the_other_participant(api, alice, vict
     consultation = await database_sync_to_async(consult)()
     victors, alices, bobs = await connect(victor), await connect(alice), await connect(bob)
 
-    sent = await request(api(alice), "post", message_url(consultation), {"message": "<b>Are you there?</b>"})
+    sent = await request(api, alice, "post", message_url(consultation), {"message": "<b>Are you there?</b>"})
 
     pushed = await victors.receive_json_from(timeout=5)
     assert pushed["type"] == "notification"
@@ -56,7 +56,7 @@ async def test_a_status_change_is_pushed_to_the_other_participant(api, alice, vi
     consultation = await database_sync_to_async(consult)()
     alices, victors = await connect(alice), await connect(victor)
 
-    await request(api(victor), "patch", status_url(consultation), {"status": "accepted"})
+    await request(api, victor, "patch", status_url(consultation), {"status": "accepted"})
 
     notification = (await alices.receive_json_from(timeout=5))["notification"]
     assert notification["title"] == "Consultation accepted"

@@ -15,6 +15,11 @@ from paygo.tests.test_websocket_frames import _close_code
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@database_sync_to_async
+def _access_token(user) -> str:
+    return token_pair_for(user).access  # a sign-in is recorded: database work, off the event loop
+
+
 async def _connect(path: str, subprotocols=None):
     communicator = WebsocketCommunicator(application, path, subprotocols=subprotocols)
     connected, subprotocol = await communicator.connect()
@@ -115,7 +120,7 @@ async def test_deactivating_closes_the_sockets_already_open_4401(alice, bob, vic
     token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
     alices = [(await _connect(f"/ws/notifications/?token={token}"))[0], await _stream_socket(alice, victor)]
     assert (await alices[0].receive_json_from())["type"] == "connected"
-    bobs = (await _connect(f"/ws/notifications/?token={token_pair_for(bob).access}"))[0]
+    bobs = (await _connect(f"/ws/notifications/?token={await _access_token(bob)}"))[0]
     assert (await bobs.receive_json_from())["type"] == "connected"
 
     if how == "service":
@@ -133,7 +138,7 @@ async def test_a_changed_password_closes_the_sockets_its_old_tokens_opened(alice
     token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
     alices = (await _connect(f"/ws/notifications/?token={token}"))[0]
     assert (await alices.receive_json_from())["type"] == "connected"
-    bobs = (await _connect(f"/ws/notifications/?token={token_pair_for(bob).access}"))[0]
+    bobs = (await _connect(f"/ws/notifications/?token={await _access_token(bob)}"))[0]
     assert (await bobs.receive_json_from())["type"] == "connected"
 
     alice.set_password("a-brand-new-Password-42")
@@ -282,7 +287,7 @@ async def test_an_operator_changing_someones_access_makes_their_sockets_reconnec
     token = await database_sync_to_async(lambda: token_pair_for(stan).access)()
     stans = (await _connect(f"/ws/notifications/?token={token}"))[0]
     assert (await stans.receive_json_from())["type"] == "connected"
-    alices = (await _connect(f"/ws/notifications/?token={token_pair_for(alice).access}"))[0]
+    alices = (await _connect(f"/ws/notifications/?token={await _access_token(alice)}"))[0]
     assert (await alices.receive_json_from())["type"] == "connected"
 
     await database_sync_to_async(_edit_in_the_admin)(olga, alice, name="Alice Renamed")
