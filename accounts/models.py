@@ -123,8 +123,9 @@ class SignIn(models.Model):
     one after the other. Every token it gives carries its id (the `sid` claim) and only its latest
     refresh token (`refresh_jti`) is live: a refresh swaps it for the next one (rotation), so a
     refresh token is good for one refresh. A token of it presented after it was swapped out means
-    two holders (a stolen copy): the sign-in is then ended (`reused`), for both of them.
-    accounts.services is its one write path (token_pair_for, token_refresh, sign_ins_end)."""
+    two holders (a stolen copy): the sign-in is then ended (`reused`), for both of them. Logging out
+    ends it. accounts.services is its one write path (token_pair_for, token_refresh, token_logout,
+    sign_ins_end)."""
 
     EndReason = SignInEndReason
 

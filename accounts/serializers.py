@@ -50,6 +50,15 @@ class RefreshSerializer(serializers.Serializer):
         return {"refresh_token": token}
 
 
+class LogoutSerializer(RefreshSerializer):
+    everywhere = serializers.BooleanField(
+        default=False, help_text="End every sign-in of the token's user (every device), not only this one."
+    )
+
+    def validate(self, attrs):
+        return {**super().validate(attrs), "everywhere": attrs["everywhere"]}
+
+
 class AuthResponseSerializer(serializers.Serializer):
     user = UserSerializer()
     token = serializers.CharField()

@@ -252,6 +252,33 @@ def token_refresh(*, refresh_token: str) -> TokenPair:
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
 
 
+def token_logout(*, refresh_token: str, everywhere: bool = False) -> int:
+    """Log out: end the sign-in this refresh token belongs to or, `everywhere`, every sign-in of its
+    user. Logging out again is fine: there is nothing left to end. Returns how many sign-ins ended.
+
+    The refresh token is all it takes, as it is all a refresh takes: whoever holds a token of a
+    sign-in can end it already (presenting it twice does). Ending the user's other sign-ins takes
+    more than having held a token once: the live token of a live sign-in, of an active user whose
+    password has not changed since, the token a refresh would accept; a used one is refused (401)
+    and ends nothing."""
+    refresh = _refresh_token(refresh_token)
+    sign_in_id = _sign_in_id(refresh)
+    if not everywhere:
+        if sign_in_id is None:
+            return 0  # a token from before sign-ins were recorded: no refresh accepts it any more
+        user_id = refresh.get(jwt_settings.USER_ID_CLAIM)
+        return sign_ins_end(
+            sign_ins=SignIn.objects.filter(pk=sign_in_id, user_id=user_id), reason=SignIn.EndReason.LOGOUT
+        )
+    user = _token_owner(refresh)
+    live = SignIn.objects.filter(
+        pk=sign_in_id, user=user, refresh_jti=refresh[jwt_settings.JTI_CLAIM], ended_at__isnull=True
+    )
+    if sign_in_id is None or not live.exists():
+        raise _token_revoked()
+    return sign_ins_end(sign_ins=SignIn.objects.filter(user=user), reason=SignIn.EndReason.LOGOUT_EVERYWHERE)
+
+
 def sign_ins_end(*, sign_ins: QuerySet[SignIn], reason: str) -> int:
     """End these sign-ins (those not ended already): no refresh accepts their tokens from now on. The
     access tokens they gave stay good until they expire (JWT_LIFETIME). Returns how many ended."""

@@ -1,4 +1,4 @@
-"""The auth API: register, login, refresh, me."""
+"""The auth API: register, login, refresh, logout, me."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from accounts.serializers import (
     ImageSerializer,
     ImageUploadSerializer,
     LoginSerializer,
+    LogoutSerializer,
     RefreshSerializer,
     RegisterSerializer,
     UserSerializer,
@@ -105,6 +106,32 @@ class RefreshView(APIView):
         data.is_valid(raise_exception=True)
         tokens = services.token_refresh(refresh_token=data.validated_data["refresh_token"])
         return Response({"token": tokens.access, "refresh_token": tokens.refresh})
+
+
+class LogoutView(APIView):
+    # The refresh token in the body is the credential: an access token, expired or not, is not asked
+    # for (a client often logs out because its tokens are old) and changes nothing.
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        request=LogoutSerializer,
+        responses={
+            200: inline_serializer("LogoutResponse", {"message": serializers.CharField()}),
+            # the refresh token is invalid or expired; with `everywhere`, also: it was used already,
+            # its sign-in has ended, or its password has changed
+            **error_responses(401),
+        },
+        summary="Log out: end the sign-in of a refresh token, or every sign-in of its user",
+        description="The sign-in's refresh tokens are refused from then on; the access tokens it gave stay "
+        "valid until they expire. Logging out again answers 200.",
+    )
+    def post(self, request):
+        data = LogoutSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.token_logout(**data.validated_data)
+        everywhere = data.validated_data["everywhere"]
+        return Response({"message": "Logged out everywhere." if everywhere else "Logged out."})
 
 
 class MeView(APIView):

@@ -1,5 +1,5 @@
-"""Refresh tokens are good for one refresh each (rotation), and a used one presented again ends its
-sign-in."""
+"""Refresh tokens are good for one refresh each (rotation), a used one presented again ends its
+sign-in, and logging out ends a sign-in (or every sign-in of its user) at once."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ import pytest
 from django.db import transaction
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
-from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.services import token_pair_for
 from conftest import backend_pid, in_thread, money_db, wait_until_blocked_on_a_lock
 
 REFRESH = "/api/v1/auth/refresh"
+LOGOUT = "/api/v1/auth/logout"
 ME = "/api/v1/auth/me"
 REVOKED = {
     "message": "This refresh token has been used already or its sign-in has ended; sign in again.",
@@ -27,6 +28,10 @@ REVOKED = {
 
 def refresh(client, token: str):
     return client.post(REFRESH, {"refreshToken": token}, format="json")
+
+
+def logout(client, token: str, **extra):
+    return client.post(LOGOUT, {"refreshToken": token, **extra}, format="json")
 
 
 def signed_in(client, token: str) -> bool:
@@ -185,3 +190,132 @@ def test_a_refresh_waits_for_one_in_flight_with_the_same_token_and_is_then_refus
             thread.join()
 
     assert outcome == {"first": "refreshed", "second": "token_revoked"}
+
+
+# --- Logout ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_logout_ends_the_sign_in_of_its_refresh_token(anon, alice):
+    tokens = token_pair_for(alice)
+    other_device = token_pair_for(alice).refresh
+
+    response = logout(anon, tokens.refresh)
+
+    assert (response.status_code, response.json()) == (200, {"message": "Logged out."})
+    assert refresh(anon, tokens.refresh).json() == REVOKED
+    assert signed_in(anon, other_device)
+
+
+@pytest.mark.django_db
+def test_logging_out_twice_is_fine(anon, alice):
+    token = token_pair_for(alice).refresh
+
+    assert logout(anon, token).status_code == 200
+    assert logout(anon, token).status_code == 200
+    assert refresh(anon, token).status_code == 401
+
+
+@pytest.mark.django_db
+def test_logout_with_a_used_token_of_the_sign_in_ends_it(anon, alice):
+    first = token_pair_for(alice).refresh
+    second = refresh(anon, first).json()["refreshToken"]
+
+    assert logout(anon, first).status_code == 200
+
+    assert refresh(anon, second).json() == REVOKED
+
+
+@pytest.mark.django_db
+def test_logout_needs_no_access_token_and_ignores_a_bad_one(anon, alice):
+    token = token_pair_for(alice).refresh
+    anon.credentials(HTTP_AUTHORIZATION="Bearer expired-or-garbage")
+
+    assert logout(anon, token).status_code == 200
+
+    anon.credentials()
+    assert refresh(anon, token).status_code == 401
+
+
+@pytest.mark.django_db
+def test_logout_everywhere_ends_every_sign_in_of_the_user_and_nobody_elses(anon, alice, bob):
+    here, there = token_pair_for(alice).refresh, token_pair_for(alice).refresh
+    bobs = token_pair_for(bob).refresh
+
+    response = logout(anon, here, everywhere=True)
+
+    assert (response.status_code, response.json()) == (200, {"message": "Logged out everywhere."})
+    assert refresh(anon, here).status_code == refresh(anon, there).status_code == 401
+    assert signed_in(anon, bobs)
+    again = logout(anon, here, everywhere=True)  # its sign-in ended: the token is no longer live
+    assert (again.status_code, again.json()) == (401, REVOKED)
+    assert logout(anon, here).status_code == 200
+
+
+@pytest.mark.django_db
+def test_another_users_token_logs_out_only_what_holding_it_allows(anon, api, alice, bob):
+    """Sent by alice, bob's token ends bob's sign-in (as refreshing with it twice would), never
+    alice's; a used token of bob's cannot end his other sign-ins (a live one could: it is as good as
+    his password until it expires)."""
+    bobs_phone = token_pair_for(bob).refresh
+    bobs_laptop = token_pair_for(bob).refresh
+    bobs_used = token_pair_for(bob).refresh
+    bobs_tablet = refresh(anon, bobs_used).json()["refreshToken"]
+    alices = token_pair_for(alice).refresh
+    as_alice = api(alice)
+
+    assert logout(as_alice, bobs_phone).status_code == 200
+    refused = logout(as_alice, bobs_used, everywhere=True)
+
+    assert (refused.status_code, refused.json()) == (401, REVOKED)
+    assert refresh(anon, bobs_phone).status_code == 401
+    assert signed_in(anon, bobs_laptop)
+    assert signed_in(anon, bobs_tablet)
+    assert signed_in(anon, alices)
+
+
+@pytest.mark.django_db
+def test_logout_everywhere_after_the_password_changed_is_refused(anon, alice):
+    before = token_pair_for(alice).refresh
+    alice.set_password("a-brand-new-Password-42")
+    alice.save(update_fields=["password"])
+    after = token_pair_for(alice).refresh
+
+    refused = logout(anon, before, everywhere=True)
+
+    assert (refused.status_code, refused.json()["code"]) == (401, "password_changed")
+    assert signed_in(anon, after)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("everywhere", [False, True])
+def test_logout_with_an_access_token_garbage_or_an_expired_token_is_401(anon, alice, still_clock, everywhere):
+    expired = token_pair_for(alice).refresh
+    still_clock.shift(timedelta(days=7, seconds=1))
+    live = token_pair_for(alice)
+
+    for token in (live.access, "garbage", expired):
+        response = logout(anon, token, everywhere=everywhere)
+        assert (response.status_code, response.json()["code"]) == (401, "token_not_valid"), token
+    assert signed_in(anon, live.refresh)
+
+
+@pytest.mark.django_db
+def test_logout_without_a_token_is_400(anon):
+    response = anon.post(LOGOUT, {"everywhere": True}, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"refreshToken": ["This field is required."]}
+
+
+@pytest.mark.django_db
+def test_logout_leaves_the_access_token_to_expire(anon, alice, still_clock):
+    """What logout does not do, said by a test so that changing it is a decision: the access token
+    (JWT_LIFETIME) is not looked up in the database on each request, so it works until it expires."""
+    tokens = token_pair_for(alice)
+    logout(anon, tokens.refresh)
+
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens.access}")
+    assert anon.get(ME).status_code == 200
+    still_clock.shift(AccessToken.lifetime + timedelta(seconds=1))
+    assert anon.get(ME).status_code == 401

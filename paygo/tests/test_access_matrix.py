@@ -53,6 +53,7 @@ health                                         GET     ok    ok    ok    ok    o
 auth/register                                  POST    400   400   400   400   400   -           -
 auth/login                                     POST    400   400   400   400   400   -           -
 auth/refresh                                   POST    400   400   400   400   400   -           -
+auth/logout                                    POST    400   400   400   400   400   -           -
 auth/me                                        GET     401   ok    ok    ok    ok    -           -
 
 wallet/analytics                               GET     401   ok    ok    ok    ok    -           -

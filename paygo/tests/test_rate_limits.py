@@ -200,6 +200,35 @@ def test_every_money_post_is_counted_as_one(anon):
     assert money == idempotent
 
 
+def test_refresh_and_logout_spend_the_write_budget_of_their_address(clock, anon, alice):
+    """The two endpoints a refresh token is sent to are counted alike: writes of the client address
+    (and of the user, when an access token comes too), as every write; a refused logout ends nothing."""
+    from accounts.services import token_pair_for
+
+    def refresh(token: str, ip: str = ALICE_IP):
+        return anon.post("/api/v1/auth/refresh", {"refreshToken": token}, format="json", REMOTE_ADDR=ip)
+
+    def logout(token: str, ip: str = ALICE_IP):
+        return anon.post("/api/v1/auth/logout", {"refreshToken": token}, format="json", REMOTE_ADDR=ip)
+
+    kept, ended, victim = (token_pair_for(alice).refresh for _ in range(3))
+    first = refresh(kept)
+    statuses = [
+        first.status_code,
+        logout(ended).status_code,
+        logout(ended).status_code,  # logging out again is a request too
+        refresh(first.json()["refreshToken"]).status_code,
+        refresh("garbage").status_code,
+    ]
+    refused = logout(victim)
+
+    assert statuses == [200, 200, 200, 200, 401]
+    assert refused.status_code == 429
+    assert set(policies(refused)) == {"write-ip"}
+    assert refresh(victim).status_code == 429
+    assert refresh(victim, ip=BOB_IP).status_code == 200  # the refused logout ended nothing
+
+
 # --- Every 429 says when to come back ---------------------------------------------------------------
 
 

@@ -73,6 +73,7 @@ def test_errors_their_services_raise_are_documented(schema):
     assert {"401", "429"} <= statuses("post", "/api/v1/auth/login")
     assert {"409", "429"} <= statuses("post", "/api/v1/auth/register")
     assert {"401", "429"} <= statuses("post", "/api/v1/auth/refresh")  # used, ended, invalid or expired
+    assert {"401", "429"} <= statuses("post", "/api/v1/auth/logout")
     assert "402" in statuses("post", "/api/v1/streams/start")
     assert "503" in statuses("post", "/api/v1/wallet/deposit")
     assert "401" in statuses("post", "/api/v1/wallet/webhooks/chipi")  # a bad signature
