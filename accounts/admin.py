@@ -1,4 +1,5 @@
-"""Operators manage users here: search, filter by role, create vendors and admins, deactivate."""
+"""Operators manage users here: search, filter by role, create vendors and admins, deactivate, and
+see and end their sign-ins."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.db.models import Q
 from django.utils.html import format_html
 
-from accounts.models import AdminProfile, Image, Profile, Role, User, VendorProfile
-from accounts.services import image_delete, user_deactivate
+from accounts.models import AdminProfile, Image, Profile, Role, SignIn, User, VendorProfile
+from accounts.services import image_delete, sign_ins_end, user_deactivate
+from paygo.admin import ReadOnlyAdminMixin
 from paygo.api.amounts import format_minor
 from paygo.tokens import DEFAULT_TOKEN, decimals_of
 from paygo.ws import reauthorize_sockets_of
@@ -156,6 +159,39 @@ class UserAdmin(DjangoUserAdmin):
                 request,
                 f"{skipped} staff account(s) left active: only a superuser deactivates staff.",
                 messages.WARNING,
+            )
+
+
+@admin.register(SignIn)
+class SignInAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Who is signed in, since when, and how each sign-in ended; staff allowed to change sign-ins end
+    them (a phone reported lost to support): no refresh accepts their tokens any more. A sign-in is
+    written by accounts.services only, so nothing here edits one."""
+
+    list_display = ("user", "created_at", "refreshed_at", "expires_at", "ended_at", "end_reason")
+    list_filter = ("end_reason", ("ended_at", admin.EmptyFieldListFilter))
+    search_fields = ("user__email",)
+    list_select_related = ("user",)
+    fields = ("user", "created_at", "refreshed_at", "expires_at", "ended_at", "end_reason")
+    readonly_fields = fields
+    actions = ["end_sign_ins"]
+
+    def has_end_permission(self, request) -> bool:
+        return request.user.has_perm("accounts.change_signin")
+
+    @admin.action(description="End the selected sign-ins (their refresh tokens stop working)", permissions=["end"])
+    def end_sign_ins(self, request, queryset):
+        skipped = 0
+        if not request.user.is_superuser:
+            # Staff accounts are a superuser's, as in UserAdmin: his own sign-ins stay his to end.
+            guarded = (Q(user__is_staff=True) | Q(user__is_superuser=True)) & ~Q(user=request.user)
+            skipped = queryset.filter(guarded, ended_at__isnull=True).count()
+            queryset = queryset.exclude(guarded)
+        ended = sign_ins_end(sign_ins=queryset, reason=SignIn.EndReason.STAFF)
+        self.message_user(request, f"{ended} sign-in(s) ended.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request, f"{skipped} sign-in(s) of staff accounts left: only a superuser ends them.", messages.WARNING
             )
 
 
