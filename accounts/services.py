@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -283,6 +284,14 @@ def sign_ins_end(*, sign_ins: QuerySet[SignIn], reason: str) -> int:
     """End these sign-ins (those not ended already): no refresh accepts their tokens from now on. The
     access tokens they gave stay good until they expire (JWT_LIFETIME). Returns how many ended."""
     return sign_ins.filter(ended_at__isnull=True).update(ended_at=timezone.now(), end_reason=reason)
+
+
+def sign_ins_forget(*, expired_days_ago: int) -> int:
+    """Delete the sign-ins that expired more than `expired_days_ago` days ago (kept that long for
+    support to read how they ended). A token of a forgotten sign-in stays refused: a refresh accepts
+    only the live token a sign-in names, and a logout has nothing to end. Returns how many went."""
+    deleted, _ = SignIn.objects.filter(expires_at__lt=timezone.now() - timedelta(days=expired_days_ago)).delete()
+    return deleted
 
 
 # --- Images ---------------------------------------------------------------------------------------

@@ -240,6 +240,7 @@ CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "deposits-poll": {"task": "wallets.deposits_poll", "schedule": 300.0},
     "custody-reconcile": {"task": "wallets.reconcile", "schedule": 3600.0},
     "idempotency-expire": {"task": "wallets.idempotency_expire", "schedule": 86400.0},
+    "sign-ins-forget": {"task": "accounts.sign_ins_forget", "schedule": 86400.0},
 }
 
 # --- Auth -----------------------------------------------------------------------------------------

@@ -319,3 +319,25 @@ def test_logout_leaves_the_access_token_to_expire(anon, alice, still_clock):
     assert anon.get(ME).status_code == 200
     still_clock.shift(AccessToken.lifetime + timedelta(seconds=1))
     assert anon.get(ME).status_code == 401
+
+
+# --- Forgetting sign-ins long over ------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_sign_ins_expired_a_month_ago_are_forgotten_daily(anon, alice, still_clock):
+    from django.conf import settings
+
+    from accounts.models import SignIn
+    from accounts.tasks import sign_ins_forget_task
+
+    old = token_pair_for(alice).refresh
+    still_clock.shift(timedelta(days=20))
+    recent = token_pair_for(alice).refresh  # expires on day 27
+    still_clock.shift(timedelta(days=17, seconds=1))  # day 37: the first expired 30 days ago and a second
+
+    assert sign_ins_forget_task.apply().get() == 1
+    assert SignIn.objects.filter(user=alice).count() == 1
+    assert logout(anon, old).status_code == 401  # expired, as every token of a forgotten sign-in is
+    assert refresh(anon, recent).status_code == 401
+    assert settings.CELERY_BEAT_SCHEDULE["sign-ins-forget"]["task"] == sign_ins_forget_task.name
