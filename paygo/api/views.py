@@ -68,7 +68,7 @@ async def _ping(layer) -> dict:
 
 # (section, where it starts, what it holds): the index's table of contents.
 SECTIONS = (
-    ("auth", "auth-login", "Register, log in, refresh a token, the caller: auth/register|login|refresh|me."),
+    ("auth", "auth-login", "Sign up, in and out, refresh tokens, the caller: auth/register|login|refresh|logout|me."),
     ("wallet", "wallet-balance", "Balances, deposits, withdrawals, transfers, swaps, the ledger history."),
     ("services", "service-list", "The marketplace: vendors' priced services and their categories."),
     ("streams", "streams-start", "Metered sessions: start, stop, heartbeats (metrics), usage reports, my sessions."),
