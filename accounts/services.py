@@ -148,9 +148,10 @@ def users_locked_active(user_ids) -> dict[int, bool]:
 
 def user_deactivate(*, user: User) -> User:
     """Deactivate: login is refused and every token the user holds stops working at once
-    (authentication checks is_active on every request and socket handshake), their open
-    consultations are cancelled (the other side told), every session they pay for or host stops,
-    charged up to now, and the sockets already open are closed once it commits."""
+    (authentication checks is_active on every request and socket handshake), their sign-ins end (a
+    reactivated account signs in again), their open consultations are cancelled (the other side
+    told), every session they pay for or host stops, charged up to now, and the sockets already
+    open are closed once it commits."""
     from consultations.services import consultations_cancel_of
     from paygo.ws import close_sockets_of
     from streaming.services import sessions_stop_of
@@ -158,6 +159,9 @@ def user_deactivate(*, user: User) -> User:
     with transaction.atomic():
         user.is_active = False
         user.save(update_fields=["is_active"])
+        # For good: reactivated, the account starts from a fresh login (every device signed in
+        # before, a thief's included, would have been back).
+        sign_ins_end(sign_ins=SignIn.objects.filter(user=user), reason=SignIn.EndReason.STAFF)
         # Consultations first: their calls start and stop under the consultation's lock, then the
         # accounts', and so does this (the other way round, a call starting meanwhile could deadlock
         # with it). Their calls stop there with the same stop, and reason, as their other sessions below.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from accounts.models import User
+from accounts.models import SignIn, User
 from accounts.services import token_pair_for, user_deactivate
 from conftest import PASSWORD
 
@@ -183,6 +183,19 @@ def test_deactivated_user_cannot_log_in_and_tokens_stop(anon, api, alice):
     assert me.status_code == 401
     assert me.json()["statusCode"] == 401
     assert anon.post(REFRESH, {"refreshToken": refresh}, format="json").status_code == 401
+
+
+def test_a_deactivation_ends_the_users_sign_ins_for_good(anon, alice):
+    """Deactivated (taken over, say), the account's refresh tokens were only refused while it stayed
+    inactive: reactivated, every device signed in before, the thief's included, was back."""
+    refresh = token_pair_for(alice).refresh
+
+    user_deactivate(user=alice)
+    User.objects.filter(pk=alice.pk).update(is_active=True)
+
+    refused = anon.post(REFRESH, {"refreshToken": refresh}, format="json")
+    assert refused.status_code == 401 and refused.json()["code"] == "token_revoked"
+    assert set(SignIn.objects.filter(user=alice).values_list("end_reason", flat=True)) == {SignIn.EndReason.STAFF}
 
 
 def test_refresh_gives_a_working_access_token(anon, alice):
