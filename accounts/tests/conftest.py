@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import threading
+from collections.abc import Callable
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection, transaction
 from PIL import Image as PILImage
 
 
@@ -34,3 +37,50 @@ def upload(api):
         return api(user).post("/api/v1/images", {field: upload_file(content, name, content_type)}, format="multipart")
 
     return send
+
+
+def while_deactivating(who, act: Callable[[], object]) -> object:
+    """Deactivate `who` in one thread and keep that transaction open while act() runs in another
+    (each on a connection of its own), until act() waits for it on a lock or is through; then
+    commit. Returns what act() returned or raised: how it fared against a deactivation it could
+    not see yet. act() gets fresh rows itself, not the objects the deactivation changes in memory."""
+    from accounts.services import user_deactivate
+
+    deactivated, done, outcome = threading.Event(), threading.Event(), {}
+
+    def deactivate():
+        try:
+            with transaction.atomic():
+                user_deactivate(user=who)
+                deactivated.set()
+                for _ in range(1000):  # until act() waits for this transaction, or is through
+                    if done.wait(0.01) or _another_waits_on_a_lock():
+                        break
+        finally:
+            connection.close()
+
+    def run():
+        try:
+            deactivated.wait(10)
+            outcome["result"] = act()
+        except Exception as exc:
+            outcome["result"] = exc
+        finally:
+            done.set()
+            connection.close()
+
+    threads = [threading.Thread(target=deactivate), threading.Thread(target=run)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcome["result"]
+
+
+def _another_waits_on_a_lock() -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock')"
+        )
+        return cursor.fetchone()[0]

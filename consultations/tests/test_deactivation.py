@@ -5,14 +5,12 @@ writing to, waiting on or paying someone who can no longer answer."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-from django.db import connection, transaction
 from django.test import Client
 from rest_framework import exceptions
 
 from accounts.services import user_deactivate
+from accounts.tests.conftest import while_deactivating
 from conftest import money_db
 from consultations import services
 from consultations.models import Consultation, ConsultationStatus
@@ -165,53 +163,17 @@ def test_a_deactivation_leaves_closed_consultations_as_they_were(olga, alice, vi
 # --- Races ------------------------------------------------------------------------------------------
 
 
-def _waiting_on_a_lock() -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
-            " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock')"
-        )
-        return cursor.fetchone()[0]
-
-
 @money_db
 def test_a_consultation_asked_for_while_the_vendor_is_being_deactivated_is_not_left_open(alice, victor, service):
     """The deactivation has read the vendor's open consultations and not yet committed when alice
     asks for one: her request waits for it, then finds him gone (it was left open, with nobody to
     answer it, when it did not wait)."""
-    deactivating, asked = threading.Event(), threading.Event()
-    outcome = {}
-
-    def deactivate():
-        try:
-            with transaction.atomic():
-                user_deactivate(user=victor)
-                deactivating.set()
-                for _ in range(500):  # until alice's request waits for this one, or is through
-                    if asked.wait(0.01) or _waiting_on_a_lock():
-                        break
-        finally:
-            connection.close()
-
-    def ask():
-        try:
-            deactivating.wait(5)
-            outcome["result"] = services.consultation_create(
-                user=alice, vendor_id=victor.pk, service_id=service.pk, initial_message="Hello?"
-            )
-        except Exception as exc:
-            outcome["result"] = exc
-        finally:
-            asked.set()
-            connection.close()
-
-    threads = [threading.Thread(target=deactivate), threading.Thread(target=ask)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(10)
-
-    refused = outcome["result"]
+    refused = while_deactivating(
+        victor,
+        lambda: services.consultation_create(
+            user=alice, vendor_id=victor.pk, service_id=service.pk, initial_message="Hello?"
+        ),
+    )
     assert getattr(refused, "detail", None) == {"vendor_id": ["No such vendor."]}, refused
     assert not Consultation.objects.exists()
 
