@@ -152,21 +152,24 @@ def user_deactivate(*, user: User) -> User:
     reactivated account signs in again), their open consultations are cancelled (the other side
     told), every session they pay for or host stops, charged up to now, and the sockets already
     open are closed once it commits."""
-    from consultations.services import consultations_cancel_of
+    from consultations.services import consultations_cancel_of, consultations_lock_open_of
     from paygo.ws import close_sockets_of
     from streaming.services import sessions_stop_of
 
+    now = timezone.now()
     with transaction.atomic():
         user.is_active = False
         user.save(update_fields=["is_active"])
         # For good: reactivated, the account starts from a fresh login (every device signed in
         # before, a thief's included, would have been back).
         sign_ins_end(sign_ins=SignIn.objects.filter(user=user), reason=SignIn.EndReason.STAFF)
-        # Consultations first: their calls start and stop under the consultation's lock, then the
-        # accounts', and so does this (the other way round, a call starting meanwhile could deadlock
-        # with it). Their calls stop there with the same stop, and reason, as their other sessions below.
-        consultations_cancel_of(user=user)
-        sessions_stop_of(user=user)
+        # Locks in the order every transaction keeps: the user's row (above), the consultations, then
+        # every session it pays for or hosts, calls included, in one stop (sessions, then accounts),
+        # and only then the consultations' new status. A call stopped on its own first took accounts
+        # before the next session, and deadlocked with the sweep or any stop taking them the other way.
+        held = consultations_lock_open_of(user=user)
+        sessions_stop_of(user=user, now=now)
+        consultations_cancel_of(user=user, held=held, now=now)
     transaction.on_commit(lambda: close_sockets_of(user.pk, again=True), robust=True)
     return user
 

@@ -9,6 +9,7 @@ announce; notify() pushes and sends them only after it commits.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
@@ -237,39 +238,52 @@ def _status_set(locked: Consultation, *, status: str, now: datetime, stop_reason
     locked.save(update_fields=fields)
 
 
-def consultations_cancel_of(*, user, now: datetime | None = None) -> int:
-    """Cancel every open consultation `user` takes part in, as the user or as the vendor: their
-    account was deactivated (accounts.services.user_deactivate), and the other side must not keep
-    writing to, waiting on or paying someone who cannot answer. A running call stops first, charged
-    exactly up to then with the reason staff, as deactivation stops every session of theirs; the
-    other side is told why. Returns how many were cancelled.
+@dataclass(frozen=True)
+class HeldConsultation:
+    """An open consultation a deactivation holds locked, and whether a call was running on it."""
 
-    The consultations are locked before any account (ordered by id), as a call's start and a status
-    change lock them: a call starting meanwhile is either stopped here or refused after."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        ids = list(
-            Consultation.objects.select_for_update()
-            .filter(Q(user=user) | Q(vendor=user), status__in=OPEN_STATUSES)
-            .order_by("pk")
-            .values_list("pk", flat=True)
+    pk: int
+    had_call: bool
+
+
+def consultations_lock_open_of(*, user) -> list[HeldConsultation]:
+    """Lock (inside transaction.atomic, in id order) every open consultation `user` takes part in,
+    as the user or as the vendor, for consultations_cancel_of once their sessions have stopped.
+
+    Consultations are locked after users' rows and before sessions and ledger accounts, as a call's
+    start and a status change lock them: a call starting meanwhile is either stopped by the
+    deactivation or refused after it."""
+    ids = list(
+        Consultation.objects.select_for_update()
+        .filter(Q(user=user) | Q(vendor=user), status__in=OPEN_STATUSES)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    return [HeldConsultation(pk=pk, had_call=_lock(Consultation(pk=pk)).running_call is not None) for pk in ids]
+
+
+def consultations_cancel_of(*, user, held: list[HeldConsultation], now: datetime) -> int:
+    """Cancel the open consultations of a deactivated account (accounts.services.user_deactivate),
+    locked by consultations_lock_open_of and whose calls have stopped since (with every session of
+    the account, in one stop): the other side must not keep writing to, waiting on or paying someone
+    who cannot answer, and is told why. Returns how many were cancelled."""
+    for consultation in held:
+        locked = _lock(Consultation(pk=consultation.pk))
+        # No call runs any more (a start waits for the account's row, which the deactivation holds):
+        # the reason is for one that would.
+        _status_set(locked, status=ConsultationStatus.CANCELLED, now=now, stop_reason=StopReason.STAFF)
+        role = "take consultations" if user.pk == locked.vendor_id else "take part"
+        _notify(
+            locked.other_participant_id(user),
+            "Consultation cancelled",
+            f"{user.name} can no longer {role} (the account is no longer active): the consultation about "
+            f"{locked.service.name} is cancelled."
+            + (" Its call was stopped and charged up to then." if consultation.had_call else ""),
+            locked,
+            status=ConsultationStatus.CANCELLED,
+            reason="account_deactivated",
         )
-        for pk in ids:
-            locked = _lock(Consultation(pk=pk))
-            had_call = locked.running_call is not None
-            _status_set(locked, status=ConsultationStatus.CANCELLED, now=now, stop_reason=StopReason.STAFF)
-            role = "take consultations" if user.pk == locked.vendor_id else "take part"
-            _notify(
-                locked.other_participant_id(user),
-                "Consultation cancelled",
-                f"{user.name} can no longer {role} (the account is no longer active): the consultation about "
-                f"{locked.service.name} is cancelled."
-                + (" Its call was stopped and charged up to then." if had_call else ""),
-                locked,
-                status=ConsultationStatus.CANCELLED,
-                reason="account_deactivated",
-            )
-    return len(ids)
+    return len(held)
 
 
 # --- Calls --------------------------------------------------------------------------------------------

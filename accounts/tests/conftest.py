@@ -54,7 +54,7 @@ def while_deactivating(who, act: Callable[[], object]) -> object:
                 user_deactivate(user=who)
                 deactivated.set()
                 for _ in range(1000):  # until act() waits for this transaction, or is through
-                    if done.wait(0.01) or _another_waits_on_a_lock():
+                    if done.wait(0.01) or another_waits_on_a_lock():
                         break
         finally:
             connection.close()
@@ -77,7 +77,7 @@ def while_deactivating(who, act: Callable[[], object]) -> object:
     return outcome["result"]
 
 
-def _another_waits_on_a_lock() -> bool:
+def another_waits_on_a_lock() -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"

@@ -5,12 +5,16 @@ writing to, waiting on or paying someone who can no longer answer."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
+from django.db import connection, transaction
 from django.test import Client
 from rest_framework import exceptions
 
+from accounts.models import User
 from accounts.services import user_deactivate
-from accounts.tests.conftest import while_deactivating
+from accounts.tests.conftest import another_waits_on_a_lock, while_deactivating
 from conftest import money_db
 from consultations import services
 from consultations.models import Consultation, ConsultationStatus
@@ -209,3 +213,64 @@ def test_a_call_started_while_the_vendor_is_deactivated_does_not_outlive_him(ali
     assert not StreamingSession.objects.filter(status=SessionStatus.ACTIVE).exists()
     charged = 10 * USDC - balance_of(alice)
     assert charged == balance_of(victor) + system_balance(SystemAccount.PLATFORM_REVENUE) >= 0
+
+
+@money_db
+def test_deactivating_a_vendor_while_the_sweep_bills_his_sessions_does_not_deadlock(
+    alice, bob, victor, service, consult, monkeypatch
+):
+    """The deactivation stopped each running call on its own (its session, then the accounts) and
+    then his other sessions (sessions again): a sweep batch that had claimed one of those and waited
+    for the accounts deadlocked with it, and one of the two was aborted (staff got a 500, the account
+    stayed active). Now every session stops in one stop, locked in the sweep's order."""
+    from django.utils import timezone
+
+    import streaming.services
+    from streaming.billing import bill_batch
+    from streaming.services import session_start
+
+    consult(ConsultationStatus.ACTIVE)  # alice's call with victor
+    fund_wallet(bob, 10 * USDC)
+    with committed():
+        other = session_start(user=bob, service=service)
+    paused, swept, errors = threading.Event(), threading.Event(), {}
+    stop_all = streaming.services.sessions_stop_of
+
+    def pausing_stop(**kwargs):
+        paused.set()
+        for _ in range(500):  # until the sweep waits for this transaction, or is through
+            if swept.wait(0.01) or another_waits_on_a_lock():
+                break
+        return stop_all(**kwargs)
+
+    monkeypatch.setattr(streaming.services, "sessions_stop_of", pausing_stop)
+
+    def deactivate():
+        try:
+            user_deactivate(user=User.objects.get(pk=victor.pk))
+        except Exception as exc:
+            errors["deactivate"] = exc
+        finally:
+            connection.close()
+
+    def sweep():
+        try:
+            paused.wait(10)
+            with transaction.atomic():
+                bill_batch(now=timezone.now(), after_id=0, shard=0, shards=1, limit=100)
+        except Exception as exc:
+            errors["sweep"] = exc
+        finally:
+            swept.set()
+            connection.close()
+
+    threads = [threading.Thread(target=deactivate), threading.Thread(target=sweep)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert errors == {}
+    assert not User.objects.get(pk=victor.pk).is_active
+    assert not StreamingSession.objects.filter(status=SessionStatus.ACTIVE).exists()
+    assert StreamingSession.objects.get(pk=other.pk).stop_reason == StopReason.STAFF
