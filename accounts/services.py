@@ -215,14 +215,21 @@ def _sign_in_id(token: RefreshToken) -> uuid.UUID | None:
 
 
 def token_pair_for(user: User) -> TokenPair:
-    """Sign the user in (a login, a sign-up): a new sign-in, and its first access and refresh tokens."""
+    """Sign the user in (a login, a sign-up): a new sign-in, and its first access and refresh tokens.
+
+    The account is checked active again under its row's lock: a deactivation that committed after
+    the login read it (the password's hash takes a while) ended the sign-ins there were, not this
+    one, which came back when the account was reactivated."""
     refresh = RefreshToken.for_user(user)
-    sign_in = SignIn.objects.create(
-        user=user,
-        refresh_jti=refresh[jwt_settings.JTI_CLAIM],
-        created_at=refresh.current_time,
-        expires_at=datetime_from_epoch(refresh["exp"]),
-    )
+    with transaction.atomic():
+        if not users_locked_active([user.pk]).get(user.pk):
+            raise exceptions.AuthenticationFailed("This account is no longer active.", code="no_active_account")
+        sign_in = SignIn.objects.create(
+            user=user,
+            refresh_jti=refresh[jwt_settings.JTI_CLAIM],
+            created_at=refresh.current_time,
+            expires_at=datetime_from_epoch(refresh["exp"]),
+        )
     refresh[SIGN_IN_CLAIM] = str(sign_in.pk)
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
 

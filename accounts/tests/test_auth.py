@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.test import override_settings
+from rest_framework import exceptions
 
 from accounts.models import SignIn, User
 from accounts.services import token_pair_for, user_deactivate
@@ -196,6 +197,18 @@ def test_a_deactivation_ends_the_users_sign_ins_for_good(anon, alice):
     refused = anon.post(REFRESH, {"refreshToken": refresh}, format="json")
     assert refused.status_code == 401 and refused.json()["code"] == "token_revoked"
     assert set(SignIn.objects.filter(user=alice).values_list("end_reason", flat=True)) == {SignIn.EndReason.STAFF}
+
+
+def test_a_login_that_read_the_account_before_its_deactivation_committed_signs_nobody_in(alice):
+    """The login checked the password of an active account; the deactivation committed before its
+    sign-in was recorded, so it ended every sign-in but that one, which worked again once the
+    account was reactivated."""
+    read_by_the_login = User.objects.get(pk=alice.pk)
+    user_deactivate(user=User.objects.get(pk=alice.pk))
+
+    with pytest.raises(exceptions.AuthenticationFailed):
+        token_pair_for(read_by_the_login)
+    assert not SignIn.objects.filter(user=alice).exists()
 
 
 def test_refresh_gives_a_working_access_token(anon, alice):
