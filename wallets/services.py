@@ -939,13 +939,15 @@ def sweep_send(*, sweep_id) -> str:
                 wallet=sweep.wallet, asset=sweep.asset, amount=sweep.amount, status=SweepStatus.PENDING
             ).exclude(pk=sweep.pk),
         )
-    if outcome.tx_hash:
-        Sweep.objects.filter(pk=sweep.pk).update(
-            status=SweepStatus.SENT, tx_hash=outcome.tx_hash, sent_at=timezone.now(), claimed_until=None, last_error=""
-        )
-        return SweepStatus.SENT
-    # Another worker attempted it since (this one's claim ran out): the row is theirs.
+    # Another worker attempted it since (this one's claim ran out), or it was sent and has since
+    # been made again (sweep_revert): the row is theirs, whatever this attempt's answer.
     ours = Sweep.objects.filter(pk=sweep.pk, status=SweepStatus.PENDING, send_attempted_at=sweep.send_attempted_at)
+    if outcome.tx_hash:
+        if ours.update(
+            status=SweepStatus.SENT, tx_hash=outcome.tx_hash, sent_at=timezone.now(), claimed_until=None, last_error=""
+        ):
+            return SweepStatus.SENT
+        return Sweep.objects.values_list("status", flat=True).get(pk=sweep.pk)
     if outcome.superseded:
         return Sweep.objects.values_list("status", flat=True).get(pk=sweep.pk)
     if outcome.refused:
@@ -1092,6 +1094,9 @@ def withdrawal_revert(*, row_id, tx_hash: str) -> bool:
         if locked.confirmed_at is not None:
             logger.error("Withdrawal %s: Chipi reports %s FAILED after it was confirmed; not refunded", row_id, tx_hash)
             return False
+        if locked.attempts != 1:
+            _revert_for_staff(locked, tx_hash)
+            return False
         ledger.transfer(
             debit=ledger.system_account(SystemAccount.CUSTODY, locked.asset),
             credit=ledger.account_for_user(locked.user, locked.asset),
@@ -1108,6 +1113,25 @@ def withdrawal_revert(*, row_id, tx_hash: str) -> bool:
     return True
 
 
+def _revert_for_staff(row, tx_hash: str) -> None:
+    """A send executed more than once (an attempt whose answer was lost is signed again with the same
+    nonce, PayGo's own budget or Chipi's 429 count an attempt too) whose recorded transfer reverted:
+    another execution of it may have gone out and succeeded (the one that used the nonce, so that
+    this one reverted), so its money is not known to have stayed. Never undone here (a refund or a
+    new sweep could pay twice): marked once and logged for staff, who check the chain."""
+    error = (
+        f"Reverted on chain ({tx_hash}) after {row.attempts} attempts: another may have gone out; "
+        "check the chain; nothing was refunded or sent again."
+    )
+    if (
+        type(row)
+        .objects.filter(pk=row.pk, status="sent", confirmed_at__isnull=True)
+        .exclude(last_error=error)
+        .update(last_error=error)
+    ):
+        logger.error("%s %s: %s", type(row).__name__, row.pk, error)
+
+
 def sweep_confirm(*, row_id, tx_hash: str) -> bool:
     """Chipi's records show a sweep's transfer succeeded: recorded once."""
     return bool(
@@ -1122,12 +1146,17 @@ def sweep_revert(*, row_id, tx_hash: str) -> bool:
     wallet (the ledger never moved: both wallets are custody), so the sweep is made again, once (a
     conditional update on its status and hash), with a new nonce: the reverted execution is final,
     and whether its nonce counts as used is the account's business."""
+    several = Sweep.objects.filter(pk=row_id, status=SweepStatus.SENT, tx_hash=tx_hash, attempts__gt=1).first()
+    if several is not None:
+        _revert_for_staff(several, tx_hash)
+        return False
     remade = Sweep.objects.filter(
-        pk=row_id, status=SweepStatus.SENT, tx_hash=tx_hash, confirmed_at__isnull=True
+        pk=row_id, status=SweepStatus.SENT, tx_hash=tx_hash, confirmed_at__isnull=True, attempts=1
     ).update(
         status=SweepStatus.PENDING,
         tx_hash="",
         nonce=new_nonce(),
+        attempts=0,
         send_attempted_at=None,
         sent_at=None,
         claimed_until=None,

@@ -280,3 +280,113 @@ def test_two_reverts_of_one_withdrawal_at_once_refund_it_once(api, alice, sandbo
     assert outcomes.count(True) == 1
     assert reverted_refunds(withdrawal) == 1
     assert balance_of(alice) == 10 * USDC
+
+
+@pytest.mark.django_db
+def test_a_reverted_resend_of_a_withdrawal_that_went_out_is_not_refunded(api, alice, sandbox, caplog):
+    """An attempt whose answer was lost is signed again with the same nonce. While the first was not
+    in a block yet, the second passed Chipi's checks; then the first went out and the second, its
+    nonce used, reverted. The row holds the second's hash: refunded for it, the user had the money
+    back and the recipient had it too (created money). Executed more than once, a reverted send is
+    for staff, never refunded here."""
+    from wallets.chipi.models import SandboxUsedNonce
+
+    chain_deposit(alice, 10 * USDC)
+    services.sends_confirm()  # the deposit's sweep confirmed
+    sandbox.inject("execute", "lost_response")  # the first attempt goes out; its answer is lost
+    response = api(alice).post("/api/v1/wallet/withdraw", {"amount": "4", "toAddress": ADDRESS}, format="json")
+    withdrawal = Withdrawal.objects.get(pk=response.json()["withdrawal"]["id"])
+    assert withdrawal.status == WithdrawalStatus.SENDING and sandbox.balance(ADDRESS, "USDC") == 4 * USDC
+    SandboxUsedNonce.objects.all().delete()  # the first not in a block yet: its nonce passes Chipi's checks
+    sandbox.inject("transaction_list", "stale")  # the look-up does not see the first yet
+    sandbox.inject("execute", "pending")
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENT
+    withdrawal_in_doubt = Withdrawal.objects.get(pk=withdrawal.pk)
+    sandbox.revert(withdrawal_in_doubt.tx_hash)  # the second reverts: the nonce was the first's
+
+    later = timezone.now() + timedelta(minutes=3)
+    with caplog.at_level(logging.ERROR, logger="paygo.wallets"), time_machine.travel(later):
+        report = services.sends_confirm()
+        again = services.sends_confirm()
+
+    assert (report.reverted, again.reverted) == (0, 0)
+    assert reverted_refunds(withdrawal) == 0
+    assert balance_of(alice) == 6 * USDC and sandbox.balance(ADDRESS, "USDC") == 4 * USDC
+    row = Withdrawal.objects.get(pk=withdrawal.pk)
+    assert row.status == WithdrawalStatus.SENT and "after 2 attempts" in row.last_error
+    assert sum("after 2 attempts" in record.getMessage() for record in caplog.records) == 1
+
+
+@pytest.mark.django_db
+def test_a_reverted_resend_of_a_sweep_that_went_out_is_not_made_again(alice, sandbox):
+    """The same for a sweep: made again with a new nonce, it would have taken from the deposit
+    wallet money the first execution had already swept (another deposit's, or none: refused)."""
+    from wallets.chipi.models import SandboxUsedNonce
+    from wallets.services import deposit_credit, sweep_send, wallet_open
+
+    deposit_wallet = wallet_open(user=alice)
+    paid = sandbox.receive_payment(to_address=deposit_wallet, token="USDC", amount=5 * USDC)
+    deposit_credit(
+        user=alice, asset=services.ledger.asset_get("USDC"), amount=5 * USDC, tx_hash=paid.tx_hash, source="api"
+    )
+    sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
+    sandbox.inject("execute", "lost_response")
+    assert sweep_send(sweep_id=sweep.pk) == SweepStatus.PENDING  # it went out; its answer was lost
+    SandboxUsedNonce.objects.all().delete()
+    # Another payment arrives (its own sweep to come): the wallet holds enough for the second execution.
+    sandbox.receive_payment(to_address=deposit_wallet, token="USDC", amount=5 * USDC)
+    sandbox.inject("transaction_list", "stale")
+    sandbox.inject("execute", "pending")
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert sweep_send(sweep_id=sweep.pk) == SweepStatus.SENT
+    sweep.refresh_from_db()
+    sandbox.revert(sweep.tx_hash)
+    treasury = services.treasury_wallet().address
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=3)):
+        assert services.sends_confirm().reverted == 0
+
+    row = Sweep.objects.get(pk=sweep.pk)
+    assert (row.status, row.tx_hash, row.nonce) == (SweepStatus.SENT, sweep.tx_hash, sweep.nonce)
+    assert "after 2 attempts" in row.last_error
+    # The first execution swept this deposit; the other payment stays for its own sweep.
+    assert (sandbox.balance(deposit_wallet, "USDC"), sandbox.balance(treasury, "USDC")) == (5 * USDC, 5 * USDC)
+
+
+@pytest.mark.django_db
+def test_a_stalled_answer_does_not_overwrite_a_sweep_made_again_and_sent_since(alice, sandbox, monkeypatch):
+    """Worker A's execution stalls past its claim; B finds A's transfer and marks the sweep sent; it
+    reverts, the sweep is made again and C sends it. A's answer then arrived and wrote the reverted
+    hash over C's: the next check undid the sweep again, and its new send found the wallet empty."""
+    from wallets.services import deposit_credit, sweep_send, wallet_open
+
+    deposit_wallet = wallet_open(user=alice)
+    paid = sandbox.receive_payment(to_address=deposit_wallet, token="USDC", amount=5 * USDC)
+    deposit_credit(
+        user=alice, asset=services.ledger.asset_get("USDC"), amount=5 * USDC, tx_hash=paid.tx_hash, source="api"
+    )
+    sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
+    gateway_type = type(get_gateway())
+    execute = gateway_type.execute_transfer
+    later = {}
+
+    def stalled_then_answered(self, **kwargs):
+        monkeypatch.setattr(gateway_type, "execute_transfer", execute)  # only A's call stalls
+        first = execute(self, **kwargs)
+        with time_machine.travel(timezone.now() + timedelta(hours=1)):
+            assert sweep_send(sweep_id=sweep.pk) == SweepStatus.SENT  # B: finds A's transfer
+            sandbox.revert(first)
+            assert services.sends_confirm().reverted == 1  # made again
+            assert sweep_send(sweep_id=sweep.pk) == SweepStatus.SENT  # C: a new transfer
+            later["hash"] = Sweep.objects.get(pk=sweep.pk).tx_hash
+        return first  # A's answer, at last
+
+    monkeypatch.setattr(gateway_type, "execute_transfer", stalled_then_answered)
+    sandbox.inject("execute", "pending")
+
+    sweep_send(sweep_id=sweep.pk)  # A
+
+    row = Sweep.objects.get(pk=sweep.pk)
+    assert (row.status, row.tx_hash) == (SweepStatus.SENT, later["hash"])
+    assert sandbox.balance(services.treasury_wallet().address, "USDC") == 5 * USDC
