@@ -132,6 +132,8 @@ class SignIn(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="sign_ins")
     refresh_jti = models.CharField(max_length=64, help_text="The id (jti) of its one live refresh token.")
+    # The one it replaced, for a refresh that raced the last one (accounts.services.REFRESH_RACE).
+    previous_jti = models.CharField(max_length=64, blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
     refreshed_at = models.DateTimeField(null=True, blank=True)
     # Its refresh tokens all expire then (REFRESH_TOKEN_LIFETIME after it began): rotation renews

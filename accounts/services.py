@@ -179,6 +179,14 @@ def user_deactivate(*, user: User) -> User:
 SIGN_IN_CLAIM = "sid"
 
 
+# Two requests of one client that refresh with the same token at once (two browser tabs whose access
+# tokens expired together) are no theft: the one that comes second within this time is refused
+# (401 token_rotated) without ending the sign-in, and takes the tokens the first received (shared
+# storage). Later, the used token means two holders, and the sign-in ends. A thief gains nothing
+# from it: no token is answered.
+REFRESH_RACE = timedelta(seconds=30)
+
+
 def _token_revoked() -> exceptions.AuthenticationFailed:
     return exceptions.AuthenticationFailed(
         "This refresh token has been used already or its sign-in has ended; sign in again.", code="token_revoked"
@@ -254,9 +262,22 @@ def token_refresh(*, refresh_token: str) -> TokenPair:
     refresh.set_jti()
     refresh.set_iat()
     swapped = SignIn.objects.filter(pk=sign_in_id, user=user, refresh_jti=presented, ended_at__isnull=True).update(
-        refresh_jti=refresh[jwt_settings.JTI_CLAIM], refreshed_at=timezone.now()
+        refresh_jti=refresh[jwt_settings.JTI_CLAIM], previous_jti=presented, refreshed_at=timezone.now()
     )
     if not swapped:
+        raced = SignIn.objects.filter(
+            pk=sign_in_id,
+            user=user,
+            previous_jti=presented,
+            refreshed_at__gte=timezone.now() - REFRESH_RACE,
+            ended_at__isnull=True,
+        )
+        if raced.exists():
+            raise exceptions.AuthenticationFailed(
+                "This refresh token was used a moment ago by another request of this sign-in; use the tokens "
+                "that request received.",
+                code="token_rotated",
+            )
         if sign_ins_end(sign_ins=SignIn.objects.filter(pk=sign_in_id), reason=SignIn.EndReason.REUSED):
             logger.warning(
                 "A used refresh token of sign-in %s (user %s) was presented again: the sign-in is ended",

@@ -19,6 +19,7 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
                 ('refresh_jti', models.CharField(help_text='The id (jti) of its one live refresh token.', max_length=64)),
+                ('previous_jti', models.CharField(blank=True, default='', max_length=64)),
                 ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
                 ('refreshed_at', models.DateTimeField(blank=True, null=True)),
                 ('expires_at', models.DateTimeField()),
