@@ -637,14 +637,18 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
         # nothing was sent, so this was no attempt whose outcome is unknown. Left marked, a later
         # refusal would count as one ("refused after an unknown outcome") and the money would
         # stay in flight for ever instead of going back.
-        # Only this attempt's own mark: another worker's, made since, stands.
+        # Only this attempt's own mark: another worker's, made since, stands. Nor is it counted:
+        # `attempts` counts executions, and the confirmation checker undoes a reverted send only when
+        # it was executed once (counted, a 429 then one send that reverted was left to staff).
+        retry_in = _backoff(row.attempts)
         if marked and type(row).objects.filter(pk=row.pk, send_attempted_at=row.send_attempted_at).update(
-            send_attempted_at=attempted_before
+            send_attempted_at=attempted_before, attempts=F("attempts") - 1
         ):
             row.send_attempted_at = attempted_before
+            row.attempts -= 1
         if isinstance(exc, ChipiRateLimited):
             return OutboxOutcome(error=f"Chipi rate limited: {exc}", retry_in=exc.retry_after)
-        return OutboxOutcome(error=f"{type(exc).__name__}: {exc}", retry_in=_backoff(row.attempts))
+        return OutboxOutcome(error=f"{type(exc).__name__}: {exc}", retry_in=retry_in)
     except ChipiRejected as exc:
         if attempted_before:
             # A refusal after an unknown outcome may be the account refusing a nonce it already

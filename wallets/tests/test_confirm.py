@@ -390,3 +390,25 @@ def test_a_stalled_answer_does_not_overwrite_a_sweep_made_again_and_sent_since(a
     row = Sweep.objects.get(pk=sweep.pk)
     assert (row.status, row.tx_hash) == (SweepStatus.SENT, later["hash"])
     assert sandbox.balance(services.treasury_wallet().address, "USDC") == 5 * USDC
+
+
+@pytest.mark.django_db
+def test_a_withdrawal_refused_before_acting_then_sent_once_and_reverted_is_refunded(api, alice, sandbox):
+    """A 429 (or PayGo's own budget, or no connection) sends nothing: it is no execution. Counted as
+    one, the only execution that reverted was left to staff and the user's money stayed gone."""
+    chain_deposit(alice, 10 * USDC)
+    services.sends_confirm()
+    sandbox.inject("execute", "rate_limited")
+    response = api(alice).post("/api/v1/wallet/withdraw", {"amount": "4", "toAddress": ADDRESS}, format="json")
+    withdrawal = Withdrawal.objects.get(pk=response.json()["withdrawal"]["id"])
+    assert withdrawal.status == WithdrawalStatus.PENDING and withdrawal.attempts == 0
+    sandbox.inject("execute", "pending")
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENT
+    sandbox.revert(Withdrawal.objects.get(pk=withdrawal.pk).tx_hash)
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=3)):
+        assert services.sends_confirm().reverted == 1
+
+    assert balance_of(alice) == 10 * USDC
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.FAILED
