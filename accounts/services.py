@@ -180,11 +180,12 @@ SIGN_IN_CLAIM = "sid"
 
 
 # Two requests of one client that refresh with the same token at once (two browser tabs whose access
-# tokens expired together) are no theft: the one that comes second within this time is refused
-# (401 token_rotated) without ending the sign-in, and takes the tokens the first received (shared
-# storage). Later, the used token means two holders, and the sign-in ends. A thief gains nothing
-# from it: no token is answered.
-REFRESH_RACE = timedelta(seconds=30)
+# tokens expired together) are no theft: the one that comes second within this time of the first is
+# answered the sign-in's live refresh token (the one the first received, with a new access token),
+# and the sign-in goes on. The reuse is still caught one rotation later: two holders of one token,
+# the one whose next refresh comes after the other's presents a used token, and the sign-in ends.
+# Later than this, a used token ends the sign-in at once.
+REFRESH_RACE = timedelta(seconds=10)
 
 
 def _token_revoked() -> exceptions.AuthenticationFailed:
@@ -265,19 +266,25 @@ def token_refresh(*, refresh_token: str) -> TokenPair:
         refresh_jti=refresh[jwt_settings.JTI_CLAIM], previous_jti=presented, refreshed_at=timezone.now()
     )
     if not swapped:
-        raced = SignIn.objects.filter(
-            pk=sign_in_id,
-            user=user,
-            previous_jti=presented,
-            refreshed_at__gte=timezone.now() - REFRESH_RACE,
-            ended_at__isnull=True,
-        )
-        if raced.exists():
-            raise exceptions.AuthenticationFailed(
-                "This refresh token was used a moment ago by another request of this sign-in; use the tokens "
-                "that request received.",
-                code="token_rotated",
+        current = (
+            SignIn.objects.filter(
+                pk=sign_in_id,
+                user=user,
+                previous_jti=presented,
+                refreshed_at__gte=timezone.now() - REFRESH_RACE,
+                ended_at__isnull=True,
             )
+            .values_list("refresh_jti", flat=True)
+            .first()
+        )
+        if current is not None:
+            # The sign-in's live refresh token, again: both holders now hold the one token, so the
+            # next rotation by either makes the other's next refresh a reuse, which ends it.
+            refresh[jwt_settings.JTI_CLAIM] = current
+            logger.info(
+                "Sign-in %s (user %s): a refresh raced the last one; answered its live token", sign_in_id, user.pk
+            )
+            return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
         if sign_ins_end(sign_ins=SignIn.objects.filter(pk=sign_in_id), reason=SignIn.EndReason.REUSED):
             logger.warning(
                 "A used refresh token of sign-in %s (user %s) was presented again: the sign-in is ended",
