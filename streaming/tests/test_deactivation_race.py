@@ -4,6 +4,7 @@ never one left billing for an account that is gone."""
 
 from __future__ import annotations
 
+import pytest
 from rest_framework import exceptions
 
 from accounts.models import User
@@ -28,23 +29,21 @@ def start_while_deactivating(who, user, service) -> object:
 
 
 @money_db
-def test_a_session_started_while_its_vendor_is_being_deactivated_is_refused(alice, victor, make_service):
+@pytest.mark.parametrize(
+    ("deactivated", "refusal"),
+    [
+        ("victor", {"service_id": ["No such service."]}),  # the vendor: his service is gone
+        ("alice", "This account is no longer active."),  # the user who starts it
+    ],
+)
+def test_a_session_started_while_its_vendor_or_user_is_being_deactivated_is_refused(
+    alice, victor, make_service, deactivated, refusal
+):
     service = make_service()
     fund_wallet(alice, 10 * USDC)
 
-    refused = start_while_deactivating(victor, alice, service)
+    refused = start_while_deactivating({"victor": victor, "alice": alice}[deactivated], alice, service)
 
-    assert isinstance(refused, exceptions.ValidationError), refused
-    assert refused.detail["service_id"][0] == "No such service."
-    assert not StreamingSession.objects.exists()
-
-
-@money_db
-def test_a_session_started_while_its_user_is_being_deactivated_is_refused(alice, victor, make_service):
-    service = make_service()
-    fund_wallet(alice, 10 * USDC)
-
-    refused = start_while_deactivating(alice, alice, service)
-
-    assert isinstance(refused, exceptions.AuthenticationFailed), refused
+    assert isinstance(refused, exceptions.APIException), refused
+    assert refused.detail == refusal
     assert not StreamingSession.objects.exists()
