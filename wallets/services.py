@@ -600,8 +600,12 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
                 taken=taken,
                 since=row.created_at - CLOCK_SKEW,
             )
-            if found is not None:
-                return OutboxOutcome(tx_hash=found)
+            if found.tx_hash is not None:
+                return OutboxOutcome(tx_hash=found.tx_hash)
+            if found.failed and row.attempts == 1:
+                # Its one execution (whose answer was lost) failed on chain: nothing left, and its
+                # nonce is spent (signed again, it was refused, and the row stayed in doubt for ever).
+                return OutboxOutcome(refused=True, error="Its one execution failed on chain (Chipi's records).")
         # Committed before signing: a crash from here on is an unknown outcome, looked up next time.
         with transaction.atomic():
             # The row as it is now, locked: a worker whose claim ran out while it stalled finds that
@@ -671,25 +675,34 @@ def _outbox_lock(name: str) -> None:
         cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [name])
 
 
+@dataclass(frozen=True)
+class SentLookup:
+    """What Chipi's records say of a row's transfers: the hash of one that went out (or may yet), and
+    whether one failed on chain."""
+
+    tx_hash: str | None
+    failed: bool
+
+
 def _find_sent(
     gateway, source_address: str, *, to_address: str, token: str, amount: int, taken, since: datetime
-) -> str | None:
-    """The hash of the (oldest) transfer from `source_address` matching this row that no other row
-    has claimed, or None. Chipi's records carry no reference: the match is sender, recipient, token
-    and amount. Every record since `since` (the row's making) is read, however many the wallet
-    made since: a busy treasury's last 500 could all be newer than the row's first send."""
-    matches = [
-        tx.tx_hash
+) -> SentLookup:
+    """The (oldest) transfer from `source_address` matching this row that no other row has claimed,
+    and whether such a transfer failed. Chipi's records carry no reference: the match is sender,
+    recipient, token and amount. Every record since `since` (the row's making) is read, however many
+    the wallet made since: a busy treasury's last 500 could all be newer than the row's first send."""
+    matching = [
+        tx
         for tx in gateway.wallet_transactions(source_address, since=since)
         if tx.from_address == source_address
         and tx.to_address == to_address
         and tx.token == token
         and tx.amount == amount
-        and tx.status != "failed"
         and (tx.created_at is None or tx.created_at >= since)  # not one from before the row was made
         and not taken(tx.tx_hash)
     ]
-    return matches[-1] if matches else None
+    sent = [tx.tx_hash for tx in matching if tx.status != "failed"]
+    return SentLookup(tx_hash=sent[-1] if sent else None, failed=len(sent) < len(matching))
 
 
 def _backoff(attempts: int) -> float:

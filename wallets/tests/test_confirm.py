@@ -412,3 +412,32 @@ def test_a_withdrawal_refused_before_acting_then_sent_once_and_reverted_is_refun
 
     assert balance_of(alice) == 10 * USDC
     assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.FAILED
+
+
+@pytest.mark.django_db
+def test_a_send_in_doubt_whose_one_execution_failed_on_chain_is_refunded(api, alice, sandbox):
+    """Its answer lost, a withdrawal is looked up before any retry. Its one execution had failed on
+    chain (nonce spent, nothing moved): the look-up found nothing sent, signed it again with the same
+    nonce, was refused, and the row stayed in doubt for ever, its owner's money in flight."""
+    from wallets.chipi.models import SandboxTransaction
+
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("execute", "lost_response")
+    withdrawal = Withdrawal.objects.get(pk=withdraw_in_doubt(api, alice))
+    executed = SandboxTransaction.objects.get(destination_address=ADDRESS)
+    SandboxTransaction.objects.filter(pk=executed.pk).update(status=SandboxTransaction.Status.PENDING)
+    sandbox.revert(executed.tx_hash)  # it failed on chain: the money is back in the treasury
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.FAILED
+
+    assert balance_of(alice) == 10 * USDC
+    assert sandbox.balance(ADDRESS, "USDC") == 0
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+
+
+def withdraw_in_doubt(api, user) -> str:
+    response = api(user).post("/api/v1/wallet/withdraw", {"amount": "4", "toAddress": ADDRESS}, format="json")
+    withdrawal_id = response.json()["withdrawal"]["id"]
+    assert Withdrawal.objects.get(pk=withdrawal_id).status == WithdrawalStatus.SENDING  # sent on commit
+    return withdrawal_id
