@@ -602,10 +602,14 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
             )
             if found.tx_hash is not None:
                 return OutboxOutcome(tx_hash=found.tx_hash)
-            if found.failed and row.attempts == 1:
+            if found.failed_hash is not None and row.attempts == 1:
                 # Its one execution (whose answer was lost) failed on chain: nothing left, and its
                 # nonce is spent (signed again, it was refused, and the row stayed in doubt for ever).
-                return OutboxOutcome(refused=True, error="Its one execution failed on chain (Chipi's records).")
+                # The failed transfer is the row's: a twin's look-up does not take it for its own.
+                type(row).objects.filter(pk=row.pk).update(tx_hash=found.failed_hash)
+                return OutboxOutcome(
+                    refused=True, error=f"Its one execution failed on chain ({found.failed_hash}, Chipi's records)."
+                )
         # Committed before signing: a crash from here on is an unknown outcome, looked up next time.
         with transaction.atomic():
             # The row as it is now, locked: a worker whose claim ran out while it stalled finds that
@@ -678,17 +682,17 @@ def _outbox_lock(name: str) -> None:
 @dataclass(frozen=True)
 class SentLookup:
     """What Chipi's records say of a row's transfers: the hash of one that went out (or may yet), and
-    whether one failed on chain."""
+    of one that failed on chain."""
 
     tx_hash: str | None
-    failed: bool
+    failed_hash: str | None
 
 
 def _find_sent(
     gateway, source_address: str, *, to_address: str, token: str, amount: int, taken, since: datetime
 ) -> SentLookup:
     """The (oldest) transfer from `source_address` matching this row that no other row has claimed,
-    and whether such a transfer failed. Chipi's records carry no reference: the match is sender,
+    and one such that failed. Chipi's records carry no reference: the match is sender,
     recipient, token and amount. Every record since `since` (the row's making) is read, however many
     the wallet made since: a busy treasury's last 500 could all be newer than the row's first send."""
     matching = [
@@ -702,7 +706,8 @@ def _find_sent(
         and not taken(tx.tx_hash)
     ]
     sent = [tx.tx_hash for tx in matching if tx.status != "failed"]
-    return SentLookup(tx_hash=sent[-1] if sent else None, failed=len(sent) < len(matching))
+    failed = [tx.tx_hash for tx in matching if tx.status == "failed"]
+    return SentLookup(tx_hash=sent[-1] if sent else None, failed_hash=failed[-1] if failed else None)
 
 
 def _backoff(attempts: int) -> float:

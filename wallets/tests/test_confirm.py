@@ -434,6 +434,8 @@ def test_a_send_in_doubt_whose_one_execution_failed_on_chain_is_refunded(api, al
     assert balance_of(alice) == 10 * USDC
     assert sandbox.balance(ADDRESS, "USDC") == 0
     assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+    # The failed transfer is the row's, so that an equal withdrawal's look-up does not take it for its own.
+    assert Withdrawal.objects.get(pk=withdrawal.pk).tx_hash == executed.tx_hash
 
 
 def withdraw_in_doubt(api, user) -> str:
