@@ -146,6 +146,12 @@ def users_locked_active(user_ids) -> dict[int, bool]:
         return dict(cursor.fetchall())
 
 
+def account_no_longer_active() -> exceptions.AuthenticationFailed:
+    """The 401 of a request whose account was deactivated after the request was authenticated, as
+    users_locked_active found it."""
+    return exceptions.AuthenticationFailed("This account is no longer active.", code="no_active_account")
+
+
 def user_deactivate(*, user: User) -> User:
     """Deactivate: login is refused and every token the user holds stops working at once
     (authentication checks is_active on every request and socket handshake), their sign-ins end (a
@@ -232,7 +238,7 @@ def token_pair_for(user: User) -> TokenPair:
     refresh = RefreshToken.for_user(user)
     with transaction.atomic():
         if not users_locked_active([user.pk]).get(user.pk):
-            raise exceptions.AuthenticationFailed("This account is no longer active.", code="no_active_account")
+            raise account_no_longer_active()
         sign_in = SignIn.objects.create(
             user=user,
             refresh_jti=refresh[jwt_settings.JTI_CLAIM],
@@ -253,7 +259,8 @@ def token_refresh(*, refresh_token: str) -> TokenPair:
     and then find the token swapped out. Whoever presents a token that was swapped out is refused,
     and the sign-in ends: two holders of one refresh token mean that one of them stole it, and which
     one cannot be told (RFC 9700, 4.14.2), so neither keeps it. The ending is committed before the
-    401 is raised (no transaction is open around this in the view)."""
+    401 is raised (no transaction is open around this in the view). Within REFRESH_RACE of the swap,
+    the token it replaced is answered the live one instead (see there)."""
     refresh = _refresh_token(refresh_token)
     user = _token_owner(refresh)
     sign_in_id = _sign_in_id(refresh)

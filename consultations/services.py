@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 from rest_framework import exceptions
 
-from accounts.services import users_locked_active
+from accounts.services import account_no_longer_active, users_locked_active
 from consultations import selectors
 from consultations.models import (
     CLOSED_STATUSES,
@@ -122,7 +122,7 @@ def consultation_create(
         if not is_active[vendor.pk]:
             raise _invalid("vendor_id", "No such vendor.", code="unknown_vendor")
         if not is_active[user.pk]:
-            raise exceptions.AuthenticationFailed("This account is no longer active.", code="no_active_account")
+            raise account_no_longer_active()
         consultation = Consultation.objects.create(
             user=user, vendor=vendor, service=service, created_at=now, updated_at=now, last_message_at=now
         )

@@ -13,7 +13,7 @@ from django.db.models import F
 from django.utils import timezone
 from rest_framework import exceptions
 
-from accounts.services import users_locked_active
+from accounts.services import account_no_longer_active, users_locked_active
 from marketplace.selectors import is_on_sale
 from paygo.api.amounts import format_minor
 from paygo.api.errors import Conflict, PaymentRequired
@@ -84,7 +84,7 @@ def session_start(
         if not is_active.get(service.vendor_id):
             raise _invalid("service_id", "No such service.", code="unknown_service")
         if not is_active.get(user.pk):
-            raise exceptions.AuthenticationFailed("This account is no longer active.", code="no_active_account")
+            raise account_no_longer_active()
         payer = ledger.account_for_user(user, asset)
         payee = ledger.account_for_user(service.vendor, asset)
         revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, asset)
