@@ -1087,9 +1087,16 @@ def _confirm_overdue(row, seen: str) -> None:
         f"Not confirmed on chain {CONFIRM_ALARM.total_seconds() / 60:.0f} minutes after it was sent ({seen}): "
         "check it on chain; nothing was refunded."
     )
+    _flag_for_staff(row, error, unless=~Q(last_error=""))
+
+
+def _flag_for_staff(row, error: str, *, unless: Q) -> None:
+    """Write `error` into a sent, unconfirmed row's last_error for staff and log it, unless `unless`
+    holds of the row (so that each is written, and logged, once)."""
     if (
         type(row)
-        .objects.filter(pk=row.pk, status="sent", confirmed_at__isnull=True, last_error="")
+        .objects.filter(pk=row.pk, status="sent", confirmed_at__isnull=True)
+        .exclude(unless)
         .update(last_error=error)
     ):
         logger.error("%s %s (%s): %s", type(row).__name__, row.pk, row.tx_hash, error)
@@ -1106,9 +1113,10 @@ def withdrawal_confirm(*, row_id, tx_hash: str) -> bool:
 
 
 def withdrawal_revert(*, row_id, tx_hash: str) -> bool:
-    """Chipi's records show a sent withdrawal's (or payout's) transfer failed on chain: the money
-    never left the treasury, so it comes back from the custody mirror to its owner's wallet, once
-    (the row locked and its status checked; the reference unique), and the row is FAILED."""
+    """Chipi's records show a sent withdrawal's (or payout's) transfer failed on chain: executed once,
+    its money never left the treasury, so it comes back from the custody mirror to its owner's
+    wallet, once (the row locked and its status checked; the reference unique), and the row is
+    FAILED. Executed more than once, it is for staff (_revert_for_staff)."""
     with transaction.atomic():
         locked = Withdrawal.objects.select_related("asset", "user").select_for_update(of=("self",)).get(pk=row_id)
         if locked.status != WithdrawalStatus.SENT or locked.tx_hash != tx_hash:
@@ -1137,21 +1145,15 @@ def withdrawal_revert(*, row_id, tx_hash: str) -> bool:
 
 def _revert_for_staff(row, tx_hash: str) -> None:
     """A send executed more than once (an attempt whose answer was lost is signed again with the same
-    nonce, PayGo's own budget or Chipi's 429 count an attempt too) whose recorded transfer reverted:
-    another execution of it may have gone out and succeeded (the one that used the nonce, so that
-    this one reverted), so its money is not known to have stayed. Never undone here (a refund or a
-    new sweep could pay twice): marked once and logged for staff, who check the chain."""
+    nonce) whose recorded transfer reverted: another execution of it may have gone out and succeeded
+    (the one that used the nonce, so that this one reverted), so its money is not known to have
+    stayed. Never undone here (a refund or a new sweep could pay twice): marked once and logged for
+    staff, who check the chain."""
     error = (
         f"Reverted on chain ({tx_hash}) after {row.attempts} attempts: another may have gone out; "
         "check the chain; nothing was refunded or sent again."
     )
-    if (
-        type(row)
-        .objects.filter(pk=row.pk, status="sent", confirmed_at__isnull=True)
-        .exclude(last_error=error)
-        .update(last_error=error)
-    ):
-        logger.error("%s %s: %s", type(row).__name__, row.pk, error)
+    _flag_for_staff(row, error, unless=Q(last_error=error))
 
 
 def sweep_confirm(*, row_id, tx_hash: str) -> bool:
@@ -1164,17 +1166,19 @@ def sweep_confirm(*, row_id, tx_hash: str) -> bool:
 
 
 def sweep_revert(*, row_id, tx_hash: str) -> bool:
-    """Chipi's records show a sweep's transfer failed on chain: the money is still in the deposit
-    wallet (the ledger never moved: both wallets are custody), so the sweep is made again, once (a
-    conditional update on its status and hash), with a new nonce: the reverted execution is final,
-    and whether its nonce counts as used is the account's business."""
-    several = Sweep.objects.filter(pk=row_id, status=SweepStatus.SENT, tx_hash=tx_hash, attempts__gt=1).first()
-    if several is not None:
-        _revert_for_staff(several, tx_hash)
+    """Chipi's records show a sweep's transfer failed on chain: executed once, the money is still in
+    the deposit wallet (the ledger never moved: both wallets are custody), so the sweep is made
+    again, once (a conditional update on its status and hash), with a new nonce: the reverted
+    execution is final, and whether its nonce counts as used is the account's business. Executed
+    more than once, it is for staff (_revert_for_staff)."""
+    sent = Sweep.objects.filter(pk=row_id, status=SweepStatus.SENT, tx_hash=tx_hash, confirmed_at__isnull=True)
+    row = sent.first()
+    if row is None:
+        return False  # made again already (another checker), or not this transfer's row any more
+    if row.attempts != 1:
+        _revert_for_staff(row, tx_hash)
         return False
-    remade = Sweep.objects.filter(
-        pk=row_id, status=SweepStatus.SENT, tx_hash=tx_hash, confirmed_at__isnull=True, attempts=1
-    ).update(
+    remade = sent.filter(attempts=1).update(
         status=SweepStatus.PENDING,
         tx_hash="",
         nonce=new_nonce(),
