@@ -119,13 +119,18 @@ class SignInEndReason(models.TextChoices):
 
 
 class SignIn(models.Model):
-    """One sign-in of a user on one device (a login or a sign-up) and the refresh tokens it is given,
-    one after the other. Every token it gives carries its id (the `sid` claim) and only its latest
+    """One sign-in of a user on one device (a login or a sign-up) and the tokens it is given, one
+    after the other. Every token it gives carries its id (the `sid` claim, CLAIM). Only its latest
     refresh token (`refresh_jti`) is live: a refresh swaps it for the next one (rotation), so a
     refresh token is good for one refresh. A token of it presented after it was swapped out means
     two holders (a stolen copy): the sign-in is then ended (`reused`), for both of them. Logging out
-    ends it. accounts.services is its one write path (token_pair_for, token_refresh, token_logout,
-    sign_ins_end)."""
+    ends it. Its access tokens are good while it lasts (paygo.api.authentication): once it ends, its
+    tokens of every kind are refused and the sockets they opened closed. accounts.services is its one
+    write path (token_pair_for, token_refresh, token_logout, sign_ins_end)."""
+
+    # The claim naming the sign-in a token belongs to (OpenID Connect's name for a session's id); the
+    # access tokens a refresh token mints carry it too (simplejwt copies every claim but jti, exp, iat).
+    CLAIM = "sid"
 
     EndReason = SignInEndReason
 
@@ -154,6 +159,15 @@ class SignIn(models.Model):
 
     def __str__(self) -> str:
         return f"Sign-in of {self.user_id} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+    @classmethod
+    def id_of(cls, token) -> uuid.UUID | None:
+        """The sign-in a (validated) token belongs to; None for a token issued before sign-ins were
+        recorded, which nothing accepts any more."""
+        try:
+            return uuid.UUID(str(token[cls.CLAIM]))
+        except (KeyError, ValueError):
+            return None
 
 
 # --- Images and profiles --------------------------------------------------------------------------

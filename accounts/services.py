@@ -27,7 +27,7 @@ from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts.images import clean_image, read_upload
 from accounts.models import AdminProfile, Image, Profile, Role, SignIn, User, VendorProfile
-from paygo.api.authentication import token_user
+from paygo.api.authentication import SIGN_IN_ENDED, token_user
 from paygo.api.errors import Conflict, PayloadTooLarge
 from paygo.api.ratelimits import LoginLockedOut, login_locked_out
 
@@ -180,11 +180,6 @@ def user_deactivate(*, user: User) -> User:
     return user
 
 
-# The claim naming the sign-in a token belongs to (OpenID Connect's name for a session's id); the
-# access tokens a refresh token mints carry it too (simplejwt copies every claim but jti, exp, iat).
-SIGN_IN_CLAIM = "sid"
-
-
 # Two requests of one client that refresh with the same token at once (two browser tabs whose access
 # tokens expired together) are no theft: the one that comes second within this time of the first is
 # answered the sign-in's live refresh token (the one the first received, with a new access token),
@@ -211,22 +206,18 @@ def _refresh_token(raw: str) -> RefreshToken:
 
 
 def _token_owner(token: RefreshToken) -> User:
-    """The active user a token stands for, whose password has not changed since it was issued, or 401."""
+    """The active user a token stands for, whose password has not changed since it was issued and
+    whose sign-in goes on, or 401."""
     try:
         return token_user(token)
     except exceptions.AuthenticationFailed as exc:
         detail = exc.detail  # simplejwt's failures carry {"detail": ..., "code": ...}
-        if isinstance(detail, dict) and detail.get("code") == "password_changed":
+        code = detail.get("code") if isinstance(detail, dict) else None
+        if code == "password_changed":
             raise  # answered as a request with an access token of before the change is
+        if code == SIGN_IN_ENDED:
+            raise _token_revoked() from None
         raise exceptions.AuthenticationFailed("No active account for this token.", code="no_active_account") from None
-
-
-def _sign_in_id(token: RefreshToken) -> uuid.UUID | None:
-    """The sign-in a token belongs to; None for a token issued before sign-ins were recorded."""
-    try:
-        return uuid.UUID(str(token[SIGN_IN_CLAIM]))
-    except (KeyError, ValueError):
-        return None
 
 
 def token_pair_for(user: User) -> TokenPair:
@@ -245,7 +236,7 @@ def token_pair_for(user: User) -> TokenPair:
             created_at=refresh.current_time,
             expires_at=datetime_from_epoch(refresh["exp"]),
         )
-    refresh[SIGN_IN_CLAIM] = str(sign_in.pk)
+    refresh[SignIn.CLAIM] = str(sign_in.pk)
     return TokenPair(access=str(refresh.access_token), refresh=str(refresh))
 
 
@@ -263,7 +254,7 @@ def token_refresh(*, refresh_token: str) -> TokenPair:
     the token it replaced is answered the live one instead (see there)."""
     refresh = _refresh_token(refresh_token)
     user = _token_owner(refresh)
-    sign_in_id = _sign_in_id(refresh)
+    sign_in_id = SignIn.id_of(refresh)
     if sign_in_id is None:
         raise _token_revoked()  # issued before sign-ins were recorded: the new rules hold for every token
     presented = refresh[jwt_settings.JTI_CLAIM]
@@ -312,7 +303,7 @@ def token_logout(*, refresh_token: str, everywhere: bool = False) -> int:
     password has not changed since, the token a refresh would accept; a used one is refused (401)
     and ends nothing."""
     refresh = _refresh_token(refresh_token)
-    sign_in_id = _sign_in_id(refresh)
+    sign_in_id = SignIn.id_of(refresh)
     if not everywhere:
         if sign_in_id is None:
             return 0  # a token from before sign-ins were recorded: no refresh accepts it any more
@@ -330,9 +321,18 @@ def token_logout(*, refresh_token: str, everywhere: bool = False) -> int:
 
 
 def sign_ins_end(*, sign_ins: QuerySet[SignIn], reason: str) -> int:
-    """End these sign-ins (those not ended already): no refresh accepts their tokens from now on. The
-    access tokens they gave stay good until they expire (JWT_LIFETIME). Returns how many ended."""
-    return sign_ins.filter(ended_at__isnull=True).update(ended_at=timezone.now(), end_reason=reason)
+    """End these sign-ins (those not ended already): from now on no request, socket handshake or
+    refresh accepts their tokens, and once this commits the sockets their access tokens opened are
+    closed (4401). Returns how many ended."""
+    from paygo.ws import close_sockets_of_sign_ins
+
+    ending = list(sign_ins.filter(ended_at__isnull=True).values_list("pk", flat=True))
+    ended = SignIn.objects.filter(pk__in=ending, ended_at__isnull=True).update(
+        ended_at=timezone.now(), end_reason=reason
+    )
+    if ending:
+        transaction.on_commit(lambda: close_sockets_of_sign_ins(ending), robust=True)
+    return ended
 
 
 def sign_ins_forget(*, expired_days_ago: int) -> int:

@@ -123,8 +123,8 @@ class LogoutView(APIView):
             **error_responses(401),
         },
         summary="Log out: end the sign-in of a refresh token, or every sign-in of its user",
-        description="The sign-in's refresh tokens are refused from then on; the access tokens it gave stay "
-        "valid until they expire. Logging out again answers 200.",
+        description="The sign-in's tokens, access tokens included, are refused from then on, and the "
+        "sockets they opened are closed (4401). Logging out again answers 200.",
     )
     def post(self, request):
         data = LogoutSerializer(data=request.data)

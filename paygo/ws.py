@@ -12,7 +12,8 @@ pool busy (past DATABASE_POOL_TIMEOUT) is accepted and closed with 1013, "try ag
 HTTP request gets a 503: the client reconnects after a pause, and nothing is logged as an error.
 Every socket of a user also joins that user's group (sockets_group): when the account is
 deactivated, close_sockets_of() closes them all with 4401, in every server process, as every later
-request and handshake is refused.
+request and handshake is refused. A socket opened with a token joins its sign-in's group as well
+(sign_in_group), closed alike when the sign-in ends (a logout, a stolen refresh token caught).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import asyncio
 import functools
 import logging
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -38,6 +41,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
+from accounts.models import SignIn
 from paygo.api.authentication import token_user
 from paygo.api.errors import pool_exhausted
 from paygo.api.parsers import json_loads
@@ -67,6 +71,11 @@ def sockets_group(user_id: int) -> str:
     return f"sockets.user.{user_id}"
 
 
+def sign_in_group(sign_in_id) -> str:
+    """The group every socket opened with a token of this sign-in joins."""
+    return f"sockets.sign_in.{sign_in_id}"
+
+
 def reauthorize_sockets_of(user_id: int) -> None:
     """Close every open socket of this user with 4409 (an operator changed their role, staff flag or
     permissions): a handshake decides once what a socket may watch, so the client reconnects and a
@@ -86,18 +95,34 @@ def close_sockets_of(user_id: int, *, again: bool = False) -> None:
     password changed): a handshake checks the account once, and a socket stays open for hours.
     `again`: once more RECLOSE_SECONDS later, for a handshake under way as the account was
     deactivated (not after a password change: the sockets the new password opens are the user's)."""
-    async_to_sync(group_send)(sockets_group(user_id), {"type": "sockets.revoked"})
+    _close_groups([sockets_group(user_id)], again=again)
+
+
+def close_sockets_of_sign_ins(sign_in_ids) -> None:
+    """Close with 4401 every open socket opened with a token of these sign-ins, which have ended, and
+    again RECLOSE_SECONDS later (for a handshake under way as they ended: nothing accepts their
+    tokens any more)."""
+    _close_groups([sign_in_group(sign_in_id) for sign_in_id in sign_in_ids], again=True)
+
+
+def _close_groups(groups: list[str], *, again: bool) -> None:
+    async_to_sync(_revoke)(groups)
     if again:
-        timer = threading.Timer(RECLOSE_SECONDS, _close_again, args=(user_id,))
+        timer = threading.Timer(RECLOSE_SECONDS, _close_again, args=(groups,))
         timer.daemon = True
         timer.start()
 
 
-def _close_again(user_id: int) -> None:
+async def _revoke(groups: list[str]) -> None:
+    for group in groups:
+        await group_send(group, {"type": "sockets.revoked"})
+
+
+def _close_again(groups: list[str]) -> None:
     try:
-        async_to_sync(group_send)(sockets_group(user_id), {"type": "sockets.revoked"})
+        async_to_sync(_revoke)(groups)
     except Exception:  # the first close went out; this one is for a handshake that may not exist
-        logger.warning("Could not close user %s's sockets a second time", user_id, exc_info=True)
+        logger.warning("Could not close the sockets of %s a second time", ", ".join(groups), exc_info=True)
 
 
 def _token_from_scope(scope: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -136,16 +161,25 @@ def handshake_read(fn):
     return database_sync_to_async(read, thread_sensitive=False, executor=_handshakes)
 
 
+@dataclass(frozen=True)
+class TokenHolder:
+    """Whom a socket's token stands for, and the sign-in that gave it (None: anonymous)."""
+
+    user: Any
+    sign_in_id: uuid.UUID | None = None
+
+
 @handshake_read
-def _user_for_token(raw: str):
+def _user_for_token(raw: str) -> TokenHolder:
     try:
         token = AccessToken(raw)
     except TokenError:
-        return AnonymousUser()
+        return TokenHolder(AnonymousUser())
     try:
-        return token_user(token)  # active, and its password unchanged since the token was issued
+        # active, its password unchanged since the token was issued, its sign-in going on
+        return TokenHolder(token_user(token), SignIn.id_of(token))
     except AuthenticationFailed:
-        return AnonymousUser()
+        return TokenHolder(AnonymousUser())
 
 
 def _same_site(scope: dict[str, Any]) -> bool:
@@ -176,12 +210,18 @@ class _SocketUser:
         raw, subprotocol = _token_from_scope(scope)
         busy = False
         try:
-            user = await _user_for_token(raw) if raw else await _admin_user(scope)
+            holder = await _user_for_token(raw) if raw else TokenHolder(await _admin_user(scope))
         except Exception as exc:
             if not pool_exhausted(exc):
                 raise
-            user, busy = AnonymousUser(), True
-        scope = {**scope, "user": user, "auth_subprotocol": subprotocol, "database_busy": busy}
+            holder, busy = TokenHolder(AnonymousUser()), True
+        scope = {
+            **scope,
+            "user": holder.user,
+            "sign_in_id": holder.sign_in_id,
+            "auth_subprotocol": subprotocol,
+            "database_busy": busy,
+        }
         return await self.app(scope, receive, send)
 
 
@@ -213,6 +253,8 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
             await self.join(sockets_group(user.pk))
+            if (sign_in_id := self.scope.get("sign_in_id")) is not None:
+                await self.join(sign_in_group(sign_in_id))
         except Exception as exc:
             if not pool_exhausted(exc):
                 raise
@@ -221,7 +263,8 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         await self.joined(user)
 
     async def sockets_revoked(self, event: dict) -> None:
-        """The account was deactivated (close_sockets_of)."""
+        """The account was deactivated or its password changed (close_sockets_of), or the socket's
+        sign-in ended (close_sockets_of_sign_ins)."""
         await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def sockets_reauthorize(self, event: dict) -> None:

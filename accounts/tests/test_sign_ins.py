@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.db import transaction
+from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.test import APIClient
 from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import SignIn
-from accounts.services import REFRESH_RACE, token_pair_for
+from accounts.services import REFRESH_RACE, sign_ins_end, token_pair_for
 from conftest import backend_pid, in_thread, money_db, wait_until_blocked_on_a_lock
 
 REFRESH = "/api/v1/auth/refresh"
@@ -335,17 +338,89 @@ def test_logout_without_a_token_is_400(anon):
     assert response.json()["errors"] == {"refreshToken": ["This field is required."]}
 
 
-@pytest.mark.django_db
-def test_logout_leaves_the_access_token_to_expire(anon, alice, still_clock):
-    """What logout does not do, said by a test so that changing it is a decision: the access token
-    (JWT_LIFETIME) is not looked up in the database on each request, so it works until it expires."""
-    tokens = token_pair_for(alice)
+def me(client, access: str):
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+    try:
+        return client.get(ME)
+    finally:
+        client.credentials()
+
+
+SIGN_IN_ENDED = {
+    "message": "This sign-in has ended (logged out, or ended for the account's safety); sign in again.",
+    "statusCode": 401,
+    "code": "sign_in_ended",
+}
+
+
+def _end_by_logout(anon, tokens):
     logout(anon, tokens.refresh)
 
-    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens.access}")
-    assert anon.get(ME).status_code == 200
-    still_clock.shift(AccessToken.lifetime + timedelta(seconds=1))
-    assert anon.get(ME).status_code == 401
+
+def _end_by_logout_everywhere(anon, tokens):
+    logout(anon, token_pair_for(tokens.user).refresh, everywhere=True)  # from another device
+
+
+def _end_by_reuse(anon, tokens):
+    refresh(anon, tokens.refresh)
+    with time_machine.travel(timezone.now() + REFRESH_RACE + timedelta(seconds=1), tick=False):
+        refresh(anon, tokens.refresh)  # presented again after the race's grace: a stolen copy
+
+
+def _end_by_staff(anon, tokens):
+    sign_ins_end(sign_ins=SignIn.objects.filter(user=tokens.user), reason=SignIn.EndReason.STAFF)
+
+
+@dataclass
+class Device:
+    user: object
+    access: str
+    refresh: str
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("end", [_end_by_logout, _end_by_logout_everywhere, _end_by_reuse, _end_by_staff])
+def test_a_sign_in_that_ends_ends_its_access_tokens_at_once(anon, alice, bob, end):
+    """Not when they expire (JWT_LIFETIME, a day by default): a logout, a stolen refresh token caught
+    or staff end what a sign-in gave at once, the access tokens its refreshes minted included. Other
+    sign-ins (alice's other device where only this one ends, bob's always) go on."""
+    pair = token_pair_for(alice)
+    device = Device(alice, pair.access, pair.refresh)
+    minted = refresh(anon, device.refresh).json()
+    device.refresh = minted["refreshToken"]
+    other_device = token_pair_for(alice).access
+    bobs = token_pair_for(bob).access
+    assert me(anon, device.access).status_code == me(anon, minted["token"]).status_code == 200
+
+    end(anon, device)
+
+    for access in (device.access, minted["token"]):
+        response = me(anon, access)
+        assert (response.status_code, response.json()) == (401, SIGN_IN_ENDED)
+    everywhere = end in (_end_by_logout_everywhere, _end_by_staff)
+    assert me(anon, other_device).status_code == (401 if everywhere else 200)
+    assert me(anon, bobs).status_code == 200
+
+
+@pytest.mark.django_db
+def test_an_access_token_of_before_sign_ins_were_recorded_is_refused(anon, alice):
+    """As its refresh token is (test_a_refresh_token_of_before_sign_ins_were_recorded_is_refused):
+    nothing could end it but its expiry."""
+    old = str(AccessToken.for_user(alice))
+
+    response = me(anon, old)
+
+    assert (response.status_code, response.json()) == (401, SIGN_IN_ENDED)
+
+
+@pytest.mark.django_db
+def test_an_access_token_is_refused_once_it_expires(anon, alice, still_clock):
+    tokens = token_pair_for(alice)
+
+    still_clock.shift(AccessToken.lifetime - timedelta(seconds=1))
+    assert me(anon, tokens.access).status_code == 200
+    still_clock.shift(timedelta(seconds=2))
+    assert me(anon, tokens.access).status_code == 401
 
 
 # --- Forgetting sign-ins long over ------------------------------------------------------------------

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from django.db.models import Exists, OuterRef
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt.authentication import AUTH_HEADER_TYPE_BYTES, JWTAuthentication
+from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token
+from rest_framework_simplejwt.utils import get_md5_hash_password
+
+from accounts.models import SignIn
+
+# The code of a token whose sign-in has ended (a logout, a reused refresh token, staff, a deactivation).
+SIGN_IN_ENDED = "sign_in_ended"
 
 
 class BearerJWTAuthentication(JWTAuthentication):
@@ -19,11 +28,41 @@ class BearerJWTAuthentication(JWTAuthentication):
             header = api_settings.AUTH_HEADER_TYPES[0].encode() + b" " + credentials
         return super().get_raw_token(header)
 
+    def get_user(self, validated_token: Token):
+        """simplejwt's checks (the account exists, is active, and its password is the one the token
+        was issued under), and one of PayGo's: the token's sign-in goes on. Ending a sign-in (a
+        logout, a refresh token presented twice, staff) ends its access tokens at once, not when they
+        expire. One query, as simplejwt's alone: the sign-in is looked up with the account."""
+        try:
+            user_id = validated_token[api_settings.USER_ID_CLAIM]
+        except KeyError as exc:
+            raise InvalidToken(_("Token contained no recognizable user identification")) from exc
+        live = SignIn.objects.filter(pk=SignIn.id_of(validated_token), user=OuterRef("pk"), ended_at__isnull=True)
+        user = (
+            self.user_model.objects.annotate(sign_in_live=Exists(live))
+            .filter(**{api_settings.USER_ID_FIELD: user_id})
+            .first()
+        )
+        if user is None:
+            raise AuthenticationFailed(_("User not found"), code="user_not_found")
+        if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
+            raise AuthenticationFailed(_("User is inactive"), code="user_inactive")
+        if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
+            api_settings.REVOKE_TOKEN_CLAIM
+        ) != get_md5_hash_password(user.password):
+            raise AuthenticationFailed(_("The user's password has been changed."), code="password_changed")
+        if not user.sign_in_live:
+            raise AuthenticationFailed(
+                "This sign-in has ended (logged out, or ended for the account's safety); sign in again.",
+                code=SIGN_IN_ENDED,
+            )
+        return user
+
 
 def token_user(token: Token):
     """The account a validated token (access or refresh) stands for, with the checks every request's
-    authentication makes: it exists, is active, and its password is the one the token was issued
-    under (CHECK_REVOKE_TOKEN). AuthenticationFailed otherwise."""
+    authentication makes: it exists, is active, its password is the one the token was issued under
+    (CHECK_REVOKE_TOKEN), and the token's sign-in has not ended. AuthenticationFailed otherwise."""
     return BearerJWTAuthentication().get_user(token)
 
 

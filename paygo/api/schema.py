@@ -26,7 +26,8 @@ WEBSOCKETS_END = "<!-- websockets:end -->"
 # What each error status means here, as the schema says it.
 ERROR_STATUSES: dict[int, str] = {
     400: "Invalid input: the field names in `errors` say what (nothing was changed).",
-    401: "No valid access token (`Authorization: Bearer <token>`): missing, expired or malformed.",
+    401: "No valid access token (`Authorization: Bearer <token>`): missing, expired, malformed, or of a "
+    "sign-in that has ended (a logout).",
     402: "Insufficient funds.",
     403: "The caller may not do this (role or staff permission).",
     404: "No such object, or not one of the caller's.",

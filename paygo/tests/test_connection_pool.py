@@ -222,7 +222,7 @@ async def test_a_socket_whose_session_read_finds_the_pool_exhausted_is_closed_tr
     await database_sync_to_async(lambda: connection.close())()
 
     async def token_user(raw):
-        return alice
+        return ws.TokenHolder(alice)
 
     monkeypatch.setattr(ws, "_user_for_token", token_user)
     await _handshake_threads_hold_no_connection()

@@ -149,6 +149,30 @@ async def test_a_changed_password_closes_the_sockets_its_old_tokens_opened(alice
     await bobs.disconnect()
 
 
+async def test_a_sign_in_that_ends_closes_the_sockets_its_tokens_opened_and_no_other(alice):
+    """A logout ends the sign-in's access tokens (accounts.services.sign_ins_end): the sockets they
+    opened close then, the same user's sockets of another sign-in stay open, and the token opens no
+    new one."""
+    from accounts.models import SignIn
+    from accounts.services import token_logout
+
+    here, there = await database_sync_to_async(lambda: (token_pair_for(alice), token_pair_for(alice)))()
+    ending = (await _connect(f"/ws/notifications/?token={here.access}"))[0]
+    staying = (await _connect(f"/ws/notifications/?token={there.access}"))[0]
+    for communicator in (ending, staying):
+        assert (await communicator.receive_json_from())["type"] == "connected"
+
+    assert await database_sync_to_async(token_logout)(refresh_token=here.refresh) == 1
+
+    assert await _close_code(ending) == 4401
+    assert await staying.receive_nothing(timeout=0.5)
+    again, _, _ = await _connect(f"/ws/notifications/?token={here.access}")
+    assert await again.receive_output() == {"type": "websocket.close", "code": 4401}
+    await staying.disconnect()
+    ended = await database_sync_to_async(lambda: SignIn.objects.filter(ended_at__isnull=False).count())()
+    assert ended == 1
+
+
 def _deactivate_in_the_admin(operator, user) -> None:
     from django.test import Client
 
