@@ -331,7 +331,11 @@ def sign_ins_end(*, sign_ins: QuerySet[SignIn], reason: str) -> int:
         ended_at=timezone.now(), end_reason=reason
     )
     if ending:
-        transaction.on_commit(lambda: close_sockets_of_sign_ins(ending), robust=True)
+        # Closed again a little later, for a handshake under way as they ended, when it is for the
+        # account's safety; a device that logs out closes its own sockets (and a timer a logout would
+        # cost every server process).
+        again = reason != SignIn.EndReason.LOGOUT
+        transaction.on_commit(lambda: close_sockets_of_sign_ins(ending, again=again), robust=True)
     return ended
 
 

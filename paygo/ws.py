@@ -98,11 +98,10 @@ def close_sockets_of(user_id: int, *, again: bool = False) -> None:
     _close_groups([sockets_group(user_id)], again=again)
 
 
-def close_sockets_of_sign_ins(sign_in_ids) -> None:
-    """Close with 4401 every open socket opened with a token of these sign-ins, which have ended, and
-    again RECLOSE_SECONDS later (for a handshake under way as they ended: nothing accepts their
-    tokens any more)."""
-    _close_groups([sign_in_group(sign_in_id) for sign_in_id in sign_in_ids], again=True)
+def close_sockets_of_sign_ins(sign_in_ids, *, again: bool) -> None:
+    """Close with 4401 every open socket opened with a token of these sign-ins, which have ended;
+    `again`: once more RECLOSE_SECONDS later, for a handshake under way as they ended."""
+    _close_groups([sign_in_group(sign_in_id) for sign_in_id in sign_in_ids], again=again)
 
 
 def _close_groups(groups: list[str], *, again: bool) -> None:
