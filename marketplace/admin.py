@@ -161,6 +161,6 @@ class ServiceAdmin(admin.ModelAdmin):
     def retire(self, request, queryset):
         count = 0
         for service in queryset.filter(deleted_at__isnull=True):
-            services.service_delete(service=service)
+            services.service_delete(service=service, by=request.user)
             count += 1
         self.message_user(request, f"{count} service(s) retired.", messages.SUCCESS)

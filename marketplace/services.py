@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from rest_framework import exceptions
 
@@ -222,12 +222,41 @@ def service_toggle_status(*, service: Service) -> Service:
     return service
 
 
-def service_delete(*, service: Service) -> Service:
-    """Soft-delete: deactivate and hide it for good. The row stays, so any history that points at
-    it stays intact, and the vendor may reuse the name."""
-    if service.is_deleted:
-        raise exceptions.NotFound("No such service.")
-    service.is_active = False
-    service.deleted_at = timezone.now()
-    service.save(update_fields=["is_active", "deleted_at", "updated_at"])
+def service_delete(*, service: Service, by=None) -> Service:
+    """Soft-delete (retire): deactivate and hide it for good. The row stays, so any history that
+    points at it stays intact, and the vendor may reuse the name. Its running sessions (calls
+    included) stop, charged up to now, as stopped by its vendor, or by staff when `by` is another:
+    a service nobody can see any more must not go on billing (a deactivation, which may be undone,
+    leaves them running). Under the row's lock: a start that read it for sale either committed
+    first, and its session is stopped here, or waits and is then refused (service_locked_for_sale)."""
+    from streaming.models import StopReason
+    from streaming.services import sessions_stop_on
+
+    now = timezone.now()
+    with transaction.atomic():
+        locked = Service.objects.select_for_update().get(pk=service.pk)
+        if locked.is_deleted:
+            raise exceptions.NotFound("No such service.")
+        locked.is_active = False
+        locked.deleted_at = now
+        locked.save(update_fields=["is_active", "deleted_at", "updated_at"])
+        reason = StopReason.STAFF if by is not None and by.pk != locked.vendor_id else StopReason.VENDOR
+        sessions_stop_on(service=locked, reason=reason, now=now)
+    service.is_active, service.deleted_at, service.updated_at = locked.is_active, locked.deleted_at, locked.updated_at
     return service
+
+
+def service_locked_for_sale(service_id: int) -> bool:
+    """Whether this service is still for sale (active, not retired), its row share-locked until the
+    transaction ends: call it inside transaction.atomic before starting a session on it. A
+    deactivation or retirement (which lock the row to update it) either committed first and is seen
+    here, or waits for this transaction's commit, and a retirement then finds the session to stop.
+    Locked after the users' rows and before any session or ledger account, the order every
+    transaction that takes several of them keeps; shared, two starts on one service do not wait for
+    each other."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT is_active AND deleted_at IS NULL FROM marketplace_service WHERE id = %s FOR SHARE", [service_id]
+        )
+        row = cursor.fetchone()
+    return bool(row and row[0])

@@ -140,7 +140,7 @@ class ServiceDetailView(_ServiceView):
         service = selectors.service_get_for_owner(
             user=request.user, service_id=service_id, permissions=selectors.RETIRE_SERVICE
         )
-        services.service_delete(service=service)
+        services.service_delete(service=service, by=request.user)
         return Response({"message": "Service deleted."})
 
 

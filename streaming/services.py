@@ -15,6 +15,7 @@ from rest_framework import exceptions
 
 from accounts.services import account_no_longer_active, users_locked_active
 from marketplace.selectors import is_on_sale
+from marketplace.services import service_locked_for_sale
 from paygo.api.amounts import format_minor
 from paygo.api.errors import Conflict, PaymentRequired
 from streaming import live, pricing
@@ -63,7 +64,11 @@ def session_start(
     rate, unit = int(service.rate), service.unit
     session_fee = rate if unit == "per_session" else 0
     minimum = int(service.minimum_charge or 0)
-    hold_amount = first_period_cost(rate=rate, unit=unit, free_seconds=service.free_seconds) + minimum
+    # The rest of the minimum charge, beyond what the session fee pays of it, as billing holds it
+    # (streaming_decide: the minimum less the session's cost so far).
+    hold_amount = first_period_cost(rate=rate, unit=unit, free_seconds=service.free_seconds) + max(
+        0, minimum - session_fee
+    )
     if max_cost is not None and max_cost < session_fee:
         raise _invalid("max_cost", "maxCost is below this service's session fee.", code="max_cost_too_low")
     if max_cost is None and pricing.is_usage_unit(unit):
@@ -75,13 +80,16 @@ def session_start(
         # (402) that maxCost would have kept within his funds.
         hold_amount = min(hold_amount, max_cost - session_fee)
     needed = hold_amount + session_fee
+    budget = None if max_cost is None else max_cost - session_fee
+    stop_at = _capped_before_first_sweep(rate=rate, unit=unit, free_seconds=service.free_seconds, budget=budget)
 
     session_id = uuid.uuid4()
     with transaction.atomic():  # a refusal (402) leaves no account opened for it
-        # Both accounts as they are now, locked against a deactivation until this commits: one that
-        # committed first refuses the start; one that comes after finds the session and stops it.
+        # Both accounts and the service as they are now, locked against a deactivation or the
+        # service's retirement until this commits: one that committed first refuses the start; one
+        # that comes after finds the session and stops it.
         is_active = users_locked_active([user.pk, service.vendor_id])
-        if not is_active.get(service.vendor_id):
+        if not is_active.get(service.vendor_id) or not service_locked_for_sale(service.pk):
             raise _invalid("service_id", "No such service.", code="unknown_service")
         if not is_active.get(user.pk):
             raise account_no_longer_active()
@@ -112,6 +120,8 @@ def session_start(
             payee_account=payee,
             hold=hold,
             charged_until=now,
+            stop_at=None if stop_at is None else now + stop_at,
+            stop_at_reason=StopReason.MAX_COST if stop_at is not None else "",
             last_heartbeat_at=now,
             client_info=device or {},
             total_cost=session_fee,
@@ -144,6 +154,22 @@ def session_start(
     return session
 
 
+def _capped_before_first_sweep(*, rate: int, unit: str, free_seconds: int, budget: int | None) -> timedelta | None:
+    """How long after its start a time-metered session reaches its maxCost (`budget`: what maxCost
+    leaves after the session fee), when that comes before the first sweep could tell it: every
+    sweep tells a session whose budget cannot cover the coming period when it will stop (stop_at,
+    streaming_decide), and the start is that first telling. Told nothing, a session capped within
+    its first minute ran on past its cap, shown an estimate above it, until the sweep stopped it."""
+    if budget is None or not pricing.is_time_unit(unit) or rate <= 0:
+        return None
+    unit_ms = pricing.TIME_UNIT_MS[unit]
+    if budget >= pricing.period_cost(rate=rate, unit_ms=unit_ms, period_ms=settings.BILLING_SWEEP_SECONDS * 1000):
+        return None
+    return timedelta(
+        milliseconds=pricing.last_affordable_ms(rate=rate, unit_ms=unit_ms, free_ms=free_seconds * 1000, budget=budget)
+    )
+
+
 def _notify_started(session: StreamingSession) -> None:
     from notifications import notify
 
@@ -172,15 +198,24 @@ def sessions_stop_of(*, user, now: datetime | None = None) -> int:
     """Stop every session (calls included) that `user` pays for or hosts, charged exactly up to
     now, as staff stop one: their account was deactivated, and a deactivated vendor must not go on
     earning, nor a deactivated payer go on paying. Returns how many were running."""
-    now = now or timezone.now()
-    ids = list(
-        StreamingSession.objects.filter(status=SessionStatus.ACTIVE)
-        .filter(models.Q(user=user) | models.Q(vendor=user))
-        .values_list("pk", flat=True)
+    return _stop_running(
+        StreamingSession.objects.filter(models.Q(user=user) | models.Q(vendor=user)), reason=StopReason.STAFF, now=now
     )
+
+
+def sessions_stop_on(*, service, reason: str, now: datetime | None = None) -> int:
+    """Stop every session (calls included) on this service, charged exactly up to now, with
+    `reason`: it was retired (marketplace.services.service_delete). Returns how many were running."""
+    return _stop_running(StreamingSession.objects.filter(service=service), reason=reason, now=now)
+
+
+def _stop_running(sessions: models.QuerySet[StreamingSession], *, reason: str, now: datetime | None) -> int:
+    """Stop the running ones of these sessions in one stop (sessions, then accounts, locked in order)."""
+    now = now or timezone.now()
+    ids = list(sessions.filter(status=SessionStatus.ACTIVE).values_list("pk", flat=True))
     if ids:
         with transaction.atomic():
-            bill_stop(session_ids=ids, reason=StopReason.STAFF, now=now)
+            bill_stop(session_ids=ids, reason=reason, now=now)
     return len(ids)
 
 
@@ -252,6 +287,11 @@ def usage_report(
             f"This session is billed {session.unit.replace('_', ' ')}, not by usage.",
             code="not_usage_metered",
         )
+    # A report sent again (its answer lost) is answered as counted, whatever came since (the session
+    # ended): "ended" would tell the vendor that usage counted and charged was not.
+    counted = UsageEvent.objects.filter(session=session, event_id=event_id).first()
+    if counted is not None:
+        return counted, False
     if session.max_event_quantity is not None and quantity > session.max_event_quantity:
         raise _invalid(
             "quantity",

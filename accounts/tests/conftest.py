@@ -40,19 +40,24 @@ def upload(api):
 
 
 def while_deactivating(who, act: Callable[[], object]) -> object:
-    """Deactivate `who` in one thread and keep that transaction open while act() runs in another
-    (each on a connection of its own), until act() waits for it on a lock or is through; then
-    commit. Returns what act() returned or raised: how it fared against a deactivation it could
-    not see yet. act() gets fresh rows itself, not the objects the deactivation changes in memory."""
+    """act() against a deactivation of `who` it cannot see yet (while_writing)."""
     from accounts.services import user_deactivate
 
-    deactivated, done, outcome = threading.Event(), threading.Event(), {}
+    return while_writing(lambda: user_deactivate(user=who), act)
 
-    def deactivate():
+
+def while_writing(write: Callable[[], object], act: Callable[[], object]) -> object:
+    """Run write() in one thread and keep its transaction open while act() runs in another (each on
+    a connection of its own), until act() waits for it on a lock or is through; then commit.
+    Returns what act() returned or raised: how it fared against a change it could not see yet.
+    act() gets fresh rows itself, not the objects write() changes in memory."""
+    written, done, outcome = threading.Event(), threading.Event(), {}
+
+    def change():
         try:
             with transaction.atomic():
-                user_deactivate(user=who)
-                deactivated.set()
+                write()
+                written.set()
                 for _ in range(1000):  # until act() waits for this transaction, or is through
                     if done.wait(0.01) or another_waits_on_a_lock():
                         break
@@ -61,7 +66,7 @@ def while_deactivating(who, act: Callable[[], object]) -> object:
 
     def run():
         try:
-            deactivated.wait(10)
+            written.wait(10)
             outcome["result"] = act()
         except Exception as exc:
             outcome["result"] = exc
@@ -69,7 +74,7 @@ def while_deactivating(who, act: Callable[[], object]) -> object:
             done.set()
             connection.close()
 
-    threads = [threading.Thread(target=deactivate), threading.Thread(target=run)]
+    threads = [threading.Thread(target=change), threading.Thread(target=run)]
     for thread in threads:
         thread.start()
     for thread in threads:

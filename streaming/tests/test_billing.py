@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import override_settings
 
@@ -364,6 +366,66 @@ def test_max_cost_stops_at_the_cap(alice, fund, make_service, clock):
     assert session.total_cost == 1_500_000
     assert (session.end_time - session.start_time).total_seconds() == 90
     assert balance_of(alice) == 8_500_000
+
+
+@pytest.mark.parametrize(("free_seconds", "stops_after"), [(0, 30), (10, 40)])
+def test_a_session_capped_within_its_first_period_is_told_at_start_when_it_stops(
+    api, alice, fund, make_service, clock, free_seconds, stops_after
+):
+    """maxCost 0.5 USDC at 1 USDC a minute runs out 30 s in (after the free seconds), before the
+    first sweep could tell it: the start tells it (stopAt, as every sweep tells a session that
+    cannot cover the coming period), so the live hub stops it then. Told nothing, it ran on past
+    its cap until the sweep, the user shown an estimate above what he allowed."""
+    fund(alice, 10 * USDC)
+    service = make_service("per_minute", rate=USDC, free_seconds=free_seconds)
+
+    started = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk, "maxCost": "0.5"}, format="json")
+
+    assert started.status_code == 201, started.json()
+    session = StreamingSession.objects.get(session_id=started.json()["session"]["id"])
+    assert (session.stop_at - session.start_time, session.stop_at_reason) == (
+        timedelta(seconds=stops_after),
+        StopReason.MAX_COST,
+    )
+    assert started.json()["session"]["stopAt"] is not None
+    clock.move(seconds=stops_after + 15)
+    beat(session)
+    run_sweep()
+    session = fresh(session)
+    assert (session.status, session.stop_reason, session.total_cost) == (
+        SessionStatus.STOPPED,
+        StopReason.MAX_COST,
+        USDC // 2,
+    )
+    assert session.end_time - session.start_time == timedelta(seconds=stops_after)
+
+
+def test_a_cap_beyond_the_first_period_is_left_to_the_sweeps(alice, fund, make_service):
+    fund(alice, 10 * USDC)
+
+    session = start(alice, make_service("per_minute", rate=USDC), max_cost=USDC)
+
+    assert (session.stop_at, session.stop_at_reason) == (None, "")
+
+
+@pytest.mark.parametrize(("minimum", "needed"), [(USDC, USDC), (3 * USDC, 3 * USDC)])
+def test_a_session_fee_counts_towards_the_minimum_charge_a_start_holds(api, alice, fund, make_service, minimum, needed):
+    """A per-session service of 1 USDC whose minimum charge is 1 USDC can never cost more than 1
+    USDC: a start needs that much, not the fee and the minimum again (billing holds the minimum
+    less the session's cost; the start held both). With a minimum of 3 USDC, it needs 3."""
+    service = make_service("per_session", rate=USDC, minimum_charge=minimum)
+    fund(alice, needed - 1)
+    refused = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk}, format="json")
+    fund(alice, 1)
+
+    started = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk}, format="json")
+
+    assert (refused.status_code, refused.json()["needed"]) == (402, f"{needed // USDC}.000000")
+    assert started.status_code == 201, started.json()
+    session = fresh(StreamingSession.objects.get(session_id=started.json()["session"]["id"]))
+    assert (session.total_cost, session.hold.amount) == (USDC, minimum - USDC)
+    stop(session)
+    assert balance_of(alice) == needed - minimum
 
 
 def test_a_session_never_holds_more_than_its_max_cost_lets_it_charge(api, alice, fund, make_service, clock):
@@ -738,3 +800,39 @@ def test_deactivating_either_side_stops_their_sessions_charged_up_to_then(
     assert paid == 10 * USDC - session.total_cost
     assert fresh(elsewhere).status == SessionStatus.ACTIVE
     assert fresh(elsewhere).total_cost > 0
+
+
+@pytest.mark.parametrize(("who", "reason"), [("vendor", StopReason.VENDOR), ("staff", StopReason.STAFF)])
+def test_retiring_a_service_stops_its_sessions_charged_up_to_then(
+    api, alice, bob, victor, olga, fund, make_service, clock, who, reason
+):
+    """A retired (deleted) service is gone from the marketplace and its page: its sessions stop
+    then, charged to that instant, as stopped by whoever retired it, however long the user's
+    player goes on beating. Another service's sessions, and a service merely deactivated, go on."""
+    from django.utils import timezone
+
+    fund(alice, 10 * USDC)
+    fund(bob, 10 * USDC)
+    retired, paused = make_service("per_minute", rate=USDC), make_service("per_minute", rate=USDC)
+    session, elsewhere = start(alice, retired), start(bob, paused)
+    for _ in range(3):
+        clock.move(seconds=30)
+        beat(session)
+        beat(elsewhere)
+    assert api(victor).patch(f"/api/v1/service/{paused.pk}/toggle-status").status_code == 200
+
+    response = api(victor if who == "vendor" else olga).delete(f"/api/v1/service/{retired.pk}")
+
+    assert response.status_code == 200, response.json()
+    retired_at = timezone.now()
+    stopped = fresh(session)
+    for _ in range(4):
+        clock.move(seconds=30)
+        beat(session)
+        beat(elsewhere)
+        run_sweep()
+    session = fresh(session)
+    assert (session.status, session.stop_reason, session.end_time) == (SessionStatus.STOPPED, reason, retired_at)
+    assert session.total_cost == stopped.total_cost == int(1.5 * USDC)
+    assert balance_of(alice) == 10 * USDC - session.total_cost
+    assert fresh(elsewhere).status == SessionStatus.ACTIVE

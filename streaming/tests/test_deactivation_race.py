@@ -8,7 +8,7 @@ import pytest
 from rest_framework import exceptions
 
 from accounts.models import User
-from accounts.tests.conftest import while_deactivating
+from accounts.tests.conftest import while_deactivating, while_writing
 from conftest import money_db
 from marketplace.models import Service
 from streaming.models import StreamingSession
@@ -46,4 +46,26 @@ def test_a_session_started_while_its_vendor_or_user_is_being_deactivated_is_refu
 
     assert isinstance(refused, exceptions.APIException), refused
     assert refused.detail == refusal
+    assert not StreamingSession.objects.exists()
+
+
+@money_db
+def test_a_session_started_while_its_service_is_being_retired_is_refused(alice, victor, make_service):
+    """The start read the service for sale; the retirement (which stops the service's sessions) had
+    not committed: the start waits for the service's row and is then refused, rather than making a
+    session on a retired service that nobody stops."""
+    from marketplace.services import service_delete
+
+    service = make_service()
+    fund_wallet(alice, 10 * USDC)
+
+    refused = while_writing(
+        lambda: service_delete(service=Service.objects.get(pk=service.pk)),
+        lambda: session_start(
+            user=User.objects.get(pk=alice.pk), service=Service.objects.select_related("vendor").get(pk=service.pk)
+        ),
+    )
+
+    assert isinstance(refused, exceptions.APIException), refused
+    assert refused.detail == {"service_id": ["No such service."]}
     assert not StreamingSession.objects.exists()

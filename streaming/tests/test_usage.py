@@ -6,7 +6,7 @@ import pytest
 from django.test import override_settings
 
 from streaming.models import SessionStatus, StopReason, UsageEvent
-from streaming.tests.conftest import USDC, run_sweep, start
+from streaming.tests.conftest import USDC, run_sweep, start, stop
 from wallets.tests.conftest import balance_of
 
 pytestmark = pytest.mark.django_db
@@ -144,6 +144,29 @@ def test_a_report_after_the_idle_timeout_ran_out_is_refused_and_counts_nothing(c
     assert (metered.status, metered.stop_reason) == (SessionStatus.STOPPED, StopReason.IDLE)
     assert metered.total_cost == 5 * 1_000
     assert balance_of(alice) == 10 * USDC - 5 * 1_000
+
+
+@pytest.mark.parametrize("then", ["stopped", "past the event's largest quantity"])
+def test_a_report_sent_again_is_answered_as_counted_whatever_came_since(api, victor, metered, then):
+    """Its first answer lost, the vendor sends the report again after the session ended: it was
+    counted (and is charged), and that is what the answer says, not "this session has ended", which
+    reads as "not counted". A copy whose quantity the checks would refuse is the same event."""
+    client = api(victor)
+    first = client.post(f"/api/v1/streams/{metered.session_id}/usage", {"eventId": "e1", "quantity": 5}, format="json")
+    body = {"eventId": "e1", "quantity": 5}
+    if then == "stopped":
+        stop(metered)
+    else:
+        body["quantity"] = 10**9
+
+    again = client.post(f"/api/v1/streams/{metered.session_id}/usage", body, format="json")
+
+    assert first.status_code == 201, first.json()
+    assert again.status_code == 200, again.json()
+    assert again.json()["event"] == first.json()["event"]
+    metered.refresh_from_db()
+    assert metered.usage_quantity == 5
+    assert UsageEvent.objects.filter(session=metered).count() == 1
 
 
 def test_usage_the_payer_cannot_pay_is_refused_and_what_is_accepted_is_held(
