@@ -154,12 +154,17 @@ class Model:
         """(what is held at start, never more than maxCost lets the session charge; the session fee
         charged at start)."""
         fee = rate if unit == "per_session" else 0
-        hold = self.first_period_cost(rate, unit, free_ms) + minimum
+        hold = self.first_period_cost(rate, unit, free_ms) + max(0, minimum - fee)  # the fee pays towards it
         return (hold if max_cost is None else max(0, min(hold, max_cost - fee))), fee
 
     def session_start(self, session: Session) -> None:
         payer = (session.user, session.asset)
         self.accounts[payer][1] += session.hold
+        if session.max_cost is not None and session.unit in TIME_UNIT_MS:
+            # A cap that cannot cover a whole period is told at the start, as a sweep tells it.
+            budget = session.max_cost - session.session_fee
+            if budget < -(-session.rate * self.period_ms // TIME_UNIT_MS[session.unit]):
+                session.stop_at, session.stop_at_reason = session.last_affordable(budget), "max_cost"
         if session.session_fee:
             self._charge(session, session.session_fee)
             session.total += session.session_fee
