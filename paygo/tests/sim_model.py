@@ -16,6 +16,9 @@ from datetime import datetime, timedelta
 TIME_UNIT_MS = {"per_second": 1_000, "per_minute": 60_000, "per_hour": 3_600_000}
 USAGE_UNIT_QUANTITY = {"per_gb": 1_000_000_000, "per_request": 1, "per_transaction": 1}
 
+# The stops that are the user's side, which owe the rest of the session's minimum charge.
+USERS_SIDE = frozenset({"user", "idle", "insufficient_funds", "max_cost"})
+
 # System accounts, as the model names them (asset, name).
 REVENUE, CUSTODY, IN_FLIGHT, LIQUIDITY = "platform_revenue", "custody", "withdrawals_in_flight", "swap_liquidity"
 
@@ -252,7 +255,9 @@ class Model:
         charge = metered
         s.stop_at, s.stop_at_reason = None, ""
         if reason:
-            shortfall = s.minimum - (s.total + metered)
+            # The minimum charge is what a user owes for ending a session early: collected when the
+            # stop is the user's side, not when the vendor or staff end it (the time used only).
+            shortfall = s.minimum - (s.total + metered) if reason in USERS_SIDE else 0
             if shortfall > 0:
                 room = funds - metered if cap is None else min(funds - metered, cap - metered)
                 charge += max(0, min(shortfall, room))

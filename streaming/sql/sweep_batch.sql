@@ -17,10 +17,12 @@
 -- - the funds a session may use are its hold plus its wallet's free balance, shared by the payer's
 --   sessions of the batch in id order: each gets what the ones before it left; when they or
 --   maxCost cannot pay what is due, it stops at the exact instant they ran out, charged up to it;
---   a stopping session pays the rest of its minimum charge out of what is there and within maxCost;
+--   a session stopped by its user's side (the user, silence, its money or maxCost running out)
+--   pays the rest of its minimum charge out of what is there and within maxCost; one the vendor or
+--   staff stop pays the time used only;
 -- - a running session's hold is renewed for the coming period (p_period_ms) and the rest of its
---   minimum charge; when that period cannot be covered in full, it is told when it will stop
---   (stop_at) and holds all it has left;
+--   minimum charge (its stop may yet be the user's); when that period cannot be covered in full,
+--   it is told when it will stop (stop_at) and holds all it has left;
 -- - its low-balance level (1: runway under 5 minutes, 2: under 1 minute) is kept, and a rise is
 --   returned once per crossing.
 -- It then posts ONE ledger transaction through wallets_post_arrays (wallets/sql/wallets_post.sql):
@@ -141,13 +143,16 @@ CREATE FUNCTION streaming_decide(
         FROM d
         OFFSET 0
     ), f AS (
-        -- A stopping session pays the rest of its minimum charge out of what is there, within
-        -- maxCost. A running one renews its hold for the coming period and the rest of its minimum
-        -- charge (held at its start: released, the wallet could be emptied before the stop), out
-        -- of what remains and within maxCost (its budget).
+        -- The minimum charge is what a user owes for ending a session early: a session stopped by
+        -- its user's side (the user, the user's silence, its money or maxCost running out) pays the
+        -- rest of it out of what is there, within maxCost; one the vendor or staff stop pays the
+        -- time used only. A running one renews its hold for the coming period and the rest of its
+        -- minimum charge (held at its start: released, the wallet could be emptied before a stop
+        -- that may yet be the user's), out of what remains and within maxCost (its budget).
         SELECT e.*,
                greatest(0, e.minimum_charge - e.total_cost - e.metered1) AS minimum_rest,
-               e.metered1 + CASE WHEN e.reason1 IS NOT NULL AND e.minimum_charge - e.total_cost - e.metered1 > 0
+               e.metered1 + CASE WHEN e.reason1 IN ('user', 'idle', 'insufficient_funds', 'max_cost')
+                                      AND e.minimum_charge - e.total_cost - e.metered1 > 0
                                  THEN greatest(0, least(e.minimum_charge - e.total_cost - e.metered1,
                                                         e.funds - e.metered1, e.cap - e.metered1))
                                  ELSE 0 END AS final_charge,

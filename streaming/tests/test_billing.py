@@ -9,7 +9,7 @@ from django.test import override_settings
 
 from streaming.models import SessionStatus, StopReason, StreamingSession
 from streaming.tests.conftest import USDC, beat, charges_of, fresh, run_sweep, start, stop
-from wallets.models import LedgerTransaction, SystemAccount, TransactionKind
+from wallets.models import Account, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.tests.conftest import balance_of, system_balance
 
 pytestmark = pytest.mark.django_db
@@ -142,6 +142,126 @@ def test_minimum_charge_applies_at_stop(alice, fund, make_service, clock):
 
     assert session.total_cost == 2 * USDC
     assert balance_of(alice) == 8 * USDC
+
+
+# The minimum charge is what a user owes for ending a session early: owed when the stop is the
+# user's side (the user, the user's silence, the user's money or maxCost running out), not when the
+# vendor or staff end it. These sessions cost 1 USDC a minute with a 5 USDC minimum.
+MINIMUM = 5 * USDC
+
+
+@pytest.mark.parametrize(
+    ("who", "reason", "status", "total", "shown"),
+    [
+        ("alice", StopReason.USER, SessionStatus.COMPLETED, MINIMUM, "5.000000"),
+        ("victor", StopReason.VENDOR, SessionStatus.STOPPED, USDC // 60, "0.016666"),  # the second used
+        ("olga", StopReason.STAFF, SessionStatus.STOPPED, USDC // 60, "0.016666"),
+    ],
+)
+def test_the_minimum_charge_is_owed_when_the_user_ends_a_session_not_the_vendor_or_staff(
+    api, request, alice, victor, fund, make_service, clock, who, reason, status, total, shown
+):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=MINIMUM))
+    clock.move(seconds=1)
+
+    response = api(request.getfixturevalue(who)).patch(f"/api/v1/streams/{session.session_id}/stop")
+
+    assert response.status_code == 200
+    assert response.json()["totalCost"] == shown
+    session = fresh(session)
+    assert (session.status, session.stop_reason, session.total_cost) == (status, reason, total)
+    assert charges_of(session) == [total]
+    assert session.hold.amount == 0
+    assert balance_of(alice) == 10 * USDC - total
+    assert Account.objects.get(owner=alice, asset__code="USDC").held == 0
+    assert balance_of(victor) == split(total)[0]
+
+
+@pytest.mark.parametrize("stopped_by", [None, "victor", "olga"])
+def test_a_silent_user_owes_the_minimum_charge_whoever_stops_the_session_later(
+    api, alice, victor, olga, fund, make_service, clock, stopped_by
+):
+    """Silence is the user's side: the session ended as `idle` when its timeout ran out (60 s, 1 USDC
+    used), and the minimum is owed, whether a sweep finds it or the vendor or staff stop it after."""
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=MINIMUM))
+    clock.move(seconds=90)
+
+    if stopped_by is None:
+        run_sweep()
+    else:
+        user = {"victor": victor, "olga": olga}[stopped_by]
+        assert api(user).patch(f"/api/v1/streams/{session.session_id}/stop").status_code == 200
+
+    session = fresh(session)
+    assert (session.status, session.stop_reason, session.total_cost) == (
+        SessionStatus.STOPPED,
+        StopReason.IDLE,
+        MINIMUM,
+    )
+    assert (session.end_time - session.start_time).total_seconds() == 60
+    assert balance_of(alice) == 10 * USDC - MINIMUM
+
+
+@pytest.mark.parametrize(
+    ("reason", "total"),
+    [
+        (StopReason.USER, 1_000_010),  # the minimum, within her maxCost
+        (StopReason.VENDOR, USDC // 2),  # the 30 s used
+        (StopReason.STAFF, USDC // 2),
+    ],
+)
+def test_the_minimum_charge_is_owed_within_max_cost(alice, fund, make_service, clock, reason, total):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=MINIMUM), max_cost=1_000_010)
+
+    clock.move(seconds=30)
+    session = stop(session, reason=reason)
+
+    assert (session.stop_reason, session.total_cost) == (reason, total)
+    assert balance_of(alice) == 10 * USDC - total
+
+
+def test_reaching_max_cost_owes_the_minimum_charge_within_it(alice, fund, make_service, clock):
+    """maxCost 1.000010 USDC under a 5 USDC minimum: its time runs out at 60 s (1 USDC: 10 minor
+    units more would take 0.6 ms), and the stop collects the 10 left of the minimum within the cap."""
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=MINIMUM), max_cost=1_000_010)
+    for _ in range(2):
+        clock.move(seconds=60)
+        beat(session)
+        run_sweep()
+
+    session = fresh(session)
+    assert (session.status, session.stop_reason, session.total_cost) == (
+        SessionStatus.STOPPED,
+        StopReason.MAX_COST,
+        1_000_010,
+    )
+    assert (session.end_time - session.start_time).total_seconds() == 60
+    assert charges_of(session) == [USDC, 10]
+    assert balance_of(alice) == 10 * USDC - 1_000_010
+
+
+def test_funds_running_out_owe_the_minimum_charge_within_them(alice, fund, make_service, clock):
+    """Held from its start, the minimum is met by the time used before the funds can run out: the
+    session stops at the instant they do, charged all she had and never below zero."""
+    fund(alice, 6 * USDC)  # the first minute and the minimum, all held at the start
+    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=MINIMUM))
+    for _ in range(7):
+        clock.move(seconds=60)
+        beat(session)
+        run_sweep()
+
+    session = fresh(session)
+    assert (session.status, session.stop_reason, session.total_cost) == (
+        SessionStatus.STOPPED,
+        StopReason.INSUFFICIENT_FUNDS,
+        6 * USDC,
+    )
+    assert (session.end_time - session.start_time).total_seconds() == 360
+    assert balance_of(alice) == 0
 
 
 def test_too_little_money_at_start_is_402_and_moves_nothing(api, alice, fund, make_service):
@@ -762,7 +882,8 @@ def test_deactivating_either_side_stops_their_sessions_charged_up_to_then(
     alice, bob, victor, wanda, fund, make_service, clock, deactivated
 ):
     """An operator shuts a (say fraudulent) vendor down, or a payer's account: the sessions they
-    host or pay for stop then, charged to that instant, and nobody else's."""
+    host or pay for stop then, charged to that instant (the time used: staff ended it, so no
+    minimum charge is owed), and nobody else's."""
     from django.test import TestCase
     from django.utils import timezone
 
@@ -770,7 +891,7 @@ def test_deactivating_either_side_stops_their_sessions_charged_up_to_then(
 
     fund(alice, 10 * USDC)
     fund(bob, 10 * USDC)
-    session = start(alice, make_service("per_minute", rate=USDC))
+    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=5 * USDC))
     elsewhere = start(bob, make_service("per_minute", rate=USDC, vendor=wanda))
     for _ in range(3):
         clock.move(seconds=30)
@@ -795,7 +916,7 @@ def test_deactivating_either_side_stops_their_sessions_charged_up_to_then(
         StopReason.STAFF,
         deactivated_at,
     )
-    assert session.total_cost == stopped.total_cost > 0
+    assert session.total_cost == stopped.total_cost == 3 * USDC // 2  # 90 s
     assert (balance_of(alice), balance_of(victor)) == (paid, earned)
     assert paid == 10 * USDC - session.total_cost
     assert fresh(elsewhere).status == SessionStatus.ACTIVE
