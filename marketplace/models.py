@@ -120,7 +120,11 @@ class Service(models.Model):
     token = models.CharField(max_length=10, choices=TOKEN_CHOICES, default=DEFAULT_TOKEN)
     unit = models.CharField(max_length=20, choices=ServiceUnit.choices)
     minimum_charge = models.DecimalField(
-        max_digits=38, decimal_places=0, default=0, help_text="Minor units of the token charged at least per session."
+        max_digits=38,
+        decimal_places=0,
+        default=0,
+        help_text="Minor units of the token a user owes at least for a session they end early (not one the "
+        "vendor or staff stop).",
     )
     free_seconds = models.IntegerField(default=0, help_text="Free first seconds of each session.")
     # What bounds a usage-metered session (set for usage units, and only for them): the vendor

@@ -99,7 +99,14 @@ class ServiceSerializer(serializers.ModelSerializer):
     rate = AmountField()
     token = serializers.ChoiceField(choices=list(TOKENS), required=False, default=DEFAULT_TOKEN)
     unit = serializers.ChoiceField(choices=ServiceUnit.choices)
-    minimum_charge = AmountField(allow_zero=True, required=False, default="0")
+    minimum_charge = AmountField(
+        allow_zero=True,
+        required=False,
+        default="0",
+        help_text="What a user owes at least for a session they end early: they stop it, go silent, or their "
+        "money or maxCost runs out (within what they have and maxCost). A session the vendor or staff stop "
+        "costs the time used only.",
+    )
     free_seconds = serializers.IntegerField(
         min_value=0,
         max_value=MAX_FREE_SECONDS,
