@@ -16,7 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework import exceptions
 
-from paygo.api.amounts import MAX_WHOLE_UNITS, format_minor
+from paygo.api.amounts import MAX_WHOLE_UNITS, format_minor, max_minor_units
 from paygo.api.errors import Conflict, UpstreamUnavailable
 from wallets import keys, ledger
 from wallets.models import (
@@ -35,6 +35,7 @@ from wallets.models import (
     WithdrawalKind,
     WithdrawalStatus,
 )
+from wallets.rates import RateUnavailable
 from wallets.selectors import chain_payment_asset, wallet_owner
 from wallets.starknet import address_normalize, tx_hash_canonical
 
@@ -270,7 +271,7 @@ def webhook_deposit(*, to_address: str, token: str, amount: str, tx_hash: str) -
     except ValueError:
         raise _invalid("amount", f"Not an amount of {asset.code} ({asset.decimals} decimals).") from None
     # The bound every amount of the API has (MAX_WHOLE_UNITS), here in minor units of the asset.
-    if raw >= MAX_WHOLE_UNITS * 10**asset.decimals:
+    if raw >= max_minor_units(asset.decimals):
         raise _invalid("amount", f"Must be less than {MAX_WHOLE_UNITS:,} {asset.code}.")
     if raw <= 0:
         raise _invalid("amount", "Must be more than zero.")
@@ -307,7 +308,7 @@ def deposits_poll(limit: int = POLL_WALLETS_PER_RUN) -> int:
             if tx.to_address != wallet.address or tx.status != "confirmed" or deposit_reference(tx.tx_hash) in known:
                 continue
             asset = chain_payment_asset(tx.token)
-            if asset is None or not 0 < tx.amount < MAX_WHOLE_UNITS * 10**asset.decimals:
+            if asset is None or not 0 < tx.amount < max_minor_units(asset.decimals):
                 logger.warning("Deposit %s of %s %s not credited by polling", tx.tx_hash, tx.amount, tx.token)
                 continue
             result = deposit_credit(user=wallet.owner, asset=asset, amount=tx.amount, tx_hash=tx.tx_hash, source="poll")
@@ -403,10 +404,19 @@ def wallet_swap(
     """Exchange through the swap liquidity accounts in one ledger transaction. PayGo sells only
     what it holds of to_asset (its liquidity account, which the database keeps at zero or above):
     a swap past it is a 409 and moves nothing. (It sold what it did not hold: users' balances of
-    the token came to exceed what custody held of it.) Staff put liquidity in with an adjustment."""
+    the token came to exceed what custody held of it.) Staff put liquidity in with an adjustment.
+
+    Proceeds past the bound every amount has (MAX_WHOLE_UNITS) mean the rate is not one to trust
+    (no swap of what anyone holds, at a real price, comes near it): RateUnavailable, as when the price
+    API gives no rate, and nothing moves. Posted, they overflowed the ledger's NUMERIC(38,0), a 500."""
     if from_asset.pk == to_asset.pk:
         raise _invalid("to_token", "Choose two different tokens.", code="same_token")
     received = swap_quote(from_asset=from_asset, to_asset=to_asset, amount=amount, rate=rate)
+    if received >= max_minor_units(to_asset.decimals):
+        raise RateUnavailable(
+            f"the price API's rate of {rate} {to_asset.code} per {from_asset.code} would give "
+            f"{MAX_WHOLE_UNITS:,} {to_asset.code} or more"
+        )
     if received <= 0:
         raise _invalid("amount", "The amount is too small to receive anything.", code="too_small")
     if received < min_received:

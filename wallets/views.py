@@ -22,6 +22,7 @@ from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent, replays_first
 from wallets.models import Account, AccountKind, Asset, Entry, Withdrawal
+from wallets.rates import RateUnavailable, get_rate_provider
 from wallets.serializers import (
     AddressResponseSerializer,
     AssetSerializer,
@@ -274,6 +275,10 @@ class SupportedTokensView(APIView):
         return Response({"tokens": AssetSerializer(assets, many=True).data})
 
 
+def _no_rate(exc: RateUnavailable) -> UpstreamUnavailable:
+    return UpstreamUnavailable(f"No rate available right now ({exc}); nothing was swapped.")
+
+
 class SwapView(APIView):
     rate_budget = MONEY  # paygo.api.ratelimits: a money write
 
@@ -292,24 +297,25 @@ class SwapView(APIView):
         source, target = values["from_token"], values["to_token"]
 
         def rate():
-            from wallets.rates import RateUnavailable, get_rate_provider
-
             if source.pk == target.pk:
                 return None
             try:
                 return get_rate_provider().rate(source.code, target.code)
             except RateUnavailable as exc:
-                raise UpstreamUnavailable(f"No rate available right now ({exc}); nothing was swapped.") from None
+                raise _no_rate(exc) from None
 
         def execute(quoted_rate) -> Response:
-            tx = services.wallet_swap(
-                user=request.user,
-                from_asset=source,
-                to_asset=target,
-                amount=values["amount_minor"],
-                min_received=values["min_received_minor"],
-                rate=quoted_rate,
-            )
+            try:
+                tx = services.wallet_swap(
+                    user=request.user,
+                    from_asset=source,
+                    to_asset=target,
+                    amount=values["amount_minor"],
+                    min_received=values["min_received_minor"],
+                    rate=quoted_rate,
+                )
+            except RateUnavailable as exc:  # a rate the swap found untrustworthy (its proceeds)
+                raise _no_rate(exc) from None
             received = _entry_of(request.user, tx.pk, target)
             return Response(
                 {

@@ -25,6 +25,12 @@ DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-
 MAX_WHOLE_UNITS = 10**12
 
 
+def max_minor_units(decimals: int) -> int:
+    """MAX_WHOLE_UNITS in minor units of an asset with `decimals` decimals: the bound, for an amount
+    that reaches PayGo as an integer (a payment on chain, a swap's proceeds) rather than typed."""
+    return MAX_WHOLE_UNITS * 10**decimals
+
+
 class AmountError(ValueError):
     """An amount that cannot be accepted; str() is the message for the client."""
 

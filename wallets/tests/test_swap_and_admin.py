@@ -11,7 +11,7 @@ import pytest
 
 from wallets import ledger, services
 from wallets.models import Asset, LedgerTransaction, SystemAccount, TransactionKind
-from wallets.tests.conftest import balance_of, provide_liquidity, system_balance
+from wallets.tests.conftest import AVNU_PRICES, balance_of, provide_liquidity, system_balance
 
 pytestmark = pytest.mark.django_db
 
@@ -292,6 +292,29 @@ def test_swap_without_a_rate_is_503_and_moves_nothing(api, alice, fund, avnu):
     assert response.status_code == 503
     assert response.json()["code"] == "upstream_unavailable"
     assert balance_of(alice, "USDC") == 10 * USDC
+
+
+@pytest.mark.parametrize("eth_price", ["1e-30", "1e-13"])
+def test_a_rate_giving_past_any_amount_is_no_rate_and_moves_nothing(
+    api, alice, fund, liquidity, monkeypatch, eth_price
+):
+    """The price API priced ETH at 1e-30 USD: a swap of 1 USDC came to 10^48 wei, past the ledger's
+    NUMERIC(38,0) (a 500, numeric field overflow); at 1e-13, to 10^13 ETH, refused only because PayGo
+    held less. Proceeds past the bound every amount has (a trillion whole units) are an untrustworthy
+    rate: the 503 of a swap without a rate."""
+    monkeypatch.setitem(AVNU_PRICES, "ETH", eth_price)
+    fund(alice, 10 * USDC)
+
+    response = api(alice).post(
+        "/api/v1/wallet/swap", {"fromToken": "USDC", "toToken": "ETH", "amount": "1"}, format="json"
+    )
+
+    assert response.status_code == 503
+    assert response.json()["code"] == "upstream_unavailable"
+    assert "would give 1,000,000,000,000 ETH or more" in response.json()["message"]
+    assert (balance_of(alice, "USDC"), balance_of(alice, "ETH")) == (10 * USDC, 0)
+    assert system_balance(SystemAccount.SWAP_LIQUIDITY, "ETH") == 10**6 * ETH
+    assert not LedgerTransaction.objects.filter(kind=TransactionKind.SWAP).exists()
 
 
 # --- The default token ------------------------------------------------------------------------------
