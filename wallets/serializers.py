@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import re
 
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.api.text import validate_storable_text
 from paygo.api.validators import exactly_one_of
-from wallets.models import Asset, Entry, LedgerTransaction, Withdrawal
+from wallets.models import Asset, Entry, LedgerTransaction, TransactionKind, Withdrawal
 from wallets.services import tx_hash_canonical
 from wallets.starknet import address_normalize
 
@@ -185,8 +184,26 @@ class TransactionsQuerySerializer(serializers.Serializer):
     until = serializers.DateTimeField(required=False)
 
 
+# What a user sees of a transaction's metadata, by its kind: what tells them what it was. The rest
+# is for staff, whom the admin shows it whole: who adjusted a balance and why, Chipi's error text
+# behind a refund, how a deposit was learnt of.
+USER_METADATA: dict[str, tuple[str, ...]] = {
+    TransactionKind.DEPOSIT: ("txHash", "token"),
+    TransactionKind.WITHDRAWAL: ("withdrawalId", "toAddress", "kind"),
+    TransactionKind.TRANSFER: ("senderId", "recipientId", "token"),
+    TransactionKind.CHARGE: ("sessionId", "sessionFee"),
+    TransactionKind.REFUND: ("withdrawalId", "txHash"),
+    TransactionKind.SWAP: ("fromToken", "toToken", "rate"),
+    TransactionKind.ADJUSTMENT: (),
+}
+# The memo a user sees of a transaction whose memo staff wrote for staff (an adjustment's is its
+# reason, which may be internal: "chargeback fraud case #77").
+USER_MEMO: dict[str, str] = {TransactionKind.ADJUSTMENT: "Balance adjustment by PayGo"}
+
+
 class EntrySerializer(serializers.ModelSerializer):
-    """One line of a user's history: their side of a ledger transaction."""
+    """One line of a user's history: their side of a ledger transaction, as its owner may see it
+    (USER_METADATA, USER_MEMO)."""
 
     id = serializers.IntegerField(source="transaction_id")
     type = serializers.CharField(source="transaction.kind")
@@ -204,12 +221,23 @@ class EntrySerializer(serializers.ModelSerializer):
     # A metering transaction is shared by a batch of sessions: a charge is described by its own
     # entry (the session and interval it bills), never by the batch.
     def get_memo(self, entry: Entry) -> str:
-        return entry.session.service.name if entry.session_id else entry.transaction.memo
+        if entry.session_id:
+            return entry.session.service.name
+        return USER_MEMO.get(entry.transaction.kind, entry.transaction.memo)
 
-    @extend_schema_field(OpenApiTypes.OBJECT)
+    @extend_schema_field(
+        {
+            "type": "object",
+            "description": "What the transaction was, by type: deposit {txHash, token}; withdrawal {withdrawalId, "
+            "toAddress, kind}; transfer {senderId, recipientId, token}; swap {fromToken, toToken, rate}; refund "
+            "{withdrawalId, txHash}; a charge {sessionId, serviceId, serviceName, billedFrom, billedUntil}; "
+            "adjustment (by PayGo) {}.",
+        }
+    )
     def get_metadata(self, entry: Entry) -> dict:
         if not entry.session_id:
-            return entry.transaction.metadata
+            metadata = entry.transaction.metadata
+            return {key: metadata[key] for key in USER_METADATA.get(entry.transaction.kind, ()) if key in metadata}
         session = entry.session
         return {
             "sessionId": str(session.session_id),

@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 from wallets import keys, services
 from wallets.chipi import get_gateway
 from wallets.chipi.models import SandboxTransaction
-from wallets.models import SystemAccount, Withdrawal, WithdrawalStatus
+from wallets.models import LedgerTransaction, SystemAccount, TransactionKind, Withdrawal, WithdrawalStatus
 from wallets.tests.conftest import balance_of, chain_deposit, system_balance
 
 pytestmark = pytest.mark.django_db
@@ -292,6 +292,19 @@ def test_definitive_refusal_gives_the_money_back(api, alice, sandbox):
     assert sent_on_chain(withdrawal_id) == 0
     assert services.withdrawal_send(withdrawal_id=withdrawal_id) == WithdrawalStatus.FAILED  # and stays so
     assert balance_of(alice) == 10 * USDC
+
+
+def test_a_refunds_owner_sees_which_withdrawal_it_gives_back_not_chipis_error(api, alice, sandbox):
+    """The refund's metadata showed its owner Chipi's raw error text; staff read it in the
+    withdrawal's last_error and the transaction's metadata in the admin."""
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "reject")
+    withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
+
+    refund = api(alice).get("/api/v1/wallet/transactions?type=refund").json()["transactions"][0]
+
+    assert (refund["amount"], refund["memo"], refund["metadata"]) == ("4.000000", "", {"withdrawalId": withdrawal_id})
+    assert "refused" in LedgerTransaction.objects.get(kind=TransactionKind.REFUND).metadata["reason"]
 
 
 def test_a_sender_that_died_mid_send_is_taken_over_without_a_double_send(alice, sandbox):

@@ -159,6 +159,31 @@ def test_staff_adjustment_is_balanced_and_records_who_and_why(client, alice, olg
     assert system_balance(SystemAccount.PLATFORM_REVENUE) == -2_500_000
 
 
+def test_an_adjustment_shows_its_owner_paygo_and_the_amount_never_who_or_why(
+    api, client, alice, olga, fund, django_assert_num_queries
+):
+    """The owner's history showed the staff member's id and their reason, meant for staff ("Internal:
+    chargeback fraud case #77"), as the memo and in the metadata. The admin keeps both."""
+    account = fund(alice, USDC)
+    client.force_login(olga)
+    reason = "Internal: chargeback fraud case #77, flagged by risk"
+    client.post(
+        f"/admin/wallets/account/{account.pk}/adjust/",
+        {"form_token": uuid.uuid4().hex, "amount": "-0.5", "reason": reason},
+    )
+    history = api(alice)
+
+    with django_assert_num_queries(3):  # the user, the count, the page
+        rows = history.get("/api/v1/wallet/transactions").json()["transactions"]
+
+    adjustment = rows[0]
+    assert (adjustment["type"], adjustment["amount"], adjustment["direction"]) == ("adjustment", "-0.500000", "debit")
+    assert (adjustment["memo"], adjustment["metadata"]) == ("Balance adjustment by PayGo", {})
+    assert rows[1]["metadata"] == {"txHash": rows[1]["metadata"]["txHash"], "token": "USDC"}  # a deposit's
+    tx = LedgerTransaction.objects.get(kind=TransactionKind.ADJUSTMENT)
+    assert (tx.memo, tx.metadata, tx.created_by) == (reason, {"reason": reason, "staffId": olga.pk}, olga)
+
+
 def test_the_same_adjustment_form_sent_twice_posts_once(client, alice, olga, fund):
     """A double click, or a reload that sends the form again, posted the adjustment twice: the
     form is served with a token of its own, and a second post of it gives the first back."""
