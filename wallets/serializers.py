@@ -8,7 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
-from paygo.api.text import validate_storable_text
+from paygo.api.text import VisibleTextField, validate_storable_text
 from paygo.api.validators import exactly_one_of
 from wallets.models import Asset, Entry, LedgerTransaction, TransactionKind, Withdrawal
 from wallets.services import tx_hash_canonical
@@ -154,7 +154,9 @@ class TransferSerializer(_AmountInToken):
         help_text="The recipient's PayGo wallet address (their walletAddress), in any case, with or without "
         "leading zeros. An address that is no PayGo user's is refused: paying outside PayGo is a withdrawal.",
     )
-    memo = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    # Shown to the recipient as written: visible text, its lines kept (a direction override or a
+    # zero-width space made "Refund from PayGo Support" of other words).
+    memo = VisibleTextField(multiline=True, required=False, allow_blank=True, max_length=500)
 
     def validate(self, attrs):
         attrs["recipient_named_by"] = exactly_one_of(attrs, *self.RECIPIENT_FIELDS, what="the recipient")

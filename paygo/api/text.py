@@ -49,26 +49,39 @@ def validate_storable_text(value: Any) -> None:
         raise serializers.ValidationError(NUL_MESSAGE, code="null_characters_not_allowed")
 
 
-# Format characters a name may keep: the zero-width joiner, inside emoji sequences.
+# Format characters visible text may keep: the zero-width joiner, inside emoji sequences.
 _KEPT_FORMAT = {"\u200d"}
 
 
-class NameField(serializers.CharField):
-    """A name people read and tell apart (a service's, a business's): in one Unicode form (NFKC:
-    "Café" typed either way, a full-width "Foo" as "Foo"), its runs of spaces as one, and without
-    characters that show nothing or reorder what follows (controls, zero-width spaces, direction
-    overrides). Names that looked the same were two names, and one could pose as another."""
+class VisibleTextField(serializers.CharField):
+    """Text people read, in which nothing hides: in one Unicode form (NFKC: "Café" typed either way,
+    a full-width "Foo" as "Foo"), its runs of spaces as one, and without characters that show
+    nothing or reorder what follows (controls, zero-width spaces, direction overrides). With
+    `multiline`, its line breaks are kept (each written as one newline); without, they are spaces."""
 
     default_error_messages = {
         "invisible": "Use visible characters only (no control, zero-width or text-direction characters)."
     }
 
+    def __init__(self, *, multiline: bool = False, **kwargs):
+        self.multiline = multiline
+        super().__init__(**kwargs)
+
     def to_internal_value(self, data) -> str:
-        text = " ".join(unicodedata.normalize("NFKC", super().to_internal_value(data)).split())
-        if any(
-            unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs", "Cn") and char not in _KEPT_FORMAT for char in text
-        ):
+        text = unicodedata.normalize("NFKC", super().to_internal_value(data))
+        if self.multiline:
+            lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            text = "\n".join(" ".join(line.split()) for line in lines).strip("\n")
+        else:
+            text = " ".join(text.split())
+        kept = _KEPT_FORMAT | {"\n"} if self.multiline else _KEPT_FORMAT
+        if any(unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs", "Cn") and char not in kept for char in text):
             self.fail("invisible")
         if not text and not self.allow_blank:
             self.fail("blank")
         return text
+
+
+class NameField(VisibleTextField):
+    """A name people read and tell apart (a service's, a business's), as visible text on one line.
+    Names that looked the same were two names, and one could pose as another."""

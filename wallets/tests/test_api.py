@@ -178,6 +178,42 @@ def test_a_transfer_naming_no_recipient_is_refused(api, alice, fund):
     assert balance_of(alice) == 10 * USDC
 
 
+@pytest.mark.parametrize(
+    "memo",
+    ["Refund from \u202eTROPPUS oGyaP\u202c", "Pay\u200bGo", "ding\x07", "\u2066isolated\u2069", "\x1b[31mred"],
+    ids=["direction-override", "zero-width", "bell", "direction-isolate", "escape"],
+)
+def test_a_memo_with_invisible_or_control_characters_is_400_and_moves_nothing(api, alice, bob, fund, memo):
+    """The recipient was shown it as written: a direction override or a zero-width space makes a
+    memo read as other words ("Refund from PayGo Support")."""
+    fund(alice, 10 * USDC)
+
+    response = api(alice).post(
+        "/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk, "memo": memo}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "memo": ["Use visible characters only (no control, zero-width or text-direction characters)."]
+    }
+    assert (balance_of(alice), balance_of(bob)) == (10 * USDC, 0)
+
+
+def test_a_memo_keeps_its_lines_punctuation_and_emoji_in_one_form(api, alice, bob, fund):
+    fund(alice, 10 * USDC)
+    memo = (
+        "  Rent, March\r\n\tflat 2 \u2014 thanks!  \U0001f468\u200d\U0001f469\n\nCaf\u0065\u0301 \uff26\uff4f\uff4f  "
+    )
+
+    response = api(alice).post(
+        "/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk, "memo": memo}, format="json"
+    )
+
+    assert response.status_code == 201, response.json()
+    seen = api(bob).get("/api/v1/wallet/transactions").json()["transactions"][0]["memo"]
+    assert seen == "Rent, March\nflat 2 \u2014 thanks! \U0001f468\u200d\U0001f469\n\nCaf\u00e9 Foo"
+
+
 def test_transfer_to_yourself_refused(api, alice, fund):
     fund(alice, USDC)
 
