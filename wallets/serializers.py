@@ -68,9 +68,16 @@ class TokenField(serializers.Field):
     """An active asset by its code, case-insensitive. `include_inactive=True` (a withdrawal, a
     deposit, the history's filter) takes a token staff deactivated too: PayGo does no new business
     in it, but what a user holds in it is theirs to see and take out (it stayed in the wallet, unseen
-    and frozen), and a payment in it that arrived on chain is theirs to be credited."""
+    and frozen), and a payment in it that arrived on chain is theirs to be credited. Without it, a
+    deactivated token is refused as no longer offered (code inactive_token), never as unknown."""
 
-    default_error_messages = {"unknown": "Unknown token {token!r}; supported: {supported}."}
+    default_error_messages = {
+        "unknown": "Unknown token {token!r}; supported: {supported}.",
+        # Not "unknown": the user may hold it (the balance lists it, inactive), and it can still be
+        # withdrawn (WithdrawSerializer takes it).
+        "inactive_token": "PayGo no longer offers {token} for this; what you hold of it can still be withdrawn "
+        "(POST /api/v1/wallet/withdraw).",
+    }
 
     def __init__(self, *, include_inactive: bool = False, **kwargs):
         self.include_inactive = include_inactive
@@ -79,11 +86,12 @@ class TokenField(serializers.Field):
     def to_internal_value(self, data) -> Asset:
         validate_storable_text(data)  # such text would make the lookup below a database error
         code = str(data).strip().upper() if isinstance(data, str) else ""
-        assets = Asset.objects.all() if self.include_inactive else Asset.objects.filter(is_active=True)
-        asset = assets.filter(code=code).first()
+        asset = Asset.objects.filter(code=code).first()
         if asset is None:
             supported = ", ".join(Asset.objects.filter(is_active=True).values_list("code", flat=True))
             self.fail("unknown", token=str(data)[:20], supported=supported)
+        if not asset.is_active and not self.include_inactive:
+            self.fail("inactive_token", token=asset.code)
         return asset
 
     def to_representation(self, value: Asset) -> str:

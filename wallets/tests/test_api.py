@@ -112,6 +112,40 @@ def test_transfer_unknown_token(api, alice, bob, fund):
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
+        ("/api/v1/wallet/transfer", {"amount": "0.1", "token": "eth", "recipientId": "bob"}, "token"),
+        ("/api/v1/wallet/swap", {"amount": "0.1", "fromToken": "ETH", "toToken": "USDC"}, "fromToken"),
+        ("/api/v1/wallet/swap", {"amount": "1", "fromToken": "USDC", "toToken": "ETH"}, "toToken"),
+    ],
+    ids=["transfer", "swap-from", "swap-to"],
+)
+def test_a_token_staff_deactivated_is_no_longer_offered_not_unknown(api, alice, bob, fund, path, body, field):
+    """Its holder, whose balance lists it (inactive), was told "Unknown token 'ETH'; supported: ..."."""
+    from wallets.models import Asset
+    from wallets.serializers import TransferSerializer
+
+    fund(alice, 10 * USDC)
+    fund(alice, 10**18, "ETH")
+    Asset.objects.filter(code="ETH").update(is_active=False)
+    body = {**body, "recipientId": bob.pk} if "recipientId" in body else body
+
+    response = api(alice).post(path, body, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        field: [
+            "PayGo no longer offers ETH for this; what you hold of it can still be withdrawn "
+            "(POST /api/v1/wallet/withdraw)."
+        ]
+    }
+    assert (balance_of(alice), balance_of(alice, "ETH"), balance_of(bob, "ETH")) == (10 * USDC, 10**18, 0)
+    refused = TransferSerializer(data={"amount": "1", "token": "ETH", "recipient_id": bob.pk})
+    assert not refused.is_valid()
+    assert refused.errors["token"][0].code == "inactive_token"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
         ("/api/v1/wallet/transfer", {"amount": 1, "token": "USDC\u0000", "recipientId": "bob"}, "token"),
         ("/api/v1/wallet/swap", {"amount": 1, "fromToken": "\u0000", "toToken": "USDT"}, "fromToken"),
         ("/api/v1/wallet/swap", {"amount": 1, "fromToken": "USDC", "toToken": "US\u0000DT"}, "toToken"),
