@@ -213,9 +213,14 @@ USER_MEMO: dict[str, str] = {TransactionKind.ADJUSTMENT: "Balance adjustment by 
 
 class EntrySerializer(serializers.ModelSerializer):
     """One line of a user's history: their side of a ledger transaction, as its owner may see it
-    (USER_METADATA, USER_MEMO)."""
+    (USER_METADATA, USER_MEMO). A transaction may give the user several lines (a swap: the debit of
+    one token and the credit of the other), so a line's `id` is its entry's, and `transactionId`
+    the transaction's they share (the one notifications name)."""
 
-    id = serializers.IntegerField(source="transaction_id")
+    id = serializers.IntegerField(read_only=True, help_text="This line's own id (its ledger entry's).")
+    transaction_id = serializers.IntegerField(
+        help_text="The ledger transaction's id, shared by its lines (a swap's two); notifications name it."
+    )
     type = serializers.CharField(source="transaction.kind")
     token = serializers.CharField(source="asset.code")
     amount = serializers.SerializerMethodField()
@@ -226,7 +231,7 @@ class EntrySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Entry
-        fields = ["id", "type", "token", "amount", "direction", "memo", "metadata", "created_at"]
+        fields = ["id", "transaction_id", "type", "token", "amount", "direction", "memo", "metadata", "created_at"]
 
     # A metering transaction is shared by a batch of sessions: a charge is described by its own
     # entry (the session and interval it bills), never by the batch.

@@ -85,7 +85,7 @@ def test_parallel_requests_with_one_idempotency_key_move_money_once(alice, bob):
         response = client.post(
             "/api/v1/wallet/transfer", {"amount": 1, "recipientId": bob.pk}, format="json", HTTP_IDEMPOTENCY_KEY="once"
         )
-        return response.status_code, response.json()["transaction"]["id"]
+        return response.status_code, response.json()["transaction"]["transactionId"]
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         outcomes = list(pool.map(post, range(10)))
@@ -111,7 +111,7 @@ def test_parallel_sandbox_deposits_with_one_idempotency_key_pay_in_once(alice, s
         client = client_for(alice)
         start.wait()
         response = client.post("/api/v1/wallet/deposit", {"amount": 5}, format="json", HTTP_IDEMPOTENCY_KEY="in")
-        return response.status_code, response.json()["transaction"]["id"]
+        return response.status_code, response.json()["transaction"]["transactionId"]
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         outcomes = list(pool.map(post, range(4)))

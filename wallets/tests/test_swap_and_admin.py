@@ -63,6 +63,24 @@ def test_swap_in_one_balanced_transaction(api, alice, fund, avnu):
     assert LedgerTransaction.objects.get(kind=TransactionKind.SWAP).entries.count() == 4
 
 
+def test_a_swaps_two_history_lines_have_their_own_ids_and_share_its_transaction(api, alice, fund, liquidity):
+    """Each line's `id` was the transaction's: a swap gave its owner two rows with one id."""
+    fund(alice, 10 * USDC)
+
+    swapped = (
+        api(alice)
+        .post("/api/v1/wallet/swap", {"fromToken": "USDC", "toToken": "USDT", "amount": "1"}, format="json")
+        .json()
+    )
+    rows = api(alice).get("/api/v1/wallet/transactions?type=swap").json()["transactions"]
+
+    tx = LedgerTransaction.objects.get(kind=TransactionKind.SWAP)
+    alices = dict(tx.entries.filter(account__owner=alice).values_list("asset__code", "pk"))
+    assert {row["token"]: row["id"] for row in rows} == alices  # USDC's debit, USDT's credit
+    assert [row["transactionId"] for row in rows] == [tx.pk, tx.pk]
+    assert (swapped["transaction"]["id"], swapped["transaction"]["transactionId"]) == (alices["USDC"], tx.pk)
+
+
 def test_paygo_sells_in_a_swap_only_what_it_holds(api, alice, bob, fund, avnu):
     """Its liquidity account went below zero: a user swapped into ETH nobody had deposited, and
     users' balances of a token came to exceed what custody held of it."""
