@@ -118,32 +118,53 @@ def watched(session_ids) -> set[str]:
 
 
 def tick(session: LiveSession, now: datetime) -> dict:
-    """The per-second estimate: what the session will have cost if billed now."""
+    """The per-second estimate, from the figures the hub holds (no query): what the session will
+    have cost if billed at `now`, with the balance and runway that a sweep at `now` would publish
+    in its `cost.charged`.
+
+    Billing's own arithmetic (streaming_decide in streaming/sql/sweep_batch.sql), with the
+    functions of streaming/pricing.py that metering.sql mirrors: what it has metered and not been
+    charged, no more than its funds and what maxCost leaves can pay (past either, it is charged up
+    to the instant it ran out); the runway is how long what is left under both lasts. The funds
+    are the session's alone here: a sweep shares a payer's free balance among their sessions, so
+    with two running the tick can tell more than the sweep will."""
     elapsed = max(0, int((now - session.start_time).total_seconds()))
-    pending = 0
-    runway = None
-    if pricing.is_time_unit(session.unit):
-        unit_ms = pricing.TIME_UNIT_MS[session.unit]
-        due = pricing.time_due(
-            rate=session.rate,
-            unit_ms=unit_ms,
-            elapsed_ms=pricing.elapsed_ms(session.start_time, now),
-            free_ms=session.free_seconds * 1000,
+    unit_ms = pricing.TIME_UNIT_MS.get(session.unit)
+    free_ms = session.free_seconds * 1000
+    cap = None if session.max_cost is None else max(0, session.max_cost - session.total_cost)
+    limit = session.funds if cap is None else min(session.funds, cap)
+    metered = max(0, _due(session, now, unit_ms) - session.metered_cost)
+    ran_out = metered > limit
+    if ran_out:
+        last = pricing.last_affordable_ms(
+            rate=session.rate, unit_ms=unit_ms, free_ms=free_ms, budget=session.metered_cost + limit
         )
-        pending = max(0, due - session.metered_cost)
-        if session.rate:
-            funds = session.funds - pending
-            runway = max(0, pricing.runway_ms(rate=session.rate, unit_ms=unit_ms, funds=funds) // 1000)
+        due = pricing.time_due(rate=session.rate, unit_ms=unit_ms, elapsed_ms=last, free_ms=free_ms)
+        metered = max(0, due - session.metered_cost)
+    left = limit - metered  # what its funds and maxCost leave it
+    runway = None
+    if unit_ms and session.rate:
+        runway = 0 if ran_out else pricing.runway_ms(rate=session.rate, unit_ms=unit_ms, funds=left) // 1000
     return {
         "type": "cost.tick",
         "sessionId": session.session_id,
         "elapsedSeconds": elapsed,
-        "estimatedCost": format_minor(session.total_cost + pending, session.decimals),
+        "estimatedCost": format_minor(session.total_cost + metered, session.decimals),
         "charged": format_minor(session.total_cost, session.decimals),
-        "balance": format_minor(max(0, session.funds - pending), session.decimals),
+        "balance": format_minor(max(0, session.funds - metered), session.decimals),
         "runwaySeconds": runway,
         "at": now.isoformat(),
     }
+
+
+def _due(session: LiveSession, now: datetime, unit_ms: int | None) -> int:
+    """What its time has cost in all by `now` (usage is charged by the sweeps)."""
+    if not unit_ms:
+        return 0
+    elapsed_ms = pricing.elapsed_ms(session.start_time, now)
+    return pricing.time_due(
+        rate=session.rate, unit_ms=unit_ms, elapsed_ms=elapsed_ms, free_ms=session.free_seconds * 1000
+    )
 
 
 def send(session_id, message: dict) -> None:

@@ -63,7 +63,9 @@ def sees_payer_funds(user, session: StreamingSession) -> bool:
 @dataclass(frozen=True)
 class LiveSession:
     """What the live-cost socket needs of a session to tick it (streaming/hub.py keeps one per
-    watched session in memory): its figures, its payer's funds, and who its user is."""
+    watched session in memory): its figures, its payer's funds, and who its user is; with its
+    maxCost, which bounds what it may be charged, so that its tick (streaming/live.py) bounds its
+    figures as billing does without a query."""
 
     id: int
     session_id: str
@@ -73,6 +75,7 @@ class LiveSession:
     unit: str
     rate: int
     free_seconds: int
+    max_cost: int | None
     metered_cost: int
     total_cost: int
     decimals: int
@@ -89,6 +92,7 @@ _LIVE_FIELDS = (
     "unit",
     "rate",
     "free_seconds",
+    "max_cost",
     "metered_cost",
     "total_cost",
     "stop_at",
