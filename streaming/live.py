@@ -24,6 +24,7 @@ from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from marketplace.models import USAGE_UNIT_QUANTITY
 from paygo.api.amounts import format_minor
 from paygo.ws import group_send
 from streaming import pricing
@@ -118,16 +119,17 @@ def watched(session_ids) -> set[str]:
 
 
 def tick(session: LiveSession, now: datetime) -> dict:
-    """The per-second estimate, from the figures the hub holds (no query): what the session will
-    have cost if billed at `now`, with the balance and runway that a sweep at `now` would publish
-    in its `cost.charged`.
+    """The per-second estimate, from the figures the hub holds (no query): `estimatedCost` is what
+    the session would have cost had its user stopped it at `now`; `balance` and `runwaySeconds`
+    are what a sweep at `now` would publish in its `cost.charged`.
 
     Billing's own arithmetic (streaming_decide in streaming/sql/sweep_batch.sql), with the
     functions of streaming/pricing.py that metering.sql mirrors: what it has metered and not been
-    charged, no more than its funds and what maxCost leaves can pay (past either, it is charged up
-    to the instant it ran out); the runway is how long what is left under both lasts. The funds
-    are the session's alone here: a sweep shares a payer's free balance among their sessions, so
-    with two running the tick can tell more than the sweep will."""
+    charged, no more than its funds and what maxCost leaves can pay (past either, a time-metered
+    session is charged up to the instant it ran out); a stop adds the rest of its minimum charge,
+    out of what is there and within maxCost; the runway is how long what is left under both lasts.
+    The funds are the session's alone here: a sweep shares a payer's free balance among their
+    sessions, so with two running the tick can tell more than the sweep will."""
     elapsed = max(0, int((now - session.start_time).total_seconds()))
     unit_ms = pricing.TIME_UNIT_MS.get(session.unit)
     free_ms = session.free_seconds * 1000
@@ -135,13 +137,16 @@ def tick(session: LiveSession, now: datetime) -> dict:
     limit = session.funds if cap is None else min(session.funds, cap)
     metered = max(0, _due(session, now, unit_ms) - session.metered_cost)
     ran_out = metered > limit
-    if ran_out:
+    if ran_out and unit_ms:
         last = pricing.last_affordable_ms(
             rate=session.rate, unit_ms=unit_ms, free_ms=free_ms, budget=session.metered_cost + limit
         )
         due = pricing.time_due(rate=session.rate, unit_ms=unit_ms, elapsed_ms=last, free_ms=free_ms)
         metered = max(0, due - session.metered_cost)
+    elif ran_out:
+        metered = limit
     left = limit - metered  # what its funds and maxCost leave it
+    minimum_rest = max(0, min(session.minimum_charge - session.total_cost - metered, left))
     runway = None
     if unit_ms and session.rate:
         runway = 0 if ran_out else pricing.runway_ms(rate=session.rate, unit_ms=unit_ms, funds=left) // 1000
@@ -149,7 +154,7 @@ def tick(session: LiveSession, now: datetime) -> dict:
         "type": "cost.tick",
         "sessionId": session.session_id,
         "elapsedSeconds": elapsed,
-        "estimatedCost": format_minor(session.total_cost + metered, session.decimals),
+        "estimatedCost": format_minor(session.total_cost + metered + minimum_rest, session.decimals),
         "charged": format_minor(session.total_cost, session.decimals),
         "balance": format_minor(max(0, session.funds - metered), session.decimals),
         "runwaySeconds": runway,
@@ -158,13 +163,16 @@ def tick(session: LiveSession, now: datetime) -> dict:
 
 
 def _due(session: LiveSession, now: datetime, unit_ms: int | None) -> int:
-    """What its time has cost in all by `now` (usage is charged by the sweeps)."""
-    if not unit_ms:
-        return 0
-    elapsed_ms = pricing.elapsed_ms(session.start_time, now)
-    return pricing.time_due(
-        rate=session.rate, unit_ms=unit_ms, elapsed_ms=elapsed_ms, free_ms=session.free_seconds * 1000
-    )
+    """What its metering has cost in all by `now`: its time, or the usage reported so far."""
+    if unit_ms:
+        elapsed_ms = pricing.elapsed_ms(session.start_time, now)
+        return pricing.time_due(
+            rate=session.rate, unit_ms=unit_ms, elapsed_ms=elapsed_ms, free_ms=session.free_seconds * 1000
+        )
+    if pricing.is_usage_unit(session.unit):
+        quantity = USAGE_UNIT_QUANTITY[session.unit]
+        return pricing.usage_due(rate=session.rate, unit_quantity=quantity, quantity=session.usage_quantity)
+    return 0  # a per-session fee was charged at its start
 
 
 def send(session_id, message: dict) -> None:

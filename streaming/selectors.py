@@ -63,9 +63,9 @@ def sees_payer_funds(user, session: StreamingSession) -> bool:
 @dataclass(frozen=True)
 class LiveSession:
     """What the live-cost socket needs of a session to tick it (streaming/hub.py keeps one per
-    watched session in memory): its figures, its payer's funds, and who its user is; with its
-    maxCost, which bounds what it may be charged, so that its tick (streaming/live.py) bounds its
-    figures as billing does without a query."""
+    watched session in memory): its figures, its payer's funds, and who its user is; with what
+    bounds a charge (its minimum charge, its maxCost, the usage reported so far), so that its tick
+    (streaming/live.py) tells what a stop would charge without a query."""
 
     id: int
     session_id: str
@@ -75,9 +75,11 @@ class LiveSession:
     unit: str
     rate: int
     free_seconds: int
+    minimum_charge: int
     max_cost: int | None
     metered_cost: int
     total_cost: int
+    usage_quantity: int
     decimals: int
     stop_at: datetime | None
     funds: int  # what it may still spend: its hold plus the wallet's free balance
@@ -92,9 +94,11 @@ _LIVE_FIELDS = (
     "unit",
     "rate",
     "free_seconds",
+    "minimum_charge",
     "max_cost",
     "metered_cost",
     "total_cost",
+    "usage_quantity",
     "stop_at",
 )
 

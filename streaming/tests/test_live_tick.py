@@ -1,12 +1,12 @@
 """The live-cost tick (streaming/live.py) against billing itself: the balance and runway that a
-sweep at the same instant publishes, and what a stop at that instant charges."""
+sweep at the same instant publishes, and what a stop by the user at that instant charges."""
 
 from __future__ import annotations
 
 import pytest
 
 from paygo.api.amounts import format_minor
-from streaming import live, selectors
+from streaming import live, selectors, services
 from streaming.tests.conftest import T0, USDC, beat, run_sweep, start, stop
 from wallets.tests.conftest import fund_wallet
 
@@ -82,6 +82,34 @@ def test_a_max_cost_bound_runway_is_what_the_cap_leaves(alice, make_service, clo
 # (service, session, funds, sweeps before, instant, what a stop then charges): the seconds are
 # after the start; a heartbeat at each sweep and at the stop.
 STOPS = [
+    pytest.param({"rate": USDC, "minimum_charge": 5 * USDC}, {}, 10 * USDC, (), 60, "5.000000", id="minimum-charge"),
+    pytest.param(
+        {"rate": USDC, "minimum_charge": 5 * USDC},
+        {},
+        10 * USDC,
+        (60, 120),
+        150.5,
+        "5.000000",
+        id="minimum-charge-after-sweeps",
+    ),
+    pytest.param(
+        {"rate": USDC, "minimum_charge": 5 * USDC},
+        {},
+        10 * USDC,
+        (60, 120, 180, 240, 300),
+        330,
+        "5.500000",
+        id="past-the-minimum-charge",
+    ),
+    pytest.param(
+        {"rate": USDC, "minimum_charge": 5 * USDC},
+        {"max_cost": 3 * USDC},
+        10 * USDC,
+        (),
+        60,
+        "3.000000",
+        id="minimum-charge-within-max-cost",
+    ),
     pytest.param({"rate": USDC}, {"max_cost": USDC // 2}, 10 * USDC, (), 45, "0.500000", id="past-max-cost"),
     pytest.param({"rate": USDC}, {}, 1_500_000, (60,), 100, "1.500000", id="past-the-funds"),
     pytest.param(
@@ -100,8 +128,10 @@ STOPS = [
 def test_the_estimate_is_what_a_stop_then_charges(
     alice, make_service, clock, service_kwargs, start_kwargs, funds, sweeps, at, expected
 ):
-    """The estimate went on past maxCost and the funds, which no stop charges: maxCost 0.5 USDC
-    at 1 USDC a minute showed 0.750000 after 45 s, and stopping then charged 0.500000."""
+    """The estimate went on past maxCost and the funds, which no stop charges (maxCost 0.5 USDC
+    at 1 USDC a minute showed 0.750000 after 45 s; stopping then charged 0.500000), and left out
+    the minimum charge (1 USDC a minute with a 5 USDC minimum showed 1.000000 after a minute;
+    stopping then charged 5.000000)."""
     fund_wallet(alice, funds)
     service_kwargs = {"unit": "per_minute", **service_kwargs}
     session = start(alice, make_service(service_kwargs.pop("unit"), **service_kwargs), **start_kwargs)
@@ -117,3 +147,19 @@ def test_the_estimate_is_what_a_stop_then_charges(
 
     assert stopped.end_time <= now
     assert tick["estimatedCost"] == format_minor(stopped.total_cost, 6) == expected
+
+
+@pytest.mark.parametrize(("minimum", "expected"), [(0, "0.007000"), (50_000, "0.050000")])
+def test_a_usage_sessions_estimate_is_what_a_stop_then_charges(alice, make_service, clock, minimum, expected):
+    """The usage reported since the last sweep, and the rest of the minimum charge: the estimate
+    showed only what sweeps had charged."""
+    fund_wallet(alice, 10 * USDC)
+    session = start(alice, make_service("per_request", rate=1_000, minimum_charge=minimum))
+    services.usage_report(session=session, event_id="e1", quantity=7)
+    now = clock.move(seconds=5)
+    tick = live.tick(selectors.live_session_for(alice, session.session_id), now)
+
+    stopped = stop(session)
+
+    assert tick["estimatedCost"] == format_minor(stopped.total_cost, 6) == expected
+    assert tick["runwaySeconds"] is None
