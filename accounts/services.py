@@ -326,10 +326,12 @@ def sign_ins_end(*, sign_ins: QuerySet[SignIn], reason: str) -> int:
     closed (4401). Returns how many ended."""
     from paygo.ws import close_sockets_of_sign_ins
 
-    ending = list(sign_ins.filter(ended_at__isnull=True).values_list("pk", flat=True))
-    ended = SignIn.objects.filter(pk__in=ending, ended_at__isnull=True).update(
-        ended_at=timezone.now(), end_reason=reason
-    )
+    ending: dict[int, list] = {}
+    for sign_in_id, user_id in sign_ins.filter(ended_at__isnull=True).values_list("pk", "user_id"):
+        ending.setdefault(user_id, []).append(sign_in_id)
+    ended = SignIn.objects.filter(
+        pk__in=[sign_in_id for ids in ending.values() for sign_in_id in ids], ended_at__isnull=True
+    ).update(ended_at=timezone.now(), end_reason=reason)
     if ending:
         # Closed again a little later, for a handshake under way as they ended, when it is for the
         # account's safety; a device that logs out closes its own sockets (and a timer a logout would

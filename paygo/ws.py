@@ -12,8 +12,8 @@ pool busy (past DATABASE_POOL_TIMEOUT) is accepted and closed with 1013, "try ag
 HTTP request gets a 503: the client reconnects after a pause, and nothing is logged as an error.
 Every socket of a user also joins that user's group (sockets_group): when the account is
 deactivated, close_sockets_of() closes them all with 4401, in every server process, as every later
-request and handshake is refused. A socket opened with a token joins its sign-in's group as well
-(sign_in_group), closed alike when the sign-in ends (a logout, a stolen refresh token caught).
+request and handshake is refused. When a sign-in ends (a logout, a stolen refresh token caught),
+close_sockets_of_sign_ins() closes, through the same group, the sockets its tokens opened.
 """
 
 from __future__ import annotations
@@ -71,11 +71,6 @@ def sockets_group(user_id: int) -> str:
     return f"sockets.user.{user_id}"
 
 
-def sign_in_group(sign_in_id) -> str:
-    """The group every socket opened with a token of this sign-in joins."""
-    return f"sockets.sign_in.{sign_in_id}"
-
-
 def reauthorize_sockets_of(user_id: int) -> None:
     """Close every open socket of this user with 4409 (an operator changed their role, staff flag or
     permissions): a handshake decides once what a socket may watch, so the client reconnects and a
@@ -95,33 +90,38 @@ def close_sockets_of(user_id: int, *, again: bool = False) -> None:
     password changed): a handshake checks the account once, and a socket stays open for hours.
     `again`: once more RECLOSE_SECONDS later, for a handshake under way as the account was
     deactivated (not after a password change: the sockets the new password opens are the user's)."""
-    _close_groups([sockets_group(user_id)], again=again)
+    _close({user_id: None}, again=again)
 
 
-def close_sockets_of_sign_ins(sign_in_ids, *, again: bool) -> None:
-    """Close with 4401 every open socket opened with a token of these sign-ins, which have ended;
-    `again`: once more RECLOSE_SECONDS later, for a handshake under way as they ended."""
-    _close_groups([sign_in_group(sign_in_id) for sign_in_id in sign_in_ids], again=again)
+def close_sockets_of_sign_ins(sign_ins: dict[int, list], *, again: bool) -> None:
+    """Close with 4401 the open sockets opened with a token of these sign-ins ({user id: [sign-in
+    ids]}), which have ended, and no other socket of their users; `again`: once more RECLOSE_SECONDS
+    later, for a handshake under way as they ended. Sent to each user's group, which every socket
+    joins already: a group of its own per sign-in cost each handshake one more round trip to Redis
+    (docs/benchmarks.md)."""
+    _close({user_id: [str(sign_in) for sign_in in ids] for user_id, ids in sign_ins.items()}, again=again)
 
 
-def _close_groups(groups: list[str], *, again: bool) -> None:
-    async_to_sync(_revoke)(groups)
+def _close(targets: dict[int, list[str] | None], *, again: bool) -> None:
+    """Send each user's sockets the close ({user id: the sign-ins whose sockets close, or None for
+    all of them})."""
+    async_to_sync(_revoke)(targets)
     if again:
-        timer = threading.Timer(RECLOSE_SECONDS, _close_again, args=(groups,))
+        timer = threading.Timer(RECLOSE_SECONDS, _close_again, args=(targets,))
         timer.daemon = True
         timer.start()
 
 
-async def _revoke(groups: list[str]) -> None:
-    for group in groups:
-        await group_send(group, {"type": "sockets.revoked"})
+async def _revoke(targets: dict[int, list[str] | None]) -> None:
+    for user_id, sign_ins in targets.items():
+        await group_send(sockets_group(user_id), {"type": "sockets.revoked", "sign_ins": sign_ins})
 
 
-def _close_again(groups: list[str]) -> None:
+def _close_again(targets: dict[int, list[str] | None]) -> None:
     try:
-        async_to_sync(_revoke)(groups)
+        async_to_sync(_revoke)(targets)
     except Exception:  # the first close went out; this one is for a handshake that may not exist
-        logger.warning("Could not close the sockets of %s a second time", ", ".join(groups), exc_info=True)
+        logger.warning("Could not close the sockets of users %s a second time", list(targets), exc_info=True)
 
 
 def _token_from_scope(scope: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -252,8 +252,6 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
             await self.join(sockets_group(user.pk))
-            if (sign_in_id := self.scope.get("sign_in_id")) is not None:
-                await self.join(sign_in_group(sign_in_id))
         except Exception as exc:
             if not pool_exhausted(exc):
                 raise
@@ -262,8 +260,11 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         await self.joined(user)
 
     async def sockets_revoked(self, event: dict) -> None:
-        """The account was deactivated or its password changed (close_sockets_of), or the socket's
-        sign-in ended (close_sockets_of_sign_ins)."""
+        """The account was deactivated or its password changed (close_sockets_of: every socket of
+        the user), or sign-ins ended (close_sockets_of_sign_ins: the sockets they opened)."""
+        sign_ins = event.get("sign_ins")
+        if sign_ins is not None and str(self.scope.get("sign_in_id")) not in sign_ins:
+            return
         await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def sockets_reauthorize(self, event: dict) -> None:
