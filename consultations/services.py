@@ -89,6 +89,13 @@ def _notify(user_id: int, title: str, message: str, consultation: Consultation, 
     notify(user_id, "consultation", title, message, {"consultationId": consultation.pk, **data})
 
 
+def _refuse_unless_service_on_sale(locked: Consultation) -> None:
+    """A 409 (service_unavailable) when no call can start on the consultation's service: a conflict,
+    not a field's error, since neither an accept's body nor a call start's names a service."""
+    if not is_on_sale(locked.service):
+        raise Conflict({"message": "This consultation's service is no longer offered.", "code": "service_unavailable"})
+
+
 # --- Opening a consultation and talking ------------------------------------------------------------
 
 
@@ -180,7 +187,8 @@ def messages_mark_read(*, consultation: Consultation, reader, now: datetime | No
 
 def consultation_status_change(*, consultation: Consultation, actor, status: str, now: datetime | None = None):
     """The vendor accepts, rejects or completes; the user cancels. Any other change is a 409 and
-    changes nothing. Completing a consultation with a running call stops the call first."""
+    changes nothing, and so is accepting a consultation whose service no call can start on.
+    Completing a consultation with a running call stops the call first."""
     if status not in ConsultationStatus.values:
         raise _invalid("status", f"Choose one of {', '.join(ConsultationStatus.values)}.", code="invalid_choice")
     side = consultation.participant_side(actor)
@@ -207,6 +215,10 @@ def consultation_status_change(*, consultation: Consultation, actor, status: str
                     "status": current,
                 }
             )
+        if status == ConsultationStatus.ACCEPTED:
+            # Accepted, a consultation is there to be called on: one whose service no call can start
+            # on would leave its user waiting on a consultation he can only cancel.
+            _refuse_unless_service_on_sale(locked)
         call = locked.running_call
         stop_reason = streaming.stop_reason_for(call, actor) if call else None
         _status_set(locked, status=status, now=now, stop_reason=stop_reason)
@@ -312,10 +324,7 @@ def consultation_call_start(
                     "status": locked.current_status,
                 }
             )
-        if not is_on_sale(locked.service):  # the body names no service: not a field's error
-            raise Conflict(
-                {"message": "This consultation's service is no longer offered.", "code": "service_unavailable"}
-            )
+        _refuse_unless_service_on_sale(locked)
         session = streaming.session_start(
             user=locked.user,
             service=locked.service,

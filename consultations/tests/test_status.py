@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+from functools import partial
 
 import pytest
 
 from consultations.models import Consultation, ConsultationStatus
 from consultations.selectors import running_call_of
 from consultations.tests.conftest import status_url
+from marketplace.services import service_delete, service_set_active
 from notifications.models import Notification
 from streaming.models import SessionStatus, StopReason, StreamingSession
 
@@ -102,6 +104,25 @@ def test_completing_during_a_call_stops_the_call_first(api, alice, victor, consu
     (call,) = response.json()["consultation"]["calls"]
     assert call["status"] == "stopped"
     assert call["endTime"] is not None
+
+
+@pytest.mark.parametrize(
+    "off_sale", [service_delete, partial(service_set_active, is_active=False)], ids=["deleted", "deactivated"]
+)
+def test_a_consultation_whose_service_is_off_sale_is_not_accepted(api, victor, consult, service, off_sale):
+    # Accepted, it would be a dead end: every call on it is refused (service_unavailable).
+    consultation = consult()
+    off_sale(service=service)
+    state = snapshot(consultation)
+
+    response = api(victor).patch(status_url(consultation), {"status": "accepted"}, format="json")
+
+    assert response.status_code == 409, response.json()
+    assert response.json()["code"] == "service_unavailable"
+    assert response.json()["message"] == "This consultation's service is no longer offered."
+    assert snapshot(consultation) == state
+    # What is left to do with it still works: the vendor declines it (or its user cancels it).
+    assert api(victor).patch(status_url(consultation), {"status": "rejected"}, format="json").status_code == 200
 
 
 @pytest.mark.parametrize("status", ["archived", "", "ACCEPTED", None, 1, ["accepted"]])
