@@ -1,10 +1,12 @@
 """The write paths of consultations: opening one, messages, status changes, and their paid calls.
 
 Every change locks the consultation's row first, so that a message, a status change and a call
-start on the same consultation happen one after the other. A call's money is streaming's: a call
-is a metered session (kind consultation) started and stopped through streaming.services and
-charged by the same sweep. Notifications are stored in the same transaction as the change they
-announce; notify() pushes and sends them only after it commits.
+start on the same consultation happen one after the other, and reads the clock only then, so that
+the times they record (a message's, updated_at, closed_at, a call's start and end) follow that
+order. A call's money is streaming's: a call is a metered session (kind consultation) started and
+stopped through streaming.services and charged by the same sweep. Notifications are stored in
+the same transaction as the change they announce; notify() pushes and sends them only after it
+commits.
 """
 
 from __future__ import annotations
@@ -151,9 +153,9 @@ def message_send(*, consultation: Consultation, sender, body: str, now: datetime
     if side is None:
         raise exceptions.PermissionDenied("Only the consultation's user and vendor can write in it.")
     body = _clean_body(body)
-    now = now or timezone.now()
     with transaction.atomic():
         locked = _lock(consultation, with_call=False)
+        now = now or timezone.now()
         if locked.status in CLOSED_STATUSES:
             raise Conflict(
                 {"message": f"This consultation is {locked.status}; it takes no more messages.", "code": "closed"}
@@ -194,9 +196,9 @@ def consultation_status_change(*, consultation: Consultation, actor, status: str
     side = consultation.participant_side(actor)
     if side is None:
         raise exceptions.PermissionDenied("Only the consultation's user and vendor can change its status.")
-    now = now or timezone.now()
     with transaction.atomic():
         locked = _lock(consultation)
+        now = now or timezone.now()
         current = locked.current_status
         allowed_side = TRANSITIONS.get((current, status))
         if allowed_side is None:
@@ -237,7 +239,7 @@ def _status_set(locked: Consultation, *, status: str, now: datetime, stop_reason
     first (charged exactly up to then, as any session's stop), since no call runs on a consultation
     that is not accepted."""
     if locked.running_call is not None:
-        streaming.session_stop(session=locked.running_call, reason=stop_reason)
+        streaming.session_stop(session=locked.running_call, reason=stop_reason, now=now)
     locked.status = status
     locked.updated_at = now
     fields = ["status", "updated_at"]
@@ -346,9 +348,10 @@ def consultation_call_stop(*, consultation: Consultation, actor) -> StreamingSes
         locked = _lock(consultation)
         if locked.running_call is None:
             raise Conflict({"message": "No call is running.", "code": "no_call_running"})
+        now = timezone.now()
         session = streaming.session_stop(
-            session=locked.running_call, reason=streaming.stop_reason_for(locked.running_call, actor)
+            session=locked.running_call, reason=streaming.stop_reason_for(locked.running_call, actor), now=now
         )
-        locked.updated_at = session.end_time or timezone.now()
+        locked.updated_at = now
         locked.save(update_fields=["updated_at"])
     return session

@@ -3,12 +3,14 @@ like any streaming session, started by its user, stopped by either participant o
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.test import override_settings
 
 from consultations.models import Consultation, ConsultationCall
 from consultations.selectors import running_call_of
-from consultations.tests.conftest import LIST, call_url, detail_url, status_url
+from consultations.tests.conftest import LIST, call_url, detail_url, message_url, status_url
 from marketplace.services import service_set_active
 from streaming.models import SessionKind, SessionStatus, StopReason, StreamingSession
 from streaming.tests.conftest import USDC, beat, charges_of, fresh, run_sweep, start, stop
@@ -169,6 +171,30 @@ def test_either_participant_stops_the_call(api, alice, victor, fund, consult, cl
     assert response.json()["session"]["totalCost"] == "1.500000"
     assert response.json()["consultation"]["status"] == "accepted"
     assert balance_of(alice) == 10 * USDC - 1_500_000
+
+
+@override_settings(SESSION_IDLE_SECONDS=3600)  # about a call's money, not its presence
+def test_hanging_up_after_the_money_ran_out_is_the_consultations_latest_change(
+    api, alice, victor, fund, consult, clock
+):
+    fund(alice, 1_500_000)  # a minute and a half at 1 USDC a minute
+    consultation = consult("accepted")
+    call_start(api(alice), consultation)
+    clock.move(seconds=60)
+    run_sweep()
+    clock.move(seconds=40)  # the money ran out 10 s ago; no sweep has stopped the call yet
+    api(victor).post(message_url(consultation), {"message": "Are you still there?"}, format="json")
+    clock.move(seconds=20)
+
+    response = call_stop(api(alice), consultation)
+
+    assert response.status_code == 200, response.json()
+    call = StreamingSession.objects.get()
+    assert call.end_time == call.start_time + timedelta(seconds=90)  # charged up to its money's end
+    assert call.total_cost == 1_500_000
+    consultation.refresh_from_db()
+    # Changed when the call was hung up, after the vendor's message, not back when its money ran out.
+    assert consultation.updated_at == clock.now() > consultation.last_message_at
 
 
 # --- Refusals -----------------------------------------------------------------------------------------

@@ -1,16 +1,18 @@
-"""Calls and status changes racing on one consultation, on PostgreSQL with real threads: the
-consultation's row lock makes them happen one after the other."""
+"""Calls, messages and status changes racing on one consultation, on PostgreSQL with real threads:
+the consultation's row lock makes them happen one after the other, and the times they record follow."""
 
 from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
-from django.db import connection
+from django.db import connection, transaction
 
-from conftest import money_db
+from conftest import backend_pid, in_thread, money_db, wait_until_blocked_on_a_lock
 from consultations import services
-from consultations.models import Consultation, ConsultationCall
+from consultations.models import Consultation, ConsultationCall, Message
+from consultations.selectors import message_list_for
 from paygo.api.errors import Conflict
 from streaming.models import SessionStatus, StreamingSession
 from streaming.tests.conftest import USDC
@@ -78,3 +80,68 @@ def test_a_cancel_racing_a_call_start_leaves_no_call_on_a_closed_consultation(al
         assert isinstance(started, Conflict) and started.detail["code"] == "not_accepted", started
         assert (consultation.status, running) == ("cancelled", 0)
         assert not StreamingSession.objects.exists()
+
+
+def _arriving_while_held(consultation, clock, change, held):
+    """`change` runs in a thread that arrives while this one holds the consultation's row; this one
+    runs `held` under the lock a minute later (as a call start or a message would), moves the clock
+    a second more and commits, and only then may `change` go on. What `change` returned."""
+    pids = []
+
+    @in_thread
+    def arriving():
+        pids.append(backend_pid())
+        return change(Consultation.objects.get(pk=consultation.pk))
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with transaction.atomic():
+            Consultation.objects.select_for_update().get(pk=consultation.pk)
+            outcome = pool.submit(arriving)
+            wait_until_blocked_on_a_lock(pids)
+            clock.move(seconds=60)
+            held(Consultation.objects.get(pk=consultation.pk))
+            clock.move(seconds=1)
+        return outcome.result()
+
+
+@money_db
+def test_a_consultation_completed_while_a_call_starts_closes_after_the_call(alice, victor, consult, clock):
+    fund_wallet(alice, 10 * USDC)
+    consultation = consult("accepted")
+
+    def complete(consultation):
+        return services.consultation_status_change(consultation=consultation, actor=victor, status="completed")
+
+    def call(consultation):
+        return services.consultation_call_start(consultation=consultation, actor=alice)
+
+    completed = _arriving_while_held(consultation, clock, complete, call)
+
+    # Completed a second into the call (when it got the row), not before the call began: the call is
+    # stopped and charged up to the consultation's close.
+    call = StreamingSession.objects.get()
+    assert completed.status == "completed"
+    assert (call.status, call.stop_reason) == (SessionStatus.STOPPED, "vendor")
+    assert call.start_time == completed.accepted_at + timedelta(seconds=60)
+    assert call.end_time == completed.closed_at == completed.updated_at == call.start_time + timedelta(seconds=1)
+    assert call.total_cost == USDC // 60
+    assert balance_of(alice) == 10 * USDC - USDC // 60
+
+
+@money_db
+def test_a_message_written_while_another_holds_the_row_is_the_latest(alice, victor, consult, clock):
+    consultation = consult("accepted")
+
+    def write(consultation):
+        return services.message_send(consultation=consultation, sender=alice, body="Are you there?")
+
+    def answer(consultation):
+        return services.message_send(consultation=consultation, sender=victor, body="Yes, one moment.")
+
+    latest = _arriving_while_held(consultation, clock, write, answer)
+
+    consultation.refresh_from_db()
+    answered = Message.objects.get(body="Yes, one moment.")
+    assert latest.created_at == answered.created_at + timedelta(seconds=1)
+    assert consultation.last_message_at == consultation.updated_at == latest.created_at
+    assert list(message_list_for(consultation)[:2]) == [latest, answered]  # newest first
