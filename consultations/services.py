@@ -91,10 +91,11 @@ def _notify(user_id: int, title: str, message: str, consultation: Consultation, 
     notify(user_id, "consultation", title, message, {"consultationId": consultation.pk, **data})
 
 
-def _refuse_unless_service_on_sale(locked: Consultation) -> None:
-    """A 409 (service_unavailable) when no call can start on the consultation's service: a conflict,
-    not a field's error, since neither an accept's body nor a call start's names a service."""
-    if not is_on_sale(locked.service):
+def _refuse_unless_service_takes_calls(locked: Consultation) -> None:
+    """A 409 (service_unavailable) when no call can start on the consultation's service: off sale, or
+    its token deactivated by staff (as session_start decides). A conflict, not a field's error, since
+    neither an accept's body nor a call start's names a service."""
+    if not is_on_sale(locked.service) or streaming.payment_asset_of(locked.service) is None:
         raise Conflict({"message": "This consultation's service is no longer offered.", "code": "service_unavailable"})
 
 
@@ -220,7 +221,7 @@ def consultation_status_change(*, consultation: Consultation, actor, status: str
         if status == ConsultationStatus.ACCEPTED:
             # Accepted, a consultation is there to be called on: one whose service no call can start
             # on would leave its user waiting on a consultation he can only cancel.
-            _refuse_unless_service_on_sale(locked)
+            _refuse_unless_service_takes_calls(locked)
         call = locked.running_call
         stop_reason = streaming.stop_reason_for(call, actor) if call else None
         _status_set(locked, status=status, now=now, stop_reason=stop_reason)
@@ -326,7 +327,7 @@ def consultation_call_start(
                     "status": locked.current_status,
                 }
             )
-        _refuse_unless_service_on_sale(locked)
+        _refuse_unless_service_takes_calls(locked)
         session = streaming.session_start(
             user=locked.user,
             service=locked.service,

@@ -40,6 +40,12 @@ def first_period_cost(*, rate: int, unit: str, free_seconds: int) -> int:
     return 0
 
 
+def payment_asset_of(service) -> Asset | None:
+    """The asset sessions on `service` are paid in, or None while staff have deactivated its token:
+    such a service takes no session, a consultation's call included."""
+    return Asset.objects.filter(code=service.token, is_active=True).first()
+
+
 def session_start(
     *,
     user,
@@ -56,7 +62,7 @@ def session_start(
     # user, as its page is (404): "not available" told him it exists, and whose it is.
     if not is_on_sale(service):
         raise _invalid("service_id", "No such service.", code="unknown_service")
-    asset = Asset.objects.filter(code=service.token, is_active=True).first()  # staff may deactivate a token
+    asset = payment_asset_of(service)
     if asset is None:
         raise _invalid("service_id", "This service is not available.", code="inactive_service")
     if service.vendor_id == user.pk:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 from django.test import TestCase
 
 from consultations import services
 from consultations.models import Consultation, ConsultationStatus
+from marketplace.services import service_delete, service_set_active
 from streaming.tests.conftest import USDC, clock, make_service  # noqa: F401
+from wallets.models import Asset
 
 LIST = "/api/v1/consultations"
 INBOX = "/api/v1/consultations/vendor/inbox"
@@ -27,6 +31,20 @@ def status_url(consultation) -> str:
 
 def call_url(consultation, action: str) -> str:
     return f"{LIST}/{consultation.pk}/call/{action}"
+
+
+def token_deactivate(*, service) -> None:
+    """Staff deactivate the token a service is sold in (in the admin). Not USDC: the default token
+    stays active."""
+    Asset.objects.filter(code=service.token).update(is_active=False)
+
+
+# Each way a consultation's service stops taking calls: unavailable(service=...).
+service_unavailable = pytest.mark.parametrize(
+    "unavailable",
+    [partial(service_set_active, is_active=False), service_delete, token_deactivate],
+    ids=["deactivated", "deleted", "token_deactivated"],
+)
 
 
 def committed():

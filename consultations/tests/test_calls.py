@@ -10,8 +10,7 @@ from django.test import override_settings
 
 from consultations.models import Consultation, ConsultationCall
 from consultations.selectors import running_call_of
-from consultations.tests.conftest import LIST, call_url, detail_url, message_url, status_url
-from marketplace.services import service_set_active
+from consultations.tests.conftest import LIST, call_url, detail_url, message_url, service_unavailable, status_url
 from streaming.models import SessionKind, SessionStatus, StopReason, StreamingSession
 from streaming.tests.conftest import USDC, beat, charges_of, fresh, run_sweep, start, stop
 from wallets.models import SystemAccount
@@ -307,16 +306,20 @@ def test_no_call_to_stop_is_a_409(api, alice, consult):
     assert response.json()["message"] == "No call is running."
 
 
-def test_an_unavailable_service_takes_no_call(api, alice, fund, consult, service):
-    fund(alice, 10 * USDC)
-    consultation = consult("accepted")
-    service_set_active(service=service, is_active=False)
+@service_unavailable
+def test_an_unavailable_service_takes_no_call(api, alice, fund, consult, make_service, unavailable):
+    fund(alice, 10 * USDC, "USDT")
+    consultation = consult("accepted", service=make_service(token="USDT"))
+    unavailable(service=consultation.service)
 
     response = call_start(api(alice), consultation)
 
-    assert response.status_code == 409  # the call's body names no service: not a field's error
+    assert response.status_code == 409, response.json()  # the call's body names no service: not a field's error
     assert response.json()["code"] == "service_unavailable"
-    nothing_started(alice, 10 * USDC)
+    assert response.json()["message"] == "This consultation's service is no longer offered."
+    assert not ConsultationCall.objects.exists()
+    assert not StreamingSession.objects.exists()
+    assert balance_of(alice, "USDT") == 10 * USDC
 
 
 def test_a_closed_consultation_takes_no_call_even_after_one(api, alice, victor, fund, consult):

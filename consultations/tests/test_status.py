@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from functools import partial
 
 import pytest
 
 from consultations.models import Consultation, ConsultationStatus
 from consultations.selectors import running_call_of
-from consultations.tests.conftest import status_url
-from marketplace.services import service_delete, service_set_active
+from consultations.tests.conftest import service_unavailable, status_url
 from notifications.models import Notification
 from streaming.models import SessionStatus, StopReason, StreamingSession
 
@@ -106,13 +104,11 @@ def test_completing_during_a_call_stops_the_call_first(api, alice, victor, consu
     assert call["endTime"] is not None
 
 
-@pytest.mark.parametrize(
-    "off_sale", [service_delete, partial(service_set_active, is_active=False)], ids=["deleted", "deactivated"]
-)
-def test_a_consultation_whose_service_is_off_sale_is_not_accepted(api, victor, consult, service, off_sale):
+@service_unavailable
+def test_a_consultation_whose_service_takes_no_calls_is_not_accepted(api, victor, consult, make_service, unavailable):
     # Accepted, it would be a dead end: every call on it is refused (service_unavailable).
-    consultation = consult()
-    off_sale(service=service)
+    consultation = consult(service=make_service(token="USDT"))
+    unavailable(service=consultation.service)
     state = snapshot(consultation)
 
     response = api(victor).patch(status_url(consultation), {"status": "accepted"}, format="json")
