@@ -7,14 +7,18 @@ accepted consultation with a running call (an active metered session) is `active
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
-from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from consultations.models import Consultation, ConsultationCall, ConsultationStatus, Message
 from paygo.api.permissions import staff_has
 from streaming.models import SessionStatus, StreamingSession
+
+# The latest calls a consultation's detail shows; GET /consultations/<id>/calls pages through them all.
+CALLS_SHOWN = 20
 
 # What staff need to read someone else's consultation: it comes with its messages and its calls,
 # which the admin shows (as inlines) only to those who may view them too.
@@ -119,13 +123,40 @@ def message_list_for(consultation: Consultation) -> QuerySet[Message]:
     return Message.objects.filter(consultation=consultation).order_by("-created_at", "-id")
 
 
-def calls_of(consultation: Consultation) -> list[StreamingSession]:
+def call_list_for(consultation: Consultation) -> QuerySet[StreamingSession]:
     """The sessions of a consultation's calls, newest first."""
-    return list(
+    return (
         StreamingSession.objects.select_related("asset")
         .filter(consultation_call__consultation=consultation)
         .order_by("-start_time", "-id")
     )
+
+
+@dataclass(frozen=True)
+class CallsSummary:
+    """What a consultation's detail says of its calls: the latest ones, and how many and what all
+    of them cost."""
+
+    latest: list[StreamingSession]  # newest first, at most CALLS_SHOWN
+    count: int
+    totals: dict[str, tuple[int, int]]  # token -> (what its calls cost, in its minor unit; its decimals)
+
+
+def calls_summary_of(consultation: Consultation) -> CallsSummary:
+    """Two queries however many calls the consultation had: a user calling back for months makes a
+    longer list to page through (call_list_for), not a longer detail."""
+    latest = list(call_list_for(consultation)[:CALLS_SHOWN])
+    per_token = (
+        call_list_for(consultation)
+        .order_by("asset__code")
+        .values_list("asset__code", "asset__decimals")
+        .annotate(cost=Sum("total_cost"), count=Count("pk"))
+    )
+    totals, count = {}, 0
+    for code, decimals, cost, calls in per_token:
+        totals[code] = (int(cost), decimals)
+        count += calls
+    return CallsSummary(latest=latest, count=count, totals=totals)
 
 
 def running_call_of(consultation: Consultation) -> StreamingSession | None:

@@ -3,12 +3,11 @@ JSON-encoded like every other string."""
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from consultations.models import MESSAGE_MAX_LENGTH, ConsultationStatus, Message
+from consultations.selectors import CALLS_SHOWN
 from paygo.api.amounts import format_minor
 from paygo.tokens import decimals_of
 from streaming.serializers import SessionOptionsSerializer, SessionSerializer
@@ -127,7 +126,8 @@ class CallSerializer(serializers.Serializer):
 
 
 class ConsultationDetailSerializer(serializers.Serializer):
-    """One consultation with its calls; its messages come beside it, paginated."""
+    """One consultation with its latest calls (selectors.calls_summary_of, set as `calls_summary`);
+    its messages come beside it, paginated."""
 
     id = serializers.IntegerField()
     user = ParticipantSerializer()
@@ -139,7 +139,13 @@ class ConsultationDetailSerializer(serializers.Serializer):
     updated_at = serializers.DateTimeField()
     accepted_at = serializers.DateTimeField(allow_null=True)
     closed_at = serializers.DateTimeField(allow_null=True)
-    calls = CallSerializer(source="call_sessions", many=True)
+    calls = CallSerializer(
+        source="calls_summary.latest",
+        many=True,
+        help_text=f"Its latest {CALLS_SHOWN} calls, newest first; GET /api/v1/consultations/{{id}}/calls "
+        "pages through all of them.",
+    )
+    call_count = serializers.IntegerField(source="calls_summary.count", help_text="How many calls it has had.")
     total_call_cost = serializers.SerializerMethodField(
         help_text="Everything its calls cost so far, in `callToken`; null if its calls were paid in "
         "several tokens (see each call's token)."
@@ -147,11 +153,7 @@ class ConsultationDetailSerializer(serializers.Serializer):
     call_token = serializers.SerializerMethodField()
 
     def _totals(self, consultation) -> dict[str, tuple[int, int]]:
-        totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        for session in consultation.call_sessions:
-            totals[session.asset.code][0] += session.total_cost
-            totals[session.asset.code][1] = session.asset.decimals
-        return {code: (amount, decimals) for code, (amount, decimals) in totals.items()}
+        return consultation.calls_summary.totals
 
     def get_call_token(self, consultation) -> str | None:
         totals = self._totals(consultation)
@@ -187,6 +189,10 @@ class ConsultationListResponseSerializer(_PageSerializer):
 class ConsultationDetailResponseSerializer(_PageSerializer):
     consultation = ConsultationDetailSerializer()
     messages = MessageSerializer(many=True, help_text="Newest first; page 1 holds the latest.")
+
+
+class CallListResponseSerializer(_PageSerializer):
+    calls = CallSerializer(many=True, help_text="Newest first.")
 
 
 class ConsultationCreatedResponseSerializer(serializers.Serializer):

@@ -8,6 +8,7 @@ urlpatterns = [
     path("consultations", views.ConsultationListView.as_view(), name="consultation-list"),
     path("consultations/vendor/inbox", views.VendorInboxView.as_view(), name="consultation-vendor-inbox"),
     path("consultations/<int:consultation_id>", views.ConsultationDetailView.as_view(), name="consultation-detail"),
+    path("consultations/<int:consultation_id>/calls", views.CallListView.as_view(), name="consultation-calls"),
     path("consultations/<int:consultation_id>/message", views.MessageView.as_view(), name="consultation-message"),
     path("consultations/<int:consultation_id>/status", views.StatusView.as_view(), name="consultation-status"),
     path(

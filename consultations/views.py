@@ -1,4 +1,4 @@
-"""The consultations API (paths as the seed has them, plus a call's start and stop).
+"""The consultations API (paths as the seed has them, plus a call's start and stop and the list of calls).
 
 Call start and stop honour Idempotency-Key: they move money.
 """
@@ -16,7 +16,9 @@ from rest_framework.views import APIView
 from consultations import selectors, services
 from consultations.models import ConsultationStatus
 from consultations.serializers import (
+    CallListResponseSerializer,
     CallResponseSerializer,
+    CallSerializer,
     CallStartSerializer,
     ConsultationChangedResponseSerializer,
     ConsultationCreatedResponseSerializer,
@@ -60,8 +62,11 @@ _STATUS_MESSAGES = {
 
 
 def _detail(user, consultation_id: int) -> dict:
-    consultation = selectors.consultation_get_for(user, consultation_id)
-    consultation.call_sessions = selectors.calls_of(consultation)
+    return _detail_of(selectors.consultation_get_for(user, consultation_id))
+
+
+def _detail_of(consultation) -> dict:
+    consultation.calls_summary = selectors.calls_summary_of(consultation)
     return ConsultationDetailSerializer(consultation).data
 
 
@@ -135,7 +140,7 @@ class ConsultationDetailView(GenericAPIView):
     results_key = "messages"
 
     @extend_schema(
-        summary="One consultation with its calls and its messages (participants and staff); "
+        summary="One consultation with its latest calls and its messages (participants and staff); "
         "a participant opening it reads the other side's messages",
         parameters=Pagination.parameters(),
         responses={200: ConsultationDetailResponseSerializer},
@@ -148,10 +153,25 @@ class ConsultationDetailView(GenericAPIView):
         with transaction.atomic():
             services.messages_mark_read(consultation=consultation, reader=request.user)
             page = self.paginate_queryset(selectors.message_list_for(consultation))
-        consultation.call_sessions = selectors.calls_of(consultation)
         return self.paginator.get_paginated_response(
-            MessageSerializer(page, many=True).data, consultation=ConsultationDetailSerializer(consultation).data
+            MessageSerializer(page, many=True).data, consultation=_detail_of(consultation)
         )
+
+
+class CallListView(GenericAPIView):
+    serializer_class = CallSerializer
+    results_key = "calls"
+
+    @extend_schema(
+        operation_id="consultations_calls_list",
+        summary="A consultation's calls, newest first (participants and staff, as the consultation)",
+        parameters=Pagination.parameters(),
+        responses={200: CallListResponseSerializer},
+    )
+    def get(self, request, consultation_id: int):
+        consultation = selectors.consultation_get_for(request.user, consultation_id)
+        page = self.paginate_queryset(selectors.call_list_for(consultation))
+        return self.paginator.get_paginated_response(CallSerializer(page, many=True).data)
 
 
 class MessageView(APIView):

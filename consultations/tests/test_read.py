@@ -1,5 +1,5 @@
-"""Reading consultations: the caller's list, one consultation with its messages, the vendor inbox;
-who may read what; unread counts; constant queries."""
+"""Reading consultations: the caller's list, one consultation with its messages and latest calls, its
+calls, the vendor inbox; who may read what; unread counts; constant queries."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from django.utils import timezone
 from conftest import grant
 from consultations import services
 from consultations.models import Message
+from consultations.selectors import CALLS_SHOWN
 from consultations.tests.conftest import INBOX, LIST, committed, detail_url
+from streaming.services import session_stop
+from streaming.tests.conftest import USDC
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +26,27 @@ def say(consultation, sender, text: str, *, at=None) -> Message:
 
 def ids(response, key: str = "consultations") -> list[int]:
     return [item["id"] for item in response.json()[key]]
+
+
+def calls_url(consultation) -> str:
+    return f"{LIST}/{consultation.pk}/calls"
+
+
+def hold_calls(consultation, how_many: int, clock) -> list[str]:
+    """`how_many` one-minute calls, a minute apart (1 USDC each, paid by the consultation's user, who
+    is funded for them); their session ids, newest first."""
+    from wallets.tests.conftest import fund_wallet
+
+    fund_wallet(consultation.user, how_many * USDC)
+    held = []
+    for _ in range(how_many):
+        with committed():
+            call = services.consultation_call_start(consultation=consultation, actor=consultation.user)
+            clock.move(seconds=60)
+            session_stop(session=call, reason="user")
+        clock.move(seconds=60)
+        held.append(str(call.session_id))
+    return held[::-1]
 
 
 # --- GET /consultations -------------------------------------------------------------------------------
@@ -156,6 +180,7 @@ def test_a_participant_reads_a_consultation_with_its_messages(api, alice, victor
     assert data["consultation"]["status"] == "pending"
     assert data["consultation"]["user"] == {"id": alice.pk, "name": "Alice"}
     assert data["consultation"]["calls"] == []
+    assert data["consultation"]["callCount"] == 0
     assert data["consultation"]["totalCallCost"] == "0.000000"
     assert data["consultation"]["callToken"] == "USDC"
     assert [m["body"] for m in data["messages"]] == ["answer", "question"]  # newest first
@@ -275,6 +300,89 @@ def test_a_page_past_the_last_is_a_404_that_reads_nothing(api, alice, victor, co
     assert not Message.objects.filter(read_at__isnull=False).exists()
 
 
+def test_the_detail_shows_the_latest_calls_and_counts_them_all(api, alice, consult, clock):
+    consultation = consult("accepted")
+    held = hold_calls(consultation, CALLS_SHOWN + 5, clock)
+
+    shown = api(alice).get(detail_url(consultation)).json()["consultation"]
+
+    assert [call["sessionId"] for call in shown["calls"]] == held[:CALLS_SHOWN]  # newest first
+    assert shown["callCount"] == CALLS_SHOWN + 5
+    assert shown["totalCallCost"] == f"{CALLS_SHOWN + 5}.000000"  # every call's, not only those shown
+    assert shown["callToken"] == "USDC"
+
+
+# --- GET /consultations/<id>/calls --------------------------------------------------------------------
+
+
+def test_a_consultations_calls_are_paginated_newest_first(api, alice, victor, consult, clock):
+    consultation = consult("accepted")
+    held = hold_calls(consultation, 5, clock)
+
+    first = api(alice).get(calls_url(consultation), {"pageSize": 2}).json()
+    last = api(victor).get(calls_url(consultation), {"pageSize": 2, "page": "last"}).json()
+
+    assert (first["count"], first["totalPages"]) == (5, 3)
+    assert [call["sessionId"] for call in first["calls"]] == held[:2]
+    assert [call["sessionId"] for call in last["calls"]] == held[4:]
+    assert first["calls"][0] == api(alice).get(detail_url(consultation)).json()["consultation"]["calls"][0]
+    assert first["calls"][0]["totalCost"] == "1.000000"
+
+
+def test_a_consultation_without_calls_has_an_empty_first_page(api, alice, consult):
+    consultation = consult()
+
+    response = api(alice).get(calls_url(consultation))
+
+    assert response.status_code == 200
+    assert (response.json()["calls"], response.json()["count"]) == ([], 0)
+    assert api(alice).get(calls_url(consultation), {"page": 2}).status_code == 404
+
+
+def test_staff_read_its_calls_as_they_read_the_consultation(api, stan, consult):
+    consultation = consult("active")
+
+    for missing in CONSULTATION_VIEW:
+        stan.user_permissions.clear()
+        partial = api(grant(stan, *(p for p in CONSULTATION_VIEW if p != missing)))
+        assert partial.get(calls_url(consultation)).status_code == 404, missing
+    response = api(grant(stan, *CONSULTATION_VIEW)).get(calls_url(consultation))
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 1
+
+
+@pytest.mark.parametrize("who", ["bob", "wanda", "stan"])
+def test_anyone_else_gets_a_404_for_its_calls(api, bob, wanda, stan, consult, who):
+    consultation = consult("active")
+    outsider = {"bob": bob, "wanda": wanda, "stan": stan}[who]
+
+    response = api(outsider).get(calls_url(consultation))
+
+    assert response.status_code == 404
+    assert response.json()["message"] == "No such consultation."
+
+
+def test_its_calls_are_not_for_anonymous_nor_unknown_ids(api, anon, alice, consult):
+    consultation = consult("active")
+
+    assert anon.get(calls_url(consultation)).status_code == 401
+    assert api(alice).get(f"{LIST}/999999/calls").status_code == 404
+
+
+@pytest.mark.parametrize("how_many", [1, 25])
+def test_its_calls_take_a_constant_number_of_queries(api, alice, consult, clock, django_assert_num_queries, how_many):
+    consultation = consult("accepted")
+    hold_calls(consultation, how_many, clock)
+    client = api(alice)
+
+    # The user, the consultation, the count, the page.
+    with django_assert_num_queries(4):
+        response = client.get(calls_url(consultation))
+
+    assert len(response.json()["calls"]) == min(how_many, 20)
+
+
 # --- GET /consultations/vendor/inbox ------------------------------------------------------------------
 
 
@@ -324,17 +432,21 @@ def test_the_inbox_takes_a_constant_number_of_queries(api, victor, consult, make
     assert len(response.json()["consultations"]) == 5
 
 
-@pytest.mark.parametrize("replies", [0, 30])
-def test_the_detail_takes_a_constant_number_of_queries(api, alice, victor, consult, django_assert_num_queries, replies):
-    consultation = consult("active")
+@pytest.mark.parametrize(("replies", "calls"), [(0, 1), (30, CALLS_SHOWN + 5)])
+def test_the_detail_takes_a_constant_number_of_queries(
+    api, alice, victor, consult, clock, django_assert_num_queries, replies, calls
+):
+    consultation = consult("accepted")
+    hold_calls(consultation, calls, clock)
     for index in range(replies):
         say(consultation, victor, f"reply {index}")
     client = api(alice)
 
-    # The user, the consultation with its status, marking read, the count, the page, the calls; the
-    # marking and the page in one transaction (a savepoint and its release here, inside the test's).
-    with django_assert_num_queries(8):
+    # The user, the consultation with its status, marking read, the count, the page, the latest
+    # calls, what all of them cost; the marking and the page in one transaction (a savepoint and its
+    # release here, inside the test's).
+    with django_assert_num_queries(9):
         response = client.get(detail_url(consultation))
 
     assert len(response.json()["messages"]) == min(replies + 1, 20)
-    assert len(response.json()["consultation"]["calls"]) == 1
+    assert len(response.json()["consultation"]["calls"]) == min(calls, CALLS_SHOWN)

@@ -100,6 +100,7 @@ consultations                                  GET     401   ok    ok    ok    o
 consultations                                  POST    401   400   403   400   400   alice:400   -
 consultations/vendor/inbox                     GET     401   403   ok    403   403   victor:ok   -
 consultations/<int:consultation_id>            GET     401   404   404   404   ok    alice:ok    CONSULTATION
+consultations/<int:consultation_id>/calls      GET     401   404   404   404   ok    alice:ok    CONSULTATION
 consultations/<int:consultation_id>/message    POST    401   404   404   404   404   alice:ok    -
 consultations/<int:consultation_id>/status     PATCH   401   404   404   404   404   alice:ok    -
 consultations/<int:consultation_id>/call/start POST    401   404   404   404   404   alice:409   -

@@ -15,6 +15,7 @@ HUGE = "9" * 25
         ("get", f"/api/v1/service/{HUGE}"),
         ("patch", f"/api/v1/service/{HUGE}/toggle-status"),
         ("get", f"/api/v1/consultations/{HUGE}"),
+        ("get", f"/api/v1/consultations/{HUGE}/calls"),
         ("patch", f"/api/v1/notifications/{HUGE}"),
         ("delete", f"/api/v1/notifications/{HUGE}"),
         ("get", f"/api/v1/images/{HUGE}"),

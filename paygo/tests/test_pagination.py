@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from streaming.tests.conftest import make_service  # noqa: F401
+
 pytestmark = pytest.mark.django_db
 
 # Every paginated list, hand-paginated ones included, and who may read it.
@@ -16,6 +18,7 @@ LISTS = [
     ("/api/v1/notifications", "alice"),
     ("/api/v1/consultations", "alice"),
     ("/api/v1/consultations/vendor/inbox", "victor"),
+    ("/api/v1/consultations/{consultation}/calls", "alice"),
     ("/api/v1/streams/my-sessions", "alice"),
     ("/api/v1/streams/active", "alice"),
     ("/api/v1/dashboard/user/sessions", "alice"),
@@ -23,8 +26,21 @@ LISTS = [
 
 
 @pytest.fixture
+def consultation(alice, make_service):  # noqa: F811 (the fixture imported above)
+    from consultations.services import consultation_create
+
+    service = make_service()
+    consultation, _ = consultation_create(
+        user=alice, vendor_id=service.vendor_id, service_id=service.pk, initial_message="Hello"
+    )
+    return consultation
+
+
+@pytest.fixture
 def read(request, api, anon):
     def get(path: str, who: str | None, **query):
+        if "{consultation}" in path:  # a list of one object's: alice's consultation
+            path = path.format(consultation=request.getfixturevalue("consultation").pk)
         client = api(request.getfixturevalue(who)) if who else anon
         return client.get(path, query)
 

@@ -9,6 +9,8 @@ import io
 import pytest
 from django.core.management import call_command
 
+from streaming.tests.conftest import make_service  # noqa: F401
+
 pytestmark = pytest.mark.django_db
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -108,6 +110,25 @@ def test_lists_are_documented_as_the_pages_they_answer(schema, api, alice, path,
     assert set(answer) == set(page["properties"])
     parameters = {p["name"]: p["schema"] for p in schema["paths"][path]["get"]["parameters"]}
     assert parameters["pageSize"] == {"type": "integer", "minimum": 1, "maximum": 100}
+
+
+def test_a_consultations_calls_are_documented_as_the_pages_they_answer(schema, api, alice, make_service):  # noqa: F811
+    from consultations.services import consultation_create
+
+    service = make_service()
+    consultation, _ = consultation_create(
+        user=alice, vendor_id=service.vendor_id, service_id=service.pk, initial_message="Hi"
+    )
+    path = "/api/v1/consultations/{consultation_id}/calls"
+
+    page = _body(schema, "get", path, "200")
+    answer = api(alice).get(path.format(consultation_id=consultation.pk)).json()
+
+    assert set(page["required"]) == {"calls", "count", "page", "totalPages", "next", "previous"}
+    assert set(answer) == set(page["properties"])
+    assert page["properties"]["calls"]["items"] == {"$ref": "#/components/schemas/Call"}
+    detail = schema["components"]["schemas"]["ConsultationDetail"]
+    assert {"calls", "callCount"} <= set(detail["required"])
 
 
 @pytest.mark.parametrize(
