@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
@@ -157,6 +158,20 @@ def calls_summary_of(consultation: Consultation) -> CallsSummary:
         totals[code] = (int(cost), decimals)
         count += calls
     return CallsSummary(latest=latest, count=count, totals=totals)
+
+
+def calls_billed_of(consultation: Consultation, *, token: str) -> tuple[timedelta, int]:
+    """How long a consultation's calls were billed for (each from its start up to where it was
+    charged), and what those paid in `token` were charged in all (its minor unit): one query."""
+    billed = (
+        StreamingSession.objects.filter(consultation_call__consultation=consultation)
+        .order_by()
+        .aggregate(
+            time=Sum(F("charged_until") - F("start_time")),
+            charged=Sum("total_cost", filter=Q(asset__code=token)),
+        )
+    )
+    return billed["time"] or timedelta(0), int(billed["charged"] or 0)
 
 
 def running_call_of(consultation: Consultation) -> StreamingSession | None:

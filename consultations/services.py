@@ -12,7 +12,7 @@ commits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -308,7 +308,8 @@ def consultation_call_start(
     *, consultation: Consultation, actor, device: dict | None = None, max_cost: int | None = None
 ) -> StreamingSession:
     """The consultation's user (who pays) starts a paid call on an accepted consultation: a metered
-    session on its service. 402 without funds for the first period, like any session."""
+    session on its service, with what the consultation's earlier calls left of the service's free
+    seconds and minimum charge. 402 without funds for the first period, like any session."""
     side = consultation.participant_side(actor)
     if side != "user":
         raise exceptions.PermissionDenied("Only the consultation's user starts a call: they pay for it.")
@@ -328,17 +329,37 @@ def consultation_call_start(
                 }
             )
         _refuse_unless_service_takes_calls(locked)
+        free_seconds, minimum_charge = _call_terms_left(locked)
         session = streaming.session_start(
             user=locked.user,
             service=locked.service,
             device=device,
             max_cost=max_cost,
             kind=SessionKind.CONSULTATION,
+            free_seconds=free_seconds,
+            minimum_charge=minimum_charge,
         )
         ConsultationCall.objects.create(consultation=locked, session=session, created_at=session.start_time)
         locked.updated_at = session.start_time
         locked.save(update_fields=["updated_at"])
     return session
+
+
+def _call_terms_left(locked: Consultation) -> tuple[int, int]:
+    """The free seconds and the minimum charge of a consultation's next call, on a row _lock() holds
+    (no call runs): what its earlier calls left of its service's. A consultation is one metered
+    relationship split into calls: when each call renewed them, a user who hung up and called back
+    before his free seconds ran out talked to the vendor for free for as long as he liked.
+
+    Free time is used up by the time the earlier calls were billed for; a part of a second left
+    counts as a whole one (in the payer's favour, as costs are rounded). The minimum charge is
+    paid off by everything they were charged in the service's token."""
+    service = locked.service
+    billed, charged = selectors.calls_billed_of(locked, token=service.token)
+    left_us = service.free_seconds * 1_000_000 - billed // timedelta(microseconds=1)
+    free_seconds = max(0, -(-left_us // 1_000_000))
+    minimum_charge = max(0, int(service.minimum_charge or 0) - charged)
+    return free_seconds, minimum_charge
 
 
 def consultation_call_stop(*, consultation: Consultation, actor) -> StreamingSession:

@@ -113,7 +113,10 @@ class SessionSerializer(serializers.ModelSerializer):
             "last_heartbeat_at",
         ]
         extra_kwargs = {
-            "free_seconds": {"help_text": "Time not charged at its start, in seconds (copied from the service)."}
+            "free_seconds": {
+                "help_text": "Time not charged at its start, in seconds: the service's, or for a consultation's "
+                "call what its earlier calls left of them."
+            }
         }
 
     def _money(self, session: StreamingSession, amount) -> str | None:

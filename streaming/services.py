@@ -54,9 +54,15 @@ def session_start(
     max_cost: int | None = None,
     kind: str = SessionKind.STREAM,
     now: datetime | None = None,
+    free_seconds: int | None = None,
+    minimum_charge: int | None = None,
 ) -> StreamingSession:
     """Open a metered session: hold the first period (and the minimum charge), charge a
-    per-session fee, or answer 402 with how much is needed."""
+    per-session fee, or answer 402 with how much is needed.
+
+    The session is billed by the service's free seconds and minimum charge, copied onto it; a
+    consultation's call passes what its earlier calls left of them instead (free_seconds,
+    minimum_charge: never more than the service's), and is billed by those."""
     now = now or timezone.now()
     # A service off sale (inactive, retired, its vendor's account or role gone) is unknown to the
     # user, as its page is (404): "not available" told him it exists, and whose it is.
@@ -69,12 +75,13 @@ def session_start(
         raise _invalid("service_id", "You cannot open a session on your own service.", code="own_service")
     rate, unit = int(service.rate), service.unit
     session_fee = rate if unit == "per_session" else 0
+    # What a consultation's earlier calls left of the service's terms, if given: never more than them.
+    free_seconds = service.free_seconds if free_seconds is None else max(0, min(service.free_seconds, free_seconds))
     minimum = int(service.minimum_charge or 0)
+    minimum = minimum if minimum_charge is None else max(0, min(minimum, minimum_charge))
     # The rest of the minimum charge, beyond what the session fee pays of it, as billing holds it
     # (streaming_decide: the minimum less the session's cost so far).
-    hold_amount = first_period_cost(rate=rate, unit=unit, free_seconds=service.free_seconds) + max(
-        0, minimum - session_fee
-    )
+    hold_amount = first_period_cost(rate=rate, unit=unit, free_seconds=free_seconds) + max(0, minimum - session_fee)
     if max_cost is not None and max_cost < session_fee:
         raise _invalid("max_cost", "maxCost is below this service's session fee.", code="max_cost_too_low")
     if max_cost is None and pricing.is_usage_unit(unit):
@@ -87,7 +94,7 @@ def session_start(
         hold_amount = min(hold_amount, max_cost - session_fee)
     needed = hold_amount + session_fee
     budget = None if max_cost is None else max_cost - session_fee
-    stop_at = _capped_before_first_sweep(rate=rate, unit=unit, free_seconds=service.free_seconds, budget=budget)
+    stop_at = _capped_before_first_sweep(rate=rate, unit=unit, free_seconds=free_seconds, budget=budget)
 
     session_id = uuid.uuid4()
     with transaction.atomic():  # a refusal (402) leaves no account opened for it
@@ -117,7 +124,7 @@ def session_start(
             asset=asset,
             rate=rate,
             unit=unit,
-            free_seconds=service.free_seconds,
+            free_seconds=free_seconds,
             minimum_charge=minimum,
             session_fee=session_fee,
             max_cost=max_cost,

@@ -91,6 +91,102 @@ def test_a_call_is_billed_exactly_like_a_streaming_session(api, alice, bob, vict
     assert shown["callToken"] == "USDC"
 
 
+# 1.2 USDC a minute is 20 minor units a millisecond: every call's cost is whole, so that calls add up
+# to what one call of their length costs (each call's cost is floored on its own).
+CALL_RATE = 1_200_000
+
+
+@override_settings(SESSION_IDLE_SECONDS=3600)  # about free time, not presence
+def test_redialling_shares_the_free_seconds_of_one_consultation(api, alice, bob, fund, consult, make_service, clock):
+    service = make_service("per_minute", rate=CALL_RATE, free_seconds=60)
+    fund(alice, 10 * USDC)
+    fund(bob, 10 * USDC)
+    redialled, continuous = consult("accepted", service=service), consult("accepted", user=bob, service=service)
+
+    for _ in range(5):  # alice hangs up every 59 s and calls back a second later, bob stays on the line
+        call_start(api(alice), redialled)
+        clock.move(seconds=59)
+        call_stop(api(alice), redialled)
+        clock.move(seconds=1)
+    call_start(api(bob), continuous)
+    clock.move(seconds=5 * 59)
+    call_stop(api(bob), continuous)
+
+    # 295 s in all, 60 of them free: 235 s at 20 000 a second, whether in five calls or one.
+    calls = StreamingSession.objects.filter(user=alice).order_by("start_time")
+    assert [call.free_seconds for call in calls] == [60, 1, 0, 0, 0]
+    assert [call.total_cost for call in calls] == [0, 58 * 20_000, 59 * 20_000, 59 * 20_000, 59 * 20_000]
+    assert sum(call.total_cost for call in calls) == StreamingSession.objects.get(user=bob).total_cost == 4_700_000
+    assert balance_of(alice) == balance_of(bob) == 10 * USDC - 4_700_000
+    shown = api(alice).get(detail_url(redialled)).json()["consultation"]
+    assert (shown["totalCallCost"], shown["callCount"]) == ("4.700000", 5)
+
+
+@override_settings(SESSION_IDLE_SECONDS=3600)  # about free time, not presence
+def test_a_call_after_the_free_seconds_are_used_pays_from_its_first_second(
+    api, alice, fund, consult, make_service, clock
+):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted", service=make_service("per_minute", rate=CALL_RATE, free_seconds=60))
+    call_start(api(alice), consultation)
+    clock.move(seconds=90)
+    call_stop(api(alice), consultation)
+
+    started = call_start(api(alice), consultation)
+    second = running_call_of(consultation)
+    held = fresh(second).hold.amount
+    clock.move(seconds=20)
+    run_sweep()
+    clock.move(seconds=10)
+    call_stop(api(alice), consultation)
+
+    assert started.json()["session"]["freeSeconds"] == 0
+    assert held == CALL_RATE  # a whole first minute: none of it is free
+    second = fresh(second)
+    assert (second.free_seconds, second.total_cost) == (0, 30 * 20_000)
+    assert charges_of(second) == [20 * 20_000, 10 * 20_000]  # the sweep bills it by its own terms
+    assert balance_of(alice) == 10 * USDC - 30 * 20_000 - 30 * 20_000
+
+
+def test_a_part_of_a_free_second_left_counts_as_a_whole_one(api, alice, fund, consult, make_service, clock):
+    # In the payer's favour, as costs are rounded down: a redial never loses him the part of a second.
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted", service=make_service("per_minute", rate=CALL_RATE, free_seconds=60))
+    call_start(api(alice), consultation)
+    clock.move(seconds=58, milliseconds=500)
+    call_stop(api(alice), consultation)
+
+    started = call_start(api(alice), consultation)
+
+    assert started.json()["session"]["freeSeconds"] == 2
+    assert balance_of(alice) == 10 * USDC
+
+
+@override_settings(SESSION_IDLE_SECONDS=3600)  # about the minimum charge, not presence
+def test_a_consultations_calls_pay_its_minimum_charge_once(api, alice, victor, fund, consult, make_service, clock):
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted", service=make_service("per_minute", rate=CALL_RATE, minimum_charge=3 * USDC))
+    call_start(api(alice), consultation)
+    clock.move(seconds=90)
+    call_stop(api(victor), consultation)  # the vendor's hang-up: the time used only, 1.8 USDC
+
+    call_start(api(alice), consultation)
+    clock.move(seconds=30)
+    call_stop(api(alice), consultation)  # the user's: 0.6 USDC of time, then the rest of the minimum
+
+    first, second = StreamingSession.objects.order_by("start_time")
+    assert (first.minimum_charge, first.total_cost) == (3 * USDC, 1_800_000)
+    assert (second.minimum_charge, second.total_cost) == (1_200_000, 1_200_000)
+    # What one call of two minutes that its user ended would have cost: the minimum, once.
+    assert balance_of(alice) == 10 * USDC - 3 * USDC
+
+    call_start(api(alice), consultation)  # paid off: a third call pays its time only
+    clock.move(seconds=10)
+    call_stop(api(alice), consultation)
+    third = StreamingSession.objects.latest("start_time")
+    assert (third.minimum_charge, third.total_cost) == (0, 10 * 20_000)
+
+
 def test_a_running_call_makes_the_consultation_active(api, alice, victor, fund, consult, clock):
     fund(alice, 10 * USDC)
     consultation = consult("accepted")

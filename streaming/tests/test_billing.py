@@ -144,6 +144,25 @@ def test_minimum_charge_applies_at_stop(alice, fund, make_service, clock):
     assert balance_of(alice) == 8 * USDC
 
 
+def test_a_session_started_with_less_of_the_terms_is_held_and_billed_by_them(alice, fund, make_service, clock):
+    # What a consultation's call is given: what its earlier calls left of the free seconds and the
+    # minimum. Its stored terms are what the sweep and its stop bill by; never more than the service's.
+    fund(alice, 10 * USDC)
+    service = make_service("per_minute", rate=USDC, free_seconds=30, minimum_charge=2 * USDC)
+    session = start(alice, service, free_seconds=10, minimum_charge=USDC)
+    generous = start(alice, service, free_seconds=600, minimum_charge=10 * USDC)
+
+    assert (session.free_seconds, session.minimum_charge) == (10, USDC)
+    assert (generous.free_seconds, generous.minimum_charge) == (30, 2 * USDC)
+    assert fresh(session).hold.amount == 833_334 + USDC  # 50 s of the first minute (rounded up), the minimum
+    clock.move(seconds=40)
+    beat(session)
+    run_sweep()
+    assert fresh(session).total_cost == USDC // 2  # 30 s past its 10 free ones
+    clock.move(seconds=40)
+    assert stop(session).total_cost == USDC * 70 // 60  # 70 s: past its minimum (not the service's), the time
+
+
 # The minimum charge is what a user owes for ending a session early: owed when the stop is the
 # user's side (the user, the user's silence, the user's money or maxCost running out), not when the
 # vendor or staff end it. These sessions cost 1 USDC a minute with a 5 USDC minimum.
