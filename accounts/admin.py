@@ -179,7 +179,9 @@ class SignInAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def has_end_permission(self, request) -> bool:
         return request.user.has_perm("accounts.change_signin")
 
-    @admin.action(description="End the selected sign-ins (their refresh tokens stop working)", permissions=["end"])
+    @admin.action(
+        description="End the selected sign-ins (their tokens stop working, their sockets close)", permissions=["end"]
+    )
     def end_sign_ins(self, request, queryset):
         skipped = 0
         if not request.user.is_superuser:

@@ -121,6 +121,10 @@ def consultation_create(
         raise _invalid("service_id", "No such service.", code="unknown_service")
     if service.vendor_id != vendor.pk:
         raise _invalid("service_id", "This service is not offered by this vendor.", code="other_vendors_service")
+    if streaming.payment_asset_of(service) is None:
+        # Its token deactivated by staff, it takes no call (and its vendor could not accept it), as
+        # a session start answers.
+        raise _invalid("service_id", "This service is not available.", code="inactive_service")
 
     now = now or timezone.now()
     with transaction.atomic():

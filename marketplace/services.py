@@ -232,11 +232,11 @@ def service_delete(*, service: Service, by=None) -> Service:
     from streaming.models import StopReason
     from streaming.services import sessions_stop_on
 
-    now = timezone.now()
     with transaction.atomic():
         locked = Service.objects.select_for_update().get(pk=service.pk)
         if locked.is_deleted:
             raise exceptions.NotFound("No such service.")
+        now = timezone.now()  # once the row is ours: a start that held it began before this
         locked.is_active = False
         locked.deleted_at = now
         locked.save(update_fields=["is_active", "deleted_at", "updated_at"])

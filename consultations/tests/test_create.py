@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consultations.models import Consultation, Message
-from consultations.tests.conftest import LIST
+from consultations.tests.conftest import LIST, token_deactivate
 from marketplace.services import service_delete, service_set_active
 from notifications.models import Notification
 
@@ -167,6 +167,17 @@ def test_an_inactive_service_is_unknown_whoever_is_named_its_vendor(api, alice, 
         _refused(response, "serviceId")
     assert len({str(response.json()) for response in answers}) == 1
     assert answers[0].json()["errors"]["serviceId"] == ["No such service."]
+
+
+def test_a_service_whose_token_staff_deactivated_takes_no_consultation(api, alice, make_service):
+    """It takes no call, and its vendor could not accept it (409): opened, it was a dead end."""
+    service = make_service(token="USDT")
+    token_deactivate(service=service)
+
+    response = api(alice).post(LIST, body(service), format="json")
+
+    _refused(response, "serviceId")
+    assert response.json()["errors"]["serviceId"] == ["This service is not available."]
 
 
 def test_a_service_of_another_vendor(api, alice, victor, wanda, make_service):
