@@ -24,7 +24,6 @@ from django.core.cache.backends.redis import RedisCache
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from marketplace.models import USAGE_UNIT_QUANTITY
 from paygo.api.amounts import format_minor
 from paygo.ws import group_send
 from streaming import pricing
@@ -135,7 +134,7 @@ def tick(session: LiveSession, now: datetime) -> dict:
     free_ms = session.free_seconds * 1000
     cap = None if session.max_cost is None else max(0, session.max_cost - session.total_cost)
     limit = session.funds if cap is None else min(session.funds, cap)
-    metered = max(0, _due(session, now, unit_ms) - session.metered_cost)
+    metered = max(0, _due(session, now, unit_ms, free_ms) - session.metered_cost)
     ran_out = metered > limit
     if ran_out and unit_ms:
         last = pricing.last_affordable_ms(
@@ -162,15 +161,13 @@ def tick(session: LiveSession, now: datetime) -> dict:
     }
 
 
-def _due(session: LiveSession, now: datetime, unit_ms: int | None) -> int:
+def _due(session: LiveSession, now: datetime, unit_ms: int | None, free_ms: int) -> int:
     """What its metering has cost in all by `now`: its time, or the usage reported so far."""
     if unit_ms:
         elapsed_ms = pricing.elapsed_ms(session.start_time, now)
-        return pricing.time_due(
-            rate=session.rate, unit_ms=unit_ms, elapsed_ms=elapsed_ms, free_ms=session.free_seconds * 1000
-        )
+        return pricing.time_due(rate=session.rate, unit_ms=unit_ms, elapsed_ms=elapsed_ms, free_ms=free_ms)
     if pricing.is_usage_unit(session.unit):
-        quantity = USAGE_UNIT_QUANTITY[session.unit]
+        quantity = pricing.USAGE_UNIT_QUANTITY[session.unit]
         return pricing.usage_due(rate=session.rate, unit_quantity=quantity, quantity=session.usage_quantity)
     return 0  # a per-session fee was charged at its start
 
