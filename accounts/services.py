@@ -322,6 +322,7 @@ def sign_ins_end(*, sign_ins: QuerySet[SignIn], reason: str) -> int:
     """End these sign-ins (those not ended already): from now on no request, socket handshake or
     refresh accepts their tokens, and once this commits the sockets their access tokens opened are
     closed (4401). Returns how many ended."""
+    from paygo.api.ratelimits import sign_ins_ended
     from paygo.ws import close_sockets_of_sign_ins
 
     ending: dict[int, list] = {}
@@ -336,6 +337,8 @@ def sign_ins_end(*, sign_ins: QuerySet[SignIn], reason: str) -> int:
         # cost every server process).
         again = reason != SignIn.EndReason.LOGOUT
         transaction.on_commit(lambda: close_sockets_of_sign_ins(ending, again=again), robust=True)
+        # Their tokens, refused from now on, no longer spend their users' rate budgets either.
+        transaction.on_commit(lambda: sign_ins_ended(i for ids in ending.values() for i in ids), robust=True)
     return ended
 
 

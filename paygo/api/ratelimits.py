@@ -10,8 +10,8 @@ and a rate per address (RATELIMIT_<READS|WRITES|MONEY>_PER_<USER|IP>), counted i
 Counting is django-ratelimit's: its fixed windows and cache keys, SET NX then INCR in Redis, each
 atomic, so that concurrent requests in any number of processes never lose a count (DRF's
 SimpleRateThrottle reads a list of timestamps, appends and writes it back: two processes can both
-pass the last slot). A request's limits are counted at once, pipelined in one round trip to Redis
-(its get_usage takes three per limit, and a request to the API has two); a cache other than Redis
+pass the last slot). A request's limits are counted at once, in one round trip to Redis (a script;
+its get_usage takes three per limit, and a request to the API has two); a cache other than Redis
 (the embedded default's, in memory) counts through get_usage. Every answer
 says where its budgets stand, in the fields of draft-ietf-httpapi-ratelimit-headers-10:
 `RateLimit-Policy: "read-user";q=300;w=60, "read-ip";q=900;w=60` (quota, window in seconds) and
@@ -30,6 +30,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache, wraps
@@ -42,10 +43,12 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django_ratelimit import ALL
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_ip, _get_window, _make_cache_key, _split_rate, get_usage
+from redis.commands.core import Script
 from redis.exceptions import RedisError
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.settings import api_settings as jwt_settings
 
+from accounts.models import SignIn
 from paygo.api.authentication import BearerJWTAuthentication
 from paygo.api.errors import TooManyRequests, error_response
 from paygo.api.forwarded import parse_address
@@ -114,38 +117,76 @@ class Usage:
         return max(0, self.quota - self.count)
 
 
-Limit = tuple[str, "str | Callable", str]  # (policy, key: "ip" or callable(group, request), rate "count/period")
+class Limit(NamedTuple):
+    """One budget a request is counted against: `rate` ("count/period") per `key`, "ip" (REMOTE_ADDR
+    as paygo.api.forwarded settled it) or a callable(group, request); not counted at all while the
+    cache holds the key `unless`."""
+
+    policy: str
+    key: str | Callable
+    rate: str
+    unless: str | None = None
+
+
+# What get_usage does for each limit (add its key with its window's expiry, else increment it), for
+# all of a request's limits in one round trip, each skipped while its `unless` key exists. A script
+# runs whole (no key can expire between the SET NX and the INCR and come back without its expiry).
+# KEYS: the counters, then the `unless` keys there are; ARGV: each counter's expiry in seconds, then
+# the index in KEYS of its `unless` key (0 for none). Returns each counter's count, -1 when skipped.
+# Run by its SHA on the client given each time (sent whole the first time a server lacks it); bytes,
+# so that no client is needed to encode it.
+_COUNT = Script(
+    None,
+    b"""
+local n = #ARGV / 2
+local counts = {}
+for i = 1, n do
+  local unless = tonumber(ARGV[n + i])
+  if unless > 0 and redis.call('EXISTS', KEYS[unless]) == 1 then
+    counts[i] = -1
+  else
+    redis.call('SET', KEYS[i], 0, 'EX', ARGV[i], 'NX')
+    counts[i] = redis.call('INCR', KEYS[i])
+  end
+end
+return counts
+""",
+)
 
 
 def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
-    """Count this request against each (policy, key, rate) at once: a rate of "count/period" per
-    key, the key "ip" (REMOTE_ADDR as paygo.api.forwarded settled it) or a callable(group,
-    request). Nothing when rate limiting is off."""
+    """Count this request at once against each limit it is counted against (a limit whose `unless`
+    key is in the cache is not counted, and has no Usage). Nothing when rate limiting is off."""
     if not getattr(settings, "RATELIMIT_ENABLE", True):
         return []
+    limits = [Limit(*limit) for limit in limits]
     cache = caches[settings.RATELIMIT_USE_CACHE]
     if not isinstance(cache, RedisCache):
-        return [_usage_of_library(request, *limit) for limit in limits]
-    counted = []
-    for policy, key, rate in limits:
-        group, period = f"paygo:{policy}", _split_rate(rate)[1]
-        value = _get_ip(request) if key == "ip" else key(group, request)
+        return [
+            _usage_of_library(request, limit) for limit in limits if limit.unless is None or not cache.get(limit.unless)
+        ]
+    counted, guards, guard_at = [], [], []
+    for limit in limits:
+        group, period = f"paygo:{limit.policy}", _split_rate(limit.rate)[1]
+        value = _get_ip(request) if limit.key == "ip" else limit.key(group, request)
         window = _get_window(value, period)
-        cache_key = cache.make_and_validate_key(_make_cache_key(group, window, rate, value, ALL))
-        counted.append(_Counted(policy=policy, rate=rate, period=period, window=window, cache_key=cache_key))
-    # What get_usage does for each (add the key with its window's expiry, else increment it), for all
-    # of them in one round trip: SET NX of 0 then INCR, in one MULTI/EXEC (no key can expire between
-    # the two and come back without its expiry). The client is the cache's own (Django's RedisCache
-    # has no public way to pipeline), on its connection pool.
-    pipeline = cache._cache.get_client(write=True).pipeline(transaction=True)
-    for one in counted:
-        pipeline.set(one.cache_key, 0, ex=one.period + EXPIRATION_FUDGE, nx=True)
-        pipeline.incr(one.cache_key)
-    answers = pipeline.execute()
+        cache_key = cache.make_and_validate_key(_make_cache_key(group, window, limit.rate, value, ALL))
+        counted.append(_Counted(limit.policy, limit.rate, period=period, window=window, cache_key=cache_key))
+        if limit.unless is not None:
+            guards.append(cache.make_and_validate_key(limit.unless))
+        guard_at.append(0 if limit.unless is None else len(limits) + len(guards))  # its place in KEYS, from 1
+    # The client is the cache's own (Django's RedisCache has no public way to script), on its pool.
+    client = cache._cache.get_client(write=True)
+    answers = _COUNT(
+        keys=[one.cache_key for one in counted] + guards,
+        args=[one.period + EXPIRATION_FUDGE for one in counted] + guard_at,
+        client=client,
+    )
     now = int(time.time())  # after the windows were chosen, as get_usage reads it
     return [
-        _usage(one.policy, one.rate, count=answers[2 * n + 1], time_left=one.window - now)
-        for n, one in enumerate(counted)
+        _usage(one.policy, one.rate, count=count, time_left=one.window - now)
+        for one, count in zip(counted, answers, strict=True)
+        if count >= 0
     ]
 
 
@@ -159,9 +200,11 @@ class _Counted(NamedTuple):
     cache_key: str
 
 
-def _usage_of_library(request: HttpRequest, policy: str, key: str | Callable, rate: str) -> Usage:
-    usage = get_usage(request, group=f"paygo:{policy}", key=key, rate=rate, method=ALL, increment=True)
-    return _usage(policy, rate, count=usage["count"], time_left=usage["time_left"])
+def _usage_of_library(request: HttpRequest, limit: Limit) -> Usage:
+    usage = get_usage(
+        request, group=f"paygo:{limit.policy}", key=limit.key, rate=limit.rate, method=ALL, increment=True
+    )
+    return _usage(limit.policy, limit.rate, count=usage["count"], time_left=usage["time_left"])
 
 
 def _usage(policy: str, rate: str, *, count: int, time_left: int) -> Usage:
@@ -219,9 +262,17 @@ def _bearer() -> BearerJWTAuthentication:
     return BearerJWTAuthentication()  # it asks for the user model: not at import time
 
 
-def token_user(request: HttpRequest) -> str | None:
-    """The user id of the request's access token when it is valid (read without a query: the user
-    is counted before anything else runs, and a bad token is counted by its address only)."""
+class TokenHolder(NamedTuple):
+    """Whom a request's valid access token names: its user and its sign-in."""
+
+    user_id: str
+    sign_in_id: uuid.UUID
+
+
+def token_holder(request: HttpRequest) -> TokenHolder | None:
+    """The user and sign-in of the request's access token when it is valid (read without a query: the
+    user is counted before anything else runs). A bad token, or one without a sign-in (refused), is
+    counted by its address only."""
     bearer = _bearer()
     header = bearer.get_header(request)
     try:
@@ -229,8 +280,34 @@ def token_user(request: HttpRequest) -> str | None:
         token = bearer.get_validated_token(raw) if raw else None
     except AuthenticationFailed:  # InvalidToken included
         return None
-    user_id = token.get(jwt_settings.USER_ID_CLAIM) if token else None
-    return None if user_id is None else str(user_id)
+    if token is None or token.get(jwt_settings.USER_ID_CLAIM) is None or SignIn.id_of(token) is None:
+        return None
+    return TokenHolder(user_id=str(token[jwt_settings.USER_ID_CLAIM]), sign_in_id=SignIn.id_of(token))
+
+
+# --- Ended sign-ins: their tokens spend no user's budget ---------------------------------------------
+#
+# Authentication refuses a token whose sign-in has ended (paygo.api.authentication), but the user's
+# budget is counted before it runs, by the token's claims alone: a thief flooding with a token its
+# owner logged out would keep the owner at 429 everywhere until it expired. So an ended sign-in is
+# marked in the cache for as long as its access tokens can live, and a request whose token names a
+# marked sign-in is counted by its address only (in the same round trip). Were the mark lost (the
+# cache unreachable as the sign-in ended), such a token would spend its user's budget as before.
+
+
+def ended_sign_in_key(sign_in_id) -> str:
+    return f"paygo:sign-in-ended:{sign_in_id}"
+
+
+def sign_ins_ended(sign_in_ids: Iterable) -> None:
+    """Mark these sign-ins ended for the counting (called once their end committed)."""
+    lifetime = int(jwt_settings.ACCESS_TOKEN_LIFETIME.total_seconds()) + EXPIRATION_FUDGE
+    try:
+        caches[settings.RATELIMIT_USE_CACHE].set_many({ended_sign_in_key(id_): 1 for id_ in sign_in_ids}, lifetime)
+    except RedisError:
+        logger.warning(
+            "Ended sign-ins could not be marked for the rate limits (the cache is unreachable)", exc_info=True
+        )
 
 
 def budget_of(request: HttpRequest, view: Callable) -> str:
@@ -265,9 +342,10 @@ class ApiRateLimitMiddleware:
             return None
         budget = budget_of(request, view)
         per_user, per_ip = (getattr(settings, name) for name in BUDGET_RATES[budget])
-        limits: list[Limit] = [(f"{budget}-ip", "ip", per_ip)]
-        if (user_id := token_user(request)) is not None:
-            limits.insert(0, (f"{budget}-user", lambda group, request: user_id, per_user))
+        limits = [Limit(f"{budget}-ip", "ip", per_ip)]
+        if (holder := token_holder(request)) is not None:
+            user_key = lambda group, request: holder.user_id  # noqa: E731
+            limits.insert(0, Limit(f"{budget}-user", user_key, per_user, ended_sign_in_key(holder.sign_in_id)))
         try:
             enforce(request, limits=limits)
         except RateLimited as exc:

@@ -14,14 +14,15 @@ import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import timedelta
 
 import pytest
 from django.conf import settings as django_settings
-from django.test import RequestFactory
+from django.test import RequestFactory, TestCase
 from django.utils import timezone
 
-from conftest import client_for
+from conftest import CommittingAPIClient, client_for
 from wallets.tests.conftest import balance_of
 
 pytestmark = pytest.mark.django_db
@@ -124,6 +125,48 @@ def test_the_address_budget_counts_anonymous_refused_and_unknown_requests(clock,
     refused = anon.get(SERVICES, REMOTE_ADDR=ALICE_IP)
     assert set(policies(refused)) == {"read-ip"}  # no user: the address's budget only
     assert refused.json()["message"].startswith("Too many reads from your address: at most 8 every 60 seconds.")
+
+
+def test_a_token_whose_sign_in_ended_spends_its_address_budget_not_its_users(clock, alice):
+    """A stolen access token whose sign-in the owner ended (a logout here; a reused refresh token,
+    staff or a deactivation end it too) is refused, and counted against its sender's address only:
+    flooding with it must not keep its user at 429 on every other device until it expires."""
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from accounts.models import SignIn
+    from accounts.services import token_pair_for
+
+    stolen = token_pair_for(alice)
+    thief = CommittingAPIClient()
+    thief.credentials(HTTP_AUTHORIZATION=f"Bearer {stolen.access}")
+    assert thief.post("/api/v1/auth/logout", {"refreshToken": stolen.refresh}, format="json").status_code == 200
+    assert SignIn.objects.get(pk=SignIn.id_of(AccessToken(stolen.access))).ended_at is not None
+
+    flood = [thief.get(SERVICES, REMOTE_ADDR=BOB_IP) for _ in range(10)]
+    owner = reads(client_for(alice), 5)
+
+    assert [answer.status_code for answer in flood] == [401] * 8 + [429] * 2  # the thief's address: 8
+    assert set(policies(flood[0])) == {"read-ip"}
+    assert owner == [200] * 5  # the user's budget (5) untouched
+
+
+def test_an_ended_sign_ins_mark_outlives_its_access_tokens(clock, settings, alice):
+    """What tells the counting that a sign-in ended lasts as long as its access tokens can."""
+    from django.core.cache import caches
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from accounts.models import SignIn
+    from accounts.services import token_logout, token_pair_for
+    from paygo.api.ratelimits import ended_sign_in_key
+
+    pair = token_pair_for(alice)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        token_logout(refresh_token=pair.refresh)
+
+    cache = caches[settings.RATELIMIT_USE_CACHE]
+    key = cache.make_and_validate_key(ended_sign_in_key(SignIn.id_of(AccessToken(pair.access))))
+    lifetime = settings.SIMPLE_JWT["ACCESS_TOKEN_LIFETIME"].total_seconds()
+    assert lifetime < cache._cache.get_client().ttl(key) <= lifetime + 5
 
 
 def test_behind_a_trusted_proxy_each_client_address_has_its_budget(clock, settings, anon):
@@ -334,13 +377,13 @@ def test_counts_hold_across_processes(clock, anon, settings):
 
 def test_a_requests_limits_are_counted_in_one_round_trip_to_redis(clock, alice, monkeypatch):
     """Counting every limit of a request (here the user's and the address's) is one exchange with
-    Redis, pipelined: django-ratelimit's get_usage took three per limit (SET NX, EXISTS, INCR)."""
-    from django.core.cache import caches
+    Redis, a script: django-ratelimit's get_usage took three per limit (SET NX, EXISTS, INCR)."""
     from redis.connection import AbstractConnection
 
     from paygo.api.ratelimits import count_all
 
-    caches["default"].get("a connection to Redis, opened before the count starts")
+    # A connection opened, and the counting's script known to the server (its first use sends it).
+    count_all(RequestFactory().get(SERVICES, REMOTE_ADDR=BOB_IP), [("read-ip", "ip", "8/m")])
     sent = []
     send = AbstractConnection.send_packed_command
     monkeypatch.setattr(
@@ -406,6 +449,32 @@ def test_the_embedded_defaults_memory_cache_counts_as_redis_does(clock, alice):
         [True, False],
         [True, True],
     ]
+
+
+@pytest.mark.parametrize("in_memory", [False, True], ids=["redis", "memory"])
+def test_a_limit_is_not_counted_while_its_unless_key_is_in_the_cache(clock, in_memory, alice):
+    """How an ended sign-in's token is kept off its user's budget, in Redis and in the embedded
+    default's memory cache alike: a limit whose `unless` key is set is skipped, the others counted."""
+    from django.core.cache import caches
+    from django.test import override_settings
+
+    from paygo.api.ratelimits import Limit, count_all
+
+    memory = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "unless-test"}}
+    request = RequestFactory().get(SERVICES, REMOTE_ADDR=ALICE_IP)
+    unless = f"unless-{uuid.uuid4().hex}"
+    limits = [Limit("read-user", lambda group, request: str(alice.pk), "5/m", unless), Limit("read-ip", "ip", "8/m")]
+    with override_settings(CACHES=memory) if in_memory else nullcontext():
+        cache = caches["default"]
+        first = count_all(request, limits)
+        cache.set(unless, 1, 60)
+        skipped = [count_all(request, limits) for _ in range(2)]
+        cache.delete(unless)
+        counted_again = count_all(request, limits)
+
+    assert [(u.policy, u.count) for u in first] == [("read-user", 1), ("read-ip", 1)]
+    assert [[(u.policy, u.count) for u in usages] for usages in skipped] == [[("read-ip", 2)], [("read-ip", 3)]]
+    assert [(u.policy, u.count) for u in counted_again] == [("read-user", 2), ("read-ip", 4)]
 
 
 def test_without_redis_the_api_still_answers(clock, anon, caplog):
