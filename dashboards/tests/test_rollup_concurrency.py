@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import connection, transaction
 from django.db.models import Max
 
-from conftest import in_thread, money_db
+from conftest import backend_pid, in_thread, money_db, wait_until_blocked_on_a_lock
 from dashboards import rollup
 from dashboards.tests.conftest import ledger_by_kind, rollup_by_kind
 from wallets import ledger
@@ -55,6 +55,51 @@ def test_the_watermark_waits_for_an_entry_committed_after_a_higher_one(alice, bo
     assert mark.entry_id == Entry.objects.aggregate(last=Max("id"))["last"]
     assert rollup_by_kind() == ledger_by_kind()
     assert rollup_by_kind()[usdc.pk, "transfer", "user"] == (0, 2)
+
+
+@money_db
+def test_a_posting_holds_the_transactions_table_before_it_draws_an_id(alice, bob):
+    """The watermark knows who may still commit a lower id by who holds the table's ROW EXCLUSIVE
+    lock: a posting must hold it before it draws its transaction's id. wallets_post draws its ids
+    with nextval before its INSERT: a run reading max(id) and the lock's holders between the two
+    took the posting for ended, and the tail hid its entries until the next run."""
+    fund_wallet(alice, 10 * USDC)
+    usdc = ledger.asset_get("USDC")
+    locked, release = threading.Event(), threading.Event()
+    poster: list[int] = []
+
+    def last_id_drawn() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT last_value FROM wallets_ledgertransaction_id_seq")
+            return cursor.fetchone()[0]
+
+    @in_thread
+    def hold_the_table():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE wallets_ledgertransaction IN SHARE MODE")  # conflicts with ROW EXCLUSIVE
+            locked.set()
+            release.wait(30)
+
+    @in_thread
+    def transfer():
+        poster.append(backend_pid())
+        ledger.transfer(debit=ledger.account_for_user(alice, usdc), credit=ledger.account_for_user(bob, usdc), amount=1)
+
+    before = last_id_drawn()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        holding = pool.submit(hold_the_table)
+        assert locked.wait(30)
+        posting = pool.submit(transfer)
+        try:
+            wait_until_blocked_on_a_lock(poster)
+            drawn_while_waiting = last_id_drawn()
+        finally:
+            release.set()
+        holding.result()
+        posting.result()
+
+    assert drawn_while_waiting == before  # it waited for the table before drawing an id
+    assert last_id_drawn() == before + 1
 
 
 @money_db

@@ -122,7 +122,11 @@ BEGIN
             END IF;
         END IF;
 
-        -- Checked: write, each transaction under the id taken for it here.
+        -- Checked: write, each transaction under the id taken for it here. The table's ROW EXCLUSIVE
+        -- lock first, which the INSERT would take only after the ids are drawn: whoever holds it may
+        -- still commit a lower id than the highest committed, and the dashboards' rollup reads its
+        -- holders to know up to which id every transaction has ended (dashboards/rollup.py).
+        LOCK TABLE wallets_ledgertransaction IN ROW EXCLUSIVE MODE;
         tx_ids := ARRAY(SELECT nextval(v_sequence) FROM generate_series(1, cardinality(v_kind)));
         INSERT INTO wallets_ledgertransaction (id, kind, reference, memo, metadata, created_by_id, created_at)
         SELECT tx_ids[t.n], t.kind, t.reference, t.memo, t.metadata, t.created_by, p_now
