@@ -101,12 +101,16 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def save(self, *args, **kwargs) -> None:
         # A new password (set_password: its owner's, an operator's reset in the admin) ends the
-        # tokens issued before it (simplejwt's revoke claim); the sockets they opened close with it.
+        # tokens issued before it (simplejwt's revoke claim), and with them the sign-ins that hold
+        # them (so that their tokens spend no rate budget of the user's either: paygo.api.ratelimits);
+        # the sockets they opened close with it.
         new_password = self.pk is not None and self._password is not None
         super().save(*args, **kwargs)
         if new_password:
+            from accounts.services import sign_ins_end
             from paygo.ws import close_sockets_of
 
+            sign_ins_end(sign_ins=SignIn.objects.filter(user_id=self.pk), reason=SignIn.EndReason.PASSWORD_CHANGED)
             user_id = self.pk
             transaction.on_commit(lambda: close_sockets_of(user_id), robust=True)
 
@@ -116,6 +120,7 @@ class SignInEndReason(models.TextChoices):
     LOGOUT_EVERYWHERE = "logout_everywhere", "Logged out everywhere"
     REUSED = "reused", "A used refresh token was presented again"
     STAFF = "staff", "Ended by staff"
+    PASSWORD_CHANGED = "password_changed", "The password changed"
 
 
 class SignIn(models.Model):

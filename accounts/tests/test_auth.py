@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 from rest_framework import exceptions
+from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import SignIn, User
 from accounts.services import token_pair_for, user_deactivate
@@ -271,6 +272,8 @@ def test_a_changed_password_ends_every_token_issued_before_it(anon, client, api,
 
     assert (me.status_code, me.json()["code"]) == (401, "password_changed")
     assert (refreshed.status_code, refreshed.json()["code"]) == (401, "password_changed")
+    ended = SignIn.objects.get(pk=SignIn.id_of(AccessToken(old.access)))
+    assert (ended.ended_at is not None, ended.end_reason) == (True, SignIn.EndReason.PASSWORD_CHANGED)
     signed_in = anon.post(LOGIN, {"email": alice.email, "password": NEW_PASSWORD}, format="json")
     assert signed_in.status_code == 200
     fresh = anon.post(REFRESH, {"refreshToken": signed_in.json()["refreshToken"]}, format="json")
