@@ -30,8 +30,11 @@ from wallets.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
+# Printable ASCII without spaces or commas: a header sent twice reaches Django as its values joined
+# by a comma, which is then no key at all rather than a third one.
+_KEY_PATTERN = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,255}$")
+_KEY_RULE = "Idempotency-Key must be one value of 1 to 255 printable characters, without spaces or commas."
 # How views that honour the header document it in the OpenAPI schema.
-_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 SCHEMA_PARAMETER = OpenApiParameter(
     HEADER,
     {"type": "string", "pattern": _KEY_PATTERN.pattern, "minLength": 1, "maxLength": 255},
@@ -82,9 +85,7 @@ def idempotent(
     if key is None:
         return execute(prepare() if prepare else None)
     if not _KEY_PATTERN.match(key):
-        raise exceptions.ValidationError(
-            {"idempotency_key": ["Idempotency-Key must be 1 to 255 printable characters without spaces."]}
-        )
+        raise exceptions.ValidationError({"idempotency_key": [_KEY_RULE]})
     fingerprint = _fingerprint(request)
     if prepare is None:
         return _run(request, key, fingerprint, execute, None)

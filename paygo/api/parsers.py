@@ -5,6 +5,9 @@ significant digits: 12345678901.234567 would arrive as 12345678901.234568, and a
 from it would move a unit the client never sent. Such numbers are parsed into `JSONNumber`, a
 float (so that every other field, JSON storage and comparison behave as before) that also keeps
 the client's text, from which amounts are read exactly (paygo.api.amounts.parse_decimal).
+An object naming a member twice is a parse error (400; I-JSON, RFC 7493, refuses it: Python's json
+keeps the last value, another reader of the same body the first), and so is, in a request body, one
+naming a field twice in two spellings ("recipientId" and "recipient_id" are one field once read).
 NaN, Infinity and numbers beyond a float's range are a parse error (400), as in strict JSON, and so
 is a string or key holding a lone surrogate (U+D800 to U+DFFF): a JSON escape can spell one
 ("\\ud800"), but it is no character (RFC 8259, section 8.2; I-JSON, RFC 7493, refuses it), UTF-8
@@ -77,6 +80,44 @@ class JSONNotText(JSONRefused):
         )
 
 
+class JSONDuplicateName(JSONRefused):
+    """An object of the JSON names a member twice (I-JSON, RFC 7493, section 2.3: Python's json keeps
+    the last, where another reader of the same body may take the first)."""
+
+    code = "duplicate_name"
+
+    def __init__(self, name: str):
+        super().__init__(
+            f"The JSON names a member twice ({name[:40]!r}): send each once."
+            if name
+            else "The JSON names a member twice (in camelCase and in snake_case, say): send each once."
+        )
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise JSONDuplicateName(name)
+            seen.add(name)
+    return data
+
+
+def _names(data: Any) -> int:
+    """How many members the objects of parsed JSON have in all (walked with a stack)."""
+    count, pending = 0, [data]
+    while pending:
+        value = pending.pop()
+        if type(value) is dict:
+            count += len(value)
+            pending.extend(value.values())
+        elif type(value) is list:
+            pending.extend(value)
+    return count
+
+
 # A JSON string with its escapes, to its closing quote or (unterminated) to the end of the text:
 # with the closing quote optional, no match ever backtracks, so the scan stays linear.
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)
@@ -101,12 +142,12 @@ def check_json_depth(text: str, limit: int) -> None:
 
 def json_loads(text: str | bytes) -> Any:
     """A client's JSON: nested at most API_JSON_MAX_DEPTH deep, numbers kept exactly (JSONNumber),
-    NaN, Infinity and lone surrogates refused. Any refusal is a ValueError (a JSONRefused, with
-    its code, for the depth and the surrogates)."""
+    NaN, Infinity, lone surrogates and a name twice in one object refused. Any refusal is a
+    ValueError (a JSONRefused, with its code, for the depth, the surrogates and the names)."""
     if isinstance(text, bytes | bytearray):
         text = text.decode(json.detect_encoding(text))
     check_json_depth(text, settings.API_JSON_MAX_DEPTH)
-    data = json.loads(text, parse_float=JSONNumber, parse_constant=_refuse_constant)
+    data = json.loads(text, parse_float=JSONNumber, parse_constant=_refuse_constant, object_pairs_hook=_object)
     if "\\u" in text:  # only an escape spells a surrogate: decoded text has none
         for string in strings_in(data):
             if found := _SURROGATE.search(string):
@@ -152,4 +193,7 @@ class JSONParser(CamelCaseJSONParser):
             raise ParseError(f"JSON parse error - {exc}") from None
         except LookupError:  # a charset that is no text encoding (the servers' requests refuse it first)
             raise ParseError(f"JSON parse error - {encoding!r} is not a text encoding") from None
-        return underscoreize(data, **self.json_underscoreize)
+        converted = underscoreize(data, **self.json_underscoreize)
+        if _names(converted) != _names(data):  # "recipientId" and "recipient_id": one field, twice
+            raise JSONDuplicateName("").parse_error()
+        return converted
