@@ -67,7 +67,7 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         (None, {"fields": ("user", "type", "title", "message", "data", "created_at", "sent_by")}),
         ("In-app", {"fields": ("read", "read_at", "deleted_at")}),
         ("Email", {"fields": ("email_status", "email_attempts", "email_error", "email_sent_at")}),
-        ("SMS", {"fields": ("sms_status", "sms_attempts", "sms_error", "sms_sent_at", "sms_sid")}),
+        ("SMS", {"fields": ("sms_status", "sms_attempts", "sms_error", "sms_sending_at", "sms_sent_at", "sms_sid")}),
     )
     readonly_fields = tuple(field for _, options in fieldsets for field in options["fields"])
 

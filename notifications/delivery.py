@@ -2,6 +2,12 @@
 
 The Celery tasks call `deliver()` and act on its outcome (retry or stop); the state lives on the
 notification, so re-running an attempt for a delivery that is already done does nothing.
+
+An SMS is sent at most once: it is marked as being sent (committed) before Twilio is asked, and
+one whose outcome is unknown (Twilio's answer lost, the time limit or the worker's death while it
+was awaited) is recorded as failed, never asked for again. An email is at least once: a worker that
+dies after the mail server took it and before that is recorded leaves it to be sent again, rarely
+twice, which costs less than an email lost.
 """
 
 from __future__ import annotations
@@ -59,6 +65,9 @@ def deliver(*, channel: str, notification_id: int, final_attempt: bool) -> Outco
         logger.warning("%s delivery of notification %s failed: %s", channel, notification_id, exc)
         return finish(DeliveryStatus.FAILED, str(exc))
     except (senders.TransientDeliveryError, SoftTimeLimitExceeded) as exc:
+        # An SMS's time limit arrives here only from before its request was handed to Twilio's
+        # client (send_sms makes it OutcomeUnknown after), when nothing was sent. An email's may
+        # arrive as the mail server takes it: retried, it may arrive twice (at least once).
         error = str(exc) or "The send took too long."
         if final_attempt:
             logger.warning("%s delivery of notification %s gave up: %s", channel, notification_id, error)
@@ -98,4 +107,6 @@ def sms_body(notification: Notification) -> str:
 
 
 def _send_sms(notification: Notification) -> str:
+    if senders.sms_configured():  # otherwise it is only logged: nothing to mark
+        services.delivery_sms_sending(notification_id=notification.pk)
     return senders.send_sms(to=notification.user.phone, body=sms_body(notification))

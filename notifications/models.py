@@ -82,6 +82,11 @@ class Notification(models.Model):
     sms_sent_at = models.DateTimeField(null=True, blank=True)
     sms_claimed_until = models.DateTimeField(null=True, blank=True)
     sms_sid = models.CharField("Twilio message SID", max_length=64, blank=True, default="")
+    # When a worker last asked Twilio for this SMS, written (committed) before the request. A pending
+    # SMS with this set and its claim expired lost its worker while Twilio may have taken it: it is
+    # recorded as failed, never claimed again, since a second request would send it twice. Email has
+    # no such mark: it is at least once (a worker that dies as the mail server takes it resends it).
+    sms_sending_at = models.DateTimeField("SMS requested from Twilio at", null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

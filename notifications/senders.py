@@ -10,6 +10,7 @@ import logging
 import smtplib
 
 import requests
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.mail import EmailMessage
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
@@ -72,12 +73,50 @@ def twilio_http_client() -> HttpClient:
     return TwilioHttpClient(timeout=settings.TWILIO_TIMEOUT)
 
 
+class _WatchedHttpClient(HttpClient):
+    """Twilio's HTTP client, noting when the request is handed to it: from then on it may have left.
+
+    The line is drawn there, not at the first byte on the wire: what the client does inside (DNS,
+    connecting, TLS) cannot be seen from here, so a time limit landing while it connects counts as
+    an answer lost. One SMS recorded as failed that never left, rather than one sent twice.
+    """
+
+    def __init__(self, client: HttpClient):
+        super().__init__(logger=client.logger, is_async=client.is_async, timeout=client.timeout)
+        self.client = client
+        self.handed_over = False
+
+    def request(self, *args, **kwargs):
+        self.handed_over = True
+        return self.client.request(*args, **kwargs)
+
+
 def send_sms(*, to: str, body: str) -> str:
-    """Send one SMS; the Twilio message SID."""
+    """Send one SMS; the Twilio message SID.
+
+    Celery's soft time limit (SoftTimeLimitExceeded) goes through only while the request has not yet
+    been handed to the HTTP client, where it is safely retried; after, it is OutcomeUnknown.
+    """
     if not sms_configured():
         logger.info("SMS not sent (Twilio is not configured) to %s: %s", mask_phone(to), body)
         raise ProviderNotConfigured("Twilio is not configured (TWILIO_SID, TWILIO_AUTH_TOKEN, TWILIO_PHONE_NUMBER).")
-    client = Client(settings.TWILIO_SID, settings.TWILIO_AUTH_TOKEN, http_client=twilio_http_client())
+    http_client: _WatchedHttpClient | None = None
+    try:
+        http_client = _WatchedHttpClient(twilio_http_client())
+        client = Client(settings.TWILIO_SID, settings.TWILIO_AUTH_TOKEN, http_client=http_client)
+        return _create_sms(client, to=to, body=body)
+    except SoftTimeLimitExceeded as exc:
+        # The limit is a signal, raised once wherever the code is: in the request, in reading the
+        # answer, in turning an error into one of ours. Once handed over, Twilio may have the message.
+        if http_client is None or not http_client.handed_over:
+            raise
+        raise OutcomeUnknown(
+            "The time limit ran out while waiting for Twilio's answer; it may have sent the message, "
+            "so it is not sent again."
+        ) from exc
+
+
+def _create_sms(client: Client, *, to: str, body: str) -> str:
     try:
         message = client.messages.create(to=to, from_=settings.TWILIO_PHONE_NUMBER, body=body)
     except TwilioRestException as exc:

@@ -55,6 +55,10 @@ DISPATCH_CHUNK = 500
 # commit, a worker killed...) and gives up on one this old: a day-old "low balance" SMS misleads.
 STUCK_AFTER = timedelta(minutes=30)
 GIVE_UP_AFTER = timedelta(hours=24)
+SMS_OUTCOME_UNKNOWN = (
+    "The worker sending it stopped before Twilio's answer was recorded; Twilio may have sent the message, "
+    "so it is not sent again."
+)
 
 
 # --- Creating -------------------------------------------------------------------------------------
@@ -283,16 +287,47 @@ def _claim_free(channel: str, now) -> Q:
     return Q(**{f"{channel}_claimed_until__isnull": True}) | Q(**{f"{channel}_claimed_until__lte": now})
 
 
+def _not_being_sent(channel: str) -> dict[str, Any]:
+    """An SMS's mark of a request to Twilio (email has none): a filter, or the update that clears it."""
+    return {"sms_sending_at": None} if channel == Channel.SMS else {}
+
+
 def delivery_claim(*, notification_id: int, channel: str) -> Notification | None:
     """Take the send of a pending delivery for CLAIM_DURATION; None when it is not ours to send
-    (already sent, failed, skipped, not requested, or claimed by another worker)."""
+    (already sent, failed, skipped, not requested, or claimed by another worker).
+
+    An SMS whose claim expired while it was being sent (its worker died; the broker redelivers an
+    acks_late task) is recorded as failed here instead: Twilio may have sent it."""
     now = timezone.now()
-    claimed = Notification.objects.filter(
+    claimable = Notification.objects.filter(
         _claim_free(channel, now), pk=notification_id, **{f"{channel}_status": DeliveryStatus.PENDING}
-    ).update(**{f"{channel}_claimed_until": now + CLAIM_DURATION, f"{channel}_attempts": F(f"{channel}_attempts") + 1})
+    )
+    claimed = claimable.filter(**_not_being_sent(channel)).update(
+        **{f"{channel}_claimed_until": now + CLAIM_DURATION, f"{channel}_attempts": F(f"{channel}_attempts") + 1}
+    )
     if not claimed:
+        if channel == Channel.SMS:
+            _fail_abandoned_sms(claimable)
         return None
     return Notification.objects.select_related("user").get(pk=notification_id)
+
+
+def delivery_sms_sending(*, notification_id: int) -> None:
+    """Mark a claimed SMS as requested from Twilio, just before the request: from here a worker that
+    dies leaves it failed, not pending (see _fail_abandoned_sms). Called outside any transaction, so
+    that the mark is committed before the request leaves."""
+    Notification.objects.filter(pk=notification_id, sms_status=DeliveryStatus.PENDING).update(
+        sms_sending_at=timezone.now()
+    )
+
+
+def _fail_abandoned_sms(notifications: QuerySet[Notification]) -> int:
+    """Record as failed the pending SMS among `notifications` that a worker was requesting from Twilio
+    when its claim expired (a claim outlives the tasks' hard time limit: the worker is gone). Twilio
+    may have taken it, and a second request would send it twice, so it is not sent again."""
+    return notifications.filter(
+        _claim_free(Channel.SMS, timezone.now()), sms_status=DeliveryStatus.PENDING, sms_sending_at__isnull=False
+    ).update(sms_status=DeliveryStatus.FAILED, sms_error=SMS_OUTCOME_UNKNOWN, sms_claimed_until=None)
 
 
 def delivery_finish(*, notification_id: int, channel: str, status: str, error: str = "", sms_sid: str = "") -> bool:
@@ -311,9 +346,13 @@ def delivery_finish(*, notification_id: int, channel: str, status: str, error: s
 
 
 def delivery_release(*, notification_id: int, channel: str, error: str) -> None:
-    """Give a claimed delivery back after an error that can heal; it stays pending for the retry."""
+    """Give a claimed delivery back after an error that can heal; it stays pending for the retry.
+
+    The error says the provider did not take it (refused, unreachable, or not yet asked): an SMS's
+    mark of a request to Twilio goes too."""
     Notification.objects.filter(pk=notification_id, **{f"{channel}_status": DeliveryStatus.PENDING}).update(
-        **{f"{channel}_error": error[:DELIVERY_ERROR_MAX_LENGTH], f"{channel}_claimed_until": None}
+        **{f"{channel}_error": error[:DELIVERY_ERROR_MAX_LENGTH], f"{channel}_claimed_until": None},
+        **_not_being_sent(channel),
     )
 
 
@@ -334,8 +373,10 @@ def delivery_retry_failed(*, notifications: QuerySet[Notification]) -> int:
         for channel in Channel:
             failed = f"{channel}_status"
             ids = list(notifications.filter(**{failed: DeliveryStatus.FAILED}).values_list("pk", flat=True))
+            # An operator's choice, an SMS whose outcome was unknown included: it may arrive twice.
             Notification.objects.filter(pk__in=ids, **{failed: DeliveryStatus.FAILED}).update(
-                **{failed: DeliveryStatus.PENDING, f"{channel}_error": "", f"{channel}_claimed_until": None}
+                **{failed: DeliveryStatus.PENDING, f"{channel}_error": "", f"{channel}_claimed_until": None},
+                **_not_being_sent(channel),
             )
             for pk in ids:
                 transaction.on_commit(partial(_enqueue, tasks.DELIVERY_TASKS[channel], pk), robust=True)
@@ -344,11 +385,14 @@ def delivery_retry_failed(*, notifications: QuerySet[Notification]) -> int:
 
 
 def delivery_requeue_stuck(*, limit: int = 1000) -> dict[str, int]:
-    """The sweeper: re-queue deliveries pending too long with no live claim; give up on old ones."""
+    """The sweeper: re-queue deliveries pending too long with no live claim; give up on old ones.
+
+    An SMS whose worker died while requesting it from Twilio is neither: it is recorded as failed,
+    whatever its age (outcome_unknown)."""
     from notifications import tasks
 
     now = timezone.now()
-    counts = {"requeued": 0, "given_up": 0}
+    counts = {"requeued": 0, "given_up": 0, "outcome_unknown": _fail_abandoned_sms(Notification.objects.all())}
     for channel in Channel:
         unclaimed = Notification.objects.filter(
             _claim_free(channel, now), **{f"{channel}_status": DeliveryStatus.PENDING}

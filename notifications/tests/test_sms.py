@@ -6,9 +6,10 @@ import logging
 
 import pytest
 import requests
+from celery.exceptions import SoftTimeLimitExceeded
 from urllib3.exceptions import MaxRetryError, NewConnectionError
 
-from notifications import notify
+from notifications import notify, senders
 from notifications.models import DeliveryStatus
 from notifications.tests.conftest import TWILIO_FROM, TWILIO_SID, twilio_error, twilio_message, verify_phone
 
@@ -143,6 +144,45 @@ def test_an_answer_lost_after_the_request_left_is_not_sent_again(alice, committe
     notification.refresh_from_db()
     assert (notification.sms_status, notification.sms_attempts) == (DeliveryStatus.FAILED, 1)
     assert "may have sent the message" in notification.sms_error
+
+
+def test_the_time_limit_arriving_while_twilio_answers_does_not_send_the_sms_again(alice, committed, twilio):
+    """Celery's soft time limit is a signal: landing once the request has left, while Twilio's answer
+    is awaited, it is as much an answer lost as a read timeout. It was retried as an error that can
+    heal, and Twilio was asked for the same SMS twice."""
+    verify_phone(alice)
+    twilio.respond(SoftTimeLimitExceeded(), twilio_message("SM456"))  # the request left, then the limit
+
+    with committed():
+        notification = alert(alice)
+
+    assert len(twilio.requests) == 1
+    notification.refresh_from_db()
+    assert (notification.sms_status, notification.sms_attempts) == (DeliveryStatus.FAILED, 1)
+    assert notification.sms_error.startswith("The time limit ran out while waiting for Twilio's answer")
+    assert "may have sent the message" in notification.sms_error
+
+
+def test_the_time_limit_arriving_before_the_request_left_is_retried_and_sent(alice, committed, twilio, monkeypatch):
+    """Before the request is handed to the HTTP client nothing can have reached Twilio: retried."""
+    verify_phone(alice)
+    twilio.respond(twilio_message("SM456"))
+    limits = [SoftTimeLimitExceeded()]
+
+    def http_client():
+        if limits:
+            raise limits.pop()
+        return twilio
+
+    monkeypatch.setattr(senders, "twilio_http_client", http_client)
+
+    with committed():
+        notification = alert(alice)
+
+    assert len(twilio.requests) == 1
+    notification.refresh_from_db()
+    assert (notification.sms_status, notification.sms_sid, notification.sms_attempts) == ("sent", "SM456", 2)
+    assert notification.sms_error == ""
 
 
 def test_an_invalid_number_fails_at_once_and_the_caller_is_unaffected(alice, committed, twilio, mailoutbox):

@@ -12,7 +12,7 @@ from django.core.mail.backends.base import BaseEmailBackend
 from django.db import connection
 from django.utils import timezone
 
-from notifications import notify, tasks
+from notifications import notify, services, tasks
 from notifications.delivery import deliver
 from notifications.models import DeliveryStatus, Notification
 from notifications.services import delivery_retry_failed
@@ -107,7 +107,7 @@ def test_sweeper_requeues_a_lost_delivery(alice, mailoutbox, twilio):
 
     counts = tasks.requeue_stuck_deliveries.delay().get()
 
-    assert counts == {"requeued": 2, "given_up": 0}  # lost's email and SMS
+    assert counts == {"requeued": 2, "given_up": 0, "outcome_unknown": 0}  # lost's email and SMS
     assert [m.subject for m in mailoutbox] == ["Low balance"]
     assert len(twilio.requests) == 1
     lost.refresh_from_db()
@@ -130,7 +130,7 @@ def test_a_delivery_sent_later_goes_out_only_on_a_channel_still_on(api, alice, m
     )
     assert response.status_code == 200
 
-    assert tasks.requeue_stuck_deliveries.delay().get() == {"requeued": 2, "given_up": 0}
+    assert tasks.requeue_stuck_deliveries.delay().get() == {"requeued": 2, "given_up": 0, "outcome_unknown": 0}
     assert mailoutbox == []
     assert len(twilio.requests) == 1
     lost.refresh_from_db()
@@ -142,18 +142,91 @@ def test_sweeper_leaves_a_delivery_with_a_live_claim(alice, mailoutbox):
     notification = _aged(notify(alice, "payment", "Paid", "Paid."), minutes=31)
     Notification.objects.filter(pk=notification.pk).update(email_claimed_until=timezone.now() + timedelta(minutes=1))
 
-    assert tasks.requeue_stuck_deliveries.delay().get() == {"requeued": 0, "given_up": 0}
+    assert tasks.requeue_stuck_deliveries.delay().get() == {"requeued": 0, "given_up": 0, "outcome_unknown": 0}
     assert mailoutbox == []
 
 
 def test_sweeper_gives_up_after_a_day(alice, mailoutbox):
     notification = _aged(notify(alice, "payment", "Paid", "Paid."), hours=25)
 
-    assert tasks.requeue_stuck_deliveries.delay().get() == {"requeued": 0, "given_up": 1}
+    assert tasks.requeue_stuck_deliveries.delay().get() == {"requeued": 0, "given_up": 1, "outcome_unknown": 0}
     assert mailoutbox == []
     notification.refresh_from_db()
     assert notification.email_status == DeliveryStatus.FAILED
     assert notification.email_error == "Not delivered within 24 hours; given up."
+
+
+class WorkerKilled(BaseException):
+    """The worker's process ends here (the hard time limit, the OOM killer, a deploy): nothing after runs."""
+
+
+def _killed_once_twilio_took_the_sms(notification, twilio, monkeypatch) -> None:
+    """A worker sends the SMS, Twilio takes it, and the worker is gone before it records so."""
+    twilio.respond(twilio_message("SM1"), twilio_message("SM2"))
+
+    def killed(**kwargs):
+        raise WorkerKilled
+
+    with monkeypatch.context() as patched:
+        patched.setattr(services, "delivery_finish", killed)
+        with pytest.raises(WorkerKilled):
+            deliver(channel="sms", notification_id=notification.pk, final_attempt=False)
+    assert len(twilio.requests) == 1
+    notification.refresh_from_db()
+    assert notification.sms_status == DeliveryStatus.PENDING
+    assert notification.sms_sending_at is not None
+
+
+def test_sweeper_does_not_send_again_an_sms_whose_worker_died_while_sending_it(
+    alice, mailoutbox, twilio, monkeypatch, time_machine
+):
+    """Its claim expires with it pending: the sweeper re-queued it and Twilio got it a second time.
+    Twilio may have sent it; it is recorded as failed with why, as an answer lost is."""
+    verify_phone(alice)
+    notification = notify(alice, "alert", "Low balance", "Top up.")  # its tasks were never queued
+    _killed_once_twilio_took_the_sms(notification, twilio, monkeypatch)
+    time_machine.move_to(timezone.now() + timedelta(minutes=31))
+
+    counts = tasks.requeue_stuck_deliveries.delay().get()
+
+    assert len(twilio.requests) == 1
+    assert counts == {"requeued": 1, "given_up": 0, "outcome_unknown": 1}  # the email, re-queued, went out
+    assert len(mailoutbox) == 1
+    notification.refresh_from_db()
+    assert (notification.sms_status, notification.sms_attempts, notification.sms_claimed_until) == ("failed", 1, None)
+    assert notification.sms_error.startswith("The worker sending it stopped before Twilio's answer was recorded")
+    assert "may have sent the message" in notification.sms_error
+    assert tasks.requeue_stuck_deliveries.delay().get() == {"requeued": 0, "given_up": 0, "outcome_unknown": 0}
+
+
+def test_a_redelivered_task_does_not_send_again_an_sms_whose_worker_died_while_sending_it(
+    alice, twilio, monkeypatch, time_machine
+):
+    """The delivery tasks are acks_late: the broker hands a dead worker's task to another, which
+    claimed the SMS once the claim expired and sent it again."""
+    verify_phone(alice)
+    notification = notify(alice, "alert", "Low balance", "Top up.")
+    _killed_once_twilio_took_the_sms(notification, twilio, monkeypatch)
+    time_machine.move_to(timezone.now() + services.CLAIM_DURATION + timedelta(seconds=1))
+
+    assert tasks.deliver_sms.delay(notification.pk).get() == "nothing_to_do"
+
+    assert len(twilio.requests) == 1
+    notification.refresh_from_db()
+    assert (notification.sms_status, notification.sms_attempts) == ("failed", 1)
+    assert "may have sent the message" in notification.sms_error
+
+
+def test_sweeper_leaves_an_sms_being_sent(alice, twilio, monkeypatch, time_machine):
+    """While its worker's claim lasts, an SMS marked as being sent is that worker's to record."""
+    verify_phone(alice)
+    notification = _aged(notify(alice, "alert", "Low balance", "Top up."), minutes=31)
+    _killed_once_twilio_took_the_sms(notification, twilio, monkeypatch)
+
+    assert tasks.requeue_stuck_deliveries.delay().get() == {"requeued": 1, "given_up": 0, "outcome_unknown": 0}
+    notification.refresh_from_db()
+    assert notification.sms_status == DeliveryStatus.PENDING
+    assert len(twilio.requests) == 1
 
 
 # --- Operators re-send failures ---------------------------------------------------------------------------
