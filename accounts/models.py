@@ -12,6 +12,8 @@ from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from paygo.emails import EmailDomainInvalid, email_key, normalize_email
+
 
 class Role(models.TextChoices):
     USER = "user", "User"
@@ -24,18 +26,24 @@ class UserManager(BaseUserManager):
 
     @classmethod
     def normalize_email(cls, email: str | None) -> str:
-        return (email or "").strip().lower()
+        """The email as every lookup compares it (paygo.emails.email_key): one mailbox, one spelling,
+        whatever Unicode form or case its domain was typed in. Never an error."""
+        return email_key(email)
 
     @classmethod
     def storable_email(cls, email: str | None) -> str:
-        """The email as stored (normalize_email), or ValidationError when that is longer than its
-        column: lower-casing can lengthen it ("İ" is two characters lower-cased), after a form's
-        or serializer's length check passed."""
-        email = cls.normalize_email(email)
+        """The email as stored (paygo.emails.normalize_email), or ValidationError when its domain has
+        no ASCII form or the stored form is longer than its column: a domain in Punycode is longer
+        than in Unicode, after a form's or serializer's length check passed."""
+        try:
+            email = normalize_email(email)
+        except EmailDomainInvalid as exc:
+            raise ValidationError(str(exc), code="invalid") from None
         limit = User._meta.get_field("email").max_length
         if len(email) > limit:
             raise ValidationError(
-                f"Lower-cased, this email has {len(email)} characters; at most {limit} are allowed.",
+                f"As it is stored (its domain in ASCII), this email has {len(email)} characters; "
+                f"at most {limit} are allowed.",
                 code="max_length",
             )
         return email
@@ -56,7 +64,8 @@ class UserManager(BaseUserManager):
 
 
 class User(AbstractBaseUser, PermissionsMixin):
-    # Stored lower-cased (see normalize_email); the Lower() constraint below is the backstop.
+    # Stored in one form per mailbox (UserManager.storable_email); the Lower() constraint below is the
+    # backstop.
     email = models.EmailField(max_length=254, unique=True)
     name = models.CharField(max_length=120)
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.USER)

@@ -30,6 +30,7 @@ from paygo.api.pagination import Pagination
 from paygo.api.permissions import IsStaff, IsUserRole, IsVendor, StaffWithPermission
 from paygo.api.ratelimits import enforce, enforce_login_rate
 from paygo.api.schema import AutoSchema, error_responses
+from paygo.emails import email_key
 
 
 def _email_key(group: str, request) -> str:
@@ -37,7 +38,8 @@ def _email_key(group: str, request) -> str:
     # the serializer then refuses it with the 400 every endpoint gives.
     data = getattr(request, "data", None)
     email = data.get("email") if isinstance(data, Mapping) else None
-    return str(email or "").strip().lower()[:254]
+    # Counted per mailbox as accounts compare it: each spelling of one had a budget of its own.
+    return email_key(str(email or ""))[:254]
 
 
 def _auth_response(user, status_code: int) -> Response:

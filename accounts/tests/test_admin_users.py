@@ -50,13 +50,37 @@ def test_the_same_email_in_another_case_is_refused(client, olga, alice):
     assert User.objects.filter(email__iexact="alice@example.com").count() == 1
 
 
-def test_an_email_that_lower_case_makes_too_long_is_refused(client, olga):
+def test_an_email_that_its_stored_form_makes_too_long_is_refused(client, olga):
     client.force_login(olga)
 
-    response = add_user(client, "a@" + ".".join(["İ" * 60] * 3) + ".com", "vendor")
+    response = add_user(
+        client, "a@" + ".".join(["".join(chr(0x4E00 + 37 * i) for i in range(18))] * 6) + ".com", "vendor"
+    )
 
     assert response.status_code == 200  # the form again (was a 500)
-    assert b"Lower-cased, this email has 368 characters" in response.content
+    assert b"As it is stored (its domain in ASCII), this email has 257 characters" in response.content
+    assert not User.objects.filter(role="vendor").exists()
+
+
+def test_another_spelling_of_a_taken_mailbox_is_refused(client, olga):
+    """Mail to "dora@exämple.com" reaches dora@xn--exmple-cua.com: one mailbox, one account."""
+    User.objects.create_user("dora@xn--exmple-cua.com", name="Dora")
+    client.force_login(olga)
+
+    response = add_user(client, "Dora@EX\u00c4MPLE.com", "vendor")
+
+    assert response.status_code == 200  # the form again (was a 302: a second account)
+    assert b"already exists" in response.content
+    assert not User.objects.filter(role="vendor").exists()
+
+
+def test_an_email_whose_domain_has_no_ascii_form_is_refused(client, olga):
+    client.force_login(olga)
+
+    response = add_user(client, "a@\u05e2ex.com", "vendor")
+
+    assert response.status_code == 200
+    assert b"not a valid internationalised domain name" in response.content
     assert not User.objects.filter(role="vendor").exists()
 
 

@@ -94,18 +94,62 @@ def test_register_stores_email_lower_case(anon):
     assert User.objects.get().email == "carol@example.com"
 
 
-# 188 characters, a valid address; lower-cased, each "İ" is two: 368, past the column's 254.
-LENGTHENED_BY_LOWER_CASE = "a@" + ".".join(["İ" * 60] * 3) + ".com"
+# A valid address of 119 characters; its domain in ASCII (Punycode), as it is stored, 257.
+LENGTHENED_BY_ASCII = "a@" + ".".join(["".join(chr(0x4E00 + 37 * i) for i in range(18))] * 6) + ".com"
 
 
-def test_register_an_email_that_lower_case_makes_too_long_is_400(anon):
-    response = register(anon, email=LENGTHENED_BY_LOWER_CASE)
+def test_register_an_email_that_its_stored_form_makes_too_long_is_400(anon):
+    response = register(anon, email=LENGTHENED_BY_ASCII)
 
     assert response.status_code == 400  # was a 500: the database refused the value
     assert response.json()["errors"]["email"] == [
-        "Lower-cased, this email has 368 characters; at most 254 are allowed."
+        "As it is stored (its domain in ASCII), this email has 257 characters; at most 254 are allowed."
     ]
     assert User.objects.count() == 0
+
+
+# Valid addresses (Django's validator takes any letters in a domain) whose domain has no ASCII form:
+# a label of 60 "İ", lower-cased, is longer than a label may be; a label mixing text directions.
+@pytest.mark.parametrize("email", ["a@" + ".".join(["İ" * 60] * 3) + ".com", "a@\u05e2ex.com"])
+def test_register_an_email_whose_domain_has_no_ascii_form_is_400(anon, email):
+    response = register(anon, email=email)
+
+    assert response.status_code == 400  # was a 201 (the second): no mail could be sent to it
+    assert response.json()["errors"]["email"] == [
+        "This email's domain is not a valid internationalised domain name; check how it is spelled."
+    ]
+    assert User.objects.count() == 0
+
+
+# One mailbox spelled another way: mail to either reaches it (Django's mail sends a Unicode domain in
+# Punycode), so the second spelling is the taken email, not an account of its own.
+OTHER_SPELLINGS = [
+    ("alice@example.com", "alice@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com"),  # full-width "example"
+    ("alice@example.com", "alice@ex\u200bample.com"),  # a zero-width space, which mail drops
+    ("alice@xn--exmple-cua.com", "alice@ex\u00e4mple.com"),  # one IDN domain, in Punycode and in Unicode
+    ("alice@ex\u00e4mple.com", "Alice@EXA\u0308MPLE.com"),  # in capitals, its "ä" as "a" and a combining mark
+    ("alice@strasse.de", "alice@stra\u00dfe.de"),  # "ß" is "ss" in a domain (IDNA 2003, as Django mails)
+]
+
+
+@pytest.mark.parametrize(("taken", "other"), OTHER_SPELLINGS)
+def test_register_another_spelling_of_a_taken_mailbox_is_refused(anon, taken, other):
+    first = register(anon, name="Alice", email=taken)
+    assert first.status_code == 201, first.content
+
+    second = register(anon, name="Mallory", email=other)
+
+    assert second.status_code == 409, second.content  # was a 201: two accounts, one mailbox
+    assert second.json()["code"] == "email_taken"
+    assert User.objects.count() == 1
+
+
+def test_register_stores_the_domain_as_mail_is_sent_to_it(anon):
+    response = register(anon, email="Carol@\uff25\uff38\u00c4MPLE.com")
+
+    assert response.status_code == 201
+    assert response.json()["user"]["email"] == "carol@xn--exmple-cua.com"
+    assert User.objects.get().email == "carol@xn--exmple-cua.com"
 
 
 def test_register_weak_password_refused(anon):
@@ -162,6 +206,25 @@ def test_login_email_is_case_insensitive(anon, alice):
     response = anon.post(LOGIN, {"email": "Alice@EXAMPLE.com", "password": PASSWORD}, format="json")
 
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "spelling", ["ALICE@\uff25\uff38\uff21\uff2d\uff30\uff2c\uff25.com", "alice@ex\u200bample.com"]
+)
+def test_login_with_another_spelling_of_the_mailbox(anon, alice, spelling):
+    response = anon.post(LOGIN, {"email": spelling, "password": PASSWORD}, format="json")
+
+    assert response.status_code == 200, response.content
+    assert response.json()["user"]["id"] == alice.pk
+
+
+def test_login_to_an_account_of_an_internationalised_domain_in_either_spelling(anon):
+    user = User.objects.create_user("dora@ex\u00e4mple.com", PASSWORD, name="Dora")
+    assert user.email == "dora@xn--exmple-cua.com"
+
+    for spelling in ("dora@EX\u00c4MPLE.com", "dora@xn--exmple-cua.com"):
+        response = anon.post(LOGIN, {"email": spelling, "password": PASSWORD}, format="json")
+        assert response.status_code == 200, (spelling, response.content)
 
 
 def test_wrong_password_and_unknown_email_answer_the_same(anon, alice):
@@ -322,6 +385,17 @@ def test_register_rate_limited_per_ip(anon, still_clock):
     assert response.status_code == 429
     assert response.json()["statusCode"] == 429
     assert not User.objects.filter(email="a3@example.com").exists()
+
+
+@override_settings(RATELIMIT_REGISTER_PER_EMAIL="2/h")
+def test_register_rate_limited_per_mailbox_whatever_its_spelling(anon, still_clock):
+    for spelling in ("carol@ex\u00e4mple.com", "CAROL@xn--exmple-cua.com"):
+        assert register(anon, email=spelling, password="short").status_code == 400  # counted all the same
+
+    response = register(anon, email="carol@EXA\u0308MPLE.com")
+
+    assert response.status_code == 429  # was a 201: each spelling had a budget of its own
+    assert User.objects.count() == 0
 
 
 def test_register_succeeds_when_chipi_is_down(anon):

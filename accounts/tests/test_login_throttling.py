@@ -124,6 +124,20 @@ def test_api_failures_lock_the_email_and_address_out_with_retry_after(anon, alic
 
 
 @override_settings(AXES_FAILURE_LIMIT=LIMIT)
+def test_failures_count_against_the_mailbox_whatever_its_spelling(anon, alice):
+    """Each spelling of one mailbox (a full-width or zero-width-spaced domain, capitals) signs in to
+    its one account: each had a count of its own, LIMIT guesses per spelling."""
+    spellings = ["alice@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com", "ALICE@ex\u200bample.com"]
+    for spelling in spellings[: LIMIT - 1]:
+        assert api_login(anon, spelling, "wrong-one", ATTACKER).status_code == 401
+
+    locked = api_login(anon, "alice@example.com", "wrong-one", ATTACKER)
+    locked_at_the_admin = admin_login(Client(), "Alice@\uff25xample.com", "wrong-one", ATTACKER)
+
+    assert (locked.status_code, locked_at_the_admin.status_code) == (429, 429)
+
+
+@override_settings(AXES_FAILURE_LIMIT=LIMIT)
 def test_api_successes_are_not_counted(anon, alice):
     for _ in range(LIMIT * 2):
         assert api_login(anon, "alice@example.com", PASSWORD, OWNER).status_code == 200

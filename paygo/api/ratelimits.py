@@ -53,6 +53,7 @@ from paygo.api.authentication import BearerJWTAuthentication
 from paygo.api.errors import TooManyRequests, error_response
 from paygo.api.forwarded import parse_address
 from paygo.api.middleware import is_api_request
+from paygo.emails import email_key
 
 logger = logging.getLogger("paygo.api")
 
@@ -401,12 +402,13 @@ def login_locked_out(request: HttpRequest) -> bool:
 
 def login_email(request: HttpRequest, credentials: Mapping | None) -> str:
     """The email a login attempt names, as the lockout counts it (AXES_USERNAME_CALLABLE): the API
-    authenticates with email=..., the admin's form with username=...; case and spaces aside."""
+    authenticates with email=..., the admin's form with username=...; compared as accounts compare
+    it (paygo.emails.email_key): each spelling of one mailbox had a count of its own."""
     credentials = credentials or {}
     email = credentials.get("email") or credentials.get("username")
     if email is None and request is not None and request.method == "POST":
         email = request.POST.get("username") or request.POST.get("email")
-    return str(email or "").strip().lower()[:254]
+    return email_key(str(email or ""))[:254]
 
 
 def admin_login_throttled(login_view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -72,6 +72,17 @@ def test_transfer_by_email_any_case(api, alice, bob, fund):
     assert balance_of(bob) == USDC
 
 
+@pytest.mark.parametrize("spelling", ["bob@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com", "BOB@ex\u200bample.com"])
+def test_transfer_by_email_pays_the_mailboxs_one_account_whatever_its_spelling(api, alice, bob, fund, spelling):
+    """Mail to either spelling reaches bob@example.com: the transfer pays its one account."""
+    fund(alice, 10 * USDC)
+
+    response = api(alice).post("/api/v1/wallet/transfer", {"amount": 1, "recipientEmail": spelling}, format="json")
+
+    assert response.status_code == 201, response.json()  # was a 400: nobody had that spelling
+    assert balance_of(bob) == USDC
+
+
 @pytest.mark.parametrize(
     ("amount", "message"),
     [

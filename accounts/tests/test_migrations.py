@@ -1,0 +1,70 @@
+"""The data migrations of accounts, run on rows as the code before them stored them."""
+
+from __future__ import annotations
+
+import logging
+from importlib import import_module
+
+import pytest
+from django.apps import apps
+
+from accounts.models import User
+from conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+def run(migration: str, function: str) -> None:
+    getattr(import_module(f"accounts.migrations.{migration}"), function)(apps, None)
+
+
+def stored_as_before(user: User, **fields) -> User:
+    """`user` with `fields` written as the code before the migration could store them."""
+    User.objects.filter(pk=user.pk).update(**fields)
+    user.refresh_from_db()
+    return user
+
+
+def test_emails_are_rewritten_in_their_one_form_per_mailbox(alice, bob, victor, anon):
+    stored_as_before(bob, email="bob@ex\u00e4mple.com")
+    stored_as_before(victor, email="victor@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com")
+
+    run("0006_emails_in_one_form_per_mailbox", "normalise_emails")
+
+    emails = dict(User.objects.values_list("pk", "email"))
+    assert (emails[alice.pk], emails[bob.pk], emails[victor.pk]) == (
+        "alice@example.com",
+        "bob@xn--exmple-cua.com",
+        "victor@example.com",
+    )
+    login = anon.post("/api/v1/auth/login", {"email": "bob@EX\u00c4MPLE.com", "password": PASSWORD}, format="json")
+    assert login.json()["user"]["id"] == bob.pk
+
+
+def test_two_accounts_of_one_mailbox_are_left_and_reported_not_a_failed_migration(alice, bob, wanda, caplog):
+    """Which of the two is the mailbox's owner's, only an operator can tell: the migration leaves the
+    look-alike as it is, says so, and rewrites the others."""
+    stored_as_before(bob, email="alice@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com")
+    stored_as_before(wanda, email="wanda@ex\u00e4mple.com")
+
+    with caplog.at_level(logging.WARNING, logger="paygo.accounts"):
+        run("0006_emails_in_one_form_per_mailbox", "normalise_emails")
+
+    emails = dict(User.objects.values_list("pk", "email"))
+    assert emails[alice.pk] == "alice@example.com"
+    assert emails[bob.pk] == "alice@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com"  # left
+    assert emails[wanda.pk] == "wanda@xn--exmple-cua.com"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"User {bob.pk}: the stored email is another spelling of user {alice.pk}'s mailbox; left as it is for an "
+        "operator to resolve (it can no longer sign in)."
+    ]
+
+
+def test_an_email_whose_domain_has_no_ascii_form_is_left_and_reported(bob, caplog):
+    stored_as_before(bob, email="bob@\u05e2ex.com")
+
+    with caplog.at_level(logging.WARNING, logger="paygo.accounts"):
+        run("0006_emails_in_one_form_per_mailbox", "normalise_emails")
+
+    assert User.objects.get(pk=bob.pk).email == "bob@\u05e2ex.com"
+    assert "has no ASCII form" in caplog.text
