@@ -17,6 +17,7 @@ from accounts.models import AdminProfile, Image, Profile, Role, SignIn, User, Ve
 from accounts.services import image_delete, sign_ins_end, user_deactivate
 from paygo.admin import ReadOnlyAdminMixin
 from paygo.api.amounts import format_minor
+from paygo.api.text import NameFormField
 from paygo.tokens import DEFAULT_TOKEN, decimals_of
 from paygo.ws import reauthorize_sockets_of
 
@@ -47,6 +48,7 @@ class UserCreateForm(_AdminsAreStaff, AdminUserCreationForm):
     class Meta:
         model = User
         fields = ("email", "name", "role", "phone")
+        field_classes = {"name": NameFormField}  # the rule of the API's names (RegisterSerializer)
 
     def clean_email(self):
         email = User.objects.storable_email(self.cleaned_data["email"])
@@ -59,6 +61,7 @@ class UserEditForm(_AdminsAreStaff, UserChangeForm):
     class Meta:
         model = User
         fields = "__all__"
+        field_classes = {"name": NameFormField}
 
     def clean_email(self):
         # Stored as every sign-in looks it up: an email changed here in capitals could not log in.

@@ -27,7 +27,9 @@ class UserSerializer(serializers.ModelSerializer):
 
 
 class RegisterSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=120, trim_whitespace=True)
+    # Shown to other people (the vendor directory, "... sent you ..." notifications): the visible-text
+    # rule of every name, or a name could pose as another ("\u202etroppuS oGyaP" reads "PayGo Support").
+    name = NameField(max_length=120)
     email = serializers.EmailField(max_length=254)
     password = serializers.CharField(max_length=128, trim_whitespace=False, style={"input_type": "password"})
     role = serializers.ChoiceField(choices=Role.choices, default=Role.USER)

@@ -30,6 +30,7 @@ from accounts.models import AdminProfile, Image, Profile, Role, SignIn, User, Ve
 from paygo.api.authentication import SIGN_IN_ENDED, token_user
 from paygo.api.errors import Conflict, PayloadTooLarge
 from paygo.api.ratelimits import LoginLockedOut, login_locked_out
+from paygo.api.text import InvisibleCharacters, visible_text
 
 logger = logging.getLogger("paygo.accounts")
 
@@ -62,14 +63,19 @@ def user_create(
     validate: bool = False,
 ) -> User:
     """Create a user of any role. Admins are staff with every permission. `validate` runs Django's
-    password validators."""
+    password validators. The email is stored in its one form per mailbox (storable_email), the name
+    as the visible text every name is (paygo.api.text.visible_text), whoever calls."""
     try:
         email = User.objects.storable_email(email)
     except DjangoValidationError as exc:
         raise exceptions.ValidationError({"email": list(exc.messages)}) from None
+    try:
+        name = visible_text(name)
+    except InvisibleCharacters as exc:
+        raise exceptions.ValidationError({"name": [str(exc)]}) from None
     user = User(
         email=email,
-        name=name.strip(),
+        name=name,
         role=role,
         phone=phone,
         # The seed's admins have "full system access": in the Django admin, that is a superuser.

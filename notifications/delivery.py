@@ -19,6 +19,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from notifications import selectors, senders, services
 from notifications.models import Channel, DeliveryStatus, Notification
+from paygo.api.text import without_hidden_characters
 
 logger = logging.getLogger("paygo.notifications")
 
@@ -94,7 +95,7 @@ def notification_attempts(notification: Notification, channel: str) -> int:
 def _send_email(notification: Notification) -> None:
     user = notification.user
     body = (
-        f"Hello {user.name},\n\n{notification.message}\n\n"
+        f"Hello {without_hidden_characters(user.name)},\n\n{notification.message}\n\n"
         f"--\nPayGo. You receive this email because email is on for {notification.get_type_display().lower()} "
         "notifications in your notification preferences."
     )

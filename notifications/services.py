@@ -39,6 +39,7 @@ from notifications.models import (
     NotificationType,
 )
 from notifications.serializers import notification_payload
+from paygo.api.text import without_hidden_characters
 from paygo.ws import group_send
 
 logger = logging.getLogger("paygo.notifications")
@@ -138,9 +139,12 @@ def notification_send(
 
 def _clean(*, type: str, title: str, message: str, data: dict | None) -> dict[str, Any]:
     type = NotificationType(type)  # ValueError names the bad value
+    # Nothing in them hides or reorders what follows: a name or other text written before the rule
+    # of visible text (paygo.api.text) held it, put in by the caller, read as other words ("\u202e"
+    # made "troppuS oGyaP" read "PayGo Support" in a "... sent you ..." message and its email).
     # One line: the title is also an email subject, where a newline is an injected header.
-    title = " ".join(str(title).split())
-    message = str(message).strip()
+    title = " ".join(without_hidden_characters(str(title)).split())
+    message = without_hidden_characters(str(message), multiline=True).strip()
     if not title or not message:
         raise ValueError("A notification needs a title and a message.")
     if data is None:

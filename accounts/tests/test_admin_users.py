@@ -12,12 +12,12 @@ pytestmark = pytest.mark.django_db
 ADD = "/admin/accounts/user/add/"
 
 
-def add_user(client, email: str, role: str):
+def add_user(client, email: str, role: str, name: str = "New One"):
     return client.post(
         ADD,
         {
             "email": email,
-            "name": "New One",
+            "name": name,
             "role": role,
             "phone": "",
             "password1": "a-Long-pass-4321",
@@ -84,6 +84,26 @@ def test_an_email_whose_domain_has_no_ascii_form_is_refused(client, olga):
     assert not User.objects.filter(role="vendor").exists()
 
 
+@pytest.mark.parametrize("name", ["\u202etroppuS oGyaP", "Victor\u200b", "\u200b"])
+def test_a_name_given_in_the_admin_is_visible_text_as_in_the_api(client, olga, name):
+    client.force_login(olga)
+
+    response = add_user(client, "new.one@example.com", "vendor", name=name)
+
+    assert response.status_code == 200  # the form again (was a 302: the user was created)
+    assert b"Use visible characters only" in response.content
+    assert not User.objects.filter(role="vendor").exists()
+
+
+def test_a_name_given_in_the_admin_is_kept_in_one_form(client, olga):
+    client.force_login(olga)
+
+    response = add_user(client, "new.one@example.com", "vendor", name="\uff2eew\nOne")
+
+    assert response.status_code == 302, response.content[:2000]
+    assert User.objects.get(role="vendor").name == "New One"
+
+
 def test_an_email_changed_in_the_admin_is_stored_as_sign_in_looks_it_up(client, olga, alice):
     client.force_login(olga)
     page = client.get(f"/admin/accounts/user/{alice.pk}/change/")
@@ -144,6 +164,19 @@ def _change_form(client, user) -> dict:
             continue
         data[name] = [getattr(item, "pk", item) for item in value] if name in ("groups", "user_permissions") else value
     return data
+
+
+def test_a_name_changed_in_the_admin_is_visible_text(client, olga, alice):
+    client.force_login(olga)
+
+    response = client.post(
+        f"/admin/accounts/user/{alice.pk}/change/", {**_change_form(client, alice), "name": "\u202eecilA"}
+    )
+
+    assert response.status_code == 200  # the form again
+    assert b"Use visible characters only" in response.content
+    alice.refresh_from_db()
+    assert alice.name == "Alice"
 
 
 def test_an_admin_given_another_role_is_no_longer_staff_nor_superuser(client, olga):

@@ -171,6 +171,47 @@ def test_register_missing_field(anon, missing):
     assert response.json()["errors"][missing] == ["This field is required."]
 
 
+# Each one hides a character, shows other words than it is made of ("PayGo Support"), or nothing.
+INVISIBLE_NAMES = ["Victor\u200b", "\u202etroppuS oGyaP", "\u202etroppuS oGyaP\u202c", "a\x07b\x1b[31m", "\u200b"]
+
+
+@pytest.mark.parametrize("name", INVISIBLE_NAMES)
+def test_register_a_name_is_visible_text_as_every_other_name(anon, name):
+    response = register(anon, name=name, role="vendor")  # a vendor's name is in the public directory
+
+    assert response.status_code == 400  # was a 201
+    assert response.json()["errors"]["name"] == [
+        "Use visible characters only (no control, zero-width or text-direction characters)."
+    ]
+    assert User.objects.count() == 0
+
+
+def test_register_writes_a_name_on_one_line(anon):
+    """As every name: its line breaks are spaces. Written under it, lines read as PayGo's own ("...
+    sent you" notifications, their emails); the words themselves are any name's to choose."""
+    response = register(anon, name="Bob\n\nPayGo security: your wallet is locked\r\n")
+
+    assert response.status_code == 201
+    assert User.objects.get().name == "Bob PayGo security: your wallet is locked"
+
+
+def test_register_keeps_a_name_in_one_form(anon):
+    response = register(anon, name="  \uff23arol   Cafe\u0301 ")
+
+    assert response.status_code == 201
+    assert response.json()["user"]["name"] == User.objects.get().name == "Carol Caf\u00e9"
+
+
+def test_a_name_is_visible_text_whoever_creates_the_user():
+    """The rule is the write path's too (accounts.services.user_create): createsuperuser, the shell."""
+    with pytest.raises(exceptions.ValidationError) as refused:
+        User.objects.create_user("dora@example.com", PASSWORD, name="\u202earoD")
+
+    assert set(refused.value.detail) == {"name"}
+    assert User.objects.count() == 0
+    assert User.objects.create_user("dora@example.com", PASSWORD, name=" Dora\n").name == "Dora"
+
+
 def test_register_bad_email(anon):
     response = register(anon, email="not-an-email")
 

@@ -68,3 +68,20 @@ def test_an_email_whose_domain_has_no_ascii_form_is_left_and_reported(bob, caplo
 
     assert User.objects.get(pk=bob.pk).email == "bob@\u05e2ex.com"
     assert "has no ASCII form" in caplog.text
+
+
+def test_names_that_hide_characters_are_rewritten_as_they_show(alice, bob, victor, wanda, caplog):
+    stored_as_before(bob, name="\u202etroppuS oGyaP\u202c")
+    stored_as_before(victor, name="Victor\u200b\n\nPayGo security:\tyour wallet is locked")
+    stored_as_before(wanda, name="\u200b\u200b")
+    stored_as_before(alice, name="Cafe\u0301  Ole\u0301")  # hides nothing; the rule would only re-spell it
+
+    with caplog.at_level(logging.WARNING, logger="paygo.accounts"):
+        run("0007_names_as_visible_text", "names_as_visible_text")
+
+    names = dict(User.objects.values_list("pk", "name"))
+    assert names[bob.pk] == "troppuS oGyaP"
+    assert names[victor.pk] == "Victor PayGo security: your wallet is locked"
+    assert names[wanda.pk] == f"User {wanda.pk}"  # showed nothing
+    assert names[alice.pk] == "Cafe\u0301  Ole\u0301"
+    assert f"users {bob.pk}, {victor.pk}, {wanda.pk}." in caplog.text

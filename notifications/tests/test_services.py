@@ -99,6 +99,22 @@ def test_title_is_one_line_and_both_are_trimmed(alice):
     assert notification.message == "body"
 
 
+def test_what_hides_or_reorders_text_does_not_reach_the_user(alice):
+    """A name or other text stored before the rule of visible text (paygo.api.text) is put in a
+    notification as it shows: direction overrides, zero-width and control characters are dropped, a
+    tab is a space, the message's line breaks are kept and the emoji joiner too."""
+    notification = notify(
+        alice,
+        "payment",
+        "Transfer from \u202etroppuS oGyaP\u202c",
+        "\u202etroppuS oGyaP\u202c sent you 1 USDC.\r\nVictor\u200b\tsays: hi \U0001f468\u200d\U0001f469\x07",
+    )
+
+    notification.refresh_from_db()
+    assert notification.title == "Transfer from troppuS oGyaP"
+    assert notification.message == "troppuS oGyaP sent you 1 USDC.\nVictor says: hi \U0001f468\u200d\U0001f469"
+
+
 def test_overlong_title_and_message_are_truncated_not_refused(alice):
     notification = notify(alice, "system", "t" * 500, "m" * 9000)
 

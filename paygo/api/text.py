@@ -13,6 +13,8 @@ import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
+from django import forms
+from django.core.exceptions import ValidationError
 from rest_framework import serializers
 
 NUL = "\x00"
@@ -51,31 +53,71 @@ def validate_storable_text(value: Any) -> None:
 
 # Format characters visible text may keep: the zero-width joiner, inside emoji sequences.
 _KEPT_FORMAT = {"\u200d"}
+INVISIBLE_MESSAGE = "Use visible characters only (no control, zero-width or text-direction characters)."
+
+
+class InvisibleCharacters(ValueError):
+    """Text holding characters that show nothing or reorder what follows."""
+
+
+def _hides(char: str, *, multiline: bool) -> bool:
+    """Whether `char` shows nothing or reorders what follows: a control, a format character
+    (zero-width spaces, direction overrides), a private-use, surrogate or unassigned code point;
+    the zero-width joiner and, in multiline text, the newline aside."""
+    if char in _KEPT_FORMAT or (multiline and char == "\n"):
+        return False
+    return unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs", "Cn")
+
+
+def _one_form(text: str, *, multiline: bool) -> str:
+    text = unicodedata.normalize("NFKC", text)
+    if not multiline:
+        return " ".join(text.split())
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    return "\n".join(" ".join(line.split()) for line in lines).strip("\n")
+
+
+def visible_text(text: str, *, multiline: bool = False) -> str:
+    """Text people read, in which nothing hides: in one Unicode form (NFKC: "Café" typed either way,
+    a full-width "Foo" as "Foo"), its runs of spaces as one, and without characters that show
+    nothing or reorder what follows (controls, zero-width spaces, direction overrides): those are
+    refused, InvisibleCharacters. With `multiline`, its line breaks are kept (each written as one
+    newline); without, they are spaces. The one rule of the API's fields and the admin's below."""
+    text = _one_form(text, multiline=multiline)
+    if any(_hides(char, multiline=multiline) for char in text):
+        raise InvisibleCharacters(INVISIBLE_MESSAGE)
+    return text
+
+
+def without_hidden_characters(text: str, *, multiline: bool = False) -> str:
+    """`text` without what visible_text refuses, dropped instead (a control that spaces, a tab, as a
+    space; without `multiline`, line breaks too), and otherwise as written: for text put before
+    people that may have been stored before visible_text checked it."""
+    if multiline:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    kept = []
+    for char in text:
+        if not _hides(char, multiline=multiline):
+            kept.append(char)
+        elif char.isspace():
+            kept.append(" ")
+    return "".join(kept)
 
 
 class VisibleTextField(serializers.CharField):
-    """Text people read, in which nothing hides: in one Unicode form (NFKC: "Café" typed either way,
-    a full-width "Foo" as "Foo"), its runs of spaces as one, and without characters that show
-    nothing or reorder what follows (controls, zero-width spaces, direction overrides). With
-    `multiline`, its line breaks are kept (each written as one newline); without, they are spaces."""
+    """Text people read, in which nothing hides (visible_text) in the API. With `multiline`, its line
+    breaks are kept; without, they are spaces."""
 
-    default_error_messages = {
-        "invisible": "Use visible characters only (no control, zero-width or text-direction characters)."
-    }
+    default_error_messages = {"invisible": INVISIBLE_MESSAGE}
 
     def __init__(self, *, multiline: bool = False, **kwargs):
         self.multiline = multiline
         super().__init__(**kwargs)
 
     def to_internal_value(self, data) -> str:
-        text = unicodedata.normalize("NFKC", super().to_internal_value(data))
-        if self.multiline:
-            lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-            text = "\n".join(" ".join(line.split()) for line in lines).strip("\n")
-        else:
-            text = " ".join(text.split())
-        kept = _KEPT_FORMAT | {"\n"} if self.multiline else _KEPT_FORMAT
-        if any(unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs", "Cn") and char not in kept for char in text):
+        try:
+            text = visible_text(super().to_internal_value(data), multiline=self.multiline)
+        except InvisibleCharacters:
             self.fail("invisible")
         if not text and not self.allow_blank:
             self.fail("blank")
@@ -83,5 +125,18 @@ class VisibleTextField(serializers.CharField):
 
 
 class NameField(VisibleTextField):
-    """A name people read and tell apart (a service's, a business's), as visible text on one line.
-    Names that looked the same were two names, and one could pose as another."""
+    """A name people read and tell apart (a service's, a business's, a user's), as visible text on
+    one line. Names that looked the same were two names, and one could pose as another."""
+
+
+class NameFormField(forms.CharField):
+    """NameField's rule in a Django form (the admin's): a name as visible text on one line."""
+
+    def to_python(self, value) -> str:
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return value
+        try:
+            return visible_text(value)
+        except InvisibleCharacters:
+            raise ValidationError(INVISIBLE_MESSAGE, code="invisible") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.models import User
 from wallets.models import Account, IdempotencyKey, LedgerTransaction, Withdrawal
 from wallets.tests.conftest import balance_of
 
@@ -81,6 +82,27 @@ def test_transfer_by_email_pays_the_mailboxs_one_account_whatever_its_spelling(a
 
     assert response.status_code == 201, response.json()  # was a 400: nobody had that spelling
     assert balance_of(bob) == USDC
+
+
+def test_a_senders_name_stored_before_the_name_rule_reaches_the_recipient_as_it_shows(
+    api, alice, bob, fund, mailoutbox
+):
+    """Sign-up refuses a name that hides characters now (accounts' tests); one stored before that
+    reaches the recipient without them: "\u202etroppuS oGyaP\u202c" read "PayGo Support" in the
+    transfer's notification and its email."""
+    User.objects.filter(pk=bob.pk).update(name="\u202etroppuS oGyaP\u202c")
+    bob.refresh_from_db()
+    fund(bob, 1 * USDC)
+
+    response = api(bob).post(
+        "/api/v1/wallet/transfer", {"amount": 1, "recipientEmail": "alice@example.com"}, format="json"
+    )
+
+    assert response.status_code == 201, response.json()
+    note = alice.notifications.get(type="payment")
+    assert note.message.startswith("troppuS oGyaP sent you 1.000000 USDC")
+    assert [email.to for email in mailoutbox] == [["alice@example.com"]]
+    assert not {"\u202e", "\u202c"} & set(mailoutbox[0].body + mailoutbox[0].subject)
 
 
 @pytest.mark.parametrize(
