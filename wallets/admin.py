@@ -24,6 +24,14 @@ class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     pass
 
 
+class _Refused(Exception):
+    """A service refused a form the admin had validated: what it said, for the operator."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(*problems)
+        self.problems = problems
+
+
 class AssetForm(forms.ModelForm):
     class Meta:
         model = Asset
@@ -52,6 +60,22 @@ class AssetAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def save_model(self, request, obj, form, change):
+        try:
+            services.asset_update(asset=obj, name=form.cleaned_data["name"], is_active=form.cleaned_data["is_active"])
+        except ApiValidationError as exc:
+            raise _Refused([text for _, texts in _problems(exc.detail) for text in texts]) from None
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # The form checked the token as the page read it; asset_update checks it again once locked
+        # and may refuse (the default moved to it meanwhile). The admin's transaction is rolled back
+        # then (nothing saved, nothing logged) and the operator sees why, on the token as it is now.
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except _Refused as refused:
+            self.message_user(request, " ".join(refused.problems), messages.ERROR)
+            return redirect(request.get_full_path())
 
     @admin.action(description="Make the selected token the default", permissions=["change"])
     def make_default(self, request, queryset):

@@ -8,7 +8,12 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
+from django.test import Client
+from django.urls import reverse
+from rest_framework.exceptions import ValidationError
 
+from accounts.tests.conftest import while_writing
+from conftest import client_for, money_db
 from wallets import ledger, services
 from wallets.models import Asset, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.tests.conftest import AVNU_PRICES, balance_of, provide_liquidity, system_balance
@@ -420,6 +425,65 @@ def test_an_inactive_token_is_not_made_the_default(client, olga):
     assert list(Asset.objects.filter(is_default=True).values_list("code", flat=True)) == ["USDC"]
 
 
+@money_db
+@pytest.mark.parametrize(
+    "edit",
+    [{"name": "Tether USD"}, {"name": "Tether", "is_active": "on"}],
+    ids=["deactivating", "renaming"],
+)
+def test_editing_a_token_while_another_operator_makes_it_the_default_keeps_a_default(olga, alice, edit):
+    """The form saved every column as it had read them: an edit waiting on the new default's lock
+    then wrote is_default back to false, no token was the default, and the balance answered 500.
+    The edit now decides on the token once it holds it: a deactivation is refused (the token is the
+    default by then), a rename keeps it the default."""
+    usdt = Asset.objects.get(code="USDT")
+    admin = Client(raise_request_exception=False)
+    admin.force_login(olga)
+    page = f"/admin/wallets/asset/{usdt.pk}/change/"
+
+    answer = while_writing(
+        lambda: services.asset_make_default(asset=Asset.objects.get(code="USDT")), lambda: admin.post(page, edit)
+    )
+
+    assert answer.status_code == 302
+    usdt.refresh_from_db()
+    assert list(Asset.objects.filter(is_default=True).values_list("code", "is_active")) == [("USDT", True)]
+    assert client_for(alice).get("/api/v1/wallet/balance").json()["token"] == "USDT"
+    if "is_active" in edit:
+        assert answer.url == reverse("admin:wallets_asset_changelist")
+        assert usdt.name == "Tether"
+    else:
+        assert answer.url == page  # back to the form, nothing saved, and why
+        assert "USDT is the default token and stays active" in admin.get(page).content.decode()
+        assert usdt.name == "Tether USD"
+
+
+def test_a_token_is_renamed_and_deactivated_through_its_service():
+    eth = Asset.objects.get(code="ETH")
+
+    services.asset_update(asset=eth, name=" Ether (mainnet) ", is_active=False)
+
+    eth.refresh_from_db()
+    assert (eth.name, eth.is_active, eth.is_default) == ("Ether (mainnet)", False, False)
+    with pytest.raises(ValidationError) as refused:
+        services.asset_update(asset=Asset.objects.get(code="USDC"), name="USD Coin", is_active=False)
+    assert refused.value.get_codes() == {"is_active": ["default_token"]}
+    assert Asset.objects.get(code="USDC").is_active
+
+
+@money_db
+def test_the_database_refuses_a_transaction_that_leaves_no_default_token():
+    """At commit (the trigger is deferred: a change of the default unsets the old one first)."""
+    from django.db import IntegrityError, transaction
+
+    with pytest.raises(IntegrityError, match="no default token"), transaction.atomic():
+        Asset.objects.filter(code="USDC").update(is_default=False)
+
+    with transaction.atomic():  # the default moved in one transaction: committed
+        services.asset_make_default(asset=Asset.objects.get(code="ETH"))
+    assert list(Asset.objects.filter(is_default=True).values_list("code", flat=True)) == ["ETH"]
+
+
 def test_the_database_keeps_the_default_token_active():
     from django.db import IntegrityError, transaction
 
@@ -449,6 +513,25 @@ def test_the_migration_puts_right_a_default_token_the_old_admin_left(left):
     finally:
         # Every migration again: the later ones' constraints were undone on the way back, and the
         # tests this worker runs next rely on them (wallets 0016's kept swaps from going below zero).
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_puts_right_a_database_left_without_a_default_token():
+    """Migration 0019 adds the trigger that refuses a transaction leaving no default token: on a
+    database the admin's race left without one, it makes USDC the default again first."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    MigrationExecutor(connection).migrate([("wallets", "0018_posting_locks_before_drawing_ids")])
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE wallets_asset SET is_default = false")
+        MigrationExecutor(connection).migrate([("wallets", "0019_default_asset_exists")])
+
+        assert list(Asset.objects.filter(is_default=True).values_list("code", "is_active")) == [("USDC", True)]
+    finally:
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
 
