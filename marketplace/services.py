@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
@@ -201,23 +202,27 @@ def service_update(*, service: Service, **changes: Any) -> Service:
 
 
 def service_set_active(*, service: Service, is_active: bool) -> Service:
-    """Activate or deactivate a live service (a deleted one stays deleted)."""
-    if service.is_deleted:
-        raise exceptions.NotFound("No such service.")
-    if service.is_active != is_active:
-        service.is_active = is_active
-        service.save(update_fields=["is_active", "updated_at"])
-    return service
+    """Activate or deactivate a live service (a deleted one stays deleted: NotFound)."""
+    return _active_set(service, lambda _: is_active)
+
+
+def service_toggle_status(*, service: Service) -> Service:
+    """Flip is_active: two concurrent toggles flip twice rather than once."""
+    return _active_set(service, lambda active: not active)
 
 
 @transaction.atomic
-def service_toggle_status(*, service: Service) -> Service:
-    """Flip is_active under a row lock, so two concurrent toggles flip twice rather than once."""
+def _active_set(service: Service, wanted: Callable[[bool], bool]) -> Service:
+    """The one write of is_active on a live service, decided on its row once locked: a retirement
+    that committed meanwhile is seen (NotFound), not overwritten with an active retired service,
+    which the database refuses (marketplace_service_deleted_inactive)."""
     locked = Service.objects.select_for_update().get(pk=service.pk)
     if locked.is_deleted:
         raise exceptions.NotFound("No such service.")
-    locked.is_active = not locked.is_active
-    locked.save(update_fields=["is_active", "updated_at"])
+    is_active = wanted(locked.is_active)
+    if locked.is_active != is_active:
+        locked.is_active = is_active
+        locked.save(update_fields=["is_active", "updated_at"])
     service.is_active, service.updated_at = locked.is_active, locked.updated_at
     return service
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from django.contrib.messages import get_messages
 from django.test import Client
 
-from conftest import grant
+from accounts.tests.conftest import while_writing
+from conftest import grant, money_db
+from marketplace import services
 from marketplace.models import Category, Service
 
 pytestmark = pytest.mark.django_db
@@ -181,3 +184,34 @@ def test_activating_asks_the_change_permission_and_retiring_the_delete_one(stan,
     service.refresh_from_db()
     assert service.is_active is False
     assert service.deleted_at is not None
+
+
+@money_db
+@pytest.mark.parametrize("action", ["activate", "retire"])
+def test_an_action_racing_a_retirement_skips_the_retired_service_and_says_so(olga, victor, make_service, action):
+    """The action read the services, the vendor's DELETE committed, and the action's write made an
+    active retired service (activate: the database refused it) or retired it again (NotFound): a 500
+    page, and the services before it in the selection changed with no word. The retired one is now
+    skipped and named, the others are changed and counted."""
+    first = services.service_set_active(service=make_service(victor, name="First"), is_active=False)
+    retired = services.service_set_active(service=make_service(victor, name="Studio"), is_active=False)
+    admin = Client(raise_request_exception=False)
+    admin.force_login(olga)
+
+    answer = while_writing(
+        lambda: services.service_delete(service=Service.objects.get(pk=retired.pk), by=victor),
+        lambda: admin.post(
+            "/admin/marketplace/service/", {"action": action, "_selected_action": [first.pk, retired.pk]}
+        ),
+    )
+
+    assert answer.status_code == 302
+    said = [str(message) for message in get_messages(answer.wsgi_request)]
+    verb = {"activate": "activated", "retire": "retired"}[action]
+    assert said == [f"1 service(s) {verb}.", f"Skipped, retired meanwhile: Studio (#{retired.pk})."]
+    first.refresh_from_db()
+    retired.refresh_from_db()
+    assert (first.is_active, first.deleted_at is not None) == {"activate": (True, False), "retire": (False, True)}[
+        action
+    ]
+    assert (retired.is_active, retired.deleted_at is not None) == (False, True)

@@ -131,6 +131,17 @@ def test_set_active_and_delete_refuse_a_deleted_service(victor, make_service):
     assert (service.is_active, service.name) == (False, "Service 1")
 
 
+def test_set_active_decides_on_the_row_not_on_a_copy_read_before_a_retirement(victor, make_service):
+    """A copy read before the retirement committed is not deleted: activating it made an active
+    retired service, which the database refused (an IntegrityError, a 500 in the admin)."""
+    stale = services.service_set_active(service=make_service(victor), is_active=False)
+    services.service_delete(service=Service.objects.get(pk=stale.pk))
+
+    with pytest.raises(exceptions.NotFound):
+        services.service_set_active(service=stale, is_active=True)
+    assert Service.objects.filter(pk=stale.pk, is_active=False, deleted_at__isnull=False).exists()
+
+
 def test_category_is_not_deletable_while_services_use_it(victor, make_service):
     make_service(victor, category="Usage-Based", subcategory="Storage Services")
 
