@@ -24,6 +24,11 @@ class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     pass
 
 
+# An adjustment shows the account's balance and changes it: seeing the account is asked too, as
+# retiring a service asks to see it (marketplace.selectors.RETIRE_SERVICE).
+ADJUST_ACCOUNT = ("wallets.view_account", "wallets.add_ledgertransaction")
+
+
 class _Refused(Exception):
     """A service refused a form the admin had validated: what it said, for the operator."""
 
@@ -138,7 +143,7 @@ class AccountAdmin(ReadOnlyAdmin):
         # Only for an id the adjustment's URL takes: the admin answers any other ("abc") itself.
         adjust = (
             reverse("admin:wallets_account_adjust", args=[object_id])
-            if object_id.isascii() and object_id.isdigit()
+            if object_id.isascii() and object_id.isdigit() and staff_has(request.user, *ADJUST_ACCOUNT)
             else None
         )
         extra_context = {**(extra_context or {}), "adjust_url": adjust}
@@ -146,7 +151,7 @@ class AccountAdmin(ReadOnlyAdmin):
 
     def adjust_view(self, request, pk: int):
         """Post a balanced adjustment with a reason; the staff member is recorded on it."""
-        if not staff_has(request.user, "wallets.add_ledgertransaction"):
+        if not staff_has(request.user, *ADJUST_ACCOUNT):
             raise PermissionDenied
         account = get_object_or_404(Account.objects.select_related("asset", "owner"), pk=pk)
         form = AdjustmentForm(request.POST or None, account=account)

@@ -11,6 +11,7 @@ from html import unescape
 import pytest
 from django.test import Client
 
+from conftest import grant
 from wallets import ledger
 from wallets.models import Account, Hold, LedgerTransaction, Reconciliation
 from wallets.services import withdrawal_request
@@ -163,3 +164,33 @@ def test_staff_see_what_the_chain_said_of_each_withdrawal_read_only(operator, al
         assert 'name="confirmed_at"' not in page  # read-only
     awaiting_only = _text(_page(operator, "/admin/wallets/withdrawal/?confirmation=awaiting"))
     assert "0.000003 USDC" in awaiting_only and "0.000001 USDC" not in awaiting_only
+
+
+def test_adjusting_asks_to_see_the_account_too(alice, stan, fund):
+    """With only wallets.add_ledgertransaction, the adjustment page showed any wallet's balance and
+    posted to it while the account's own page was refused: both permissions are asked, as the
+    other actions ask to see what they change, and only then is the page's link shown."""
+    account = fund(alice, 10 * USDC)
+    adjust, change = f"/admin/wallets/account/{account.pk}/adjust/", f"/admin/wallets/account/{account.pk}/change/"
+    form = {"form_token": uuid.uuid4().hex, "amount": "-2", "reason": "Clawback"}
+
+    posting_only = Client()
+    posting_only.force_login(grant(stan, "wallets.add_ledgertransaction"))
+    assert posting_only.get(change).status_code == 403
+    assert (posting_only.get(adjust).status_code, posting_only.post(adjust, form).status_code) == (403, 403)
+    assert balance_of(alice) == 10 * USDC
+
+    viewing_only = Client()
+    stan.user_permissions.clear()
+    viewing_only.force_login(grant(stan, "wallets.view_account"))
+    assert "Post an adjustment" not in _page(viewing_only, change)
+    assert (viewing_only.get(adjust).status_code, viewing_only.post(adjust, form).status_code) == (403, 403)
+    assert balance_of(alice) == 10 * USDC
+
+    both = Client()
+    both.force_login(grant(stan, "wallets.add_ledgertransaction"))
+    assert f'href="{adjust}"' in _page(both, change)
+    assert "10.000000 USDC" in _text(_page(both, adjust))
+    assert both.post(adjust, form).status_code == 302
+    assert balance_of(alice) == 8 * USDC
+    assert LedgerTransaction.objects.get(reference=f"adjustment:{form['form_token']}").created_by == stan
