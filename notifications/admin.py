@@ -13,7 +13,7 @@ from django.urls import path, reverse
 
 from notifications import services
 from notifications.models import MESSAGE_MAX_LENGTH, TITLE_MAX_LENGTH, Notification, NotificationType
-from paygo.admin import ReadOnlyAdminMixin
+from paygo.admin import FormTokenField, ReadOnlyAdminMixin
 
 RETRY_PERMISSION = "notifications.change_notification"
 
@@ -24,6 +24,7 @@ class NotificationSendForm(forms.Form):
     type = forms.ChoiceField(choices=NotificationType.choices, initial=NotificationType.SYSTEM)
     title = forms.CharField(max_length=TITLE_MAX_LENGTH)
     message = forms.CharField(max_length=MESSAGE_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 6}))
+    form_token = FormTokenField()  # the same form sent twice sends once (services.notification_send)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -100,15 +101,20 @@ class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         form = NotificationSendForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
-            created = services.notification_send(
-                sent_by=request.user,
-                user_id=data.get("user_id"),
-                role=data.get("role") or None,
-                type=data["type"],
-                title=data["title"],
-                message=data["message"],
-            )
-            self.message_user(request, f"Notification sent to {created} user(s).", messages.SUCCESS)
+            try:
+                created = services.notification_send(
+                    sent_by=request.user,
+                    user_id=data.get("user_id"),
+                    role=data.get("role") or None,
+                    type=data["type"],
+                    title=data["title"],
+                    message=data["message"],
+                    form_token=data["form_token"],
+                )
+            except services.AlreadySent as sent:
+                self.message_user(request, str(sent.detail), messages.WARNING)
+            else:
+                self.message_user(request, f"Notification sent to {created} user(s).", messages.SUCCESS)
             return redirect(reverse("admin:notifications_notification_changelist"))
         context = {
             **self.admin_site.each_context(request),

@@ -148,3 +148,16 @@ class NotificationPreference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} {self.type}: email={self.email} sms={self.sms}"
+
+
+class SentForm(models.Model):
+    """A send form of the admin's (Send a notification), once sent: its token is unique, so that the
+    same form sent twice (a double click, a reload that sends it again) sends once."""
+
+    form_token = models.CharField(max_length=32, unique=True)
+    sent_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")
+    recipients = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"form {self.form_token}: {self.recipients} recipient(s)"

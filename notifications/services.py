@@ -20,7 +20,7 @@ from asgiref.sync import async_to_sync
 from celery.exceptions import Retry
 from django.contrib.auth import get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from rest_framework import exceptions
@@ -37,8 +37,10 @@ from notifications.models import (
     Notification,
     NotificationPreference,
     NotificationType,
+    SentForm,
 )
 from notifications.serializers import notification_payload
+from paygo.api.errors import Conflict
 from paygo.api.text import without_hidden_characters
 from paygo.ws import group_send
 
@@ -124,17 +126,51 @@ def notification_send(
     data: dict | None = None,
     user_id: int | None = None,
     role: str | None = None,
+    form_token: str | None = None,
 ) -> int:
-    """Staff sending, from the API or the admin: to one active user, or to every active user of a role."""
+    """Staff sending, from the API or the admin: to one active user, or to every active user of a role.
+
+    `form_token`, the one the admin's send form was served with, sends it once: the same form sent
+    again (a double click, a reload that sends it again) raises AlreadySent and sends nothing. The
+    token is recorded in the transaction that creates the notifications: a second request waits on
+    it until the first commits (then AlreadySent) or rolls back (then it sends)."""
     if (user_id is None) == (role is None):
         raise exceptions.ValidationError("Give either a user or a role.")
-    if role is not None:
-        return notification_broadcast(role=role, type=type, title=title, message=message, data=data, sent_by=sent_by)
-    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
-    if user is None:
-        raise exceptions.ValidationError({"user_id": ["No active user with this id."]})
-    notification_create(user=user, type=type, title=title, message=message, data=data, sent_by=sent_by)
-    return 1
+    with transaction.atomic():
+        if form_token is not None:
+            sent_form = _form_claim(form_token, sent_by)
+        if role is not None:
+            sent = notification_broadcast(
+                role=role, type=type, title=title, message=message, data=data, sent_by=sent_by
+            )
+        else:
+            user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+            if user is None:
+                raise exceptions.ValidationError({"user_id": ["No active user with this id."]})
+            notification_create(user=user, type=type, title=title, message=message, data=data, sent_by=sent_by)
+            sent = 1
+        if form_token is not None:
+            sent_form.recipients = sent
+            sent_form.save(update_fields=["recipients"])
+    return sent
+
+
+class AlreadySent(Conflict):
+    """A send form that was sent already (notification_send's form_token): nothing sent again."""
+
+    default_code = "already_sent"
+
+    def __init__(self, recipients: int):
+        self.recipients = recipients
+        super().__init__(f"This form was sent already, to {recipients} user(s): nothing was sent again.")
+
+
+def _form_claim(form_token: str, sent_by: Any) -> SentForm:
+    try:
+        with transaction.atomic():
+            return SentForm.objects.create(form_token=form_token, sent_by=sent_by)
+    except IntegrityError:
+        raise AlreadySent(SentForm.objects.get(form_token=form_token).recipients) from None
 
 
 def _clean(*, type: str, title: str, message: str, data: dict | None) -> dict[str, Any]:

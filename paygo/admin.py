@@ -1,10 +1,13 @@
-"""Admin pieces the apps share: read-only records, amounts in their asset's units, short ids."""
+"""Admin pieces the apps share: read-only records, amounts in their asset's units, short ids, the
+token that makes a form act once."""
 
 from __future__ import annotations
 
 import operator
 import re
+import uuid
 
+from django import forms
 from django.contrib import admin
 from django.utils.html import format_html
 
@@ -62,3 +65,14 @@ def short(text: str | None) -> str:
     if shortened == text:
         return text
     return format_html('<span title="{}">{}</span>', text, shortened)
+
+
+class FormTokenField(forms.RegexField):
+    """A hidden token, new with each form served. The service the form posts to records it uniquely
+    with what it does (an adjustment's ledger reference, a notification send's SentForm), so that
+    the same form sent twice (a double click, a reload that sends it again) acts once."""
+
+    widget = forms.HiddenInput
+
+    def __init__(self, **kwargs):
+        super().__init__(r"^[0-9a-f]{32}\Z", initial=lambda: uuid.uuid4().hex, **kwargs)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -13,7 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
-from paygo.admin import ReadOnlyAdminMixin, amount_field, in_units, short
+from paygo.admin import FormTokenField, ReadOnlyAdminMixin, amount_field, in_units, short
 from paygo.api.amounts import AmountError, to_minor
 from paygo.api.permissions import staff_has
 from wallets import services
@@ -99,8 +97,7 @@ class AssetAdmin(admin.ModelAdmin):
 class AdjustmentForm(forms.Form):
     amount = forms.CharField(help_text="Signed decimal: positive credits the account, negative debits it.")
     reason = forms.CharField(widget=forms.Textarea, max_length=500)
-    # New with each form served: the same form sent twice posts one adjustment (services.adjustment_post).
-    form_token = forms.RegexField(r"^[0-9a-f]{32}\Z", widget=forms.HiddenInput, initial=lambda: uuid.uuid4().hex)
+    form_token = FormTokenField()  # the same form sent twice posts one adjustment (services.adjustment_post)
 
     def __init__(self, *args, account: Account, **kwargs):
         self.account = account

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
 from django.test import Client
+from rest_framework.exceptions import ValidationError
 
 from accounts.models import User
 from accounts.services import user_create
-from conftest import PASSWORD
-from notifications import notify
+from accounts.tests.conftest import while_writing
+from conftest import PASSWORD, money_db
+from notifications import notify, services
 from notifications.models import DeliveryStatus, Notification
 from notifications.tests.conftest import twilio_message, verify_phone
 
@@ -17,6 +22,11 @@ pytestmark = pytest.mark.django_db
 
 CHANGELIST = "/admin/notifications/notification/"
 SEND = "/admin/notifications/notification/send/"
+
+
+def _token() -> dict[str, str]:
+    """The form_token a send form is served with (a new one each time)."""
+    return {"form_token": uuid.uuid4().hex}
 
 
 @pytest.fixture
@@ -89,7 +99,7 @@ def test_notifications_cannot_be_added_edited_or_deleted(admin_client_for, root,
 
 
 def test_send_to_a_role(admin_client_for, root, alice, bob, victor, committed, mailoutbox):
-    form = {"role": "user", "type": "payment", "title": "Fees change", "message": "From 1 July."}
+    form = {"role": "user", "type": "payment", "title": "Fees change", "message": "From 1 July.", **_token()}
 
     with committed():
         response = admin_client_for(root).post(SEND, form, follow=True)
@@ -103,7 +113,7 @@ def test_send_to_a_role(admin_client_for, root, alice, bob, victor, committed, m
 
 
 def test_send_to_one_user(admin_client_for, root, alice, bob):
-    form = {"user_email": "ALICE@example.com", "type": "system", "title": "Hello", "message": "Hi."}
+    form = {"user_email": "ALICE@example.com", "type": "system", "title": "Hello", "message": "Hi.", **_token()}
 
     response = admin_client_for(root).post(SEND, form)
 
@@ -116,7 +126,8 @@ def test_send_to_one_user(admin_client_for, root, alice, bob):
     [{}, {"role": "user", "user_email": "alice@example.com"}, {"user_email": "nobody@example.com"}],
 )
 def test_send_form_refuses_a_bad_target(admin_client_for, root, alice, target):
-    response = admin_client_for(root).post(SEND, {**target, "type": "system", "title": "Hi", "message": "Hi."})
+    form = {**target, "type": "system", "title": "Hi", "message": "Hi.", **_token()}
+    response = admin_client_for(root).post(SEND, form)
 
     assert response.status_code == 200  # the form again, with its errors
     assert response.context["form"].errors
@@ -129,13 +140,88 @@ def test_staff_need_the_permission_to_send(admin_client_for, alice):
     client = admin_client_for(olga)
 
     assert client.get(SEND).status_code == 403
-    assert client.post(SEND, {"role": "user", "type": "system", "title": "Hi", "message": "Hi."}).status_code == 403
+    form = {"role": "user", "type": "system", "title": "Hi", "message": "Hi.", **_token()}
+    assert client.post(SEND, form).status_code == 403
     assert not Notification.objects.exists()
 
     olga.user_permissions.add(Permission.objects.get(codename="add_notification"))
 
     assert Client().get(SEND).status_code == 302  # not logged in: to the login page
     assert admin_client_for(User.objects.get(pk=olga.pk)).get(SEND).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "target", [{"role": "user"}, {"user_email": "alice@example.com"}], ids=["to a role", "to one user"]
+)
+def test_a_send_form_posted_twice_sends_once_and_says_so(
+    admin_client_for, root, alice, bob, committed, mailoutbox, target
+):
+    """A double click (or a reload that sends the form again) sent every notification, email and
+    SMS twice. The form is served with a token that the send records: the second post sends nothing
+    and tells the operator why."""
+    client = admin_client_for(root)
+    page = client.get(SEND)
+    token = page.context["form"]["form_token"].initial
+    form = {**target, "type": "payment", "title": "Hi", "message": "Fees change tonight", "form_token": token}
+    recipients = 2 if "role" in target else 1
+
+    with committed():
+        first = client.post(SEND, form, follow=True)
+    with committed():
+        again = client.post(SEND, form, follow=True)
+
+    assert f'name="form_token" value="{token}"' in page.content.decode()
+    assert f"Notification sent to {recipients} user(s)." in first.content.decode()
+    assert again.redirect_chain[-1][0] == CHANGELIST
+    assert f"This form was sent already, to {recipients} user(s): nothing was sent again." in again.content.decode()
+    assert Notification.objects.filter(title="Hi").count() == recipients
+    assert len(mailoutbox) == recipients
+    assert client.get(SEND).context["form"]["form_token"].initial != token  # a new form sends again
+
+
+def test_a_send_form_without_its_token_sends_nothing(admin_client_for, root, alice):
+    form = {"role": "user", "type": "system", "title": "Hi", "message": "Hi."}
+
+    response = admin_client_for(root).post(SEND, form)
+
+    assert response.status_code == 200  # the form again
+    assert "form_token" in response.context["form"].errors
+    assert not Notification.objects.exists()
+
+
+@money_db
+def test_a_send_form_posted_twice_at_once_sends_once(olga, alice):
+    """Two posts of one form at once: the second waits on the first's token until it commits."""
+    token = uuid.uuid4().hex
+    admin = Client(raise_request_exception=False)
+    admin.force_login(olga)
+    form = {"user_email": alice.email, "type": "system", "title": "Hi", "message": "Hi.", "form_token": token}
+    send = dict(sent_by=olga, user_id=alice.pk, type="system", title="Hi", message="Hi.", form_token=token)
+
+    answer = while_writing(lambda: services.notification_send(**send), lambda: admin.post(SEND, form))
+
+    assert answer.status_code == 302
+    assert [str(m) for m in get_messages(answer.wsgi_request)] == [
+        "This form was sent already, to 1 user(s): nothing was sent again."
+    ]
+    assert Notification.objects.filter(user=alice, title="Hi").count() == 1
+
+
+def test_a_send_that_fails_leaves_its_form_free_to_send(root, alice):
+    token = uuid.uuid4().hex
+    send = dict(sent_by=root, type="system", title="Hi", message="Hi.", form_token=token)
+    alice.is_active = False
+    alice.save(update_fields=["is_active"])
+
+    with pytest.raises(ValidationError):
+        services.notification_send(user_id=alice.pk, **send)
+    alice.is_active = True
+    alice.save(update_fields=["is_active"])
+
+    assert services.notification_send(user_id=alice.pk, **send) == 1
+    with pytest.raises(services.AlreadySent):
+        services.notification_send(user_id=alice.pk, **send)
+    assert Notification.objects.filter(user=alice).count() == 1
 
 
 def test_retry_failed_deliveries_action(admin_client_for, root, alice, committed, twilio):
