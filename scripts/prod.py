@@ -39,6 +39,10 @@ STOP_SECONDS = 15.0
 # its sockets' database calls on a pool of threads; a Celery worker process runs one task at a time.
 POOL_SIZES = {"web": 2, "ws": 8, "worker": 2, "beat": 1}
 
+# gunicorn kills a sync worker at a request for longer than this (seconds); deploy/nginx.conf's
+# proxy_read_timeout is longer, so that nginx never answers while a worker goes on to commit.
+WEB_TIMEOUT_SECONDS = 60
+
 
 @dataclass
 class Process:
@@ -190,7 +194,7 @@ def main() -> int:
             "web",
             [
                 *(PYTHON, "-m", "gunicorn", "paygo.wsgi:application", "--workers", str(web_workers), "--bind", web),
-                *("--graceful-timeout", "10", "--timeout", "60", "--no-control-socket"),
+                *("--graceful-timeout", "10", "--timeout", str(WEB_TIMEOUT_SECONDS), "--no-control-socket"),
                 *("--forwarded-allow-ips", ""),  # no forwarded header is gunicorn's to believe: PayGo decides
                 # What nginx lets through (8 KiB lines, headers up to its buffers), gunicorn takes:
                 # under its stricter defaults it refused a 4-8 KiB request line, or a hundred

@@ -11,10 +11,14 @@ one that checks the redirect of plain HTTP.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
 import re
 import socket
+import subprocess
+import threading
+import time
 
 import pytest
 
@@ -52,6 +56,22 @@ def prod(static_root, django_db_setup, django_db_blocker):  # noqa: F811 (the fi
     )
     with django_db_blocker.unblock(), make_prod(env) as (_, output):
         yield port, int(re.search(r"ws 127\.0\.0\.1:(\d+)", output[-1]).group(1))
+
+
+@pytest.fixture
+def prod_py(monkeypatch):
+    """scripts/prod.py, imported."""
+    from django.conf import settings
+
+    monkeypatch.syspath_prepend(str(settings.BASE_DIR / "scripts"))
+    return importlib.import_module("prod")
+
+
+def edge_settings(prod_py) -> dict:
+    """What prod.py reads from the settings for nginx, read in this process."""
+    from django.conf import settings
+
+    return {name: getattr(settings, name) for name in prod_py.EDGE_SETTINGS}
 
 
 def send(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -208,17 +228,11 @@ def test_plain_http_is_redirected_to_https_once_and_what_the_tls_proxy_forwards_
     ],
     ids=["twice", "another case", "null", "underscore and port"],
 )
-def test_every_origin_the_app_takes_makes_a_configuration_nginx_takes(tmp_path, monkeypatch, origins):
+def test_every_origin_the_app_takes_makes_a_configuration_nginx_takes(tmp_path, prod_py, origins):
     """nginx's map refuses a string named twice (it compares them ignoring case), and prod.py
     refused "null" (a sandboxed page's origin, which django-cors-headers takes)."""
-    import importlib
-    import subprocess
-
-    from django.conf import settings
-
-    monkeypatch.syspath_prepend(str(settings.BASE_DIR / "scripts"))
-    prod = importlib.import_module("prod")
-    edge = {name: getattr(settings, name) for name in prod.EDGE_SETTINGS}
+    prod = prod_py
+    edge = edge_settings(prod)
 
     config = prod.render_nginx(
         tmp_path,
@@ -234,3 +248,185 @@ def test_every_origin_the_app_takes_makes_a_configuration_nginx_takes(tmp_path, 
     )
 
     assert tested.returncode == 0, tested.stderr
+
+
+# --- An upstream that fails: "nothing was done" only when the request never reached one -----------
+# nginx on deploy/nginx.conf as make prod renders it, in front of fake upstreams.
+
+
+@contextlib.contextmanager
+def nginx_in_front_of(prod_py, run_dir, *, web: str, ws: str, http_read_timeout: str | None = None):
+    """nginx on the rendered configuration, with `web` and `ws` as its upstreams; yields its port.
+    `http_read_timeout` replaces the HTTP locations' proxy_read_timeout (a test's override: the
+    one way the configuration then differs from production's)."""
+    port = _free_port()
+    edge = {**edge_settings(prod_py), "CORS_ALLOWED_ORIGINS": [FRONTEND]}
+    config = prod_py.render_nginx(run_dir, port=port, web=web, ws=ws, settings=edge)
+    if http_read_timeout:
+        text = config.read_text()
+        websockets = re.search(WEBSOCKET_LOCATION, text).group()
+        text, count = re.subn(
+            r"proxy_read_timeout \S+;", f"proxy_read_timeout {http_read_timeout};", text.replace(websockets, "\0")
+        )
+        assert count == 1
+        config.write_text(text.replace("\0", websockets))
+    nginx = subprocess.Popen([prod_py.nginx_binary(), "-p", str(run_dir), "-c", str(config), "-e", "stderr"])
+    try:
+        for _ in range(100):
+            assert nginx.poll() is None, "nginx exited while starting"
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield port
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=30)
+
+
+WEBSOCKET_LOCATION = r"location /ws/ \{[^{}]*\}"
+
+
+def _http_part(config: str) -> str:
+    """The configuration without its WebSocket location (whose timeouts are ordered against Daphne's)."""
+    return re.sub(WEBSOCKET_LOCATION, "", config)
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    """A request read whole off `conn` (its body by Content-Length); its body."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    while len(body) < int(lengths[0] if lengths else 0) and (chunk := conn.recv(65536)):
+        body += chunk
+    return body
+
+
+@contextlib.contextmanager
+def upstream(then: str):
+    """A fake upstream on a free port: it reads each request whole, keeps its body, then closes the
+    connection without a word (`then="close"`: a worker OOM-killed, or killed at gunicorn's
+    --timeout, after it took the request) or holds it, silent (`then="hang"`: a worker still at
+    work). Yields its address and the bodies it took."""
+    server = socket.create_server(("127.0.0.1", 0))
+    bodies: list[bytes] = []
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # closed: the test is over
+                return
+            bodies.append(_read_request(conn))
+            if then == "close":
+                conn.close()
+            else:
+                held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}", bodies
+    finally:
+        server.shutdown(socket.SHUT_RDWR)
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+TRANSFER = json.dumps({"recipientEmail": "bob@example.com", "amount": "5", "token": "USDC"}).encode()
+
+
+def transfer() -> bytes:
+    """A transfer without an Idempotency-Key (the header is optional)."""
+    return post(b"/api/v1/wallet/transfer", TRANSFER).replace(
+        b"Content-Type", b"Authorization: Bearer x\r\nContent-Type", 1
+    )
+
+
+def _refused() -> str:
+    return f"127.0.0.1:{_free_port()}"  # nothing listens there
+
+
+def test_a_request_the_upstream_took_and_dropped_is_told_its_outcome_is_unknown(tmp_path, prod_py):
+    """A worker killed after it took the transfer (OOM, gunicorn's timeout after its commit): the
+    client was told 503 "nothing was done", and one that sent it again without an Idempotency-Key
+    moved the money twice (found by a review)."""
+    from_the_frontend = transfer().replace(b"Connection:", b"Origin: %s\r\nConnection:" % FRONTEND.encode(), 1)
+    with upstream("close") as (web, received), nginx_in_front_of(prod_py, tmp_path, web=web, ws=_refused()) as port:
+        status, headers, body = send(port, from_the_frontend)
+
+    assert received == [TRANSFER]  # taken once, not passed to another try
+    assert b"nothing was done" not in body, body
+    assert status == 502, body
+    assert headers["content-type"].startswith("application/json")
+    answer = json.loads(body)
+    assert answer["statusCode"] == 502 and answer["code"] == "outcome_unknown"
+    assert "Idempotency-Key" in answer["message"]
+    assert "retry-after" not in headers  # no invitation to send it again as it is
+    assert headers["access-control-allow-origin"] == FRONTEND  # the page that sent it reads why
+
+
+def test_a_request_that_timed_out_at_the_upstream_is_told_its_outcome_is_unknown(tmp_path, prod_py):
+    """An upstream that took the transfer and is still at work when nginx stops waiting (504): it
+    may yet commit. The HTTP locations' proxy_read_timeout is overridden to 1 s here (production's is
+    above gunicorn's --timeout: test_gunicorn_gives_up_on_a_request_before_nginx_does)."""
+    with (
+        upstream("hang") as (web, received),
+        nginx_in_front_of(prod_py, tmp_path, web=web, ws=_refused(), http_read_timeout="1s") as port,
+    ):
+        status, headers, body = send(port, transfer())
+
+    assert received == [TRANSFER]
+    assert status == 504, body
+    answer = json.loads(body)
+    assert answer == {"message": answer["message"], "statusCode": 504, "code": "outcome_unknown"}
+    assert "nothing was done" not in answer["message"] and "Idempotency-Key" in answer["message"]
+    assert "retry-after" not in headers
+
+
+@pytest.mark.parametrize("path", [b"/api/v1/wallet/transfer", b"/ws/notifications/"], ids=["web", "ws"])
+def test_a_request_no_upstream_took_is_told_nothing_was_done(tmp_path, prod_py, path):
+    """Connections refused (the workers or Daphne down): the request reached nobody, and may be sent
+    again as it is."""
+    with nginx_in_front_of(prod_py, tmp_path, web=_refused(), ws=_refused()) as port:
+        status, headers, body = send(port, transfer().replace(b"/api/v1/wallet/transfer", path, 1))
+
+    assert status == 503, body
+    assert headers["retry-after"] == "5"
+    assert json.loads(body) == {
+        "message": "PayGo is unavailable for a moment; nothing was done. Try again shortly.",
+        "statusCode": 503,
+        "code": "unavailable",
+    }
+
+
+def test_a_post_an_upstream_took_is_never_passed_to_another(tmp_path, prod_py):
+    """With more than one server in the upstream (an operator's), nginx passes a request that failed
+    at one to the next only if it may (proxy_next_upstream): never a POST that one of them took. A
+    GET failing the same way is passed on, which shows these upstreams would see a second try."""
+    with upstream("close") as (first, one), upstream("close") as (second, other):
+        # As an operator lists their servers; max_fails=0: neither is set aside after its failure.
+        both = f"{first} max_fails=0; server {second} max_fails=0"
+        with nginx_in_front_of(prod_py, tmp_path, web=both, ws=_refused()) as port:
+            status, _, _ = send(port, transfer())
+            taken = one + other
+            send(port, request(b"/api/v1/health"))
+
+    assert status == 502
+    assert taken == [TRANSFER]
+    assert len(one + other) == 3  # the POST once, the GET twice
+
+
+def test_gunicorn_gives_up_on_a_request_before_nginx_does(tmp_path, prod_py):
+    """gunicorn kills a sync worker silent for --timeout; nginx stops waiting for an answer after
+    proxy_read_timeout. Were nginx's the shorter, it answered while the worker went on to commit."""
+    config = prod_py.render_nginx(
+        tmp_path, port=18099, web="127.0.0.1:18100", ws="127.0.0.1:18101", settings=edge_settings(prod_py)
+    )
+    (read_timeout,) = re.findall(r"proxy_read_timeout (\d+)s;", _http_part(config.read_text()))
+
+    assert int(read_timeout) > prod_py.WEB_TIMEOUT_SECONDS + 10  # the arbiter notices within a second or so
