@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
@@ -360,7 +360,8 @@ def wallet_analytics(user, *, tz, now: datetime) -> dict:
     balance = (
         Account.objects.filter(kind=AccountKind.USER, owner=user, asset=asset).values_list("balance", flat=True).first()
     )
-    average, used = _time_used(user, asset=asset, tz=tz, since=local_midnight(first_day, tz), now=now, seen=seen)
+    last_days = [first_day + timedelta(days=n) for n in range((today - first_day).days + 1)]
+    average, used = _time_used(user, asset=asset, tz=tz, days=last_days, now=now, seen=seen)
     total = today_spent = month_spent = 0
     by_service: dict = {}
     monthly: dict = defaultdict(int)
@@ -460,11 +461,16 @@ def _session_lengths(user, *, asset: Asset, seen: rollup.Seen, recent: datetime)
     return int(ended), int(seconds), int(started)
 
 
-# The time a user's sessions ran on each local day since `since`, and the average length of their
+# The time a user's sessions ran on each of the given local days, and the average length of their
 # ended sessions, in one statement. Each session is cut at the local midnights it ran across (a day
-# is 23 or 25 hours long across a DST change) and counts up to `now` while it runs. The sessions
-# that can have run since `since`: the unsettled ones, and those that started at most the longest
-# counted session before it (one that ended before `since` started earlier): a few weeks of them.
+# is 23 or 25 hours long across a DST change) and counts up to `now` while it runs. The days' edges
+# come as instants, computed in Python as every other dashboard day's are (periods.local_midnight):
+# PostgreSQL's AT TIME ZONE reads a naive local midnight that happens twice (a zone falling back at
+# midnight) as the later one, where the money's days start at the first, so that a session in the
+# repeated hour was dated to a day that had not begun and counted a negative slice. The sessions
+# that can have run since `since` (the first day's start): the unsettled ones, and those that
+# started at most the longest counted session before it (one that ended before `since` started
+# earlier): a few weeks of them.
 _TIME_USED = f"""
 WITH {_SESSIONS_KNOWN},
 mine AS (
@@ -479,16 +485,20 @@ mine AS (
     WHERE start_time < %(now)s AND COALESCE(end_time, %(now)s) > %(since)s
 ),
 days AS (
-    SELECT day::date AS day,
-           ROUND(SUM(EXTRACT(EPOCH FROM LEAST(mine.end_time, (day + INTERVAL '1 day') AT TIME ZONE %(tz)s)
-                                        - GREATEST(mine.start_time, day AT TIME ZONE %(tz)s))))::bigint AS seconds
+    -- Day k (1-based) is [edges[k], edges[k + 1]); each session is cut at the days from the one it
+    -- started in to the one it ended in, found in the sorted edges by width_bucket.
+    SELECT k AS day,
+           ROUND(SUM(EXTRACT(EPOCH FROM LEAST(mine.end_time, edges.at[k + 1])
+                                        - GREATEST(mine.start_time, edges.at[k]))))::bigint AS seconds
     FROM mine
+    CROSS JOIN (SELECT %(edges)s::timestamptz[] AS at) AS edges
     CROSS JOIN LATERAL generate_series(
-        date_trunc('day', GREATEST(mine.start_time, %(since)s) AT TIME ZONE %(tz)s),
-        date_trunc('day', mine.end_time AT TIME ZONE %(tz)s),
-        INTERVAL '1 day'
-    ) AS day
-    GROUP BY day
+        GREATEST(width_bucket(mine.start_time, edges.at), 1),
+        LEAST(width_bucket(mine.end_time, edges.at), cardinality(edges.at) - 1)
+    ) AS k
+    -- Only days the session ran in: a slice is never empty, let alone negative.
+    WHERE mine.start_time < edges.at[k + 1] AND mine.end_time > edges.at[k]
+    GROUP BY k
 ),
 ended AS (
     SELECT CASE WHEN ended > 0 THEN seconds::numeric / ended END AS seconds FROM lengths
@@ -498,15 +508,17 @@ SELECT ended.seconds, days.day, days.seconds FROM ended LEFT JOIN days ON days.s
 
 
 def _time_used(
-    user, *, asset: Asset, tz, since: datetime, now: datetime, seen: rollup.Seen
+    user, *, asset: Asset, tz, days: list[date], now: datetime, seen: rollup.Seen
 ) -> tuple[Decimal | None, dict]:
     """(the average seconds of the user's ended sessions, {local day: seconds of sessions run that
-    day}) for their sessions in `asset` (as every dashboard figure beside money)."""
-    params = {"user": user.pk, "asset": asset.pk, "tz": str(tz.key), "since": since, "now": now}
+    day} for each of `days` (consecutive)) for their sessions in `asset` (as every dashboard figure
+    beside money)."""
+    edges = [local_midnight(day, tz).astimezone(UTC) for day in [*days, days[-1] + timedelta(days=1)]]
+    params = {"user": user.pk, "asset": asset.pk, "since": edges[0], "now": now, "edges": edges}
     with connection.cursor() as cursor:
         cursor.execute(_TIME_USED, {**params, "seen": seen.session_id, "active": SessionStatus.ACTIVE})
         rows = cursor.fetchall()
-    return rows[0][0], {day: seconds for _, day, seconds in rows if day is not None}
+    return rows[0][0], {days[k - 1]: seconds for _, k, seconds in rows if k is not None}
 
 
 # --- A vendor's dashboard -------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 
 from dashboards.tests.conftest import NOW, USDC, make_service, run_session
 from streaming import services as streaming
@@ -139,3 +140,38 @@ def test_the_schema_gives_the_analytics_fields_and_their_units(anon):
     assert "in seconds" in day["properties"]["usage"]["description"]
     assert day["properties"]["spent"]["type"] == "string"
     assert "in seconds" in analytics["properties"]["avgUsageTime"]["description"]
+
+
+def test_usage_on_a_day_whose_midnight_happens_twice(api, alice, victor, fund):
+    """Havana falls back from 01:00 CDT to 00:00 CST on 2026-11-01: its midnight happens twice, and
+    that day starts at the first (04:00 UTC), as the money's days do. A session in the repeated hour
+    counts on that day, whole; none counts a negative slice of a day."""
+    fund(alice, 1000 * USDC)
+    minutes = make_service(victor, unit="per_minute", rate=USDC)
+    run_session(alice, minutes, datetime(2026, 11, 1, 4, 10, tzinfo=UTC), 40 * 60)  # 00:10-00:50 CDT
+    run_session(alice, minutes, datetime(2026, 11, 1, 10, 0, tzinfo=UTC), 30 * 60)  # 05:00-05:30 CST
+    # 23:30 CDT on October 31st to 00:30 CDT: half an hour on each day.
+    run_session(alice, minutes, datetime(2026, 11, 1, 3, 30, tzinfo=UTC), 60 * 60)
+
+    usage = api(alice).get(ANALYTICS, {"tz": "America/Havana"}).json()["chartData"]["usageOverTime"]
+
+    assert usage == [
+        {"date": "2026-10-31", "usage": 30 * 60, "spent": "0.000000"},
+        {"date": "2026-11-01", "usage": 70 * 60 + 30 * 60, "spent": "130.000000"},
+    ]
+
+
+def test_usage_on_a_day_whose_midnight_is_skipped(api, alice, victor, fund):
+    """Havana springs forward from 00:00 CST to 01:00 CDT on 2027-03-14: that day starts at 05:00 UTC
+    and is 23 hours long."""
+    fund(alice, 100 * USDC)
+    minutes = make_service(victor, unit="per_minute", rate=USDC)
+    # 23:40 CST on March 13th to 01:20 CDT on the 14th: twenty minutes, then twenty.
+    with time_machine.travel(datetime(2027, 3, 20, 12, 0, tzinfo=UTC), tick=False):
+        run_session(alice, minutes, datetime(2027, 3, 14, 4, 40, tzinfo=UTC), 40 * 60)
+        usage = api(alice).get(ANALYTICS, {"tz": "America/Havana"}).json()["chartData"]["usageOverTime"]
+
+    assert usage == [
+        {"date": "2027-03-13", "usage": 20 * 60, "spent": "0.000000"},
+        {"date": "2027-03-14", "usage": 20 * 60, "spent": "40.000000"},
+    ]
