@@ -811,11 +811,12 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
     asset = default_asset()
     money = Money(asset)
     seen = rollup.tail_start()
-    charge, deposit, withdrawal = TransactionKind.CHARGE, TransactionKind.DEPOSIT, TransactionKind.WITHDRAWAL
+    charge, deposit = TransactionKind.CHARGE, TransactionKind.DEPOSIT
+    money_out = [TransactionKind.WITHDRAWAL, TransactionKind.REFUND]
 
     def moved(flows: rollup.Flows) -> QuerySet:
         return (
-            flows.rows.filter(asset=asset, kind__in=[charge, deposit, withdrawal])
+            flows.rows.filter(asset=asset, kind__in=[charge, deposit, *money_out])
             .annotate(bucket=window.trunc(flows.at))
             .order_by()
             .values("bucket")
@@ -823,8 +824,14 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
                 gross=flows.debits(kind=charge),
                 charges=flows.debit_count(kind=charge),
                 revenue=flows.net(kind=charge, holder=SystemAccount.PLATFORM_REVENUE),
+                # Credited to a wallet once per on-chain payment, never taken back (a sweep that
+                # reverts leaves the money in the deposit wallet, and the ledger as it was).
                 deposits=flows.credits(kind=deposit, holder=AccountKind.USER),
-                withdrawals=flows.debits(kind=withdrawal, holder=AccountKind.USER),
+                # Money that left PayGo's custody: what the outbox moved to the custody mirror when a
+                # withdrawal or payout was sent, less the sends reverted on chain and refunded from
+                # it. A request's debit is not money out (it waits in flight: the outbox's backlog),
+                # nor a refusal refunded from in flight.
+                withdrawals=flows.net(kind__in=money_out, holder=SystemAccount.CUSTODY),
             )
         )
 
@@ -877,7 +884,7 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
             "platform_revenue": money(by_bucket.get(bucket, {}).get("revenue", 0)),
             "charges": by_bucket.get(bucket, {}).get("charges", 0),
             "deposits": money(by_bucket.get(bucket, {}).get("deposits", 0)),
-            "withdrawals": money(-by_bucket.get(bucket, {}).get("withdrawals", 0)),
+            "withdrawals": money(by_bucket.get(bucket, {}).get("withdrawals", 0)),
             "sessions": sessions_by_bucket.get(bucket, {}).get("sessions", 0),
         }
         for bucket in window.buckets
@@ -891,7 +898,7 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
             "vendor_earnings": money(-totals["gross"] - totals["revenue"]),
             "charges": totals["charges"],
             "deposits": money(totals["deposits"]),
-            "withdrawals": money(-totals["withdrawals"]),
+            "withdrawals": money(totals["withdrawals"]),
             "sessions": sum(row["sessions"] for row in sessions_by_bucket.values()),
         },
         "active_sessions": active_sessions,

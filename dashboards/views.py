@@ -161,12 +161,23 @@ class VendorEarningsView(APIView):
         return Response(selectors.vendor_earnings(vendor, window=_window(request, default_period=DAY)))
 
 
+ADMIN_OVERVIEW_MONEY = (
+    "Amounts are in `token`, from the ledger, over the window (`totals`) and per period (`series`). "
+    "`grossVolume`: what sessions were charged; `platformRevenue`: the fees on them; `vendorEarnings`: the rest. "
+    "`deposits`: what on-chain payments credited to wallets. `withdrawals`: what withdrawals and vendor payouts took "
+    "out of PayGo's custody, counted when the outbox sent them, less those reverted on chain, subtracted when "
+    "refunded (a period's figure can then be negative). A request still waiting is `outbox.backlogAmount`, not a "
+    "withdrawal; one Chipi refused is refunded and never counted (`outbox.failed`)."
+)
+
+
 class AdminOverviewView(APIView):
     def get_permissions(self):
         return [StaffWithPermission(selectors.PLATFORM_OVERVIEW)]
 
     @extend_schema(
         summary="The platform (staff): volume, revenue, sessions, users, deposits, withdrawals, outbox, ledger health",
+        description=ADMIN_OVERVIEW_MONEY,
         parameters=[
             PERIOD,
             TZ,

@@ -6,11 +6,22 @@ import pytest
 from django.db.models import Sum
 
 from conftest import grant
+from dashboards import rollup
 from dashboards.tests.conftest import make_service
 from streaming import services as streaming
 from wallets import ledger
-from wallets.models import Account, AccountKind, Entry, SystemAccount, TransactionKind
-from wallets.services import withdrawal_request
+from wallets.models import (
+    Account,
+    AccountKind,
+    Entry,
+    SystemAccount,
+    TransactionKind,
+    Withdrawal,
+    WithdrawalKind,
+    WithdrawalStatus,
+)
+from wallets.services import sends_confirm, withdrawal_request
+from wallets.tests.conftest import balance_of, chain_deposit
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +91,7 @@ def test_default_window_is_the_last_30_days_per_day(api, olga, history):
     assert by_day["2026-11-20"]["deposits"] == "2000.000000"
 
 
-def test_withdrawals_and_the_outbox_backlog(api, olga, alice, history):
+def test_withdrawals_waiting_in_the_outbox_are_its_backlog_not_money_out(api, olga, alice, history):
     usdc = ledger.asset_get("USDC")
     # Queued with on_commit: inside the test's transaction they stay in the outbox, unsent.
     withdrawal_request(user=alice, asset=usdc, amount=5_000_000, to_address="0xabc")
@@ -88,7 +99,7 @@ def test_withdrawals_and_the_outbox_backlog(api, olga, alice, history):
 
     body = api(olga).get(OVERVIEW).json()
 
-    assert body["totals"]["withdrawals"] == "6.500000"
+    assert body["totals"]["withdrawals"] == "0.000000"  # nothing has left yet
     assert body["outbox"] == {
         "pending": 2,
         "sending": 0,
@@ -135,6 +146,76 @@ def test_the_scheduled_check_keeps_its_result_for_the_dashboards(api, olga, djan
     with django_assert_num_queries(9):
         body = client.get(OVERVIEW).json()
     assert body["ledgerHealth"]["healthy"] is True
+
+
+# --- Money in and out: deposits credited, withdrawals and payouts that left custody ---------------
+
+USDC = 1_000_000
+ADDRESS = "0x00" + "ab" * 31
+
+
+def withdraw(api, user, amount: str) -> Withdrawal:
+    response = api(user).post("/api/v1/wallet/withdraw", {"amount": amount, "toAddress": ADDRESS}, format="json")
+    assert response.status_code == 202, response.json()
+    return Withdrawal.objects.get(pk=response.json()["withdrawal"]["id"])
+
+
+def money_in_and_out(api, olga) -> tuple[dict, dict]:
+    body = api(olga).get(OVERVIEW, {"period": "day", "refresh": "true"}).json()
+    totals = {name: body["totals"][name] for name in ("deposits", "withdrawals")}
+    today = {name: body["series"][-1][name] for name in ("deposits", "withdrawals")}
+    return totals, today
+
+
+def test_a_withdrawal_refused_and_refunded_is_not_money_out(api, alice, olga, sandbox):
+    chain_deposit(alice, 10 * USDC)
+    sandbox.inject("send_transfer", "reject")  # refused for good: refunded, nothing leaves
+
+    withdrawal = withdraw(api, alice, "4")
+
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.FAILED
+    assert balance_of(alice) == 10 * USDC
+    totals = api(olga).get(OVERVIEW, {"period": "day", "refresh": "true"}).json()["totals"]
+    assert (totals["deposits"], totals["withdrawals"]) == ("10.000000", "0.000000")
+
+
+def test_withdrawals_are_the_money_that_left_custody(
+    api, alice, victor, olga, sandbox, django_capture_on_commit_callbacks
+):
+    """Sent withdrawals and payouts count when they are sent; a refused one never, one reverted on
+    chain no more once it is refunded; one waiting in the outbox not yet. The same read from the
+    rollup as from its tail."""
+    chain_deposit(alice, 100 * USDC)
+    chain_deposit(victor, 50 * USDC)
+    withdraw(api, alice, "30")  # sent
+    sandbox.inject("send_transfer", "reject")
+    withdraw(api, alice, "4")  # refused: refunded from in flight
+    sandbox.inject("execute", "pending")
+    reverted = withdraw(api, alice, "7")  # sent, then reverted on chain
+    with django_capture_on_commit_callbacks(execute=True):  # its send is queued on commit
+        withdrawal_request(
+            user=victor,
+            asset=ledger.asset_get("USDC"),
+            amount=12 * USDC,
+            to_address=ADDRESS,
+            kind=WithdrawalKind.PAYOUT,
+        )
+    waiting = withdrawal_request(user=alice, asset=ledger.asset_get("USDC"), amount=5 * USDC, to_address=ADDRESS)
+    assert Withdrawal.objects.get(pk=waiting.pk).status == WithdrawalStatus.PENDING  # its send not run (on commit)
+
+    sent = {"deposits": "150.000000", "withdrawals": "49.000000"}  # 30 + 7 + 12 sent
+    assert money_in_and_out(api, olga) == (sent, sent)
+    rollup.rollup_advance()
+    assert money_in_and_out(api, olga) == (sent, sent)
+
+    sandbox.revert(Withdrawal.objects.get(pk=reverted.pk).tx_hash)
+    assert sends_confirm().reverted == 1
+    left = {"deposits": "150.000000", "withdrawals": "42.000000"}  # the 7 came back
+    assert money_in_and_out(api, olga) == (left, left)
+    assert balance_of(alice) == 100 * USDC - 30 * USDC - 5 * USDC
+
+    rollup.rollup_advance()
+    assert money_in_and_out(api, olga) == (left, left)
 
 
 # --- Which Chipi the money goes through: the sandbox (simulated money) must be seen ---------------
