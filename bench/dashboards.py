@@ -36,6 +36,9 @@ from _setup import database_url, production_like, setup_django
 # Thousands of timed requests from one account and address: the reads' rate limits out of the way.
 for _budget in ("RATELIMIT_READS_PER_USER", "RATELIMIT_READS_PER_IP"):
     os.environ.setdefault(_budget, "100000000/m")
+# Requests go through Django's test client, whose host is "testserver": production_like names only
+# 127.0.0.1 and localhost, and every request was a 400 (DisallowedHost).
+os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 
 
 DEFAULT_ENTRIES = 1_000_000
