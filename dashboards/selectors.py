@@ -873,6 +873,7 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
         pending=Count("id", filter=Q(status=WithdrawalStatus.PENDING)),
         sending=Count("id", filter=Q(status=WithdrawalStatus.SENDING)),
         failed=Count("id", filter=Q(status=WithdrawalStatus.FAILED)),
+        needs_review=Count("id", filter=Q(status=WithdrawalStatus.NEEDS_REVIEW)),
         amount=_sum(status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING]),
         oldest=Min("created_at", filter=Q(status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING])),
     )
@@ -907,6 +908,8 @@ def _admin_figures(*, window: Window, now: datetime) -> dict:
             "pending": outbox["pending"],
             "sending": outbox["sending"],
             "failed": outbox["failed"],
+            # In doubt, their money in flight, until staff settle them (the withdrawals' admin action).
+            "needs_review": outbox["needs_review"],
             "backlog": outbox["pending"] + outbox["sending"],
             "backlog_amount": money(outbox["amount"]),
             "oldest_pending_at": outbox["oldest"],

@@ -472,6 +472,13 @@ CHIPI_BASE_URL = env("CHIPI_BASE_URL", default="https://api.chipipay.com/v1")
 CHIPI_TIMEOUT_SECONDS = env.float("CHIPI_TIMEOUT_SECONDS", default=10.0)
 CHIPI_MAX_RETRIES = env.int("CHIPI_MAX_RETRIES", default=3)
 CHIPI_RATE_LIMIT_PER_MINUTE = env.int("CHIPI_RATE_LIMIT_PER_MINUTE", default=100)
+# A send whose outcome is unknown, found in none of Chipi's records since, and whose re-signing (the
+# same nonce) Chipi refuses every time: after this many refusals and this long since that send, the
+# outbox stops trying. A withdrawal or payout then waits for staff (needs_review), a sweep fails (its
+# money is custody wherever it is). The time is at least a signed transfer's life (the SDK signs
+# for 2 hours; 10 minutes more of clock skew), so that what staff then find on chain is final.
+OUTBOX_REVIEW_AFTER_REFUSALS = env.int("OUTBOX_REVIEW_AFTER_REFUSALS", default=5)
+OUTBOX_REVIEW_AFTER_SECONDS = env.int("OUTBOX_REVIEW_AFTER_SECONDS", default=2 * 3600 + 600)
 # Swap rates come from AVNU's public Starknet price API (wallets/rates.py); Chipi quotes none.
 RATES_BASE_URL = env("RATES_BASE_URL", default="https://starknet.impulse.avnu.fi")
 RATES_TIMEOUT_SECONDS = env.float("RATES_TIMEOUT_SECONDS", default=5.0)

@@ -1,9 +1,11 @@
-"""Operators see balances, the ledger and the outbox here, read-only; corrections are adjustments."""
+"""Operators see balances, the ledger and the outbox here, read-only; corrections are adjustments,
+and a withdrawal in review is settled with its action."""
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404, redirect
@@ -13,6 +15,7 @@ from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from paygo.admin import FormTokenField, ReadOnlyAdminMixin, amount_field, in_units, short
 from paygo.api.amounts import AmountError, to_minor
+from paygo.api.errors import Conflict
 from paygo.api.permissions import staff_has
 from wallets import services
 from wallets.models import Account, Asset, Entry, Hold, LedgerTransaction, Reconciliation, Withdrawal, WithdrawalStatus
@@ -249,8 +252,21 @@ class HoldAdmin(ReadOnlyAdmin):
         return short(hold.reference)
 
 
+SETTLE_PERMISSION = "wallets.settle_withdrawal"
+
+
+class SettleForm(forms.Form):
+    outcome = forms.ChoiceField(choices=services.Settlement.choices, widget=forms.RadioSelect)
+    tx_hash = forms.CharField(
+        required=False, max_length=80, label="Transaction hash", help_text="Sent: the transfer's hash on chain."
+    )
+    reason = forms.CharField(widget=forms.Textarea, max_length=500, help_text="What you checked, for the record.")
+
+
 def withdrawal_confirmation(withdrawal: Withdrawal) -> str:
     """What the chain said of a sent withdrawal (services.sends_confirm), in an operator's words."""
+    if withdrawal.status == WithdrawalStatus.NEEDS_REVIEW:
+        return "in doubt: check the chain and settle it"
     if withdrawal.confirmed_at is not None:
         return "confirmed"
     if withdrawal.status == WithdrawalStatus.SENT:
@@ -304,6 +320,7 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "status",
         "tx_hash",
         "attempts",
+        "refusals",
         "last_error",
         "created_at",
         "send_attempted_at",
@@ -315,8 +332,57 @@ class WithdrawalAdmin(ReadOnlyAdmin):
         "updated_at",
     )
     readonly_fields = fields
+    actions = ["settle"]
 
     amount_in_units = amount_field("amount", description="amount")
+
+    def has_settle_permission(self, request) -> bool:
+        return request.user.has_perm(SETTLE_PERMISSION)
+
+    @admin.action(description="Settle the selected withdrawal in review (refunded or sent)", permissions=["settle"])
+    def settle(self, request, queryset):
+        """One withdrawal in review, settled as staff found it on chain (services.withdrawal_settle),
+        on a page of its own: the outcome, the hash when sent, and what was checked."""
+        if queryset.count() != 1:
+            self.message_user(request, "Select exactly one withdrawal to settle.", messages.ERROR)
+            return None
+        withdrawal = queryset.select_related("asset", "user").get()
+        if withdrawal.status != WithdrawalStatus.NEEDS_REVIEW:
+            self.message_user(request, "Only a withdrawal in review is settled here.", messages.ERROR)
+            return None
+        form = SettleForm(request.POST if "settle" in request.POST else None)
+        if form.is_valid():
+            try:
+                settled = services.withdrawal_settle(
+                    withdrawal_id=withdrawal.pk,
+                    outcome=form.cleaned_data["outcome"],
+                    tx_hash=form.cleaned_data["tx_hash"],
+                    reason=form.cleaned_data["reason"],
+                    staff=request.user,
+                )
+            except ApiValidationError as exc:
+                for field, problems in _problems(exc.detail):
+                    form.add_error(field if field in form.fields else None, problems)
+            except Conflict as exc:
+                self.message_user(request, str(exc.detail.get("message", exc.detail)), messages.ERROR)
+                return None
+            else:
+                self.message_user(
+                    request,
+                    f"Withdrawal {settled.pk} settled: {settled.get_status_display().lower()}.",
+                    messages.SUCCESS,
+                )
+                return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Settle a withdrawal in review",
+            "form": form,
+            "withdrawal": withdrawal,
+            "amount": in_units(withdrawal.amount, withdrawal.asset),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/wallets/withdrawal/settle.html", context)
 
     @admin.display(description="on chain")
     def confirmation(self, withdrawal: Withdrawal) -> str:

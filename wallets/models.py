@@ -278,8 +278,14 @@ class WithdrawalStatus(models.TextChoices):
     # Executed: Chipi answered its hash and the money left custody. confirmed_at is set once Chipi's
     # records show it succeeded on chain; one they show failed (reverted) is refunded and FAILED.
     SENT = "sent", "Sent"
-    # Refused by Chipi for good, or reverted on chain after it was sent: the money went back to the wallet.
+    # Refused by Chipi for good, or reverted on chain after it was sent: the money went back to the
+    # wallet (or staff settled a row in review as refunded).
     FAILED = "failed", "Failed"
+    # A send whose outcome is unknown that Chipi's records never showed, re-signed and refused for
+    # long enough (settings.OUTBOX_REVIEW_AFTER_*): whether it left is for staff to see on chain. The
+    # outbox sends it no more; its money stays in flight until staff settle it, refunded or sent
+    # (services.withdrawal_settle).
+    NEEDS_REVIEW = "needs_review", "Needs review"
 
 
 class Withdrawal(models.Model):
@@ -291,12 +297,18 @@ class Withdrawal(models.Model):
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
     amount = MinorUnitsField()
     to_address = models.CharField(max_length=80)
-    status = models.CharField(max_length=10, choices=WithdrawalStatus.choices, default=WithdrawalStatus.PENDING)
+    status = models.CharField(max_length=16, choices=WithdrawalStatus.choices, default=WithdrawalStatus.PENDING)
     tx_hash = models.CharField(max_length=80, blank=True, default="")
+    # Executions: sends that may have acted. One Chipi refused (a 4xx, a 429) or that never reached
+    # it is none, so that a send executed once and reverted on chain is still refunded automatically.
     attempts = models.PositiveIntegerField(default=0)
     # Set (and committed) just before the first send: from then on, a retry looks the transfer up
-    # at Chipi before sending again, so that an unknown outcome never becomes a double send.
+    # at Chipi before sending again, so that an unknown outcome never becomes a double send. The
+    # latest execution's: a send Chipi refused or never received puts back the one before.
     send_attempted_at = models.DateTimeField(null=True, blank=True)
+    # Chipi's refusals of the row's re-signing since its latest execution (whose outcome is unknown):
+    # how long the row has been in doubt, with send_attempted_at (settings.OUTBOX_REVIEW_AFTER_*).
+    refusals = models.PositiveIntegerField(default=0)
     # The outside execution's nonce, chosen when the row is made (rows made before that got theirs
     # at their first send): every execution of this row signs the same nonce, which the treasury
     # account accepts only once.
@@ -313,6 +325,7 @@ class Withdrawal(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="wallets_withdrawal_amount_gt_0")]
+        permissions = [("settle_withdrawal", "Can settle a withdrawal in review (refunded or sent)")]
         indexes = [
             models.Index(
                 fields=["next_attempt_at"],
@@ -419,8 +432,9 @@ class Sweep(models.Model):
     nonce = models.CharField(max_length=66)
     status = models.CharField(max_length=10, choices=SweepStatus.choices, default=SweepStatus.PENDING)
     tx_hash = models.CharField(max_length=66, blank=True, default="")
-    attempts = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)  # executions, as a withdrawal's
     send_attempted_at = models.DateTimeField(null=True, blank=True)
+    refusals = models.PositiveIntegerField(default=0)  # as a withdrawal's
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True, default="")

@@ -292,7 +292,8 @@ class WithdrawalSerializer(serializers.ModelSerializer):
             "status": {
                 "help_text": "pending or sending: in the outbox. sent: executed on chain (confirmedAt once the "
                 "chain accepted it). failed: refused, or reverted on chain after it was sent; either way the "
-                "money is back in the wallet."
+                "money is back in the wallet. needs_review: whether its send went out is not known and staff "
+                "are checking the chain; it is not sent again, and ends sent or failed (refunded)."
             },
             "confirmed_at": {
                 "help_text": "When Chipi's records showed the sent transfer succeeded on chain; null until then."

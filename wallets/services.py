@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-from django.db import IntegrityError, connection, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework import exceptions
@@ -562,7 +563,8 @@ def withdrawal_send(*, withdrawal_id) -> str:
     committed) before it is first signed; a row that may have reached Chipi is first looked up in
     the treasury's transactions, and when it is not found it is signed again with the same nonce,
     which the account accepts once: never two sends for one withdrawal. Only a refusal of a first
-    attempt gives the money back.
+    attempt gives the money back; one in doubt that Chipi refuses for long enough waits for staff
+    (NEEDS_REVIEW, withdrawal_settle).
     """
     now = timezone.now()
     claimed = Withdrawal.objects.filter(
@@ -580,11 +582,13 @@ def withdrawal_send(*, withdrawal_id) -> str:
         token=withdrawal.asset.code,
         amount=withdrawal.amount,
         taken=lambda tx_hash: Withdrawal.objects.filter(tx_hash=tx_hash).exclude(pk=withdrawal.pk).exists(),
-        twins=Withdrawal.objects.filter(  # every withdrawal leaves the treasury
+        # Every withdrawal leaves the treasury. One in review is still in doubt (staff have not said
+        # whether it left): an equal one waits for it as for one being sent.
+        twins=Withdrawal.objects.filter(
             to_address=withdrawal.to_address,
             asset=withdrawal.asset,
             amount=withdrawal.amount,
-            status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING],
+            status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING, WithdrawalStatus.NEEDS_REVIEW],
         ).exclude(pk=withdrawal.pk),
     )
     if outcome.tx_hash:
@@ -593,6 +597,8 @@ def withdrawal_send(*, withdrawal_id) -> str:
         return Withdrawal.objects.values_list("status", flat=True).get(pk=withdrawal.pk)
     if outcome.refused:
         return _withdrawal_failed(withdrawal, outcome.error)
+    if outcome.review:
+        return _withdrawal_review(withdrawal, outcome.error)
     return _withdrawal_retry_later(withdrawal, outcome.error, outcome.retry_in)
 
 
@@ -603,8 +609,30 @@ class OutboxOutcome:
     error: str = ""
     retry_in: float = 0.0
     # Another worker attempted the row since this one read it (this one's claim ran out while it
-    # stalled): the row is theirs, and this one changes nothing of it.
+    # stalled), or it left the outbox (staff settled it): the row is not this one's to change.
     superseded: bool = False
+    # In doubt for too long (in_doubt_too_long): not to be tried again; for staff.
+    review: bool = False
+
+
+# The statuses of a row still in the outbox: a withdrawal's pending and sending, a sweep's pending.
+OUTBOX_STATUSES = ("pending", "sending")
+# How long a signed transfer can be executed: the SDK signs each outside execution for 2 hours
+# (chipi_sdk.shhh.oe.MAX_OE_VALIDITY_WINDOW_SECONDS). A send in doubt signed longer ago than this
+# (and the clock skew) can no longer go out: whether it did is on chain for good.
+SIGNED_TRANSFER_LIFETIME = timedelta(hours=2)
+
+
+def in_doubt_too_long(*, refusals: int, attempted_at: datetime, now: datetime) -> bool:
+    """Whether a row whose latest execution's outcome is unknown (at `attempted_at`), found in none
+    of Chipi's records since and its re-signing refused `refusals` times, has been in doubt long
+    enough to stop trying (settings.OUTBOX_REVIEW_AFTER_*). Chipi's records can lag a transfer that
+    went out (a stale look-up), and a refusal of the re-signing can be the account refusing the
+    nonce that transfer used: neither alone says nothing left, for a while. The records lag by
+    minutes, not hours: past the bound, what is left is for staff to see on chain."""
+    return refusals >= settings.OUTBOX_REVIEW_AFTER_REFUSALS and now - attempted_at >= timedelta(
+        seconds=settings.OUTBOX_REVIEW_AFTER_SECONDS
+    )
 
 
 def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, taken, twins) -> OutboxOutcome:
@@ -623,6 +651,7 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
 
     gateway = get_gateway()
     attempted_before = row.send_attempted_at
+    refusals_before = row.refusals
     marked = False
     try:
         wallet = source()
@@ -651,8 +680,16 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
             # The row as it is now, locked: a worker whose claim ran out while it stalled finds that
             # another has attempted it since, and leaves it to them (its own "first attempt" would
             # be refused the nonce the other used, and refund money that left).
-            mark, nonce = type(row).objects.select_for_update().values_list("send_attempted_at", "nonce").get(pk=row.pk)
-            if mark != attempted_before:
+            # Its status read under the lock too: a row that left the outbox meanwhile (staff
+            # settled it in review, whose un-marked refusals leave its mark as this one read it) is
+            # never sent again.
+            mark, nonce, status, refusals_before = (
+                type(row)
+                .objects.select_for_update()
+                .values_list("send_attempted_at", "nonce", "status", "refusals")
+                .get(pk=row.pk)
+            )
+            if mark != attempted_before or status not in OUTBOX_STATUSES:
                 return OutboxOutcome(superseded=True)
             row.nonce = nonce or new_nonce()  # a row made before nonces were chosen at its making
             if not attempted_before:
@@ -664,8 +701,9 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
                     )
             row.attempts += 1
             row.send_attempted_at = timezone.now()
+            row.refusals = 0  # a new execution: its doubt starts now (put back if it turns out none)
             type(row).objects.filter(pk=row.pk).update(
-                nonce=row.nonce, attempts=row.attempts, send_attempted_at=row.send_attempted_at
+                nonce=row.nonce, attempts=row.attempts, send_attempted_at=row.send_attempted_at, refusals=0
             )
         marked = True
         tx_hash = gateway.execute_transfer(
@@ -685,28 +723,54 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
         # `attempts` counts executions, and the confirmation checker undoes a reverted send only when
         # it was executed once (counted, a 429 then one send that reverted was left to staff).
         retry_in = _backoff(row.attempts)
-        if marked and type(row).objects.filter(pk=row.pk, send_attempted_at=row.send_attempted_at).update(
-            send_attempted_at=attempted_before, attempts=F("attempts") - 1
-        ):
-            row.send_attempted_at = attempted_before
-            row.attempts -= 1
+        if marked:
+            _outbox_unmark(row, attempted_before, refusals=refusals_before)
         if isinstance(exc, ChipiRateLimited):
             return OutboxOutcome(error=f"Chipi rate limited: {exc}", retry_in=exc.retry_after)
         return OutboxOutcome(error=f"{type(exc).__name__}: {exc}", retry_in=retry_in)
     except ChipiRejected as exc:
-        if attempted_before:
-            # A refusal after an unknown outcome may be the account refusing a nonce it already
-            # used: the money may have left. Never refunded here; the next attempt looks it up.
-            logger.error("Outbox row %s refused after an unknown outcome: %s", row.pk, exc)
+        if not attempted_before:
+            return OutboxOutcome(refused=True, error=f"Chipi refused: {exc}")
+        if not marked:  # the wallet or the look-up refused: nothing was signed, nothing to count
+            return OutboxOutcome(error=f"Chipi refused: {exc}", retry_in=_backoff(row.attempts + row.refusals))
+        # A refusal after an unknown outcome may be the account refusing a nonce it already used:
+        # the money may have left. Never refunded here; the next attempt looks it up. This execution
+        # did nothing (Chipi refused it): not counted, as a 429 is not, but counted as a refusal.
+        if not _outbox_unmark(row, attempted_before, refusals=refusals_before + 1):
+            return OutboxOutcome(superseded=True)  # another worker attempted it since: theirs
+        logger.error("Outbox row %s refused after an unknown outcome (%d in a row): %s", row.pk, row.refusals, exc)
+        if in_doubt_too_long(refusals=row.refusals, attempted_at=attempted_before, now=timezone.now()):
             return OutboxOutcome(
-                error=f"Chipi refused after an unknown outcome: {exc}", retry_in=_backoff(row.attempts)
+                review=True,
+                error=(
+                    f"In doubt since {attempted_before:%Y-%m-%d %H:%M:%S} UTC: in none of Chipi's records, "
+                    f"re-signing refused {row.refusals} times ({exc}); check the chain."
+                ),
             )
-        return OutboxOutcome(refused=True, error=f"Chipi refused: {exc}")
+        return OutboxOutcome(
+            error=f"Chipi refused after an unknown outcome: {exc}", retry_in=_backoff(row.attempts + row.refusals)
+        )
     except ChipiTimeout as exc:
         return OutboxOutcome(error=f"Chipi timed out: {exc}", retry_in=_backoff(row.attempts))
     except ChipiError as exc:  # down: nothing known to have happened
         return OutboxOutcome(error=f"{type(exc).__name__}: {exc}", retry_in=_backoff(row.attempts))
     return OutboxOutcome(tx_hash=tx_hash)
+
+
+def _outbox_unmark(row, attempted_before, *, refusals: int) -> bool:
+    """Undo this attempt's mark (an execution Chipi refused or never received is none): the row's
+    latest execution is the one before again, and its refusals `refusals`. Only this attempt's own
+    mark: another worker's, made since, stands (False)."""
+    if (
+        type(row)
+        .objects.filter(pk=row.pk, send_attempted_at=row.send_attempted_at)
+        .update(send_attempted_at=attempted_before, attempts=F("attempts") - 1, refusals=refusals)
+    ):
+        row.send_attempted_at = attempted_before
+        row.attempts -= 1
+        row.refusals = refusals
+        return True
+    return False
 
 
 def _outbox_lock(name: str) -> None:
@@ -764,10 +828,29 @@ def _withdrawal_retry_later(withdrawal: Withdrawal, error: str, seconds: float) 
     return WithdrawalStatus.SENDING if withdrawal.send_attempted_at else WithdrawalStatus.PENDING
 
 
+def _withdrawal_review(withdrawal: Withdrawal, error: str) -> str:
+    """In doubt for too long (in_doubt_too_long): out of the outbox, its money left in flight, for
+    staff to settle (withdrawal_settle). Only while this worker's attempt is still its latest."""
+    if Withdrawal.objects.filter(
+        pk=withdrawal.pk, status=WithdrawalStatus.SENDING, send_attempted_at=withdrawal.send_attempted_at
+    ).update(
+        status=WithdrawalStatus.NEEDS_REVIEW,
+        claimed_until=None,
+        next_attempt_at=None,
+        last_error=error[:500],
+        updated_at=timezone.now(),
+    ):
+        logger.error("Withdrawal %s needs review (its money stays in flight): %s", withdrawal.pk, error)
+        return WithdrawalStatus.NEEDS_REVIEW
+    return Withdrawal.objects.values_list("status", flat=True).get(pk=withdrawal.pk)
+
+
 def _withdrawal_sent(withdrawal: Withdrawal, tx_hash: str) -> str:
-    """On chain: the money in flight moves to the custody mirror (it left PayGo's custody)."""
-    return _withdrawal_finish(
+    """On chain: the money in flight moves to the custody mirror (it left PayGo's custody). A row in
+    review is settled so too: its transfer is found, what staff were to look for."""
+    status = _withdrawal_finish(
         withdrawal,
+        from_statuses=(WithdrawalStatus.SENDING, WithdrawalStatus.NEEDS_REVIEW),
         status=WithdrawalStatus.SENT,
         credit=lambda w: ledger.system_account(SystemAccount.CUSTODY, w.asset),
         kind=TransactionKind.WITHDRAWAL,
@@ -775,6 +858,11 @@ def _withdrawal_sent(withdrawal: Withdrawal, tx_hash: str) -> str:
         metadata={"txHash": tx_hash},
         changes={"tx_hash": tx_hash, "sent_at": timezone.now(), "last_error": ""},
     )
+    if status == WithdrawalStatus.FAILED:
+        # Its money went back to the wallet, and a transfer of it went out too (an answer that came
+        # back after the row was settled): paid twice.
+        logger.critical("Withdrawal %s was refunded, yet Chipi answered its transfer %s", withdrawal.pk, tx_hash)
+    return status
 
 
 def _withdrawal_failed(withdrawal: Withdrawal, error: str) -> str:
@@ -796,15 +884,26 @@ def _withdrawal_failed(withdrawal: Withdrawal, error: str) -> str:
 
 
 def _withdrawal_finish(
-    withdrawal: Withdrawal, *, status, credit, kind, reference, metadata, changes, only_after=None
+    withdrawal: Withdrawal,
+    *,
+    status,
+    credit,
+    kind,
+    reference,
+    metadata,
+    changes,
+    only_after=None,
+    from_statuses=(WithdrawalStatus.SENDING,),
+    created_by=None,
 ) -> str:
-    """Settle a row that is being sent, once: its money leaves 'in flight' for `credit`; with
-    `only_after`, only while that is still its latest attempt."""
+    """Settle a row that is being sent (or, `from_statuses`, in review), once: its money leaves
+    'in flight' for `credit` (the reference, one per row and outcome, is unique); with `only_after`,
+    only while that is still its latest attempt."""
     with transaction.atomic():
         locked = (
             Withdrawal.objects.select_related("asset", "user").select_for_update(of=("self",)).get(pk=withdrawal.pk)
         )
-        if locked.status != WithdrawalStatus.SENDING:
+        if locked.status not in from_statuses:
             return locked.status
         if only_after is not None and locked.send_attempted_at != only_after:
             return locked.status
@@ -815,6 +914,7 @@ def _withdrawal_finish(
             kind=kind,
             reference=f"{reference}:{locked.pk}",
             metadata={"withdrawalId": str(locked.pk), **metadata},
+            created_by=created_by,
         )
         locked.status = status
         locked.claimed_until = None
@@ -823,6 +923,84 @@ def _withdrawal_finish(
         locked.save(update_fields=["status", "claimed_until", *changes, "updated_at"])
         transaction.on_commit(lambda: _notify_withdrawal(locked, sent=status == WithdrawalStatus.SENT), robust=True)
     return status
+
+
+class Settlement(models.TextChoices):
+    """What staff found of a withdrawal in review (withdrawal_settle)."""
+
+    REFUNDED = "refunded", "Refunded: it is not on chain; the money goes back to the wallet"
+    SENT = "sent", "Sent: it is on chain (its transaction hash)"
+
+
+def withdrawal_settle(*, withdrawal_id, outcome: str, staff, reason: str, tx_hash: str = "") -> Withdrawal:
+    """Staff settle a withdrawal in review (NEEDS_REVIEW), after checking the chain: refunded (its
+    money goes back from in flight to the wallet, the refund the outbox would have made, with its
+    reference) or sent (to the custody mirror, with the transaction hash staff found, confirmed).
+    Final either way: the row leaves the outbox for good, and is settled once. The row is locked as
+    the outbox locks it before a send, and the outbox checks its status under that lock.
+
+    A refund waits until the send in doubt can no longer execute (SIGNED_TRANSFER_LIFETIME after it,
+    and the clock skew): before that it could still go out after the money came back."""
+    if outcome not in Settlement.values:
+        raise _invalid("outcome", f"One of: {', '.join(Settlement.values)}.")
+    if not reason.strip():
+        raise _invalid("reason", "Say what you checked.", code="required")
+    canonical = tx_hash_canonical(tx_hash) if tx_hash.strip() else None
+    if outcome == Settlement.SENT and canonical is None:
+        raise _invalid("tx_hash", "The transfer's hash on chain: 0x followed by 1 to 64 hexadecimal digits.")
+    if outcome == Settlement.REFUNDED and tx_hash.strip():
+        raise _invalid("tx_hash", "A refunded withdrawal has no transaction on chain: leave it empty.")
+    note = f"Settled by staff ({staff.email}) as {outcome}: {reason.strip()}"
+    with transaction.atomic():
+        locked = Withdrawal.objects.select_for_update(of=("self",)).get(pk=withdrawal_id)
+        if locked.status != WithdrawalStatus.NEEDS_REVIEW:
+            raise Conflict(
+                {
+                    "message": f"This withdrawal is {locked.get_status_display().lower()}, not in review: "
+                    "only one in review is settled by staff.",
+                    "code": "not_in_review",
+                }
+            )
+        now = timezone.now()
+        if outcome == Settlement.REFUNDED:
+            executable_until = locked.send_attempted_at + SIGNED_TRANSFER_LIFETIME + CLOCK_SKEW
+            if now < executable_until:
+                raise Conflict(
+                    {
+                        "message": "Its send in doubt can still execute on chain until "
+                        f"{executable_until:%Y-%m-%d %H:%M:%S} UTC: refund it after that, once the chain shows "
+                        "it did not.",
+                        "code": "may_still_execute",
+                    }
+                )
+            _withdrawal_finish(
+                locked,
+                from_statuses=(WithdrawalStatus.NEEDS_REVIEW,),
+                status=WithdrawalStatus.FAILED,
+                credit=lambda w: ledger.account_for_user(w.user, w.asset),
+                kind=TransactionKind.REFUND,
+                reference="withdrawal-refund",
+                metadata={"reason": "settled by staff"},
+                changes={"last_error": note[:500]},
+                created_by=staff,
+            )
+        else:
+            if Withdrawal.objects.filter(tx_hash=canonical).exclude(pk=locked.pk).exists():
+                raise _invalid("tx_hash", "This transaction settles another withdrawal already.")
+            _withdrawal_finish(
+                locked,
+                from_statuses=(WithdrawalStatus.NEEDS_REVIEW,),
+                status=WithdrawalStatus.SENT,
+                credit=lambda w: ledger.system_account(SystemAccount.CUSTODY, w.asset),
+                kind=TransactionKind.WITHDRAWAL,
+                reference="withdrawal-sent",
+                metadata={"txHash": canonical, "reason": "settled by staff"},
+                # Confirmed: staff saw it on chain; nothing automatic undoes it (sends_confirm).
+                changes={"tx_hash": canonical, "sent_at": now, "confirmed_at": now, "last_error": note[:500]},
+                created_by=staff,
+            )
+    logger.warning("Withdrawal %s settled by staff %s as %s", withdrawal_id, staff.pk, outcome)
+    return Withdrawal.objects.select_related("asset", "user").get(pk=withdrawal_id)
 
 
 def _notify_withdrawal(withdrawal: Withdrawal, *, sent: bool) -> None:
@@ -1008,8 +1186,10 @@ def sweep_send(*, sweep_id) -> str:
         return Sweep.objects.values_list("status", flat=True).get(pk=sweep.pk)
     if outcome.superseded:
         return Sweep.objects.values_list("status", flat=True).get(pk=sweep.pk)
-    if outcome.refused:
-        # The money stays in the deposit wallet (reconciliation keeps counting it); staff look.
+    if outcome.refused or outcome.review:
+        # The money stays in the deposit wallet (reconciliation keeps counting it); staff look. One
+        # in doubt for too long may be in the treasury instead: custody either way, and the
+        # reconciliation counts both wallets.
         if ours.update(status=SweepStatus.FAILED, claimed_until=None, last_error=outcome.error[:500]):
             logger.error("Sweep %s refused for good: %s", sweep.pk, outcome.error)
             return SweepStatus.FAILED

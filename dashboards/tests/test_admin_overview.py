@@ -104,6 +104,7 @@ def test_withdrawals_waiting_in_the_outbox_are_its_backlog_not_money_out(api, ol
         "pending": 2,
         "sending": 0,
         "failed": 0,
+        "needsReview": 0,
         "backlog": 2,
         "backlogAmount": "6.500000",
         "oldestPendingAt": "2026-11-20T12:00:00Z",

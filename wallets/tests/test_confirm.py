@@ -443,3 +443,56 @@ def withdraw_in_doubt(api, user) -> str:
     withdrawal_id = response.json()["withdrawal"]["id"]
     assert Withdrawal.objects.get(pk=withdrawal_id).status == WithdrawalStatus.SENDING  # sent on commit
     return withdrawal_id
+
+
+def _in_doubt_then_refused(api, user, sandbox):
+    """A withdrawal that went out (its answer lost), not settled on chain yet, whose retry did not
+    see it in Chipi's records (stale) and signed it again: refused, its nonce used. The withdrawal
+    and its transfer's record."""
+    from wallets.chipi.models import SandboxTransaction
+
+    chain_deposit(user, 10 * USDC)
+    services.sends_confirm()  # the deposit's sweep confirmed
+    sandbox.inject("execute", "lost_response")
+    withdrawal = Withdrawal.objects.get(pk=withdraw_in_doubt(api, user))
+    executed = SandboxTransaction.objects.get(destination_address=ADDRESS)
+    SandboxTransaction.objects.filter(pk=executed.pk).update(status=SandboxTransaction.Status.PENDING)
+    sandbox.inject("transaction_list", "stale")
+    with time_machine.travel(timezone.now() + timedelta(minutes=1)):
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENDING
+    row = Withdrawal.objects.get(pk=withdrawal.pk)
+    assert (row.attempts, row.refusals) == (1, 1)  # the refused signing executed nothing
+    return row, executed
+
+
+@pytest.mark.django_db
+def test_a_send_in_doubt_refused_again_then_found_and_reverted_is_refunded(api, alice, sandbox):
+    """Chipi's refusal of the signing again executed nothing: the send went out once. Counted as an
+    execution, its revert was left to staff ("after 2 attempts") and its owner's money stayed gone."""
+    withdrawal, executed = _in_doubt_then_refused(api, alice, sandbox)
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENT  # found, pending
+    sandbox.revert(executed.tx_hash)
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=3)):
+        assert services.sends_confirm().reverted == 1
+
+    assert reverted_refunds(withdrawal) == 1
+    assert balance_of(alice) == 10 * USDC
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.FAILED
+
+
+@pytest.mark.django_db
+def test_a_send_in_doubt_refused_again_whose_one_execution_failed_on_chain_is_refunded(api, alice, sandbox):
+    """The same, its one execution failing on chain before the look-up sees it: the look-up finds it
+    failed and the row is refunded. Counted, the refusal made it "more than one execution", and the
+    row was signed again and refused for ever."""
+    withdrawal, executed = _in_doubt_then_refused(api, alice, sandbox)
+    sandbox.revert(executed.tx_hash)
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.FAILED
+
+    assert balance_of(alice) == 10 * USDC
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+    assert Withdrawal.objects.get(pk=withdrawal.pk).tx_hash == executed.tx_hash

@@ -153,9 +153,10 @@ def test_a_send_chipis_records_do_not_show_yet_is_signed_again_with_its_nonce_an
     sandbox.inject("transaction_list", "stale")  # the look-up misses the transfer that went out
 
     # Signed again with the same nonce: the treasury account refuses it, and nothing is refunded.
+    # The refused one executed nothing: one execution still (a refusal, counted as such).
     assert retry_due(withdrawal_id) == WithdrawalStatus.SENDING
     withdrawal = Withdrawal.objects.get(pk=withdrawal_id)
-    assert (withdrawal.nonce, withdrawal.attempts) == (nonce, 2)
+    assert (withdrawal.nonce, withdrawal.attempts, withdrawal.refusals) == (nonce, 1, 1)
     assert "nonce" in withdrawal.last_error
     assert sent_on_chain(withdrawal_id) == 1
     assert balance_of(alice) == 6 * USDC
