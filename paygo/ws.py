@@ -9,7 +9,9 @@ so that the client sees the code; the HTTP-level refusal of an unaccepted socket
 path no route knows is closed with 4404 alike. A frame that is not a JSON text closes the socket
 with 1003 (unsupported data). A handshake that finds every database connection of the process's
 pool busy (past DATABASE_POOL_TIMEOUT) is accepted and closed with 1013, "try again later", as an
-HTTP request gets a 503: the client reconnects after a pause, and nothing is logged as an error.
+HTTP request gets a 503: the client reconnects after a pause, and nothing is logged as an error;
+so is one whose channel layer (Redis) fails or stays silent past SOCKET_LAYER_SECONDS while it
+joins its groups (logged as a warning).
 Every socket of a user also joins that user's group (sockets_group): when the account is
 deactivated, close_sockets_of() closes them all with 4401, in every server process, as every later
 request and handshake is refused. When a sign-in ends (a logout, a stolen refresh token caught),
@@ -37,6 +39,7 @@ from channels.sessions import CookieMiddleware, SessionMiddleware
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
+from redis.exceptions import RedisError
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
@@ -57,13 +60,37 @@ CLOSE_ACCESS_CHANGED = 4409
 BEARER_PREFIX = "bearer."
 
 
+# What a channel layer's call raises when Redis fails (a refused connection, a reset one) or stays
+# silent past its bound (TimeoutError, an OSError).
+LAYER_ERRORS = (RedisError, OSError)
+
+# A socket's own calls to the layer (its joins, leaving its groups) wait longer than a push: when a
+# thousand sockets open at once (clients reconnecting after a deploy) they queue for the layer's
+# connections, which redis-py's asyncio pool opens one at a time, under a lock: up to 1.8 s each on
+# the bench machine (docs/benchmarks.md), where a bound of 2 s closed most of them with 1013.
+SOCKET_LAYER_SECONDS = 10.0
+
+
+async def layer_call(call, *, seconds: float | None = None):
+    """The channel layer's `call` (an awaitable), given up after `seconds` (REDIS_TIMEOUT_SECONDS
+    unless said; TimeoutError): the layer's Redis client has no read timeout (paygo/settings.py),
+    and a Redis that stays connected and silent would hold its caller for good."""
+    async with asyncio.timeout(seconds or settings.REDIS_TIMEOUT_SECONDS):  # no task of its own, as wait_for's
+        return await call
+
+
+async def socket_layer_call(call):
+    """A socket's own call to the layer, bounded by SOCKET_LAYER_SECONDS (or REDIS_TIMEOUT_SECONDS,
+    if longer)."""
+    return await layer_call(call, seconds=max(SOCKET_LAYER_SECONDS, settings.REDIS_TIMEOUT_SECONDS))
+
+
 async def group_send(group: str, message: dict) -> None:
-    """The channel layer's group_send, given up after REDIS_TIMEOUT_SECONDS (TimeoutError): the
-    layer's Redis client has no read timeout (paygo/settings.py), and a Redis that stays connected
-    and silent would hold the sender, a request whose money has moved among them, for good."""
+    """The channel layer's group_send, bounded (layer_call): a request whose money has moved among
+    the senders must not wait on a silent Redis."""
     layer = get_channel_layer()
     if layer is not None:
-        await asyncio.wait_for(layer.group_send(group, message), settings.REDIS_TIMEOUT_SECONDS)
+        await layer_call(layer.group_send(group, message))
 
 
 def sockets_group(user_id: int) -> str:
@@ -252,12 +279,13 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
             await self.join(sockets_group(user.pk))
+            await self.joined(user)
         except Exception as exc:
-            if not pool_exhausted(exc):
+            if isinstance(exc, LAYER_ERRORS):
+                logger.warning("A socket handshake could not reach the channel layer: closed 1013", exc_info=True)
+            elif not pool_exhausted(exc):
                 raise
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
-            return
-        await self.joined(user)
 
     async def sockets_revoked(self, event: dict) -> None:
         """The account was deactivated or its password changed (close_sockets_of: every socket of
@@ -295,7 +323,7 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         """Called once the socket is accepted for an authorised user."""
 
     async def join(self, group: str) -> None:
-        await self.channel_layer.group_add(group, self.channel_name)
+        await socket_layer_call(self.channel_layer.group_add(group, self.channel_name))
         self.groups_joined.append(group)
         if getattr(self, "_rejoining", None) is None:
             self._rejoining = asyncio.create_task(self._rejoin(_rejoin_every(self.channel_layer)))
@@ -306,15 +334,21 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         before then, or it would silently stop getting its messages, its account's closing included."""
         while True:
             await asyncio.sleep(every)
-            for group in list(self.groups_joined):
-                await self.channel_layer.group_add(group, self.channel_name)
+            try:
+                for group in list(self.groups_joined):
+                    await socket_layer_call(self.channel_layer.group_add(group, self.channel_name))
+            except LAYER_ERRORS:  # a Redis outage must not end the rejoining: the next round is in time
+                logger.warning("A socket could not join its groups again", exc_info=True)
 
     async def disconnect(self, code: int) -> None:
         rejoining = getattr(self, "_rejoining", None)
         if rejoining is not None:
             rejoining.cancel()
-        for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        try:
+            for group in getattr(self, "groups_joined", []):
+                await socket_layer_call(self.channel_layer.group_discard(group, self.channel_name))
+        except LAYER_ERRORS:  # the layer drops a member older than its group expiry (a day) anyway
+            logger.warning("A closed socket could not leave its groups", exc_info=True)
 
 
 def _rejoin_every(layer) -> float:
