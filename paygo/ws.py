@@ -15,7 +15,9 @@ joins its groups (logged as a warning).
 Every socket of a user also joins that user's group (sockets_group): when the account is
 deactivated, close_sockets_of() closes them all with 4401, in every server process, as every later
 request and handshake is refused. When a sign-in ends (a logout, a stolen refresh token caught),
-close_sockets_of_sign_ins() closes, through the same group, the sockets its tokens opened.
+close_sockets_of_sign_ins() closes, through the same group, the sockets its tokens opened. A socket
+opened with a token is closed with 4401 when the token expires (a timer per socket, on the event
+loop): a client that refreshes its token opens a new socket with the new one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import functools
 import logging
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -193,6 +196,7 @@ class TokenHolder:
 
     user: Any
     sign_in_id: uuid.UUID | None = None
+    expires_at: float | None = None  # the token's exp (a Unix time)
 
 
 @handshake_read
@@ -203,7 +207,7 @@ def _user_for_token(raw: str) -> TokenHolder:
         return TokenHolder(AnonymousUser())
     try:
         # active, its password unchanged since the token was issued, its sign-in going on
-        return TokenHolder(token_user(token), SignIn.id_of(token))
+        return TokenHolder(token_user(token), SignIn.id_of(token), token["exp"])
     except AuthenticationFailed:
         return TokenHolder(AnonymousUser())
 
@@ -245,6 +249,7 @@ class _SocketUser:
             **scope,
             "user": holder.user,
             "sign_in_id": holder.sign_in_id,
+            "token_expires_at": holder.expires_at,
             "auth_subprotocol": subprotocol,
             "database_busy": busy,
         }
@@ -263,6 +268,15 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     """
 
     groups_joined: list[str]
+    _expiry: asyncio.TimerHandle | None = None
+    _closing: asyncio.Future | None = None
+    _rejoining: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:  # however the consumer ends (a close, an error, cancelled): its timers go with it
+            self._stop_timers()
 
     async def connect(self) -> None:
         self.groups_joined = []
@@ -286,6 +300,25 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
             elif not pool_exhausted(exc):
                 raise
             await self.close(code=CLOSE_TRY_AGAIN_LATER)
+            return
+        self._close_at_expiry()
+
+    def _close_at_expiry(self) -> None:
+        """A handshake checks its token once: the socket closes (4401) when the token expires, as
+        every request and handshake then refuses it (one timer, no polling)."""
+        expires_at = self.scope.get("token_expires_at")
+        if expires_at is None:
+            return
+        loop = asyncio.get_running_loop()
+        self._expiry = loop.call_later(max(0.0, expires_at - time.time()), self._token_expired)
+
+    def _token_expired(self) -> None:
+        self._closing = asyncio.ensure_future(self.close(code=CLOSE_UNAUTHENTICATED))
+
+    def _stop_timers(self) -> None:
+        for timer in (self._expiry, self._rejoining):
+            if timer is not None:
+                timer.cancel()
 
     async def sockets_revoked(self, event: dict) -> None:
         """The account was deactivated or its password changed (close_sockets_of: every socket of
@@ -325,7 +358,7 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def join(self, group: str) -> None:
         await socket_layer_call(self.channel_layer.group_add(group, self.channel_name))
         self.groups_joined.append(group)
-        if getattr(self, "_rejoining", None) is None:
+        if self._rejoining is None:
             self._rejoining = asyncio.create_task(self._rejoin(_rejoin_every(self.channel_layer)))
 
     async def _rejoin(self, every: float) -> None:
@@ -341,9 +374,7 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
                 logger.warning("A socket could not join its groups again", exc_info=True)
 
     async def disconnect(self, code: int) -> None:
-        rejoining = getattr(self, "_rejoining", None)
-        if rejoining is not None:
-            rejoining.cancel()
+        self._stop_timers()
         try:
             for group in getattr(self, "groups_joined", []):
                 await socket_layer_call(self.channel_layer.group_discard(group, self.channel_name))

@@ -376,3 +376,49 @@ async def test_an_operator_changing_a_groups_permissions_makes_its_members_socke
     assert await _close_code(stans) == 4409
     assert await alices.receive_nothing(timeout=0.5)
     await alices.disconnect()
+
+
+@pytest.mark.parametrize("socket", ["notifications", "streams"])
+async def test_a_socket_closes_when_its_token_expires(alice, victor, socket):
+    """A handshake checks the token once: its socket went on receiving after the token expired
+    (bounded only by Daphne's websocket_timeout, a day), a payer's stream socket counting as a sign
+    of life all along. It closes (4401) at the token's expiry; a socket of a newer token stays."""
+    import time
+
+    import time_machine
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from marketplace.models import Category
+    from marketplace.services import service_create
+    from streaming.services import session_start
+    from wallets.tests.conftest import fund_wallet
+
+    expiring = await _access_token(alice)
+    expires_at = AccessToken(expiring)["exp"]
+
+    def path() -> str:
+        if socket == "notifications":
+            return "/ws/notifications/"
+        fund_wallet(alice, 10_000_000)
+        category = Category.objects.filter(parent__isnull=True).first()
+        service = service_create(vendor=victor, name="Live", category=category, rate=1000, unit="per_minute")
+        return f"/ws/streams/{session_start(user=alice, service=service).session_id}/"
+
+    with time_machine.travel(expires_at - 1.5, tick=True):  # moments before it expires
+        where = await database_sync_to_async(path)()
+        newer = await _access_token(alice)
+        ending = (await _connect(f"{where}?token={expiring}"))[0]
+        staying = (await _connect(f"{where}?token={newer}"))[0]
+        for communicator in (ending, staying):
+            assert (await communicator.receive_output())["type"] == "websocket.send"  # accepted
+
+        assert await _close_code(ending) == 4401
+        assert time.time() >= expires_at  # not before
+        if socket == "notifications":
+            assert await staying.receive_nothing(timeout=0.5)
+        else:
+            assert (await staying.receive_json_from(timeout=3))["type"] == "cost.tick"
+        again, _, _ = await _connect(f"{where}?token={expiring}")
+        assert await again.receive_output() == {"type": "websocket.close", "code": 4401}
+        await staying.disconnect()
+        await ending.disconnect()
