@@ -15,9 +15,10 @@ joins its groups (logged as a warning).
 Every socket of a user also joins that user's group (sockets_group): when the account is
 deactivated, close_sockets_of() closes them all with 4401, in every server process, as every later
 request and handshake is refused. When a sign-in ends (a logout, a stolen refresh token caught),
-close_sockets_of_sign_ins() closes, through the same group, the sockets its tokens opened. A socket
-opened with a token is closed with 4401 when the token expires (a timer per socket, on the event
-loop): a client that refreshes its token opens a new socket with the new one.
+close_sockets_of_sign_ins() closes, through the same group, the sockets its tokens opened, and when
+a staff member logs out of the admin, close_sockets_of_admin_session() those its session opened. A
+socket opened with a token is closed with 4401 when the token expires (a timer per socket, on the
+event loop): a client that refreshes its token opens a new socket with the new one.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def close_sockets_of(user_id: int, *, again: bool = False) -> None:
     password changed): a handshake checks the account once, and a socket stays open for hours.
     `again`: once more RECLOSE_SECONDS later, for a handshake under way as the account was
     deactivated (not after a password change: the sockets the new password opens are the user's)."""
-    _close({user_id: None}, again=again)
+    _close({user_id: {}}, again=again)
 
 
 def close_sockets_of_sign_ins(sign_ins: dict[int, list], *, again: bool) -> None:
@@ -129,12 +130,31 @@ def close_sockets_of_sign_ins(sign_ins: dict[int, list], *, again: bool) -> None
     later, for a handshake under way as they ended. Sent to each user's group, which every socket
     joins already: a group of its own per sign-in cost each handshake one more round trip to Redis
     (docs/benchmarks.md)."""
-    _close({user_id: [str(sign_in) for sign_in in ids] for user_id, ids in sign_ins.items()}, again=again)
+    _close({user_id: {"sign_ins": [str(sign_in) for sign_in in ids]} for user_id, ids in sign_ins.items()}, again=again)
 
 
-def _close(targets: dict[int, list[str] | None], *, again: bool) -> None:
-    """Send each user's sockets the close ({user id: the sign-ins whose sockets close, or None for
-    all of them})."""
+def close_sockets_of_admin_session(user_id: int, session_key: str) -> None:
+    """Close with 4401 the open sockets this admin session (its session key) opened, and no other
+    socket of its staff member: they logged out of the admin, and a socket stays open for hours. As
+    a logout's, not sent again (a browser that logs out closes its own pages)."""
+    _close({user_id: {"sessions": [session_key]}}, again=False)
+
+
+def admin_logged_out(sender, request, user, **kwargs) -> None:
+    """Django's user_logged_out (the admin's logout, sent before the session is flushed): close the
+    sockets the session opened. A channel layer that fails does not fail the logout (logged)."""
+    session_key = getattr(getattr(request, "session", None), "session_key", None)
+    if user is None or user.pk is None or not session_key:
+        return
+    try:
+        close_sockets_of_admin_session(user.pk, session_key)
+    except LAYER_ERRORS:
+        logger.warning("Could not close the sockets of an admin session of user %s", user.pk, exc_info=True)
+
+
+def _close(targets: dict[int, dict[str, list[str]]], *, again: bool) -> None:
+    """Send each user's sockets the close ({user id: which of them close: {"sign_ins": [sign-in
+    ids]}, {"sessions": [admin session keys]}, or {} for all of them})."""
     async_to_sync(_revoke)(targets)
     if again:
         timer = threading.Timer(RECLOSE_SECONDS, _close_again, args=(targets,))
@@ -142,12 +162,12 @@ def _close(targets: dict[int, list[str] | None], *, again: bool) -> None:
         timer.start()
 
 
-async def _revoke(targets: dict[int, list[str] | None]) -> None:
-    for user_id, sign_ins in targets.items():
-        await group_send(sockets_group(user_id), {"type": "sockets.revoked", "sign_ins": sign_ins})
+async def _revoke(targets: dict[int, dict[str, list[str]]]) -> None:
+    for user_id, which in targets.items():
+        await group_send(sockets_group(user_id), {"type": "sockets.revoked", **which})
 
 
-def _close_again(targets: dict[int, list[str] | None]) -> None:
+def _close_again(targets: dict[int, dict[str, list[str]]]) -> None:
     try:
         async_to_sync(_revoke)(targets)
     except Exception:  # the first close went out; this one is for a handshake that may not exist
@@ -197,6 +217,7 @@ class TokenHolder:
     user: Any
     sign_in_id: uuid.UUID | None = None
     expires_at: float | None = None  # the token's exp (a Unix time)
+    admin_session: str | None = None  # the key of the admin session whose cookie stood for the user
 
 
 @handshake_read
@@ -224,12 +245,14 @@ def _same_site(scope: dict[str, Any]) -> bool:
     return (scheme in ("http", "https") and netloc == host) or origin in getattr(settings, "CSRF_TRUSTED_ORIGINS", [])
 
 
-async def _admin_user(scope: dict[str, Any]):
+async def _admin_user(scope: dict[str, Any]) -> TokenHolder:
     """The staff member whose admin session cookie came with a same-site socket, or anonymous."""
     if not _same_site(scope):
-        return AnonymousUser()
+        return TokenHolder(AnonymousUser())
     user = await get_user(scope)
-    return user if user.is_active and user.is_staff else AnonymousUser()
+    if not (user.is_active and user.is_staff):
+        return TokenHolder(AnonymousUser())
+    return TokenHolder(user, admin_session=scope["session"].session_key)
 
 
 class _SocketUser:
@@ -240,7 +263,7 @@ class _SocketUser:
         raw, subprotocol = _token_from_scope(scope)
         busy = False
         try:
-            holder = await _user_for_token(raw) if raw else TokenHolder(await _admin_user(scope))
+            holder = await _user_for_token(raw) if raw else await _admin_user(scope)
         except Exception as exc:
             if not pool_exhausted(exc):
                 raise
@@ -250,6 +273,7 @@ class _SocketUser:
             "user": holder.user,
             "sign_in_id": holder.sign_in_id,
             "token_expires_at": holder.expires_at,
+            "admin_session": holder.admin_session,
             "auth_subprotocol": subprotocol,
             "database_busy": busy,
         }
@@ -322,10 +346,15 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
 
     async def sockets_revoked(self, event: dict) -> None:
         """The account was deactivated or its password changed (close_sockets_of: every socket of
-        the user), or sign-ins ended (close_sockets_of_sign_ins: the sockets they opened)."""
-        sign_ins = event.get("sign_ins")
-        if sign_ins is not None and str(self.scope.get("sign_in_id")) not in sign_ins:
-            return
+        the user), sign-ins ended (close_sockets_of_sign_ins: the sockets they opened), or an admin
+        session did (close_sockets_of_admin_session: the sockets its cookie opened)."""
+        sign_ins, sessions = event.get("sign_ins"), event.get("sessions")
+        if sign_ins is not None or sessions is not None:
+            opened_by = str(self.scope.get("sign_in_id")) in (sign_ins or ()) or (
+                self.scope.get("admin_session") in (sessions or ())
+            )
+            if not opened_by:
+                return
         await self.close(code=CLOSE_UNAUTHENTICATED)
 
     async def sockets_reauthorize(self, event: dict) -> None:

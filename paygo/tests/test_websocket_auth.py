@@ -422,3 +422,43 @@ async def test_a_socket_closes_when_its_token_expires(alice, victor, socket):
         assert await again.receive_output() == {"type": "websocket.close", "code": 4401}
         await staying.disconnect()
         await ending.disconnect()
+
+
+async def test_logging_out_of_the_admin_closes_the_sockets_its_session_opened(olga):
+    """A staff member's socket opened by the admin's pages stands on the admin's session cookie,
+    with no sign-in: after a logout (the session flushed, its cookie opening nothing) it stayed open
+    and kept receiving (on a shared computer, a stream socket kept showing a payer's balance). It
+    closes (4401) at the logout; the member's sockets of another admin session or of a token stay."""
+    from django.test import Client
+
+    from notifications import notify
+
+    def signed_in() -> tuple[Client, list]:
+        client = Client()
+        client.force_login(olga)
+        cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+        return client, [(b"cookie", cookie), (b"origin", b"http://testserver"), (b"host", b"testserver")]
+
+    async def opened(headers=None, path="/ws/notifications/"):
+        communicator = WebsocketCommunicator(application, path, headers=headers or [])
+        connected, _ = await communicator.connect()
+        assert connected
+        assert (await communicator.receive_json_from())["type"] == "connected"
+        return communicator
+
+    (leaving, cookie), (_, other_cookie) = [await database_sync_to_async(signed_in)() for _ in range(2)]
+    ending = await opened(cookie)
+    others = [await opened(other_cookie), await opened(path=f"/ws/notifications/?token={await _access_token(olga)}")]
+
+    response = await database_sync_to_async(leaving.post)("/admin/logout/")
+
+    assert response.status_code == 200
+    assert await _close_code(ending) == 4401
+    await database_sync_to_async(notify)(olga.pk, "system", "Hello", "For staff", {})
+    for communicator in others:
+        assert (await communicator.receive_json_from(timeout=5))["type"] == "notification"
+        assert await communicator.receive_nothing(timeout=0.3)
+        await communicator.disconnect()
+    again = WebsocketCommunicator(application, "/ws/notifications/", headers=cookie)
+    assert (await again.connect())[0]
+    assert await again.receive_output() == {"type": "websocket.close", "code": 4401}
