@@ -87,13 +87,14 @@ def production_like(database: str) -> None:
 
 def served_like_production() -> None:
     """On top of production_like, for a benchmark that starts servers: a Redis database, real Celery
-    workers, collected static files kept between runs, and no API or sign-in budget per client
-    address (the load, and the load test's hundreds of sign-ins, come from this one address)."""
+    workers, collected static files kept between runs, and no API, sign-in or socket handshake budget
+    per client address (the load, and the load test's hundreds of sign-ins, come from this one
+    address)."""
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/5")
     os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "0")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("STATIC_ROOT", str(ROOT / "var" / "bench-static"))
-    for budget in ("READS", "WRITES", "MONEY", "LOGIN"):
+    for budget in ("READS", "WRITES", "MONEY", "LOGIN", "SOCKETS"):
         os.environ.setdefault(f"RATELIMIT_{budget}_PER_IP", "100000000/m")
 
 

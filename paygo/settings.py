@@ -302,6 +302,9 @@ RATELIMIT_WRITES_PER_USER = rate("RATELIMIT_WRITES_PER_USER", "120/m")
 RATELIMIT_WRITES_PER_IP = rate("RATELIMIT_WRITES_PER_IP", "360/m")
 RATELIMIT_MONEY_PER_USER = rate("RATELIMIT_MONEY_PER_USER", "60/m")
 RATELIMIT_MONEY_PER_IP = rate("RATELIMIT_MONEY_PER_IP", "180/m")
+# A socket handshake that reads an account (with a token, or with an admin session cookie from a
+# page of this site) counts against its client address, before that read (paygo/ws.py).
+RATELIMIT_SOCKETS_PER_IP = rate("RATELIMIT_SOCKETS_PER_IP", "300/m")
 
 # --- Login throttling: the API's /auth/login and the admin's /admin/login/ alike ------------------
 
@@ -415,6 +418,11 @@ BILLING_SWEEP_BATCH = env.int("BILLING_SWEEP_BATCH", default=5000)
 SESSION_IDLE_SECONDS = env.int("SESSION_IDLE_SECONDS", default=60)
 SESSION_METRICS_KEPT = env.int("SESSION_METRICS_KEPT", default=100)
 STREAM_TICK_SECONDS = env.float("STREAM_TICK_SECONDS", default=1.0)
+# The most sockets one user holds open at once, in every server process together (paygo/ws.py): a
+# handshake past it is closed with 4429.
+WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
+if WS_MAX_SOCKETS_PER_USER < 1:
+    raise ImproperlyConfigured("WS_MAX_SOCKETS_PER_USER must be at least 1.")
 CELERY_BEAT_SCHEDULE["billing-sweep"] = {"task": "streaming.billing_sweep", "schedule": float(BILLING_SWEEP_SECONDS)}
 
 # The ledger's conservation check reads every entry: the dashboards show its latest result.

@@ -19,6 +19,12 @@ close_sockets_of_sign_ins() closes, through the same group, the sockets its toke
 a staff member logs out of the admin, close_sockets_of_admin_session() those its session opened. A
 socket opened with a token is closed with 4401 when the token expires (a timer per socket, on the
 event loop): a client that refreshes its token opens a new socket with the new one.
+
+Limits. A handshake that reads an account (a token's, or an admin session cookie's from a page of
+this site) counts against its client address first, as an API request does (paygo.api.ratelimits,
+RATELIMIT_SOCKETS_PER_IP): past it, the socket is closed with 4429 and nothing is read. A user holds
+at most WS_MAX_SOCKETS_PER_USER sockets open, in every server process together: the one past it is
+closed with 4429 (see _OpenSockets for how they are counted).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import logging
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +47,12 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from channels.sessions import CookieMiddleware, SessionMiddleware
+from channels_redis.core import RedisChannelLayer
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
+from django.http import HttpRequest
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework_simplejwt.exceptions import TokenError
@@ -51,7 +61,9 @@ from rest_framework_simplejwt.tokens import AccessToken
 from accounts.models import SignIn
 from paygo.api.authentication import token_user
 from paygo.api.errors import pool_exhausted
+from paygo.api.forwarded import client_address, trusted_networks
 from paygo.api.parsers import json_loads
+from paygo.api.ratelimits import Limit, count_all
 
 logger = logging.getLogger("paygo.ws")
 
@@ -61,6 +73,7 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_ACCESS_CHANGED = 4409
+CLOSE_TOO_MANY = 4429
 BEARER_PREFIX = "bearer."
 
 
@@ -220,8 +233,36 @@ class TokenHolder:
     admin_session: str | None = None  # the key of the admin session whose cookie stood for the user
 
 
+def _client_address(scope: dict[str, Any]) -> str:
+    """The socket's client address, as ForwardedMiddleware settles a request's: its peer's, or, when
+    the peer is a trusted proxy (TRUSTED_PROXIES), the client its X-Forwarded-For names."""
+    peer = (scope.get("client") or [""])[0] or ""
+    forwarded = b",".join(value for name, value in scope.get("headers") or [] if name == b"x-forwarded-for")
+    return client_address(str(peer), forwarded.decode("latin1"), trusted_networks())
+
+
+def _handshakes_exceeded(address: str) -> bool:
+    """Count a handshake against its address (RATELIMIT_SOCKETS_PER_IP), as the API counts a
+    request: whether the address is over it. A cache that cannot be reached lets it through (logged),
+    as it does a request."""
+    request = HttpRequest()
+    request.META["REMOTE_ADDR"] = address  # paygo.api.ratelimits.client_ip reads it from there
+    try:
+        usages = count_all(request, [Limit("sockets-ip", "ip", settings.RATELIMIT_SOCKETS_PER_IP)])
+    except RedisError:
+        logger.warning("Socket handshakes could not be counted (the cache is unreachable)", exc_info=True)
+        return False
+    return any(usage.exceeded for usage in usages)
+
+
+_count_handshake = handshake_read(_handshakes_exceeded)
+
+
 @handshake_read
-def _user_for_token(raw: str) -> TokenHolder:
+def _user_for_token(raw: str, address: str) -> TokenHolder | None:
+    """Whom the token stands for; None when its address is over its handshakes (nothing read)."""
+    if _handshakes_exceeded(address):
+        return None
     try:
         token = AccessToken(raw)
     except TokenError:
@@ -245,10 +286,13 @@ def _same_site(scope: dict[str, Any]) -> bool:
     return (scheme in ("http", "https") and netloc == host) or origin in getattr(settings, "CSRF_TRUSTED_ORIGINS", [])
 
 
-async def _admin_user(scope: dict[str, Any]) -> TokenHolder:
-    """The staff member whose admin session cookie came with a same-site socket, or anonymous."""
-    if not _same_site(scope):
-        return TokenHolder(AnonymousUser())
+async def _admin_user(scope: dict[str, Any]) -> TokenHolder | None:
+    """The staff member whose admin session cookie came with a same-site socket, or anonymous; None
+    when its address is over its handshakes (the session unread)."""
+    if not scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME) or not _same_site(scope):
+        return TokenHolder(AnonymousUser())  # nothing to read
+    if await _count_handshake(_client_address(scope)):
+        return None
     user = await get_user(scope)
     if not (user.is_active and user.is_staff):
         return TokenHolder(AnonymousUser())
@@ -261,13 +305,18 @@ class _SocketUser:
 
     async def __call__(self, scope, receive, send):
         raw, subprotocol = _token_from_scope(scope)
-        busy = False
+        holder, refused = TokenHolder(AnonymousUser()), None  # refused: the close code, decided here
         try:
-            holder = await _user_for_token(raw) if raw else await _admin_user(scope)
+            found = await _user_for_token(raw, _client_address(scope)) if raw else await _admin_user(scope)
         except Exception as exc:
             if not pool_exhausted(exc):
                 raise
-            holder, busy = TokenHolder(AnonymousUser()), True
+            refused = CLOSE_TRY_AGAIN_LATER
+        else:
+            if found is None:
+                refused = CLOSE_TOO_MANY
+            else:
+                holder = found
         scope = {
             **scope,
             "user": holder.user,
@@ -275,7 +324,7 @@ class _SocketUser:
             "token_expires_at": holder.expires_at,
             "admin_session": holder.admin_session,
             "auth_subprotocol": subprotocol,
-            "database_busy": busy,
+            "refused": refused,
         }
         return await self.app(scope, receive, send)
 
@@ -295,19 +344,22 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     _expiry: asyncio.TimerHandle | None = None
     _closing: asyncio.Future | None = None
     _rejoining: asyncio.Task | None = None
+    _counted: int | None = None  # the user whose open sockets count this one
 
     async def __call__(self, scope, receive, send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:  # however the consumer ends (a close, an error, cancelled): its timers go with it
             self._stop_timers()
+            if self._counted is not None:  # ended without its disconnect: its lease runs out
+                _open_sockets().forget(self._counted, self.channel_name)
 
     async def connect(self) -> None:
         self.groups_joined = []
         user = self.scope.get("user")
         await self.accept(subprotocol=self.scope.get("auth_subprotocol"))
-        if self.scope.get("database_busy"):
-            await self.close(code=CLOSE_TRY_AGAIN_LATER)
+        if self.scope.get("refused") is not None:
+            await self.close(code=self.scope["refused"])
             return
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
@@ -316,6 +368,10 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
             if not await self.authorize(user):
                 await self.close(code=CLOSE_FORBIDDEN)
                 return
+            if not await _open_sockets().hold(self.channel_layer, user.pk, self.channel_name):
+                await self.close(code=CLOSE_TOO_MANY)
+                return
+            self._counted = user.pk
             await self.join(sockets_group(user.pk))
             await self.joined(user)
         except Exception as exc:
@@ -405,10 +461,142 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         self._stop_timers()
         try:
+            if self._counted is not None:
+                counted, self._counted = self._counted, None
+                await _open_sockets().release(self.channel_layer, counted, self.channel_name)
             for group in getattr(self, "groups_joined", []):
                 await socket_layer_call(self.channel_layer.group_discard(group, self.channel_name))
         except LAYER_ERRORS:  # the layer drops a member older than its group expiry (a day) anyway
             logger.warning("A closed socket could not leave its groups", exc_info=True)
+
+
+# --- How many sockets each user holds open ------------------------------------------------------
+#
+# In Redis, one sorted set per user of the channel names of their open sockets, in every server
+# process, each scored with when its lease ends. A handshake, in one script, drops the leases that
+# have ended, and is refused (4429) if WS_MAX_SOCKETS_PER_USER remain, else adds its own; a socket
+# that closes removes its own. A server process that dies removes nothing, so a lease lasts only
+# SOCKET_LEASE_SECONDS unless renewed: each process renews all of its sockets' every third of that,
+# in one pipelined round trip (not a timer per socket), and a dead process's sockets stop counting
+# within SOCKET_LEASE_SECONDS. (A counter per user, incremented and decremented, would stay wrong
+# for good after a crash; a key per socket, with its own expiry, would need a scan to be counted.)
+# The set itself expires with its last lease. With the in-memory channel layer (one process, the
+# embedded default) the process's own register of its sockets is the count.
+SOCKET_LEASE_SECONDS = 90
+
+# KEYS: the user's set; ARGV: the channel, now, its lease's end, the most sockets, the set's expiry (ms).
+_HOLD = AsyncScript(
+    None,
+    b"""
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+""",
+)
+
+# KEYS: users' sets; ARGV: their leases' end, the sets' expiry (ms), then for each set in turn the
+# number of its channels and the channels (one command, where a ZADD and a PEXPIRE per user made
+# redis-py pack and parse two thousand commands on the event loop, 45 ms for 1,000 sockets).
+_RENEW = AsyncScript(
+    None,
+    b"""
+local at = 3
+for _, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[at])
+  for i = at + 1, at + n do
+    redis.call('ZADD', key, 'XX', ARGV[1], ARGV[i])
+  end
+  redis.call('PEXPIRE', key, ARGV[2])
+  at = at + n + 1
+end
+return 0
+""",
+)
+RENEW_AT_ONCE = 500  # users' sets renewed by one call of _RENEW
+
+
+class _OpenSockets:
+    """The sockets of one server process (its event loop) that count against their users' limit,
+    {user id: channel names}, and the task that renews their leases while there are any."""
+
+    def __init__(self) -> None:
+        self.held: dict[int, set[str]] = {}
+        self.renewing: asyncio.Task | None = None
+
+    async def hold(self, layer, user_id: int, channel: str) -> bool:
+        """Count this socket against its user's limit; False (not counted) when the user is at it."""
+        if isinstance(layer, RedisChannelLayer):
+            key, now, lease = _open_sockets_key(layer, user_id), time.time(), SOCKET_LEASE_SECONDS
+            args = [channel, now, now + lease, settings.WS_MAX_SOCKETS_PER_USER, int(lease * 1000)]
+            client = layer.connection(layer.consistent_hash(key))
+            if not await socket_layer_call(_HOLD(keys=[key], args=args, client=client)):
+                return False
+            if self.renewing is None or self.renewing.done():
+                self.renewing = asyncio.create_task(self._renew(layer))
+        elif len(self.held.get(user_id, ())) >= settings.WS_MAX_SOCKETS_PER_USER:
+            return False
+        self.held.setdefault(user_id, set()).add(channel)
+        return True
+
+    def forget(self, user_id: int, channel: str) -> None:
+        """No longer renew this socket's lease."""
+        channels = self.held.get(user_id)
+        if channels is not None:
+            channels.discard(channel)
+            if not channels:
+                del self.held[user_id]
+
+    async def release(self, layer, user_id: int, channel: str) -> None:
+        """The socket closed: it no longer counts."""
+        self.forget(user_id, channel)
+        if isinstance(layer, RedisChannelLayer):
+            key = _open_sockets_key(layer, user_id)
+            await socket_layer_call(layer.connection(layer.consistent_hash(key)).zrem(key, channel))
+
+    async def _renew(self, layer) -> None:
+        while self.held:
+            await asyncio.sleep(SOCKET_LEASE_SECONDS / 3)
+            try:
+                await self.renew(layer)
+            except LAYER_ERRORS:  # the leases left run out, and undercount: the next round renews them
+                logger.warning("The leases of open sockets could not be renewed", exc_info=True)
+
+    async def renew(self, layer) -> None:
+        """Renew the leases of all of this process's sockets (a removed one stays out): one script
+        call per RENEW_AT_ONCE users on each Redis server."""
+        lease = SOCKET_LEASE_SECONDS
+        by_server: dict[int, list[tuple[str, set[str]]]] = {}
+        for user_id, channels in list(self.held.items()):
+            key = _open_sockets_key(layer, user_id)
+            by_server.setdefault(layer.consistent_hash(key), []).append((key, set(channels)))
+        for index, sets in by_server.items():
+            for start in range(0, len(sets), RENEW_AT_ONCE):
+                batch = sets[start : start + RENEW_AT_ONCE]
+                args: list = [time.time() + lease, int(lease * 1000)]
+                for _, channels in batch:
+                    args += [len(channels), *channels]
+                keys = [key for key, _ in batch]
+                await socket_layer_call(_RENEW(keys=keys, args=args, client=layer.connection(index)))
+
+
+def _open_sockets_key(layer, user_id: int) -> str:
+    return f"{layer.prefix}:open-sockets:{user_id}"
+
+
+_open_sockets_of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _open_sockets() -> _OpenSockets:
+    """The register of the running event loop (a server process runs one)."""
+    loop = asyncio.get_running_loop()
+    found = _open_sockets_of.get(loop)
+    if found is None:
+        found = _open_sockets_of[loop] = _OpenSockets()
+    return found
 
 
 def _rejoin_every(layer) -> float:

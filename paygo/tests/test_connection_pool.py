@@ -221,7 +221,7 @@ async def test_a_socket_whose_session_read_finds_the_pool_exhausted_is_closed_tr
     token, session_id = await database_sync_to_async(start)()
     await database_sync_to_async(lambda: connection.close())()
 
-    async def token_user(raw):
+    async def token_user(raw, address):
         return ws.TokenHolder(alice)
 
     monkeypatch.setattr(ws, "_user_for_token", token_user)
