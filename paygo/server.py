@@ -7,7 +7,9 @@ body's limit (paygo.api.bodies), whether the limit is passed by a declared Conte
 the chunks as they arrive: the client gets the 413 in the API's error format, the connection
 reads nothing more and is closed shortly after. A request twisted cannot parse (a header line with
 a NUL or without a colon, a chunk size that is not a number, ...) gets the API's 400 too, where
-twisted writes a bare status line.
+twisted writes a bare status line. A socket the application closes with a close code the WebSocket
+registry defines for an endpoint to send (PayGo's 1003 and 1013) is closed with it, where autobahn
+refused it.
 
 Every way PayGo serves uses it: `manage.py serve`, and in production
 `python -m paygo.server -b 0.0.0.0 -p 8000 paygo.asgi:application`, which takes Daphne's own
@@ -23,6 +25,7 @@ import io
 import daphne.server  # isort: skip
 from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
+from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import reactor
 
 from paygo.api.bodies import body_limit, error_headers, malformed_body, too_large_body
@@ -123,11 +126,30 @@ def with_backlog(endpoints: list[str]) -> list[str]:
     ]
 
 
+# The close codes an endpoint may send (RFC 6455 and the IANA registry: 1004-1006 and 1015 are never
+# sent, 1010 is a client's): autobahn's sendClose accepts none of them from the application but
+# 1000, and raised inside Daphne for PayGo's 1003 (unsupported data) and 1013 (try again later),
+# logged as "Exception inside application", and Daphne closed the socket with 1011 instead.
+SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1012, 1013, 1014})
+
+
+class ClosingWebSocketProtocol(WebSocketProtocol):
+    """Daphne's socket, which closes with any close code an endpoint may send."""
+
+    def serverClose(self, code=None) -> None:
+        if code in SENDABLE_CLOSE_CODES:
+            self.sendCloseFrame(code=code, isReply=False)  # what sendClose does once it checked the code
+        else:
+            super().serverClose(code)
+
+
 class Server(daphne.server.Server):
-    """Daphne's server with BoundedRequest, listening with LISTEN_BACKLOG.
+    """Daphne's server with BoundedRequest and ClosingWebSocketProtocol, listening with
+    LISTEN_BACKLOG.
 
     Daphne's run() makes its HTTP factory and listens with it in one go, naming the class itself:
-    the factory it assigns to `http_factory` is replaced here by the bounded one.
+    the factory it assigns to `http_factory` is replaced here by the bounded one; the socket
+    factory it assigns to `ws_factory` makes ClosingWebSocketProtocol sockets.
     """
 
     def __init__(self, application, endpoints=None, **kwargs) -> None:
@@ -140,6 +162,16 @@ class Server(daphne.server.Server):
     @http_factory.setter
     def http_factory(self, factory: HTTPFactory) -> None:
         self._http_factory = BoundedHTTPFactory(self) if type(factory) is HTTPFactory else factory
+
+    @property
+    def ws_factory(self) -> WebSocketFactory:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: WebSocketFactory) -> None:
+        if factory.protocol is WebSocketProtocol:
+            factory.protocol = ClosingWebSocketProtocol
+        self._ws_factory = factory
 
 
 def _skip_autobahn_debug_arguments() -> None:

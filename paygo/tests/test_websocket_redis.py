@@ -82,3 +82,21 @@ async def test_a_socket_whose_channel_layer_fails_as_it_closes_logs_a_warning(al
 
     assert [record.levelno for record in caplog.records if record.name == "paygo.ws"] == [logging.WARNING]
     assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+@pytest.mark.timeout(120)
+async def test_through_daphne_the_client_reads_the_1013(alice, live_daphne):
+    """autobahn, Daphne's WebSocket layer, refused to send 1013 (or any code but 1000 and 3000-4999
+    from the application): the close raised inside Daphne, logged as "Exception inside application",
+    and Daphne closed the socket with 1011 instead. Here Redis refuses every connection."""
+    import aiohttp
+
+    host, port = live_daphne(REDIS_URL="redis://127.0.0.1:9/0")  # nothing listens on the discard port
+    token = await database_sync_to_async(lambda: token_pair_for(alice).access)()
+
+    url = f"ws://{host}:{port}/ws/notifications/"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, protocols=[f"bearer.{token}"]) as socket:
+        message = await socket.receive(timeout=30)
+
+    assert message.type == aiohttp.WSMsgType.CLOSE
+    assert message.data == 1013
