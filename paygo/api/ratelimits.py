@@ -33,8 +33,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache, wraps
-from typing import NamedTuple
+from functools import cache, lru_cache, wraps
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.cache import caches
@@ -161,11 +161,14 @@ def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
     if not getattr(settings, "RATELIMIT_ENABLE", True):
         return []
     limits = [Limit(*limit) for limit in limits]
-    cache = caches[settings.RATELIMIT_USE_CACHE]
-    if not isinstance(cache, RedisCache):
+    alias = settings.RATELIMIT_USE_CACHE
+    kept = _kept_redis(alias, repr(settings.CACHES[alias]))
+    if kept is None:
+        cache = caches[alias]
         return [
             _usage_of_library(request, limit) for limit in limits if limit.unless is None or not cache.get(limit.unless)
         ]
+    cache, client = kept
     counted, guards, guard_at = [], [], []
     for limit in limits:
         group, period = f"paygo:{limit.policy}", _split_rate(limit.rate)[1]
@@ -176,8 +179,6 @@ def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
         if limit.unless is not None:
             guards.append(cache.make_and_validate_key(limit.unless))
         guard_at.append(0 if limit.unless is None else len(limits) + len(guards))  # its place in KEYS, from 1
-    # The client is the cache's own (Django's RedisCache has no public way to script), on its pool.
-    client = cache._cache.get_client(write=True)
     answers = _COUNT(
         keys=[one.cache_key for one in counted] + guards,
         args=[one.period + EXPIRATION_FUDGE for one in counted] + guard_at,
@@ -189,6 +190,19 @@ def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
         for one, count in zip(counted, answers, strict=True)
         if count >= 0
     ]
+
+
+@lru_cache(maxsize=8)
+def _kept_redis(alias: str, config: str) -> tuple[RedisCache, Any] | None:
+    """The cache `alias` (configured as `config` says) and its Redis client, made once per process,
+    or None when it is not a Redis cache. The client is the cache's own (Django's RedisCache has no
+    public way to script), on its pool. Django's caches are per context (asgiref's Local): under an
+    ASGI server each request and each socket handshake is a context of its own, whose cache made a
+    connection pool of its own, and so opened a new connection to Redis for every count."""
+    kept = caches.create_connection(alias)
+    if not isinstance(kept, RedisCache):
+        return None
+    return kept, kept._cache.get_client(write=True)
 
 
 class _Counted(NamedTuple):
