@@ -852,9 +852,6 @@ def _withdrawal_sent(withdrawal: Withdrawal, tx_hash: str) -> str:
         withdrawal,
         from_statuses=(WithdrawalStatus.SENDING, WithdrawalStatus.NEEDS_REVIEW),
         status=WithdrawalStatus.SENT,
-        credit=lambda w: ledger.system_account(SystemAccount.CUSTODY, w.asset),
-        kind=TransactionKind.WITHDRAWAL,
-        reference="withdrawal-sent",
         metadata={"txHash": tx_hash},
         changes={"tx_hash": tx_hash, "sent_at": timezone.now(), "last_error": ""},
     )
@@ -873,9 +870,6 @@ def _withdrawal_failed(withdrawal: Withdrawal, error: str) -> str:
         withdrawal,
         only_after=withdrawal.send_attempted_at,
         status=WithdrawalStatus.FAILED,
-        credit=lambda w: ledger.account_for_user(w.user, w.asset),
-        kind=TransactionKind.REFUND,
-        reference="withdrawal-refund",
         metadata={"reason": error[:200]},
         changes={"last_error": error[:500]},
     )
@@ -887,18 +881,16 @@ def _withdrawal_finish(
     withdrawal: Withdrawal,
     *,
     status,
-    credit,
-    kind,
-    reference,
     metadata,
     changes,
     only_after=None,
     from_statuses=(WithdrawalStatus.SENDING,),
     created_by=None,
 ) -> str:
-    """Settle a row that is being sent (or, `from_statuses`, in review), once: its money leaves
-    'in flight' for `credit` (the reference, one per row and outcome, is unique); with `only_after`,
-    only while that is still its latest attempt."""
+    """Settle a row that is being sent (or, `from_statuses`, in review), once, as SENT (its money
+    leaves 'in flight' for the custody mirror: it left PayGo's custody) or FAILED (back to the wallet
+    it came from, a refund); the posting's reference, one per row and outcome, is unique. With
+    `only_after`, only while that is still its latest attempt."""
     with transaction.atomic():
         locked = (
             Withdrawal.objects.select_related("asset", "user").select_for_update(of=("self",)).get(pk=withdrawal.pk)
@@ -907,12 +899,17 @@ def _withdrawal_finish(
             return locked.status
         if only_after is not None and locked.send_attempted_at != only_after:
             return locked.status
+        sent = status == WithdrawalStatus.SENT
         ledger.transfer(
             debit=ledger.system_account(SystemAccount.WITHDRAWALS_IN_FLIGHT, locked.asset),
-            credit=credit(locked),
+            credit=(
+                ledger.system_account(SystemAccount.CUSTODY, locked.asset)
+                if sent
+                else ledger.account_for_user(locked.user, locked.asset)
+            ),
             amount=locked.amount,
-            kind=kind,
-            reference=f"{reference}:{locked.pk}",
+            kind=TransactionKind.WITHDRAWAL if sent else TransactionKind.REFUND,
+            reference=f"{'withdrawal-sent' if sent else 'withdrawal-refund'}:{locked.pk}",
             metadata={"withdrawalId": str(locked.pk), **metadata},
             created_by=created_by,
         )
@@ -921,7 +918,7 @@ def _withdrawal_finish(
         for name, value in changes.items():
             setattr(locked, name, value)
         locked.save(update_fields=["status", "claimed_until", *changes, "updated_at"])
-        transaction.on_commit(lambda: _notify_withdrawal(locked, sent=status == WithdrawalStatus.SENT), robust=True)
+        transaction.on_commit(lambda: _notify_withdrawal(locked, sent=sent), robust=True)
     return status
 
 
@@ -977,9 +974,6 @@ def withdrawal_settle(*, withdrawal_id, outcome: str, staff, reason: str, tx_has
                 locked,
                 from_statuses=(WithdrawalStatus.NEEDS_REVIEW,),
                 status=WithdrawalStatus.FAILED,
-                credit=lambda w: ledger.account_for_user(w.user, w.asset),
-                kind=TransactionKind.REFUND,
-                reference="withdrawal-refund",
                 metadata={"reason": "settled by staff"},
                 changes={"last_error": note[:500]},
                 created_by=staff,
@@ -991,9 +985,6 @@ def withdrawal_settle(*, withdrawal_id, outcome: str, staff, reason: str, tx_has
                 locked,
                 from_statuses=(WithdrawalStatus.NEEDS_REVIEW,),
                 status=WithdrawalStatus.SENT,
-                credit=lambda w: ledger.system_account(SystemAccount.CUSTODY, w.asset),
-                kind=TransactionKind.WITHDRAWAL,
-                reference="withdrawal-sent",
                 metadata={"txHash": canonical, "reason": "settled by staff"},
                 # Confirmed: staff saw it on chain; nothing automatic undoes it (sends_confirm).
                 changes={"tx_hash": canonical, "sent_at": now, "confirmed_at": now, "last_error": note[:500]},
