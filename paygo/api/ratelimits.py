@@ -277,14 +277,14 @@ def _bearer() -> BearerJWTAuthentication:
     return BearerJWTAuthentication()  # it asks for the user model: not at import time
 
 
-class TokenHolder(NamedTuple):
-    """Whom a request's valid access token names: its user and its sign-in."""
+class TokenClaims(NamedTuple):
+    """Whom a request's valid access token names, by its claims alone: its user and its sign-in."""
 
     user_id: str
     sign_in_id: uuid.UUID
 
 
-def token_holder(request: HttpRequest) -> TokenHolder | None:
+def token_claims(request: HttpRequest) -> TokenClaims | None:
     """The user and sign-in of the request's access token when it is valid (read without a query: the
     user is counted before anything else runs). A bad token, or one without a sign-in (refused), is
     counted by its address only."""
@@ -295,9 +295,10 @@ def token_holder(request: HttpRequest) -> TokenHolder | None:
         token = bearer.get_validated_token(raw) if raw else None
     except AuthenticationFailed:  # InvalidToken included
         return None
-    if token is None or token.get(jwt_settings.USER_ID_CLAIM) is None or SignIn.id_of(token) is None:
+    user_id, sign_in_id = (token.get(jwt_settings.USER_ID_CLAIM), SignIn.id_of(token)) if token else (None, None)
+    if user_id is None or sign_in_id is None:
         return None
-    return TokenHolder(user_id=str(token[jwt_settings.USER_ID_CLAIM]), sign_in_id=SignIn.id_of(token))
+    return TokenClaims(user_id=str(user_id), sign_in_id=sign_in_id)
 
 
 # --- Ended sign-ins: their tokens spend no user's budget ---------------------------------------------
@@ -358,9 +359,9 @@ class ApiRateLimitMiddleware:
         budget = budget_of(request, view)
         per_user, per_ip = (getattr(settings, name) for name in BUDGET_RATES[budget])
         limits = [Limit(f"{budget}-ip", "ip", per_ip)]
-        if (holder := token_holder(request)) is not None:
-            user_key = lambda group, request: holder.user_id  # noqa: E731
-            limits.insert(0, Limit(f"{budget}-user", user_key, per_user, ended_sign_in_key(holder.sign_in_id)))
+        if (claims := token_claims(request)) is not None:
+            user_key = lambda group, request: claims.user_id  # noqa: E731
+            limits.insert(0, Limit(f"{budget}-user", user_key, per_user, ended_sign_in_key(claims.sign_in_id)))
         try:
             enforce(request, limits=limits)
         except RateLimited as exc:
