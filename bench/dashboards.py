@@ -251,9 +251,10 @@ def build(entries: int) -> None:
                                        (%(in_flight)s::bigint, 10000000::numeric)) AS x(account_id, amount)
             WHERE u.n <= %(withdrawing)s;
             INSERT INTO wallets_withdrawal (id, kind, amount, to_address, status, tx_hash, nonce, attempts,
-                                            next_attempt_at, last_error, created_at, updated_at, asset_id, user_id)
+                                            refusals, next_attempt_at, last_error, created_at, updated_at,
+                                            asset_id, user_id)
             SELECT gen_random_uuid(), 'withdrawal', 10000000, '0x' || lpad(to_hex(u.n), 64, '0'),
-                   CASE WHEN u.n <= 50 THEN 'pending' ELSE 'sent' END, '', '', 0, now(), '',
+                   CASE WHEN u.n <= 50 THEN 'pending' ELSE 'sent' END, '', '', 0, 0, now(), '',
                    now() - random() * interval '365 days', now(), %(usdc)s, u.user_id
             FROM bu u WHERE u.n <= %(withdrawing)s;
             """,
