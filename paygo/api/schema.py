@@ -37,7 +37,10 @@ ERROR_STATUSES: dict[int, str] = {
     429: "Too many requests: wait for Retry-After seconds.",
     503: "A service PayGo depends on is unavailable (Chipi, the cache, or every database connection busy): "
     "nothing was done, try again shortly.",
-    # From the production edge (deploy/nginx.conf), not from the application.
+    # From the production edge (deploy/nginx.conf), not from the application (whose 500 is a defect).
+    500: "The server failed while handling the request (code `outcome_unknown`: the proxy failing on its own "
+    "after the request reached the application): it may have been done. Send it again only with the same "
+    "Idempotency-Key, or read your history first.",
     502: "The server that took the request failed before answering (code `outcome_unknown`): it may have been "
     "done. Send it again only with the same Idempotency-Key, or read your history first.",
     504: "The server that took the request did not answer in time (code `outcome_unknown`): it may have been "
@@ -235,13 +238,13 @@ def document_rate_limits(result: dict, generator, request, public) -> dict:
 def document_database_busy(result: dict, generator, request, public) -> dict:
     """drf-spectacular postprocessing hook: any operation may find every connection of its server's
     pool busy, or its cache not answering, and is then answered 503 with Retry-After, having done
-    nothing; behind the production edge, any may also be answered 502 or 504 with its outcome
+    nothing; behind the production edge, any may also be answered 500, 502 or 504 with its outcome
     unknown, by the proxy."""
     for operations in result.get("paths", {}).values():
         for method, operation in operations.items():
             if method not in _HTTP_METHODS:
                 continue
-            for status in (502, 504):
+            for status in (500, 502, 504):
                 operation.setdefault("responses", {}).setdefault(
                     str(status),
                     {

@@ -255,10 +255,13 @@ def test_every_origin_the_app_takes_makes_a_configuration_nginx_takes(tmp_path, 
 
 
 @contextlib.contextmanager
-def nginx_in_front_of(prod_py, run_dir, *, web: str, ws: str, http_read_timeout: str | None = None):
+def nginx_in_front_of(
+    prod_py, run_dir, *, web: str, ws: str, http_read_timeout: str | None = None, worker_connections: int | None = None
+):
     """nginx on the rendered configuration, with `web` and `ws` as its upstreams; yields its port.
-    `http_read_timeout` replaces the HTTP locations' proxy_read_timeout (a test's override: the
-    one way the configuration then differs from production's)."""
+    `http_read_timeout` replaces the HTTP locations' proxy_read_timeout, `worker_connections` the
+    connections nginx may hold (one worker process then): a test's overrides, the one way the
+    configuration then differs from production's."""
     port = _free_port()
     edge = {**edge_settings(prod_py), "CORS_ALLOWED_ORIGINS": [FRONTEND]}
     config = prod_py.render_nginx(run_dir, port=port, web=web, ws=ws, settings=edge)
@@ -270,6 +273,12 @@ def nginx_in_front_of(prod_py, run_dir, *, web: str, ws: str, http_read_timeout:
         )
         assert count == 1
         config.write_text(text.replace("\0", websockets))
+    if worker_connections:
+        text, count = re.subn(
+            r"worker_connections \d+;", f"worker_connections {worker_connections};", config.read_text()
+        )
+        assert count == 1
+        config.write_text(text.replace("worker_processes auto;", "worker_processes 1;", 1))
     nginx = subprocess.Popen([prod_py.nginx_binary(), "-p", str(run_dir), "-c", str(config), "-e", "stderr"])
     try:
         for _ in range(100):
@@ -430,3 +439,23 @@ def test_gunicorn_gives_up_on_a_request_before_nginx_does(tmp_path, prod_py):
     (read_timeout,) = re.findall(r"proxy_read_timeout (\d+)s;", _http_part(config.read_text()))
 
     assert int(read_timeout) > prod_py.WEB_TIMEOUT_SECONDS + 10  # the arbiter notices within a second or so
+
+
+def test_a_request_nginx_has_no_connection_left_to_pass_on_is_told_nothing_was_done(tmp_path, prod_py):
+    """nginx out of connections (worker_connections, or file descriptors) when it opens one to an
+    upstream answers its own 500, an HTML page: in the API's format, and as what it is, a request
+    that reached nobody."""
+    with (
+        upstream("hang") as (web, taken),
+        nginx_in_front_of(prod_py, tmp_path, web=web, ws=_refused(), worker_connections=4) as port,
+        # The worker's listening socket and its channel to the master hold two; a client still
+        # sending its request the third (an idle one's nginx would close to reuse).
+        socket.create_connection(("127.0.0.1", port), timeout=5) as slow,
+    ):
+        slow.sendall(b"GET /api/v1/health HTTP/1.1\r\n")
+        status, headers, body = send(port, transfer())
+
+    assert status == 503, body
+    assert headers["retry-after"] == "5"
+    assert json.loads(body)["code"] == "unavailable"
+    assert taken == []

@@ -93,9 +93,10 @@ def test_every_operation_documents_the_503_of_a_busy_database(schema):
 
 def test_every_operation_documents_the_proxys_answers_whose_outcome_is_unknown(schema):
     """Behind `make prod`'s nginx, a request a server took and never answered is a 502 or a 504 with
-    code outcome_unknown (deploy/nginx.conf): a client must know not to send it again blindly."""
+    code outcome_unknown (deploy/nginx.conf), and one nginx failed on after it reached a server a
+    500: a client must know not to send it again blindly."""
     for method, path, operation in _operations(schema):
-        for status in ("502", "504"):
+        for status in ("500", "502", "504"):
             answer = operation["responses"][status]
             assert "outcome_unknown" in answer["description"], (method, path, status)
             assert answer["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
