@@ -33,8 +33,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import cache, lru_cache, wraps
-from typing import Any, NamedTuple
+from functools import cache, wraps
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.cache import caches
@@ -161,14 +161,14 @@ def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
     if not getattr(settings, "RATELIMIT_ENABLE", True):
         return []
     limits = [Limit(*limit) for limit in limits]
-    alias = settings.RATELIMIT_USE_CACHE
-    kept = _kept_redis(alias, repr(settings.CACHES[alias]))
-    if kept is None:
-        cache = caches[alias]
+    cache = caches[settings.RATELIMIT_USE_CACHE]
+    if not isinstance(cache, RedisCache):
         return [
             _usage_of_library(request, limit) for limit in limits if limit.unless is None or not cache.get(limit.unless)
         ]
-    cache, client = kept
+    # The cache's own client, on its pool (Django's RedisCache has no public way to script): one per
+    # process (paygo.cache).
+    client = cache._cache.get_client(write=True)
     counted, guards, guard_at = [], [], []
     for limit in limits:
         group, period = f"paygo:{limit.policy}", _split_rate(limit.rate)[1]
@@ -190,19 +190,6 @@ def count_all(request: HttpRequest, limits: list[Limit]) -> list[Usage]:
         for one, count in zip(counted, answers, strict=True)
         if count >= 0
     ]
-
-
-@lru_cache(maxsize=8)
-def _kept_redis(alias: str, config: str) -> tuple[RedisCache, Any] | None:
-    """The cache `alias` (configured as `config` says) and its Redis client, made once per process,
-    or None when it is not a Redis cache. The client is the cache's own (Django's RedisCache has no
-    public way to script), on its pool. Django's caches are per context (asgiref's Local): under an
-    ASGI server each request and each socket handshake is a context of its own, whose cache made a
-    connection pool of its own, and so opened a new connection to Redis for every count."""
-    kept = caches.create_connection(alias)
-    if not isinstance(kept, RedisCache):
-        return None
-    return kept, kept._cache.get_client(write=True)
 
 
 class _Counted(NamedTuple):

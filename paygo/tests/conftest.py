@@ -101,3 +101,19 @@ def live_daphne(live_server_env):
         process.terminate()
         process.wait(timeout=60)
         listener.close()
+
+
+@pytest.fixture
+def redis_connections_opened(monkeypatch) -> list:
+    """The connections to Redis that redis-py opens from here on (one entry each)."""
+    import redis
+
+    opened = []
+    make_connection = redis.ConnectionPool.make_connection
+
+    def counted(self):
+        opened.append(self)
+        return make_connection(self)
+
+    monkeypatch.setattr(redis.ConnectionPool, "make_connection", counted)
+    return opened

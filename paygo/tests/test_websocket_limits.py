@@ -182,19 +182,9 @@ async def test_an_address_past_its_handshakes_is_closed_4429_before_anything_is_
     assert (await _open(f"/ws/notifications/?token={token}", address="198.51.100.2"))[1]["type"] == CONNECTED
 
 
-async def test_counting_handshakes_opens_no_connection_to_redis_for_each(alice, monkeypatch):
+async def test_counting_handshakes_opens_no_connection_to_redis_for_each(alice, redis_connections_opened):
     """Each handshake is a context of its own, and Django's caches are per context: counting with
     the context's cache made a connection pool, and opened a new connection to Redis, every time."""
-    import redis
-
-    opened = []
-    make_connection = redis.ConnectionPool.make_connection
-
-    def counted(self):
-        opened.append(self)
-        return make_connection(self)
-
-    monkeypatch.setattr(redis.ConnectionPool, "make_connection", counted)
     token = await _access_token(alice)
 
     for _ in range(12):
@@ -202,7 +192,7 @@ async def test_counting_handshakes_opens_no_connection_to_redis_for_each(alice, 
         assert first["type"] == CONNECTED
         await communicator.disconnect()
 
-    assert len(opened) <= ws.HANDSHAKE_THREADS
+    assert len(redis_connections_opened) <= ws.HANDSHAKE_THREADS
 
 
 @pytest.mark.parametrize(
