@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+from html.parser import HTMLParser
 from urllib.parse import quote
 
 import pytest
@@ -13,7 +14,7 @@ from django.contrib.auth.models import Permission
 from django.core.cache import cache
 from django.db import connection, connections
 from django.db.backends.postgresql import base as postgresql
-from django.test import TestCase
+from django.test import Client, TestCase
 from rest_framework.test import APIClient
 
 from accounts.models import Role, User
@@ -191,6 +192,72 @@ def grant(user: User, *permissions: str) -> User:
         app_label, codename = permission.split(".")
         user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
     return User.objects.get(pk=user.pk)
+
+
+class _FormReader(HTMLParser):
+    """The values a browser would post from the page's form with this id."""
+
+    def __init__(self, form_id: str):
+        super().__init__()
+        self.form_id, self.inside, self.select, self.textarea = form_id, False, None, None
+        self.data: dict[str, list[str]] = {}
+
+    def _add(self, name: str | None, value: str) -> None:
+        if name:
+            self.data.setdefault(name, []).append(value)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.inside = attrs.get("id") == self.form_id
+        elif not self.inside or "disabled" in attrs:
+            return
+        elif tag == "input":
+            kind = attrs.get("type", "text")
+            if kind in ("submit", "button", "file", "image", "reset"):
+                return
+            if kind in ("checkbox", "radio") and "checked" not in attrs:
+                return
+            self._add(attrs.get("name"), attrs.get("value", "on" if kind in ("checkbox", "radio") else ""))
+        elif tag == "select":
+            self.select = attrs.get("name")
+        elif tag == "option" and self.select and "selected" in attrs:
+            self._add(self.select, attrs.get("value", ""))
+        elif tag == "textarea":
+            self.textarea = attrs.get("name")
+            self._add(self.textarea, "")
+
+    def handle_data(self, data):
+        if self.inside and self.textarea:
+            self.data[self.textarea][-1] += data
+
+    def handle_endtag(self, tag):
+        if tag == "form":
+            self.inside = False
+        elif tag == "select":
+            self.select = None
+        elif tag == "textarea":
+            self.textarea = None
+
+
+def another_operator() -> Client:
+    """The browser of a second platform admin (otto), for what another operator does meanwhile."""
+    client = Client()
+    client.force_login(_make("otto", Role.ADMIN))
+    return client
+
+
+def admin_form(client, url: str) -> dict[str, list[str]]:
+    """What the admin's change page at `url` posts back as the operator's browser sends it (its
+    hidden inputs included) when nothing is changed: edit the result, then post it to `url`."""
+    page = client.get(url)
+    assert page.status_code == 200, page.status_code
+    reader = _FormReader(f"{page.context['opts'].model_name}_form")
+    reader.feed(page.content.decode())
+    # A textarea's first newline belongs to its markup, not its value (as browsers read it).
+    data = {name: [value.removeprefix("\n") for value in values] for name, values in reader.data.items()}
+    data.pop("csrfmiddlewaretoken", None)
+    return data
 
 
 @pytest.fixture

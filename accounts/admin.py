@@ -15,7 +15,7 @@ from django.utils.html import format_html
 
 from accounts.models import AdminProfile, Image, Profile, Role, SignIn, User, VendorProfile
 from accounts.services import image_delete, sign_ins_end, user_deactivate
-from paygo.admin import ReadOnlyAdminMixin
+from paygo.admin import ReadOnlyAdminMixin, SeenValuesAdminMixin
 from paygo.api.amounts import format_minor
 from paygo.api.text import NameFormField
 from paygo.tokens import DEFAULT_TOKEN, decimals_of
@@ -32,6 +32,9 @@ class _AdminsAreStaff:
 
     def clean(self):
         cleaned = super().clean()
+        # Only a role the operator sets: the one his page showed may be no longer the user's.
+        if "role" not in self.changed_data:
+            return cleaned
         role, was = cleaned.get("role"), self.initial.get("role")
         if role == Role.ADMIN:
             if was != Role.ADMIN and not self.operator_is_superuser:
@@ -41,6 +44,9 @@ class _AdminsAreStaff:
         elif was == Role.ADMIN and role:
             cleaned["is_staff"] = cleaned["is_superuser"] = False
             self.instance.is_staff = self.instance.is_superuser = False
+        else:
+            return cleaned
+        self.changed_by_clean = {"is_staff", "is_superuser"}  # saved with the role (SeenValuesFormMixin)
         return cleaned
 
 
@@ -86,7 +92,7 @@ def _reauthorize_on_commit(user_ids: list[int]) -> None:
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(SeenValuesAdminMixin, DjangoUserAdmin):
     form = UserEditForm
     add_form = UserCreateForm
     list_display = ("email", "name", "role", "is_active", "is_verified", "is_staff", "date_joined")
@@ -215,7 +221,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class GroupAdmin(DjangoGroupAdmin):
+class GroupAdmin(SeenValuesAdminMixin, DjangoGroupAdmin):
     """A group's permissions are its members': changing them, or deleting the group, changes what
     each member may watch, as an edit of the member's own permissions does. Groups are a
     superuser's, as users' groups and permissions are (UserAdmin): other staff with the group

@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count
 from rest_framework.exceptions import NotFound
 
 from marketplace import selectors, services
 from marketplace.models import Category, Service
+from paygo.admin import SeenValuesAdminMixin, SeenValuesFormMixin
 from paygo.api.amounts import format_minor
 from paygo.tokens import decimals_of
 
 
+class SubcategoryForm(SeenValuesFormMixin, forms.ModelForm):
+    """Saving a category posts its subcategories' names as its page showed them: one renamed since
+    on its own page keeps its new name (SeenValuesFormMixin)."""
+
+    class Meta:
+        model = Category
+        fields = ("name",)
+
+
 class SubcategoryInline(admin.TabularInline):
     model = Category
+    form = SubcategoryForm
     fk_name = "parent"
     fields = ("name",)
     extra = 0
@@ -37,7 +49,7 @@ class TopLevelFilter(admin.SimpleListFilter):
 
 
 @admin.register(Category)
-class CategoryAdmin(admin.ModelAdmin):
+class CategoryAdmin(SeenValuesAdminMixin, admin.ModelAdmin):
     list_display = ("name", "parent", "service_count")
     list_filter = (TopLevelFilter, "parent")
     search_fields = ("name", "parent__name")

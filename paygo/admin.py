@@ -1,14 +1,17 @@
-"""Admin pieces the apps share: read-only records, amounts in their asset's units, short ids, the
-token that makes a form act once."""
+"""Admin pieces the apps share: read-only records, change forms that save what the operator changed
+(never what he only saw), amounts in their asset's units, short ids, the token that makes a form act
+once."""
 
 from __future__ import annotations
 
 import operator
 import re
 import uuid
+from itertools import chain
 
 from django import forms
 from django.contrib import admin
+from django.db import transaction
 from django.utils.html import format_html
 
 from paygo.api.amounts import format_minor
@@ -27,6 +30,123 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+# --- Change forms that save what the operator changed ---------------------------------------------------
+#
+# A ModelForm posts every field its page showed, and the admin saves them all: a field the operator
+# did not touch went back to the value he had seen, undoing what someone else changed while his
+# page was open (a user deactivated meanwhile was active again after a phone fix). Each field of a
+# guarded change form therefore carries, in a hidden input, the value its page showed (Django's
+# show_hidden_initial), so that changed_data is what the operator changed; only that is saved, and
+# a field he changed that someone else changed too since is refused, not overwritten.
+
+STALE_FIELD = "Changed by someone else since you opened this page: reload it to see the new value."
+STALE_PAGE = "This page does not say what it showed you (it was opened before an update): reload it."
+
+
+class _SeenChoicesInput(forms.MultipleHiddenInput):
+    """What a page showed of a many-valued field, with an empty input when it showed none: "saw
+    none" then reaches the server as such, not as the missing field of a page that did not say."""
+
+    def format_value(self, value):
+        return super().format_value(value) or [""]
+
+    def value_from_datadict(self, data, files, name):
+        if name not in data:
+            return None
+        return [value for value in super().value_from_datadict(data, files, name) if value != ""]
+
+
+class SeenValuesFormMixin:
+    """For a ModelForm editing an existing row (SeenValuesAdminMixin puts it on a ModelAdmin's change
+    form; an inline's form takes it itself). A form's clean() that sets model fields the operator did
+    not change (one follows from another) names them in changed_by_clean, to be saved too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.changed_by_clean: set[str] = set()
+        # Fields added after this (a formset's id and foreign key, its delete box) are the formset's.
+        self.seen_fields = [] if self.instance._state.adding else [n for n, f in self.fields.items() if not f.disabled]
+        for name in self.seen_fields:
+            field = self.fields[name]  # this form's own copy
+            field.show_hidden_initial = True
+            if issubclass(field.hidden_widget, forms.MultipleHiddenInput):
+                field.hidden_widget = _SeenChoicesInput
+
+    def _seen(self, name: str):
+        return self._widget_data_value(self.fields[name].hidden_widget(), self[name].html_initial_name)
+
+    def clean(self):
+        cleaned = super().clean()
+        if any(self._seen(name) is None for name in self.seen_fields):
+            raise forms.ValidationError(STALE_PAGE, code="stale_page")
+        # The row is as it is now (locked by SeenValuesAdminMixin.get_object): a field that differs
+        # from what the page showed was changed since; the operator's change of it is refused unless
+        # he chose what it already is.
+        for name in self.changed_data:
+            if name not in self.seen_fields:
+                continue
+            field, current = self.fields[name], self[name].initial
+            if field.has_changed(current, self._seen(name)) and field.has_changed(current, self[name].data):
+                self.add_error(name, forms.ValidationError(STALE_FIELD, code="stale_field"))
+        return cleaned
+
+    def fields_to_save(self) -> list[str] | None:
+        """The row's own columns the operator changed (and what clean() set with them), plus those
+        that record when the row changed."""
+        if not self.seen_fields:
+            return None  # a new row: all of it
+        columns = {field.name: field for field in self.instance._meta.concrete_fields}
+        names = [name for name in dict.fromkeys([*self.changed_data, *self.changed_by_clean]) if name in columns]
+        if names:
+            names += [name for name, field in columns.items() if getattr(field, "auto_now", False)]
+        return names
+
+    def _save_m2m(self):
+        if not self.seen_fields:
+            return super()._save_m2m()
+        for field in chain(self.instance._meta.many_to_many, self.instance._meta.private_fields):
+            if hasattr(field, "save_form_data") and field.name in self.changed_data and field.name in self.cleaned_data:
+                field.save_form_data(self.instance, self.cleaned_data[field.name])
+
+    def save(self, commit=True):
+        # An inline's formset saves its forms with commit=True: the same columns as the admin's save_model.
+        instance = super().save(commit=False)
+        if commit:
+            instance.save(update_fields=self.fields_to_save())
+            self._save_m2m()
+        return instance
+
+
+class SeenValuesAdminMixin:
+    """For a ModelAdmin whose change form operators edit: its save writes what the operator changed
+    (SeenValuesFormMixin), on the row locked as it is now."""
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        if obj is None or issubclass(form, SeenValuesFormMixin):
+            return form
+        return type(form.__name__, (SeenValuesFormMixin, form), {})
+
+    def get_object(self, request, object_id, from_field=None):
+        obj = super().get_object(request, object_id, from_field)
+        # The admin's change and delete views post inside one transaction: the row is locked there
+        # until the save, so the form compares what the page showed with what is there now.
+        if obj is not None and request.method == "POST" and transaction.get_connection().in_atomic_block:
+            self.lock_for_change(obj)
+        return obj
+
+    def lock_for_change(self, obj) -> None:
+        """Lock the edited row and read it again; an admin whose service locks rows in an order of its
+        own (every token, say) takes them that way instead."""
+        obj.refresh_from_db(from_queryset=type(obj)._base_manager.select_for_update())
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            return super().save_model(request, obj, form, change)
+        obj.save(update_fields=form.fields_to_save())
+        return None
 
 
 def in_units(amount: int | None, asset) -> str:

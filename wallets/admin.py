@@ -13,7 +13,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
-from paygo.admin import FormTokenField, ReadOnlyAdminMixin, amount_field, in_units, short
+from paygo.admin import FormTokenField, ReadOnlyAdminMixin, SeenValuesAdminMixin, amount_field, in_units, short
 from paygo.api.amounts import AmountError, to_minor
 from paygo.api.errors import Conflict
 from paygo.api.permissions import staff_has
@@ -50,7 +50,7 @@ class AssetForm(forms.ModelForm):
 
 
 @admin.register(Asset)
-class AssetAdmin(admin.ModelAdmin):
+class AssetAdmin(SeenValuesAdminMixin, admin.ModelAdmin):
     """The default token (the one a request that names none uses) is always there and active: it
     changes only through the action, which moves it from one token to another at once."""
 
@@ -67,9 +67,16 @@ class AssetAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def lock_for_change(self, obj) -> None:
+        services.assets_locked()  # in the order every change of the tokens takes them
+        obj.refresh_from_db()
+
     def save_model(self, request, obj, form, change):
+        # What the operator changed only (SeenValuesAdminMixin): not the box he saw ticked of a
+        # token deactivated meanwhile.
+        changes = {field: form.cleaned_data[field] for field in ("name", "is_active") if field in form.changed_data}
         try:
-            services.asset_update(asset=obj, name=form.cleaned_data["name"], is_active=form.cleaned_data["is_active"])
+            services.asset_update(asset=obj, **changes)
         except ApiValidationError as exc:
             raise _Refused([text for _, texts in _problems(exc.detail) for text in texts]) from None
 

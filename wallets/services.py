@@ -320,7 +320,7 @@ def deposits_poll(limit: int = POLL_WALLETS_PER_RUN) -> int:
 # --- The default token ----------------------------------------------------------------------------
 
 
-def _assets_locked() -> dict[int, Asset]:
+def assets_locked() -> dict[int, Asset]:
     """Every token, locked in id order: changes to the tokens (a new default, an edit) take turns,
     and each decides on what the one before it committed. Call inside transaction.atomic."""
     return {row.pk: row for row in Asset.objects.select_for_update().order_by("pk")}
@@ -330,7 +330,7 @@ def asset_make_default(*, asset: Asset) -> Asset:
     """Make `asset` (active) the token a request that names none uses, in place of the one that was:
     there is always exactly one default, and it is active."""
     with transaction.atomic():
-        asset = _assets_locked()[asset.pk]
+        asset = assets_locked()[asset.pk]
         if not asset.is_active:
             raise _invalid("token", f"{asset.code} is not active: activate it first.", code="inactive_token")
         Asset.objects.filter(is_default=True).exclude(pk=asset.pk).update(is_default=False)
@@ -339,23 +339,30 @@ def asset_make_default(*, asset: Asset) -> Asset:
     return asset
 
 
-def asset_update(*, asset: Asset, name: str, is_active: bool) -> Asset:
-    """Rename a token, or activate or deactivate it; the default token stays active. Decided on the
-    token as it is once locked, not as the caller read it: the default may have moved to it since
-    (asset_make_default), and an edit must neither deactivate it nor write its old is_default."""
-    name = name.strip()
-    if not name:
-        raise _invalid("name", "Give the token a name.", code="required")
+def asset_update(*, asset: Asset, name: str | None = None, is_active: bool | None = None) -> Asset:
+    """Rename a token, or activate or deactivate it (None: leave it as it is); the default token
+    stays active. Decided on the token as it is once locked, not as the caller read it: the default
+    may have moved to it since (asset_make_default), and an edit must neither deactivate it nor write
+    its old is_default, nor what it did not change (another operator's deactivation meanwhile)."""
+    changes = {}
+    if name is not None:
+        changes["name"] = name.strip()
+        if not changes["name"]:
+            raise _invalid("name", "Give the token a name.", code="required")
+    if is_active is not None:
+        changes["is_active"] = is_active
     with transaction.atomic():
-        locked = _assets_locked()[asset.pk]
-        if locked.is_default and not is_active:
+        locked = assets_locked()[asset.pk]
+        if locked.is_default and is_active is False:
             raise _invalid(
                 "is_active",
                 f"{locked.code} is the default token and stays active: make another token the default first.",
                 code="default_token",
             )
-        locked.name, locked.is_active = name, is_active
-        locked.save(update_fields=["name", "is_active"])
+        for field, value in changes.items():
+            setattr(locked, field, value)
+        if changes:
+            locked.save(update_fields=list(changes))
     asset.name, asset.is_active, asset.is_default = locked.name, locked.is_active, locked.is_default
     return asset
 

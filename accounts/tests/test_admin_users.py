@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 
 from accounts.models import User
-from conftest import grant
+from accounts.services import user_deactivate
+from accounts.tests.conftest import while_writing
+from conftest import admin_form, another_operator, grant, money_db
 
 pytestmark = pytest.mark.django_db
 
@@ -106,12 +109,7 @@ def test_a_name_given_in_the_admin_is_kept_in_one_form(client, olga):
 
 def test_an_email_changed_in_the_admin_is_stored_as_sign_in_looks_it_up(client, olga, alice):
     client.force_login(olga)
-    page = client.get(f"/admin/accounts/user/{alice.pk}/change/")
-    form = {
-        name: value
-        for name, value in page.context["adminform"].form.initial.items()
-        if value is not None and name not in ("groups", "user_permissions", "password", "last_login")
-    }
+    form = _change_form(client, alice)
 
     response = client.post(f"/admin/accounts/user/{alice.pk}/change/", {**form, "email": " Alice.New@Example.COM "})
 
@@ -156,14 +154,8 @@ def test_users_cannot_reach_the_admin(client, alice):
 
 
 def _change_form(client, user) -> dict:
-    """The user's change form as the admin fills it in, ready to post back."""
-    form = client.get(f"/admin/accounts/user/{user.pk}/change/").context["adminform"].form
-    data = {}
-    for name, value in form.initial.items():
-        if name in ("password", "last_login", "date_joined", "wallet_address") or value in (None, False):
-            continue
-        data[name] = [getattr(item, "pk", item) for item in value] if name in ("groups", "user_permissions") else value
-    return data
+    """The user's change form as the operator's browser posts it back unchanged."""
+    return admin_form(client, f"/admin/accounts/user/{user.pk}/change/")
 
 
 def test_a_name_changed_in_the_admin_is_visible_text(client, olga, alice):
@@ -279,9 +271,129 @@ def test_only_a_superuser_changes_groups(client, stan, olga):
     assert not type(stan).objects.get(pk=stan.pk).has_perm("wallets.add_ledgertransaction")
     assert client.get(f"/admin/auth/group/{group.pk}/change/").status_code == 200  # he may still look
     client.force_login(olga)
-    assert (
-        client.post(
-            f"/admin/auth/group/{group.pk}/change/", {"name": "Support", "permissions": [adjust.pk]}
-        ).status_code
-        == 302
+    url = f"/admin/auth/group/{group.pk}/change/"
+    assert client.post(url, {**admin_form(client, url), "permissions": [adjust.pk]}).status_code == 302
+
+
+# --- An operator's save writes what he changed, never what he only saw ---------------------------------
+
+
+@pytest.mark.parametrize("how", ["service", "action", "form"])
+def test_saving_a_phone_keeps_a_deactivation_made_since_the_page_was_opened(client, olga, alice, how):
+    """Olga opens alice's page to fix her phone; meanwhile alice is deactivated (another operator's
+    action or form, or user_deactivate): Olga's save posted the "active" box she saw ticked, and
+    alice was active again, her tokens working."""
+    client.force_login(olga)
+    url = f"/admin/accounts/user/{alice.pk}/change/"
+    seen = admin_form(client, url)
+    if how == "service":
+        user_deactivate(user=User.objects.get(pk=alice.pk))
+    elif how == "action":
+        another_operator().post("/admin/accounts/user/", {"action": "deactivate_users", "_selected_action": [alice.pk]})
+    else:
+        other = another_operator()
+        theirs = admin_form(other, url)
+        del theirs["is_active"]  # unticked
+        assert other.post(url, theirs).status_code == 302
+    assert not User.objects.get(pk=alice.pk).is_active
+
+    response = client.post(url, {**seen, "phone": "+15550100"})
+
+    assert response.status_code == 302, response.content[:3000]
+    alice.refresh_from_db()
+    assert (alice.phone, alice.is_active) == ("+15550100", False)
+
+
+def test_saving_a_name_keeps_what_another_operator_changed_meanwhile(client, olga, alice):
+    """Another operator verified alice, made her a vendor and put her in a group while Olga's page
+    was open: Olga's rename put back the role, the unticked box and the groups she had seen."""
+    from django.contrib.auth.models import Group
+
+    support = Group.objects.create(name="Support")
+    client.force_login(olga)
+    url = f"/admin/accounts/user/{alice.pk}/change/"
+    seen = admin_form(client, url)
+    other = another_operator()
+    theirs = admin_form(other, url)
+    response = other.post(url, {**theirs, "is_verified": "on", "role": "vendor", "groups": [support.pk]})
+    assert response.status_code == 302, response.content[:3000]
+
+    response = client.post(url, {**seen, "name": "Alice Liddell"})
+
+    assert response.status_code == 302, response.content[:3000]
+    alice.refresh_from_db()
+    assert (alice.name, alice.is_verified, alice.role) == ("Alice Liddell", True, "vendor")
+    assert list(alice.groups.all()) == [support]
+
+
+def test_a_field_both_operators_changed_is_refused_not_overwritten(client, olga, alice):
+    """Both fixed alice's phone: the second save, made on what its operator saw before the first, is
+    refused with the field's error (reload to see the new value) and changes nothing."""
+    client.force_login(olga)
+    url = f"/admin/accounts/user/{alice.pk}/change/"
+    seen = admin_form(client, url)
+    other = another_operator()
+    other.post(url, {**admin_form(other, url), "phone": "+15550111"})
+
+    response = client.post(url, {**seen, "phone": "+15550100", "name": "Alice Liddell"})
+
+    assert response.status_code == 200  # the form again
+    assert "Changed by someone else since you opened this page" in response.content.decode()
+    alice.refresh_from_db()
+    assert (alice.phone, alice.name) == ("+15550111", "Alice")
+    # The same value set by both is no conflict.
+    assert client.post(url, {**seen, "phone": "+15550111"}).status_code == 302
+
+
+@money_db
+def test_a_field_both_operators_save_at_once_is_refused_not_overwritten(olga, alice):
+    """The other save is still in its transaction when Olga's arrives: hers waits for the user's row
+    and compares with what it holds then (unlocked, it read the phone as she had seen it, and
+    overwrote the other operator's)."""
+    mine, other = Client(), another_operator()
+    mine.force_login(olga)
+    url = f"/admin/accounts/user/{alice.pk}/change/"
+    seen, theirs = admin_form(mine, url), admin_form(other, url)
+
+    answer = while_writing(
+        lambda: other.post(url, {**theirs, "phone": "+15550111"}),
+        lambda: mine.post(url, {**seen, "phone": "+15550100"}),
     )
+
+    assert answer.status_code == 200  # the form again
+    assert "Changed by someone else since you opened this page" in answer.content.decode()
+    alice.refresh_from_db()
+    assert alice.phone == "+15550111"
+
+
+def test_a_page_that_does_not_say_what_it_showed_is_refused(client, olga, alice):
+    """A form posted without the values its page showed (a page opened before this check existed, a
+    script): what the operator saw is unknown, so nothing he did not change can be told apart."""
+    client.force_login(olga)
+    url = f"/admin/accounts/user/{alice.pk}/change/"
+    seen = {name: value for name, value in admin_form(client, url).items() if not name.startswith("initial-")}
+
+    response = client.post(url, {**seen, "phone": "+15550100"})
+
+    assert response.status_code == 200
+    assert "reload it" in response.content.decode()
+    alice.refresh_from_db()
+    assert alice.phone == ""
+
+
+def test_renaming_a_group_keeps_the_permissions_given_it_meanwhile(client, olga):
+    from django.contrib.auth.models import Group, Permission
+
+    group = Group.objects.create(name="Support")
+    adjust = Permission.objects.get(content_type__app_label="wallets", codename="add_ledgertransaction")
+    client.force_login(olga)
+    url = f"/admin/auth/group/{group.pk}/change/"
+    seen = admin_form(client, url)
+    other = another_operator()
+    assert other.post(url, {**admin_form(other, url), "permissions": [adjust.pk]}).status_code == 302
+
+    response = client.post(url, {**seen, "name": "Customer support"})
+
+    assert response.status_code == 302, response.content[:3000]
+    group.refresh_from_db()
+    assert (group.name, list(group.permissions.all())) == ("Customer support", [adjust])

@@ -15,7 +15,7 @@ from rest_framework import exceptions
 from accounts.models import User
 from accounts.services import user_deactivate
 from accounts.tests.conftest import another_waits_on_a_lock, while_deactivating
-from conftest import money_db
+from conftest import admin_form, money_db
 from consultations import services
 from consultations.models import Consultation, ConsultationStatus
 from consultations.selectors import running_call_of
@@ -41,10 +41,8 @@ def deactivate_in_the_admin(operator, someone, how: str) -> None:
                 "/admin/accounts/user/", {"action": "deactivate_users", "_selected_action": [someone.pk]}
             )
         else:
-            page = client.get(f"/admin/accounts/user/{someone.pk}/change/")
-            skipped = ("groups", "user_permissions", "password", "last_login", "is_active")
-            initial = page.context["adminform"].form.initial
-            form = {k: v for k, v in initial.items() if v is not None and k not in skipped}
+            form = admin_form(client, f"/admin/accounts/user/{someone.pk}/change/")
+            del form["is_active"]  # unticked
             response = client.post(f"/admin/accounts/user/{someone.pk}/change/", form)
     assert response.status_code == 302, response.content[:2000]
     someone.refresh_from_db()

@@ -7,7 +7,7 @@ from django.contrib.messages import get_messages
 from django.test import Client
 
 from accounts.tests.conftest import while_writing
-from conftest import grant, money_db
+from conftest import admin_form, another_operator, grant, money_db
 from marketplace import services
 from marketplace.models import Category, Service
 
@@ -64,6 +64,10 @@ def test_service_change_page_is_read_only(operator, victor, make_service):
     assert page.status_code == 200
     assert b'name="name"' not in page.content  # no editable input
     assert operator.get("/admin/marketplace/service/add/").status_code == 403
+    # Nothing to post back either: an operator's save can never put back a rate its vendor changed.
+    posted = operator.post(f"/admin/marketplace/service/{service.pk}/change/", {"description": "Edited", "rate": "1"})
+    assert posted.status_code == 403
+    assert Service.objects.filter(pk=service.pk, rate=service.rate, description=service.description).exists()
 
 
 def _act(operator, action: str, services) -> None:
@@ -215,3 +219,37 @@ def test_an_action_racing_a_retirement_skips_the_retired_service_and_says_so(olg
         action
     ]
     assert (retired.is_active, retired.deleted_at is not None) == (False, True)
+
+
+def test_renaming_a_subcategory_keeps_the_category_it_was_moved_to_meanwhile(operator):
+    """Olga opens "Pay Per Hour" to rename it; another operator moves it to another category: Olga's
+    save put it back under the category she had seen."""
+    sub, elsewhere = Category.objects.get(name="Pay Per Hour"), Category.objects.get(name="Data & Analytics")
+    url = f"/admin/marketplace/category/{sub.pk}/change/"
+    seen = admin_form(operator, url)
+    other = another_operator()
+    assert other.post(url, {**admin_form(other, url), "parent": elsewhere.pk}).status_code == 302
+
+    response = operator.post(url, {**seen, "name": "Hourly"})
+
+    assert response.status_code == 302, response.content[:3000]
+    sub.refresh_from_db()
+    assert (sub.name, sub.parent) == ("Hourly", elsewhere)
+
+
+def test_renaming_a_category_keeps_a_subcategory_renamed_meanwhile(operator):
+    """The category's page lists its subcategories, each editable: saving the category posted the
+    names it had shown, and a subcategory renamed since on its own page got its old name back."""
+    parent, sub = Category.objects.get(name="Time-Based"), Category.objects.get(name="Pay Per Hour")
+    url = f"/admin/marketplace/category/{parent.pk}/change/"
+    seen = admin_form(operator, url)
+    other = another_operator()
+    sub_url = f"/admin/marketplace/category/{sub.pk}/change/"
+    assert other.post(sub_url, {**admin_form(other, sub_url), "name": "Hourly"}).status_code == 302
+
+    response = operator.post(url, {**seen, "name": "Time based"})
+
+    assert response.status_code == 302, response.content[:3000]
+    parent.refresh_from_db()
+    sub.refresh_from_db()
+    assert (parent.name, sub.name, sub.parent) == ("Time based", "Hourly", parent)

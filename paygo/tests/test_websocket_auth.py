@@ -176,15 +176,13 @@ async def test_a_sign_in_that_ends_closes_the_sockets_its_tokens_opened_and_no_o
 def _deactivate_in_the_admin(operator, user) -> None:
     from django.test import Client
 
+    from conftest import admin_form
+
     client = Client()
     client.force_login(operator)
-    page = client.get(f"/admin/accounts/user/{user.pk}/change/")
-    form = {
-        name: value
-        for name, value in page.context["adminform"].form.initial.items()
-        if value is not None and name not in ("groups", "user_permissions", "password", "last_login", "is_active")
-    }
-    response = client.post(f"/admin/accounts/user/{user.pk}/change/", form)  # is_active unticked
+    form = admin_form(client, f"/admin/accounts/user/{user.pk}/change/")
+    del form["is_active"]  # unticked
+    response = client.post(f"/admin/accounts/user/{user.pk}/change/", form)
     assert response.status_code == 302, response.content[:2000]
     user.refresh_from_db()
     assert not user.is_active
@@ -334,9 +332,10 @@ def _group_in_the_admin(operator, group, *, permissions=None, delete=False) -> N
     if delete:
         response = client.post(f"/admin/auth/group/{group.pk}/delete/", {"post": "yes"})
     else:
-        response = client.post(
-            f"/admin/auth/group/{group.pk}/change/", {"name": group.name, "permissions": permissions or []}
-        )
+        from conftest import admin_form
+
+        url = f"/admin/auth/group/{group.pk}/change/"
+        response = client.post(url, {**admin_form(client, url), "permissions": permissions or []})
     assert response.status_code == 302, response.content[:2000]
 
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 from rest_framework.exceptions import ValidationError
 
 from accounts.tests.conftest import while_writing
-from conftest import client_for, money_db
+from conftest import admin_form, client_for, money_db
 from wallets import ledger, services
 from wallets.models import Asset, LedgerTransaction, SystemAccount, TransactionKind
 from wallets.tests.conftest import AVNU_PRICES, balance_of, provide_liquidity, system_balance
@@ -386,11 +386,15 @@ def test_the_default_token_cannot_be_deactivated_nor_unset_in_its_form(client, o
     client.force_login(olga)
     usdc = Asset.objects.get(code="USDC")
 
-    response = client.post(f"/admin/wallets/asset/{usdc.pk}/change/", {"name": usdc.name})  # is_active unticked
+    url = f"/admin/wallets/asset/{usdc.pk}/change/"
+    seen = admin_form(client, url)
+    unticked = {name: value for name, value in seen.items() if name != "is_active"}
+
+    response = client.post(url, unticked)
 
     assert response.status_code == 200  # the form again
     assert "The default token stays active" in response.content.decode()
-    client.post(f"/admin/wallets/asset/{usdc.pk}/change/", {"name": usdc.name, "is_active": "on", "is_default": ""})
+    client.post(url, {**seen, "is_default": ""})
     usdc.refresh_from_db()
     assert (usdc.is_default, usdc.is_active) == (True, True)  # is_default is not a field of the form
     assert api(alice).get("/api/v1/wallet/balance").status_code == 200
@@ -434,27 +438,30 @@ def test_an_inactive_token_is_not_made_the_default(client, olga):
 def test_editing_a_token_while_another_operator_makes_it_the_default_keeps_a_default(olga, alice, edit):
     """The form saved every column as it had read them: an edit waiting on the new default's lock
     then wrote is_default back to false, no token was the default, and the balance answered 500.
-    The edit now decides on the token once it holds it: a deactivation is refused (the token is the
-    default by then), a rename keeps it the default."""
+    The edit now decides on the token once it holds it (the admin locks the tokens before its form
+    reads it): a deactivation is refused (the token is the default by then), a rename keeps it the
+    default."""
     usdt = Asset.objects.get(code="USDT")
     admin = Client(raise_request_exception=False)
     admin.force_login(olga)
     page = f"/admin/wallets/asset/{usdt.pk}/change/"
+    seen = {name: value for name, value in admin_form(admin, page).items() if name != "is_active"}
 
     answer = while_writing(
-        lambda: services.asset_make_default(asset=Asset.objects.get(code="USDT")), lambda: admin.post(page, edit)
+        lambda: services.asset_make_default(asset=Asset.objects.get(code="USDT")),
+        lambda: admin.post(page, {**seen, **edit}),
     )
 
-    assert answer.status_code == 302
     usdt.refresh_from_db()
     assert list(Asset.objects.filter(is_default=True).values_list("code", "is_active")) == [("USDT", True)]
     assert client_for(alice).get("/api/v1/wallet/balance").json()["token"] == "USDT"
     if "is_active" in edit:
+        assert answer.status_code == 302
         assert answer.url == reverse("admin:wallets_asset_changelist")
         assert usdt.name == "Tether"
     else:
-        assert answer.url == page  # back to the form, nothing saved, and why
-        assert "USDT is the default token and stays active" in admin.get(page).content.decode()
+        assert answer.status_code == 200  # the form again, nothing saved, and why
+        assert "The default token stays active" in answer.content.decode()
         assert usdt.name == "Tether USD"
 
 
@@ -561,3 +568,20 @@ def test_the_migration_covers_what_swaps_sold_short_out_of_platform_revenue():
     assert system_balance(SystemAccount.PLATFORM_REVENUE, "ETH") == 0
     covered = LedgerTransaction.objects.get(reference__startswith="adjustment:swap-liquidity-deficit:")
     assert sorted(covered.entries.values_list("amount", flat=True)) == [-7, 7]
+
+
+def test_renaming_a_token_keeps_a_deactivation_made_since_its_page_was_opened(client, olga):
+    """Olga opens ETH's page to fix its name; meanwhile another operator deactivates ETH: Olga's save
+    posted the "active" box she had seen ticked, and ETH took payments again."""
+    client.force_login(olga)
+    eth = Asset.objects.get(code="ETH")
+    assert eth.is_active
+    url = f"/admin/wallets/asset/{eth.pk}/change/"
+    seen = admin_form(client, url)
+    services.asset_update(asset=Asset.objects.get(code="ETH"), name=eth.name, is_active=False)
+
+    response = client.post(url, {**seen, "name": "Ether"})
+
+    assert response.status_code == 302, response.content[:3000]
+    eth.refresh_from_db()
+    assert (eth.name, eth.is_active) == ("Ether", False)
