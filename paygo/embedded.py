@@ -9,25 +9,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import close_old_connections
 
+from paygo.beat import period_seconds
 from paygo.celery import app
 
 logger = logging.getLogger("paygo.embedded")
-
-
-def _seconds(schedule) -> float:
-    if isinstance(schedule, timedelta):
-        return schedule.total_seconds()
-    if isinstance(schedule, int | float):
-        return float(schedule)
-    run_every = getattr(schedule, "run_every", None)  # celery.schedules.schedule
-    if isinstance(run_every, timedelta):
-        return run_every.total_seconds()
-    raise ValueError(f"The embedded timer cannot run schedule {schedule!r}")
 
 
 class EmbeddedBeat(threading.Thread):
@@ -39,13 +28,13 @@ class EmbeddedBeat(threading.Thread):
     def run(self) -> None:
         # Celery discovers the apps' tasks.py lazily (a worker does it at start): do it here.
         app.loader.import_default_modules()
-        due = {name: time.monotonic() + _seconds(entry["schedule"]) for name, entry in self.schedule.items()}
+        due = {name: time.monotonic() + period_seconds(entry["schedule"]) for name, entry in self.schedule.items()}
         while not self.stopped.wait(timeout=1.0):
             now = time.monotonic()
             for name, entry in self.schedule.items():
                 if now < due[name]:
                     continue
-                due[name] = now + _seconds(entry["schedule"])
+                due[name] = now + period_seconds(entry["schedule"])
                 self._run_entry(name, entry)
 
     def _run_entry(self, name: str, entry: dict) -> None:

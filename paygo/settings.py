@@ -15,6 +15,8 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 from whitenoise.compress import Compressor
 
+from paygo.beat import beat_schedule_expiring
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -232,6 +234,7 @@ CELERY_TASK_SOFT_TIME_LIMIT = 240
 CELERY_TIMEZONE = "UTC"
 # Periodic work. Each app adds its entries here; in the embedded default the server process runs
 # the same entries on a timer (paygo/embedded.py), so there is one schedule and two runners.
+# Every entry's messages expire after its period: set for all of them at the end of this file.
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "withdrawals-dispatch": {"task": "wallets.withdrawals_dispatch", "schedule": 30.0},
     "sweeps-dispatch": {"task": "wallets.sweeps_dispatch", "schedule": 60.0},
@@ -613,3 +616,9 @@ TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 # an upload past either is refused (413, code image_quota_exceeded) and nothing is stored.
 IMAGE_QUOTA_COUNT = env.int("IMAGE_QUOTA_COUNT", default=100)
 IMAGE_QUOTA_BYTES = env.int("IMAGE_QUOTA_BYTES", default=100 * 1_048_576)
+
+# --- Celery beat: last, once every section above has added its entries ------------------------------
+
+# Each entry's messages expire after its own period (paygo/beat.py says why); an entry added below
+# this line would not expire, and paygo/tests/test_beat.py refuses it.
+CELERY_BEAT_SCHEDULE = beat_schedule_expiring(CELERY_BEAT_SCHEDULE)

@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 
+from paygo.beat import period_seconds
 from paygo.celery import app
-from paygo.embedded import EmbeddedBeat, _seconds
+from paygo.embedded import EmbeddedBeat
 
 
 def test_every_scheduled_task_exists_once_tasks_are_discovered():
@@ -22,7 +23,7 @@ def test_every_scheduled_task_exists_once_tasks_are_discovered():
 
 @pytest.mark.parametrize(("schedule", "seconds"), [(60, 60.0), (2.5, 2.5), (timedelta(minutes=2), 120.0)])
 def test_schedules_in_seconds(schedule, seconds):
-    assert _seconds(schedule) == seconds
+    assert period_seconds(schedule) == seconds
 
 
 def test_a_failing_entry_is_logged_and_does_not_stop_the_timer(caplog, django_db_blocker):
