@@ -11,6 +11,7 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
+from paygo.single_flight import single_flight
 from wallets import services
 from wallets.models import IdempotencyKey
 
@@ -59,18 +60,21 @@ def sweeps_dispatch_task(limit: int = 100) -> int:
 
 
 @shared_task(name="wallets.sends_confirm", ignore_result=True, time_limit=300, soft_time_limit=280)
+@single_flight
 def sends_confirm_task() -> dict[str, int]:
     """Confirm (or undo) what the outbox sent, from Chipi's records (one read of the treasury's)."""
     return vars(services.sends_confirm())
 
 
 @shared_task(name="wallets.deposits_poll", ignore_result=True, time_limit=300, soft_time_limit=280)
+@single_flight
 def deposits_poll_task() -> int:
     """Look for deposits no webhook reported (a lost webhook loses nothing)."""
     return services.deposits_poll()
 
 
 @shared_task(name="wallets.reconcile", ignore_result=True, time_limit=300, soft_time_limit=280)
+@single_flight
 def reconcile_task() -> list[int]:
     return [report.difference for report in services.reconcile()]
 
