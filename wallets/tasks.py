@@ -79,7 +79,7 @@ def reconcile_task() -> list[int]:
     return [report.difference for report in services.reconcile()]
 
 
-@shared_task(name="wallets.idempotency_expire", ignore_result=True, time_limit=300)
+@shared_task(name="wallets.idempotency_expire", ignore_result=True, time_limit=300, soft_time_limit=280)
 def idempotency_expire_task(days: int = 7) -> int:
     deleted, _ = IdempotencyKey.objects.filter(created_at__lt=timezone.now() - timedelta(days=days)).delete()
     return deleted

@@ -1,5 +1,6 @@
 """What Celery beat sends: every entry's message expires within its period, so that an outage of the
-workers leaves at most one run of each entry waiting, not one per tick missed."""
+workers leaves at most one run of each entry waiting, not one per tick missed; and every task of
+ours is time-limited, softly first."""
 
 from __future__ import annotations
 
@@ -71,3 +72,13 @@ def test_a_beat_message_that_waited_past_its_period_is_dropped_by_the_worker(bro
     expired = late > timedelta(0)
     assert IdempotencyKey.objects.filter(key="old").exists() == expired
 
+
+def test_every_task_of_ours_has_a_soft_limit_below_its_hard_one_and_speaks_json():
+    app.loader.import_default_modules()
+    ours = {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
+
+    limits = {name: (task.soft_time_limit, task.time_limit, task.serializer) for name, task in ours.items()}
+
+    assert len(ours) >= 15
+    assert {name for name, (soft, hard, _) in limits.items() if not (soft and hard and soft < hard)} == set()
+    assert {name for name, (_, _, serializer) in limits.items() if serializer != "json"} == set()
