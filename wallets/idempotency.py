@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from django.db import IntegrityError, connection, transaction
@@ -41,6 +42,11 @@ SCHEMA_PARAMETER = OpenApiParameter(
     OpenApiParameter.HEADER,
     description="Replays the first response for the same key and body.",
 )
+
+# How long a key replays its first answer. A client retries a request whose answer it lost within
+# minutes (a mobile client back online within hours); a week covers both with room to spare, and
+# a key used after it is a new request.
+KEY_RETENTION = timedelta(days=7)
 
 T = TypeVar("T")
 
@@ -166,3 +172,10 @@ def _replay(record: IdempotencyKey, request: Request, fingerprint: str) -> Respo
     if record.response_status == 0:  # cannot happen outside a transaction; kept as a guard
         raise Conflict({"message": "A request with this Idempotency-Key is in progress.", "code": "in_progress"})
     return Response(record.response_body, status=record.response_status, headers={REPLAYED_HEADER: "true"})
+
+
+def idempotency_keys_expire(*, now: datetime) -> int:
+    """Forget the keys created more than KEY_RETENTION before `now` (daily, wallets.idempotency_expire);
+    returns how many went."""
+    forgotten, _ = IdempotencyKey.objects.filter(created_at__lt=now - KEY_RETENTION).delete()
+    return forgotten

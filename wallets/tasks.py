@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.utils import timezone
 
 from paygo.single_flight import single_flight
-from wallets import services
-from wallets.models import IdempotencyKey
+from wallets import idempotency, services
 
 logger = logging.getLogger("wallets.outbox")
 
@@ -80,6 +78,5 @@ def reconcile_task() -> list[int]:
 
 
 @shared_task(name="wallets.idempotency_expire", ignore_result=True, time_limit=300, soft_time_limit=280)
-def idempotency_expire_task(days: int = 7) -> int:
-    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=timezone.now() - timedelta(days=days)).delete()
-    return deleted
+def idempotency_expire_task() -> int:
+    return idempotency.idempotency_keys_expire(now=timezone.now())
