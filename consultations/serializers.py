@@ -77,6 +77,9 @@ class ServiceBriefSerializer(serializers.Serializer):
     unit = serializers.CharField()
     token = serializers.CharField()
     rate = serializers.SerializerMethodField()
+    price_version = serializers.IntegerField(
+        help_text="The service's price as shown here: send it with the call's start (priceVersion)."
+    )
 
     def get_rate(self, service) -> str:
         return format_minor(int(service.rate), decimals_of(service.token))

@@ -32,6 +32,7 @@ from consultations.models import (
     Message,
 )
 from marketplace.selectors import is_on_sale
+from marketplace.services import PriceTerms, service_locked_for_sale
 from paygo.api.errors import Conflict
 from streaming import services as streaming
 from streaming.models import SessionKind, StopReason, StreamingSession
@@ -96,7 +97,11 @@ def _refuse_unless_service_takes_calls(locked: Consultation) -> None:
     its token deactivated by staff (as session_start decides). A conflict, not a field's error, since
     neither an accept's body nor a call start's names a service."""
     if not is_on_sale(locked.service) or streaming.payment_asset_of(locked.service) is None:
-        raise Conflict({"message": "This consultation's service is no longer offered.", "code": "service_unavailable"})
+        raise _service_unavailable()
+
+
+def _service_unavailable() -> Conflict:
+    return Conflict({"message": "This consultation's service is no longer offered.", "code": "service_unavailable"})
 
 
 # --- Opening a consultation and talking ------------------------------------------------------------
@@ -309,11 +314,17 @@ def consultations_cancel_of(*, user, held: list[HeldConsultation], now: datetime
 
 
 def consultation_call_start(
-    *, consultation: Consultation, actor, device: dict | None = None, max_cost: int | None = None
+    *,
+    consultation: Consultation,
+    actor,
+    device: dict | None = None,
+    max_cost: int | None = None,
+    price_version: int | None = None,
 ) -> StreamingSession:
     """The consultation's user (who pays) starts a paid call on an accepted consultation: a metered
     session on its service, with what the consultation's earlier calls left of the service's free
-    seconds and minimum charge. 402 without funds for the first period, like any session."""
+    seconds and minimum charge. 402 without funds for the first period, and 409 (price_changed) on a
+    price_version the service's price has moved on from, like any session."""
     side = consultation.participant_side(actor)
     if side != "user":
         raise exceptions.PermissionDenied("Only the consultation's user starts a call: they pay for it.")
@@ -333,7 +344,13 @@ def consultation_call_start(
                 }
             )
         _refuse_unless_service_takes_calls(locked)
-        free_seconds, minimum_charge = _call_terms_left(locked)
+        # The service's terms as the call will copy them: locked now (session_start locks the same
+        # row again and decides the price version there), so what is left of them is reckoned from
+        # the terms the call is billed by, not from a copy read before a change of price.
+        terms = service_locked_for_sale(locked.service_id)
+        if terms is None:
+            raise _service_unavailable()
+        free_seconds, minimum_charge = _call_terms_left(locked, terms)
         session = streaming.session_start(
             user=locked.user,
             service=locked.service,
@@ -342,6 +359,7 @@ def consultation_call_start(
             kind=SessionKind.CONSULTATION,
             free_seconds=free_seconds,
             minimum_charge=minimum_charge,
+            price_version=price_version,
         )
         ConsultationCall.objects.create(consultation=locked, session=session, created_at=session.start_time)
         locked.updated_at = session.start_time
@@ -349,7 +367,7 @@ def consultation_call_start(
     return session
 
 
-def _call_terms_left(locked: Consultation) -> tuple[int, int]:
+def _call_terms_left(locked: Consultation, terms: PriceTerms) -> tuple[int, int]:
     """The free seconds and the minimum charge of a consultation's next call, on a row _lock() holds
     (no call runs): what its earlier calls left of its service's. A consultation is one metered
     relationship split into calls: when each call renewed them, a user who hung up and called back
@@ -357,12 +375,12 @@ def _call_terms_left(locked: Consultation) -> tuple[int, int]:
 
     Free time is used up by the time the earlier calls were billed for; a part of a second left
     counts as a whole one (in the payer's favour, as costs are rounded). The minimum charge is
-    paid off by everything they were charged in the service's token."""
-    service = locked.service
-    billed, charged = selectors.calls_billed_of(locked, token=service.token)
-    left_us = service.free_seconds * 1_000_000 - billed // timedelta(microseconds=1)
+    paid off by everything they were charged in the service's token (`terms`, the service's as the
+    call copies them)."""
+    billed, charged = selectors.calls_billed_of(locked, token=terms.token)
+    left_us = terms.free_seconds * 1_000_000 - billed // timedelta(microseconds=1)
     free_seconds = max(0, -(-left_us // 1_000_000))
-    minimum_charge = max(0, int(service.minimum_charge or 0) - charged)
+    minimum_charge = max(0, terms.minimum_charge - charged)
     return free_seconds, minimum_charge
 
 

@@ -33,6 +33,7 @@ from consultations.serializers import (
     MessageSerializer,
     StatusChangeSerializer,
 )
+from marketplace.serializers import PRICE_CHANGED
 from paygo.api.amounts import minor_from_field
 from paygo.api.filters import query_filters
 from paygo.api.pagination import Pagination
@@ -216,7 +217,7 @@ class CallStartView(APIView):
         summary="The consultation's user starts its paid call: a metered session on its service",
         request=CallStartSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: CallResponseSerializer, **_PARTICIPANTS_ONLY, **error_responses(402)},
+        responses={201: CallResponseSerializer, **_PARTICIPANTS_ONLY, **error_responses(402), **PRICE_CHANGED},
     )
     @replays_first
     def post(self, request, consultation_id: int):
@@ -230,7 +231,11 @@ class CallStartView(APIView):
             if max_cost is not None:
                 max_cost = minor_from_field("max_cost", max_cost, decimals_of(consultation.service.token))
             session = services.consultation_call_start(
-                consultation=consultation, actor=request.user, device=values.get("device"), max_cost=max_cost
+                consultation=consultation,
+                actor=request.user,
+                device=values.get("device"),
+                max_cost=max_cost,
+                price_version=values.get("price_version"),
             )
             return Response(
                 {

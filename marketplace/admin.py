@@ -120,6 +120,7 @@ class ServiceAdmin(admin.ModelAdmin):
         "unit",
         "minimum",
         "free_seconds",
+        "price_version",
         "metadata",
         "tags",
         "is_active",

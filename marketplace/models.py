@@ -99,6 +99,18 @@ _UNIT_MS = {"per_second": 1_000, "per_minute": 60_000, "per_hour": 3_600_000}
 # Quantity in one unit of a usage-metered service: bytes in a GB, one request, one transaction.
 USAGE_UNIT_QUANTITY = {"per_gb": 1_000_000_000, "per_request": 1, "per_transaction": 1}
 
+# A service's price terms: what a session copies at its start and is billed by. A change of any of
+# them is a new price (price_version); the rest of a service (its words, tags, state) is not.
+PRICE_TERMS = (
+    "rate",
+    "token",
+    "unit",
+    "minimum_charge",
+    "free_seconds",
+    "max_session_cost",
+    "max_event_quantity",
+)
+
 
 class Service(models.Model):
     """A vendor's priced offering. `rate` and `minimum_charge` are integers of `token`'s minor unit.
@@ -135,6 +147,11 @@ class Service(models.Model):
     max_event_quantity = MinorUnitsField(
         null=True, blank=True, help_text="Usage units: the largest quantity one usage report may carry."
     )
+    # Which price a user was shown: a start that names it is refused when the price changed since
+    # (marketplace.services.service_locked_for_sale), so nobody is billed on terms they never saw.
+    price_version = models.PositiveIntegerField(
+        default=1, help_text="Moves by one with every change of the price terms (rate, token, unit, ...)."
+    )
     metadata = models.JSONField(default=dict, blank=True)
     tags = models.JSONField(default=list, blank=True)
     is_active = models.BooleanField(default=True)
@@ -151,6 +168,9 @@ class Service(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(free_seconds__gte=0), name="marketplace_service_free_seconds_not_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(price_version__gte=1), name="marketplace_service_price_version_positive"
             ),
             models.CheckConstraint(
                 condition=models.Q(token__in=[t for t, _ in TOKEN_CHOICES]), name="marketplace_service_token_valid"

@@ -12,6 +12,7 @@ from rest_framework import serializers
 from marketplace.models import Category, Service, ServiceType, ServiceUnit
 from marketplace.services import DEFAULT_USAGE_BOUND_UNITS
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
+from paygo.api.schema import error_response
 from paygo.api.text import NameField, validate_storable_text
 from paygo.tokens import DEFAULT_TOKEN, TOKENS, decimals_of
 
@@ -20,6 +21,16 @@ MAX_TAGS = 20
 MAX_TAG_LENGTH = 32
 MAX_DESCRIPTION_LENGTH = 2000
 MAX_FREE_SECONDS = 86_400
+
+# How a start (a session's, a consultation call's) that names a price no longer current is answered
+# (marketplace.services.service_locked_for_sale), as the schema tells it.
+PRICE_CHANGED = error_response(
+    409,
+    "Code `price_changed`: the service's price changed since the `priceVersion` sent; nothing was started, "
+    "held or charged. The body carries the current terms (`serviceId`, `priceVersion`, `rate`, `unit`, "
+    "`token`, `minimumCharge`, `freeSeconds`, `maxSessionCost`, `maxEventQuantity`): show them and start "
+    "again with their `priceVersion`.",
+)
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -132,6 +143,12 @@ class ServiceSerializer(serializers.ModelSerializer):
     tags = TagsField(required=False, default=list)
     # No default: a PUT that leaves it out keeps the service as active or inactive as it was.
     is_active = serializers.BooleanField(required=False)
+    price_version = serializers.IntegerField(
+        read_only=True,
+        help_text="Names the price terms shown (rate, token, unit, minimumCharge, freeSeconds, maxSessionCost, "
+        "maxEventQuantity); moves with every change of them. Send it with a session's start (priceVersion) so "
+        "that a price changed since is refused rather than charged.",
+    )
 
     class Meta:
         model = Service
@@ -153,10 +170,11 @@ class ServiceSerializer(serializers.ModelSerializer):
             "metadata",
             "tags",
             "is_active",
+            "price_version",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["id", "vendor", "created_at", "updated_at"]
+        read_only_fields = ["id", "vendor", "price_version", "created_at", "updated_at"]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         # Amounts become minor units of the token they are priced in (the payload's, or the

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 from django.utils import timezone
 from rest_framework import exceptions
 
-from marketplace.models import Category, Service, ServiceType, ServiceUnit
-from paygo.api.amounts import MAX_WHOLE_UNITS
+from marketplace.models import PRICE_TERMS, Category, Service, ServiceType, ServiceUnit
+from paygo.api.amounts import MAX_WHOLE_UNITS, format_minor
 from paygo.api.errors import Conflict
-from paygo.tokens import DEFAULT_TOKEN, TOKENS
+from paygo.tokens import DEFAULT_TOKEN, TOKENS, decimals_of
 
 # Fields a vendor (or staff) may change through service_update.
 EDITABLE_FIELDS = (
@@ -187,6 +189,7 @@ def service_update(*, service: Service, **changes: Any) -> Service:
         # A new unit has bounds of its own: the ones given with it, or its defaults.
         for name in USAGE_BOUNDS:
             changes.setdefault(name, None)
+    price_before = [getattr(service, term) for term in PRICE_TERMS]
     changed = [field for field, value in changes.items() if getattr(service, field) != value]
     for field in changed:
         setattr(service, field, changes[field])
@@ -196,8 +199,17 @@ def service_update(*, service: Service, **changes: Any) -> Service:
         changed = list(dict.fromkeys([*changed, *USAGE_BOUNDS]))  # defaults may have filled them
     if "name" in changed and _name_is_taken(vendor_id=service.vendor_id, name=service.name, exclude_pk=service.pk):
         raise _name_taken()
+    # Compared once the usage bounds are declared: a new unit's default bounds are terms too.
+    repriced = [getattr(service, term) for term in PRICE_TERMS] != price_before
+    if repriced:
+        # Counted by the database, not from this copy: two changes made from copies read at the same
+        # version each move it, so neither leaves a version that names two prices.
+        service.price_version = F("price_version") + 1
+        changed.append("price_version")
     if changed:
         _save(service, update_fields=[*changed, "updated_at"])
+    if repriced:
+        service.refresh_from_db(fields=["price_version"])
     return service
 
 
@@ -251,17 +263,82 @@ def service_delete(*, service: Service, by=None) -> Service:
     return service
 
 
-def service_locked_for_sale(service_id: int) -> bool:
-    """Whether this service is still for sale (active, not retired), its row share-locked until the
-    transaction ends: call it inside transaction.atomic before starting a session on it. A
-    deactivation or retirement (which lock the row to update it) either committed first and is seen
-    here, or waits for this transaction's commit, and a retirement then finds the session to stop.
-    Locked after the users' rows and before any session or ledger account, the order every
-    transaction that takes several of them keeps; shared, two starts on one service do not wait for
-    each other."""
+@dataclass(frozen=True)
+class PriceTerms:
+    """A service's price terms (PRICE_TERMS; amounts in minor units of `token`) as its row held them
+    under a start's lock, and the version that names them: what a session copies and is billed by."""
+
+    service_id: int
+    price_version: int
+    rate: int
+    token: str
+    unit: str
+    minimum_charge: int
+    free_seconds: int
+    max_session_cost: int | None
+    max_event_quantity: int | None
+
+
+def service_locked_for_sale(service_id: int, *, price_version: int | None = None) -> PriceTerms | None:
+    """The price terms of this service while it is still for sale (active, not retired), its row
+    share-locked until the transaction ends; None when it is not for sale. Call it inside
+    transaction.atomic before starting a session on it, and bill the session by what it returns.
+
+    A deactivation, retirement or change of price (which lock the row to update it) either committed
+    first and is seen here, or waits for this transaction's commit: a retirement then finds the
+    session to stop, and a new price leaves the session on the terms it started on. Locked after the
+    users' rows and before any session or ledger account, the order every transaction that takes
+    several of them keeps; shared, two starts on one service do not wait for each other.
+
+    `price_version` is the one the user was shown (optional, for older clients): when the price
+    changed since, a 409 (price_changed) with the current terms, decided here under the lock, so
+    that a change racing the start comes either before it (refused) or after it."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT is_active AND deleted_at IS NULL FROM marketplace_service WHERE id = %s FOR SHARE", [service_id]
+            "SELECT is_active AND deleted_at IS NULL, price_version, rate, token, unit, minimum_charge, free_seconds,"
+            " max_session_cost, max_event_quantity FROM marketplace_service WHERE id = %s FOR SHARE",
+            [service_id],
         )
         row = cursor.fetchone()
-    return bool(row and row[0])
+    if not (row and row[0]):
+        return None  # off sale: unknown to the user, whatever version he names
+    version, rate, token, unit, minimum_charge, free_seconds, cap, per_event = row[1:]
+    terms = PriceTerms(
+        service_id=service_id,
+        price_version=version,
+        rate=int(rate),
+        token=token,
+        unit=unit,
+        minimum_charge=int(minimum_charge),
+        free_seconds=free_seconds,
+        max_session_cost=None if cap is None else int(cap),
+        max_event_quantity=None if per_event is None else int(per_event),
+    )
+    if price_version is not None and price_version != terms.price_version:
+        raise _price_changed(terms)
+    return terms
+
+
+def _price_changed(terms: PriceTerms) -> Conflict:
+    """The 409 of a start on a price the user was not shown: the current terms, as the service's
+    page shows them, so that the client can show them and start again with their version."""
+    decimals = decimals_of(terms.token)
+    cap = terms.max_session_cost
+    return Conflict(
+        {
+            "message": "The price of this service changed since it was shown to you; nothing was started. "
+            "Review its current terms and start again with their priceVersion.",
+            "code": "price_changed",
+        },
+        extra={
+            "serviceId": terms.service_id,
+            "priceVersion": terms.price_version,
+            "rate": format_minor(terms.rate, decimals),
+            "unit": terms.unit,
+            "token": terms.token,
+            "minimumCharge": format_minor(terms.minimum_charge, decimals),
+            "freeSeconds": terms.free_seconds,
+            "maxSessionCost": None if cap is None else format_minor(cap, decimals),
+            "maxEventQuantity": terms.max_event_quantity,
+        },
+    )

@@ -16,11 +16,21 @@ PAYER_FIELDS = ("stop_at", "held")  # a session's fields that only its payer and
 
 
 class SessionOptionsSerializer(serializers.Serializer):
-    """What a client may say about a session it starts: its device and a cost ceiling."""
+    """What a client may say about a session it starts: its device, a cost ceiling, and the price
+    it was shown."""
 
     # Kept in a jsonb column, which cannot store NUL (also in a plain name).
     device = serializers.JSONField(required=False, validators=[validate_storable_text])
     max_cost = AmountField(required=False)
+    price_version = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=2**31 - 1,
+        help_text="The service's priceVersion the user was shown. Send it: when the price changed since, the "
+        "start is refused with a 409 (code price_changed, with the current terms) and nothing is held or "
+        "charged. Left out (or null), the session starts on the price of the moment.",
+    )
 
     def validate_device(self, value):
         if value is None:

@@ -43,7 +43,11 @@ def first_period_cost(*, rate: int, unit: str, free_seconds: int) -> int:
 def payment_asset_of(service) -> Asset | None:
     """The asset sessions on `service` are paid in, or None while staff have deactivated its token:
     such a service takes no session, a consultation's call included."""
-    return Asset.objects.filter(code=service.token, is_active=True).first()
+    return _payment_asset(service.token)
+
+
+def _payment_asset(token: str) -> Asset | None:
+    return Asset.objects.filter(code=token, is_active=True).first()
 
 
 def session_start(
@@ -56,56 +60,65 @@ def session_start(
     now: datetime | None = None,
     free_seconds: int | None = None,
     minimum_charge: int | None = None,
+    price_version: int | None = None,
 ) -> StreamingSession:
     """Open a metered session: hold the first period (and the minimum charge), charge a
     per-session fee, or answer 402 with how much is needed.
 
-    The session is billed by the service's free seconds and minimum charge, copied onto it; a
-    consultation's call passes what its earlier calls left of them instead (free_seconds,
-    minimum_charge: never more than the service's), and is billed by those."""
+    The session copies the service's terms as its row holds them under the start's lock (a change
+    after that leaves the session alone); `price_version`, the one its user was shown, refuses the
+    start (409 price_changed) when they changed since. It is billed by the service's free seconds
+    and minimum charge; a consultation's call passes what its earlier calls left of them instead
+    (free_seconds, minimum_charge: never more than the service's), and is billed by those."""
     now = now or timezone.now()
     # A service off sale (inactive, retired, its vendor's account or role gone) is unknown to the
     # user, as its page is (404): "not available" told him it exists, and whose it is.
     if not is_on_sale(service):
         raise _invalid("service_id", "No such service.", code="unknown_service")
-    asset = payment_asset_of(service)
-    if asset is None:
+    if payment_asset_of(service) is None:
         raise _invalid("service_id", "This service is not available.", code="inactive_service")
     if service.vendor_id == user.pk:
         raise _invalid("service_id", "You cannot open a session on your own service.", code="own_service")
-    rate, unit = int(service.rate), service.unit
-    session_fee = rate if unit == "per_session" else 0
-    # What a consultation's earlier calls left of the service's terms, if given: never more than them.
-    free_seconds = service.free_seconds if free_seconds is None else max(0, min(service.free_seconds, free_seconds))
-    minimum = int(service.minimum_charge or 0)
-    minimum = minimum if minimum_charge is None else max(0, min(minimum, minimum_charge))
-    # The rest of the minimum charge, beyond what the session fee pays of it, as billing holds it
-    # (streaming_decide: the minimum less the session's cost so far).
-    hold_amount = first_period_cost(rate=rate, unit=unit, free_seconds=free_seconds) + max(0, minimum - session_fee)
-    if max_cost is not None and max_cost < session_fee:
-        raise _invalid("max_cost", "maxCost is below this service's session fee.", code="max_cost_too_low")
-    if max_cost is None and pricing.is_usage_unit(unit):
-        # The vendor reports the usage: without the user's own cap, the one the service declares.
-        max_cost = int(service.max_session_cost)
-    if max_cost is not None:
-        # Never more held than the session may ever charge, as every renewal of the hold is capped
-        # (streaming_decide): held beyond maxCost, a user's money was tied up, or a start refused
-        # (402) that maxCost would have kept within his funds.
-        hold_amount = min(hold_amount, max_cost - session_fee)
-    needed = hold_amount + session_fee
-    budget = None if max_cost is None else max_cost - session_fee
-    stop_at = _capped_before_first_sweep(rate=rate, unit=unit, free_seconds=free_seconds, budget=budget)
 
     session_id = uuid.uuid4()
     with transaction.atomic():  # a refusal (402) leaves no account opened for it
-        # Both accounts and the service as they are now, locked against a deactivation or the
-        # service's retirement until this commits: one that committed first refuses the start; one
-        # that comes after finds the session and stops it.
+        # Both accounts and the service as they are now, locked against a deactivation, the
+        # service's retirement or a change of its price until this commits: one that committed first
+        # refuses the start (or is what it bills); one that comes after finds the session and stops
+        # it (or leaves it on these terms).
         is_active = users_locked_active([user.pk, service.vendor_id])
-        if not is_active.get(service.vendor_id) or not service_locked_for_sale(service.pk):
+        if not is_active.get(service.vendor_id):
+            raise _invalid("service_id", "No such service.", code="unknown_service")
+        terms = service_locked_for_sale(service.pk, price_version=price_version)
+        if terms is None:
             raise _invalid("service_id", "No such service.", code="unknown_service")
         if not is_active.get(user.pk):
             raise account_no_longer_active()
+        asset = _payment_asset(terms.token)  # the token the terms are in, which the copy may predate
+        if asset is None:
+            raise _invalid("service_id", "This service is not available.", code="inactive_service")
+        rate, unit = terms.rate, terms.unit
+        session_fee = rate if unit == "per_session" else 0
+        # What a consultation's earlier calls left of the service's terms, if given: never more than them.
+        free_seconds = terms.free_seconds if free_seconds is None else max(0, min(terms.free_seconds, free_seconds))
+        minimum = terms.minimum_charge if minimum_charge is None else max(0, min(terms.minimum_charge, minimum_charge))
+        # The rest of the minimum charge, beyond what the session fee pays of it, as billing holds it
+        # (streaming_decide: the minimum less the session's cost so far).
+        hold_amount = first_period_cost(rate=rate, unit=unit, free_seconds=free_seconds) + max(0, minimum - session_fee)
+        if max_cost is not None and max_cost < session_fee:
+            raise _invalid("max_cost", "maxCost is below this service's session fee.", code="max_cost_too_low")
+        if max_cost is None and pricing.is_usage_unit(unit):
+            # The vendor reports the usage: without the user's own cap, the one the service declares.
+            max_cost = terms.max_session_cost
+        if max_cost is not None:
+            # Never more held than the session may ever charge, as every renewal of the hold is capped
+            # (streaming_decide): held beyond maxCost, a user's money was tied up, or a start refused
+            # (402) that maxCost would have kept within his funds.
+            hold_amount = min(hold_amount, max_cost - session_fee)
+        needed = hold_amount + session_fee
+        budget = None if max_cost is None else max_cost - session_fee
+        stop_at = _capped_before_first_sweep(rate=rate, unit=unit, free_seconds=free_seconds, budget=budget)
+
         payer = ledger.account_for_user(user, asset)
         payee = ledger.account_for_user(service.vendor, asset)
         revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, asset)
@@ -128,7 +141,7 @@ def session_start(
             minimum_charge=minimum,
             session_fee=session_fee,
             max_cost=max_cost,
-            max_event_quantity=service.max_event_quantity if pricing.is_usage_unit(unit) else None,
+            max_event_quantity=terms.max_event_quantity if pricing.is_usage_unit(unit) else None,
             payer_account=payer,
             payee_account=payee,
             hold=hold,

@@ -7,6 +7,7 @@ from rest_framework import exceptions, generics, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from marketplace.serializers import PRICE_CHANGED
 from paygo.api.amounts import format_minor, minor_from_field
 from paygo.api.filters import query_filters
 from paygo.api.permissions import IsUserRole
@@ -55,7 +56,8 @@ class StartView(APIView):
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Start a metered session",
         description=PRESENCE_DOC,
-        responses={201: StartResponseSerializer, **error_responses(402)},  # 402: not enough for the first period
+        # 402: not enough for the first period; 409: the price changed since the priceVersion sent
+        responses={201: StartResponseSerializer, **error_responses(402), **PRICE_CHANGED},
     )
     @replays_first
     def post(self, request):
@@ -72,6 +74,7 @@ class StartView(APIView):
                 service=service,
                 device=values.get("device"),
                 max_cost=minor_from_field("max_cost", max_cost, decimals) if max_cost is not None else None,
+                price_version=values.get("price_version"),
             )
             return Response(
                 {

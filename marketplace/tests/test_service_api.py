@@ -115,6 +115,7 @@ def test_vendor_creates_a_service(api, victor):
         "metadata": {"language": "en"},
         "tags": ["maths", "tutoring"],
         "isActive": True,
+        "priceVersion": 1,
         "createdAt": service.created_at.isoformat().replace("+00:00", "Z"),
         "updatedAt": service.updated_at.isoformat().replace("+00:00", "Z"),
     }

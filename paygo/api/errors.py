@@ -23,6 +23,12 @@ class Conflict(exceptions.APIException):
     default_detail = "The request conflicts with the current state."
     default_code = "conflict"
 
+    def __init__(self, detail: Any = None, code: str | None = None, *, extra: dict[str, Any] | None = None):
+        super().__init__(detail, code)
+        # Fields of the body beside its message and code, as they are: DRF turns every value of a
+        # detail into a string (a number "2", a null "None"), which a client reads wrongly.
+        self.extra = extra or {}
+
 
 class PaymentRequired(exceptions.APIException):
     status_code = status.HTTP_402_PAYMENT_REQUIRED
@@ -204,7 +210,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
         if isinstance(exc, exceptions.ParseError) and message.startswith("JSON parse error"):
             code = "malformed_json"
-        body = error_body(exc.status_code, message, code=code, **extra)
+        body = error_body(exc.status_code, message, code=code, **{**extra, **getattr(exc, "extra", {})})
     return Response(body, status=exc.status_code, headers=headers)
 
 

@@ -71,6 +71,12 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
     return {status: OpenApiResponse(ErrorSerializer, description=ERROR_STATUSES[status]) for status in statuses}
 
 
+def error_response(status: int, why: str) -> dict[int, OpenApiResponse]:
+    """One error an operation gives, told beyond what its status means everywhere (a code a client
+    acts on, the fields that come with it), for @extend_schema(responses={..., **error_response(...)})."""
+    return {status: OpenApiResponse(ErrorSerializer, description=f"{ERROR_STATUSES[status]} {why}")}
+
+
 def derived_error_responses(auto: openapi.AutoSchema, operation: dict[str, Any]) -> set[int]:
     """The errors every operation of this shape can give, from its view and what it documents.
 

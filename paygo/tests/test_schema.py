@@ -166,6 +166,25 @@ def test_fields_shown_to_the_payer_only_are_not_required_of_a_session(schema):
     assert not {"held", "stopAt"} & set(session["required"])
 
 
+@pytest.mark.parametrize("path", ["/api/v1/streams/start", "/api/v1/consultations/{consultation_id}/call/start"])
+def test_a_start_takes_the_price_version_shown_and_documents_the_409_of_a_changed_price(schema, path):
+    operation = schema["paths"][path]["post"]
+    body = _resolve(schema, operation["requestBody"]["content"]["application/json"]["schema"])
+
+    assert "priceVersion" in body["properties"] and "priceVersion" not in body.get("required", [])
+    assert "price_changed" in operation["responses"]["409"]["description"]
+    assert operation["responses"]["409"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Error"
+    }
+
+
+def test_every_service_shows_its_price_version(schema):
+    for name in ("Service", "ServiceBrief"):
+        shown = schema["components"]["schemas"][name]
+        assert "priceVersion" in shown["properties"] and "priceVersion" in shown["required"], name
+        assert shown["properties"]["priceVersion"]["type"] == "integer"
+
+
 @pytest.mark.parametrize("prefix", ["profiles", "vendorprofiles", "adminprofiles"])
 def test_a_profile_put_is_documented_as_the_partial_change_it_is(schema, prefix):
     # The view changes only the fields it is sent, for PUT as for PATCH: nothing is required.
