@@ -168,12 +168,25 @@ def service_create(
 
 
 def service_update(*, service: Service, **changes: Any) -> Service:
-    """Change a live service. Changing its token re-prices it, so the rate must come with it."""
+    """Change a live service. Changing its token re-prices it, so the rate must come with it.
+
+    Decided on the service's row as it is now, locked (the caller's copy is brought up to date and
+    returned): a retirement that committed since the caller read it is seen (NotFound), not written
+    over with edits (an active retired service, which the database refuses: a 500), and what
+    changed is counted against the row, not against a copy another edit has moved on from."""
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise TypeError(f"service_update() got unknown fields: {sorted(unknown)}")
-    if service.is_deleted:
-        raise exceptions.NotFound("No such service.")
+    with transaction.atomic():
+        locked = Service.objects.select_for_update().filter(pk=service.pk).first()
+        if locked is None or locked.is_deleted:
+            raise exceptions.NotFound("No such service.")
+        _update_locked(locked, changes)
+    service.refresh_from_db()
+    return service
+
+
+def _update_locked(service: Service, changes: dict[str, Any]) -> None:
     if "token" in changes and changes["token"] != service.token:
         # Amounts are minor units of the token: the old figures mean nothing in the new one.
         if "rate" not in changes:
@@ -208,9 +221,6 @@ def service_update(*, service: Service, **changes: Any) -> Service:
         changed.append("price_version")
     if changed:
         _save(service, update_fields=[*changed, "updated_at"])
-    if repriced:
-        service.refresh_from_db(fields=["price_version"])
-    return service
 
 
 def service_set_active(*, service: Service, is_active: bool) -> Service:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import grant
-from marketplace.models import Service
+from marketplace.models import Category, Service
 
 pytestmark = pytest.mark.django_db
 
@@ -850,3 +850,29 @@ def test_a_name_is_kept_in_one_form_and_emoji_keep_their_joiners(api, victor):
 
     assert created.status_code == 201, created.json()
     assert created.json()["service"]["name"] == "Foo Caf\u00e9 \U0001f468\u200d\U0001f469"
+
+
+@pytest.mark.parametrize("edit", [{"isActive": True}, {"description": "Edited after it was retired"}])
+def test_an_edit_racing_the_services_retirement_is_a_404_and_writes_nothing(api, victor, monkeypatch, edit):
+    """The view read the service, then a DELETE committed before the edit was written: answered
+    500 (an active retired service, refused by the database) or written onto a retired service."""
+    from marketplace import selectors as market_selectors
+    from marketplace.services import service_create, service_delete
+
+    category = Category.objects.filter(parent__isnull=True).first()
+    service = service_create(
+        vendor=victor, name="Svc", category=category, rate=1000, unit="per_minute", is_active=False
+    )
+    fetch = market_selectors.service_get_for_owner
+
+    def fetched_then_retired_by_another_request(**kwargs):
+        found = fetch(**kwargs)
+        service_delete(service=Service.objects.get(pk=found.pk), by=victor)  # the DELETE commits now
+        return found
+
+    monkeypatch.setattr(market_selectors, "service_get_for_owner", fetched_then_retired_by_another_request)
+    response = api(victor).patch(f"/api/v1/service/{service.pk}", edit, format="json")
+
+    assert response.status_code == 404, response.content
+    service.refresh_from_db()
+    assert (service.is_deleted, service.is_active, service.description) == (True, False, "")
