@@ -82,7 +82,9 @@ class ChipiWallet:
 
 @dataclass(frozen=True)
 class ChainTransaction:
-    """One of Chipi's transaction records, read back in PayGo's terms."""
+    """One of Chipi's transaction records, read back in PayGo's terms: one token transfer. A
+    transaction (a multicall) can make several transfers, each a record of its own with the same
+    hash: an exchange's batched withdrawal pays many addresses at once."""
 
     tx_hash: str  # "0x" + 64 lower-case hex
     status: str  # pending | confirmed | failed
@@ -91,6 +93,7 @@ class ChainTransaction:
     from_address: str
     to_address: str
     created_at: datetime | None = None  # when Chipi recorded it
+    record_id: str = ""  # Chipi's id of the record (the SDK's Transaction.id); "" for none
 
 
 @runtime_checkable

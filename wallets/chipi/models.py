@@ -51,7 +51,8 @@ class SandboxWallet(models.Model):
 
 
 class SandboxTransaction(models.Model):
-    """A token transfer on the simulated chain, as Chipi's transaction-list shows it."""
+    """A token transfer on the simulated chain, as Chipi's transaction-list shows it: one record per
+    transfer, so a transaction that made several (a multicall) has several records with its hash."""
 
     class Status(models.TextChoices):
         PENDING = "PENDING"
@@ -60,7 +61,7 @@ class SandboxTransaction(models.Model):
         FAILED = "FAILED"
         CANCELLED = "CANCELLED"
 
-    tx_hash = models.CharField(max_length=66, unique=True)
+    tx_hash = models.CharField(max_length=66, db_index=True)
     status = models.CharField(max_length=10, choices=Status.choices)
     token = models.CharField(max_length=10)  # Chipi's chainToken: USDC, USDC_E, USDT, ETH, STRK
     amount = RawAmountField()

@@ -11,6 +11,7 @@ It serves the paths, request and response shapes of Chipi's API as the official 
   STARK signature against the wallet's owner key, the validity window, and the nonce, which an
   account accepts once (so the same signed transfer executed twice moves the money once);
 - balances are per address and token (token-balance), transactions per wallet (transaction-list);
+- one execution is one transaction: its transfers (a multicall's) share its hash, a record each;
 - there is no idempotency key, no reference, no custody total and no rate endpoint.
 
 Where the SDK's code and Chipi's documentation disagree the SDK's code is followed: transaction-list
@@ -83,6 +84,15 @@ class SandboxApiError(Exception):
     def __init__(self, status: int, message: str, code: str):
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One transfer of a payment from outside (receive_batch): raw units of PayGo's asset `token`."""
+
+    to_address: str
+    token: str
+    amount: int
 
 
 @dataclass
@@ -171,6 +181,7 @@ def _to_chain(row: SandboxTransaction) -> ChainTransaction:
         from_address=row.sender_address,
         to_address=row.destination_address,
         created_at=row.created_at,
+        record_id=str(row.pk),
     )
 
 
@@ -368,7 +379,7 @@ class ChipiSandbox:
             raise SandboxApiError(400, f"limit is at most {MAX_PAGE_SIZE}", "VALIDATION_ERROR")
         rows = SandboxTransaction.objects.filter(Q(sender_address=address) | Q(destination_address=address))
         total = rows.count()
-        chunk = rows.order_by("-block_number")[(page - 1) * limit : page * limit]
+        chunk = rows.order_by("-block_number", "-pk")[(page - 1) * limit : page * limit]
         data = [
             _transaction_json(row, SANDBOX_API_KEY, TOKEN_DECIMALS.get(ASSET_BY_CHAIN_TOKEN.get(row.token, ""), 18))
             for row in chunk
@@ -394,9 +405,9 @@ class ChipiSandbox:
             _, created = SandboxUsedNonce.objects.get_or_create(address=address, nonce=hex(execution.nonce))
             if not created:
                 raise SandboxApiError(400, "SHHH: nonce already used", "TRANSACTION_EXECUTION_ERROR")
-            # One record per transfer (the first carries the answered hash, later ones hashes of their own).
-            hashes = [_random_felt_hex() for _ in transfers]
-            for tx_hash, (token, recipient, amount) in zip(hashes, transfers, strict=True):
+            # One transaction, one hash: a record per transfer, each with the transaction's hash.
+            tx_hash, block = _random_felt_hex(), _next_block()
+            for token, recipient, amount in transfers:
                 source = _balance_for_update(address, token)
                 if source.balance < amount:
                     raise SandboxApiError(
@@ -404,8 +415,8 @@ class ChipiSandbox:
                     )
                 source.balance -= amount
                 source.save(update_fields=["balance"])
-                _record(tx_hash, token, amount, sender=address, recipient=recipient, status=status)
-        return 200, {"transactionHash": hashes[0]}
+                _record(tx_hash, token, amount, sender=address, recipient=recipient, status=status, block=block)
+        return 200, {"transactionHash": tx_hash}
 
     # --- Sandbox only ------------------------------------------------------------------------------
 
@@ -414,55 +425,79 @@ class ChipiSandbox:
     ) -> ChainTransaction:
         """Someone outside pays `amount` raw units of PayGo's asset `token` into one of the sandbox's
         wallets: a SUCCESS transaction, and the wallet's balance grows."""
-        chain_token = _chain_token(token)
-        to_address = address_normalize(to_address) or ""
+        (paid,) = self.receive_batch([Payment(to_address, token, amount)], from_address=from_address)
+        return paid
+
+    def receive_batch(self, payments: list[Payment], *, from_address: str | None = None) -> list[ChainTransaction]:
+        """One transaction from outside that makes every one of `payments` (an exchange's batched
+        withdrawal, one multicall): one hash, a SUCCESS record per transfer, in order."""
         sender = address_normalize(from_address) if from_address else _random_felt_hex()
-        if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount < MAX_RAW_AMOUNT:
-            raise ValueError("The amount must be a positive integer of raw units.")
         if sender is None:
             raise ValueError(f"Not a Starknet address: {from_address!r}")
+        transfers = []
+        for payment in payments:
+            amount = payment.amount
+            if isinstance(amount, bool) or not isinstance(amount, int) or not 0 < amount < MAX_RAW_AMOUNT:
+                raise ValueError("The amount must be a positive integer of raw units.")
+            transfers.append((_chain_token(payment.token), address_normalize(payment.to_address) or "", amount))
+        if not transfers:
+            raise ValueError("A transaction makes at least one transfer.")
+        recipients = {to for _, to, _ in transfers}
+        tx_hash = _random_felt_hex()
         with _chain_write():
-            if not SandboxWallet.objects.filter(address=to_address).exists():
+            if SandboxWallet.objects.filter(address__in=recipients).count() != len(recipients):
                 raise ValueError("Not a wallet of this sandbox.")
-            row = _record(_random_felt_hex(), chain_token, amount, sender=sender, recipient=to_address)
-        return _to_chain(row)
+            block = _next_block()
+            rows = [
+                _record(tx_hash, token, amount, sender=sender, recipient=to, block=block)
+                for token, to, amount in transfers
+            ]
+        return [_to_chain(row) for row in rows]
 
-    def settle(self, tx_hash: str) -> ChainTransaction:
-        """A transfer whose record is PENDING (the "pending" fault) is accepted on chain: SUCCESS."""
+    def settle(self, tx_hash: str) -> list[ChainTransaction]:
+        """A transaction whose records are PENDING (the "pending" fault) is accepted on chain: SUCCESS."""
         with _chain_write():
-            row = self._transfer_for_update(tx_hash)
-            if row.status not in _UNSETTLED:
-                raise ValueError(f"The transaction is {row.status}, not pending.")
-            row.status = SandboxTransaction.Status.SUCCESS
-            row.save(update_fields=["status"])
-        return _to_chain(row)
+            rows = self._transfers_for_update(tx_hash)
+            if rows[0].status not in _UNSETTLED:
+                raise ValueError(f"The transaction is {rows[0].status}, not pending.")
+            SandboxTransaction.objects.filter(pk__in=[row.pk for row in rows]).update(
+                status=SandboxTransaction.Status.SUCCESS
+            )
+        return self.transactions(tx_hash)
 
-    def revert(self, tx_hash: str) -> ChainTransaction:
-        """A transfer Chipi accepted, still PENDING (the "pending" fault), ends FAILED: reverted on
-        chain, as an execution can after its hash was answered. Its record says FAILED and the money
-        is back where it was (the simulated chain applies a transfer when it is executed, so this
-        undoes it). A SUCCESS is final, as on chain: it cannot be reverted."""
+    def revert(self, tx_hash: str) -> list[ChainTransaction]:
+        """A transaction Chipi accepted, still PENDING (the "pending" fault), ends FAILED: reverted on
+        chain, as an execution can after its hash was answered. Its records say FAILED and the money
+        of every transfer it made is back where it was (the simulated chain applies a transfer when
+        it is executed, so this undoes it). A SUCCESS is final, as on chain: it cannot be reverted."""
         with _chain_write():
-            row = self._transfer_for_update(tx_hash)
-            if row.status not in _UNSETTLED:
-                raise ValueError(f"The transaction is {row.status}, not pending: it cannot fail now.")
-            # Both balances locked in address order, as every chain write takes them.
-            for address, change in sorted([(row.destination_address, -row.amount), (row.sender_address, row.amount)]):
-                held = _balance_for_update(address, row.token)
+            rows = self._transfers_for_update(tx_hash)
+            if rows[0].status not in _UNSETTLED:
+                raise ValueError(f"The transaction is {rows[0].status}, not pending: it cannot fail now.")
+            changes: dict[tuple[str, str], int] = {}
+            for row in rows:
+                for address, change in ((row.destination_address, -row.amount), (row.sender_address, row.amount)):
+                    changes[address, row.token] = changes.get((address, row.token), 0) + change
+            # The balances locked in address order, as every chain write takes them.
+            for (address, token), change in sorted(changes.items()):
+                held = _balance_for_update(address, token)
                 if held.balance + change < 0:
                     raise ValueError("The recipient no longer holds what the transfer paid it; it cannot be undone.")
                 held.balance += change
                 held.save(update_fields=["balance"])
-            row.status = SandboxTransaction.Status.FAILED
-            row.save(update_fields=["status"])
-        return _to_chain(row)
+            SandboxTransaction.objects.filter(pk__in=[row.pk for row in rows]).update(
+                status=SandboxTransaction.Status.FAILED
+            )
+        return self.transactions(tx_hash)
 
     @staticmethod
-    def _transfer_for_update(tx_hash: str) -> SandboxTransaction:
-        row = SandboxTransaction.objects.select_for_update().filter(tx_hash=felt_canonical(tx_hash) or "").first()
-        if row is None:
+    def _transfers_for_update(tx_hash: str) -> list[SandboxTransaction]:
+        rows = list(
+            SandboxTransaction.objects.select_for_update().filter(tx_hash=felt_canonical(tx_hash) or "").order_by("pk")
+        )
+        if not rows:
             raise ValueError(f"No transaction {tx_hash!r} in the sandbox.")
-        return row
+        return rows
 
     def balance(self, address: str, token: str) -> int:
         """Raw units of PayGo's asset `token` at `address`."""
@@ -476,9 +511,10 @@ class ChipiSandbox:
         )
         return int(held["total"] or 0)
 
-    def transaction(self, tx_hash: str) -> ChainTransaction | None:
-        row = SandboxTransaction.objects.filter(tx_hash=felt_canonical(tx_hash) or "").first()
-        return _to_chain(row) if row else None
+    def transactions(self, tx_hash: str) -> list[ChainTransaction]:
+        """The records of one transaction: a transfer each, in the order it made them."""
+        rows = SandboxTransaction.objects.filter(tx_hash=felt_canonical(tx_hash) or "").order_by("pk")
+        return [_to_chain(row) for row in rows]
 
     @staticmethod
     def _balance(address: str, chain_token: str) -> int:
@@ -571,13 +607,13 @@ def _record(
     sender: str,
     recipient: str,
     status: str = SandboxTransaction.Status.SUCCESS,
+    block: int,
 ) -> SandboxTransaction:
     """A transfer, SUCCESS unless told: the recipient's balance grows (the sender's was taken by the
     caller). A PENDING one moves the money too; revert() puts it back."""
     destination = _balance_for_update(recipient, chain_token)
     destination.balance += amount
     destination.save(update_fields=["balance"])
-    block = (SandboxTransaction.objects.aggregate(top=Max("block_number"))["top"] or 0) + 1
     return SandboxTransaction.objects.create(
         tx_hash=tx_hash,
         status=status,
@@ -588,6 +624,11 @@ def _record(
         block_number=block,
         created_at=timezone.now(),
     )
+
+
+def _next_block() -> int:
+    """The block a new transaction goes in (its transfers share it)."""
+    return (SandboxTransaction.objects.aggregate(top=Max("block_number"))["top"] or 0) + 1
 
 
 def _object(body: Any) -> dict[str, Any]:
