@@ -112,7 +112,7 @@ def prepare() -> str:
     from accounts.models import User
     from accounts.services import token_pair_for, user_create
     from wallets import ledger
-    from wallets.services import deposit_credit
+    from wallets.services import ChainDeposit, deposit_credit
 
     user = User.objects.filter(email="bench-http@example.com").first()
     if user is None:
@@ -120,8 +120,7 @@ def prepare() -> str:
         deposit_credit(
             user=user,
             asset=ledger.asset_get("USDC"),
-            amount=10**9,
-            tx_hash=f"0x{secrets.token_hex(32)}",
+            deposit=ChainDeposit.ledger_only(tx_hash=f"0x{secrets.token_hex(32)}", token="USDC", amount=10**9),
             source="bench",
         )
     return token_pair_for(user).access

@@ -51,7 +51,7 @@ def build(n: int) -> None:
     from streaming import services
     from streaming.models import SessionStatus, StreamingSession
     from wallets import ledger
-    from wallets.services import deposit_credit
+    from wallets.services import ChainDeposit, deposit_credit
 
     have = StreamingSession.objects.filter(status=SessionStatus.ACTIVE).count()
     if have >= n:
@@ -64,7 +64,8 @@ def build(n: int) -> None:
     )
     for i in range(have, n):
         user = user_create(email=f"user-{i}@bench.example", password=None, name=f"User {i}", role="user")
-        deposit_credit(user=user, asset=usdc, amount=1000 * USDC, tx_hash=f"0x{i:064x}", source="bench")
+        funding = ChainDeposit.ledger_only(tx_hash=f"0x{i:064x}", token="USDC", amount=1000 * USDC)
+        deposit_credit(user=user, asset=usdc, deposit=funding, source="bench")
         services.session_start(user=user, service=service)
         if i % 250 == 0:
             print(f"  built {i}/{n} sessions", file=sys.stderr)

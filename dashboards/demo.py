@@ -36,7 +36,7 @@ from streaming import services as streaming
 from streaming.models import SessionKind
 from streaming.sweep import sweep
 from wallets import ledger
-from wallets.services import deposit_credit, wallet_open, withdrawal_request
+from wallets.services import ChainDeposit, deposit_credit, wallet_open, withdrawal_request
 
 DOMAIN = "demo.paygo.test"
 PASSWORD = "paygo-demo-2026"
@@ -176,7 +176,7 @@ def _deposit(user: User, amount: int) -> None:
     from wallets.chipi.sandbox import get_sandbox
 
     paid = get_sandbox().receive_payment(to_address=wallet_open(user=user), token="USDC", amount=amount)
-    deposit_credit(user=user, asset=ledger.asset_get("USDC"), amount=amount, tx_hash=paid.tx_hash, source="demo")
+    deposit_credit(user=user, asset=ledger.asset_get("USDC"), deposit=ChainDeposit(paid), source="demo")
 
 
 def _duration_seconds(offer: Offer, rng: random.Random) -> int:

@@ -118,8 +118,9 @@ class TransactionKind(models.TextChoices):
 
 class LedgerTransaction(models.Model):
     kind = models.CharField(max_length=12, choices=TransactionKind.choices)
-    # What this transaction is, unique when set: "deposit:USDC:0x..", "charge:<session>:<n>", ...
-    # The unique index is what makes "once per tx hash / per period" hold under any race.
+    # What this transaction is, unique when set: "deposit:<hash>:<address>:<token>:<amount>:<n>" (one
+    # transfer: services.ChainDeposit), "charge:<session>:<n>", ... The unique index is what makes
+    # "once per transfer / per period" hold under any race.
     reference = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001 (unique when set)
     memo = models.CharField(max_length=500, blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)
@@ -422,13 +423,17 @@ class SweepStatus(models.TextChoices):
 class Sweep(models.Model):
     """A verified deposit on its way from the user's deposit wallet into the treasury wallet, so that
     custody lives in one wallet. Chain-only: the ledger already counts both wallets as custody.
-    The nonce is chosen when the row is made, so every execution signs the same one."""
+    The nonce is chosen when the row is made, so every execution signs the same one.
+
+    One per deposit (its ledger credit), not per transaction hash: one transaction (a multicall)
+    can pay several deposits, each swept on its own."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     wallet = models.ForeignKey(ChipiWallet, on_delete=models.PROTECT, related_name="sweeps")
     asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
     amount = MinorUnitsField()
-    deposit_tx_hash = models.CharField(max_length=66, unique=True)
+    deposit = models.OneToOneField(LedgerTransaction, on_delete=models.PROTECT, related_name="sweep")
+    deposit_tx_hash = models.CharField(max_length=66, db_index=True)
     nonce = models.CharField(max_length=66)
     status = models.CharField(max_length=10, choices=SweepStatus.choices, default=SweepStatus.PENDING)
     tx_hash = models.CharField(max_length=66, blank=True, default="")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, connection, models, transaction
@@ -26,6 +29,7 @@ from wallets.models import (
     Asset,
     ChipiWallet,
     ChipiWalletRole,
+    Entry,
     LedgerTransaction,
     Reconciliation,
     Sweep,
@@ -39,6 +43,9 @@ from wallets.models import (
 from wallets.rates import RateUnavailable
 from wallets.selectors import chain_payment_asset, wallet_owner
 from wallets.starknet import address_normalize, tx_hash_canonical
+
+if TYPE_CHECKING:
+    from wallets.chipi.interface import ChainTransaction
 
 logger = logging.getLogger("paygo.wallets")
 
@@ -159,17 +166,100 @@ class DepositResult:
     created: bool
 
 
-def deposit_reference(tx_hash: str) -> str:
-    """One reference per on-chain transaction however its hash is written: a Starknet hash is a
-    number, and "0x0ABC", "0xabc" and "0x" + 61 zeros + "abc" name the same one (a deposit credited
-    under one spelling must not be credited again under another)."""
+@dataclass(frozen=True)
+class ChainDeposit:
+    """One transfer into a PayGo deposit address, as the ledger credits it: once.
+
+    A deposit is what it is on chain: its transaction's hash, its recipient, its token and its
+    amount, not the hash alone. One transaction (a multicall: an exchange's batched withdrawal) can
+    pay several PayGo users, and the same user more than once: keyed by its hash, only the first
+    transfer of such a transaction was ever credited. The same address can even be paid the same
+    amount of the same token twice in one transaction: `position` counts those (0 for the first).
+
+    Counted, not named by Chipi's record id: transfers equal in all four are the same money, so n
+    of them credited is n references, whichever record was read first; and a deposit credited when
+    the hash alone was its reference (before wallets 0021) was one whole transfer of a known amount
+    into a known account: the first of its equal ones, position 0 (deposit_hash_reference).
+    """
+
+    transfer: ChainTransaction
+    position: int = 0
+
+    @classmethod
+    def ledger_only(cls, *, tx_hash: str, token: str, amount: int) -> ChainDeposit:
+        """A deposit no chain record stands behind: a fixture's or a benchmark's funding, credited
+        with a source that is not swept (SWEPT)."""
+        from wallets.chipi.interface import CONFIRMED, ChainTransaction
+
+        return cls(ChainTransaction(tx_hash, CONFIRMED, token, amount, from_address="", to_address=""))
+
+    @property
+    def reference(self) -> str:
+        """The ledger's unique reference for this deposit: what makes it credited once. Its amount in
+        the token's units, as every amount an operator reads (the token's decimals never change)."""
+        from wallets.chipi.interface import TOKEN_DECIMALS
+
+        paid = self.transfer
+        amount = format_minor(paid.amount, TOKEN_DECIMALS[paid.token])
+        return f"{deposit_hash_reference(paid.tx_hash)}:{paid.to_address}:{paid.token}:{amount}:{self.position}"
+
+
+def deposit_hash_reference(tx_hash: str) -> str:
+    """A transaction's hash as one reference however it is written: a Starknet hash is a number, and
+    "0x0ABC", "0xabc" and "0x" + 61 zeros + "abc" name the same one. Before wallets 0021 it was a
+    deposit's whole reference (and still is of those credited then: deposits_credited_by_hash); now
+    it begins the reference of each deposit the transaction made (ChainDeposit.reference)."""
     return f"deposit:{tx_hash_canonical(tx_hash) or tx_hash.strip().lower()}"
 
 
-def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None):
+def deposits_in(transfers: Iterable[ChainTransaction]) -> list[ChainDeposit]:
+    """Chipi's records (each read once: the gateway's wallet_transactions) as deposits, each counted
+    among the transfers of its transaction equal to it (ChainDeposit.position)."""
+    counted: Counter[tuple[str, str, str, int]] = Counter()
+    deposits = []
+    for transfer in transfers:
+        tx_hash = tx_hash_canonical(transfer.tx_hash) or transfer.tx_hash
+        equal = (tx_hash, transfer.to_address, transfer.token, transfer.amount)
+        deposits.append(ChainDeposit(transfer, counted[equal]))
+        counted[equal] += 1
+    return deposits
+
+
+def deposits_credited_by_hash(*, owner, deposits: Sequence[ChainDeposit]) -> dict[str, int]:
+    """Those of `deposits` (into `owner`'s address) credited before wallets 0021, when a deposit's
+    reference was its transaction's hash alone: their references -> the crediting transaction's id.
+
+    Such a credit was one transfer of the transaction into the owner's address (its amount, in the
+    token of the account it credited: deposit_check held it to that): the first of its equal ones.
+    The ledger is append-only, so those references stay as they were and are read here."""
+    firsts = {
+        (deposit_hash_reference(d.transfer.tx_hash), d.transfer.token, d.transfer.amount): d.reference
+        for d in deposits
+        if d.position == 0
+    }
+    if not firsts:
+        return {}
+    credits = Entry.objects.filter(
+        transaction__reference__in={hash_reference for hash_reference, _, _ in firsts},
+        transaction__kind=TransactionKind.DEPOSIT,
+        account__kind=AccountKind.USER,
+        account__owner=owner,
+        amount__gt=0,
+    ).values_list("transaction__reference", "asset__code", "amount", "transaction_id")
+    return {
+        firsts[reference, token, amount]: tx_id
+        for reference, token, amount, tx_id in credits
+        if (reference, token, amount) in firsts
+    }
+
+
+def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None) -> list[ChainDeposit]:
     """Check an on-chain payment against Chipi's records of the user's deposit wallet (hash,
     destination, token, amount, status SUCCESS) before it is credited (slow I/O: call outside any
-    transaction). Without a hash, the sandbox simulates the payment into the user's address."""
+    transaction). Without a hash, the sandbox simulates the payment into the user's address.
+
+    The transaction's transfers into the user's address of this token and amount, for
+    deposit_credit_reported: a transaction can pay the user more than once."""
     from wallets.chipi import ChipiError, ChipiRejected, get_gateway
     from wallets.chipi.gateway import sandbox_in_use
 
@@ -180,9 +270,9 @@ def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None):
                 raise _invalid("tx_hash", "This field is required.", code="required")
             from wallets.chipi.sandbox import get_sandbox
 
-            return get_sandbox().receive_payment(to_address=address, token=asset.code, amount=amount)
+            return [ChainDeposit(get_sandbox().receive_payment(to_address=address, token=asset.code, amount=amount))]
         wanted = tx_hash_canonical(tx_hash)
-        chain_tx = next((tx for tx in get_gateway().wallet_transactions(address) if tx.tx_hash == wanted), None)
+        in_tx = [tx for tx in get_gateway().wallet_transactions(address) if tx.tx_hash == wanted]
     except ChipiRejected as exc:
         raise UpstreamUnavailable(
             f"Chipi refused PayGo's request to verify the deposit ({exc.code}); nothing was credited."
@@ -191,51 +281,78 @@ def deposit_verify(*, user, asset: Asset, amount: int, tx_hash: str | None):
         raise UpstreamUnavailable(
             f"Chipi could not be reached to verify the deposit ({exc.code}); nothing was credited."
         ) from None
-    if chain_tx is None:
+    if not in_tx:
         raise _invalid("tx_hash", "Chipi has no such transaction for your deposit address.", code="unknown_transaction")
-    return deposit_check(chain_tx, address=address, asset=asset, amount=amount)
+    return deposit_check(in_tx, address=address, asset=asset, amount=amount)
 
 
-def deposit_check(chain_tx, *, address: str, asset: Asset, amount: int):
-    """The one rule of what a deposit is: a confirmed payment of `amount` of the asset into `address`."""
-    if chain_tx.status != "confirmed":
-        raise _invalid("tx_hash", f"The transaction is {chain_tx.status}, not confirmed yet.", code="not_confirmed")
-    if chain_tx.to_address != address:
+def deposit_check(in_tx: Sequence[ChainTransaction], *, address: str, asset: Asset, amount: int) -> list[ChainDeposit]:
+    """The one rule of what a deposit is: a confirmed payment of `amount` of the asset into `address`.
+    `in_tx` are the transaction's transfers (a multicall makes several); the answer, those that are
+    such a payment (none: a 400 saying why)."""
+    into = [tx for tx in in_tx if tx.to_address == address]
+    if not into:
         raise _invalid("tx_hash", "The transaction did not pay into your deposit address.", code="wrong_recipient")
-    if chain_tx.token != asset.code:
-        moved = chain_tx.token or "a token PayGo does not hold"
+    unconfirmed = next((tx for tx in into if tx.status != "confirmed"), None)
+    if unconfirmed is not None:
+        raise _invalid("tx_hash", f"The transaction is {unconfirmed.status}, not confirmed yet.", code="not_confirmed")
+    in_token = [tx for tx in into if tx.token == asset.code]
+    if not in_token:
+        moved = into[0].token or "a token PayGo does not hold"
         raise _invalid("token", f"The transaction moved {moved}, not {asset.code}.", code="wrong_token")
-    if chain_tx.amount != amount:
-        paid = format_minor(chain_tx.amount, asset.decimals)
+    deposits = [deposit for deposit in deposits_in(in_token) if deposit.transfer.amount == amount]
+    if not deposits:
+        *others, last = [format_minor(each, asset.decimals) for each in sorted(tx.amount for tx in in_token)]
+        paid = f"{', '.join(others)} and {last}" if others else last
         raise _invalid("amount", f"The transaction paid {paid} {asset.code}.", code="wrong_amount")
-    return chain_tx
+    return deposits
 
 
-def deposit_credit(*, user, asset: Asset, amount: int, tx_hash: str, source: str) -> DepositResult:
-    """Credit a verified on-chain payment, once per transaction hash whoever asks."""
-    reference = deposit_reference(tx_hash)
+def deposit_credit(*, user, asset: Asset, deposit: ChainDeposit, source: str) -> DepositResult:
+    """Credit one verified transfer into the user's address, once whoever asks (its reference)."""
+    reference = deposit.reference
     account = ledger.account_for_user(user, asset)
+    earlier = deposits_credited_by_hash(owner=user, deposits=[deposit]).get(reference)
+    if earlier is not None:
+        return DepositResult(LedgerTransaction.objects.get(pk=earlier), created=False)
+    paid = deposit.transfer
     try:
         with transaction.atomic():
             tx = ledger.transfer(
                 debit=ledger.system_account(SystemAccount.CUSTODY, asset),
                 credit=account,
-                amount=amount,
+                amount=paid.amount,
                 kind=TransactionKind.DEPOSIT,
                 reference=reference,
-                memo=f"Deposit {tx_hash}",
-                metadata={"txHash": tx_hash, "source": source, "token": asset.code},
+                memo=f"Deposit {paid.tx_hash}",
+                metadata={"txHash": paid.tx_hash, "source": source, "token": asset.code},
             )
-            sweep = _sweep_queue(user=user, asset=asset, amount=amount, tx_hash=tx_hash) if source in SWEPT else None
+            sweep = None
+            if source in SWEPT:
+                sweep = _sweep_queue(user=user, asset=asset, deposit=tx, amount=paid.amount, tx_hash=paid.tx_hash)
     except ledger.DuplicateReference:
         existing = LedgerTransaction.objects.get(reference=reference)
         if not existing.entries.filter(account=account).exists():
             raise Conflict({"message": "This transaction was already credited.", "code": "already_credited"}) from None
         return DepositResult(existing, created=False)
-    transaction.on_commit(lambda: _notify_deposit(user, asset, amount, tx.pk), robust=True)
+    transaction.on_commit(lambda: _notify_deposit(user, asset, paid.amount, tx.pk), robust=True)
     if sweep is not None:
         transaction.on_commit(lambda: _queue_sweep(sweep.pk), robust=True)
     return DepositResult(tx, created=True)
+
+
+def deposit_credit_reported(*, user, asset: Asset, deposits: Sequence[ChainDeposit], source: str) -> DepositResult:
+    """Credit a payment reported by its hash (the API, a webhook): one of `deposits`, the equal
+    transfers deposit_verify found, the first not credited yet; when each is, the first's credit
+    (created False). One report is one transfer: a transaction that paid the user twice is two
+    reports (two webhooks), or polling's."""
+    results = []
+    for deposit in deposits:
+        result = deposit_credit(user=user, asset=asset, deposit=deposit, source=source)
+        if result.created:
+            return result
+        results.append(result)
+    return results[0]
 
 
 # Deposits paid on chain (the API, a webhook, polling, the demo's sandbox payments) are swept into
@@ -257,9 +374,9 @@ def _notify_deposit(user, asset: Asset, amount: int, tx_id: int) -> None:
 
 def webhook_deposit(*, to_address: str, token: str, amount: str, tx_hash: str) -> DepositResult | None:
     """A signed Chipi `payment.completed`: verified against Chipi's records like any deposit, then
-    credited to the address's owner once per hash (None: not PayGo's address, or a token PayGo has
-    no asset for; one staff deactivated is credited, selectors.chain_payment_asset). The amount is in
-    whole tokens, converted by the token's decimals."""
+    credited to the address's owner once per transfer (None: not PayGo's address, or a token PayGo
+    has no asset for; one staff deactivated is credited, selectors.chain_payment_asset). The amount
+    is in whole tokens, converted by the token's decimals."""
     from wallets.chipi.interface import raw_from_whole
 
     asset = chain_payment_asset(token)
@@ -276,8 +393,8 @@ def webhook_deposit(*, to_address: str, token: str, amount: str, tx_hash: str) -
         raise _invalid("amount", f"Must be less than {MAX_WHOLE_UNITS:,} {asset.code}.")
     if raw <= 0:
         raise _invalid("amount", "Must be more than zero.")
-    chain_tx = deposit_verify(user=user, asset=asset, amount=raw, tx_hash=tx_hash)
-    return deposit_credit(user=user, asset=asset, amount=raw, tx_hash=chain_tx.tx_hash, source="webhook")
+    deposits = deposit_verify(user=user, asset=asset, amount=raw, tx_hash=tx_hash)
+    return deposit_credit_reported(user=user, asset=asset, deposits=deposits, source="webhook")
 
 
 POLL_WALLETS_PER_RUN = 30  # one transaction-list read each: a third of Chipi's 100 requests a minute
@@ -286,7 +403,7 @@ POLL_WALLETS_PER_RUN = 30  # one transaction-list read each: a third of Chipi's 
 def deposits_poll(limit: int = POLL_WALLETS_PER_RUN) -> int:
     """Find deposits in Chipi's records that no webhook or client reported, so that a lost webhook
     loses nothing: the deposit wallets looked at longest ago, each credited for every confirmed
-    payment into it not credited yet (the same rule as any deposit, a token staff deactivated
+    transfer into it not credited yet (the same rule as any deposit, a token staff deactivated
     included: selectors.chain_payment_asset). Returns how many it credited."""
     from wallets.chipi import ChipiError, get_gateway
 
@@ -300,19 +417,26 @@ def deposits_poll(limit: int = POLL_WALLETS_PER_RUN) -> int:
             logger.warning("Deposit polling stopped at %s: %r", wallet.address, exc)
             break
         ChipiWallet.objects.filter(pk=wallet.pk).update(polled_at=timezone.now())
+        deposits = [
+            deposit
+            for deposit in deposits_in(tx for tx in records if tx.to_address == wallet.address)
+            if deposit.transfer.status == "confirmed"
+        ]
         known = set(
-            LedgerTransaction.objects.filter(
-                reference__in=[deposit_reference(tx.tx_hash) for tx in records]
-            ).values_list("reference", flat=True)
+            LedgerTransaction.objects.filter(reference__in=[d.reference for d in deposits]).values_list(
+                "reference", flat=True
+            )
         )
-        for tx in records:
-            if tx.to_address != wallet.address or tx.status != "confirmed" or deposit_reference(tx.tx_hash) in known:
+        known.update(deposits_credited_by_hash(owner=wallet.owner, deposits=deposits))
+        for deposit in deposits:
+            tx = deposit.transfer
+            if deposit.reference in known:
                 continue
             asset = chain_payment_asset(tx.token)
             if asset is None or not 0 < tx.amount < max_minor_units(asset.decimals):
                 logger.warning("Deposit %s of %s %s not credited by polling", tx.tx_hash, tx.amount, tx.token)
                 continue
-            result = deposit_credit(user=wallet.owner, asset=asset, amount=tx.amount, tx_hash=tx.tx_hash, source="poll")
+            result = deposit_credit(user=wallet.owner, asset=asset, deposit=deposit, source="poll")
             credited += result.created
     return credited
 
@@ -1123,8 +1247,9 @@ def reconcile() -> list[Reconciliation]:
 # --- Sweeps: deposits into the treasury -----------------------------------------------------------
 
 
-def _sweep_queue(*, user, asset: Asset, amount: int, tx_hash: str) -> Sweep | None:
-    """Queue a verified deposit's sweep (inside the credit's transaction); its nonce chosen now."""
+def _sweep_queue(*, user, asset: Asset, deposit: LedgerTransaction, amount: int, tx_hash: str) -> Sweep | None:
+    """Queue a verified deposit's sweep (inside the credit's transaction), one per deposit (not per
+    transaction hash: one transaction can pay several deposits); its nonce chosen now."""
     wallet = ChipiWallet.objects.filter(owner=user).exclude(address="").first()
     if wallet is None:
         return None
@@ -1132,6 +1257,7 @@ def _sweep_queue(*, user, asset: Asset, amount: int, tx_hash: str) -> Sweep | No
         wallet=wallet,
         asset=asset,
         amount=amount,
+        deposit=deposit,
         deposit_tx_hash=tx_hash_canonical(tx_hash) or tx_hash,
         nonce=new_nonce(),
         next_attempt_at=timezone.now(),

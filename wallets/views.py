@@ -78,16 +78,14 @@ class DepositView(APIView):
         def verify():
             return services.deposit_verify(user=request.user, asset=asset, amount=amount, tx_hash=values.get("tx_hash"))
 
-        def credit(chain_tx) -> Response:
-            result = services.deposit_credit(
-                user=request.user, asset=asset, amount=amount, tx_hash=chain_tx.tx_hash, source="api"
-            )
+        def credit(deposits) -> Response:
+            result = services.deposit_credit_reported(user=request.user, asset=asset, deposits=deposits, source="api")
             return Response(
                 {
                     "message": "Deposit credited." if result.created else "This deposit was already credited.",
                     "balance": _available(request.user, asset),
                     "token": asset.code,
-                    "tx_hash": chain_tx.tx_hash,
+                    "tx_hash": deposits[0].transfer.tx_hash,
                     "transaction": _entry_of(request.user, result.transaction.pk, asset),
                 },
                 status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK,

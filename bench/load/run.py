@@ -65,7 +65,7 @@ def build(people: int) -> dict:
     from marketplace.models import Category, Service
     from marketplace.services import service_create
     from wallets import ledger
-    from wallets.services import deposit_credit
+    from wallets.services import ChainDeposit, deposit_credit
 
     category = Category.objects.filter(parent__isnull=True).order_by("pk").first()
     for v in range(VENDORS):
@@ -79,7 +79,8 @@ def build(people: int) -> dict:
     have = User.objects.filter(email__startswith="load-person-").count()
     for p in range(have, people):
         person = user_create(email=f"load-person-{p}@example.com", password=PASSWORD, name=f"Person {p}")
-        deposit_credit(user=person, asset=usdc, amount=10**9, tx_hash=f"0x{secrets.token_hex(32)}", source="load")
+        funding = ChainDeposit.ledger_only(tx_hash=f"0x{secrets.token_hex(32)}", token="USDC", amount=10**9)
+        deposit_credit(user=person, asset=usdc, deposit=funding, source="load")
         if p % 50 == 49:
             print(f"  {p + 1} people", flush=True)
     world = {

@@ -226,13 +226,20 @@ class ChipiSdkGateway:
         from chipi_sdk.models.transaction import GetTransactionListQuery
 
         records: list[ChainTransaction] = []
+        # Each record once: one written since the first page was read pushes the others down a
+        # place, and the last of a page comes again at the top of the next. Twice, a transfer is two
+        # deposits (they are told apart by count within their transaction, services.deposits_in).
+        seen: set[str] = set()
         last_page = MAX_TRANSACTION_PAGES if since is None else MAX_TRANSACTION_PAGES_BACK
         if max_pages is not None:
             last_page = max(1, min(last_page, max_pages))
         for page in range(1, last_page + 1):
             query = GetTransactionListQuery(wallet_address=address, page=page, limit=100)
             answer = self._read(lambda query=query: self.sdk.get_transaction_list(query))
-            records += [item for item in map(_chain_transaction, answer.data) if item is not None]
+            for item in map(_chain_transaction, answer.data):
+                if item is not None and (not item.record_id or item.record_id not in seen):
+                    seen.add(item.record_id)
+                    records.append(item)
             if page >= answer.total_pages:
                 break
             if since is not None and answer.data and min(_aware(item.created_at) for item in answer.data) < since:
@@ -383,6 +390,7 @@ def _chain_transaction(record: Any) -> ChainTransaction | None:
         from_address=sender,
         to_address=recipient,
         created_at=_aware(record.created_at),
+        record_id=str(record.id),
     )
 
 

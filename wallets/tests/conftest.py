@@ -10,14 +10,15 @@ import requests
 
 from wallets import ledger
 from wallets.models import Account, AccountKind, SystemAccount
-from wallets.services import deposit_credit
+from wallets.services import ChainDeposit, deposit_credit
 
 _hashes = itertools.count(1)
 
 
 def fund_wallet(user, amount: int, token: str = "USDC") -> Account:
     asset = ledger.asset_get(token)
-    deposit_credit(user=user, asset=asset, amount=amount, tx_hash=f"0x{next(_hashes):064x}", source="test")
+    funding = ChainDeposit.ledger_only(tx_hash=f"0x{next(_hashes):064x}", token=token, amount=amount)
+    deposit_credit(user=user, asset=asset, deposit=funding, source="test")
     return ledger.account_for_user(user, asset)
 
 
@@ -56,8 +57,8 @@ def chain_deposit(user, amount: int, token: str = "USDC"):
 
     asset = ledger.asset_get(token)
     paid = get_sandbox().receive_payment(to_address=wallet_open(user=user), token=token, amount=amount)
-    credited = deposit_credit(user=user, asset=asset, amount=amount, tx_hash=paid.tx_hash, source="api")
-    sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
+    credited = deposit_credit(user=user, asset=asset, deposit=ChainDeposit(paid), source="api")
+    sweep = Sweep.objects.get(deposit=credited.transaction)
     assert sweep_send(sweep_id=sweep.pk) == "sent"
     return credited
 

@@ -323,13 +323,11 @@ def test_a_reverted_resend_of_a_sweep_that_went_out_is_not_made_again(alice, san
     """The same for a sweep: made again with a new nonce, it would have taken from the deposit
     wallet money the first execution had already swept (another deposit's, or none: refused)."""
     from wallets.chipi.models import SandboxUsedNonce
-    from wallets.services import deposit_credit, sweep_send, wallet_open
+    from wallets.services import ChainDeposit, deposit_credit, sweep_send, wallet_open
 
     deposit_wallet = wallet_open(user=alice)
     paid = sandbox.receive_payment(to_address=deposit_wallet, token="USDC", amount=5 * USDC)
-    deposit_credit(
-        user=alice, asset=services.ledger.asset_get("USDC"), amount=5 * USDC, tx_hash=paid.tx_hash, source="api"
-    )
+    deposit_credit(user=alice, asset=services.ledger.asset_get("USDC"), deposit=ChainDeposit(paid), source="api")
     sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
     sandbox.inject("execute", "lost_response")
     assert sweep_send(sweep_id=sweep.pk) == SweepStatus.PENDING  # it went out; its answer was lost
@@ -359,13 +357,11 @@ def test_a_stalled_answer_does_not_overwrite_a_sweep_made_again_and_sent_since(a
     """Worker A's execution stalls past its claim; B finds A's transfer and marks the sweep sent; it
     reverts, the sweep is made again and C sends it. A's answer then arrived and wrote the reverted
     hash over C's: the next check undid the sweep again, and its new send found the wallet empty."""
-    from wallets.services import deposit_credit, sweep_send, wallet_open
+    from wallets.services import ChainDeposit, deposit_credit, sweep_send, wallet_open
 
     deposit_wallet = wallet_open(user=alice)
     paid = sandbox.receive_payment(to_address=deposit_wallet, token="USDC", amount=5 * USDC)
-    deposit_credit(
-        user=alice, asset=services.ledger.asset_get("USDC"), amount=5 * USDC, tx_hash=paid.tx_hash, source="api"
-    )
+    deposit_credit(user=alice, asset=services.ledger.asset_get("USDC"), deposit=ChainDeposit(paid), source="api")
     sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
     gateway_type = type(get_gateway())
     execute = gateway_type.execute_transfer

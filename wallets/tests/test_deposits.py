@@ -1,4 +1,5 @@
-"""Deposits: verified with Chipi, credited once per transaction hash, by API or signed webhook."""
+"""Deposits: verified with Chipi, credited once per transfer, by API or signed webhook (one
+transaction paying several: test_multicall_deposits)."""
 
 from __future__ import annotations
 
@@ -246,13 +247,17 @@ def test_signed_webhook_takes_the_largest_amount_and_a_number(anon, alice, sandb
 @pytest.mark.django_db
 def test_one_transaction_written_two_ways_is_credited_once(alice):
     from wallets import ledger
-    from wallets.services import deposit_credit
+    from wallets.services import ChainDeposit, deposit_credit
 
     usdc = ledger.asset_get("USDC")
     padded = "0x" + "0" * 61 + "abc"
 
-    first = deposit_credit(user=alice, asset=usdc, amount=USDC, tx_hash=padded, source="test")
-    again = deposit_credit(user=alice, asset=usdc, amount=USDC, tx_hash="0xABC", source="test")
+    def credit(tx_hash):
+        deposit = ChainDeposit.ledger_only(tx_hash=tx_hash, token="USDC", amount=USDC)
+        return deposit_credit(user=alice, asset=usdc, deposit=deposit, source="test")
+
+    first = credit(padded)
+    again = credit("0xABC")
 
     assert (first.created, again.created) == (True, False)
     assert again.transaction.pk == first.transaction.pk

@@ -491,10 +491,10 @@ def test_a_sweep_whose_treasury_cannot_be_opened_waits_for_its_retry(alice, sand
     out of the dispatcher (and stopped its loop) instead of being tried again later."""
     from wallets.chipi.sandbox import get_sandbox
     from wallets.models import Sweep, SweepStatus
-    from wallets.services import deposit_credit, sweep_send, wallet_open
+    from wallets.services import ChainDeposit, deposit_credit, sweep_send, wallet_open
 
     paid = get_sandbox().receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=USDC)
-    deposit_credit(user=alice, asset=services.ledger.asset_get("USDC"), amount=USDC, tx_hash=paid.tx_hash, source="api")
+    deposit_credit(user=alice, asset=services.ledger.asset_get("USDC"), deposit=ChainDeposit(paid), source="api")
     sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
     sandbox.inject("prepare_wallet", "unreachable")
 
@@ -581,7 +581,7 @@ def test_reconciliation_covers_the_custody_of_a_token_staff_deactivated(alice, s
     Asset.objects.filter(code="USDT").update(is_active=False)
     usdt = Asset.objects.get(code="USDT")
     paid = sandbox.receive_payment(to_address=services.wallet_open(user=alice), token="USDT", amount=2 * USDC)
-    services.deposit_credit(user=alice, asset=usdt, amount=2 * USDC, tx_hash=paid.tx_hash, source="api")  # unswept
+    services.deposit_credit(user=alice, asset=usdt, deposit=services.ChainDeposit(paid), source="api")  # unswept
     services.withdrawal_request(user=alice, asset=usdt, amount=USDC, to_address=ADDRESS)  # not sent yet
 
     reports = {report.asset.code: report for report in services.reconcile()}
@@ -600,12 +600,10 @@ def test_reconciliation_counts_the_money_a_sweep_refused_for_good_left_in_its_de
     look at it). Reconciliation counted only the wallets of sweeps still to be sent, so that money
     showed as missing from custody, a difference where there was none."""
     from wallets.models import Sweep, SweepStatus
-    from wallets.services import deposit_credit, sweep_send, wallet_open
+    from wallets.services import ChainDeposit, deposit_credit, sweep_send, wallet_open
 
     paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=3 * USDC)
-    deposit_credit(
-        user=alice, asset=services.ledger.asset_get("USDC"), amount=3 * USDC, tx_hash=paid.tx_hash, source="api"
-    )
+    deposit_credit(user=alice, asset=services.ledger.asset_get("USDC"), deposit=ChainDeposit(paid), source="api")
     sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
     sandbox.inject("execute", "reject")
     assert sweep_send(sweep_id=sweep.pk) == SweepStatus.FAILED

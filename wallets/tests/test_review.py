@@ -274,13 +274,11 @@ def test_an_equal_withdrawal_waits_while_one_is_in_review(api, alice, olga, sand
 def test_a_sweep_in_doubt_refused_past_the_bound_fails_and_custody_still_adds_up(alice, sandbox, settings):
     """The same rule for a sweep: no user's money waits on it (both wallets are custody), so it
     fails for staff instead of being retried for ever; the reconciliation counts its deposit wallet."""
-    from wallets.services import deposit_credit, sweep_send, wallet_open
+    from wallets.services import ChainDeposit, deposit_credit, sweep_send, wallet_open
 
     settings.OUTBOX_REVIEW_AFTER_REFUSALS, settings.OUTBOX_REVIEW_AFTER_SECONDS = 2, 600
     paid = sandbox.receive_payment(to_address=wallet_open(user=alice), token="USDC", amount=5 * USDC)
-    deposit_credit(
-        user=alice, asset=services.ledger.asset_get("USDC"), amount=5 * USDC, tx_hash=paid.tx_hash, source="api"
-    )
+    deposit_credit(user=alice, asset=services.ledger.asset_get("USDC"), deposit=ChainDeposit(paid), source="api")
     sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
     sandbox.inject("execute", "timeout")
     assert sweep_send(sweep_id=sweep.pk) == SweepStatus.PENDING
