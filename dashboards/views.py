@@ -166,7 +166,8 @@ ADMIN_OVERVIEW_MONEY = (
     "`grossVolume`: what sessions were charged; `platformRevenue`: the fees on them; `vendorEarnings`: the rest. "
     "`deposits`: what on-chain payments credited to wallets. `withdrawals`: what withdrawals and vendor payouts took "
     "out of PayGo's custody, counted when the outbox sent them, less those reverted on chain, subtracted when "
-    "refunded (a period's figure can then be negative). A request still waiting is `outbox.backlogAmount`, not a "
+    "seen reverted (a period's figure can then be negative; counted again if the transfer signed for one is "
+    "executed after all). A request still waiting is `outbox.backlogAmount`, not a "
     "withdrawal; one Chipi refused is refunded and never counted (`outbox.failed`)."
 )
 

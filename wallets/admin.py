@@ -274,6 +274,8 @@ def withdrawal_confirmation(withdrawal: Withdrawal) -> str:
     """What the chain said of a sent withdrawal (services.sends_confirm), in an operator's words."""
     if withdrawal.status == WithdrawalStatus.NEEDS_REVIEW:
         return "in doubt: check the chain and settle it"
+    if withdrawal.status == WithdrawalStatus.REVERTED:
+        return f"reverted: refund due {withdrawal.refund_due_at:%Y-%m-%d %H:%M} UTC unless its signed transfer executes"
     if withdrawal.confirmed_at is not None:
         return "confirmed"
     if withdrawal.status == WithdrawalStatus.SENT:
@@ -288,13 +290,20 @@ class ConfirmationFilter(admin.SimpleListFilter):
     parameter_name = "confirmation"
 
     def lookups(self, request, model_admin):
-        return [("confirmed", "confirmed"), ("awaiting", "awaiting confirmation"), ("reverted", "reverted (refunded)")]
+        return [
+            ("confirmed", "confirmed"),
+            ("awaiting", "awaiting confirmation"),
+            ("refund_due", "reverted (refund due)"),
+            ("reverted", "reverted (refunded)"),
+        ]
 
     def queryset(self, request, queryset):
         if self.value() == "confirmed":
             return queryset.filter(confirmed_at__isnull=False)
         if self.value() == "awaiting":
             return queryset.filter(status=WithdrawalStatus.SENT, confirmed_at__isnull=True)
+        if self.value() == "refund_due":
+            return queryset.filter(status=WithdrawalStatus.REVERTED)
         if self.value() == "reverted":
             return queryset.filter(status=WithdrawalStatus.FAILED, sent_at__isnull=False)
         return queryset

@@ -287,6 +287,14 @@ class WithdrawalStatus(models.TextChoices):
     # outbox sends it no more; its money stays in flight until staff settle it, refunded or sent
     # (services.withdrawal_settle).
     NEEDS_REVIEW = "needs_review", "Needs review"
+    # Its one execution reverted on chain (Chipi's records show it FAILED): nothing left, but the
+    # transfer PayGo signed for it can still be executed by anyone until its window closes (a
+    # reverted transaction leaves no state, the account's record of its nonce included, and its
+    # calldata is public). Its money waits in flight until refund_due_at; then the treasury's records
+    # are read again: refunded (FAILED) if no such transfer went out, else SENT. A status of its own:
+    # not in the outbox (nothing is to be signed), not for staff (the rule settles it), and neither
+    # failed nor sent yet.
+    REVERTED = "reverted", "Reverted: refund due"
 
 
 class Withdrawal(models.Model):
@@ -322,6 +330,9 @@ class Withdrawal(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     # When Chipi's records first showed the sent transfer succeeded on chain (services.sends_confirm).
     confirmed_at = models.DateTimeField(null=True, blank=True)
+    # A reverted withdrawal's (REVERTED): when its signed transfer can no longer execute, and its money
+    # may go back to the wallet (services.withdrawal_refund_due_at).
+    refund_due_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
@@ -338,6 +349,12 @@ class Withdrawal(models.Model):
                 fields=["sent_at"],
                 condition=Q(status="sent", confirmed_at__isnull=True),
                 name="wallets_withdrawal_unconfirmed",
+            ),
+            # What the dispatcher reads every run: the few reverted ones whose refund has come due.
+            models.Index(
+                fields=["refund_due_at"],
+                condition=Q(status="reverted"),
+                name="wallets_withdrawal_refund_due",
             ),
         ]
 

@@ -287,13 +287,21 @@ class WithdrawalSerializer(serializers.ModelSerializer):
             "created_at",
             "sent_at",
             "confirmed_at",
+            "refund_due_at",
         ]
         extra_kwargs = {
             "status": {
                 "help_text": "pending or sending: in the outbox. sent: executed on chain (confirmedAt once the "
-                "chain accepted it). failed: refused, or reverted on chain after it was sent; either way the "
-                "money is back in the wallet. needs_review: whether its send went out is not known and staff "
-                "are checking the chain; it is not sent again, and ends sent or failed (refunded)."
+                "chain accepted it). reverted: its transfer reverted on chain, but the transfer PayGo signed "
+                "for it can still be executed until refundDueAt; then it ends failed (refunded) or, if it was "
+                "executed, sent. failed: refused by Chipi, or reverted and not executed again before its "
+                "refund was due; either way the money is back in the wallet. needs_review: whether its send "
+                "went out is not known and staff are checking the chain; it is not sent again, and ends sent "
+                "or failed (refunded)."
+            },
+            "refund_due_at": {
+                "help_text": "A reverted withdrawal's: when the transfer signed for it can no longer execute and "
+                "its money goes back to the wallet unless it was executed; null otherwise."
             },
             "confirmed_at": {
                 "help_text": "When Chipi's records showed the sent transfer succeeded on chain; null until then."

@@ -714,18 +714,26 @@ def withdrawal_send(*, withdrawal_id) -> str:
         amount=withdrawal.amount,
         taken=lambda tx_hash: Withdrawal.objects.filter(tx_hash=tx_hash).exclude(pk=withdrawal.pk).exists(),
         # Every withdrawal leaves the treasury. One in review is still in doubt (staff have not said
-        # whether it left): an equal one waits for it as for one being sent.
+        # whether it left), and so is a reverted one whose signed transfer can still be executed
+        # again: an equal one waits for it as for one being sent.
         twins=Withdrawal.objects.filter(
             to_address=withdrawal.to_address,
             asset=withdrawal.asset,
             amount=withdrawal.amount,
-            status__in=[WithdrawalStatus.PENDING, WithdrawalStatus.SENDING, WithdrawalStatus.NEEDS_REVIEW],
+            status__in=[
+                WithdrawalStatus.PENDING,
+                WithdrawalStatus.SENDING,
+                WithdrawalStatus.NEEDS_REVIEW,
+                WithdrawalStatus.REVERTED,
+            ],
         ).exclude(pk=withdrawal.pk),
     )
     if outcome.tx_hash:
         return _withdrawal_sent(withdrawal, outcome.tx_hash)
     if outcome.superseded:
         return Withdrawal.objects.values_list("status", flat=True).get(pk=withdrawal.pk)
+    if outcome.reverted_hash:
+        return _withdrawal_in_doubt_reverted(withdrawal, outcome.reverted_hash)
     if outcome.refused:
         return _withdrawal_failed(withdrawal, outcome.error)
     if outcome.review:
@@ -744,6 +752,9 @@ class OutboxOutcome:
     superseded: bool = False
     # In doubt for too long (in_doubt_too_long): not to be tried again; for staff.
     review: bool = False
+    # Its one execution, whose answer was lost, failed on chain (this hash): nothing left, but the
+    # transfer signed for it may still be executed again (withdrawal_refund_due_at).
+    reverted_hash: str = ""
 
 
 # The statuses of a row still in the outbox: a withdrawal's pending and sending, a sweep's pending.
@@ -752,6 +763,24 @@ OUTBOX_STATUSES = ("pending", "sending")
 # (chipi_sdk.shhh.oe.MAX_OE_VALIDITY_WINDOW_SECONDS). A send in doubt signed longer ago than this
 # (and the clock skew) can no longer go out: whether it did is on chain for good.
 SIGNED_TRANSFER_LIFETIME = timedelta(hours=2)
+
+
+def withdrawal_refund_due_at(withdrawal: Withdrawal) -> datetime:
+    """The one rule of when a withdrawal's money may go back to its wallet after a send that may have
+    reached the chain (one that reverted, one in doubt): once the latest transfer PayGo signed for it
+    can no longer execute, SIGNED_TRANSFER_LIFETIME after its signing (send_attempted_at, marked just
+    before it) and the clock skew. Before that, anyone holding it can execute it: PayGo signs with
+    caller ANY_CALLER, a reverted transaction leaves the nonce unused and its calldata public, and
+    a refund then paid the money out twice.
+
+    send_attempted_at is the latest execution that may have acted: a re-signing Chipi refused, or one
+    that never reached it, was submitted to no chain and puts back the one before (_outbox_unmark).
+    For the same reason a first execution Chipi refused outright (a 4xx: not submitted, its signature
+    seen by Chipi alone) is refunded at once (_withdrawal_failed) and does not wait. None signed:
+    due at once."""
+    if withdrawal.send_attempted_at is None:
+        return withdrawal.created_at
+    return withdrawal.send_attempted_at + SIGNED_TRANSFER_LIFETIME + CLOCK_SKEW
 
 
 def in_doubt_too_long(*, refusals: int, attempted_at: datetime, now: datetime) -> bool:
@@ -799,12 +828,15 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
             if found.tx_hash is not None:
                 return OutboxOutcome(tx_hash=found.tx_hash)
             if found.failed_hash is not None and row.attempts == 1:
-                # Its one execution (whose answer was lost) failed on chain: nothing left, and its
-                # nonce is spent (signed again, it was refused, and the row stayed in doubt for ever).
+                # Its one execution (whose answer was lost) failed on chain: nothing left. Not signed
+                # again (a new transfer is not what a reverted one calls for); a withdrawal waits for
+                # its signed transfer to expire before its refund, a sweep is for staff.
                 # The failed transfer is the row's: a twin's look-up does not take it for its own.
                 type(row).objects.filter(pk=row.pk).update(tx_hash=found.failed_hash)
                 return OutboxOutcome(
-                    refused=True, error=f"Its one execution failed on chain ({found.failed_hash}, Chipi's records)."
+                    refused=True,
+                    reverted_hash=found.failed_hash,
+                    error=f"Its one execution failed on chain ({found.failed_hash}, Chipi's records).",
                 )
         # Committed before signing: a crash from here on is an unknown outcome, looked up next time.
         with transaction.atomic():
@@ -917,6 +949,7 @@ class SentLookup:
 
     tx_hash: str | None
     failed_hash: str | None
+    confirmed: bool = False  # tx_hash's record says it succeeded on chain (not pending)
 
 
 def _find_sent(
@@ -936,9 +969,13 @@ def _find_sent(
         and (tx.created_at is None or tx.created_at >= since)  # not one from before the row was made
         and not taken(tx.tx_hash)
     ]
-    sent = [tx.tx_hash for tx in matching if tx.status != "failed"]
+    sent = [tx for tx in matching if tx.status != "failed"]
     failed = [tx.tx_hash for tx in matching if tx.status == "failed"]
-    return SentLookup(tx_hash=sent[-1] if sent else None, failed_hash=failed[-1] if failed else None)
+    return SentLookup(
+        tx_hash=sent[-1].tx_hash if sent else None,
+        failed_hash=failed[-1] if failed else None,
+        confirmed=bool(sent) and sent[-1].status == "confirmed",
+    )
 
 
 def _backoff(attempts: int) -> float:
@@ -974,6 +1011,109 @@ def _withdrawal_review(withdrawal: Withdrawal, error: str) -> str:
         logger.error("Withdrawal %s needs review (its money stays in flight): %s", withdrawal.pk, error)
         return WithdrawalStatus.NEEDS_REVIEW
     return Withdrawal.objects.values_list("status", flat=True).get(pk=withdrawal.pk)
+
+
+def _withdrawal_in_doubt_reverted(withdrawal: Withdrawal, tx_hash: str) -> str:
+    """Its one execution, whose answer was lost, failed on chain: REVERTED, its money still in flight
+    until its refund is due. Only while this worker's attempt is still its latest."""
+    with transaction.atomic():
+        locked = Withdrawal.objects.select_for_update(of=("self",)).get(pk=withdrawal.pk)
+        if locked.status != WithdrawalStatus.SENDING or locked.send_attempted_at != withdrawal.send_attempted_at:
+            return locked.status
+        _withdrawal_await_refund(locked, tx_hash)
+    return WithdrawalStatus.REVERTED
+
+
+def _withdrawal_await_refund(locked: Withdrawal, tx_hash: str) -> None:
+    """Make a locked row whose one execution reverted on chain (`tx_hash`) wait, REVERTED, until its
+    refund is due (withdrawal_refund_due_at); its money in flight. Inside the caller's transaction."""
+    locked.status = WithdrawalStatus.REVERTED
+    locked.tx_hash = tx_hash
+    locked.refund_due_at = withdrawal_refund_due_at(locked)
+    locked.claimed_until = None
+    locked.next_attempt_at = None
+    locked.last_error = (
+        f"Reverted on chain ({tx_hash}); the transfer signed for it can still be executed until "
+        f"{locked.refund_due_at:%Y-%m-%d %H:%M:%S} UTC: refunded then unless it was."
+    )
+    changed = ["status", "tx_hash", "refund_due_at", "claimed_until", "next_attempt_at", "last_error", "updated_at"]
+    locked.save(update_fields=changed)
+    logger.warning("Withdrawal %s reverted on chain (%s); refund due at %s", locked.pk, tx_hash, locked.refund_due_at)
+
+
+def withdrawals_refund_due(limit: int = 100) -> list[str]:
+    """Reverted withdrawals whose refund has come due (withdrawal_refund_settle), oldest first."""
+    return [
+        str(pk)
+        for pk in Withdrawal.objects.filter(status=WithdrawalStatus.REVERTED, refund_due_at__lte=timezone.now())
+        .order_by("refund_due_at")
+        .values_list("pk", flat=True)[:limit]
+    ]
+
+
+def withdrawal_refund_settle(*, withdrawal_id) -> str:
+    """Settle a reverted withdrawal once its refund is due (withdrawal_refund_due_at): its signed
+    transfer can no longer execute, so what the treasury's records show now is final. They are read
+    again (sender, recipient, token and amount since the row's making, as the outbox's look-up
+    does): a transfer that succeeded (its signed transfer executed again by someone) settles it as
+    sent, confirmed; none, its money goes back to the wallet (the refund, once). One still pending on
+    chain is looked at again next run. Slow I/O: call outside any transaction."""
+    from wallets.chipi import ChipiError, get_gateway
+
+    withdrawal = Withdrawal.objects.select_related("asset").get(pk=withdrawal_id)
+    now = timezone.now()
+    if withdrawal.status != WithdrawalStatus.REVERTED or now < withdrawal_refund_due_at(withdrawal):
+        return withdrawal.status
+    treasury = ChipiWallet.objects.filter(role=ChipiWalletRole.TREASURY).exclude(address="").first()
+    if treasury is None:  # it was executed from the treasury: cannot happen
+        logger.error("Reverted withdrawal %s to settle but no treasury wallet", withdrawal.pk)
+        return withdrawal.status
+    try:
+        found = _find_sent(
+            get_gateway(),
+            treasury.address,
+            to_address=withdrawal.to_address,
+            token=withdrawal.asset.code,
+            amount=withdrawal.amount,
+            taken=lambda tx_hash: Withdrawal.objects.filter(tx_hash=tx_hash).exclude(pk=withdrawal.pk).exists(),
+            since=withdrawal.created_at - CLOCK_SKEW,
+        )
+    except ChipiError as exc:
+        logger.warning("Reverted withdrawal %s not settled, to be tried at the next run: %r", withdrawal.pk, exc)
+        return withdrawal.status
+    if found.tx_hash is None:
+        status = _withdrawal_finish(
+            withdrawal,
+            from_statuses=(WithdrawalStatus.REVERTED,),
+            status=WithdrawalStatus.FAILED,
+            metadata={"txHash": withdrawal.tx_hash, "reason": "reverted on chain"},
+            changes={
+                "last_error": f"Reverted on chain ({withdrawal.tx_hash}); its signed transfer expired unexecuted: "
+                "the money went back to the wallet."
+            },
+        )
+        logger.warning("Reverted withdrawal %s refunded: its signed transfer expired unexecuted", withdrawal.pk)
+        return status
+    if not found.confirmed:
+        return withdrawal.status  # executed again, not settled on chain yet
+    status = _withdrawal_finish(
+        withdrawal,
+        from_statuses=(WithdrawalStatus.REVERTED,),
+        status=WithdrawalStatus.SENT,
+        # Not withdrawal-sent: a row sent once already (then reverted) posted that.
+        reference=f"withdrawal-executed-again:{withdrawal.pk}",
+        notify=withdrawal.sent_at is None,  # its owner was told it was sent when it first was
+        metadata={"txHash": found.tx_hash, "reason": "its signed transfer was executed again"},
+        changes={
+            "tx_hash": found.tx_hash,
+            "sent_at": now,
+            "confirmed_at": now,  # its record says it succeeded: nothing left to confirm
+            "last_error": f"Reverted on chain ({withdrawal.tx_hash}), then its signed transfer was executed "
+            f"again ({found.tx_hash}): sent, not refunded.",
+        },
+    )
+    logger.warning("Reverted withdrawal %s was executed again (%s): sent", withdrawal.pk, found.tx_hash)
+    return status
 
 
 def _withdrawal_sent(withdrawal: Withdrawal, tx_hash: str) -> str:
@@ -1017,11 +1157,14 @@ def _withdrawal_finish(
     only_after=None,
     from_statuses=(WithdrawalStatus.SENDING,),
     created_by=None,
+    reference: str | None = None,
+    notify: bool = True,
 ) -> str:
     """Settle a row that is being sent (or, `from_statuses`, in review), once, as SENT (its money
     leaves 'in flight' for the custody mirror: it left PayGo's custody) or FAILED (back to the wallet
-    it came from, a refund); the posting's reference, one per row and outcome, is unique. With
-    `only_after`, only while that is still its latest attempt."""
+    it came from, a refund); the posting's reference, one per row and outcome, is unique (`reference`:
+    another than the outcome's own, for a row that was sent once already). With `only_after`, only
+    while that is still its latest attempt."""
     with transaction.atomic():
         locked = (
             Withdrawal.objects.select_related("asset", "user").select_for_update(of=("self",)).get(pk=withdrawal.pk)
@@ -1040,7 +1183,7 @@ def _withdrawal_finish(
             ),
             amount=locked.amount,
             kind=TransactionKind.WITHDRAWAL if sent else TransactionKind.REFUND,
-            reference=f"{'withdrawal-sent' if sent else 'withdrawal-refund'}:{locked.pk}",
+            reference=reference or f"{'withdrawal-sent' if sent else 'withdrawal-refund'}:{locked.pk}",
             metadata={"withdrawalId": str(locked.pk), **metadata},
             created_by=created_by,
         )
@@ -1049,7 +1192,8 @@ def _withdrawal_finish(
         for name, value in changes.items():
             setattr(locked, name, value)
         locked.save(update_fields=["status", "claimed_until", *changes, "updated_at"])
-        transaction.on_commit(lambda: _notify_withdrawal(locked, sent=sent), robust=True)
+        if notify:
+            transaction.on_commit(lambda: _notify_withdrawal(locked, sent=sent), robust=True)
     return status
 
 
@@ -1067,8 +1211,8 @@ def withdrawal_settle(*, withdrawal_id, outcome: str, staff, reason: str, tx_has
     Final either way: the row leaves the outbox for good, and is settled once. The row is locked as
     the outbox locks it before a send, and the outbox checks its status under that lock.
 
-    A refund waits until the send in doubt can no longer execute (SIGNED_TRANSFER_LIFETIME after it,
-    and the clock skew): before that it could still go out after the money came back."""
+    A refund waits until the send in doubt can no longer execute (withdrawal_refund_due_at): before
+    that it could still go out after the money came back."""
     if outcome not in Settlement.values:
         raise _invalid("outcome", f"One of: {', '.join(Settlement.values)}.")
     if not reason.strip():
@@ -1091,7 +1235,7 @@ def withdrawal_settle(*, withdrawal_id, outcome: str, staff, reason: str, tx_has
             )
         now = timezone.now()
         if outcome == Settlement.REFUNDED:
-            executable_until = locked.send_attempted_at + SIGNED_TRANSFER_LIFETIME + CLOCK_SKEW
+            executable_until = withdrawal_refund_due_at(locked)
             if now < executable_until:
                 raise Conflict(
                     {
@@ -1454,9 +1598,11 @@ def withdrawal_confirm(*, row_id, tx_hash: str) -> bool:
 
 def withdrawal_revert(*, row_id, tx_hash: str) -> bool:
     """Chipi's records show a sent withdrawal's (or payout's) transfer failed on chain: executed once,
-    its money never left the treasury, so it comes back from the custody mirror to its owner's
-    wallet, once (the row locked and its status checked; the reference unique), and the row is
-    FAILED. Executed more than once, it is for staff (_revert_for_staff)."""
+    its money never left the treasury, so it comes back from the custody mirror into 'in flight',
+    once (the row locked and its status checked; the reference unique), and the row is REVERTED: its
+    refund waits until the transfer signed for it can no longer be executed again
+    (withdrawal_refund_due_at, withdrawal_refund_settle). Executed more than once, it is for staff
+    (_revert_for_staff)."""
     with transaction.atomic():
         locked = Withdrawal.objects.select_related("asset", "user").select_for_update(of=("self",)).get(pk=row_id)
         if locked.status != WithdrawalStatus.SENT or locked.tx_hash != tx_hash:
@@ -1469,17 +1615,13 @@ def withdrawal_revert(*, row_id, tx_hash: str) -> bool:
             return False
         ledger.transfer(
             debit=ledger.system_account(SystemAccount.CUSTODY, locked.asset),
-            credit=ledger.account_for_user(locked.user, locked.asset),
+            credit=ledger.system_account(SystemAccount.WITHDRAWALS_IN_FLIGHT, locked.asset),
             amount=locked.amount,
-            kind=TransactionKind.REFUND,
+            kind=TransactionKind.WITHDRAWAL,
             reference=f"withdrawal-reverted:{locked.pk}",
             metadata={"withdrawalId": str(locked.pk), "txHash": tx_hash, "reason": "reverted on chain"},
         )
-        locked.status = WithdrawalStatus.FAILED
-        locked.last_error = f"Reverted on chain ({tx_hash}); the money went back to the wallet."
-        locked.save(update_fields=["status", "last_error", "updated_at"])
-        transaction.on_commit(lambda: _notify_withdrawal(locked, sent=False), robust=True)
-    logger.warning("Withdrawal %s reverted on chain (%s) and was refunded", row_id, tx_hash)
+        _withdrawal_await_refund(locked, tx_hash)
     return True
 
 

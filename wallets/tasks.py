@@ -38,10 +38,13 @@ def withdrawal_send_task(withdrawal_id: str) -> str:
 
 @shared_task(name="wallets.withdrawals_dispatch", ignore_result=True, time_limit=300, soft_time_limit=280)
 def withdrawals_dispatch_task(limit: int = 100) -> int:
-    """Send what the outbox holds that is due (new rows, retries, rows whose sender died)."""
+    """Settle the reverted withdrawals whose refund has come due (first: an equal withdrawal waits for
+    them), then send what the outbox holds that is due (new rows, retries, rows whose sender died)."""
+    reverted = services.withdrawals_refund_due(limit=limit)
+    _send_each("reverted withdrawal", reverted, lambda row_id: services.withdrawal_refund_settle(withdrawal_id=row_id))
     due = services.withdrawals_due(limit=limit)
     _send_each("withdrawal", due, lambda row_id: services.withdrawal_send(withdrawal_id=row_id))
-    return len(due)
+    return len(reverted) + len(due)
 
 
 @shared_task(name="wallets.sweep_send", ignore_result=True, time_limit=120, soft_time_limit=100)

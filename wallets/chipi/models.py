@@ -68,6 +68,9 @@ class SandboxTransaction(models.Model):
     sender_address = models.CharField(max_length=66, db_index=True)
     destination_address = models.CharField(max_length=66, db_index=True)
     called_function = models.CharField(max_length=40, default="transfer")
+    # The outside execution's nonce ("0x..." as SandboxUsedNonce keeps it) for a transfer an account
+    # executed; empty for a payment from outside. A reverted execution frees it (revert()).
+    nonce = models.CharField(max_length=66, blank=True, default="")
     block_number = models.PositiveBigIntegerField()
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -415,7 +415,16 @@ class ChipiSandbox:
                     )
                 source.balance -= amount
                 source.save(update_fields=["balance"])
-                _record(tx_hash, token, amount, sender=address, recipient=recipient, status=status, block=block)
+                _record(
+                    tx_hash,
+                    token,
+                    amount,
+                    sender=address,
+                    recipient=recipient,
+                    status=status,
+                    block=block,
+                    nonce=hex(execution.nonce),
+                )
         return 200, {"transactionHash": tx_hash}
 
     # --- Sandbox only ------------------------------------------------------------------------------
@@ -469,7 +478,11 @@ class ChipiSandbox:
         """A transaction Chipi accepted, still PENDING (the "pending" fault), ends FAILED: reverted on
         chain, as an execution can after its hash was answered. Its records say FAILED and the money
         of every transfer it made is back where it was (the simulated chain applies a transfer when
-        it is executed, so this undoes it). A SUCCESS is final, as on chain: it cannot be reverted."""
+        it is executed, so this undoes it). A SUCCESS is final, as on chain: it cannot be reverted.
+
+        As on Starknet, a reverted transaction leaves no state, the account's record that the outside
+        execution's nonce was used included: the nonce is free again, and the signed execution (whose
+        calldata the reverted transaction made public) can be submitted again within its window."""
         with _chain_write():
             rows = self._transfers_for_update(tx_hash)
             if rows[0].status not in _UNSETTLED:
@@ -488,6 +501,8 @@ class ChipiSandbox:
             SandboxTransaction.objects.filter(pk__in=[row.pk for row in rows]).update(
                 status=SandboxTransaction.Status.FAILED
             )
+            for address, nonce in {(row.sender_address, row.nonce) for row in rows if row.nonce}:
+                SandboxUsedNonce.objects.filter(address=address, nonce=nonce).delete()
         return self.transactions(tx_hash)
 
     @staticmethod
@@ -608,6 +623,7 @@ def _record(
     recipient: str,
     status: str = SandboxTransaction.Status.SUCCESS,
     block: int,
+    nonce: str = "",
 ) -> SandboxTransaction:
     """A transfer, SUCCESS unless told: the recipient's balance grows (the sender's was taken by the
     caller). A PENDING one moves the money too; revert() puts it back."""
@@ -623,6 +639,7 @@ def _record(
         destination_address=recipient,
         block_number=block,
         created_at=timezone.now(),
+        nonce=nonce,
     )
 
 

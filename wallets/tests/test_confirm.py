@@ -48,9 +48,23 @@ def chipi_reads() -> int:
 
 
 def reverted_refunds(withdrawal) -> int:
+    """Refunds of a reverted send (once its signed transfer can no longer execute: test_refund_due)."""
     return LedgerTransaction.objects.filter(
-        kind=TransactionKind.REFUND, reference=f"withdrawal-reverted:{withdrawal.pk}"
+        kind=TransactionKind.REFUND, reference=f"withdrawal-refund:{withdrawal.pk}"
     ).count()
+
+
+def reverts(withdrawal) -> int:
+    """A reverted send's money back from the custody mirror into 'in flight' (it never left)."""
+    return LedgerTransaction.objects.filter(reference=f"withdrawal-reverted:{withdrawal.pk}").count()
+
+
+def refund_when_due(withdrawal) -> str:
+    """Settle a reverted withdrawal once its signed transfer can no longer execute (none was executed)."""
+    row = Withdrawal.objects.get(pk=withdrawal.pk)
+    assert row.status == WithdrawalStatus.REVERTED
+    with time_machine.travel(row.refund_due_at + timedelta(seconds=1)):
+        return services.withdrawal_refund_settle(withdrawal_id=row.pk)
 
 
 @pytest.mark.django_db
@@ -125,6 +139,16 @@ def test_a_withdrawal_reverted_on_chain_is_refunded_once_and_its_owner_told(
 
     assert report.reverted == 1
     withdrawal.refresh_from_db()
+    # Not refunded yet: its signed transfer can still be executed (test_refund_due). Its money is in
+    # flight again, and custody on chain matches the ledger.
+    assert withdrawal.status == WithdrawalStatus.REVERTED
+    assert (balance_of(alice), reverts(withdrawal), reverted_refunds(withdrawal)) == (6 * USDC, 1, 0)
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 4 * USDC
+    assert services.reconcile()[0].difference == 0
+    assert not Notification.objects.filter(user=alice, title="Withdrawal failed").exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert refund_when_due(withdrawal) == WithdrawalStatus.FAILED
+    withdrawal.refresh_from_db()
     assert withdrawal.status == WithdrawalStatus.FAILED
     assert withdrawal.confirmed_at is None
     assert "Reverted on chain" in withdrawal.last_error
@@ -144,7 +168,8 @@ def test_a_withdrawal_reverted_on_chain_is_refunded_once_and_its_owner_told(
     with django_capture_on_commit_callbacks(execute=True):
         assert services.sends_confirm().reverted == 0
         assert services.withdrawal_revert(row_id=withdrawal.pk, tx_hash=withdrawal.tx_hash) is False
-    assert reverted_refunds(withdrawal) == 1
+        assert services.withdrawal_refund_settle(withdrawal_id=withdrawal.pk) == WithdrawalStatus.FAILED
+    assert (reverts(withdrawal), reverted_refunds(withdrawal)) == (1, 1)
     assert balance_of(alice) == 10 * USDC
     assert Notification.objects.filter(user=alice, title="Withdrawal failed").count() == 1
 
@@ -168,6 +193,7 @@ def test_a_payout_reverted_on_chain_goes_back_to_the_vendor(victor, sandbox, dja
 
     with django_capture_on_commit_callbacks(execute=True):
         assert services.sends_confirm().reverted == 1
+        assert refund_when_due(payout) == WithdrawalStatus.FAILED
 
     payout.refresh_from_db()
     assert payout.status == WithdrawalStatus.FAILED
@@ -238,7 +264,7 @@ def test_a_send_chipi_never_shows_is_reported_once_and_not_refunded(api, alice, 
 
 
 @money_db
-def test_two_checkers_at_once_refund_a_reverted_withdrawal_once(api, alice, sandbox):
+def test_two_checkers_at_once_revert_a_withdrawal_once_and_two_settlers_refund_it_once(api, alice, sandbox):
     chain_deposit(alice, 10 * USDC)
     sandbox.inject("execute", "pending")
     withdrawal = withdraw(api, alice)
@@ -254,14 +280,28 @@ def test_two_checkers_at_once_refund_a_reverted_withdrawal_once(api, alice, sand
         outcomes = sorted(pool.map(check, range(2)))
 
     assert outcomes == [0, 1]
+    assert (reverts(withdrawal), balance_of(alice)) == (1, 6 * USDC)
+    assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.REVERTED
+
+    @in_thread
+    def settle(_):
+        start.wait()
+        return services.withdrawal_refund_settle(withdrawal_id=withdrawal.pk)
+
+    due = Withdrawal.objects.get(pk=withdrawal.pk).refund_due_at
+    with time_machine.travel(due + timedelta(seconds=1)), ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = list(pool.map(settle, range(2)))
+
+    assert outcomes == [WithdrawalStatus.FAILED, WithdrawalStatus.FAILED]
     assert reverted_refunds(withdrawal) == 1
     assert balance_of(alice) == 10 * USDC
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
     assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.FAILED
     assert Notification.objects.filter(user=alice, title="Withdrawal failed").count() == 1
 
 
 @money_db
-def test_two_reverts_of_one_withdrawal_at_once_refund_it_once(api, alice, sandbox):
+def test_two_reverts_of_one_withdrawal_at_once_put_it_back_in_flight_once(api, alice, sandbox):
     """The write path itself, raced: the row lock and its status check let one through."""
     chain_deposit(alice, 10 * USDC)
     sandbox.inject("execute", "pending")
@@ -278,8 +318,9 @@ def test_two_reverts_of_one_withdrawal_at_once_refund_it_once(api, alice, sandbo
 
     sandbox.revert(withdrawal.tx_hash)  # what the chain said (keeps custody matching for the ledger check)
     assert outcomes.count(True) == 1
-    assert reverted_refunds(withdrawal) == 1
-    assert balance_of(alice) == 10 * USDC
+    assert reverts(withdrawal) == 1
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 4 * USDC
+    assert balance_of(alice) == 6 * USDC
 
 
 @pytest.mark.django_db
@@ -406,6 +447,7 @@ def test_a_withdrawal_refused_before_acting_then_sent_once_and_reverted_is_refun
     with time_machine.travel(timezone.now() + timedelta(minutes=3)):
         assert services.sends_confirm().reverted == 1
 
+    assert refund_when_due(withdrawal) == WithdrawalStatus.FAILED
     assert balance_of(alice) == 10 * USDC
     assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.FAILED
 
@@ -425,8 +467,9 @@ def test_a_send_in_doubt_whose_one_execution_failed_on_chain_is_refunded(api, al
     sandbox.revert(executed.tx_hash)  # it failed on chain: the money is back in the treasury
 
     with time_machine.travel(timezone.now() + timedelta(minutes=2)):
-        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.FAILED
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.REVERTED
 
+    assert refund_when_due(withdrawal) == WithdrawalStatus.FAILED
     assert balance_of(alice) == 10 * USDC
     assert sandbox.balance(ADDRESS, "USDC") == 0
     assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
@@ -473,6 +516,7 @@ def test_a_send_in_doubt_refused_again_then_found_and_reverted_is_refunded(api, 
     with time_machine.travel(timezone.now() + timedelta(minutes=3)):
         assert services.sends_confirm().reverted == 1
 
+    assert refund_when_due(withdrawal) == WithdrawalStatus.FAILED
     assert reverted_refunds(withdrawal) == 1
     assert balance_of(alice) == 10 * USDC
     assert Withdrawal.objects.get(pk=withdrawal.pk).status == WithdrawalStatus.FAILED
@@ -487,8 +531,9 @@ def test_a_send_in_doubt_refused_again_whose_one_execution_failed_on_chain_is_re
     sandbox.revert(executed.tx_hash)
 
     with time_machine.travel(timezone.now() + timedelta(minutes=2)):
-        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.FAILED
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.REVERTED
 
+    assert refund_when_due(withdrawal) == WithdrawalStatus.FAILED
     assert balance_of(alice) == 10 * USDC
     assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
     assert Withdrawal.objects.get(pk=withdrawal.pk).tx_hash == executed.tx_hash
