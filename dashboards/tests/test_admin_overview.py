@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
+import time_machine
 from django.db.models import Sum
 
 from conftest import grant
@@ -20,7 +23,7 @@ from wallets.models import (
     WithdrawalKind,
     WithdrawalStatus,
 )
-from wallets.services import sends_confirm, withdrawal_request
+from wallets.services import sends_confirm, withdrawal_refund_settle, withdrawal_request
 from wallets.tests.conftest import balance_of, chain_deposit
 
 pytestmark = pytest.mark.django_db
@@ -184,7 +187,7 @@ def test_withdrawals_are_the_money_that_left_custody(
     api, alice, victor, olga, sandbox, django_capture_on_commit_callbacks
 ):
     """Sent withdrawals and payouts count when they are sent; a refused one never, one reverted on
-    chain no more once it is refunded; one waiting in the outbox not yet. The same read from the
+    chain no more once it is seen reverted; one waiting in the outbox not yet. The same read from the
     rollup as from its tail."""
     chain_deposit(alice, 100 * USDC)
     chain_deposit(victor, 50 * USDC)
@@ -211,9 +214,15 @@ def test_withdrawals_are_the_money_that_left_custody(
 
     sandbox.revert(Withdrawal.objects.get(pk=reverted.pk).tx_hash)
     assert sends_confirm().reverted == 1
-    left = {"deposits": "150.000000", "withdrawals": "42.000000"}  # the 7 came back
+    left = {"deposits": "150.000000", "withdrawals": "42.000000"}  # the 7 came back into custody
     assert money_in_and_out(api, olga) == (left, left)
+    # Its refund waits until the transfer signed for it can no longer execute (wallets' test_refund_due).
+    assert balance_of(alice) == 100 * USDC - 30 * USDC - 7 * USDC - 5 * USDC
+    due = Withdrawal.objects.get(pk=reverted.pk).refund_due_at
+    with time_machine.travel(due + timedelta(seconds=1)):
+        assert withdrawal_refund_settle(withdrawal_id=reverted.pk) == WithdrawalStatus.FAILED
     assert balance_of(alice) == 100 * USDC - 30 * USDC - 5 * USDC
+    assert money_in_and_out(api, olga) == (left, left)  # refunded from in flight: not money out
 
     rollup.rollup_advance()
     assert money_in_and_out(api, olga) == (left, left)
