@@ -16,13 +16,14 @@ TWILIO_SID = "AC00000000000000000000000000000001"
 TWILIO_FROM = "+15005550006"
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def eager_retries(monkeypatch):
     """Run a task's retries, as a worker would, only without waiting out the countdown.
 
     Eager tasks that propagate errors let celery's Retry escape instead of re-running the task;
-    without propagation, apply() re-runs it at once. The delivery tasks catch every error of their
-    own, so nothing else is hidden by this.
+    without propagation, apply() re-runs it at once. But without propagation any other exception of
+    an eager task becomes a FAILURE result that nobody reads: only the tests of retries ask for
+    this, and every other test sees a task's error raised.
     """
     monkeypatch.setattr(celery_app.conf, "CELERY_TASK_EAGER_PROPAGATES", False)  # the namespaced key
 

@@ -79,6 +79,7 @@ def test_no_email_for_system_notifications_by_default(alice, committed, mailoutb
         ConnectionRefusedError(111, "Connection refused"),
     ],
 )
+@pytest.mark.usefixtures("eager_retries")
 def test_an_error_that_can_heal_is_retried(alice, committed, smtp, error):
     smtp.script = [error]
 
@@ -114,6 +115,7 @@ def test_an_error_that_cannot_heal_fails_at_once(alice, committed, smtp, error, 
     assert smtp.sent == []
 
 
+@pytest.mark.usefixtures("eager_retries")
 def test_retries_end_in_failure(alice, committed, smtp):
     smtp.script = [smtplib.SMTPServerDisconnected("down")] * 6
 

@@ -108,6 +108,7 @@ def test_no_sms_when_the_user_turned_it_off(api, alice, committed, twilio):
         requests.ConnectionError(NewConnectionError(None, "Failed to resolve 'api.twilio.com'")),
     ],
 )
+@pytest.mark.usefixtures("eager_retries")
 def test_an_error_that_can_heal_is_retried_and_sent(alice, committed, twilio, first):
     verify_phone(alice)
     twilio.respond(first, twilio_message("SM456"))
@@ -163,6 +164,7 @@ def test_the_time_limit_arriving_while_twilio_answers_does_not_send_the_sms_agai
     assert "may have sent the message" in notification.sms_error
 
 
+@pytest.mark.usefixtures("eager_retries")
 def test_the_time_limit_arriving_before_the_request_left_is_retried_and_sent(alice, committed, twilio, monkeypatch):
     """Before the request is handed to the HTTP client nothing can have reached Twilio: retried."""
     verify_phone(alice)
@@ -203,6 +205,7 @@ def test_an_invalid_number_fails_at_once_and_the_caller_is_unaffected(alice, com
     assert len(mailoutbox) == 1
 
 
+@pytest.mark.usefixtures("eager_retries")
 def test_retries_end_in_failure(alice, committed, twilio):
     verify_phone(alice)
     twilio.respond(*[twilio_error(500, 20500, "Internal Server Error")] * 6)

@@ -48,6 +48,7 @@ def test_a_task_for_a_missing_notification_does_nothing():
     assert tasks.deliver_email.delay(424242).get() == "nothing_to_do"
 
 
+@pytest.mark.usefixtures("eager_retries")
 def test_a_delivery_claimed_by_another_worker_is_not_sent_twice(alice, mailoutbox):
     notification = notify(alice, "payment", "Paid", "Paid.")
     claimed_until = timezone.now() + timedelta(minutes=1)
