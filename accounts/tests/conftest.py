@@ -79,6 +79,7 @@ def while_writing(write: Callable[[], object], act: Callable[[], object]) -> obj
         thread.start()
     for thread in threads:
         thread.join(60)
+        assert not thread.is_alive(), "a thread never finished"
     return outcome["result"]
 
 

@@ -267,6 +267,7 @@ def test_deactivating_a_vendor_while_the_sweep_bills_his_sessions_does_not_deadl
         thread.start()
     for thread in threads:
         thread.join(60)
+        assert not thread.is_alive(), "a thread never finished"
 
     assert errors == {}
     assert not User.objects.get(pk=victor.pk).is_active

@@ -296,6 +296,7 @@ def test_two_workers_racing_for_one_delivery_send_once(alice, settings):
         thread.start()
     for thread in threads:
         thread.join(timeout=15)
+        assert not thread.is_alive(), "a worker never finished"
 
     assert sorted(outcomes) == ["busy", "sent"]
     assert len(SlowBackend.sent) == 1

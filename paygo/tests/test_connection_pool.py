@@ -58,6 +58,7 @@ def held_by_another_thread() -> Iterator[None]:
     finally:
         release.set()
         thread.join(10)
+        assert not thread.is_alive(), "the other thread never gave the connection back"
 
 
 @money_db

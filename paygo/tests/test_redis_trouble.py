@@ -61,6 +61,7 @@ def silent_redis():
     yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
     stop.set()
     thread.join(5)
+    assert not thread.is_alive(), "the listener's thread never stopped"
     for connection in accepted:
         connection.close()
     listener.close()
