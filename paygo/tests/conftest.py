@@ -57,9 +57,9 @@ def _unchunk(data: bytes) -> bytes:
         body, data = body + data[:size], data[size + 2 :]
 
 
-def exchange(address: tuple[str, int], raw_request: bytes) -> HttpReply:
-    """Send one raw request and read its response."""
-    with socket.create_connection(address) as sock:
+def exchange(address: tuple[str, int], raw_request: bytes, *, source: str | None = None) -> HttpReply:
+    """Send one raw request and read its response (from the local address `source`, if given)."""
+    with socket.create_connection(address, source_address=(source, 0) if source else None) as sock:
         sock.sendall(raw_request)
         return read_reply(sock)
 
