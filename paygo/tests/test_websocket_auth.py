@@ -263,6 +263,31 @@ class _Later:
         return getattr(self._real, name)
 
 
+async def _until_joined_again(user, *, since: float) -> None:
+    """Until the user's one socket is in both of its groups as joined at `since` or after (channels_redis
+    scores a member with when it joined), polled rather than slept on: in time on a loaded machine,
+    no longer than needed on an idle one."""
+    import time
+
+    from channels.layers import get_channel_layer
+
+    from notifications.consumers import user_group
+    from paygo.ws import sockets_group
+
+    layer = get_channel_layer()
+    groups = [user_group(user.pk), sockets_group(user.pk)]
+    deadline = time.monotonic() + 10
+    while True:
+        joined = [
+            await layer.connection(layer.consistent_hash(group)).zrange(layer._group_key(group), 0, -1, withscores=True)
+            for group in groups
+        ]
+        if all(len(members) == 1 and members[0][1] >= since for members in joined):
+            return
+        assert time.monotonic() < deadline, f"the socket never joined its groups again: {joined}"
+        await asyncio.sleep(0.02)
+
+
 async def test_a_socket_open_longer_than_the_layers_group_expiry_stays_in_its_groups(alice, monkeypatch):
     """channels_redis drops a group's members older than its group expiry (a day) as it sends: a
     socket open longer (a tab left on a dashboard) silently got nothing more, its account's closing
@@ -280,8 +305,9 @@ async def test_a_socket_open_longer_than_the_layers_group_expiry_stays_in_its_gr
     assert connected
     assert (await communicator.receive_json_from())["type"] == "connected"
 
-    monkeypatch.setattr(channels_redis.core, "time", _Later(time, 86_401))  # a day and a second later
-    await asyncio.sleep(0.5)  # the socket has joined its groups again since
+    later = _Later(time, 86_401)  # a day and a second later
+    monkeypatch.setattr(channels_redis.core, "time", later)
+    await _until_joined_again(alice, since=later.time())
     await database_sync_to_async(notify)(alice.pk, "system", "Hello", "a day later")
 
     assert (await communicator.receive_json_from(timeout=5))["type"] == "notification"
