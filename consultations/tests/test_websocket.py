@@ -24,9 +24,9 @@ async def connect(user) -> WebsocketCommunicator:
 
 
 @database_sync_to_async
-def request(api, user, method: str, url: str, data: dict):
+def request(api, user, method: str, url: str, data: dict, *, status: int):
     response = getattr(api(user), method)(url, data, format="json")  # signing in is database work too
-    assert response.status_code in (200, 201), response.json()
+    assert response.status_code == status, response.json()
     return response.json()
 
 
@@ -34,7 +34,9 @@ async def test_a_new_message_is_pushed_to_the_other_participant(api, alice, vict
     consultation = await database_sync_to_async(consult)()
     victors, alices, bobs = await connect(victor), await connect(alice), await connect(bob)
 
-    sent = await request(api, alice, "post", message_url(consultation), {"message": "<b>Are you there?</b>"})
+    sent = await request(
+        api, alice, "post", message_url(consultation), {"message": "<b>Are you there?</b>"}, status=201
+    )
 
     pushed = await victors.receive_json_from(timeout=5)
     assert pushed["type"] == "notification"
@@ -56,7 +58,7 @@ async def test_a_status_change_is_pushed_to_the_other_participant(api, alice, vi
     consultation = await database_sync_to_async(consult)()
     alices, victors = await connect(alice), await connect(victor)
 
-    await request(api, victor, "patch", status_url(consultation), {"status": "accepted"})
+    await request(api, victor, "patch", status_url(consultation), {"status": "accepted"}, status=200)
 
     notification = (await alices.receive_json_from(timeout=5))["notification"]
     assert notification["title"] == "Consultation accepted"

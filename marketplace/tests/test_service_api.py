@@ -813,24 +813,30 @@ def test_a_service_read_back_can_be_sent_again_whatever_its_rate(api, victor):
     assert sent_again.status_code == 200, sent_again.json()
 
 
+TAKEN = (409, "service_name_taken", "You already have a service with this name.")
+INVISIBLE = (400, "invalid", "Use visible characters only (no control, zero-width or text-direction characters).")
+
+
 @pytest.mark.parametrize(
-    ("first", "second"),
+    ("first", "second", "refusal"),
     [
-        ("Caf\u00e9", "Cafe\u0301"),  # one character, or a letter and its accent: the same text
-        ("Foo", "Foo\u200b"),  # a zero-width space after it
-        ("Foo Bar", "Foo  Bar"),  # two spaces
-        ("Foo", "\uff26\uff4f\uff4f"),  # full-width letters
+        ("Caf\u00e9", "Cafe\u0301", TAKEN),  # one character, or a letter and its accent: the same text
+        ("Foo", "Foo\u200b", INVISIBLE),  # a zero-width space after it
+        ("Foo Bar", "Foo  Bar", TAKEN),  # two spaces
+        ("Foo", "\uff26\uff4f\uff4f", TAKEN),  # full-width letters
     ],
     ids=["composed", "zero-width", "spaces", "full-width"],
 )
-def test_names_that_look_the_same_are_one_name(api, victor, first, second):
+def test_names_that_look_the_same_are_one_name(api, victor, first, second, refusal):
     """Names that looked the same were two names: one service could pose as another."""
     client = api(victor)
     assert client.post(SERVICES, body(name=first), format="json").status_code == 201
 
     response = client.post(SERVICES, body(name=second), format="json")
 
-    assert response.status_code in (400, 409), response.json()  # taken, or refused for its invisible character
+    status, code, message = refusal
+    assert (response.status_code, response.json()["code"]) == (status, code), response.json()
+    assert response.json()["errors"] == {"name": [message]}
     assert Service.objects.count() == 1
 
 

@@ -239,7 +239,17 @@ def test_every_money_post_is_counted_as_one(anon):
         if method not in ("GET", "HEAD", "OPTIONS") and getattr(view.cls, "rate_budget", None) == MONEY
     }
 
-    assert len(idempotent) >= 9  # deposit, withdraw, transfer, swap, streams start/stop/usage, calls
+    assert idempotent == {
+        ("/api/v1/wallet/deposit", "POST"),
+        ("/api/v1/wallet/withdraw", "POST"),
+        ("/api/v1/wallet/transfer", "POST"),
+        ("/api/v1/wallet/swap", "POST"),
+        ("/api/v1/streams/start", "POST"),
+        ("/api/v1/streams/{session_id}/stop", "PATCH"),
+        ("/api/v1/streams/{session_id}/usage", "POST"),
+        ("/api/v1/consultations/{consultation_id}/call/start", "POST"),
+        ("/api/v1/consultations/{consultation_id}/call/stop", "POST"),
+    }
     assert money == idempotent
 
 

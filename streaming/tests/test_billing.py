@@ -780,7 +780,7 @@ def test_the_payout_threshold_is_in_usdc_whatever_the_default_token(api, alice, 
     clock.move(seconds=120)
     beat(session)
     run_sweep()
-    assert balance_of(victor, "ETH") > 0
+    assert balance_of(victor, "ETH") == split(2 * 10**12)[0]  # two minutes at 10^-6 ETH, less the fee
 
     assert payouts_queue(vendor_ids=[victor.pk]) == []
     assert not Withdrawal.objects.exists()
@@ -939,7 +939,8 @@ def test_deactivating_either_side_stops_their_sessions_charged_up_to_then(
     assert (balance_of(alice), balance_of(victor)) == (paid, earned)
     assert paid == 10 * USDC - session.total_cost
     assert fresh(elsewhere).status == SessionStatus.ACTIVE
-    assert fresh(elsewhere).total_cost > 0
+    assert fresh(elsewhere).total_cost == 9 * USDC // 2  # charged to the last sweep: 90 s, then 180 s more
+    assert balance_of(bob) == 10 * USDC - 9 * USDC // 2
 
 
 @pytest.mark.parametrize(("who", "reason"), [("vendor", StopReason.VENDOR), ("staff", StopReason.STAFF)])
