@@ -233,24 +233,43 @@ class ChipiSdkGateway:
         last_page = MAX_TRANSACTION_PAGES if since is None else MAX_TRANSACTION_PAGES_BACK
         if max_pages is not None:
             last_page = max(1, min(last_page, max_pages))
-        for page in range(1, last_page + 1):
+
+        def read(page: int):
             query = GetTransactionListQuery(wallet_address=address, page=page, limit=100)
-            answer = self._read(lambda query=query: self.sdk.get_transaction_list(query))
+            answer = self._read(lambda: self.sdk.get_transaction_list(query))
             for item in map(_chain_transaction, answer.data):
                 if item is not None and (not item.record_id or item.record_id not in seen):
                     seen.add(item.record_id)
                     records.append(item)
-            if page >= answer.total_pages:
-                break
-            if since is not None and answer.data and min(_aware(item.created_at) for item in answer.data) < since:
-                break  # the next page is older still
+            return answer
+
+        def reaches_since(answer) -> bool:
+            return since is not None and bool(answer.data) and min(_aware(i.created_at) for i in answer.data) < since
+
+        first = read(1)
+        # Read from the newest page to the oldest, and no further back than `since`. Chipi's
+        # documentation does not say in which order it lists the records: newest first (as the
+        # sandbox does) the newest page is the first; oldest first it is the last, and the first page
+        # read holds the oldest records, which would have stopped the reading before anything new.
+        newest = [_aware(i.created_at) for i in first.data if i.created_at is not None]
+        oldest_first = len(newest) > 1 and newest[0] < newest[-1]
+        if oldest_first:
+            logger.warning("Chipi lists the records of %s oldest first: read from its last page back", address)
+            pages, done = list(range(first.total_pages, 1, -1)), False
         else:
-            if since is not None:
-                # Past the caller's own bound (max_pages) it knew it might stop short: a warning.
-                level = logging.ERROR if max_pages is None else logging.WARNING
-                logger.log(
-                    level, "Chipi's records of %s read back %d pages without reaching %s", address, last_page, since
-                )
+            pages, done = list(range(2, first.total_pages + 1)), reaches_since(first)
+        read_count = 1
+        for page in pages:
+            if done or read_count >= last_page:
+                break
+            done = reaches_since(read(page))
+            read_count += 1
+        else:
+            done = True  # every page read
+        if not done and since is not None:
+            # Past the caller's own bound (max_pages) it knew it might stop short: a warning.
+            level = logging.ERROR if max_pages is None else logging.WARNING
+            logger.log(level, "Chipi's records of %s read back %d pages without reaching %s", address, last_page, since)
         return records
 
     def token_balance(self, address: str, token: str) -> int:

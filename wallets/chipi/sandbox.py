@@ -68,7 +68,17 @@ ALIASES = {
     "custody_balance": "token_balance",
 }
 OPERATIONS = tuple(PATHS) + tuple(ALIASES)
-FAULTS = ("timeout", "error", "rate_limited", "reject", "lost_response", "stale", "unreachable", "pending")
+FAULTS = (
+    "timeout",
+    "error",
+    "rate_limited",
+    "reject",
+    "lost_response",
+    "stale",
+    "unreachable",
+    "pending",
+    "oldest_first",
+)
 FAULT_RETRY_AFTER = 1.0
 
 SANDBOX_API_KEY = "pk_sandbox_paygo"
@@ -245,6 +255,8 @@ class ChipiSandbox:
         unreachable: the connection fails (httpx's ConnectError): the request never left.
         pending (execute only): it acts and answers the hash, but its record stays PENDING (not yet
         accepted on chain) until settle() or revert() says how it ended.
+        oldest_first (transaction_list only): the page is of the records listed oldest first (Chipi's
+        documentation does not say in which order it lists them; the sandbox lists newest first).
         """
         operation = ALIASES.get(operation, operation)
         if operation not in PATHS:
@@ -255,6 +267,8 @@ class ChipiSandbox:
             raise ValueError("times must be at least 1.")
         if fault == "pending" and operation != "execute":
             raise ValueError("Only an execution's record can be left pending.")
+        if fault == "oldest_first" and operation != "transaction_list":
+            raise ValueError("Only the transaction list has an order.")
         with self._lock:
             self._faults[operation].extend([fault] * times)
 
@@ -379,7 +393,8 @@ class ChipiSandbox:
             raise SandboxApiError(400, f"limit is at most {MAX_PAGE_SIZE}", "VALIDATION_ERROR")
         rows = SandboxTransaction.objects.filter(Q(sender_address=address) | Q(destination_address=address))
         total = rows.count()
-        chunk = rows.order_by("-block_number", "-pk")[(page - 1) * limit : page * limit]
+        order = ("block_number", "pk") if request.fault == "oldest_first" else ("-block_number", "-pk")
+        chunk = rows.order_by(*order)[(page - 1) * limit : page * limit]
         data = [
             _transaction_json(row, SANDBOX_API_KEY, TOKEN_DECIMALS.get(ASSET_BY_CHAIN_TOKEN.get(row.token, ""), 18))
             for row in chunk

@@ -107,6 +107,36 @@ def test_transaction_list_is_read_page_by_page_and_bounded(gateway, sandbox, key
     assert MAX_TRANSACTION_PAGES >= 2
 
 
+@pytest.mark.parametrize("oldest_first", [False, True], ids=["newest_first", "oldest_first"])
+def test_records_since_an_instant_are_read_whichever_order_chipi_lists_them_in(gateway, sandbox, key, oldest_first):
+    """Chipi's documentation does not say in which order transaction-list gives the records. Read
+    newest first, the reading stops at the first page reaching back past `since`; listed oldest
+    first, that page is the first, of the oldest records, and nothing newer was read."""
+    from datetime import UTC, datetime, timedelta
+
+    import time_machine
+
+    wallet = gateway.create_wallet(external_user_id="alice", encrypt_key=key)
+    start = datetime(2026, 12, 1, 12, tzinfo=UTC)
+
+    def paid(at: datetime, amount: int):
+        with time_machine.travel(at, tick=False):
+            return sandbox.receive_payment(to_address=wallet.address, token="USDC", amount=amount)
+
+    old = [paid(start + timedelta(seconds=i), 1) for i in range(120)]
+    new = [paid(start + timedelta(hours=1, seconds=i), 2) for i in range(30)]
+    if oldest_first:
+        sandbox.inject("transaction_list", "oldest_first", times=2)
+
+    records = gateway.wallet_transactions(wallet.address, since=start + timedelta(minutes=30))
+
+    assert {r.tx_hash for r in new} <= {r.tx_hash for r in records}
+    assert len(records) == len({r.record_id for r in records}) <= len(old) + len(new)
+    pages = [r.url.params["page"] for r in gateway.transport.received if r.url.path.endswith("transaction-list")]
+    # Newest first, the first page reaches back past `since`; oldest first, the last page does.
+    assert pages == (["1", "2"] if oldest_first else ["1"])
+
+
 def test_a_transfer_is_signed_by_paygo_and_executed_once_per_nonce(gateway, sandbox, key):
     wallet = gateway.create_wallet(external_user_id="treasury", encrypt_key=key)
     sandbox.receive_payment(to_address=wallet.address, token="USDC", amount=10_000_000)
