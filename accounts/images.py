@@ -6,8 +6,8 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+from PIL import ExifTags, UnidentifiedImageError
 from PIL import Image as PILImage
-from PIL import ImageOps, UnidentifiedImageError
 from rest_framework import exceptions
 
 from paygo.api.errors import PayloadTooLarge
@@ -30,6 +30,17 @@ FORMATS = {
     "GIF": ("image/gif", "gif"),
 }
 _UNSUPPORTED = "Only JPEG, PNG, WebP and GIF images are accepted."
+
+# EXIF Orientation -> the transposition that shows the picture upright (as ImageOps.exif_transpose).
+_UPRIGHT = {
+    2: PILImage.Transpose.FLIP_LEFT_RIGHT,
+    3: PILImage.Transpose.ROTATE_180,
+    4: PILImage.Transpose.FLIP_TOP_BOTTOM,
+    5: PILImage.Transpose.TRANSPOSE,
+    6: PILImage.Transpose.ROTATE_270,
+    7: PILImage.Transpose.TRANSVERSE,
+    8: PILImage.Transpose.ROTATE_90,
+}
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,9 @@ def clean_image(content: bytes) -> CleanImage:
         image.seek(0)  # an animation keeps its first frame only
         image.load()
         # Turn the photo upright before its EXIF orientation tag is dropped with the rest.
-        image = ImageOps.exif_transpose(image)
+        upright = _UPRIGHT.get(_orientation(image))
+        if upright is not None:
+            image = image.transpose(upright)
     except PILImage.DecompressionBombError:
         raise _too_big(f"The image has too many pixels; the limit is {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}.") from None
     except (OSError, SyntaxError, ValueError, EOFError):
@@ -121,6 +134,21 @@ def clean_image(content: bytes) -> CleanImage:
         width=image.width,
         height=image.height,
     )
+
+
+def _orientation(image: PILImage.Image) -> int:
+    """The picture's EXIF (or XMP) orientation; 1, as taken, when there is none or it cannot be read.
+
+    Read, not ImageOps.exif_transpose: that also writes the EXIF back without the tag, and a tag
+    stored with another type than the standard's (which cameras and editors write) made the writing
+    fail (struct.error, AttributeError): a 500 for a picture any viewer shows. The EXIF is dropped
+    anyway; only the orientation is needed. A broken EXIF block can fail in many ways (Pillow's
+    parser raises what its reads raise): the picture is then kept as it was taken."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        return orientation if isinstance(orientation, int) else 1
+    except Exception:
+        return 1
 
 
 def _encode(image: PILImage.Image, image_format: str, output: io.BytesIO) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
-from PIL import PngImagePlugin
+from PIL import ImageOps, PngImagePlugin, TiffImagePlugin
 
 from accounts.images import MAX_IMAGE_BYTES
 from accounts.models import Image
@@ -121,6 +121,92 @@ def test_jpeg_metadata_is_stripped_and_orientation_applied(upload, alice):
     # turned upright before its orientation tag went: 60x40 displayed as 40x60
     assert reopened.size == (40, 60)
     assert response.json()["image"]["width"] == 40
+
+
+def two_colour_picture(image_format: str, exif: bytes | PILImage.Exif | None = None) -> bytes:
+    """16x8, its left half red and its right half blue: where each half ends up shows the turn."""
+    image = PILImage.new("RGB", (16, 8), "red")
+    image.paste("blue", (8, 0, 16, 8))
+    out = io.BytesIO()
+    image.save(out, format=image_format, **({"exif": exif} if exif is not None else {}))
+    return out.getvalue()
+
+
+def exif_with_a_tag_of_another_type(orientation: int) -> bytes:
+    """EXIF with this orientation whose tag 0x0119 (MaxSampleValue, a SHORT by the standard) is
+    written as a RATIONAL, as cameras and editors write such tags."""
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    exif[0x011A] = TiffImagePlugin.IFDRational(72, 1)  # XResolution, a RATIONAL
+    blob = exif.tobytes()
+    assert blob.count(b"\x01\x1a\x00\x05") == 1
+    return blob.replace(b"\x01\x1a\x00\x05", b"\x01\x19\x00\x05")  # the same entry as tag 0x0119
+
+
+def colour_at(image: PILImage.Image, xy: tuple[int, int]) -> str:
+    red, _, blue = image.convert("RGB").getpixel(xy)
+    return "red" if red > blue else "blue"
+
+
+@pytest.mark.parametrize("image_format", ["JPEG", "WEBP"])
+def test_a_photo_whose_exif_holds_a_tag_of_another_type_is_accepted_upright(upload, alice, image_format):
+    """Turning it upright wrote its EXIF back (ImageOps.exif_transpose), which failed on the odd tag:
+    a 500. The picture is fine; it is turned as its orientation says (6: a quarter turn clockwise)."""
+    original = two_colour_picture(image_format, exif_with_a_tag_of_another_type(orientation=6))
+
+    response = upload(alice, original, name="photo", content_type="image/jpeg")
+
+    assert response.status_code == 201, response.json()
+    assert (response.json()["image"]["width"], response.json()["image"]["height"]) == (8, 16)
+    cleaned = PILImage.open(io.BytesIO(stored_bytes(Image.objects.get())))
+    assert cleaned.format == image_format
+    assert dict(cleaned.getexif()) == {}
+    assert cleaned.size == (8, 16)
+    assert (colour_at(cleaned, (4, 2)), colour_at(cleaned, (4, 13))) == ("red", "blue")  # the left half on top
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_each_orientation_is_turned_as_pillow_turns_it(upload, alice, orientation):
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    original = two_colour_picture("PNG", exif)
+    expected = ImageOps.exif_transpose(PILImage.open(io.BytesIO(original)))
+
+    response = upload(alice, original)
+
+    assert response.status_code == 201
+    cleaned = PILImage.open(io.BytesIO(stored_bytes(Image.objects.get())))
+    assert cleaned.size == expected.size
+    assert list(cleaned.convert("RGB").getdata()) == list(expected.convert("RGB").getdata())
+
+
+@pytest.mark.parametrize("orientation", [0, 9, 65535])
+def test_an_orientation_out_of_the_standard_leaves_the_picture_as_taken(upload, alice, orientation):
+    exif = PILImage.Exif()
+    exif[0x0112] = orientation
+    original = two_colour_picture("PNG", exif)
+
+    response = upload(alice, original)
+
+    assert response.status_code == 201
+    cleaned = PILImage.open(io.BytesIO(stored_bytes(Image.objects.get())))
+    assert cleaned.size == (16, 8)
+    assert (colour_at(cleaned, (2, 4)), colour_at(cleaned, (13, 4))) == ("red", "blue")
+
+
+def test_an_exif_block_that_cannot_be_read_leaves_the_picture_as_taken(upload, alice, monkeypatch):
+    """Pillow's EXIF parser raises what its reads raise on a broken block: any of it means no
+    orientation, not a 500."""
+    original = two_colour_picture("JPEG", exif_with_a_tag_of_another_type(orientation=6))
+
+    def broken(self):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(PILImage.Image, "getexif", broken)
+    response = upload(alice, original, content_type="image/jpeg")
+
+    assert response.status_code == 201
+    assert (response.json()["image"]["width"], response.json()["image"]["height"]) == (16, 8)
 
 
 def test_png_text_chunks_and_icc_profile_are_stripped(upload, alice):
