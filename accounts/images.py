@@ -29,6 +29,9 @@ FORMATS = {
     "WEBP": ("image/webp", "webp"),
     "GIF": ("image/gif", "gif"),
 }
+# A multi-picture JPEG (MPO: what phones save with a depth or HDR gain map after the photo) is a
+# JPEG whose first picture every reader shows: kept as a JPEG of that picture.
+JPEG_KINDS = {"MPO": "JPEG"}
 _UNSUPPORTED = "Only JPEG, PNG, WebP and GIF images are accepted."
 
 # EXIF Orientation -> the transposition that shows the picture upright (as ImageOps.exif_transpose).
@@ -81,7 +84,7 @@ def _open(content: bytes) -> PILImage.Image:
         raise _too_big(f"The image has too many pixels; the limit is {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise _unsupported() from None
-    if image.format not in FORMATS:
+    if JPEG_KINDS.get(image.format, image.format) not in FORMATS:
         raise _unsupported()
     width, height = image.size
     if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
@@ -111,9 +114,9 @@ def clean_image(content: bytes) -> CleanImage:
         raise exceptions.ValidationError({"image": ["The image is damaged or truncated."]}) from None
 
     image = _open(content)
-    source_format = image.format
+    source_format = JPEG_KINDS.get(image.format, image.format)
     try:
-        image.seek(0)  # an animation keeps its first frame only
+        image.seek(0)  # an animation (or a multi-picture JPEG) keeps its first frame only
         image.load()
         # Turn the photo upright before its EXIF orientation tag is dropped with the rest.
         upright = _UPRIGHT.get(_orientation(image))

@@ -209,6 +209,33 @@ def test_an_exif_block_that_cannot_be_read_leaves_the_picture_as_taken(upload, a
     assert (response.json()["image"]["width"], response.json()["image"]["height"]) == (16, 8)
 
 
+def multi_picture_jpeg() -> bytes:
+    """A JPEG carrying a second picture after its first (Multi-Picture Format, MPO: what phones save
+    for photos with a depth map or an HDR gain map). Every JPEG reader shows the first picture."""
+    first, second = PILImage.new("RGB", (32, 16), "red"), PILImage.new("RGB", (8, 4), "blue")
+    out = io.BytesIO()
+    first.save(out, format="MPO", save_all=True, append_images=[second])
+    return out.getvalue()
+
+
+def test_a_multi_picture_jpeg_is_kept_as_a_jpeg_of_its_first_picture(upload, alice):
+    """It was a 415, "only JPEG ... accepted", for a phone's JPEG photo."""
+    original = multi_picture_jpeg()
+    assert original[:3] == b"\xff\xd8\xff" and PILImage.open(io.BytesIO(original)).format == "MPO"
+
+    response = upload(alice, original, name="IMG_0001.jpg", content_type="image/jpeg")
+
+    assert response.status_code == 201, response.json()
+    body = response.json()["image"]
+    assert (body["contentType"], body["width"], body["height"]) == ("image/jpeg", 32, 16)
+    image = Image.objects.get()
+    assert image.content_type == "image/jpeg" and image.file.name.endswith(".jpg")
+    cleaned = PILImage.open(io.BytesIO(stored_bytes(image)))
+    assert (cleaned.format, cleaned.size, getattr(cleaned, "n_frames", 1)) == ("JPEG", (32, 16), 1)
+    assert "mp" not in cleaned.info
+    assert colour_at(cleaned, (16, 8)) == "red"
+
+
 def test_png_text_chunks_and_icc_profile_are_stripped(upload, alice):
     info = PngImagePlugin.PngInfo()
     info.add_text("Comment", "<?php system($_GET['c']); ?>")
