@@ -26,8 +26,9 @@ def notify(user: Any, type: str, title: str, message: str, data: dict | None = N
     once (it joins the caller's transaction); after that transaction commits it is pushed to the
     user's open sockets and the email and SMS their preferences ask for are queued. Safe inside
     transaction.atomic(): a rollback stores, pushes and sends nothing. A delivery problem never
-    raises here; it is recorded on the notification. A ValueError means a bad argument (unknown type,
-    empty title or message, data that is not a JSON object).
+    raises here; it is recorded on the notification. A ValueError (services.InvalidNotification, which
+    names the field) means a bad argument (unknown type, a title or message that shows nothing, data
+    that is not a JSON object).
     """
     from notifications.services import notification_create
 

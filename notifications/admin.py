@@ -14,6 +14,7 @@ from django.urls import path, reverse
 from notifications import services
 from notifications.models import MESSAGE_MAX_LENGTH, TITLE_MAX_LENGTH, Notification, NotificationType
 from paygo.admin import FormTokenField, ReadOnlyAdminMixin
+from paygo.api.text import VisibleTextFormField
 
 RETRY_PERMISSION = "notifications.change_notification"
 
@@ -22,8 +23,11 @@ class NotificationSendForm(forms.Form):
     role = forms.ChoiceField(required=False, help_text="Every active user of this role…")
     user_email = forms.EmailField(required=False, label="…or one user", help_text="The user's email address.")
     type = forms.ChoiceField(choices=NotificationType.choices, initial=NotificationType.SYSTEM)
-    title = forms.CharField(max_length=TITLE_MAX_LENGTH)
-    message = forms.CharField(max_length=MESSAGE_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 6}))
+    # The rule of the API's send (NotificationSendSerializer): visible text.
+    title = VisibleTextFormField(max_length=TITLE_MAX_LENGTH)
+    message = VisibleTextFormField(
+        multiline=True, max_length=MESSAGE_MAX_LENGTH, widget=forms.Textarea(attrs={"rows": 6})
+    )
     form_token = FormTokenField()  # the same form sent twice sends once (services.notification_send)
 
     def __init__(self, *args, **kwargs):

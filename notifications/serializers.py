@@ -18,7 +18,7 @@ from notifications.models import (
     Notification,
     NotificationType,
 )
-from paygo.api.text import validate_storable_text
+from paygo.api.text import VisibleTextField, validate_storable_text
 
 DATA_MAX_BYTES = 4096
 
@@ -79,8 +79,10 @@ class NotificationSendSerializer(serializers.Serializer):
     user_id = serializers.IntegerField(required=False, min_value=1)
     role = serializers.ChoiceField(choices=_role_choices(), required=False)
     type = serializers.ChoiceField(choices=NotificationType.choices, default=NotificationType.SYSTEM)
-    title = serializers.CharField(max_length=TITLE_MAX_LENGTH)
-    message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH)
+    # Text people read, in which nothing hides (paygo.api.text): the title on one line (it is also an
+    # email subject), the message with its line breaks.
+    title = VisibleTextField(max_length=TITLE_MAX_LENGTH)
+    message = VisibleTextField(multiline=True, max_length=MESSAGE_MAX_LENGTH)
     # Kept in a jsonb column, which cannot store NUL, in a key or a value.
     data = serializers.DictField(required=False, default=dict, validators=[validate_storable_text])
 

@@ -73,8 +73,9 @@ def notification_create(
     """Store a notification for `user` (a User or a user id) and, once the caller's transaction
     commits, push it to their sockets and queue the email and SMS their preferences ask for.
 
-    Raises ValueError for a caller's mistake (unknown type, empty title, data that is not JSON);
-    never for a delivery problem: those are recorded on the notification.
+    Raises InvalidNotification (a ValueError) for a caller's mistake (unknown type, a title or
+    message that shows nothing, data that is not JSON); never for a delivery problem: those are
+    recorded on the notification.
     """
     fields = _clean(type=type, title=title, message=message, data=data)
     if not hasattr(user, "pk"):
@@ -98,7 +99,7 @@ def notification_broadcast(
     fields = _clean(type=type, title=title, message=message, data=data)
     User = get_user_model()
     if role not in {value for value, _ in User._meta.get_field("role").choices}:
-        raise ValueError(f"Unknown role {role!r}.")
+        raise InvalidNotification("role", f"{role!r} is not a role.")
     recipients = User.objects.filter(role=role, is_active=True).only("pk", "email", "phone", "is_verified", "is_active")
     created: list[int] = []
     with transaction.atomic():
@@ -173,27 +174,39 @@ def _form_claim(form_token: str, sent_by: Any) -> SentForm:
         raise AlreadySent(SentForm.objects.get(form_token=form_token).recipients) from None
 
 
+class InvalidNotification(exceptions.ValidationError, ValueError):
+    """A notification its caller got wrong (an unknown type or role, a title or message that shows
+    nothing, data that is not a JSON object), naming the field: a 400 when a request reaches it, and
+    for notify()'s callers in other apps the ValueError it always was (a bug of theirs)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__({field: [message]}, code="invalid")
+
+
 def _clean(*, type: str, title: str, message: str, data: dict | None) -> dict[str, Any]:
-    type = NotificationType(type)  # ValueError names the bad value
+    if type not in NotificationType.values:
+        raise InvalidNotification("type", f"{type!r} is not a notification type.")
     # Nothing in them hides or reorders what follows: a name or other text written before the rule
     # of visible text (paygo.api.text) held it, put in by the caller, read as other words ("\u202e"
     # made "troppuS oGyaP" read "PayGo Support" in a "... sent you ..." message and its email).
     # One line: the title is also an email subject, where a newline is an injected header.
     title = " ".join(without_hidden_characters(str(title)).split())
     message = without_hidden_characters(str(message), multiline=True).strip()
-    if not title or not message:
-        raise ValueError("A notification needs a title and a message.")
+    if not title:
+        raise InvalidNotification("title", "A notification needs a title of visible characters.")
+    if not message:
+        raise InvalidNotification("message", "A notification needs a message of visible characters.")
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ValueError("Notification data must be a dict.")
+        raise InvalidNotification("data", "Notification data must be a dict.")
     try:
         # What the JSON column will hold, so that the socket push and a later read agree.
         data = json.loads(json.dumps(data, cls=DjangoJSONEncoder))
     except TypeError as exc:
-        raise ValueError(f"Notification data must be JSON-serialisable: {exc}") from None
+        raise InvalidNotification("data", f"Notification data must be JSON-serialisable: {exc}") from None
     return {
-        "type": type.value,
+        "type": NotificationType(type).value,
         "title": _truncate(title, TITLE_MAX_LENGTH),
         "message": _truncate(message, MESSAGE_MAX_LENGTH),
         "data": data,

@@ -134,6 +134,22 @@ def test_send_form_refuses_a_bad_target(admin_client_for, root, alice, target):
     assert not Notification.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [({"title": "\u200b", "message": "Hi."}, "title"), ({"title": "Hi", "message": "\u202e"}, "message")],
+)
+def test_send_form_refuses_invisible_text(admin_client_for, root, alice, text, field):
+    """Text that shows nothing passed the form and the service refused it with a ValueError: a 500."""
+    form = {"user_email": alice.email, "type": "system", **text, **_token()}
+    response = admin_client_for(root).post(SEND, form)
+
+    assert response.status_code == 200  # the form again, with its errors
+    assert response.context["form"].errors == {
+        field: ["Use visible characters only (no control, zero-width or text-direction characters)."]
+    }
+    assert not Notification.objects.exists()
+
+
 def test_staff_need_the_permission_to_send(admin_client_for, alice):
     # Platform admins are superusers; a plain staff member needs the permission.
     olga = user_create(email="sam@example.com", password="x-Very-long-pw-1", name="Sam", is_staff=True)

@@ -169,6 +169,44 @@ def test_bad_requests_are_a_400(api, olga, alice, body, field):
 
 
 @pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ({"title": "\u200b", "message": "Hello"}, "title"),  # a zero-width space
+        ({"title": "Hello", "message": "\u202e"}, "message"),  # a right-to-left override
+        ({"title": "\u2060\u00ad", "message": "Hello"}, "title"),  # a word joiner, a soft hyphen
+        ({"title": "Refund", "message": "\u200bHello\u202e dlrow"}, "message"),  # visible text, and what hides in it
+        ({"title": "Re\u200bfund", "message": "Hello"}, "title"),
+    ],
+)
+@pytest.mark.parametrize("target", ["userId", "role"])
+def test_a_title_or_message_with_invisible_characters_is_a_400_and_sends_nothing(
+    api, olga, alice, mailoutbox, text, field, target
+):
+    """The fields took any text and the service dropped what shows nothing: a title of nothing else
+    was then empty, and its ValueError a 500. They are visible text, as every text people read."""
+    to = {"userId": alice.pk} if target == "userId" else {"role": "user"}
+
+    response = api(olga).post(SEND, {**to, **text})
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["statusCode"] == 400
+    assert response.json()["errors"] == {
+        field: ["Use visible characters only (no control, zero-width or text-direction characters)."]
+    }
+    assert not Notification.objects.exists()
+    assert mailoutbox == []
+
+
+def test_the_title_is_one_line_and_the_message_keeps_its_lines(api, olga, alice):
+    response = api(olga).post(
+        SEND, {"userId": alice.pk, "title": "Fees\n  change", "message": "From 1 July.\r\n\r\nThank you."}
+    )
+
+    assert response.status_code == 201
+    assert Notification.objects.values_list("title", "message").get() == ("Fees change", "From 1 July.\n\nThank you.")
+
+
+@pytest.mark.parametrize(
     "data",
     [
         {"note": "a\u0000b"},

@@ -7,9 +7,11 @@ from decimal import Decimal
 
 import pytest
 from django.db import transaction
+from rest_framework.exceptions import ValidationError
 
 from notifications import notify
 from notifications.models import DeliveryStatus, Notification, NotificationPreference
+from notifications.services import InvalidNotification, notification_broadcast
 from notifications.tests.conftest import verify_phone
 
 pytestmark = pytest.mark.django_db
@@ -133,19 +135,42 @@ def test_data_is_stored_as_json(alice):
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "field", "message"),
     [
-        (("payments", "Title", "Message"), "'payments' is not a valid NotificationType"),
-        (("payment", "  ", "Message"), "needs a title and a message"),
-        (("payment", "Title", ""), "needs a title and a message"),
-        (("payment", "Title", "Message", ["not", "a", "dict"]), "must be a dict"),
-        (("payment", "Title", "Message", {"when": object()}), "JSON-serialisable"),
+        (("payments", "Title", "Message"), "type", "'payments' is not a notification type."),
+        (("payment", "  ", "Message"), "title", "A notification needs a title of visible characters."),
+        (("payment", "\u200b\u202e", "Message"), "title", "A notification needs a title of visible characters."),
+        (("payment", "Title", ""), "message", "A notification needs a message of visible characters."),
+        (("payment", "Title", "\u2028\u200b"), "message", "A notification needs a message of visible characters."),
+        (("payment", "Title", "Message", ["not", "a", "dict"]), "data", "Notification data must be a dict."),
+        (("payment", "Title", "Message", {"when": object()}), "data", "Notification data must be JSON-serialisable"),
     ],
 )
-def test_a_callers_mistake_is_a_value_error_and_stores_nothing(alice, args, message):
-    with pytest.raises(ValueError, match=message):
+def test_a_callers_mistake_is_a_value_error_and_stores_nothing(alice, args, field, message):
+    """A ValueError, as notify() promises its callers, and a ValidationError naming the field, so that
+    a request that reaches it is a 400 and not a 500 (a title of invisible characters only was)."""
+    with pytest.raises(InvalidNotification) as refused:
         notify(alice, *args)
 
+    assert isinstance(refused.value, ValueError) and isinstance(refused.value, ValidationError)
+    assert list(refused.value.detail) == [field]
+    assert str(refused.value.detail[field][0]).startswith(message)
+    assert not Notification.objects.exists()
+
+
+def test_the_service_keeps_visible_text_and_drops_what_hides_in_it(alice):
+    """Callers in other apps pass names stored before the rule of visible text held them: what hides
+    is dropped, the rest kept."""
+    notification = notify(alice, "payment", "From \u202eBob\u200b", "Line one\u200b\nline two")
+
+    assert (notification.title, notification.message) == ("From Bob", "Line one\nline two")
+
+
+def test_an_unknown_role_is_refused_naming_it(olga):
+    with pytest.raises(InvalidNotification) as refused:
+        notification_broadcast(role="superhero", type="system", title="Hi", message="Hi.", sent_by=olga)
+
+    assert refused.value.detail == {"role": ["'superhero' is not a role."]}
     assert not Notification.objects.exists()
 
 

@@ -129,14 +129,23 @@ class NameField(VisibleTextField):
     one line. Names that looked the same were two names, and one could pose as another."""
 
 
-class NameFormField(forms.CharField):
-    """NameField's rule in a Django form (the admin's): a name as visible text on one line."""
+class VisibleTextFormField(forms.CharField):
+    """VisibleTextField's rule in a Django form (the admin's). With `multiline`, its line breaks are
+    kept; without, they are spaces."""
+
+    def __init__(self, *, multiline: bool = False, **kwargs):
+        self.multiline = multiline
+        super().__init__(**kwargs)
 
     def to_python(self, value) -> str:
         value = super().to_python(value)
         if value in self.empty_values:
             return value
         try:
-            return visible_text(value)
+            return visible_text(value, multiline=self.multiline)
         except InvisibleCharacters:
             raise ValidationError(INVISIBLE_MESSAGE, code="invisible") from None
+
+
+class NameFormField(VisibleTextFormField):
+    """NameField's rule in a Django form (the admin's): a name as visible text on one line."""
