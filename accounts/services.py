@@ -405,7 +405,12 @@ def image_upload(*, owner: User, upload) -> Image:
 def image_delete(*, image: Image) -> None:
     """Delete the row, then the file once the deletion is committed (profiles lose the avatar)."""
     name = image.file.name
-    image.delete()
+    with transaction.atomic():
+        # The image's row first, then the profiles that show it (the deletion clears their avatar):
+        # the order in which a profile's change locks them (_lock_avatar), so that the two never
+        # wait for each other.
+        Image.objects.select_for_update().filter(pk=image.pk).values_list("pk").first()
+        image.delete()
     transaction.on_commit(lambda: default_storage.delete(name), robust=True)
 
 
@@ -427,9 +432,15 @@ def profile_kind_for(user: User) -> str:
     return "admin" if user.is_staff or user.role == Role.ADMIN else "user"
 
 
-def _check_avatar(*, user: User, fields: dict[str, Any]) -> None:
+def _lock_avatar(*, user: User, fields: dict[str, Any]) -> None:
+    """The avatar given must be one of the owner's images, and still there: inside the caller's
+    transaction its row stays locked until the commit. An image deleted since the request read it
+    was a profile pointing at a deleted row (a foreign key violation at the commit, a 500); now its
+    deletion either commits first (refused here) or waits, and then clears it from the profile."""
     avatar = fields.get("avatar")
-    if avatar is not None and avatar.owner_id != user.pk:
+    if avatar is None:
+        return
+    if not Image.objects.select_for_update().filter(pk=avatar.pk, owner=user).values_list("pk").first():
         raise exceptions.ValidationError({"avatar": ["Unknown image."]})
 
 
@@ -438,12 +449,12 @@ def profile_create(*, user: User, kind: str, **fields: Any):
     if profile_kind_for(user) != kind:
         raise exceptions.PermissionDenied(f"Only {kind}s can have this kind of profile.")
     model = PROFILE_MODELS[kind]
-    _check_avatar(user=user, fields=fields)
-    if model.objects.filter(user=user).exists():
-        raise Conflict({"message": "You already have a profile.", "code": "profile_exists"})
     categories = fields.pop("categories", None)
     try:
         with transaction.atomic():
+            _lock_avatar(user=user, fields=fields)
+            if model.objects.filter(user=user).exists():
+                raise Conflict({"message": "You already have a profile.", "code": "profile_exists"})
             profile = model.objects.create(user=user, **fields)
             if categories is not None:
                 profile.categories.set(categories)
@@ -456,13 +467,19 @@ def profile_create(*, user: User, kind: str, **fields: Any):
 
 
 def profile_update(*, profile, **fields: Any):
-    """Change some fields of a profile; the avatar must be one of the owner's images."""
-    _check_avatar(user=profile.user, fields=fields)
+    """Change some fields of a profile; the avatar must be one of the owner's images. 404 when the
+    profile was deleted since the caller read it."""
     categories = fields.pop("categories", None)
-    changed = [name for name, value in fields.items() if getattr(profile, name) != value]
-    for name in changed:
-        setattr(profile, name, fields[name])
     with transaction.atomic():
+        _lock_avatar(user=profile.user, fields=fields)  # the image first: image_delete's order
+        # The row as it is now, locked: one deleted since the request read it had no row to save
+        # (a DatabaseError, a 500).
+        profile = type(profile).objects.select_for_update().filter(pk=profile.pk).first()
+        if profile is None:
+            raise exceptions.NotFound("You have no profile yet.")
+        changed = [name for name, value in fields.items() if getattr(profile, name) != value]
+        for name in changed:
+            setattr(profile, name, fields[name])
         if changed:
             profile.save(update_fields=[*changed, "updated_at"])
         if categories is not None:

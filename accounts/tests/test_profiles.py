@@ -7,9 +7,9 @@ import json
 import pytest
 
 from accounts.models import AdminProfile, Image, Profile, VendorProfile
-from accounts.services import profile_create, user_create
-from accounts.tests.conftest import picture
-from conftest import grant
+from accounts.services import image_delete, profile_create, profile_delete, profile_update, user_create
+from accounts.tests.conftest import picture, while_writing
+from conftest import grant, money_db
 from paygo.api.errors import Conflict
 
 pytestmark = pytest.mark.django_db
@@ -339,6 +339,75 @@ def test_deleting_the_avatar_image_clears_it(api, alice, upload):
     api(alice).delete(f"/api/v1/images/{image_id}")
 
     assert api(alice).get("/api/v1/profiles/my-profile").json()["profile"]["avatar"] is None
+
+
+# --- races: a profile or its avatar deleted while a request changes it ---------------------------
+
+
+@money_db
+def test_an_update_racing_the_profiles_deletion_is_a_404(api, alice):
+    """The update read the profile before the deletion committed, then saved it: no row to save (a
+    DatabaseError, a 500). It now locks the row it changes, waits for the deletion, and finds none."""
+    profile = make_profile(alice, "profiles", bio="old")
+
+    answer = while_writing(
+        lambda: profile_delete(profile=Profile.objects.get(pk=profile.pk)),
+        lambda: api(alice).patch("/api/v1/profiles/update", {"bio": "new"}, format="json"),
+    )
+
+    assert answer.status_code == 404, answer.json()
+    assert answer.json() == {"message": "You have no profile yet.", "statusCode": 404, "code": "not_found"}
+    assert not Profile.objects.exists()
+
+
+@money_db
+def test_an_avatar_chosen_while_its_image_is_being_deleted_is_refused(api, alice, upload):
+    """The image was there when the request read it, its deletion not yet committed: the profile
+    pointed at a row that was gone when it committed (a foreign key violation, a 500)."""
+    profile = make_profile(alice, "profiles", bio="old")
+    image = Image.objects.get(pk=upload(alice, picture()).json()["image"]["id"])
+
+    answer = while_writing(
+        lambda: image_delete(image=Image.objects.get(pk=image.pk)),
+        lambda: api(alice).patch("/api/v1/profiles/update", {"avatar": str(image.pk), "bio": "new"}, format="json"),
+    )
+
+    assert answer.status_code == 400, answer.json()
+    assert answer.json()["errors"] == {"avatar": ["Unknown image."]}
+    assert (row(profile)["avatar_id"], row(profile)["bio"]) == (None, "old")
+    assert not Image.objects.exists()
+
+
+@money_db
+def test_an_avatar_chosen_for_a_new_profile_while_its_image_is_being_deleted_is_refused(api, alice, upload):
+    image = Image.objects.get(pk=upload(alice, picture()).json()["image"]["id"])
+
+    answer = while_writing(
+        lambda: image_delete(image=Image.objects.get(pk=image.pk)),
+        lambda: api(alice).post("/api/v1/profiles/create", {"avatar": str(image.pk)}, format="json"),
+    )
+
+    assert answer.status_code == 400, answer.json()
+    assert answer.json()["errors"] == {"avatar": ["Unknown image."]}
+    assert not Profile.objects.exists()
+
+
+@money_db
+def test_an_image_deleted_while_it_is_being_made_an_avatar_leaves_the_profile_without_it(api, alice, upload):
+    """The deletion cleared the image from the profiles that showed it when it looked, not from one
+    that was being given it: the profile then pointed at a deleted image (a foreign key violation on
+    the deletion, a 500). The deletion now waits for the image's row and clears it from that one too."""
+    profile = make_profile(alice, "profiles")
+    image = Image.objects.get(pk=upload(alice, picture()).json()["image"]["id"])
+
+    answer = while_writing(
+        lambda: profile_update(profile=Profile.objects.get(pk=profile.pk), avatar=image),
+        lambda: api(alice).delete(f"/api/v1/images/{image.pk}"),
+    )
+
+    assert answer.status_code == 200, answer.json()
+    assert not Image.objects.exists()
+    assert row(profile)["avatar_id"] is None
 
 
 # --- GET /profile -------------------------------------------------------------------------------
