@@ -61,7 +61,10 @@ class NotificationListQuerySerializer(serializers.Serializer):
 
 
 class NotificationUpdateSerializer(serializers.Serializer):
-    read = serializers.BooleanField()
+    # The seed's `PATCH /notifications/:id  # Mark as read` takes no body: without `read`, it is read.
+    read = serializers.BooleanField(
+        required=False, default=True, help_text="false marks it unread; absent (or no body at all) marks it read."
+    )
 
 
 class NotificationReadAllResponseSerializer(serializers.Serializer):

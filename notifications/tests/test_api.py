@@ -227,15 +227,42 @@ def test_staff_cannot_mark_someone_elses_read(api, alice, olga):
     assert notification.read is False
 
 
-def test_patch_needs_read(api, alice):
+def test_a_bare_patch_marks_it_read(api, alice):
+    """The seed's `PATCH /api/v1/notifications/:id  # Mark as read` takes no body, as its client sends
+    it; `read` was required and that PATCH was a 400. Without `read` it marks the notification read."""
     (notification,) = make(alice)
 
-    response = api(alice).patch(detail(notification), {"title": "Hacked"})
+    response = api(alice).patch(detail(notification))  # no body, no Content-Type
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["read"] is True
+    notification.refresh_from_db()
+    assert notification.read is True and notification.read_at is not None
+
+
+def test_a_patch_without_read_marks_it_read_and_changes_nothing_else(api, alice):
+    """This test pinned a 400 (`read` required) for this body. The seed's mark-as-read takes no body,
+    so a PATCH without `read` now marks it read; other keys are ignored as they always were (the
+    title is the sender's and stays as sent)."""
+    (notification,) = make(alice)
+
+    response = api(alice).patch(detail(notification), {"title": "Hacked"}, format="json")
+
+    assert response.status_code == 200
+    notification.refresh_from_db()
+    assert (notification.read, notification.title) == (True, "payment 0")
+
+
+@pytest.mark.parametrize("read", [None, "maybe", [True]])
+def test_a_read_that_is_not_a_boolean_is_a_400(api, alice, read):
+    (notification,) = make(alice)
+
+    response = api(alice).patch(detail(notification), {"read": read}, format="json")
 
     assert response.status_code == 400
-    assert "read" in response.json()["errors"]
+    assert list(response.json()["errors"]) == ["read"]
     notification.refresh_from_db()
-    assert notification.title == "payment 0"
+    assert notification.read is False
 
 
 def test_patch_unknown_id_is_a_404(api, alice):
