@@ -77,9 +77,10 @@ class SyncMiddlewareChain:
         return self.get_response(request)
 
 
-# /api/ as a client may mistype it, doubled slashes and backslashes included (nginx routes "//api/..."
-# as /api/ but passes the path as written): Django's HTML 404 must not answer those either.
-_API_PATH = re.compile(r"^[/\\]+api(?:[/\\]|$)")
+# /api/ as a client may mistype it: doubled slashes and backslashes (nginx routes "//api/..." as /api/
+# but passes the path as written) and another case (/API/v1/..., /Api/...: the routes are lower-case,
+# so these are no route, but they are the API's). Django's HTML 404 must not answer those either.
+_API_PATH = re.compile(r"^[/\\]+api(?:[/\\]|$)", re.IGNORECASE)
 
 
 def is_api_request(request: HttpRequest) -> bool:

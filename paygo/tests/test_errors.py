@@ -134,8 +134,34 @@ def test_log_records_carry_the_request_id(anon, caplog):
     assert {r.request_id for r in records} == {"trace-42"}
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/API/v1/service"),
+        ("GET", "/Api/v1/notifications"),
+        ("POST", "/API/v1/auth/login"),
+        ("GET", "/aPI"),
+    ],
+)
+def test_an_api_path_in_another_case_gets_the_apis_404_not_djangos_page(anon, method, path):
+    """Paths are case-sensitive, so /API/v1/... is no route of the API; but it is one a client
+    mistyped, and Django's HTML 404 (or, for a POST, the CSRF failure page) answered it."""
+    response = anon.generic(method, path)
+
+    body = assert_error(response, 404, "not_found")
+    assert response["Cache-Control"] == "no-store"
+    assert body == {"message": "Not Found.", "statusCode": 404, "code": "not_found"}
+
+
+def test_a_path_that_only_starts_like_the_api_is_not_the_apis(anon):
+    assert not anon.get("/apis/v1/service")["Content-Type"].startswith("application/json")
+    assert not anon.get("/APIary")["Content-Type"].startswith("application/json")
+
+
 @pytest.mark.django_db(transaction=True)  # through the WSGI handler, which closes connections as a request ends
-@pytest.mark.parametrize("path", ["//api/v1/health", "///api/v1/wallet/balance", "/api\\v1/health", "//api"])
+@pytest.mark.parametrize(
+    "path", ["//api/v1/health", "///api/v1/wallet/balance", "/api\\v1/health", "//api", "//API/v1/health"]
+)
 def test_a_mistyped_api_path_gets_the_apis_404_not_djangos_page(path):
     """nginx routes "//api/..." as /api/ but passes the path as written: Django's HTML 404 answered.
     (Through the WSGI application: the test client reads a leading "//" as a host.)"""
