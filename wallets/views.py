@@ -130,7 +130,9 @@ class WithdrawalListView(generics.ListAPIView):
     results_key = "withdrawals"
 
     def get_queryset(self):
-        return Withdrawal.objects.filter(user=self.request.user).select_related("asset").order_by("-created_at")
+        # id breaks ties: rows of one instant otherwise come in any order, which may differ between
+        # the queries of two pages (a row on both, another on neither).
+        return Withdrawal.objects.filter(user=self.request.user).select_related("asset").order_by("-created_at", "-id")
 
 
 class WithdrawalDetailView(generics.RetrieveAPIView):

@@ -631,6 +631,25 @@ def test_withdrawals_are_listed_for_their_owner_only(api, alice, bob, sandbox):
     assert api(alice).get(f"/api/v1/wallet/withdrawals/{withdrawal_id}").json()["withdrawal"]["status"] == "sent"
 
 
+def test_withdrawals_made_at_the_same_instant_page_in_one_order(api, alice, sandbox):
+    """The list was ordered by created_at alone: rows of one instant (a batch, a clock's resolution)
+    came in whatever order PostgreSQL read them, which may differ between the queries of two pages,
+    so that one showed twice and another never. Ties are broken by id."""
+    chain_deposit(alice, 10 * USDC)
+    usdc = services.ledger.asset_get("USDC")
+    with time_machine.travel(timezone.now(), tick=False):
+        made = [
+            services.withdrawal_request(user=alice, asset=usdc, amount=USDC // 10, to_address=ADDRESS).pk
+            for _ in range(12)
+        ]
+    assert Withdrawal.objects.filter(pk__in=made).values("created_at").distinct().count() == 1
+
+    pages = [api(alice).get("/api/v1/wallet/withdrawals", {"pageSize": 5, "page": page}).json() for page in (1, 2, 3)]
+
+    listed = [item["id"] for page in pages for item in page["withdrawals"]]
+    assert listed == [str(pk) for pk in sorted(made, reverse=True)]  # each once, in the order of their ids
+
+
 @pytest.mark.parametrize(("fault", "on_chain"), [("unreachable", 0), ("lost_response", 1)])
 def test_a_deactivated_accounts_withdrawals_wait_until_it_is_active_again(api, alice, sandbox, fault, on_chain):
     """An account frozen (taken over, say) sends nothing more out, whether its withdrawal was never
