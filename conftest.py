@@ -359,3 +359,10 @@ def api():
 
 # Money fixtures every app's tests use: fund(user, amount) and the Chipi sandbox.
 from wallets.tests.conftest import avnu, fund, sandbox  # noqa: E402, F401
+
+
+def run_task(task, *args, **kwargs):
+    """A Celery task run here, as a worker runs it: its answer, or its error raised. (Not
+    EagerResult.get()'s default, which refuses while Celery's process-wide "a task is running" flag
+    is up: eager runs in other threads of this process, the money tests', can leave it set.)"""
+    return task.apply(args=args, kwargs=kwargs).get(disable_sync_subtasks=False)

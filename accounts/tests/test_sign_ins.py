@@ -18,7 +18,7 @@ from rest_framework_simplejwt.tokens import AccessToken, RefreshToken
 
 from accounts.models import SignIn
 from accounts.services import REFRESH_RACE, sign_ins_end, token_pair_for
-from conftest import backend_pid, in_thread, money_db, wait_until_blocked_on_a_lock
+from conftest import backend_pid, in_thread, money_db, run_task, wait_until_blocked_on_a_lock
 
 REFRESH = "/api/v1/auth/refresh"
 LOGOUT = "/api/v1/auth/logout"
@@ -438,7 +438,7 @@ def test_sign_ins_expired_a_month_ago_are_forgotten_daily(anon, alice, still_clo
     recent = token_pair_for(alice).refresh  # expires on day 27
     still_clock.shift(timedelta(days=17, seconds=1))  # day 37: the first expired 30 days ago and a second
 
-    assert sign_ins_forget_task.apply().get() == 1
+    assert run_task(sign_ins_forget_task) == 1
     assert SignIn.objects.filter(user=alice).count() == 1
     assert logout(anon, old).status_code == 401  # expired, as every token of a forgotten sign-in is
     assert refresh(anon, recent).status_code == 401

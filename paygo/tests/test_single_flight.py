@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import in_thread, money_db
+from conftest import in_thread, money_db, run_task
 from dashboards import selectors as dashboards_selectors
 from dashboards.tasks import ledger_health_check_task
 from wallets import services as wallets_services
@@ -40,10 +40,10 @@ def test_a_second_run_returns_at_once_while_the_first_holds_the_lock(monkeypatch
 
     monkeypatch.setattr(module, work, slow_work)
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="worker") as pool:
-        first = pool.submit(in_thread(lambda: task.apply().get()))
+        first = pool.submit(in_thread(lambda: run_task(task)))
         assert first_started.wait(timeout=30)
 
-        second = pool.submit(in_thread(lambda: task.apply().get())).result(timeout=30)
+        second = pool.submit(in_thread(lambda: run_task(task))).result(timeout=30)
 
         first_may_end.set()
         first.result(timeout=30)
@@ -51,5 +51,5 @@ def test_a_second_run_returns_at_once_while_the_first_holds_the_lock(monkeypatch
     assert second is None
     assert len(runs) == 1  # the second run never reached the work
     assert "is running elsewhere; this run ends without doing anything" in caplog.text
-    task.apply().get()  # the lock went with the first run
+    run_task(task)  # the lock went with the first run
     assert len(runs) == 2

@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
+from conftest import run_task
 from wallets.idempotency import KEY_RETENTION, idempotency_keys_expire
 from wallets.models import IdempotencyKey
 from wallets.tasks import idempotency_expire_task
@@ -50,6 +51,6 @@ def test_the_daily_task_forgets_through_the_service(alice, still_clock):
     still_clock.shift(KEY_RETENTION + timedelta(seconds=1))
     _key(alice, "new")
 
-    assert idempotency_expire_task.apply().get() == 1
+    assert run_task(idempotency_expire_task) == 1
     assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["new"]
     assert settings.CELERY_BEAT_SCHEDULE["idempotency-expire"]["task"] == idempotency_expire_task.name
