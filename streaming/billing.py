@@ -65,6 +65,17 @@ def bill_batch(*, now: datetime, after_id: int, shard: int, shards: int, limit: 
     return _bill(now=now, ids=None, reason=None, after=after_id, limit=limit, shard=shard, shards=shards)
 
 
+def unbilled(*, now: datetime, shard: int, shards: int) -> list[int]:
+    """The active sessions of this shard, started by `now`, that nobody has billed up to it, in id
+    order: what a sweep's walk skipped (rows held by anyone, signs of life included). The sweep
+    bills them with bill_stop(reason=None), waiting for their rows."""
+    rows = execute_bound(
+        "SELECT * FROM streaming_unbilled(%(now)b::timestamptz, %(shard)b::integer, %(shards)b::integer)",
+        {"now": now, "shard": shard, "shards": shards},
+    )
+    return [row[0] for row in rows]
+
+
 def bill_stop(*, session_ids: list[int], reason: str | None, now: datetime) -> list[Billed]:
     """Stop these sessions (waiting for their row locks), billed up to `now` or to when their money
     ran out. Sessions that have ended are left as they are. Call inside transaction.atomic().

@@ -9,6 +9,11 @@ and marked with the run's start, so a run visits each session once; a second swe
 time takes other rows or finds them done, and one re-run after a crash bills only what the lost
 batch did not commit. Charges are cumulative (due(now) - charged): a session billed twice in a
 minute is charged for the minute once.
+
+SKIP LOCKED skips a row whoever holds it, and signs of life hold sessions' rows (a heartbeat, a
+metrics or usage report, the live hub's UPDATE of every watched session each second): a run then
+ends with a last pass over what nobody billed up to its `now`, which it bills as a stop does,
+waiting for each row (streaming_unbilled).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.utils import timezone
+from psycopg import errors
 
-from streaming.billing import bill_batch
+from streaming.billing import Billed, bill_batch, bill_stop, unbilled
 
 logger = logging.getLogger("paygo.streaming")
 
@@ -74,14 +80,14 @@ def _sweep(*, now: datetime, shard: int, shards: int, batch_size: int | None) ->
         if not billed:
             break
         after_id = billed[-1].id  # in id order
-        result.batches += 1
-        result.sessions += len(billed)
-        for outcome in billed:
-            if outcome.charge:
-                result.charged += 1
-                result.amount += outcome.charge
-                result.vendors.add(outcome.vendor_id)
-            result.stopped += outcome.stops
+        _count(result, billed)
+    # What the walk skipped: left to the next run, a session held by a sign of life went a period
+    # unheld and untold, which that run could not charge. Billed waiting for their rows, in id
+    # order and then their wallets, as a stop locks; one another biller reached meanwhile is
+    # charged nothing more.
+    missed = unbilled(now=now, shard=shard, shards=shards)
+    for start in range(0, len(missed), batch_size):
+        _count(result, _bill_waiting(missed[start : start + batch_size], now=now))
     if result.sessions:
         logger.info(
             "Sweep shard %s/%s: %s sessions, %s charged, %s stopped, %s batches",
@@ -93,3 +99,36 @@ def _sweep(*, now: datetime, shard: int, shards: int, batch_size: int | None) ->
             result.batches,
         )
     return result
+
+
+def _bill_waiting(session_ids: list[int], *, now: datetime) -> list[Billed]:
+    """Bill these sessions as a stop would, waiting for their rows, in one transaction; one at a
+    time if PostgreSQL ends it as a deadlock. Every biller, report and stop locks sessions in id
+    order and then wallets, and the live hub's one UPDATE of its watched sessions walks their
+    index in id order too, but only as its plan has it: a plan that updated them in another order
+    could meet this batch in a cycle; billed one at a time, a session holds no other while it waits."""
+    try:
+        with transaction.atomic():
+            return bill_stop(session_ids=session_ids, reason=None, now=now)
+    except OperationalError as exc:
+        if not isinstance(exc.__cause__, errors.DeadlockDetected):
+            raise
+    logger.warning("Sweep: a deadlock ended a batch of %s sessions; billed one at a time", len(session_ids))
+    billed = []
+    for session_id in session_ids:
+        with transaction.atomic():
+            billed += bill_stop(session_ids=[session_id], reason=None, now=now)
+    return billed
+
+
+def _count(result: SweepResult, billed: list[Billed]) -> None:
+    if not billed:
+        return
+    result.batches += 1
+    result.sessions += len(billed)
+    for outcome in billed:
+        if outcome.charge:
+            result.charged += 1
+            result.amount += outcome.charge
+            result.vendors.add(outcome.vendor_id)
+        result.stopped += outcome.stops

@@ -3,9 +3,10 @@
 -- keeps the orchestration, and publishes and notifies what it returns once committed.
 --
 -- It claims the sessions (the sweep's next batch after p_after in id order, FOR UPDATE SKIP
--- LOCKED: rows someone else is billing or stopping are left to the next run; a stop's sessions,
--- p_ids, waiting for their locks; a shard's, the sessions of its vendors' wallets), locks their
--- wallets (the platform's revenue accounts only as it posts), and decides for each
+-- LOCKED: rows someone else holds are left to the run's last pass, streaming_unbilled below; a
+-- stop's sessions, or that last pass's, p_ids, waiting for their locks; a shard's, the sessions of
+-- its vendors' wallets), locks their wallets (the platform's revenue accounts only as it
+-- posts), and decides for each
 -- (streaming_decide below), set-based, from its locked state (../shared/DESIGN.md, Metering; the
 -- arithmetic of streaming/sql/metering.sql):
 -- - due(t) = floor(rate * billable_ms(t) / unit_ms), or rate * quantity / unit for usage; a charge
@@ -45,6 +46,7 @@
 DROP FUNCTION IF EXISTS streaming_bill(
     timestamptz, bigint[], varchar, bigint, integer, integer, integer, bigint, bigint, integer
 );
+DROP FUNCTION IF EXISTS streaming_unbilled(timestamptz, integer, integer);
 DROP TYPE IF EXISTS streaming_bill_session CASCADE;  -- and streaming_decide, which takes it
 DROP TYPE IF EXISTS streaming_bill_outcome;
 
@@ -407,3 +409,22 @@ BEGIN
     JOIN marketplace_service AS svc ON svc.id = z.service_id AND svc.id = ANY (v_services)
     ORDER BY z.id;
 END $$;
+
+-- The active sessions of a shard, started by p_now, that nobody has billed up to it, in id order:
+-- after its walk, what a sweep's run skipped. SKIP LOCKED skips a row under any lock, not only
+-- another sweep's or a stop's: a sign of life in flight holds it too (a heartbeat, a metrics or
+-- usage report, the live hub's UPDATE of its watched sessions every second). Left to the next
+-- run, such a session was neither charged, nor held for the coming period, nor told when its
+-- money would run out: it ran a period with nothing held, which the next run could not charge
+-- (stopped back at the instant its funds ran out). The sweep bills these waiting for their rows,
+-- as a stop does (streaming/sweep.py); one that another biller reached meanwhile is charged
+-- nothing more (charges are cumulative). The shard is the walk's (streaming_bill's claim, above).
+-- It reads every active session (charged_until is in no index: a sweep updates it on every row,
+-- and indexed it would keep those updates from being HOT), once per run: a scan, not a batch's.
+CREATE FUNCTION streaming_unbilled(p_now timestamptz, p_shard integer, p_shards integer)
+RETURNS SETOF bigint LANGUAGE sql STABLE AS $$
+    SELECT s.id FROM streaming_streamingsession AS s
+    WHERE s.status = 'active' AND s.start_time <= p_now AND s.charged_until < p_now
+      AND (p_shards <= 1 OR CASE WHEN s.payee_account_id % p_shards = p_shard THEN true ELSE false END)
+    ORDER BY s.id
+$$;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -124,6 +125,149 @@ def test_stop_waiting_for_a_sweep_that_renewed_the_hold_bills_from_the_new_hold(
     assert (hold.status, hold.amount) == (HoldStatus.RELEASED, 0)
     assert balance_of(alice) == 50 * USDC - USDC // 2
     assert Account.objects.get(owner=alice).held == 0
+
+
+@money_db
+def test_a_sweep_waits_for_a_sign_of_life_in_flight_rather_than_skip_the_session(alice, make_service):
+    """A heartbeat, a metrics or usage report, or the live hub's UPDATE of its watched sessions
+    holds the session's row until it commits. The sweep's walk skips locked rows (another sweep's
+    or a stop's batch), and skipped, a session was neither charged, nor held for the coming
+    period, nor told when its money ran out: with one period left in the wallet it ran a second
+    one with nothing held, and the next sweep stopped it back at the instant its funds ran out,
+    the period it ran unpaid. The sweep now bills what its walk skipped, waiting for the row."""
+    from django.db import transaction
+
+    from wallets.models import Account
+
+    fund_wallet(alice, 2 * USDC)  # two minutes at 1 USDC a minute
+    session = services.session_start(user=alice, service=make_service("per_minute", rate=USDC), now=T0)
+    services.session_heartbeat(session_id=session.pk, now=T0 + timedelta(seconds=60))
+    sweep(now=T0 + timedelta(seconds=60))
+    assert (fresh(session).total_cost, fresh(session).stop_at, fresh(session).hold.amount) == (USDC, None, USDC)
+    locked, release, sweeper_pid = threading.Event(), threading.Event(), []
+
+    @in_thread
+    def sign_of_life_in_flight():
+        with transaction.atomic():  # a metrics or usage report, or the hub's UPDATE, mid-transaction
+            services.sessions_seen(session_ids=[session.pk], now=T0 + timedelta(seconds=120))
+            locked.set()
+            release.wait(30)
+
+    @in_thread
+    def sweep_at_minute_two():
+        locked.wait(30)
+        sweeper_pid.append(backend_pid())
+        return sweep(now=T0 + timedelta(seconds=120))
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        seeing, sweeping = pool.submit(sign_of_life_in_flight), pool.submit(sweep_at_minute_two)
+        try:
+            assert locked.wait(30)
+            wait_until_blocked_on_a_lock(sweeper_pid)  # it waits for the row; it does not skip it
+        finally:
+            release.set()
+        seeing.result()
+        result = sweeping.result()
+
+    assert (result.sessions, result.charged, result.amount) == (1, 1, USDC)
+    billed = fresh(session)
+    assert billed.status == SessionStatus.ACTIVE
+    assert billed.last_heartbeat_at == T0 + timedelta(seconds=120)  # the sign of life counted too
+    assert (billed.total_cost, billed.charged_until) == (2 * USDC, T0 + timedelta(seconds=120))
+    # Nothing left to hold: told it stops now, as its funds ran out (the hub stops it there).
+    assert (billed.stop_at, billed.stop_at_reason, billed.hold.amount) == (
+        T0 + timedelta(seconds=120),
+        "insufficient_funds",
+        0,
+    )
+    assert charges_of(session) == [USDC, USDC]
+    assert balance_of(alice) == 0 and Account.objects.get(owner=alice).held == 0
+
+    sweep(now=T0 + timedelta(seconds=150))
+    stopped = fresh(session)
+    assert (stopped.status, stopped.stop_reason) == (SessionStatus.STOPPED, "insufficient_funds")
+    assert (stopped.end_time, stopped.total_cost) == (T0 + timedelta(seconds=120), 2 * USDC)  # all it used, paid
+
+
+def _blocked_by(pid: list[int], blocker: list[int]) -> None:
+    """Poll until the backend `pid` waits for a lock that `blocker` holds."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        for _ in range(3000):
+            cursor.execute("SELECT %s = ANY (pg_blocking_pids(%s))", [blocker[0], pid[0]])
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"backend {pid[0]} never waited for {blocker[0]}")
+
+
+@money_db
+def test_a_sweep_that_meets_a_deadlock_while_it_waits_bills_one_session_at_a_time(alice, bob, make_service):
+    """The sweep bills what its walk skipped waiting for the rows, in id order. A transaction that
+    takes them in another order (as the live hub's one UPDATE would, were its plan to visit them
+    so) meets it in a cycle, and PostgreSQL ends one of the two: when it is the sweep's batch,
+    the sweep bills those sessions again one at a time, each charged once."""
+    from django.db import connection, transaction
+
+    fund_wallet(alice, 10 * USDC)
+    fund_wallet(bob, 10 * USDC)
+    service = make_service("per_minute", rate=USDC)
+    first, second = (services.session_start(user=user, service=service, now=T0) for user in (alice, bob))
+    at = T0 + timedelta(seconds=60)
+    holds_second, holds_first, first_released, take_first = (threading.Event() for _ in range(4))
+    sweeper_pid, other_pid = [], []
+
+    @in_thread
+    def in_the_other_order():  # the second session, then the first
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL deadlock_timeout = '60s'")  # the sweep finds the cycle first
+            other_pid.append(backend_pid())
+            services.sessions_seen(session_ids=[second.pk], now=at)
+            holds_second.set()
+            take_first.wait(30)
+            # A second later: a sign of life at the instant the first one's was would move nothing.
+            assert services.sessions_seen(session_ids=[first.pk], now=at + timedelta(seconds=1)) == 1
+
+    @in_thread
+    def holding_the_first():
+        with transaction.atomic():
+            services.sessions_seen(session_ids=[first.pk], now=at)
+            holds_first.set()
+            first_released.wait(30)
+
+    @in_thread
+    def sweeping():
+        holds_second.wait(30)
+        holds_first.wait(30)
+        with connection.cursor() as cursor:
+            cursor.execute("SET deadlock_timeout = '3s'")
+        sweeper_pid.append(backend_pid())
+        return sweep(now=at)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        other = pool.submit(in_the_other_order)
+        holding = pool.submit(holding_the_first)
+        swept = pool.submit(sweeping)
+        try:
+            assert holds_second.wait(30) and holds_first.wait(30)
+            wait_until_blocked_on_a_lock(sweeper_pid)  # its walk skipped both; it waits for the first
+            first_released.set()
+            holding.result()
+            _blocked_by(sweeper_pid, other_pid)  # it holds the first and waits for the second
+        finally:
+            first_released.set()
+            take_first.set()  # the cycle: PostgreSQL ends the sweep's batch
+        other.result()
+        result = swept.result()
+
+    assert (result.sessions, result.charged, result.amount) == (2, 2, 2 * USDC)
+    for session, seen in ((first, at + timedelta(seconds=1)), (second, at)):
+        billed = fresh(session)
+        assert (billed.total_cost, billed.charged_until, billed.hold.amount) == (USDC, at, USDC)
+        assert billed.last_heartbeat_at == seen
+        assert charges_of(session) == [USDC]
+    assert balance_of(alice) == balance_of(bob) == 9 * USDC
 
 
 def _locked_elsewhere(account_id: int) -> bool:
