@@ -35,11 +35,13 @@ class Billed(NamedTuple):
     charge: int
     until: datetime
     new_hold: int
-    remaining: int  # what the session could still spend after this charge: its funds less the charge
+    # What its payer has left after this billing: the wallet's free balance and the holds of the
+    # payer's sessions billed with it (for a payer's one session: its funds less the charge).
+    remaining: int
     stop_reason: str | None
     stop_time: datetime | None
     stop_at: datetime | None
-    runway_ms: int | None
+    runway_ms: int | None  # how long `remaining` lasts at the rate of the payer's running sessions billed with it
     alert_crossed: bool
 
     @property

@@ -127,8 +127,8 @@ def tick(session: LiveSession, now: datetime) -> dict:
     charged, no more than its funds and what maxCost leaves can pay (past either, a time-metered
     session is charged up to the instant it ran out); a stop adds the rest of its minimum charge,
     out of what is there and within maxCost; the runway is how long what is left under both lasts.
-    The funds are the session's alone here: a sweep shares a payer's free balance among their
-    sessions, so with two running the tick can tell more than the sweep will."""
+    The funds are the session's alone here: a sweep reckons a payer's balance and runway from all
+    their sessions billed together, so with two running the tick tells more than the sweep will."""
     elapsed = max(0, int((now - session.start_time).total_seconds()))
     unit_ms = pricing.TIME_UNIT_MS.get(session.unit)
     free_ms = session.free_seconds * 1000

@@ -17,6 +17,18 @@ pytestmark = pytest.mark.django_db
 FEE = 0.10
 
 
+def run_sweep_outcomes():
+    """A sweep, and what it did to each session (in id order)."""
+    from django.db import transaction
+    from django.test import TestCase
+    from django.utils import timezone
+
+    from streaming.billing import bill_batch
+
+    with TestCase.captureOnCommitCallbacks(execute=True), transaction.atomic():
+        return bill_batch(now=timezone.now(), after_id=0, shard=0, shards=1, limit=1000)
+
+
 def split(amount: int) -> tuple[int, int]:
     """(vendor's share, platform's fee) of a charge at the default 10%."""
     fee = amount * 1000 // 10_000
@@ -489,6 +501,61 @@ def test_low_balance_alerts_once_per_crossing_and_rearm_after_top_up(alice, fund
     assert session.status == SessionStatus.STOPPED
     assert session.total_cost == 30 * USDC
     assert balance_of(alice) == 0
+
+
+def test_a_max_cost_nearing_is_not_a_low_balance(alice, fund, make_service, clock):
+    """The alert says the wallet runs low: a session nearing the cap its user set, with 1,000 USDC
+    in the wallet, was told to top up (its runway was reckoned from what maxCost leaves). The
+    socket still tells how long it runs, its cap included."""
+    from notifications.models import Notification
+
+    fund(alice, 1000 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC), max_cost=4 * USDC)
+    clock.move(seconds=60)
+    beat(session)
+    [billed] = run_sweep_outcomes()
+
+    assert not Notification.objects.filter(user=alice, type="alert").exists()
+    assert fresh(session).alert_level == 0
+    assert (billed.charge, billed.runway_ms) == (USDC, 180_000)  # 3 USDC of maxCost left: 3 minutes
+    assert billed.remaining == 999 * USDC  # the wallet's, not the cap's
+
+
+def test_two_sessions_share_one_wallet_runway(alice, fund, make_service, clock):
+    """With 8 USDC and two sessions at 1 USDC a minute, after the first minute 6 USDC are left:
+    3 minutes for both, not 6 and 5 minutes each (each counted alone, none alerted)."""
+    from notifications.models import Notification
+
+    fund(alice, 8 * USDC)
+    a = start(alice, make_service("per_minute", rate=USDC))
+    b = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=60)
+    beat(a)
+    beat(b)
+    outcomes = run_sweep_outcomes()
+
+    assert [(o.runway_ms, o.remaining) for o in outcomes] == [(180_000, 6 * USDC)] * 2
+    assert Notification.objects.filter(user=alice, type="alert", title="Low balance").count() == 2
+    assert fresh(a).alert_level == fresh(b).alert_level == 1
+    assert balance_of(alice) == 6 * USDC
+
+
+def test_a_payers_runway_counts_its_sessions_at_their_own_rates(alice, fund, make_service, clock):
+    """1 USDC a minute and 6 USDC an hour (0.1 a minute) from 12.1 USDC: after a minute, 11 USDC
+    at 1.1 USDC a minute last 10 minutes; a session paid once at its start does not shorten it."""
+    fund(alice, 12_200_000)
+    minute = start(alice, make_service("per_minute", rate=USDC))
+    hour = start(alice, make_service("per_hour", rate=6 * USDC))
+    once = start(alice, make_service("per_session", rate=100_000))
+    clock.move(seconds=60)
+    for session in (minute, hour, once):
+        beat(session)
+    outcomes = run_sweep_outcomes()
+
+    assert [o.charge for o in outcomes] == [USDC, 100_000, 0]
+    assert [o.runway_ms for o in outcomes] == [600_000, 600_000, None]
+    assert [o.remaining for o in outcomes] == [11 * USDC] * 3
+    assert balance_of(alice) == 11 * USDC
 
 
 def test_max_cost_stops_at_the_cap(alice, fund, make_service, clock):
