@@ -9,7 +9,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from marketplace.models import Category, Service, ServiceType, ServiceUnit
+from marketplace.models import PRICE_TERMS, Category, Service, ServiceType, ServiceUnit
 from marketplace.services import DEFAULT_USAGE_BOUND_UNITS
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.api.schema import error_response
@@ -160,13 +160,7 @@ class ServiceSerializer(serializers.ModelSerializer):
             "category",
             "subcategory",
             "type",
-            "rate",
-            "token",
-            "unit",
-            "minimum_charge",
-            "free_seconds",
-            "max_session_cost",
-            "max_event_quantity",
+            *PRICE_TERMS,
             "metadata",
             "tags",
             "is_active",
