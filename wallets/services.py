@@ -1347,8 +1347,9 @@ def adjustment_post(
 
 def reconcile() -> list[Reconciliation]:
     """Compare what PayGo's wallets hold on chain (the treasury's balance, and every deposit wallet
-    with a sweep not yet sent or refused for good: its money is still there) with what the ledger
-    says custody holds, per asset.
+    with a sweep not yet confirmed: its money is still there, or already in the treasury, never in
+    both; a sweep sent and pending on chain, or reverted after its last attempt and left to staff,
+    included) with what the ledger says custody holds, per asset.
 
     Every asset, a token staff deactivated included: PayGo still holds what users kept of it and
     what was paid in since (credited as any deposit), until it is withdrawn; left out, a difference
@@ -1363,7 +1364,9 @@ def reconcile() -> list[Reconciliation]:
     for asset in Asset.objects.order_by("pk"):
         unswept = (
             ChipiWallet.objects.filter(
-                sweeps__asset=asset, sweeps__status__in=[SweepStatus.PENDING, SweepStatus.FAILED]
+                Q(sweeps__status__in=[SweepStatus.PENDING, SweepStatus.FAILED])
+                | Q(sweeps__status=SweepStatus.SENT, sweeps__confirmed_at__isnull=True),
+                sweeps__asset=asset,
             )
             .distinct()
             .values_list("address", flat=True)

@@ -394,6 +394,39 @@ def test_a_reverted_resend_of_a_sweep_that_went_out_is_not_made_again(alice, san
 
 
 @pytest.mark.django_db
+def test_custody_counts_a_deposit_wallet_whose_sweep_is_sent_and_not_confirmed(alice, sandbox):
+    """A sweep sent and not confirmed has its money in one of PayGo's two wallets: still in the deposit
+    wallet (pending on chain, or reverted after its second attempt and left to staff) or in the
+    treasury. The reconciliation counted only the treasury: a shortfall that is not one, for ever in
+    the second case (nothing settles such a sweep)."""
+    from wallets.services import ChainDeposit, deposit_credit, sweep_send, wallet_open
+
+    deposit_wallet = wallet_open(user=alice)
+    paid = sandbox.receive_payment(to_address=deposit_wallet, token="USDC", amount=5 * USDC)
+    deposit_credit(user=alice, asset=services.ledger.asset_get("USDC"), deposit=ChainDeposit(paid), source="api")
+    sweep = Sweep.objects.get(deposit_tx_hash=paid.tx_hash)
+    sandbox.inject("execute", "timeout")  # never reached Chipi: outcome unknown to PayGo
+    assert sweep_send(sweep_id=sweep.pk) == SweepStatus.PENDING
+    sandbox.inject("execute", "pending")
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert sweep_send(sweep_id=sweep.pk) == SweepStatus.SENT  # signed again with its nonce: attempt 2
+    sweep.refresh_from_db()
+    treasury = services.treasury_wallet().address
+
+    (usdc, *_rest) = services.reconcile()  # pending on chain: the money has not moved yet
+    assert (usdc.on_chain, usdc.ledger, usdc.difference) == (5 * USDC, 5 * USDC, 0)
+
+    sandbox.revert(sweep.tx_hash)
+    with time_machine.travel(timezone.now() + timedelta(minutes=3)):
+        assert services.sends_confirm().reverted == 0  # its second attempt: left to staff, still sent
+    row = Sweep.objects.get(pk=sweep.pk)
+    assert (row.status, row.confirmed_at, row.attempts) == (SweepStatus.SENT, None, 2)
+    assert (sandbox.balance(deposit_wallet, "USDC"), sandbox.balance(treasury, "USDC")) == (5 * USDC, 0)
+    (usdc, *_rest) = services.reconcile()
+    assert (usdc.on_chain, usdc.ledger, usdc.difference) == (5 * USDC, 5 * USDC, 0)
+
+
+@pytest.mark.django_db
 def test_a_stalled_answer_does_not_overwrite_a_sweep_made_again_and_sent_since(alice, sandbox, monkeypatch):
     """Worker A's execution stalls past its claim; B finds A's transfer and marks the sweep sent; it
     reverts, the sweep is made again and C sends it. A's answer then arrived and wrote the reverted
