@@ -81,7 +81,7 @@ def loaded_settings(env: dict[str, str]) -> dict:
         " 'CHIPI_SECRET_KEY': settings.CHIPI_SECRET_KEY, 'CHIPI_SANDBOX': settings.CHIPI_SANDBOX,"
         " 'sandbox_in_use': sandbox_in_use(), 'staticfiles': settings.STORAGES['staticfiles']['BACKEND'],"
         " 'DEMO_DATA_ALLOWED': settings.DEMO_DATA_ALLOWED, 'ALLOWED_HOSTS': settings.ALLOWED_HOSTS,"
-        " 'CORS_ALLOWED_ORIGINS': settings.CORS_ALLOWED_ORIGINS,"
+        " 'CORS_ALLOWED_ORIGINS': settings.CORS_ALLOWED_ORIGINS, 'CSRF_TRUSTED_ORIGINS': settings.CSRF_TRUSTED_ORIGINS,"
         " 'dev_secrets_imported': 'paygo.dev_secrets' in sys.modules}))"
     )
     loaded = manage("shell", "--no-imports", "-c", script, env=env)
@@ -164,6 +164,15 @@ def test_no_setting_falls_back_to_a_development_default():
     assert (loaded["ALLOWED_HOSTS"], loaded["CORS_ALLOWED_ORIGINS"]) == ([], [])  # named by the operator only
     # The module that generates and reads the development secrets (var/) is not even imported.
     assert loaded["dev_secrets_imported"] is False
+
+
+def test_the_origins_trusted_for_forms_are_read_with_debug_on_too():
+    """README: CSRF_TRUSTED_ORIGINS in both modes (an admin opened through a proxy's origin in
+    development); it was read only with DEBUG off."""
+    loaded = loaded_settings(production_env(DEBUG="1", CSRF_TRUSTED_ORIGINS="https://admin.example.test"))
+
+    assert loaded["DEBUG"] is True
+    assert loaded["CSRF_TRUSTED_ORIGINS"] == ["https://admin.example.test"]
 
 
 def test_the_sandbox_runs_with_debug_off_only_when_chosen():
