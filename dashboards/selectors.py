@@ -173,8 +173,10 @@ def _window_info(window: Window) -> dict:
 
 
 def sessions_with_money() -> QuerySet[StreamingSession]:
-    """Sessions with what their payer paid (`spent`) and their vendor earned (`earned`), from the ledger."""
-    return StreamingSession.objects.select_related("service", "service__category", "vendor", "user", "asset").annotate(
+    """Sessions with what their payer paid (`spent`) and their vendor earned (`earned`), from the ledger;
+    with their holds and payers' wallets, which tell how long a running one has lasted (usage_seconds)."""
+    related = ("service", "service__category", "vendor", "user", "asset", "hold", "payer_account")
+    return StreamingSession.objects.select_related(*related).annotate(
         spent=_session_charges_sum(-F("amount")), earned=_session_charges_sum(-F("amount") - F("fee"))
     )
 

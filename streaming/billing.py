@@ -11,13 +11,14 @@ is committed.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import NamedTuple
+from datetime import datetime, timedelta
+from typing import NamedTuple, Protocol
 
 from django.conf import settings
 from django.db import transaction
 
 from paygo.db import execute_bound
+from streaming import pricing
 
 ALERT_THRESHOLDS_MS = (300_000, 60_000)  # runway under 5 minutes, then under 1 minute (sweep_batch.sql)
 
@@ -88,10 +89,55 @@ def bill_stop(*, session_ids: list[int], reason: str | None, now: datetime) -> l
     return _bill(now=now, ids=session_ids, reason=reason, after=0, limit=len(session_ids), shard=0, shards=1)
 
 
+def idle_timeout() -> timedelta:
+    """How long a session may go without a sign of life (SESSION_IDLE_SECONDS): silent longer, it
+    ended when this ran out after its last one, whoever bills it later (billing is given it)."""
+    return timedelta(seconds=settings.SESSION_IDLE_SECONDS)
+
+
+class RunningSession(Protocol):
+    """What a running session's own end is decided from: a selectors.LiveSession, or a
+    StreamingSession (its `funds` read from its hold and its payer's wallet)."""
+
+    start_time: datetime
+    last_heartbeat_at: datetime
+    unit: str
+    rate: int
+    free_seconds: int
+    metered_cost: int
+    total_cost: int
+    max_cost: int | None
+    funds: int  # what it may still spend: its hold plus its wallet's free balance
+
+
+def session_ends_by_itself_at(session: RunningSession) -> datetime:
+    """The instant a running session ends with nobody stopping it, as billing decides it
+    (streaming_decide, which a sweep or stop applies whenever it comes): when its idle timeout
+    runs out after its last sign of life (idle_at), or before that, for a time-metered session,
+    when its funds or maxCost run out (the last instant they pay for, which it is charged up to).
+    Its use and its cost go no further, though it reads active until billing records the stop.
+
+    Its funds are its own here: a payer's sessions billed together share the wallet's free
+    balance, so with two running this may come later than billing's."""
+    ends = session.last_heartbeat_at + idle_timeout()
+    unit_ms = pricing.TIME_UNIT_MS.get(session.unit)
+    if unit_ms is None or session.rate <= 0:
+        return ends  # usage is bounded per report, a session fee at the start: only silence ends it
+    can_pay = session.funds
+    if session.max_cost is not None:
+        can_pay = min(can_pay, max(0, session.max_cost - session.total_cost))
+    last_ms = pricing.last_affordable_ms(
+        rate=session.rate, unit_ms=unit_ms, free_ms=session.free_seconds * 1000, budget=session.metered_cost + can_pay
+    )
+    if last_ms >= pricing.elapsed_ms(session.start_time, ends):
+        return ends  # (and a wealthy wallet's instant could lie past what a datetime holds)
+    return session.start_time + timedelta(milliseconds=last_ms)
+
+
 def _bill(**params) -> list[Billed]:
     params.update(
         period_ms=settings.BILLING_SWEEP_SECONDS * 1000,
-        idle_ms=settings.SESSION_IDLE_SECONDS * 1000,
+        idle_ms=idle_timeout() // timedelta(milliseconds=1),
         fee_bps=settings.PLATFORM_FEE_BPS,
     )
     billed = [Billed(*_whole(row)) for row in execute_bound(_BILL, params, binary=True)]

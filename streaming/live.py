@@ -26,10 +26,9 @@ from redis.exceptions import RedisError
 
 from paygo.api.amounts import format_minor
 from paygo.ws import group_send
-from streaming import pricing
+from streaming import billing, pricing
 
 if TYPE_CHECKING:
-    from streaming.billing import Billed
     from streaming.selectors import LiveSession
 
 logger = logging.getLogger("paygo.streaming")
@@ -124,31 +123,26 @@ def tick(session: LiveSession, now: datetime) -> dict:
 
     Billing's own arithmetic (streaming_decide in streaming/sql/sweep_batch.sql), with the
     functions of streaming/pricing.py that metering.sql mirrors: what it has metered and not been
-    charged, no more than its funds and what maxCost leaves can pay (past either, a time-metered
-    session is charged up to the instant it ran out); a stop adds the rest of its minimum charge,
-    out of what is there and within maxCost; the runway is how long what is left under both lasts.
+    charged up to `now`, or up to the instant it ended by itself when that came first (silent
+    past its idle timeout, its funds or maxCost run out: billing.session_ends_by_itself_at), no
+    more than its funds and what maxCost leaves can pay; a stop adds the rest of its minimum
+    charge, out of what is there and within maxCost; the runway is how long what is left under
+    both lasts, none once it has ended.
     The funds are the session's alone here: a sweep reckons a payer's balance and runway from all
     their sessions billed together, so with two running the tick tells more than the sweep will."""
-    elapsed = max(0, int((now - session.start_time).total_seconds()))
+    until = min(now, billing.session_ends_by_itself_at(session))
+    elapsed = max(0, int((until - session.start_time).total_seconds()))
     unit_ms = pricing.TIME_UNIT_MS.get(session.unit)
-    free_ms = session.free_seconds * 1000
     cap = None if session.max_cost is None else max(0, session.max_cost - session.total_cost)
     limit = session.funds if cap is None else min(session.funds, cap)
-    metered = max(0, _due(session, now, unit_ms, free_ms) - session.metered_cost)
-    ran_out = metered > limit
-    if ran_out and unit_ms:
-        last = pricing.last_affordable_ms(
-            rate=session.rate, unit_ms=unit_ms, free_ms=free_ms, budget=session.metered_cost + limit
-        )
-        due = pricing.time_due(rate=session.rate, unit_ms=unit_ms, elapsed_ms=last, free_ms=free_ms)
-        metered = max(0, due - session.metered_cost)
-    elif ran_out:
-        metered = limit
+    # Time is metered no further than its funds and maxCost pay (its end above); usage, as reported,
+    # is charged what they can pay.
+    metered = min(limit, max(0, _due(session, until, unit_ms) - session.metered_cost))
     left = limit - metered  # what its funds and maxCost leave it
     minimum_rest = max(0, min(session.minimum_charge - session.total_cost - metered, left))
     runway = None
     if unit_ms and session.rate:
-        runway = 0 if ran_out else pricing.runway_ms(rate=session.rate, unit_ms=unit_ms, funds=left) // 1000
+        runway = 0 if until < now else pricing.runway_ms(rate=session.rate, unit_ms=unit_ms, funds=left) // 1000
     return {
         "type": "cost.tick",
         "sessionId": session.session_id,
@@ -161,11 +155,13 @@ def tick(session: LiveSession, now: datetime) -> dict:
     }
 
 
-def _due(session: LiveSession, now: datetime, unit_ms: int | None, free_ms: int) -> int:
-    """What its metering has cost in all by `now`: its time, or the usage reported so far."""
+def _due(session: LiveSession, until: datetime, unit_ms: int | None) -> int:
+    """What its metering has cost in all by `until`: its time, or the usage reported so far."""
     if unit_ms:
-        elapsed_ms = pricing.elapsed_ms(session.start_time, now)
-        return pricing.time_due(rate=session.rate, unit_ms=unit_ms, elapsed_ms=elapsed_ms, free_ms=free_ms)
+        elapsed_ms = pricing.elapsed_ms(session.start_time, until)
+        return pricing.time_due(
+            rate=session.rate, unit_ms=unit_ms, elapsed_ms=elapsed_ms, free_ms=session.free_seconds * 1000
+        )
     if pricing.is_usage_unit(session.unit):
         quantity = pricing.USAGE_UNIT_QUANTITY[session.unit]
         return pricing.usage_due(rate=session.rate, unit_quantity=quantity, quantity=session.usage_quantity)
@@ -184,7 +180,7 @@ def publish_metrics(session_id, sample: dict) -> None:
     send(session_id, {"type": "metrics.updated", "sessionId": str(session_id), "metrics": sample, "at": sample["at"]})
 
 
-def publish_outcomes(outcomes: list[Billed]) -> None:
+def publish_outcomes(outcomes: list[billing.Billed]) -> None:
     """After a committed billing: push to watchers, notify users and vendors."""
     from notifications import notify
     from wallets.models import Asset
@@ -259,7 +255,7 @@ def publish_outcomes(outcomes: list[Billed]) -> None:
                 logger.warning("Could not push session %s's events to its sockets", sid, exc_info=True)
 
 
-def _notify_stopped(o: Billed, total: str) -> None:
+def _notify_stopped(o: billing.Billed, total: str) -> None:
     from notifications import notify
 
     row = o

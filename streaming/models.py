@@ -13,6 +13,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from paygo.fields import MinorUnitsField
+from streaming.billing import session_ends_by_itself_at
 
 
 class SessionKind(models.TextChoices):
@@ -116,11 +117,21 @@ class StreamingSession(models.Model):
         return f"session {self.session_id} ({self.status})"
 
     @property
+    def funds(self) -> int:
+        """What it may still spend: its hold plus its payer wallet's free balance (as
+        selectors.LiveSession has it). Read the session with its hold and payer_account."""
+        return int(self.hold.amount + self.payer_account.balance - self.payer_account.held)
+
+    @property
     def usage_seconds(self) -> int:
-        """Whole seconds of use: as recorded at the end, or so far while it runs."""
+        """Whole seconds of use: as recorded at the end; while it runs, so far, but never past the
+        instant it ended by itself (silent past its idle timeout, its funds or maxCost run out),
+        which no bill goes beyond though it reads active until billing records it. That instant
+        needs its funds: read the session with its hold and payer_account."""
         if self.end_time:
             return self.total_usage_seconds
-        return max(0, int((timezone.now() - self.start_time).total_seconds()))
+        until = min(timezone.now(), session_ends_by_itself_at(self))
+        return max(0, int((until - self.start_time).total_seconds()))
 
 
 class UsageEvent(models.Model):

@@ -21,7 +21,8 @@ PAYER_FUNDS = (VIEW_SESSION, "wallets.view_account")
 
 
 def _sessions() -> QuerySet[StreamingSession]:
-    return StreamingSession.objects.select_related("service", "asset", "user", "vendor", "hold")
+    # Its hold and payer's wallet: a running session's funds tell when it ends (usage_seconds).
+    return StreamingSession.objects.select_related("service", "asset", "user", "vendor", "hold", "payer_account")
 
 
 def visible_to(user) -> QuerySet[StreamingSession]:
@@ -82,6 +83,7 @@ class LiveSession:
     usage_quantity: int
     decimals: int
     stop_at: datetime | None
+    last_heartbeat_at: datetime  # with its funds, when it ends by itself (billing.session_ends_by_itself_at)
     funds: int  # what it may still spend: its hold plus the wallet's free balance
 
 
@@ -100,6 +102,7 @@ _LIVE_FIELDS = (
     "total_cost",
     "usage_quantity",
     "stop_at",
+    "last_heartbeat_at",
 )
 
 

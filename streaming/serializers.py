@@ -90,7 +90,9 @@ class SessionSerializer(serializers.ModelSerializer):
     max_cost = serializers.SerializerMethodField()
     held = serializers.SerializerMethodField()
     total_usage_seconds = serializers.SerializerMethodField(
-        help_text="How long it ran, in seconds: to its end, or to now while it runs."
+        help_text="How long it ran, in seconds: to its end; while it runs, to now, or to the instant it ended by "
+        "itself when that came first (silent past its idle timeout, its funds or maxCost run out), which billing "
+        "has not recorded yet: it is billed no further."
     )
     device = serializers.JSONField(source="client_info")
 
@@ -123,10 +125,15 @@ class SessionSerializer(serializers.ModelSerializer):
             "last_heartbeat_at",
         ]
         extra_kwargs = {
+            "status": {
+                "help_text": "As billing last recorded it: a session that ended by itself (silent past its idle "
+                "timeout, its funds or maxCost run out) is `active` until the next sweep or a stop records its end, "
+                "at that instant; its totalUsageSeconds stop there."
+            },
             "free_seconds": {
                 "help_text": "Time not charged at its start, in seconds: the service's, or for a consultation's "
                 "call what its earlier calls left of them."
-            }
+            },
         }
 
     def _money(self, session: StreamingSession, amount) -> str | None:

@@ -19,7 +19,7 @@ from marketplace.services import service_locked_for_sale
 from paygo.api.amounts import format_minor
 from paygo.api.errors import Conflict, PaymentRequired
 from streaming import live, pricing
-from streaming.billing import bill_stop
+from streaming.billing import bill_stop, idle_timeout
 from streaming.models import SessionKind, SessionStatus, StopReason, StreamingSession, UsageEvent
 from wallets import ledger
 from wallets.models import Asset, SystemAccount, TransactionKind
@@ -268,9 +268,7 @@ def _running_at(now: datetime):
     """Sessions still running at `now`: active, and not silent for longer than SESSION_IDLE_SECONDS
     (one silent longer ended when its timeout ran out, whoever stops it later; a sign of life at
     the very instant the timeout runs out is in time)."""
-    return StreamingSession.objects.filter(
-        status=SessionStatus.ACTIVE, last_heartbeat_at__gte=now - timedelta(seconds=settings.SESSION_IDLE_SECONDS)
-    )
+    return StreamingSession.objects.filter(status=SessionStatus.ACTIVE, last_heartbeat_at__gte=now - idle_timeout())
 
 
 def session_heartbeat(*, session_id: int, now: datetime | None = None) -> bool:

@@ -112,6 +112,19 @@ def test_sessions_list_pages_and_filters(api, alice, history):
     assert [s["sessionId"] for s in active["sessions"]] == [str(history["s4"].session_id)]
 
 
+def test_a_running_session_lasts_no_longer_than_it_is_billed(api, alice, history, django_assert_num_queries):
+    """s4 started 5 minutes ago and was never heard from: it ended as idle at its timeout, 60 s in,
+    whoever bills it later. The dashboard said 300 s while the sweep bills 60. Its funds, which
+    tell that instant too, come with the page."""
+    client = api(alice)
+    with django_assert_num_queries(3):  # the user, the count, the page
+        listed = client.get(SESSIONS, {"status": "active"}).json()["sessions"]
+    detail = client.get(f"{SESSIONS}/{history['s4'].session_id}").json()["session"]
+
+    assert [(s["status"], s["durationSeconds"]) for s in listed] == [("active", 60)]
+    assert (detail["status"], detail["durationSeconds"]) == ("active", 60)
+
+
 def test_sessions_refuse_an_unknown_status(api, alice):
     response = api(alice).get(SESSIONS, {"status": "paused"})
 

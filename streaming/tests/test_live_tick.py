@@ -4,6 +4,7 @@ sweep at the same instant publishes, and what a stop by the user at that instant
 from __future__ import annotations
 
 import pytest
+from django.test import override_settings
 
 from paygo.api.amounts import format_minor
 from streaming import live, selectors, services
@@ -163,3 +164,34 @@ def test_a_usage_sessions_estimate_is_what_a_stop_then_charges(alice, make_servi
 
     assert tick["estimatedCost"] == format_minor(stopped.total_cost, 6) == expected
     assert tick["runwaySeconds"] is None
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+@pytest.mark.parametrize("who", ["alice", "victor"])
+def test_a_silent_sessions_estimate_stops_at_its_idle_end(alice, victor, make_service, clock, who):
+    """Silent past its idle timeout, a session has ended there, whoever stops it later: the tick
+    went on counting (the vendor's socket, no sign of life, saw 1.833333 after 110 s, and the stop
+    then charged the 60 s to the idle end, 1.000000)."""
+    fund_wallet(alice, 100 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=30)
+    beat(session)  # its last sign of life: the idle end is 90 s after the start
+    now = clock.move(seconds=80)
+    tick = live.tick(selectors.live_session_for({"alice": alice, "victor": victor}[who], session.session_id), now)
+
+    stopped = stop(session)
+
+    assert (stopped.stop_reason, stopped.total_cost) == ("idle", 1_500_000)
+    assert (tick["estimatedCost"], tick["elapsedSeconds"]) == ("1.500000", 90)
+    assert (tick["balance"], tick["runwaySeconds"]) == ("98.500000", 0)  # what it left, and no time: it has ended
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_a_tick_before_the_idle_end_runs_to_now(alice, make_service, clock):
+    fund_wallet(alice, 100 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    now = clock.move(seconds=59.5)
+
+    tick = live.tick(selectors.live_session_for(alice, session.session_id), now)
+
+    assert (tick["estimatedCost"], tick["elapsedSeconds"], tick["runwaySeconds"]) == ("0.991666", 59, 5940)

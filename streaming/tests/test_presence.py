@@ -190,3 +190,65 @@ def test_a_heartbeat_the_instant_the_timeout_runs_out_is_in_time(alice, fund, ma
     session = fresh(session)
     assert session.status == SessionStatus.ACTIVE
     assert session.total_cost == 1_500_000
+
+
+def _read(client, session) -> list[tuple[str, int]]:
+    """(status, totalUsageSeconds) as the session's page and the list of active sessions show it."""
+    detail = client.get(f"/api/v1/streams/{session.session_id}").json()["session"]
+    listed = client.get("/api/v1/streams/active").json()["sessions"]
+    return [(detail["status"], detail["totalUsageSeconds"])] + [(s["status"], s["totalUsageSeconds"]) for s in listed]
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+@pytest.mark.parametrize("who", ["alice", "victor", "olga"])
+def test_a_session_silent_past_its_idle_end_reads_no_longer_than_it_is_billed(
+    api, request, alice, fund, make_service, clock, who
+):
+    """Silent since its start, it ended at 60 s whoever bills it later: before the next sweep its
+    page said 110 s of use, and the sweep then billed 60. It reads active until billing records
+    the stop, its use stopped at the idle end."""
+    fund(alice, 100 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    client = api(request.getfixturevalue(who))
+    clock.move(seconds=110)
+
+    before = _read(client, session)
+    run_sweep()
+
+    assert before == [("active", 60), ("active", 60)]
+    detail = client.get(f"/api/v1/streams/{session.session_id}").json()["session"]
+    assert (detail["status"], detail["stopReason"], detail["totalUsageSeconds"]) == ("stopped", "idle", 60)
+    assert fresh(session).total_cost == USDC
+    if who == "alice":
+        mine = client.get("/api/v1/streams/my-sessions").json()["sessions"]
+        assert [(s["status"], s["totalUsageSeconds"]) for s in mine] == [("stopped", 60)]
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+@pytest.mark.parametrize(("top_up", "seconds"), [(0, 90), (10 * USDC, 100)], ids=["ran-out", "topped-up"])
+def test_a_session_whose_money_ran_out_reads_no_longer_than_it_is_billed(
+    api, alice, fund, make_service, clock, top_up, seconds
+):
+    """1.5 USDC at 1 USDC a minute: the sweep at 60 s tells it its money runs out at 90 s. At
+    100 s, before the next sweep, it has used 90 s; topped up since, it goes on."""
+    fund(alice, 1_500_000)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    clock.move(seconds=60)
+    services.session_heartbeat(session_id=session.pk)
+    run_sweep()
+    clock.move(seconds=35)
+    services.session_heartbeat(session_id=session.pk)
+    if top_up:
+        fund(alice, top_up)
+    clock.move(seconds=5)
+
+    before = _read(api(alice), session)
+    run_sweep()
+
+    assert before == [("active", seconds), ("active", seconds)]
+    billed = fresh(session)
+    if top_up:
+        assert (billed.status, billed.total_cost) == (SessionStatus.ACTIVE, 100 * USDC // 60)
+    else:
+        assert (billed.stop_reason, billed.total_usage_seconds) == ("insufficient_funds", 90)
+        assert billed.total_cost == 1_500_000
