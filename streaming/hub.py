@@ -5,9 +5,9 @@ the hub of its process, which keeps every watched session in memory. Each tick (
 STREAM_TICK_SECONDS) the hub, whatever the number of sockets:
 
 - marks every watched session as watched in the cache: one Redis round trip (streaming/live.py);
-- every REFRESH_EVERY ticks re-reads all of them in one query, and records the open sockets of
-  their users as signs of life in one UPDATE (services.sessions_seen); a session whose socket got
-  a `cost.charged` or `session.stopped` is re-read at the next tick, in the same one query;
+- every REFRESH_EVERY ticks records the open sockets of their users as signs of life in one
+  UPDATE (services.sessions_seen), and re-reads all of them in one query; a session whose socket
+  got a `cost.charged` or `session.stopped` is re-read at the next tick, in the same one query;
 - sends each socket its tick, computed once per session. The sends are spread over the period in
   SLICES groups (a session's group is its id modulo SLICES, so each socket still gets one tick a
   period, at the same phase): a tick of thousands of sockets is not one burst of writes that the
@@ -173,7 +173,12 @@ class Hub:
             session = self.sessions.get(pk)
             if session is None or session.status != SessionStatus.ACTIVE:
                 continue
-            if session.stop_at and now >= session.stop_at:
+            # It ended by itself (silent past its idle timeout, its funds or maxCost run out), or
+            # billing told it its money runs out now (stop_at: its own funds overstate what a
+            # payer's sessions share): billed now, it stops there, unless a sign of life or a
+            # top-up since keeps it going (billing decides).
+            ends = billing.session_ends_by_itself_at(session)
+            if now >= (ends if session.stop_at is None else min(ends, session.stop_at)):
                 self._stop(pk, now)
                 continue
             message, encoded = live.tick(session, now), {}
@@ -188,9 +193,9 @@ class Hub:
         return session is not None and session.status == SessionStatus.ACTIVE
 
     def _stop(self, pk: int, now: datetime) -> None:
-        """Its money was to run out now: bill it at that instant rather than at the next sweep, which
-        ends it unless it was topped up since (rare: on the consumers' thread, as any stop; its
-        session.stopped reaches the sockets through the layer)."""
+        """It was to end now: bill it at that instant rather than at the next sweep, which ends it
+        unless it was topped up or heard from since (rare: on the consumers' thread, as any stop;
+        its session.stopped reaches the sockets through the layer)."""
         if pk in self.stopping:
             return
         self.stopping.add(pk)
@@ -212,17 +217,19 @@ def _tick_step(*, refresh: list[int], watched: list[str], seen: set[int], now: d
     one Redis round trip, whatever the number of sockets."""
     close_old_connections()
     try:
-        fresh = selectors.live_sessions(refresh) if refresh else {}
-        live.mark_watched(watched)
+        # The signs of life first: the sessions read then carry them, and their ticks end no
+        # earlier than their idle timeout allows.
         if seen:
             services.sessions_seen(session_ids=seen, now=now)
+        fresh = selectors.live_sessions(refresh) if refresh else {}
+        live.mark_watched(watched)
         return fresh
     finally:
         close_old_connections()
 
 
 def _stop_session(pk: int, now: datetime) -> None:
-    """Bill it now: it stops there unless it was topped up since it was told (billing decides)."""
+    """Bill it now: it stops where it ended unless it was topped up or heard from since (billing decides)."""
     with transaction.atomic():
         billing.bill_stop(session_ids=[pk], reason=None, now=now)
 

@@ -435,3 +435,32 @@ async def test_a_stop_just_after_a_socket_opened_reaches_it(alice, bob, make_ser
     await communicator.disconnect()
     await others.disconnect()
     assert (stopped["sessionId"], stopped["reason"]) == (str(session.session_id), "user")
+
+
+@database_sync_to_async
+def _silent_for(session, seconds: int):
+    """The session started `seconds` ago and was never heard from since; its start."""
+    started = session.start_time - timedelta(seconds=seconds)
+    StreamingSession.objects.filter(pk=session.pk).update(
+        start_time=started, charged_until=started, last_heartbeat_at=started
+    )
+    return started
+
+
+@override_settings(STREAM_TICK_SECONDS=0.05, SESSION_IDLE_SECONDS=60)
+@pytest.mark.parametrize("who", ["victor", "olga"])
+async def test_the_ticker_stops_a_silent_session_at_its_idle_end(alice, victor, olga, make_service, who):
+    """Silent past its idle timeout with only its vendor or staff watching (no sign of life), it has
+    ended there: its ticks went on, its estimate growing past what the stop then charged, until the
+    next sweep. The ticker ends it at once, as when its money runs out, billed up to the idle end."""
+    session = await _session_for(alice, make_service)
+    started = await _silent_for(session, 100)
+    communicator = await _connect({"victor": victor, "olga": olga}[who], session.session_id)
+
+    stopped = (await _events_until(communicator, "session.stopped"))[-1]
+
+    assert (stopped["reason"], stopped["totalCost"]) == ("idle", "1.000000")
+    assert stopped["endTime"] == (started + timedelta(seconds=60)).isoformat()
+    ended = await database_sync_to_async(StreamingSession.objects.get)(pk=session.pk)
+    assert (ended.status, ended.total_cost, ended.total_usage_seconds) == ("stopped", USDC, 60)
+    await communicator.disconnect()
