@@ -138,7 +138,9 @@ class Service(models.Model):
         help_text="Minor units of the token a user owes at least for a session they end early (not one the "
         "vendor or staff stop).",
     )
-    free_seconds = models.IntegerField(default=0, help_text="Free first seconds of each session.")
+    free_seconds = models.IntegerField(
+        default=0, help_text="Time-metered units: free first seconds of each session (0 for the other units)."
+    )
     # What bounds a usage-metered session (set for usage units, and only for them): the vendor
     # reports the usage, so the user sees these before starting and a report beyond them is refused.
     max_session_cost = MinorUnitsField(
@@ -168,6 +170,11 @@ class Service(models.Model):
             ),
             models.CheckConstraint(
                 condition=models.Q(free_seconds__gte=0), name="marketplace_service_free_seconds_not_negative"
+            ),
+            # Billing frees time only (marketplace.services._check_rules says so first).
+            models.CheckConstraint(
+                condition=models.Q(free_seconds=0) | models.Q(unit__in=list(_UNIT_MS)),
+                name="marketplace_service_free_seconds_time_units",
             ),
             models.CheckConstraint(
                 condition=models.Q(price_version__gte=1), name="marketplace_service_price_version_positive"

@@ -123,7 +123,9 @@ class ServiceSerializer(serializers.ModelSerializer):
         max_value=MAX_FREE_SECONDS,
         required=False,
         default=0,
-        help_text="Time not charged at the start of each session, in seconds (time-metered units).",
+        help_text="Time not charged at the start of each session, in seconds: time-metered units only (per "
+        "second, minute, hour); another unit takes only 0 (a per-session fee is charged at the start, usage as "
+        "reported). A change of unit to one not metered by time sets it to 0 unless given.",
     )
     max_session_cost = AmountField(
         required=False,

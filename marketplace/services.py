@@ -92,6 +92,9 @@ def _check_rules(service: Service) -> None:
         raise _invalid("minimum_charge", "Must not be negative.")
     if service.free_seconds < 0:
         raise _invalid("free_seconds", "Must not be negative.")
+    if service.free_seconds and not ServiceUnit(service.unit).is_time_based:
+        # Billing frees time only: a session fee is charged at the start, usage as reported.
+        raise _invalid("free_seconds", "Only time-metered services (per second, minute or hour) have free seconds.")
 
 
 def _name_is_taken(*, vendor_id: int, name: str, exclude_pk: int | None = None) -> bool:
@@ -193,9 +196,12 @@ def _update_locked(service: Service, changes: dict[str, Any]) -> None:
 
     given = {name for name in USAGE_BOUNDS if name in changes}
     if changes.get("unit", service.unit) != service.unit:
-        # A new unit has bounds of its own: the ones given with it, or its defaults.
+        # A new unit has bounds of its own: the ones given with it, or its defaults; and free seconds
+        # only if it is metered by time.
         for name in USAGE_BOUNDS:
             changes.setdefault(name, None)
+        if changes["unit"] in ServiceUnit.values and not ServiceUnit(changes["unit"]).is_time_based:
+            changes.setdefault("free_seconds", 0)
     price_before = [getattr(service, term) for term in PRICE_TERMS]
     changed = [field for field, value in changes.items() if getattr(service, field) != value]
     for field in changed:

@@ -193,6 +193,65 @@ def test_usage_bounds_out_of_place_or_out_of_range_are_400_and_create_nothing(ap
     assert not Service.objects.exists()
 
 
+NOT_TIME_BASED = ["per_session", "per_gb", "per_request", "per_transaction"]
+FREE_SECONDS_REFUSED = "Only time-metered services (per second, minute or hour) have free seconds."
+
+
+@pytest.mark.parametrize("unit", NOT_TIME_BASED)
+def test_free_seconds_on_a_unit_not_metered_by_time_are_400_and_create_nothing(api, victor, unit):
+    """They were accepted and shown, and never honoured: a per-session fee was charged at the start
+    whatever freeSeconds said."""
+    response = api(victor).post(SERVICES, body(unit=unit, category="Usage-Based", subcategory=None), format="json")
+
+    assert response.status_code == 400
+    answer = response.json()
+    assert (answer["code"], answer["errors"]) == ("invalid", {"freeSeconds": [FREE_SECONDS_REFUSED]})
+    assert not Service.objects.exists()
+
+
+@pytest.mark.parametrize("unit", NOT_TIME_BASED)
+def test_a_unit_not_metered_by_time_shows_no_free_seconds(api, victor, unit):
+    created = api(victor).post(
+        SERVICES, body(unit=unit, category="Usage-Based", subcategory=None, freeSeconds=0), format="json"
+    )
+    left_out = api(victor).post(
+        SERVICES, {"name": "Pass", "category": "Usage-Based", "rate": "2", "unit": unit}, format="json"
+    )
+
+    assert (created.status_code, left_out.status_code) == (201, 201)
+    assert created.json()["service"]["freeSeconds"] == left_out.json()["service"]["freeSeconds"] == 0
+
+
+@pytest.mark.parametrize("method", ["patch", "put"])
+def test_free_seconds_given_to_a_per_session_service_are_400_and_change_nothing(api, victor, make_service, method):
+    service = make_service(victor, unit="per_session")
+    change = {"freeSeconds": 30} if method == "patch" else body(unit="per_session", freeSeconds=30)
+
+    response = getattr(api(victor), method)(detail(service), change, format="json")
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"freeSeconds": [FREE_SECONDS_REFUSED]}
+    kept = Service.objects.get(pk=service.pk)
+    assert (kept.free_seconds, kept.price_version, kept.updated_at) == (0, 1, service.updated_at)
+
+
+def test_a_service_moved_off_time_drops_its_free_seconds_or_is_refused_with_them(api, victor, make_service):
+    """Its free seconds mean nothing per session: they go with the unit, as a new unit's usage bounds
+    come with it, unless the change itself names some."""
+    client = api(victor)
+    timed = make_service(victor, unit="per_minute", free_seconds=30)
+    other = make_service(victor, unit="per_minute", free_seconds=30)
+
+    moved = client.patch(detail(timed), {"unit": "per_session"}, format="json")
+    refused = client.patch(detail(other), {"unit": "per_request", "freeSeconds": 30}, format="json")
+
+    assert moved.status_code == 200
+    assert (moved.json()["service"]["unit"], moved.json()["service"]["freeSeconds"]) == ("per_session", 0)
+    assert moved.json()["service"]["priceVersion"] == 2
+    assert refused.status_code == 400 and refused.json()["errors"] == {"freeSeconds": [FREE_SECONDS_REFUSED]}
+    assert Service.objects.values_list("unit", "free_seconds").get(pk=other.pk) == ("per_minute", 30)
+
+
 def test_category_names_are_case_insensitive_and_answered_canonically(api, victor):
     response = api(victor).post(SERVICES, body(category="time-based", subcategory="PAY PER HOUR"), format="json")
 

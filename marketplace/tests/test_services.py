@@ -98,6 +98,32 @@ def test_a_deleted_service_cannot_be_active_in_the_database(victor, make_service
         Service.objects.filter(pk=service.pk).update(is_active=True)
 
 
+@pytest.mark.parametrize("unit", ["per_session", "per_gb", "per_request", "per_transaction"])
+def test_free_seconds_are_for_time_metered_units_only(victor, make_service, unit):
+    timed = make_service(victor, unit="per_minute")
+
+    with pytest.raises(exceptions.ValidationError) as created:
+        make_service(victor, unit=unit, free_seconds=1)
+    with pytest.raises(exceptions.ValidationError) as updated:
+        services.service_update(service=timed, unit=unit, free_seconds=1)
+
+    assert set(created.value.detail) == set(updated.value.detail) == {"free_seconds"}
+    assert Service.objects.values_list("unit", "free_seconds").get() == ("per_minute", 0)
+
+
+@pytest.mark.parametrize(("unit", "free_seconds"), [("per_session", 30), ("per_request", 1)])
+def test_the_database_keeps_free_seconds_to_time_metered_units(victor, make_service, unit, free_seconds):
+    timed = make_service(victor, unit="per_minute", free_seconds=free_seconds)
+    other = make_service(victor, unit=unit)
+
+    with pytest.raises(IntegrityError, match="marketplace_service_free_seconds_time_units"), transaction.atomic():
+        Service.objects.filter(pk=timed.pk).update(
+            unit=unit, max_session_cost=other.max_session_cost, max_event_quantity=other.max_event_quantity
+        )
+    with pytest.raises(IntegrityError, match="marketplace_service_free_seconds_time_units"), transaction.atomic():
+        Service.objects.filter(pk=other.pk).update(free_seconds=free_seconds)
+
+
 def test_update_refuses_unknown_fields(victor, make_service):
     with pytest.raises(TypeError):
         services.service_update(service=make_service(victor), vendor_id=1)
