@@ -50,4 +50,7 @@ def payouts_queue(*, vendor_ids: Iterable[int]) -> list[Withdrawal]:
             )
         except ValidationError as exc:  # the balance moved since it was read, or the address is refused
             logger.info("Payout for vendor %s skipped: %s", account.owner_id, exc.detail)
+        except services.TreasuryKeyUnusable as exc:  # none can be sent: they wait for the next sweep
+            logger.error("Payouts not queued: %s", exc)
+            break
     return queued

@@ -93,6 +93,26 @@ def treasury_wallet() -> ChipiWallet:
     return held_wallet(role=ChipiWalletRole.TREASURY, owner=None, external_user_id=TREASURY_EXTERNAL_USER_ID)
 
 
+class TreasuryKeyUnusable(Exception):
+    """The treasury wallet's sealed encryptKey does not open under the configured master keys: nothing
+    can be signed from the treasury (no withdrawal, no payout) until its master key is configured again."""
+
+
+def treasury_key_check() -> None:
+    """TreasuryKeyUnusable when the treasury's sealed key does not open (its master key deleted, or
+    rotated away without CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS). No treasury yet is no problem: it will be
+    made, and its key sealed, under the master key configured then."""
+    sealed = (
+        ChipiWallet.objects.filter(role=ChipiWalletRole.TREASURY).values_list("encrypt_key_sealed", flat=True).first()
+    )
+    if sealed is None:
+        return
+    try:
+        keys.unseal(sealed)
+    except keys.KeyUnsealError as exc:
+        raise TreasuryKeyUnusable(f"The treasury wallet's key does not open: {exc}") from None
+
+
 def held_wallet(*, role: str, owner, external_user_id: str) -> ChipiWallet:
     """The wallet PayGo holds the key of for `external_user_id`, made at Chipi on first use.
 
@@ -624,13 +644,16 @@ def refuse_paygo_address(field: str, address: str) -> None:
 def withdrawal_request(
     *, user, asset: Asset, amount: int, to_address: str, kind: str = WithdrawalKind.WITHDRAWAL
 ) -> Withdrawal:
-    """Move the amount out of the wallet into 'withdrawals in flight' and queue it for Chipi."""
+    """Move the amount out of the wallet into 'withdrawals in flight' and queue it for Chipi.
+    TreasuryKeyUnusable, nothing written, when nothing could be signed from the treasury."""
     # Stored (and later compared with Chipi's records) in the one spelling: "0x" + 64 lower-case hex.
     normalized = address_normalize(to_address)
     if normalized is None:
         raise _invalid("to_address", f"Not a Starknet address ({STARKNET_ADDRESS_HELP}, above zero, below the prime).")
     to_address = normalized
     refuse_paygo_address("to_address", to_address)
+    # Before any money moves: accepted, it would wait in flight for a signature that cannot be made.
+    treasury_key_check()
     with transaction.atomic():
         # Its nonce chosen now, once: two workers sending it (a claim that ran out under a stalled
         # first one) sign the same nonce, which the treasury account accepts once.

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from paygo.api.amounts import format_minor
-from paygo.api.errors import UpstreamUnavailable
+from paygo.api.errors import Unavailable, UpstreamUnavailable
 from paygo.api.filters import query_filters
 from paygo.api.parsers import JSONRefused, json_loads
 from paygo.api.ratelimits import MONEY
@@ -101,7 +101,8 @@ class WithdrawView(APIView):
         request=WithdrawSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Withdraw on chain",
-        responses={202: WithdrawResponseSerializer},
+        # 503: nothing can be signed from the treasury (its key does not open); nothing was withdrawn.
+        responses={202: WithdrawResponseSerializer, **error_responses(503)},
     )
     @replays_first
     def post(self, request):
@@ -110,9 +111,20 @@ class WithdrawView(APIView):
         values = data.validated_data
 
         def execute(_) -> Response:
-            withdrawal = services.withdrawal_request(
-                user=request.user, asset=values["asset"], amount=values["amount_minor"], to_address=values["to_address"]
-            )
+            try:
+                withdrawal = services.withdrawal_request(
+                    user=request.user,
+                    asset=values["asset"],
+                    amount=values["amount_minor"],
+                    to_address=values["to_address"],
+                )
+            except services.TreasuryKeyUnusable as exc:
+                logger.error("Withdrawal refused: %s", exc)  # the operator's to mend (check --deploy says so too)
+                raise Unavailable(
+                    "Withdrawals are unavailable for now: PayGo cannot sign from its treasury wallet. "
+                    "Nothing was withdrawn; try again later.",
+                    code="treasury_key_unavailable",
+                ) from None
             return Response(
                 {
                     "message": "Withdrawal accepted; it is being sent.",

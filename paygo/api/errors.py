@@ -50,6 +50,15 @@ class UpstreamUnavailable(exceptions.APIException):
     default_code = "upstream_unavailable"
 
 
+class Unavailable(exceptions.APIException):
+    """PayGo cannot do this for now for a reason of its own, which its operators must mend (not the
+    client's mistake, not a service that did not answer): nothing was done."""
+
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "This is unavailable for now; nothing was done."
+    default_code = "unavailable"
+
+
 class DatabaseBusy(exceptions.APIException):
     """Every connection of the process's pool stayed busy for DATABASE_POOL_TIMEOUT: the request was
     refused before it read or wrote anything, and may be sent again as it is."""

@@ -237,6 +237,20 @@ def test_check_deploy_warns_that_the_sandbox_is_in_use(static_root):
     assert "identified 1 issue" in output  # and nothing else
 
 
+@pytest.mark.parametrize("database", ["unreachable", "not migrated"])
+def test_check_deploy_reads_the_treasury_key_only_where_there_are_wallets_to_read(tmp_path, database):
+    """wallets.E001 (the treasury's key does not open) reads the database: one that does not answer,
+    or holds no tables yet, is migrate's to report, not a crash of the checks."""
+    url = "postgres://postgres@127.0.0.1:9/paygo" if database == "unreachable" else database_url("postgres")
+    env = production_env(tmp_path / "never-collected", DATABASE_URL=url, DATABASE_POOL_TIMEOUT="1")
+
+    checked = manage("check", "--deploy", env=env)
+
+    assert "(paygo.E001)" in checked.stderr, checked.stderr  # the checks ran: no manifest here
+    assert "identified 1 issue" in checked.stderr, checked.stderr  # and nothing else
+    assert "Traceback" not in checked.stderr
+
+
 ADMIN_LOGIN = """
 import json
 from django.test import Client

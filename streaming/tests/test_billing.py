@@ -802,19 +802,21 @@ def test_commission_follows_the_setting(alice, victor, fund, make_service, clock
 # Silent sessions stop when their idle timeout runs out, whoever stops them later (test_presence.py):
 # this test is about payouts, not presence, and leaves the session silent.
 @override_settings(SESSION_IDLE_SECONDS=3600)
-def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_service, clock, sandbox):
+def earning_past_the_threshold(payer, vendor, make_service, clock) -> None:
+    """The vendor (a payout address, a threshold of 1 USDC) earns two minutes of the payer's
+    per-minute session, not billed yet."""
     from accounts.models import VendorProfile
-    from wallets.models import Withdrawal, WithdrawalKind
-    from wallets.tests.conftest import chain_deposit
 
-    chain_deposit(alice, 10 * USDC)  # custody on chain to pay out from
     VendorProfile.objects.create(
-        user=victor, business_name="Victor Co", payout_address="0x00" + "cd" * 31, payout_threshold=USDC
+        user=vendor, business_name="Victor Co", payout_address="0x00" + "cd" * 31, payout_threshold=USDC
     )
-    session = start(alice, make_service("per_minute", rate=USDC))
+    session = start(payer, make_service("per_minute", rate=USDC))
     clock.move(seconds=120)
     beat(session)
 
+
+def sweep_and_pay_out() -> None:
+    """The periodic task: the sweep, then the payouts of the vendors it paid."""
     from django.test import TestCase
 
     from streaming.tasks import billing_sweep_task
@@ -822,9 +824,49 @@ def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_se
     with TestCase.captureOnCommitCallbacks(execute=True):
         billing_sweep_task()
 
+
+def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_service, clock, sandbox):
+    from wallets.models import Withdrawal, WithdrawalKind
+    from wallets.tests.conftest import chain_deposit
+
+    chain_deposit(alice, 10 * USDC)  # custody on chain to pay out from
+    earning_past_the_threshold(alice, victor, make_service, clock)
+
+    sweep_and_pay_out()
+
     payout = Withdrawal.objects.get(kind=WithdrawalKind.PAYOUT)
     assert payout.user == victor
     assert payout.amount == split(2 * USDC)[0]
+    assert balance_of(victor) == 0
+
+
+@override_settings(SESSION_IDLE_SECONDS=3600)
+def test_a_payout_waits_in_the_vendors_wallet_while_the_treasury_key_does_not_open(
+    alice, victor, make_service, clock, sandbox, settings
+):
+    """The treasury's key sealed under a master key no longer configured (deleted, or rotated away
+    without CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS): a payout queued then moved the vendor's money in
+    flight for a signature that could not be made. The sweep bills, queues none, and a later sweep
+    pays out once the old key is named again."""
+    from streaming.payouts import payouts_queue
+    from wallets.models import Withdrawal, WithdrawalKind
+    from wallets.tests.conftest import chain_deposit
+
+    old = "old-master-" + "o" * 30
+    settings.CHIPI_KEY_ENCRYPTION_KEY, settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = old, []
+    chain_deposit(alice, 10 * USDC)  # the treasury, its key sealed under `old`
+    settings.CHIPI_KEY_ENCRYPTION_KEY = "new-master-" + "n" * 30
+    earning_past_the_threshold(alice, victor, make_service, clock)
+
+    sweep_and_pay_out()
+
+    earned = split(2 * USDC)[0]
+    assert balance_of(victor) == earned
+    assert not Withdrawal.objects.exists()
+
+    settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = [old]  # the operator names the old key again
+    [payout] = payouts_queue(vendor_ids=[victor.pk])
+    assert (payout.kind, payout.amount) == (WithdrawalKind.PAYOUT, earned)
     assert balance_of(victor) == 0
 
 

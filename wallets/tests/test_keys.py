@@ -112,3 +112,61 @@ def test_rotating_the_master_key_reseals_every_wallet(alice, bob, sandbox, setti
     settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = []
     after = {wallet.pk: keys.unseal(wallet.encrypt_key_sealed) for wallet in ChipiWallet.objects.all()}
     assert after == before
+
+
+# --- A master key lost or rotated away: the treasury's key does not open ----------------------------
+# Deleting var/secrets/CHIPI_KEY_ENCRYPTION_KEY (a new one is generated) or setting a new key without
+# CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS: a withdrawal was accepted (202), its money moved into "in
+# flight", and the outbox failed on it for ever (KeyUnsealError at every dispatch).
+
+ADDRESS = "0x00" + "ab" * 31
+
+
+@pytest.fixture
+def treasury_sealed_under_old(alice, sandbox, settings):
+    """Alice holds 10 USDC swept into the treasury, whose key is sealed under OLD; then the master
+    key is NEW and nothing names OLD."""
+    from wallets.tests.conftest import chain_deposit
+
+    settings.CHIPI_KEY_ENCRYPTION_KEY, settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = OLD, []
+    chain_deposit(alice, 10 * 10**6)
+    settings.CHIPI_KEY_ENCRYPTION_KEY = NEW
+    return services.treasury_wallet()
+
+
+def test_a_withdrawal_is_refused_before_any_money_moves_when_the_treasury_key_does_not_open(
+    api, alice, treasury_sealed_under_old
+):
+    from wallets.models import IdempotencyKey, LedgerTransaction, SystemAccount, Withdrawal
+    from wallets.tests.conftest import balance_of, system_balance
+
+    transactions = LedgerTransaction.objects.count()
+    in_flight = system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT)
+
+    response = api(alice).post(
+        "/api/v1/wallet/withdraw", {"amount": "4", "toAddress": ADDRESS}, format="json", HTTP_IDEMPOTENCY_KEY="w1"
+    )
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["statusCode"] == 503 and body["code"] == "treasury_key_unavailable"
+    assert "nothing was withdrawn" in body["message"].lower()
+    assert "CHIPI_KEY_ENCRYPTION_KEY" not in body["message"]  # the operator's business, not the client's
+    assert balance_of(alice) == 10 * 10**6
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == in_flight
+    assert LedgerTransaction.objects.count() == transactions
+    assert not Withdrawal.objects.exists()
+    assert not IdempotencyKey.objects.filter(user=alice, key="w1").exists()  # the retry is not burned
+
+
+def test_no_treasury_yet_refuses_no_withdrawal(api, alice, fund, sandbox, settings):
+    """The treasury is made on first use, under whatever master key is configured then."""
+    from wallets.models import ChipiWallet
+
+    fund(alice, 10 * 10**6)
+    settings.CHIPI_KEY_ENCRYPTION_KEY = NEW
+
+    response = api(alice).post("/api/v1/wallet/withdraw", {"amount": "4", "toAddress": ADDRESS}, format="json")
+
+    assert response.status_code == 202, response.json()
+    assert keys.sealed_under_current(ChipiWallet.objects.get(role="treasury").encrypt_key_sealed)

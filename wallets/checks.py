@@ -1,0 +1,27 @@
+"""Deploy checks of wallets: what would otherwise fail later, on a withdrawal's signature."""
+
+from __future__ import annotations
+
+from django.core import checks
+from django.db import DatabaseError, transaction
+
+TREASURY_KEY_HINT = (
+    "Configure the master key the treasury's key was sealed under: as CHIPI_KEY_ENCRYPTION_KEY, or in "
+    "CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS while rotating (then run `manage.py chipi_reseal_keys`). Until then "
+    "every withdrawal and payout is refused (503 treasury_key_unavailable)."
+)
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_treasury_key(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    from wallets.services import TreasuryKeyUnusable, treasury_key_check
+
+    try:
+        with transaction.atomic():
+            treasury_key_check()
+    except TreasuryKeyUnusable as exc:
+        return [checks.Error(str(exc), hint=TREASURY_KEY_HINT, id="wallets.E001")]
+    except DatabaseError:
+        # Not reachable, or not migrated yet (no wallets to read): migrate, which comes first, says why.
+        return []
+    return []
