@@ -28,6 +28,10 @@ class KeyUnsealError(Exception):
     """A sealed key that no configured master key opens (wrong, rotated away, or tampered with)."""
 
 
+class MasterKeyMissing(KeyUnsealError):
+    """A sealed key whose master key is neither CHIPI_KEY_ENCRYPTION_KEY nor one of the previous ones."""
+
+
 def _key_id(master: str) -> str:
     return hashlib.sha256(b"paygo-chipi-key-id:" + master.encode()).hexdigest()[:12]
 
@@ -69,7 +73,7 @@ def unseal(sealed: str) -> str:
                 return _aead(master).decrypt(data[:_NONCE_BYTES], data[_NONCE_BYTES:], _VERSION.encode()).decode()
             except InvalidTag:
                 raise KeyUnsealError("The sealed key does not open: tampered with, or a wrong master key.") from None
-    raise KeyUnsealError("Sealed under a master key that is not configured (see CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS).")
+    raise MasterKeyMissing("Sealed under a master key that is not configured (see CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS).")
 
 
 def sealed_under_current(sealed: str) -> bool:

@@ -170,3 +170,44 @@ def test_no_treasury_yet_refuses_no_withdrawal(api, alice, fund, sandbox, settin
 
     assert response.status_code == 202, response.json()
     assert keys.sealed_under_current(ChipiWallet.objects.get(role="treasury").encrypt_key_sealed)
+
+
+def test_resealing_without_the_previous_key_says_what_is_missing_and_changes_nothing(alice, bob, sandbox, settings):
+    from django.core.management.base import CommandError
+
+    settings.CHIPI_KEY_ENCRYPTION_KEY, settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = OLD, []
+    services.wallet_open(user=alice)
+    services.wallet_open(user=bob)
+    services.treasury_wallet()
+    before = dict(ChipiWallet.objects.values_list("pk", "encrypt_key_sealed"))
+    settings.CHIPI_KEY_ENCRYPTION_KEY = NEW
+
+    with pytest.raises(CommandError) as refused:
+        call_command("chipi_reseal_keys", stdout=io.StringIO())
+
+    message = str(refused.value)
+    assert "3 wallet key(s) cannot be opened" in message
+    assert "the treasury's among them" in message
+    assert "CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS is not set" in message
+    assert dict(ChipiWallet.objects.values_list("pk", "encrypt_key_sealed")) == before
+
+
+def test_resealing_with_a_wrong_previous_key_reseals_what_opens_and_names_the_rest(alice, bob, sandbox, settings):
+    from django.core.management.base import CommandError
+
+    settings.CHIPI_KEY_ENCRYPTION_KEY, settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = OLD, []
+    services.wallet_open(user=alice)
+    settings.CHIPI_KEY_ENCRYPTION_KEY = "lost-master-" + "l" * 30
+    services.wallet_open(user=bob)
+    bobs = ChipiWallet.objects.get(owner=bob).encrypt_key_sealed
+    settings.CHIPI_KEY_ENCRYPTION_KEY, settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = NEW, [OLD]
+
+    with pytest.raises(CommandError) as refused:
+        call_command("chipi_reseal_keys", stdout=io.StringIO())
+
+    message = str(refused.value)
+    assert "1 wallet key(s) cannot be opened" in message and "treasury" not in message
+    assert "none of the keys in CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS" in message
+    assert "1 other was re-sealed" in message
+    assert keys.sealed_under_current(ChipiWallet.objects.get(owner=alice).encrypt_key_sealed)
+    assert ChipiWallet.objects.get(owner=bob).encrypt_key_sealed == bobs
