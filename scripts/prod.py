@@ -6,8 +6,10 @@ runs, started together after the migrations, and stopped together.
 nginx listens on PORT (8000) and passes HTTP to gunicorn's sync WSGI workers (WEB_WORKERS, two per
 core and one more) and WebSockets (/ws/) to Daphne (paygo.server), both on free ports of 127.0.0.1;
 a Celery worker (CELERY_CONCURRENCY, one process per core) and Celery beat run beside them. The
-configuration of nginx is deploy/nginx.conf, filled in here; its files go to var/prod/PORT/. The
-settings are the environment's: nothing here turns DEBUG or the Chipi sandbox on.
+configuration of nginx is deploy/nginx.conf, filled in here; its files go to var/prod/PORT/. Behind
+a TLS proxy, TLS_PROXIES names its addresses: nginx believes what scheme they say the client used,
+and no one else's (none by default). The settings are the environment's: nothing here turns DEBUG
+or the Chipi sandbox on.
 
 Each process gets its own pool of database connections (DATABASE_POOL_MAX_SIZE, unless set, per kind
 of process below); their total is printed, to set against PostgreSQL's max_connections. Ctrl-C (or
@@ -18,6 +20,7 @@ stopped too and this exits non-zero.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -28,6 +31,7 @@ import string
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,7 +93,29 @@ def edge_settings(env: dict[str, str]) -> dict:
     return json.loads(found.stdout.splitlines()[-1])
 
 
-def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict) -> Path:
+def tls_proxies(env: dict[str, str]) -> list[str]:
+    """TLS_PROXIES: the addresses or networks (comma-separated) of the TLS proxies in front of nginx,
+    the only peers whose X-Forwarded-Proto nginx passes on. None by default: nginx says its own scheme."""
+    networks = []
+    for entry in (entry.strip() for entry in env.get("TLS_PROXIES", "").split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(entry, strict=False)))
+        except ValueError:
+            sys.exit(f"prod: TLS_PROXIES names {entry!r}, which is neither an IP address nor a network (10.0.0.0/8).")
+    return networks
+
+
+def trusted_proxies(env: dict[str, str], tls: Sequence[str]) -> str:
+    """The app's TRUSTED_PROXIES: the operator's, nginx's address (127.0.0.1, where it connects from),
+    and the TLS proxies in front of nginx, whose X-Forwarded-For entries are then read past too (else
+    every client behind them counted as the proxy's one address)."""
+    named = [entry.strip() for entry in env.get("TRUSTED_PROXIES", "").split(",") if entry.strip()]
+    return ",".join(dict.fromkeys([*named, "127.0.0.1", *tls]))
+
+
+def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict, tls: Sequence[str] = ()) -> Path:
     template = string.Template((ROOT / "deploy" / "nginx.conf").read_text())
     # nginx's map compares strings ignoring case, and refuses one named twice: each origin once.
     origins = list(dict.fromkeys(origin.lower() for origin in settings["CORS_ALLOWED_ORIGINS"]))
@@ -106,6 +132,7 @@ def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict)
         MAX_JSON_BYTES=str(settings["DATA_UPLOAD_MAX_MEMORY_SIZE"]),
         CORS_ORIGINS=" ".join(f'"{origin}" $http_origin;' for origin in origins),
         CORS_EXPOSE_HEADERS=", ".join(settings["CORS_EXPOSE_HEADERS"]),
+        TLS_PROXIES=" ".join(f"{network} 1;" for network in tls),
     )
     assert "${" not in text, "deploy/nginx.conf names a value prod.py does not fill in"
     path = run_dir / "nginx.conf"
@@ -169,9 +196,8 @@ def main() -> int:
     # The billing sweep in as many shards as the worker runs tasks at once: shards bill at once.
     shards = int(env.get("BILLING_SWEEP_SHARDS") or concurrency)
     env["BILLING_SWEEP_SHARDS"] = str(shards)
-    # nginx connects from 127.0.0.1: its X-Forwarded-For is believed, besides the operator's proxies.
-    trusted = [entry for entry in env.get("TRUSTED_PROXIES", "").split(",") if entry.strip()]
-    env["TRUSTED_PROXIES"] = ",".join([*trusted, "127.0.0.1"] if "127.0.0.1" not in trusted else trusted)
+    proxies = tls_proxies(env)
+    env["TRUSTED_PROXIES"] = trusted_proxies(env, proxies)
     run_dir = ROOT / "var" / "prod" / str(port)
     run_dir.mkdir(parents=True, exist_ok=True)
     nginx = nginx_binary()
@@ -183,7 +209,7 @@ def main() -> int:
 
     web_port, ws_port = str(free_port()), str(free_port())
     web, ws = f"127.0.0.1:{web_port}", f"127.0.0.1:{ws_port}"
-    config = render_nginx(run_dir, port=port, web=web, ws=ws, settings=edge_settings(env))
+    config = render_nginx(run_dir, port=port, web=web, ws=ws, settings=edge_settings(env), tls=proxies)
 
     def pool(kind: str) -> dict[str, str]:
         return {**env, "DATABASE_POOL_MAX_SIZE": env.get("DATABASE_POOL_MAX_SIZE") or str(POOL_SIZES[kind])}

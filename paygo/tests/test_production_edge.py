@@ -4,8 +4,9 @@ every request refused on its form gets the API's JSON 4xx, from nginx or the app
 page or a 500; links keep the address the client used; a request the TLS proxy forwarded is not
 redirected to itself.
 
-Each request here says what the TLS proxy in front says (X-Forwarded-Proto: https), except the
-one that checks the redirect of plain HTTP.
+Each request here says what the TLS proxy in front says (X-Forwarded-Proto: https), from the
+address make prod is told is that proxy's (TLS_PROXIES: 127.0.0.1), except the ones that check the
+redirect of plain HTTP.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from paygo.tests.test_production_settings import (
 pytestmark = pytest.mark.timeout(600)
 
 FROM_THE_TLS_PROXY = b"X-Forwarded-Proto: https\r\n"
+TLS_PROXY = "127.0.0.1"  # the operator's TLS proxy, as make prod is told (TLS_PROXIES)
+ANOTHER_PEER = "127.0.0.2"  # a client connecting to nginx directly
 FRONTEND = "https://app.example.com"  # the operator's CORS_ALLOWED_ORIGINS
 
 
@@ -49,6 +52,7 @@ def prod(static_root, django_db_setup, django_db_blocker):  # noqa: F811 (the fi
         PORT=str(port),
         ALLOWED_HOSTS="127.0.0.1",
         CORS_ALLOWED_ORIGINS=FRONTEND,
+        TLS_PROXIES=TLS_PROXY,
         WEB_WORKERS="2",
         CELERY_CONCURRENCY="1",
         CACHE_KEY_PREFIX=os.environ.get("CACHE_KEY_PREFIX"),
@@ -74,9 +78,10 @@ def edge_settings(prod_py) -> dict:
     return {name: getattr(settings, name) for name in prod_py.EDGE_SETTINGS}
 
 
-def send(port: int, data: bytes) -> tuple[int, dict[str, str], bytes]:
-    """A raw request on a connection of its own; the answer's status, headers (lower-case) and body."""
-    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+def send(port: int, data: bytes, *, source: str = TLS_PROXY) -> tuple[int, dict[str, str], bytes]:
+    """A raw request on a connection of its own from `source`; the answer's status, headers
+    (lower-case) and body."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
     sock.sendall(data.replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1:%d\r\n" % port, 1))  # as clients write it
     out = b""
     with contextlib.suppress(TimeoutError, ConnectionResetError):
@@ -216,6 +221,52 @@ def test_plain_http_is_redirected_to_https_once_and_what_the_tls_proxy_forwards_
     assert redirected[0] == 301
     assert redirected[1]["location"] == f"https://127.0.0.1:{prod[0]}/api/v1/health"
     assert forwarded[0] == 200, (forwarded[0], forwarded[1].get("location"))
+
+
+def test_a_client_that_is_not_the_tls_proxy_cannot_claim_https(prod):
+    """nginx passed on anyone's X-Forwarded-Proto, and PayGo believes nginx: a client over plain http
+    saying "https" was served, HSTS and all, instead of redirected."""
+    claiming = send(prod[0], request(b"/api/v1/health"), source=ANOTHER_PEER)
+    forwarded = send(prod[0], request(b"/api/v1/health"), source=TLS_PROXY)
+
+    assert claiming[0] == 301, (claiming[0], claiming[2][:200])
+    assert claiming[1]["location"] == f"https://127.0.0.1:{prod[0]}/api/v1/health"
+    assert "strict-transport-security" not in claiming[1]
+    assert forwarded[0] == 200
+    assert "strict-transport-security" in forwarded[1]
+
+
+def test_tls_proxies_are_addresses_or_networks_and_none_by_default(tmp_path, prod_py):
+    assert prod_py.tls_proxies({}) == []
+    named = prod_py.tls_proxies({"TLS_PROXIES": " 10.0.0.5, 10.1.0.0/16,,::1 "})
+    assert named == ["10.0.0.5/32", "10.1.0.0/16", "::1/128"]
+    with pytest.raises(SystemExit, match="TLS_PROXIES"):
+        prod_py.tls_proxies({"TLS_PROXIES": "proxy.example.com"})
+    # The app reads the X-Forwarded-For of nginx and of the TLS proxies behind it, and the operator's.
+    assert prod_py.trusted_proxies({}, []) == "127.0.0.1"
+    assert prod_py.trusted_proxies({"TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1"}, ["10.0.0.5/32"]) == (
+        "10.0.0.0/8,127.0.0.1,10.0.0.5/32"
+    )
+
+    def rendered(proxies: list[str]) -> str:
+        config = prod_py.render_nginx(
+            tmp_path,
+            port=18099,
+            web="127.0.0.1:18100",
+            ws="127.0.0.1:18101",
+            settings=edge_settings(prod_py),
+            tls=proxies,
+        )
+        tested = subprocess.run(
+            [prod_py.nginx_binary(), "-t", "-c", str(config), "-p", str(tmp_path), "-e", "stderr"],
+            capture_output=True,
+            text=True,
+        )
+        assert tested.returncode == 0, tested.stderr
+        return config.read_text()
+
+    assert "geo $from_tls_proxy { default 0;  }" in rendered([])
+    assert "geo $from_tls_proxy { default 0; 10.0.0.5/32 1; ::1/128 1; }" in rendered(["10.0.0.5/32", "::1/128"])
 
 
 @pytest.mark.parametrize(
