@@ -70,7 +70,13 @@ def nginx_binary() -> str:
 
 
 # What nginx must know of the app's settings, read from them (their defaults live there alone).
-EDGE_SETTINGS = ("API_MAX_UPLOAD_BYTES", "DATA_UPLOAD_MAX_MEMORY_SIZE", "CORS_ALLOWED_ORIGINS", "CORS_EXPOSE_HEADERS")
+EDGE_SETTINGS = (
+    "API_MAX_UPLOAD_BYTES",
+    "DATA_UPLOAD_MAX_MEMORY_SIZE",
+    "CORS_ALLOWED_ORIGINS",
+    "CORS_EXPOSE_HEADERS",
+    "MEDIA_ROOT",
+)
 # An origin as nginx's map may name it: scheme://host[:port] (django-cors-headers checks the same), or
 # "null" (a sandboxed page's).
 ORIGIN = re.compile(r"null|[a-z][a-z0-9+.-]*://[a-z0-9._:\[\]-]+")
@@ -79,7 +85,7 @@ ORIGIN = re.compile(r"null|[a-z][a-z0-9+.-]*://[a-z0-9._:\[\]-]+")
 def edge_settings(env: dict[str, str]) -> dict:
     script = (
         "import json; from django.conf import settings; "
-        f"print(json.dumps({{name: getattr(settings, name) for name in {EDGE_SETTINGS!r}}}))"
+        f"print(json.dumps({{name: getattr(settings, name) for name in {EDGE_SETTINGS!r}}}, default=str))"
     )
     found = subprocess.run(
         [PYTHON, "-c", script],
@@ -122,6 +128,9 @@ def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict,
     for origin in origins:
         if not ORIGIN.fullmatch(origin):
             sys.exit(f"prod: CORS_ALLOWED_ORIGINS names {origin!r}, which is no origin (scheme://host[:port]).")
+    media_root = str(settings["MEDIA_ROOT"]).rstrip("/")
+    if not media_root.startswith("/") or any(char in media_root for char in '"$\\\n'):
+        sys.exit(f'prod: MEDIA_ROOT is {media_root!r}: nginx takes an absolute path without ", $, \\ or a newline.')
     # safe_substitute: nginx's own $variables stay as they are; ours are all filled (checked below).
     text = template.safe_substitute(
         RUN_DIR=str(run_dir),
@@ -132,6 +141,7 @@ def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict,
         MAX_JSON_BYTES=str(settings["DATA_UPLOAD_MAX_MEMORY_SIZE"]),
         CORS_ORIGINS=" ".join(f'"{origin}" $http_origin;' for origin in origins),
         CORS_EXPOSE_HEADERS=", ".join(settings["CORS_EXPOSE_HEADERS"]),
+        MEDIA_ROOT=media_root,
         TLS_PROXIES=" ".join(f"{network} 1;" for network in tls),
     )
     assert "${" not in text, "deploy/nginx.conf names a value prod.py does not fill in"

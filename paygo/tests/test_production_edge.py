@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -41,11 +45,22 @@ FRONTEND = "https://app.example.com"  # the operator's CORS_ALLOWED_ORIGINS
 
 
 @pytest.fixture(scope="module")
-def prod(static_root, django_db_setup, django_db_blocker):  # noqa: F811 (the fixture imported above)
+def media_root():
+    """A MEDIA_ROOT nginx's workers can read (they drop to an unprivileged user; pytest's own
+    temporary folders are its user's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="paygo-media-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def prod(static_root, media_root, django_db_setup, django_db_blocker):  # noqa: F811 (the fixture imported above)
     """make prod with production settings; yields (nginx's port, Daphne's port)."""
     port = _free_port()
     env = production_env(
         static_root,
+        MEDIA_ROOT=str(media_root),
         CHIPI_API_KEY=None,
         **SANDBOX_CHIPI,
         DATABASE_URL=database_url(),
@@ -234,6 +249,29 @@ def test_a_client_that_is_not_the_tls_proxy_cannot_claim_https(prod):
     assert "strict-transport-security" not in claiming[1]
     assert forwarded[0] == 200
     assert "strict-transport-security" in forwarded[1]
+
+
+def test_uploaded_images_are_served_as_images_and_nothing_else_is(prod, media_root):
+    """Uploads live in MEDIA_ROOT, which Django serves only with DEBUG on: under make prod every
+    image's url was a 404 until nginx served the folder."""
+    from PIL import Image as Picture
+
+    (media_root / "images").mkdir(exist_ok=True)
+    Picture.new("RGB", (3, 2), (200, 10, 10)).save(media_root / "images" / "a1b2.png")
+    (media_root / "images" / "page.html").write_text("<script>alert(1)</script>")
+
+    status, headers, body = send(prod[0], request(b"/media/images/a1b2.png"))
+    assert status == 200
+    assert headers["content-type"] == "image/png"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert Picture.open(io.BytesIO(body)).size == (3, 2)
+    status, headers, body = send(prod[0], request(b"/media/images/page.html"))  # no upload is named so
+    assert (status, headers["content-type"]) == (200, "application/octet-stream")
+    assert headers["content-security-policy"] == "default-src 'none'; sandbox"
+    for missing in (b"/media/images/none.png", b"/media/images/", b"/media/"):  # no file, no listing
+        status, headers, body = send(prod[0], request(missing))
+        assert (status, headers["content-type"]) == (404, "application/json"), missing
+        assert json.loads(body)["code"] == "not_found"
 
 
 def test_tls_proxies_are_addresses_or_networks_and_none_by_default(tmp_path, prod_py):
