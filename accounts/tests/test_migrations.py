@@ -70,6 +70,29 @@ def test_an_email_whose_domain_has_no_ascii_form_is_left_and_reported(bob, caplo
     assert "has no ASCII form" in caplog.text
 
 
+def test_an_email_longer_than_its_column_in_ascii_is_left_and_reported(alice, bob, wanda, anon, caplog):
+    """120 characters as sign-up stored it before 0006, 264 in the ASCII form: the migration failed
+    on it (a DataError, varchar(254)) and every later one stayed unapplied."""
+    long_email = "a" * 60 + "@" + ".".join(["\u652f\u4ed8\u6d4b\u8bd5\u8d26\u6237"] * 8) + ".com"
+    stored_as_before(bob, email=long_email)
+    stored_as_before(wanda, email="wanda@ex\u00e4mple.com")
+
+    with caplog.at_level(logging.WARNING, logger="paygo.accounts"):
+        run("0006_emails_in_one_form_per_mailbox", "normalise_emails")
+
+    emails = dict(User.objects.values_list("pk", "email"))
+    assert (len(long_email), len(User.objects.normalize_email(long_email))) == (120, 264)
+    assert emails[bob.pk] == long_email  # left
+    assert emails[wanda.pk] == "wanda@xn--exmple-cua.com"
+    assert emails[alice.pk] == "alice@example.com"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"User {bob.pk}: the stored email has 264 characters in its ASCII form, more than the 254 an email may "
+        "have; left as it is for an operator to resolve (it can no longer sign in)."
+    ]
+    login = anon.post("/api/v1/auth/login", {"email": long_email, "password": PASSWORD}, format="json")
+    assert login.status_code == 401
+
+
 def test_names_that_hide_characters_are_rewritten_as_they_show(alice, bob, victor, wanda, caplog):
     stored_as_before(bob, name="\u202etroppuS oGyaP\u202c")
     stored_as_before(victor, name="Victor\u200b\n\nPayGo security:\tyour wallet is locked")
