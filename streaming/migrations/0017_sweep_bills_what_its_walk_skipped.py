@@ -1,8 +1,6 @@
 """Billing (streaming/sql/sweep_batch.sql): streaming_unbilled, what a sweep's walk skipped (rows a
-sign of life held), which the sweep then bills waiting for their rows; a payer's runway, balance
-and low-balance level from its funds and all its sessions of the batch, maxCost aside. Installed
-from a frozen copy of the file beside this migration; the reverse drops streaming_unbilled and
-loads the previous copy."""
+sign of life held), which the sweep then bills waiting for their rows. Installed from a frozen
+copy of the file beside this migration; the reverse drops it and loads the previous copy."""
 
 from pathlib import Path
 

@@ -24,13 +24,8 @@
 -- - a running session's hold is renewed for the coming period (p_period_ms) and the rest of its
 --   minimum charge (its stop may yet be the user's); when that period cannot be covered in full,
 --   it is told when it will stop (stop_at) and holds all it has left;
--- - what its payer has left (the wallet's free balance and the holds of the payer's sessions of
---   the batch, after it) and its runway: how long that lasts at what the payer's running
---   time-metered sessions of the batch spend together, no longer than its maxCost allows; its
---   low-balance level (1: that runway, maxCost aside, under 5 minutes, 2: under 1 minute) is kept,
---   and a rise is returned once per crossing. A payer's sessions in other batches (far apart in id
---   order) or shards (other vendors) are not counted: their holds are theirs, but what they will
---   take of the free balance is not, and the runway is then longer than it will be.
+-- - its low-balance level (1: runway under 5 minutes, 2: under 1 minute) is kept, and a rise is
+--   returned once per crossing.
 -- It then posts ONE ledger transaction through wallets_post_arrays (wallets/sql/wallets_post.sql):
 -- a debit per charged session (its charge record: the session, the interval it bills, the fee), a
 -- credit per vendor account, a fee credit to platform revenue per asset, and every hold change,
@@ -176,47 +171,34 @@ CREATE FUNCTION streaming_decide(
         OFFSET 0
     ), g AS (
         -- A time-metered session that cannot cover the coming period in full is told when it will
-        -- stop, and holds all it has left until then. What its payer has left, the same for each
-        -- of the payer's sessions of the batch: the wallet's free balance and these sessions'
-        -- holds, less what they are charged; and what the payer's running time-metered ones
-        -- spend together, an hour (every unit divides one).
+        -- stop, and holds all it has left until then.
         SELECT f.*,
                f.reason1 IS NULL AND f.unit_ms IS NOT NULL AND f.budget < f.need AS running_out,
-               CASE WHEN f.reason1 IS NOT NULL THEN f.final_charge ELSE f.metered1 END AS charge,
-               f.free + sum(f.hold - CASE WHEN f.reason1 IS NOT NULL THEN f.final_charge ELSE f.metered1 END)
-                   OVER payer AS payer_left,
-               sum(CASE WHEN f.reason1 IS NULL AND f.unit_ms IS NOT NULL
-                        THEN f.rate * (3600000 / f.unit_ms) ELSE 0 END) OVER payer AS payer_rate_hour
+               CASE WHEN f.reason1 IS NULL AND f.unit_ms IS NOT NULL AND f.rate > 0 THEN
+                   streaming_runway_ms(f.rate, f.unit_ms, f.budget)
+               END AS runway
         FROM f
-        WINDOW payer AS (PARTITION BY f.payer)
         OFFSET 0
     )
-    -- A running time-metered session's runway (r): how long what its payer has left lasts at what
-    -- its running sessions spend together; its alert level comes from that alone (a low balance is
-    -- the wallet's), and what it tells its user is no longer than what maxCost leaves.
     SELECT g.id, g.payer, g.hold, g.free, g.funds, ROW(
         g.until1,
         g.metered1,
-        g.charge,
-        streaming_platform_fee(g.charge, p_fee_bps),
+        CASE WHEN g.reason1 IS NOT NULL THEN g.final_charge ELSE g.metered1 END,
+        streaming_platform_fee(CASE WHEN g.reason1 IS NOT NULL THEN g.final_charge ELSE g.metered1 END, p_fee_bps),
         CASE WHEN g.reason1 IS NOT NULL THEN 0
              WHEN g.running_out THEN g.budget
              ELSE least(g.need + g.minimum_rest, g.left_over, g.cap_left) END,
-        g.payer_left,
+        CASE WHEN g.reason1 IS NOT NULL THEN g.funds - g.final_charge ELSE g.left_over END,
         g.reason1,
         CASE WHEN g.reason1 IS NOT NULL THEN g.until1 END,
         CASE WHEN g.running_out THEN g.start_time + streaming_last_affordable_ms(
             g.rate, g.unit_ms, g.free_ms, g.metered_cost + g.metered1 + g.budget) * interval '1 millisecond' END,
         CASE WHEN g.running_out THEN g.budget_reason ELSE '' END,
-        coalesce((r.funds_runway < 300000)::integer + (r.funds_runway < 60000)::integer, 0),
-        CASE WHEN r.funds_runway IS NULL OR g.max_cost IS NULL THEN r.funds_runway
-             ELSE least(r.funds_runway, streaming_runway_ms(g.rate, g.unit_ms, g.cap_left)) END,
-        coalesce((r.funds_runway < 300000)::integer + (r.funds_runway < 60000)::integer, 0) > g.alert_level
+        coalesce((g.runway < 300000)::integer + (g.runway < 60000)::integer, 0),
+        g.runway,
+        g.runway IS NOT NULL AND (g.runway < 300000)::integer + (g.runway < 60000)::integer > g.alert_level
     )::streaming_bill_outcome
-    FROM g,
-         LATERAL (SELECT CASE WHEN g.reason1 IS NULL AND g.unit_ms IS NOT NULL AND g.rate > 0 THEN
-                      streaming_runway_ms(g.payer_rate_hour, 3600000, g.payer_left)
-                  END AS funds_runway) AS r
+    FROM g
     ORDER BY g.payer, g.id
 $$;
 
