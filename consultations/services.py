@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -318,13 +319,14 @@ def consultation_call_start(
     consultation: Consultation,
     actor,
     device: dict | None = None,
-    max_cost: int | None = None,
+    max_cost: Decimal | None = None,
     price_version: int | None = None,
 ) -> StreamingSession:
     """The consultation's user (who pays) starts a paid call on an accepted consultation: a metered
     session on its service, with what the consultation's earlier calls left of the service's free
     seconds and minimum charge. 402 without funds for the first period, and 409 (price_changed) on a
-    price_version the service's price has moved on from, like any session."""
+    price_version the service's price has moved on from, like any session; `max_cost` is an amount
+    of the token of the terms the call locks, as session_start reads it."""
     side = consultation.participant_side(actor)
     if side != "user":
         raise exceptions.PermissionDenied("Only the consultation's user starts a call: they pay for it.")

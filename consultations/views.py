@@ -34,13 +34,11 @@ from consultations.serializers import (
     StatusChangeSerializer,
 )
 from marketplace.serializers import PRICE_CHANGED
-from paygo.api.amounts import minor_from_field
 from paygo.api.filters import query_filters
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import IsUserRole, IsVendor
 from paygo.api.ratelimits import MONEY
 from paygo.api.schema import error_responses
-from paygo.tokens import decimals_of
 from streaming.serializers import SessionSerializer
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent, replays_first
@@ -227,14 +225,11 @@ class CallStartView(APIView):
         values = data.validated_data
 
         def execute(_) -> Response:
-            max_cost = values.get("max_cost")
-            if max_cost is not None:
-                max_cost = minor_from_field("max_cost", max_cost, decimals_of(consultation.service.token))
             session = services.consultation_call_start(
                 consultation=consultation,
                 actor=request.user,
                 device=values.get("device"),
-                max_cost=max_cost,
+                max_cost=values.get("max_cost"),  # in the token of the terms the call locks
                 price_version=values.get("price_version"),
             )
             return Response(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from functools import partial
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from rest_framework import exceptions
 from accounts.services import account_no_longer_active, users_locked_active
 from marketplace.selectors import is_on_sale
 from marketplace.services import service_locked_for_sale
-from paygo.api.amounts import format_minor
+from paygo.api.amounts import format_minor, minor_from_field
 from paygo.api.errors import Conflict, PaymentRequired
 from streaming import live, pricing
 from streaming.billing import bill_stop, idle_timeout
@@ -55,7 +56,7 @@ def session_start(
     user,
     service,
     device: dict | None = None,
-    max_cost: int | None = None,
+    max_cost: Decimal | None = None,
     kind: str = SessionKind.STREAM,
     now: datetime | None = None,
     free_seconds: int | None = None,
@@ -69,7 +70,13 @@ def session_start(
     after that leaves the session alone); `price_version`, the one its user was shown, refuses the
     start (409 price_changed) when they changed since. It is billed by the service's free seconds
     and minimum charge; a consultation's call passes what its earlier calls left of them instead
-    (free_seconds, minimum_charge: never more than the service's), and is billed by those."""
+    (free_seconds, minimum_charge: never more than the service's), and is billed by those.
+
+    `max_cost`, the user's cap, is an amount of the token the locked terms name (the one the session
+    is paid in), turned into its minor units only once they are known: read in the decimals of a
+    copy of the terms from before a change of token, 0.01 ETH became 10^16 minor units of USDC."""
+    if max_cost is not None and not isinstance(max_cost, Decimal):
+        raise TypeError("max_cost is a Decimal amount of the session's token, not minor units.")
     now = now or timezone.now()
     # A service off sale (inactive, retired, its vendor's account or role gone) is unknown to the
     # user, as its page is (404): "not available" told him it exists, and whose it is.
@@ -97,6 +104,8 @@ def session_start(
         asset = _payment_asset(terms.token)  # the token the terms are in, which the copy may predate
         if asset is None:
             raise _invalid("service_id", "This service is not available.", code="inactive_service")
+        # The user's cap in minor units of the session's token; 400 (maxCost) with more decimals than it has.
+        cap = None if max_cost is None else minor_from_field("max_cost", max_cost, asset.decimals)
         rate, unit = terms.rate, terms.unit
         session_fee = rate if unit == "per_session" else 0
         # What a consultation's earlier calls left of the service's terms, if given: never more than them.
@@ -105,18 +114,18 @@ def session_start(
         # The rest of the minimum charge, beyond what the session fee pays of it, as billing holds it
         # (streaming_decide: the minimum less the session's cost so far).
         hold_amount = first_period_cost(rate=rate, unit=unit, free_seconds=free_seconds) + max(0, minimum - session_fee)
-        if max_cost is not None and max_cost < session_fee:
+        if cap is not None and cap < session_fee:
             raise _invalid("max_cost", "maxCost is below this service's session fee.", code="max_cost_too_low")
-        if max_cost is None and pricing.is_usage_unit(unit):
+        if cap is None and pricing.is_usage_unit(unit):
             # The vendor reports the usage: without the user's own cap, the one the service declares.
-            max_cost = terms.max_session_cost
-        if max_cost is not None:
+            cap = terms.max_session_cost
+        if cap is not None:
             # Never more held than the session may ever charge, as every renewal of the hold is capped
             # (streaming_decide): held beyond maxCost, a user's money was tied up, or a start refused
             # (402) that maxCost would have kept within his funds.
-            hold_amount = min(hold_amount, max_cost - session_fee)
+            hold_amount = min(hold_amount, cap - session_fee)
         needed = hold_amount + session_fee
-        budget = None if max_cost is None else max_cost - session_fee
+        budget = None if cap is None else cap - session_fee
         stop_at = _capped_before_first_sweep(rate=rate, unit=unit, free_seconds=free_seconds, budget=budget)
 
         payer = ledger.account_for_user(user, asset)
@@ -140,7 +149,7 @@ def session_start(
             free_seconds=free_seconds,
             minimum_charge=minimum,
             session_fee=session_fee,
-            max_cost=max_cost,
+            max_cost=cap,
             max_event_quantity=terms.max_event_quantity if pricing.is_usage_unit(unit) else None,
             payer_account=payer,
             payee_account=payee,

@@ -8,12 +8,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from marketplace.serializers import PRICE_CHANGED
-from paygo.api.amounts import format_minor, minor_from_field
+from paygo.api.amounts import format_minor
 from paygo.api.filters import query_filters
 from paygo.api.permissions import IsUserRole
 from paygo.api.ratelimits import MONEY
 from paygo.api.schema import error_responses
-from paygo.tokens import decimals_of
 from streaming import pricing, selectors, services
 from streaming.models import SessionStatus
 from streaming.serializers import (
@@ -67,13 +66,11 @@ class StartView(APIView):
         service = _service_for_start(values["service_id"])
 
         def execute(_) -> Response:
-            max_cost = values.get("max_cost")
-            decimals = decimals_of(service.token)
             session = services.session_start(
                 user=request.user,
                 service=service,
                 device=values.get("device"),
-                max_cost=minor_from_field("max_cost", max_cost, decimals) if max_cost is not None else None,
+                max_cost=values.get("max_cost"),  # in the token of the terms the start locks
                 price_version=values.get("price_version"),
             )
             return Response(

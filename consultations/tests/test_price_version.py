@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import pytest
 
+from accounts.tests.conftest import while_writing
+from conftest import client_for, money_db
 from consultations.models import ConsultationCall
 from consultations.tests.conftest import call_url, detail_url
 from marketplace.models import Service
 from marketplace.services import service_update
 from streaming.models import StreamingSession
 from streaming.tests.conftest import USDC
-from streaming.tests.test_price_version import money_state
+from streaming.tests.test_price_version import eth_priced_service, money_state, reprice_in_usdc
+from wallets.tests.conftest import fund_wallet
 
 pytestmark = pytest.mark.django_db
 
@@ -88,3 +91,44 @@ def test_the_outsider_rule_holds_for_a_call(api, bob, fund, consult, service):
     assert response.status_code == 404
     assert "rate" not in response.json()
     assert money_state() == before
+
+
+@money_db
+def test_a_calls_max_cost_is_read_in_the_token_of_the_terms_the_call_locked(alice, victor, make_service, consult):
+    """As a session's (streaming/tests/test_price_version.py): the view converted maxCost with the
+    decimals of the service's token read before the lock, and the call opened in the token the
+    locked terms named: 0.01 ETH's 10^16 minor units became a cap of ten billion USDC."""
+    service = eth_priced_service(make_service)
+    consultation = consult("accepted", service=service)
+    fund_wallet(alice, 10 * USDC)
+    client = client_for(alice)
+
+    response = while_writing(
+        lambda: reprice_in_usdc(service), lambda: call_start(client, consultation, {"maxCost": "0.01"})
+    )
+
+    assert response.status_code == 201, response.json()
+    session = StreamingSession.objects.select_related("asset", "hold").get()
+    assert (session.asset.code, session.max_cost, session.hold.amount) == ("USDC", 10_000, 10_000)
+    assert response.json()["session"]["maxCost"] == "0.010000"
+
+
+@money_db
+def test_a_calls_max_cost_too_precise_for_the_token_the_call_locked_is_400_and_moves_nothing(
+    alice, victor, make_service, consult
+):
+    service = eth_priced_service(make_service)
+    consultation = consult("accepted", service=service)
+    fund_wallet(alice, 10 * USDC)
+    client = client_for(alice)
+    before = money_state()
+
+    response = while_writing(
+        lambda: reprice_in_usdc(service), lambda: call_start(client, consultation, {"maxCost": "0.0000001"})
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    assert response.json()["errors"] == {"maxCost": ["Must have at most 6 decimal places."]}
+    assert money_state() == before
+    assert not ConsultationCall.objects.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.test import override_settings
@@ -245,7 +246,7 @@ def test_a_silent_user_owes_the_minimum_charge_whoever_stops_the_session_later(
 )
 def test_the_minimum_charge_is_owed_within_max_cost(alice, fund, make_service, clock, reason, total):
     fund(alice, 10 * USDC)
-    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=MINIMUM), max_cost=1_000_010)
+    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=MINIMUM), max_cost=Decimal("1.000010"))
 
     clock.move(seconds=30)
     session = stop(session, reason=reason)
@@ -258,7 +259,7 @@ def test_reaching_max_cost_owes_the_minimum_charge_within_it(alice, fund, make_s
     """maxCost 1.000010 USDC under a 5 USDC minimum: its time runs out at 60 s (1 USDC: 10 minor
     units more would take 0.6 ms), and the stop collects the 10 left of the minimum within the cap."""
     fund(alice, 10 * USDC)
-    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=MINIMUM), max_cost=1_000_010)
+    session = start(alice, make_service("per_minute", rate=USDC, minimum_charge=MINIMUM), max_cost=Decimal("1.000010"))
     for _ in range(2):
         clock.move(seconds=60)
         beat(session)
@@ -510,7 +511,7 @@ def test_a_max_cost_nearing_is_not_a_low_balance(alice, fund, make_service, cloc
     from notifications.models import Notification
 
     fund(alice, 1000 * USDC)
-    session = start(alice, make_service("per_minute", rate=USDC), max_cost=4 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC), max_cost=Decimal(4))
     clock.move(seconds=60)
     beat(session)
     [billed] = run_sweep_outcomes()
@@ -560,7 +561,7 @@ def test_a_payers_runway_counts_its_sessions_at_their_own_rates(alice, fund, mak
 
 def test_max_cost_stops_at_the_cap(alice, fund, make_service, clock):
     fund(alice, 10 * USDC)
-    session = start(alice, make_service("per_minute", rate=USDC), max_cost=1_500_000)
+    session = start(alice, make_service("per_minute", rate=USDC), max_cost=Decimal("1.5"))
     for _ in range(3):
         clock.move(seconds=60)
         beat(session)
@@ -609,7 +610,7 @@ def test_a_session_capped_within_its_first_period_is_told_at_start_when_it_stops
 def test_a_cap_beyond_the_first_period_is_left_to_the_sweeps(alice, fund, make_service):
     fund(alice, 10 * USDC)
 
-    session = start(alice, make_service("per_minute", rate=USDC), max_cost=USDC)
+    session = start(alice, make_service("per_minute", rate=USDC), max_cost=Decimal(1))
 
     assert (session.stop_at, session.stop_at_reason) == (None, "")
 

@@ -3,6 +3,8 @@ sweep at the same instant publishes, and what a stop by the user at that instant
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.test import override_settings
 
@@ -29,9 +31,9 @@ def _charged_messages(monkeypatch) -> list[dict]:
     ("unit", "rate", "free_seconds", "funds", "max_cost"),
     [
         pytest.param("per_minute", USDC, 0, 5 * USDC, None, id="funds-bound"),
-        pytest.param("per_minute", USDC, 0, 10 * USDC, 4_500_000, id="max-cost-bound"),
-        pytest.param("per_second", 7_777, 7, 5 * USDC, 2_100_000, id="max-cost-bound-odd-rate-free-seconds"),
-        pytest.param("per_hour", 47 * USDC, 0, 3_900_000, 4 * USDC, id="funds-bound-under-max-cost"),
+        pytest.param("per_minute", USDC, 0, 10 * USDC, Decimal("4.5"), id="max-cost-bound"),
+        pytest.param("per_second", 7_777, 7, 5 * USDC, Decimal("2.1"), id="max-cost-bound-odd-rate-free-seconds"),
+        pytest.param("per_hour", 47 * USDC, 0, 3_900_000, Decimal(4), id="funds-bound-under-max-cost"),
     ],
 )
 def test_the_ticks_runway_and_balance_are_what_a_sweep_then_publishes(
@@ -70,7 +72,7 @@ def test_a_max_cost_bound_runway_is_what_the_cap_leaves(alice, make_service, clo
     sweep the cap leaves 3.5 USDC, 210 s (the ticks said 510 s, from the wallet alone); the
     balance is still the wallet's."""
     fund_wallet(alice, 10 * USDC)
-    session = start(alice, make_service("per_minute", rate=USDC), max_cost=5 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC), max_cost=Decimal(5))
     now = clock.move(seconds=60)
     beat(session)
     run_sweep(now=now)
@@ -104,18 +106,18 @@ STOPS = [
     ),
     pytest.param(
         {"rate": USDC, "minimum_charge": 5 * USDC},
-        {"max_cost": 3 * USDC},
+        {"max_cost": Decimal(3)},
         10 * USDC,
         (),
         60,
         "3.000000",
         id="minimum-charge-within-max-cost",
     ),
-    pytest.param({"rate": USDC}, {"max_cost": USDC // 2}, 10 * USDC, (), 45, "0.500000", id="past-max-cost"),
+    pytest.param({"rate": USDC}, {"max_cost": Decimal("0.5")}, 10 * USDC, (), 45, "0.500000", id="past-max-cost"),
     pytest.param({"rate": USDC}, {}, 1_500_000, (60,), 100, "1.500000", id="past-the-funds"),
     pytest.param(
         {"rate": 7_777, "unit": "per_second", "free_seconds": 7},
-        {"max_cost": 333_333},
+        {"max_cost": Decimal("0.333333")},
         5 * USDC,
         (30,),
         59.5,

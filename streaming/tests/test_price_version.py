@@ -10,14 +10,14 @@ import pytest
 
 from accounts.models import User
 from accounts.tests.conftest import while_writing
-from conftest import money_db
+from conftest import client_for, money_db
 from marketplace.models import Service
 from marketplace.services import service_delete, service_set_active, service_update
 from paygo.api.errors import Conflict
 from streaming.models import StreamingSession
 from streaming.services import session_start
 from streaming.tests.conftest import USDC, start
-from wallets.models import Account, Entry, Hold, IdempotencyKey, LedgerTransaction
+from wallets.models import Account, Asset, Entry, Hold, IdempotencyKey, LedgerTransaction
 from wallets.tests.conftest import balance_of, fund_wallet
 
 pytestmark = pytest.mark.django_db
@@ -252,3 +252,60 @@ def test_a_price_change_that_comes_while_a_start_holds_the_service_waits_and_lea
     session = StreamingSession.objects.select_related("hold").get()
     assert (session.rate, session.hold.amount) == (USDC, USDC)
     assert Service.objects.values_list("rate", "price_version").get(pk=service.pk) == (3 * USDC, 2)
+
+
+# --- maxCost is in the token of the terms the start locked ---------------------------------------------
+
+
+def eth_priced_service(make_service) -> Service:
+    """0.001 ETH a second; ETH enabled by staff (in the admin). Its vendor then moves it to USDC."""
+    Asset.objects.filter(code="ETH").update(is_active=True)
+    return make_service("per_second", rate=10**15, token="ETH")
+
+
+def reprice_in_usdc(service) -> Service:
+    return reprice(service, token="USDC", rate=1_000)  # 0.001 USDC a second
+
+
+@money_db
+def test_max_cost_is_read_in_the_token_of_the_terms_the_start_locked(alice, victor, make_service):
+    """The view turned maxCost into minor units with the decimals of the token it read before the
+    service's lock (ETH, 18), and the session opened in the token the locked terms named (USDC, 6):
+    0.01 became 10^16 minor USDC, ten billion USDC, the cap gone."""
+    service = eth_priced_service(make_service)
+    fund_wallet(alice, 10 * USDC)
+    client = client_for(alice)
+
+    response = while_writing(
+        lambda: reprice_in_usdc(service),
+        lambda: client.post(START, {"serviceId": service.pk, "maxCost": "0.01"}, format="json"),
+    )
+
+    assert response.status_code == 201, response.json()
+    session = StreamingSession.objects.select_related("asset", "hold").get()
+    assert (session.asset.code, session.max_cost, session.hold.amount) == ("USDC", 10_000, 10_000)
+    assert response.json()["session"]["maxCost"] == "0.010000"
+
+
+@money_db
+def test_max_cost_too_precise_for_the_token_the_start_locked_is_400_and_moves_nothing(alice, victor, make_service):
+    """0.0000001 fits ETH's 18 decimals, not USDC's 6: refused as maxCost's precision always is, once
+    the locked terms say USDC (it became 10^11 minor USDC: a hundred thousand USDC)."""
+    service = eth_priced_service(make_service)
+    fund_wallet(alice, 10 * USDC)
+    client = client_for(alice)
+    before = money_state()
+
+    response = while_writing(
+        lambda: reprice_in_usdc(service),
+        lambda: client.post(START, {"serviceId": service.pk, "maxCost": "0.0000001"}, format="json"),
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "message": "maxCost: Must have at most 6 decimal places.",
+        "statusCode": 400,
+        "code": "invalid",
+        "errors": {"maxCost": ["Must have at most 6 decimal places."]},
+    }
+    assert money_state() == before

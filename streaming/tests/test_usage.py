@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 from django.test import override_settings
 
@@ -90,7 +92,7 @@ def test_reports_beyond_the_services_spending_cap_are_refused(api, alice, victor
 def test_the_users_max_cost_is_the_cap_when_given(api, alice, victor, fund, make_service):
     fund(alice, 100 * USDC)
     service = make_service("per_request", rate=1_000, max_session_cost=50_000, max_event_quantity=10)
-    session = start(alice, service, max_cost=2_000)
+    session = start(alice, service, max_cost=Decimal("0.002"))
     client = api(victor)
 
     assert _report(client, session, {"eventId": "a", "quantity": 3}, "k-a").status_code == 409
