@@ -94,7 +94,7 @@ def served_like_production() -> None:
     os.environ.setdefault("CELERY_TASK_ALWAYS_EAGER", "0")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("STATIC_ROOT", str(ROOT / "var" / "bench-static"))
-    for budget in ("READS", "WRITES", "MONEY", "LOGIN", "SOCKETS"):
+    for budget in ("READS", "WRITES", "MONEY", "USAGE", "LOGIN", "SOCKETS"):
         os.environ.setdefault(f"RATELIMIT_{budget}_PER_IP", "100000000/m")
 
 

@@ -44,7 +44,7 @@ production_like("paygo_bench_http")
 served_like_production()
 # One account sends every request: its per-user budgets out of the way too (at the default 300 reads
 # a minute nearly every answer was a 429, and the rates measured were of refusals).
-for _budget in ("READS", "WRITES", "MONEY"):
+for _budget in ("READS", "WRITES", "MONEY", "USAGE"):
     os.environ.setdefault(f"RATELIMIT_{_budget}_PER_USER", "100000000/m")
 
 

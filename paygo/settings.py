@@ -297,7 +297,8 @@ RATELIMIT_REGISTER_PER_EMAIL = rate("RATELIMIT_REGISTER_PER_EMAIL", "5/h")
 RATELIMIT_LOGIN_PER_IP = rate("RATELIMIT_LOGIN_PER_IP", "60/m")
 RATELIMIT_IP_META_KEY = "paygo.api.ratelimits.client_ip"
 # Every request to the API spends one budget, per user (a valid access token's) and per client
-# address: reads (GET, HEAD, OPTIONS), writes, and money writes (the POSTs under Idempotency-Key).
+# address: reads (GET, HEAD, OPTIONS), writes, money writes (the POSTs under Idempotency-Key) and
+# usage reports.
 # An address may be many users (an office, a mobile carrier's NAT): its budgets are larger.
 RATELIMIT_READS_PER_USER = rate("RATELIMIT_READS_PER_USER", "300/m")
 RATELIMIT_READS_PER_IP = rate("RATELIMIT_READS_PER_IP", "900/m")
@@ -305,6 +306,10 @@ RATELIMIT_WRITES_PER_USER = rate("RATELIMIT_WRITES_PER_USER", "120/m")
 RATELIMIT_WRITES_PER_IP = rate("RATELIMIT_WRITES_PER_IP", "360/m")
 RATELIMIT_MONEY_PER_USER = rate("RATELIMIT_MONEY_PER_USER", "60/m")
 RATELIMIT_MONEY_PER_IP = rate("RATELIMIT_MONEY_PER_IP", "180/m")
+# A vendor's usage reports, one per session and event (usage not reported is never billed): sized for
+# thousands of usage-metered sessions per vendor, each reported on every minute.
+RATELIMIT_USAGE_PER_USER = rate("RATELIMIT_USAGE_PER_USER", "6000/m")
+RATELIMIT_USAGE_PER_IP = rate("RATELIMIT_USAGE_PER_IP", "12000/m")
 # A socket handshake that reads an account (with a token, or with an admin session cookie from a
 # page of this site) counts against its client address, before that read (paygo/ws.py).
 RATELIMIT_SOCKETS_PER_IP = rate("RATELIMIT_SOCKETS_PER_IP", "300/m")
@@ -363,8 +368,9 @@ SPECTACULAR_SETTINGS = {
         "Pay-as-you-go micro-billing: wallets, metered sessions, marketplace. Authenticate with "
         "`Authorization: Bearer <token>` (the `token` of `POST /api/v1/auth/login`); amounts are decimal "
         "strings in the token's units; errors are `{message, statusCode, code, errors}`.\n\n"
-        "Every endpoint is rate limited, per user and per client address, in three budgets: reads, writes "
-        "and money writes (the POSTs that take an `Idempotency-Key`). Every answer says where the request's "
+        "Every endpoint is rate limited, per user and per client address, in four budgets: reads, writes, "
+        "money writes (the POSTs that take an `Idempotency-Key`) and a vendor's usage reports. Every answer "
+        "says where the request's "
         "budgets stand in the `RateLimit-Policy` and `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers-10 "
         '(`RateLimit-Policy: "read-user";q=300;w=60` is 300 requests a 60-second window; `RateLimit: '
         '"read-user";r=299;t=41` is 299 left for the next 41 seconds); a `429` also has `Retry-After`, in seconds.'

@@ -2,10 +2,13 @@
 the API's /auth/login and the admin's /admin/login/ share.
 
 API-wide budgets (ApiRateLimitMiddleware): every request under /api/ is counted against its client
-address and, when it carries a valid access token, its user, in one of three budgets: reads (GET,
-HEAD, OPTIONS), writes (any other method) and money writes (the unsafe methods of views whose
-`rate_budget` is MONEY: the POSTs that honour an Idempotency-Key). Each budget is a rate per user
-and a rate per address (RATELIMIT_<READS|WRITES|MONEY>_PER_<USER|IP>), counted in fixed windows.
+address and, when it carries a valid access token, its user, in one of four budgets: reads (GET,
+HEAD, OPTIONS), writes (any other method), money writes (the unsafe methods of views whose
+`rate_budget` is MONEY: the POSTs that honour an Idempotency-Key) and usage reports (a vendor's,
+views whose `rate_budget` is USAGE: one per session and event, so a vendor with thousands of
+sessions sends thousands a minute, and usage not reported is never billed). Each budget is a rate
+per user and a rate per address (RATELIMIT_<READS|WRITES|MONEY|USAGE>_PER_<USER|IP>), counted in
+fixed windows.
 
 Counting is django-ratelimit's: its fixed windows and cache keys, SET NX then INCR in Redis, each
 atomic, so that concurrent requests in any number of processes never lose a count (DRF's
@@ -57,19 +60,21 @@ from paygo.emails import email_key
 
 logger = logging.getLogger("paygo.api")
 
-READ, WRITE, MONEY = "read", "write", "money"
+READ, WRITE, MONEY, USAGE = "read", "write", "money", "usage"
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Each budget's settings: (per user, per client address).
 BUDGET_RATES = {
     READ: ("RATELIMIT_READS_PER_USER", "RATELIMIT_READS_PER_IP"),
     WRITE: ("RATELIMIT_WRITES_PER_USER", "RATELIMIT_WRITES_PER_IP"),
     MONEY: ("RATELIMIT_MONEY_PER_USER", "RATELIMIT_MONEY_PER_IP"),
+    USAGE: ("RATELIMIT_USAGE_PER_USER", "RATELIMIT_USAGE_PER_IP"),
 }
 # How a 429 names what was counted, by the policy's name ("money-user" -> "money movements", "from this account").
 _COUNTED = {
     READ: "reads",
     WRITE: "writes",
     MONEY: "money movements",
+    USAGE: "usage reports",
     "login": "sign-in attempts",
     "register": "sign-ups",
 }
@@ -314,11 +319,13 @@ def sign_ins_ended(sign_in_ids: Iterable) -> None:
 
 
 def budget_of(request: HttpRequest, view: Callable) -> str:
-    """Which budget a request spends: reads, money writes (views marked MONEY), or writes."""
+    """Which budget a request spends: reads, money writes (views marked MONEY), usage reports (views
+    marked USAGE), or writes."""
     if request.method in SAFE_METHODS:
         return READ
     view_class = getattr(view, "cls", None) or getattr(view, "view_class", None)
-    return MONEY if getattr(view_class, "rate_budget", WRITE) == MONEY else WRITE
+    budget = getattr(view_class, "rate_budget", WRITE)
+    return budget if budget in (MONEY, USAGE) else WRITE
 
 
 class ApiRateLimitMiddleware:

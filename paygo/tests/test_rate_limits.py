@@ -23,6 +23,7 @@ from django.test import RequestFactory, TestCase
 from django.utils import timezone
 
 from conftest import CommittingAPIClient, client_for
+from streaming.tests.conftest import make_service  # noqa: F401 (a fixture)
 from wallets.tests.conftest import balance_of
 
 pytestmark = pytest.mark.django_db
@@ -205,6 +206,43 @@ def test_writes_and_money_writes_have_budgets_of_their_own(clock, alice, bob, fu
     assert balance_of(bob) == 2 * USDC
 
 
+def test_usage_reports_have_a_budget_of_their_own(clock, settings, alice, victor, fund, make_service):  # noqa: F811
+    """A vendor's usage reports (the only way usage is billed) spent his money budget, 60 a minute
+    for all his sessions: with more than 60 usage-metered customers he could not report once per
+    session per minute, and usage never reported is never billed. They spend the usage budget."""
+    from streaming.models import UsageEvent
+    from streaming.tests.conftest import start
+
+    settings.RATELIMIT_MONEY_PER_USER, settings.RATELIMIT_MONEY_PER_IP = "60/m", "180/m"  # the defaults
+    settings.RATELIMIT_USAGE_PER_USER, settings.RATELIMIT_USAGE_PER_IP = "61/m", "1000/m"
+    fund(alice, 100 * USDC)
+    service = make_service("per_request", rate=1_000, max_session_cost=10 * USDC, max_event_quantity=1)
+    session = start(alice, service)
+    client = client_for(victor)
+
+    def report(n: int):
+        url = f"/api/v1/streams/{session.session_id}/usage"
+        return client.post(url, {"eventId": f"e{n}", "quantity": 1}, format="json", REMOTE_ADDR=ALICE_IP)
+
+    answers = [report(n) for n in range(62)]
+
+    assert [answer.status_code for answer in answers] == [201] * 61 + [429]
+    assert set(policies(answers[60])) == {"usage-user", "usage-ip"}
+    last_accepted = policies(answers[60])
+    assert (last_accepted["usage-user"]["q"], last_accepted["usage-user"]["r"]) == (61, 0)
+    assert (last_accepted["usage-ip"]["q"], last_accepted["usage-ip"]["r"]) == (1000, 939)
+    refused = answers[61]
+    reset = policies(refused)["usage-user"]["t"]
+    assert refused["Retry-After"] == str(reset)
+    assert refused.json() == {
+        "message": "Too many usage reports from this account: at most 61 every 60 seconds. "
+        f"Try again in {reset} seconds.",
+        "statusCode": 429,
+        "code": "rate_limited",
+    }
+    assert UsageEvent.objects.filter(session=session).count() == 61  # the refused one was not recorded
+
+
 def test_an_idempotent_replay_is_a_request_too(clock, alice, bob, fund):
     fund(alice, 10 * USDC)
     client = client_for(alice)
@@ -221,10 +259,11 @@ def test_an_idempotent_replay_is_a_request_too(clock, alice, bob, fund):
 
 def test_every_money_post_is_counted_as_one(anon):
     """A money POST is one that honours an Idempotency-Key (its schema names the header); each is
-    counted against the money budget (its view's rate_budget), and nothing else is."""
+    counted against the money budget (its view's rate_budget), usage reports against their own, and
+    nothing else is."""
     from drf_spectacular.generators import EndpointEnumerator
 
-    from paygo.api.ratelimits import MONEY
+    from paygo.api.ratelimits import MONEY, USAGE
 
     schema = anon.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
     idempotent = {
@@ -233,11 +272,13 @@ def test_every_money_post_is_counted_as_one(anon):
         for method, operation in operations.items()
         if any(parameter["name"] == "Idempotency-Key" for parameter in operation.get("parameters", []))
     }
-    money = {
-        (path, method)
-        for path, _, method, view in EndpointEnumerator().get_api_endpoints()
-        if method not in ("GET", "HEAD", "OPTIONS") and getattr(view.cls, "rate_budget", None) == MONEY
-    }
+
+    def budget(wanted: str) -> set[tuple[str, str]]:
+        return {
+            (path, method)
+            for path, _, method, view in EndpointEnumerator().get_api_endpoints()
+            if method not in ("GET", "HEAD", "OPTIONS") and getattr(view.cls, "rate_budget", None) == wanted
+        }
 
     assert idempotent == {
         ("/api/v1/wallet/deposit", "POST"),
@@ -250,7 +291,9 @@ def test_every_money_post_is_counted_as_one(anon):
         ("/api/v1/consultations/{consultation_id}/call/start", "POST"),
         ("/api/v1/consultations/{consultation_id}/call/stop", "POST"),
     }
-    assert money == idempotent
+    # Usage reports are a vendor's, one per session and event: they have a budget of their own.
+    assert budget(USAGE) == {("/api/v1/streams/{session_id}/usage", "POST")}
+    assert budget(MONEY) == idempotent - budget(USAGE)
 
 
 def test_refresh_and_logout_spend_the_write_budget_of_their_address(clock, anon, alice):
