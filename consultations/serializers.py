@@ -9,6 +9,7 @@ from rest_framework import serializers
 from consultations.models import MESSAGE_MAX_LENGTH, ConsultationStatus, Message
 from consultations.selectors import CALLS_SHOWN
 from paygo.api.amounts import format_minor
+from paygo.api.validators import WholeNumberField
 from paygo.tokens import decimals_of
 from streaming.serializers import SessionOptionsSerializer, SessionSerializer
 
@@ -42,8 +43,8 @@ class ConsultationStatusField(serializers.ChoiceField):
 
 
 class ConsultationCreateSerializer(serializers.Serializer):
-    vendor_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
-    service_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    vendor_id = WholeNumberField(min_value=1, max_value=2**63 - 1)
+    service_id = WholeNumberField(min_value=1, max_value=2**63 - 1)
     initial_message = MessageBodyField()
 
 

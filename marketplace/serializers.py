@@ -14,6 +14,7 @@ from marketplace.services import DEFAULT_USAGE_BOUND_UNITS
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.api.schema import error_response
 from paygo.api.text import NameField, validate_storable_text
+from paygo.api.validators import WholeNumberField
 from paygo.tokens import DEFAULT_TOKEN, TOKENS, decimals_of
 
 MAX_METADATA_BYTES = 8 * 1024
@@ -118,7 +119,7 @@ class ServiceSerializer(serializers.ModelSerializer):
         "money or maxCost runs out (within what they have and maxCost). A session the vendor or staff stop "
         "costs the time used only.",
     )
-    free_seconds = serializers.IntegerField(
+    free_seconds = WholeNumberField(
         min_value=0,
         max_value=MAX_FREE_SECONDS,
         required=False,
@@ -133,7 +134,7 @@ class ServiceSerializer(serializers.ModelSerializer):
         help_text="Usage units only: the most a session may cost when its user sets no maxCost "
         f"(default: {DEFAULT_USAGE_BOUND_UNITS} times the rate). Usage beyond it is refused.",
     )
-    max_event_quantity = serializers.IntegerField(
+    max_event_quantity = WholeNumberField(
         required=False,
         allow_null=True,
         min_value=1,
@@ -227,7 +228,7 @@ class ServiceFilterSerializer(serializers.Serializer):
 
 
 class PublicServiceFilterSerializer(ServiceFilterSerializer):
-    vendor_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+    vendor_id = WholeNumberField(min_value=1, max_value=2**63 - 1, required=False)
     include_inactive = serializers.BooleanField(required=False, default=False)
 
 

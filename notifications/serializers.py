@@ -19,6 +19,7 @@ from notifications.models import (
     NotificationType,
 )
 from paygo.api.text import VisibleTextField, validate_storable_text
+from paygo.api.validators import WholeNumberField
 
 DATA_MAX_BYTES = 4096
 
@@ -79,7 +80,7 @@ def _role_choices() -> list[tuple[str, str]]:
 class NotificationSendSerializer(serializers.Serializer):
     """Staff sending: to one user (`userId`) or to every active user of a role (`role`)."""
 
-    user_id = serializers.IntegerField(required=False, min_value=1)
+    user_id = WholeNumberField(required=False, min_value=1)
     role = serializers.ChoiceField(choices=_role_choices(), required=False)
     type = serializers.ChoiceField(choices=NotificationType.choices, default=NotificationType.SYSTEM)
     # Text people read, in which nothing hides (paygo.api.text): the title on one line (it is also an

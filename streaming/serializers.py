@@ -8,6 +8,7 @@ from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor
 from paygo.api.text import validate_storable_text
+from paygo.api.validators import WholeNumberField
 from streaming.models import StreamingSession
 from streaming.selectors import sees_payer_funds
 
@@ -22,7 +23,7 @@ class SessionOptionsSerializer(serializers.Serializer):
     # Kept in a jsonb column, which cannot store NUL (also in a plain name).
     device = serializers.JSONField(required=False, validators=[validate_storable_text])
     max_cost = AmountField(required=False)
-    price_version = serializers.IntegerField(
+    price_version = WholeNumberField(
         required=False,
         allow_null=True,
         min_value=1,
@@ -45,7 +46,7 @@ class SessionOptionsSerializer(serializers.Serializer):
 
 
 class StartSerializer(SessionOptionsSerializer):
-    service_id = serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+    service_id = WholeNumberField(min_value=1, max_value=2**63 - 1)
 
 
 class MetricsSerializer(serializers.Serializer):
@@ -67,7 +68,7 @@ class UsageSerializer(serializers.Serializer):
         r"^[A-Za-z0-9._:-]{1,100}$",
         error_messages={"invalid": "An event id is 1 to 100 letters, digits, '.', '_', ':' or '-'."},
     )
-    quantity = serializers.IntegerField(min_value=1, max_value=10**18)
+    quantity = WholeNumberField(min_value=1, max_value=10**18)
 
 
 class SessionSerializer(serializers.ModelSerializer):

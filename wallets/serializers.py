@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.api.text import VisibleTextField, validate_storable_text
-from paygo.api.validators import exactly_one_of
+from paygo.api.validators import WholeNumberField, exactly_one_of
 from wallets.models import Asset, Entry, LedgerTransaction, TransactionKind, Withdrawal
 from wallets.services import tx_hash_canonical
 from wallets.starknet import address_normalize
@@ -155,7 +155,7 @@ class TransferSerializer(_AmountInToken):
     # The ways to name the recipient: exactly one of them per transfer.
     RECIPIENT_FIELDS = ("recipient_id", "recipient_email", "recipient_address")
 
-    recipient_id = serializers.IntegerField(required=False, min_value=1, max_value=2**63 - 1)
+    recipient_id = WholeNumberField(required=False, min_value=1, max_value=2**63 - 1)
     recipient_email = serializers.EmailField(required=False)
     recipient_address = WalletAddressField(
         required=False,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,3 +27,20 @@ def exactly_one_of(attrs: Mapping[str, Any], *fields: str, what: str) -> str:
         message = f"Name {what} one way only: {spelled}."
         raise serializers.ValidationError({field: [message] for field in given})
     return given[0]
+
+
+# A whole number as text, in ASCII digits, as amounts are (paygo.api.amounts.DECIMAL_TEXT).
+WHOLE_NUMBER_TEXT = re.compile(r"[+-]?[0-9]+")
+
+
+class WholeNumberField(serializers.IntegerField):
+    """An integer the client sends: a JSON integer, or a string of ASCII digits (a query parameter,
+    a form field). DRF's IntegerField reads int(str(x)), which also takes other scripts' digits
+    (Arabic-Indic one and zero as 10), "1_000", spaces around and 10.0: none is a number a client
+    means, and a usage report's quantity so read was billed."""
+
+    def to_internal_value(self, data: Any) -> int:
+        is_integer = isinstance(data, int) and not isinstance(data, bool)
+        if not (is_integer or (isinstance(data, str) and WHOLE_NUMBER_TEXT.fullmatch(data))):
+            self.fail("invalid")
+        return super().to_internal_value(data)

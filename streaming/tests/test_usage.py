@@ -49,6 +49,26 @@ def test_the_same_key_with_another_event_is_409_and_counts_nothing(api, victor, 
     assert list(UsageEvent.objects.values_list("event_id", flat=True)) == ["e1"]
 
 
+@pytest.mark.parametrize("quantity", ["\u0661\u0660", "\uff11\uff10", "1_0", " 10", "10.0", 10.0])
+def test_a_quantity_is_a_json_integer_or_ascii_digits(api, alice, victor, metered, quantity):
+    """Arabic-Indic one and zero were counted (and billed) as 10 requests: DRF's IntegerField reads
+    int(str(x)). Refused, as amounts in other digits are; nothing counted or held."""
+    refused = _report(api(victor), metered, {"eventId": "e1", "quantity": quantity}, "u-1")
+    digits = _report(api(victor), metered, {"eventId": "e2", "quantity": "10"}, "u-2")
+
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "message": "quantity: A valid integer is required.",
+        "statusCode": 400,
+        "code": "invalid",
+        "errors": {"quantity": ["A valid integer is required."]},
+    }
+    assert digits.status_code == 201  # ASCII digits in a string, as a form or an older client sends them
+    metered.refresh_from_db()
+    assert metered.usage_quantity == 10
+    assert list(UsageEvent.objects.values_list("event_id", "quantity")) == [("e2", 10)]
+
+
 # --- Bounded usage: a vendor never takes more than the user agreed to ---------------------------------
 
 
