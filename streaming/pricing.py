@@ -59,6 +59,12 @@ def last_affordable_quantity(*, rate: int, unit_quantity: int, budget: int) -> i
     return ((budget + 1) * unit_quantity - 1) // rate
 
 
+def rate_per_minute(*, rate: int, unit_ms: int) -> int:
+    """A time rate shown per minute, in minor units rounded half up (a display, never a charge: a
+    per-hour rate of 3,599,999 is 59,999.98 a minute, shown as 60,000 rather than cut to 59,999)."""
+    return (2 * rate * 60_000 + unit_ms) // (2 * unit_ms)
+
+
 def runway_ms(*, rate: int, unit_ms: int, funds: int) -> int:
     """How long `funds` last at this rate."""
     return funds * unit_ms // rate if rate else 0

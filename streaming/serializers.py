@@ -184,7 +184,9 @@ class StopResponseSerializer(SessionBodySerializer):
     total_usage_seconds = serializers.IntegerField(help_text="How long it ran, in seconds.")
     total_cost = AmountField()
     rate_per_minute = AmountField(
-        allow_null=True, help_text="Its rate per minute, in the session's token; time-metered sessions only."
+        allow_null=True,
+        help_text="Its rate per minute, in the session's token, rounded half up at its decimals; time-metered "
+        "sessions only.",
     )
 
 

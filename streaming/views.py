@@ -111,7 +111,8 @@ def _stop_body(session, request) -> dict:
     seconds = session.total_usage_seconds
     rate_per_minute = None
     if pricing.is_time_unit(session.unit):
-        rate_per_minute = format_minor(session.rate * 60_000 // pricing.TIME_UNIT_MS[session.unit], decimals)
+        per_minute = pricing.rate_per_minute(rate=int(session.rate), unit_ms=pricing.TIME_UNIT_MS[session.unit])
+        rate_per_minute = format_minor(per_minute, decimals)
     return {
         "message": "Session stopped." if session.status != SessionStatus.ACTIVE else "Session is still active.",
         "total_usage_minutes": round(seconds / 60, 2),

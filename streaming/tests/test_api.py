@@ -238,6 +238,31 @@ def test_stop_matrix(api, request, session, who, status, reason):
 
 
 @pytest.mark.parametrize(
+    ("unit", "rate", "per_minute"),
+    [
+        ("per_hour", 3_599_999, "0.060000"),  # 59,999.98 minor a minute: was shown 0.059999
+        ("per_hour", 3_599_970, "0.060000"),  # 59,999.5: a half goes up
+        ("per_hour", 3_599_969, "0.059999"),  # 59,999.48
+        ("per_hour", 30, "0.000001"),  # half a minor unit
+        ("per_hour", 29, "0.000000"),
+        ("per_second", 7_777, "0.466620"),  # exact
+        ("per_minute", 1_234_567, "1.234567"),
+        ("per_request", 1_000, None),  # not time-metered
+    ],
+)
+def test_the_stops_rate_per_minute_is_rounded_half_up_at_the_tokens_decimals(
+    api, alice, fund, make_service, unit, rate, per_minute
+):
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service(unit, rate=rate))
+
+    stopped = api(alice).patch(f"/api/v1/streams/{session.session_id}/stop")
+
+    assert stopped.status_code == 200
+    assert stopped.json()["ratePerMinute"] == per_minute
+
+
+@pytest.mark.parametrize(
     ("who", "status"), [("alice", 200), ("victor", 404), ("olga", 404), ("bob", 404), ("stan", 404)]
 )
 def test_metrics_matrix(api, request, session, who, status):
