@@ -179,7 +179,7 @@ def user_deactivate(*, user: User) -> User:
         # every session it pays for or hosts, calls included, in one stop (sessions, then accounts),
         # and only then the consultations' new status. A call stopped on its own first took accounts
         # before the next session, and deadlocked with the sweep or any stop taking them the other way.
-        held = consultations_lock_open_of(user=user)
+        held = consultations_lock_open_of(user=user, now=now)
         sessions_stop_of(user=user, now=now)
         consultations_cancel_of(user=user, held=held, now=now)
     transaction.on_commit(lambda: close_sockets_of(user.pk, again=True), robust=True)

@@ -17,7 +17,8 @@ class ConsultationStatus(models.TextChoices):
     ACCEPTED = "accepted", "Accepted"
     # Never stored: an accepted consultation is active while one of its calls is a running session
     # (selectors.with_current_status). Whatever ends the session (the user, the vendor, staff, the
-    # billing sweep when funds run out or the call goes idle) thereby returns it to accepted.
+    # billing sweep when funds run out, silence for the idle timeout, from the instant it runs out)
+    # thereby returns it to accepted.
     ACTIVE = "active", "Active (call running)"
     COMPLETED = "completed", "Completed"
     CANCELLED = "cancelled", "Cancelled"

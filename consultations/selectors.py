@@ -1,22 +1,41 @@
 """Reads of consultations, permission-checked: someone else's consultation is a 404.
 
 A consultation's status as the API shows it is `current_status`: the stored status, except that an
-accepted consultation with a running call (an active metered session) is `active`.
+accepted consultation with a running call is `active`. A call runs while its metered session does
+(streaming.selectors.running_at): one silent for SESSION_IDLE_SECONDS ended then, though its session
+stays active until the sweep (or the consultation's next change) bills it up to that instant.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from django.db.models import Case, Count, Exists, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value, When
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from consultations.models import Consultation, ConsultationCall, ConsultationStatus, Message
 from paygo.api.permissions import staff_has
 from streaming.models import SessionStatus, StreamingSession
+from streaming.selectors import running_at
 
 # The latest calls a consultation's detail shows; GET /consultations/<id>/calls pages through them all.
 CALLS_SHOWN = 20
@@ -30,15 +49,16 @@ VIEW_CONSULTATION = (
 )
 
 
-def _running_calls() -> QuerySet[ConsultationCall]:
-    return ConsultationCall.objects.filter(consultation=OuterRef("pk"), session__status=SessionStatus.ACTIVE)
+def _running_calls(now: datetime) -> QuerySet[ConsultationCall]:
+    return ConsultationCall.objects.filter(running_at(now, through="session__"), consultation=OuterRef("pk"))
 
 
 def with_current_status(consultations: QuerySet[Consultation]) -> QuerySet[Consultation]:
+    """`current_status` as of now (the queryset's creation)."""
     return consultations.annotate(
         current_status=Case(
             When(
-                Q(status=ConsultationStatus.ACCEPTED) & Exists(_running_calls()),
+                Q(status=ConsultationStatus.ACCEPTED) & Exists(_running_calls(timezone.now())),
                 then=Value(ConsultationStatus.ACTIVE),
             ),
             default=F("status"),
@@ -174,9 +194,13 @@ def calls_billed_of(consultation: Consultation, *, token: str) -> tuple[timedelt
     return billed["time"] or timedelta(0), int(billed["charged"] or 0)
 
 
-def running_call_of(consultation: Consultation) -> StreamingSession | None:
+def running_call_of(consultation: Consultation, *, now: datetime | None = None) -> StreamingSession | None:
+    """The consultation's call whose session is active, with `ended_by_silence`: whether it had no
+    sign of life for SESSION_IDLE_SECONDS by `now` (then it ended at that timeout, and only waits to
+    be billed up to it)."""
     return (
         StreamingSession.objects.filter(consultation_call__consultation=consultation, status=SessionStatus.ACTIVE)
+        .annotate(ended_by_silence=ExpressionWrapper(~running_at(now or timezone.now()), output_field=BooleanField()))
         .order_by("-start_time", "-id")
         .first()
     )

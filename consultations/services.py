@@ -71,15 +71,35 @@ def _clean_body(body: str, field: str = "message") -> str:
     return body
 
 
-def _lock(consultation: Consultation, *, with_call: bool = True) -> Consultation:
-    """The consultation's row, locked (inside transaction.atomic), with its running call and current
-    status. Calls start only under this lock, so none starts while the caller holds it; one may end
-    meanwhile (the sweep), which only ever makes an `active` consultation `accepted` again."""
+def _lock(
+    consultation: Consultation, *, now: datetime | None = None, with_call: bool = True
+) -> tuple[Consultation, datetime]:
+    """The consultation's row, locked (inside transaction.atomic), and the time of the change (`now`,
+    or the clock read once the row is ours); with its running call and current status at that time.
+    Calls start only under this lock, so none starts while the caller holds it; one may end
+    meanwhile (the sweep), which only ever makes an `active` consultation `accepted` again.
+
+    A call silent for SESSION_IDLE_SECONDS ended at that timeout, though no sweep has billed it yet:
+    it is no longer the running call (the consultation is `accepted`, as reads show it) but
+    `ended_call`, which a change stops first (_stop_ended_call), billed up to that end."""
     locked = Consultation.objects.select_for_update().get(pk=consultation.pk)
+    now = now or timezone.now()
     if with_call:
-        locked.running_call = selectors.running_call_of(locked)
+        call = selectors.running_call_of(locked, now=now)
+        ended = call is not None and call.ended_by_silence
+        locked.running_call = None if ended else call
+        locked.ended_call = call if ended else None
         locked.current_status = ConsultationStatus.ACTIVE if locked.running_call else locked.status
-    return locked
+    return locked, now
+
+
+def _stop_ended_call(locked: Consultation, *, now: datetime) -> None:
+    """Stop the call that ended by silence (on a row _lock() holds), as the sweep and the live hub stop
+    it: idle, charged exactly up to its timeout (streaming's one stop). It locks the call's session
+    and then its payer's accounts: callers do so where their order of locks has sessions."""
+    if locked.ended_call is not None:
+        streaming.session_stop(session=locked.ended_call, reason=StopReason.IDLE, now=now)
+        locked.ended_call = None
 
 
 def _preview(body: str) -> str:
@@ -165,8 +185,7 @@ def message_send(*, consultation: Consultation, sender, body: str, now: datetime
         raise exceptions.PermissionDenied("Only the consultation's user and vendor can write in it.")
     body = _clean_body(body)
     with transaction.atomic():
-        locked = _lock(consultation, with_call=False)
-        now = now or timezone.now()
+        locked, now = _lock(consultation, now=now, with_call=False)
         if locked.status in CLOSED_STATUSES:
             raise Conflict(
                 {"message": f"This consultation is {locked.status}; it takes no more messages.", "code": "closed"}
@@ -208,8 +227,7 @@ def consultation_status_change(*, consultation: Consultation, actor, status: str
     if side is None:
         raise exceptions.PermissionDenied("Only the consultation's user and vendor can change its status.")
     with transaction.atomic():
-        locked = _lock(consultation)
-        now = now or timezone.now()
+        locked, now = _lock(consultation, now=now)
         current = locked.current_status
         allowed_side = TRANSITIONS.get((current, status))
         if allowed_side is None:
@@ -247,10 +265,11 @@ def consultation_status_change(*, consultation: Consultation, actor, status: str
 
 def _status_set(locked: Consultation, *, status: str, now: datetime, stop_reason: str | None) -> None:
     """The one write of a consultation's status, on a row _lock() holds: a running call is stopped
-    first (charged exactly up to then, as any session's stop), since no call runs on a consultation
-    that is not accepted."""
+    first (charged exactly up to then, as any session's stop), and one that ended by silence up to
+    its timeout, since no call runs on a consultation that is not accepted."""
     if locked.running_call is not None:
         streaming.session_stop(session=locked.running_call, reason=stop_reason, now=now)
+    _stop_ended_call(locked, now=now)
     locked.status = status
     locked.updated_at = now
     fields = ["status", "updated_at"]
@@ -271,20 +290,24 @@ class HeldConsultation:
     had_call: bool
 
 
-def consultations_lock_open_of(*, user) -> list[HeldConsultation]:
+def consultations_lock_open_of(*, user, now: datetime) -> list[HeldConsultation]:
     """Lock (inside transaction.atomic, in id order) every open consultation `user` takes part in,
     as the user or as the vendor, for consultations_cancel_of once their sessions have stopped.
 
     Consultations are locked after users' rows and before sessions and ledger accounts, as a call's
     start and a status change lock them: a call starting meanwhile is either stopped by the
-    deactivation or refused after it."""
+    deactivation or refused after it. A call that ended by silence before `now` is not stopped here
+    (one stop at a time would take accounts before the next session): the deactivation's one stop
+    of every session bills it up to its timeout, as the sweep would."""
     ids = list(
         Consultation.objects.select_for_update()
         .filter(Q(user=user) | Q(vendor=user), status__in=OPEN_STATUSES)
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    return [HeldConsultation(pk=pk, had_call=_lock(Consultation(pk=pk)).running_call is not None) for pk in ids]
+    return [
+        HeldConsultation(pk=pk, had_call=_lock(Consultation(pk=pk), now=now)[0].running_call is not None) for pk in ids
+    ]
 
 
 def consultations_cancel_of(*, user, held: list[HeldConsultation], now: datetime) -> int:
@@ -293,7 +316,7 @@ def consultations_cancel_of(*, user, held: list[HeldConsultation], now: datetime
     the account, in one stop): the other side must not keep writing to, waiting on or paying someone
     who cannot answer, and is told why. Returns how many were cancelled."""
     for consultation in held:
-        locked = _lock(Consultation(pk=consultation.pk))
+        locked, _ = _lock(Consultation(pk=consultation.pk), now=now)
         # No call runs any more (a start waits for the account's row, which the deactivation holds):
         # the reason is for one that would.
         _status_set(locked, status=ConsultationStatus.CANCELLED, now=now, stop_reason=StopReason.STAFF)
@@ -334,7 +357,7 @@ def consultation_call_start(
         # The participants' accounts before the consultation, as a deactivation takes them (and as
         # session_start below checks them again): in the other order, the two could deadlock.
         users_locked_active([consultation.user_id, consultation.vendor_id])
-        locked = _lock(consultation)
+        locked, now = _lock(consultation)
         if locked.current_status == ConsultationStatus.ACTIVE:
             raise Conflict({"message": "A call is already running.", "code": "call_running"})
         if locked.current_status != ConsultationStatus.ACCEPTED:
@@ -352,6 +375,10 @@ def consultation_call_start(
         terms = service_locked_for_sale(locked.service_id)
         if terms is None:
             raise _service_unavailable()
+        # A call that ended by silence stops only now: its session after the service's row, as a
+        # retirement locks them, and before what is left of the free seconds and minimum charge is
+        # reckoned, which that call used up to its end.
+        _stop_ended_call(locked, now=now)
         free_seconds, minimum_charge = _call_terms_left(locked, terms)
         session = streaming.session_start(
             user=locked.user,
@@ -391,13 +418,12 @@ def consultation_call_stop(*, consultation: Consultation, actor) -> StreamingSes
     if consultation.participant_side(actor) is None:
         raise exceptions.PermissionDenied("Only the consultation's user and vendor can stop its call.")
     with transaction.atomic():
-        locked = _lock(consultation)
-        if locked.running_call is None:
+        locked, now = _lock(consultation)
+        # A call that ended by silence is stopped all the same, up to its timeout (idle, as billing decides).
+        call = locked.running_call or locked.ended_call
+        if call is None:
             raise Conflict({"message": "No call is running.", "code": "no_call_running"})
-        now = timezone.now()
-        session = streaming.session_stop(
-            session=locked.running_call, reason=streaming.stop_reason_for(locked.running_call, actor), now=now
-        )
+        session = streaming.session_stop(session=call, reason=streaming.stop_reason_for(call, actor), now=now)
         locked.updated_at = now
         locked.save(update_fields=["updated_at"])
     return session

@@ -11,6 +11,7 @@ from django.db.models import F, Q, QuerySet
 from rest_framework.exceptions import NotFound, PermissionDenied
 
 from paygo.api.permissions import staff_has
+from streaming.billing import idle_timeout
 from streaming.models import SessionStatus, StreamingSession
 
 # What staff need for someone else's session, as the admin asks: to see it (the API, its socket),
@@ -52,6 +53,19 @@ def session_get_to_stop(user, session_id) -> StreamingSession:
     if user.pk not in (session.user_id, session.vendor_id) and not staff_has(user, CHANGE_SESSION):
         raise PermissionDenied(f"Only its user, its vendor and staff with the {CHANGE_SESSION} permission can stop it.")
     return session
+
+
+def running_at(now: datetime, *, through: str = "") -> Q:
+    """A session still running at `now`: active, and not silent for longer than SESSION_IDLE_SECONDS
+    (one silent longer ended when its timeout ran out, whoever stops and bills it later; a sign of
+    life at the very instant the timeout runs out is in time). On sessions, or on rows that reach a
+    session `through` a relation ("session__")."""
+    return Q(
+        **{
+            f"{through}status": SessionStatus.ACTIVE,
+            f"{through}last_heartbeat_at__gte": now - idle_timeout(),
+        }
+    )
 
 
 def sees_payer_funds(user, session: StreamingSession) -> bool:

@@ -19,8 +19,8 @@ from marketplace.selectors import is_on_sale
 from marketplace.services import service_locked_for_sale
 from paygo.api.amounts import format_minor, minor_from_field
 from paygo.api.errors import Conflict, PaymentRequired
-from streaming import live, pricing
-from streaming.billing import bill_stop, idle_timeout
+from streaming import live, pricing, selectors
+from streaming.billing import bill_stop
 from streaming.models import SessionKind, SessionStatus, StopReason, StreamingSession, UsageEvent
 from wallets import ledger
 from wallets.models import Asset, SystemAccount, TransactionKind
@@ -274,10 +274,8 @@ def sessions_seen(*, session_ids: Sequence[int], now: datetime) -> int:
 
 
 def _running_at(now: datetime):
-    """Sessions still running at `now`: active, and not silent for longer than SESSION_IDLE_SECONDS
-    (one silent longer ended when its timeout ran out, whoever stops it later; a sign of life at
-    the very instant the timeout runs out is in time)."""
-    return StreamingSession.objects.filter(status=SessionStatus.ACTIVE, last_heartbeat_at__gte=now - idle_timeout())
+    """Sessions still running at `now` (selectors.running_at)."""
+    return StreamingSession.objects.filter(selectors.running_at(now))
 
 
 def session_heartbeat(*, session_id: int, now: datetime | None = None) -> bool:

@@ -10,7 +10,7 @@ from django.test import override_settings
 
 from consultations.models import Consultation, ConsultationCall
 from consultations.selectors import running_call_of
-from consultations.tests.conftest import LIST, call_url, detail_url, message_url, service_unavailable, status_url
+from consultations.tests.conftest import INBOX, LIST, call_url, detail_url, message_url, service_unavailable, status_url
 from streaming.models import SessionKind, SessionStatus, StopReason, StreamingSession
 from streaming.tests.conftest import USDC, beat, charges_of, fresh, run_sweep, start, stop
 from wallets.models import SystemAccount
@@ -290,6 +290,90 @@ def test_hanging_up_after_the_money_ran_out_is_the_consultations_latest_change(
     consultation.refresh_from_db()
     # Changed when the call was hung up, after the vendor's message, not back when its money ran out.
     assert consultation.updated_at == clock.now() > consultation.last_message_at
+
+
+# --- A call ended by silence, before any sweep ------------------------------------------------------
+# Silent for SESSION_IDLE_SECONDS, a call ended then, whoever bills it later (the sweep, the live
+# hub): what the consultation says and allows follows from that instant, not from the next sweep.
+
+
+def silent_call(api, alice, fund, consult, clock):
+    """An accepted consultation whose call started at T and has had no sign of life since; the clock
+    at T + 5 min, no sweep yet: the call ended at T + 60 s."""
+    fund(alice, 10 * USDC)
+    consultation = consult("accepted")
+    assert call_start(api(alice), consultation).status_code == 201
+    call = running_call_of(consultation)
+    clock.move(minutes=5)
+    return consultation, call
+
+
+def assert_ended_by_silence(call, alice) -> None:
+    """Stopped as idle at its idle end, charged exactly up to it (a minute at 1 USDC a minute)."""
+    call = fresh(call)
+    assert (call.status, call.stop_reason) == (SessionStatus.STOPPED, StopReason.IDLE)
+    assert call.end_time == call.charged_until == call.start_time + timedelta(seconds=60)
+    assert call.total_cost == USDC
+    assert charges_of(call) == [USDC]
+    assert call.hold.amount == 0
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_a_call_ended_by_silence_shows_the_consultation_accepted(api, alice, victor, fund, consult, clock):
+    consultation, call = silent_call(api, alice, fund, consult, clock)
+
+    for viewer in (alice, victor):
+        client = api(viewer)
+        assert client.get(detail_url(consultation)).json()["consultation"]["status"] == "accepted"
+        assert client.get(LIST).json()["consultations"][0]["status"] == "accepted"
+        assert client.get(LIST, {"status": "active"}).json()["consultations"] == []
+        assert [c["id"] for c in client.get(LIST, {"status": "accepted"}).json()["consultations"]] == [consultation.pk]
+    assert api(victor).get(INBOX).json()["consultations"][0]["status"] == "accepted"
+    assert fresh(call).status == SessionStatus.ACTIVE  # a read bills nothing: the sweep will
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_a_new_call_after_one_ended_by_silence_stops_that_one_at_its_idle_end_first(api, alice, fund, consult, clock):
+    consultation, call = silent_call(api, alice, fund, consult, clock)
+
+    response = call_start(api(alice), consultation)
+
+    assert response.status_code == 201, response.json()
+    assert_ended_by_silence(call, alice)
+    new_call = running_call_of(consultation)
+    assert new_call.pk != call.pk
+    assert new_call.start_time == clock.now()
+    assert response.json()["consultation"]["status"] == "active"
+    assert balance_of(alice) == 9 * USDC
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+@pytest.mark.parametrize(("who", "status"), [("alice", "cancelled"), ("victor", "completed")])
+def test_a_status_change_after_a_call_ended_by_silence_stops_it_at_its_idle_end_first(
+    api, alice, victor, fund, consult, clock, who, status
+):
+    consultation, call = silent_call(api, alice, fund, consult, clock)
+
+    response = api({"alice": alice, "victor": victor}[who]).patch(
+        status_url(consultation), {"status": status}, format="json"
+    )
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["consultation"]["status"] == status
+    assert_ended_by_silence(call, alice)
+    assert balance_of(alice) == 9 * USDC
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_hanging_up_a_call_ended_by_silence_charges_it_up_to_its_idle_end(api, alice, fund, consult, clock):
+    consultation, call = silent_call(api, alice, fund, consult, clock)
+
+    response = call_stop(api(alice), consultation)
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["session"]["stopReason"] == "idle"
+    assert_ended_by_silence(call, alice)
+    assert balance_of(alice) == 9 * USDC
 
 
 # --- Refusals -----------------------------------------------------------------------------------------

@@ -7,15 +7,18 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+import pytest
 from django.db import connection, transaction
+from django.test import override_settings
 
 from conftest import backend_pid, in_thread, money_db, wait_until_blocked_on_a_lock
 from consultations import services
 from consultations.models import Consultation, ConsultationCall, Message
 from consultations.selectors import message_list_for
 from paygo.api.errors import Conflict
-from streaming.models import SessionStatus, StreamingSession
-from streaming.tests.conftest import USDC
+from streaming.models import SessionStatus, StopReason, StreamingSession
+from streaming.sweep import sweep
+from streaming.tests.conftest import USDC, charges_of
 from wallets.tests.conftest import balance_of, fund_wallet
 
 
@@ -145,3 +148,31 @@ def test_a_message_written_while_another_holds_the_row_is_the_latest(alice, vict
     assert latest.created_at == answered.created_at + timedelta(seconds=1)
     assert consultation.last_message_at == consultation.updated_at == latest.created_at
     assert list(message_list_for(consultation)[:2]) == [latest, answered]  # newest first
+
+
+@money_db
+@override_settings(SESSION_IDLE_SECONDS=60)
+@pytest.mark.parametrize("attempt", range(3))
+def test_a_new_call_racing_the_sweep_over_a_call_ended_by_silence_charges_that_call_once(
+    alice, consult, clock, attempt
+):
+    """The call start stops the silent call at its idle end, and the sweep would too: whichever comes
+    first, it is charged its minute once, and the other finds it stopped."""
+    fund_wallet(alice, 10 * USDC)
+    consultation = consult("accepted")
+    silent = services.consultation_call_start(consultation=consultation, actor=alice)
+    clock.move(minutes=5)
+
+    def start():
+        return services.consultation_call_start(consultation=Consultation.objects.get(pk=consultation.pk), actor=alice)
+
+    started, swept = _race(start, sweep)
+
+    assert isinstance(started, StreamingSession), started
+    assert not isinstance(swept, Exception), swept
+    silent.refresh_from_db()
+    assert (silent.status, silent.stop_reason) == (SessionStatus.STOPPED, StopReason.IDLE)
+    assert silent.end_time == silent.start_time + timedelta(seconds=60)
+    assert charges_of(silent) == [USDC]
+    assert StreamingSession.objects.get(status=SessionStatus.ACTIVE).pk == started.pk
+    assert balance_of(alice) == 9 * USDC  # the new call started now: nothing due on it yet

@@ -6,10 +6,11 @@ writing to, waiting on or paying someone who can no longer answer."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection, transaction
-from django.test import Client
+from django.test import Client, override_settings
 from rest_framework import exceptions
 
 from accounts.models import User
@@ -147,6 +148,31 @@ def test_a_user_deactivated_mid_call_stops_his_call_as_his_sessions_stop_and_can
     assert Notification.objects.get(user=victor, type="consultation", data__consultationId=waiting.pk).message == (
         "Alice can no longer take part (the account is no longer active): the consultation about "
         f"{waiting.service.name} is cancelled."
+    )
+
+
+@override_settings(SESSION_IDLE_SECONDS=60)
+def test_a_call_that_ended_by_silence_before_the_deactivation_is_charged_up_to_its_idle_end(
+    olga, alice, victor, consult, clock
+):
+    """Silent for the idle timeout, the call ended then, before the vendor's account went: it is
+    charged up to that instant, as the sweep would, and the user is not told it was stopped by it."""
+    in_call = consult("active")  # alice: 10 USDC, a call at 1 USDC a minute from now on
+    call = running_call_of(in_call)
+    clock.move(minutes=5)  # not a sign of life since its start, and no sweep
+    Notification.objects.all().delete()
+
+    deactivate_in_the_admin(olga, victor, "action")
+
+    call = fresh(call)
+    assert (call.status, call.stop_reason) == (SessionStatus.STOPPED, StopReason.IDLE)
+    assert call.end_time == call.charged_until == call.start_time + timedelta(seconds=60)
+    assert call.total_cost == USDC
+    assert balance_of(alice) == 9 * USDC
+    assert states(in_call) == [(ConsultationStatus.CANCELLED, clock.now())]
+    assert Notification.objects.get(user=alice, type="consultation").message == (
+        "Victor can no longer take consultations (the account is no longer active): the consultation about "
+        f"{in_call.service.name} is cancelled."
     )
 
 
