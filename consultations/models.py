@@ -84,7 +84,8 @@ class Consultation(models.Model):
 class Message(models.Model):
     consultation = models.ForeignKey(Consultation, on_delete=models.CASCADE, related_name="messages")
     sender = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    # Stored exactly as written; the API returns it JSON-encoded and every HTML page escapes it.
+    # Visible text (paygo.api.text.visible_text, its lines kept), stored as the API took it; the API
+    # returns it JSON-encoded and every HTML page escapes it.
     body = models.TextField()
     created_at = models.DateTimeField(default=timezone.now)
     read_at = models.DateTimeField(null=True, blank=True, help_text="When the other participant opened it.")

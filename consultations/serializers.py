@@ -1,5 +1,5 @@
-"""Shapes of the consultations API (camelCase on the wire). Message bodies go out exactly as stored,
-JSON-encoded like every other string."""
+"""Shapes of the consultations API (camelCase on the wire). Message bodies go out as stored (visible
+text, see MessageBodyField), JSON-encoded like every other string."""
 
 from __future__ import annotations
 
@@ -9,25 +9,26 @@ from rest_framework import serializers
 from consultations.models import MESSAGE_MAX_LENGTH, ConsultationStatus, Message
 from consultations.selectors import CALLS_SHOWN
 from paygo.api.amounts import format_minor
+from paygo.api.text import VisibleTextField
 from paygo.api.validators import WholeNumberField
 from paygo.tokens import decimals_of
 from streaming.serializers import SessionOptionsSerializer, SessionSerializer
 
 
-class MessageBodyField(serializers.CharField):
-    """A message as written: a JSON string (not a number coerced to one), neither trimmed nor
-    escaped, 1 to MESSAGE_MAX_LENGTH characters and not only blanks."""
+class MessageBodyField(VisibleTextField):
+    """A message: a JSON string (not a number coerced to one) of visible text, its lines kept, as a
+    transfer's memo and a notification's message are (paygo.api.text.visible_text: nothing in it
+    hides or reorders what follows, in one form), not escaped, 1 to MESSAGE_MAX_LENGTH characters
+    as stored."""
 
     default_error_messages = {"invalid": "Write the message as text."}
 
     def __init__(self, **kwargs):
-        super().__init__(max_length=MESSAGE_MAX_LENGTH, trim_whitespace=False, **kwargs)
+        super().__init__(multiline=True, max_length=MESSAGE_MAX_LENGTH, **kwargs)
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
-        if not data.strip():
-            self.fail("blank")
         return super().to_internal_value(data)
 
 

@@ -35,6 +35,7 @@ from consultations.models import (
 from marketplace.selectors import is_on_sale
 from marketplace.services import PriceTerms, service_locked_for_sale
 from paygo.api.errors import Conflict
+from paygo.api.text import INVISIBLE_MESSAGE, InvisibleCharacters, visible_text
 from streaming import services as streaming
 from streaming.models import SessionKind, StopReason, StreamingSession
 
@@ -63,8 +64,15 @@ def _invalid(field: str, message: str, code: str = "invalid") -> exceptions.Vali
 
 
 def _clean_body(body: str, field: str = "message") -> str:
-    """A message body as written (not trimmed, not escaped), or a 400."""
-    if not isinstance(body, str) or not body.strip():
+    """A message body as the visible text it must be, whoever calls (paygo.api.text.visible_text, its
+    lines kept: what the API's MessageBodyField checks), not escaped; or a 400."""
+    if not isinstance(body, str):
+        raise _invalid(field, "A message cannot be empty.", code="blank")
+    try:
+        body = visible_text(body, multiline=True)
+    except InvisibleCharacters:
+        raise _invalid(field, INVISIBLE_MESSAGE, code="invisible") from None
+    if not body:
         raise _invalid(field, "A message cannot be empty.", code="blank")
     if len(body) > MESSAGE_MAX_LENGTH:
         raise _invalid(field, f"A message has at most {MESSAGE_MAX_LENGTH:,} characters.", code="max_length")

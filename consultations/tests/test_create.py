@@ -8,6 +8,7 @@ from consultations.models import Consultation, Message
 from consultations.tests.conftest import LIST, token_deactivate
 from marketplace.services import service_delete, service_set_active
 from notifications.models import Notification
+from paygo.api.text import INVISIBLE_MESSAGE
 
 pytestmark = pytest.mark.django_db
 
@@ -62,15 +63,35 @@ def test_a_user_asks_a_vendor(api, alice, victor, service, mailoutbox):
     assert [email.to for email in mailoutbox] == [["victor@example.com"]]
 
 
-def test_the_first_message_is_stored_as_written(api, alice, service):
-    text = "  <script>alert('hi')</script> & \"quotes\"\n\n  ünïcödé 🙂  "
+def test_the_first_message_is_visible_text_in_one_form(api, alice, service):
+    text = "  <script>alert('hi')</script> &  \"quotes\"\r\n\n  \u00fcn\u00efc\u00f6d\u00e9 \U0001f642  "
 
     response = api(alice).post(LIST, body(service, text), format="json")
 
     assert response.status_code == 201
     assert response["Content-Type"] == "application/json"
-    assert response.json()["consultation"]["lastMessage"]["body"] == text
-    assert Message.objects.get().body == text
+    kept = "<script>alert('hi')</script> & \"quotes\"\n\n\u00fcn\u00efc\u00f6d\u00e9 \U0001f642"
+    assert response.json()["consultation"]["lastMessage"]["body"] == kept
+    assert Message.objects.get().body == kept
+
+
+@pytest.mark.parametrize("text", ["\u200b\u200b", "Pay to \u202eTDSU 001\u202c now", "hi\x07"])
+def test_a_first_message_with_what_hides_or_reorders_text_is_a_400_and_opens_nothing(
+    api, alice, service, mailoutbox, text
+):
+    response = api(alice).post(LIST, body(service, text), format="json")
+
+    assert response.status_code == 400, response.json()
+    assert response.json() == {
+        "message": f"initialMessage: {INVISIBLE_MESSAGE}",
+        "statusCode": 400,
+        "code": "invalid",
+        "errors": {"initialMessage": [INVISIBLE_MESSAGE]},
+    }
+    assert not Consultation.objects.exists()
+    assert not Message.objects.exists()
+    assert not Notification.objects.exists()
+    assert mailoutbox == []
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ from conftest import grant
 from consultations.models import Consultation, Message
 from consultations.tests.conftest import message_url
 from notifications.models import Notification
+from paygo.api.text import INVISIBLE_MESSAGE
 
 pytestmark = pytest.mark.django_db
 
@@ -65,7 +66,7 @@ def test_a_long_message_is_previewed_in_the_notification(api, alice, consult):
 
     notification = Notification.objects.latest("id")
     assert len(notification.message) == 200 and notification.message.endswith("…")
-    assert Message.objects.latest("id").body == "word " * 1000
+    assert Message.objects.latest("id").body == " ".join(["word"] * 1000)
 
 
 @pytest.mark.parametrize("status", ["pending", "accepted", "active"])
@@ -110,9 +111,9 @@ def test_a_missing_body_is_a_400(api, alice, consult):
     assert response.json()["errors"] == {"message": ["This field is required."]}
 
 
-def test_bodies_are_stored_as_written_and_returned_json_encoded(api, alice, victor, consult):
+def test_bodies_are_returned_json_encoded(api, alice, victor, consult):
     consultation = consult()
-    text = '</script><img src=x onerror="alert(1)">\n  indented & "quoted"  '
+    text = '</script><img src=x onerror="alert(1)">\nindented & "quoted"'
 
     sent = send(api(alice), consultation, text)
     read = api(victor).get(f"/api/v1/consultations/{consultation.pk}")
@@ -122,7 +123,71 @@ def test_bodies_are_stored_as_written_and_returned_json_encoded(api, alice, vict
     assert read["Content-Type"] == "application/json"
     assert read.json()["messages"][0]["body"] == text
     # JSON-encoded: the raw response carries no newline nor unescaped quote of the body.
-    assert b'onerror=\\"alert(1)\\">\\n  indented' in read.content
+    assert b'onerror=\\"alert(1)\\">\\nindented' in read.content
+
+
+def test_a_body_is_visible_text_in_one_form_and_keeps_its_lines(api, alice, victor, consult):
+    """As a transfer's memo and a notification's message: its lines kept (each as one newline), its
+    spaces as one, in one Unicode form (NFKC: a full-width "Foo" as "Foo", "Café" typed either way)."""
+    consultation = consult()
+    text = "  Rent, March\r\n\tflat 2 \u2014 thanks!  \U0001f468\u200d\U0001f469\n\nCaf\u0065\u0301 \uff26\uff4f\uff4f"
+
+    sent = send(api(alice), consultation, text)
+
+    assert sent.status_code == 201, sent.json()
+    kept = "Rent, March\nflat 2 \u2014 thanks! \U0001f468\u200d\U0001f469\n\nCaf\u00e9 Foo"
+    assert Message.objects.latest("id").body == kept
+    assert sent.json()["sentMessage"]["body"] == kept
+    assert api(victor).get(f"/api/v1/consultations/{consultation.pk}").json()["messages"][0]["body"] == kept
+
+
+HIDING = pytest.mark.parametrize(
+    "text",
+    [
+        "Pay to \u202eTDSU 001\u202c now",
+        "\u200b\u200b",
+        "Pay\u200bGo",
+        "ding\x07",
+        "\u2066isolated\u2069",
+        "\x1b[31mred",
+        "\ue000",
+    ],
+    ids=["direction-override", "zero-width-only", "zero-width", "bell", "direction-isolate", "escape", "private-use"],
+)
+
+
+@HIDING
+def test_a_body_with_what_hides_or_reorders_text_is_a_400_and_writes_nothing(api, alice, consult, mailoutbox, text):
+    """Shown as written, a direction override made "Pay to \u202eTDSU 001\u202c" read "Pay to 100 USDT";
+    a body of zero-width spaces alone was a message that shows nothing (and its notification a
+    confusing 400 of the notifications' own)."""
+    consultation = consult()
+    mailoutbox.clear()
+    before = (Message.objects.count(), Notification.objects.count(), consultation.last_message_at)
+
+    response = send(api(alice), consultation, text)
+
+    assert response.status_code == 400, response.json()
+    assert response.json() == {
+        "message": f"message: {INVISIBLE_MESSAGE}",
+        "statusCode": 400,
+        "code": "invalid",
+        "errors": {"message": [INVISIBLE_MESSAGE]},
+    }
+    consultation.refresh_from_db()
+    assert (Message.objects.count(), Notification.objects.count(), consultation.last_message_at) == before
+    assert mailoutbox == []
+
+
+def test_a_body_too_long_once_in_its_one_form_is_a_400(api, alice, consult):
+    """NFKC may lengthen text ("\ufdfa", one character, is 18): the limit is the stored body's."""
+    consultation = consult()
+
+    response = send(api(alice), consultation, "\ufdfa" * 300)
+
+    assert response.status_code == 400, response.json()
+    assert response.json()["errors"] == {"message": ["Ensure this field has no more than 5000 characters."]}
+    assert Message.objects.count() == 1
 
 
 @pytest.mark.parametrize("who", ["bob", "wanda", "stan"])

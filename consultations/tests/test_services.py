@@ -9,6 +9,7 @@ from rest_framework import exceptions
 
 from consultations import services
 from consultations.models import Consultation, Message
+from paygo.api.text import INVISIBLE_MESSAGE
 
 pytestmark = pytest.mark.django_db
 
@@ -26,6 +27,26 @@ def test_bodies_are_checked_by_the_service_too(alice, consult, body):
     with pytest.raises(exceptions.ValidationError):
         services.message_send(consultation=consultation, sender=alice, body=body)
     assert Message.objects.count() == 1
+
+
+@pytest.mark.parametrize("body", ["\u200b", "Pay to \u202eTDSU 001\u202c now", "a\x00b"])
+def test_bodies_are_visible_text_whoever_calls(alice, victor, service, consult, body):
+    consultation = consult()
+
+    with pytest.raises(exceptions.ValidationError) as sent:
+        services.message_send(consultation=consultation, sender=alice, body=body)
+    with pytest.raises(exceptions.ValidationError) as opened:
+        services.consultation_create(user=alice, vendor_id=victor.pk, service_id=service.pk, initial_message=body)
+
+    assert sent.value.detail == {"message": [INVISIBLE_MESSAGE]}
+    assert opened.value.detail == {"initial_message": [INVISIBLE_MESSAGE]}
+    assert (Consultation.objects.count(), Message.objects.count()) == (1, 1)
+
+
+def test_the_service_stores_a_body_in_its_one_form(alice, consult):
+    message = services.message_send(consultation=consult(), sender=alice, body="  \uff26\uff4f\uff4f\r\n  bar  ")
+
+    assert message.body == Message.objects.get(pk=message.pk).body == "Foo\nbar"
 
 
 def test_outsiders_and_staff_cannot_act_through_the_service(bob, olga, consult):
