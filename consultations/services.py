@@ -115,10 +115,30 @@ def _preview(body: str) -> str:
     return text if len(text) <= NOTIFICATION_PREVIEW_LENGTH else text[: NOTIFICATION_PREVIEW_LENGTH - 1] + "…"
 
 
-def _notify(user_id: int, title: str, message: str, consultation: Consultation, **data) -> None:
+def _thread(consultation: Consultation) -> str:
+    """The consultation's notifications are one conversation (notifications' thread)."""
+    return f"consultation:{consultation.pk}"
+
+
+def _notify(
+    user_id: int, title: str, message: str, consultation: Consultation, *, coalesce: bool = False, **data
+) -> None:
+    """Tell a participant. With `coalesce` (a request or a message), email and SMS go out only while
+    they have no unread notification of this consultation: one "you have new messages" until they
+    read it, not an email with the sender's text for each of 40 messages. A status change is news
+    of its own, always sent. Two at once on one consultation cannot both be emailed: they take the
+    consultation's row in turn (and notifications locks the thread besides)."""
     from notifications import notify
 
-    notify(user_id, "consultation", title, message, {"consultationId": consultation.pk, **data})
+    notify(
+        user_id,
+        "consultation",
+        title,
+        message,
+        {"consultationId": consultation.pk, **data},
+        thread=_thread(consultation),
+        coalesce=coalesce,
+    )
 
 
 def _refuse_unless_service_takes_calls(locked: Consultation) -> None:
@@ -180,6 +200,7 @@ def consultation_create(
             "New consultation request",
             f"{user.name} asks for a consultation about {service.name}: {_preview(body)}",
             consultation,
+            coalesce=True,
             messageId=message.pk,
             status=consultation.status,
         )
@@ -206,15 +227,21 @@ def message_send(*, consultation: Consultation, sender, body: str, now: datetime
             f"New message from {sender.name}",
             _preview(body),
             locked,
+            coalesce=True,
             messageId=message.pk,
         )
     return message
 
 
 def messages_mark_read(*, consultation: Consultation, reader, now: datetime | None = None) -> int:
-    """The other side's unread messages, read by `reader` (a participant) now; how many changed."""
+    """The other side's unread messages, read by `reader` (a participant) now, and the reader's
+    notifications of the consultation with them (the next message emails again); how many messages
+    changed."""
+    from notifications.services import notifications_read_in
+
     if consultation.participant_side(reader) is None:
         return 0
+    notifications_read_in(user=reader, thread=_thread(consultation))
     return (
         Message.objects.filter(consultation=consultation, read_at__isnull=True)
         .exclude(sender=reader)

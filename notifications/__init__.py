@@ -19,7 +19,16 @@ if TYPE_CHECKING:
 __all__ = ["notify"]
 
 
-def notify(user: Any, type: str, title: str, message: str, data: dict | None = None) -> Notification:
+def notify(
+    user: Any,
+    type: str,
+    title: str,
+    message: str,
+    data: dict | None = None,
+    *,
+    thread: str = "",
+    coalesce: bool = False,
+) -> Notification:
     """Notify `user` (a User or a user id).
 
     `type` is one of session, payment, alert, consultation, system. The notification is stored at
@@ -29,7 +38,13 @@ def notify(user: Any, type: str, title: str, message: str, data: dict | None = N
     raises here; it is recorded on the notification. A ValueError (services.InvalidNotification, which
     names the field) means a bad argument (unknown type, a title or message that shows nothing, data
     that is not a JSON object).
+
+    `thread` names the conversation it belongs to ("consultation:42"); with `coalesce`, a new message
+    of it, its email and SMS are held back while the user has an unread notification of the thread:
+    one email until they read it (services.notification_create), and one in-app notification each.
     """
     from notifications.services import notification_create
 
-    return notification_create(user=user, type=type, title=title, message=message, data=data)
+    return notification_create(
+        user=user, type=type, title=title, message=message, data=data, thread=thread, coalesce=coalesce
+    )

@@ -29,7 +29,9 @@ class DeliveryStatus(models.TextChoices):
     PENDING = "pending", "Pending"  # queued, being sent, or waiting for a retry
     SENT = "sent", "Sent"
     FAILED = "failed", "Failed"  # the provider refused it for good, or every retry failed
-    SKIPPED = "skipped", "Skipped"  # wanted, but impossible: no verified phone, provider not configured...
+    # Wanted, but impossible (no verified phone, provider not configured...) or held back (an unread
+    # notification of its thread was sent already).
+    SKIPPED = "skipped", "Skipped"
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ DEFAULT_CHANNELS: dict[str, ChannelChoice] = {
 
 TITLE_MAX_LENGTH = 200
 MESSAGE_MAX_LENGTH = 5000
+THREAD_MAX_LENGTH = 64
 DELIVERY_ERROR_MAX_LENGTH = 500
 
 
@@ -68,6 +71,9 @@ class Notification(models.Model):
     sent_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # The conversation it belongs to, named by the app that sent it ("consultation:42"); empty for
+    # most. Its new messages are emailed and texted only while none of its notifications is unread.
+    thread = models.CharField(max_length=THREAD_MAX_LENGTH, blank=True, default="")
 
     # Delivery, per channel. A `*_claimed_until` in the future is a worker's claim on the send; it
     # expires by itself, so a worker that died mid-send does not block the delivery for ever.
@@ -105,6 +111,11 @@ class Notification(models.Model):
                 fields=["created_at"],
                 condition=models.Q(email_status=DeliveryStatus.PENDING) | models.Q(sms_status=DeliveryStatus.PENDING),
                 name="notifications_pending_idx",
+            ),
+            models.Index(
+                fields=["user", "thread"],
+                condition=models.Q(read=False, deleted_at__isnull=True) & ~models.Q(thread=""),
+                name="notifications_thread_idx",
             ),
         ]
         constraints = [

@@ -20,7 +20,7 @@ from asgiref.sync import async_to_sync
 from celery.exceptions import Retry
 from django.contrib.auth import get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 from rest_framework import exceptions
@@ -30,6 +30,7 @@ from notifications.consumers import user_group
 from notifications.models import (
     DELIVERY_ERROR_MAX_LENGTH,
     MESSAGE_MAX_LENGTH,
+    THREAD_MAX_LENGTH,
     TITLE_MAX_LENGTH,
     Channel,
     ChannelChoice,
@@ -68,23 +69,54 @@ SMS_OUTCOME_UNKNOWN = (
 
 
 def notification_create(
-    *, user: Any, type: str, title: str, message: str, data: dict | None = None, sent_by: Any = None
+    *,
+    user: Any,
+    type: str,
+    title: str,
+    message: str,
+    data: dict | None = None,
+    sent_by: Any = None,
+    thread: str = "",
+    coalesce: bool = False,
 ) -> Notification:
     """Store a notification for `user` (a User or a user id) and, once the caller's transaction
     commits, push it to their sockets and queue the email and SMS their preferences ask for.
+
+    `thread` names the conversation it belongs to. With `coalesce` (a conversation's new message),
+    its email and SMS are held back while the user has an unread notification of that thread:
+    one "you have news" by email until they read it, not one email per message (see _held_back).
 
     Raises InvalidNotification (a ValueError) for a caller's mistake (unknown type, a title or
     message that shows nothing, data that is not JSON); never for a delivery problem: those are
     recorded on the notification.
     """
-    fields = _clean(type=type, title=title, message=message, data=data)
+    fields = _clean(type=type, title=title, message=message, data=data, thread=thread)
     if not hasattr(user, "pk"):
         user = get_user_model().objects.get(pk=user)
     notification = Notification(user=user, sent_by=sent_by, **fields)
-    _plan_deliveries(notification, user, selectors.channels_for(user.pk, notification.type))
-    notification.save(force_insert=True)
+    channels = selectors.channels_for(user.pk, notification.type)
+    if coalesce and thread:
+        with transaction.atomic():
+            _plan_deliveries(notification, user, channels, held_back=_held_back(user.pk, thread))
+            notification.save(force_insert=True)
+    else:
+        _plan_deliveries(notification, user, channels)
+        notification.save(force_insert=True)
     transaction.on_commit(partial(notifications_dispatch, [notification]), robust=True)
     return notification
+
+
+def _held_back(user_id: int, thread: str) -> bool:
+    """Whether the user has an unread notification of `thread` (one they dismissed is dealt with).
+
+    Decided under a lock on (user, thread) that lasts until the transaction ends (inside
+    transaction.atomic): of two notifications of one thread at once, the second waits until the
+    first commits or rolls back and sees it, so that they cannot both be emailed."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"notifications.thread:{user_id}:{thread}"]
+        )
+    return selectors.notification_list_for(user_id, read=False).filter(thread=thread).exists()
 
 
 def notification_broadcast(
@@ -183,9 +215,11 @@ class InvalidNotification(exceptions.ValidationError, ValueError):
         super().__init__({field: [message]}, code="invalid")
 
 
-def _clean(*, type: str, title: str, message: str, data: dict | None) -> dict[str, Any]:
+def _clean(*, type: str, title: str, message: str, data: dict | None, thread: str = "") -> dict[str, Any]:
     if type not in NotificationType.values:
         raise InvalidNotification("type", f"{type!r} is not a notification type.")
+    if not isinstance(thread, str) or len(thread) > THREAD_MAX_LENGTH:
+        raise InvalidNotification("thread", f"A thread is named by at most {THREAD_MAX_LENGTH} characters.")
     # Nothing in them hides or reorders what follows: a name or other text written before the rule
     # of visible text (paygo.api.text) held it, put in by the caller, read as other words ("\u202e"
     # made "troppuS oGyaP" read "PayGo Support" in a "... sent you ..." message and its email).
@@ -210,6 +244,7 @@ def _clean(*, type: str, title: str, message: str, data: dict | None) -> dict[st
         "title": _truncate(title, TITLE_MAX_LENGTH),
         "message": _truncate(message, MESSAGE_MAX_LENGTH),
         "data": data,
+        "thread": thread,
     }
 
 
@@ -228,12 +263,19 @@ def unreachable_reason(user: Any, channel: str) -> str:
     return ""
 
 
-def _plan_deliveries(notification: Notification, user: Any, channels: ChannelChoice) -> None:
+HELD_BACK = "Not sent: an unread notification of the same conversation was already sent."
+
+
+def _plan_deliveries(
+    notification: Notification, user: Any, channels: ChannelChoice, *, held_back: bool = False
+) -> None:
+    """Each channel's delivery: not requested (the user's preferences), skipped (the user cannot be
+    reached there, or `held_back`: see notification_create's coalesce), or pending."""
     for channel in Channel:
         if not getattr(channels, channel):
             status, reason = DeliveryStatus.NOT_REQUESTED, ""
         else:
-            reason = unreachable_reason(user, channel)
+            reason = unreachable_reason(user, channel) or (HELD_BACK if held_back else "")
             status = DeliveryStatus.SKIPPED if reason else DeliveryStatus.PENDING
         setattr(notification, f"{channel}_status", status)
         setattr(notification, f"{channel}_error", reason)
@@ -305,6 +347,13 @@ def notification_mark_read(*, notification: Notification, read: bool) -> Notific
 def notification_read_all(*, user: Any) -> int:
     """Mark every unread notification of the user read; how many changed."""
     return selectors.notification_list_for(user, read=False).update(read=True, read_at=timezone.now())
+
+
+def notifications_read_in(*, user: Any, thread: str) -> int:
+    """Mark the user's unread notifications of `thread` read (they read the conversation itself);
+    how many changed. Its next new message is emailed again."""
+    unread = selectors.notification_list_for(user, read=False).filter(thread=thread)
+    return unread.update(read=True, read_at=timezone.now())
 
 
 def notification_delete(*, notification: Notification) -> None:

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 from django.db import transaction
 from rest_framework.exceptions import ValidationError
 
+from accounts.tests.conftest import another_waits_on_a_lock
+from conftest import in_thread, money_db
 from notifications import notify
 from notifications.models import DeliveryStatus, Notification, NotificationPreference
-from notifications.services import InvalidNotification, notification_broadcast
+from notifications.services import (
+    InvalidNotification,
+    notification_broadcast,
+    notification_delete,
+    notification_mark_read,
+    notifications_read_in,
+)
 from notifications.tests.conftest import verify_phone
 
 pytestmark = pytest.mark.django_db
@@ -230,3 +240,89 @@ def test_a_broker_outage_never_reaches_the_caller(alice, committed, mailoutbox, 
     notification.refresh_from_db()
     assert notification.email_status == DeliveryStatus.PENDING  # left for the sweeper
     assert mailoutbox == []
+
+
+# --- Coalescing: one email or SMS per unread thread ---------------------------------------------------
+
+HELD_BACK = "Not sent: an unread notification of the same conversation was already sent."
+
+
+def new_message(user, text="Hello", *, thread="consultation:1", coalesce=True, type="alert"):
+    return notify(user, type, "New message", text, thread=thread, coalesce=coalesce)
+
+
+def deliveries(*notifications) -> list[tuple[str, str, str]]:
+    """(email, sms, why email was not sent) of each notification, as stored."""
+    rows = Notification.objects.in_bulk([n.pk for n in notifications])
+    return [(rows[n.pk].email_status, rows[n.pk].sms_status, rows[n.pk].email_error) for n in notifications]
+
+
+def test_a_coalesced_notification_is_not_emailed_nor_texted_while_one_of_its_thread_is_unread(alice):
+    verify_phone(alice)
+    first, second = new_message(alice), new_message(alice)
+    other_thread, not_coalesced = new_message(alice, thread="consultation:2"), new_message(alice, coalesce=False)
+
+    assert deliveries(first, second, other_thread, not_coalesced) == [
+        ("pending", "pending", ""),
+        ("skipped", "skipped", HELD_BACK),
+        ("pending", "pending", ""),
+        ("pending", "pending", ""),
+    ]
+    assert Notification.objects.filter(user=alice, thread="consultation:1").count() == 3  # all stored, in-app
+
+
+def test_once_the_thread_is_read_or_dismissed_the_next_one_is_sent(alice, bob):
+    new_message(bob)  # someone else's unread notification of a thread of the same name holds nothing back
+    first = new_message(alice)
+    notification_mark_read(notification=first, read=True)
+    after_reading = new_message(alice)
+    notification_delete(notification=after_reading)
+    after_dismissing = new_message(alice)
+
+    assert [status for status, _, _ in deliveries(first, after_reading, after_dismissing)] == ["pending"] * 3
+
+
+def test_reading_a_thread_reads_its_unread_notifications_only(alice, bob):
+    mine = [new_message(alice), new_message(alice, coalesce=False)]
+    other_thread, bobs = new_message(alice, thread="consultation:2"), new_message(bob)
+
+    assert notifications_read_in(user=alice, thread="consultation:1") == 2
+    assert notifications_read_in(user=alice, thread="consultation:1") == 0
+
+    read = dict(Notification.objects.values_list("pk", "read"))
+    assert [read[n.pk] for n in [*mine, other_thread, bobs]] == [True, True, False, False]
+
+
+@money_db
+def test_two_notifications_of_one_thread_at_once_send_one_email(alice, mailoutbox):
+    """The second waits for the first's transaction (a lock on the user's thread) and sees it unread:
+    without the lock, both found nothing unread before either committed, and both were emailed."""
+    first_stored, release, second_done = threading.Event(), threading.Event(), threading.Event()
+
+    @in_thread
+    def first():
+        with transaction.atomic():
+            stored = new_message(alice, "The first of two", type="consultation")
+            first_stored.set()
+            release.wait(60)
+        return stored
+
+    @in_thread
+    def second():
+        try:
+            first_stored.wait(60)
+            return new_message(alice, "The second of two", type="consultation")
+        finally:
+            second_done.set()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one, two = pool.submit(first), pool.submit(second)
+        assert first_stored.wait(60)
+        while not (second_done.wait(0.01) or another_waits_on_a_lock()):
+            pass
+        release.set()
+        one, two = one.result(60), two.result(60)
+
+    assert deliveries(one, two) == [("sent", "not_requested", ""), ("skipped", "not_requested", HELD_BACK)]
+    assert len(mailoutbox) == 1
+    assert "The first of two" in mailoutbox[0].body
