@@ -32,6 +32,15 @@ def parse_duration(value: str) -> timedelta:
     return timedelta(seconds=number * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
 
+def count(name: str, default: int) -> int:
+    """A whole number from the environment that sizes something (a batch, a period, a limit): below 1
+    it would break what it sizes (a sweep batch of 0 is range() with a step of 0), so it stops the app."""
+    value = env.int(name, default=default)
+    if value < 1:
+        raise ImproperlyConfigured(f"{name} is {value}; it must be at least 1.")
+    return value
+
+
 # --- Mode and secrets -----------------------------------------------------------------------------
 
 # Off unless set: `make run`, `make test` (pytest.ini) and CI set DEBUG=1; anything else is production.
@@ -421,17 +430,15 @@ CORS_EXPOSE_HEADERS = ["x-request-id", "idempotent-replayed", "ratelimit", "rate
 PLATFORM_FEE_BPS = env.int("PLATFORM_FEE_BPS", default=1000)
 if not 0 <= PLATFORM_FEE_BPS <= 10000:
     raise ImproperlyConfigured("PLATFORM_FEE_BPS must be between 0 and 10000.")
-BILLING_SWEEP_SECONDS = env.int("BILLING_SWEEP_SECONDS", default=60)
-BILLING_SWEEP_SHARDS = env.int("BILLING_SWEEP_SHARDS", default=1)
-BILLING_SWEEP_BATCH = env.int("BILLING_SWEEP_BATCH", default=5000)
-SESSION_IDLE_SECONDS = env.int("SESSION_IDLE_SECONDS", default=60)
-SESSION_METRICS_KEPT = env.int("SESSION_METRICS_KEPT", default=100)
+BILLING_SWEEP_SECONDS = count("BILLING_SWEEP_SECONDS", 60)
+BILLING_SWEEP_SHARDS = count("BILLING_SWEEP_SHARDS", 1)
+BILLING_SWEEP_BATCH = count("BILLING_SWEEP_BATCH", 5000)
+SESSION_IDLE_SECONDS = count("SESSION_IDLE_SECONDS", 60)
+SESSION_METRICS_KEPT = count("SESSION_METRICS_KEPT", 100)
 STREAM_TICK_SECONDS = env.float("STREAM_TICK_SECONDS", default=1.0)
 # The most sockets one user holds open at once, in every server process together (paygo/ws.py): a
 # handshake past it is closed with 4429.
-WS_MAX_SOCKETS_PER_USER = env.int("WS_MAX_SOCKETS_PER_USER", default=20)
-if WS_MAX_SOCKETS_PER_USER < 1:
-    raise ImproperlyConfigured("WS_MAX_SOCKETS_PER_USER must be at least 1.")
+WS_MAX_SOCKETS_PER_USER = count("WS_MAX_SOCKETS_PER_USER", 20)
 CELERY_BEAT_SCHEDULE["billing-sweep"] = {"task": "streaming.billing_sweep", "schedule": float(BILLING_SWEEP_SECONDS)}
 
 # The ledger's conservation check reads every entry: the dashboards show its latest result.
@@ -446,9 +453,7 @@ CELERY_BEAT_SCHEDULE["dashboards-rollup"] = {
     "schedule": env.float("DASHBOARDS_ROLLUP_EVERY_SECONDS", default=10.0),
 }
 DASHBOARDS_ROLLUP_WAIT_SECONDS = env.float("DASHBOARDS_ROLLUP_WAIT_SECONDS", default=10.0)
-DASHBOARDS_ROLLUP_CHUNK = env.int("DASHBOARDS_ROLLUP_CHUNK", default=200_000)
-if DASHBOARDS_ROLLUP_CHUNK < 1:
-    raise ImproperlyConfigured("DASHBOARDS_ROLLUP_CHUNK must be at least 1")
+DASHBOARDS_ROLLUP_CHUNK = count("DASHBOARDS_ROLLUP_CHUNK", 200_000)
 # seed_demo's people share a password printed in the README (the staff one is a superuser): it runs
 # only where demo data was chosen, by default with DEBUG on and never in production otherwise.
 DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=DEBUG)
