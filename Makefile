@@ -35,8 +35,9 @@ run: install
 
 ## The production shape on this machine, on http://localhost:$${PORT:-8000}: nginx in front of gunicorn's
 ## WSGI workers (HTTP) and Daphne (WebSockets), a Celery worker and beat, after collectstatic and the
-## migrations; Ctrl-C stops them all (scripts/prod.py). Production settings: DATABASE_URL, REDIS_URL and
-## the secrets from the environment (README, "One machine: make prod"). DEBUG stays off unless you set it.
+## migrations; Ctrl-C stops them all (scripts/prod.py). Production settings: DATABASE_URL, REDIS_URL,
+## ALLOWED_HOSTS and the secrets from the environment (README, "One machine: make prod"). DEBUG stays off
+## unless you set it.
 prod: install
 	bash scripts/ensure-services.sh nginx
 	DEBUG=$(if $(filter environment command line,$(origin DEBUG)),$(DEBUG),0) $(PY) scripts/prod.py

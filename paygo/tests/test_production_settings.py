@@ -394,3 +394,18 @@ def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_ctrl
 
 
 _KINDS = ("nginx", "gunicorn", "paygo.server", "paygo worker", "paygo beat")  # as their command lines say
+
+
+def prod_py_run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """scripts/prod.py run to its end in a fresh process with only `env` (and PATH)."""
+    return run(["scripts/prod.py", "--no-collectstatic", *args], env)
+
+
+def test_make_prod_refuses_to_start_without_allowed_hosts():
+    """With DEBUG off and no ALLOWED_HOSTS every request would be a 400 (Invalid HTTP_HOST)."""
+    started = prod_py_run(production_env(ALLOWED_HOSTS=None, PORT=str(_free_port())))
+
+    assert started.returncode != 0
+    assert "prod: ALLOWED_HOSTS is empty and DEBUG is off" in started.stderr
+    assert "nothing was started" in started.stderr
+    assert "manage.py" not in started.stdout  # refused before the migrations
