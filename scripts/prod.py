@@ -13,14 +13,20 @@ or the Chipi sandbox on.
 
 Each process gets its own pool of database connections (DATABASE_POOL_MAX_SIZE, unless set, per kind
 of process below); their total is printed, to set against PostgreSQL's max_connections. Ctrl-C (or
-SIGTERM) stops every process, the proxy first; if any of them exits on its own, the others are
-stopped too and this exits non-zero. It refuses to start, before anything is done, when the settings
-answer no host (ALLOWED_HOSTS empty with DEBUG off: every request a 400).
+SIGTERM, SIGHUP, SIGQUIT) stops every process, the proxy first; if any of them exits on its own, the
+others are stopped too and this exits non-zero. Should this process end without stopping them (a
+SIGKILL, a crash), the kernel sends each of them SIGTERM (Linux): a stack is never left running,
+billing, without the process that answers for it.
+
+It refuses to start, before anything is done, when PORT is taken (by an earlier stack's nginx, say)
+or when the settings answer no host (ALLOWED_HOSTS empty with DEBUG off: every request a 400).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
 import ipaddress
 import json
 import os
@@ -32,9 +38,11 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -48,6 +56,15 @@ POOL_SIZES = {"web": 2, "ws": 8, "worker": 2, "beat": 1}
 # proxy_read_timeout is longer, so that nginx never answers while a worker goes on to commit.
 WEB_TIMEOUT_SECONDS = 60
 
+# Each stops everything: Ctrl-C, SIGTERM (systemd, docker stop), SIGHUP (the terminal closed, an ssh
+# session dropped: the children, in sessions of their own, get none), SIGQUIT (Ctrl-\).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+class StopRequested(Exception):
+    """A stop signal arrived while the processes were starting."""
+
 
 @dataclass
 class Process:
@@ -55,6 +72,59 @@ class Process:
     args: list[str]
     env: dict[str, str]
     popen: subprocess.Popen | None = None
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What a child runs before its program (Linux): the kernel sends it SIGTERM when this process
+    ends, however it ends, and each child stops its own (gunicorn its workers, nginx its own)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: nothing to load between fork and exec
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # this process ended before the line above: no signal would come
+            os._exit(1)
+
+    return preexec
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A child in a session of its own (Ctrl-C in the terminal reaches this process only, which stops
+    the children in order), that ends with this process."""
+    return subprocess.Popen(args, cwd=ROOT, env=env, start_new_session=True, preexec_fn=_die_with_parent())
+
+
+def port_taken(port: int) -> str | None:
+    """Why nginx could not listen on `port` (on every address, as deploy/nginx.conf says), naming the
+    process that does when it is visible; None when the port is free."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx binds: TIME_WAIT is free
+        try:
+            probe.bind(("0.0.0.0", port))  # noqa: S104 (a probe of nginx's own address, closed at once)
+            return None
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return f"port {port} cannot be listened on ({error.strerror})"
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
+            try:
+                holder = " ".join(psutil.Process(connection.pid).cmdline())
+            except psutil.Error:
+                continue
+            return f"port {port} is taken, by process {connection.pid} ({holder[:120]})"
+    return f"port {port} is taken, by a process of another user"
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` itself holds a listening socket on `port`."""
+    try:
+        connections = psutil.Process(pid).net_connections(kind="tcp")
+    except psutil.Error:
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
 
 
 def free_port() -> int:
@@ -160,18 +230,31 @@ def manage(*args: str, env: dict[str, str]) -> None:
         sys.exit(f"prod: manage.py {args[0]} failed; nothing was started.")
 
 
-def wait_for_port(port: int, processes: list[Process], seconds: float = 60.0) -> None:
+def wait_for_port(
+    port: int,
+    owner: Process,
+    processes: list[Process],
+    seconds: float = 60.0,
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
+    """Until `owner` listens on `port` and answers there. An answer from another process is not
+    `owner`'s (nginx retries a taken port for seconds before it exits, while whatever holds the port
+    answers); any of `processes` exiting, or a stop signal, ends the wait."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
+        if stopping():
+            raise StopRequested
         for process in processes:
             if process.popen.poll() is not None:
                 raise RuntimeError(f"{process.name} exited with {process.popen.returncode} while starting")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"nothing answers on 127.0.0.1:{port} after {seconds:.0f} s")
+        if listens(owner.popen.pid, port):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{owner.name} does not listen on port {port} after {seconds:g} s")
 
 
 def stop(processes: list[Process]) -> None:
@@ -212,6 +295,10 @@ def main() -> int:
     env["BILLING_SWEEP_SHARDS"] = str(shards)
     proxies = tls_proxies(env)
     env["TRUSTED_PROXIES"] = trusted_proxies(env, proxies)
+    # A port someone listens on already (an earlier stack's nginx, say) would have its answers taken
+    # for this stack's, and a second beat bill beside the first.
+    if taken := port_taken(port):
+        sys.exit(f"prod: {taken}; stop it or set PORT to another port; nothing was started.")
     settings = app_settings(env)
     if not settings["DEBUG"] and not settings["ALLOWED_HOSTS"]:
         sys.exit(
@@ -272,44 +359,52 @@ def main() -> int:
     sizes = {p.name: int(p.env["DATABASE_POOL_MAX_SIZE"]) for p in processes[1:]}
     total = sizes["web"] * web_workers + sizes["ws"] + sizes["worker"] * (concurrency + 1) + sizes["beat"]
 
-    stopping = False
+    received: list[int] = []
 
     def on_signal(signum, frame) -> None:
-        nonlocal stopping
-        stopping = True
+        received.append(signum)
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    # The proxy starts last, once the servers answer, and is stopped first.
-    for process in processes[1:]:
-        process.popen = subprocess.Popen(process.args, cwd=ROOT, env=process.env, start_new_session=True)
-    try:
-        wait_for_port(int(web_port), processes[1:])
-        wait_for_port(int(ws_port), processes[1:])
-        processes[0].popen = subprocess.Popen(processes[0].args, cwd=ROOT, env=env, start_new_session=True)
-        wait_for_port(port, processes)
-    except RuntimeError as error:
-        print(f"prod: {error}; stopping.", flush=True)
-        stop(processes)
-        return 1
-    print(
-        f"prod: serving on http://127.0.0.1:{port} (nginx -> web {web} with {web_workers} workers, ws {ws}); "
-        f"celery worker x{concurrency} and beat, the billing sweep in {shards} shard{'s' if shards != 1 else ''}; "
-        f"database pools' total {total} connections "
-        f"(web {sizes['web']} x {web_workers}, ws {sizes['ws']}, worker {sizes['worker']} x {concurrency + 1}, "
-        f"beat {sizes['beat']}). Ctrl-C stops everything.",
-        flush=True,
-    )
+    def stopping() -> bool:
+        return bool(received)
+
+    for signum in STOP_SIGNALS:
+        # Under nohup a hangup is ignored by the operator's choice: the stack outlives the terminal.
+        if signum != signal.SIGHUP or signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, on_signal)
+    web_server, ws_server, nginx_server = processes[1], processes[2], processes[0]
     status = 0
-    while not stopping:
-        exited = next((p for p in processes if p.popen.poll() is not None), None)
-        if exited:
-            print(f"prod: {exited.name} exited with {exited.popen.returncode}; stopping the others.", flush=True)
-            status = 1
-            break
-        time.sleep(0.2)
-    stop(processes)  # the proxy first
-    print("prod: stopped.", flush=True)
+    try:  # whatever happens from here on, every process started is stopped (the proxy first)
+        # The proxy starts last, once the servers answer, and is stopped first.
+        for process in processes[1:]:
+            process.popen = spawn(process.args, process.env)
+        try:
+            wait_for_port(int(web_port), web_server, processes[1:], stopping=stopping)
+            wait_for_port(int(ws_port), ws_server, processes[1:], stopping=stopping)
+            nginx_server.popen = spawn(nginx_server.args, nginx_server.env)
+            wait_for_port(port, nginx_server, processes, stopping=stopping)
+        except StopRequested:
+            return 0
+        except RuntimeError as error:
+            print(f"prod: {error}; stopping.", flush=True)
+            return 1
+        print(
+            f"prod: serving on http://127.0.0.1:{port} (nginx -> web {web} with {web_workers} workers, ws {ws}); "
+            f"celery worker x{concurrency} and beat, the billing sweep in {shards} "
+            f"shard{'s' if shards != 1 else ''}; database pools' total {total} connections "
+            f"(web {sizes['web']} x {web_workers}, ws {sizes['ws']}, worker {sizes['worker']} x {concurrency + 1}, "
+            f"beat {sizes['beat']}). Ctrl-C stops everything.",
+            flush=True,
+        )
+        while not received:
+            exited = next((p for p in processes if p.popen.poll() is not None), None)
+            if exited:
+                print(f"prod: {exited.name} exited with {exited.popen.returncode}; stopping the others.", flush=True)
+                status = 1
+                break
+            time.sleep(0.2)
+    finally:
+        stop(processes)
+        print("prod: stopped.", flush=True)
     return status
 
 

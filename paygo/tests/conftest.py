@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
@@ -117,3 +118,10 @@ def redis_connections_opened(monkeypatch) -> list:
 
     monkeypatch.setattr(redis.ConnectionPool, "make_connection", counted)
     return opened
+
+
+@pytest.fixture
+def prod_py(monkeypatch):
+    """scripts/prod.py (what `make prod` runs), imported."""
+    monkeypatch.syspath_prepend(str(BASE_DIR / "scripts"))
+    return importlib.import_module("prod")

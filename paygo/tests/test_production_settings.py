@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -316,11 +317,34 @@ def _request(
         connection.close()
 
 
+def prod_py_run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    """scripts/prod.py run to its end in a fresh process with only `env` (and PATH)."""
+    return run(["scripts/prod.py", "--no-collectstatic", *args], env)
+
+
+def _still_running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    running = []
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if process.status() != psutil.STATUS_ZOMBIE:  # ended, not reaped yet by whoever adopted it
+                running.append(process)
+    return running
+
+
+def _wait_gone(processes: list[psutil.Process], seconds: float = 60.0) -> list[psutil.Process]:
+    """Those of `processes` still running after at most `seconds` (a bound, not a measurement)."""
+    deadline = time.monotonic() + seconds
+    while (running := _still_running(processes)) and time.monotonic() < deadline:
+        psutil.wait_procs(running, timeout=0.5)
+    return running
+
+
 @contextlib.contextmanager
-def make_prod(env: dict[str, str]):
+def make_prod(env: dict[str, str], *, stop_with: signal.Signals = signal.SIGINT):
     """scripts/prod.py (what `make prod` runs) in a fresh process with only `env` (and PATH), from
-    its "serving on" line to the end of the block, then Ctrl-C; yields (the process, what it
-    printed up to then). static_root (the fixture) is collected already: --no-collectstatic."""
+    its "serving on" line to the end of the block, then `stop_with` (Ctrl-C unless told); yields
+    (the process, what it printed up to then). Every process it started is gone afterwards.
+    static_root (the fixture) is collected already: --no-collectstatic."""
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
     prod = subprocess.Popen(
         [sys.executable, "scripts/prod.py", "--no-collectstatic"],
@@ -334,17 +358,32 @@ def make_prod(env: dict[str, str]):
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in prod.stdout], daemon=True).start()
     output: list[str] = []
+    children: list[psutil.Process] = []
     try:
         while not any(line.startswith("prod: serving on") for line in output):
             output.append(lines.get(timeout=180))  # a bound on a broken start, not a measurement
+        children = psutil.Process(prod.pid).children(recursive=True)
         yield prod, output
     finally:
-        prod.send_signal(signal.SIGINT)  # Ctrl-C
-        prod.wait(timeout=60)
+        prod.send_signal(stop_with)
+        try:
+            prod.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            prod.kill()
+            raise
+        finally:
+            left = []
+            for process in _wait_gone(children):  # nothing stays behind for the next tests, whatever this finds
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    left.append(" ".join(process.cmdline()))
+                    process.kill()
+    assert not left, f"still running after {stop_with.name}: {left}"
 
 
 @pytest.mark.django_db(transaction=True)
-def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_ctrl_c(static_root, alice):
+def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_a_hangup(static_root, alice):
+    """Served through nginx; a SIGHUP (its terminal closed, an ssh session dropped) stops every process
+    as Ctrl-C does (the same handler: test_production_edge's stack is stopped with a SIGKILL)."""
     port = _free_port()
     env = production_env(
         static_root,
@@ -360,7 +399,7 @@ def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_ctrl
         CACHE_KEY_PREFIX=os.environ.get("CACHE_KEY_PREFIX"),
         CHANNEL_LAYER_PREFIX=os.environ.get("CHANNEL_LAYER_PREFIX"),
     )
-    with make_prod(env) as (prod, output):
+    with make_prod(env, stop_with=signal.SIGHUP) as (prod, output):
         children = psutil.Process(prod.pid).children(recursive=True)
         assert set(_KINDS) <= {kind for child in children for kind in _KINDS if kind in " ".join(child.cmdline())}
         # The sweep in as many shards as the worker runs tasks at once (each bills its vendors' wallets).
@@ -389,16 +428,10 @@ def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_ctrl
         socket_ = websocket.create_connection(f"ws://127.0.0.1:{port}/ws/notifications/?token={token}", timeout=30)
         assert socket_.getstatus() == 101
         socket_.close()
-    assert prod.returncode == 0, "".join(output)
-    assert not [child for child in children if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+    assert prod.returncode == 0, "".join(output)  # stopped, every process with it (make_prod)
 
 
 _KINDS = ("nginx", "gunicorn", "paygo.server", "paygo worker", "paygo beat")  # as their command lines say
-
-
-def prod_py_run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    """scripts/prod.py run to its end in a fresh process with only `env` (and PATH)."""
-    return run(["scripts/prod.py", "--no-collectstatic", *args], env)
 
 
 def test_make_prod_refuses_to_start_without_allowed_hosts():
@@ -409,3 +442,64 @@ def test_make_prod_refuses_to_start_without_allowed_hosts():
     assert "prod: ALLOWED_HOSTS is empty and DEBUG is off" in started.stderr
     assert "nothing was started" in started.stderr
     assert "manage.py" not in started.stdout  # refused before the migrations
+
+
+def test_make_prod_refuses_a_port_another_process_listens_on():
+    """An earlier stack's nginx, or anything else: its answers would pass for ours."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        started = prod_py_run(production_env(ALLOWED_HOSTS="127.0.0.1", PORT=str(port)))
+
+    assert started.returncode != 0
+    assert f"port {port} is taken, by process {os.getpid()} ({' '.join(psutil.Process().cmdline())[:60]}" in (
+        started.stderr
+    )
+    assert "nothing was started" in started.stderr
+    assert "manage.py" not in started.stdout
+
+
+def test_the_readiness_wait_takes_only_an_answer_from_its_own_process(prod_py):
+    """Another process answering on the port while ours is not listening (nginx retries a bind
+    for seconds before it gives up) is not "serving"."""
+    owner = prod_py.Process("nginx", [sys.executable, "-c", "import sys; sys.stdin.read()"], {})
+    owner.popen = subprocess.Popen(owner.args, stdin=subprocess.PIPE)
+    try:
+        with socket.socket() as other:
+            other.bind(("127.0.0.1", 0))
+            other.listen()
+            port = other.getsockname()[1]
+
+            with pytest.raises(RuntimeError, match=f"nginx does not listen on port {port} after 0.5 s"):
+                prod_py.wait_for_port(port, owner, [owner], seconds=0.5)  # a bound, not a measurement
+    finally:
+        owner.popen.stdin.close()
+        owner.popen.wait(timeout=30)
+
+
+def test_the_children_of_make_prod_end_with_it_even_when_it_is_killed(prod_py):
+    """SIGKILL leaves prod.py no chance to stop anything: its children get SIGTERM from the kernel."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, prod; child = prod.spawn([sys.executable, '-c', 'import time; time.sleep(600)'], {}); "
+            "print(child.pid, flush=True); sys.stdin.read()",
+        ],
+        cwd=ROOT / "scripts",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = psutil.Process(int(parent.stdout.readline()))
+    assert child.is_running()
+
+    parent.kill()
+    parent.wait(timeout=30)
+
+    left = _wait_gone([child])
+    for process in left:
+        process.kill()
+    assert not left
