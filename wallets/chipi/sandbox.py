@@ -546,6 +546,11 @@ class ChipiSandbox:
         rows = SandboxTransaction.objects.filter(tx_hash=felt_canonical(tx_hash) or "").order_by("pk")
         return [_to_chain(row) for row in rows]
 
+    def payments_into(self, address: str) -> list[ChainTransaction]:
+        """Every transfer into `address`, oldest first."""
+        rows = SandboxTransaction.objects.filter(destination_address=address_normalize(address) or "").order_by("pk")
+        return [_to_chain(row) for row in rows]
+
     @staticmethod
     def _balance(address: str, chain_token: str) -> int:
         row = SandboxBalance.objects.filter(address=address, token=chain_token).first()

@@ -91,6 +91,16 @@ def test_custody_is_what_the_sandboxs_wallets_hold_together(gateway, sandbox):
     assert sandbox.custody_balance("ETH") == 5
 
 
+def test_the_payments_into_a_wallet_oldest_first(gateway, sandbox):
+    alice = gateway.create_wallet(external_user_id="alice", encrypt_key=new_encrypt_key())
+    bob = gateway.create_wallet(external_user_id="bob", encrypt_key=new_encrypt_key())
+    first = sandbox.receive_payment(to_address=alice.address, token="USDC", amount=3)
+    sandbox.receive_payment(to_address=bob.address, token="USDC", amount=4)
+    second = sandbox.receive_payment(to_address=alice.address.upper().replace("0X", "0x"), token="ETH", amount=5)
+
+    assert sandbox.payments_into(alice.address) == [first, second]
+
+
 def test_faults_are_checked_kept_in_order_and_reset(sandbox):
     with pytest.raises(ValueError):
         sandbox.inject("get_rate", "error")  # Chipi quotes no rates
