@@ -26,8 +26,8 @@ $(STAMP): requirements.txt
 install: $(STAMP)
 
 ## Serve API, admin, docs and WebSockets on http://localhost:8000 (embedded: a private PostgreSQL
-## whose data lives in var/postgres/, no Redis). A database without users first gets demo data
-## (seed_demo), whose credentials are printed.
+## whose data lives in var/postgres/, no Redis). A database without users of its own first gets demo
+## data (seed_demo; what an interrupted seed left is completed), whose credentials are printed.
 run: install
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo --if-empty

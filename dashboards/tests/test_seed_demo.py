@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from io import StringIO
 
@@ -11,10 +12,12 @@ from django.core.management import call_command
 from django.db.models.functions import TruncMonth
 
 from accounts.models import User
+from consultations import services as consultations
+from consultations.models import Consultation
 from dashboards import demo
 from marketplace.models import Category, Service
-from streaming.models import SessionKind, StreamingSession
-from wallets.models import LedgerTransaction, TransactionKind
+from streaming.models import SessionKind, SessionStatus, StreamingSession
+from wallets.models import Account, LedgerTransaction, TransactionKind, Withdrawal
 from wallets.services import reconcile
 
 pytestmark = pytest.mark.django_db
@@ -33,6 +36,37 @@ def counts() -> tuple[int, int, int, int]:
         StreamingSession.objects.count(),
         LedgerTransaction.objects.count(),
     )
+
+
+def outcome() -> dict:
+    """What the demo platform amounts to: for each person (verified; sessions, running ones; what the
+    ledger holds for them; withdrawals), every consultation thread's status, custody against the chain."""
+    people = {
+        user.email: (
+            user.is_verified,
+            StreamingSession.objects.filter(user=user).count(),
+            StreamingSession.objects.filter(user=user, status=SessionStatus.ACTIVE).count(),
+            sum(Account.objects.filter(owner=user).values_list("balance", flat=True)),
+            Withdrawal.objects.filter(user=user).count(),
+        )
+        for user in User.objects.order_by("email")
+    }
+    threads = sorted(Consultation.objects.values_list("status", flat=True))
+    return {"people": people, "threads": threads, "custody differences": [r.difference for r in reconcile()]}
+
+
+# seed_demo --users 2 --vendors 1 at the dashboards' frozen clock (conftest.now), run once without a
+# stop: (verified, sessions, running, balance in USDC minor units, withdrawals).
+SEEDED = {
+    "people": {
+        f"staff@{demo.DOMAIN}": (True, 0, 0, 0, 0),
+        f"user1@{demo.DOMAIN}": (True, 15, 0, 280_062_000, 0),
+        f"user2@{demo.DOMAIN}": (True, 15, 0, 262_174_000, 0),
+        f"vendor1@{demo.DOMAIN}": (True, 0, 0, 25_993_800, 1),
+    },
+    "threads": ["completed", "completed", "completed"],
+    "custody differences": [0, 0, 0, 0],  # an asset each
+}
 
 
 def test_a_living_platform_with_credentials(sandbox):
@@ -69,10 +103,20 @@ def test_a_living_platform_with_credentials(sandbox):
 
 def test_running_again_changes_nothing_and_more_users_adds_only_them(sandbox):
     seed("--users", "2", "--vendors", "1")
+    assert outcome() == SEEDED
     before = counts()
 
     again = seed("--users", "2", "--vendors", "1")
     assert counts() == before
+    assert "nothing changed" in again
+    # make run's: the demo's people are no users of the database's own.
+    again = seed("--if-empty", "--users", "2", "--vendors", "1")
+    assert outcome() == SEEDED
+    assert "nothing changed" in again
+    assert f"user    user2@{demo.DOMAIN}" in again
+    # Another --seed (or --vendors) draws other stories: the ones written are left as they are.
+    again = seed("--users", "2", "--vendors", "1", "--seed", "8")
+    assert outcome() == SEEDED
     assert "nothing changed" in again
 
     seed("--users", "3", "--vendors", "1")
@@ -80,10 +124,51 @@ def test_running_again_changes_nothing_and_more_users_adds_only_them(sandbox):
     assert counts()[2] > before[2]
 
 
+def ctrl_c(monkeypatch, owner, name: str, call: int) -> None:
+    """A Ctrl-C (KeyboardInterrupt) as the `call`th call of owner.name is about to run."""
+    real, calls = getattr(owner, name), itertools.count(1)
+
+    def step(*args, **kwargs):
+        if next(calls) == call:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, step)
+
+
+# Where a Ctrl-C leaves the first `make run`'s seed, one after the other, each run starting from
+# what the last one left: a person made but not finished; a payment on chain not credited; a session
+# running between two sweeps; a consultation call over and its thread still open; the vendors' money
+# not taken out.
+STOPS = [
+    (demo, "notification_preferences_update", 2),
+    (demo, "deposit_credit", 1),
+    (demo, "sweep", 3),
+    (consultations, "consultation_status_change", 2),
+    (demo, "withdrawal_request", 1),
+]
+
+
+def test_if_empty_completes_what_an_interrupted_seed_left_and_prints_the_credentials(sandbox, monkeypatch):
+    for owner, name, call in STOPS:
+        with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+            ctrl_c(patched, owner, name, call)
+            seed("--if-empty", "--users", "2", "--vendors", "1")
+
+    out = seed("--if-empty", "--users", "2", "--vendors", "1")
+
+    assert outcome() == SEEDED  # as if never stopped
+    assert "completing what an interrupted run left" in out
+    assert f"admin   {demo.STAFF_EMAIL}" in out
+    assert f"user    user2@{demo.DOMAIN}" in out
+    assert demo.PASSWORD in out
+
+
 def test_if_empty_leaves_a_database_with_users_alone(alice):
     out = seed("--if-empty")
 
     assert "no demo data" in out
+    assert "Sign in" not in out  # no demo people to sign in as
     assert User.objects.count() == 1
 
 

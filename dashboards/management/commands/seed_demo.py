@@ -6,7 +6,6 @@ import contextlib
 import logging
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
@@ -26,7 +25,10 @@ class Command(BaseCommand):
         parser.add_argument("--vendors", type=int, help="How many demo vendors (default: a quarter of the users, 3+).")
         parser.add_argument("--seed", type=int, default=7, help="Random seed of the stories (default 7).")
         parser.add_argument(
-            "--if-empty", action="store_true", help="Do nothing when the database has any user (for `make run`)."
+            "--if-empty",
+            action="store_true",
+            help="Do nothing when the database has users other than the demo's (for `make run`): demo data "
+            "an interrupted run left half-made is completed.",
         )
 
     def handle(self, *args, users: int, vendors: int | None, seed: int, if_empty: bool, **options):
@@ -37,10 +39,11 @@ class Command(BaseCommand):
             )
         if users < 1 or (vendors is not None and vendors < 1):
             raise CommandError("--users and --vendors must be at least 1.")
-        if if_empty and get_user_model().objects.exists():
-            self.stdout.write("The database has users already: no demo data added.")
-            return
         vendors = vendors or max(3, users // 4)
+        if if_empty and demo.users_of_its_own_exist():
+            self.stdout.write("The database has users of its own: no demo data added.")
+            self._print_credentials(users=users, vendors=vendors)  # of the demo's people it has, if any
+            return
         self.stdout.write(f"Demo data: {users} users and {vendors} vendors with months of history (a little while)...")
         with (
             self._quiet(options["verbosity"]),
@@ -52,11 +55,12 @@ class Command(BaseCommand):
                 report = demo.seed(users=users, vendors=vendors, seed=seed, progress=bar.update)
             except RuntimeError as exc:
                 raise CommandError(str(exc)) from None
-        if report.created:
+        if report.written:
+            completed = " (completing what an interrupted run left)" if report.resumed else ""
             self.stdout.write(
                 self.style.SUCCESS(
                     f"Demo data: {len(report.created_users)} people, {report.services} services, "
-                    f"{report.sessions} past sessions."
+                    f"{report.sessions} past sessions{completed}."
                 )
             )
         else:
@@ -64,8 +68,11 @@ class Command(BaseCommand):
         self._print_credentials(users=users, vendors=vendors)
 
     def _print_credentials(self, *, users: int, vendors: int) -> None:
+        found = demo.credentials(users=users, vendors=vendors)
+        if not found:
+            return
         self.stdout.write("\nSign in (API: POST /api/v1/auth/login; staff also at /admin/):")
-        for role, email, password in demo.credentials(users=users, vendors=vendors):
+        for role, email, password in found:
             self.stdout.write(f"  {role:<7} {email:<32} {password}")
 
     @staticmethod
