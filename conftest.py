@@ -128,6 +128,16 @@ def _fresh_cache():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _settings_put_back():
+    """A test leaves Django's settings as it found them. (@override_settings on a test that also
+    changes the `settings` fixture: the fixture's teardown, after the decorator's, put back the
+    decorator's settings, and the tests after it ran with them, on that worker only.)"""
+    before = settings._wrapped
+    yield
+    assert settings._wrapped is before, "this test left Django's settings changed"
+
+
 @pytest.fixture
 def still_clock():
     """A clock that stands still (time_machine's traveller, to move it by hand). The rate limits

@@ -841,7 +841,6 @@ def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_se
     assert balance_of(victor) == 0
 
 
-@override_settings(SESSION_IDLE_SECONDS=3600)
 def test_a_payout_waits_in_the_vendors_wallet_while_the_treasury_key_does_not_open(
     alice, victor, make_service, clock, sandbox, settings
 ):
@@ -849,6 +848,9 @@ def test_a_payout_waits_in_the_vendors_wallet_while_the_treasury_key_does_not_op
     without CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS): a payout queued then moved the vendor's money in
     flight for a signature that could not be made. The sweep bills, queues none, and a later sweep
     pays out once the old key is named again."""
+    # The settings fixture alone (no @override_settings beside it: its teardown put back the
+    # decorator's settings after the decorator had ended, and the next test ran with them).
+    settings.SESSION_IDLE_SECONDS = 3600
     from streaming.payouts import payouts_queue
     from wallets.models import Withdrawal, WithdrawalKind
     from wallets.tests.conftest import chain_deposit
