@@ -106,16 +106,21 @@ def notification_create(
     return notification
 
 
-def _held_back(user_id: int, thread: str) -> bool:
-    """Whether the user has an unread notification of `thread` (one they dismissed is dealt with).
-
-    Decided under a lock on (user, thread) that lasts until the transaction ends (inside
-    transaction.atomic): of two notifications of one thread at once, the second waits until the
-    first commits or rolls back and sees it, so that they cannot both be emailed."""
+def _thread_lock(user_id: int, thread: str) -> None:
+    """A lock on the user's thread until the transaction ends (call inside transaction.atomic):
+    a new notification of it, and reading it, one after the other."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"notifications.thread:{user_id}:{thread}"]
         )
+
+
+def _held_back(user_id: int, thread: str) -> bool:
+    """Whether the user has an unread notification of `thread` (one they dismissed is dealt with).
+
+    Decided under the thread's lock: of two notifications of one thread at once, the second waits
+    until the first commits or rolls back and sees it, so that they cannot both be emailed."""
+    _thread_lock(user_id, thread)
     return selectors.notification_list_for(user_id, read=False).filter(thread=thread).exists()
 
 
@@ -351,9 +356,14 @@ def notification_read_all(*, user: Any) -> int:
 
 def notifications_read_in(*, user: Any, thread: str) -> int:
     """Mark the user's unread notifications of `thread` read (they read the conversation itself);
-    how many changed. Its next new message is emailed again."""
-    unread = selectors.notification_list_for(user, read=False).filter(thread=thread)
-    return unread.update(read=True, read_at=timezone.now())
+    how many changed. Its next new message is emailed again.
+
+    Under the thread's lock: one being stored at that instant is waited for and read too (else it
+    stayed unread, held back every later one, and none was emailed though all had been read)."""
+    with transaction.atomic(savepoint=False):  # a caller's transaction, if any, is the lock's
+        _thread_lock(user.pk, thread)
+        unread = selectors.notification_list_for(user, read=False).filter(thread=thread)
+        return unread.update(read=True, read_at=timezone.now())
 
 
 def notification_delete(*, notification: Notification) -> None:

@@ -442,10 +442,10 @@ def test_the_detail_takes_a_constant_number_of_queries(
         say(consultation, victor, f"reply {index}")
     client = api(alice)
 
-    # The user, the consultation with its status, marking read (its notifications, its messages),
-    # the count, the page, the latest calls, what all of them cost; the marking and the page in one
-    # transaction (a savepoint and its release here, inside the test's).
-    with django_assert_num_queries(10):
+    # The user, the consultation with its status, marking read (the thread's lock, its
+    # notifications, its messages), the count, the page, the latest calls, what all of them cost;
+    # the marking and the page in one transaction (a savepoint and its release here, inside the test's).
+    with django_assert_num_queries(11):
         response = client.get(detail_url(consultation))
 
     assert len(response.json()["messages"]) == min(replies + 1, 20)

@@ -326,3 +326,47 @@ def test_two_notifications_of_one_thread_at_once_send_one_email(alice, mailoutbo
     assert deliveries(one, two) == [("sent", "not_requested", ""), ("skipped", "not_requested", HELD_BACK)]
     assert len(mailoutbox) == 1
     assert "The first of two" in mailoutbox[0].body
+
+
+@money_db
+def test_a_thread_read_while_a_message_of_it_is_being_stored_reads_that_message_too(alice):
+    """Reading waits for the lock a new notification of the thread holds until it commits, then
+    reads it: without it, the read's UPDATE could not see the message not yet committed, which
+    stayed unread (not emailed, held back by the thread read before it), and held back every later
+    one, though everything had been read."""
+    first = new_message(alice, "Before")  # emailed
+    stored, release, read_done = threading.Event(), threading.Event(), threading.Event()
+
+    @in_thread
+    def arriving():
+        with transaction.atomic():
+            message = new_message(alice, "While reading")  # held back: "Before" is unread
+            stored.set()
+            release.wait(60)
+        return message
+
+    @in_thread
+    def reading():
+        try:
+            stored.wait(60)
+            return notifications_read_in(user=alice, thread="consultation:1")
+        finally:
+            read_done.set()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        message, read = pool.submit(arriving), pool.submit(reading)
+        assert stored.wait(60)
+        while not (read_done.wait(0.01) or another_waits_on_a_lock()):
+            pass
+        release.set()
+        message, read = message.result(60), read.result(60)
+
+    assert read == 2  # "Before" and the message that arrived as it was read
+    assert not Notification.objects.filter(user=alice, read=False).exists()
+    after = new_message(alice, "After")
+    # No phone to text (skipped); "After" emailed, the thread having been read whole.
+    assert deliveries(first, message, after) == [
+        ("sent", "skipped", ""),
+        ("skipped", "skipped", HELD_BACK),
+        ("sent", "skipped", ""),
+    ]
