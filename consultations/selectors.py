@@ -145,9 +145,10 @@ def message_list_for(consultation: Consultation) -> QuerySet[Message]:
 
 
 def call_list_for(consultation: Consultation) -> QuerySet[StreamingSession]:
-    """The sessions of a consultation's calls, newest first."""
+    """The sessions of a consultation's calls, newest first (with what a running one's end is read
+    from: its hold and its payer's wallet)."""
     return (
-        StreamingSession.objects.select_related("asset")
+        StreamingSession.objects.select_related("asset", "hold", "payer_account")
         .filter(consultation_call__consultation=consultation)
         .order_by("-start_time", "-id")
     )

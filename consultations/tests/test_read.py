@@ -49,6 +49,15 @@ def hold_calls(consultation, how_many: int, clock) -> list[str]:
     return held[::-1]
 
 
+def call_running(consultation) -> None:
+    """One more call, left running (its funds read to tell where it ends: its hold, its payer's wallet)."""
+    from wallets.tests.conftest import fund_wallet
+
+    fund_wallet(consultation.user, USDC)
+    with committed():
+        services.consultation_call_start(consultation=consultation, actor=consultation.user)
+
+
 # --- GET /consultations -------------------------------------------------------------------------------
 
 
@@ -374,13 +383,14 @@ def test_its_calls_are_not_for_anonymous_nor_unknown_ids(api, anon, alice, consu
 def test_its_calls_take_a_constant_number_of_queries(api, alice, consult, clock, django_assert_num_queries, how_many):
     consultation = consult("accepted")
     hold_calls(consultation, how_many, clock)
+    call_running(consultation)
     client = api(alice)
 
     # The user, the consultation, the count, the page.
     with django_assert_num_queries(4):
         response = client.get(calls_url(consultation))
 
-    assert len(response.json()["calls"]) == min(how_many, 20)
+    assert len(response.json()["calls"]) == min(how_many + 1, 20)
 
 
 # --- GET /consultations/vendor/inbox ------------------------------------------------------------------
@@ -438,6 +448,7 @@ def test_the_detail_takes_a_constant_number_of_queries(
 ):
     consultation = consult("accepted")
     hold_calls(consultation, calls, clock)
+    call_running(consultation)
     for index in range(replies):
         say(consultation, victor, f"reply {index}")
     client = api(alice)
@@ -449,4 +460,4 @@ def test_the_detail_takes_a_constant_number_of_queries(
         response = client.get(detail_url(consultation))
 
     assert len(response.json()["messages"]) == min(replies + 1, 20)
-    assert len(response.json()["consultation"]["calls"]) == min(calls, CALLS_SHOWN)
+    assert len(response.json()["consultation"]["calls"]) == min(calls + 1, CALLS_SHOWN)
