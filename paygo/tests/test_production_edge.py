@@ -265,6 +265,12 @@ def test_uploaded_images_are_served_as_images_and_nothing_else_is(prod, media_ro
         status, headers, body = send(prod[0], request(missing))
         assert (status, headers["content-type"]) == (404, "application/json"), missing
         assert json.loads(body)["code"] == "not_found"
+    status, headers, body = send(prod[0], post(b"/media/images/a1b2.png", b"{}"))  # nothing to post there
+    assert (status, headers["content-type"], json.loads(body)["code"]) == (
+        405,
+        "application/json",
+        "method_not_allowed",
+    )
 
 
 def test_tls_proxies_are_addresses_or_networks_and_none_by_default(tmp_path, prod_py):
