@@ -41,6 +41,15 @@ def count(name: str, default: int) -> int:
     return value
 
 
+def seconds(name: str, default: float) -> float:
+    """A duration from the environment (a period, a timeout): 0 or less would break what it times (a
+    loop that never sleeps, a beat entry due all the time, a socket that never waits), so it stops the app."""
+    value = env.float(name, default=default)
+    if not value > 0:
+        raise ImproperlyConfigured(f"{name} is {value}; it must be a positive number of seconds.")
+    return value
+
+
 # --- Mode and secrets -----------------------------------------------------------------------------
 
 # Off unless set: `make run`, `make test` (pytest.ini) and CI set DEBUG=1; anything else is production.
@@ -160,13 +169,11 @@ if DATABASES["default"]["ENGINE"] not in ("django.db.backends.postgresql", "payg
 # Retry-After (paygo/api/errors.py). Size them against PostgreSQL's max_connections: README, Production.
 DATABASE_POOL_MIN_SIZE = env.int("DATABASE_POOL_MIN_SIZE", default=1)
 DATABASE_POOL_MAX_SIZE = env.int("DATABASE_POOL_MAX_SIZE", default=4)
-DATABASE_POOL_TIMEOUT = env.float("DATABASE_POOL_TIMEOUT", default=5.0)
+DATABASE_POOL_TIMEOUT = seconds("DATABASE_POOL_TIMEOUT", 5.0)
 if not 0 <= DATABASE_POOL_MIN_SIZE <= DATABASE_POOL_MAX_SIZE or DATABASE_POOL_MAX_SIZE < 1:
     raise ImproperlyConfigured(
         "Set 0 <= DATABASE_POOL_MIN_SIZE <= DATABASE_POOL_MAX_SIZE, and the maximum to 1 or more."
     )
-if DATABASE_POOL_TIMEOUT <= 0:
-    raise ImproperlyConfigured("DATABASE_POOL_TIMEOUT must be a positive number of seconds.")
 DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
     "min_size": DATABASE_POOL_MIN_SIZE,
     "max_size": DATABASE_POOL_MAX_SIZE,
@@ -191,7 +198,7 @@ EMBEDDED = not REDIS_URL
 # the cache or queues a task, until the processes ran out of threads. Failed, it is a RedisError:
 # the API's rate limits let the request through, anything else answers 503 (paygo/api/errors.py),
 # and what runs after a commit is logged (transaction.on_commit(..., robust=True)).
-REDIS_TIMEOUT_SECONDS = env.float("REDIS_TIMEOUT_SECONDS", default=2.0)
+REDIS_TIMEOUT_SECONDS = seconds("REDIS_TIMEOUT_SECONDS", 2.0)
 # The channel layer gets the connecting timeout only: with a socket_timeout (even above the 5 s its
 # reads block for by design), a consumer's receive cancelled when its socket closed never finished
 # (channels_redis 4.3 over redis-py's asyncio client; paygo/tests/test_connection_pool.py hung on
@@ -435,7 +442,7 @@ BILLING_SWEEP_SHARDS = count("BILLING_SWEEP_SHARDS", 1)
 BILLING_SWEEP_BATCH = count("BILLING_SWEEP_BATCH", 5000)
 SESSION_IDLE_SECONDS = count("SESSION_IDLE_SECONDS", 60)
 SESSION_METRICS_KEPT = count("SESSION_METRICS_KEPT", 100)
-STREAM_TICK_SECONDS = env.float("STREAM_TICK_SECONDS", default=1.0)
+STREAM_TICK_SECONDS = seconds("STREAM_TICK_SECONDS", 1.0)
 # The most sockets one user holds open at once, in every server process together (paygo/ws.py): a
 # handshake past it is closed with 4429.
 WS_MAX_SOCKETS_PER_USER = count("WS_MAX_SOCKETS_PER_USER", 20)
@@ -450,7 +457,7 @@ CELERY_BEAT_SCHEDULE["dashboards-ledger-health"] = {"task": "dashboards.ledger_h
 # so that a dashboard sums at most ten seconds of entries raw (its cost grows with its tail).
 CELERY_BEAT_SCHEDULE["dashboards-rollup"] = {
     "task": "dashboards.rollup_advance",
-    "schedule": env.float("DASHBOARDS_ROLLUP_EVERY_SECONDS", default=10.0),
+    "schedule": seconds("DASHBOARDS_ROLLUP_EVERY_SECONDS", 10.0),
 }
 DASHBOARDS_ROLLUP_WAIT_SECONDS = env.float("DASHBOARDS_ROLLUP_WAIT_SECONDS", default=10.0)
 DASHBOARDS_ROLLUP_CHUNK = count("DASHBOARDS_ROLLUP_CHUNK", 200_000)
@@ -491,7 +498,7 @@ if CHIPI_API_KEY and not os.environ.get("CHIPI_KEY_ENCRYPTION_KEY", "").strip():
 CHIPI_KEY_ENCRYPTION_KEY = secret("CHIPI_KEY_ENCRYPTION_KEY")
 CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = [key for key in env.list("CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS", default=[]) if key]
 CHIPI_BASE_URL = env("CHIPI_BASE_URL", default="https://api.chipipay.com/v1")
-CHIPI_TIMEOUT_SECONDS = env.float("CHIPI_TIMEOUT_SECONDS", default=10.0)
+CHIPI_TIMEOUT_SECONDS = seconds("CHIPI_TIMEOUT_SECONDS", 10.0)
 CHIPI_MAX_RETRIES = env.int("CHIPI_MAX_RETRIES", default=3)
 CHIPI_RATE_LIMIT_PER_MINUTE = env.int("CHIPI_RATE_LIMIT_PER_MINUTE", default=100)
 # A send whose outcome is unknown, found in none of Chipi's records since, and whose re-signing (the
@@ -503,7 +510,7 @@ OUTBOX_REVIEW_AFTER_REFUSALS = env.int("OUTBOX_REVIEW_AFTER_REFUSALS", default=5
 OUTBOX_REVIEW_AFTER_SECONDS = env.int("OUTBOX_REVIEW_AFTER_SECONDS", default=2 * 3600 + 600)
 # Swap rates come from AVNU's public Starknet price API (wallets/rates.py); Chipi quotes none.
 RATES_BASE_URL = env("RATES_BASE_URL", default="https://starknet.impulse.avnu.fi")
-RATES_TIMEOUT_SECONDS = env.float("RATES_TIMEOUT_SECONDS", default=5.0)
+RATES_TIMEOUT_SECONDS = seconds("RATES_TIMEOUT_SECONDS", 5.0)
 
 # --- Notifications: email and SMS deliveries -------------------------------------------------------
 
@@ -524,7 +531,7 @@ SERVER_EMAIL = env("SERVER_EMAIL", default=DEFAULT_FROM_EMAIL)
 TWILIO_SID = env("TWILIO_SID", default="")
 TWILIO_AUTH_TOKEN = env("TWILIO_AUTH_TOKEN", default="")
 TWILIO_PHONE_NUMBER = env("TWILIO_PHONE_NUMBER", default="")
-TWILIO_TIMEOUT = env.float("TWILIO_TIMEOUT", default=10.0)
+TWILIO_TIMEOUT = seconds("TWILIO_TIMEOUT", 10.0)
 CELERY_BEAT_SCHEDULE["notifications-requeue-stuck-deliveries"] = {
     "task": "notifications.requeue_stuck_deliveries",
     "schedule": 300,

@@ -45,3 +45,32 @@ def test_counts_of_one_are_taken(monkeypatch):
 
     assert [loaded[name] for name in COUNTS] == [1] * len(COUNTS)
     assert loaded["CELERY_BEAT_SCHEDULE"]["billing-sweep"]["schedule"] == 1.0
+
+
+DURATIONS = (
+    "STREAM_TICK_SECONDS",
+    "DASHBOARDS_ROLLUP_EVERY_SECONDS",
+    "DATABASE_POOL_TIMEOUT",
+    "REDIS_TIMEOUT_SECONDS",
+    "CHIPI_TIMEOUT_SECONDS",
+    "RATES_TIMEOUT_SECONDS",
+    "TWILIO_TIMEOUT",
+)
+
+
+@pytest.mark.parametrize("name", DURATIONS)
+@pytest.mark.parametrize("value", ["0", "-1"])
+def test_a_duration_of_zero_or_less_stops_the_app_at_start(monkeypatch, name, value):
+    """A tick of 0 left the live hub looping without sleeping; a rollup every 0 s was a beat entry
+    due all the time (review r15)."""
+    with pytest.raises(ImproperlyConfigured) as refused:
+        load(monkeypatch, **{name: value})
+
+    assert str(refused.value) == f"{name} is {float(value)}; it must be a positive number of seconds."
+
+
+def test_short_durations_are_taken(monkeypatch):
+    loaded = load(monkeypatch, **dict.fromkeys(DURATIONS, "0.05"))
+
+    assert [loaded[name] for name in DURATIONS if name in loaded] == [0.05] * (len(DURATIONS) - 1)
+    assert loaded["CELERY_BEAT_SCHEDULE"]["dashboards-rollup"]["schedule"] == 0.05
