@@ -12,15 +12,28 @@ from rest_framework import exceptions
 
 from paygo.api.errors import PayloadTooLarge
 
-MAX_IMAGE_BYTES = 5 * 1024 * 1024
+MAX_IMAGE_BYTES = 5 * 1024 * 1024  # sent, and stored once re-encoded
 MAX_IMAGE_SIDE = 8000
-# And at most this many pixels in all (a 6000x4000 camera photo; an 8000x3000 panorama): decoding
-# is what costs, not the bytes sent. A single-colour 8000x8000 PNG of 264 KB decoded into 256 MB
-# (RGBA) in the worker, and a few at once could take it out of memory; now at most 96 MB.
-MAX_IMAGE_PIXELS = 24_000_000
+# And at most this many pixels in all (a 12-megapixel camera's 4032x3024, a 4096x3072 frame; an
+# 8000x1575 panorama): decoding and re-encoding is what costs, not the bytes sent, and both grow
+# with the pixels. A single-colour 8000x8000 PNG of 264 KB decoded into 256 MB (RGBA) in the
+# worker; at 24 million pixels a WebP of 4.7 MB took seconds of CPU in the request.
+# At this bound and the settings below, the costliest picture an upload may be takes about a second
+# (bench/image_clean.py), and about 50 MB decoded.
+MAX_IMAGE_PIXELS = 12_600_000
 # Pillow refuses (DecompressionBombError) images of more than twice this many pixels before it
 # decodes a byte, and warns above it; our own checks below refuse anything over either limit.
 PILImage.MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+
+# How each format is re-encoded, chosen for a bounded cost (bench/image_clean.py). WebP: libwebp's
+# fastest method, 0 (its default, 4, took two to three times the CPU for files at most a few
+# percent smaller), at quality 80 (90 cost a fifth more and stored a third more), where its first
+# partition (at most 512 KB) holds even random pixels at the bound above: at 90 and 16 million
+# pixels it did not ("encoding error 6", a 500). PNG: zlib's default level, not `optimize` (level
+# 9, whose longer searches took up to twice the CPU for files a tenth smaller at best).
+JPEG_SAVE = {"quality": 90, "optimize": True}
+PNG_SAVE = {"compress_level": 6}
+WEBP_SAVE = {"quality": 80, "method": 0}
 
 # Pillow format -> (content type, file extension)
 FORMATS = {
@@ -91,7 +104,7 @@ def _open(content: bytes) -> PILImage.Image:
         raise _too_big(f"The image is {width}x{height} pixels; the limit is {MAX_IMAGE_SIDE}x{MAX_IMAGE_SIDE}.")
     if width * height > MAX_IMAGE_PIXELS:
         raise _too_big(
-            f"The image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS // 1_000_000} million pixels."
+            f"The image is {width}x{height} pixels; the limit is {MAX_IMAGE_PIXELS / 1_000_000:g} million pixels."
         )
     if width < 1 or height < 1:
         raise _unsupported()
@@ -102,8 +115,8 @@ def clean_image(content: bytes) -> CleanImage:
     """Recognise the image by its content, check its size, and re-encode its first frame.
 
     415 for anything that is not a JPEG, PNG, WebP or GIF (SVG, HTML, scripts, PDFs...);
-    413 for more than 8000 pixels a side or 24 million in all (decompression bombs included); 400
-    for a damaged image.
+    413 for more than 8000 pixels a side or 12.6 million in all (decompression bombs included), and
+    for a copy that would be stored over MAX_IMAGE_BYTES; 400 for a damaged image.
     """
     # verify() checks the file's structure without decoding it; it leaves the image unusable,
     # so the file is opened again to decode it.
@@ -130,6 +143,15 @@ def clean_image(content: bytes) -> CleanImage:
     content_type, extension = FORMATS[source_format]
     output = io.BytesIO()
     _encode(image, source_format, output)
+    # The copy is what is stored and served: it keeps to the limit the upload does. Refused, not
+    # encoded again smaller: each try costs what the first did (the bound above is for one), and
+    # the picture stored is the one sent, never a silently degraded one. A lossy picture sent at a
+    # low quality grows re-encoded at ours (a WebP of 4.7 MB was stored at 7.5 MB).
+    if output.tell() > MAX_IMAGE_BYTES:
+        raise _too_big(
+            f"Re-encoded, the image would be over the limit of {MAX_IMAGE_BYTES} bytes (5 MB) that an image is "
+            "stored within; send it with fewer pixels."
+        )
     return CleanImage(
         content=output.getvalue(),
         content_type=content_type,
@@ -163,13 +185,13 @@ def _encode(image: PILImage.Image, image_format: str, output: io.BytesIO) -> Non
     if image_format == "JPEG":
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
-        image.save(output, format="JPEG", quality=90, optimize=True)
+        image.save(output, format="JPEG", **JPEG_SAVE)
     elif image_format == "PNG":
-        image.save(output, format="PNG", optimize=True)
+        image.save(output, format="PNG", **PNG_SAVE)
     elif image_format == "WEBP":
         if image.mode not in ("RGB", "RGBA"):
             image = image.convert("RGBA" if "A" in image.mode or transparency is not None else "RGB")
-        image.save(output, format="WEBP", quality=90)
+        image.save(output, format="WEBP", **WEBP_SAVE)
     else:  # GIF
         if image.mode not in ("P", "L"):
             image = image.convert("P", palette=PILImage.Palette.ADAPTIVE)

@@ -317,7 +317,8 @@ class ImageUploadView(APIView):
     parser_classes = [CamelCaseMultiPartParser]
 
     @extend_schema(
-        summary="Upload a JPEG, PNG, WebP or GIF (at most 5 MB, 8000 pixels a side and 24 million in all)",
+        summary="Upload a JPEG, PNG, WebP or GIF "
+        "(at most 5 MB sent and stored, 8000 pixels a side, 12.6 million in all)",
         request={"multipart/form-data": ImageUploadSerializer},
         responses={
             201: inline_serializer("ImageUploaded", {"message": serializers.CharField(), "image": ImageSerializer()})

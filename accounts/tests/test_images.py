@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import random
 import struct
 import zlib
 from pathlib import Path
@@ -372,13 +373,47 @@ def test_more_than_8000_pixels_a_side_is_413(upload, alice, media_root, width, h
     assert f"{width}x{height}" in response.json()["message"]
 
 
-@pytest.mark.parametrize(("width", "height"), [(8000, 8000), (6000, 4001)])
-def test_more_than_24_million_pixels_is_413_before_a_byte_is_decoded(upload, alice, media_root, width, height):
-    """Decoding is what costs: a single-colour 8000x8000 PNG of 264 KB decoded into 256 MB."""
+@pytest.mark.parametrize(("width", "height"), [(8000, 8000), (6000, 4000), (4100, 3074), (4098, 3075)])
+def test_more_than_12_6_million_pixels_is_413_before_a_byte_is_decoded(upload, alice, media_root, width, height):
+    """Decoding and re-encoding is what costs: a single-colour 8000x8000 PNG of 264 KB decoded into
+    256 MB, and a 6000x4000 WebP of 4.7 MB took seconds of CPU in the request."""
     response = upload(alice, png_header_only(width, height))
 
     assert_refused(response, 413, "too_large", media_root)
-    assert f"{width}x{height}" in response.json()["message"] and "24 million pixels" in response.json()["message"]
+    assert response.json()["message"] == f"The image is {width}x{height} pixels; the limit is 12.6 million pixels."
+
+
+def test_a_12_megapixel_cameras_photo_is_accepted(upload, alice):
+    response = upload(alice, picture("PNG", size=(4032, 3024), mode="L"))
+
+    assert response.status_code == 201
+    assert (response.json()["image"]["width"], response.json()["image"]["height"]) == (4032, 3024)
+
+
+def tiled_noise(size: tuple[int, int]) -> PILImage.Image:
+    """Random pixels up close (what costs most to encode), one 64x64 tile repeated."""
+    tile = PILImage.frombytes("RGB", (64, 64), random.Random(13).randbytes(64 * 64 * 3))
+    image = PILImage.new("RGB", size)
+    for x in range(0, size[0], 64):
+        for y in range(0, size[1], 64):
+            image.paste(tile, (x, y))
+    return image
+
+
+def test_an_image_that_re_encodes_past_5_mb_is_413_and_stores_nothing(upload, alice, media_root):
+    """The stored copy keeps to the limit the upload does: a 6000x4000 WebP of 4.7 MB was stored at
+    7.5 MB. A JPEG sent at quality 50 and re-encoded at 90 grows as much."""
+    sent = io.BytesIO()
+    tiled_noise((4000, 3000)).save(sent, format="JPEG", quality=50)
+    assert sent.tell() <= MAX_IMAGE_BYTES
+
+    response = upload(alice, sent.getvalue(), name="photo.jpg", content_type="image/jpeg")
+
+    assert_refused(response, 413, "too_large", media_root)
+    assert response.json()["message"] == (
+        "Re-encoded, the image would be over the limit of 5242880 bytes (5 MB) that an image is stored within; "
+        "send it with fewer pixels."
+    )
 
 
 def test_a_polyglot_is_cleaned_of_its_payload(upload, alice):
