@@ -28,7 +28,7 @@ from accounts.serializers import (
 )
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import IsStaff, IsUserRole, IsVendor, StaffWithPermission
-from paygo.api.ratelimits import enforce, enforce_login_rate
+from paygo.api.ratelimits import by_user, enforce, enforce_login_rate
 from paygo.api.schema import AutoSchema, error_responses
 from paygo.emails import email_key
 
@@ -325,6 +325,15 @@ class ImageUploadView(APIView):
         },
     )
     def post(self, request):
+        # Each upload is decoded and re-encoded here, up to a second of CPU (accounts.images): a
+        # budget of its own, besides the write budget, counted before the picture is read.
+        enforce(
+            request,
+            limits=[
+                ("upload-user", by_user, settings.RATELIMIT_UPLOADS_PER_USER),
+                ("upload-ip", "ip", settings.RATELIMIT_UPLOADS_PER_IP),
+            ],
+        )
         upload = request.FILES.get("image") or request.FILES.get("file")
         if upload is None:
             raise exceptions.ValidationError({"image": ["Attach the picture as the multipart field 'image'."]})

@@ -329,6 +329,10 @@ RATELIMIT_USAGE_PER_IP = rate("RATELIMIT_USAGE_PER_IP", "12000/m")
 # A socket handshake that reads an account (with a token, or with an admin session cookie from a
 # page of this site) counts against its client address, before that read (paygo/ws.py).
 RATELIMIT_SOCKETS_PER_IP = rate("RATELIMIT_SOCKETS_PER_IP", "300/m")
+# An image upload is decoded and re-encoded in the request (up to a second of CPU): besides the
+# write budget, uploads have one of their own, counted by their view.
+RATELIMIT_UPLOADS_PER_USER = rate("RATELIMIT_UPLOADS_PER_USER", "30/h")
+RATELIMIT_UPLOADS_PER_IP = rate("RATELIMIT_UPLOADS_PER_IP", "120/h")
 
 # --- Login throttling: the API's /auth/login and the admin's /admin/login/ alike ------------------
 

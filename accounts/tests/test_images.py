@@ -6,6 +6,7 @@ import contextlib
 import io
 import random
 import struct
+import uuid
 import zlib
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from PIL import ImageOps, PngImagePlugin, TiffImagePlugin
 from accounts.images import MAX_IMAGE_BYTES
 from accounts.models import Image
 from accounts.tests.conftest import picture, upload_file
+from paygo.tests.test_rate_limits import policies
 
 pytestmark = pytest.mark.django_db
 
@@ -414,6 +416,37 @@ def test_an_image_that_re_encodes_past_5_mb_is_413_and_stores_nothing(upload, al
         "Re-encoded, the image would be over the limit of 5242880 bytes (5 MB) that an image is stored within; "
         "send it with fewer pixels."
     )
+
+
+def test_uploads_have_a_budget_of_their_own(upload, alice, bob, settings, still_clock, media_root):
+    """Each upload is decoded and re-encoded in the request (up to a second of CPU): they spent only
+    the write budget (120 a minute per user), so one account could keep every worker busy."""
+    settings.RATELIMIT_CACHE_PREFIX = f"rl-test-{uuid.uuid4().hex}:"
+    settings.RATELIMIT_UPLOADS_PER_USER, settings.RATELIMIT_UPLOADS_PER_IP = "2/h", "4/h"
+
+    alices = [upload(alice, picture()) for _ in range(3)]
+    bobs = [upload(bob, picture()) for _ in range(2)]  # from the same address
+
+    assert [answer.status_code for answer in alices + bobs] == [201, 201, 429, 201, 429]
+    assert Image.objects.filter(owner=alice).count() == 2 and Image.objects.filter(owner=bob).count() == 1
+    assert len(list((media_root / "images").iterdir())) == 3  # nothing of a refused upload is stored
+    accepted = policies(alices[1])
+    assert {name: (p["q"], p["w"], p["r"]) for name, p in accepted.items() if name.startswith("upload-")} == {
+        "upload-user": (2, 3600, 0),
+        "upload-ip": (4, 3600, 2),
+    }
+    for refused, whose, quota in ((alices[2], "from this account", 2), (bobs[1], "from your address", 4)):
+        reset = policies(refused)["upload-user" if quota == 2 else "upload-ip"]["t"]
+        assert refused["Retry-After"] == str(reset)
+        assert refused.json() == {
+            "message": f"Too many image uploads {whose}: at most {quota} every 3600 seconds. "
+            f"Try again in {reset} seconds.",
+            "statusCode": 429,
+            "code": "rate_limited",
+        }
+
+    still_clock.shift(3601)  # the next window
+    assert upload(alice, picture()).status_code == 201
 
 
 def test_a_polyglot_is_cleaned_of_its_payload(upload, alice):

@@ -77,6 +77,7 @@ _COUNTED = {
     USAGE: "usage reports",
     "login": "sign-in attempts",
     "register": "sign-ups",
+    "upload": "image uploads",
 }
 _WHOSE = {"user": "from this account", "ip": "from your address", "email": "for this email"}
 _RECORDED = "paygo_rate_limits"  # the request's attribute holding what it was counted against
@@ -259,6 +260,11 @@ def enforce(request: HttpRequest, *, limits: list[Limit]) -> None:
     exceeded = [usage for usage in usages if usage.exceeded]
     if exceeded:
         raise RateLimited(exceeded)
+
+
+def by_user(group: str, request) -> str:
+    """The key of a per-user limit that a view counts (authentication has run: request.user)."""
+    return str(request.user.pk)
 
 
 # --- Every request to the API ----------------------------------------------------------------------
