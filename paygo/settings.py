@@ -333,6 +333,9 @@ RATELIMIT_SOCKETS_PER_IP = rate("RATELIMIT_SOCKETS_PER_IP", "300/m")
 # write budget, uploads have one of their own, counted by their view.
 RATELIMIT_UPLOADS_PER_USER = rate("RATELIMIT_UPLOADS_PER_USER", "30/h")
 RATELIMIT_UPLOADS_PER_IP = rate("RATELIMIT_UPLOADS_PER_IP", "120/h")
+# A transfer refused for naming no active user tells its sender that an email, id or address is no
+# user's: such refusals are counted per sender, and past this a 429 (wallets.views.TransferView).
+RATELIMIT_UNKNOWN_RECIPIENT_PER_USER = rate("RATELIMIT_UNKNOWN_RECIPIENT_PER_USER", "10/h")
 
 # --- Login throttling: the API's /auth/login and the admin's /admin/login/ alike ------------------
 

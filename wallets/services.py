@@ -56,8 +56,8 @@ def _invalid(field: str, message: str, code: str = "invalid") -> exceptions.Vali
     return exceptions.ValidationError({field: [exceptions.ErrorDetail(message, code=code)]})
 
 
-def insufficient_funds_error(asset: Asset, error: ledger.InsufficientFunds) -> exceptions.ValidationError:
-    available = format_minor(error.available, asset.decimals)
+def insufficient_funds_error(asset: Asset, available_minor: int) -> exceptions.ValidationError:
+    available = format_minor(available_minor, asset.decimals)
     return exceptions.ValidationError(
         {
             "amount": [
@@ -523,13 +523,24 @@ _NO_RECIPIENT = {
 }
 
 
+class UnknownRecipient(exceptions.ValidationError):
+    """A transfer named no active user: a 400 on the field that named them. Each one tells its sender
+    that an email, id or address is no user's, so the API counts them against a budget of their own."""
+
+
 def wallet_transfer(
     *, sender, recipient, asset: Asset, amount: int, memo: str = "", named_by: str = "recipient_id"
 ) -> LedgerTransaction:
     """Pay another PayGo user inside the ledger (never on chain). `named_by` is how the request named
-    the recipient (recipient_id, recipient_email or recipient_address): a refusal names that field."""
+    the recipient (recipient_id, recipient_email or recipient_address): a refusal names that field.
+
+    A sender who cannot pay is refused for the amount before the recipient is looked at, so that the
+    refusal is the same whoever they named: a transfer that could not move money told any signed-in
+    user, for free, whether an email had an account."""
+    _sender_can_pay(sender, asset, amount)
     if recipient is None or not recipient.is_active:
-        raise _invalid(named_by, _NO_RECIPIENT[named_by], code="unknown_recipient")
+        detail = exceptions.ErrorDetail(_NO_RECIPIENT[named_by], code="unknown_recipient")
+        raise UnknownRecipient({named_by: [detail]})
     if recipient.pk == sender.pk:
         raise _invalid(named_by, "You cannot transfer to yourself.", code="self_transfer")
     try:
@@ -543,9 +554,18 @@ def wallet_transfer(
                 metadata={"senderId": sender.pk, "recipientId": recipient.pk, "token": asset.code},
             )
     except ledger.InsufficientFunds as exc:
-        raise insufficient_funds_error(asset, exc) from None
+        raise insufficient_funds_error(asset, exc.available) from None
     transaction.on_commit(lambda: _notify_transfer(sender, recipient, asset, amount, tx.pk), robust=True)
     return tx
+
+
+def _sender_can_pay(sender, asset: Asset, amount: int) -> None:
+    """Refuse as the ledger would when the sender's available funds fall short. Read without a lock:
+    the ledger checks again, under it, and decides."""
+    account = Account.objects.filter(kind=AccountKind.USER, owner=sender, asset=asset).only("balance", "held").first()
+    available = max(0, account.available) if account else 0
+    if available < amount:
+        raise insufficient_funds_error(asset, available)
 
 
 def _notify_transfer(sender, recipient, asset: Asset, amount: int, tx_id: int) -> None:
@@ -613,7 +633,7 @@ def wallet_swap(
                 metadata={"fromToken": from_asset.code, "toToken": to_asset.code, "rate": str(rate)},
             )
     except ledger.InsufficientFunds as exc:
-        raise insufficient_funds_error(from_asset, exc) from None
+        raise insufficient_funds_error(from_asset, exc.available) from None
     except IntegrityError as exc:
         if _constraint_of(exc) != SWAP_LIQUIDITY_CONSTRAINT:
             raise
@@ -676,7 +696,7 @@ def withdrawal_request(
                 metadata={"withdrawalId": str(withdrawal.pk), "toAddress": to_address, "kind": kind},
             )
         except ledger.InsufficientFunds as exc:
-            raise insufficient_funds_error(asset, exc) from None
+            raise insufficient_funds_error(asset, exc.available) from None
     transaction.on_commit(lambda: _queue_send(withdrawal.pk), robust=True)
     return withdrawal
 
@@ -1358,7 +1378,7 @@ def adjustment_post(
             ) from None
         return first
     except ledger.InsufficientFunds as exc:
-        raise insufficient_funds_error(account.asset, exc) from None
+        raise insufficient_funds_error(account.asset, exc.available) from None
     except IntegrityError as exc:
         if _constraint_of(exc) != SWAP_LIQUIDITY_CONSTRAINT:
             raise

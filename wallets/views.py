@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from djangorestframework_camel_case.settings import api_settings as camel_case_settings
 from djangorestframework_camel_case.util import underscoreize
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -16,7 +17,7 @@ from paygo.api.amounts import format_minor
 from paygo.api.errors import Unavailable, UpstreamUnavailable
 from paygo.api.filters import query_filters
 from paygo.api.parsers import JSONRefused, json_loads
-from paygo.api.ratelimits import MONEY
+from paygo.api.ratelimits import MONEY, by_user, enforce
 from paygo.api.schema import error_responses
 from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
@@ -201,14 +202,21 @@ class TransferView(APIView):
         asset = values["asset"]
 
         def execute(_) -> Response:
-            tx = services.wallet_transfer(
-                sender=request.user,
-                recipient=recipient,
-                asset=asset,
-                amount=values["amount_minor"],
-                memo=values.get("memo", ""),
-                named_by=named_by,
-            )
+            try:
+                tx = services.wallet_transfer(
+                    sender=request.user,
+                    recipient=recipient,
+                    asset=asset,
+                    amount=values["amount_minor"],
+                    memo=values.get("memo", ""),
+                    named_by=named_by,
+                )
+            except services.UnknownRecipient:
+                # Each such answer tells whether an email, id or address is a user's: past this
+                # budget, a 429 instead (transfers to known recipients go on).
+                limit = ("unknown-recipient-user", by_user, settings.RATELIMIT_UNKNOWN_RECIPIENT_PER_USER)
+                enforce(request, limits=[limit])
+                raise
             return Response(
                 {
                     "message": f"Sent {format_minor(values['amount_minor'], asset.decimals)} {asset.code} "

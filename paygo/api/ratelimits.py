@@ -78,6 +78,7 @@ _COUNTED = {
     "login": "sign-in attempts",
     "register": "sign-ups",
     "upload": "image uploads",
+    "unknown-recipient": "transfers to unknown recipients",
 }
 _WHOSE = {"user": "from this account", "ip": "from your address", "email": "for this email"}
 _RECORDED = "paygo_rate_limits"  # the request's attribute holding what it was counted against
