@@ -135,9 +135,10 @@ def build(entries: int) -> None:
             "services",
             """
             INSERT INTO marketplace_service (name, description, type, rate, token, unit, minimum_charge, free_seconds,
-                                             metadata, tags, is_active, created_at, updated_at, category_id, vendor_id)
+                                             metadata, tags, is_active, created_at, updated_at, price_version,
+                                             category_id, vendor_id)
             SELECT 'Bench service ' || v.n || '-' || k, '', 'other', 1000 + (v.n * 37 + k * 911) %% 9000, 'USDC',
-                   'per_minute', 0, 0, '{}', '[]', true, now() - interval '390 days', now(),
+                   'per_minute', 0, 0, '{}', '[]', true, now() - interval '390 days', now(), 1,
                    cats.ids[1 + (v.n * 4 + k) %% array_length(cats.ids, 1)], v.user_id
             FROM bv v CROSS JOIN generate_series(0, %(per_vendor)s - 1) k
             CROSS JOIN (SELECT array_agg(id ORDER BY id) AS ids FROM marketplace_category

@@ -15,11 +15,12 @@ from wallets.models import Entry
 pytestmark = pytest.mark.django_db
 
 # The JWT's user, then each endpoint's own reads (see dashboards/selectors.py); those that sum the
-# ledger read the rollup's watermark once (dashboards/rollup.py).
+# ledger read the rollup's watermark once (dashboards/rollup.py); those that list sessions read their
+# holds and payers' wallets beside them (two queries: a running session's end is read from them).
 EXPECTED = {
-    "/api/v1/dashboard/user/overview": 6,
-    "/api/v1/dashboard/user/sessions": 3,  # the user, the count, the page
-    "/api/v1/dashboard/vendor/overview": 9,
+    "/api/v1/dashboard/user/overview": 8,
+    "/api/v1/dashboard/user/sessions": 5,  # the user, the count, the page, its holds and payers' wallets
+    "/api/v1/dashboard/vendor/overview": 11,
     "/api/v1/dashboard/vendor/earnings": 4,  # earnings and sessions per bucket in one statement
     "/api/v1/wallet/analytics": 6,
 }
@@ -67,7 +68,7 @@ def test_query_counts_do_not_grow_with_the_data(
         client = clients["vendor" if "/vendor/" in path else "user"]
         with django_assert_num_queries(queries):
             assert client.get(path, {"period": "day"}).status_code == 200
-    with django_assert_num_queries(3):  # the user, the session, its charges
+    with django_assert_num_queries(5):  # the user, the session, its hold, its payer's wallet, its charges
         assert clients["user"].get(f"/api/v1/dashboard/user/sessions/{sessions[0].session_id}").status_code == 200
     with django_assert_num_queries(ADMIN_EXPECTED):
         body = clients["staff"].get(ADMIN, {"period": "year"}).json()

@@ -115,9 +115,9 @@ def test_sessions_list_pages_and_filters(api, alice, history):
 def test_a_running_session_lasts_no_longer_than_it_is_billed(api, alice, history, django_assert_num_queries):
     """s4 started 5 minutes ago and was never heard from: it ended as idle at its timeout, 60 s in,
     whoever bills it later. The dashboard said 300 s while the sweep bills 60. Its funds, which
-    tell that instant too, come with the page."""
+    tell that instant too, come beside the page."""
     client = api(alice)
-    with django_assert_num_queries(3):  # the user, the count, the page
+    with django_assert_num_queries(5):  # the user, the count, the page, its holds and payers' wallets
         listed = client.get(SESSIONS, {"status": "active"}).json()["sessions"]
     detail = client.get(f"{SESSIONS}/{history['s4'].session_id}").json()["session"]
 
