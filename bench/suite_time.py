@@ -43,7 +43,10 @@ def timed(commands: list[list[str]], cwd: Path, env: dict[str, str]) -> tuple[fl
         done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
         output.append(done.stdout + done.stderr)
         if done.returncode != 0:
-            sys.exit(f"{' '.join(command)} failed in {cwd}:\n{output[-1][-3000:]}")
+            # From pytest's FAILURES section when there is one (why a test failed), else the tail.
+            failures = output[-1].find("= FAILURES =")
+            shown = output[-1][failures : failures + 20000] if failures >= 0 else output[-1][-3000:]
+            sys.exit(f"{' '.join(command)} failed in {cwd}:\n{shown}")
     return time.perf_counter() - began, "".join(output)
 
 
