@@ -120,7 +120,7 @@ class StreamingSession(models.Model):
     def funds(self) -> int:
         """What it may still spend: its hold plus its payer wallet's free balance (as
         selectors.LiveSession has it). Read the session with its hold and payer_account."""
-        return int(self.hold.amount + self.payer_account.balance - self.payer_account.held)
+        return int(self.hold.amount + self.payer_account.available)
 
     @property
     def usage_seconds(self) -> int:

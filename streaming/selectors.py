@@ -22,8 +22,12 @@ PAYER_FUNDS = (VIEW_SESSION, "wallets.view_account")
 
 
 def _sessions() -> QuerySet[StreamingSession]:
-    # Its hold and payer's wallet: a running session's funds tell when it ends (usage_seconds).
-    return StreamingSession.objects.select_related("service", "asset", "user", "vendor", "hold", "payer_account")
+    # Its hold and payer's wallet: a running session's funds tell when it ends (usage_seconds). The
+    # wallets are read beside the rows, not joined: a seventh table took PostgreSQL 4.5-5 ms to plan
+    # a page of a heavy user's sessions against 1.8 ms (as dashboards.selectors.sessions_with_money).
+    return StreamingSession.objects.select_related("service", "asset", "user", "vendor", "hold").prefetch_related(
+        "payer_account"
+    )
 
 
 def visible_to(user) -> QuerySet[StreamingSession]:

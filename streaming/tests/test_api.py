@@ -373,11 +373,11 @@ def test_session_lists_have_a_constant_query_count(api, alice, fund, make_servic
     service = make_service()
     client = api(alice)
     start(alice, service)
-    with django_assert_num_queries(3):  # the user, the count, the page
+    with django_assert_num_queries(4):  # the user, the count, the page, its payers' wallets
         client.get("/api/v1/streams/my-sessions")
     for _ in range(15):
         start(alice, service)
-    with django_assert_num_queries(3):
+    with django_assert_num_queries(4):
         assert client.get("/api/v1/streams/my-sessions").json()["count"] == 16
 
 
