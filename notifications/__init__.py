@@ -40,7 +40,7 @@ def notify(
     that is not a JSON object).
 
     `thread` names the conversation it belongs to ("consultation:42"); with `coalesce`, a new message
-    of it, its email and SMS are held back while the user has an unread notification of the thread:
+    of it, its email and SMS are held back while the user has an unread one of the thread that went out:
     one email until they read it (services.notification_create), and one in-app notification each.
     """
     from notifications.services import notification_create

@@ -83,7 +83,7 @@ def notification_create(
     commits, push it to their sockets and queue the email and SMS their preferences ask for.
 
     `thread` names the conversation it belongs to. With `coalesce` (a conversation's new message),
-    its email and SMS are held back while the user has an unread notification of that thread:
+    its email and SMS are held back while the user has an unread one of that thread that went out:
     one "you have news" by email until they read it, not one email per message (see _held_back).
 
     Raises InvalidNotification (a ValueError) for a caller's mistake (unknown type, a title or
@@ -116,12 +116,17 @@ def _thread_lock(user_id: int, thread: str) -> None:
 
 
 def _held_back(user_id: int, thread: str) -> bool:
-    """Whether the user has an unread notification of `thread` (one they dismissed is dealt with).
+    """Whether the user has an unread notification of `thread` that went out (by email or SMS, or is
+    on its way): one they dismissed is dealt with, and one held back itself holds nothing (left
+    unread by a read-all at the instant it was stored, it held back every later one, and nothing
+    reached them again though what had was read).
 
     Decided under the thread's lock: of two notifications of one thread at once, the second waits
     until the first commits or rolls back and sees it, so that they cannot both be emailed."""
     _thread_lock(user_id, thread)
-    return selectors.notification_list_for(user_id, read=False).filter(thread=thread).exists()
+    went_out = [DeliveryStatus.PENDING, DeliveryStatus.SENT]
+    unread = selectors.notification_list_for(user_id, read=False).filter(thread=thread)
+    return unread.filter(Q(email_status__in=went_out) | Q(sms_status__in=went_out)).exists()
 
 
 def notification_broadcast(

@@ -282,6 +282,19 @@ def test_once_the_thread_is_read_or_dismissed_the_next_one_is_sent(alice, bob):
     assert [status for status, _, _ in deliveries(first, after_reading, after_dismissing)] == ["pending"] * 3
 
 
+def test_only_an_unread_notification_that_went_out_holds_the_next_one_back(alice):
+    """Held back means an unread one of the thread was sent (or is on its way), as its reason says:
+    one held back itself and left unread (read all at the instant it was stored, which cannot wait
+    for every thread's lock) held back every later one, and nothing was emailed again though what
+    had been emailed was read."""
+    first = new_message(alice)
+    held = new_message(alice)
+    notification_mark_read(notification=first, read=True)  # the one emailed is read; `held` is not
+    after = new_message(alice)
+
+    assert [status for status, _, _ in deliveries(first, held, after)] == ["pending", "skipped", "pending"]
+
+
 def test_reading_a_thread_reads_its_unread_notifications_only(alice, bob):
     mine = [new_message(alice), new_message(alice, coalesce=False)]
     other_thread, bobs = new_message(alice, thread="consultation:2"), new_message(bob)
