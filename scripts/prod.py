@@ -173,13 +173,16 @@ def app_settings(env: dict[str, str]) -> dict:
     return json.loads(found.stdout.splitlines()[-1])
 
 
+def listed(env: dict[str, str], name: str) -> list[str]:
+    """The entries of a comma-separated variable, blanks left out."""
+    return [entry.strip() for entry in env.get(name, "").split(",") if entry.strip()]
+
+
 def tls_proxies(env: dict[str, str]) -> list[str]:
     """TLS_PROXIES: the addresses or networks (comma-separated) of the TLS proxies in front of nginx,
     the only peers whose X-Forwarded-Proto nginx passes on. None by default: nginx says its own scheme."""
     networks = []
-    for entry in (entry.strip() for entry in env.get("TLS_PROXIES", "").split(",")):
-        if not entry:
-            continue
+    for entry in listed(env, "TLS_PROXIES"):
         try:
             networks.append(str(ipaddress.ip_network(entry, strict=False)))
         except ValueError:
@@ -191,8 +194,7 @@ def trusted_proxies(env: dict[str, str], tls: Sequence[str]) -> str:
     """The app's TRUSTED_PROXIES: the operator's, nginx's address (127.0.0.1, where it connects from),
     and the TLS proxies in front of nginx, whose X-Forwarded-For entries are then read past too (else
     every client behind them counted as the proxy's one address)."""
-    named = [entry.strip() for entry in env.get("TRUSTED_PROXIES", "").split(",") if entry.strip()]
-    return ",".join(dict.fromkeys([*named, "127.0.0.1", *tls]))
+    return ",".join(dict.fromkeys([*listed(env, "TRUSTED_PROXIES"), "127.0.0.1", *tls]))
 
 
 def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict, tls: Sequence[str] = ()) -> Path:
