@@ -110,6 +110,14 @@ class RunningSession(Protocol):
     funds: int  # what it may still spend: its hold plus its wallet's free balance
 
 
+def spendable(session: RunningSession) -> int:
+    """What a running session may still spend beyond what it was charged: its funds, within what its
+    maxCost leaves."""
+    if session.max_cost is None:
+        return session.funds
+    return min(session.funds, max(0, session.max_cost - session.total_cost))
+
+
 def session_ends_by_itself_at(session: RunningSession) -> datetime:
     """The instant a running session ends with nobody stopping it, as billing decides it
     (streaming_decide, which a sweep or stop applies whenever it comes): when its idle timeout
@@ -123,11 +131,11 @@ def session_ends_by_itself_at(session: RunningSession) -> datetime:
     unit_ms = pricing.TIME_UNIT_MS.get(session.unit)
     if unit_ms is None or session.rate <= 0:
         return ends  # usage is bounded per report, a session fee at the start: only silence ends it
-    can_pay = session.funds
-    if session.max_cost is not None:
-        can_pay = min(can_pay, max(0, session.max_cost - session.total_cost))
     last_ms = pricing.last_affordable_ms(
-        rate=session.rate, unit_ms=unit_ms, free_ms=session.free_seconds * 1000, budget=session.metered_cost + can_pay
+        rate=session.rate,
+        unit_ms=unit_ms,
+        free_ms=session.free_seconds * 1000,
+        budget=session.metered_cost + spendable(session),
     )
     if last_ms >= pricing.elapsed_ms(session.start_time, ends):
         return ends  # (and a wealthy wallet's instant could lie past what a datetime holds)

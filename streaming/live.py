@@ -133,8 +133,7 @@ def tick(session: LiveSession, now: datetime) -> dict:
     until = min(now, billing.session_ends_by_itself_at(session))
     elapsed = max(0, int((until - session.start_time).total_seconds()))
     unit_ms = pricing.TIME_UNIT_MS.get(session.unit)
-    cap = None if session.max_cost is None else max(0, session.max_cost - session.total_cost)
-    limit = session.funds if cap is None else min(session.funds, cap)
+    limit = billing.spendable(session)
     # Time is metered no further than its funds and maxCost pay (its end above); usage, as reported,
     # is charged what they can pay.
     metered = min(limit, max(0, _due(session, until, unit_ms) - session.metered_cost))
