@@ -1,4 +1,4 @@
-"""Deploy checks of wallets: what would otherwise fail later, on a withdrawal's signature."""
+"""Deploy checks of wallets: what would otherwise fail later, on a withdrawal's or a sweep's signature."""
 
 from __future__ import annotations
 
@@ -25,3 +25,28 @@ def check_treasury_key(app_configs, **kwargs) -> list[checks.CheckMessage]:
         # Not reachable, or not migrated yet (no wallets to read): migrate, which comes first, says why.
         return []
     return []
+
+
+DEPOSIT_KEYS_HINT = (
+    "Configure the master key they were sealed under in CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS and run "
+    "`manage.py chipi_reseal_keys`. Their deposits are credited to their owners meanwhile; the money "
+    "stays in those wallets, counted by the reconciliation."
+)
+
+
+@checks.register(checks.Tags.security, deploy=True)
+def check_deposit_keys(app_configs, **kwargs) -> list[checks.CheckMessage]:
+    from wallets.services import deposit_keys_unusable
+
+    try:
+        with transaction.atomic():
+            unusable = deposit_keys_unusable()
+    except DatabaseError:
+        return []  # as check_treasury_key
+    if not unusable:
+        return []
+    message = (
+        f"{unusable} deposit wallet(s)' keys were sealed under a master key that is not configured: "
+        "deposits into them cannot be swept into the treasury."
+    )
+    return [checks.Warning(message, hint=DEPOSIT_KEYS_HINT, id="wallets.W002")]

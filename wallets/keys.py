@@ -19,6 +19,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db.models import Q
 
 _VERSION = "v1"
 _NONCE_BYTES = 12
@@ -80,3 +81,12 @@ def sealed_under_current(sealed: str) -> bool:
     """Whether `sealed` is already under the current master key (rotation skips it)."""
     parts = sealed.split(".", 2)
     return len(parts) == 3 and parts[1] == _key_id(_masters()[0])
+
+
+def sealed_under_configured(field: str) -> Q:
+    """Rows whose sealed value in `field` names a configured master key: what unseal can open, read
+    by the database (tampered values aside)."""
+    condition = Q()
+    for master in _masters():
+        condition |= Q(**{f"{field}__startswith": f"{_VERSION}.{_key_id(master)}."})
+    return condition

@@ -113,6 +113,17 @@ def treasury_key_check() -> None:
         raise TreasuryKeyUnusable(f"The treasury wallet's key does not open: {exc}") from None
 
 
+def deposit_keys_unusable() -> int:
+    """How many deposit wallets' keys were sealed under a master key no longer configured: deposits
+    in them are credited (crediting reads the chain, not the key) but cannot be swept into the
+    treasury until that master key is configured again."""
+    return (
+        ChipiWallet.objects.filter(role=ChipiWalletRole.DEPOSIT)
+        .exclude(keys.sealed_under_configured("encrypt_key_sealed"))
+        .count()
+    )
+
+
 def held_wallet(*, role: str, owner, external_user_id: str) -> ChipiWallet:
     """The wallet PayGo holds the key of for `external_user_id`, made at Chipi on first use.
 
@@ -725,6 +736,9 @@ def _withdrawal_sendable(now) -> Q:
 
 
 MAX_BACKOFF_SECONDS = 3600
+# How often a row whose wallet's key does not open is tried again (the key comes back only when an
+# operator configures its master key).
+KEY_RETRY_SECONDS = 300
 # How far Chipi's clock may be from ours: a row's look-up reads Chipi's records back to its making,
 # less this.
 CLOCK_SKEW = timedelta(minutes=10)
@@ -858,6 +872,10 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
     marked = False
     try:
         wallet = source()
+        # Opened before the row is marked: a key that does not open signs nothing, and marked, the
+        # row would read as an execution in doubt (looked up in Chipi's records, its refund held
+        # for a signed transfer's lifetime) though nothing was signed.
+        encrypt_key = keys.unseal(wallet.encrypt_key_sealed)
         if attempted_before:
             found = _find_sent(
                 gateway,
@@ -914,12 +932,17 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
         marked = True
         tx_hash = gateway.execute_transfer(
             wallet=_as_chipi(wallet),
-            encrypt_key=keys.unseal(wallet.encrypt_key_sealed),
+            encrypt_key=encrypt_key,
             token=token,
             amount=amount,
             to_address=to_address,
             nonce=int(row.nonce, 16),
         )
+    except keys.KeyUnsealError as exc:
+        # Its master key is lost (deleted, or rotated away without CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS):
+        # only an operator brings it back (`check --deploy` names it), so no retry every few seconds.
+        logger.error("Outbox row %s waits: its wallet's key does not open (%s)", row.pk, exc)
+        return OutboxOutcome(error=f"The sending wallet's key does not open: {exc}", retry_in=KEY_RETRY_SECONDS)
     except (ChipiRateLimited, ChipiUnavailable) as exc:
         # Refused before acting (Chipi's 429, PayGo's own budget) or never reached (no connection):
         # nothing was sent, so this was no attempt whose outcome is unknown. Left marked, a later
@@ -1475,7 +1498,7 @@ def sweep_send(*, sweep_id) -> str:
 
     try:
         treasury = treasury_wallet()  # made at Chipi on first use: Chipi may be down then
-    except ChipiError as exc:
+    except (ChipiError, keys.KeyUnsealError) as exc:
         outcome = OutboxOutcome(error=f"The treasury wallet could not be opened: {exc}", retry_in=_backoff(1))
     else:
         outcome = _outbox_execute(

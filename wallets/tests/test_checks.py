@@ -6,7 +6,7 @@ import pytest
 from django.core import checks
 
 from wallets import services
-from wallets.checks import check_treasury_key
+from wallets.checks import check_deposit_keys, check_treasury_key
 
 pytestmark = pytest.mark.django_db
 
@@ -38,3 +38,22 @@ def test_no_treasury_yet_is_no_error(settings):
     settings.CHIPI_KEY_ENCRYPTION_KEY = NEW
 
     assert check_treasury_key(None) == []
+
+
+def test_deposit_wallets_whose_keys_do_not_open_are_a_warning(alice, bob, sandbox, settings):
+    """Their deposits are still credited; only their sweeps wait (test_keys). Before, nothing said so."""
+    settings.CHIPI_KEY_ENCRYPTION_KEY, settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = OLD, []
+    services.wallet_open(user=alice)
+    settings.CHIPI_KEY_ENCRYPTION_KEY = NEW
+    services.wallet_open(user=bob)
+    services.treasury_wallet()
+
+    [warning] = check_deposit_keys(None)
+
+    assert warning.id == "wallets.W002" and not warning.is_serious()
+    assert warning.msg.startswith("1 deposit wallet(s)' keys") and "cannot be swept" in warning.msg
+    assert "chipi_reseal_keys" in warning.hint and OLD not in warning.msg + warning.hint
+    assert check_treasury_key(None) == []  # the treasury's opens
+
+    settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = [OLD]
+    assert check_deposit_keys(None) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import pytest
 from django.core.management import call_command
@@ -211,3 +212,77 @@ def test_resealing_with_a_wrong_previous_key_reseals_what_opens_and_names_the_re
     assert "1 other was re-sealed" in message
     assert keys.sealed_under_current(ChipiWallet.objects.get(owner=alice).encrypt_key_sealed)
     assert ChipiWallet.objects.get(owner=bob).encrypt_key_sealed == bobs
+
+
+# --- A master key lost after money was queued to leave ------------------------------------------------
+# The outbox opened the sending wallet's key after marking the row attempted: with the key lost, every
+# dispatch raised KeyUnsealError out of the task, and the row read as an execution in doubt (attempts
+# 1, send_attempted_at set) though nothing had been signed, so a withdrawal's refund would have waited
+# for a signed transfer's lifetime and its retries looked it up in Chipi's records as if it had gone.
+
+
+def test_a_withdrawal_queued_before_the_key_was_lost_is_not_signed_and_goes_out_once_when_it_is_back(
+    alice, sandbox, settings, caplog
+):
+    import time_machine
+    from django.utils import timezone
+
+    from wallets import ledger
+    from wallets.chipi.models import SandboxTransaction
+    from wallets.models import Withdrawal, WithdrawalStatus
+    from wallets.tests.conftest import chain_deposit
+
+    settings.CHIPI_KEY_ENCRYPTION_KEY, settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = OLD, []
+    chain_deposit(alice, 10 * 10**6)
+    withdrawal = services.withdrawal_request(
+        user=alice, asset=ledger.asset_get("USDC"), amount=4 * 10**6, to_address=ADDRESS
+    )
+    settings.CHIPI_KEY_ENCRYPTION_KEY = NEW  # lost after the withdrawal was accepted
+
+    assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.PENDING
+
+    row = Withdrawal.objects.get(pk=withdrawal.pk)
+    assert (row.attempts, row.send_attempted_at) == (0, None)  # nothing signed: no execution in doubt
+    assert "does not open" in row.last_error and NEW not in row.last_error
+    assert not SandboxTransaction.objects.filter(destination_address=ADDRESS).exists()
+    assert any(r.levelname == "ERROR" and "does not open" in r.getMessage() for r in caplog.records)
+    assert row.next_attempt_at >= timezone.now() + timedelta(minutes=4)  # not every few seconds, for ever
+
+    settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = [OLD]  # the operator configures it again
+    with time_machine.travel(row.next_attempt_at + timedelta(seconds=1)):
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENT
+
+    assert SandboxTransaction.objects.filter(destination_address=ADDRESS).count() == 1
+    assert Withdrawal.objects.get(pk=withdrawal.pk).attempts == 1
+
+
+def test_a_deposit_whose_wallet_key_was_lost_stays_in_its_wallet_unsigned_until_the_key_is_back(
+    alice, sandbox, settings
+):
+    import time_machine
+
+    from wallets import ledger
+    from wallets.chipi.models import SandboxTransaction
+    from wallets.models import Sweep, SweepStatus
+
+    settings.CHIPI_KEY_ENCRYPTION_KEY, settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = OLD, []
+    address = services.wallet_open(user=alice)
+    paid = sandbox.receive_payment(to_address=address, token="USDC", amount=5 * 10**6)
+    settings.CHIPI_KEY_ENCRYPTION_KEY = NEW  # the treasury is made under this one; alice's wallet was not
+    credited = services.deposit_credit(
+        user=alice, asset=ledger.asset_get("USDC"), deposit=services.ChainDeposit(paid), source="api"
+    )
+    sweep = Sweep.objects.get(deposit=credited.transaction)
+
+    assert services.sweep_send(sweep_id=sweep.pk) == SweepStatus.PENDING
+
+    sweep.refresh_from_db()
+    assert (sweep.attempts, sweep.send_attempted_at) == (0, None)
+    assert "does not open" in sweep.last_error
+    assert not SandboxTransaction.objects.filter(sender_address=address).exists()  # still in alice's wallet
+
+    settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = [OLD]
+    with time_machine.travel(sweep.next_attempt_at + timedelta(seconds=1)):
+        assert services.sweep_send(sweep_id=sweep.pk) == SweepStatus.SENT
+    sweep.refresh_from_db()
+    assert sweep.attempts == 1
