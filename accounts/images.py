@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from PIL import ExifTags, UnidentifiedImageError
+from PIL import ExifTags, JpegImagePlugin, UnidentifiedImageError
 from PIL import Image as PILImage
 from rest_framework import exceptions
 
@@ -31,7 +31,9 @@ PILImage.MAX_IMAGE_PIXELS = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
 # partition (at most 512 KB) holds even random pixels at the bound above: at 90 and 16 million
 # pixels it did not ("encoding error 6", a 500). PNG: zlib's default level, not `optimize` (level
 # 9, whose longer searches took up to twice the CPU for files a tenth smaller at best).
-JPEG_SAVE = {"quality": 90, "optimize": True}
+# A JPEG is written with its own quantization tables and chroma subsampling when it has them
+# (_jpeg_terms): at the quality it was sent at. JPEG_SAVE is for one whose tables cannot be used.
+JPEG_SAVE = {"quality": 90}
 PNG_SAVE = {"compress_level": 6}
 WEBP_SAVE = {"quality": 80, "method": 0}
 
@@ -131,6 +133,7 @@ def clean_image(content: bytes) -> CleanImage:
     try:
         image.seek(0)  # an animation (or a multi-picture JPEG) keeps its first frame only
         image.load()
+        jpeg_terms = _jpeg_terms(image) if source_format == "JPEG" else JPEG_SAVE  # read before transposing
         # Turn the photo upright before its EXIF orientation tag is dropped with the rest.
         upright = _UPRIGHT.get(_orientation(image))
         if upright is not None:
@@ -142,11 +145,11 @@ def clean_image(content: bytes) -> CleanImage:
 
     content_type, extension = FORMATS[source_format]
     output = io.BytesIO()
-    _encode(image, source_format, output)
+    _encode(image, source_format, output, jpeg_terms)
     # The copy is what is stored and served: it keeps to the limit the upload does. Refused, not
     # encoded again smaller: each try costs what the first did (the bound above is for one), and
-    # the picture stored is the one sent, never a silently degraded one. A lossy picture sent at a
-    # low quality grows re-encoded at ours (a WebP of 4.7 MB was stored at 7.5 MB).
+    # the picture stored is the one sent, never a silently degraded one. A WebP sent at a low
+    # quality grows re-encoded at ours (one of 4.7 MB was stored at 7.5 MB); a JPEG keeps its own.
     if output.tell() > MAX_IMAGE_BYTES:
         raise _too_big(
             f"Re-encoded, the image would be over the limit of {MAX_IMAGE_BYTES} bytes (5 MB) that an image is "
@@ -176,7 +179,22 @@ def _orientation(image: PILImage.Image) -> int:
         return 1
 
 
-def _encode(image: PILImage.Image, image_format: str, output: io.BytesIO) -> None:
+def _jpeg_terms(image: PILImage.Image) -> dict:
+    """How a JPEG is written again: with the quantization tables and chroma subsampling it was sent
+    with, so that it is stored at the quality it was sent at, neither degraded nor inflated (a 3.4 MB
+    JPEG of quality 30 re-encoded at 90 was 5.4 MB, refused as over the limit). JPEG_SAVE when its
+    tables are not the usual two or three of 64 (a 12-bit JPEG's)."""
+    tables = getattr(image, "quantization", None) or {}
+    if not 1 <= len(tables) <= 3 or any(len(table) != 64 or max(table) > 255 for table in tables.values()):
+        return JPEG_SAVE
+    terms = {"qtables": [list(table) for _, table in sorted(tables.items())]}
+    sampling = JpegImagePlugin.get_sampling(image)
+    if sampling != -1:
+        terms["subsampling"] = sampling
+    return terms
+
+
+def _encode(image: PILImage.Image, image_format: str, output: io.BytesIO, jpeg_terms: dict = JPEG_SAVE) -> None:
     """Write the pixels alone: no EXIF, XMP, ICC profile, comments or text chunks survive."""
     # Encoders read some metadata from .info (JPEG and GIF comments, for one): keep only what
     # the pixels need.
@@ -185,7 +203,16 @@ def _encode(image: PILImage.Image, image_format: str, output: io.BytesIO) -> Non
     if image_format == "JPEG":
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
-        image.save(output, format="JPEG", **JPEG_SAVE)
+        try:
+            image.save(output, format="JPEG", optimize=True, **jpeg_terms)
+        except OSError:
+            # Optimised Huffman tables need the whole file in one buffer, which Pillow sizes for at
+            # most two bytes a pixel: a noisy picture at a high quality needs more ("broken data
+            # stream"). Written as it is encoded instead, a few percent larger. Such a picture has
+            # at most 2.6 million pixels (5 MB at over two bytes each): the second try is cheap.
+            output.seek(0)
+            output.truncate()
+            image.save(output, format="JPEG", **jpeg_terms)
     elif image_format == "PNG":
         image.save(output, format="PNG", **PNG_SAVE)
     elif image_format == "WEBP":

@@ -100,6 +100,10 @@ def main() -> None:
         "PNG noise RGBA": encoded(noise(size, "RGBA"), "PNG", limit),
         "JPEG noise": encoded(noise(size), "JPEG", limit, lossy=True),
         "JPEG noise (progressive)": encoded(noise(size), "JPEG", limit, lossy=True, progressive=True),
+        # Over two bytes a pixel: too many for optimised Huffman tables' buffer, written twice.
+        "JPEG noise 1280x960, quality 100, 4:4:4": encoded(
+            noise((1280, 960)), "JPEG", limit, quality=100, subsampling=0
+        ),
         "GIF text": encoded(text(size, "L"), "GIF", limit),
         "GIF noise": encoded(noise(size, "L"), "GIF", limit),
     }

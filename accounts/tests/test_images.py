@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
-from PIL import ImageOps, PngImagePlugin, TiffImagePlugin
+from PIL import ImageOps, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from accounts.images import MAX_IMAGE_BYTES
 from accounts.models import Image
@@ -404,18 +404,38 @@ def tiled_noise(size: tuple[int, int]) -> PILImage.Image:
 
 def test_an_image_that_re_encodes_past_5_mb_is_413_and_stores_nothing(upload, alice, media_root):
     """The stored copy keeps to the limit the upload does: a 6000x4000 WebP of 4.7 MB was stored at
-    7.5 MB. A JPEG sent at quality 50 and re-encoded at 90 grows as much."""
+    7.5 MB. One sent at quality 10 and re-encoded at 80 grows as much."""
     sent = io.BytesIO()
-    tiled_noise((4000, 3000)).save(sent, format="JPEG", quality=50)
+    tiled_noise((4000, 3000)).save(sent, format="WEBP", quality=10)
     assert sent.tell() <= MAX_IMAGE_BYTES
 
-    response = upload(alice, sent.getvalue(), name="photo.jpg", content_type="image/jpeg")
+    response = upload(alice, sent.getvalue(), name="photo.webp", content_type="image/webp")
 
     assert_refused(response, 413, "too_large", media_root)
     assert response.json()["message"] == (
         "Re-encoded, the image would be over the limit of 5242880 bytes (5 MB) that an image is stored within; "
         "send it with fewer pixels."
     )
+
+
+@pytest.mark.parametrize(("quality", "size"), [(30, (4000, 3000)), (50, (4000, 3000)), (95, (1600, 1200))])
+def test_a_jpeg_is_stored_at_the_quality_it_was_sent_at(upload, alice, media_root, quality, size):
+    """Re-encoded at quality 90 whatever it was sent at, a JPEG of quality 30 or 50 near 4 MB grew past
+    the 5 MB limit (refused, 413) and one of 95 lost detail: its own tables and subsampling are kept."""
+    sent = io.BytesIO()
+    tiled_noise(size).save(sent, format="JPEG", quality=quality, subsampling="4:4:4" if quality > 90 else -1)
+    original = PILImage.open(io.BytesIO(sent.getvalue()))
+
+    response = upload(alice, sent.getvalue(), name="photo.jpg", content_type="image/jpeg")
+
+    assert response.status_code == 201, response.json()
+    [stored] = (media_root / "images").iterdir()
+    kept = PILImage.open(stored)
+    assert kept.format == "JPEG" and kept.size == size
+    assert kept.quantization == original.quantization
+    assert JpegImagePlugin.get_sampling(kept) == JpegImagePlugin.get_sampling(original)
+    # Not inflated: the same tables (Huffman's optimised, or for the noisy 95, streamed as sent).
+    assert stored.stat().st_size <= sent.tell() * 1.01
 
 
 def test_uploads_have_a_budget_of_their_own(upload, alice, bob, settings, still_clock, media_root):
