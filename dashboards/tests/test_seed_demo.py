@@ -187,3 +187,40 @@ def test_refuses_to_run_where_demo_data_was_not_chosen(settings):
         seed("--users", "1")
 
     assert User.objects.count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_billing_sweep_running_beside_the_seed_never_sees_a_story_half_written(sandbox, monkeypatch):
+    """make run's server sweeps on its own timer, at the real time, while seed_demo writes sessions
+    months in the past: it saw each story's session running (its last sign of life months ago),
+    stopped it as idle, and the seed's next step raised "This session has ended" (review r16)."""
+    import threading
+
+    from django.db import connection
+
+    from streaming.sweep import sweep
+
+    real_now = datetime.now(UTC)
+    real_sweep, seen = demo.sweep, []
+
+    def a_sweep_beside(*args, **kwargs):
+        result = real_sweep(*args, **kwargs)
+
+        def server_sweep():  # another process's view: its own connection, the real time
+            try:
+                seen.append(sweep(now=real_now).sessions)
+            finally:
+                connection.close()
+
+        beside = threading.Thread(target=server_sweep)
+        beside.start()
+        beside.join()
+        return result
+
+    monkeypatch.setattr(demo, "sweep", a_sweep_beside)
+
+    seed("--users", "1", "--vendors", "1")
+
+    assert seen and set(seen) == {0}  # it never saw a running session
+    assert StreamingSession.objects.count() > 3
+    assert not StreamingSession.objects.filter(status=SessionStatus.ACTIVE).exists()
