@@ -355,13 +355,21 @@ def make_prod(env: dict[str, str], *, stop_with: signal.Signals = signal.SIGINT)
         text=True,
         start_new_session=True,
     )
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in prod.stdout], daemon=True).start()
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=lambda: [*map(lines.put, prod.stdout), lines.put(None)], daemon=True).start()
     output: list[str] = []
     children: list[psutil.Process] = []
     try:
         while not any(line.startswith("prod: serving on") for line in output):
-            output.append(lines.get(timeout=180))  # a bound on a broken start, not a measurement
+            try:
+                line = lines.get(timeout=180)  # a bound on a broken start, not a measurement
+            except queue.Empty:
+                pytest.fail("make prod did not serve in 180 s; it printed:\n" + "".join(output))
+            if line is None:
+                pytest.fail(
+                    f"make prod ended (exit {prod.wait(timeout=60)}) before it served; it printed:\n" + "".join(output)
+                )
+            output.append(line)
         children = psutil.Process(prod.pid).children(recursive=True)
         yield prod, output
     finally:
@@ -442,6 +450,20 @@ def test_make_prod_refuses_to_start_without_allowed_hosts():
     assert "prod: ALLOWED_HOSTS is empty and DEBUG is off" in started.stderr
     assert "nothing was started" in started.stderr
     assert "manage.py" not in started.stdout  # refused before the migrations
+
+
+def test_make_prod_fails_at_once_with_what_a_stack_that_did_not_start_printed():
+    """A stack that ends before it serves fails the test with prod.py's own words: it waited three
+    minutes for a "serving on" line that could no longer come, then said only queue.Empty."""
+    env = production_env(ALLOWED_HOSTS=None, PORT=str(_free_port()))
+
+    with (
+        pytest.raises(
+            pytest.fail.Exception, match=r"(?s)ended \(exit 1\) before it served.*prod: ALLOWED_HOSTS is empty"
+        ),
+        make_prod(env),
+    ):
+        pass
 
 
 def test_make_prod_refuses_a_port_another_process_listens_on():
