@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import http.client
+import importlib.util
 import json
 import os
 import queue
+import random
 import re
 import signal
 import socket
@@ -298,9 +300,22 @@ def test_with_the_manifest_the_web_process_starts(static_root):
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port for make prod's nginx: free on every address, as prod.py checks it, and below the
+    kernel's ephemeral range (Linux's ip_local_port_range), which bind(0) and connect() draw from, so
+    that no other process is handed it in the half minute before nginx listens. (One that bind(0)
+    gave on 127.0.0.1 and released could be a client's on 127.0.0.2 already, and prod.py refused
+    it as taken, or become another process's next port before nginx listened.)"""
+    if "prod" not in sys.modules:  # scripts/prod.py, imported as the prod_py fixture imports it
+        spec = importlib.util.spec_from_file_location("prod", ROOT / "scripts" / "prod.py")
+        sys.modules["prod"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["prod"])
+    ephemeral_from = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = range(10000, ephemeral_from)
+    for _ in range(100):
+        port = random.choice(ports)
+        if sys.modules["prod"].port_taken(port) is None:
+            return port
+    raise RuntimeError(f"no free port between {ports.start} and {ports.stop - 1}")
 
 
 def _request(
