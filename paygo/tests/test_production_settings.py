@@ -354,6 +354,13 @@ def _wait_gone(processes: list[psutil.Process], seconds: float = 60.0) -> list[p
     return running
 
 
+def _hangups_not_ignored() -> None:
+    """prod.py as a terminal starts it: a SIGHUP stops it. Under nohup (or any runner that ignores
+    hangups) pytest's children inherit SIGHUP ignored, and prod.py leaves it so, by that choice:
+    the SIGHUP test's stack went on running until it was killed."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def make_prod(env: dict[str, str], *, stop_with: signal.Signals = signal.SIGINT):
     """scripts/prod.py (what `make prod` runs) in a fresh process with only `env` (and PATH), from
@@ -369,6 +376,7 @@ def make_prod(env: dict[str, str], *, stop_with: signal.Signals = signal.SIGINT)
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_hangups_not_ignored,
     )
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=lambda: [*map(lines.put, prod.stdout), lines.put(None)], daemon=True).start()
