@@ -149,9 +149,7 @@ class MySessionsView(generics.ListAPIView):
 
     @extend_schema(parameters=[OpenApiParameter("status", str, enum=SessionStatus.values)], summary="My sessions")
     def get(self, request, *args, **kwargs):
-        response = super().get(request, *args, **kwargs)
-        response.data = {"message": "Sessions retrieved.", **response.data}
-        return response
+        return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
         wanted = query_filters(self.request).get("status")
