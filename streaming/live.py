@@ -193,10 +193,11 @@ def publish_outcomes(outcomes: list[billing.Billed]) -> None:
     interesting = [o for o in outcomes if o.stops or o.alert_crossed or (o.charge and o.session_id in seen)]
     if not interesting:
         return
-    decimals = dict(Asset.objects.values_list("id", "decimals"))
+    assets = {pk: (code, places) for pk, code, places in Asset.objects.values_list("id", "code", "decimals")}
     now = timezone.now().isoformat()
     for o in interesting:
-        row, places = o, decimals[o.asset_id]
+        row = o
+        token, places = assets[o.asset_id]
         sid = row.session_id
         total = format_minor(o.total_cost, places)
         runway = None if o.runway_ms is None else o.runway_ms // 1000
@@ -243,7 +244,7 @@ def publish_outcomes(outcomes: list[billing.Billed]) -> None:
                     "at": now,
                 }
             )
-            _notify_stopped(o, total)
+            _notify_stopped(o, total, token)
         # A stop is pushed whether or not the session is marked watched yet: a socket opened since
         # the hub's last tick is in the session's group but not marked, and was never told.
         if sid in seen or o.stops:
@@ -254,27 +255,29 @@ def publish_outcomes(outcomes: list[billing.Billed]) -> None:
                 logger.warning("Could not push session %s's events to its sockets", sid, exc_info=True)
 
 
-def _notify_stopped(o: billing.Billed, total: str) -> None:
+def _notify_stopped(o: billing.Billed, total: str, token: str) -> None:
+    """Its user and its vendor are told what it cost, in its token: sessions run in several."""
     from notifications import notify
 
     row = o
-    data = {"sessionId": row.session_id, "reason": o.stop_reason, "totalCost": total}
+    cost = f"{total} {token}"
+    data = {"sessionId": row.session_id, "reason": o.stop_reason, "totalCost": total, "token": token}
     if o.stop_reason == "insufficient_funds":
         notify(
             row.user_id,
             "alert",
             "Session stopped: funds ran out",
-            f"Your session on {row.service_name} stopped when your balance ran out. It cost {total}.",
+            f"Your session on {row.service_name} stopped when your balance ran out. It cost {cost}.",
             data,
         )
     else:
         notify(
-            row.user_id, "session", "Session ended", f"Your session on {row.service_name} ended; it cost {total}.", data
+            row.user_id, "session", "Session ended", f"Your session on {row.service_name} ended; it cost {cost}.", data
         )
     notify(
         row.vendor_id,
         "session",
         "Session ended",
-        f"A session on {row.service_name} ended; it was billed {total} before the platform fee.",
+        f"A session on {row.service_name} ended; it was billed {cost} before the platform fee.",
         data,
     )

@@ -504,6 +504,38 @@ def test_low_balance_alerts_once_per_crossing_and_rearm_after_top_up(alice, fund
     assert balance_of(alice) == 0
 
 
+def test_a_sessions_end_is_told_in_its_own_token(alice, victor, fund, make_service, clock):
+    """An amount without its token is no amount: a session in USDT is not a session in USDC."""
+    from notifications.models import Notification
+
+    fund(alice, 10 * USDC, "USDT")
+    session = start(alice, make_service("per_minute", rate=USDC, token="USDT"))
+    clock.move(seconds=30)
+    beat(session)
+    stop(session)
+
+    told = {n.user_id: n for n in Notification.objects.filter(title="Session ended")}
+    assert told[alice.pk].message.endswith("ended; it cost 0.500000 USDT.")
+    assert told[victor.pk].message.endswith("it was billed 0.500000 USDT before the platform fee.")
+    for notification in told.values():
+        assert (notification.data["totalCost"], notification.data["token"]) == ("0.500000", "USDT")
+
+
+def test_a_session_stopped_as_funds_ran_out_is_told_in_its_own_token(alice, fund, make_service, clock):
+    from notifications.models import Notification
+
+    fund(alice, 2 * USDC)
+    session = start(alice, make_service("per_minute", rate=USDC))
+    for _ in range(3):
+        clock.move(seconds=60)
+        beat(session)
+        run_sweep()
+
+    stopped = Notification.objects.get(user=alice, title="Session stopped: funds ran out")
+    assert stopped.message.endswith("It cost 2.000000 USDC.")
+    assert stopped.data["token"] == "USDC"
+
+
 def test_a_max_cost_nearing_is_not_a_low_balance(alice, fund, make_service, clock):
     """The alert says the wallet runs low: a session nearing the cap its user set, with 1,000 USDC
     in the wallet, was told to top up (its runway was reckoned from what maxCost leaves). The
