@@ -162,13 +162,6 @@ class UserOverviewSerializer(WindowBodySerializer):
     analytics = UserPeriodSerializer(many=True)
 
 
-class UserSessionsPageSerializer(serializers.Serializer):
-    sessions = DashboardSessionSerializer(many=True)
-    total_pages = serializers.IntegerField()
-    current_page = serializers.IntegerField()
-    total_sessions = serializers.IntegerField()
-
-
 class SessionChargeSerializer(serializers.Serializer):
     transaction_id = serializers.IntegerField(help_text="The ledger transaction (a sweep's batch) it was posted in.")
     reference = serializers.CharField(allow_null=True, help_text="charge:<sessionId>:<n>, n counting from 1.")

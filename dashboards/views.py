@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions
+from rest_framework import exceptions, generics
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -23,13 +23,11 @@ from dashboards.serializers import (
     TzQuerySerializer,
     UserOverviewSerializer,
     UserSessionDetailSerializer,
-    UserSessionsPageSerializer,
     VendorOverviewSerializer,
     WalletAnalyticsSerializer,
     WindowQuerySerializer,
 )
 from paygo.api.filters import query_filters
-from paygo.api.pagination import Pagination
 from paygo.api.permissions import StaffWithPermission
 from paygo.api.schema import error_responses
 
@@ -86,22 +84,8 @@ class UserOverviewView(APIView):
         return Response(overview)
 
 
-class SessionsPagination(Pagination):
-    page_size = 10
-
-    def get_paginated_response(self, data, **extra) -> Response:
-        return Response(
-            {
-                **extra,
-                "sessions": data,
-                "total_pages": self.page.paginator.num_pages,
-                "current_page": self.page.number,
-                "total_sessions": self.page.paginator.count,
-            }
-        )
-
-
-class UserSessionsView(APIView):
+class UserSessionsView(generics.ListAPIView):
+    serializer_class = DashboardSessionSerializer
     results_key = "sessions"
 
     @extend_schema(
@@ -109,20 +93,18 @@ class UserSessionsView(APIView):
         summary="A user's sessions, newest first, with what each cost on the ledger",
         parameters=[
             OpenApiParameter("status", str, enum=StatusQuerySerializer().fields["status"].choices),
-            *SessionsPagination.parameters("limit"),
             USER_ID,
         ],
-        responses={200: UserSessionsPageSerializer, **_SUBJECT_ERRORS},
+        responses={200: DashboardSessionSerializer(many=True), **_SUBJECT_ERRORS},
     )
-    def get(self, request):
-        user = _subject(request, role="user", param="userId")
-        query = StatusQuerySerializer(data=query_filters(request))
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    def get_queryset(self):
+        user = _subject(self.request, role="user", param="userId")
+        query = StatusQuerySerializer(data=query_filters(self.request))
         query.is_valid(raise_exception=True)
-        paginator = SessionsPagination()
-        page = paginator.paginate_queryset(
-            selectors.user_sessions(user, status=query.validated_data.get("status")), request, view=self
-        )
-        return paginator.get_paginated_response(_sessions(page))
+        return selectors.user_sessions(user, status=query.validated_data.get("status"))
 
 
 class UserSessionDetailView(APIView):

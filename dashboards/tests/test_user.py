@@ -8,6 +8,7 @@ import pytest
 from django.db.models import Sum
 
 from conftest import grant
+from streaming import services as streaming
 from streaming.tests.conftest import charges_of
 from wallets.models import AccountKind, Entry, TransactionKind
 
@@ -96,8 +97,9 @@ def test_sessions_list_pages_and_filters(api, alice, history):
     second = client.get(SESSIONS, {"limit": 3, "page": 2}).json()
     active = client.get(SESSIONS, {"status": "active"}).json()
 
-    assert (first["totalPages"], first["currentPage"], first["totalSessions"]) == (2, 1, 4)
-    assert set(first) == {"sessions", "totalPages", "currentPage", "totalSessions"}
+    assert (first["count"], first["page"], first["totalPages"]) == (4, 1, 2)
+    assert set(first) == {"sessions", "count", "page", "totalPages", "next", "previous"}  # every list's page
+    assert first["previous"] is None and first["next"].endswith("?limit=3&page=2")
     assert [s["sessionId"] for s in first["sessions"] + second["sessions"]] == [
         str(history[name].session_id) for name in ("s4", "s3", "s2", "s1")
     ]
@@ -110,6 +112,19 @@ def test_sessions_list_pages_and_filters(api, alice, history):
         "completed",
     )
     assert [s["sessionId"] for s in active["sessions"]] == [str(history["s4"].session_id)]
+
+
+def test_sessions_list_pages_as_every_list_does(api, alice, history):
+    """20 to a page unless `pageSize` (or the seed's `limit`) says otherwise, as every other list."""
+    for _ in range(17):  # 21 sessions with alice's four
+        streaming.session_start(user=alice, service=history["pass"])
+    client = api(alice)
+
+    first = client.get(SESSIONS).json()
+    sized = client.get(SESSIONS, {"pageSize": 5, "page": 5}).json()
+
+    assert (first["count"], first["totalPages"], len(first["sessions"])) == (21, 2, 20)
+    assert (sized["page"], sized["totalPages"], len(sized["sessions"]), sized["next"]) == (5, 5, 1, None)
 
 
 def test_a_running_session_lasts_no_longer_than_it_is_billed(api, alice, history, django_assert_num_queries):
@@ -200,7 +215,7 @@ def test_staff_see_any_users_dashboard_and_session(api, olga, alice, history):
 
     assert client.get(OVERVIEW).status_code == 403  # staff name whose
     assert client.get(OVERVIEW, {"userId": alice.pk}).json()["overview"]["totalSpent"] == "13.735234"
-    assert client.get(SESSIONS, {"userId": alice.pk}).json()["totalSessions"] == 4
+    assert client.get(SESSIONS, {"userId": alice.pk}).json()["count"] == 4
     assert client.get(f"{SESSIONS}/{history['s1'].session_id}").status_code == 200
     assert client.get(OVERVIEW, {"userId": 10**9}).status_code == 404
 
@@ -224,7 +239,7 @@ def test_staff_with_the_view_permissions_see_any_users_dashboard_and_session(api
     client = api(grant(stan, *USER_DASHBOARD))
 
     assert client.get(OVERVIEW, {"userId": alice.pk}).json()["overview"]["totalSpent"] == "13.735234"
-    assert client.get(SESSIONS, {"userId": alice.pk}).json()["totalSessions"] == 4
+    assert client.get(SESSIONS, {"userId": alice.pk}).json()["count"] == 4
     assert client.get(f"{SESSIONS}/{history['s1'].session_id}").status_code == 200
 
 

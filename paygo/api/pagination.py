@@ -82,7 +82,7 @@ class Pagination(PageNumberPagination):
         ]
 
     @classmethod
-    def parameter_schemas(cls, size_name: str = "pageSize") -> dict[str, tuple[dict, str]]:
+    def parameter_schemas(cls) -> dict[str, tuple[dict, str]]:
         """The paging parameters as the schema states them: {name: (schema, description)}."""
         return {
             cls.page_query_param: (
@@ -94,18 +94,18 @@ class Pagination(PageNumberPagination):
                 },
                 'The page, from 1, or "last"; past the last page is a 404.',
             ),
-            size_name: (
+            cls.page_size_query_param: (
                 {"type": "integer", "minimum": 1, "maximum": cls.max_page_size},
                 f"Items on a page (default {cls.page_size}).",
             ),
         }
 
     @classmethod
-    def parameters(cls, size_name: str = "pageSize") -> list[OpenApiParameter]:
+    def parameters(cls) -> list[OpenApiParameter]:
         """The paging parameters, for a view whose @extend_schema states its own (its answer is no plain list)."""
         return [
             OpenApiParameter(name, schema, description=description)
-            for name, (schema, description) in cls.parameter_schemas(size_name).items()
+            for name, (schema, description) in cls.parameter_schemas().items()
         ]
 
     def get_paginated_response_schema(self, schema: dict) -> dict:

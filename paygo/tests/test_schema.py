@@ -110,6 +110,7 @@ def test_every_operation_documents_the_proxys_answers_whose_outcome_is_unknown(s
         ("/api/v1/wallet/withdrawals", "withdrawals"),
         ("/api/v1/streams/active", "sessions"),
         ("/api/v1/streams/my-sessions", "sessions"),
+        ("/api/v1/dashboard/user/sessions", "sessions"),
         ("/api/v1/vendorprofiles/all", "profiles"),
     ],
 )
