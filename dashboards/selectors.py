@@ -83,8 +83,8 @@ PLATFORM_OVERVIEW = "dashboards.view_platform_overview"
 _DASHBOARDS = {"user": USER_DASHBOARD, "vendor": VENDOR_DASHBOARD}
 
 
-def dashboard_subject(viewer, *, role: str, param: str, wanted: str | None):
-    """Whose dashboard of `role` the viewer asks for: their own, or the user named by `param`
+def dashboard_subject(viewer, *, role: str, param: str, wanted: int | None):
+    """Whose dashboard of `role` the viewer asks for: their own, or the user whose id `param` names
     (`wanted`), for staff who hold the dashboard's view permissions; anyone else is refused."""
     may_name = staff_has(viewer, *_DASHBOARDS[role])
     if wanted is None:
@@ -95,9 +95,9 @@ def dashboard_subject(viewer, *, role: str, param: str, wanted: str | None):
     if not may_name:
         raise PermissionDenied(f"Only staff may look at someone else's dashboard ({param}).")
     try:
-        return get_user_model().objects.get(pk=int(wanted), role=role)
-    except (ValueError, get_user_model().DoesNotExist):
-        raise NotFound(f"No {role} with id {wanted[:20]}.") from None
+        return get_user_model().objects.get(pk=wanted, role=role)
+    except get_user_model().DoesNotExist:
+        raise NotFound(f"No {role} with id {wanted}.") from None
 
 
 def default_asset() -> Asset:

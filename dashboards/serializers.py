@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from dashboards.periods import MONTH, PERIODS, PeriodError, parse_tz
 from paygo.api.amounts import AmountField, format_minor
+from paygo.api.validators import WholeNumberField
 from streaming.models import SessionStatus, StreamingSession
 
 
@@ -37,6 +38,17 @@ class WindowQuerySerializer(TzQuerySerializer):
             "from": serializers.DateField(required=False, input_formats=["iso-8601"]),
             "to": serializers.DateField(required=False, input_formats=["iso-8601"]),
         }
+
+
+class SubjectQuerySerializer(serializers.Serializer):
+    """?userId= or ?vendorId= (`param`): whose dashboard staff look at, an id in ASCII digits."""
+
+    def __init__(self, *args, param: str, **kwargs):
+        self.param = param
+        super().__init__(*args, **kwargs)
+
+    def get_fields(self):
+        return {self.param: WholeNumberField(min_value=1, max_value=2**63 - 1, required=False)}
 
 
 class RefreshQuerySerializer(serializers.Serializer):

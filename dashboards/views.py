@@ -20,6 +20,7 @@ from dashboards.serializers import (
     DashboardSessionSerializer,
     RefreshQuerySerializer,
     StatusQuerySerializer,
+    SubjectQuerySerializer,
     TzQuerySerializer,
     UserOverviewSerializer,
     UserSessionDetailSerializer,
@@ -43,12 +44,15 @@ VENDOR_ID = OpenApiParameter(
 )
 
 
-# Whose dashboard: one of another role is refused (403), and a userId or vendorId that names no one is a 404.
+# Whose dashboard: one of another role is refused (403), a userId or vendorId that is no id is a 400, and
+# one that names no one of the role a 404.
 _SUBJECT_ERRORS = error_responses(403, 404)
 
 
 def _subject(request, *, role: str, param: str):
-    return selectors.dashboard_subject(request.user, role=role, param=param, wanted=query_filters(request).get(param))
+    query = SubjectQuerySerializer(data=query_filters(request), param=param)
+    query.is_valid(raise_exception=True)
+    return selectors.dashboard_subject(request.user, role=role, param=param, wanted=query.validated_data.get(param))
 
 
 def _window(request, *, default_period: str = MONTH):

@@ -243,6 +243,22 @@ def test_staff_with_the_view_permissions_see_any_users_dashboard_and_session(api
     assert client.get(f"{SESSIONS}/{history['s1'].session_id}").status_code == 200
 
 
+@pytest.mark.parametrize("path", [OVERVIEW, SESSIONS])
+@pytest.mark.parametrize("wanted", ["abc", "\u0661", " 1", "1 ", "1.0", "1_0", "0", "-1", str(2**63)])
+def test_a_user_id_that_is_not_one_is_400_naming_it(api, olga, alice, path, wanted):
+    """Not "no such user" (a 404), and never someone's dashboard: an Arabic-Indic one or a padded 1
+    read as int() would be user 1's."""
+    response = api(olga).get(path, {"userId": wanted})
+
+    assert response.status_code == 400, (wanted, response.json())
+    assert list(response.json()["errors"]) == ["userId"]
+
+
+def test_a_well_formed_user_id_of_no_user_is_404(api, olga, alice, victor):
+    assert api(olga).get(OVERVIEW, {"userId": 10**9}).json()["code"] == "not_found"
+    assert api(olga).get(OVERVIEW, {"userId": victor.pk}).status_code == 404  # a vendor, no user
+
+
 def test_anonymous_is_401(anon):
     assert anon.get(OVERVIEW).status_code == 401
     assert anon.get(SESSIONS).status_code == 401

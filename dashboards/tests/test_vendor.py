@@ -147,7 +147,10 @@ def test_staff_see_any_vendors_earnings(api, olga, alice, victor, history):
     assert client.get(OVERVIEW, {"vendorId": victor.pk}).json()["overview"]["totalEarnings"] == "13.950000"
     assert client.get(EARNINGS, {"vendorId": victor.pk, "period": "year"}).json()["totalEarnings"] == "13.950000"
     assert client.get(OVERVIEW, {"vendorId": alice.pk}).status_code == 404  # not a vendor
-    assert client.get(OVERVIEW, {"vendorId": "x"}).status_code == 404
+    assert client.get(OVERVIEW, {"vendorId": "x"}).status_code == 400  # no id at all
+    assert client.get(EARNINGS, {"vendorId": "\u0661"}).json()["errors"] == {
+        "vendorId": ["A valid integer is required."]
+    }
 
 
 # What staff need to look at a vendor's dashboard: the view permissions on what it shows.
