@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.db.models.functions import TruncDay, TruncMonth, TruncWeek, TruncYear
 
+from paygo.api.filters import reversed_range
+
 DAY, WEEK, MONTH, YEAR = "day", "week", "month", "year"
 PERIODS = (DAY, WEEK, MONTH, YEAR)
 # How many buckets a window has when the caller gives no dates: a month of days, a quarter of
@@ -156,8 +158,8 @@ def window(
     today = now.astimezone(tz).date()
     last = until or today
     first = since or shift(floor(last, period), period, -(DEFAULT_BUCKETS[period] - 1))
-    if first > last:
-        raise PeriodError("from", "'from' must not be after 'to'.")
+    if refusal := reversed_range(first, last):  # `to` is today when not given
+        raise PeriodError("from", refusal)
     buckets = []
     cursor = floor(first, period)
     while cursor <= last:

@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
+from paygo.api.filters import reversed_range
 from paygo.api.text import VisibleTextField, validate_storable_text
 from paygo.api.validators import WholeNumberField, exactly_one_of
 from wallets.models import Asset, Entry, LedgerTransaction, TransactionKind, Withdrawal
@@ -187,11 +188,23 @@ class SwapSerializer(serializers.Serializer):
 
 
 class TransactionsQuerySerializer(serializers.Serializer):
+    """?type=&token=&from=&to= (`from` included, `to` excluded; a reversed range is a 400)."""
+
     type = serializers.ChoiceField(choices=LedgerTransaction._meta.get_field("kind").choices, required=False)
     token = TokenField(required=False, include_inactive=True)
-    # `from` and `to` are Python keywords: read from the query by name in the view
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
+
+    def get_fields(self):
+        # `from` is a Python keyword: the fields are declared here rather than as attributes.
+        return {
+            **super().get_fields(),
+            "from": serializers.DateTimeField(required=False),
+            "to": serializers.DateTimeField(required=False),
+        }
+
+    def validate(self, attrs):
+        if refusal := reversed_range(attrs.get("from"), attrs.get("to")):
+            raise serializers.ValidationError({"from": [refusal]})
+        return attrs
 
 
 # What a user sees of a transaction's metadata, by its kind: what tells them what it was. The rest

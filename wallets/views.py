@@ -231,9 +231,6 @@ class TransferView(APIView):
         return idempotent(request, execute)
 
 
-_TRANSACTION_FILTERS = {"type": "type", "token": "token", "from": "since", "to": "until"}  # parameter: field
-
-
 class TransactionsView(generics.ListAPIView):
     serializer_class = EntrySerializer
     results_key = "transactions"
@@ -251,20 +248,15 @@ class TransactionsView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        params = query_filters(self.request)
-        query = TransactionsQuerySerializer(
-            data={field: params[name] for name, field in _TRANSACTION_FILTERS.items() if name in params}
-        )
-        if not query.is_valid():
-            errors = {{"since": "from", "until": "to"}.get(k, k): v for k, v in query.errors.items()}
-            raise exceptions.ValidationError(errors)
+        query = TransactionsQuerySerializer(data=query_filters(self.request))
+        query.is_valid(raise_exception=True)
         values = query.validated_data
         return selectors.entries_for(
             self.request.user,
             kind=values.get("type"),
             token=values["token"].code if values.get("token") else None,
-            since=values.get("since"),
-            until=values.get("until"),
+            since=values.get("from"),
+            until=values.get("to"),
         )
 
 

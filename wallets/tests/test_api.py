@@ -349,6 +349,32 @@ def test_transactions_bad_filters_are_400(api, alice, query):
     assert response.json()["statusCode"] == 400
 
 
+def test_transactions_from_after_to_is_400_as_on_the_dashboards(api, alice, fund):
+    """A range that ends before it starts is a mistake, not an empty history: the rule the dashboards
+    apply to their windows, with their words."""
+    fund(alice, 10 * USDC)
+
+    reversed_range = api(alice).get("/api/v1/wallet/transactions?from=2030-01-01&to=2020-01-01")
+    reversed_instants = api(alice).get(
+        "/api/v1/wallet/transactions", {"from": "2030-01-01T10:00:01Z", "to": "2030-01-01T10:00:00Z"}
+    )
+    dashboard = api(alice).get("/api/v1/dashboard/user/overview?from=2030-01-01&to=2020-01-01")
+
+    assert reversed_range.status_code == reversed_instants.status_code == 400
+    assert reversed_range.json()["errors"] == {"from": ["'from' must not be after 'to'."]}
+    assert reversed_range.json()["errors"] == dashboard.json()["errors"]
+    assert reversed_instants.json()["errors"] == {"from": ["'from' must not be after 'to'."]}
+
+
+def test_transactions_from_equal_to_is_an_empty_range_not_an_error(api, alice, fund):
+    fund(alice, 10 * USDC)
+
+    response = api(alice).get("/api/v1/wallet/transactions?from=2030-01-01&to=2030-01-01")
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 0  # `to` is exclusive
+
+
 def test_transactions_token_filter_holding_nul_is_400(api, alice):
     response = api(alice).get("/api/v1/wallet/transactions?token=%00")
 
