@@ -28,7 +28,7 @@ from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import reactor
 
-from paygo.api.bodies import body_limit, error_headers, malformed_body, too_large_body
+from paygo.api.bodies import body_limit, malformed_body, raw_error_response, too_large_body
 
 # Connections the kernel queues for the server to accept (twisted's default is 50, and a
 # thousand sockets reconnecting at once after a deploy were refused); the kernel caps it at
@@ -100,8 +100,7 @@ def _answer_malformed(channel) -> None:
 
 def _write_error(transport, status: bytes, body: bytes) -> None:
     """A whole answer in the API's error format, written straight to the connection, which closes."""
-    head = b"".join(b"%s: %s\r\n" % header for header in error_headers(body))
-    transport.write(b"HTTP/1.1 " + status + b"\r\n" + head + b"connection: close\r\n\r\n" + body)
+    transport.write(raw_error_response(b"HTTP/1.1 " + status, body))
 
 
 class BoundedHTTPFactory(HTTPFactory):

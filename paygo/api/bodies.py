@@ -39,14 +39,19 @@ def too_large_message(limit: int) -> str:
     return f"The request body is over the limit of {limit} bytes."
 
 
+def error_json(status_code: int, message: str | None = None, *, code: str | None = None) -> bytes:
+    """An answer in the API's error format, as the bytes of a JSON body."""
+    return json.dumps(error_body(status_code, message, code=code)).encode()
+
+
 def too_large_body(limit: int) -> bytes:
     """The 413 in the API's error format, as the bytes of a JSON body."""
-    return json.dumps(error_body(413, too_large_message(limit), code="too_large")).encode()
+    return error_json(413, too_large_message(limit), code="too_large")
 
 
 def malformed_body() -> bytes:
     """The 400 in the API's error format for a request the server cannot parse, as JSON bytes."""
-    return json.dumps(error_body(400, MALFORMED, code="bad_request")).encode()
+    return error_json(400, MALFORMED, code="bad_request")
 
 
 def error_headers(body: bytes) -> list[tuple[bytes, bytes]]:
@@ -56,6 +61,13 @@ def error_headers(body: bytes) -> list[tuple[bytes, bytes]]:
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
     ]
+
+
+def raw_error_response(status_line: bytes, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+    """A whole HTTP/1.1 answer in the API's error format (`body`, its JSON bytes), whose connection
+    then closes: for the servers' own refusals, written before or without the application."""
+    head = b"".join(b"%s: %s\r\n" % header for header in [*headers, *error_headers(body)])
+    return status_line + b"\r\n" + head + b"connection: close\r\n\r\n" + body
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:

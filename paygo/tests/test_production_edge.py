@@ -147,6 +147,17 @@ REFUSED = [
     ("a 21-letter method", request(b"/api/v1/health", method=b"ABCDEFGHIJKLMNOPQRSTU"), 405),
     ("a raw byte outside ASCII in the query", request(b"/api/v1/service?search=\xff"), 400),
     ("a raw byte outside ASCII in the path", request(b"/api/v1/\xff"), 400),
+    # Headers nginx passes on and gunicorn refused with its own HTML page: a control byte in any
+    # header's value, a Content-Type sent twice.
+    ("a control byte in a header", request(b"/api/v1/health", b"X-Note: a\x01b\r\n"), 400),
+    ("an escape sequence in a header", request(b"/api/v1/health", b"X-Note: \x1b[31mred\r\n"), 400),
+    ("DEL in the Idempotency-Key", request(b"/api/v1/health", b"Idempotency-Key: k\x7f\r\n"), 400),
+    ("a control byte in a cookie", request(b"/api/v1/health", b"Cookie: csrftoken=\x01\r\n"), 400),
+    (
+        "a Content-Type twice",
+        request(b"/api/v1/health", b"Content-Type: application/json\r\nContent-Type: application/json\r\n"),
+        400,
+    ),
     # Django, while it built the request, before any middleware (gunicorn's HTML 500).
     ("an unreadable Content-Type", request(b"/api/v1/health", b"Content-Type: text/plain; a*=foo''%41\r\n"), 400),
     (
