@@ -1,23 +1,58 @@
-"""gunicorn's sync worker as PayGo runs it: its own refusals in the API's error format.
+"""gunicorn's sync worker as PayGo runs it: its own refusals in the API's error format, and a request's
+unread body read before the connection closes.
 
     gunicorn paygo.wsgi:application --worker-class paygo.gunicorn.SyncWorker ...
 
-gunicorn refuses some requests before the application sees them (a header value with a control
-byte, a Content-Type sent twice, ...) and answered each with an HTML page: nginx passes those
-headers on, so the page reached API clients. Its status stays gunicorn's; its body is the API's.
+- gunicorn refuses some requests before the application sees them (a header value with a control
+  byte, a Content-Type sent twice, ...) and answered each with an HTML page: nginx passes those
+  headers on, so the page reached API clients. Its status stays gunicorn's; its body is the API's.
+- The application may answer before it reads the body (a 413 from the declared length, a 401 on an
+  upload without a token). gunicorn then closed the connection with the body unread, past the 64 KiB
+  its close drains: the kernel reset it, nginx still writing the body got a broken pipe, and the
+  client a 502 "its outcome is unknown". The rest of the body is read (and dropped) first, up to the
+  largest body PayGo takes and for a few seconds at most.
 """
 
 from __future__ import annotations
 
 import socket
+import time
 
+from django.conf import settings
+from gunicorn.http.errors import ParseException
 from gunicorn.workers.sync import SyncWorker as GunicornSyncWorker
+
+# The longest a worker spends reading a body its answer did not need: behind nginx the body is in
+# nginx's buffers already and comes at once; a client sending it slowly is cut off.
+UNREAD_BODY_SECONDS = 5.0
 
 
 class SyncWorker(GunicornSyncWorker):
+    def handle_request(self, listener, req, client, addr) -> None:
+        try:
+            super().handle_request(listener, req, client, addr)
+        finally:
+            read_unread_body(req, client)
+
     def handle_error(self, req, client, addr, exc) -> None:
         # gunicorn decides the status (and logs); its page is rewritten as it is written.
         super().handle_error(req, _ApiErrorPage(client), addr, exc)
+
+
+def read_unread_body(req, client: socket.socket) -> None:
+    """Reads what is left of `req`'s body off `client`, dropping it: at most the largest body PayGo
+    takes (API_MAX_UPLOAD_BYTES, which nginx holds every body to), for UNREAD_BODY_SECONDS at most."""
+    deadline = time.monotonic() + UNREAD_BODY_SECONDS
+    left = settings.API_MAX_UPLOAD_BYTES
+    try:
+        while left > 0 and (remaining := deadline - time.monotonic()) > 0:
+            client.settimeout(remaining)
+            chunk = req.body.read(min(left, 65536))
+            if not chunk:
+                return
+            left -= len(chunk)
+    except (OSError, ParseException):  # gone, too slow, or a malformed chunk: the close will do
+        return
 
 
 class _ApiErrorPage:

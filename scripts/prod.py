@@ -334,7 +334,8 @@ def main() -> int:
             "web",
             [
                 *(PYTHON, "-m", "gunicorn", "paygo.wsgi:application", "--workers", str(web_workers), "--bind", web),
-                # gunicorn's own refusals (a control byte in a header, ...) in the API's format.
+                # gunicorn's own refusals in the API's format; a body the app answered without reading
+                # is read before the connection closes (else nginx, still writing it, answered 502).
                 *("--worker-class", "paygo.gunicorn.SyncWorker"),
                 *("--graceful-timeout", "10", "--timeout", str(WEB_TIMEOUT_SECONDS), "--no-control-socket"),
                 *("--forwarded-allow-ips", ""),  # no forwarded header is gunicorn's to believe: PayGo decides
