@@ -7,9 +7,10 @@ body's limit (paygo.api.bodies), whether the limit is passed by a declared Conte
 the chunks as they arrive: the client gets the 413 in the API's error format, the connection
 reads nothing more and is closed shortly after. A request twisted cannot parse (a header line with
 a NUL or without a colon, a chunk size that is not a number, ...) gets the API's 400 too, where
-twisted writes a bare status line. A socket the application closes with a close code the WebSocket
-registry defines for an endpoint to send (PayGo's 1003 and 1013) is closed with it, where autobahn
-refused it.
+twisted writes a bare status line; so does a WebSocket handshake autobahn refuses (an unknown
+version, no key, ...), where it wrote the status line alone. A socket the application closes with a
+close code the WebSocket registry defines for an endpoint to send (PayGo's 1003 and 1013) is closed
+with it, where autobahn refused it.
 
 Every way PayGo serves uses it: `manage.py serve`, and in production
 `python -m paygo.server -b 0.0.0.0 -p 8000 paygo.asgi:application`, which takes Daphne's own
@@ -28,7 +29,7 @@ from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
 from twisted.internet import reactor
 
-from paygo.api.bodies import body_limit, malformed_body, raw_error_response, too_large_body
+from paygo.api.bodies import body_limit, error_json, malformed_body, raw_error_response, too_large_body
 
 # Connections the kernel queues for the server to accept (twisted's default is 50, and a
 # thousand sockets reconnecting at once after a deploy were refused); the kernel caps it at
@@ -133,7 +134,16 @@ SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011
 
 
 class ClosingWebSocketProtocol(WebSocketProtocol):
-    """Daphne's socket, which closes with any close code an endpoint may send."""
+    """Daphne's socket, which closes with any close code an endpoint may send, and refuses a
+    handshake in the API's error format (autobahn wrote a status line, the reason only there, and no
+    body)."""
+
+    def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders=None) -> None:
+        body = error_json(
+            code, f"The WebSocket handshake was refused: {reason}.", code="bad_handshake" if code == 400 else None
+        )
+        headers = [(name.encode("latin1"), str(value).encode("latin1")) for name, value in responseHeaders or ()]
+        self.sendData(raw_error_response(b"HTTP/1.1 %d %s" % (code, reason.encode("latin1", "replace")), body, headers))
 
     def serverClose(self, code=None) -> None:
         if code in SENDABLE_CLOSE_CODES:

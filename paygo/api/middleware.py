@@ -79,8 +79,9 @@ class SyncMiddlewareChain:
 
 # /api/ as a client may mistype it: doubled slashes and backslashes (nginx routes "//api/..." as /api/
 # but passes the path as written) and another case (/API/v1/..., /Api/...: the routes are lower-case,
-# so these are no route, but they are the API's). Django's HTML 404 must not answer those either.
-_API_PATH = re.compile(r"^[/\\]+api(?:[/\\]|$)", re.IGNORECASE)
+# so these are no route, but they are the API's). Django's HTML 404 must not answer those either, nor
+# a plain HTTP request on a socket path (/ws/...: the API's sockets, without the upgrade).
+_API_PATH = re.compile(r"^[/\\]+(?:api|ws)(?:[/\\]|$)", re.IGNORECASE)
 
 
 def is_api_request(request: HttpRequest) -> bool:

@@ -153,9 +153,20 @@ def test_an_api_path_in_another_case_gets_the_apis_404_not_djangos_page(anon, me
     assert body == {"message": "Not Found.", "statusCode": 404, "code": "not_found"}
 
 
+@pytest.mark.parametrize("path", ["/ws/notifications/", "/ws/streams/1/?token=x", "/ws/nothing/", "/ws"])
+def test_a_plain_http_request_on_a_socket_path_gets_the_apis_404_not_djangos_page(anon, path):
+    """The sockets are the API's too: a request without the upgrade to one (a client that forgot it,
+    or an ASGI server that passed it on as HTTP) got Django's HTML 404 page."""
+    response = anon.get(path)
+
+    assert_error(response, 404, "not_found")
+    assert response["Cache-Control"] == "no-store"
+
+
 def test_a_path_that_only_starts_like_the_api_is_not_the_apis(anon):
     assert not anon.get("/apis/v1/service")["Content-Type"].startswith("application/json")
     assert not anon.get("/APIary")["Content-Type"].startswith("application/json")
+    assert not anon.get("/wsx/")["Content-Type"].startswith("application/json")
 
 
 @pytest.mark.django_db(transaction=True)  # through the WSGI handler, which closes connections as a request ends

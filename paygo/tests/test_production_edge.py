@@ -233,6 +233,43 @@ def test_a_body_the_app_refuses_before_reading_it_is_answered_never_a_502(prod):
     assert all(headers["content-type"] == "application/json" for _, headers, _ in answers)
 
 
+def handshake(target: bytes, extra: bytes = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n") -> bytes:
+    """A WebSocket opening handshake, whose connection closes after a refusal (send() reads until it
+    does)."""
+    upgrade = b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+    return request(target, upgrade + extra).replace(b"Connection: close", b"Connection: Upgrade, close")
+
+
+@pytest.mark.parametrize("through", ["nginx", "Daphne"])
+def test_a_plain_http_request_on_a_socket_path_gets_the_apis_json(prod, through):
+    """Without the upgrade, /ws/ answered Django's HTML 404 page."""
+    port = prod[0] if through == "nginx" else prod[1]
+
+    status, headers, body = send(port, request(b"/ws/notifications/?token=abc"))
+
+    assert (status, headers["content-type"]) == (404, "application/json"), body[:200]
+    assert json.loads(body)["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        handshake(b"/ws/notifications/").replace(b"Version: 13", b"Version: 99"),
+        handshake(b"/ws/notifications/", b""),
+        handshake(b"/ws/notifications/", b"Sec-WebSocket-Key: short\r\n"),
+    ],
+    ids=["an unknown version", "no key", "a malformed key"],
+)
+def test_a_refused_websocket_handshake_answers_in_the_apis_format(prod, raw):
+    """Daphne (autobahn) refused these with a status line and no body: the reason only in the line."""
+    status, headers, body = send(prod[0], raw)
+
+    assert (status, headers["content-type"]) == (400, "application/json"), (status, headers, body[:200])
+    answer = json.loads(body)
+    assert answer["statusCode"] == 400 and answer["code"] == "bad_handshake"
+    assert answer["message"].startswith("The WebSocket handshake was refused: ")
+
+
 @money_db
 def test_links_keep_the_host_and_port_the_client_used_and_https(prod, victor):
     from marketplace.models import Category
@@ -372,12 +409,19 @@ def test_every_origin_the_app_takes_makes_a_configuration_nginx_takes(tmp_path, 
 
 @contextlib.contextmanager
 def nginx_in_front_of(
-    prod_py, run_dir, *, web: str, ws: str, http_read_timeout: str | None = None, worker_connections: int | None = None
+    prod_py,
+    run_dir,
+    *,
+    web: str,
+    ws: str,
+    http_read_timeout: str | None = None,
+    worker_connections: int | None = None,
+    log: Path | None = None,
 ):
     """nginx on the rendered configuration, with `web` and `ws` as its upstreams; yields its port.
     `http_read_timeout` replaces the HTTP locations' proxy_read_timeout, `worker_connections` the
     connections nginx may hold (one worker process then): a test's overrides, the one way the
-    configuration then differs from production's."""
+    configuration then differs from production's. Its error log goes to `log` if given."""
     port = _free_port()
     edge = {**edge_settings(prod_py), "CORS_ALLOWED_ORIGINS": [FRONTEND]}
     config = prod_py.render_nginx(run_dir, port=port, web=web, ws=ws, settings=edge)
@@ -395,7 +439,10 @@ def nginx_in_front_of(
         )
         assert count == 1
         config.write_text(text.replace("worker_processes auto;", "worker_processes 1;", 1))
-    nginx = subprocess.Popen([prod_py.nginx_binary(), "-p", str(run_dir), "-c", str(config), "-e", "stderr"])
+    nginx = subprocess.Popen(
+        [prod_py.nginx_binary(), "-p", str(run_dir), "-c", str(config), "-e", "stderr"],
+        stderr=log.open("wb") if log else None,
+    )
     try:
         for _ in range(100):
             assert nginx.poll() is None, "nginx exited while starting"
@@ -410,7 +457,7 @@ def nginx_in_front_of(
         nginx.wait(timeout=30)
 
 
-WEBSOCKET_LOCATION = r"location /ws/ \{[^{}]*\}"
+WEBSOCKET_LOCATION = r"location /ws/ \{(?:[^{}]|\{[^{}]*\})*\}"  # one level of braces inside (its if)
 
 
 def _http_part(config: str) -> str:
@@ -513,12 +560,12 @@ def test_a_request_that_timed_out_at_the_upstream_is_told_its_outcome_is_unknown
     assert "retry-after" not in headers
 
 
-@pytest.mark.parametrize("path", [b"/api/v1/wallet/transfer", b"/ws/notifications/"], ids=["web", "ws"])
-def test_a_request_no_upstream_took_is_told_nothing_was_done(tmp_path, prod_py, path):
+@pytest.mark.parametrize("raw", [transfer(), handshake(b"/ws/notifications/")], ids=["web", "ws"])
+def test_a_request_no_upstream_took_is_told_nothing_was_done(tmp_path, prod_py, raw):
     """Connections refused (the workers or Daphne down): the request reached nobody, and may be sent
     again as it is."""
     with nginx_in_front_of(prod_py, tmp_path, web=_refused(), ws=_refused()) as port:
-        status, headers, body = send(port, transfer().replace(b"/api/v1/wallet/transfer", path, 1))
+        status, headers, body = send(port, raw)
 
     assert status == 503, body
     assert headers["retry-after"] == "5"
@@ -575,3 +622,25 @@ def test_a_request_nginx_has_no_connection_left_to_pass_on_is_told_nothing_was_d
     assert headers["retry-after"] == "5"
     assert json.loads(body)["code"] == "unavailable"
     assert taken == []
+
+
+def test_a_sockets_token_stays_out_of_nginxs_log(tmp_path, prod_py):
+    """nginx logs a failure with the request line, and a socket's token may be in its query
+    (?token=): every socket reset (routine) wrote a user's JWT to the operator's log. A request on
+    a socket path without the upgrade is refused before Daphne, whose access log wrote it too."""
+    log = tmp_path / "nginx.log"
+    with (
+        upstream("close") as (web, _),
+        upstream("close") as (ws, taken),
+        nginx_in_front_of(prod_py, tmp_path, web=web, ws=ws, log=log) as port,
+    ):
+        failed = send(port, handshake(b"/ws/notifications/?token=SECRET-JWT"))
+        plain = send(port, request(b"/ws/notifications/?token=PLAIN-JWT"))
+        control = send(port, request(b"/api/v1/health?mark=LOGGED"))  # the same failure, over HTTP
+
+    text = log.read_text()
+    assert failed[0] == control[0] == 502
+    assert "LOGGED" in text  # nginx logs such a failure with its request line
+    assert "SECRET-JWT" not in text and "PLAIN-JWT" not in text
+    assert (plain[0], json.loads(plain[2])["code"]) == (404, "not_found")
+    assert len(taken) == 1  # the handshake only: the plain request reached no server
