@@ -31,6 +31,7 @@ import ipaddress
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -197,6 +198,17 @@ def trusted_proxies(env: dict[str, str], tls: Sequence[str]) -> str:
     return ",".join(dict.fromkeys([*listed(env, "TRUSTED_PROXIES"), "127.0.0.1", *tls]))
 
 
+# The files each nginx worker may open (deploy/nginx.conf's OPEN_FILES), unless the system allows fewer.
+NGINX_OPEN_FILES = 65536
+
+
+def nginx_open_files() -> int:
+    """NGINX_OPEN_FILES, or the hard limit this process (and nginx, started from it) has if that is
+    lower: above it each worker's setrlimit failed, with an alert at every start."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return NGINX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(NGINX_OPEN_FILES, hard)
+
+
 def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict, tls: Sequence[str] = ()) -> Path:
     template = string.Template((ROOT / "deploy" / "nginx.conf").read_text())
     # nginx's map compares strings ignoring case, and refuses one named twice: each origin once.
@@ -210,6 +222,7 @@ def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict,
     # safe_substitute: nginx's own $variables stay as they are; ours are all filled (checked below).
     text = template.safe_substitute(
         RUN_DIR=str(run_dir),
+        OPEN_FILES=str(nginx_open_files()),
         PORT=str(port),
         WEB_ADDRESS=web,
         WS_ADDRESS=ws,

@@ -29,6 +29,7 @@ import pytest
 
 from conftest import database_url, money_db
 from paygo.tests.test_production_settings import (
+    ROOT,
     SANDBOX_CHIPI,
     _free_port,
     make_prod,
@@ -644,3 +645,76 @@ def test_a_sockets_token_stays_out_of_nginxs_log(tmp_path, prod_py):
     assert "SECRET-JWT" not in text and "PLAIN-JWT" not in text
     assert (plain[0], json.loads(plain[2])["code"]) == (404, "not_found")
     assert len(taken) == 1  # the handshake only: the plain request reached no server
+
+
+# --- Clients that hold connections (slowloris) -----------------------------------------------------
+
+
+def test_a_client_that_trickles_its_request_headers_is_cut_off_within_seconds(tmp_path, prod_py):
+    """A client sending half a request's headers, then a header now and then, held its connection
+    for nginx's default minute: 8,400 of them took every connection nginx had (a review)."""
+    with (
+        nginx_in_front_of(prod_py, tmp_path, web=_refused(), ws=_refused()) as port,
+        socket.create_connection(("127.0.0.1", port), timeout=1) as slow,
+    ):
+        slow.sendall(b"GET /api/v1/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        cut = False
+        deadline = time.monotonic() + 15
+        while not cut and time.monotonic() < deadline:
+            try:
+                slow.sendall(b"X-Still-Here: 1\r\n")
+                cut = slow.recv(4096) == b""
+            except TimeoutError:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                cut = True
+
+    assert cut
+
+
+def test_nginx_starts_without_a_warning(tmp_path, prod_py):
+    """Its connections and open files as configured: asked for more open files than the system lets
+    it have (worker_rlimit_nofile above the hard limit), each worker logged an alert at every start
+    and kept fewer; fewer than worker_connections, nginx warns."""
+    log = tmp_path / "nginx.log"
+    with nginx_in_front_of(prod_py, tmp_path, web=_refused(), ws=_refused(), log=log) as port:
+        send(port, request(b"/ws/notifications/"))  # answered by nginx alone (a 404), no upstream tried
+
+    assert not re.search(r"\[(warn|error|crit|alert|emerg)\]", log.read_text()), log.read_text()
+
+
+def _held_upload(port: int, source: str, extra: bytes = b"") -> socket.socket:
+    """A connection whose request nginx has taken (its headers read, its body awaited) and whose body
+    never comes."""
+    held = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    raw = post(b"/api/v1/auth/login", b"").replace(b"Content-Length: 0", b"%sContent-Length: 100" % extra)
+    held.sendall(raw.replace(b"Connection: close", b"Expect: 100-continue\r\nConnection: close"))
+    # nginx says it waits for the body once the request passed its limits: then it counts.
+    assert held.recv(4096).startswith(b"HTTP/1.1 100 Continue")
+    return held
+
+
+def test_one_client_address_holds_only_so_many_requests_at_once(prod):
+    """A client that holds its connections past their headers (a body trickled, a socket kept open)
+    held as many as it liked; behind the TLS proxy, the address counted is the client's (the last
+    X-Forwarded-For entry, which that proxy wrote), not the proxy's."""
+    limit = int(re.search(r"limit_conn perip (\d+);", (ROOT / "deploy" / "nginx.conf").read_text()).group(1))
+    behind = b"X-Forwarded-For: 203.0.113.9, 198.51.100.7\r\n"
+    held: list[socket.socket] = []
+    try:
+        held += [_held_upload(prod[0], ANOTHER_PEER) for _ in range(limit)]
+        refused = send(prod[0], request(b"/api/v1/health"), source=ANOTHER_PEER)
+        held += [_held_upload(prod[0], TLS_PROXY, behind) for _ in range(limit)]
+        refused_behind = send(prod[0], request(b"/api/v1/health", behind))
+        another_behind = send(prod[0], request(b"/api/v1/health", b"X-Forwarded-For: 198.51.100.8\r\n"))
+        the_proxy_itself = send(prod[0], request(b"/api/v1/health"))
+    finally:
+        for connection in held:
+            connection.close()
+
+    status, headers, body = refused
+    assert (status, headers.get("content-type")) == (429, "application/json"), (status, body[:200])
+    assert json.loads(body)["code"] == "too_many_connections"
+    assert headers["retry-after"] == "5"
+    assert refused_behind[0] == 429
+    assert another_behind[0] == 200 and the_proxy_itself[0] == 200
