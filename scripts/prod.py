@@ -4,8 +4,8 @@ runs, started together after the migrations, and stopped together.
     DATABASE_URL=... REDIS_URL=... SECRET_KEY=... JWT_SECRET=... CHIPI_...=... .venv/bin/python scripts/prod.py
 
 nginx listens on PORT (8000) and passes HTTP to gunicorn's sync WSGI workers (WEB_WORKERS, two per
-core and one more) and WebSockets (/ws/) to Daphne (paygo.server), both on free ports of 127.0.0.1;
-a Celery worker (CELERY_CONCURRENCY, one process per core) and Celery beat run beside them. The
+core and one more) and WebSockets (/ws/) to Daphne (paygo.server), both on ports of 127.0.0.1 bound
+here and handed to them; a Celery worker (CELERY_CONCURRENCY, one process per core) and Celery beat run beside them. The
 configuration of nginx is deploy/nginx.conf, filled in here; its files go to var/prod/PORT/. Behind
 a TLS proxy, TLS_PROXIES names its addresses: nginx believes what scheme they say the client used,
 and no one else's (none by default). The settings are the environment's: nothing here turns DEBUG
@@ -92,10 +92,12 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+def spawn(args: list[str], env: dict[str, str], pass_fds: Sequence[int] = ()) -> subprocess.Popen:
     """A child in a session of its own (Ctrl-C in the terminal reaches this process only, which stops
     the children in order), that ends with this process."""
-    return subprocess.Popen(args, cwd=ROOT, env=env, start_new_session=True, preexec_fn=_die_with_parent())
+    return subprocess.Popen(
+        args, cwd=ROOT, env=env, start_new_session=True, preexec_fn=_die_with_parent(), pass_fds=pass_fds
+    )
 
 
 def port_taken(port: int) -> str | None:
@@ -128,10 +130,16 @@ def listens(pid: int, port: int) -> bool:
     return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def upstream_listener() -> socket.socket:
+    """A socket listening on a port of 127.0.0.1 that the kernel chose, for one of the app's servers:
+    bound here and handed to it (gunicorn's fd://, Daphne's --fd). A port chosen here, released, and
+    bound by the server seconds later (Daphne binds once Django is loaded) could be handed to another
+    process meanwhile, and the server exited at its start ("address in use"). Connections made
+    before the server is ready wait in the backlog."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2048)  # gunicorn's default backlog (it listens again with its own)
+    return listener
 
 
 def nginx_binary() -> str:
@@ -272,6 +280,33 @@ def wait_for_port(
     raise RuntimeError(f"{owner.name} does not listen on port {port} after {seconds:g} s")
 
 
+def wait_for_answer(
+    port: int,
+    processes: list[Process],
+    seconds: float = 60.0,
+    stopping: Callable[[], bool] = lambda: False,
+) -> None:
+    """Until the server on `port` (its socket bound here, so no other process's) answers an HTTP
+    request, whatever its status: a socket handed over listens from the start, and its server
+    accepts once it is ready. Any of `processes` exiting, or a stop signal, ends the wait."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if stopping():
+            raise StopRequested
+        for process in processes:
+            if process.popen.poll() is not None:
+                raise RuntimeError(f"{process.name} exited with {process.popen.returncode} while starting")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                probe.sendall(b"GET /api/v1/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                if probe.recv(1):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing answers on port {port} after {seconds:g} s")
+
+
 def stop(processes: list[Process]) -> None:
     """SIGTERM to each (the proxy first, so that nothing new comes in), then SIGKILL what remains."""
     for process in processes:
@@ -334,7 +369,8 @@ def main() -> int:
     # ALLOWED_HOSTS), is refused above.
     manage("check", "--deploy", "--fail-level", "ERROR", env=env)
 
-    web_port, ws_port = str(free_port()), str(free_port())
+    web_listener, ws_listener = upstream_listener(), upstream_listener()
+    web_port, ws_port = web_listener.getsockname()[1], ws_listener.getsockname()[1]
     web, ws = f"127.0.0.1:{web_port}", f"127.0.0.1:{ws_port}"
     config = render_nginx(run_dir, port=port, web=web, ws=ws, settings=settings, tls=proxies)
 
@@ -346,7 +382,8 @@ def main() -> int:
         Process(
             "web",
             [
-                *(PYTHON, "-m", "gunicorn", "paygo.wsgi:application", "--workers", str(web_workers), "--bind", web),
+                *(PYTHON, "-m", "gunicorn", "paygo.wsgi:application", "--workers", str(web_workers)),
+                *("--bind", f"fd://{web_listener.fileno()}"),
                 # gunicorn's own refusals in the API's format; a body the app answered without reading
                 # is read before the connection closes (else nginx, still writing it, answered 502).
                 *("--worker-class", "paygo.gunicorn.SyncWorker"),
@@ -361,7 +398,9 @@ def main() -> int:
             pool("web"),
         ),
         Process(
-            "ws", [PYTHON, "-m", "paygo.server", "-b", "127.0.0.1", "-p", ws_port, "paygo.asgi:application"], pool("ws")
+            "ws",
+            [PYTHON, "-m", "paygo.server", "--fd", str(ws_listener.fileno()), "paygo.asgi:application"],
+            pool("ws"),
         ),
         Process(
             "worker",
@@ -389,15 +428,19 @@ def main() -> int:
         # Under nohup a hangup is ignored by the operator's choice: the stack outlives the terminal.
         if signum != signal.SIGHUP or signal.getsignal(signum) is not signal.SIG_IGN:
             signal.signal(signum, on_signal)
-    web_server, ws_server, nginx_server = processes[1], processes[2], processes[0]
+    nginx_server = processes[0]
     status = 0
     try:  # whatever happens from here on, every process started is stopped (the proxy first)
         # The proxy starts last, once the servers answer, and is stopped first.
+        handed = {"web": web_listener, "ws": ws_listener}
         for process in processes[1:]:
-            process.popen = spawn(process.args, process.env)
+            listener = handed.get(process.name)
+            process.popen = spawn(process.args, process.env, pass_fds=[listener.fileno()] if listener else [])
+        for listener in handed.values():
+            listener.close()  # the servers' now: one that exits leaves nothing listening
         try:
-            wait_for_port(int(web_port), web_server, processes[1:], stopping=stopping)
-            wait_for_port(int(ws_port), ws_server, processes[1:], stopping=stopping)
+            wait_for_answer(web_port, processes[1:], stopping=stopping)
+            wait_for_answer(ws_port, processes[1:], stopping=stopping)
             nginx_server.popen = spawn(nginx_server.args, nginx_server.env)
             wait_for_port(port, nginx_server, processes, stopping=stopping)
         except StopRequested:
