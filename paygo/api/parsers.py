@@ -193,6 +193,10 @@ class JSONParser(CamelCaseJSONParser):
             raise ParseError(f"JSON parse error - {exc}") from None
         except LookupError:  # a charset that is no text encoding (the servers' requests refuse it first)
             raise ParseError(f"JSON parse error - {encoding!r} is not a text encoding") from None
+        if type(data) is not dict:
+            # Every operation takes an object; DRF would say "No data provided" (code "null") of a
+            # null and "Invalid data. Expected a dictionary" of the rest.
+            raise ParseError("Send a JSON object.", code="invalid")
         converted = underscoreize(data, **self.json_underscoreize)
         if _names(converted) != _names(data):  # "recipientId" and "recipient_id": one field, twice
             raise JSONDuplicateName("").parse_error()
