@@ -106,7 +106,7 @@ class ImageUploadSerializer(serializers.Serializer):
 class AvatarField(serializers.RelatedField):
     """An image id in; {id, url} out. Whose image it is, the service checks."""
 
-    default_error_messages = {"unknown": "Unknown image.", "invalid": "Give the id of an uploaded image."}
+    default_error_messages = {"unknown_image": "Unknown image.", "invalid": "Give the id of an uploaded image."}
 
     def __init__(self, **kwargs: Any):
         if not kwargs.get("read_only"):
@@ -120,7 +120,7 @@ class AvatarField(serializers.RelatedField):
             self.fail("invalid")
         image = self.get_queryset().filter(pk=image_id).first()
         if image is None:
-            self.fail("unknown")
+            self.fail("unknown_image")
         return image
 
     def to_representation(self, image: Image) -> dict[str, str]:

@@ -39,7 +39,7 @@ class CategoryNameField(serializers.RelatedField):
     """A category or subcategory given and shown by name (case-insensitive on the way in)."""
 
     default_error_messages = {
-        "unknown": "Unknown {kind} '{name}'.",
+        "unknown_category": "Unknown {kind} '{name}'.",
         "invalid": "Give the {kind}'s name as a string.",
     }
 
@@ -54,7 +54,7 @@ class CategoryNameField(serializers.RelatedField):
         validate_storable_text(data)  # such text would make the lookup below a database error
         category = self.get_queryset().filter(name__iexact=data.strip()).select_related("parent").first()
         if category is None:
-            self.fail("unknown", kind=self.kind, name=data.strip())
+            self.fail("unknown_category", kind=self.kind, name=data.strip())
         return category
 
     def to_representation(self, value: Category) -> str:

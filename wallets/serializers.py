@@ -73,8 +73,8 @@ class TokenField(serializers.Field):
     deactivated token is refused as no longer offered (code inactive_token), never as unknown."""
 
     default_error_messages = {
-        "unknown": "Unknown token {token!r}; supported: {supported}.",
-        # Not "unknown": the user may hold it (the balance lists it, inactive), and it can still be
+        "unknown_token": "Unknown token {token!r}; supported: {supported}.",
+        # Not "unknown_token": the user may hold it (the balance lists it, inactive), and it can still be
         # withdrawn (WithdrawSerializer takes it).
         "inactive_token": "PayGo no longer offers {token} for this; what you hold of it can still be withdrawn "
         "(POST /api/v1/wallet/withdraw).",
@@ -90,7 +90,7 @@ class TokenField(serializers.Field):
         asset = Asset.objects.filter(code=code).first()
         if asset is None:
             supported = ", ".join(Asset.objects.filter(is_active=True).values_list("code", flat=True))
-            self.fail("unknown", token=str(data)[:20], supported=supported)
+            self.fail("unknown_token", token=str(data)[:20], supported=supported)
         if not asset.is_active and not self.include_inactive:
             self.fail("inactive_token", token=asset.code)
         return asset

@@ -85,7 +85,7 @@ def test_a_first_message_with_what_hides_or_reorders_text_is_a_400_and_opens_not
     assert response.json() == {
         "message": f"initialMessage: {INVISIBLE_MESSAGE}",
         "statusCode": 400,
-        "code": "invalid",
+        "code": "invisible",
         "errors": {"initialMessage": [INVISIBLE_MESSAGE]},
     }
     assert not Consultation.objects.exists()

@@ -171,7 +171,7 @@ def test_a_body_with_what_hides_or_reorders_text_is_a_400_and_writes_nothing(api
     assert response.json() == {
         "message": f"message: {INVISIBLE_MESSAGE}",
         "statusCode": 400,
-        "code": "invalid",
+        "code": "invisible",
         "errors": {"message": [INVISIBLE_MESSAGE]},
     }
     consultation.refresh_from_db()

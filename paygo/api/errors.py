@@ -223,19 +223,44 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return Response(body, status=exc.status_code, headers=headers)
 
 
+# The codes DRF's fields and Django's validators give a value of the wrong shape (missing, too long,
+# not a number, ...). A 400 for one of them is `invalid`: the field's message says what. Any other code
+# is the reason a rule refused a well-formed value (`insufficient_funds`, `self_transfer`, ...), the
+# one a client branches on, and is the body's code.
+SHAPE_CODES = frozenset(
+    {
+        *("invalid", "required", "null", "blank", "empty", "invalid_choice", "does_not_exist", "incorrect_type"),
+        *("max_length", "min_length", "max_value", "min_value", "max_digits", "max_decimal_places"),
+        *("max_whole_digits", "max_string_length", "overflow", "date", "datetime", "make_aware"),
+        *("not_a_list", "not_a_dict", "no_name", "invalid_image", "invalid_unicode", "incorrect_match"),
+        *("no_match", "unique", "step_size", "null_characters_not_allowed", "surrogate_characters_not_allowed"),
+    }
+)
+
+
+def validation_code(detail: Any) -> str:
+    """The code of a 400 for `detail` (a ValidationError's, or one field's): the code of its first
+    error, unless that only says the value's shape was wrong."""
+    while isinstance(detail, dict | list | tuple) and detail:
+        detail = next(iter(detail.values())) if isinstance(detail, dict) else detail[0]
+    code = getattr(detail, "code", None)
+    return code if code and code not in SHAPE_CODES else "invalid"
+
+
 def _validation_body(detail: Any) -> dict[str, Any]:
     if isinstance(detail, dict):
         errors = {key: _plain(value) for key, value in detail.items()}
         general = errors.pop("non_field_errors", None)
         if general and not errors:
-            return error_body(400, _first(general), code=_code_of(detail["non_field_errors"]) or "invalid")
+            return error_body(400, _first(general), code=validation_code(detail["non_field_errors"]))
         field, messages = next(iter(errors.items())) if errors else (None, None)
         message = f"{camel(field)}: {_first(messages)}" if field else "Invalid input."
         if general:
             errors["nonFieldErrors"] = general
-        return error_body(400, message, code="invalid", errors=errors)
+        code = validation_code(detail[field]) if field else "invalid"
+        return error_body(400, message, code=code, errors=errors)
     messages = _plain(detail)
-    return error_body(400, _first(messages) or "Invalid input.", code=_code_of(detail) or "invalid")
+    return error_body(400, _first(messages) or "Invalid input.", code=validation_code(detail))
 
 
 def _plain(value: Any) -> Any:

@@ -521,3 +521,39 @@ def test_a_refusal_for_want_of_funds_opens_no_account(api, alice, bob, avnu, pat
     assert response.status_code == 400, response.content
     assert response.json()["errors"]["amount"] == ["Insufficient funds: 0.000000000000000000 STRK available."]
     assert Account.objects.count() == before
+
+
+def test_insufficient_funds_has_one_code_whatever_the_operation(api, alice, bob, fund):
+    """A frontend branches on `code`: a transfer, a withdrawal or a swap beyond the wallet says
+    `insufficient_funds` at the top, as a session's start does (its 402), beside the field it blames."""
+    fund(alice, 3 * USDC)
+    address = "0x00" + "ab" * 31
+
+    refusals = [
+        api(alice).post("/api/v1/wallet/transfer", {"amount": "3.000001", "recipientId": bob.pk}, format="json"),
+        api(alice).post("/api/v1/wallet/withdraw", {"amount": "3.5", "toAddress": address}, format="json"),
+        api(alice).post("/api/v1/wallet/swap", {"amount": "4", "fromToken": "USDC", "toToken": "USDT"}, format="json"),
+    ]
+
+    for response in refusals:
+        assert response.status_code == 400
+        body = response.json()
+        assert body["code"] == "insufficient_funds", body
+        assert body["errors"] == {"amount": ["Insufficient funds: 3.000000 USDC available."]}
+        assert body["message"] == "amount: Insufficient funds: 3.000000 USDC available."
+    assert balance_of(alice) == 3 * USDC
+    assert balance_of(bob) == 0
+    assert not Withdrawal.objects.exists()
+
+
+def test_a_refused_field_names_its_reason_in_code(api, alice, fund):
+    fund(alice, 3 * USDC)
+
+    to_self = api(alice).post("/api/v1/wallet/transfer", {"amount": "1", "recipientId": alice.pk}, format="json")
+    malformed = api(alice).post("/api/v1/wallet/transfer", {"amount": "abc", "recipientId": alice.pk}, format="json")
+
+    assert (to_self.status_code, to_self.json()["code"]) == (400, "self_transfer")
+    assert to_self.json()["errors"] == {"recipientId": ["You cannot transfer to yourself."]}
+    # An ill-formed value is no refusal of a rule: its code stays the general one.
+    assert (malformed.status_code, malformed.json()["code"]) == (400, "invalid")
+    assert balance_of(alice) == 3 * USDC

@@ -141,7 +141,7 @@ def test_swap_under_min_received_is_refused_and_moves_nothing(api, alice, fund, 
     )
 
     assert response.status_code == 400
-    assert response.json()["code"] == "invalid"
+    assert response.json()["code"] == "slippage"
     assert "minReceived" in response.json()["errors"]
     assert balance_of(alice, "USDC") == 10 * USDC
     assert balance_of(alice, "USDT") == 0
