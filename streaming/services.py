@@ -30,6 +30,12 @@ def _invalid(field: str, message: str, code: str = "invalid") -> exceptions.Vali
     return exceptions.ValidationError({field: [exceptions.ErrorDetail(message, code=code)]})
 
 
+def unknown_service() -> exceptions.ValidationError:
+    """The one refusal of a start on a service that does not exist or is off sale: the same body
+    whichever, so that it tells nobody that a service exists."""
+    return _invalid("service_id", "No such service.", code="unknown_service")
+
+
 def first_period_cost(*, rate: int, unit: str, free_seconds: int) -> int:
     """What the first billing period can cost: held at start, so a session always starts funded."""
     if pricing.is_time_unit(unit):
@@ -81,7 +87,7 @@ def session_start(
     # A service off sale (inactive, retired, its vendor's account or role gone) is unknown to the
     # user, as its page is (404): "not available" told him it exists, and whose it is.
     if not is_on_sale(service):
-        raise _invalid("service_id", "No such service.", code="unknown_service")
+        raise unknown_service()
     if payment_asset_of(service) is None:
         raise _invalid("service_id", "This service is not available.", code="inactive_service")
     if service.vendor_id == user.pk:
@@ -95,10 +101,10 @@ def session_start(
         # it (or leaves it on these terms).
         is_active = users_locked_active([user.pk, service.vendor_id])
         if not is_active.get(service.vendor_id):
-            raise _invalid("service_id", "No such service.", code="unknown_service")
+            raise unknown_service()
         terms = service_locked_for_sale(service.pk, price_version=price_version)
         if terms is None:
-            raise _invalid("service_id", "No such service.", code="unknown_service")
+            raise unknown_service()
         if not is_active.get(user.pk):
             raise account_no_longer_active()
         asset = _payment_asset(terms.token)  # the token the terms are in, which the copy may predate

@@ -42,7 +42,7 @@ def _service_for_start(service_id: int):
 
     service = Service.objects.select_related("vendor").filter(pk=service_id).first()
     if service is None:
-        raise exceptions.ValidationError({"service_id": ["No such service."]})
+        raise services.unknown_service()
     return service
 
 

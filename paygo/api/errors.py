@@ -224,9 +224,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
 
 
 # The codes DRF's fields and Django's validators give a value of the wrong shape (missing, too long,
-# not a number, ...). A 400 for one of them is `invalid`: the field's message says what. Any other code
-# is the reason a rule refused a well-formed value (`insufficient_funds`, `self_transfer`, ...), the
-# one a client branches on, and is the body's code.
+# not a number, ...), and PayGo's own fields (a hex number past Starknet's field). A 400 for one of
+# them is `invalid`: the field's message says what. Any other code is the reason a rule refused a
+# well-formed value (`insufficient_funds`, `self_transfer`, ...), the one a client branches on, and
+# is the body's code.
 SHAPE_CODES = frozenset(
     {
         *("invalid", "required", "null", "blank", "empty", "invalid_choice", "does_not_exist", "incorrect_type"),
@@ -234,6 +235,7 @@ SHAPE_CODES = frozenset(
         *("max_whole_digits", "max_string_length", "overflow", "date", "datetime", "make_aware"),
         *("not_a_list", "not_a_dict", "no_name", "invalid_image", "invalid_unicode", "incorrect_match"),
         *("no_match", "unique", "step_size", "null_characters_not_allowed", "surrogate_characters_not_allowed"),
+        "not_a_felt",
     }
 )
 
