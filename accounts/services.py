@@ -27,7 +27,7 @@ from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts.images import clean_image, read_upload
 from accounts.models import AdminProfile, Image, Profile, Role, SignIn, User, VendorProfile
-from paygo.api.authentication import SIGN_IN_ENDED, token_user
+from paygo.api.authentication import SIGN_IN_ENDED, token_refused, token_user
 from paygo.api.errors import Conflict, PayloadTooLarge
 from paygo.api.ratelimits import LoginLockedOut, login_locked_out
 from paygo.api.text import InvisibleCharacters, visible_text
@@ -205,10 +205,8 @@ def _refresh_token(raw: str) -> RefreshToken:
     """The refresh token `raw`, signed by PayGo and not expired, or 401."""
     try:
         return RefreshToken(raw)
-    except TokenError:
-        raise exceptions.AuthenticationFailed(
-            "The refresh token is invalid or expired.", code="token_not_valid"
-        ) from None
+    except TokenError as exc:
+        raise token_refused(exc) from None
 
 
 def _token_owner(token: RefreshToken) -> User:

@@ -330,7 +330,7 @@ def test_refresh_with_access_token_refused(anon, alice):
     response = anon.post(REFRESH, {"refreshToken": token_pair_for(alice).access}, format="json")
 
     assert response.status_code == 401
-    assert response.json()["code"] == "token_not_valid"
+    assert response.json()["code"] == "token_invalid"
 
 
 def test_refresh_with_garbage_refused(anon):
@@ -477,3 +477,42 @@ def test_other_schemes_and_malformed_bearer_headers_are_401(anon, header):
     response = anon.get(ME)
 
     assert response.status_code == 401
+
+
+def test_an_expired_access_token_is_told_from_a_bad_one(anon, alice, still_clock):
+    """A frontend refreshes on token_expired and signs out on token_invalid: both were
+    token_not_valid, told apart only in simplejwt's `messages`, which the error format has not."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    access = token_pair_for(alice).access
+    still_clock.shift(settings.JWT_LIFETIME + timedelta(seconds=1))
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {access}")
+
+    expired = anon.get(ME)
+
+    assert expired.status_code == 401
+    assert expired.json() == {
+        "message": "Your session has expired; sign in again.",
+        "statusCode": 401,
+        "code": "token_expired",
+    }
+
+
+@pytest.mark.parametrize("kind", ["garbage", "refresh", "forged"])
+def test_an_access_token_that_is_not_one_is_token_invalid(anon, alice, kind):
+    pair = token_pair_for(alice)
+    forged = AccessToken(pair.access)
+    forged["user_id"] = User.objects.create_user(email="x@example.com", password=PASSWORD, name="X").pk
+    token = {"garbage": "abc", "refresh": pair.refresh, "forged": str(forged)[:-2] + "xx"}[kind]
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+    refused = anon.get(ME)
+
+    assert refused.status_code == 401
+    assert refused.json() == {
+        "message": "This sign-in token is not valid; sign in again.",
+        "statusCode": 401,
+        "code": "token_invalid",
+    }

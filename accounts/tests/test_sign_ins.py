@@ -103,7 +103,7 @@ def test_a_rotated_refresh_token_expires_with_its_sign_in(anon, alice, still_clo
     assert RefreshToken(second)["exp"] == RefreshToken(first)["exp"]
     still_clock.shift(timedelta(days=4, seconds=1))
     expired = refresh(anon, second)
-    assert (expired.status_code, expired.json()["code"]) == (401, "token_not_valid")
+    assert (expired.status_code, expired.json()["code"]) == (401, "token_expired")
 
 
 @pytest.mark.django_db
@@ -324,9 +324,9 @@ def test_logout_with_an_access_token_garbage_or_an_expired_token_is_401(anon, al
     still_clock.shift(timedelta(days=7, seconds=1))
     live = token_pair_for(alice)
 
-    for token in (live.access, "garbage", expired):
+    for token, code in ((live.access, "token_invalid"), ("garbage", "token_invalid"), (expired, "token_expired")):
         response = logout(anon, token, everywhere=everywhere)
-        assert (response.status_code, response.json()["code"]) == (401, "token_not_valid"), token
+        assert (response.status_code, response.json()["code"]) == (401, code), token
     assert signed_in(anon, live.refresh)
 
 

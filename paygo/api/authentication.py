@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
 from rest_framework_simplejwt.authentication import AUTH_HEADER_TYPE_BYTES, JWTAuthentication
-from rest_framework_simplejwt.exceptions import AuthenticationFailed, InvalidToken
+from rest_framework_simplejwt.exceptions import AuthenticationFailed, ExpiredTokenError, TokenError
 from rest_framework_simplejwt.settings import api_settings
 from rest_framework_simplejwt.tokens import Token
 from rest_framework_simplejwt.utils import get_md5_hash_password
@@ -14,6 +14,17 @@ from accounts.models import SignIn
 
 # The code of a token whose sign-in has ended (a logout, a reused refresh token, staff, a deactivation).
 SIGN_IN_ENDED = "sign_in_ended"
+
+
+def token_refused(error: TokenError | None) -> AuthenticationFailed:
+    """The 401 for a token (access or refresh) that PayGo signed but whose time ran out
+    (`token_expired`: a client refreshes, or signs in again), or that is no token of PayGo's of the
+    kind asked for (`token_invalid`): simplejwt answered both `token_not_valid`, telling them apart
+    only in a `messages` list the API's error format has not. A signature is checked before the
+    expiry, so a forged token is never told expired."""
+    if isinstance(error, ExpiredTokenError):
+        return AuthenticationFailed("Your session has expired; sign in again.", code="token_expired")
+    return AuthenticationFailed("This sign-in token is not valid; sign in again.", code="token_invalid")
 
 
 # The token's account and whether its sign-in goes on, in one statement. Written in SQL: built with
@@ -37,6 +48,15 @@ class BearerJWTAuthentication(JWTAuthentication):
             header = api_settings.AUTH_HEADER_TYPES[0].encode() + b" " + credentials
         return super().get_raw_token(header)
 
+    def get_validated_token(self, raw_token: bytes) -> Token:
+        error = None
+        for token_class in api_settings.AUTH_TOKEN_CLASSES:
+            try:
+                return token_class(raw_token)
+            except TokenError as exc:
+                error = error if isinstance(error, ExpiredTokenError) else exc
+        raise token_refused(error)
+
     def get_user(self, validated_token: Token):
         """simplejwt's checks (the account exists, is active, and its password is the one the token
         was issued under), and one of PayGo's: the token's sign-in goes on. Ending a sign-in (a
@@ -45,7 +65,7 @@ class BearerJWTAuthentication(JWTAuthentication):
         try:
             user_id = validated_token[api_settings.USER_ID_CLAIM]
         except KeyError as exc:
-            raise InvalidToken(_("Token contained no recognizable user identification")) from exc
+            raise token_refused(None) from exc
         user = next(
             iter(self.user_model.objects.raw(_USER_AND_SIGN_IN, [SignIn.id_of(validated_token), user_id])), None
         )
