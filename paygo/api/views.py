@@ -19,6 +19,7 @@ from django.utils import translation
 from drf_spectacular.utils import extend_schema, inline_serializer
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework import exceptions, serializers
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.utils.mediatypes import _MediaType
@@ -181,6 +182,16 @@ def _schema_settings_changed(**kwargs) -> None:
     _SCHEMAS.clear()
 
 
+class _FormatNegotiation(DefaultContentNegotiation):
+    """The schema's one `?format=` (json, yaml): URL_FORMAT_OVERRIDE is off, so that everywhere else
+    it is a parameter like any other (DRF answered a format it has not with a bare 404). A format
+    the schema has not either is ignored: the document is chosen by Accept, as without one."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        chosen = [renderer for renderer in renderers if renderer.format == request.query_params.get("format")]
+        return super().select_renderer(request, chosen or renderers, format_suffix)
+
+
 class SchemaView(SpectacularAPIView):
     """GET /api/v1/schema/: drf-spectacular's view, its document generated and rendered once per
     process for each of its formats.
@@ -196,6 +207,8 @@ class SchemaView(SpectacularAPIView):
     kept a translation object for each), and so is a `?version=` (drf-spectacular wrote it into the
     Content-Disposition header, where a newline in it was a 500).
     """
+
+    content_negotiation_class = _FormatNegotiation
 
     @extend_schema(exclude=True)  # as drf-spectacular's (SERVE_INCLUDE_SCHEMA is off)
     def get(self, request, *args, **kwargs):

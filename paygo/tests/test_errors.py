@@ -198,3 +198,15 @@ def test_a_host_not_served_is_a_json_400_logged_as_a_warning_without_a_traceback
     assert_error(response, 400)
     assert [r.levelname for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info] == []
     assert [r.getMessage() for r in caplog.records if r.name == "django.request"] == ["Bad Request: /api/v1/health"]
+
+
+@pytest.mark.parametrize("value", ["csv", "yaml", "api", "json", ""])
+def test_a_format_parameter_is_ignored_as_any_unknown_parameter_is(api, alice, value):
+    """DRF read ?format= as a choice of renderer, and one it has not (csv, yaml) was a bare 404
+    "Not found." on every endpoint: a client reading it took the balance for missing."""
+    plain = api(alice).get("/api/v1/wallet/balance")
+
+    response = api(alice).get(f"/api/v1/wallet/balance?format={value}")
+
+    assert response.status_code == 200, response.json()
+    assert response.json() == plain.json()

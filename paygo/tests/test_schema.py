@@ -249,6 +249,16 @@ def test_each_format_is_kept_apart(anon, generations):
     assert len(generations) == 2
 
 
+def test_a_format_the_schema_has_not_is_ignored_as_elsewhere(anon, generations):
+    yaml = anon.get("/api/v1/schema/")
+
+    unknown = anon.get("/api/v1/schema/?format=csv")
+
+    assert unknown.status_code == 200
+    assert unknown.content == yaml.content
+    assert anon.get("/api/v1/schema/?format=json").json()["paths"]
+
+
 def test_what_does_not_change_the_document_is_answered_from_what_is_kept(anon, generations):
     from paygo.api import views
 
