@@ -29,7 +29,7 @@ from accounts.serializers import (
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import IsStaff, IsUserRole, IsVendor, StaffWithPermission
 from paygo.api.ratelimits import by_user, enforce, enforce_login_rate
-from paygo.api.schema import AutoSchema, error_responses
+from paygo.api.schema import AutoSchema, ErrorCode, error_codes, error_responses
 from paygo.emails import email_key
 
 
@@ -48,13 +48,29 @@ def _auth_response(user, status_code: int) -> Response:
     return Response(body, status=status_code)
 
 
+# The refusals of accounts' services, as the schema tells them.
+EMAIL_TAKEN = ErrorCode(409, "email_taken", "an account with this email exists (`errors.email`).")
+PROFILE_EXISTS = ErrorCode(409, "profile_exists", "the caller has a profile of this kind already.")
+_SIGN_IN_REFUSED = "The email and password do not sign in."
+INVALID_CREDENTIALS = ErrorCode(401, "invalid_credentials", "wrong email or password.")
+NO_ACTIVE_ACCOUNT = ErrorCode(401, "no_active_account", "the account is no longer active.")
+_REFRESH_TOKEN_REFUSED_LEAD = "The refresh token sent is refused; sign in again."
+_REFRESH_TOKEN_REFUSED = (
+    ErrorCode(401, "token_expired", "its sign-in's time ran out."),
+    ErrorCode(401, "token_invalid", "it is not one of PayGo's refresh tokens (an access token, say)."),
+    ErrorCode(401, "token_revoked", "it was used already, or its sign-in has ended (a logout)."),
+    ErrorCode(401, "password_changed", "the account's password changed since it was issued."),
+    ErrorCode(401, "no_active_account", "its account is no longer active."),
+)
+
+
 class RegisterView(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     @extend_schema(
         request=RegisterSerializer,
-        responses={201: AuthResponseSerializer, **error_responses(409, 429)},  # 409: the email is taken
+        responses={201: AuthResponseSerializer, **error_responses(429), **error_codes(EMAIL_TAKEN)},
         summary="Sign up",
     )
     def post(self, request):
@@ -77,7 +93,11 @@ class LoginView(APIView):
 
     @extend_schema(
         request=LoginSerializer,
-        responses={200: AuthResponseSerializer, **error_responses(401, 429)},  # 401: wrong email or password
+        responses={
+            200: AuthResponseSerializer,
+            **error_responses(429),
+            **error_codes(INVALID_CREDENTIALS, NO_ACTIVE_ACCOUNT, lead=_SIGN_IN_REFUSED),
+        },
         summary="Log in",
     )
     def post(self, request):
@@ -98,8 +118,7 @@ class RefreshView(APIView):
             200: inline_serializer(
                 "RefreshResponse", {"token": serializers.CharField(), "refreshToken": serializers.CharField()}
             ),
-            # the refresh token is invalid or expired, was used already, or its sign-in has ended
-            **error_responses(401),
+            **error_codes(*_REFRESH_TOKEN_REFUSED, lead=_REFRESH_TOKEN_REFUSED_LEAD),
         },
         summary="Exchange a refresh token for new access and refresh tokens (the one sent is used up)",
     )
@@ -120,9 +139,8 @@ class LogoutView(APIView):
         request=LogoutSerializer,
         responses={
             200: inline_serializer("LogoutResponse", {"message": serializers.CharField()}),
-            # the refresh token is invalid or expired; with `everywhere`, also: it was used already,
-            # its sign-in has ended, or its password has changed
-            **error_responses(401),
+            # with `everywhere`, also: it was used already, its sign-in has ended, or its password changed
+            **error_codes(*_REFRESH_TOKEN_REFUSED, lead=_REFRESH_TOKEN_REFUSED_LEAD),
         },
         summary="Log out: end the sign-in of a refresh token, or every sign-in of its user",
         description="The sign-in's tokens, access tokens included, are refused from then on, and the "
@@ -216,7 +234,7 @@ class ProfileCreateView(_ProfileView):
         return Response({"message": "Profile created.", "profile": self.shape(profile)}, status=status.HTTP_201_CREATED)
 
     def schema_responses(self) -> dict:
-        return {201: _PROFILE_CHANGED[self.kind], **error_responses(409)}  # 409: one profile each
+        return {201: _PROFILE_CHANGED[self.kind], **error_codes(PROFILE_EXISTS)}
 
 
 class ProfileMineView(_ProfileView):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.generics import GenericAPIView
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
@@ -38,8 +38,8 @@ from paygo.api.filters import query_filters
 from paygo.api.pagination import Pagination
 from paygo.api.permissions import IsUserRole, IsVendor
 from paygo.api.ratelimits import MONEY
-from paygo.api.schema import error_responses
-from streaming.serializers import SessionSerializer
+from paygo.api.schema import ErrorCode, error_codes, error_responses
+from streaming.serializers import SHORT_OF_FUNDS_TO_START, SessionSerializer
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent, replays_first
 
@@ -48,9 +48,24 @@ LIST_PARAMETERS = [
     *Pagination.parameters(),
 ]
 
-# What a consultation's participants do: staff who may see it are refused (403), and a closed
-# consultation, or a call already running or not, is a conflict (409).
-_PARTICIPANTS_ONLY = error_responses(403, 409)
+# What a consultation's participants do: staff who may see it are refused (403).
+_PARTICIPANTS_ONLY = error_responses(403)
+
+# The refusals of consultations' services, as the schema tells them; `status` is the consultation's.
+_STATUS = {"status": serializers.CharField(help_text="The consultation's status now.")}
+CLOSED = ErrorCode(409, "closed", "the consultation is closed (rejected, completed or cancelled); nothing was sent.")
+INVALID_TRANSITION = ErrorCode(
+    409,
+    "invalid_transition",
+    "the consultation cannot take that status from the one it has (`status`), or not from this participant.",
+    fields=_STATUS,
+)
+CALL_RUNNING = ErrorCode(409, "call_running", "a call is already running.")
+NOT_ACCEPTED = ErrorCode(
+    409, "not_accepted", "a call needs an accepted consultation; `status` is this one's.", fields=_STATUS
+)
+SERVICE_UNAVAILABLE = ErrorCode(409, "service_unavailable", "the consultation's service is no longer offered.")
+NO_CALL_RUNNING = ErrorCode(409, "no_call_running", "no call is running.")
 
 _STATUS_MESSAGES = {
     ConsultationStatus.ACCEPTED: "Consultation accepted.",
@@ -177,7 +192,7 @@ class MessageView(APIView):
     @extend_schema(
         summary="Write in a consultation (its user or vendor); not in a closed one",
         request=MessageCreateSerializer,
-        responses={201: MessageSentResponseSerializer, **_PARTICIPANTS_ONLY},
+        responses={201: MessageSentResponseSerializer, **_PARTICIPANTS_ONLY, **error_codes(CLOSED)},
     )
     def post(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
@@ -195,7 +210,7 @@ class StatusView(APIView):
     @extend_schema(
         summary="The vendor accepts, rejects or completes; the user cancels",
         request=StatusChangeSerializer,
-        responses={200: ConsultationChangedResponseSerializer, **_PARTICIPANTS_ONLY},
+        responses={200: ConsultationChangedResponseSerializer, **_PARTICIPANTS_ONLY, **error_codes(INVALID_TRANSITION)},
     )
     def patch(self, request, consultation_id: int):
         consultation = selectors.consultation_get_for_participant(request.user, consultation_id)
@@ -215,7 +230,11 @@ class CallStartView(APIView):
         summary="The consultation's user starts its paid call: a metered session on its service",
         request=CallStartSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={201: CallResponseSerializer, **_PARTICIPANTS_ONLY, **error_responses(402), **PRICE_CHANGED},
+        responses={
+            201: CallResponseSerializer,
+            **_PARTICIPANTS_ONLY,
+            **error_codes(SHORT_OF_FUNDS_TO_START, CALL_RUNNING, NOT_ACCEPTED, SERVICE_UNAVAILABLE, PRICE_CHANGED),
+        },
     )
     @replays_first
     def post(self, request, consultation_id: int):
@@ -251,7 +270,7 @@ class CallStopView(APIView):
         summary="Either participant stops the running call; it is charged up to now",
         request=None,
         parameters=[IDEMPOTENCY_PARAMETER],
-        responses={200: CallResponseSerializer, **_PARTICIPANTS_ONLY},
+        responses={200: CallResponseSerializer, **_PARTICIPANTS_ONLY, **error_codes(NO_CALL_RUNNING)},
     )
     @replays_first
     def post(self, request, consultation_id: int):

@@ -12,7 +12,7 @@ from rest_framework import serializers
 from marketplace.models import PRICE_TERMS, Category, Service, ServiceType, ServiceUnit
 from marketplace.services import DEFAULT_USAGE_BOUND_UNITS
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
-from paygo.api.schema import error_response
+from paygo.api.schema import ErrorCode
 from paygo.api.text import NameField, validate_storable_text
 from paygo.api.validators import WholeNumberField
 from paygo.tokens import DEFAULT_TOKEN, TOKENS, decimals_of
@@ -25,12 +25,26 @@ MAX_FREE_SECONDS = 86_400
 
 # How a start (a session's, a consultation call's) that names a price no longer current is answered
 # (marketplace.services.service_locked_for_sale), as the schema tells it.
-PRICE_CHANGED = error_response(
+PRICE_CHANGED = ErrorCode(
     409,
-    "Code `price_changed`: the service's price changed since the `priceVersion` sent; nothing was started, "
-    "held or charged. The body carries the current terms (`serviceId`, `priceVersion`, `rate`, `unit`, "
-    "`token`, `minimumCharge`, `freeSeconds`, `maxSessionCost`, `maxEventQuantity`): show them and start "
-    "again with their `priceVersion`.",
+    "price_changed",
+    "the service's price changed since the `priceVersion` sent; nothing was started, held or charged. The "
+    "body carries the current terms (`serviceId`, `priceVersion`, `rate`, `unit`, `token`, `minimumCharge`, "
+    "`freeSeconds`, `maxSessionCost`, `maxEventQuantity`): show them and start again with their `priceVersion`.",
+    fields={
+        "service_id": serializers.IntegerField(),
+        "price_version": serializers.IntegerField(),
+        "rate": AmountField(),
+        "unit": serializers.CharField(),
+        "token": serializers.CharField(),
+        "minimum_charge": AmountField(),
+        "free_seconds": serializers.IntegerField(),
+        "max_session_cost": AmountField(allow_null=True),
+        "max_event_quantity": serializers.IntegerField(allow_null=True),
+    },
+)
+SERVICE_NAME_TAKEN = ErrorCode(
+    409, "service_name_taken", "the vendor has another service of that name (`errors.name`); nothing was changed."
 )
 
 

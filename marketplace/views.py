@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from marketplace import selectors, services
 from marketplace.serializers import (
+    SERVICE_NAME_TAKEN,
     CategorySerializer,
     MyServiceFilterSerializer,
     PublicServiceFilterSerializer,
@@ -25,7 +26,7 @@ from paygo.api.filters import query_filters
 from paygo.api.pagination import Pagination
 from paygo.api.parsers import JSONParser
 from paygo.api.permissions import IsVendor, IsVendorOrStaffWithPermission
-from paygo.api.schema import error_responses
+from paygo.api.schema import error_codes, error_responses
 
 
 class _ServiceView(APIView):
@@ -77,7 +78,7 @@ class ServiceListCreateView(_ServiceView):
     @extend_schema(
         summary="List a new service (vendors)",
         request=ServiceSerializer,
-        responses={201: ServiceResponseSerializer, **error_responses(409)},  # 409: the vendor has one of that name
+        responses={201: ServiceResponseSerializer, **error_codes(SERVICE_NAME_TAKEN)},
     )
     def post(self, request):
         data = ServiceSerializer(data=request.data)
@@ -89,7 +90,7 @@ class ServiceListCreateView(_ServiceView):
         )
 
 
-_NAME_TAKEN = error_responses(409)  # the vendor has another service of that name
+_NAME_TAKEN = error_codes(SERVICE_NAME_TAKEN)
 
 
 class ServiceDetailView(_ServiceView):

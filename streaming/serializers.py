@@ -7,6 +7,7 @@ import math
 from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor
+from paygo.api.schema import ErrorCode
 from paygo.api.text import validate_storable_text
 from paygo.api.validators import WholeNumberField
 from streaming.models import StreamingSession
@@ -14,6 +15,28 @@ from streaming.selectors import sees_payer_funds
 
 METRIC_FIELDS = ("bitrate", "latency", "frame_drops")
 PAYER_FIELDS = ("stop_at", "held")  # a session's fields that only its payer and staff may see
+
+
+# The refusals of sessions' services, as the schema tells them (paygo.api.schema.error_codes).
+SHORT_OF_FUNDS_TO_START = ErrorCode(
+    402,
+    "insufficient_funds",
+    "the wallet cannot pay the start (the first billing period, or the session fee): `needed` is what it "
+    "takes, `available` what the wallet has free, in `token`; nothing was started, held or charged.",
+    fields={"needed": AmountField(), "available": AmountField(), "token": serializers.CharField()},
+)
+USAGE_UNPAID = ErrorCode(
+    402,
+    "insufficient_funds",
+    "the payer cannot pay the usage reported (beyond the session's hold and the wallet's free balance); the "
+    "report is not counted.",
+)
+SESSION_ENDED = ErrorCode(
+    409, "session_ended", "the session has ended (stopped, or silent past its idle timeout); nothing was recorded."
+)
+USAGE_OVER_CAP = ErrorCode(
+    409, "usage_over_cap", "the report would take the session's cost past its spending cap; it is not counted."
+)
 
 
 class SessionOptionsSerializer(serializers.Serializer):

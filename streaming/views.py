@@ -12,10 +12,14 @@ from paygo.api.amounts import format_minor
 from paygo.api.filters import query_filters
 from paygo.api.permissions import IsUserRole
 from paygo.api.ratelimits import MONEY, USAGE
-from paygo.api.schema import error_responses
+from paygo.api.schema import error_codes, error_responses
 from streaming import pricing, selectors, services
 from streaming.models import SessionStatus
 from streaming.serializers import (
+    SESSION_ENDED,
+    SHORT_OF_FUNDS_TO_START,
+    USAGE_OVER_CAP,
+    USAGE_UNPAID,
     MetricsResponseSerializer,
     MetricsSerializer,
     SessionBodySerializer,
@@ -55,8 +59,7 @@ class StartView(APIView):
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Start a metered session",
         description=PRESENCE_DOC,
-        # 402: not enough for the first period; 409: the price changed since the priceVersion sent
-        responses={201: StartResponseSerializer, **error_responses(402), **PRICE_CHANGED},
+        responses={201: StartResponseSerializer, **error_codes(SHORT_OF_FUNDS_TO_START, PRICE_CHANGED)},
     )
     @replays_first
     def post(self, request):
@@ -90,7 +93,7 @@ class MetricsView(APIView):
         request=MetricsSerializer,
         summary="Report quality metrics (a heartbeat)",
         description=PRESENCE_DOC,
-        responses={200: MetricsResponseSerializer, **error_responses(409)},  # 409: the session has ended
+        responses={200: MetricsResponseSerializer, **error_codes(SESSION_ENDED)},
     )
     def patch(self, request, session_id):
         session = selectors.session_get_for(request.user, session_id)
@@ -190,8 +193,13 @@ class UsageView(APIView):
             "balance) with a 402 (code insufficient_funds). A refused report is not recorded and never charged; "
             "an accepted one is held in the payer's wallet until the next sweep charges it."
         ),
-        # 402: the payer cannot pay it; 403: the session's user (only its vendor reports); 409: it has ended
-        responses={201: UsageResponseSerializer, 200: UsageResponseSerializer, **error_responses(402, 403, 409)},
+        # 403: the session's user (only its vendor reports)
+        responses={
+            201: UsageResponseSerializer,
+            200: UsageResponseSerializer,
+            **error_responses(403),
+            **error_codes(USAGE_UNPAID, SESSION_ENDED, USAGE_OVER_CAP),
+        },
     )
     @replays_first
     def post(self, request, session_id):

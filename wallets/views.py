@@ -18,7 +18,7 @@ from paygo.api.errors import Unavailable, UpstreamUnavailable
 from paygo.api.filters import query_filters
 from paygo.api.parsers import JSONRefused, json_loads
 from paygo.api.ratelimits import MONEY, by_user, enforce
-from paygo.api.schema import error_responses
+from paygo.api.schema import ErrorCode, error_codes, error_responses
 from wallets import selectors, services
 from wallets.idempotency import SCHEMA_PARAMETER as IDEMPOTENCY_PARAMETER
 from wallets.idempotency import idempotent, replays_first
@@ -59,6 +59,20 @@ def _available(user, asset: Asset) -> str:
     return format_minor(account.available if account else 0, asset.decimals)
 
 
+# The refusals of wallets' services a client acts on, as the schema tells them.
+INSUFFICIENT_FUNDS = ErrorCode(
+    400,
+    "insufficient_funds",
+    "the wallet's free balance is less than the amount (`errors.amount` says how much is free); nothing moved.",
+)
+SELF_TRANSFER = ErrorCode(400, "self_transfer", "the recipient is the sender.")
+SLIPPAGE = ErrorCode(400, "slippage", "the swap would give less than `minReceived`; nothing was swapped.")
+INSUFFICIENT_LIQUIDITY = ErrorCode(
+    409, "insufficient_liquidity", "PayGo cannot sell that much of the token asked for right now; nothing was swapped."
+)
+ALREADY_CREDITED = ErrorCode(409, "already_credited", "the transaction was credited already, to another wallet.")
+
+
 class DepositView(APIView):
     rate_budget = MONEY  # paygo.api.ratelimits: a money write
 
@@ -67,7 +81,12 @@ class DepositView(APIView):
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Credit an on-chain deposit",
         # 503: Chipi could not verify it
-        responses={201: DepositResponseSerializer, 200: DepositResponseSerializer, **error_responses(503)},
+        responses={
+            201: DepositResponseSerializer,
+            200: DepositResponseSerializer,
+            **error_responses(503),
+            **error_codes(ALREADY_CREDITED),
+        },
     )
     @replays_first
     def post(self, request):
@@ -103,7 +122,7 @@ class WithdrawView(APIView):
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Withdraw on chain",
         # 503: nothing can be signed from the treasury (its key does not open); nothing was withdrawn.
-        responses={202: WithdrawResponseSerializer, **error_responses(503)},
+        responses={202: WithdrawResponseSerializer, **error_responses(503), **error_codes(INSUFFICIENT_FUNDS)},
     )
     @replays_first
     def post(self, request):
@@ -190,7 +209,7 @@ class TransferView(APIView):
         request=TransferSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Pay another PayGo user",
-        responses={201: TransferResponseSerializer},
+        responses={201: TransferResponseSerializer, **error_codes(INSUFFICIENT_FUNDS, SELF_TRANSFER)},
     )
     @replays_first
     def post(self, request):
@@ -298,8 +317,12 @@ class SwapView(APIView):
         request=SwapSerializer,
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Swap one token for another",
-        # 409: PayGo holds too little of the token asked for; 503: no rate from the price API.
-        responses={201: SwapResponseSerializer, **error_responses(409, 503)},
+        # 503: no rate from the price API.
+        responses={
+            201: SwapResponseSerializer,
+            **error_responses(503),
+            **error_codes(INSUFFICIENT_FUNDS, SLIPPAGE, INSUFFICIENT_LIQUIDITY),
+        },
     )
     @replays_first
     def post(self, request):

@@ -11,6 +11,8 @@ are added to every operation by `document_rate_limits`, the last postprocessing 
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass, field
 from typing import Any
 
 from drf_spectacular import openapi
@@ -25,9 +27,13 @@ WEBSOCKETS_END = "<!-- websockets:end -->"
 
 # What each error status means here, as the schema says it.
 ERROR_STATUSES: dict[int, str] = {
-    400: "Invalid input: the field names in `errors` say what (nothing was changed).",
-    401: "No valid access token (`Authorization: Bearer <token>`): missing, expired, malformed, or of a "
-    "sign-in that has ended (a logout).",
+    400: "Invalid input: the field names in `errors` say what (nothing was changed). `code` is `invalid` for a "
+    "value missing or of the wrong shape, else the reason a rule refused it (`insufficient_funds`, "
+    "`self_transfer`, ...).",
+    401: "No valid access token (`Authorization: Bearer <token>`). Its `code`: `not_authenticated` (none sent), "
+    "`token_expired` (refresh it, or sign in again), `token_invalid` (not one of PayGo's access tokens), "
+    "`sign_in_ended` (a logout, or ended for the account's safety), `password_changed`, `user_inactive` or "
+    "`user_not_found` (sign in again).",
     402: "Insufficient funds.",
     403: "The caller may not do this (role or staff permission).",
     404: "No such object, or not one of the caller's.",
@@ -63,6 +69,70 @@ class ErrorSerializer(serializers.Serializer):
     errors = serializers.DictField(
         child=serializers.JSONField(), required=False, help_text="Per invalid field (camelCase), its messages."
     )
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    """One refusal an operation may answer, as the schema tells it: its status, its `code`, what it
+    means, and the fields its body carries beside the error format's (name: serializer field)."""
+
+    status: int
+    code: str
+    meaning: str
+    fields: dict[str, serializers.Field] = field(default_factory=dict, hash=False, compare=False)
+
+    def told(self) -> str:
+        return f"`{self.code}`: {self.meaning}"
+
+
+# Derived from the operation (derived_error_responses), told wherever it applies.
+IDEMPOTENCY_KEY_REUSED = ErrorCode(
+    409,
+    "idempotency_key_reused",
+    "the Idempotency-Key was used with another request (use a new key for a new request); nothing was done.",
+)
+
+
+def error_codes(*codes: ErrorCode, lead: str | None = None) -> dict[int, OpenApiResponse]:
+    """The errors of a service an operation answers, by code: per status, its description names each
+    code and what it means, and its body is the error format plus the fields those codes carry (each
+    optional: the description says which code carries it). `lead` says the status's meaning where the
+    operation gives it another than everywhere (a refresh's 401 is about a refresh token).
+    For @extend_schema(responses={..., **error_codes(...)})."""
+    by_status: dict[int, list[ErrorCode]] = {}
+    for code in codes:
+        by_status.setdefault(code.status, []).append(code)
+    return {
+        status: OpenApiResponse(_error_serializer(tuple(told)), description=_described(lead, status, told))
+        for status, told in by_status.items()
+    }
+
+
+def _described(lead: str | None, status: int, codes: list[ErrorCode]) -> str:
+    # A 400's rules are told where a client acts on them; `invalid` and the rest are the fields' own.
+    told = " Among its rules' codes: " if status == 400 else " Its `code`: "
+    return f"{lead or ERROR_STATUSES[status]}{told}" + "; ".join(code.told() for code in codes)
+
+
+@functools.cache
+def _error_serializer(codes: tuple[ErrorCode, ...]) -> type[serializers.Serializer]:
+    """The error format, with the fields `codes` carry: one component per set of codes of which one
+    carries fields (named after them all), the plain Error for the others."""
+    carrying = [code for code in codes if code.fields]
+    if not carrying:
+        return ErrorSerializer
+    fields: dict[str, serializers.Field] = {}
+    for code in carrying:
+        for name, declared in code.fields.items():
+            fields.setdefault(name, declared)
+    # Optional, each: another code of the status (an Idempotency-Key reused, say) carries none.
+    attrs = {
+        name: type(declared)(*declared._args, **{**declared._kwargs, "required": False})
+        for name, declared in fields.items()
+    }
+    names = "".join(part.title() for code in codes for part in code.code.split("_"))  # one set, one name
+    attrs["__doc__"] = f"The error format, and the fields of {', '.join(code.code for code in carrying)}."
+    return type(f"{names}ErrorSerializer", (ErrorSerializer,), attrs)
 
 
 def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
@@ -126,6 +196,11 @@ class AutoSchema(openapi.AutoSchema):
         responses = operation["responses"]
         for status in derived_error_responses(self, operation):
             responses.setdefault(str(status), self._error_response(status))
+        if any(parameter["name"] == "Idempotency-Key" for parameter in operation.get("parameters", [])):
+            conflict = responses["409"]
+            if f"`{IDEMPOTENCY_KEY_REUSED.code}`" not in conflict["description"]:
+                told = " Its `code`: " if "Its `code`:" not in conflict["description"] else "; "
+                conflict["description"] += told + IDEMPOTENCY_KEY_REUSED.told()
         operation["responses"] = dict(sorted(responses.items()))
         return operation
 

@@ -64,8 +64,10 @@ def test_errors_are_documented_in_the_error_format(schema):
     for method, path, operation in _operations(schema):
         for status, response in operation["responses"].items():
             if status.startswith("4"):
-                body = response["content"]["application/json"]["schema"]
-                assert body == {"$ref": "#/components/schemas/Error"}, (method, path, status)
+                # The error format, or the error format and the fields some of its codes carry.
+                body = _resolve(schema, response["content"]["application/json"]["schema"])
+                assert body["properties"].items() >= error["properties"].items(), (method, path, status)
+                assert set(body["required"]) >= set(error["required"]), (method, path, status)
 
 
 def test_errors_their_services_raise_are_documented(schema):
@@ -175,9 +177,8 @@ def test_a_start_takes_the_price_version_shown_and_documents_the_409_of_a_change
 
     assert "priceVersion" in body["properties"] and "priceVersion" not in body.get("required", [])
     assert "price_changed" in operation["responses"]["409"]["description"]
-    assert operation["responses"]["409"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Error"
-    }
+    conflict = _body(schema, "post", path, "409")
+    assert {"serviceId", "priceVersion", "rate", "unit", "token", "maxSessionCost"} <= set(conflict["properties"])
 
 
 def test_every_service_shows_its_price_version(schema):
@@ -332,3 +333,92 @@ def test_a_change_of_settings_forgets_what_was_kept(anon, generations, settings)
     anon.get("/api/v1/schema/")
 
     assert len(generations) == 2
+
+
+def _told(schema: dict, method: str, path: str, response) -> list[str]:
+    """What the schema does not say of an error answered: its status, its code in the status's
+    description, a field of its body among the properties documented."""
+    answered = schema["paths"][path][method]["responses"].get(str(response.status_code))
+    if answered is None:
+        return [f"status {response.status_code} undocumented"]
+    body = response.json()
+    documented = _resolve(schema, answered["content"]["application/json"]["schema"])
+    missing = [f"field {name}" for name in body if name not in documented["properties"]]
+    if f"`{body['code']}`" not in answered["description"]:
+        missing.append(f"code {body['code']}")
+    return missing
+
+
+def test_the_errors_services_answer_are_told_with_their_codes_and_fields(
+    schema,
+    api,
+    alice,
+    bob,
+    victor,
+    make_service,  # noqa: F811
+    anon,
+    still_clock,
+):
+    """A frontend reads from the schema which codes it may be answered and what comes with them: the
+    402 of a start carried needed, available and token, a changed price its terms, a consultation's
+    refused status its status, none of them in the schema, and eight codes were named nowhere."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from accounts.services import token_pair_for
+    from wallets.tests.conftest import fund_wallet
+
+    service = make_service()  # 1 USDC a minute, victor's
+    fund_wallet(alice, 10_000_000)
+    consultation = "/api/v1/consultations"
+    opened = api(alice).post(consultation, {"vendorId": victor.pk, "serviceId": service.pk, "initialMessage": "Hi"})
+    thread = f"{consultation}/{opened.json()['consultation']['id']}"
+    transfer = {"amount": "1", "recipientId": victor.pk}
+    api(alice).post("/api/v1/wallet/transfer", transfer, HTTP_IDEMPOTENCY_KEY="k1")
+    api(alice).post("/api/v1/profiles/create", {"bio": "x"})
+    session = api(alice).post("/api/v1/streams/start", {"serviceId": service.pk}).json()["session"]["sessionId"]
+    api(alice).patch(f"/api/v1/streams/{session}/stop", {})
+    expired = token_pair_for(alice)
+
+    refusals = {
+        ("post", "/api/v1/streams/start"): [
+            api(bob).post("/api/v1/streams/start", {"serviceId": service.pk}),
+            api(alice).post("/api/v1/streams/start", {"serviceId": service.pk, "priceVersion": 99}),
+        ],
+        ("post", "/api/v1/wallet/transfer"): [
+            api(alice).post("/api/v1/wallet/transfer", {**transfer, "amount": "2"}, HTTP_IDEMPOTENCY_KEY="k1"),
+            api(bob).post("/api/v1/wallet/transfer", {"amount": "5", "recipientId": alice.pk}),
+        ],
+        ("post", "/api/v1/wallet/swap"): [
+            api(alice).post("/api/v1/wallet/swap", {"amount": "1", "fromToken": "USDC", "toToken": "USDT"}),
+        ],
+        ("patch", "/api/v1/streams/{session_id}/metrics"): [
+            api(alice).patch(f"/api/v1/streams/{session}/metrics", {"bitrate": 1}),
+        ],
+        ("patch", "/api/v1/consultations/{consultation_id}/status"): [
+            api(victor).patch(f"{thread}/status", {"status": "completed"}),
+        ],
+        ("post", "/api/v1/consultations/{consultation_id}/call/start"): [api(alice).post(f"{thread}/call/start", {})],
+        ("post", "/api/v1/profiles/create"): [api(alice).post("/api/v1/profiles/create", {"bio": "x"})],
+        ("post", "/api/v1/auth/refresh"): [anon.post("/api/v1/auth/refresh", {"refreshToken": expired.access})],
+    }
+    api(victor).patch(f"{thread}/status", {"status": "rejected"})
+    refusals[("post", "/api/v1/consultations/{consultation_id}/message")] = [
+        api(alice).post(f"{thread}/message", {"message": "Hello?"})
+    ]
+    still_clock.shift(settings.JWT_LIFETIME + timedelta(seconds=1))
+    anon.credentials(HTTP_AUTHORIZATION=f"Bearer {expired.access}")
+    refusals[("get", "/api/v1/wallet/balance")] = [anon.get("/api/v1/wallet/balance")]
+
+    answered = [(response.status_code, response.json()) for responses in refusals.values() for response in responses]
+    assert [status for status, _ in answered] == [402, 409, 409, 400, 409, 409, 409, 409, 409, 401, 409, 401], answered
+    untold = {
+        (method, path, response.json()["code"]): missing
+        for (method, path), responses in refusals.items()
+        for response in responses
+        if (missing := _told(schema, method, path, response))
+    }
+    assert untold == {}
+    refresh = schema["paths"]["/api/v1/auth/refresh"]["post"]["responses"]["401"]["description"]
+    assert "access token" not in refresh.split("Its `code`")[0]
