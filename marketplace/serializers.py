@@ -38,7 +38,7 @@ PRICE_CHANGED = ErrorCode(
         "unit": serializers.CharField(),
         "token": serializers.CharField(),
         "minimum_charge": AmountField(),
-        "free_seconds": serializers.IntegerField(),
+        "free_seconds": serializers.IntegerField(help_text="Time not charged at the start of a session, in seconds."),
         "max_session_cost": AmountField(allow_null=True),
         "max_event_quantity": serializers.IntegerField(allow_null=True),
     },
