@@ -53,6 +53,7 @@ from dashboards.models import USER_SPANS
 from dashboards.periods import DAY, MONTH, Window, floor, local_midnight, shift, trunc
 from marketplace.models import Service
 from paygo.api.amounts import format_minor
+from paygo.api.instants import instant
 from paygo.api.permissions import staff_has
 from paygo.fields import MinorUnitsField
 from streaming.models import SessionStatus, StreamingSession
@@ -736,7 +737,7 @@ def ledger_health_checked(*, refresh: bool = False) -> dict:
             **ledger,
             **charges,
             "healthy": ledger["healthy"] and charges["healthy"],
-            "checked_at": timezone.now().isoformat(),
+            "checked_at": instant(timezone.now()),
         }
         cache.set(HEALTH_CACHE_KEY, checked, HEALTH_MAX_AGE_SECONDS * 2)
     return checked
@@ -768,7 +769,7 @@ def admin_overview(*, window: Window, now: datetime, refresh: bool = False) -> d
     key = admin_overview_cache_key(window)
     overview = None if refresh else cache.get(key)
     if overview is None:
-        overview = {**_admin_figures(window=window, now=now), "computed_at": now.isoformat()}
+        overview = {**_admin_figures(window=window, now=now), "computed_at": instant(now)}
         cache.set(key, overview, OVERVIEW_MAX_AGE_SECONDS)
     return {**overview, "ledger_health": ledger_health_checked(refresh=refresh), "chipi": chipi_status()}
 

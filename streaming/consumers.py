@@ -17,6 +17,7 @@ import json
 
 from django.utils import timezone
 
+from paygo.api.instants import instant
 from paygo.ws import AuthenticatedConsumer, handshake_read
 from streaming import live, selectors
 from streaming.hub import hub
@@ -60,7 +61,7 @@ class StreamConsumer(AuthenticatedConsumer):
         if self.is_payer and self.watching:
             hub().seen_now(self.session.id)
         if isinstance(content, dict) and content.get("type") == "ping":
-            await self.send_json({"type": "pong", "at": timezone.now().isoformat()})
+            await self.send_json({"type": "pong", "at": instant(timezone.now())})
 
     async def stream_event(self, event: dict) -> None:
         message = event["message"]

@@ -25,6 +25,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from paygo.api.amounts import format_minor
+from paygo.api.instants import instant
 from paygo.ws import group_send
 from streaming import billing, pricing
 
@@ -150,7 +151,7 @@ def tick(session: LiveSession, now: datetime) -> dict:
         "charged": format_minor(session.total_cost, session.decimals),
         "balance": format_minor(max(0, session.funds - metered), session.decimals),
         "runwaySeconds": runway,
-        "at": now.isoformat(),
+        "at": instant(now),
     }
 
 
@@ -194,7 +195,7 @@ def publish_outcomes(outcomes: list[billing.Billed]) -> None:
     if not interesting:
         return
     assets = {pk: (code, places) for pk, code, places in Asset.objects.values_list("id", "code", "decimals")}
-    now = timezone.now().isoformat()
+    now = instant(timezone.now())
     for o in interesting:
         row = o
         token, places = assets[o.asset_id]
@@ -209,7 +210,7 @@ def publish_outcomes(outcomes: list[billing.Billed]) -> None:
                     "sessionId": sid,
                     "charged": total,
                     "amount": format_minor(o.charge, places),
-                    "chargedUntil": o.until.isoformat(),
+                    "chargedUntil": instant(o.until),
                     "balance": format_minor(o.remaining, places),
                     "runwaySeconds": runway,
                     "at": now,
@@ -221,7 +222,7 @@ def publish_outcomes(outcomes: list[billing.Billed]) -> None:
                     "type": "balance.low",
                     "sessionId": sid,
                     "runwaySeconds": runway,
-                    "stopAt": o.stop_at.isoformat() if o.stop_at else None,
+                    "stopAt": instant(o.stop_at) if o.stop_at else None,
                     "at": now,
                 }
             )
@@ -240,7 +241,7 @@ def publish_outcomes(outcomes: list[billing.Billed]) -> None:
                     "sessionId": sid,
                     "reason": o.stop_reason,
                     "totalCost": total,
-                    "endTime": o.stop_time.isoformat(),
+                    "endTime": instant(o.stop_time),
                     "at": now,
                 }
             )

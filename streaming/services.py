@@ -19,6 +19,7 @@ from marketplace.selectors import is_on_sale
 from marketplace.services import service_locked_for_sale
 from paygo.api.amounts import format_minor, minor_from_field
 from paygo.api.errors import Conflict, PaymentRequired
+from paygo.api.instants import instant
 from streaming import live, pricing, selectors
 from streaming.billing import bill_stop
 from streaming.models import SessionKind, SessionStatus, StopReason, StreamingSession, UsageEvent
@@ -293,7 +294,7 @@ def session_metrics_record(*, session: StreamingSession, sample: dict, now: date
     """Keep the newest SESSION_METRICS_KEPT quality samples; counts as a heartbeat. Once committed,
     the sample goes out on the session's socket (metrics.updated)."""
     now = now or timezone.now()
-    recorded = {**sample, "at": now.isoformat()}
+    recorded = {**sample, "at": instant(now)}
     with transaction.atomic():
         locked = StreamingSession.objects.select_for_update().get(pk=session.pk)
         # Ended, or silent past its idle timeout (which ended it then, whoever stops it later).

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from marketplace.serializers import PRICE_CHANGED
 from paygo.api.amounts import format_minor
 from paygo.api.filters import query_filters
+from paygo.api.instants import instant
 from paygo.api.permissions import IsUserRole
 from paygo.api.ratelimits import MONEY, USAGE
 from paygo.api.schema import error_codes, error_responses
@@ -220,7 +221,7 @@ class UsageView(APIView):
                     "event": {
                         "eventId": event.event_id,
                         "quantity": str(event.quantity),
-                        "createdAt": event.created_at.isoformat(),
+                        "createdAt": instant(event.created_at),
                     },
                 },
                 status=status.HTTP_201_CREATED if counted else status.HTTP_200_OK,

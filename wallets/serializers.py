@@ -9,6 +9,7 @@ from rest_framework import serializers
 
 from paygo.api.amounts import AmountField, format_minor, minor_from_field
 from paygo.api.filters import reversed_range
+from paygo.api.instants import instant
 from paygo.api.text import VisibleTextField, validate_storable_text
 from paygo.api.validators import WholeNumberField, exactly_one_of
 from wallets.models import Asset, Entry, LedgerTransaction, TransactionKind, Withdrawal
@@ -271,8 +272,8 @@ class EntrySerializer(serializers.ModelSerializer):
             "sessionId": str(session.session_id),
             "serviceId": session.service_id,
             "serviceName": session.service.name,
-            "billedFrom": entry.billed_from.isoformat(),
-            "billedUntil": entry.billed_until.isoformat(),
+            "billedFrom": instant(entry.billed_from),
+            "billedUntil": instant(entry.billed_until),
         }
 
     def get_amount(self, entry: Entry) -> str:

@@ -442,3 +442,30 @@ def test_staff_see_the_payers_funds_only_with_the_view_permission_on_wallets(
     shown = api(grant(stan, *permissions)).get(f"/api/v1/streams/{session.session_id}").json()["session"]
 
     assert ("stopAt" in shown, "held" in shown) == (sees_funds, sees_funds)
+
+
+def test_every_instant_an_answer_writes_is_spelled_as_its_serializers_write_them(
+    api, alice, victor, fund, make_service, clock
+):
+    """A usage report's createdAt, a metrics sample's at, a charge's billedFrom/billedUntil were
+    datetime.isoformat() ("+00:00") beside the serializers' "Z" in the same answers (review r18)."""
+    from streaming.sweep import sweep
+
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_request", rate=1_000))
+    usage = api(victor).post(
+        f"/api/v1/streams/{session.session_id}/usage", {"eventId": "e-1", "quantity": 3}, format="json"
+    )
+    metrics = api(alice).patch(f"/api/v1/streams/{session.session_id}/metrics", {"bitrate": 1}, format="json")
+    clock.move(seconds=90)
+    sweep()
+    history = api(alice).get("/api/v1/wallet/transactions").json()
+    charges = [row["metadata"] for row in history["transactions"] if "billedFrom" in row["metadata"]]
+
+    instants = [
+        usage.json()["event"]["createdAt"],
+        metrics.json()["qualityMetrics"]["at"],
+        *(charge[name] for charge in charges for name in ("billedFrom", "billedUntil")),
+    ]
+    assert len(instants) == 4, (usage.json(), metrics.json(), history)
+    assert all(value.endswith("Z") and "+00:00" not in value for value in instants), instants

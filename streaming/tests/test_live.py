@@ -150,7 +150,7 @@ async def test_what_each_watcher_is_told_of_a_charge_a_low_balance_and_the_stop(
     charged, stopped = by_type["cost.charged"], by_type["session.stopped"]
     assert charged["charged"] == "1.000000"
     assert charged["amount"] == "1.000000"
-    assert charged["chargedUntil"] == later.isoformat()
+    assert charged["chargedUntil"] == later.isoformat().replace("+00:00", "Z")
     assert stopped["reason"] == "user"
     assert stopped["totalCost"] == "1.000000"
     assert set(stopped) == {"type", "sessionId", "reason", "totalCost", "endTime", "at"}
@@ -162,7 +162,7 @@ async def test_what_each_watcher_is_told_of_a_charge_a_low_balance_and_the_stop(
         assert (charged["balance"], charged["runwaySeconds"]) == ("0.500000", 30)
         low = by_type["balance.low"]
         assert low["runwaySeconds"] == 30
-        assert low["stopAt"] == (session.start_time + timedelta(seconds=90)).isoformat()
+        assert low["stopAt"] == (session.start_time + timedelta(seconds=90)).isoformat().replace("+00:00", "Z")
     await communicator.disconnect()
 
 
@@ -460,7 +460,7 @@ async def test_the_ticker_stops_a_silent_session_at_its_idle_end(alice, victor, 
     stopped = (await _events_until(communicator, "session.stopped"))[-1]
 
     assert (stopped["reason"], stopped["totalCost"]) == ("idle", "1.000000")
-    assert stopped["endTime"] == (started + timedelta(seconds=60)).isoformat()
+    assert stopped["endTime"] == (started + timedelta(seconds=60)).isoformat().replace("+00:00", "Z")
     ended = await database_sync_to_async(StreamingSession.objects.get)(pk=session.pk)
     assert (ended.status, ended.total_cost, ended.total_usage_seconds) == ("stopped", USDC, 60)
     await communicator.disconnect()
