@@ -15,7 +15,7 @@ from django.utils.html import format_html
 
 from accounts.models import AdminProfile, Image, Profile, Role, SignIn, User, VendorProfile
 from accounts.services import image_delete, sign_ins_end, user_deactivate
-from paygo.admin import ReadOnlyAdminMixin, SeenValuesAdminMixin
+from paygo.admin import AdminInputMixin, ReadOnlyAdminMixin, SeenValuesAdminMixin
 from paygo.api.amounts import format_minor
 from paygo.api.text import NameFormField
 from paygo.tokens import DEFAULT_TOKEN, decimals_of
@@ -92,7 +92,7 @@ def _reauthorize_on_commit(user_ids: list[int]) -> None:
 
 
 @admin.register(User)
-class UserAdmin(SeenValuesAdminMixin, DjangoUserAdmin):
+class UserAdmin(AdminInputMixin, SeenValuesAdminMixin, DjangoUserAdmin):
     form = UserEditForm
     add_form = UserCreateForm
     list_display = ("email", "name", "role", "is_active", "is_verified", "is_staff", "date_joined")
@@ -172,7 +172,7 @@ class UserAdmin(SeenValuesAdminMixin, DjangoUserAdmin):
 
 
 @admin.register(SignIn)
-class SignInAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class SignInAdmin(AdminInputMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Who is signed in, since when, and how each sign-in ended; staff allowed to change sign-ins end
     them (a phone reported lost to support): no refresh accepts their tokens any more. A sign-in is
     written by accounts.services only, so nothing here edits one."""
@@ -221,7 +221,7 @@ admin.site.unregister(Group)
 
 
 @admin.register(Group)
-class GroupAdmin(SeenValuesAdminMixin, DjangoGroupAdmin):
+class GroupAdmin(AdminInputMixin, SeenValuesAdminMixin, DjangoGroupAdmin):
     """A group's permissions are its members': changing them, or deleting the group, changes what
     each member may watch, as an edit of the member's own permissions does. Groups are a
     superuser's, as users' groups and permissions are (UserAdmin): other staff with the group
@@ -253,7 +253,7 @@ class GroupAdmin(SeenValuesAdminMixin, DjangoGroupAdmin):
 
 
 @admin.register(Image)
-class ImageAdmin(admin.ModelAdmin):
+class ImageAdmin(AdminInputMixin, admin.ModelAdmin):
     """Uploads come through the API only (checked and re-encoded); here staff look and remove."""
 
     list_display = ("thumbnail", "id", "owner", "content_type", "width", "height", "size", "created_at")
@@ -286,7 +286,7 @@ class ImageAdmin(admin.ModelAdmin):
             image_delete(image=image)
 
 
-class _ProfileAdmin(admin.ModelAdmin):
+class _ProfileAdmin(AdminInputMixin, admin.ModelAdmin):
     """Profiles are their owners' to write (through the API); staff look them up and may remove one."""
 
     list_select_related = ("user", "avatar")

@@ -9,7 +9,7 @@ from django.contrib import admin
 
 from consultations.models import Consultation, ConsultationCall, ConsultationStatus, Message
 from consultations.selectors import with_current_status
-from paygo.admin import ReadOnlyAdminMixin
+from paygo.admin import AdminInputMixin, ReadOnlyAdminMixin
 from paygo.api.amounts import format_minor
 
 
@@ -72,7 +72,7 @@ class CurrentStatusFilter(admin.SimpleListFilter):
 
 
 @admin.register(Consultation)
-class ConsultationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ConsultationAdmin(AdminInputMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "user", "vendor", "service", "current_status", "created_at", "last_message_at")
     list_filter = (CurrentStatusFilter, "created_at", "last_message_at")
     search_fields = ("=id", "user__email", "user__name", "vendor__email", "vendor__name", "service__name")

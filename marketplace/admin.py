@@ -9,7 +9,7 @@ from rest_framework.exceptions import NotFound
 
 from marketplace import selectors, services
 from marketplace.models import Category, Service
-from paygo.admin import SeenValuesAdminMixin, SeenValuesFormMixin
+from paygo.admin import AdminInputMixin, SeenValuesAdminMixin, SeenValuesFormMixin
 from paygo.api.amounts import format_minor
 from paygo.tokens import decimals_of
 
@@ -49,7 +49,7 @@ class TopLevelFilter(admin.SimpleListFilter):
 
 
 @admin.register(Category)
-class CategoryAdmin(SeenValuesAdminMixin, admin.ModelAdmin):
+class CategoryAdmin(AdminInputMixin, SeenValuesAdminMixin, admin.ModelAdmin):
     list_display = ("name", "parent", "service_count")
     list_filter = (TopLevelFilter, "parent")
     search_fields = ("name", "parent__name")
@@ -86,7 +86,7 @@ class DeletedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Service)
-class ServiceAdmin(admin.ModelAdmin):
+class ServiceAdmin(AdminInputMixin, admin.ModelAdmin):
     """Read-only records: vendors write services through the API; staff act through the actions,
     which call the same service functions."""
 

@@ -13,7 +13,7 @@ from django.urls import path, reverse
 
 from notifications import services
 from notifications.models import MESSAGE_MAX_LENGTH, TITLE_MAX_LENGTH, Notification, NotificationType
-from paygo.admin import FormTokenField, ReadOnlyAdminMixin
+from paygo.admin import AdminInputMixin, FormTokenField, ReadOnlyAdminMixin
 from paygo.api.text import VisibleTextFormField
 
 RETRY_PERMISSION = "notifications.change_notification"
@@ -51,7 +51,7 @@ class NotificationSendForm(forms.Form):
 
 
 @admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class NotificationAdmin(AdminInputMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     change_list_template = "admin/notifications/notification/change_list.html"
     list_display = ("id", "user", "type", "title", "read", "email_status", "sms_status", "created_at", "deleted")
     list_filter = (

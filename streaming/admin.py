@@ -11,7 +11,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from marketplace.models import ServiceUnit
-from paygo.admin import ReadOnlyAdminMixin, amount_field, in_units, short
+from paygo.admin import AdminInputMixin, ReadOnlyAdminMixin, amount_field, in_units, short
 from streaming import services
 from streaming.models import SessionStatus, StopReason, StreamingSession, UsageEvent
 from wallets.models import Entry
@@ -45,7 +45,7 @@ class SessionChargeInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(StreamingSession)
-class StreamingSessionAdmin(admin.ModelAdmin):
+class StreamingSessionAdmin(AdminInputMixin, admin.ModelAdmin):
     list_display = ("short_id", "status", "cost", "start_time", "service", "user_name", "vendor_name")
     list_filter = ("status", "kind", "stop_reason", "unit")
     search_fields = ("session_id", "user__email", "vendor__email", "service__name")
@@ -173,7 +173,7 @@ class StreamingSessionAdmin(admin.ModelAdmin):
 
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class UsageEventAdmin(AdminInputMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("event_id", "session", "quantity", "created_at")
     search_fields = ("event_id", "session__session_id")
     readonly_fields = ("session", "event_id", "quantity", "created_at")

@@ -13,7 +13,15 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
-from paygo.admin import FormTokenField, ReadOnlyAdminMixin, SeenValuesAdminMixin, amount_field, in_units, short
+from paygo.admin import (
+    AdminInputMixin,
+    FormTokenField,
+    ReadOnlyAdminMixin,
+    SeenValuesAdminMixin,
+    amount_field,
+    in_units,
+    short,
+)
 from paygo.api.amounts import AmountError, to_minor
 from paygo.api.errors import Conflict
 from paygo.api.permissions import staff_has
@@ -21,7 +29,7 @@ from wallets import services
 from wallets.models import Account, Asset, Entry, Hold, LedgerTransaction, Reconciliation, Withdrawal, WithdrawalStatus
 
 
-class ReadOnlyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ReadOnlyAdmin(AdminInputMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     pass
 
 
@@ -50,7 +58,7 @@ class AssetForm(forms.ModelForm):
 
 
 @admin.register(Asset)
-class AssetAdmin(SeenValuesAdminMixin, admin.ModelAdmin):
+class AssetAdmin(AdminInputMixin, SeenValuesAdminMixin, admin.ModelAdmin):
     """The default token (the one a request that names none uses) is always there and active: it
     changes only through the action, which moves it from one token to another at once."""
 

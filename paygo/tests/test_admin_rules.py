@@ -4,7 +4,9 @@ can be changed, times to the second, no 500 for an odd id or a NUL in a list's q
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 
 import pytest
 from django.contrib import admin
@@ -119,3 +121,98 @@ def test_times_are_shown_to_the_second():
 
     assert formats.date_format(moment, "DATETIME_FORMAT") == "2026-12-06 04:00:07 UTC"
     assert formats.date_format(moment, "SHORT_DATETIME_FORMAT") == "2026-12-06 04:00:07 UTC"
+
+
+# --- What a list accepts in its query string: the lookups its own filters and date hierarchy make --------
+
+# Lookups no list's filter makes, that reached the database and were 500s: a year out of Python's
+# range (ValueError), a pattern PostgreSQL refuses (DataError), a range of one value (IndexError).
+ODD_LOOKUPS = ("id__range=1", "pk__regex=(", "id__in=1,abc", "id__gt=1e400")
+ODD_DATE_LOOKUPS = ("{}__year=99999", "{}__year=0", "{}__iso_year=99999", "{}__year__gt=99999")
+ODD_TEXT_LOOKUPS = ("{}__regex=(", "{}__iregex=[a")
+
+
+def _odd_queries(model, model_admin) -> list[str]:
+    from django.db import models
+
+    queries = list(ODD_LOOKUPS)
+    fields = [f for f in model._meta.concrete_fields if f.name != model_admin.date_hierarchy]
+    dates = [f.name for f in fields if isinstance(f, models.DateField)][:1]
+    texts = [f.name for f in fields if isinstance(f, (models.CharField, models.TextField))][:1]
+    queries += [lookup.format(name) for name in dates for lookup in ODD_DATE_LOOKUPS]
+    queries += [lookup.format(name) for name in texts for lookup in ODD_TEXT_LOOKUPS]
+    return queries
+
+
+def test_a_lookup_no_filter_of_the_list_makes_is_a_400_on_every_list(client, olga):
+    client.force_login(olga)
+    answers = {
+        f"{model.__name__}?{query}": client.get(_pages(model, "changelist") + "?" + query).status_code
+        for model, model_admin in admin.site._registry.items()
+        for query in _odd_queries(model, model_admin)
+    }
+
+    assert {query: code for query, code in answers.items() if code != 400} == {}
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "{0}__year=99999",
+        "{0}__year=0",
+        "{0}__year=9999",
+        "{0}__year=9999&{0}__month=12",
+        "{0}__year=2026&{0}__month=13",
+    ],
+)
+def test_a_date_hierarchy_outside_the_calendar_is_the_admins_invalid_lookup_page(client, olga, query):
+    """Django's own answer to a filter value it cannot use: the list again, with ?e=1."""
+    client.force_login(olga)
+    lists = [(model, ma.date_hierarchy) for model, ma in admin.site._registry.items() if ma.date_hierarchy]
+    answers = {
+        model.__name__: client.get(_pages(model, "changelist") + "?" + query.format(field)) for model, field in lists
+    }
+
+    assert lists
+    assert {name: r.status_code for name, r in answers.items() if r.get("Location", "").endswith("?e=1")} == {
+        name: 302 for name in answers
+    }
+
+
+class _FilterLinks(HTMLParser):
+    """The query strings of a list's filter and date hierarchy links."""
+
+    def __init__(self):
+        super().__init__()
+        self.links: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        href = dict(attrs).get("href") or ""
+        if tag == "a" and href.startswith("?"):
+            self.links.add(html.unescape(href))
+
+
+def test_every_link_of_a_lists_filters_and_date_hierarchy_is_served(client, olga, alice):
+    from notifications import notify
+    from wallets.tests.conftest import fund_wallet
+
+    fund_wallet(alice, 5_000_000)  # a wallet, a deposit in the ledger: the date hierarchies have a year to show
+    notify(alice, type="system", title="Hello", message="Welcome")
+    client.force_login(olga)
+    refused = {}
+    for model in admin.site._registry:
+        url = _pages(model, "changelist")
+        reader = _FilterLinks()
+        reader.feed(client.get(url).content.decode())
+        for link in reader.links - {"?"}:
+            code = client.get(url + link).status_code
+            if code != 200:
+                refused[f"{model.__name__}{link}"] = code
+
+    assert refused == {}
+
+
+def test_every_admin_of_the_project_takes_its_input_through_the_shared_mixin():
+    from paygo.admin import AdminInputMixin
+
+    assert [type(ma).__name__ for ma in admin.site._registry.values() if not isinstance(ma, AdminInputMixin)] == []
