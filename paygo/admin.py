@@ -11,9 +11,11 @@ from itertools import chain
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import BadRequest, ValidationError
 from django.db import transaction
 from django.utils.html import format_html
 
@@ -24,7 +26,7 @@ from paygo.api.amounts import format_minor
 # Django's admin applies any lookup of a model's own fields found in a list's query string
 # (?created_at__year=99999, ?email__regex=(, ?id__range=1), and many of them failed in Python or in
 # PostgreSQL: a 500 on every list. A list here takes the lookups its own filters and date hierarchy
-# make, nothing else.
+# make, nothing else; and an action's selected ids are ids of the list's model.
 
 
 class _ListOfItsFilters(ChangeList):
@@ -49,10 +51,20 @@ class _ListOfItsFilters(ChangeList):
 class AdminInputMixin:
     """For every ModelAdmin of the project (paygo/tests/test_admin_rules.py checks): its list takes
     the lookups its filters and date hierarchy make, and answers any other with the admin's own 400;
-    a date hierarchy page outside the calendar is the admin's invalid-lookup page (?e=1)."""
+    a date hierarchy page outside the calendar is the admin's invalid-lookup page (?e=1); an action
+    posted with an id that is no id of the model is a 400, not a query that fails."""
 
     def get_changelist(self, request, **kwargs):
         return _ListOfItsFilters
+
+    def response_action(self, request, queryset):
+        pk = self.model._meta.pk
+        for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
+            try:
+                pk.run_validators(pk.to_python(value))
+            except ValidationError:
+                raise BadRequest(f"Not an id of a {self.model._meta.verbose_name}: {value[:40]!r}.") from None
+        return super().response_action(request, queryset)
 
 
 class ReadOnlyAdminMixin:

@@ -216,3 +216,22 @@ def test_every_admin_of_the_project_takes_its_input_through_the_shared_mixin():
     from paygo.admin import AdminInputMixin
 
     assert [type(ma).__name__ for ma in admin.site._registry.values() if not isinstance(ma, AdminInputMixin)] == []
+
+
+# --- An action posted with an id that is no id of the list ---------------------------------------------
+
+
+def test_an_action_on_an_id_that_is_no_id_is_a_400_on_every_list(client, olga):
+    client.force_login(olga)
+    answers = {}
+    for model, model_admin in admin.site._registry.items():
+        request = _request(olga)
+        for action in model_admin.get_actions(request):
+            for pk in ("abc", "1.5", "9" * 30, ""):
+                data = {"action": action, "_selected_action": [pk], "index": "0"}
+                answers[f"{model.__name__}.{action}({pk!r})"] = client.post(
+                    _pages(model, "changelist"), data
+                ).status_code
+
+    assert answers
+    assert {action: code for action, code in answers.items() if code != 400} == {}
