@@ -117,11 +117,12 @@ class UserAdmin(AdminInputMixin, SeenValuesAdminMixin, DjangoUserAdmin):
         return form
 
     def get_readonly_fields(self, request, obj=None):
-        """What grants permissions is a superuser's to change: staff allowed to edit users could
-        otherwise give themselves (or anyone) every permission."""
+        """What grants access is a superuser's to change: staff allowed to edit users could otherwise
+        give themselves (or anyone) every permission, or make a user staff (whom only a superuser
+        may then change or deactivate)."""
         fields = tuple(super().get_readonly_fields(request, obj))
         if obj is not None and not request.user.is_superuser:
-            fields += ("is_superuser", "groups", "user_permissions")
+            fields += ("is_staff", "is_superuser", "groups", "user_permissions")
         return fields
 
     def save_model(self, request, obj, form, change):

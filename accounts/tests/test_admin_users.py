@@ -213,6 +213,30 @@ def test_staff_who_may_change_users_cannot_grant_themselves_more(client, stan, a
     assert alice.name == "Al"
 
 
+def test_staff_who_may_change_users_cannot_make_someone_staff(client, stan, alice, bob):
+    """The staff box is a superuser's, as the superuser box is: another operator who ticked it made
+    a user staff (staff-guarded then: nobody but a superuser could deactivate him again)."""
+    stan = grant(stan, "accounts.view_user", "accounts.change_user")
+    client.force_login(stan)
+
+    ticked = client.post(f"/admin/accounts/user/{bob.pk}/change/", {**_change_form(client, bob), "is_staff": "on"})
+    client.post("/admin/accounts/user/", {"action": "deactivate_users", "_selected_action": [bob.pk]})
+
+    assert ticked.status_code == 302
+    bob.refresh_from_db()
+    assert (bob.is_staff, bob.is_active) == (False, False)  # not staff: deactivated by the operator
+
+
+def test_a_superuser_makes_someone_staff(client, olga, bob):
+    client.force_login(olga)
+
+    ticked = client.post(f"/admin/accounts/user/{bob.pk}/change/", {**_change_form(client, bob), "is_staff": "on"})
+
+    assert ticked.status_code == 302
+    bob.refresh_from_db()
+    assert bob.is_staff
+
+
 def test_staff_who_may_add_users_create_vendors_but_not_admins(client, stan):
     client.force_login(grant(stan, "accounts.view_user", "accounts.add_user", "accounts.change_user"))
 
