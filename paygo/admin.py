@@ -17,6 +17,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import BadRequest, ValidationError
 from django.db import transaction
+from django.forms.models import BaseInlineFormSet
 from django.utils.html import format_html
 
 from paygo.api.amounts import format_minor
@@ -27,6 +28,17 @@ from paygo.api.amounts import format_minor
 # (?created_at__year=99999, ?email__regex=(, ?id__range=1), and many of them failed in Python or in
 # PostgreSQL: a 500 on every list. A list here takes the lookups its own filters and date hierarchy
 # make, nothing else; and an action's selected ids are ids of the list's model.
+
+
+def is_id_of(model, value: str) -> bool:
+    """Whether `value`, from a query string or a form, can be the primary key of a `model` row: one
+    that cannot fails in Python or in PostgreSQL when a query compares the column with it."""
+    pk = model._meta.pk
+    try:
+        pk.run_validators(pk.to_python(value))
+    except ValidationError:
+        return False
+    return True
 
 
 class _ListOfItsFilters(ChangeList):
@@ -58,13 +70,74 @@ class AdminInputMixin:
         return _ListOfItsFilters
 
     def response_action(self, request, queryset):
-        pk = self.model._meta.pk
         for value in request.POST.getlist(helpers.ACTION_CHECKBOX_NAME):
-            try:
-                pk.run_validators(pk.to_python(value))
-            except ValidationError:
-                raise BadRequest(f"Not an id of a {self.model._meta.verbose_name}: {value[:40]!r}.") from None
+            if not is_id_of(self.model, value):
+                raise BadRequest(f"Not an id of a {self.model._meta.verbose_name}: {value[:40]!r}.")
         return super().response_action(request, queryset)
+
+
+def id_filter(field: str, title: str) -> type[admin.SimpleListFilter]:
+    """A list filter on the row that the foreign key `field` names, `?field=<its id>`, for the links
+    of other pages (a session's charges, a transaction's entries): it offers no choices of its own,
+    since listing every session or transaction in a sidebar is what made pages slow."""
+
+    class IdFilter(admin.SimpleListFilter):
+        parameter_name = field
+
+        def lookups(self, request, model_admin):
+            value = self.value()
+            return [(value, f"#{value}")] if value else []
+
+        def queryset(self, request, queryset):
+            value = self.value()
+            if value is None:
+                return queryset
+            if not is_id_of(queryset.model._meta.get_field(field).related_model, value):
+                raise IncorrectLookupParameters(f"Not an id: {value[:40]!r}.")
+            return queryset.filter(**{field: value})
+
+    IdFilter.title = title
+    IdFilter.__name__ = f"{field.title()}IdFilter"
+    return IdFilter
+
+
+class _FirstRowsFormSet(BaseInlineFormSet):
+    rows = 20
+
+    def get_queryset(self):
+        if not hasattr(self, "_queryset"):
+            super().get_queryset()  # ordered, as the inline asks
+            self._queryset = self._queryset[: self.rows]
+        return self._queryset
+
+
+class FirstRowsInlineMixin:
+    """For a read-only inline whose rows can be thousands (a sweep's transaction has an entry per
+    session charged, a per-second session a charge a minute): its page draws the first `rows` in the
+    inline's ordering, says how many there are, and links to all of them on a list (all_rows_url)."""
+
+    rows = 20
+    formset = _FirstRowsFormSet
+    template = "admin/edit_inline/first_rows.html"
+
+    def all_rows_url(self, obj) -> str:
+        raise NotImplementedError
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        formset.rows = self.rows
+        self.more_rows = None  # an instance per request (ModelAdmin.get_inline_instances)
+        if obj is not None:
+            total = self.get_queryset(request).filter(**{formset.fk.name: obj}).count()
+            if total > self.rows:
+                self.more_rows = format_html(
+                    '{} of {} {} shown: <a href="{}">all of them</a>.',
+                    self.rows,
+                    total,
+                    self.verbose_name_plural,
+                    self.all_rows_url(obj),
+                )
+        return formset
 
 
 class ReadOnlyAdminMixin:

@@ -8,19 +8,20 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
-from django.utils.html import format_html
 
 from marketplace.models import ServiceUnit
-from paygo.admin import AdminInputMixin, ReadOnlyAdminMixin, amount_field, in_units, short
+from paygo.admin import AdminInputMixin, FirstRowsInlineMixin, ReadOnlyAdminMixin, amount_field, in_units, short
 from streaming import services
 from streaming.models import SessionStatus, StopReason, StreamingSession, UsageEvent
+from wallets.admin import transaction_link
 from wallets.models import Entry
 
 STOP_PERMISSION = "streaming.change_streamingsession"
 
 
-class SessionChargeInline(ReadOnlyAdminMixin, admin.TabularInline):
-    """A session's charges: the ledger's debits of its payer that carry it."""
+class SessionChargeInline(FirstRowsInlineMixin, ReadOnlyAdminMixin, admin.TabularInline):
+    """A session's latest charges (the ledger's debits of its payer that carry it), newest first,
+    and a link to all of them in the ledger's entries."""
 
     model = Entry
     fk_name = "session"
@@ -29,19 +30,21 @@ class SessionChargeInline(ReadOnlyAdminMixin, admin.TabularInline):
     readonly_fields = fields
     extra = 0
     can_delete = False
-    ordering = ("billed_until", "id")
+    ordering = ("-billed_until", "-id")
 
     amount_in_units = amount_field("charged", asset="asset", description="amount", ordering=False)
     fee_in_units = amount_field("fee", asset="asset", description="platform fee", ordering=False)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related("asset", "transaction")
+        # The account, its owner and asset: each row's heading (Entry.__str__) names them.
+        return super().get_queryset(request).select_related("asset", "account__owner", "account__asset", "transaction")
+
+    def all_rows_url(self, session: StreamingSession) -> str:
+        return f"{reverse('admin:wallets_entry_changelist')}?session={session.pk}"
 
     @admin.display(description="ledger transaction")
     def ledger_transaction(self, charge: Entry) -> str:
-        tx = charge.transaction
-        url = reverse("admin:wallets_ledgertransaction_change", args=[tx.pk])
-        return format_html('<a href="{}">#{}</a> {}', url, tx.pk, short(tx.reference or tx.memo))
+        return transaction_link(charge.transaction)
 
 
 @admin.register(StreamingSession)

@@ -11,6 +11,7 @@ from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 from rest_framework.exceptions import ValidationError as ApiValidationError
 
 from paygo.admin import (
@@ -19,6 +20,7 @@ from paygo.admin import (
     ReadOnlyAdminMixin,
     SeenValuesAdminMixin,
     amount_field,
+    id_filter,
     in_units,
     short,
 )
@@ -218,6 +220,46 @@ class EntryInline(ReadOnlyAdminMixin, admin.TabularInline):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("asset", "account__owner", "account__asset")
+
+
+def transaction_link(tx: LedgerTransaction) -> str:
+    """A ledger transaction as an operator follows it: its id, a link to its page, its reference."""
+    url = reverse("admin:wallets_ledgertransaction_change", args=[tx.pk])
+    return format_html('<a href="{}">#{}</a> {}', url, tx.pk, short(tx.reference or tx.memo))
+
+
+@admin.register(Entry)
+class EntryAdmin(ReadOnlyAdmin):
+    """The ledger's entries, newest first, reached filtered from the pages that show only the first
+    of them: a transaction's (a sweep's has one per session charged), a session's charges."""
+
+    list_display = ("id", "ledger_transaction", "account", "amount_in_units", "session", "billed_until")
+    list_filter = (
+        id_filter("transaction", "transaction"),
+        id_filter("session", "session"),
+        id_filter("account", "account"),
+    )
+    list_select_related = ("asset", "account__owner", "account__asset", "transaction", "session")
+    ordering = ("-id",)
+    show_full_result_count = False
+    fields = (
+        "id",
+        "ledger_transaction",
+        "account",
+        "amount_in_units",
+        "session",
+        "billed_from",
+        "billed_until",
+        "fee_in_units",
+    )
+    readonly_fields = fields
+
+    amount_in_units = amount_field("amount", description="amount")
+    fee_in_units = amount_field("fee", description="platform fee", ordering=False)
+
+    @admin.display(description="transaction", ordering="transaction")
+    def ledger_transaction(self, entry: Entry) -> str:
+        return transaction_link(entry.transaction)
 
 
 @admin.register(LedgerTransaction)

@@ -134,3 +134,63 @@ def test_staff_who_may_change_sessions_stop_them(stan, session):
     assert response.status_code == 302
     session.refresh_from_db()
     assert (session.status, session.stop_reason) == (SessionStatus.STOPPED, "staff")
+
+
+# --- A session's charges on its page: the latest, and a link to all of them ---------------------------
+
+
+def _charge(session, clock) -> None:
+    from streaming import services
+
+    clock.move(seconds=61)
+    services.session_heartbeat(session_id=session.pk)
+    run_sweep()
+
+
+def _page(client, session) -> tuple[str, int]:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"/admin/streaming/streamingsession/{session.pk}/change/")
+    assert response.status_code == 200
+    return response.content.decode(), len(queries)
+
+
+def test_a_session_page_reads_as_many_queries_for_five_charges_as_for_one(olga, running, clock):
+    """Each charge drawn read its account, owner and asset: 3 queries a charge, and a per-second
+    session's page (1,440 charges a day) took a minute."""
+    client = _client(olga)
+    _page(client, running)  # what Django caches (content types)
+    _, with_one = _page(client, running)
+    for _ in range(4):
+        _charge(running, clock)
+
+    html, with_five = _page(client, running)
+
+    assert len(re.findall(r'id="charge_entries-\d+"', html)) == 5
+    assert with_five == with_one
+
+
+def test_a_session_page_shows_its_latest_charges_and_links_to_all_of_them(olga, running, clock, monkeypatch):
+    from streaming.admin import SessionChargeInline
+
+    monkeypatch.setattr(SessionChargeInline, "rows", 2)
+    for _ in range(2):
+        _charge(running, clock)
+    client = _client(olga)
+
+    html, _ = _page(client, running)
+    link = f"/admin/wallets/entry/?session={running.pk}"
+    everything = client.get(link)
+
+    shown = re.findall(r'class="field-billed_until">(.*?)</td>', html, re.S)
+    oldest, *latest = running.charge_entries.order_by("billed_until")
+    assert [_text(until).strip() for until in shown] == [
+        f"{c.billed_until:%Y-%m-%d %H:%M:%S} UTC" for c in latest[::-1]
+    ]
+    assert f'href="{link}"' in html and "2 of 3 charges" in _text(html)
+    assert everything.status_code == 200
+    assert sorted(entry.pk for entry in everything.context["cl"].result_list) == sorted(
+        [oldest.pk, *[c.pk for c in latest]]
+    )
