@@ -179,6 +179,7 @@ class Entry(models.Model):
 
     class Meta:
         ordering = ["id"]
+        verbose_name_plural = "entries"
         # Both cover what the dashboards sum (amounts per account, per transaction), so that their
         # aggregates over a window or an account read the indexes only, not the table.
         indexes = [

@@ -194,3 +194,68 @@ def test_adjusting_asks_to_see_the_account_too(alice, stan, fund):
     assert both.post(adjust, form).status_code == 302
     assert balance_of(alice) == 8 * USDC
     assert LedgerTransaction.objects.get(reference=f"adjustment:{form['form_token']}").created_by == stan
+
+
+# --- A sweep's transaction has an entry per session charged: pages that do not draw them all ------------
+
+
+def _batch_like(alice, bob, *, pairs: dict[str, tuple[int, int]]) -> LedgerTransaction:
+    """A transaction of many entries, as a sweep batch is: for each token, `count` (even) pairs of
+    entries moving `amount` between alice and bob, one way then back: balanced per asset, and no
+    balance changes."""
+    from django.db import connection
+
+    from wallets.models import Asset
+
+    tx = LedgerTransaction.objects.create(kind="transfer", reference="batch-like", memo="batch-like")
+    for code, (count, amount) in pairs.items():
+        asset = Asset.objects.get(code=code)
+        payer, payee = ledger.account_for_user(alice, asset), ledger.account_for_user(bob, asset)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO wallets_entry (amount, account_id, asset_id, transaction_id) "
+                "SELECT CASE WHEN s THEN -%s ELSE %s END, CASE WHEN s = (g %% 2 = 0) THEN %s ELSE %s END, %s, %s "
+                "FROM generate_series(1, %s) g, (VALUES (true), (false)) v(s)",
+                [amount, amount, payer.pk, payee.pk, asset.pk, tx.pk, count],
+            )
+    return tx
+
+
+def test_the_ledger_list_sums_each_transactions_credits_per_asset_without_loading_its_entries(
+    operator, alice, bob, fund
+):
+    """The amount column prefetched every entry of the page's transactions: 100 sweep batches of
+    5,000 entries were 500,000 Entry objects and 17 s a page."""
+    from django.db.models.signals import post_init
+
+    from wallets.models import Entry
+
+    fund(alice, 12_500_000)
+    _batch_like(alice, bob, pairs={"USDC": (1000, 1), "USDT": (2, 1_500_000)})
+    loaded = []
+
+    def count(sender, instance, **kwargs):
+        loaded.append(instance)
+
+    post_init.connect(count, sender=Entry)
+    try:
+        text = _text(_page(operator, "/admin/wallets/ledgertransaction/"))
+    finally:
+        post_init.disconnect(count, sender=Entry)
+
+    assert "0.001000 USDC, 3.000000 USDT" in text  # the batch: its credits, per asset
+    assert "12.500000 USDC" in text  # the deposit
+    assert loaded == []
+
+
+def test_a_transactions_page_shows_its_first_entries_and_links_to_all_of_them(operator, alice, bob):
+    tx = _batch_like(alice, bob, pairs={"USDC": (30, 1)})
+
+    html = _page(operator, f"/admin/wallets/ledgertransaction/{tx.pk}/change/")
+    link = f"/admin/wallets/entry/?transaction={tx.pk}"
+    everything = operator.get(link)
+
+    assert len(re.findall(r'id="entries-\d+"', html)) == 20
+    assert f'href="{link}"' in html and "20 of 60 entries" in _text(html)
+    assert everything.context["cl"].result_count == 60
+    assert {entry.transaction_id for entry in everything.context["cl"].result_list} == {tx.pk}
