@@ -421,3 +421,19 @@ def test_renaming_a_group_keeps_the_permissions_given_it_meanwhile(client, olga)
     assert response.status_code == 302, response.content[:3000]
     group.refresh_from_db()
     assert (group.name, list(group.permissions.all())) == ("Customer support", [adjust])
+
+
+def test_users_are_deactivated_never_deleted_in_the_admin(client, olga, alice):
+    """Deleting a user walked every row he owns to say he could not be deleted (his wallet is
+    PROTECTed): 356 s for a user with 1.2M notifications. Deactivation is the way (README)."""
+    client.force_login(olga)
+
+    page = client.get(f"/admin/accounts/user/{alice.pk}/delete/")
+    posted = client.post(f"/admin/accounts/user/{alice.pk}/delete/", {"post": "yes"})
+    listed = client.get("/admin/accounts/user/")
+    action = client.post("/admin/accounts/user/", {"action": "delete_selected", "_selected_action": [alice.pk]})
+
+    assert (page.status_code, posted.status_code) == (403, 403)
+    assert "delete_selected" not in [name for name, _ in listed.context["action_form"].fields["action"].choices]
+    assert action.status_code == 302  # "no action selected": the list again
+    assert User.objects.filter(pk=alice.pk, is_active=True).exists()
