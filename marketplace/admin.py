@@ -11,6 +11,7 @@ from marketplace import selectors, services
 from marketplace.models import Category, Service
 from paygo.admin import AdminInputMixin, SeenValuesAdminMixin, SeenValuesFormMixin
 from paygo.api.amounts import format_minor
+from paygo.api.permissions import staff_has
 from paygo.tokens import decimals_of
 
 
@@ -176,8 +177,8 @@ class ServiceAdmin(AdminInputMixin, admin.ModelAdmin):
         )
 
     def has_retire_permission(self, request) -> bool:
-        # Retiring is the API's DELETE: the same permission, though nothing is ever hard-deleted.
-        return request.user.has_perm(selectors.DELETE_SERVICE)
+        # Retiring is the API's DELETE: the same permissions, though nothing is ever hard-deleted.
+        return staff_has(request.user, *selectors.RETIRE_SERVICE)
 
     @admin.action(description="Activate the selected services", permissions=["manage"])
     def activate(self, request, queryset):

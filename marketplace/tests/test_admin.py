@@ -190,6 +190,28 @@ def test_activating_asks_the_change_permission_and_retiring_the_delete_one(stan,
     assert service.deleted_at is not None
 
 
+def test_the_admins_retire_asks_what_the_apis_delete_asks(stan):
+    """The API's DELETE asks view_service and delete_service (selectors.RETIRE_SERVICE); the
+    action asked delete_service alone. (Without view or change, the list itself is refused, so
+    this is checked on the action's permission.)"""
+    from django.contrib import admin
+    from django.test import RequestFactory
+
+    from marketplace.models import Service as ServiceModel
+
+    service_admin = admin.site._registry[ServiceModel]
+    request = RequestFactory().post("/admin/marketplace/service/")
+
+    def may_retire(*permissions: str) -> bool:
+        stan.user_permissions.clear()
+        request.user = grant(stan, *permissions)
+        return service_admin.has_retire_permission(request)
+
+    assert not may_retire("marketplace.delete_service")
+    assert may_retire("marketplace.view_service", "marketplace.delete_service")
+    assert may_retire("marketplace.change_service", "marketplace.delete_service")  # change lets one view
+
+
 @money_db
 @pytest.mark.parametrize("action", ["activate", "retire"])
 def test_an_action_racing_a_retirement_skips_the_retired_service_and_says_so(olga, victor, make_service, action):
