@@ -15,7 +15,7 @@ from django.utils.html import format_html
 
 from accounts.models import AdminProfile, Image, Profile, Role, SignIn, User, VendorProfile
 from accounts.services import image_delete, sign_ins_end, user_deactivate
-from paygo.admin import AdminInputMixin, ReadOnlyAdminMixin, SeenValuesAdminMixin
+from paygo.admin import AdminInputMixin, EstimatedCountPaginator, ReadOnlyAdminMixin, SeenValuesAdminMixin
 from paygo.api.amounts import format_minor
 from paygo.api.text import NameFormField
 from paygo.tokens import DEFAULT_TOKEN, decimals_of
@@ -184,6 +184,8 @@ class SignInAdmin(AdminInputMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ("end_reason", ("ended_at", admin.EmptyFieldListFilter))
     search_fields = ("user__email",)
     list_select_related = ("user",)
+    paginator = EstimatedCountPaginator  # every refresh of a token is a row: the whole list is big
+    show_full_result_count = False
     fields = ("user", "created_at", "refreshed_at", "expires_at", "ended_at", "end_reason")
     readonly_fields = fields
     actions = ["end_sign_ins"]

@@ -163,6 +163,8 @@ class SignIn(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The admin's list, newest first.
+        indexes = [models.Index(fields=["-created_at", "-id"], name="accounts_signin_created_idx")]
         constraints = [
             models.CheckConstraint(
                 condition=models.Q(ended_at__isnull=True, end_reason="")

@@ -13,7 +13,7 @@ from django.urls import path, reverse
 
 from notifications import services
 from notifications.models import MESSAGE_MAX_LENGTH, TITLE_MAX_LENGTH, Notification, NotificationType
-from paygo.admin import AdminInputMixin, FormTokenField, ReadOnlyAdminMixin
+from paygo.admin import AdminInputMixin, EstimatedCountPaginator, FormTokenField, ReadOnlyAdminMixin
 from paygo.api.text import VisibleTextFormField
 
 RETRY_PERMISSION = "notifications.change_notification"
@@ -63,10 +63,13 @@ class NotificationAdmin(AdminInputMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         ("sent_by", admin.EmptyFieldListFilter),
         "created_at",
     )
-    search_fields = ("title", "message", "user__email", "user__name", "sms_sid")
+    # Who it was sent to, not what it said: a search of 1.2M bodies (icontains) took 11 s a page.
+    search_fields = ("user__email", "user__name")
     list_select_related = ("user",)
-    date_hierarchy = "created_at"
-    show_full_result_count = False  # a COUNT(*) over every notification on each page is not worth it
+    # Its date filter, not a date hierarchy: the hierarchy read MIN/MAX and the distinct days of
+    # every notification on each page. The whole list's count is the table's estimate.
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
     actions = ["retry_failed_deliveries"]
     fieldsets = (
         (None, {"fields": ("user", "type", "title", "message", "data", "created_at", "sent_by")}),

@@ -107,6 +107,8 @@ class Notification(models.Model):
                 condition=models.Q(read=False, deleted_at__isnull=True),
                 name="notifications_unread_idx",
             ),
+            # The admin's list, newest first.
+            models.Index(fields=["-created_at", "-id"], name="notifications_created_idx"),
             models.Index(
                 fields=["created_at"],
                 condition=models.Q(email_status=DeliveryStatus.PENDING) | models.Q(sms_status=DeliveryStatus.PENDING),

@@ -7,6 +7,7 @@ from __future__ import annotations
 import operator
 import re
 import uuid
+from functools import cached_property
 from itertools import chain
 
 from django import forms
@@ -16,7 +17,8 @@ from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import BadRequest, ValidationError
-from django.db import transaction
+from django.core.paginator import Paginator
+from django.db import connection, transaction
 from django.forms.models import BaseInlineFormSet
 from django.utils.html import format_html
 
@@ -138,6 +140,31 @@ class FirstRowsInlineMixin:
                     self.all_rows_url(obj),
                 )
         return formset
+
+
+# A table this big is not counted for its whole list: PostgreSQL's estimate of its rows is shown.
+ESTIMATED_FROM_ROWS = 100_000
+
+
+class EstimatedCountPaginator(Paginator):
+    """For the lists of big tables (notifications, sign-ins, the ledger): the whole list's count is
+    the table's row estimate that ANALYZE keeps (pg_class.reltuples), not a COUNT(*) over millions
+    of rows on every page; a filtered or searched list, and a small table, are counted exactly.
+    Set show_full_result_count = False beside it, or the admin counts the whole table anyway."""
+
+    @cached_property
+    def count(self) -> int:
+        query = self.object_list.query
+        if not query.has_filters() and not query.distinct:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
+                    [connection.ops.quote_name(self.object_list.model._meta.db_table)],
+                )
+                row = cursor.fetchone()
+            if row and row[0] >= ESTIMATED_FROM_ROWS:
+                return row[0]
+        return super().count
 
 
 class ReadOnlyAdminMixin:
