@@ -253,6 +253,15 @@ def manage(*args: str, env: dict[str, str]) -> None:
         sys.exit(f"prod: manage.py {args[0]} failed; nothing was started.")
 
 
+def _still_starting(processes: list[Process], stopping: Callable[[], bool]) -> None:
+    """A start's wait ends at a stop signal, or when any of `processes` exits."""
+    if stopping():
+        raise StopRequested
+    for process in processes:
+        if process.popen.poll() is not None:
+            raise RuntimeError(f"{process.name} exited with {process.popen.returncode} while starting")
+
+
 def wait_for_port(
     port: int,
     owner: Process,
@@ -265,11 +274,7 @@ def wait_for_port(
     answers); any of `processes` exiting, or a stop signal, ends the wait."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if stopping():
-            raise StopRequested
-        for process in processes:
-            if process.popen.poll() is not None:
-                raise RuntimeError(f"{process.name} exited with {process.popen.returncode} while starting")
+        _still_starting(processes, stopping)
         if listens(owner.popen.pid, port):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -291,11 +296,7 @@ def wait_for_answer(
     accepts once it is ready. Any of `processes` exiting, or a stop signal, ends the wait."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if stopping():
-            raise StopRequested
-        for process in processes:
-            if process.popen.poll() is not None:
-                raise RuntimeError(f"{process.name} exited with {process.popen.returncode} while starting")
+        _still_starting(processes, stopping)
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
                 probe.sendall(b"GET /api/v1/health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")

@@ -6,7 +6,7 @@ import pytest
 from django.core import checks
 
 from wallets import services
-from wallets.checks import check_deposit_keys, check_treasury_key
+from wallets.checks import check_wallet_keys
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +18,7 @@ def test_a_treasury_key_that_does_not_open_is_an_error(sandbox, settings):
     services.treasury_wallet()
     settings.CHIPI_KEY_ENCRYPTION_KEY = NEW
 
-    [error] = check_treasury_key(None)
+    [error] = check_wallet_keys(None)
 
     assert error.id == "wallets.E001"
     assert error.is_serious()  # ERROR: check --deploy fails
@@ -31,13 +31,13 @@ def test_a_treasury_key_that_does_not_open_is_an_error(sandbox, settings):
     assert not [m.id for m in checks.run_checks(tags=[checks.Tags.security]) if m.id.startswith("wallets.")]
 
     settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = [OLD]
-    assert check_treasury_key(None) == []
+    assert check_wallet_keys(None) == []
 
 
 def test_no_treasury_yet_is_no_error(settings):
     settings.CHIPI_KEY_ENCRYPTION_KEY = NEW
 
-    assert check_treasury_key(None) == []
+    assert check_wallet_keys(None) == []
 
 
 def test_deposit_wallets_whose_keys_do_not_open_are_a_warning(alice, bob, sandbox, settings):
@@ -48,12 +48,11 @@ def test_deposit_wallets_whose_keys_do_not_open_are_a_warning(alice, bob, sandbo
     services.wallet_open(user=bob)
     services.treasury_wallet()
 
-    [warning] = check_deposit_keys(None)
+    [warning] = check_wallet_keys(None)
 
     assert warning.id == "wallets.W002" and not warning.is_serious()
     assert warning.msg.startswith("1 deposit wallet(s)' keys") and "cannot be swept" in warning.msg
-    assert "chipi_reseal_keys" in warning.hint and OLD not in warning.msg + warning.hint
-    assert check_treasury_key(None) == []  # the treasury's opens
+    assert "chipi_reseal_keys" in warning.hint and OLD not in warning.msg + warning.hint  # the treasury's opens
 
     settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = [OLD]
-    assert check_deposit_keys(None) == []
+    assert check_wallet_keys(None) == []
