@@ -15,18 +15,17 @@ from rest_framework import exceptions
 
 from accounts.models import User
 from accounts.services import user_deactivate
-from accounts.tests.conftest import another_waits_on_a_lock, while_deactivating
+from accounts.tests.conftest import another_waits_on_a_lock, while_deactivating, while_writing
 from conftest import admin_form, money_db
 from consultations import services
 from consultations.models import Consultation, ConsultationStatus
 from consultations.selectors import running_call_of
 from consultations.tests.conftest import call_url, committed, message_url
-from consultations.tests.test_concurrency import _race
 from notifications.models import Notification
 from paygo.api.errors import Conflict
 from streaming.models import SessionStatus, StopReason, StreamingSession
 from streaming.tests.conftest import USDC, beat, fresh, run_sweep
-from wallets.models import SystemAccount
+from wallets.models import Account, AccountKind, SystemAccount
 from wallets.tests.conftest import balance_of, fund_wallet, system_balance
 
 pytestmark = pytest.mark.django_db
@@ -217,26 +216,40 @@ def test_a_deactivated_user_asks_for_no_consultation_through_the_service(alice, 
 
 
 @money_db
-def test_a_call_started_while_the_vendor_is_deactivated_does_not_outlive_him(alice, victor, consult):
-    """Whichever takes the consultation's lock first: the call is refused, or it starts and is
-    stopped by the deactivation; either way nothing runs and the money adds up."""
-    consultation = consult("accepted")
+@pytest.mark.parametrize("first", ["deactivation", "start"])
+def test_a_call_started_while_the_vendor_is_deactivated_does_not_outlive_him(
+    alice, victor, consult, make_service, clock, first
+):
+    """Whichever takes the accounts' locks first, the other waits for it: the deactivation first,
+    the start then finds the consultation cancelled and starts nothing; the start first, the
+    deactivation then finds the call and stops it at that instant. Either way nothing runs, and
+    alice pays nothing: the call's hold (its first minute and its minimum charge) is released, and
+    a call that staff stop pays the time used only, here none."""
+    service = make_service("per_minute", rate=USDC, minimum_charge=5 * USDC)
+    consultation = consult("accepted", service=service)
     fund_wallet(alice, 10 * USDC)
+    revenue = system_balance(SystemAccount.PLATFORM_REVENUE)
 
     def start():
         return services.consultation_call_start(consultation=Consultation.objects.get(pk=consultation.pk), actor=alice)
 
-    def deactivate():
-        return user_deactivate(user=type(victor).objects.get(pk=victor.pk))
+    if first == "deactivation":
+        started = while_deactivating(victor, start)
+        assert isinstance(started, Conflict), started
+        assert started.detail["code"] == "not_accepted"
+        assert not StreamingSession.objects.exists()
+    else:
+        deactivated = while_writing(start, lambda: user_deactivate(user=User.objects.get(pk=victor.pk)))
+        assert isinstance(deactivated, User), deactivated  # no deadlock, no error
+        call = StreamingSession.objects.get()
+        assert (call.status, call.stop_reason) == (SessionStatus.STOPPED, StopReason.STAFF)
+        assert (call.end_time, call.total_cost) == (call.start_time, 0)
 
-    started, deactivated = _race(start, deactivate)
-
-    assert not isinstance(deactivated, Exception), deactivated  # no deadlock, no error
-    assert isinstance(started, StreamingSession | Conflict), started
-    assert states(consultation)[0][0] == ConsultationStatus.CANCELLED
-    assert not StreamingSession.objects.filter(status=SessionStatus.ACTIVE).exists()
-    charged = 10 * USDC - balance_of(alice)
-    assert charged == balance_of(victor) + system_balance(SystemAccount.PLATFORM_REVENUE) >= 0
+    assert states(consultation) == [(ConsultationStatus.CANCELLED, clock.now())]
+    assert not User.objects.get(pk=victor.pk).is_active
+    account = Account.objects.get(kind=AccountKind.USER, owner=alice, asset__code="USDC")
+    assert (account.balance, account.held) == (10 * USDC, 0)
+    assert (balance_of(victor), system_balance(SystemAccount.PLATFORM_REVENUE)) == (0, revenue)
 
 
 @money_db
