@@ -506,8 +506,51 @@ def test_a_send_in_doubt_whose_one_execution_failed_on_chain_is_refunded(api, al
     assert balance_of(alice) == 10 * USDC
     assert sandbox.balance(ADDRESS, "USDC") == 0
     assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
-    # The failed transfer is the row's, so that an equal withdrawal's look-up does not take it for its own.
-    assert Withdrawal.objects.get(pk=withdrawal.pk).tx_hash == executed.tx_hash
+
+
+@pytest.mark.django_db
+def test_an_equal_send_in_doubt_does_not_take_a_failed_transfer_for_its_own(api, alice, sandbox):
+    """Chipi's records carry no reference: a transfer is matched to a withdrawal by wallet, recipient,
+    token and amount. A's one execution failed on chain and A was refunded; B, equal, went out, its
+    answer lost, and Chipi's records do not list it yet. B's look-up must not take A's failed
+    transfer for its own and settle B as reverted: B's money left, and refunded it is paid twice.
+    B stays in doubt, its money in flight, until its own transfer shows."""
+    from wallets.chipi.models import SandboxTransaction
+
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        first, failed = _in_doubt_pending_on_chain(api, alice, sandbox)
+        sandbox.revert(failed.tx_hash)  # A failed on chain: the money is back in the treasury
+        second = withdraw(api, alice)  # B: the same amount to the same address
+        assert (second.status, second.attempts) == (WithdrawalStatus.PENDING, 0)  # waits for A, in doubt
+
+        clock.shift(timedelta(minutes=2))
+        assert services.withdrawal_send(withdrawal_id=first.pk) == WithdrawalStatus.REVERTED
+        clock.move_to(Withdrawal.objects.get(pk=first.pk).refund_due_at + timedelta(seconds=1))
+        assert services.withdrawal_refund_settle(withdrawal_id=first.pk) == WithdrawalStatus.FAILED
+        assert balance_of(alice) == 6 * USDC  # A's 4 back, B's 4 in flight
+
+        sandbox.inject("execute", "lost_response")
+        assert services.withdrawal_send(withdrawal_id=second.pk) == WithdrawalStatus.SENDING  # it went out
+        sent = SandboxTransaction.objects.exclude(pk=failed.pk).get(destination_address=ADDRESS)
+        assert sent.status == SandboxTransaction.Status.SUCCESS
+        # Chipi's records lag the chain: B's transfer is not listed yet, A's failed one is.
+        SandboxTransaction.objects.filter(pk=sent.pk).update(sender_address="0x0")
+        clock.shift(timedelta(minutes=2))
+        assert services.withdrawal_send(withdrawal_id=second.pk) == WithdrawalStatus.SENDING  # still in doubt
+
+        assert Withdrawal.objects.get(pk=second.pk).refusals == 1  # signed again: its nonce was used
+        assert reverted_refunds(second) == 0
+        assert balance_of(alice) == 6 * USDC
+        assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 4 * USDC
+
+        SandboxTransaction.objects.filter(pk=sent.pk).update(sender_address=failed.sender_address)  # listed now
+        clock.shift(timedelta(minutes=2))
+        assert services.withdrawal_send(withdrawal_id=second.pk) == WithdrawalStatus.SENT
+
+    assert Withdrawal.objects.get(pk=second.pk).tx_hash == sent.tx_hash
+    assert balance_of(alice) == 6 * USDC
+    assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 0
+    assert sandbox.balance(ADDRESS, "USDC") == 4 * USDC
 
 
 def withdraw_in_doubt(api, user) -> str:
@@ -517,10 +560,9 @@ def withdraw_in_doubt(api, user) -> str:
     return withdrawal_id
 
 
-def _in_doubt_then_refused(api, user, sandbox):
-    """A withdrawal that went out (its answer lost), not settled on chain yet, whose retry did not
-    see it in Chipi's records (stale) and signed it again: refused, its nonce used. The withdrawal
-    and its transfer's record."""
+def _in_doubt_pending_on_chain(api, user, sandbox):
+    """A withdrawal that went out, its answer lost (in doubt), its transfer not settled on chain yet
+    (its record PENDING). The withdrawal and that record."""
     from wallets.chipi.models import SandboxTransaction
 
     chain_deposit(user, 10 * USDC)
@@ -529,6 +571,14 @@ def _in_doubt_then_refused(api, user, sandbox):
     withdrawal = Withdrawal.objects.get(pk=withdraw_in_doubt(api, user))
     executed = SandboxTransaction.objects.get(destination_address=ADDRESS)
     SandboxTransaction.objects.filter(pk=executed.pk).update(status=SandboxTransaction.Status.PENDING)
+    return withdrawal, executed
+
+
+def _in_doubt_then_refused(api, user, sandbox):
+    """A withdrawal that went out (its answer lost), not settled on chain yet, whose retry did not
+    see it in Chipi's records (stale) and signed it again: refused, its nonce used. The withdrawal
+    and its transfer's record."""
+    withdrawal, executed = _in_doubt_pending_on_chain(api, user, sandbox)
     sandbox.inject("transaction_list", "stale")
     with time_machine.travel(timezone.now() + timedelta(minutes=1)):
         assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENDING
