@@ -650,8 +650,13 @@ def test_withdrawals_made_at_the_same_instant_page_in_one_order(api, alice, sand
     assert listed == [str(pk) for pk in sorted(made, reverse=True)]  # each once, in the order of their ids
 
 
-@pytest.mark.parametrize(("fault", "on_chain"), [("unreachable", 0), ("lost_response", 1)])
-def test_a_deactivated_accounts_withdrawals_wait_until_it_is_active_again(api, alice, sandbox, fault, on_chain):
+@pytest.mark.parametrize(
+    ("fault", "on_chain", "waiting"),
+    [("unreachable", 0, WithdrawalStatus.PENDING), ("lost_response", 1, WithdrawalStatus.SENDING)],
+)
+def test_a_deactivated_accounts_withdrawals_wait_until_it_is_active_again(
+    api, alice, sandbox, fault, on_chain, waiting
+):
     """An account frozen (taken over, say) sends nothing more out, whether its withdrawal was never
     sent (unreachable) or is in doubt (lost_response: sent, the answer lost): it waits, its money in
     flight, and is settled once the account is active again, sent once."""
@@ -660,12 +665,12 @@ def test_a_deactivated_accounts_withdrawals_wait_until_it_is_active_again(api, a
     chain_deposit(alice, 10 * USDC)
     sandbox.inject("send_transfer", fault)
     withdrawal_id = withdraw(api, alice).json()["withdrawal"]["id"]
-    assert Withdrawal.objects.get(pk=withdrawal_id).status in (WithdrawalStatus.PENDING, WithdrawalStatus.SENDING)
+    assert Withdrawal.objects.get(pk=withdrawal_id).status == waiting
 
     user_deactivate(user=alice)
 
     assert withdrawal_id not in due_then(withdrawal_id)
-    assert retry_due(withdrawal_id) in (WithdrawalStatus.PENDING, WithdrawalStatus.SENDING)
+    assert retry_due(withdrawal_id) == waiting
     assert sent_on_chain(withdrawal_id) == on_chain
     assert system_balance(SystemAccount.WITHDRAWALS_IN_FLIGHT) == 4 * USDC
 
