@@ -871,6 +871,10 @@ def test_a_service_read_back_can_be_sent_again_whatever_its_rate(api, victor):
     sent_again = client.put(f"{SERVICES}/{created['id']}", {name: created[name] for name in fields}, format="json")
 
     assert sent_again.status_code == 200, sent_again.json()
+    terms = ("rate", "maxSessionCost", "priceVersion")
+    stored = client.get(f"{SERVICES}/{created['id']}").json()["service"]
+    assert [sent_again.json()["service"][name] for name in terms] == [created[name] for name in terms]
+    assert [stored[name] for name in terms] == [created[name] for name in terms]  # the same terms, no new price
 
 
 TAKEN = (409, "service_name_taken", "You already have a service with this name.")
