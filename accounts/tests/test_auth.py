@@ -413,7 +413,9 @@ def test_login_rate_limited_per_ip(anon, alice, still_clock):
 
     response = anon.post(LOGIN, {"email": "alice@example.com", "password": PASSWORD}, format="json")
 
-    assert response.status_code == 429
+    assert (response.status_code, response.json()["code"]) == (429, "rate_limited")
+    assert "token" not in response.json()
+    assert not SignIn.objects.filter(user=alice).exists()  # her right password signed nobody in
 
 
 @override_settings(RATELIMIT_REGISTER_PER_IP="2/h")
