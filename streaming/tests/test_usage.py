@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from django.test import override_settings
 
+from conftest import money_db
 from streaming.models import SessionStatus, StopReason, UsageEvent
 from streaming.tests.conftest import USDC, run_sweep, start, stop
 from wallets.tests.conftest import balance_of
@@ -219,3 +220,50 @@ def test_usage_the_payer_cannot_pay_is_refused_and_what_is_accepted_is_held(
     assert (session.total_cost, session.status) == (4 * USDC, SessionStatus.ACTIVE)
     assert balance_of(alice) == USDC
     assert sorted(UsageEvent.objects.values_list("event_id", flat=True)) == ["b"]
+
+
+def test_an_integrity_error_past_the_events_insert_surfaces_as_itself_and_counts_nothing(alice, metered, monkeypatch):
+    """Only the event's own insert (its id met again) means "counted already". Any other constraint
+    broken while counting or holding was read the same way, and the look-up of the event, rolled
+    back with it, raised UsageEvent.DoesNotExist: the error that happened was lost."""
+    from django.db import IntegrityError
+
+    from streaming import services
+    from streaming.models import StreamingSession
+
+    def hold_breaking_a_constraint(session):
+        StreamingSession.objects.filter(pk=session.pk).update(metered_cost=-1)  # streaming_metered_gte_0
+
+    monkeypatch.setattr(services, "_hold_what_usage_owes", hold_breaking_a_constraint)
+
+    with pytest.raises(IntegrityError, match="streaming_metered_gte_0"):
+        services.usage_report(session=metered, event_id="e1", quantity=5)
+
+    metered.refresh_from_db()
+    assert (metered.usage_quantity, metered.metered_cost) == (0, 0)
+    assert not UsageEvent.objects.exists()
+    assert balance_of(alice) == 10 * USDC
+
+
+@money_db
+def test_a_report_that_loses_the_insert_to_its_own_copy_is_answered_as_counted(alice, victor, fund, make_service):
+    """Two copies of one report at once: the second finds no event yet, and its insert waits for the
+    first's and then breaks the event's uniqueness. That is the one error that means counted already:
+    it is answered with the first's event, counted once."""
+    from accounts.tests.conftest import while_writing
+    from streaming import services
+
+    fund(alice, 10 * USDC)
+    session = start(alice, make_service("per_request", rate=1_000))
+
+    def report():
+        return services.usage_report(session=session, event_id="e1", quantity=5)
+
+    copy = while_writing(report, report)
+
+    assert not isinstance(copy, Exception), copy
+    event, created = copy
+    assert (event.event_id, event.quantity, created) == ("e1", 5, False)
+    session.refresh_from_db()
+    assert session.usage_quantity == 5
+    assert UsageEvent.objects.filter(session=session).count() == 1
