@@ -173,6 +173,43 @@ async def test_a_sign_in_that_ends_closes_the_sockets_its_tokens_opened_and_no_o
     assert ended == 1
 
 
+@pytest.mark.parametrize(("everywhere", "closes"), [(False, 1), (True, 2)], ids=["logout", "logout everywhere"])
+async def test_only_a_sign_in_ended_for_the_accounts_safety_is_closed_again_later(
+    alice, monkeypatch, everywhere, closes
+):
+    """The sockets of an ended sign-in are closed once, and once more RECLOSE_SECONDS later (for a
+    handshake under way as it ended) when it ended for the account's safety: a logout everywhere,
+    a reused refresh token, staff. A plain logout is the device's own, which closes its own sockets:
+    closed once, with no timer in the server process. Counted as every socket of alice hears it."""
+    import threading
+
+    from channels.layers import get_channel_layer
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    from accounts.models import SignIn
+    from accounts.services import token_logout
+    from paygo import ws
+
+    monkeypatch.setattr(ws, "RECLOSE_SECONDS", 0.05)
+    layer = get_channel_layer()
+    listener = await layer.new_channel()
+    await layer.group_add(ws.sockets_group(alice.pk), listener)
+    pair = await database_sync_to_async(token_pair_for)(alice)
+    timers_before = set(threading.enumerate())
+
+    await database_sync_to_async(token_logout)(refresh_token=pair.refresh, everywhere=everywhere)
+    for thread in set(threading.enumerate()) - timers_before:  # a close sent again has been sent
+        if isinstance(thread, threading.Timer):
+            await asyncio.to_thread(thread.join, 5)
+
+    heard = [await asyncio.wait_for(layer.receive(listener), timeout=5) for _ in range(closes)]
+    with pytest.raises(TimeoutError):  # and no more: anything sent is in the layer by now
+        await asyncio.wait_for(layer.receive(listener), timeout=0.5)
+    sign_in = str(SignIn.id_of(AccessToken(pair.access)))
+    assert all(message["type"] == "sockets.revoked" and sign_in in message["sign_ins"] for message in heard)
+    await layer.group_discard(ws.sockets_group(alice.pk), listener)
+
+
 def _deactivate_in_the_admin(operator, user) -> None:
     from django.test import Client
 
