@@ -872,10 +872,6 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
     marked = False
     try:
         wallet = source()
-        # Opened before the row is marked: a key that does not open signs nothing, and marked, the
-        # row would read as an execution in doubt (looked up in Chipi's records, its refund held
-        # for a signed transfer's lifetime) though nothing was signed.
-        encrypt_key = keys.unseal(wallet.encrypt_key_sealed)
         if attempted_before:
             found = _find_sent(
                 gateway,
@@ -899,6 +895,10 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
                     reverted_hash=found.failed_hash,
                     error=f"Its one execution failed on chain ({found.failed_hash}, Chipi's records).",
                 )
+        # Opened before the row is marked (the look-up above needs no key: a send in doubt is found
+        # without it): a key that does not open signs nothing, and marked, the row would read as an
+        # execution in doubt (its refund held for a signed transfer's lifetime) though none was made.
+        encrypt_key = keys.unseal(wallet.encrypt_key_sealed)
         # Committed before signing: a crash from here on is an unknown outcome, looked up next time.
         with transaction.atomic():
             # The row as it is now, locked: a worker whose claim ran out while it stalled finds that

@@ -286,3 +286,31 @@ def test_a_deposit_whose_wallet_key_was_lost_stays_in_its_wallet_unsigned_until_
         assert services.sweep_send(sweep_id=sweep.pk) == SweepStatus.SENT
     sweep.refresh_from_db()
     assert sweep.attempts == 1
+
+
+def test_a_withdrawal_in_doubt_is_still_looked_up_while_the_key_does_not_open(api, alice, sandbox, settings):
+    """The look-up of a send whose answer was lost reads Chipi's records and needs no key: with the
+    key opened before it (review r21), a transfer that had gone out was never found, and the row
+    waited for the key to come back instead of being SENT."""
+    import time_machine
+    from django.utils import timezone
+
+    from wallets.chipi.models import SandboxTransaction
+    from wallets.models import Withdrawal, WithdrawalStatus
+    from wallets.tests.conftest import chain_deposit
+
+    settings.CHIPI_KEY_ENCRYPTION_KEY, settings.CHIPI_KEY_ENCRYPTION_KEY_PREVIOUS = OLD, []
+    chain_deposit(alice, 10 * 10**6)
+    sandbox.inject("execute", "lost_response")  # it goes out; its answer is lost
+    response = api(alice).post("/api/v1/wallet/withdraw", {"amount": "4", "toAddress": ADDRESS}, format="json")
+    withdrawal = Withdrawal.objects.get(pk=response.json()["withdrawal"]["id"])
+    assert withdrawal.status == WithdrawalStatus.SENDING
+    [sent] = SandboxTransaction.objects.filter(destination_address=ADDRESS)
+    settings.CHIPI_KEY_ENCRYPTION_KEY = NEW  # lost while the send is in doubt
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=2)):
+        assert services.withdrawal_send(withdrawal_id=withdrawal.pk) == WithdrawalStatus.SENT
+
+    row = Withdrawal.objects.get(pk=withdrawal.pk)
+    assert (row.tx_hash, row.attempts) == (sent.tx_hash, 1)
+    assert SandboxTransaction.objects.filter(destination_address=ADDRESS).count() == 1
