@@ -87,6 +87,10 @@ def idempotent(
     `prepare` runs first, outside any database transaction (slow I/O: Chipi); `execute(prepared)`
     runs inside the transaction that records the key, and must be where money moves.
     """
+    # The body is read (and a malformed one refused) with a key or without: an operation that takes
+    # none read it only for the key's fingerprint, so `null` or broken JSON was a 400 with a key and
+    # ignored without one.
+    request.data  # noqa: B018
     key = request.headers.get(HEADER)
     if key is None:
         return execute(prepare() if prepare else None)

@@ -237,6 +237,21 @@ def test_stop_matrix(api, request, session, who, status, reason):
         assert session.status == SessionStatus.ACTIVE
 
 
+@pytest.mark.parametrize("key", [None, "stop-1"])
+@pytest.mark.parametrize("body", ["null", "[1]", "{broken"])
+def test_a_stop_with_a_body_that_is_no_object_is_400_with_a_key_or_without(api, alice, session, key, body):
+    """A stop takes no body: it read one only for its Idempotency-Key's fingerprint, so the same
+    request was a 400 with a key and stopped the session without one (review r21)."""
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    response = api(alice).patch(
+        f"/api/v1/streams/{session.session_id}/stop", body, content_type="application/json", **headers
+    )
+
+    assert response.status_code == 400, response.content
+    session.refresh_from_db()
+    assert session.status == SessionStatus.ACTIVE
+
+
 @pytest.mark.parametrize(
     ("unit", "rate", "per_minute"),
     [
