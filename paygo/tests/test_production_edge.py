@@ -718,3 +718,24 @@ def test_one_client_address_holds_only_so_many_requests_at_once(prod):
     assert headers["retry-after"] == "5"
     assert refused_behind[0] == 429
     assert another_behind[0] == 200 and the_proxy_itself[0] == 200
+
+
+def test_sockets_have_an_allowance_of_their_own_per_address(prod):
+    """Open WebSockets were counted with the requests in progress: 200 signed-in users behind one
+    carrier's address (a socket each, held for hours) left none for the next one (review r21). With
+    an address's requests at their limit, its socket handshake still reaches Daphne."""
+    limit = int(re.search(r"limit_conn perip (\d+);", (ROOT / "deploy" / "nginx.conf").read_text()).group(1))
+    held: list[socket.socket] = []
+    try:
+        held += [_held_upload(prod[0], ANOTHER_PEER) for _ in range(limit)]
+        http = send(prod[0], request(b"/api/v1/health"), source=ANOTHER_PEER)
+        socket_handshake = send(
+            prod[0], handshake(b"/ws/notifications/").replace(b"Version: 13", b"Version: 99"), source=ANOTHER_PEER
+        )
+    finally:
+        for connection in held:
+            connection.close()
+
+    assert http[0] == 429
+    status, _, body = socket_handshake
+    assert (status, json.loads(body)["code"]) == (400, "bad_handshake"), (status, body[:200])  # Daphne's answer
