@@ -306,6 +306,19 @@ def test_reading_a_thread_reads_its_unread_notifications_only(alice, bob):
     assert [read[n.pk] for n in [*mine, other_thread, bobs]] == [True, True, False, False]
 
 
+def held_while_the_other_waits(holder, other, *, held, other_done, release) -> tuple:
+    """Run `holder` (which sets `held` inside its transaction, then waits for `release`) and `other`
+    at once; once `other` has ended or waits on a lock (the holder's), release the holder. Both
+    functions' results."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one, two = pool.submit(holder), pool.submit(other)
+        assert held.wait(60)
+        while not (other_done.wait(0.01) or another_waits_on_a_lock()):
+            pass
+        release.set()
+        return one.result(60), two.result(60)
+
+
 @money_db
 def test_two_notifications_of_one_thread_at_once_send_one_email(alice, mailoutbox):
     """The second waits for the first's transaction (a lock on the user's thread) and sees it unread:
@@ -328,13 +341,7 @@ def test_two_notifications_of_one_thread_at_once_send_one_email(alice, mailoutbo
         finally:
             second_done.set()
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        one, two = pool.submit(first), pool.submit(second)
-        assert first_stored.wait(60)
-        while not (second_done.wait(0.01) or another_waits_on_a_lock()):
-            pass
-        release.set()
-        one, two = one.result(60), two.result(60)
+    one, two = held_while_the_other_waits(first, second, held=first_stored, other_done=second_done, release=release)
 
     assert deliveries(one, two) == [("sent", "not_requested", ""), ("skipped", "not_requested", HELD_BACK)]
     assert len(mailoutbox) == 1
@@ -366,13 +373,7 @@ def test_a_thread_read_while_a_message_of_it_is_being_stored_reads_that_message_
         finally:
             read_done.set()
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        message, read = pool.submit(arriving), pool.submit(reading)
-        assert stored.wait(60)
-        while not (read_done.wait(0.01) or another_waits_on_a_lock()):
-            pass
-        release.set()
-        message, read = message.result(60), read.result(60)
+    message, read = held_while_the_other_waits(arriving, reading, held=stored, other_done=read_done, release=release)
 
     assert read == 2  # "Before" and the message that arrived as it was read
     assert not Notification.objects.filter(user=alice, read=False).exists()
