@@ -179,35 +179,43 @@ def _committed_through(model: type[models.Model]) -> int | None:
     It takes no lock, so a caller's transaction is no matter (each statement of READ COMMITTED
     sees what is committed by then; the caller's own rows are its own to count).
     """
-    table = model._meta.db_table
     with connection.cursor() as cursor:
-        # The statement's snapshot gives max(id); pg_locks, read after it, still lists every
-        # transaction that drew a lower id and has not committed (it holds the lock it took first).
+        return _committed_through_on(cursor, model._meta.db_table)
+
+
+def _committed_through_on(cursor, table: str) -> int | None:
+    """_committed_through() on this cursor's database (any DB-API cursor)."""
+    # The statement's snapshot gives max(id); pg_locks, read after it, still lists every transaction
+    # that drew a lower id and has not committed (it holds the lock it took first). pg_locks shows
+    # the whole server's locks, and a relation's OID is unique only within its database: a database
+    # copied from this one (CREATE DATABASE ... TEMPLATE, a staging copy on the same server) has
+    # this table under the same OID, and its writers are not this table's.
+    cursor.execute(
+        f"SELECT (SELECT COALESCE(MAX(id), 0) FROM {connection.ops.quote_name(table)}), "  # noqa: S608
+        "ARRAY(SELECT DISTINCT virtualtransaction FROM pg_locks WHERE relation = %s::regclass "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        "AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())",
+        [table],
+    )
+    last, writers = cursor.fetchone()
+    deadline = time_module.monotonic() + settings.DASHBOARDS_ROLLUP_WAIT_SECONDS
+    while writers:
+        # A transaction holds the lock on its own virtual id until it ends.
         cursor.execute(
-            f"SELECT (SELECT COALESCE(MAX(id), 0) FROM {connection.ops.quote_name(table)}), "  # noqa: S608
-            "ARRAY(SELECT DISTINCT virtualtransaction FROM pg_locks WHERE relation = %s::regclass "
-            "AND mode = 'RowExclusiveLock' AND granted AND pid <> pg_backend_pid())",
-            [table],
+            "SELECT ARRAY(SELECT virtualxid FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(%s))",
+            [writers],
         )
-        last, writers = cursor.fetchone()
-        deadline = time_module.monotonic() + settings.DASHBOARDS_ROLLUP_WAIT_SECONDS
-        while writers:
-            # A transaction holds the lock on its own virtual id until it ends.
-            cursor.execute(
-                "SELECT ARRAY(SELECT virtualxid FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY(%s))",
-                [writers],
+        writers = cursor.fetchone()[0]
+        if not writers:
+            break
+        if time_module.monotonic() > deadline:
+            logger.warning(
+                "Rollup of %s: writers still in flight after %ss, watermark kept",
+                table,
+                settings.DASHBOARDS_ROLLUP_WAIT_SECONDS,
             )
-            writers = cursor.fetchone()[0]
-            if not writers:
-                break
-            if time_module.monotonic() > deadline:
-                logger.warning(
-                    "Rollup of %s: writers still in flight after %ss, watermark kept",
-                    table,
-                    settings.DASHBOARDS_ROLLUP_WAIT_SECONDS,
-                )
-                return None
-            time_module.sleep(0.02)
+            return None
+        time_module.sleep(0.02)
     return last
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import psycopg
+import pytest
 from django.db import connection, transaction
 from django.db.models import Max
 
@@ -234,3 +237,45 @@ def test_a_chunk_counts_rows_not_ids(alice, settings, monkeypatch):
     assert len(chunks) == 2
     assert mark.entry_id == Entry.objects.aggregate(last=Max("id"))["last"]
     assert rollup_by_kind() == ledger_by_kind()
+
+
+@pytest.fixture
+def copied_databases():
+    """(writer, reader): connections to two databases on the test's server, the second a copy of the
+    first (CREATE DATABASE ... TEMPLATE, as a staging copy is made), each with a wallets_entry table
+    under the same OID."""
+    params = connection.get_connection_params()
+    conninfo = {key: params[key] for key in ("user", "host", "port", "password") if params.get(key)}
+    names = [f"paygo_copy_{os.getpid()}_{suffix}" for suffix in ("a", "b")]
+    with psycopg.connect(**conninfo, dbname="postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {names[0]} TEMPLATE template0")
+        with psycopg.connect(**conninfo, dbname=names[0], autocommit=True) as first:
+            first.execute("CREATE TABLE wallets_entry (id bigint PRIMARY KEY)")
+            first.execute("INSERT INTO wallets_entry VALUES (1), (2)")
+        admin.execute(f"CREATE DATABASE {names[1]} TEMPLATE {names[0]}")
+        try:
+            with (
+                psycopg.connect(**conninfo, dbname=names[0]) as writer,
+                psycopg.connect(**conninfo, dbname=names[1], autocommit=True) as reader,
+            ):
+                yield writer, reader
+        finally:
+            for name in names:
+                admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.django_db
+def test_the_watermark_does_not_wait_for_writers_of_a_copy_of_its_database(copied_databases, settings):
+    """pg_locks lists the whole server's locks, and a copy of a database has its tables under the
+    same OIDs: a writer in flight in the copy was taken for one of this database's, and the rollup
+    waited for it (and gave up while the copy was busy, its watermark kept)."""
+    settings.DASHBOARDS_ROLLUP_WAIT_SECONDS = 0.2
+    writer, reader = copied_databases
+    oid = "SELECT 'wallets_entry'::regclass::oid"
+    assert writer.execute(oid).fetchone() == reader.execute(oid).fetchone()
+    writer.execute("INSERT INTO wallets_entry VALUES (3)")  # in flight: holds ROW EXCLUSIVE until it ends
+
+    with reader.cursor() as cursor:
+        assert rollup._committed_through_on(cursor, "wallets_entry") == 2
+
+    writer.rollback()
