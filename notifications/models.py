@@ -114,6 +114,8 @@ class Notification(models.Model):
                 condition=models.Q(email_status=DeliveryStatus.PENDING) | models.Q(sms_status=DeliveryStatus.PENDING),
                 name="notifications_pending_idx",
             ),
+            # The admin's search by a Twilio message SID.
+            models.Index(fields=["sms_sid"], condition=~models.Q(sms_sid=""), name="notifications_sms_sid_idx"),
             models.Index(
                 fields=["user", "thread"],
                 condition=models.Q(read=False, deleted_at__isnull=True) & ~models.Q(thread=""),

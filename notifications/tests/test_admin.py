@@ -283,3 +283,24 @@ def test_the_whole_list_is_counted_from_the_tables_statistics_a_filtered_one_exa
     assert (whole_count, counting) == (3, [])
     assert filtered_count == 3
     assert any("COUNT(" in q["sql"].upper() for q in filtered.captured_queries)
+
+
+def test_a_twilio_message_sid_finds_its_notification(admin_client_for, root, alice, bob, committed, twilio):
+    verify_phone(alice)
+    verify_phone(bob)
+    sid = "SM" + "0123456789abcdef" * 2
+    twilio.respond(twilio_message(sid), twilio_message("SM" + "f" * 32))
+    with committed():
+        texted = notify(alice, "alert", "Low balance", "Top up.")
+        notify(bob, "alert", "Low balance", "Top up.")
+    notify(alice, "payment", "Paid", "Paid.")
+    client = admin_client_for(root)
+
+    for term in (sid, f"  {sid.upper()} ", "sm" + sid[2:]):
+        found = client.get(CHANGELIST, {"q": term}).context["cl"].result_list
+        assert [n.pk for n in found] == [texted.pk], term
+    # A SID nobody was sent finds nothing; a partial one is not a SID (searched as a name: no one).
+    assert not client.get(CHANGELIST, {"q": "SM" + "1" * 32}).context["cl"].result_list
+    assert not client.get(CHANGELIST, {"q": sid[:20]}).context["cl"].result_list
+    page = client.get(CHANGELIST).content.decode()
+    assert "Twilio message SID" in page
