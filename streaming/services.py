@@ -277,7 +277,16 @@ def sessions_seen(*, session_ids: Sequence[int], now: datetime) -> int:
     ids = list(session_ids)
     if not ids:
         return 0
-    return _running_at(now).filter(pk__in=ids, last_heartbeat_at__lt=now).update(last_heartbeat_at=now)
+    due = _running_at(now).filter(pk__in=ids, last_heartbeat_at__lt=now)
+    # Their rows locked in id order, as every stop and biller takes sessions (streaming_bill): a
+    # plain UPDATE locks them in the order its plan visits them (the table's, for a seq or bitmap
+    # scan), and the live hub's, holding one while it waited for another, met a stop of many
+    # sessions (a retirement, a deactivation) in a cycle that PostgreSQL ended as a deadlock.
+    # Still one statement; no savepoint, so that a caller's transaction costs no more queries.
+    with transaction.atomic(savepoint=False):
+        return due.filter(pk__in=due.select_for_update(no_key=True).order_by("pk").values("pk")).update(
+            last_heartbeat_at=now
+        )
 
 
 def _running_at(now: datetime):

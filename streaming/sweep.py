@@ -104,9 +104,9 @@ def _sweep(*, now: datetime, shard: int, shards: int, batch_size: int | None) ->
 def _bill_waiting(session_ids: list[int], *, now: datetime) -> list[Billed]:
     """Bill these sessions as a stop would, waiting for their rows, in one transaction; one at a
     time if PostgreSQL ends it as a deadlock. Every biller, report and stop locks sessions in id
-    order and then wallets, and the live hub's one UPDATE of its watched sessions walks their
-    index in id order too, but only as its plan has it: a plan that updated them in another order
-    could meet this batch in a cycle; billed one at a time, a session holds no other while it waits."""
+    order and then wallets, and so does the live hub's one UPDATE of its watched sessions
+    (services.sessions_seen); this is the defence against a transaction that would not: billed one
+    at a time, a session holds no other while it waits."""
     try:
         with transaction.atomic():
             return bill_stop(session_ids=session_ids, reason=None, now=now)

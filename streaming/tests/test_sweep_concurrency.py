@@ -205,9 +205,10 @@ def _blocked_by(pid: list[int], blocker: list[int]) -> None:
 @money_db
 def test_a_sweep_that_meets_a_deadlock_while_it_waits_bills_one_session_at_a_time(alice, bob, make_service):
     """The sweep bills what its walk skipped waiting for the rows, in id order. A transaction that
-    takes them in another order (as the live hub's one UPDATE would, were its plan to visit them
-    so) meets it in a cycle, and PostgreSQL ends one of the two: when it is the sweep's batch,
-    the sweep bills those sessions again one at a time, each charged once."""
+    takes them in another order (as the live hub's one UPDATE did, in the order its plan visited
+    them, before it locked them in id order) meets it in a cycle, and PostgreSQL ends one of the
+    two: when it is the sweep's batch, the sweep bills those sessions again one at a time, each
+    charged once."""
     from django.db import connection, transaction
 
     fund_wallet(alice, 10 * USDC)
