@@ -260,7 +260,11 @@ def service_delete(*, service: Service, by=None) -> Service:
     from streaming.services import sessions_stop_on
 
     with transaction.atomic():
-        locked = Service.objects.select_for_update().get(pk=service.pk)
+        # FOR NO KEY UPDATE, as the UPDATE below takes it (it changes no key): it keeps out starts
+        # (FOR SHARE), edits and other retirements, not the foreign-key checks of a session's row (KEY
+        # SHARE), which a report that wrote the row twice makes at its commit holding the row. Held
+        # FOR UPDATE while the stop below waited for that row, the two deadlocked.
+        locked = Service.objects.select_for_update(no_key=True).get(pk=service.pk)
         if locked.is_deleted:
             raise exceptions.NotFound("No such service.")
         now = timezone.now()  # once the row is ours: a start that held it began before this

@@ -111,3 +111,48 @@ def test_the_hubs_signs_of_life_and_a_stop_of_many_sessions_lock_them_in_one_ord
     _stopped_at_half_a_minute(first)
     _stopped_at_half_a_minute(second)
     assert balance_of(alice) == balance_of(bob) == 10 * USDC - USDC // 2
+
+
+@money_db
+@pytest.mark.parametrize("report", ["metrics", "usage"])
+def test_a_report_in_flight_while_its_service_is_retired_neither_deadlocks(alice, victor, make_service, report):
+    """A metrics or usage report writes its session's row twice in one transaction, and so at its
+    commit PostgreSQL checks the row's foreign keys again, share-locking (KEY SHARE) what it refers
+    to: its service among them. The retirement held the service's row FOR UPDATE, which that
+    conflicts with, while it waited for the session's row, which the report held: a deadlock, the
+    retirement or the report ended by PostgreSQL. The retirement updates no key of the service: it
+    locks the row FOR NO KEY UPDATE (which still keeps starts, edits and other retirements out)."""
+    fund_wallet(alice, 10 * USDC)
+    unit, rate = ("per_minute", USDC) if report == "metrics" else ("per_request", USDC // 2)
+    service = make_service(unit, rate=rate)
+    session = services.session_start(user=alice, service=service, now=T0)
+
+    def send_report() -> None:
+        locked = StreamingSession.objects.get(pk=session.pk)
+        if report == "metrics":
+            services.session_metrics_record(session=locked, sample={"fps": 30}, now=AT)
+        else:
+            services.usage_report(session=locked, event_id="e1", quantity=1, now=AT)
+
+    reporting, report_held, report_released = _in_flight(send_report)
+    stopper_pid = []
+
+    @in_thread
+    def retire():
+        report_held.wait(30)
+        stopper_pid.append(backend_pid())
+        return _stop_many("the service retired", service, victor)()
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reported, retired = pool.submit(reporting), pool.submit(retire)
+        try:
+            assert report_held.wait(30)
+            wait_until_blocked_on_a_lock(stopper_pid)  # it holds the service and waits for the session
+        finally:
+            report_released.set()
+        reported.result()
+        retired.result()  # was: OperationalError, deadlock detected
+
+    _stopped_at_half_a_minute(session)
+    assert fresh(session).last_heartbeat_at == AT  # the report counted
+    assert balance_of(alice) == 10 * USDC - USDC // 2
