@@ -2,13 +2,21 @@
 
 It runs the very entries of CELERY_BEAT_SCHEDULE (tasks executed in-process with .apply()), so
 there is one schedule whichever runner drives it. Used only when no REDIS_URL is set.
+
+As beat does, an entry first runs one period after it is first seen, and each entry's last run is
+kept (EMBEDDED_BEAT_FILE, beside the embedded database's data) across restarts: a development
+server restarted every few hours still runs the daily cleanups, and one that was down for a day
+runs what fell due once, soon after it starts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -20,22 +28,65 @@ logger = logging.getLogger("paygo.embedded")
 
 
 class EmbeddedBeat(threading.Thread):
-    def __init__(self, schedule: dict[str, dict] | None = None):
+    def __init__(self, schedule: dict[str, dict] | None = None, state_file: Path | None = None):
         super().__init__(name="paygo-embedded-beat", daemon=True)
         self.schedule = schedule if schedule is not None else settings.CELERY_BEAT_SCHEDULE
+        self.state_file = state_file if state_file is not None else settings.EMBEDDED_BEAT_FILE
         self.stopped = threading.Event()
+        self.last_runs: dict[str, float] = {}
 
     def run(self) -> None:
         # Celery discovers the apps' tasks.py lazily (a worker does it at start): do it here.
         app.loader.import_default_modules()
-        due = {name: time.monotonic() + period_seconds(entry["schedule"]) for name, entry in self.schedule.items()}
+        self.start_schedule()
         while not self.stopped.wait(timeout=1.0):
-            now = time.monotonic()
-            for name, entry in self.schedule.items():
-                if now < due[name]:
-                    continue
-                due[name] = now + period_seconds(entry["schedule"])
-                self._run_entry(name, entry)
+            for name in self.due(time.time()):
+                self._run_entry(name, self.schedule[name])
+
+    def start_schedule(self) -> None:
+        """Read the entries' last runs; an entry never seen counts from now (its first run is one
+        period away), and is written down at once so that a restart does not put it off again."""
+        self.last_runs = self._read_state()
+        now = time.time()
+        for name in self.schedule:
+            # A last run in the future (the clock was set back) counts from now.
+            self.last_runs[name] = min(self.last_runs.get(name, now), now)
+        self._write_state()
+
+    def due(self, now: float) -> list[str]:
+        """The entries due at `now` (wall-clock seconds), each marked as run now."""
+        names = [
+            name
+            for name, entry in self.schedule.items()
+            if now >= self.last_runs[name] + period_seconds(entry["schedule"])
+        ]
+        if names:
+            self.last_runs.update(dict.fromkeys(names, now))
+            self._write_state()
+        return names
+
+    def _read_state(self) -> dict[str, float]:
+        try:
+            state = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as error:
+            logger.warning("Embedded beat: %s unreadable (%s); every entry counts from now", self.state_file, error)
+            return {}
+        if not isinstance(state, dict):
+            return {}
+        return {
+            name: float(at) for name, at in state.items() if isinstance(at, int | float) and not isinstance(at, bool)
+        }
+
+    def _write_state(self) -> None:
+        try:
+            self.state_file.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.state_file.with_name(f".{self.state_file.name}.{os.getpid()}")
+            temporary.write_text(json.dumps(self.last_runs, sort_keys=True))
+            os.replace(temporary, self.state_file)  # whole or not at all: a crash leaves the last one
+        except OSError as error:
+            logger.warning("Embedded beat: could not write %s (%s)", self.state_file, error)
 
     def _run_entry(self, name: str, entry: dict) -> None:
         close_old_connections()

@@ -251,6 +251,9 @@ CELERY_TIMEZONE = "UTC"
 # Periodic work. Each app adds its entries here; in the embedded default the server process runs
 # the same entries on a timer (paygo/embedded.py), so there is one schedule and two runners.
 # Every entry's messages expire after its period: set for all of them at the end of this file.
+# The embedded timer keeps each entry's last run in EMBEDDED_BEAT_FILE, as beat keeps its schedule
+# file: a server restarted more often than an entry's period (a day's cleanups) still runs it.
+EMBEDDED_BEAT_FILE = Path(env("EMBEDDED_BEAT_FILE", default=str(BASE_DIR / "var" / "embedded-beat.json")))
 CELERY_BEAT_SCHEDULE: dict[str, dict] = {
     "withdrawals-dispatch": {"task": "wallets.withdrawals_dispatch", "schedule": 30.0},
     "sweeps-dispatch": {"task": "wallets.sweeps_dispatch", "schedule": 60.0},

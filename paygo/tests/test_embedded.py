@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.conf import settings
 
 from paygo.beat import period_seconds
@@ -35,3 +37,63 @@ def test_a_failing_entry_is_logged_and_does_not_stop_the_timer(caplog, django_db
         beat._run_entry("broken", {"task": "no.such.task"})  # raises inside; must not propagate
 
     assert [record.getMessage() for record in caplog.records] == ["Embedded periodic task broken failed"]
+
+
+DAILY = {"cleanup": {"task": "accounts.sign_ins_forget", "schedule": 86400.0}}
+MINUTELY = {"sweep": {"task": "streaming.billing_sweep", "schedule": 60.0}}
+
+
+def _started(state_file, schedule, at: float) -> EmbeddedBeat:
+    """A beat as the server starts it at `at` (wall-clock seconds), its thread not running."""
+    beat = EmbeddedBeat(schedule=schedule, state_file=state_file)
+    with time_machine.travel(at, tick=False):
+        beat.start_schedule()
+    return beat
+
+
+def test_a_daily_entry_runs_a_day_after_it_was_first_seen_however_often_the_server_restarts(tmp_path):
+    state_file, start = tmp_path / "var" / "embedded-beat.json", 1_800_000_000.0
+    beat = _started(state_file, {**DAILY, **MINUTELY}, start)
+
+    assert beat.due(start + 59) == []
+    assert beat.due(start + 60) == ["sweep"]
+    # Restarted every six hours: the day counts from the first start, not from each restart.
+    for hours in (6, 12, 18):
+        beat = _started(state_file, {**DAILY, **MINUTELY}, start + hours * 3600)
+        assert "cleanup" not in beat.due(start + hours * 3600 + 60)
+    beat = _started(state_file, {**DAILY, **MINUTELY}, start + 86_400)
+    assert beat.due(start + 86_400) == ["cleanup", "sweep"]
+    assert beat.due(start + 86_401) == []  # marked as run: not again for a day (a minute, the sweep)
+    assert json.loads(state_file.read_text()) == {"cleanup": start + 86_400, "sweep": start + 86_400}
+
+
+def test_a_server_down_for_days_runs_what_fell_due_once_when_it_starts(tmp_path):
+    state_file, start = tmp_path / "embedded-beat.json", 1_800_000_000.0
+    state_file.write_text(json.dumps({"cleanup": start - 3 * 86_400, "gone": start}))
+
+    beat = _started(state_file, DAILY, start)
+
+    assert beat.due(start) == ["cleanup"]
+    assert beat.due(start + 3600) == []
+
+
+@pytest.mark.parametrize(
+    "content", ["{not json", '["a list"]', '{"cleanup": "yesterday"}', '{"cleanup": true}', "\x00\x01"]
+)
+def test_an_unreadable_state_counts_every_entry_from_now(tmp_path, content):
+    state_file, start = tmp_path / "embedded-beat.json", 1_800_000_000.0
+    state_file.write_text(content)
+
+    beat = _started(state_file, DAILY, start)
+
+    assert beat.due(start + 86_399) == []
+    assert beat.due(start + 86_400) == ["cleanup"]
+
+
+def test_a_last_run_after_now_counts_from_now(tmp_path):
+    state_file, start = tmp_path / "embedded-beat.json", 1_800_000_000.0
+    state_file.write_text(json.dumps({"cleanup": start + 10 * 86_400}))  # the clock was set back
+
+    beat = _started(state_file, DAILY, start)
+
+    assert beat.due(start + 86_400) == ["cleanup"]
