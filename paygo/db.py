@@ -1,4 +1,5 @@
-"""Raw SQL for the set-based hot paths (the ledger's batch posting, the billing sweep)."""
+"""Raw SQL for the set-based hot paths (the ledger's batch posting, the billing sweep), and which
+constraint an IntegrityError broke."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 from typing import Any
 
 import psycopg
-from django.db import connection
+from django.db import IntegrityError, connection
 
 
 def execute_bound(sql: str, params: dict[str, Any] | None = None, *, binary: bool = False) -> list[tuple] | None:
@@ -29,3 +30,8 @@ def execute_bound(sql: str, params: dict[str, Any] | None = None, *, binary: boo
     finally:
         if connection.queries_logged:  # so that query counts (assertNumQueries, debug) still see it
             connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
+
+
+def constraint_of(exc: IntegrityError) -> str | None:
+    """The name of the constraint the database said was broken (psycopg's diagnostics)."""
+    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)

@@ -22,6 +22,7 @@ from rest_framework import exceptions
 
 from paygo.api.amounts import MAX_WHOLE_UNITS, format_minor, max_minor_units
 from paygo.api.errors import Conflict, UpstreamUnavailable
+from paygo.db import constraint_of
 from wallets import keys, ledger
 from wallets.models import (
     Account,
@@ -602,11 +603,6 @@ def swap_quote(*, from_asset: Asset, to_asset: Asset, amount: int, rate: Decimal
 SWAP_LIQUIDITY_CONSTRAINT = "wallets_swap_liquidity_not_negative"
 
 
-def _constraint_of(exc: IntegrityError) -> str | None:
-    """The name of the constraint the database said was broken (psycopg's diagnostics)."""
-    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
-
-
 def wallet_swap(
     *, user, from_asset: Asset, to_asset: Asset, amount: int, min_received: int, rate: Decimal
 ) -> LedgerTransaction:
@@ -646,7 +642,7 @@ def wallet_swap(
     except ledger.InsufficientFunds as exc:
         raise insufficient_funds_error(from_asset, exc.available) from None
     except IntegrityError as exc:
-        if _constraint_of(exc) != SWAP_LIQUIDITY_CONSTRAINT:
+        if constraint_of(exc) != SWAP_LIQUIDITY_CONSTRAINT:
             raise
         raise Conflict(
             {
@@ -1403,7 +1399,7 @@ def adjustment_post(
     except ledger.InsufficientFunds as exc:
         raise insufficient_funds_error(account.asset, exc.available) from None
     except IntegrityError as exc:
-        if _constraint_of(exc) != SWAP_LIQUIDITY_CONSTRAINT:
+        if constraint_of(exc) != SWAP_LIQUIDITY_CONSTRAINT:
             raise
         raise _invalid("amount", "This would take the swap liquidity below zero.") from None
 
