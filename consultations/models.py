@@ -28,6 +28,7 @@ class ConsultationStatus(models.TextChoices):
 STORED_STATUSES = [value for value in ConsultationStatus.values if value != ConsultationStatus.ACTIVE]
 OPEN_STATUSES = [ConsultationStatus.PENDING, ConsultationStatus.ACCEPTED]
 CLOSED_STATUSES = [ConsultationStatus.COMPLETED, ConsultationStatus.CANCELLED, ConsultationStatus.REJECTED]
+ONE_OPEN_PER_USER_SERVICE = "consultation_one_open_per_user_service"
 
 
 class Consultation(models.Model):
@@ -59,6 +60,13 @@ class Consultation(models.Model):
                 condition=(Q(status__in=OPEN_STATUSES) & Q(closed_at__isnull=True))
                 | (Q(status__in=CLOSED_STATUSES) & Q(closed_at__isnull=False)),
                 name="consultation_closed_at_matches_status",
+            ),
+            # One open request per user and service: asking again while one is open is a 409 that names
+            # it (services.consultation_create), and two asks at once are one row and one refusal.
+            models.UniqueConstraint(
+                fields=["user", "service"],
+                condition=Q(status__in=OPEN_STATUSES),
+                name=ONE_OPEN_PER_USER_SERVICE,
             ),
         ]
 

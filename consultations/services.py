@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework import exceptions
@@ -26,6 +26,7 @@ from consultations import selectors
 from consultations.models import (
     CLOSED_STATUSES,
     MESSAGE_MAX_LENGTH,
+    ONE_OPEN_PER_USER_SERVICE,
     OPEN_STATUSES,
     Consultation,
     ConsultationCall,
@@ -36,6 +37,7 @@ from marketplace.selectors import is_on_sale
 from marketplace.services import PriceTerms, service_locked_for_sale
 from paygo.api.errors import Conflict
 from paygo.api.text import INVISIBLE_MESSAGE, InvisibleCharacters, visible_text
+from paygo.db import constraint_of
 from streaming import services as streaming
 from streaming.models import SessionKind, StopReason, StreamingSession
 
@@ -159,7 +161,8 @@ def _service_unavailable() -> Conflict:
 def consultation_create(
     *, user, vendor_id: int, service_id: int, initial_message: str, now: datetime | None = None
 ) -> tuple[Consultation, Message]:
-    """A user asks a vendor for a consultation about one of the vendor's active services."""
+    """A user asks a vendor for a consultation about one of the vendor's active services; while one of
+    theirs about it is open (pending, accepted or active), a 409 that names it, and nothing written."""
     from marketplace.models import Service
 
     if user.role != "user":
@@ -191,9 +194,7 @@ def consultation_create(
             raise _invalid("vendor_id", "No such vendor.", code="unknown_vendor")
         if not is_active[user.pk]:
             raise account_no_longer_active()
-        consultation = Consultation.objects.create(
-            user=user, vendor=vendor, service=service, created_at=now, updated_at=now, last_message_at=now
-        )
+        consultation = _open_one(user=user, vendor=vendor, service=service, now=now)
         message = Message.objects.create(consultation=consultation, sender=user, body=body, created_at=now)
         _notify(
             vendor.pk,
@@ -205,6 +206,39 @@ def consultation_create(
             status=consultation.status,
         )
     return consultation, message
+
+
+def _open_one(*, user, vendor, service, now: datetime) -> Consultation:
+    """A new pending consultation of `user` about `service` (inside transaction.atomic), or a 409
+    (consultation_open) naming the one already open: asked twice (a double tap, a client retrying
+    without an Idempotency-Key), the vendor had the same request twice to accept or decline.
+
+    The partial unique index decides between two asks at once: the one that cannot see the other's
+    uncommitted row inserts too, waits for the other's commit and is refused, then finds the winner
+    (a new statement sees it). Should that one have closed in between, this asks again."""
+    while True:
+        open_id = (
+            Consultation.objects.filter(user=user, service=service, status__in=OPEN_STATUSES)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if open_id is not None:
+            raise Conflict(
+                {
+                    "message": "You already have an open consultation about this service; write in it instead. "
+                    "Nothing was sent.",
+                    "code": "consultation_open",
+                },
+                extra={"consultationId": open_id},
+            )
+        try:
+            with transaction.atomic():  # a savepoint: the refused row leaves the transaction usable
+                return Consultation.objects.create(
+                    user=user, vendor=vendor, service=service, created_at=now, updated_at=now, last_message_at=now
+                )
+        except IntegrityError as exc:
+            if constraint_of(exc) != ONE_OPEN_PER_USER_SERVICE:
+                raise
 
 
 def message_send(*, consultation: Consultation, sender, body: str, now: datetime | None = None) -> Message:

@@ -66,6 +66,13 @@ NOT_ACCEPTED = ErrorCode(
 )
 SERVICE_UNAVAILABLE = ErrorCode(409, "service_unavailable", "the consultation's service is no longer offered.")
 NO_CALL_RUNNING = ErrorCode(409, "no_call_running", "no call is running.")
+CONSULTATION_OPEN = ErrorCode(
+    409,
+    "consultation_open",
+    "the caller has an open consultation (pending, accepted or active) about this service, "
+    "`consultationId`: write in it instead; nothing was sent.",
+    fields={"consultationId": serializers.IntegerField(help_text="The caller's open consultation about the service.")},
+)
 
 _STATUS_MESSAGES = {
     ConsultationStatus.ACCEPTED: "Consultation accepted.",
@@ -120,7 +127,7 @@ class ConsultationListView(_ConsultationPageMixin, GenericAPIView):
     @extend_schema(
         summary="Ask a vendor for a consultation about one of their active services",
         request=ConsultationCreateSerializer,
-        responses={201: ConsultationCreatedResponseSerializer},
+        responses={201: ConsultationCreatedResponseSerializer, **error_codes(CONSULTATION_OPEN)},
     )
     def post(self, request):
         data = ConsultationCreateSerializer(data=request.data)

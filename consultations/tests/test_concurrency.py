@@ -11,10 +11,13 @@ import pytest
 from django.db import connection, transaction
 from django.test import override_settings
 
+from accounts.tests.conftest import while_writing
 from conftest import backend_pid, in_thread, money_db, wait_until_blocked_on_a_lock
 from consultations import services
 from consultations.models import Consultation, ConsultationCall, Message
 from consultations.selectors import message_list_for
+from consultations.tests.conftest import LIST
+from notifications.models import Notification
 from paygo.api.errors import Conflict
 from streaming.models import SessionStatus, StopReason, StreamingSession
 from streaming.sweep import sweep
@@ -176,3 +179,43 @@ def test_a_new_call_racing_the_sweep_over_a_call_ended_by_silence_charges_that_c
     assert charges_of(silent) == [USDC]
     assert StreamingSession.objects.get(status=SessionStatus.ACTIVE).pk == started.pk
     assert balance_of(alice) == 9 * USDC  # the new call started now: nothing due on it yet
+
+
+def _ask(api, user, service):
+    """POST /consultations as `user`, about victor's `service`: the response."""
+    request = {"vendorId": service.vendor_id, "serviceId": service.pk, "initialMessage": "Can we talk?"}
+    return api(user).post(LIST, request, format="json")
+
+
+def _one_consultation_asked_for(refused) -> None:
+    """`refused` is the 409 of the one consultation there is, which has the first request's message and
+    notification only."""
+    opened = Consultation.objects.get()
+    assert refused.status_code == 409, refused.json()
+    assert (refused.json()["code"], refused.json()["consultationId"]) == ("consultation_open", opened.pk)
+    assert Message.objects.count() == Notification.objects.count() == 1
+
+
+@money_db
+def test_a_request_arriving_while_the_first_is_being_stored_is_a_409_not_a_500(api, alice, victor, service):
+    """The second cannot see the first, not committed yet, and inserts too: the unique index makes it
+    wait for the first's commit and then refuses its row, which the service answers as the conflict
+    it is, naming the consultation that won."""
+
+    def first():
+        services.consultation_create(user=alice, vendor_id=victor.pk, service_id=service.pk, initial_message="Hi")
+
+    second = while_writing(first, lambda: _ask(api, alice, service))
+
+    _one_consultation_asked_for(second)
+
+
+@money_db
+@pytest.mark.parametrize("attempt", range(3))
+def test_two_requests_at_once_open_one_consultation(api, alice, service, attempt):
+    asked = _race(lambda: _ask(api, alice, service), lambda: _ask(api, alice, service))
+
+    outcomes = sorted(asked, key=lambda outcome: getattr(outcome, "status_code", 0))
+
+    assert [getattr(o, "status_code", o) for o in outcomes] == [201, 409], outcomes
+    _one_consultation_asked_for(outcomes[1])

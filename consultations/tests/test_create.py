@@ -235,3 +235,70 @@ def test_anonymous_is_401(anon, service):
 
     assert response.status_code == 401
     assert not Consultation.objects.exists()
+
+
+# --- One open consultation per user and service --------------------------------------------------
+
+
+def _open_refused(response, consultation) -> None:
+    assert response.status_code == 409, response.json()
+    assert response.json() == {
+        "message": "You already have an open consultation about this service; write in it instead. Nothing was sent.",
+        "statusCode": 409,
+        "code": "consultation_open",
+        "consultationId": consultation.pk,
+    }
+
+
+@pytest.mark.parametrize("status", ["pending", "accepted", "active"])
+def test_asking_again_while_a_consultation_is_open_is_a_409_that_names_it_and_writes_nothing(
+    api, alice, service, consult, mailoutbox, status
+):
+    """Tapping "ask" twice (or a client retrying without an Idempotency-Key) opened a second request
+    each time: the vendor had two pending requests about one service from one user to answer."""
+    open_one = consult(status)
+    messages, notifications, emails = Message.objects.count(), Notification.objects.count(), len(mailoutbox)
+
+    response = api(alice).post(LIST, body(service, "Me again"), format="json")
+
+    _open_refused(response, open_one)
+    assert list(Consultation.objects.values_list("pk", flat=True)) == [open_one.pk]
+    assert (Message.objects.count(), Notification.objects.count(), len(mailoutbox)) == (messages, notifications, emails)
+    assert not Message.objects.filter(body="Me again").exists()
+
+
+@pytest.mark.parametrize("status", ["rejected", "cancelled", "completed"])
+def test_a_closed_consultation_does_not_keep_the_user_from_asking_again(api, alice, service, consult, status):
+    closed = consult(status)
+
+    response = api(alice).post(LIST, body(service, "Can we talk again?"), format="json")
+
+    assert response.status_code == 201, response.json()
+    again = Consultation.objects.get(pk=response.json()["consultation"]["id"])
+    assert again.pk != closed.pk
+    assert (again.status, Consultation.objects.get(pk=closed.pk).status) == ("pending", status)
+    # And that one, open, holds the next request back in turn.
+    _open_refused(api(alice).post(LIST, body(service), format="json"), again)
+
+
+def test_the_outsider_asks_about_the_same_service_though_alice_has_it_open(api, alice, bob, service, consult):
+    """One open consultation per user and service: another user's does not hold bob back, nor tell him
+    anything of it."""
+    alices = consult("pending")
+
+    response = api(bob).post(LIST, body(service), format="json")
+
+    assert response.status_code == 201, response.json()
+    bobs = Consultation.objects.get(user=bob)
+    assert response.json()["consultation"]["id"] == bobs.pk != alices.pk
+    assert Consultation.objects.filter(status="pending").count() == 2
+
+
+def test_an_open_consultation_holds_back_only_its_own_service(api, alice, victor, service, make_service, consult):
+    consult("pending")
+    other = make_service("per_minute", vendor=victor)
+
+    response = api(alice).post(LIST, body(other), format="json")
+
+    assert response.status_code == 201, response.json()
+    assert Consultation.objects.filter(user=alice, status="pending").count() == 2

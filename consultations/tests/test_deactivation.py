@@ -66,10 +66,11 @@ def states(*consultations) -> list[tuple[str, object]]:
 def test_a_vendor_deactivated_mid_call_stops_the_call_then_and_cancels_his_open_consultations(
     api, olga, alice, bob, victor, wanda, consult, make_service, clock, how
 ):
+    done = consult("completed")  # before alice's next about the service: one open at a time
     in_call = consult("active")  # alice: 10 USDC, a call at 1 USDC a minute from now on
     call = running_call_of(in_call)
-    waiting, accepted = consult("pending", user=bob), consult("accepted", user=bob)
-    done = consult("completed")
+    waiting = consult("pending", user=bob)
+    accepted = consult("accepted", user=bob, service=make_service("per_minute", rate=USDC))
     elsewhere = consult("accepted", service=make_service("per_minute", rate=USDC, vendor=wanda))
     done_at = Consultation.objects.get(pk=done.pk).closed_at
     for _ in range(3):
@@ -111,12 +112,12 @@ def test_a_vendor_deactivated_mid_call_stops_the_call_then_and_cancels_his_open_
 
 
 def test_a_user_deactivated_mid_call_stops_his_call_as_his_sessions_stop_and_cancels_his_consultations(
-    olga, alice, bob, victor, consult, clock
+    olga, alice, bob, victor, consult, make_service, clock
 ):
     """The reverse: the payer's account goes. Deactivation already stopped the sessions he pays for
     (streaming.services.sessions_stop_of); his calls stop the same way, and the vendors waiting on
     him are told."""
-    in_call, waiting = consult("active"), consult("pending")
+    in_call, waiting = consult("active"), consult("pending", service=make_service("per_minute", rate=USDC))
     fund_wallet(bob, 10 * USDC)
     bobs = consult("active", user=bob)
     call, bobs_call = running_call_of(in_call), running_call_of(bobs)

@@ -80,10 +80,10 @@ def test_reading_the_one_notification_is_reading_them(api, alice, victor, consul
     assert emails_to(mailoutbox, victor) == 1
 
 
-def test_opening_the_consultation_reads_its_notifications(api, alice, victor, consult, mailoutbox):
+def test_opening_the_consultation_reads_its_notifications(api, alice, victor, consult, make_service, mailoutbox):
     """Read in the consultation itself (where the email leads), its messages were still unread
     notifications, and no message emailed again."""
-    consultation, elsewhere = consult(), consult()
+    consultation, elsewhere = consult(), consult(service=make_service())
     client = api(alice)
     send(client, consultation, "first")
     send(client, elsewhere, "elsewhere")
@@ -108,13 +108,16 @@ def test_staff_reading_the_consultation_read_nobodys_notifications(api, olga, al
     assert Notification.objects.filter(user=victor, read=False).count() == 2
 
 
-def test_each_consultation_and_each_recipient_counts_apart(api, alice, victor, service, consult, mailoutbox):
+def test_each_consultation_and_each_recipient_counts_apart(api, alice, victor, make_service, consult, mailoutbox):
     """Another consultation's unread notifications hold nothing back, nor do the sender's own: each
-    new request emails, and a reply emails the user who has nothing unread there."""
+    new request (about another service: one open at a time per service) emails, and a reply emails
+    the user who has nothing unread there."""
     client = api(alice)
     for index in range(3):
         response = client.post(
-            LIST, {"vendorId": victor.pk, "serviceId": service.pk, "initialMessage": f"hello {index}"}, format="json"
+            LIST,
+            {"vendorId": victor.pk, "serviceId": make_service().pk, "initialMessage": f"hello {index}"},
+            format="json",
         )
         assert response.status_code == 201
     consultation = consult()

@@ -9,6 +9,7 @@ from rest_framework import exceptions
 
 from consultations import services
 from consultations.models import Consultation, Message
+from paygo.api.errors import Conflict
 from paygo.api.text import INVISIBLE_MESSAGE
 
 pytestmark = pytest.mark.django_db
@@ -93,3 +94,29 @@ def test_the_database_refuses_a_consultation_with_oneself(victor, consult):
 
     with pytest.raises(IntegrityError), transaction.atomic():
         Consultation.objects.filter(pk=consultation.pk).update(user=victor)
+
+
+def test_a_user_asking_twice_about_one_service_gets_the_open_consultation_back_not_a_second(alice, victor, service):
+    """Two creates left two open rows: the vendor had the same request twice to accept or decline."""
+    first, _ = services.consultation_create(
+        user=alice, vendor_id=victor.pk, service_id=service.pk, initial_message="Hi"
+    )
+
+    with pytest.raises(Conflict) as refused:
+        services.consultation_create(user=alice, vendor_id=victor.pk, service_id=service.pk, initial_message="Hi?")
+
+    assert refused.value.detail["code"] == "consultation_open"
+    assert refused.value.extra == {"consultationId": first.pk}
+    assert list(Consultation.objects.values_list("pk", flat=True)) == [first.pk]
+    assert list(Message.objects.values_list("body", flat=True)) == ["Hi"]
+
+
+@pytest.mark.parametrize("status", ["pending", "accepted"])
+def test_the_database_keeps_one_open_consultation_per_user_and_service(consult, status):
+    """Whoever writes (the admin, a script): a second open row is refused by a partial unique index."""
+    second = consult("cancelled" if status == "pending" else "rejected")
+    consultation = consult(status)
+
+    with pytest.raises(IntegrityError, match="consultation_one_open_per_user_service"), transaction.atomic():
+        Consultation.objects.filter(pk=second.pk).update(status=status, closed_at=None)
+    assert consultation.status == status

@@ -80,10 +80,10 @@ def test_every_other_transition_is_a_409_and_changes_nothing(api, alice, victor,
 
 
 def test_the_refusal_says_why(api, alice, victor, consult):
-    consultation = consult()
+    rejected, consultation = consult("rejected"), consult()
 
     by_user = api(alice).patch(status_url(consultation), {"status": "accepted"}, format="json").json()
-    closed = api(victor).patch(status_url(consult("rejected")), {"status": "accepted"}, format="json").json()
+    closed = api(victor).patch(status_url(rejected), {"status": "accepted"}, format="json").json()
 
     assert by_user["message"] == "Only the consultation's vendor can make it accepted."
     assert closed["message"] == "A consultation that is rejected cannot become accepted."
