@@ -31,6 +31,7 @@ from paygo.api.authentication import SIGN_IN_ENDED, token_refused, token_user
 from paygo.api.errors import Conflict, PayloadTooLarge
 from paygo.api.ratelimits import LoginLockedOut, login_locked_out
 from paygo.api.text import InvisibleCharacters, visible_text
+from paygo.db import constraint_of
 
 logger = logging.getLogger("paygo.accounts")
 
@@ -39,6 +40,10 @@ logger = logging.getLogger("paygo.accounts")
 class TokenPair:
     access: str
     refresh: str
+
+
+# An email's unique constraints: the field's own, and one per mailbox whatever its case.
+EMAIL_UNIQUE = {"accounts_user_email_key", "accounts_user_email_ci_unique"}
 
 
 def _email_taken() -> Conflict:
@@ -93,8 +98,11 @@ def user_create(
     try:
         with transaction.atomic():
             user.save()
-    except IntegrityError:
-        # The case-insensitive unique index is the backstop for two concurrent sign-ups.
+    except IntegrityError as exc:
+        # The email's unique constraints are the backstop for two concurrent sign-ups; any other
+        # constraint a row breaks is a bug of its caller's, not a taken email.
+        if constraint_of(exc) not in EMAIL_UNIQUE:
+            raise
         raise _email_taken() from None
     return user
 
@@ -457,8 +465,9 @@ def profile_create(*, user: User, kind: str, **fields: Any):
             if categories is not None:
                 profile.categories.set(categories)
     except IntegrityError as exc:
-        # The one-to-one is the backstop for two concurrent creations; anything else is a bug.
-        if "user_id" not in str(exc):
+        # The one-to-one's unique constraint is the backstop for two concurrent creations; anything
+        # else is a bug (a foreign key's "user_id" in the message too).
+        if constraint_of(exc) != f"{model._meta.db_table}_user_id_key":
             raise
         raise Conflict({"message": "You already have a profile.", "code": "profile_exists"}) from None
     return profile

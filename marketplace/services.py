@@ -14,6 +14,7 @@ from rest_framework import exceptions
 from marketplace.models import PRICE_TERMS, Category, Service, ServiceType, ServiceUnit
 from paygo.api.amounts import MAX_WHOLE_UNITS, format_minor
 from paygo.api.errors import Conflict
+from paygo.db import constraint_of
 from paygo.tokens import DEFAULT_TOKEN, TOKENS, decimals_of
 
 # Fields a vendor (or staff) may change through service_update.
@@ -110,7 +111,7 @@ def _save(service: Service, *, update_fields: list[str] | None = None) -> None:
             service.save(update_fields=update_fields)
     except IntegrityError as exc:
         # The unique index is the backstop when two requests race for the same name.
-        if "marketplace_service_vendor_name_unique" in str(exc):
+        if constraint_of(exc) == "marketplace_service_vendor_name_unique":
             raise _name_taken() from None
         raise
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -90,3 +91,16 @@ def another_waits_on_a_lock() -> bool:
             " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock')"
         )
         return cursor.fetchone()[0]
+
+
+def held_while_the_other_waits(holder, other, *, held, other_done, release) -> tuple:
+    """Run `holder` (which sets `held` inside its transaction, then waits for `release`) and `other`
+    at once; once `other` has ended or waits on a lock (the holder's), release the holder. Both
+    functions' results."""
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        one, two = pool.submit(holder), pool.submit(other)
+        assert held.wait(60)
+        while not (other_done.wait(0.01) or another_waits_on_a_lock()):
+            pass
+        release.set()
+        return one.result(60), two.result(60)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 from django.db import transaction
 from rest_framework.exceptions import ValidationError
 
-from accounts.tests.conftest import another_waits_on_a_lock
+from accounts.tests.conftest import held_while_the_other_waits
 from conftest import in_thread, money_db
 from notifications import notify
 from notifications.models import DeliveryStatus, Notification, NotificationPreference
@@ -304,19 +303,6 @@ def test_reading_a_thread_reads_its_unread_notifications_only(alice, bob):
 
     read = dict(Notification.objects.values_list("pk", "read"))
     assert [read[n.pk] for n in [*mine, other_thread, bobs]] == [True, True, False, False]
-
-
-def held_while_the_other_waits(holder, other, *, held, other_done, release) -> tuple:
-    """Run `holder` (which sets `held` inside its transaction, then waits for `release`) and `other`
-    at once; once `other` has ended or waits on a lock (the holder's), release the holder. Both
-    functions' results."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        one, two = pool.submit(holder), pool.submit(other)
-        assert held.wait(60)
-        while not (other_done.wait(0.01) or another_waits_on_a_lock()):
-            pass
-        release.set()
-        return one.result(60), two.result(60)
 
 
 @money_db
