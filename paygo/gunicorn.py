@@ -1,7 +1,13 @@
-"""gunicorn's sync worker as PayGo runs it: its own refusals in the API's error format, and a request's
-unread body read before the connection closes.
+"""gunicorn as PayGo runs it: its sync worker, with its own refusals in the API's error format and a
+request's unread body read before the connection closes; and its log in the settings' format.
 
-    gunicorn paygo.wsgi:application --worker-class paygo.gunicorn.SyncWorker ...
+    gunicorn paygo.wsgi:application -c python:paygo.gunicorn --worker-class paygo.gunicorn.SyncWorker ...
+
+- `-c python:paygo.gunicorn` reads `logconfig_dict` below: gunicorn's own log (its start, workers
+  booting, exiting and timing out, a request that failed before or outside the application, with
+  its traceback) goes through the settings' LOGGING, one JSON object a line in production as the
+  application's. gunicorn wrote plain lines of its own format to stderr, beside the JSON of its
+  workers.
 
 - gunicorn refuses some requests before the application sees them (a header value with a control
   byte, a Content-Type sent twice, ...) and answered each with an HTML page: nginx passes those
@@ -15,12 +21,30 @@ unread body read before the connection closes.
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
 from django.conf import settings
 from gunicorn.http.errors import ParseException
 from gunicorn.workers.sync import SyncWorker as GunicornSyncWorker
+
+# gunicorn reads its configuration in its master, before any worker loads the application (which
+# names the settings module too: paygo.wsgi).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paygo.settings")
+
+# The settings' LOGGING with gunicorn's two loggers in it (gunicorn merges it over its defaults and
+# applies it in the master; the workers inherit it). gunicorn.error: gunicorn's handler goes, its
+# records go to the root logger's. gunicorn.access stays silent, as without a logging configuration
+# (no --access-logfile: nginx keeps no access log either); gunicorn turns it on once one is given.
+logconfig_dict = {
+    **settings.LOGGING,
+    "loggers": {
+        **settings.LOGGING["loggers"],
+        "gunicorn.error": {"propagate": True},
+        "gunicorn.access": {"level": "WARNING"},
+    },
+}
 
 # The longest a worker spends reading a body its answer did not need: behind nginx the body is in
 # nginx's buffers already and comes at once; a client sending it slowly is cut off.

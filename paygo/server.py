@@ -12,18 +12,28 @@ version, no key, ...), where it wrote the status line alone. A socket the applic
 close code the WebSocket registry defines for an endpoint to send (PayGo's 1003 and 1013) is closed
 with it, where autobahn refused it.
 
+It logs through Django's LOGGING (one JSON object a line in production, as every PayGo process):
+Daphne's command line set up plain lines of its own on the root logger, which logged whatever came
+before the application's settings, and its access log wrote NCSA lines straight to stdout; here
+the settings' logging is set up first, and each access line is a record of logger `daphne.access`.
+
 Every way PayGo serves uses it: `manage.py serve`, and in production
 `python -m paygo.server -b 0.0.0.0 -p 8000 paygo.asgi:application`, which takes Daphne's own
-options. (Another server can run paygo.asgi:application: its BodyLimitMiddleware bounds what
-that server streams to it, not what it buffers first.)
+options (but `--log-fmt`: the settings' LOGGING decides the format). (Another server can run
+paygo.asgi:application: its BodyLimitMiddleware bounds what that server streams to it, not what it
+buffers first.)
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import os
+import sys
 
 # daphne.server installs the asyncio reactor twisted must use: it goes first.
 import daphne.server  # isort: skip
+from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
@@ -152,9 +162,24 @@ class ClosingWebSocketProtocol(WebSocketProtocol):
             super().serverClose(code)
 
 
+class LoggedAccess(AccessLogGenerator):
+    """Daphne's access log (a line per HTTP request and per socket connecting, connected, rejected
+    and gone) as records of logger `daphne.access`, in the settings' format, where Daphne wrote them
+    to stdout in a format of their own."""
+
+    logger = logging.getLogger("daphne.access")
+
+    def __init__(self) -> None:
+        super().__init__(stream=None)
+
+    def write_entry(self, host, date, request, status=None, length=None, ident=None, user=None) -> None:
+        # The record has its own time; `date` (local, no zone) is Daphne's for its NCSA line.
+        self.logger.info('%s "%s" %s %s', host, request, status or "-", length or "-")
+
+
 class Server(daphne.server.Server):
     """Daphne's server with BoundedRequest and ClosingWebSocketProtocol, listening with
-    LISTEN_BACKLOG.
+    LISTEN_BACKLOG; its access log to stdout is logged (LoggedAccess).
 
     Daphne's run() makes its HTTP factory and listens with it in one go, naming the class itself:
     the factory it assigns to `http_factory` is replaced here by the bounded one; the socket
@@ -162,6 +187,9 @@ class Server(daphne.server.Server):
     """
 
     def __init__(self, application, endpoints=None, **kwargs) -> None:
+        access = kwargs.get("action_logger")
+        if type(access) is AccessLogGenerator and access.stream is sys.stdout:  # an --access-log file stays one
+            kwargs["action_logger"] = LoggedAccess()
         super().__init__(application, endpoints=with_backlog(endpoints or []), **kwargs)
 
     @property
@@ -195,9 +223,21 @@ def _skip_autobahn_debug_arguments() -> None:
 
 
 class CommandLineInterface(DaphneCommandLineInterface):
-    """Daphne's command line (the same options), serving with the bounded Server."""
+    """Daphne's command line (the same options), serving with the bounded Server and logging as the
+    settings say."""
 
     server_class = Server
+
+    def run(self, args) -> None:
+        # Before Daphne's logging.basicConfig, which then finds the root logger set up and adds
+        # nothing: its plain lines logged what the settings logged as they loaded (django-environ's
+        # .env notice) and anything else before the application set Django up.
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "paygo.settings")
+        from django.conf import settings
+        from django.utils.log import configure_logging
+
+        configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
+        super().run(args)
 
 
 if __name__ == "__main__":

