@@ -19,7 +19,15 @@ SIGKILL, a crash), the kernel sends each of them SIGTERM (Linux): a stack is nev
 billing, without the process that answers for it.
 
 It refuses to start, before anything is done, when PORT is taken (by an earlier stack's nginx, say)
-or when the settings answer no host (ALLOWED_HOSTS empty with DEBUG off: every request a 400).
+or when the settings answer no host (ALLOWED_HOSTS empty with DEBUG off: every request a 400); such a
+refusal is a plain line on stderr and the exit status 1.
+
+Logs: every process writes to this process's stdout and stderr, one stream. With LOG_JSON (the
+settings' default with DEBUG off) every line from the migrations on is one JSON object, in the
+settings' LOGGING format: the app's processes log so themselves (paygo.gunicorn, paygo.server,
+paygo.celery); nginx's error log, which has no such format, and what the manage.py steps print, are
+passed on here as records (loggers `nginx` and `prod.<command>`), and so is what this process says
+(logger `prod`). Without it (DEBUG=1 make prod), plain lines, as the app's.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ import ctypes
 import errno
 import ipaddress
 import json
+import logging
+import logging.config
 import os
 import re
 import resource
@@ -38,6 +48,7 @@ import socket
 import string
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +67,10 @@ POOL_SIZES = {"web": 2, "ws": 8, "worker": 2, "beat": 1}
 # gunicorn kills a sync worker at a request for longer than this (seconds); deploy/nginx.conf's
 # proxy_read_timeout is longer, so that nginx never answers while a worker goes on to commit.
 WEB_TIMEOUT_SECONDS = 60
+
+# Celery as the worker and beat run: --quiet leaves out the banners they printed (plain text) before
+# they logged; they log as the settings say (paygo/celery.py), so no --loglevel (LOG_LEVEL decides).
+CELERY = (PYTHON, "-m", "celery", "--quiet", "-A", "paygo")
 
 # Each stops everything: Ctrl-C, SIGTERM (systemd, docker stop), SIGHUP (the terminal closed, an ssh
 # session dropped: the children, in sessions of their own, get none), SIGQUIT (Ctrl-\).
@@ -92,11 +107,17 @@ def _die_with_parent() -> Callable[[], None] | None:
     return preexec
 
 
-def spawn(args: list[str], env: dict[str, str], pass_fds: Sequence[int] = ()) -> subprocess.Popen:
+def spawn(args: list[str], env: dict[str, str], pass_fds: Sequence[int] = (), stderr=None) -> subprocess.Popen:
     """A child in a session of its own (Ctrl-C in the terminal reaches this process only, which stops
     the children in order), that ends with this process."""
     return subprocess.Popen(
-        args, cwd=ROOT, env=env, start_new_session=True, preexec_fn=_die_with_parent(), pass_fds=pass_fds
+        args,
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        preexec_fn=_die_with_parent(),
+        pass_fds=pass_fds,
+        stderr=stderr,
     )
 
 
@@ -158,7 +179,7 @@ EDGE_SETTINGS = (
     "MEDIA_ROOT",
 )
 # And what decides whether the stack can answer anyone at all.
-START_SETTINGS = ("DEBUG", "ALLOWED_HOSTS")
+START_SETTINGS = ("DEBUG", "ALLOWED_HOSTS", "LOG_JSON", "LOGGING")
 # An origin as nginx's map may name it: scheme://host[:port] (django-cors-headers checks the same), or
 # "null" (a sandboxed page's).
 ORIGIN = re.compile(r"null|[a-z][a-z0-9+.-]*://[a-z0-9._:\[\]-]+")
@@ -247,10 +268,98 @@ def render_nginx(run_dir: Path, *, port: int, web: str, ws: str, settings: dict,
     return path
 
 
-def manage(*args: str, env: dict[str, str]) -> None:
-    print(f"prod: manage.py {' '.join(args)}", flush=True)
-    if subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env).returncode != 0:
-        sys.exit(f"prod: manage.py {args[0]} failed; nothing was started.")
+log = logging.getLogger("prod")
+
+
+def start_logging(settings: dict) -> None:
+    """What this process says, and passes on, in the settings' JSON format (their LOGGING's formatter:
+    one stream with the app's processes) when LOG_JSON is on, else as plain `prod: ...` lines."""
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,  # this module's `log` among them
+            "formatters": {
+                "json": settings["LOGGING"]["formatters"]["json"],
+                "plain": {"format": "%(name)s: %(message)s"},
+            },
+            "handlers": {
+                "stdout": {
+                    "class": "logging.StreamHandler",
+                    "stream": "ext://sys.stdout",
+                    "formatter": "json" if settings["LOG_JSON"] else "plain",
+                }
+            },
+            "root": {"handlers": ["stdout"], "level": "INFO"},
+        }
+    )
+
+
+def is_record(line: str) -> bool:
+    """Whether `line` is a log record already (a JSON object, as the app's processes write them)."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def pass_on(text: str, logger: logging.Logger, level: int) -> None:
+    """A process's output onto this stream: its log records as they are, and each run of its other
+    lines (a command's report, a traceback) as one record of `logger` at `level`."""
+    plain: list[str] = []
+
+    def flush() -> None:
+        if "".join(plain).strip():
+            logger.log(level, "\n".join(plain).strip("\n"))
+        plain.clear()
+
+    for line in text.splitlines():
+        if is_record(line):
+            flush()
+            print(line, flush=True)
+        else:
+            plain.append(line)
+    flush()
+
+
+# nginx's error log lines: "2026/01/02 03:04:05 [warn] 12#12: *3 ...", or "nginx: [emerg] ..." before
+# it read its configuration.
+NGINX_LINE = re.compile(r"(?:\d{4}/\d\d/\d\d \d\d:\d\d:\d\d |nginx: )\[(\w+)\] (.*)")
+NGINX_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "notice": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "crit": logging.CRITICAL,
+    "alert": logging.CRITICAL,
+    "emerg": logging.CRITICAL,
+}
+
+
+def pass_on_nginx(stream) -> None:
+    """nginx's error log (its stderr, bytes) as records of logger `nginx`, with its level, until it
+    closes: nginx has no JSON format for it (log_format is for access logs, which it keeps none of)."""
+    logger = logging.getLogger("nginx")
+    for raw in stream:
+        line = raw.decode("utf-8", "backslashreplace").rstrip("\n")
+        if matched := NGINX_LINE.fullmatch(line):
+            logger.log(NGINX_LEVELS.get(matched[1], logging.ERROR), matched[2])
+        elif line:
+            logger.error(line)
+
+
+def manage(*args: str, env: dict[str, str], json_lines: bool) -> None:
+    log.info("manage.py %s", " ".join(args))
+    if json_lines:
+        done = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+        logger = logging.getLogger(f"prod.{args[0]}")
+        pass_on(done.stdout, logger, logging.INFO if done.returncode == 0 else logging.ERROR)
+        pass_on(done.stderr, logger, logging.WARNING if done.returncode == 0 else logging.ERROR)
+    else:
+        done = subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env)
+    if done.returncode != 0:
+        log.error("manage.py %s failed; nothing was started.", args[0])
+        sys.exit(1)
 
 
 def _still_starting(processes: list[Process], stopping: Callable[[], bool]) -> None:
@@ -320,7 +429,7 @@ def stop(processes: list[Process]) -> None:
         try:
             process.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            print(f"prod: {process.name} did not stop in {STOP_SECONDS:.0f} s: killed", flush=True)
+            log.warning("%s did not stop in %.0f s: killed", process.name, STOP_SECONDS)
             os.killpg(process.popen.pid, signal.SIGKILL)
             process.popen.wait()
 
@@ -361,14 +470,17 @@ def main() -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     nginx = nginx_binary()
 
+    start_logging(settings)
+    json_lines = settings["LOG_JSON"]
+
     if not options.no_collectstatic:
-        manage("collectstatic", "--noinput", "-v", "0", env=env)
-    manage("migrate", "--noinput", env=env)
+        manage("collectstatic", "--noinput", "-v", "0", env=env, json_lines=json_lines)
+    manage("migrate", "--noinput", env=env, json_lines=json_lines)
     # What the settings refuse stops the start here (errors); warnings are printed for the operator and
     # not refused: the README's own trial runs with two by choice (chipi.W001, the sandbox; security.W008,
     # plain http). The one warning no deployment answers a request with, security.W020 (no
     # ALLOWED_HOSTS), is refused above.
-    manage("check", "--deploy", "--fail-level", "ERROR", env=env)
+    manage("check", "--deploy", "--fail-level", "ERROR", env=env, json_lines=json_lines)
 
     web_listener, ws_listener = upstream_listener(), upstream_listener()
     web_port, ws_port = web_listener.getsockname()[1], ws_listener.getsockname()[1]
@@ -384,6 +496,7 @@ def main() -> int:
             "web",
             [
                 *(PYTHON, "-m", "gunicorn", "paygo.wsgi:application", "--workers", str(web_workers)),
+                *("--config", "python:paygo.gunicorn"),  # its log in the settings' format (logconfig_dict)
                 *("--bind", f"fd://{web_listener.fileno()}"),
                 # gunicorn's own refusals in the API's format; a body the app answered without reading
                 # is read before the connection closes (else nginx, still writing it, answered 502).
@@ -405,12 +518,12 @@ def main() -> int:
         ),
         Process(
             "worker",
-            [PYTHON, "-m", "celery", "-A", "paygo", "worker", "-l", "info", "--concurrency", str(concurrency)],
+            [*CELERY, "worker", "--concurrency", str(concurrency)],
             pool("worker"),
         ),
         Process(
             "beat",
-            [PYTHON, "-m", "celery", "-A", "paygo", "beat", "-l", "info", "-s", str(run_dir / "celerybeat-schedule")],
+            [*CELERY, "beat", "-s", str(run_dir / "celerybeat-schedule")],
             pool("beat"),
         ),
     ]
@@ -442,31 +555,34 @@ def main() -> int:
         try:
             wait_for_answer(web_port, processes[1:], stopping=stopping)
             wait_for_answer(ws_port, processes[1:], stopping=stopping)
-            nginx_server.popen = spawn(nginx_server.args, nginx_server.env)
+            if json_lines:  # nginx's error log as records (pass_on_nginx), until nginx closes its stderr
+                nginx_server.popen = spawn(nginx_server.args, nginx_server.env, stderr=subprocess.PIPE)
+                threading.Thread(target=pass_on_nginx, args=(nginx_server.popen.stderr,), daemon=True).start()
+            else:
+                nginx_server.popen = spawn(nginx_server.args, nginx_server.env)
             wait_for_port(port, nginx_server, processes, stopping=stopping)
         except StopRequested:
             return 0
         except RuntimeError as error:
-            print(f"prod: {error}; stopping.", flush=True)
+            log.error("%s; stopping.", error)
             return 1
-        print(
-            f"prod: serving on http://127.0.0.1:{port} (nginx -> web {web} with {web_workers} workers, ws {ws}); "
+        log.info(
+            f"serving on http://127.0.0.1:{port} (nginx -> web {web} with {web_workers} workers, ws {ws}); "
             f"celery worker x{concurrency} and beat, the billing sweep in {shards} "
             f"shard{'s' if shards != 1 else ''}; database pools' total {total} connections "
             f"(web {sizes['web']} x {web_workers}, ws {sizes['ws']}, worker {sizes['worker']} x {concurrency + 1}, "
-            f"beat {sizes['beat']}). Ctrl-C stops everything.",
-            flush=True,
+            f"beat {sizes['beat']}). Ctrl-C stops everything."
         )
         while not received:
             exited = next((p for p in processes if p.popen.poll() is not None), None)
             if exited:
-                print(f"prod: {exited.name} exited with {exited.popen.returncode}; stopping the others.", flush=True)
+                log.error("%s exited with %s; stopping the others.", exited.name, exited.popen.returncode)
                 status = 1
                 break
             time.sleep(0.2)
     finally:
         stop(processes)
-        print("prod: stopped.", flush=True)
+        log.info("stopped.")
     return status
 
 

@@ -137,7 +137,7 @@ def start_production(env: dict[str, str], port: int) -> tuple[subprocess.Popen, 
             if prod.poll() is not None:
                 raise SystemExit(f"prod.py exited with {prod.returncode}: see {RUN_DIR / 'prod.log'}") from None
             continue
-        if line.startswith("prod: serving on"):
+        if "serving on http" in line:  # prod.py's line: a JSON record (LOG_JSON) or plain
             return prod, int(re.search(r"pools' total (\d+)", line).group(1)), lines
     raise SystemExit("prod.py did not start in 10 minutes")
 

@@ -14,6 +14,8 @@ import fcntl
 import http.client
 import importlib.util
 import json
+import logging
+import logging.config
 import os
 import queue
 import random
@@ -361,11 +363,22 @@ def _hangups_not_ignored() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
+def prod_says(line: str) -> str:
+    """What prod.py itself says on `line` of its output (a record of its logger with LOG_JSON, else a
+    plain `prod: ` line); "" for another process's line."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line.removeprefix("prod: ") if line.startswith("prod: ") else ""
+    return record.get("message", "") if isinstance(record, dict) and record.get("logger") == "prod" else ""
+
+
 @contextlib.contextmanager
 def make_prod(env: dict[str, str], *, stop_with: signal.Signals = signal.SIGINT):
     """scripts/prod.py (what `make prod` runs) in a fresh process with only `env` (and PATH), from
     its "serving on" line to the end of the block, then `stop_with` (Ctrl-C unless told); yields
-    (the process, what it printed up to then). Every process it started is gone afterwards.
+    (the process, what it printed up to then; the rest of what it prints, to its end, is added to
+    that list once it stopped). Every process it started is gone afterwards.
     static_root (the fixture) is collected already: --no-collectstatic."""
     clean = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **env}
     prod = subprocess.Popen(
@@ -379,11 +392,12 @@ def make_prod(env: dict[str, str], *, stop_with: signal.Signals = signal.SIGINT)
         preexec_fn=_hangups_not_ignored,
     )
     lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=lambda: [*map(lines.put, prod.stdout), lines.put(None)], daemon=True).start()
+    reader = threading.Thread(target=lambda: [*map(lines.put, prod.stdout), lines.put(None)], daemon=True)
+    reader.start()
     output: list[str] = []
     children: list[psutil.Process] = []
     try:
-        while not any(line.startswith("prod: serving on") for line in output):
+        while not any(prod_says(line).startswith("serving on") for line in output):
             try:
                 line = lines.get(timeout=180)  # a bound on a broken start, not a measurement
             except queue.Empty:
@@ -409,6 +423,9 @@ def make_prod(env: dict[str, str], *, stop_with: signal.Signals = signal.SIGINT)
                     left.append(" ".join(process.cmdline()))
                     process.kill()
     assert not left, f"still running after {stop_with.name}: {left}"
+    # Everything the stack printed as it stopped: the pipe ends once the last of its processes is gone.
+    reader.join(timeout=60)
+    output.extend(line for line in iter(lines.get_nowait, None))
 
 
 @pytest.mark.django_db(transaction=True)
@@ -459,7 +476,47 @@ def test_make_prod_serves_http_and_websockets_behind_its_proxy_and_stops_on_a_ha
         socket_ = websocket.create_connection(f"ws://127.0.0.1:{port}/ws/notifications/?token={token}", timeout=30)
         assert socket_.getstatus() == 101
         socket_.close()
+
+        # A body over nginx's limit, refused from its declared length alone: nginx logs an error.
+        status, _, body = _request(port, "POST", "/api/v1/auth/login", **{"Content-Length": "999999999"})
+        assert status == 413, body
     assert prod.returncode == 0, "".join(output)  # stopped, every process with it (make_prod)
+
+    # One stream an operator's log pipeline parses: every line every process wrote, from the
+    # migrations to the last process's exit, is one JSON object with its level and message...
+    records = log_records(output)
+    # ... and each process wrote some: the steps before (passed on by prod.py), gunicorn, Daphne's
+    # access log, the Celery worker (its SIGTERM too) and beat, nginx's error log, prod.py itself.
+    loggers = {record["logger"]: record for record in records}
+    assert {"prod.migrate", "prod.check", "gunicorn.error", "daphne.access", "celery.beat", "nginx"} <= loggers.keys()
+    said = [(record["logger"], record["level"], record["message"]) for record in records]
+    # check --deploy's warnings (the sandbox, plain http) as one record, at their level.
+    assert loggers["prod.check"]["level"] == "WARNING"
+    assert "(chipi.W001)" in loggers["prod.check"]["message"]
+    assert ("gunicorn.error", "INFO", "Shutting down: Master") in said
+    assert ("paygo.celery", "INFO", "worker: Warm shutdown (SIGTERM)") in said
+    assert any(m.endswith(" ready.") for logger, _, m in said if logger == "celery.apps.worker")
+    assert any("client intended to send too large body" in m for *who, m in said if who == ["nginx", "ERROR"])
+    assert said[-1] == ("prod", "INFO", "stopped.")
+
+
+def log_records(output: list[str]) -> list[dict]:
+    """`output`'s lines as the log records they are (the app's LOGGING with LOG_JSON); fails on any
+    line that is not one."""
+    records, not_records = [], []
+    for line in output:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and {"time", "level", "logger", "message"} <= record.keys():
+            records.append(record)
+        else:
+            not_records.append(line)
+    assert not not_records, f"{len(not_records)} of {len(output)} lines are no JSON log record:\n" + "".join(
+        not_records
+    )
+    return records
 
 
 _KINDS = ("nginx", "gunicorn", "paygo.server", "paygo worker", "paygo beat")  # as their command lines say
@@ -548,3 +605,51 @@ def test_the_children_of_make_prod_end_with_it_even_when_it_is_killed(prod_py):
     for process in left:
         process.kill()
     assert not left
+
+
+def json_formatter() -> logging.Formatter:
+    """The settings' JSON formatter, as their LOGGING makes it (LOG_JSON: production's)."""
+    from django.conf import settings
+
+    return logging.config.DictConfigurator({}).configure_formatter(dict(settings.LOGGING["formatters"]["json"]))
+
+
+def test_a_traceback_stays_inside_its_json_record():
+    """A record logged with its exception is one line: the traceback is its `exc_info` field, never
+    lines of its own that a log pipeline would take for records."""
+    try:
+        raise ValueError("the sweep failed")
+    except ValueError:
+        record = logging.LogRecord("streaming", logging.ERROR, __file__, 1, "sweep %s", ("7",), sys.exc_info())
+
+    line = json_formatter().format(record)
+
+    assert "\n" not in line
+    logged = json.loads(line)
+    assert {"level": "ERROR", "logger": "streaming", "message": "sweep 7"}.items() <= logged.items()
+    assert logged["exc_info"].startswith("Traceback (most recent call last):")
+    assert logged["exc_info"].endswith("ValueError: the sweep failed")
+
+
+def test_make_prod_passes_a_steps_output_on_as_records(prod_py, capsys):
+    """What a manage.py step prints, as prod.py passes it on: its log records as they are, each run
+    of its other lines (a report, a traceback) as one record."""
+    step = logging.getLogger("prod.migrate")
+    handler = logging.StreamHandler(sys.stdout)  # prod.py's handler writes where its print()s go
+    handler.setFormatter(json_formatter())
+    step.addHandler(handler)
+    already = json.dumps({"time": "t", "level": "WARNING", "logger": "paygo.chipi", "message": "sandbox"})
+    printed = f"Traceback (most recent call last):\n  File 'x'\nKeyError: 1\n{already}\n\n"
+    try:
+        step.propagate = False  # this process's own logging is not prod.py's
+        prod_py.pass_on(printed, step, logging.ERROR)
+    finally:
+        step.removeHandler(handler)
+        step.propagate = True
+
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0])
+    assert {"level": "ERROR", "logger": "prod.migrate"}.items() <= first.items()
+    assert first["message"] == "Traceback (most recent call last):\n  File 'x'\nKeyError: 1"
+    assert lines[1] == already
