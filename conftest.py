@@ -318,6 +318,7 @@ def _reseed_reference_data() -> None:
 
     for migration in (
         "wallets.migrations.0002_seed_assets_and_ledger_guards",
+        "wallets.migrations.0024_minimum_withdrawal",
         "marketplace.migrations.0002_seed_categories",
     ):
         importlib.import_module(migration).seed(apps, None)

@@ -41,3 +41,8 @@ class MinorUnitsField(models.DecimalField):
         value = super().get_prep_value(value)
         # Sent as NUMERIC, the column's own type, whatever the int's size.
         return Decimal(value) if isinstance(value, int) else value
+
+    def run_validators(self, value):
+        # DecimalField's validator reads a Decimal's digits: the int this field holds is checked as one
+        # (a model form's full_clean of it failed, a 500).
+        super().run_validators(Decimal(value) if isinstance(value, int) else value)

@@ -18,9 +18,10 @@ logger = logging.getLogger("paygo.streaming")
 def payouts_queue(*, vendor_ids: Iterable[int]) -> list[Withdrawal]:
     """Queue a payout of the whole available balance in the payout threshold's token (USDC, as
     VendorProfile says) for every vendor among `vendor_ids` whose profile has a payout address and
-    whose earnings in it reached the threshold. (Not the default asset, which staff may change: a
-    threshold of 100 USDC was read as 10^-10 ETH once ETH was made the default, and every ETH
-    earning was paid out at once.) Earnings in other tokens are the vendor's to withdraw."""
+    whose earnings in it reached the threshold, and the token's minimum withdrawal. (Not the default
+    asset, which staff may change: a threshold of 100 USDC was read as 10^-10 ETH once ETH was made
+    the default, and every ETH earning was paid out at once.) Earnings in other tokens are the
+    vendor's to withdraw."""
     asset = Asset.objects.filter(code=DEFAULT_TOKEN, is_active=True).first()
     if asset is None:
         return []
@@ -36,7 +37,9 @@ def payouts_queue(*, vendor_ids: Iterable[int]) -> list[Withdrawal]:
     queued = []
     for account in accounts:
         profile = profiles[account.owner_id]
-        if account.available < profile.payout_threshold or account.available <= 0:
+        # Under the token's minimum withdrawal (a threshold below it), earnings wait until they reach
+        # it: withdrawal_request would refuse the payout, and at every sweep.
+        if account.available < max(profile.payout_threshold, asset.minimum_withdrawal) or account.available <= 0:
             continue
         try:
             queued.append(

@@ -28,7 +28,7 @@ from paygo.admin import (
     in_units,
     short,
 )
-from paygo.api.amounts import AmountError, to_minor
+from paygo.api.amounts import AmountError, format_minor, to_minor
 from paygo.api.errors import Conflict
 from paygo.api.permissions import staff_has
 from wallets import services
@@ -52,10 +52,41 @@ class _Refused(Exception):
         self.problems = problems
 
 
+class AmountInUnitsField(forms.CharField):
+    """An amount of minor units, typed and shown in whole units of the asset (`decimals`): 0 or more.
+    Compared as minor units (has_changed), so "1" is no change of "1.000000"."""
+
+    def __init__(self, *, decimals: int, **kwargs):
+        self.decimals = decimals
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value):
+        return format_minor(value, self.decimals) if isinstance(value, int) else value
+
+    def to_python(self, value):
+        text = super().to_python(value)
+        if text in self.empty_values:
+            return None
+        try:
+            return to_minor(text, self.decimals, allow_zero=True)
+        except AmountError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
 class AssetForm(forms.ModelForm):
     class Meta:
         model = Asset
-        fields = ("name", "is_active")
+        fields = ("name", "is_active", "minimum_withdrawal")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # In the token's units, as the API shows it; the admin adds no token (decimals known).
+        self.fields["minimum_withdrawal"] = AmountInUnitsField(
+            decimals=self.instance.decimals,
+            label="Minimum withdrawal",
+            help_text=f"The smallest withdrawal or payout of {self.instance.code}, in {self.instance.code} "
+            "(0: none). Every withdrawal is sent on chain, its gas paid by the platform.",
+        )
 
     def clean_is_active(self):
         if self.instance.is_default and not self.cleaned_data["is_active"]:
@@ -69,9 +100,13 @@ class AssetAdmin(AdminInputMixin, SeenValuesAdminMixin, admin.ModelAdmin):
     changes only through the action, which moves it from one token to another at once."""
 
     form = AssetForm
-    list_display = ("code", "name", "decimals", "is_default", "is_active")
+    list_display = ("code", "name", "decimals", "is_default", "is_active", "minimum_withdrawal_in_units")
     readonly_fields = ("code", "decimals", "is_default")
     actions = ["make_default"]
+
+    @admin.display(description="minimum withdrawal", ordering="minimum_withdrawal")
+    def minimum_withdrawal_in_units(self, asset: Asset) -> str:
+        return in_units(asset.minimum_withdrawal, asset)
 
     # Tokens come with the chain's contracts (wallets' migrations): one added here had no code nor
     # decimals (read-only fields), and saving it failed in the database.
@@ -88,7 +123,11 @@ class AssetAdmin(AdminInputMixin, SeenValuesAdminMixin, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         # What the operator changed only (SeenValuesAdminMixin): not the box he saw ticked of a
         # token deactivated meanwhile.
-        changes = {field: form.cleaned_data[field] for field in ("name", "is_active") if field in form.changed_data}
+        changes = {
+            field: form.cleaned_data[field]
+            for field in ("name", "is_active", "minimum_withdrawal")
+            if field in form.changed_data
+        }
         try:
             services.asset_update(asset=obj, **changes)
         except ApiValidationError as exc:

@@ -24,12 +24,21 @@ class Asset(models.Model):
     decimals = models.PositiveSmallIntegerField()
     is_default = models.BooleanField(default=False)
     is_active = models.BooleanField(default=True)
+    # Every withdrawal (and payout) is signed and sent on chain, its gas paid by the platform's
+    # paymaster: one of a few minor units cost PayGo more than it moved. In minor units; 0 is none.
+    # Set per token by staff (the admin), first by the migration that added it (wallets 0024).
+    minimum_withdrawal = MinorUnitsField(
+        default=0, help_text="The smallest withdrawal or payout of this token, in its minor units (0: none)."
+    )
 
     class Meta:
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(
                 fields=["is_default"], condition=Q(is_default=True), name="wallets_one_default_asset"
+            ),
+            models.CheckConstraint(
+                condition=Q(minimum_withdrawal__gte=0), name="wallets_asset_minimum_withdrawal_gte_0"
             ),
             # Every request that names no token uses the default one: it is always in use.
             models.CheckConstraint(condition=~Q(is_default=True, is_active=False), name="wallets_default_asset_active"),

@@ -328,10 +328,17 @@ class WithdrawalSerializer(serializers.ModelSerializer):
 
 class AssetSerializer(serializers.ModelSerializer):
     token = serializers.CharField(source="code")
+    minimum_withdrawal = serializers.SerializerMethodField(
+        help_text="The smallest amount of it a withdrawal may be (0: any); below it, a 400 `below_minimum`."
+    )
 
     class Meta:
         model = Asset
-        fields = ["token", "name", "decimals", "is_default"]
+        fields = ["token", "name", "decimals", "is_default", "minimum_withdrawal"]
+
+    @extend_schema_field(AmountField)
+    def get_minimum_withdrawal(self, asset: Asset) -> str:
+        return format_minor(asset.minimum_withdrawal, asset.decimals)
 
 
 # --- What the wallet API answers (for the schema; the views build these bodies) -----------------

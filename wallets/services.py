@@ -70,6 +70,17 @@ def insufficient_funds_error(asset: Asset, available_minor: int) -> exceptions.V
     )
 
 
+class BelowMinimum(exceptions.ValidationError):
+    """A withdrawal or payout below its token's minimum (Asset.minimum_withdrawal): a 400 on the
+    amount, naming the minimum in its message and beside it (`minimum`, `token`)."""
+
+    def __init__(self, asset: Asset):
+        minimum = format_minor(asset.minimum_withdrawal, asset.decimals)
+        message = f"Below the minimum withdrawal of {minimum} {asset.code}."
+        super().__init__({"amount": [exceptions.ErrorDetail(message, code="below_minimum")]})
+        self.extra = {"minimum": minimum, "token": asset.code}
+
+
 # --- Wallet address -------------------------------------------------------------------------------
 
 
@@ -495,11 +506,14 @@ def asset_make_default(*, asset: Asset) -> Asset:
     return asset
 
 
-def asset_update(*, asset: Asset, name: str | None = None, is_active: bool | None = None) -> Asset:
-    """Rename a token, or activate or deactivate it (None: leave it as it is); the default token
-    stays active. Decided on the token as it is once locked, not as the caller read it: the default
-    may have moved to it since (asset_make_default), and an edit must neither deactivate it nor write
-    its old is_default, nor what it did not change (another operator's deactivation meanwhile)."""
+def asset_update(
+    *, asset: Asset, name: str | None = None, is_active: bool | None = None, minimum_withdrawal: int | None = None
+) -> Asset:
+    """Rename a token, activate or deactivate it, or set its minimum withdrawal in minor units (0:
+    none) (None: leave it as it is); the default token stays active. Decided on the token as it is
+    once locked, not as the caller read it: the default may have moved to it since
+    (asset_make_default), and an edit must neither deactivate it nor write its old is_default, nor
+    what it did not change (another operator's deactivation meanwhile)."""
     changes = {}
     if name is not None:
         changes["name"] = name.strip()
@@ -507,6 +521,10 @@ def asset_update(*, asset: Asset, name: str | None = None, is_active: bool | Non
             raise _invalid("name", "Give the token a name.", code="required")
     if is_active is not None:
         changes["is_active"] = is_active
+    if minimum_withdrawal is not None:
+        if minimum_withdrawal < 0:
+            raise _invalid("minimum_withdrawal", "The minimum withdrawal cannot be negative (0: none).")
+        changes["minimum_withdrawal"] = minimum_withdrawal
     with transaction.atomic():
         locked = assets_locked()[asset.pk]
         if locked.is_default and is_active is False:
@@ -520,6 +538,7 @@ def asset_update(*, asset: Asset, name: str | None = None, is_active: bool | Non
         if changes:
             locked.save(update_fields=list(changes))
     asset.name, asset.is_active, asset.is_default = locked.name, locked.is_active, locked.is_default
+    asset.minimum_withdrawal = locked.minimum_withdrawal
     return asset
 
 
@@ -672,7 +691,11 @@ def withdrawal_request(
     *, user, asset: Asset, amount: int, to_address: str, kind: str = WithdrawalKind.WITHDRAWAL
 ) -> Withdrawal:
     """Move the amount out of the wallet into 'withdrawals in flight' and queue it for Chipi.
-    TreasuryKeyUnusable, nothing written, when nothing could be signed from the treasury."""
+    BelowMinimum under the token's minimum withdrawal, TreasuryKeyUnusable when nothing could be
+    signed from the treasury: nothing written either way."""
+    # Each one is signed and sent on chain, its gas paid by the platform: not for a few minor units.
+    if amount < asset.minimum_withdrawal:
+        raise BelowMinimum(asset)
     # Stored (and later compared with Chipi's records) in the one spelling: "0x" + 64 lower-case hex.
     normalized = address_normalize(to_address)
     if normalized is None:

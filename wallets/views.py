@@ -8,12 +8,12 @@ from django.conf import settings
 from djangorestframework_camel_case.settings import api_settings as camel_case_settings
 from djangorestframework_camel_case.util import underscoreize
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from rest_framework import exceptions, generics, status
+from rest_framework import exceptions, generics, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from paygo.api.amounts import format_minor
+from paygo.api.amounts import AmountField, format_minor
 from paygo.api.errors import Unavailable, UpstreamUnavailable
 from paygo.api.filters import query_filters
 from paygo.api.parsers import JSONRefused, json_loads
@@ -64,6 +64,13 @@ INSUFFICIENT_FUNDS = ErrorCode(
     400,
     "insufficient_funds",
     "the wallet's free balance is less than the amount (`errors.amount` says how much is free); nothing moved.",
+)
+BELOW_MINIMUM = ErrorCode(
+    400,
+    "below_minimum",
+    "the amount is below the token's minimum withdrawal (`minimum`, in `token`; every token's is in "
+    "GET /api/v1/wallet/supported-tokens); nothing was withdrawn.",
+    fields={"minimum": AmountField(), "token": serializers.CharField()},
 )
 SELF_TRANSFER = ErrorCode(400, "self_transfer", "the recipient is the sender.")
 SLIPPAGE = ErrorCode(400, "slippage", "the swap would give less than `minReceived`; nothing was swapped.")
@@ -122,7 +129,11 @@ class WithdrawView(APIView):
         parameters=[IDEMPOTENCY_PARAMETER],
         summary="Withdraw on chain",
         # 503: nothing can be signed from the treasury (its key does not open); nothing was withdrawn.
-        responses={202: WithdrawResponseSerializer, **error_responses(503), **error_codes(INSUFFICIENT_FUNDS)},
+        responses={
+            202: WithdrawResponseSerializer,
+            **error_responses(503),
+            **error_codes(INSUFFICIENT_FUNDS, BELOW_MINIMUM),
+        },
     )
     @replays_first
     def post(self, request):

@@ -202,7 +202,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         headers["Retry-After"] = str(int(exc.wait))
 
     if isinstance(exc, exceptions.ValidationError):
-        body = _validation_body(exc.detail)
+        body = {**_validation_body(exc.detail), **getattr(exc, "extra", {})}
     else:
         detail = exc.detail
         extra: dict[str, Any] = {}

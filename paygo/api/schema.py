@@ -29,7 +29,7 @@ WEBSOCKETS_END = "<!-- websockets:end -->"
 ERROR_STATUSES: dict[int, str] = {
     400: "Invalid input: the field names in `errors` say what (nothing was changed). `code` is `invalid` for a "
     "value missing or of the wrong shape, else the reason a rule refused it (`insufficient_funds`, "
-    "`self_transfer`, ...).",
+    "`self_transfer`, `below_minimum`, ...).",
     401: "No valid access token (`Authorization: Bearer <token>`). Its `code`: `not_authenticated` (none sent), "
     "`token_expired` (refresh it, or sign in again), `token_invalid` (not one of PayGo's access tokens), "
     "`sign_in_ended` (a logout, or ended for the account's safety), `password_changed`, `user_inactive` or "

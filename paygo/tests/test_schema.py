@@ -390,6 +390,9 @@ def test_the_errors_services_answer_are_told_with_their_codes_and_fields(
             api(alice).post("/api/v1/wallet/transfer", {**transfer, "amount": "2"}, HTTP_IDEMPOTENCY_KEY="k1"),
             api(bob).post("/api/v1/wallet/transfer", {"amount": "5", "recipientId": alice.pk}),
         ],
+        ("post", "/api/v1/wallet/withdraw"): [
+            api(alice).post("/api/v1/wallet/withdraw", {"amount": "0.000001", "toAddress": "0x" + "ab" * 32}),
+        ],
         ("post", "/api/v1/wallet/swap"): [
             api(alice).post("/api/v1/wallet/swap", {"amount": "1", "fromToken": "USDC", "toToken": "USDT"}),
         ],
@@ -412,7 +415,9 @@ def test_the_errors_services_answer_are_told_with_their_codes_and_fields(
     refusals[("get", "/api/v1/wallet/balance")] = [anon.get("/api/v1/wallet/balance")]
 
     answered = [(response.status_code, response.json()) for responses in refusals.values() for response in responses]
-    assert [status for status, _ in answered] == [402, 409, 409, 400, 409, 409, 409, 409, 409, 401, 409, 401], answered
+    assert [status for status, _ in answered] == [402, 409, 409, 400, 400, 409, 409, 409, 409, 409, 401, 409, 401], (
+        answered
+    )
     untold = {
         (method, path, response.json()["code"]): missing
         for (method, path), responses in refusals.items()

@@ -873,6 +873,35 @@ def test_vendor_payout_is_queued_past_the_threshold(alice, victor, fund, make_se
     assert balance_of(victor) == 0
 
 
+def test_earnings_past_the_threshold_wait_for_the_tokens_minimum_withdrawal(
+    alice, victor, fund, make_service, clock, sandbox, caplog
+):
+    """A threshold below the token's minimum (1 USDC, staff raised it to 5): no payout is asked of the
+    outbox, which would refuse it at every sweep; the earnings wait in the vendor's wallet until they
+    reach the minimum."""
+    import logging
+
+    from streaming.payouts import payouts_queue
+    from wallets.models import Asset, Withdrawal
+    from wallets.services import asset_update
+    from wallets.tests.conftest import chain_deposit
+
+    chain_deposit(alice, 10 * USDC)
+    asset_update(asset=Asset.objects.get(code="USDC"), minimum_withdrawal=5 * USDC)
+    earning_past_the_threshold(alice, victor, make_service, clock)
+    caplog.set_level(logging.INFO, logger="paygo.streaming")
+
+    sweep_and_pay_out()
+
+    earned = split(2 * USDC)[0]
+    assert balance_of(victor) == earned
+    assert not Withdrawal.objects.exists()
+    assert "skipped" not in caplog.text  # not refused: not asked
+    asset_update(asset=Asset.objects.get(code="USDC"), minimum_withdrawal=earned)
+    assert [payout.amount for payout in payouts_queue(vendor_ids=[victor.pk])] == [earned]
+    assert balance_of(victor) == 0
+
+
 def test_a_payout_waits_in_the_vendors_wallet_while_the_treasury_key_does_not_open(
     alice, victor, make_service, clock, sandbox, settings
 ):

@@ -148,7 +148,7 @@ def test_staff_see_what_the_chain_said_of_each_withdrawal_read_only(operator, al
     chain_deposit(alice, 10 * USDC)
     usdc, address = ledger.asset_get("USDC"), "0x00" + "ab" * 31
     confirmed, reverted, awaiting = (
-        withdrawal_request(user=alice, asset=usdc, amount=amount, to_address=address) for amount in (1, 2, 3)
+        withdrawal_request(user=alice, asset=usdc, amount=amount * USDC, to_address=address) for amount in (1, 2, 3)
     )
     now = timezone.now()
     Withdrawal.objects.filter(pk=confirmed.pk).update(status=WithdrawalStatus.SENT, sent_at=now, confirmed_at=now)
@@ -163,7 +163,7 @@ def test_staff_see_what_the_chain_said_of_each_withdrawal_read_only(operator, al
         assert shown in _text(page)
         assert 'name="confirmed_at"' not in page  # read-only
     awaiting_only = _text(_page(operator, "/admin/wallets/withdrawal/?confirmation=awaiting"))
-    assert "0.000003 USDC" in awaiting_only and "0.000001 USDC" not in awaiting_only
+    assert "3.000000 USDC" in awaiting_only and "1.000000 USDC" not in awaiting_only
 
 
 def test_adjusting_asks_to_see_the_account_too(alice, stan, fund):

@@ -398,7 +398,13 @@ def test_transactions_query_count_is_constant(api, alice, bob, fund, django_asse
 def test_supported_tokens_is_public(anon):
     body = anon.get("/api/v1/wallet/supported-tokens").json()
 
-    assert body["tokens"][0] == {"token": "USDC", "name": "USD Coin", "decimals": 6, "isDefault": True}
+    assert body["tokens"][0] == {
+        "token": "USDC",
+        "name": "USD Coin",
+        "decimals": 6,
+        "isDefault": True,
+        "minimumWithdrawal": "1.000000",
+    }
     assert [t["token"] for t in body["tokens"]] == ["USDC", "USDT", "ETH", "STRK"]
 
 

@@ -635,12 +635,11 @@ def test_withdrawals_made_at_the_same_instant_page_in_one_order(api, alice, sand
     """The list was ordered by created_at alone: rows of one instant (a batch, a clock's resolution)
     came in whatever order PostgreSQL read them, which may differ between the queries of two pages,
     so that one showed twice and another never. Ties are broken by id."""
-    chain_deposit(alice, 10 * USDC)
+    chain_deposit(alice, 12 * USDC)
     usdc = services.ledger.asset_get("USDC")
     with time_machine.travel(timezone.now(), tick=False):
         made = [
-            services.withdrawal_request(user=alice, asset=usdc, amount=USDC // 10, to_address=ADDRESS).pk
-            for _ in range(12)
+            services.withdrawal_request(user=alice, asset=usdc, amount=USDC, to_address=ADDRESS).pk for _ in range(12)
         ]
     assert Withdrawal.objects.filter(pk__in=made).values("created_at").distinct().count() == 1
 
