@@ -907,7 +907,10 @@ def _outbox_execute(row, *, source, to_address: str, token: str, amount: int, ta
                 # Its one execution (whose answer was lost) failed on chain: nothing left. Not signed
                 # again (a new transfer is not what a reverted one calls for); a withdrawal waits for
                 # its signed transfer to expire before its refund, a sweep is for staff.
-                # The failed transfer is the row's: a twin's look-up does not take it for its own.
+                # The failed transfer is the row's: a twin's look-up does not take it for its own. A
+                # withdrawal writes it again under its lock (_withdrawal_await_refund), but this is a
+                # sweep's only record of it (sweep_send fails it without a hash): unwritten, an equal
+                # sweep in doubt took it for its own and failed though it went out (test_confirm).
                 type(row).objects.filter(pk=row.pk).update(tx_hash=found.failed_hash)
                 return OutboxOutcome(
                     refused=True,

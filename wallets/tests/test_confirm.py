@@ -553,6 +553,53 @@ def test_an_equal_send_in_doubt_does_not_take_a_failed_transfer_for_its_own(api,
     assert sandbox.balance(ADDRESS, "USDC") == 4 * USDC
 
 
+@pytest.mark.django_db
+def test_an_equal_sweep_in_doubt_does_not_take_a_failed_sweeps_transfer_for_its_own(alice, sandbox):
+    """The same for sweeps, whose failure writes no hash of its own (sweep_send): the outbox's rule
+    writes the failed transfer onto the row whose one execution it was, so that an equal sweep's
+    look-up counts it taken. Unwritten, B (the same amount from the same wallet, sent once A had
+    failed, its answer lost and its transfer not listed yet) took A's failed transfer for its own and
+    failed: a sweep that went out, for staff, and never confirmed."""
+    from wallets.chipi.models import SandboxTransaction
+    from wallets.services import ChainDeposit, deposit_credit, sweep_send, wallet_open
+
+    deposit_wallet = wallet_open(user=alice)
+    usdc = services.ledger.asset_get("USDC")
+    first, second = (
+        Sweep.objects.get(
+            deposit=deposit_credit(
+                user=alice,
+                asset=usdc,
+                deposit=ChainDeposit(sandbox.receive_payment(to_address=deposit_wallet, token="USDC", amount=4 * USDC)),
+                source="api",
+            ).transaction
+        )
+        for _ in range(2)
+    )
+    with time_machine.travel(timezone.now(), tick=False) as clock:
+        sandbox.inject("execute", "lost_response")
+        assert sweep_send(sweep_id=first.pk) == SweepStatus.PENDING  # A went out; its answer was lost
+        failed = SandboxTransaction.objects.get(sender_address=deposit_wallet)
+        SandboxTransaction.objects.filter(pk=failed.pk).update(status=SandboxTransaction.Status.PENDING)
+        sandbox.revert(failed.tx_hash)  # and failed on chain
+        clock.shift(timedelta(minutes=2))
+        assert sweep_send(sweep_id=first.pk) == SweepStatus.FAILED  # its one execution failed: for staff
+        assert Sweep.objects.get(pk=first.pk).tx_hash == failed.tx_hash  # the failed transfer is A's
+
+        sandbox.inject("execute", "lost_response")
+        assert sweep_send(sweep_id=second.pk) == SweepStatus.PENDING  # B went out; its answer was lost
+        sent = SandboxTransaction.objects.exclude(pk=failed.pk).get(sender_address=deposit_wallet)
+        SandboxTransaction.objects.filter(pk=sent.pk).update(sender_address="0x0")  # not listed yet
+        clock.shift(timedelta(minutes=2))
+        assert sweep_send(sweep_id=second.pk) == SweepStatus.PENDING  # still in doubt, not failed
+
+        SandboxTransaction.objects.filter(pk=sent.pk).update(sender_address=deposit_wallet)  # listed now
+        clock.shift(timedelta(minutes=2))
+        assert sweep_send(sweep_id=second.pk) == SweepStatus.SENT
+
+    assert Sweep.objects.get(pk=second.pk).tx_hash == sent.tx_hash
+
+
 def withdraw_in_doubt(api, user) -> str:
     response = api(user).post("/api/v1/wallet/withdraw", {"amount": "4", "toAddress": ADDRESS}, format="json")
     withdrawal_id = response.json()["withdrawal"]["id"]
