@@ -244,11 +244,13 @@ def test_staff_with_the_view_permissions_see_any_users_dashboard_and_session(api
 
 
 @pytest.mark.parametrize("path", [OVERVIEW, SESSIONS])
-@pytest.mark.parametrize("wanted", ["abc", "\u0661", " 1", "1 ", "1.0", "1_0", "0", "-1", str(2**63)])
+@pytest.mark.parametrize(
+    "wanted", ["abc", "\u0661", " {id}", "{id} ", "{id}.0", "1_0", "0", "-{id}", "+{id}", "{id}e0", str(2**63)]
+)
 def test_a_user_id_that_is_not_one_is_400_naming_it(api, olga, alice, path, wanted):
-    """Not "no such user" (a 404), and never someone's dashboard: an Arabic-Indic one or a padded 1
-    read as int() would be user 1's."""
-    response = api(olga).get(path, {"userId": wanted})
+    """Not "no such user" (a 404), and never someone's dashboard: an Arabic-Indic one, a padded or a
+    signed id read as int() would be that user's (alice's, here)."""
+    response = api(olga).get(path, {"userId": wanted.format(id=alice.pk)})
 
     assert response.status_code == 400, (wanted, response.json())
     assert list(response.json()["errors"]) == ["userId"]

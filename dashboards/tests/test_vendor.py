@@ -151,6 +151,10 @@ def test_staff_see_any_vendors_earnings(api, olga, alice, victor, history):
     assert client.get(EARNINGS, {"vendorId": "\u0661"}).json()["errors"] == {
         "vendorId": ["A valid integer is required."]
     }
+    for signed in (f"+{victor.pk}", f"-{victor.pk}"):  # int() reads +N as victor's
+        assert client.get(OVERVIEW, {"vendorId": signed}).json()["errors"] == {
+            "vendorId": ["A valid integer is required."]
+        }
 
 
 # What staff need to look at a vendor's dashboard: the view permissions on what it shows.

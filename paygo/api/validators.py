@@ -29,15 +29,19 @@ def exactly_one_of(attrs: Mapping[str, Any], *fields: str, what: str) -> str:
     return given[0]
 
 
-# A whole number as text, in ASCII digits, as amounts are (paygo.api.amounts.DECIMAL_TEXT).
-WHOLE_NUMBER_TEXT = re.compile(r"[+-]?[0-9]+")
+# A whole number as text: ASCII digits and nothing else. Unsigned: every whole number the API takes
+# is an id or a count (a quantity, seconds, a version), none of which a client writes with a sign;
+# "+1" read as 1 was staff's look at user 1's dashboard. (An amount, which staff may give as a debit,
+# has its own rule with a sign: paygo.api.amounts.DECIMAL_TEXT.)
+WHOLE_NUMBER_TEXT = re.compile(r"[0-9]+")
 
 
 class WholeNumberField(serializers.IntegerField):
     """An integer the client sends: a JSON integer, or a string of ASCII digits (a query parameter,
     a form field). DRF's IntegerField reads int(str(x)), which also takes other scripts' digits
-    (Arabic-Indic one and zero as 10), "1_000", spaces around and 10.0: none is a number a client
-    means, and a usage report's quantity so read was billed."""
+    (Arabic-Indic one and zero as 10), "1_000", spaces around, 10.0 and a sign: none is a number a
+    client means, and a usage report's quantity so read was billed. (A JSON integer's sign is its
+    value's: min_value bounds it.)"""
 
     def to_internal_value(self, data: Any) -> int:
         is_integer = isinstance(data, int) and not isinstance(data, bool)

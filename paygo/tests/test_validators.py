@@ -1,7 +1,7 @@
 """Whole numbers the API takes (paygo.api.validators.WholeNumberField): a JSON integer, or a string
 of ASCII digits, as amounts are ASCII decimals (paygo.api.amounts). DRF's IntegerField reads
 int(str(x)), which takes other scripts' digits (Arabic-Indic one, zero counted as 10 requests), "1_000", spaces
-around, and 10.0."""
+around, 10.0, and a sign ("+1" was staff's look at user 1's dashboard)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def in_other_digits(number: int) -> str:
     return str(number).translate(ARABIC_INDIC)
 
 
-@pytest.mark.parametrize(("data", "value"), [(10, 10), ("10", 10), ("+10", 10), ("-3", -3), (10**30, 10**30)])
+@pytest.mark.parametrize(("data", "value"), [(10, 10), ("10", 10), ("010", 10), (-3, -3), (10**30, 10**30)])
 def test_a_json_integer_or_ascii_digits_is_a_whole_number(data, value):
     assert WholeNumberField().run_validation(data) == value
 
@@ -40,10 +40,14 @@ def test_a_json_integer_or_ascii_digits_is_a_whole_number(data, value):
         "\u06f1\u06f0",  # Extended Arabic-Indic (Persian)
         "\u0967\u0966",  # Devanagari
         "1_0",
+        "+10",  # every whole number the API takes is a count or an id, none signed: a sign is a typo
+        "-3",
+        "+0",
         " 10",
         "10\n",
         "10.0",
         "1e1",
+        "1e0",
         "",
         10.0,
         JSONNumber("1e1"),
@@ -62,7 +66,21 @@ def test_anything_else_is_refused(data):
     )
 
 
-def test_every_integer_the_api_takes_refuses_other_scripts_digits(api, alice, bob, victor, olga, fund, make_service):  # noqa: F811
+# Two ways of writing a number that int() reads and no client means: another script's digits, a sign.
+SPELLINGS = {"other scripts' digits": in_other_digits, "a sign": lambda number: f"+{number}"}
+
+
+@pytest.mark.parametrize("spell", SPELLINGS.values(), ids=SPELLINGS.keys())
+def test_every_integer_the_api_takes_refuses_what_no_client_means(
+    api,
+    alice,
+    bob,
+    victor,
+    olga,
+    fund,
+    make_service,  # noqa: F811 (the fixture imported above)
+    spell,
+):
     """Each integer a client sends, in a body or a query: 400 naming the field, nothing written."""
     fund(alice, 10 * USDC)
     usage_metered = make_service("per_request", rate=1_000, max_session_cost=USDC, max_event_quantity=100)
@@ -75,46 +93,54 @@ def test_every_integer_the_api_takes_refuses_other_scripts_digits(api, alice, bo
         "notifications": Notification.objects.count(),
         "balances": (balance_of(alice), balance_of(bob)),
     }
-    arabic = in_other_digits
     start = "/api/v1/streams/start"
     asks = {
         "quantity": (
             victor,
             "post",
             f"/api/v1/streams/{session['session']['id']}/usage",
-            {"eventId": "e", "quantity": "\u0661\u0660"},
+            {"eventId": "e", "quantity": spell(10)},
         ),
-        "serviceId": (alice, "post", start, {"serviceId": arabic(timed.pk)}),
-        "priceVersion": (alice, "post", start, {"serviceId": timed.pk, "priceVersion": arabic(1)}),
-        "recipientId": (alice, "post", "/api/v1/wallet/transfer", {"amount": "1", "recipientId": arabic(bob.pk)}),
+        "serviceId": (alice, "post", start, {"serviceId": spell(timed.pk)}),
+        "priceVersion": (alice, "post", start, {"serviceId": timed.pk, "priceVersion": spell(1)}),
+        "recipientId": (alice, "post", "/api/v1/wallet/transfer", {"amount": "1", "recipientId": spell(bob.pk)}),
         "vendorId": (
             alice,
             "post",
             "/api/v1/consultations",
-            {"vendorId": arabic(victor.pk), "serviceId": timed.pk, "initialMessage": "Hello"},
+            {"vendorId": spell(victor.pk), "serviceId": timed.pk, "initialMessage": "Hello"},
         ),
-        "freeSeconds": (victor, "post", "/api/v1/service", service_body(freeSeconds="\u0666\u0660")),
+        "freeSeconds": (victor, "post", "/api/v1/service", service_body(freeSeconds=spell(60))),
         "maxEventQuantity": (
             victor,
             "post",
             "/api/v1/service",
-            service_body(name="Requests", unit="per_request", freeSeconds=0, maxEventQuantity="\u0665"),
+            service_body(name="Requests", unit="per_request", freeSeconds=0, maxEventQuantity=spell(5)),
         ),
         "userId": (
             olga,
             "post",
             "/api/v1/notifications",
-            {"userId": arabic(alice.pk), "title": "Hi", "message": "Hello"},
+            {"userId": spell(alice.pk), "title": "Hi", "message": "Hello"},
         ),
     }
     answers = {
         field: getattr(api(user), method)(path, data, format="json")
         for field, (user, method, path, data) in asks.items()
     }
-    answers["vendorId (query)"] = api(alice).get("/api/v1/service", {"vendorId": arabic(victor.pk)})
+    queries = {
+        "vendorId (services)": (alice, "/api/v1/service", "vendorId", victor.pk),
+        "userId (dashboard)": (olga, "/api/v1/dashboard/user/overview", "userId", alice.pk),
+        "vendorId (dashboard)": (olga, "/api/v1/dashboard/vendor/earnings", "vendorId", victor.pk),
+    }
+    for what, (user, path, name, number) in queries.items():
+        answers[what] = api(user).get(path, {name: spell(number)})
 
     refused = {field: (answer.status_code, list(answer.json().get("errors", {}))) for field, answer in answers.items()}
-    assert refused == {**{field: (400, [field]) for field in asks}, "vendorId (query)": (400, ["vendorId"])}
+    assert refused == {
+        **{field: (400, [field]) for field in asks},
+        **{what: (400, [name]) for what, (_, _, name, _) in queries.items()},
+    }
     assert {
         "sessions": StreamingSession.objects.count(),
         "services": Service.objects.count(),
