@@ -32,7 +32,7 @@ from paygo.api.schema import error_codes, error_responses
 class _ServiceView(APIView):
     def filters(self, serializer_class) -> dict[str, Any]:
         params = underscoreize(query_filters(self.request), **JSONParser.json_underscoreize)
-        for paging in ("page", "page_size", "limit"):
+        for paging in ("page", "page_size"):
             params.pop(paging, None)
         data = serializer_class(data=params)
         data.is_valid(raise_exception=True)

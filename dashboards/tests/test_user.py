@@ -93,13 +93,13 @@ def test_the_buckets_add_up_to_the_total(api, alice, history):
 def test_sessions_list_pages_and_filters(api, alice, history):
     client = api(alice)
 
-    first = client.get(SESSIONS, {"limit": 3}).json()
-    second = client.get(SESSIONS, {"limit": 3, "page": 2}).json()
+    first = client.get(SESSIONS, {"pageSize": 3}).json()
+    second = client.get(SESSIONS, {"pageSize": 3, "page": 2}).json()
     active = client.get(SESSIONS, {"status": "active"}).json()
 
     assert (first["count"], first["page"], first["totalPages"]) == (4, 1, 2)
     assert set(first) == {"sessions", "count", "page", "totalPages", "next", "previous"}  # every list's page
-    assert first["previous"] is None and first["next"].endswith("?limit=3&page=2")
+    assert first["previous"] is None and first["next"].endswith("?page=2&pageSize=3")
     assert [s["sessionId"] for s in first["sessions"] + second["sessions"]] == [
         str(history[name].session_id) for name in ("s4", "s3", "s2", "s1")
     ]
@@ -115,7 +115,7 @@ def test_sessions_list_pages_and_filters(api, alice, history):
 
 
 def test_sessions_list_pages_as_every_list_does(api, alice, history):
-    """20 to a page unless `pageSize` (or the seed's `limit`) says otherwise, as every other list."""
+    """20 to a page unless `pageSize` says otherwise, as every other list."""
     for _ in range(17):  # 21 sessions with alice's four
         streaming.session_start(user=alice, service=history["pass"])
     client = api(alice)

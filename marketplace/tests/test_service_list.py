@@ -229,14 +229,14 @@ def test_pagination(anon, victor, make_service):
 
     first = anon.get(f"{SERVICES}?pageSize=10").json()
     third = anon.get(f"{SERVICES}?pageSize=10&page=3").json()
-    seed_style = anon.get(f"{SERVICES}?limit=5&page=2").json()
+    second = anon.get(f"{SERVICES}?pageSize=5&page=2").json()
     default = anon.get(SERVICES).json()
 
     assert (first["count"], first["page"], first["totalPages"], len(first["services"])) == (25, 1, 3, 10)
     assert first["next"].endswith("page=2&pageSize=10")
     assert first["previous"] is None
     assert (third["page"], len(third["services"]), third["next"]) == (3, 5, None)
-    assert [s["name"] for s in seed_style["services"]] == ["S19", "S18", "S17", "S16", "S15"]
+    assert [s["name"] for s in second["services"]] == ["S19", "S18", "S17", "S16", "S15"]
     assert len(default["services"]) == 20
     assert anon.get(f"{SERVICES}?page=9").status_code == 404
 

@@ -3,6 +3,11 @@
 Its parameters are strict: a page that is not a whole number from 1 (or "last"), or a page size
 that is not one from 1 to max_page_size, is a 400 naming the parameter, never ignored or a 404.
 A page past the last one is a 404: that page does not exist.
+
+`page` and `pageSize` are the only paging parameters, as the schema says of every list. `limit`
+(the page size's name in many APIs, though not in the seed) is refused, naming `pageSize`: it was
+once taken undocumented, and ignored, as an unknown parameter is, it would page by 20 a client that
+asked for 5.
 """
 
 from __future__ import annotations
@@ -36,8 +41,13 @@ class Pagination(PageNumberPagination):
 
     def get_page_size(self, request) -> int:
         params = request.query_params
-        # `limit` is the seed's name for the page size; `pageSize` is ours, and wins over it.
-        name = self.page_size_query_param if self.page_size_query_param in params or "limit" not in params else "limit"
+        if "limit" in params:
+            raise _invalid(
+                "limit",
+                f"Not a parameter of this API: a page's size is {self.page_size_query_param}, 1 to "
+                f"{self.max_page_size}.",
+            )
+        name = self.page_size_query_param
         if name not in params:
             return self.page_size
         size = _whole_number(params[name])

@@ -56,7 +56,7 @@ _HEADERS: dict[int, dict[str, Any]] = {
     401: {"WWW-Authenticate": {"schema": {"type": "string"}, "description": "The scheme to authenticate with."}},
     429: {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before trying again."}},
 }
-_PAGING = set(Pagination.parameter_schemas()) | {"limit"}  # paging is strict: `page=` is a 400
+_PAGING = set(Pagination.parameter_schemas())  # paging is strict: `page=` is a 400
 _NO_CLAIM = (AllowAny, IsAuthenticated)  # permissions whose refusal is a 401, never a 403
 
 

@@ -127,6 +127,32 @@ def test_lists_are_documented_as_the_pages_they_answer(schema, api, alice, path,
     assert parameters["pageSize"] == {"type": "integer", "minimum": 1, "maximum": 100}
 
 
+def test_every_paginated_operation_documents_its_paging_parameters_and_their_bounds(schema):
+    """The lists that page (test_pagination.LISTS, and a consultation's messages beside it) say how:
+    `page` from 1 or "last", `pageSize` from 1 to 100; and nothing else (`limit` is refused)."""
+    from paygo.tests.test_pagination import LISTS
+
+    paginated = {path.replace("{consultation}", "{consultation_id}") for path, _ in LISTS}
+    paginated |= {"/api/v1/consultations/{consultation_id}"}  # its messages
+    paging = {
+        path: {p["name"]: p["schema"] for p in operation.get("parameters", []) if p["in"] == "query"}
+        for method, path, operation in _operations(schema)
+        if method == "get"
+    }
+
+    assert {path for path, query in paging.items() if "page" in query} >= paginated
+    for path, query in paging.items():
+        if "page" in query or "pageSize" in query or "limit" in query:
+            assert "limit" not in query, path
+            assert query["pageSize"] == {"type": "integer", "minimum": 1, "maximum": 100}, path
+            assert query["page"] == {
+                "oneOf": [
+                    {"type": "integer", "minimum": 1, "maximum": 10**18 - 1},
+                    {"type": "string", "enum": ["last"]},
+                ]
+            }, path
+
+
 def test_a_consultations_calls_are_documented_as_the_pages_they_answer(schema, api, alice, make_service):  # noqa: F811
     from consultations.services import consultation_create
 
