@@ -117,11 +117,12 @@ class User(AbstractBaseUser, PermissionsMixin):
         super().save(*args, **kwargs)
         if new_password:
             from accounts.services import sign_ins_end
+            from paygo.api.authentication import PASSWORD_CHANGED
             from paygo.ws import close_sockets_of
 
             sign_ins_end(sign_ins=SignIn.objects.filter(user_id=self.pk), reason=SignIn.EndReason.PASSWORD_CHANGED)
             user_id = self.pk
-            transaction.on_commit(lambda: close_sockets_of(user_id), robust=True)
+            transaction.on_commit(lambda: close_sockets_of(user_id, reason=PASSWORD_CHANGED), robust=True)
 
 
 class SignInEndReason(models.TextChoices):

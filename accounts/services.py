@@ -27,7 +27,7 @@ from rest_framework_simplejwt.utils import datetime_from_epoch
 
 from accounts.images import clean_image, read_upload
 from accounts.models import AdminProfile, Image, Profile, Role, SignIn, User, VendorProfile
-from paygo.api.authentication import SIGN_IN_ENDED, token_refused, token_user
+from paygo.api.authentication import PASSWORD_CHANGED, SIGN_IN_ENDED, USER_INACTIVE, token_refused, token_user
 from paygo.api.errors import Conflict, PayloadTooLarge
 from paygo.api.ratelimits import LoginLockedOut, login_locked_out
 from paygo.api.text import InvisibleCharacters, visible_text
@@ -180,6 +180,9 @@ def user_deactivate(*, user: User) -> User:
     with transaction.atomic():
         user.is_active = False
         user.save(update_fields=["is_active"])
+        # Before its sign-ins' close (`sign_in_ended`, registered by sign_ins_end below), so that the
+        # sockets close with the reason the API's 401 now gives their tokens: the account's.
+        transaction.on_commit(lambda: close_sockets_of(user.pk, reason=USER_INACTIVE, again=True), robust=True)
         # For good: reactivated, the account starts from a fresh login (every device signed in
         # before, a thief's included, would have been back).
         sign_ins_end(sign_ins=SignIn.objects.filter(user=user), reason=SignIn.EndReason.STAFF)
@@ -190,7 +193,6 @@ def user_deactivate(*, user: User) -> User:
         held = consultations_lock_open_of(user=user, now=now)
         sessions_stop_of(user=user, now=now)
         consultations_cancel_of(user=user, held=held, now=now)
-    transaction.on_commit(lambda: close_sockets_of(user.pk, again=True), robust=True)
     return user
 
 
@@ -333,7 +335,8 @@ def token_logout(*, refresh_token: str, everywhere: bool = False) -> int:
 def sign_ins_end(*, sign_ins: QuerySet[SignIn], reason: str) -> int:
     """End these sign-ins (those not ended already): from now on no request, socket handshake or
     refresh accepts their tokens, and once this commits the sockets their access tokens opened are
-    closed (4401). Returns how many ended."""
+    closed (4401, with the code the API's 401 gives those tokens: `password_changed` for a new
+    password, else `sign_in_ended`). Returns how many ended."""
     from paygo.api.ratelimits import sign_ins_ended
     from paygo.ws import close_sockets_of_sign_ins
 
@@ -348,7 +351,8 @@ def sign_ins_end(*, sign_ins: QuerySet[SignIn], reason: str) -> int:
         # account's safety; a device that logs out closes its own sockets (and a timer a logout would
         # cost every server process).
         again = reason != SignIn.EndReason.LOGOUT
-        transaction.on_commit(lambda: close_sockets_of_sign_ins(ending, again=again), robust=True)
+        closed_as = PASSWORD_CHANGED if reason == SignIn.EndReason.PASSWORD_CHANGED else SIGN_IN_ENDED
+        transaction.on_commit(lambda: close_sockets_of_sign_ins(ending, reason=closed_as, again=again), robust=True)
         # Their tokens, refused from now on, no longer spend their users' rate budgets either.
         transaction.on_commit(lambda: sign_ins_ended(i for ids in ending.values() for i in ids), robust=True)
     return ended

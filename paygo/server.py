@@ -10,7 +10,8 @@ a NUL or without a colon, a chunk size that is not a number, ...) gets the API's
 twisted writes a bare status line; so does a WebSocket handshake autobahn refuses (an unknown
 version, no key, ...), where it wrote the status line alone. A socket the application closes with a
 close code the WebSocket registry defines for an endpoint to send (PayGo's 1003 and 1013) is closed
-with it, where autobahn refused it.
+with it, where autobahn refused it; and the close carries the application's reason (a 4401's
+`token_expired`, ...), which Daphne dropped.
 
 It logs through Django's LOGGING (one JSON object a line in production, as every PayGo process):
 Daphne's command line set up plain lines of its own on the root logger, which logged whatever came
@@ -33,6 +34,7 @@ import sys
 
 # daphne.server installs the asyncio reactor twisted must use: it goes first.
 import daphne.server  # isort: skip
+from autobahn.util import encode_truncate
 from daphne.access import AccessLogGenerator
 from daphne.cli import CommandLineInterface as DaphneCommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
@@ -144,9 +146,9 @@ SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011
 
 
 class ClosingWebSocketProtocol(WebSocketProtocol):
-    """Daphne's socket, which closes with any close code an endpoint may send, and refuses a
-    handshake in the API's error format (autobahn wrote a status line, the reason only there, and no
-    body)."""
+    """Daphne's socket, which closes with any close code an endpoint may send and the reason the
+    application gave, and refuses a handshake in the API's error format (autobahn wrote a status
+    line, the reason only there, and no body)."""
 
     def sendHttpErrorResponse(self, code: int, reason: str, responseHeaders=None) -> None:
         body = error_json(
@@ -155,9 +157,19 @@ class ClosingWebSocketProtocol(WebSocketProtocol):
         headers = [(name.encode("latin1"), str(value).encode("latin1")) for name, value in responseHeaders or ()]
         self.sendData(raw_error_response(b"HTTP/1.1 %d %s" % (code, reason.encode("latin1", "replace")), body, headers))
 
-    def serverClose(self, code=None) -> None:
+    def handle_reply(self, message) -> None:
+        # Daphne's handle_reply passes a close's code on and drops its reason (ASGI's "reason").
+        if message.get("type") == "websocket.close" and self.state != self.STATE_CONNECTING:
+            self.serverClose(code=message.get("code"), reason=message.get("reason"))
+        else:
+            super().handle_reply(message)
+
+    def serverClose(self, code=None, reason: str | None = None) -> None:
         if code in SENDABLE_CLOSE_CODES:
-            self.sendCloseFrame(code=code, isReply=False)  # what sendClose does once it checked the code
+            # What sendClose does once it checked the code (a reason's UTF-8 fits in 123 bytes).
+            self.sendCloseFrame(code=code, reasonUtf8=encode_truncate(reason, 123) if reason else None, isReply=False)
+        elif reason and code is not None:
+            self.sendClose(code=code, reason=reason)  # which checks the code, as Daphne's serverClose
         else:
             super().serverClose(code)
 

@@ -6,6 +6,9 @@ staff member signed into the admin is recognised by the admin's session cookie, 
 socket opened by a page of this same site: a cookie goes along with any page's request, so another
 site's page must not ride on it. A socket without a valid token is accepted and closed with 4401,
 so that the client sees the code; the HTTP-level refusal of an unaccepted socket carries none. A
+4401's reason says why, in the codes of the API's 401 (paygo.api.authentication): `token_expired`
+(refresh the token and reconnect) apart from `not_authenticated`, `token_invalid`, `sign_in_ended`,
+`password_changed`, `user_inactive` and `user_not_found` (sign in again). A
 path no route knows is closed with 4404 alike. A frame that is not a JSON text closes the socket
 with 1003 (unsupported data). A handshake that finds every database connection of the process's
 pool busy (past DATABASE_POOL_TIMEOUT) is accepted and closed with 1013, "try again later", as an
@@ -59,8 +62,14 @@ from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import AccessToken
 
 from accounts.models import SignIn
-from paygo.api.authentication import token_user
-from paygo.api.errors import pool_exhausted
+from paygo.api.authentication import (
+    NOT_AUTHENTICATED,
+    SIGN_IN_ENDED,
+    TOKEN_EXPIRED,
+    token_refused,
+    token_user,
+)
+from paygo.api.errors import error_code, pool_exhausted
 from paygo.api.forwarded import client_address, trusted_networks
 from paygo.api.parsers import json_loads
 from paygo.api.ratelimits import Limit, count_all
@@ -129,28 +138,30 @@ def reauthorize_sockets_of(user_id: int) -> None:
 RECLOSE_SECONDS = 15.0
 
 
-def close_sockets_of(user_id: int, *, again: bool = False) -> None:
-    """Close every open socket of this user with 4401 (their account was deactivated, or their
-    password changed): a handshake checks the account once, and a socket stays open for hours.
-    `again`: once more RECLOSE_SECONDS later, for a handshake under way as the account was
+def close_sockets_of(user_id: int, *, reason: str, again: bool = False) -> None:
+    """Close every open socket of this user with 4401 and `reason` (USER_INACTIVE: their account was
+    deactivated, PASSWORD_CHANGED): a handshake checks the account once, and a socket stays open for
+    hours. `again`: once more RECLOSE_SECONDS later, for a handshake under way as the account was
     deactivated (not after a password change: the sockets the new password opens are the user's)."""
-    _close({user_id: {}}, again=again)
+    _close({user_id: {}}, reason=reason, again=again)
 
 
-def close_sockets_of_sign_ins(sign_ins: dict[int, list], *, again: bool) -> None:
-    """Close with 4401 the open sockets opened with a token of these sign-ins ({user id: [sign-in
-    ids]}), which have ended, and no other socket of their users; `again`: once more RECLOSE_SECONDS
-    later, for a handshake under way as they ended. Sent to each user's group, which every socket
-    joins already: a group of its own per sign-in cost each handshake one more round trip to Redis
-    (docs/benchmarks.md)."""
-    _close({user_id: {"sign_ins": [str(sign_in) for sign_in in ids]} for user_id, ids in sign_ins.items()}, again=again)
+def close_sockets_of_sign_ins(sign_ins: dict[int, list], *, reason: str = SIGN_IN_ENDED, again: bool) -> None:
+    """Close with 4401 and `reason` the open sockets opened with a token of these sign-ins ({user id:
+    [sign-in ids]}), which have ended, and no other socket of their users; `again`: once more
+    RECLOSE_SECONDS later, for a handshake under way as they ended. Sent to each user's group, which
+    every socket joins already: a group of its own per sign-in cost each handshake one more round
+    trip to Redis (docs/benchmarks.md)."""
+    targets = {user_id: {"sign_ins": [str(sign_in) for sign_in in ids]} for user_id, ids in sign_ins.items()}
+    _close(targets, reason=reason, again=again)
 
 
 def close_sockets_of_admin_session(user_id: int, session_key: str) -> None:
-    """Close with 4401 the open sockets this admin session (its session key) opened, and no other
-    socket of its staff member: they logged out of the admin, and a socket stays open for hours. As
-    a logout's, not sent again (a browser that logs out closes its own pages)."""
-    _close({user_id: {"sessions": [session_key]}}, again=False)
+    """Close with 4401 (`sign_in_ended`) the open sockets this admin session (its session key)
+    opened, and no other socket of its staff member: they logged out of the admin, and a socket
+    stays open for hours. As a logout's, not sent again (a browser that logs out closes its own
+    pages)."""
+    _close({user_id: {"sessions": [session_key]}}, reason=SIGN_IN_ENDED, again=False)
 
 
 def admin_logged_out(sender, request, user, **kwargs) -> None:
@@ -165,24 +176,24 @@ def admin_logged_out(sender, request, user, **kwargs) -> None:
         logger.warning("Could not close the sockets of an admin session of user %s", user.pk, exc_info=True)
 
 
-def _close(targets: dict[int, dict[str, list[str]]], *, again: bool) -> None:
-    """Send each user's sockets the close ({user id: which of them close: {"sign_ins": [sign-in
-    ids]}, {"sessions": [admin session keys]}, or {} for all of them})."""
-    async_to_sync(_revoke)(targets)
+def _close(targets: dict[int, dict[str, list[str]]], *, reason: str, again: bool) -> None:
+    """Send each user's sockets the close, with its reason ({user id: which of them close:
+    {"sign_ins": [sign-in ids]}, {"sessions": [admin session keys]}, or {} for all of them})."""
+    async_to_sync(_revoke)(targets, reason)
     if again:
-        timer = threading.Timer(RECLOSE_SECONDS, _close_again, args=(targets,))
+        timer = threading.Timer(RECLOSE_SECONDS, _close_again, args=(targets, reason))
         timer.daemon = True
         timer.start()
 
 
-async def _revoke(targets: dict[int, dict[str, list[str]]]) -> None:
+async def _revoke(targets: dict[int, dict[str, list[str]]], reason: str) -> None:
     for user_id, which in targets.items():
-        await group_send(sockets_group(user_id), {"type": "sockets.revoked", **which})
+        await group_send(sockets_group(user_id), {"type": "sockets.revoked", "reason": reason, **which})
 
 
-def _close_again(targets: dict[int, dict[str, list[str]]]) -> None:
+def _close_again(targets: dict[int, dict[str, list[str]]], reason: str) -> None:
     try:
-        async_to_sync(_revoke)(targets)
+        async_to_sync(_revoke)(targets, reason)
     except Exception:  # the first close went out; this one is for a handshake that may not exist
         logger.warning("Could not close the sockets of users %s a second time", list(targets), exc_info=True)
 
@@ -231,6 +242,7 @@ class TokenHolder:
     sign_in_id: uuid.UUID | None = None
     expires_at: float | None = None  # the token's exp (a Unix time)
     admin_session: str | None = None  # the key of the admin session whose cookie stood for the user
+    refusal: str = NOT_AUTHENTICATED  # anonymous: why, as the API's 401 says it (the 4401's reason)
 
 
 def _client_address(scope: dict[str, Any]) -> str:
@@ -265,13 +277,13 @@ def _user_for_token(raw: str, address: str) -> TokenHolder | None:
         return None
     try:
         token = AccessToken(raw)
-    except TokenError:
-        return TokenHolder(AnonymousUser())
+    except TokenError as exc:
+        return TokenHolder(AnonymousUser(), refusal=error_code(token_refused(exc)))
     try:
         # active, its password unchanged since the token was issued, its sign-in going on
         return TokenHolder(token_user(token), SignIn.id_of(token), token["exp"])
-    except AuthenticationFailed:
-        return TokenHolder(AnonymousUser())
+    except AuthenticationFailed as exc:
+        return TokenHolder(AnonymousUser(), refusal=error_code(exc))
 
 
 def _same_site(scope: dict[str, Any]) -> bool:
@@ -323,6 +335,7 @@ class _SocketUser:
             "sign_in_id": holder.sign_in_id,
             "token_expires_at": holder.expires_at,
             "admin_session": holder.admin_session,
+            "auth_refusal": holder.refusal,
             "auth_subprotocol": subprotocol,
             "refused": refused,
         }
@@ -362,7 +375,7 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=self.scope["refused"])
             return
         if user is None or not user.is_authenticated:
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self.close(code=CLOSE_UNAUTHENTICATED, reason=self.scope.get("auth_refusal") or NOT_AUTHENTICATED)
             return
         try:
             if not await self.authorize(user):
@@ -384,8 +397,9 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         self._close_at_expiry()
 
     def _close_at_expiry(self) -> None:
-        """A handshake checks its token once: the socket closes (4401) when the token expires, as
-        every request and handshake then refuses it (one timer, no polling)."""
+        """A handshake checks its token once: the socket closes (4401 `token_expired`: a client
+        refreshes and reconnects) when the token expires, as every request and handshake then
+        refuses it (one timer, no polling)."""
         expires_at = self.scope.get("token_expires_at")
         if expires_at is None:
             return
@@ -393,7 +407,7 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
         self._expiry = loop.call_later(max(0.0, expires_at - time.time()), self._token_expired)
 
     def _token_expired(self) -> None:
-        self._closing = asyncio.ensure_future(self.close(code=CLOSE_UNAUTHENTICATED))
+        self._closing = asyncio.ensure_future(self.close(code=CLOSE_UNAUTHENTICATED, reason=TOKEN_EXPIRED))
 
     def _stop_timers(self) -> None:
         for timer in (self._expiry, self._rejoining):
@@ -411,7 +425,8 @@ class AuthenticatedConsumer(AsyncJsonWebsocketConsumer):
             )
             if not opened_by:
                 return
-        await self.close(code=CLOSE_UNAUTHENTICATED)
+        # A close sent by a process of the release before (a rolling deploy) has no reason: sign in again.
+        await self.close(code=CLOSE_UNAUTHENTICATED, reason=event.get("reason") or SIGN_IN_ENDED)
 
     async def sockets_reauthorize(self, event: dict) -> None:
         """What the account may see changed (reauthorize_sockets_of)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.contrib.rest_framework_simplejwt import SimpleJWTScheme
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework_simplejwt.authentication import AUTH_HEADER_TYPE_BYTES, JWTAuthentication
 from rest_framework_simplejwt.exceptions import AuthenticationFailed, ExpiredTokenError, TokenError
 from rest_framework_simplejwt.settings import api_settings
@@ -12,8 +13,16 @@ from rest_framework_simplejwt.utils import get_md5_hash_password
 
 from accounts.models import SignIn
 
-# The code of a token whose sign-in has ended (a logout, a reused refresh token, staff, a deactivation).
-SIGN_IN_ENDED = "sign_in_ended"
+# Why a credential is refused: each 401's `code`, and the reason of a socket's 4401 close (paygo.ws),
+# so that a client reads one vocabulary. TOKEN_EXPIRED alone is mended by a refresh; after the others
+# only a new sign-in helps.
+NOT_AUTHENTICATED = NotAuthenticated.default_code  # none sent
+TOKEN_EXPIRED = "token_expired"
+TOKEN_INVALID = "token_invalid"  # no token of PayGo's of the kind asked for
+SIGN_IN_ENDED = "sign_in_ended"  # a logout, a reused refresh token, staff, a deactivation
+PASSWORD_CHANGED = "password_changed"  # the token was issued under the password before
+USER_INACTIVE = "user_inactive"  # the account was deactivated
+USER_NOT_FOUND = "user_not_found"
 
 
 def token_refused(error: TokenError | None) -> AuthenticationFailed:
@@ -23,8 +32,8 @@ def token_refused(error: TokenError | None) -> AuthenticationFailed:
     only in a `messages` list the API's error format has not. A signature is checked before the
     expiry, so a forged token is never told expired."""
     if isinstance(error, ExpiredTokenError):
-        return AuthenticationFailed("Your session has expired; sign in again.", code="token_expired")
-    return AuthenticationFailed("This sign-in token is not valid; sign in again.", code="token_invalid")
+        return AuthenticationFailed("Your session has expired; sign in again.", code=TOKEN_EXPIRED)
+    return AuthenticationFailed("This sign-in token is not valid; sign in again.", code=TOKEN_INVALID)
 
 
 # The token's account and whether its sign-in goes on, in one statement. Written in SQL: built with
@@ -70,13 +79,13 @@ class BearerJWTAuthentication(JWTAuthentication):
             iter(self.user_model.objects.raw(_USER_AND_SIGN_IN, [SignIn.id_of(validated_token), user_id])), None
         )
         if user is None:
-            raise AuthenticationFailed(_("User not found"), code="user_not_found")
+            raise AuthenticationFailed(_("User not found"), code=USER_NOT_FOUND)
         if api_settings.CHECK_USER_IS_ACTIVE and not user.is_active:
-            raise AuthenticationFailed(_("User is inactive"), code="user_inactive")
+            raise AuthenticationFailed(_("User is inactive"), code=USER_INACTIVE)
         if api_settings.CHECK_REVOKE_TOKEN and validated_token.get(
             api_settings.REVOKE_TOKEN_CLAIM
         ) != get_md5_hash_password(user.password):
-            raise AuthenticationFailed(_("The user's password has been changed."), code="password_changed")
+            raise AuthenticationFailed(_("The user's password has been changed."), code=PASSWORD_CHANGED)
         if not user.sign_in_live:
             raise AuthenticationFailed(
                 "This sign-in has ended (logged out, or ended for the account's safety); sign in again.",

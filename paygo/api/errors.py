@@ -214,9 +214,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             message = str(detail[0]) if detail else ""
         else:
             message = str(detail)
-        code = (str(detail["code"]) if isinstance(detail, dict) and "code" in detail else _code_of(detail)) or (
-            exc.default_code
-        )
+        code = error_code(exc)
         if isinstance(exc, exceptions.ParseError) and message.startswith("JSON parse error"):
             code = "malformed_json"
         body = error_body(exc.status_code, message, code=code, **{**extra, **getattr(exc, "extra", {})})
@@ -280,6 +278,15 @@ def _first(value: Any) -> str:
         key, inner = next(iter(value.items()))
         return f"{camel(key)}: {_first(inner)}"
     return str(value) if value else ""
+
+
+def error_code(exc: exceptions.APIException) -> str:
+    """The `code` of the API's answer to `exc`, other than a 400's (the one a client branches on);
+    also the reason of a socket closed for what would be a 401 (paygo.ws)."""
+    detail = exc.detail
+    if isinstance(detail, dict) and "code" in detail:  # simplejwt's exceptions: {"detail", "code"}
+        return str(detail["code"])
+    return _code_of(detail) or exc.default_code
 
 
 def _code_of(detail: Any) -> str | None:

@@ -1,4 +1,6 @@
-"""Socket authentication: a valid JWT (query or subprotocol) is accepted, anything else gets 4401."""
+"""Socket authentication: a valid JWT (query or subprotocol) is accepted, anything else gets 4401,
+whose reason is the code the API's 401 would say (paygo.api.authentication): `token_expired` (refresh
+and reconnect) apart from the refusals after which only a new sign-in helps."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from channels.testing import WebsocketCommunicator
 
 from accounts.services import token_pair_for, user_deactivate
 from paygo.asgi import application
-from paygo.tests.test_websocket_frames import _close_code
+from paygo.tests.test_websocket_frames import _close_code, _closed
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -18,6 +20,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @database_sync_to_async
 def _access_token(user) -> str:
     return token_pair_for(user).access  # a sign-in is recorded: database work, off the event loop
+
+
+def unauthenticated(reason: str) -> dict:
+    """The close of a socket refused for its credentials, with the reason a client acts on."""
+    return {"type": "websocket.close", "code": 4401, "reason": reason}
 
 
 async def _connect(path: str, subprotocols=None):
@@ -47,12 +54,38 @@ async def test_valid_token_as_subprotocol_is_accepted_and_echoed(alice):
     await communicator.disconnect()
 
 
-@pytest.mark.parametrize("query", ["", "?token=", "?token=garbage.token.here"])
-async def test_missing_or_bad_token_closes_4401(query):
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [("", "not_authenticated"), ("?token=", "not_authenticated"), ("?token=garbage.token.here", "token_invalid")],
+)
+async def test_missing_or_bad_token_closes_4401(query, reason):
     communicator, connected, _ = await _connect(f"/ws/notifications/{query}")
 
     assert connected  # accepted so that the client can read the close code
-    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+    assert await communicator.receive_output() == unauthenticated(reason)
+
+
+async def test_an_expired_token_closes_4401_token_expired(alice):
+    """The one refusal a refresh mends: a client tells it from the others by the reason alone."""
+    import time_machine
+    from rest_framework_simplejwt.tokens import AccessToken
+
+    token = await _access_token(alice)
+    with time_machine.travel(AccessToken(token)["exp"] + 1, tick=False):
+        communicator, _, _ = await _connect(f"/ws/notifications/?token={token}")
+
+        assert await communicator.receive_output() == unauthenticated("token_expired")
+
+
+async def test_a_token_of_an_ended_sign_in_closes_4401_sign_in_ended(alice):
+    from accounts.services import token_logout
+
+    pair = await database_sync_to_async(token_pair_for)(alice)
+    await database_sync_to_async(token_logout)(refresh_token=pair.refresh)
+
+    communicator, _, _ = await _connect(f"/ws/notifications/?token={pair.access}")
+
+    assert await communicator.receive_output() == unauthenticated("sign_in_ended")
 
 
 async def test_deactivated_users_token_closes_4401(alice):
@@ -61,7 +94,7 @@ async def test_deactivated_users_token_closes_4401(alice):
 
     communicator, _, _ = await _connect(f"/ws/notifications/?token={token}")
 
-    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+    assert await communicator.receive_output() == unauthenticated("user_inactive")
 
 
 async def test_a_token_issued_before_the_password_changed_closes_4401(alice):
@@ -71,7 +104,7 @@ async def test_a_token_issued_before_the_password_changed_closes_4401(alice):
 
     communicator, _, _ = await _connect(f"/ws/notifications/?token={token}")
 
-    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+    assert await communicator.receive_output() == unauthenticated("password_changed")
 
 
 async def test_refresh_token_is_not_an_access_token(alice):
@@ -79,7 +112,7 @@ async def test_refresh_token_is_not_an_access_token(alice):
 
     communicator, _, _ = await _connect(f"/ws/notifications/?token={token}")
 
-    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+    assert await communicator.receive_output() == unauthenticated("token_invalid")
 
 
 @pytest.mark.parametrize("scheme", ["BEARER", "Bearer", "bEaReR"])
@@ -128,8 +161,8 @@ async def test_deactivating_closes_the_sockets_already_open_4401(alice, bob, vic
     else:
         await database_sync_to_async(_deactivate_in_the_admin)(olga, alice)
 
-    for communicator in alices:
-        assert await _close_code(communicator) == 4401
+    for communicator in alices:  # the account's: not its sign-ins', which end with it
+        assert await _closed(communicator) == unauthenticated("user_inactive")
     assert await bobs.receive_nothing(timeout=0.5)
     await bobs.disconnect()
 
@@ -144,7 +177,7 @@ async def test_a_changed_password_closes_the_sockets_its_old_tokens_opened(alice
     alice.set_password("a-brand-new-Password-42")
     await database_sync_to_async(alice.save)(update_fields=["password"])
 
-    assert await _close_code(alices) == 4401
+    assert await _closed(alices) == unauthenticated("password_changed")
     assert await bobs.receive_nothing(timeout=0.5)
     await bobs.disconnect()
 
@@ -164,10 +197,10 @@ async def test_a_sign_in_that_ends_closes_the_sockets_its_tokens_opened_and_no_o
 
     assert await database_sync_to_async(token_logout)(refresh_token=here.refresh) == 1
 
-    assert await _close_code(ending) == 4401
+    assert await _closed(ending) == unauthenticated("sign_in_ended")
     assert await staying.receive_nothing(timeout=0.5)
     again, _, _ = await _connect(f"/ws/notifications/?token={here.access}")
-    assert await again.receive_output() == {"type": "websocket.close", "code": 4401}
+    assert await again.receive_output() == unauthenticated("sign_in_ended")
     await staying.disconnect()
     ended = await database_sync_to_async(lambda: SignIn.objects.filter(ended_at__isnull=False).count())()
     assert ended == 1
@@ -269,7 +302,7 @@ async def test_a_deactivation_during_the_handshake_closes_the_socket(alice, monk
     communicator, connected, _ = await _connect(f"/ws/notifications/?token={token}")
 
     assert connected
-    assert await _close_code(communicator) == 4401
+    assert await _closed(communicator) == unauthenticated("user_inactive")
 
 
 async def test_a_user_reactivated_after_a_deactivation_opens_sockets_again(alice):
@@ -349,7 +382,7 @@ async def test_a_socket_open_longer_than_the_layers_group_expiry_stays_in_its_gr
 
     assert (await communicator.receive_json_from(timeout=5))["type"] == "notification"
     await database_sync_to_async(user_deactivate)(user=alice)
-    assert await _close_code(communicator) == 4401
+    assert await _closed(communicator) == unauthenticated("user_inactive")
 
 
 def _edit_in_the_admin(operator, user, **changes) -> None:
@@ -477,13 +510,14 @@ async def test_a_socket_closes_when_its_token_expires(alice, victor, socket):
             assert (await communicator.receive_output())["type"] == "websocket.send"  # accepted
 
         clock.move_to(expires_at)  # the instant it expires: every check refuses it from here on
-        assert await _close_code(ending) == 4401  # its timer: no revocation, and the newer socket stays
+        # its timer: no revocation, and the newer socket stays; refreshing and reconnecting mends it
+        assert await _closed(ending) == unauthenticated("token_expired")
         if socket == "notifications":
             assert await staying.receive_nothing(timeout=0.5)
         else:
             assert (await staying.receive_json_from(timeout=3))["type"] == "cost.tick"
         again, _, _ = await _connect(f"{where}?token={expiring}")
-        assert await again.receive_output() == {"type": "websocket.close", "code": 4401}
+        assert await again.receive_output() == unauthenticated("token_expired")
         await staying.disconnect()
         await ending.disconnect()
 
@@ -517,7 +551,7 @@ async def test_logging_out_of_the_admin_closes_the_sockets_its_session_opened(ol
     response = await database_sync_to_async(leaving.post)("/admin/logout/")
 
     assert response.status_code == 200
-    assert await _close_code(ending) == 4401
+    assert await _closed(ending) == unauthenticated("sign_in_ended")
     await database_sync_to_async(notify)(olga.pk, "system", "Hello", "For staff", {})
     for communicator in others:
         assert (await communicator.receive_json_from(timeout=5))["type"] == "notification"
@@ -525,4 +559,32 @@ async def test_logging_out_of_the_admin_closes_the_sockets_its_session_opened(ol
         await communicator.disconnect()
     again = WebsocketCommunicator(application, "/ws/notifications/", headers=cookie)
     assert (await again.connect())[0]
-    assert await again.receive_output() == {"type": "websocket.close", "code": 4401}
+    assert await again.receive_output() == unauthenticated("not_authenticated")
+
+
+@pytest.mark.timeout(120)
+async def test_through_daphne_the_client_reads_the_reason(alice, live_daphne):
+    """Daphne passed on the close's code and dropped its reason: a client read 4401 alone, whether
+    its token had expired or its account was gone."""
+    from datetime import timedelta
+
+    import aiohttp
+    import time_machine
+    from django.utils import timezone
+
+    host, port = live_daphne()
+    with time_machine.travel(timezone.now() - timedelta(days=30)):
+        expired = await _access_token(alice)
+    url = f"ws://{host}:{port}/ws/notifications/"
+
+    closes = []
+    async with aiohttp.ClientSession() as http:
+        for token in (expired, "garbage.token.here"):
+            async with http.ws_connect(url, protocols=[f"bearer.{token}"]) as socket:
+                message = await socket.receive(timeout=30)
+            closes.append((message.type, message.data, message.extra))
+
+    assert closes == [
+        (aiohttp.WSMsgType.CLOSE, 4401, "token_expired"),
+        (aiohttp.WSMsgType.CLOSE, 4401, "token_invalid"),
+    ]

@@ -48,10 +48,16 @@ def _session_path(user, vendor) -> str:
 
 async def _close_code(communicator) -> int:
     """The code the server closed with, past the messages it sent before."""
+    return (await _closed(communicator))["code"]
+
+
+async def _closed(communicator) -> dict:
+    """The close the server sent ({"type": "websocket.close", "code", "reason"?}), past the messages
+    it sent before."""
     for _ in range(50):
         output = await communicator.receive_output(timeout=5)
         if output["type"] == "websocket.close":
-            return output["code"]
+            return output
     raise AssertionError("the socket was not closed")
 
 

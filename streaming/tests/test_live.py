@@ -71,7 +71,11 @@ async def test_without_a_token_closes_4401(alice, make_service):
 
     communicator = await _connect(None, session.session_id)
 
-    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+    assert await communicator.receive_output() == {
+        "type": "websocket.close",
+        "code": 4401,
+        "reason": "not_authenticated",
+    }
 
 
 @pytest.mark.parametrize("who", ["bob", "wanda", "stan"])
@@ -369,7 +373,11 @@ async def test_the_admins_cookie_counts_only_from_a_page_of_this_site(alice, olg
 
     communicator = await _connect_signed_in(olga, session.session_id, headers=headers)
 
-    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+    assert await communicator.receive_output() == {
+        "type": "websocket.close",
+        "code": 4401,
+        "reason": "not_authenticated",
+    }
 
 
 async def test_a_session_cookie_of_someone_not_staff_closes_4401(alice, make_service):
@@ -377,7 +385,11 @@ async def test_a_session_cookie_of_someone_not_staff_closes_4401(alice, make_ser
 
     communicator = await _connect_signed_in(alice, session.session_id)
 
-    assert await communicator.receive_output() == {"type": "websocket.close", "code": 4401}
+    assert await communicator.receive_output() == {
+        "type": "websocket.close",
+        "code": 4401,
+        "reason": "not_authenticated",
+    }
 
 
 @override_settings(STREAM_TICK_SECONDS=0.02)
