@@ -33,35 +33,41 @@ class EmbeddedBeat(threading.Thread):
         self.schedule = schedule if schedule is not None else settings.CELERY_BEAT_SCHEDULE
         self.state_file = state_file if state_file is not None else settings.EMBEDDED_BEAT_FILE
         self.stopped = threading.Event()
-        self.last_runs: dict[str, float] = {}
+        self.last_runs: dict[str, float] = {}  # wall-clock seconds, as written to the file
+        self.deadlines: dict[str, float] = {}  # on the monotonic clock
 
     def run(self) -> None:
         # Celery discovers the apps' tasks.py lazily (a worker does it at start): do it here.
         app.loader.import_default_modules()
-        self.start_schedule()
+        self.start_schedule(time.time(), time.monotonic())
         while not self.stopped.wait(timeout=1.0):
-            for name in self.due(time.time()):
+            for name in self.due(time.time(), time.monotonic()):
                 self._run_entry(name, self.schedule[name])
 
-    def start_schedule(self) -> None:
-        """Read the entries' last runs; an entry never seen counts from now (its first run is one
-        period away), and is written down at once so that a restart does not put it off again."""
+    def start_schedule(self, wall: float, mono: float) -> None:
+        """Read the entries' last runs (wall-clock seconds, `wall` now) and turn each into a
+        deadline on the monotonic clock (`mono` now), which the timer keeps to from then on: the
+        wall clock may be set back or forward while the server runs (a laptop waking, NTP), and
+        only what is written down for the next start is in its time. An entry never seen counts
+        from now (its first run is one period away), and is written down at once so that a restart
+        does not put it off again."""
         self.last_runs = self._read_state()
-        now = time.time()
-        for name in self.schedule:
-            # A last run in the future (the clock was set back) counts from now.
-            self.last_runs[name] = min(self.last_runs.get(name, now), now)
+        self.deadlines = {}
+        for name, entry in self.schedule.items():
+            # A last run in the future (the clock was set back while the server was down) counts
+            # from now.
+            last = self.last_runs[name] = min(self.last_runs.get(name, wall), wall)
+            self.deadlines[name] = mono + max(0.0, last + period_seconds(entry["schedule"]) - wall)
         self._write_state()
 
-    def due(self, now: float) -> list[str]:
-        """The entries due at `now` (wall-clock seconds), each marked as run now."""
-        names = [
-            name
-            for name, entry in self.schedule.items()
-            if now >= self.last_runs[name] + period_seconds(entry["schedule"])
-        ]
+    def due(self, wall: float, mono: float) -> list[str]:
+        """The entries due at `mono` (the monotonic clock), each marked as run now (`wall`, for the
+        file)."""
+        names = [name for name in self.schedule if mono >= self.deadlines[name]]
+        for name in names:
+            self.deadlines[name] = mono + period_seconds(self.schedule[name]["schedule"])
+            self.last_runs[name] = wall
         if names:
-            self.last_runs.update(dict.fromkeys(names, now))
             self._write_state()
         return names
 

@@ -6,7 +6,6 @@ import json
 from datetime import timedelta
 
 import pytest
-import time_machine
 from django.conf import settings
 
 from paygo.beat import period_seconds
@@ -44,26 +43,32 @@ MINUTELY = {"sweep": {"task": "streaming.billing_sweep", "schedule": 60.0}}
 
 
 def _started(state_file, schedule, at: float) -> EmbeddedBeat:
-    """A beat as the server starts it at `at` (wall-clock seconds), its thread not running."""
+    """A beat as the server starts it at `at` (wall-clock seconds), its thread not running; its
+    monotonic clock starts at 1,000 (any origin: a process's own)."""
     beat = EmbeddedBeat(schedule=schedule, state_file=state_file)
-    with time_machine.travel(at, tick=False):
-        beat.start_schedule()
+    beat.start_schedule(at, 1000.0)
+    beat.started_at = at
     return beat
+
+
+def _due(beat: EmbeddedBeat, at: float, *, clock_moved: float = 0.0) -> list[str]:
+    """beat.due() `at - started_at` seconds after it started, its wall clock `clock_moved` off."""
+    return beat.due(at + clock_moved, 1000.0 + at - beat.started_at)
 
 
 def test_a_daily_entry_runs_a_day_after_it_was_first_seen_however_often_the_server_restarts(tmp_path):
     state_file, start = tmp_path / "var" / "embedded-beat.json", 1_800_000_000.0
     beat = _started(state_file, {**DAILY, **MINUTELY}, start)
 
-    assert beat.due(start + 59) == []
-    assert beat.due(start + 60) == ["sweep"]
+    assert _due(beat, start + 59) == []
+    assert _due(beat, start + 60) == ["sweep"]
     # Restarted every six hours: the day counts from the first start, not from each restart.
     for hours in (6, 12, 18):
         beat = _started(state_file, {**DAILY, **MINUTELY}, start + hours * 3600)
-        assert "cleanup" not in beat.due(start + hours * 3600 + 60)
+        assert "cleanup" not in _due(beat, start + hours * 3600 + 60)
     beat = _started(state_file, {**DAILY, **MINUTELY}, start + 86_400)
-    assert beat.due(start + 86_400) == ["cleanup", "sweep"]
-    assert beat.due(start + 86_401) == []  # marked as run: not again for a day (a minute, the sweep)
+    assert _due(beat, start + 86_400) == ["cleanup", "sweep"]
+    assert _due(beat, start + 86_401) == []  # marked as run: not again for a day (a minute, the sweep)
     assert json.loads(state_file.read_text()) == {"cleanup": start + 86_400, "sweep": start + 86_400}
 
 
@@ -73,8 +78,8 @@ def test_a_server_down_for_days_runs_what_fell_due_once_when_it_starts(tmp_path)
 
     beat = _started(state_file, DAILY, start)
 
-    assert beat.due(start) == ["cleanup"]
-    assert beat.due(start + 3600) == []
+    assert _due(beat, start) == ["cleanup"]
+    assert _due(beat, start + 3600) == []
 
 
 @pytest.mark.parametrize(
@@ -86,8 +91,8 @@ def test_an_unreadable_state_counts_every_entry_from_now(tmp_path, content):
 
     beat = _started(state_file, DAILY, start)
 
-    assert beat.due(start + 86_399) == []
-    assert beat.due(start + 86_400) == ["cleanup"]
+    assert _due(beat, start + 86_399) == []
+    assert _due(beat, start + 86_400) == ["cleanup"]
 
 
 def test_a_last_run_after_now_counts_from_now(tmp_path):
@@ -96,4 +101,16 @@ def test_a_last_run_after_now_counts_from_now(tmp_path):
 
     beat = _started(state_file, DAILY, start)
 
-    assert beat.due(start + 86_400) == ["cleanup"]
+    assert _due(beat, start + 86_400) == ["cleanup"]
+
+
+def test_the_wall_clock_set_back_or_forward_while_the_server_runs_does_not_move_the_timer(tmp_path):
+    """A laptop waking, a VM resumed, NTP stepping the clock: the running timer keeps its periods
+    (the monotonic clock); only the file is in wall-clock time."""
+    state_file, start = tmp_path / "embedded-beat.json", 1_800_000_000.0
+    beat = _started(state_file, {**DAILY, **MINUTELY}, start)
+
+    assert _due(beat, start + 60, clock_moved=-3600) == ["sweep"]  # set back an hour: the sweep still runs
+    assert _due(beat, start + 90, clock_moved=+86_400) == []  # forward a day: nothing runs early
+    assert _due(beat, start + 120, clock_moved=+86_400) == ["sweep"]
+    assert json.loads(state_file.read_text())["sweep"] == start + 120 + 86_400
