@@ -40,10 +40,14 @@ class ChannelChoice:
     sms: bool
 
 
-# In-app is always on. Email for everything that concerns money or a live service; SMS, which costs
-# money and interrupts, only for alerts (low balance, a session stopped for lack of funds).
+# In-app is always on. Email for what concerns money (payments, alerts) and consultations; SMS, which
+# costs money and interrupts, only for alerts (low balance, a session stopped for lack of funds). A
+# session's start and end are in-app only: every session tells its user and its vendor twice, and a
+# vendor with a thousand sessions a day was sent two thousand emails (its money is in its wallet's
+# history, and a session stopped for lack of funds is an alert). These apply to whoever has no stored
+# choice for the type; a stored choice (NotificationPreference) is the user's and is never rewritten.
 DEFAULT_CHANNELS: dict[str, ChannelChoice] = {
-    NotificationType.SESSION: ChannelChoice(email=True, sms=False),
+    NotificationType.SESSION: ChannelChoice(email=False, sms=False),
     NotificationType.PAYMENT: ChannelChoice(email=True, sms=False),
     NotificationType.ALERT: ChannelChoice(email=True, sms=True),
     NotificationType.CONSULTATION: ChannelChoice(email=True, sms=False),

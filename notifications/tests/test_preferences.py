@@ -13,7 +13,7 @@ pytestmark = pytest.mark.django_db
 PREFERENCES = "/api/v1/notifications/preferences"
 
 DEFAULTS = {
-    "session": {"inApp": True, "email": True, "sms": False},
+    "session": {"inApp": True, "email": False, "sms": False},
     "payment": {"inApp": True, "email": True, "sms": False},
     "alert": {"inApp": True, "email": True, "sms": True},
     "consultation": {"inApp": True, "email": True, "sms": False},
@@ -106,3 +106,29 @@ def test_in_app_true_is_accepted(api, alice):
 def test_preferences_need_a_login(anon):
     assert anon.get(PREFERENCES).status_code == 401
     assert anon.patch(PREFERENCES, {"preferences": {"alert": {"sms": False}}}, format="json").status_code == 401
+
+
+def test_session_notifications_stay_in_app_by_default_money_ones_are_emailed(victor, committed, mailoutbox):
+    """A vendor with a thousand sessions a day was sent two thousand emails ("New session", "Session
+    ended"): by default a session's start and end are in-app only; payments and alerts are emailed."""
+    with committed():
+        started = notify(victor, "session", "New session", "Alice started a session on Lessons.")
+        paid = notify(victor, "payment", "Payout sent", "12.500000 USDC left for your bank.")
+
+    started.refresh_from_db()
+    paid.refresh_from_db()
+    assert (started.email_status, started.sms_status) == ("not_requested", "not_requested")
+    assert paid.email_status == "sent"
+    assert [message.subject for message in mailoutbox] == ["Payout sent"]
+
+
+def test_a_choice_made_under_the_old_default_is_kept(api, victor, committed, mailoutbox):
+    """Only the default changed: a stored choice (session emails on) is the user's, and stays."""
+    NotificationPreference.objects.create(user=victor, type="session", email=True, sms=False)
+
+    with committed():
+        started = notify(victor, "session", "New session", "Alice started a session on Lessons.")
+
+    started.refresh_from_db()
+    assert started.email_status == "sent"
+    assert api(victor).get(PREFERENCES).json()["preferences"]["session"] == {"inApp": True, "email": True, "sms": False}

@@ -47,7 +47,7 @@ def test_notify_accepts_a_user_id(alice):
 @pytest.mark.parametrize(
     ("type", "email", "sms"),
     [
-        ("session", "pending", "not_requested"),
+        ("session", "not_requested", "not_requested"),  # in-app only: two a session, to its user and its vendor
         ("payment", "pending", "not_requested"),
         ("consultation", "pending", "not_requested"),
         ("alert", "pending", "pending"),

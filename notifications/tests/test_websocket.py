@@ -60,7 +60,7 @@ async def test_a_committed_notification_is_pushed_to_its_owner_only(alice, bob, 
 async def test_the_push_matches_the_api(alice, api):
     socket = await connect(alice)
 
-    await notify_committed(alice, "session", "Session started", "Metering began.", {"session_id": 3})
+    await notify_committed(alice, "payment", "Payment received", "It arrived.", {"session_id": 3})
 
     pushed = (await socket.receive_json_from(timeout=5))["notification"]
     listed = await database_sync_to_async(lambda: api(alice).get("/api/v1/notifications").json())()
