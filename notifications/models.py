@@ -106,10 +106,11 @@ class Notification(models.Model):
                 condition=models.Q(deleted_at__isnull=True),
                 name="notifications_inbox_idx",
             ),
+            # The unread ones, by id: the badge's capped count, and read-all's batches walking down by id.
             models.Index(
-                fields=["user"],
+                fields=["user", "id"],
                 condition=models.Q(read=False, deleted_at__isnull=True),
-                name="notifications_unread_idx",
+                name="notifications_unread_id_idx",
             ),
             # The admin's list, newest first.
             models.Index(fields=["-created_at", "-id"], name="notifications_created_idx"),

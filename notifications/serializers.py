@@ -18,6 +18,7 @@ from notifications.models import (
     Notification,
     NotificationType,
 )
+from notifications.selectors import UNREAD_COUNT_CAP
 from paygo.api.text import VisibleTextField, validate_storable_text
 from paygo.api.validators import WholeNumberField
 
@@ -48,7 +49,17 @@ def notification_payload(notification: Notification) -> dict[str, Any]:
 
 class NotificationListResponseSerializer(serializers.Serializer):
     notifications = NotificationSerializer(many=True)
-    unread_count = serializers.IntegerField(help_text="Unread notifications of every type: the badge.")
+    unread_count = serializers.IntegerField(
+        min_value=0,
+        max_value=UNREAD_COUNT_CAP,
+        help_text=(
+            f"Unread notifications of every type (the badge), counted up to {UNREAD_COUNT_CAP}: with more, "
+            f"{UNREAD_COUNT_CAP} and unreadCountCapped (show it as {UNREAD_COUNT_CAP}+)."
+        ),
+    )
+    unread_count_capped = serializers.BooleanField(
+        help_text=f"There are more than {UNREAD_COUNT_CAP} unread notifications; unreadCount is {UNREAD_COUNT_CAP}."
+    )
     count = serializers.IntegerField()
     page = serializers.IntegerField()
     total_pages = serializers.IntegerField()

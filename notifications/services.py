@@ -354,9 +354,29 @@ def notification_mark_read(*, notification: Notification, read: bool) -> Notific
     return notification
 
 
+# Read-all marks this many at a time, each batch its own statement (and transaction).
+READ_ALL_BATCH = 1000
+
+
 def notification_read_all(*, user: Any) -> int:
-    """Mark every unread notification of the user read; how many changed."""
-    return selectors.notification_list_for(user, read=False).update(read=True, read_at=timezone.now())
+    """Mark every unread notification of the user read; how many changed.
+
+    In batches of READ_ALL_BATCH, walking the unread index down by id from the newest unread one: no
+    statement reads or locks more than a batch (one UPDATE of a vendor's two million unread was a
+    sequential scan that held their rows for three minutes), each batch commits on its own (a request
+    cut short keeps what it did, and the next read-all goes on from there), and one that arrives
+    meanwhile, above where the walk started, stays unread, as under a single UPDATE's snapshot."""
+    unread = selectors.notification_list_for(user, read=False).order_by("-pk")
+    now = timezone.now()
+    updated, below = 0, None
+    while True:
+        batch = unread if below is None else unread.filter(pk__lt=below)
+        ids = list(batch.values_list("pk", flat=True)[:READ_ALL_BATCH])
+        if ids:
+            updated += Notification.objects.filter(pk__in=ids, read=False).update(read=True, read_at=now)
+        if len(ids) < READ_ALL_BATCH:
+            return updated
+        below = ids[-1]
 
 
 def notifications_read_in(*, user: Any, thread: str) -> int:

@@ -60,7 +60,7 @@ class NotificationListView(GenericAPIView):
         page = self.paginate_queryset(notifications)
         data = NotificationSerializer(page, many=True).data
         unread = selectors.notification_unread_count_for(request.user)
-        return self.paginator.get_paginated_response(data, unread_count=unread)
+        return self.paginator.get_paginated_response(data, unread_count=unread.count, unread_count_capped=unread.capped)
 
     @extend_schema(
         summary="Staff: notify one user (userId) or every active user of a role (role)",

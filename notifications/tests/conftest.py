@@ -6,6 +6,8 @@ import json
 import logging
 
 import pytest
+from django.db import connection, transaction
+from django.utils import timezone
 from twilio.http import HttpClient
 from twilio.http.response import Response
 
@@ -96,3 +98,63 @@ def twilio(no_twilio, settings) -> FakeTwilioHttp:
     settings.TWILIO_AUTH_TOKEN = "test-auth-token"
     settings.TWILIO_PHONE_NUMBER = TWILIO_FROM
     return no_twilio
+
+
+def fill(user, count: int, *, created_at=None, read_at=None, deleted_at=None) -> None:
+    """`count` notifications for `user` in one statement (a volume to read plans on), ids increasing
+    with their creation, a second apart, the last one created at `created_at` (now by default); read at
+    `read_at` (unread without it) and dismissed at `deleted_at` (not without it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO notifications_notification (user_id, type, title, message, data, read, read_at, created_at,
+                deleted_at, email_status, email_attempts, email_error, sms_status, sms_attempts, sms_error, sms_sid,
+                thread)
+            SELECT %(user)s, 'session', 'Session ended', 'A session ended.', '{}', %(read_at)s::timestamptz IS NOT NULL,
+                %(read_at)s, %(at)s::timestamptz - (%(count)s - n) * interval '1 second', %(deleted_at)s,
+                'not_requested', 0, '', 'not_requested', 0, '', '', ''
+            FROM generate_series(1, %(count)s) AS n
+            """,
+            {
+                "user": user.pk,
+                "count": count,
+                "at": created_at or timezone.now(),
+                "read_at": read_at,
+                "deleted_at": deleted_at,
+            },
+        )
+        cursor.execute("ANALYZE notifications_notification")
+
+
+def settle() -> None:
+    """VACUUM ANALYZE the notifications, as autovacuum keeps them in production (statistics fresh, the
+    visibility map set, so that an index-only scan is worth its name). A transaction=True test only:
+    VACUUM cannot run in a transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE notifications_notification")
+
+
+def _scans(node: dict):
+    if "Scan" in node["Node Type"]:
+        yield node
+    for child in node.get("Plans", []):
+        yield from _scans(child)
+
+
+def rows_read(sql: str) -> tuple[int, list[str]]:
+    """What a statement (as CaptureQueriesContext recorded it) reads, run under EXPLAIN ANALYZE and rolled
+    back: the rows its scans went through (those kept and those filtered out), and which scans (node
+    type and index). Rows, not time: what grows with the table, whatever the machine."""
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + sql)
+            (plan,) = cursor.fetchone()[0]
+        transaction.set_rollback(True)
+    scans = list(_scans(plan["Plan"]))
+    read = sum(
+        (scan["Actual Rows"] + scan.get("Rows Removed by Filter", 0) + scan.get("Rows Removed by Index Recheck", 0))
+        * scan["Actual Loops"]
+        for scan in scans
+        if scan["Node Type"] != "Bitmap Index Scan"  # its Bitmap Heap Scan counts the same rows
+    )
+    return read, [f"{scan['Node Type']} {scan.get('Index Name', '')}".strip() for scan in scans]

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from notifications import notify
 from notifications.models import Notification
+from notifications.tests.conftest import fill, rows_read, settle
 
 pytestmark = pytest.mark.django_db
 
@@ -46,6 +49,7 @@ def test_list_shape(api, alice):
     body = response.json()
     assert body == {
         "unreadCount": 1,
+        "unreadCountCapped": False,
         "notifications": [
             {
                 "id": notification.pk,
@@ -324,6 +328,49 @@ def test_get_on_one_notification_is_not_allowed(api, alice):
     assert api(alice).get(detail(notification)).status_code == 405
 
 
+# The badge is counted up to 999: a vendor with millions unread costs what one with a thousand does.
+
+
+def _unread_count_query(queries) -> str:
+    (sql,) = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"] and '"read"' in q["sql"]]
+    return sql
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_unread_count_reads_at_most_a_thousand_rows_and_says_it_is_capped(api, alice, bob):
+    fill(alice, 1200)
+    fill(bob, 3000)
+    settle()
+
+    with CaptureQueriesContext(connection) as queries:
+        body = api(alice).get(LIST).json()
+
+    assert (body["unreadCount"], body["unreadCountCapped"]) == (999, True)
+    read, scans = rows_read(_unread_count_query(queries))
+    assert read <= 1000, (read, scans)
+
+
+@pytest.mark.parametrize(("unread", "shown"), [(0, (0, False)), (999, (999, False)), (1000, (999, True))])
+def test_the_unread_count_is_exact_up_to_999(api, alice, unread, shown):
+    fill(alice, unread)
+    fill(alice, 5, read_at=timezone.now())
+
+    body = api(alice).get(LIST).json()
+
+    assert (body["unreadCount"], body["unreadCountCapped"]) == shown
+
+
+def test_the_schema_says_the_unread_count_is_capped(anon):
+    schema = anon.get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    response = schema["paths"]["/api/v1/notifications"]["get"]["responses"]["200"]["content"]["application/json"]
+    ref = response["schema"]["$ref"].rsplit("/", 1)[-1]
+    properties = schema["components"]["schemas"][ref]["properties"]
+
+    assert properties["unreadCount"]["maximum"] == 999
+    assert "unreadCountCapped" in schema["components"]["schemas"][ref]["required"]
+    assert properties["unreadCountCapped"]["type"] == "boolean"
+
+
 # --- POST /notifications/read-all -----------------------------------------------------------------------
 
 
@@ -355,6 +402,29 @@ def test_read_all_leaves_deleted_ones_alone(api, alice):
 
     assert api(alice).post(READ_ALL).json()["updated"] == 0
     assert Notification.objects.get(pk=deleted.pk).read is False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_read_all_updates_a_thousand_at_a_time_each_statement_reading_about_that_many(api, alice, bob):
+    """A vendor with millions unread: no statement reads or locks them all (one UPDATE over two million
+    rows, a sequential scan, ran for three minutes). Each statement is replayed on the inbox as it was."""
+    fill(alice, 2500)
+    fill(bob, 20000)  # a table where reading it all costs more than a batch by id (a small one is read whole)
+    settle()
+
+    with CaptureQueriesContext(connection) as queries:
+        response = api(alice).post(READ_ALL)
+
+    assert response.json() == {"message": "2500 notifications marked as read.", "updated": 2500}
+    assert not Notification.objects.filter(user=alice, read=False).exists()
+    assert Notification.objects.filter(user=bob, read=False).count() == 20000
+    statements = [q["sql"] for q in queries.captured_queries if '"notifications_notification"' in q["sql"]]
+    assert sum(sql.startswith("UPDATE") for sql in statements) == 3  # 1000, 1000, 500
+    Notification.objects.filter(user=alice).update(read=False, read_at=None)  # as it was before
+    for sql in statements:
+        read, scans = rows_read(sql)
+        assert read <= 1000, (read, scans, sql[:300])
+    assert Notification.objects.filter(user=alice, read=False).count() == 2500  # the replays were rolled back
 
 
 def test_read_all_needs_a_login(anon):
