@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Least
 from django.utils import timezone
 
 
@@ -111,6 +112,13 @@ class Notification(models.Model):
                 fields=["user", "id"],
                 condition=models.Q(read=False, deleted_at__isnull=True),
                 name="notifications_unread_id_idx",
+            ),
+            # Retention (services.notifications_expire): when each was read or dismissed, whichever came
+            # first; unread ones still in the inbox are not in it.
+            models.Index(
+                Least("read_at", "deleted_at"),
+                condition=models.Q(read=True) | models.Q(deleted_at__isnull=False),
+                name="notifications_done_idx",
             ),
             # The admin's list, newest first.
             models.Index(fields=["-created_at", "-id"], name="notifications_created_idx"),

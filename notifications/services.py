@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import timedelta
@@ -18,10 +19,12 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from celery.exceptions import Retry
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, QuerySet
+from django.db.models.functions import Least
 from django.utils import timezone
 from rest_framework import exceptions
 
@@ -551,3 +554,51 @@ def delivery_requeue_stuck(*, limit: int = 1000) -> dict[str, int]:
     if any(counts.values()):
         logger.warning("Stuck deliveries: %s", counts)
     return counts
+
+
+# --- Retention --------------------------------------------------------------------------------------
+
+# Retention deletes this many notifications per statement, and a run stops after this long: the
+# next hour's run goes on from there.
+EXPIRE_BATCH = 5000
+EXPIRE_RUN_SECONDS = 120
+
+
+def notifications_expire(*, batch: int = EXPIRE_BATCH) -> int:
+    """Delete the notifications read or dismissed more than NOTIFICATION_RETENTION_DAYS ago, and any
+    created more than NOTIFICATION_UNREAD_RETENTION_DAYS ago, unread ones included (hourly,
+    notifications.expire); how many went.
+
+    Notifications are messages, not records: what they told is kept for good elsewhere (the ledger and
+    the wallet's history, the sessions, the consultations), and what was read or dismissed is kept a
+    while for support to see what reached whom. Unread ones are kept far longer, as nobody has seen
+    them, but not for ever: a vendor who never opens the inbox must not keep it growing by a hundred
+    thousand rows a day.
+
+    `batch` ids at a time, found through an index (notifications_done_idx, then notifications_created_idx)
+    with a LIMIT, then deleted by id, each batch a DELETE (and a transaction) of its own: no statement
+    reads or locks more than a batch."""
+    now = timezone.now()
+    done = (
+        Notification.objects.filter(Q(read=True) | Q(deleted_at__isnull=False))  # notifications_done_idx's condition
+        .alias(done_at=Least("read_at", "deleted_at"))
+        .filter(done_at__lt=now - timedelta(days=settings.NOTIFICATION_RETENTION_DAYS))
+    )
+    old = Notification.objects.filter(created_at__lt=now - timedelta(days=settings.NOTIFICATION_UNREAD_RETENTION_DAYS))
+    deadline = time.monotonic() + EXPIRE_RUN_SECONDS
+    deleted = 0
+    # Oldest first, in the order of the index that finds them (unordered, "any 5000 rows" could look
+    # cheaper to the planner by a sequential scan).
+    for expired in (done.order_by("done_at"), old.order_by("created_at")):
+        while time.monotonic() < deadline:
+            ids = list(expired.values_list("pk", flat=True)[:batch])
+            if ids:
+                # By id alone: with its condition again, the planner read the whole of
+                # notifications_done_idx to find the batch's ids among it. (One marked unread in
+                # the instant between the two statements goes all the same: read long ago.)
+                deleted += Notification.objects.filter(pk__in=ids).delete()[0]
+            if len(ids) < batch:
+                break
+    if deleted:
+        logger.info("Retention: %d notification(s) deleted", deleted)
+    return deleted

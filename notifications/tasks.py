@@ -1,4 +1,5 @@
-"""Celery tasks of notifications: email and SMS deliveries, broadcast dispatch, the stuck-delivery sweeper.
+"""Celery tasks of notifications: email and SMS deliveries, broadcast dispatch, the stuck-delivery sweeper,
+retention.
 
 Thin and idempotent: the state is on the notification, and a delivery is claimed with a conditional
 UPDATE before anything is sent, so a task run twice sends once. Only errors that can heal (timeouts,
@@ -65,3 +66,8 @@ def dispatch_notifications(notification_ids: list[int]) -> int:
 @shared_task(name="notifications.requeue_stuck_deliveries", soft_time_limit=120, time_limit=180, ignore_result=True)
 def requeue_stuck_deliveries() -> dict[str, int]:
     return services.delivery_requeue_stuck()
+
+
+@shared_task(name="notifications.expire", soft_time_limit=240, time_limit=300, ignore_result=True)
+def notifications_expire_task() -> int:
+    return services.notifications_expire()

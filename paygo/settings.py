@@ -549,6 +549,17 @@ CELERY_BEAT_SCHEDULE["notifications-requeue-stuck-deliveries"] = {
     "task": "notifications.requeue_stuck_deliveries",
     "schedule": 300,
 }
+# Retention (notifications/services.py, notifications_expire): a notification read or dismissed more
+# than NOTIFICATION_RETENTION_DAYS ago goes, and any, unread included, created more than
+# NOTIFICATION_UNREAD_RETENTION_DAYS ago. Hourly, in batches, each run at most two minutes.
+NOTIFICATION_RETENTION_DAYS = count("NOTIFICATION_RETENTION_DAYS", 90)
+NOTIFICATION_UNREAD_RETENTION_DAYS = count("NOTIFICATION_UNREAD_RETENTION_DAYS", 365)
+if NOTIFICATION_UNREAD_RETENTION_DAYS < NOTIFICATION_RETENTION_DAYS:
+    raise ImproperlyConfigured(
+        "NOTIFICATION_UNREAD_RETENTION_DAYS must be at least NOTIFICATION_RETENTION_DAYS: unread notifications are "
+        "kept at least as long as read ones."
+    )
+CELERY_BEAT_SCHEDULE["notifications-expire"] = {"task": "notifications.expire", "schedule": 3600.0}
 
 # --- I18n, static, media --------------------------------------------------------------------------
 
