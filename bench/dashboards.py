@@ -215,12 +215,13 @@ def build(entries: int) -> None:
             "charge entries",
             """
             INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from,
-                                       billed_until, fee)
+                                       billed_until, fee, created_at)
             SELECT tx_id, payer_account_id, %(usdc)s, -rate, session_pk, created_at - interval '1 minute', created_at,
-                   floor(rate / 10)
+                   floor(rate / 10), created_at
             FROM btx
-            UNION ALL SELECT tx_id, payee_account_id, %(usdc)s, rate - floor(rate / 10), NULL, NULL, NULL, NULL FROM btx
-            UNION ALL SELECT tx_id, %(revenue)s, %(usdc)s, floor(rate / 10), NULL, NULL, NULL, NULL FROM btx
+            UNION ALL SELECT tx_id, payee_account_id, %(usdc)s, rate - floor(rate / 10), NULL, NULL, NULL, NULL,
+                             created_at FROM btx
+            UNION ALL SELECT tx_id, %(revenue)s, %(usdc)s, floor(rate / 10), NULL, NULL, NULL, NULL, created_at FROM btx
             """,
         ),
         (
@@ -230,8 +231,8 @@ def build(entries: int) -> None:
             SELECT 'deposit', 'deposit:bench:' || u.n || ':' || d, 'Bench deposit', '{}',
                    now() - random() * interval '380 days'
             FROM bu u CROSS JOIN generate_series(1, %(deposits)s) d;
-            INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
-            SELECT t.id, x.account_id, %(usdc)s, x.amount
+            INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, created_at)
+            SELECT t.id, x.account_id, %(usdc)s, x.amount, t.created_at
             FROM bu u CROSS JOIN generate_series(1, %(deposits)s) d
             JOIN wallets_ledgertransaction t ON t.reference = 'deposit:bench:' || u.n || ':' || d
             CROSS JOIN LATERAL (VALUES (%(custody)s::bigint, -1000000000::numeric),
@@ -245,8 +246,8 @@ def build(entries: int) -> None:
             SELECT 'withdrawal', 'withdrawal:bench:' || u.n, 'Bench withdrawal', '{}',
                    now() - random() * interval '365 days'
             FROM bu u WHERE u.n <= %(withdrawing)s;
-            INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount)
-            SELECT t.id, x.account_id, %(usdc)s, x.amount
+            INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, created_at)
+            SELECT t.id, x.account_id, %(usdc)s, x.amount, t.created_at
             FROM bu u JOIN wallets_ledgertransaction t ON t.reference = 'withdrawal:bench:' || u.n
             CROSS JOIN LATERAL (VALUES (u.account_id, -10000000::numeric),
                                        (%(in_flight)s::bigint, 10000000::numeric)) AS x(account_id, amount)
@@ -290,9 +291,10 @@ FROM wallets_ledgertransaction WHERE kind = 'charge' ORDER BY id DESC LIMIT {cha
 INSERT INTO wallets_ledgertransaction (id, kind, reference, memo, metadata, created_at)
 SELECT c.new_id, t.kind, 'bench-traffic:' || c.new_id, t.memo, t.metadata, now() - random() * interval '1 minute'
 FROM bcopy c JOIN wallets_ledgertransaction t ON t.id = c.old_id;
-INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from, billed_until, fee)
-SELECT c.new_id, e.account_id, e.asset_id, e.amount, e.session_id, e.billed_from, e.billed_until, e.fee
-FROM bcopy c JOIN wallets_entry e ON e.transaction_id = c.old_id;
+INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from, billed_until, fee,
+                           created_at)
+SELECT c.new_id, e.account_id, e.asset_id, e.amount, e.session_id, e.billed_from, e.billed_until, e.fee, t.created_at
+FROM bcopy c JOIN wallets_entry e ON e.transaction_id = c.old_id JOIN wallets_ledgertransaction t ON t.id = c.new_id;
 """
 
 

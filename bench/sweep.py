@@ -256,15 +256,26 @@ def time_naive(n: int) -> float:
             Entry.objects.bulk_create(
                 [
                     Entry(
-                        transaction=tx, account_id=session.payer_account_id, asset_id=session.asset_id, amount=-charge
+                        transaction=tx,
+                        created_at=tx.created_at,
+                        account_id=session.payer_account_id,
+                        asset_id=session.asset_id,
+                        amount=-charge,
                     ),
                     Entry(
                         transaction=tx,
+                        created_at=tx.created_at,
                         account_id=session.payee_account_id,
                         asset_id=session.asset_id,
                         amount=charge - fee,
                     ),
-                    Entry(transaction=tx, account_id=revenue.pk, asset_id=session.asset_id, amount=fee),
+                    Entry(
+                        transaction=tx,
+                        created_at=tx.created_at,
+                        account_id=revenue.pk,
+                        asset_id=session.asset_id,
+                        amount=fee,
+                    ),
                 ]
             )
             Account.objects.filter(pk=session.payer_account_id).update(balance=F("balance") - charge)
@@ -307,14 +318,14 @@ _MODEL_WRITES = [
     VALUES (nextval(pg_get_serial_sequence('wallets_ledgertransaction', 'id')), 'charge', NULL, 'Metered sessions',
             '{}', now())""",
     """INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from, billed_until,
-                                  fee)
+                                  fee, created_at)
     SELECT currval(pg_get_serial_sequence('wallets_ledgertransaction', 'id')), payer, asset_id, -amount, id,
-           charged_until, now(), 100000
+           charged_until, now(), 100000, now()
     FROM bench_charge
     UNION ALL SELECT currval(pg_get_serial_sequence('wallets_ledgertransaction', 'id')), payee, asset_id,
-                     sum(amount - 100000), NULL, NULL, NULL, NULL FROM bench_charge GROUP BY payee, asset_id
+                     sum(amount - 100000), NULL, NULL, NULL, NULL, now() FROM bench_charge GROUP BY payee, asset_id
     UNION ALL SELECT currval(pg_get_serial_sequence('wallets_ledgertransaction', 'id')), %(revenue)s, asset_id,
-                     sum(100000), NULL, NULL, NULL, NULL FROM bench_charge GROUP BY asset_id""",
+                     sum(100000), NULL, NULL, NULL, NULL, now() FROM bench_charge GROUP BY asset_id""",
     """UPDATE wallets_account a SET balance = a.balance + d.delta
     FROM (SELECT payer AS id, -sum(amount) AS delta FROM bench_charge GROUP BY payer
           UNION ALL SELECT payee, sum(amount - 100000) FROM bench_charge GROUP BY payee

@@ -185,15 +185,22 @@ class Entry(models.Model):
     fee = MinorUnitsField(
         null=True, blank=True, help_text="The platform's fee on this charge (the vendor got the rest)."
     )
+    # Its transaction's time, copied (wallets_post writes both; the entries' guard checks that they
+    # agree): an account's history, newest first and by date, is then a range of one index
+    # (wallets_entry_account_time) rather than a sort of all of the account's entries.
+    created_at = models.DateTimeField(editable=False)
 
     class Meta:
         ordering = ["id"]
         verbose_name_plural = "entries"
         # Both cover what the dashboards sum (amounts per account, per transaction), so that their
-        # aggregates over a window or an account read the indexes only, not the table.
+        # aggregates over a window or an account read the indexes only, not the table. The first is
+        # also an account's history in the order it is shown (wallets.selectors.entries_for).
         indexes = [
             models.Index(
-                fields=["account", "-id"], include=["transaction", "amount"], name="wallets_entry_account_id_cov"
+                fields=["account", "-created_at", "-id"],
+                include=["transaction", "amount"],
+                name="wallets_entry_account_time",
             ),
             models.Index(fields=["transaction"], include=["account", "asset", "amount"], name="wallets_entry_tx_cov"),
             # A session's charges, in order (its timeline, its dashboard figures).

@@ -1049,8 +1049,8 @@ def test_health_finds_charges_that_disagree_with_their_sessions(alice, fund, mak
             cursor.execute("ALTER TABLE wallets_entry DISABLE TRIGGER wallets_entry_balanced")
             cursor.execute(
                 "INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from, "
-                "billed_until, fee) VALUES (%s, %s, %s, -1, %s, now(), now(), 0), "
-                "(%s, %s, %s, -1, %s, now(), now(), 0)",
+                "billed_until, fee, created_at) VALUES (%s, %s, %s, -1, %s, now(), now(), 0, now()), "
+                "(%s, %s, %s, -1, %s, now(), now(), 0, now())",
                 [
                     *(charge.transaction_id, session.payee_account_id, charge.asset_id, session.pk),
                     *(charge.transaction_id, charge.account_id, charge.asset_id, 10**12),

@@ -5,7 +5,8 @@
 --   all entries of its transactions in one statement.
 -- - An entry's references are checked once per INSERT statement rather than by a foreign key per
 --   row (a fifth of a billing sweep's cost): its transaction exists, its account exists and holds
---   the entry's asset. What a foreign key also prevents on the other side holds too: a ledger
+--   the entry's asset, and it carries its transaction's time (created_at, copied so that an
+--   account's history is read from one index). What a foreign key also prevents on the other side holds too: a ledger
 --   transaction is never deleted (append-only), an account with entries is never deleted, and no
 --   account's id or asset ever changes. The statement trigger share-locks the accounts its entries
 --   name, as a foreign key does, so that a delete cannot race an insert.
@@ -56,10 +57,12 @@ BEGIN
             USING ERRCODE = 'foreign_key_violation';
     END IF;
     IF EXISTS (
-        SELECT 1 FROM (SELECT DISTINCT transaction_id FROM new_entries) AS e
-        WHERE NOT EXISTS (SELECT 1 FROM wallets_ledgertransaction AS t WHERE t.id = e.transaction_id)
+        SELECT 1 FROM (SELECT DISTINCT transaction_id, created_at FROM new_entries) AS e
+        WHERE NOT EXISTS (
+            SELECT 1 FROM wallets_ledgertransaction AS t WHERE t.id = e.transaction_id AND t.created_at = e.created_at
+        )
     ) THEN
-        RAISE EXCEPTION 'a ledger entry names an unknown transaction'
+        RAISE EXCEPTION 'a ledger entry names an unknown transaction, or not its transaction''s time'
             USING ERRCODE = 'foreign_key_violation';
     END IF;
     RETURN NULL;

@@ -132,8 +132,12 @@ BEGIN
         SELECT tx_ids[t.n], t.kind, t.reference, t.memo, t.metadata, t.created_by, p_now
         FROM unnest(v_kind, v_reference, v_memo, v_metadata, v_created_by)
             WITH ORDINALITY AS t(kind, reference, memo, metadata, created_by, n);
-        INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from, billed_until, fee)
-        SELECT tx_ids[e.n], e.account, a.asset_id, e.amount, e.session, e.billed_from, e.billed_until, e.fee
+        -- Each entry carries its transaction's time (p_now), so that an account's history is read in
+        -- order, and by date, from one index (wallets_entry_account_time).
+        INSERT INTO wallets_entry (
+            transaction_id, account_id, asset_id, amount, session_id, billed_from, billed_until, fee, created_at
+        )
+        SELECT tx_ids[e.n], e.account, a.asset_id, e.amount, e.session, e.billed_from, e.billed_until, e.fee, p_now
         FROM unnest(v_entry_tx, v_entry_account, v_entry_amount, v_entry_session, v_entry_from, v_entry_until, v_entry_fee)
             AS e(n, account, amount, session, billed_from, billed_until, fee)
         JOIN wallets_account AS a ON a.id = e.account AND a.id = ANY (v_id);

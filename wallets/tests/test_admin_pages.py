@@ -213,10 +213,10 @@ def _batch_like(alice, bob, *, pairs: dict[str, tuple[int, int]]) -> LedgerTrans
         payer, payee = ledger.account_for_user(alice, asset), ledger.account_for_user(bob, asset)
         with connection.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO wallets_entry (amount, account_id, asset_id, transaction_id) "
-                "SELECT CASE WHEN s THEN -%s ELSE %s END, CASE WHEN s = (g %% 2 = 0) THEN %s ELSE %s END, %s, %s "
+                "INSERT INTO wallets_entry (amount, account_id, asset_id, transaction_id, created_at) "
+                "SELECT CASE WHEN s THEN -%s ELSE %s END, CASE WHEN s = (g %% 2 = 0) THEN %s ELSE %s END, %s, %s, %s "
                 "FROM generate_series(1, %s) g, (VALUES (true), (false)) v(s)",
-                [amount, amount, payer.pk, payee.pk, asset.pk, tx.pk, count],
+                [amount, amount, payer.pk, payee.pk, asset.pk, tx.pk, tx.created_at, count],
             )
     return tx
 

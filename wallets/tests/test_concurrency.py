@@ -226,8 +226,8 @@ def test_an_account_cannot_be_deleted_under_an_entry_being_written(alice, bob):
             tx = LedgerTransaction.objects.create(kind="adjustment")
             Entry.objects.bulk_create(
                 [
-                    Entry(transaction=tx, account=account, asset_id=usdc.pk, amount=5),
-                    Entry(transaction=tx, account=revenue, asset_id=usdc.pk, amount=-5),
+                    Entry(transaction=tx, created_at=tx.created_at, account=account, asset_id=usdc.pk, amount=5),
+                    Entry(transaction=tx, created_at=tx.created_at, account=revenue, asset_id=usdc.pk, amount=-5),
                 ]
             )
             Account.objects.filter(pk=account.pk).update(balance=F("balance") + 5)

@@ -360,7 +360,9 @@ def test_database_refuses_unbalanced_entries(alice, fund):
     tx = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT)
 
     with pytest.raises(IntegrityError), transaction.atomic():
-        Entry.objects.bulk_create([Entry(transaction=tx, account=account, asset_id=account.asset_id, amount=5)])
+        Entry.objects.bulk_create(
+            [Entry(transaction=tx, created_at=tx.created_at, account=account, asset_id=account.asset_id, amount=5)]
+        )
 
 
 def test_database_refuses_entry_in_another_asset_than_its_account(alice, fund):
@@ -372,12 +374,36 @@ def test_database_refuses_entry_in_another_asset_than_its_account(alice, fund):
     with pytest.raises(IntegrityError), transaction.atomic():
         Entry.objects.bulk_create(
             [
-                Entry(transaction=tx, account=account, asset_id=usdt.pk, amount=-5),
-                Entry(transaction=tx, account=other, asset_id=usdt.pk, amount=5),
+                Entry(transaction=tx, created_at=tx.created_at, account=account, asset_id=usdt.pk, amount=-5),
+                Entry(transaction=tx, created_at=tx.created_at, account=other, asset_id=usdt.pk, amount=5),
             ]
         )
         with connection.cursor() as cursor:
             cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+
+def test_database_refuses_an_entry_that_carries_another_time_than_its_transactions(alice, fund):
+    """An entry's created_at is its transaction's, copied (the history reads it from an index): the
+    entries' guard refuses a copy that differs, as wallets_post never writes one."""
+    from datetime import timedelta
+
+    account = fund(alice, USDC)
+    revenue = ledger.system_account(SystemAccount.PLATFORM_REVENUE, account.asset_id)
+    tx = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT)
+    later = tx.created_at + timedelta(microseconds=1)
+
+    with pytest.raises(IntegrityError, match="not its transaction's time"), transaction.atomic():
+        Entry.objects.bulk_create(
+            [
+                Entry(transaction=tx, created_at=tx.created_at, account=revenue, asset_id=account.asset_id, amount=-5),
+                Entry(transaction=tx, created_at=later, account=account, asset_id=account.asset_id, amount=5),
+            ]
+        )
+
+    assert balance_of(alice) == USDC
+    assert all(
+        entry.created_at == entry.transaction.created_at for entry in Entry.objects.select_related("transaction")
+    )
 
 
 def test_database_refuses_entries_naming_unknown_accounts_or_transactions(alice, fund):
@@ -388,12 +414,12 @@ def test_database_refuses_entries_naming_unknown_accounts_or_transactions(alice,
 
     for entries in (
         [
-            Entry(transaction=tx, account_id=10**12, asset_id=asset, amount=-5),
-            Entry(transaction=tx, account=revenue, asset_id=asset, amount=5),
+            Entry(transaction=tx, created_at=tx.created_at, account_id=10**12, asset_id=asset, amount=-5),
+            Entry(transaction=tx, created_at=tx.created_at, account=revenue, asset_id=asset, amount=5),
         ],
         [
-            Entry(transaction_id=10**12, account=account, asset_id=asset, amount=-5),
-            Entry(transaction_id=10**12, account=revenue, asset_id=asset, amount=5),
+            Entry(transaction_id=10**12, created_at=tx.created_at, account=account, asset_id=asset, amount=-5),
+            Entry(transaction_id=10**12, created_at=tx.created_at, account=revenue, asset_id=asset, amount=5),
         ],
     ):
         with pytest.raises(IntegrityError, match="unknown"), transaction.atomic():
@@ -435,9 +461,23 @@ def test_health_detects_dangling_entries(alice, fund):
         tx = LedgerTransaction.objects.create(kind=TransactionKind.ADJUSTMENT)
         Entry.objects.bulk_create(
             [
-                Entry(transaction=tx, account_id=10**12, asset_id=account.asset_id, amount=-5),
-                Entry(transaction_id=10**12, account=revenue, asset_id=account.asset_id, amount=5),
-                Entry(transaction=tx, account=revenue, asset_id=ledger.asset_get("USDT").pk, amount=5),
+                Entry(
+                    transaction=tx, created_at=tx.created_at, account_id=10**12, asset_id=account.asset_id, amount=-5
+                ),
+                Entry(
+                    transaction_id=10**12,
+                    created_at=tx.created_at,
+                    account=revenue,
+                    asset_id=account.asset_id,
+                    amount=5,
+                ),
+                Entry(
+                    transaction=tx,
+                    created_at=tx.created_at,
+                    account=revenue,
+                    asset_id=ledger.asset_get("USDT").pk,
+                    amount=5,
+                ),
             ]
         )
         health = ledger_health()
