@@ -10,7 +10,8 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
 
 from wallets.models import Account, AccountKind, Asset, Entry, HoldStatus
 from wallets.starknet import address_normalize
@@ -73,6 +74,69 @@ def balances_for(user) -> list[Balance]:
     return result
 
 
+class History:
+    """A user's ledger history: their side of every ledger transaction that touched their wallets,
+    newest first (by its transaction's time, then entry id), filtered by the transaction's kind, the
+    token, and a range of times (`since` included, `until` excluded).
+
+    Read wallet by wallet from the index (account, created_at DESC, id DESC), in which each wallet's
+    history is a range already in the order it is shown: a slice down to its `stop`th line reads the
+    `stop` newest matching entries of each of the user's wallets (one per asset at most) and merges
+    them, whatever the history's length. The paginator slices it and counts it up to a limit."""
+
+    def __init__(self, user, *, kind=None, token=None, since=None, until=None):
+        self.user, self.kind, self.token, self.since, self.until = user, kind, token, since, until
+
+    def _newest(self, depth: int) -> tuple[str, list]:
+        """SQL of (id, created_at) of the `depth` newest matching entries of each of the user's wallets."""
+        joins, where, params = "", "", []
+        if self.kind:
+            joins = " JOIN wallets_ledgertransaction AS t ON t.id = e.transaction_id AND t.kind = %s"
+            params.append(self.kind)
+        if self.since:
+            where += " AND e.created_at >= %s"
+            params.append(self.since)
+        if self.until:
+            where += " AND e.created_at < %s"
+            params.append(self.until)
+        params += [depth, AccountKind.USER, self.user.pk]
+        wallets = ""
+        if self.token:
+            wallets = " AND a.asset_id IN (SELECT id FROM wallets_asset WHERE code = %s)"
+            params.append(self.token.upper())
+        return (
+            "SELECT n.id, n.created_at FROM wallets_account AS a CROSS JOIN LATERAL ("  # noqa: S608 (ours; values bound)
+            f"SELECT e.id, e.created_at FROM wallets_entry AS e{joins} WHERE e.account_id = a.id{where} "
+            "ORDER BY e.created_at DESC, e.id DESC LIMIT %s) AS n "
+            f"WHERE a.kind = %s AND a.owner_id = %s{wallets}",
+            params,
+        )
+
+    def count_up_to(self, limit: int) -> int:
+        """How many lines the history has, counted up to `limit`."""
+        sql, params = self._newest(limit)
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT least(COUNT(*), %s) FROM ({sql}) AS h", [limit, *params])  # noqa: S608 (ours)
+            return cursor.fetchone()[0]
+
+    def __getitem__(self, lines: slice) -> list[Entry]:
+        """The lines from `start` to `stop`: the newest `stop` of each wallet, merged and cut (from the index
+        alone), then those lines' entries, and what they show."""
+        if not isinstance(lines, slice) or lines.step is not None or lines.start is None or lines.stop is None:
+            raise TypeError("a History is read a slice of lines at a time")
+        sql, params = self._newest(lines.stop)
+        page = (
+            f"wallets_entry.id = ANY (ARRAY(SELECT h.id FROM ({sql}) AS h "  # noqa: S608 (ours; values bound)
+            "ORDER BY h.created_at DESC, h.id DESC LIMIT %s OFFSET %s))"
+        )
+        params += [lines.stop - lines.start, lines.start]
+        return list(
+            Entry.objects.filter(RawSQL(page, params, output_field=BooleanField()))  # noqa: S611 (as above)
+            .select_related("transaction", "asset", "session__service")
+            .order_by("-created_at", "-id")
+        )
+
+
 def entries_for(
     user,
     *,
@@ -80,20 +144,9 @@ def entries_for(
     token: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> QuerySet[Entry]:
-    """The user's side of every ledger transaction that touched their wallets, newest first."""
-    entries = Entry.objects.filter(account__kind=AccountKind.USER, account__owner=user).select_related(
-        "transaction", "asset", "session__service"
-    )
-    if kind:
-        entries = entries.filter(transaction__kind=kind)
-    if token:
-        entries = entries.filter(asset__code=token.upper())
-    if since:
-        entries = entries.filter(transaction__created_at__gte=since)
-    if until:
-        entries = entries.filter(transaction__created_at__lt=until)
-    return entries.order_by("-transaction__created_at", "-id")
+) -> History:
+    """The user's side of every ledger transaction that touched their wallets, newest first (History)."""
+    return History(user, kind=kind, token=token, since=since, until=until)
 
 
 def ledger_health() -> dict:

@@ -8,13 +8,22 @@ A page past the last one is a 404: that page does not exist.
 (the page size's name in many APIs, though not in the seed) is refused, naming `pageSize`: it was
 once taken undocumented, and ignored, as an unknown parameter is, it would page by 20 a client that
 asked for 5.
+
+A list is counted up to `count_limit` (10,000) items: a longer one answers that count, and its pages
+(the last included) are those of its first count_limit items, newest first; its filters (dates, where
+it has them) reach further. Counting all of a list grows with it (a year of a session always on is
+half a million ledger entries), and so does a page deep in it (an OFFSET reads every item before it):
+so bounded, neither does, and every list has the same shape.
 """
 
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from typing import Any
 
+from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
@@ -24,10 +33,37 @@ _WHOLE_NUMBER = re.compile(r"[1-9][0-9]{0,17}")  # from 1; 18 digits keep it ins
 _LARGEST = 10**18 - 1
 
 
+class CountedUpTo(Paginator):
+    """Django's paginator counting its list up to a limit, without reading the rest of it.
+
+    A list that is neither a queryset nor a sequence counts itself: `count_up_to(limit)`."""
+
+    def __init__(self, object_list, per_page, *, count_limit: int):
+        super().__init__(object_list, per_page)
+        self.count_limit = count_limit
+
+    @cached_property
+    def count(self) -> int:
+        items, limit = self.object_list, self.count_limit
+        if hasattr(items, "count_up_to"):
+            return items.count_up_to(limit)
+        if isinstance(items, QuerySet):
+            # Its first `limit` rows in the list's own order: the index that serves its pages serves
+            # the count too, and the scan stops at `limit`. (Unordered, the planner was free to pick a
+            # sequential scan of the table: it did, for the notifications of a user whose rows were
+            # scattered through it, once the visibility map was stale.)
+            return items[:limit].count()
+        return min(len(items), limit)
+
+
 class Pagination(PageNumberPagination):
     page_size = 20
     page_size_query_param = "pageSize"
     max_page_size = 100
+    count_limit = 10_000
+
+    def django_paginator_class(self, object_list, per_page) -> CountedUpTo:
+        return CountedUpTo(object_list, per_page, count_limit=self.count_limit)
 
     def paginate_queryset(self, queryset, request, view=None):
         self.results_key = getattr(view, "results_key", "results")
@@ -125,7 +161,13 @@ class Pagination(PageNumberPagination):
             "required": [key, "count", "page", "totalPages", "next", "previous"],
             "properties": {
                 key: schema,
-                "count": {"type": "integer"},
+                "count": {
+                    "type": "integer",
+                    "maximum": self.count_limit,
+                    "description": f"Items in the list, counted up to {self.count_limit}: a longer list says "
+                    f"{self.count_limit}, and is paged over its first {self.count_limit} items (narrow it with its "
+                    "filters to reach further).",
+                },
                 "page": {"type": "integer"},
                 "totalPages": {"type": "integer"},
                 "next": {"type": "string", "nullable": True},

@@ -91,3 +91,23 @@ def test_good_paging_still_pages(read, path, who):
     assert read(path, who, page="1", pageSize="100").status_code == 200
     assert read(path, who, page="last", pageSize="1").status_code == 200
     assert read(path, who, page="2").status_code == 404  # past the last page: no such page
+
+
+def test_every_list_is_counted_up_to_the_count_limit(api, alice, monkeypatch):
+    """A list longer than Pagination.count_limit says count_limit, and is paged over its first
+    count_limit items (page=last is the last of them); its shape is every list's."""
+    from notifications import notify
+    from paygo.api.pagination import Pagination
+
+    monkeypatch.setattr(Pagination, "count_limit", 5)
+    for n in range(8):
+        notify(alice, "system", f"Notice {n}", "Hello.")
+    client = api(alice)
+
+    first = client.get("/api/v1/notifications", {"pageSize": 2}).json()
+    last = client.get("/api/v1/notifications", {"pageSize": 2, "page": "last"}).json()
+
+    assert (first["count"], first["totalPages"], first["page"]) == (5, 3, 1)
+    assert [n["title"] for n in first["notifications"]] == ["Notice 7", "Notice 6"]
+    assert (last["page"], [n["title"] for n in last["notifications"]], last["next"]) == (3, ["Notice 3"], None)
+    assert client.get("/api/v1/notifications", {"pageSize": 2, "page": 4}).status_code == 404
