@@ -277,3 +277,40 @@ class PlatformOverview(models.Model):
 
     def __str__(self) -> str:
         return "platform overview"
+
+
+class HealthMark(models.Model):
+    """How far the ledger's scheduled health check (dashboards/health.py) has read: every entry with
+    id <= entry_id was checked once, and CheckedBalance and CheckedCharges hold their sums; `found`
+    counts what those checks found (entries are append-only: a finding is never undone). `result`
+    is the latest run's answer; `full_result` the latest full check's (manage.py ledger_check --full)."""
+
+    entry_id = models.BigIntegerField(default=0)
+    found = models.JSONField(default=dict)
+    result = models.JSONField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)
+    full_result = models.JSONField(null=True, blank=True)
+    full_checked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"ledger checked through entry {self.entry_id}"
+
+
+class CheckedBalance(models.Model):
+    """An account's entries summed up to HealthMark.entry_id."""
+
+    account_id = models.BigIntegerField(primary_key=True)
+    total = MinorUnitsField(default=0)
+
+    def __str__(self) -> str:
+        return f"account {self.account_id}: {self.total}"
+
+
+class CheckedCharges(models.Model):
+    """A session's charges (what its payer was debited, >= 0) summed up to HealthMark.entry_id."""
+
+    session_id = models.BigIntegerField(primary_key=True)
+    total = MinorUnitsField(default=0)
+
+    def __str__(self) -> str:
+        return f"session {self.session_id}: {self.total}"

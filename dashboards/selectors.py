@@ -45,10 +45,9 @@ from django.db.models import (
     When,
 )
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 from rest_framework.exceptions import NotFound, PermissionDenied
 
-from dashboards import rollup
+from dashboards import health, rollup
 from dashboards.models import USER_SPANS
 from dashboards.periods import DAY, MONTH, Window, floor, local_midnight, shift, trunc
 from marketplace.models import Service
@@ -57,7 +56,6 @@ from paygo.api.instants import instant
 from paygo.api.permissions import staff_has
 from paygo.fields import MinorUnitsField
 from streaming.models import SessionStatus, StreamingSession
-from streaming.selectors import charges_health
 from wallets.models import (
     Account,
     AccountKind,
@@ -68,7 +66,6 @@ from wallets.models import (
     Withdrawal,
     WithdrawalStatus,
 )
-from wallets.selectors import ledger_health
 
 RECENT = 5
 TOP = 5
@@ -720,36 +717,6 @@ def vendor_earnings(vendor, *, window: Window) -> dict:
 
 # --- The platform, for staff ----------------------------------------------------------------------
 
-HEALTH_CACHE_KEY = "dashboards:ledger-health"
-HEALTH_MAX_AGE_SECONDS = 300
-
-
-def ledger_health_checked(*, refresh: bool = False) -> dict:
-    """The ledger's conservation check (and the session charges' agreement with it) with the time it ran.
-
-    The check reads the whole ledger, so it runs on a schedule (dashboards.ledger_health_check)
-    and the dashboards show its latest result; a missing or stale result is computed here.
-    """
-    checked = None if refresh else cache.get(HEALTH_CACHE_KEY)
-    if checked is None or _age_seconds(checked) > HEALTH_MAX_AGE_SECONDS:
-        ledger, charges = ledger_health(), charges_health()
-        checked = {
-            **ledger,
-            **charges,
-            "healthy": ledger["healthy"] and charges["healthy"],
-            "checked_at": instant(timezone.now()),
-        }
-        cache.set(HEALTH_CACHE_KEY, checked, HEALTH_MAX_AGE_SECONDS * 2)
-    return checked
-
-
-def _age_seconds(checked: dict) -> float:
-    try:
-        return (timezone.now() - datetime.fromisoformat(checked["checked_at"])).total_seconds()
-    except (KeyError, TypeError, ValueError):
-        return float("inf")
-
-
 OVERVIEW_MAX_AGE_SECONDS = 60
 
 
@@ -763,15 +730,15 @@ def admin_overview(*, window: Window, now: datetime, refresh: bool = False) -> d
 
     They sum every charge, deposit and withdrawal of the window (tens of thousands of entries a
     month on a busy ledger), so staff share one computation for OVERVIEW_MAX_AGE_SECONDS; each
-    answer says when it was computed (`computedAt`), and `refresh` recomputes it (and the ledger
-    health check) at once.
+    answer says when it was computed (`computedAt`), and `refresh` recomputes it at once. The ledger
+    health check is never run here (it is scheduled: dashboards.health): its latest result is shown.
     """
     key = admin_overview_cache_key(window)
     overview = None if refresh else cache.get(key)
     if overview is None:
         overview = {**_admin_figures(window=window, now=now), "computed_at": instant(now)}
         cache.set(key, overview, OVERVIEW_MAX_AGE_SECONDS)
-    return {**overview, "ledger_health": ledger_health_checked(refresh=refresh), "chipi": chipi_status()}
+    return {**overview, "ledger_health": health.latest(), "chipi": chipi_status()}
 
 
 def chipi_status() -> dict:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from dashboards import rollup, selectors
+from dashboards import health, rollup
 from paygo.single_flight import single_flight
 
 
 @shared_task(name="dashboards.ledger_health_check", ignore_result=True, time_limit=300, soft_time_limit=280)
 @single_flight
 def ledger_health_check_task() -> bool:
-    """Check the whole ledger and keep the result for the dashboards (it reads every entry, so no
-    request runs it while a recent result exists)."""
-    return selectors.ledger_health_checked(refresh=True)["healthy"]
+    """Check the entries committed since the last run and every account's and session's state, and
+    keep the result for the dashboards (dashboards.health)."""
+    return health.ledger_health_check()["healthy"]
 
 
 @shared_task(name="dashboards.rollup_advance", ignore_result=True, time_limit=300, soft_time_limit=280)

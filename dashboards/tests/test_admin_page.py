@@ -9,7 +9,8 @@ import pytest
 from django.contrib.staticfiles import finders
 from django.test import Client
 
-from conftest import grant
+from conftest import grant, run_task
+from dashboards.tasks import ledger_health_check_task
 
 pytestmark = pytest.mark.django_db
 
@@ -23,6 +24,7 @@ def logged_in(user) -> Client:
 
 
 def test_staff_see_the_figures_and_the_charts(olga, history):
+    run_task(ledger_health_check_task)
     response = logged_in(olga).get(PAGE, {"period": "month", "tz": "America/New_York"})
 
     assert response.status_code == 200
@@ -34,6 +36,14 @@ def test_staff_see_the_figures_and_the_charts(olga, history):
     assert data["tz"] == "America/New_York"
     assert [row["period"] for row in data["series"]][-2:] == ["2026-10", "2026-11"]
     assert 'id="ledger-health">Conserved<' in html
+    assert "checked 2026-11-20T12:00:00Z, 0 s ago" in html
+
+
+def test_the_ledger_health_before_the_scheduled_check_ever_ran(olga):
+    html = logged_in(olga).get(PAGE, {"refresh": "1"}).content.decode()  # recomputing the figures runs no check
+
+    assert 'id="ledger-health">Not yet checked<' in html
+    assert "the scheduled check (every 2 minutes) has not run yet" in html
 
 
 def test_chart_library_is_a_static_file_with_its_license():

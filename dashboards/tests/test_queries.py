@@ -25,7 +25,7 @@ EXPECTED = {
     "/api/v1/wallet/analytics": 6,
 }
 ADMIN = "/api/v1/dashboard/admin/overview"
-# With the ledger's health already checked (it runs on a schedule); one query names the top services
+# With the ledger health's latest result in the cache (the check runs on a schedule); one query names the top services
 # and vendors (none is sent when the window has no charge).
 ADMIN_EXPECTED = 10
 
@@ -62,7 +62,7 @@ def test_query_counts_do_not_grow_with_the_data(
     session_ids = [session.pk for session in sessions]
     rollup.rollup_advance(entries_through=entry_ids[len(entry_ids) // 2], sessions_through=session_ids[n // 2])
     clients = {"user": api(alice), "vendor": api(victor), "staff": api(olga)}
-    clients["staff"].get(ADMIN, {"period": "week"})  # the ledger's health, checked once (figures are per window)
+    clients["staff"].get(ADMIN, {"period": "week"})  # the ledger health's latest result, read once into the cache
 
     for path, queries in EXPECTED.items():
         client = clients["vendor" if "/vendor/" in path else "user"]

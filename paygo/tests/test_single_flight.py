@@ -10,14 +10,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import in_thread, money_db, run_task
-from dashboards import selectors as dashboards_selectors
+from dashboards import health as dashboards_health
 from dashboards.tasks import ledger_health_check_task
 from wallets import services as wallets_services
 from wallets.tasks import deposits_poll_task, reconcile_task, sends_confirm_task
 
 # Each single-flight task, the function it runs its work in, and what that work returns.
 TASKS = [
-    (ledger_health_check_task, dashboards_selectors, "ledger_health_checked", {"healthy": True}),
+    (ledger_health_check_task, dashboards_health, "ledger_health_check", {"healthy": True}),
     (sends_confirm_task, wallets_services, "sends_confirm", wallets_services.ConfirmReport()),
     (deposits_poll_task, wallets_services, "deposits_poll", 0),
     (reconcile_task, wallets_services, "reconcile", []),
