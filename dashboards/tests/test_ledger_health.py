@@ -106,13 +106,14 @@ def test_bad_entries_past_the_watermark_are_found_and_stay_found(alice, bob, vic
             past_the_guards(cursor)
             cursor.execute(
                 "INSERT INTO wallets_entry (transaction_id, account_id, asset_id, amount, session_id, billed_from, "
-                "billed_until, fee) VALUES (%s, %s, %s, 5, NULL, NULL, NULL, NULL), "  # into a checked transaction
-                "(%s, %s, %s, -1, %s, now(), now(), 0), "  # a charge of the session off its payer
-                "(%s, %s, %s, -1, %s, now(), now(), 0)",  # a charge of no session
+                "billed_until, fee, created_at) VALUES "
+                "(%s, %s, %s, 5, NULL, NULL, NULL, NULL, %s), "  # into a checked transaction
+                "(%s, %s, %s, -1, %s, now(), now(), 0, %s), "  # a charge of the session off its payer
+                "(%s, %s, %s, -1, %s, now(), now(), 0, %s)",  # a charge of no session
                 [
-                    *(charge.transaction_id, revenue.pk, charge.asset_id),
-                    *(charge.transaction_id, session.payee_account_id, charge.asset_id, session.pk),
-                    *(charge.transaction_id, charge.account_id, charge.asset_id, 10**12),
+                    *(charge.transaction_id, revenue.pk, charge.asset_id, charge.created_at),
+                    *(charge.transaction_id, session.payee_account_id, charge.asset_id, session.pk, charge.created_at),
+                    *(charge.transaction_id, charge.account_id, charge.asset_id, 10**12, charge.created_at),
                 ],
             )
         payer.update(held=F("held") + 1)
@@ -158,8 +159,9 @@ def test_a_bad_entry_before_the_watermark_is_found_by_the_full_check(api, olga, 
         with connection.cursor() as cursor:
             past_the_guards(cursor)
             cursor.execute(  # an id the watermark has passed: a row the scheduled check never reads
-                "INSERT INTO wallets_entry (id, transaction_id, account_id, asset_id, amount) "
-                "SELECT MIN(id) - 1, MIN(transaction_id), %s, %s, 5 FROM wallets_entry",
+                "INSERT INTO wallets_entry (id, transaction_id, account_id, asset_id, amount, created_at) "
+                "SELECT e.id - 1, e.transaction_id, %s, %s, 5, e.created_at FROM wallets_entry AS e "
+                "ORDER BY e.id LIMIT 1",
                 [revenue.pk, account.asset_id],
             )
         assert Entry.objects.order_by("id").first().pk < checked_through
