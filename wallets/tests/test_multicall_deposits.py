@@ -291,7 +291,7 @@ def test_a_deposit_credited_under_its_hash_before_the_migration_is_not_credited_
         )
         OldSweep = MigrationExecutor(connection).loader.project_state(before).apps.get_model("wallets", "Sweep")
         old_sweep = OldSweep.objects.create(
-            wallet_id=ChipiWallet.objects.get(owner=alice).pk,
+            wallet_id=ChipiWallet.objects.values_list("pk", flat=True).get(owner=alice),  # columns of then
             asset_id=usdc.pk,
             amount=5 * USDC,
             deposit_tx_hash=tx_hash,
