@@ -422,6 +422,8 @@ class ChipiWallet(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     opened_at = models.DateTimeField(null=True, blank=True)
     polled_at = models.DateTimeField(null=True, blank=True)  # deposits last looked for (services.deposits_poll)
+    # Until when a deposit is expected: the owner was given the address (services.deposits_expect).
+    poll_wanted_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -438,6 +440,22 @@ class ChipiWallet(models.Model):
             models.CheckConstraint(
                 condition=Q(role="treasury", owner__isnull=True) | Q(role="deposit", owner__isnull=False),
                 name="wallets_chipiwallet_owner_by_role",
+            ),
+        ]
+        # services.deposits_poll's two picks (selectors.deposit_wallets_wanted, _round_robin), each
+        # read in its index's order: the wallets deposits are expected in, and every deposit wallet,
+        # looked at longest ago first.
+        indexes = [
+            models.Index(
+                fields=["poll_wanted_until"],
+                condition=Q(role="deposit", poll_wanted_until__isnull=False) & ~Q(address=""),
+                name="wallets_chipiwallet_wanted_idx",
+            ),
+            models.Index(
+                F("polled_at").asc(nulls_first=True),
+                F("id"),
+                condition=Q(role="deposit") & ~Q(address=""),
+                name="wallets_chipiwallet_poll_idx",
             ),
         ]
 

@@ -5,15 +5,16 @@ Spending analytics (GET /wallet/analytics) are a dashboard: dashboards.selectors
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import BooleanField, Q
+from django.db.models import BooleanField, F, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
-from wallets.models import Account, AccountKind, Asset, Entry, HoldStatus
+from wallets.models import Account, AccountKind, Asset, ChipiWallet, ChipiWalletRole, Entry, HoldStatus
 from wallets.starknet import address_normalize
 
 
@@ -32,6 +33,26 @@ def wallet_owner(address: object):
     """The user whose wallet address this is, however it is spelled (wallets.starknet), or None."""
     normalized = address_normalize(address)
     return get_user_model().objects.filter(wallet_address=normalized).first() if normalized else None
+
+
+def _deposit_wallets() -> QuerySet[ChipiWallet]:
+    return ChipiWallet.objects.filter(role=ChipiWalletRole.DEPOSIT).exclude(address="").select_related("owner")
+
+
+def deposit_wallets_wanted(*, now: datetime, polled_before: datetime, limit: int) -> QuerySet[ChipiWallet]:
+    """Up to `limit` deposit wallets a deposit is expected in (poll_wanted_until still ahead) that
+    were not looked at after `polled_before`, looked at longest ago first: a wallet just asked for
+    comes before one looked at a few minutes ago. Reads wallets_chipiwallet_wanted_idx."""
+    wanted = _deposit_wallets().filter(poll_wanted_until__gt=now)
+    due = wanted.filter(Q(polled_at__isnull=True) | Q(polled_at__lte=polled_before))
+    return due.order_by(F("polled_at").asc(nulls_first=True), "pk")[:limit]
+
+
+def deposit_wallets_round_robin(*, limit: int, exclude: Sequence[int]) -> QuerySet[ChipiWallet]:
+    """Up to `limit` deposit wallets, looked at longest ago (or never) first, but those in `exclude`:
+    taken in turn, every wallet's comes. Reads wallets_chipiwallet_poll_idx in its order."""
+    rest = _deposit_wallets().exclude(pk__in=exclude)
+    return rest.order_by(F("polled_at").asc(nulls_first=True), "pk")[:limit]
 
 
 def chain_payment_asset(token: str) -> Asset | None:

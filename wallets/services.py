@@ -42,7 +42,12 @@ from wallets.models import (
     WithdrawalStatus,
 )
 from wallets.rates import RateUnavailable
-from wallets.selectors import chain_payment_asset, wallet_owner
+from wallets.selectors import (
+    chain_payment_asset,
+    deposit_wallets_round_robin,
+    deposit_wallets_wanted,
+    wallet_owner,
+)
 from wallets.starknet import address_normalize, tx_hash_canonical
 
 if TYPE_CHECKING:
@@ -85,15 +90,18 @@ class BelowMinimum(exceptions.ValidationError):
 
 
 def wallet_open(*, user) -> str:
-    """Give the user a deposit address: a Chipi wallet whose key PayGo holds (made once)."""
-    if user.wallet_address:
-        return user.wallet_address
-    held = held_wallet(role=ChipiWalletRole.DEPOSIT, owner=user, external_user_id=str(user.pk))
-    # Conditional: a concurrent opener that won stored the same address.
-    if type(user).objects.filter(pk=user.pk, wallet_address="").update(wallet_address=held.address):
-        user.wallet_address = held.address
-    else:
-        user.refresh_from_db(fields=["wallet_address"])
+    """Give the user a deposit address: a Chipi wallet whose key PayGo holds (made once). Whoever is
+    given it is about to pay into it, or just did (the address shown: GET /wallet/address, sign-up;
+    a deposit reported: deposit_verify, for the API and webhooks): deposits are looked for there
+    first for a while (deposits_expect)."""
+    if not user.wallet_address:
+        held = held_wallet(role=ChipiWalletRole.DEPOSIT, owner=user, external_user_id=str(user.pk))
+        # Conditional: a concurrent opener that won stored the same address.
+        if type(user).objects.filter(pk=user.pk, wallet_address="").update(wallet_address=held.address):
+            user.wallet_address = held.address
+        else:
+            user.refresh_from_db(fields=["wallet_address"])
+    deposits_expect(user=user)
     return user.wallet_address
 
 
@@ -440,20 +448,42 @@ def webhook_deposit(*, to_address: str, token: str, amount: str, tx_hash: str) -
     return deposit_credit_reported(user=user, asset=asset, deposits=deposits, source="webhook")
 
 
+# Chipi lists transactions per wallet only (its transaction list needs the wallet's address), so
+# polling reads one wallet per request, within Chipi's rate limit. Those reads go first where a deposit
+# is expected: a lost webhook is found within minutes there, not after a round of every wallet (days
+# at 100,000 wallets). A deposit is expected for DEPOSIT_WATCH after its owner was given the address
+# (an exchange's withdrawal, a second payment after a test one, can take that long), and looked for
+# every third run meanwhile: 12 reads. Those take at most POLL_WANTED_PER_RUN of a run, so
+# the round robin of every wallet (a deposit from an address book, nobody having asked) keeps a third
+# of the budget however many users ask, and the rest of it when few do.
 POLL_WALLETS_PER_RUN = 30  # one transaction-list read each: a third of Chipi's 100 requests a minute
+POLL_WANTED_PER_RUN = 20
+DEPOSIT_WATCH = timedelta(hours=3)
+DEPOSIT_WATCH_EVERY = timedelta(minutes=14)  # every third run, 5 minutes apart, whatever a run's own length
 
 
-def deposits_poll(limit: int = POLL_WALLETS_PER_RUN) -> int:
+def deposits_expect(*, user) -> None:
+    """Expect a deposit into the user's wallet: deposits_poll looks at it in its next run and every
+    DEPOSIT_WATCH_EVERY for DEPOSIT_WATCH from now. The address is asked for again and again (a
+    frontend's reads): written only once that moves the watch's end by an interval."""
+    until = timezone.now() + DEPOSIT_WATCH
+    ChipiWallet.objects.filter(owner=user, role=ChipiWalletRole.DEPOSIT).filter(
+        Q(poll_wanted_until__isnull=True) | Q(poll_wanted_until__lte=until - DEPOSIT_WATCH_EVERY)
+    ).update(poll_wanted_until=until)
+
+
+def deposits_poll() -> int:
     """Find deposits in Chipi's records that no webhook or client reported, so that a lost webhook
-    loses nothing: the deposit wallets looked at longest ago, each credited for every confirmed
-    transfer into it not credited yet (the same rule as any deposit, a token staff deactivated
-    included: selectors.chain_payment_asset). Returns how many it credited."""
+    loses nothing: first the wallets a deposit is expected in (deposits_expect; up to
+    POLL_WANTED_PER_RUN, each at most every DEPOSIT_WATCH_EVERY), then, up to POLL_WALLETS_PER_RUN in
+    all, the deposit wallets looked at longest ago. Each is credited for every confirmed transfer into
+    it not credited yet (the same rule as any deposit, a token staff deactivated included:
+    selectors.chain_payment_asset). Returns how many it credited."""
     from wallets.chipi import ChipiError, get_gateway
 
     gateway = get_gateway()
     credited = 0
-    wallets = ChipiWallet.objects.filter(role=ChipiWalletRole.DEPOSIT).exclude(address="").select_related("owner")
-    for wallet in wallets.order_by(F("polled_at").asc(nulls_first=True), "pk")[:limit]:
+    for wallet in _deposit_wallets_to_poll(now=timezone.now()):
         try:
             records = gateway.wallet_transactions(wallet.address)
         except ChipiError as exc:
@@ -482,6 +512,14 @@ def deposits_poll(limit: int = POLL_WALLETS_PER_RUN) -> int:
             result = deposit_credit(user=wallet.owner, asset=asset, deposit=deposit, source="poll")
             credited += result.created
     return credited
+
+
+def _deposit_wallets_to_poll(*, now: datetime) -> Iterable[ChipiWallet]:
+    """A run's wallets: the expected first, then the round robin with the rest of the budget."""
+    wanted = list(deposit_wallets_wanted(now=now, polled_before=now - DEPOSIT_WATCH_EVERY, limit=POLL_WANTED_PER_RUN))
+    yield from wanted
+    exclude = [wallet.pk for wallet in wanted]
+    yield from deposit_wallets_round_robin(limit=POLL_WALLETS_PER_RUN - len(wanted), exclude=exclude)
 
 
 # --- The default token ----------------------------------------------------------------------------
