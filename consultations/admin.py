@@ -9,7 +9,7 @@ from django.contrib import admin
 
 from consultations.models import Consultation, ConsultationCall, ConsultationStatus, Message
 from consultations.selectors import with_current_status
-from paygo.admin import AdminInputMixin, ReadOnlyAdminMixin
+from paygo.admin import AdminInputMixin, EstimatedCountPaginator, ReadOnlyAdminMixin
 from paygo.api.amounts import format_minor
 
 
@@ -77,6 +77,8 @@ class ConsultationAdmin(AdminInputMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = (CurrentStatusFilter, "created_at", "last_message_at")
     search_fields = ("=id", "user__email", "user__name", "vendor__email", "vendor__name", "service__name")
     list_select_related = ("user", "vendor", "service")
+    paginator = EstimatedCountPaginator  # consultations are kept: the whole list grows
+    show_full_result_count = False
     date_hierarchy = "created_at"
     fields = (
         "user",

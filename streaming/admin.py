@@ -10,7 +10,15 @@ from django.shortcuts import get_object_or_404, redirect
 from django.urls import path, reverse
 
 from marketplace.models import ServiceUnit
-from paygo.admin import AdminInputMixin, FirstRowsInlineMixin, ReadOnlyAdminMixin, amount_field, in_units, short
+from paygo.admin import (
+    AdminInputMixin,
+    EstimatedCountPaginator,
+    FirstRowsInlineMixin,
+    ReadOnlyAdminMixin,
+    amount_field,
+    in_units,
+    short,
+)
 from streaming import services
 from streaming.models import SessionStatus, StopReason, StreamingSession, UsageEvent
 from wallets.admin import transaction_link
@@ -54,6 +62,8 @@ class StreamingSessionAdmin(AdminInputMixin, admin.ModelAdmin):
     search_fields = ("session_id", "user__email", "vendor__email", "service__name")
     date_hierarchy = "start_time"
     list_select_related = ("user", "vendor", "service", "asset")
+    paginator = EstimatedCountPaginator  # a session per call and stream, kept: the whole list is big
+    show_full_result_count = False
     inlines = [SessionChargeInline]
     actions = ["stop_sessions"]
     fieldsets = (
@@ -179,4 +189,6 @@ class StreamingSessionAdmin(AdminInputMixin, admin.ModelAdmin):
 class UsageEventAdmin(AdminInputMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("event_id", "session", "quantity", "created_at")
     search_fields = ("event_id", "session__session_id")
+    paginator = EstimatedCountPaginator  # a row per usage report: the whole list is big
+    show_full_result_count = False
     readonly_fields = ("session", "event_id", "quantity", "created_at")

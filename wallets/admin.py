@@ -357,6 +357,8 @@ class HoldAdmin(ReadOnlyAdmin):
     list_filter = ("status",)
     search_fields = ("reference",)
     list_select_related = ("account__owner", "account__asset")
+    paginator = EstimatedCountPaginator  # a hold per session, kept once released: the whole list is big
+    show_full_result_count = False
     fields = ("account", "amount_in_units", "status", "reference", "created_at", "updated_at")
     readonly_fields = fields
 

@@ -235,3 +235,77 @@ def test_an_action_on_an_id_that_is_no_id_is_a_400_on_every_list(client, olga):
 
     assert answers
     assert {action: code for action, code in answers.items() if code != 400} == {}
+
+
+# --- The lists of tables that only grow: counted from the table's statistics, not with COUNT(*) ---------
+
+# Each list of a big table, and a filter of it that finds alice's row of the scene below.
+BIG_LISTS = {
+    "notifications.notification": "type__exact=system",
+    "accounts.signin": "q=alice",
+    "wallets.entry": "account={account.pk}",
+    "wallets.ledgertransaction": "kind__exact=deposit",
+    "wallets.hold": "status__exact=active",
+    "streaming.streamingsession": "status__exact=active",
+    "streaming.usageevent": "q=e1",
+    "consultations.consultation": "q=alice",
+}
+
+
+@pytest.fixture
+def one_of_each(alice, victor):
+    """A row in each big table: alice's deposit (its ledger transaction and entries), sign-in, notification,
+    running usage-metered session (its hold, a usage event) and consultation."""
+    from django.test import TestCase
+
+    from accounts.services import token_pair_for
+    from consultations.services import consultation_create
+    from marketplace.models import Category
+    from marketplace.services import service_create
+    from notifications import notify
+    from streaming.services import session_start, usage_report
+    from wallets.tests.conftest import fund_wallet
+
+    account = fund_wallet(alice, 10_000_000)
+    token_pair_for(alice)
+    notify(alice, type="system", title="Hello", message="Welcome")
+    category = Category.objects.filter(parent__isnull=True).first()
+    service = service_create(vendor=victor, name="Calls", category=category, rate=1_000, unit="per_request")
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        session = session_start(user=alice, service=service)
+        usage_report(session=session, event_id="e1", quantity=1)
+        consultation_create(user=alice, vendor_id=victor.pk, service_id=service.pk, initial_message="Hello")
+    return {"account": account}
+
+
+@pytest.mark.parametrize("model", BIG_LISTS)
+def test_the_whole_list_is_counted_from_the_tables_statistics_a_filtered_one_exactly(
+    client, olga, one_of_each, monkeypatch, model
+):
+    """COUNT(*) over 1.2M notifications, 1M sessions on every page of their list: PostgreSQL's
+    estimate of the table's rows (pg_class.reltuples, kept by ANALYZE) is what the whole list's
+    count is; a filtered list is counted exactly."""
+    from django.apps import apps
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from paygo import admin as paygo_admin
+
+    table = apps.get_model(model)._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+        cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(table)}")
+        (rows,) = cursor.fetchone()
+    monkeypatch.setattr(paygo_admin, "ESTIMATED_FROM_ROWS", 1)  # a big table, for the list
+    client.force_login(olga)
+    url = _pages(apps.get_model(model), "changelist")
+
+    with CaptureQueriesContext(connection) as whole:
+        whole_count = client.get(url).context["cl"].result_count
+    with CaptureQueriesContext(connection) as filtered:
+        filtered_count = client.get(url + "?" + BIG_LISTS[model].format(**one_of_each)).context["cl"].result_count
+
+    counting = [q["sql"] for q in whole.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert (rows >= 1, whole_count, counting) == (True, rows, [])
+    assert filtered_count == 1
+    assert any("COUNT(" in q["sql"].upper() for q in filtered.captured_queries)
