@@ -362,6 +362,25 @@ def wait_until_blocked_on_a_lock(pids: list[int]) -> None:
     raise AssertionError("the backend never waited on a lock")
 
 
+def plans_of(captured, table: str) -> list[tuple[str, str]]:
+    """(statement, plan) for each statement of `captured` (a CaptureQueriesContext) that reads `table`:
+    the plan PostgreSQL makes when it may not read a table whole (enable_seqscan off), which says
+    whether an index serves the statement's predicate, whatever the few rows a test holds (on which
+    a sequential scan is the cheapest)."""
+    statements = [q["sql"] for q in captured.captured_queries if f'FROM "{table}"' in q["sql"]]
+    assert statements, f"no statement read {table}"
+    plans = []
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            for sql in statements:
+                cursor.execute("EXPLAIN " + sql)
+                plans.append((sql, "\n".join(line for (line,) in cursor.fetchall())))
+        finally:
+            cursor.execute("RESET enable_seqscan")
+    return plans
+
+
 @pytest.fixture
 def api():
     """api(user) -> an APIClient holding that user's access token."""

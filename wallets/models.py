@@ -502,6 +502,16 @@ class Sweep(models.Model):
     class Meta:
         ordering = ["created_at"]
         constraints = [models.CheckConstraint(condition=Q(amount__gt=0), name="wallets_sweep_amount_gt_0")]
+        # A sweep per deposit, kept: what the outbox (sweeps_due) and the confirmation checker
+        # (sends_confirm) read every minute are the few pending and the few sent not confirmed yet.
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="wallets_sweep_due"),
+            models.Index(
+                fields=["sent_at"],
+                condition=Q(status="sent", confirmed_at__isnull=True),
+                name="wallets_sweep_unconfirmed",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"sweep {self.id} {self.status}"
