@@ -31,7 +31,7 @@ from paygo.api.authentication import PASSWORD_CHANGED, SIGN_IN_ENDED, USER_INACT
 from paygo.api.errors import Conflict, PayloadTooLarge
 from paygo.api.ratelimits import LoginLockedOut, login_locked_out
 from paygo.api.text import InvisibleCharacters, visible_text
-from paygo.db import constraint_of
+from paygo.db import constraint_of, delete_in_batches
 
 logger = logging.getLogger("paygo.accounts")
 
@@ -362,8 +362,8 @@ def sign_ins_forget(*, expired_days_ago: int) -> int:
     """Delete the sign-ins that expired more than `expired_days_ago` days ago (kept that long for
     support to read how they ended). A token of a forgotten sign-in stays refused: a refresh accepts
     only the live token a sign-in names, and a logout has nothing to end. Returns how many went."""
-    deleted, _ = SignIn.objects.filter(expires_at__lt=timezone.now() - timedelta(days=expired_days_ago)).delete()
-    return deleted
+    expired = SignIn.objects.filter(expires_at__lt=timezone.now() - timedelta(days=expired_days_ago))
+    return delete_in_batches(expired.order_by("expires_at"))
 
 
 # --- Images ---------------------------------------------------------------------------------------
