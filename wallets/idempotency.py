@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
 from djangorestframework_camel_case.render import CamelCaseJSONRenderer
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import exceptions
@@ -27,6 +28,7 @@ from rest_framework.response import Response
 
 from paygo.api.errors import Conflict
 from paygo.api.parsers import exact_numbers
+from paygo.db import delete_in_batches
 from wallets.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
@@ -35,18 +37,19 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 # by a comma, which is then no key at all rather than a third one.
 _KEY_PATTERN = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,255}$")
 _KEY_RULE = "Idempotency-Key must be one value of 1 to 255 printable characters, without spaces or commas."
+# How long a key replays its first answer. A client retries a request whose answer it lost within
+# minutes (a mobile client back online within hours); a week covers both with room to spare, and
+# a key used after it is a new request: the look-up ignores an older key whether or not the daily
+# expiry has deleted it yet (_past_retention), so what a retry does never depends on when it ran.
+KEY_RETENTION = timedelta(days=7)
 # How views that honour the header document it in the OpenAPI schema.
 SCHEMA_PARAMETER = OpenApiParameter(
     HEADER,
     {"type": "string", "pattern": _KEY_PATTERN.pattern, "minLength": 1, "maxLength": 255},
     OpenApiParameter.HEADER,
-    description="Replays the first response for the same key and body.",
+    description=f"Replays the first response for the same key and body for {KEY_RETENTION.days} days after "
+    "the first request; a request with a key older than that is a new request.",
 )
-
-# How long a key replays its first answer. A client retries a request whose answer it lost within
-# minutes (a mobile client back online within hours); a week covers both with room to spare, and
-# a key used after it is a new request.
-KEY_RETENTION = timedelta(days=7)
 
 T = TypeVar("T")
 
@@ -69,7 +72,7 @@ def replays_first(post):
         key = request.headers.get(HEADER)
         if key is not None and _KEY_PATTERN.match(key):
             earlier = IdempotencyKey.objects.filter(user=request.user, key=key).first()
-            if earlier is not None:
+            if earlier is not None and not _past_retention(earlier):
                 return _replay(earlier, request, _fingerprint(request))
         return post(view, request, *args, **kwargs)
 
@@ -108,12 +111,16 @@ def idempotent(
 
 def _run(request: Request, key: str, fingerprint: str, execute, prepare) -> Response:
     earlier = IdempotencyKey.objects.filter(user=request.user, key=key).first()
-    if earlier:
+    if earlier is not None and not _past_retention(earlier):
         return _replay(earlier, request, fingerprint)
 
     prepared = prepare() if prepare else None
     try:
         with transaction.atomic():
+            if earlier is not None:
+                # Forgotten, but not deleted by the daily expiry yet: its row gives way to this
+                # request's (a concurrent retry deleting it too waits for us, then replays ours).
+                IdempotencyKey.objects.filter(pk=earlier.pk).delete()
             try:
                 with transaction.atomic():
                     record = IdempotencyKey.objects.create(
@@ -181,5 +188,9 @@ def _replay(record: IdempotencyKey, request: Request, fingerprint: str) -> Respo
 def idempotency_keys_expire(*, now: datetime) -> int:
     """Forget the keys created more than KEY_RETENTION before `now` (daily, wallets.idempotency_expire);
     returns how many went."""
-    forgotten, _ = IdempotencyKey.objects.filter(created_at__lt=now - KEY_RETENTION).delete()
-    return forgotten
+    return delete_in_batches(IdempotencyKey.objects.filter(created_at__lt=now - KEY_RETENTION).order_by("created_at"))
+
+
+def _past_retention(record: IdempotencyKey) -> bool:
+    """Forgotten, as idempotency_keys_expire forgets it, whether it has run since or not."""
+    return record.created_at < timezone.now() - KEY_RETENTION

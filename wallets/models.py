@@ -269,7 +269,8 @@ class Hold(models.Model):
 class IdempotencyKey(models.Model):
     """A money POST's Idempotency-Key: the first response, replayed for the same key and body."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: the unique (user, key) index leads with it.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
     key = models.CharField(max_length=255)
     method = models.CharField(max_length=10)
     path = models.CharField(max_length=300)

@@ -57,6 +57,22 @@ def test_every_operation_documents_the_errors_its_kind_of_view_gives(schema):
             assert "409" in statuses, where  # the same key with another request
 
 
+def test_the_idempotency_key_header_says_how_long_a_key_replays(schema):
+    """A client retrying after the retention gets a new request, not a replay: the schema says so."""
+    from wallets.idempotency import KEY_RETENTION
+
+    described = {
+        parameter["description"]
+        for _, _, operation in _operations(schema)
+        for parameter in operation.get("parameters", [])
+        if parameter["name"] == "Idempotency-Key"
+    }
+
+    (description,) = described
+    assert f"{KEY_RETENTION.days} days" in description
+    assert "new request" in description
+
+
 def test_errors_are_documented_in_the_error_format(schema):
     error = schema["components"]["schemas"]["Error"]
     assert set(error["required"]) == {"message", "statusCode", "code"}

@@ -256,3 +256,36 @@ def test_an_account_cannot_be_deleted_under_an_entry_being_written(alice, bob):
 
     assert Account.objects.filter(pk=account.pk).exists()
     assert Entry.objects.filter(account=account).count() == 1
+
+
+@money_db
+def test_parallel_retries_of_a_key_past_its_retention_move_money_once_more(alice, bob):
+    """Its row not deleted yet by the daily expiry, each retry deletes it to record its own: one of
+    them does, the others wait for it and replay its answer."""
+    from datetime import timedelta
+
+    from conftest import client_for
+    from wallets.idempotency import KEY_RETENTION
+    from wallets.models import IdempotencyKey
+
+    fund_wallet(alice, 10 * USDC)
+    body = {"amount": 1, "recipientId": bob.pk}
+    first = client_for(alice).post("/api/v1/wallet/transfer", body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+    IdempotencyKey.objects.update(created_at=F("created_at") - KEY_RETENTION - timedelta(hours=1))
+    start = threading.Barrier(10)
+
+    @in_thread
+    def retry(_):
+        client = client_for(alice)
+        start.wait()
+        response = client.post("/api/v1/wallet/transfer", body, format="json", HTTP_IDEMPOTENCY_KEY="k")
+        return response.status_code, response.json()["transaction"]["transactionId"]
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        outcomes = list(pool.map(retry, range(10)))
+
+    assert {status for status, _ in outcomes} == {201}
+    (again,) = {tx_id for _, tx_id in outcomes}
+    assert again != first.json()["transaction"]["transactionId"]
+    assert (balance_of(bob), balance_of(alice)) == (2 * USDC, 8 * USDC)
+    assert IdempotencyKey.objects.count() == 1
