@@ -46,6 +46,7 @@ from notifications.models import (
 from notifications.serializers import notification_payload
 from paygo.api.errors import Conflict
 from paygo.api.text import without_hidden_characters
+from paygo.db import delete_in_batches
 from paygo.ws import group_send
 
 logger = logging.getLogger("paygo.notifications")
@@ -577,7 +578,7 @@ def notifications_expire(*, batch: int = EXPIRE_BATCH) -> int:
 
     `batch` ids at a time, found through an index (notifications_done_idx, then notifications_created_idx)
     with a LIMIT, then deleted by id, each batch a DELETE (and a transaction) of its own: no statement
-    reads or locks more than a batch."""
+    reads or locks more than a batch (paygo.db.delete_in_batches)."""
     now = timezone.now()
     done = (
         Notification.objects.filter(Q(read=True) | Q(deleted_at__isnull=False))  # notifications_done_idx's condition
@@ -586,19 +587,12 @@ def notifications_expire(*, batch: int = EXPIRE_BATCH) -> int:
     )
     old = Notification.objects.filter(created_at__lt=now - timedelta(days=settings.NOTIFICATION_UNREAD_RETENTION_DAYS))
     deadline = time.monotonic() + EXPIRE_RUN_SECONDS
-    deleted = 0
-    # Oldest first, in the order of the index that finds them (unordered, "any 5000 rows" could look
-    # cheaper to the planner by a sequential scan).
-    for expired in (done.order_by("done_at"), old.order_by("created_at")):
-        while time.monotonic() < deadline:
-            ids = list(expired.values_list("pk", flat=True)[:batch])
-            if ids:
-                # By id alone: with its condition again, the planner read the whole of
-                # notifications_done_idx to find the batch's ids among it. (One marked unread in
-                # the instant between the two statements goes all the same: read long ago.)
-                deleted += Notification.objects.filter(pk__in=ids).delete()[0]
-            if len(ids) < batch:
-                break
+    # Oldest first, in the order of the index that finds them. (One marked unread in the instant
+    # between a batch's two statements goes all the same: read long ago.)
+    deleted = sum(
+        delete_in_batches(expired, batch=batch, until=deadline)
+        for expired in (done.order_by("done_at"), old.order_by("created_at"))
+    )
     if deleted:
         logger.info("Retention: %d notification(s) deleted", deleted)
     return deleted
