@@ -10,7 +10,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('wallets', '0027_entry_created_at_indexed'),
+        ('wallets', '0029_chipiwallet_poll_indexes'),
     ]
 
     operations = [
