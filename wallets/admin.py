@@ -74,18 +74,21 @@ class AmountInUnitsField(forms.CharField):
 
 
 class AssetForm(forms.ModelForm):
+    # In the token's units, as the API shows it: its decimals and code are the token's (set below;
+    # the admin adds no token, so they are known).
+    minimum_withdrawal = AmountInUnitsField(decimals=0, label="Minimum withdrawal")
+
     class Meta:
         model = Asset
         fields = ("name", "is_active", "minimum_withdrawal")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        # In the token's units, as the API shows it; the admin adds no token (decimals known).
-        self.fields["minimum_withdrawal"] = AmountInUnitsField(
-            decimals=self.instance.decimals,
-            label="Minimum withdrawal",
-            help_text=f"The smallest withdrawal or payout of {self.instance.code}, in {self.instance.code} "
-            "(0: none). Every withdrawal is sent on chain, its gas paid by the platform.",
+        field = self.fields["minimum_withdrawal"]
+        field.decimals = self.instance.decimals
+        field.help_text = (
+            f"The smallest withdrawal or payout of {self.instance.code}, in {self.instance.code} (0: none). "
+            "Every withdrawal is sent on chain, its gas paid by the platform."
         )
 
     def clean_is_active(self):

@@ -15,6 +15,7 @@ from django.test import RequestFactory
 from django.utils import formats
 
 from paygo.fields import MinorUnitsField
+from wallets.admin import AmountInUnitsField
 
 pytestmark = pytest.mark.django_db
 
@@ -42,10 +43,17 @@ def _request(user):
 
 
 def _shown(model_admin, request) -> set[str]:
+    """The fields a list or change page shows as they are stored (a form's field typed and shown in
+    the asset's units is not)."""
     names = set()
     shown_on_page = flatten_fieldsets(model_admin.get_fieldsets(request))
+    in_units = {
+        name
+        for name, field in getattr(getattr(model_admin, "form", None), "base_fields", {}).items()
+        if isinstance(field, AmountInUnitsField)
+    }
     for name in [*getattr(model_admin, "list_display", ()), *shown_on_page]:
-        if isinstance(name, str):
+        if isinstance(name, str) and name not in in_units:
             names.add(name)
     return names
 
