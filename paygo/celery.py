@@ -3,6 +3,7 @@ Django's do."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -31,14 +32,17 @@ def log_as_django(**kwargs) -> None:
     configure_logging(settings.LOGGING_CONFIG, settings.LOGGING)
 
 
-@signals.worker_ready.connect
-def log_warm_shutdowns(sender, **kwargs) -> None:
-    """Celery prints "worker: Warm shutdown (MainProcess)" straight to stdout at a SIGTERM: its
-    handler, installed once the worker started, is installed again without that line, which is
-    logged instead (below). `sender` is the worker's consumer."""
-    from celery.apps.worker import install_worker_term_handler
+@signals.celeryd_init.connect
+def log_warm_shutdowns(**kwargs) -> None:
+    """Celery prints "worker: Warm shutdown (MainProcess)" straight to stdout at a SIGTERM; the
+    shutdown is logged instead (below). The handler the worker installs as it starts
+    (Worker.install_platform_tweaks, after this signal) is made without that line: installed again
+    once the worker was ready, a SIGTERM before then still printed it."""
+    from celery.apps import worker
 
-    install_worker_term_handler(sender.controller, verbose=False)
+    if not getattr(worker.install_worker_term_handler, "paygo_quiet", False):
+        worker.install_worker_term_handler = functools.partial(worker.install_worker_term_handler, verbose=False)
+        worker.install_worker_term_handler.paygo_quiet = True
 
 
 @signals.worker_shutting_down.connect
